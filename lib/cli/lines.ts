@@ -1,0 +1,32 @@
+/** Reads text lines from a byte stream (stdin), whether or not it is a terminal. */
+
+/** Yields each line of `stream` without its line ending; the last line may lack one. */
+export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let rest = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    rest += text;
+    let nl: number;
+    while ((nl = rest.indexOf("\n")) >= 0) {
+      yield rest.slice(0, nl).replace(/\r$/, "");
+      rest = rest.slice(nl + 1);
+    }
+  }
+  if (rest.length > 0) yield rest.replace(/\r$/, "");
+}
+
+/** Parses a TCP port argument: an integer 0–65535 (0: any free port). */
+export function parsePort(value: string, what = "port"): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) > 65535) {
+    throw new RangeError(`${what} must be a number from 0 to 65535, got "${value}"`);
+  }
+  return Number(value);
+}
+
+/** Splits `HOST:PORT` (or `[v6]:PORT`, or a bare host with `defaultPort`). */
+export function parseHostPort(value: string, defaultPort: number): { host: string; port: number } {
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(value);
+  if (v6) return { host: v6[1]!, port: v6[2] ? parsePort(v6[2]) : defaultPort };
+  const i = value.lastIndexOf(":");
+  if (i < 0) return { host: value, port: defaultPort };
+  return { host: value.slice(0, i) || "127.0.0.1", port: parsePort(value.slice(i + 1)) };
+}

@@ -1,0 +1,52 @@
+/**
+ * The first exchange on every connection: each side sends `hello` with its protocol version
+ * and role, and checks the other's. A mismatch is reported to both sides and ends the link.
+ */
+import { ProtocolError } from "../protocol/errors.ts";
+import { type HelloMessage, PROTOCOL_VERSION } from "../protocol/messages.ts";
+import type { AnyMessage, FramedConnection } from "./framed_connection.ts";
+
+export const SOFTWARE = "confab/0.1.0";
+
+/**
+ * Sends our hello and waits for the other side's.
+ * @param expectRole the role the other side must announce.
+ * @throws {ProtocolError} on a wrong first message, role or version (after telling the peer).
+ */
+export async function exchangeHello<In extends AnyMessage>(
+  fc: FramedConnection<In>,
+  options: { role: HelloMessage["role"]; expectRole: HelloMessage["role"]; timeoutMs: number },
+): Promise<HelloMessage> {
+  fc.send({
+    type: "hello",
+    version: PROTOCOL_VERSION,
+    role: options.role,
+    software: SOFTWARE,
+  }).catch(() => {});
+  const first = await fc.next(options.timeoutMs);
+  if (first.type === "error") {
+    const e = first as unknown as { code: string; message: string };
+    throw new ProtocolError(
+      e.code === "VERSION_MISMATCH" ? "VERSION_MISMATCH" : "BAD_MESSAGE",
+      `the other side refused the connection: ${e.message}`,
+    );
+  }
+  if (first.type !== "hello") {
+    await fc.fail("BAD_MESSAGE", `expected hello as the first message, got ${first.type}`);
+    throw new ProtocolError("BAD_MESSAGE", `expected hello first, got ${first.type}`);
+  }
+  const hello = first as unknown as HelloMessage;
+  if (hello.version !== PROTOCOL_VERSION) {
+    const text = `protocol version mismatch: this side speaks ${PROTOCOL_VERSION}, ` +
+      `the other side (${hello.software || "unknown"}) speaks ${hello.version}; ` +
+      `upgrade the older one`;
+    await fc.fail("VERSION_MISMATCH", text);
+    throw new ProtocolError("VERSION_MISMATCH", text);
+  }
+  if (hello.role !== options.expectRole) {
+    const text = `expected a ${options.expectRole}, but the other side is a ${hello.role}`;
+    await fc.fail("BAD_MESSAGE", text);
+    throw new ProtocolError("BAD_MESSAGE", text);
+  }
+  return hello;
+}

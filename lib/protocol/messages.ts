@@ -1,0 +1,292 @@
+/**
+ * Every message of the Confab wire protocol, as strict schemas. A frame body is a JSON object
+ * with a `type`; requests carry an integer `id` that the reply echoes. Nothing else in the code
+ * sees a message before it has passed {@link decodeMessage}: types, lengths, allowed characters
+ * and the absence of extra fields are all checked here.
+ *
+ * Keep docs/protocol.md in step with this file.
+ */
+import { z } from "zod";
+import { ERROR_CODES, ProtocolError } from "./errors.ts";
+
+/** Protocol version spoken by this build; `hello` carries it and both sides compare. */
+export const PROTOCOL_VERSION = 1;
+
+// ---- field rules ---------------------------------------------------------------------------
+
+/** 1–32 characters: letters, digits, `_`, `-`, `.`. Unique case-insensitively on the server. */
+export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,32}$/;
+export const MIN_PASSWORD_LENGTH = 6;
+export const MAX_PASSWORD_LENGTH = 256;
+/** Longest chat message text, in UTF-16 code units (64 KiB of ASCII). */
+export const MAX_TEXT_LENGTH = 64 * 1024;
+export const MAX_CONTACTS = 1000;
+
+const b64url = (len: number) =>
+  z.string().length(len).regex(/^[A-Za-z0-9_-]+$/, "must be base64url");
+
+export const Username = z.string().regex(
+  USERNAME_PATTERN,
+  "1-32 characters: letters, digits, _ - .",
+);
+export const Password = z.string().min(MIN_PASSWORD_LENGTH).max(MAX_PASSWORD_LENGTH)
+  // deno-lint-ignore no-control-regex
+  .regex(/^[^\u0000-\u001f\u007f]*$/, "no control characters");
+/** An Ed25519 public key (32 bytes), base64url without padding. */
+export const PublicKey = b64url(43);
+/** An Ed25519 signature (64 bytes), base64url without padding. */
+export const Signature = b64url(86);
+/** 32 random bytes, base64url: session tokens and handshake nonces. */
+export const Token = b64url(43);
+export const Nonce = b64url(43);
+export const RequestId = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/** A message id, made by the sender (a UUID in practice). */
+export const MessageId = z.string().min(1).max(64).regex(/^[A-Za-z0-9_-]+$/);
+export const Port = z.number().int().min(1).max(65535);
+/** Milliseconds since the Unix epoch; bounded to years 2000–2200 to keep garbage out. */
+export const Timestamp = z.number().int().min(946_684_800_000).max(7_258_118_400_000);
+export const Host = z.string().min(1).max(255).regex(/^[A-Za-z0-9.:%-]+$/);
+export const Text = z.string().min(1).max(MAX_TEXT_LENGTH);
+export const ErrorCodeSchema = z.enum(ERROR_CODES);
+export const Role = z.enum(["client", "server", "peer"]);
+
+// ---- messages on every connection ----------------------------------------------------------
+
+export const Hello = z.strictObject({
+  type: z.literal("hello"),
+  version: z.number().int().min(0).max(65535),
+  role: Role,
+  software: z.string().max(64),
+});
+export const ErrorMsg = z.strictObject({
+  type: z.literal("error"),
+  id: RequestId.optional(),
+  code: ErrorCodeSchema,
+  message: z.string().max(500),
+});
+export const Ping = z.strictObject({ type: z.literal("ping"), id: RequestId });
+export const Pong = z.strictObject({ type: z.literal("pong"), id: RequestId });
+
+// ---- client → server -----------------------------------------------------------------------
+
+export const Signup = z.strictObject({
+  type: z.literal("signup"),
+  id: RequestId,
+  user: Username,
+  password: Password,
+  publicKey: PublicKey,
+});
+export const Login = z.strictObject({
+  type: z.literal("login"),
+  id: RequestId,
+  user: Username,
+  password: Password,
+  peerPort: Port,
+  /** When the previous session ended while the server was unreachable, its logout time. */
+  lastLogout: Timestamp.optional(),
+});
+export const Resume = z.strictObject({
+  type: z.literal("resume"),
+  id: RequestId,
+  token: Token,
+  peerPort: Port,
+});
+export const Logout = z.strictObject({ type: z.literal("logout"), id: RequestId });
+export const Lookup = z.strictObject({ type: z.literal("lookup"), id: RequestId, user: Username });
+export const ContactsList = z.strictObject({ type: z.literal("contacts"), id: RequestId });
+export const ContactAdd = z.strictObject({
+  type: z.literal("contact_add"),
+  id: RequestId,
+  user: Username,
+});
+export const ContactRemove = z.strictObject({
+  type: z.literal("contact_remove"),
+  id: RequestId,
+  user: Username,
+});
+
+// ---- server → client -----------------------------------------------------------------------
+
+export const Ok = z.strictObject({ type: z.literal("ok"), id: RequestId });
+export const Welcome = z.strictObject({
+  type: z.literal("welcome"),
+  id: RequestId,
+  user: Username,
+  token: Token,
+  /** The address the server sees this client connect from. */
+  host: Host,
+  /** True when the login re-attached a session (resume) rather than starting one. */
+  resumed: z.boolean(),
+});
+export const LookupResult = z.strictObject({
+  type: z.literal("lookup_result"),
+  id: RequestId,
+  user: Username,
+  online: z.boolean(),
+  host: Host.optional(),
+  port: Port.optional(),
+  publicKey: PublicKey,
+});
+export const ContactEntry = z.strictObject({ user: Username, online: z.boolean() });
+export const ContactListMsg = z.strictObject({
+  type: z.literal("contact_list"),
+  id: RequestId,
+  contacts: z.array(ContactEntry).max(MAX_CONTACTS),
+});
+export const Presence = z.strictObject({
+  type: z.literal("presence"),
+  user: Username,
+  online: z.boolean(),
+});
+export const ServerClosing = z.strictObject({
+  type: z.literal("server_closing"),
+  reason: z.string().max(200),
+});
+
+// ---- peer ↔ peer ---------------------------------------------------------------------------
+// After `hello`, the dialer sends auth_init; the listener answers auth_reply (its signature
+// over both nonces and both names); the dialer sends auth_finish (its own signature); the
+// listener confirms with auth_ok. Only then do chat frames flow.
+
+export const AuthInit = z.strictObject({
+  type: z.literal("auth_init"),
+  from: Username,
+  to: Username,
+  nonce: Nonce,
+});
+export const AuthReply = z.strictObject({
+  type: z.literal("auth_reply"),
+  from: Username,
+  nonce: Nonce,
+  signature: Signature,
+});
+export const AuthFinish = z.strictObject({ type: z.literal("auth_finish"), signature: Signature });
+export const AuthOk = z.strictObject({ type: z.literal("auth_ok") });
+export const ChatMsg = z.strictObject({
+  type: z.literal("msg"),
+  id: MessageId,
+  /** Per-sender sequence number, increasing by one for each message on this link. */
+  seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  ts: Timestamp,
+  text: Text,
+});
+export const Ack = z.strictObject({ type: z.literal("ack"), id: MessageId });
+/** The sender opened (`open: true`) or left the chat window with the receiver. */
+export const ChatState = z.strictObject({ type: z.literal("chat_state"), open: z.boolean() });
+export const Bye = z.strictObject({ type: z.literal("bye") });
+
+// ---- unions by direction -------------------------------------------------------------------
+
+const common = [Hello, ErrorMsg, Ping, Pong] as const;
+
+export const ClientToServer = z.discriminatedUnion("type", [
+  ...common,
+  Signup,
+  Login,
+  Resume,
+  Logout,
+  Lookup,
+  ContactsList,
+  ContactAdd,
+  ContactRemove,
+]);
+export const ServerToClient = z.discriminatedUnion("type", [
+  ...common,
+  Ok,
+  Welcome,
+  LookupResult,
+  ContactListMsg,
+  Presence,
+  ServerClosing,
+]);
+export const PeerToPeer = z.discriminatedUnion("type", [
+  ...common,
+  AuthInit,
+  AuthReply,
+  AuthFinish,
+  AuthOk,
+  ChatMsg,
+  Ack,
+  ChatState,
+  Bye,
+]);
+
+export type ClientMessage = z.infer<typeof ClientToServer>;
+export type ServerMessage = z.infer<typeof ServerToClient>;
+export type PeerMessage = z.infer<typeof PeerToPeer>;
+export type HelloMessage = z.infer<typeof Hello>;
+export type ErrorMessage = z.infer<typeof ErrorMsg>;
+export type LookupResultMessage = z.infer<typeof LookupResult>;
+export type WelcomeMessage = z.infer<typeof Welcome>;
+export type ChatMessage = z.infer<typeof ChatMsg>;
+
+/** A set of messages one side of a connection accepts. */
+export type MessageSchema<T> = {
+  safeParse(data: unknown): { success: true; data: T } | { success: false; error: z.ZodError };
+};
+
+const typeSets = new WeakMap<object, Set<string>>();
+function knownTypes(schema: z.ZodDiscriminatedUnion): Set<string> {
+  let set = typeSets.get(schema);
+  if (!set) {
+    set = new Set<string>();
+    for (const option of schema.options) {
+      const shape = (option as z.ZodObject).shape as { type: z.ZodLiteral<string> };
+      set.add(shape.type.value);
+    }
+    typeSets.set(schema, set);
+  }
+  return set;
+}
+
+const textDecoder = new TextDecoder("utf-8", { fatal: true });
+const textEncoder = new TextEncoder();
+
+/**
+ * Decodes and validates one frame body against the messages a side accepts.
+ * @throws {ProtocolError} with code BAD_MESSAGE (not JSON, wrong shape) or UNKNOWN_TYPE.
+ */
+export function decodeMessage<S extends z.ZodDiscriminatedUnion>(
+  schema: S,
+  body: Uint8Array,
+): z.infer<S> {
+  let value: unknown;
+  try {
+    value = JSON.parse(textDecoder.decode(body));
+  } catch (cause) {
+    throw new ProtocolError("BAD_MESSAGE", "frame is not valid UTF-8 JSON", { cause });
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ProtocolError("BAD_MESSAGE", "message must be a JSON object");
+  }
+  const type = (value as Record<string, unknown>).type;
+  if (typeof type !== "string") {
+    throw new ProtocolError("BAD_MESSAGE", "message has no string `type`");
+  }
+  if (!knownTypes(schema).has(type)) {
+    throw new ProtocolError("UNKNOWN_TYPE", `unknown message type "${type.slice(0, 40)}"`);
+  }
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const where = issue?.path.length ? issue.path.join(".") : "message";
+    throw new ProtocolError("BAD_MESSAGE", `bad ${type}: ${where}: ${issue?.message ?? "invalid"}`);
+  }
+  return result.data;
+}
+
+/** The request id of a raw, possibly invalid message, if it has a usable one (for replies). */
+export function requestIdOf(body: Uint8Array): number | undefined {
+  try {
+    const value = JSON.parse(textDecoder.decode(body));
+    const id = value?.id;
+    return RequestId.safeParse(id).success ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Encodes a message as a frame body (UTF-8 JSON). */
+export function encodeMessage(message: { type: string; [field: string]: unknown }): Uint8Array {
+  return textEncoder.encode(JSON.stringify(message));
+}

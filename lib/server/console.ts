@@ -1,0 +1,49 @@
+/**
+ * The server's operator console on stdin: `help`, `list`, `esc`, as in the original
+ * assignment. Lines are read whether or not stdin is a terminal; when stdin ends the server
+ * keeps running, so it can run as a service.
+ */
+import { readLines } from "../cli/lines.ts";
+import { clock } from "../util/time.ts";
+import type { ConfabServer } from "./server.ts";
+
+export const CONSOLE_HELP = [
+  "help   show this help",
+  "list   users online now: username*login time*peer port",
+  "esc    tell clients the server is going away, close and exit",
+].join("\n");
+
+/** Formats the `list` output: one `username*HH:MM:SS*port` line per online user. */
+export function formatList(server: ConfabServer): string {
+  const users = server.online();
+  if (users.length === 0) return "no users online";
+  return users.map((u) => `${u.user}*${clock(u.loginAt)}*${u.peerPort}`).join("\n");
+}
+
+/**
+ * Runs console commands from `input` until `esc`. Resolves when `esc` was typed (the caller
+ * shuts down) and never when the input simply ends.
+ */
+export async function runConsole(
+  server: ConfabServer,
+  input: ReadableStream<Uint8Array>,
+  print: (text: string) => void,
+): Promise<void> {
+  for await (const raw of readLines(input)) {
+    const line = raw.trim();
+    if (line === "") continue;
+    switch (line) {
+      case "help":
+        print(CONSOLE_HELP);
+        break;
+      case "list":
+        print(formatList(server));
+        break;
+      case "esc":
+        return;
+      default:
+        print(`unknown command "${line.slice(0, 40)}"; type help`);
+    }
+  }
+  await new Promise<never>(() => {}); // stdin ended: keep serving until a signal comes
+}

@@ -1,0 +1,497 @@
+/**
+ * The Confab rendezvous server: accounts, contacts, presence and the directory. It accepts
+ * control connections, speaks the control protocol on each, and never relays chat traffic.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { asError, dial, FramedConnection, writeAll } from "../net/framed_connection.ts";
+import { exchangeHello } from "../net/hello.ts";
+import { encodeFrame } from "../protocol/frame.ts";
+import type { ErrorCode } from "../protocol/errors.ts";
+import {
+  type ClientMessage,
+  ClientToServer,
+  encodeMessage,
+  MAX_CONTACTS,
+} from "../protocol/messages.ts";
+import { delay } from "../util/time.ts";
+import { hashPassword, LoginThrottle, verifyPassword } from "./accounts.ts";
+import { nameKey, ServerStore } from "./store.ts";
+
+export interface ServerOptions {
+  host?: string;
+  port?: number;
+  dataDir: string;
+  /** Connections held at most; kept below the process's file limit (20,000). */
+  maxConnections?: number;
+  /** Time allowed for the first frame (`hello`). */
+  helloTimeoutMs?: number;
+  /** Time a connection may stay without logging in. */
+  loginTimeoutMs?: number;
+  /** How long a session token stays valid for re-attaching. */
+  sessionMaxAgeMs?: number;
+  /** Where the server's log lines go. */
+  log?: (line: string) => void;
+}
+
+/** A logged-in user, alive as long as its control connection. */
+export interface OnlineUser {
+  user: string;
+  host: string;
+  peerPort: number;
+  loginAt: number;
+}
+
+interface Session extends OnlineUser {
+  key: string;
+  fc: FramedConnection<ClientMessage>;
+  registrySeq: number;
+  tokenHash: Uint8Array;
+}
+
+interface ConnState {
+  session: Session | undefined;
+  host: string;
+}
+
+/** Password hashes computed at once (each ≈ 80 ms of a core); further ones wait in line. */
+const HASH_CONCURRENCY = 2;
+/** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
+const HASH_QUEUE_LIMIT = 64;
+
+function tokenHash(token: string): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(token).digest());
+}
+
+class Reply extends Error {
+  constructor(readonly code: ErrorCode, message: string) {
+    super(message);
+  }
+}
+
+export class ConfabServer implements AsyncDisposable {
+  readonly store: ServerStore;
+  readonly addr: Deno.NetAddr;
+  readonly #listener: Deno.TcpListener;
+  readonly #opts: Required<Omit<ServerOptions, "host" | "port">>;
+  readonly #conns = new Set<FramedConnection<ClientMessage>>();
+  readonly #online = new Map<string, Session>();
+  readonly #userThrottle = new LoginThrottle();
+  readonly #addrThrottle = new LoginThrottle({ freeFailures: 20 });
+  #hashing = 0;
+  readonly #hashQueue: (() => void)[] = [];
+  #acceptLoop: Promise<void>;
+  #serving = new Set<Promise<void>>();
+  #closing: Promise<void> | undefined;
+
+  private constructor(listener: Deno.TcpListener, store: ServerStore, options: ServerOptions) {
+    this.#listener = listener;
+    this.addr = listener.addr;
+    this.store = store;
+    this.#opts = {
+      dataDir: options.dataDir,
+      maxConnections: options.maxConnections ?? 15_000,
+      helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
+      loginTimeoutMs: options.loginTimeoutMs ?? 60_000,
+      sessionMaxAgeMs: options.sessionMaxAgeMs ?? 30 * 24 * 3600_000,
+      log: options.log ?? (() => {}),
+    };
+    this.#acceptLoop = this.#accept();
+  }
+
+  /**
+   * Opens the data dir and starts listening.
+   * @throws {Deno.errors.AddrInUse} when the port is taken.
+   */
+  static start(options: ServerOptions): ConfabServer {
+    const store = new ServerStore(options.dataDir);
+    // Rows left open by a run that died (kill -9): those users are not connected any more.
+    store.closeDanglingLogins();
+    let listener: Deno.TcpListener;
+    try {
+      listener = Deno.listen({
+        hostname: options.host ?? "127.0.0.1",
+        port: options.port ?? 4242,
+        transport: "tcp",
+      });
+    } catch (error) {
+      store.close();
+      throw error;
+    }
+    return new ConfabServer(listener, store, options);
+  }
+
+  /** Users online now, newest login first. */
+  online(): OnlineUser[] {
+    return [...this.#online.values()]
+      .map(({ user, host, peerPort, loginAt }) => ({ user, host, peerPort, loginAt }))
+      .sort((a, b) => b.loginAt - a.loginAt);
+  }
+
+  get connectionCount(): number {
+    return this.#conns.size;
+  }
+
+  async #accept(): Promise<void> {
+    let backoff = 10;
+    while (!this.#closing) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+        backoff = 10;
+      } catch (error) {
+        if (this.#closing || error instanceof Deno.errors.BadResource) break;
+        // EMFILE and friends: wait a little and keep accepting; never let one failure stop us.
+        this.#opts.log(`accept failed: ${asError(error).message}; retrying in ${backoff} ms`);
+        await delay(backoff);
+        backoff = Math.min(backoff * 2, 1000);
+        continue;
+      }
+      if (this.#conns.size >= this.#opts.maxConnections) {
+        this.#refuse(conn);
+        continue;
+      }
+      const serving = this.#serve(conn).catch((error) => {
+        this.#opts.log(`connection error: ${asError(error).message}`);
+      });
+      this.#serving.add(serving);
+      void serving.finally(() => this.#serving.delete(serving));
+    }
+  }
+
+  #refuse(conn: Deno.TcpConn): void {
+    const frame = encodeFrame(encodeMessage({
+      type: "error",
+      code: "SERVER_BUSY",
+      message: "server is at its connection limit; try again later",
+    }));
+    void writeAll(conn, frame).catch(() => {}).finally(() => {
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+    });
+  }
+
+  async #serve(conn: Deno.TcpConn): Promise<void> {
+    const fc = new FramedConnection<ClientMessage>(conn, {
+      schema: ClientToServer,
+      replyTypes: ["pong"],
+    });
+    this.#conns.add(fc);
+    const state: ConnState = { session: undefined, host: conn.remoteAddr.hostname };
+    let loginTimer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await exchangeHello(fc, {
+        role: "server",
+        expectRole: "client",
+        timeoutMs: this.#opts.helloTimeoutMs,
+      });
+      loginTimer = setTimeout(() => {
+        if (!state.session) {
+          void fc.fail("TIMEOUT", `not logged in within ${this.#opts.loginTimeoutMs / 1000}s`);
+        }
+      }, this.#opts.loginTimeoutMs);
+      fc.setHandler((message) => this.#handle(fc, state, message));
+      await fc.closed;
+    } catch {
+      // A bad hello or a silent connection: nothing to clean up beyond closing.
+    } finally {
+      clearTimeout(loginTimer);
+      await fc.close();
+      this.#conns.delete(fc);
+      if (state.session) this.#endSession(state.session, Date.now());
+    }
+  }
+
+  async #handle(
+    fc: FramedConnection<ClientMessage>,
+    state: ConnState,
+    message: ClientMessage,
+  ): Promise<void> {
+    const id = "id" in message ? message.id : undefined;
+    try {
+      await this.#dispatch(fc, state, message);
+    } catch (error) {
+      if (error instanceof Reply) {
+        await fc.send({ type: "error", id, code: error.code, message: error.message })
+          .catch(() => {});
+        return;
+      }
+      this.#opts.log(`internal error on ${message.type}: ${asError(error).stack}`);
+      await fc.send({ type: "error", id, code: "INTERNAL", message: "internal server error" })
+        .catch(() => {});
+    }
+  }
+
+  async #dispatch(
+    fc: FramedConnection<ClientMessage>,
+    state: ConnState,
+    m: ClientMessage,
+  ): Promise<void> {
+    switch (m.type) {
+      case "ping":
+        return fc.send({ type: "pong", id: m.id });
+      case "pong":
+        return;
+      case "error":
+        this.#opts.log(`client ${state.host} reported: ${m.code} ${m.message}`);
+        return;
+      case "hello":
+        throw new Reply("BAD_MESSAGE", "hello was already exchanged");
+      case "signup":
+        return this.#signup(fc, state, m);
+      case "login":
+        return this.#login(fc, state, m);
+      case "resume":
+        return this.#resume(fc, state, m);
+    }
+    const session = state.session;
+    if (!session) throw new Reply("NOT_LOGGED_IN", "log in first");
+    switch (m.type) {
+      case "logout": {
+        this.store.deleteSession(session.tokenHash);
+        state.session = undefined;
+        this.#endSession(session, Date.now());
+        return fc.send({ type: "ok", id: m.id });
+      }
+      case "lookup":
+        return this.#lookup(fc, session, m);
+      case "contacts":
+        return fc.send({
+          type: "contact_list",
+          id: m.id,
+          contacts: this.store.listContacts(session.user).map((user) => ({
+            user,
+            online: this.#online.has(nameKey(user)),
+          })),
+        });
+      case "contact_add": {
+        const target = this.store.getUser(m.user);
+        if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
+        if (target.nameKey === session.key) {
+          throw new Reply("BAD_MESSAGE", "you cannot add yourself as a contact");
+        }
+        if (this.store.countContacts(session.user) >= MAX_CONTACTS) {
+          throw new Reply("BAD_MESSAGE", `contact list is full (${MAX_CONTACTS})`);
+        }
+        this.store.addContact(session.user, target.name);
+        return fc.send({ type: "ok", id: m.id });
+      }
+      case "contact_remove": {
+        if (!this.store.removeContact(session.user, m.user)) {
+          throw new Reply("NOT_A_CONTACT", `${m.user} is not in your contacts`);
+        }
+        return fc.send({ type: "ok", id: m.id });
+      }
+    }
+  }
+
+  /** Runs a password hash with bounded concurrency, so a signup flood cannot starve logins. */
+  async #withHashSlot<T>(work: () => Promise<T>): Promise<T> {
+    if (this.#hashing >= HASH_CONCURRENCY) {
+      if (this.#hashQueue.length >= HASH_QUEUE_LIMIT) {
+        throw new Reply("SERVER_BUSY", "server is busy; try again in a moment");
+      }
+      await new Promise<void>((resolve) => this.#hashQueue.push(resolve));
+    } else {
+      this.#hashing++;
+    }
+    try {
+      return await work();
+    } finally {
+      const next = this.#hashQueue.shift();
+      if (next) next(); // hand our slot on
+      else this.#hashing--;
+    }
+  }
+
+  #checkThrottle(userKey: string, host: string): void {
+    const wait = Math.max(this.#userThrottle.waitFor(userKey), this.#addrThrottle.waitFor(host));
+    if (wait > 0) {
+      throw new Reply(
+        "TOO_MANY_ATTEMPTS",
+        `too many failed attempts; try again in ${Math.ceil(wait / 1000)} s`,
+      );
+    }
+  }
+
+  async #signup(
+    fc: FramedConnection<ClientMessage>,
+    state: ConnState,
+    m: Extract<ClientMessage, { type: "signup" }>,
+  ): Promise<void> {
+    this.#checkThrottle("", state.host);
+    if (this.store.getUser(m.user)) {
+      throw new Reply("USER_EXISTS", `the name ${m.user} is taken; pick another`);
+    }
+    const { salt, hash } = await this.#withHashSlot(() => hashPassword(m.password));
+    if (!this.store.createUser({ name: m.user, salt, hash, publicKey: m.publicKey })) {
+      throw new Reply("USER_EXISTS", `the name ${m.user} is taken; pick another`);
+    }
+    this.#opts.log(`signup: ${m.user} from ${state.host}`);
+    await fc.send({ type: "ok", id: m.id });
+  }
+
+  async #login(
+    fc: FramedConnection<ClientMessage>,
+    state: ConnState,
+    m: Extract<ClientMessage, { type: "login" }>,
+  ): Promise<void> {
+    if (state.session) throw new Reply("ALREADY_LOGGED_IN", `already logged in as ${state.session.user}`);
+    const key = nameKey(m.user);
+    this.#checkThrottle(key, state.host);
+    const user = this.store.getUser(m.user);
+    const ok = await this.#withHashSlot(() => verifyPassword(m.password, user));
+    if (!ok || !user) {
+      this.#userThrottle.fail(key);
+      this.#addrThrottle.fail(state.host);
+      // The same answer for an unknown user and a wrong password.
+      throw new Reply("LOGIN_FAILED", "wrong username or password");
+    }
+    this.#userThrottle.succeed(key);
+    if (m.lastLogout !== undefined) this.store.correctLastLogout(user.name, m.lastLogout);
+    const token = randomBytes(32).toString("base64url");
+    const hash = tokenHash(token);
+    this.store.saveSession(hash, user.name);
+    const now = Date.now();
+    const seq = this.store.recordLogin(user.name, state.host, m.peerPort, now);
+    this.#startSession(fc, state, {
+      user: user.name,
+      key,
+      host: state.host,
+      peerPort: m.peerPort,
+      loginAt: now,
+      fc,
+      registrySeq: seq,
+      tokenHash: hash,
+    });
+    this.#opts.log(`login: ${user.name} from ${state.host}, peer port ${m.peerPort}`);
+    await fc.send({
+      type: "welcome",
+      id: m.id,
+      user: user.name,
+      token,
+      host: state.host,
+      resumed: false,
+    });
+  }
+
+  async #resume(
+    fc: FramedConnection<ClientMessage>,
+    state: ConnState,
+    m: Extract<ClientMessage, { type: "resume" }>,
+  ): Promise<void> {
+    if (state.session) throw new Reply("ALREADY_LOGGED_IN", `already logged in as ${state.session.user}`);
+    this.#checkThrottle("", state.host);
+    const hash = tokenHash(m.token);
+    const name = this.store.sessionUser(hash, this.#opts.sessionMaxAgeMs);
+    if (!name) {
+      this.#addrThrottle.fail(state.host);
+      throw new Reply("BAD_TOKEN", "your session has expired; log in again with your password");
+    }
+    const now = Date.now();
+    let seq = this.store.latestLogin(name);
+    if (seq === undefined) seq = this.store.recordLogin(name, state.host, m.peerPort, now);
+    else this.store.reopenLogin(seq, state.host, m.peerPort);
+    this.#startSession(fc, state, {
+      user: name,
+      key: nameKey(name),
+      host: state.host,
+      peerPort: m.peerPort,
+      loginAt: now,
+      fc,
+      registrySeq: seq,
+      tokenHash: hash,
+    });
+    this.#opts.log(`resume: ${name} from ${state.host}, peer port ${m.peerPort}`);
+    await fc.send({
+      type: "welcome",
+      id: m.id,
+      user: name,
+      token: m.token,
+      host: state.host,
+      resumed: true,
+    });
+  }
+
+  #startSession(fc: FramedConnection<ClientMessage>, state: ConnState, session: Session): void {
+    const previous = this.#online.get(session.key);
+    if (previous) {
+      // One place at a time: the newer login wins (the old link may be half-open).
+      this.#online.delete(session.key);
+      if (previous.registrySeq !== session.registrySeq) {
+        this.store.recordLogout(previous.registrySeq);
+      }
+      void previous.fc.fail("ALREADY_LOGGED_IN", "you logged in again from another place");
+    }
+    state.session = session;
+    this.#online.set(session.key, session);
+    if (!previous) this.#announce(session.user, true);
+  }
+
+  /** Ends a session whose connection closed or that logged out. */
+  #endSession(session: Session, at: number): void {
+    if (this.#online.get(session.key) !== session) return; // replaced by a newer login
+    this.#online.delete(session.key);
+    this.store.recordLogout(session.registrySeq, at);
+    this.#announce(session.user, false);
+    this.#opts.log(`offline: ${session.user}`);
+  }
+
+  /** Tells the online users who have `user` in their contacts that it came or went. */
+  #announce(user: string, online: boolean): void {
+    for (const watcher of this.store.listWatchers(user)) {
+      const session = this.#online.get(watcher);
+      session?.fc.send({ type: "presence", user, online }).catch(() => {});
+    }
+  }
+
+  #lookup(
+    fc: FramedConnection<ClientMessage>,
+    session: Session,
+    m: Extract<ClientMessage, { type: "lookup" }>,
+  ): Promise<void> {
+    const target = this.store.getUser(m.user);
+    if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
+    const live = this.#online.get(target.nameKey);
+    // Addresses go only to people connected by a contact entry in either direction.
+    const related = target.nameKey === session.key ||
+      this.store.isContact(session.user, target.name) ||
+      this.store.isContact(target.name, session.user);
+    return fc.send({
+      type: "lookup_result",
+      id: m.id,
+      user: target.name,
+      online: live !== undefined,
+      ...(live && related ? { host: live.host, port: live.peerPort } : {}),
+      publicKey: target.publicKey,
+    });
+  }
+
+  /**
+   * Tells every client the server is going away, closes all connections and the store.
+   * Idempotent.
+   */
+  close(reason = "the server is shutting down"): Promise<void> {
+    this.#closing ??= (async () => {
+      try {
+        this.#listener.close();
+      } catch { /* already closed */ }
+      await this.#acceptLoop;
+      const now = Date.now();
+      await Promise.all([...this.#conns].map(async (fc) => {
+        await fc.send({ type: "server_closing", reason }).catch(() => {});
+        await fc.close();
+      }));
+      await Promise.all(this.#serving);
+      for (const session of [...this.#online.values()]) this.#endSession(session, now);
+      this.store.close();
+    })();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+export { dial };

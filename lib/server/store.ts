@@ -1,0 +1,270 @@
+/**
+ * The server's durable state in one SQLite file (node:sqlite): accounts, contacts, the
+ * login/logout registry and session tokens. WAL with synchronous=NORMAL: a committed
+ * transaction survives a kill -9 of the process. Knows nothing of sockets.
+ */
+import { DatabaseSync } from "node:sqlite";
+import { join } from "node:path";
+
+/** Schema migrations, applied in order; `PRAGMA user_version` records how many ran. */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE users (
+    name_key   TEXT PRIMARY KEY,          -- lower-cased name: uniqueness is case-insensitive
+    name       TEXT NOT NULL,             -- as the user typed it at signup
+    salt       BLOB NOT NULL,
+    hash       BLOB NOT NULL,             -- scrypt(password, salt)
+    public_key TEXT NOT NULL,             -- Ed25519, base64url
+    created_at INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE contacts (
+    owner      TEXT NOT NULL REFERENCES users(name_key),
+    contact    TEXT NOT NULL REFERENCES users(name_key),
+    added_at   INTEGER NOT NULL,
+    PRIMARY KEY (owner, contact)
+  ) STRICT;
+  CREATE INDEX contacts_by_contact ON contacts(contact);
+  CREATE TABLE registry (                 -- one row per login: the original spec's registry
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    user       TEXT NOT NULL REFERENCES users(name_key),
+    host       TEXT NOT NULL,
+    port       INTEGER NOT NULL,
+    login_at   INTEGER NOT NULL,
+    logout_at  INTEGER                    -- NULL while the session is live
+  ) STRICT;
+  CREATE INDEX registry_by_user ON registry(user, seq);
+  CREATE TABLE sessions (
+    token_hash BLOB PRIMARY KEY,          -- SHA-256 of the token; the token itself is not kept
+    user       TEXT NOT NULL REFERENCES users(name_key),
+    created_at INTEGER NOT NULL
+  ) STRICT;
+  `,
+];
+
+export interface UserRecord {
+  nameKey: string;
+  name: string;
+  salt: Uint8Array;
+  hash: Uint8Array;
+  publicKey: string;
+}
+
+export interface RegistryRow {
+  user: string;
+  host: string;
+  port: number;
+  loginAt: number;
+  logoutAt: number | null;
+}
+
+/** Lower-cases a username for lookups; names are unique case-insensitively. */
+export function nameKey(name: string): string {
+  return name.toLowerCase();
+}
+
+export class ServerStore implements Disposable {
+  readonly path: string;
+  readonly #db: DatabaseSync;
+
+  constructor(dataDir: string) {
+    Deno.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    this.path = join(dataDir, "confab-server.sqlite");
+    this.#db = new DatabaseSync(this.path);
+    this.#db.exec("PRAGMA journal_mode = WAL");
+    this.#db.exec("PRAGMA synchronous = NORMAL");
+    this.#db.exec("PRAGMA foreign_keys = ON");
+    this.#db.exec("PRAGMA busy_timeout = 5000");
+    this.#migrate();
+  }
+
+  #migrate(): void {
+    const row = this.#db.prepare("PRAGMA user_version").get() as { user_version: number };
+    for (let v = row.user_version; v < MIGRATIONS.length; v++) {
+      this.#db.exec("BEGIN IMMEDIATE");
+      try {
+        this.#db.exec(MIGRATIONS[v]!);
+        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
+        this.#db.exec("COMMIT");
+      } catch (error) {
+        this.#db.exec("ROLLBACK");
+        throw error;
+      }
+    }
+  }
+
+  /** The schema version in force (number of migrations applied). */
+  get schemaVersion(): number {
+    return (this.#db.prepare("PRAGMA user_version").get() as { user_version: number })
+      .user_version;
+  }
+
+  // ---- users ---------------------------------------------------------------------------------
+
+  /** Creates an account; returns false when the name is taken (case-insensitively). */
+  createUser(user: Omit<UserRecord, "nameKey">, now = Date.now()): boolean {
+    const result = this.#db.prepare(
+      `INSERT INTO users (name_key, name, salt, hash, public_key, created_at)
+       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name_key) DO NOTHING`,
+    ).run(nameKey(user.name), user.name, user.salt, user.hash, user.publicKey, now);
+    return result.changes === 1;
+  }
+
+  getUser(name: string): UserRecord | undefined {
+    const row = this.#db.prepare(
+      "SELECT name_key, name, salt, hash, public_key FROM users WHERE name_key = ?",
+    ).get(nameKey(name)) as
+      | { name_key: string; name: string; salt: Uint8Array; hash: Uint8Array; public_key: string }
+      | undefined;
+    return row && {
+      nameKey: row.name_key,
+      name: row.name,
+      salt: row.salt,
+      hash: row.hash,
+      publicKey: row.public_key,
+    };
+  }
+
+  userCount(): number {
+    return (this.#db.prepare("SELECT count(*) AS n FROM users").get() as { n: number }).n;
+  }
+
+  // ---- contacts ------------------------------------------------------------------------------
+
+  /** Adds `contact` to `owner`'s list; returns false if it was already there. */
+  addContact(owner: string, contact: string, now = Date.now()): boolean {
+    return this.#db.prepare(
+      "INSERT INTO contacts (owner, contact, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    ).run(nameKey(owner), nameKey(contact), now).changes === 1;
+  }
+
+  removeContact(owner: string, contact: string): boolean {
+    return this.#db.prepare("DELETE FROM contacts WHERE owner = ? AND contact = ?")
+      .run(nameKey(owner), nameKey(contact)).changes === 1;
+  }
+
+  countContacts(owner: string): number {
+    return (this.#db.prepare("SELECT count(*) AS n FROM contacts WHERE owner = ?")
+      .get(nameKey(owner)) as { n: number }).n;
+  }
+
+  /** The display names of `owner`'s contacts, in the order they were added. */
+  listContacts(owner: string): string[] {
+    return (this.#db.prepare(
+      `SELECT u.name FROM contacts c JOIN users u ON u.name_key = c.contact
+       WHERE c.owner = ? ORDER BY c.added_at, u.name`,
+    ).all(nameKey(owner)) as { name: string }[]).map((r) => r.name);
+  }
+
+  /** Name keys of the users who have `contact` in their list (to tell them of presence). */
+  listWatchers(contact: string): string[] {
+    return (this.#db.prepare("SELECT owner FROM contacts WHERE contact = ?")
+      .all(nameKey(contact)) as { owner: string }[]).map((r) => r.owner);
+  }
+
+  isContact(owner: string, contact: string): boolean {
+    return this.#db.prepare("SELECT 1 FROM contacts WHERE owner = ? AND contact = ?")
+      .get(nameKey(owner), nameKey(contact)) !== undefined;
+  }
+
+  // ---- registry ------------------------------------------------------------------------------
+
+  /** Records a login; returns the registry row's sequence number. */
+  recordLogin(user: string, host: string, port: number, at = Date.now()): number {
+    const result = this.#db.prepare(
+      "INSERT INTO registry (user, host, port, login_at) VALUES (?, ?, ?, ?)",
+    ).run(nameKey(user), host, port, at);
+    return Number(result.lastInsertRowid);
+  }
+
+  /** Records the end of a login session. */
+  recordLogout(seq: number, at = Date.now()): void {
+    this.#db.prepare("UPDATE registry SET logout_at = ? WHERE seq = ?").run(at, seq);
+  }
+
+  /** Re-opens a session row (a dropped control connection re-attached). */
+  reopenLogin(seq: number, host: string, port: number): void {
+    this.#db.prepare("UPDATE registry SET logout_at = NULL, host = ?, port = ? WHERE seq = ?")
+      .run(host, port, seq);
+  }
+
+  /**
+   * Sets the logout time of `user`'s latest finished session to the time its client saved
+   * while the server was unreachable (the client knows the true time; the server only
+   * guessed it when the connection dropped).
+   */
+  correctLastLogout(user: string, at: number): void {
+    this.#db.prepare(
+      `UPDATE registry SET logout_at = ? WHERE seq = (
+         SELECT seq FROM registry WHERE user = ? AND logout_at IS NOT NULL
+         ORDER BY seq DESC LIMIT 1) AND login_at <= ?`,
+    ).run(at, nameKey(user), at);
+  }
+
+  /** The latest registry row of each user (or of one user), newest login first. */
+  registry(user?: string): RegistryRow[] {
+    const rows = this.#db.prepare(
+      `SELECT u.name AS user, r.host, r.port, r.login_at, r.logout_at FROM registry r
+       JOIN users u ON u.name_key = r.user
+       WHERE r.seq IN (SELECT max(seq) FROM registry GROUP BY user)
+       ${user === undefined ? "" : "AND r.user = ?"}
+       ORDER BY r.login_at DESC`,
+    ).all(...(user === undefined ? [] : [nameKey(user)])) as {
+      user: string;
+      host: string;
+      port: number;
+      login_at: number;
+      logout_at: number | null;
+    }[];
+    return rows.map((r) => ({
+      user: r.user,
+      host: r.host,
+      port: r.port,
+      loginAt: r.login_at,
+      logoutAt: r.logout_at,
+    }));
+  }
+
+  /** Closes registry rows left open by a previous run that ended without recording them. */
+  closeDanglingLogins(at = Date.now()): number {
+    return Number(
+      this.#db.prepare("UPDATE registry SET logout_at = ? WHERE logout_at IS NULL").run(at)
+        .changes,
+    );
+  }
+
+  /** The open-or-latest registry row number of a user, to re-open on session resume. */
+  latestLogin(user: string): number | undefined {
+    const row = this.#db.prepare(
+      "SELECT max(seq) AS seq FROM registry WHERE user = ?",
+    ).get(nameKey(user)) as { seq: number | null };
+    return row.seq ?? undefined;
+  }
+
+  // ---- sessions ------------------------------------------------------------------------------
+
+  saveSession(tokenHash: Uint8Array, user: string, now = Date.now()): void {
+    this.#db.prepare("INSERT INTO sessions (token_hash, user, created_at) VALUES (?, ?, ?)")
+      .run(tokenHash, nameKey(user), now);
+  }
+
+  /** The user a token belongs to, if it exists and is younger than `maxAgeMs`. */
+  sessionUser(tokenHash: Uint8Array, maxAgeMs: number, now = Date.now()): string | undefined {
+    const row = this.#db.prepare(
+      `SELECT u.name FROM sessions s JOIN users u ON u.name_key = s.user
+       WHERE s.token_hash = ? AND s.created_at > ?`,
+    ).get(tokenHash, now - maxAgeMs) as { name: string } | undefined;
+    return row?.name;
+  }
+
+  deleteSession(tokenHash: Uint8Array): void {
+    this.#db.prepare("DELETE FROM sessions WHERE token_hash = ?").run(tokenHash);
+  }
+
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * confab-server: accounts, contacts, presence and the directory for Confab clients.
+ *
+ *   deno run -A server.ts [port] [--host ADDR] [--data DIR]
+ */
+import { Command, InvalidArgumentError } from "commander";
+import { parsePort } from "./lib/cli/lines.ts";
+import { runConsole } from "./lib/server/console.ts";
+import { ConfabServer } from "./lib/server/server.ts";
+import { asError } from "./lib/net/framed_connection.ts";
+
+function portOption(value: string): number {
+  try {
+    return parsePort(value);
+  } catch (error) {
+    throw new InvalidArgumentError(asError(error).message);
+  }
+}
+
+const program = new Command()
+  .name("confab-server")
+  .description(
+    "Confab rendezvous server: keeps accounts, contacts and presence; clients chat peer to peer.\n" +
+      "Console commands on stdin: help, list, esc.",
+  )
+  .argument("[port]", "port to listen on (same as --port)", portOption)
+  .option("-p, --port <port>", "port to listen on (0: any free port)", portOption, 4242)
+  .option("--host <address>", "address to listen on (0.0.0.0 for every interface)", "127.0.0.1")
+  .option("--data <dir>", "where the server keeps its database", "./confab-data")
+  .option("--max-connections <n>", "connections held at most", portOption, 15_000)
+  .option("-q, --quiet", "do not log logins and logouts")
+  .showHelpAfterError("(run confab-server --help for usage)")
+  .parse(["deno", "server.ts", ...Deno.args]);
+
+const opts = program.opts<{
+  port: number;
+  host: string;
+  data: string;
+  maxConnections: number;
+  quiet?: boolean;
+}>();
+const port = (program.processedArgs[0] as number | undefined) ?? opts.port;
+const print = (text: string) => console.log(text);
+
+let server: ConfabServer;
+try {
+  server = ConfabServer.start({
+    host: opts.host,
+    port,
+    dataDir: opts.data,
+    maxConnections: opts.maxConnections,
+    log: opts.quiet ? undefined : (line) => console.log(`[${new Date().toISOString()}] ${line}`),
+  });
+} catch (error) {
+  if (error instanceof Deno.errors.AddrInUse) {
+    console.error(
+      `confab-server: cannot listen on ${opts.host}:${port}: address already in use ` +
+        `(is another server running? try --port N)`,
+    );
+  } else if (error instanceof Deno.errors.PermissionDenied) {
+    console.error(`confab-server: permission denied: ${asError(error).message}`);
+  } else {
+    console.error(`confab-server: cannot start: ${asError(error).message}`);
+  }
+  Deno.exit(1);
+}
+
+print(
+  `confab server listening on ${server.addr.hostname}:${server.addr.port} ` +
+    `(data: ${server.store.path}); type help for commands`,
+);
+
+let stopping = false;
+async function stop(why: string): Promise<never> {
+  if (!stopping) {
+    stopping = true;
+    print(`shutting down (${why}); telling ${server.online().length} online user(s)`);
+    await server.close();
+    print("bye");
+  }
+  Deno.exit(0);
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  try {
+    Deno.addSignalListener(signal, () => void stop(signal));
+  } catch {
+    // SIGTERM cannot be listened to on Windows; SIGINT (Ctrl-C) still works there.
+  }
+}
+
+await runConsole(server, Deno.stdin.readable, print);
+await stop("esc");
