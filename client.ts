@@ -1,0 +1,105 @@
+/**
+ * confab: the Confab messenger client. Talks to the server for accounts and presence, and to
+ * other users directly, peer to peer.
+ *
+ *   deno run -A client.ts [peer port] [--server HOST:PORT] [--home DIR] [--json]
+ */
+import { Command, InvalidArgumentError } from "commander";
+import { join } from "node:path";
+import { parseHostPort, parsePort } from "./lib/cli/lines.ts";
+import { runApp } from "./lib/client/app.ts";
+import { ClientError, ConfabClient } from "./lib/client/client.ts";
+import { JsonFrontEnd, PlainFrontEnd, TtyFrontEnd, type FrontEnd } from "./lib/client/terminal.ts";
+import { asError } from "./lib/net/framed_connection.ts";
+import { MAIN_HELP } from "./lib/client/commands.ts";
+
+function wrap<T>(parse: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return parse(value);
+    } catch (error) {
+      throw new InvalidArgumentError(asError(error).message);
+    }
+  };
+}
+
+function defaultHome(): string {
+  const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".";
+  return join(home, ".confab");
+}
+
+const program = new Command()
+  .name("confab")
+  .description(
+    "Confab messenger client: chat with your contacts directly, peer to peer.\n" +
+      "Commands are typed (or piped) on stdin:\n\n" + MAIN_HELP,
+  )
+  .argument("[port]", "peer port to listen on (same as --port)", wrap(parsePort))
+  .option("-p, --port <port>", "peer port to listen on (default: any free port)", wrap(parsePort))
+  .option(
+    "-s, --server <host:port>",
+    "the Confab server",
+    wrap((v) => parseHostPort(v, 4242)),
+    { host: "127.0.0.1", port: 4242 },
+  )
+  .option("--home <dir>", "where your keys and history live", defaultHome())
+  .option("--json", "write every event as one JSON object per line on stdout (for scripts)")
+  .option("--history <n>", "messages shown when a chat opens", wrap((v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new RangeError("0 to 10000");
+    return n;
+  }), 20)
+  .showHelpAfterError("(run confab --help for usage)")
+  .parse(["deno", "client.ts", ...Deno.args]);
+
+const opts = program.opts<{
+  port?: number;
+  server: { host: string; port: number };
+  home: string;
+  json?: boolean;
+  history: number;
+}>();
+const peerPort = (program.processedArgs[0] as number | undefined) ?? opts.port ?? 0;
+
+const ui: FrontEnd = opts.json
+  ? new JsonFrontEnd()
+  : Deno.stdin.isTerminal() && Deno.stdout.isTerminal()
+  ? new TtyFrontEnd()
+  : new PlainFrontEnd();
+
+const client = new ConfabClient({
+  home: opts.home,
+  server: opts.server,
+  peerPort,
+  historyLines: opts.history,
+}, (event) => ui.show(event));
+
+try {
+  client.start();
+} catch (error) {
+  const message = error instanceof ClientError ? error.message : asError(error).message;
+  if (opts.json) ui.show({ type: "error", code: "START_FAILED", message });
+  else console.error(`confab: ${message}`);
+  await ui[Symbol.asyncDispose]();
+  Deno.exit(1);
+}
+
+let quitting = false;
+async function quit(): Promise<never> {
+  if (!quitting) {
+    quitting = true;
+    await client.close();
+    await ui[Symbol.asyncDispose]();
+  }
+  Deno.exit(0);
+}
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  try {
+    Deno.addSignalListener(signal, () => void quit());
+  } catch {
+    // SIGTERM cannot be listened to on Windows.
+  }
+}
+
+await runApp(client, ui);
+await quit();

@@ -1,0 +1,776 @@
+/**
+ * The Confab client core, without any terminal: one control connection to the server, a
+ * listener for peers, and direct authenticated links to the people you chat with. Front ends
+ * (terminal, `--json`, load generators) drive it through methods and read its events.
+ */
+import { join } from "node:path";
+import { asError, dial, FramedConnection } from "../net/framed_connection.ts";
+import { exchangeHello } from "../net/hello.ts";
+import { ConnectionClosedError, ProtocolError, RemoteError, TimeoutError } from "../protocol/errors.ts";
+import {
+  type LookupResultMessage,
+  MAX_TEXT_LENGTH,
+  type PeerMessage,
+  type ServerMessage,
+  ServerToClient,
+  USERNAME_PATTERN,
+  type WelcomeMessage,
+} from "../protocol/messages.ts";
+import { acceptPeer, dialPeer, type PeerLink } from "../peer/peer_link.ts";
+import { Identity } from "../peer/identity.ts";
+import { delay } from "../util/time.ts";
+import { ClientStore, type DeliveryMark } from "./client_store.ts";
+import type { ClientEvent, EventSink } from "./events.ts";
+
+export interface ClientOptions {
+  /** Home dir: one subfolder per user (identity key, history). */
+  home: string;
+  server: { host: string; port: number };
+  /** Peer port to listen on; 0 picks a free one. */
+  peerPort?: number;
+  /** Address the peer listener binds (default: loopback when the server is on loopback). */
+  listenHost?: string;
+  /** Messages of a chat shown when it opens. */
+  historyLines?: number;
+  /** How long a peer has to acknowledge a message before it counts as not delivered. */
+  ackTimeoutMs?: number;
+}
+
+const SERVER_REPLY_TYPES = ["ok", "welcome", "lookup_result", "contact_list", "error", "pong"];
+const LOGOUT_SETTING = "pending_logout";
+/** Ids of received messages remembered in memory to drop duplicates fast (the store has all). */
+const SEEN_IDS = 10_000;
+
+/** A failure the user should see as one line, with its stable code. */
+export class ClientError extends Error {
+  override name = "ClientError";
+  constructor(readonly code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host.startsWith("127.") || host === "::1";
+}
+
+/** Turns a connect failure into a sentence that says what to do. */
+export function describeConnectError(error: unknown, where: string, flag: string): string {
+  const e = asError(error);
+  if (e instanceof Deno.errors.ConnectionRefused) {
+    return `cannot reach ${where}: connection refused (is it running? try ${flag})`;
+  }
+  if (e instanceof Deno.errors.TimedOut || e instanceof TimeoutError) {
+    return `cannot reach ${where}: timed out (check the address, try ${flag})`;
+  }
+  if (e instanceof Deno.errors.NotFound || /lookup|resolve/i.test(e.message)) {
+    return `cannot reach ${where}: unknown host (try ${flag})`;
+  }
+  if (e instanceof ProtocolError) return `${where}: ${e.message}`;
+  return `cannot reach ${where}: ${e.message}`;
+}
+
+interface Session {
+  user: string;
+  token: string;
+  identity: Identity;
+  store: ClientStore;
+}
+
+interface Waiter {
+  resolve: (ok: boolean) => void;
+}
+
+export class ConfabClient implements AsyncDisposable {
+  readonly #opts: Required<Omit<ClientOptions, "listenHost">> & { listenHost: string };
+  readonly #emit: EventSink;
+  #listener: Deno.TcpListener | undefined;
+  #acceptLoop: Promise<void> | undefined;
+  #server: FramedConnection<ServerMessage> | undefined;
+  #serverPort: number;
+  #session: Session | undefined;
+  #reconnecting: Promise<void> | undefined;
+  readonly #links = new Map<string, PeerLink>();
+  readonly #dialing = new Map<string, Promise<PeerLink>>();
+  readonly #linkTasks = new Set<Promise<unknown>>();
+  readonly #acks = new Map<string, Waiter>();
+  readonly #seen = new Set<string>();
+  #seq = 0;
+  #chatWith: string | undefined;
+  readonly #abort = new AbortController();
+  #closing: Promise<void> | undefined;
+
+  constructor(options: ClientOptions, emit: EventSink) {
+    this.#opts = {
+      home: options.home,
+      server: options.server,
+      peerPort: options.peerPort ?? 0,
+      listenHost: options.listenHost ??
+        (isLoopback(options.server.host) ? "127.0.0.1" : "0.0.0.0"),
+      historyLines: options.historyLines ?? 20,
+      ackTimeoutMs: options.ackTimeoutMs ?? 10_000,
+    };
+    this.#serverPort = options.server.port;
+    this.#emit = emit;
+  }
+
+  get user(): string | undefined {
+    return this.#session?.user;
+  }
+
+  get chatWith(): string | undefined {
+    return this.#chatWith;
+  }
+
+  get serverAddress(): string {
+    return `${this.#opts.server.host}:${this.#serverPort}`;
+  }
+
+  get peerPort(): number {
+    return this.#listener?.addr.port ?? 0;
+  }
+
+  get serverConnected(): boolean {
+    return this.#server !== undefined && !this.#server.isClosed;
+  }
+
+  /**
+   * Starts listening for peers.
+   * @throws {ClientError} PORT_IN_USE when the peer port is taken.
+   */
+  start(): void {
+    try {
+      this.#listener = Deno.listen({
+        hostname: this.#opts.listenHost,
+        port: this.#opts.peerPort,
+        transport: "tcp",
+      });
+    } catch (error) {
+      if (error instanceof Deno.errors.AddrInUse) {
+        throw new ClientError(
+          "PORT_IN_USE",
+          `peer port ${this.#opts.peerPort} is already in use (pick another with --port N, ` +
+            `or leave it out for any free port)`,
+        );
+      }
+      throw error;
+    }
+    this.#acceptLoop = this.#acceptPeers(this.#listener);
+    this.#emit({ type: "ready", peerPort: this.peerPort, server: this.serverAddress });
+  }
+
+  // ---- server connection ---------------------------------------------------------------------
+
+  async #connectServer(): Promise<FramedConnection<ServerMessage>> {
+    if (this.#server && !this.#server.isClosed) return this.#server;
+    const where = `server ${this.serverAddress}`;
+    let conn: Deno.TcpConn;
+    try {
+      conn = await dial(
+        this.#opts.server.host,
+        this.#serverPort,
+        AbortSignal.any([this.#abort.signal, AbortSignal.timeout(10_000)]),
+      );
+    } catch (error) {
+      throw new ClientError(
+        "SERVER_UNREACHABLE",
+        describeConnectError(error, where, "--server HOST:PORT"),
+        { cause: error },
+      );
+    }
+    const fc = new FramedConnection<ServerMessage>(conn, {
+      schema: ServerToClient,
+      replyTypes: SERVER_REPLY_TYPES,
+    });
+    try {
+      await exchangeHello(fc, { role: "client", expectRole: "server", timeoutMs: 10_000 });
+    } catch (error) {
+      await fc.close();
+      throw new ClientError("SERVER_UNREACHABLE", describeConnectError(error, where, "--server"), {
+        cause: error,
+      });
+    }
+    fc.setHandler((m) => this.#onServerMessage(m));
+    this.#server = fc;
+    const closed = fc.closed.then((reason) => this.#onServerClosed(fc, reason));
+    this.#track(closed);
+    return fc;
+  }
+
+  #onServerMessage(m: ServerMessage): void {
+    switch (m.type) {
+      case "presence":
+        this.#emit({ type: "presence", user: m.user, online: m.online });
+        return;
+      case "server_closing":
+        this.#emit({ type: "server_closing", reason: m.reason });
+        return;
+      case "error":
+        this.#emit({ type: "error", code: m.code, message: `server: ${m.message}` });
+        if (m.code === "ALREADY_LOGGED_IN") this.#endSession();
+        return;
+      case "ping":
+        this.#server?.send({ type: "pong", id: m.id }).catch(() => {});
+        return;
+    }
+  }
+
+  #onServerClosed(fc: FramedConnection<ServerMessage>, reason: Error | undefined): void {
+    if (this.#server !== fc) return;
+    this.#server = undefined;
+    if (this.#closing || !this.#session) return;
+    this.#emit({
+      type: "server_lost",
+      reason: reason ? reason.message : "the server closed the connection",
+    });
+    this.#reconnecting ??= this.#reconnect().finally(() => (this.#reconnecting = undefined));
+    this.#track(this.#reconnecting);
+  }
+
+  /** Re-attaches with the session token, with exponential backoff, until it works. */
+  async #reconnect(): Promise<void> {
+    let wait = 200;
+    while (this.#session && !this.#closing) {
+      try {
+        await delay(wait + Math.random() * wait / 2, this.#abort.signal);
+      } catch {
+        return; // closing
+      }
+      wait = Math.min(wait * 2, 5000);
+      const session = this.#session;
+      if (!session) return;
+      let fc: FramedConnection<ServerMessage>;
+      try {
+        fc = await this.#connectServer();
+      } catch {
+        continue;
+      }
+      try {
+        await fc.request<WelcomeMessage>({
+          type: "resume",
+          token: session.token,
+          peerPort: this.peerPort,
+        });
+        this.#emit({ type: "server_back", resumed: true });
+        return;
+      } catch (error) {
+        if (error instanceof RemoteError && error.code === "BAD_TOKEN") {
+          this.#emit({ type: "error", code: error.code, message: error.message });
+          this.#endSession();
+          return;
+        }
+        await fc.close();
+      }
+    }
+  }
+
+  async #request<R extends ServerMessage>(
+    message: { type: string; [k: string]: unknown },
+  ): Promise<R> {
+    const fc = await this.#connectServer();
+    try {
+      return await fc.request<R>(message);
+    } catch (error) {
+      if (error instanceof RemoteError) throw new ClientError(error.code, error.message);
+      if (error instanceof ConnectionClosedError || error instanceof TimeoutError) {
+        throw new ClientError(
+          "SERVER_UNREACHABLE",
+          `lost the server ${this.serverAddress} during ${message.type}; try again`,
+        );
+      }
+      throw error;
+    }
+  }
+
+  // ---- accounts ------------------------------------------------------------------------------
+
+  #userDir(user: string): string {
+    return join(this.#opts.home, user.toLowerCase());
+  }
+
+  #checkName(user: string): void {
+    if (!USERNAME_PATTERN.test(user)) {
+      throw new ClientError(
+        "BAD_USERNAME",
+        `"${user.slice(0, 40)}" is not a valid username: 1-32 letters, digits, _ - .`,
+      );
+    }
+  }
+
+  /** Creates an account (and its identity key), then logs in. */
+  async signup(user: string, password: string, serverPort?: number): Promise<void> {
+    this.#checkName(user);
+    if (this.#session) throw new ClientError("ALREADY_LOGGED_IN", "log out first (out)");
+    if (serverPort !== undefined) this.#serverPort = serverPort;
+    const { identity, pkcs8 } = await Identity.generate();
+    this.#emit({ type: "info", text: `creating account ${user} on ${this.serverAddress}` });
+    await this.#request({ type: "signup", user, password, publicKey: identity.publicKey });
+    await Identity.save(join(this.#userDir(user), "identity.json"), identity.publicKey, pkcs8);
+    this.#emit({ type: "signed_up", user });
+    await this.login(user, password);
+  }
+
+  async login(user: string, password: string, serverPort?: number): Promise<void> {
+    this.#checkName(user);
+    if (this.#session) {
+      throw new ClientError("ALREADY_LOGGED_IN", `already logged in as ${this.#session.user}`);
+    }
+    if (serverPort !== undefined) this.#serverPort = serverPort;
+    const identity = await Identity.load(join(this.#userDir(user), "identity.json"));
+    if (!identity) {
+      throw new ClientError(
+        "NO_IDENTITY",
+        `no identity key for ${user} in ${this.#opts.home}: log in from the home dir where you ` +
+          `signed up (--home DIR), or copy ${user.toLowerCase()}/identity.json there`,
+      );
+    }
+    const store = new ClientStore(this.#userDir(user));
+    try {
+      const saved = store.getSetting(LOGOUT_SETTING);
+      this.#emit({ type: "info", text: `logging in to ${this.serverAddress} as ${user}` });
+      const welcome = await this.#request<WelcomeMessage>({
+        type: "login",
+        user,
+        password,
+        peerPort: this.peerPort,
+        ...(saved ? { lastLogout: Number(saved) } : {}),
+      });
+      if (saved) store.setSetting(LOGOUT_SETTING, undefined);
+      this.#session = { user: welcome.user, token: welcome.token, identity, store };
+      this.#emit({
+        type: "logged_in",
+        user: welcome.user,
+        server: this.serverAddress,
+        resumed: false,
+      });
+    } catch (error) {
+      store.close();
+      throw error;
+    }
+  }
+
+  /**
+   * Logs out. When the server cannot be reached, the logout time is saved locally and sent
+   * with the next login, so the server's registry ends up with the true time.
+   */
+  async logout(): Promise<void> {
+    const session = this.#requireSession();
+    if (this.#chatWith) await this.leaveChat();
+    let savedLocally = false;
+    try {
+      if (!this.serverConnected) throw new Error("not connected");
+      await this.#server!.request({ type: "logout" }, { timeoutMs: 3000 });
+    } catch {
+      session.store.setSetting(LOGOUT_SETTING, String(Date.now()));
+      savedLocally = true;
+    }
+    this.#endSession();
+    this.#emit({ type: "logged_out", user: session.user, savedLocally });
+  }
+
+  /** Forgets the session: closes links, the store; the server connection stays for reuse. */
+  #endSession(): void {
+    const session = this.#session;
+    if (!session) return;
+    this.#session = undefined;
+    this.#chatWith = undefined;
+    for (const link of this.#links.values()) {
+      link.fc.send({ type: "bye" }).catch(() => {});
+      void link.fc.close();
+    }
+    this.#links.clear();
+    session.store.close();
+  }
+
+  #requireSession(): Session {
+    if (!this.#session) throw new ClientError("NOT_LOGGED_IN", "log in first: in <user> <password>");
+    return this.#session;
+  }
+
+  // ---- contacts and directory ----------------------------------------------------------------
+
+  async contacts(): Promise<{ user: string; online: boolean }[]> {
+    this.#requireSession();
+    const reply = await this.#request<Extract<ServerMessage, { type: "contact_list" }>>({
+      type: "contacts",
+    });
+    this.#emit({ type: "contacts", contacts: reply.contacts });
+    return reply.contacts;
+  }
+
+  async addContact(user: string): Promise<void> {
+    this.#requireSession();
+    this.#checkName(user);
+    await this.#request({ type: "contact_add", user });
+    this.#emit({ type: "contact_added", user });
+  }
+
+  async removeContact(user: string): Promise<void> {
+    this.#requireSession();
+    this.#checkName(user);
+    await this.#request({ type: "contact_remove", user });
+    this.#emit({ type: "contact_removed", user });
+  }
+
+  async #lookup(user: string): Promise<LookupResultMessage> {
+    const session = this.#requireSession();
+    const result = await this.#request<LookupResultMessage>({ type: "lookup", user });
+    const before = session.store.rememberKey(result.user, result.publicKey);
+    if (before !== undefined && before !== result.publicKey) {
+      this.#emit({ type: "key_changed", user: result.user });
+    }
+    return result;
+  }
+
+  /** The directory's key for a user who dials us; the last known key if the server is away. */
+  async #resolveKey(user: string): Promise<{ user: string; publicKey: string }> {
+    const session = this.#requireSession();
+    try {
+      const result = await this.#lookup(user);
+      return { user: result.user, publicKey: result.publicKey };
+    } catch (error) {
+      const known = session.store.knownKey(user);
+      if (known && error instanceof ClientError && error.code === "SERVER_UNREACHABLE") {
+        return { user, publicKey: known };
+      }
+      throw new ProtocolError("AUTH_FAILED", `cannot check who ${user} is: ${asError(error).message}`);
+    }
+  }
+
+  // ---- peer links ----------------------------------------------------------------------------
+
+  async #acceptPeers(listener: Deno.TcpListener): Promise<void> {
+    let backoff = 10;
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+        backoff = 10;
+      } catch (error) {
+        if (this.#closing || error instanceof Deno.errors.BadResource) return;
+        await delay(backoff).catch(() => {});
+        backoff = Math.min(backoff * 2, 1000);
+        continue;
+      }
+      this.#track(this.#onPeerConnection(conn));
+    }
+  }
+
+  async #onPeerConnection(conn: Deno.TcpConn): Promise<void> {
+    const session = this.#session;
+    if (!session || this.#closing) {
+      try {
+        conn.close();
+      } catch { /* gone */ }
+      return;
+    }
+    try {
+      const link = await acceptPeer(conn, {
+        me: session.user,
+        identity: session.identity,
+        resolveKey: (user) => this.#resolveKey(user),
+      });
+      if (this.#session !== session || this.#closing) {
+        await link.fc.close();
+        return;
+      }
+      this.#attachLink(link);
+    } catch (error) {
+      const e = asError(error);
+      if (e instanceof ProtocolError && e.code === "AUTH_FAILED") {
+        this.#emit({ type: "error", code: "AUTH_FAILED", message: `refused a peer: ${e.message}` });
+      }
+    }
+  }
+
+  /**
+   * Adopts an authenticated link. When both sides dialed at once there are two links; both
+   * ends keep the one dialed by the user whose name sorts first, so they agree without talking.
+   */
+  #attachLink(link: PeerLink): PeerLink {
+    const key = link.user.toLowerCase();
+    const existing = this.#links.get(key);
+    if (existing && !existing.fc.isClosed) {
+      const me = this.#session!.user.toLowerCase();
+      const preferred = me < key ? me : key;
+      const newWins = link.initiator.toLowerCase() === existing.initiator.toLowerCase() ||
+        link.initiator.toLowerCase() === preferred;
+      if (!newWins) {
+        void link.fc.close();
+        return existing;
+      }
+      this.#links.delete(key);
+      void existing.fc.close();
+    }
+    this.#links.set(key, link);
+    const address = `${link.fc.remoteAddr.hostname}:${link.fc.remoteAddr.port}`;
+    this.#emit({ type: "link_up", user: link.user, address, outbound: link.outbound });
+    link.fc.setHandler((m) => this.#onPeerMessage(link, m));
+    this.#track(link.fc.closed.then((reason) => {
+      if (this.#links.get(key) !== link) return;
+      this.#links.delete(key);
+      const why = reason?.message ?? "closed";
+      this.#emit({ type: "link_down", user: link.user, reason: why });
+    }));
+    if (this.#chatWith?.toLowerCase() === key) {
+      link.fc.send({ type: "chat_state", open: true }).catch(() => {});
+    }
+    return link;
+  }
+
+  async #onPeerMessage(link: PeerLink, m: PeerMessage): Promise<void> {
+    switch (m.type) {
+      case "msg":
+        return this.#receive(link, m);
+      case "ack": {
+        const waiter = this.#acks.get(m.id);
+        waiter?.resolve(true);
+        return;
+      }
+      case "chat_state":
+        this.#emit({ type: m.open ? "peer_joined" : "peer_left", user: link.user });
+        return;
+      case "bye":
+        await link.fc.close();
+        return;
+      case "ping":
+        await link.fc.send({ type: "pong", id: m.id });
+        return;
+      case "error":
+        this.#emit({ type: "error", code: m.code, message: `${link.user}: ${m.message}` });
+        return;
+      case "pong":
+        return;
+      default:
+        await link.fc.fail("BAD_MESSAGE", `${m.type} is not expected after the handshake`);
+    }
+  }
+
+  async #receive(link: PeerLink, m: Extract<PeerMessage, { type: "msg" }>): Promise<void> {
+    const session = this.#session;
+    if (!session) return;
+    const duplicate = this.#seen.has(m.id) || !session.store.addMessage({
+      id: m.id,
+      chat: link.user,
+      sender: link.user,
+      ts: m.ts,
+      text: m.text,
+      outgoing: false,
+      mark: "**",
+    });
+    // Acknowledge after the message is stored, also a duplicate (our first ack may be lost).
+    await link.fc.send({ type: "ack", id: m.id }).catch(() => {});
+    if (duplicate) return;
+    this.#seen.add(m.id);
+    if (this.#seen.size > SEEN_IDS) this.#seen.delete(this.#seen.values().next().value!);
+    this.#emit({
+      type: "message",
+      id: m.id,
+      from: link.user,
+      ts: m.ts,
+      text: m.text,
+      inChat: this.#chatWith?.toLowerCase() === link.user.toLowerCase(),
+    });
+  }
+
+  /** An open link to `user`, reusing one that exists or dialing them. */
+  async #linkTo(user: string, emitProgress: boolean): Promise<PeerLink> {
+    const key = user.toLowerCase();
+    const existing = this.#links.get(key);
+    if (existing && !existing.fc.isClosed) return existing;
+    let pending = this.#dialing.get(key);
+    if (!pending) {
+      pending = this.#dial(user, emitProgress).finally(() => this.#dialing.delete(key));
+      this.#dialing.set(key, pending);
+    }
+    return await pending;
+  }
+
+  async #dial(user: string, emitProgress: boolean): Promise<PeerLink> {
+    const session = this.#requireSession();
+    if (emitProgress) this.#emit({ type: "info", text: `looking ${user} up` });
+    const found = await this.#lookup(user);
+    if (!found.online) {
+      throw new ClientError("USER_OFFLINE", `${found.user} is offline`);
+    }
+    if (found.host === undefined || found.port === undefined) {
+      throw new ClientError(
+        "NOT_A_CONTACT",
+        `${found.user} is online but not reachable for you: add them (contacts add ${found.user})`,
+      );
+    }
+    const where = `${found.host}:${found.port}`;
+    if (emitProgress) {
+      this.#emit({ type: "info", text: `connecting to ${found.user} at ${where}` });
+    }
+    let link: PeerLink;
+    try {
+      link = await dialPeer({ host: found.host, port: found.port }, {
+        me: session.user,
+        identity: session.identity,
+        user: found.user,
+        publicKey: found.publicKey,
+        signal: this.#abort.signal,
+      });
+    } catch (error) {
+      if (error instanceof ProtocolError && error.code === "AUTH_FAILED") {
+        throw new ClientError("AUTH_FAILED", error.message);
+      }
+      throw new ClientError(
+        "PEER_UNREACHABLE",
+        describeConnectError(error, `${found.user} at ${where}`, "again in a moment"),
+      );
+    }
+    if (this.#session !== session) {
+      await link.fc.close();
+      throw new ClientError("NOT_LOGGED_IN", "logged out meanwhile");
+    }
+    return this.#attachLink(link);
+  }
+
+  // ---- chats ---------------------------------------------------------------------------------
+
+  /** Enters a chat with a contact: looks them up and opens a direct link. */
+  async openChat(user: string): Promise<void> {
+    const session = this.#requireSession();
+    this.#checkName(user);
+    if (user.toLowerCase() === session.user.toLowerCase()) {
+      throw new ClientError("BAD_MESSAGE", "you cannot chat with yourself");
+    }
+    const contacts = await this.#request<Extract<ServerMessage, { type: "contact_list" }>>({
+      type: "contacts",
+    });
+    const contact = contacts.contacts.find((c) => c.user.toLowerCase() === user.toLowerCase());
+    if (!contact) {
+      throw new ClientError(
+        "NOT_A_CONTACT",
+        `${user} is not in your contacts; add them first: contacts add ${user}`,
+      );
+    }
+    if (this.#chatWith) await this.leaveChat();
+    const link = await this.#linkTo(contact.user, true);
+    this.#chatWith = link.user;
+    await link.fc.send({ type: "chat_state", open: true }).catch(() => {});
+    const address = `${link.fc.remoteAddr.hostname}:${link.fc.remoteAddr.port}`;
+    this.#emit({
+      type: "chat_opened",
+      with: link.user,
+      address,
+      history: session.store.recent(link.user, this.#opts.historyLines).map((h) => ({
+        id: h.id,
+        from: h.sender,
+        ts: h.ts,
+        text: h.text,
+        mark: h.mark,
+      })),
+    });
+  }
+
+  async leaveChat(): Promise<void> {
+    const user = this.#chatWith;
+    if (!user) throw new ClientError("NOT_IN_CHAT", "you are not in a chat");
+    this.#chatWith = undefined;
+    const link = this.#links.get(user.toLowerCase());
+    await link?.fc.send({ type: "chat_state", open: false }).catch(() => {});
+    this.#emit({ type: "chat_closed", with: user });
+  }
+
+  /**
+   * Sends a line to the current chat over the direct link and waits for the peer's ack.
+   * @returns whether the peer acknowledged it.
+   */
+  async send(text: string): Promise<boolean> {
+    const session = this.#requireSession();
+    const to = this.#chatWith;
+    if (!to) throw new ClientError("NOT_IN_CHAT", "open a chat first: chat <user>");
+    if (text.length === 0) return false;
+    if (text.length > MAX_TEXT_LENGTH) {
+      throw new ClientError(
+        "TOO_LONG",
+        `message is ${text.length} characters; the limit is ${MAX_TEXT_LENGTH}`,
+      );
+    }
+    const id = crypto.randomUUID();
+    const ts = Date.now();
+    session.store.addMessage({
+      id,
+      chat: to,
+      sender: session.user,
+      ts,
+      text,
+      outgoing: true,
+      mark: "",
+    });
+    this.#emit({ type: "sent", id, to, ts, text });
+    const message = { type: "msg", id, seq: this.#seq++, ts, text };
+    let reason = "no acknowledgement";
+    // A link can drop between send and ack; try again on a fresh link (receivers drop dups).
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let link: PeerLink;
+      try {
+        link = await this.#linkTo(to, false);
+      } catch (error) {
+        reason = asError(error).message;
+        break;
+      }
+      const acked = Promise.withResolvers<boolean>();
+      this.#acks.set(id, acked);
+      const timer = setTimeout(() => acked.resolve(false), this.#opts.ackTimeoutMs);
+      const dropped = link.fc.closed.then(() => false);
+      try {
+        await link.fc.send(message);
+        if (await Promise.race([acked.promise, dropped])) {
+          this.#finishDelivery(session, id, "**");
+          this.#emit({ type: "delivered", id, to, ms: Date.now() - ts });
+          return true;
+        }
+        reason = link.fc.isClosed ? `${to} disconnected` : "no acknowledgement in time";
+      } catch {
+        reason = `${to} disconnected`;
+      } finally {
+        clearTimeout(timer);
+        this.#acks.delete(id);
+      }
+      if (!link.fc.isClosed) break; // a live link that does not ack: do not resend blindly
+    }
+    this.#finishDelivery(session, id, "!");
+    this.#emit({ type: "not_delivered", id, to, reason });
+    return false;
+  }
+
+  #finishDelivery(session: Session, id: string, mark: DeliveryMark): void {
+    if (this.#session === session) session.store.setMark(id, mark);
+  }
+
+  #track(task: Promise<unknown>): void {
+    this.#linkTasks.add(task);
+    void task.catch(() => {}).finally(() => this.#linkTasks.delete(task));
+  }
+
+  /** Leaves the chat, logs out if possible, closes every link and the listener. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#session) {
+        try {
+          await this.logout();
+        } catch { /* closing anyway */ }
+      }
+      this.#abort.abort(new ConnectionClosedError("client is closing"));
+      try {
+        this.#listener?.close();
+      } catch { /* closed */ }
+      await this.#acceptLoop;
+      await Promise.all([...this.#links.values()].map((l) => l.fc.close()));
+      await this.#server?.close();
+      await Promise.allSettled([...this.#dialing.values()]);
+      while (this.#linkTasks.size > 0) await Promise.allSettled([...this.#linkTasks]);
+      this.#emit({ type: "bye" });
+    })();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+export type { ClientEvent };

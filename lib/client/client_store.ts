@@ -1,0 +1,149 @@
+/**
+ * A user's local state in one SQLite file under the home dir: chat history with delivery
+ * marks, the public keys seen for other users, and small settings (a logout time saved while
+ * the server was unreachable). Knows nothing of sockets.
+ */
+import { DatabaseSync } from "node:sqlite";
+import { join } from "node:path";
+
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE messages (
+    id        TEXT PRIMARY KEY,           -- made by the sender; receivers drop duplicates by it
+    chat      TEXT NOT NULL,              -- the other user's name key for a 1:1 chat
+    sender    TEXT NOT NULL,
+    ts        INTEGER NOT NULL,           -- send time, ms since the epoch
+    text      TEXT NOT NULL,
+    outgoing  INTEGER NOT NULL,
+    mark      TEXT NOT NULL               -- '' (sending), '*' (stored), '**' (delivered), '!' (failed)
+  ) STRICT;
+  CREATE INDEX messages_by_chat ON messages(chat, ts);
+  CREATE TABLE known_keys (
+    user       TEXT PRIMARY KEY,          -- name key
+    public_key TEXT NOT NULL,
+    first_seen INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+  `,
+];
+
+export type DeliveryMark = "" | "*" | "**" | "!";
+
+export interface HistoryEntry {
+  id: string;
+  chat: string;
+  sender: string;
+  ts: number;
+  text: string;
+  outgoing: boolean;
+  mark: DeliveryMark;
+}
+
+export class ClientStore implements Disposable {
+  readonly path: string;
+  readonly #db: DatabaseSync;
+
+  constructor(userDir: string) {
+    Deno.mkdirSync(userDir, { recursive: true, mode: 0o700 });
+    this.path = join(userDir, "confab.sqlite");
+    this.#db = new DatabaseSync(this.path);
+    this.#db.exec("PRAGMA journal_mode = WAL");
+    this.#db.exec("PRAGMA synchronous = NORMAL");
+    const { user_version } = this.#db.prepare("PRAGMA user_version").get() as {
+      user_version: number;
+    };
+    for (let v = user_version; v < MIGRATIONS.length; v++) {
+      this.#db.exec("BEGIN IMMEDIATE");
+      try {
+        this.#db.exec(MIGRATIONS[v]!);
+        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
+        this.#db.exec("COMMIT");
+      } catch (error) {
+        this.#db.exec("ROLLBACK");
+        throw error;
+      }
+    }
+  }
+
+  /** Stores a message; returns false when its id is already there (a duplicate). */
+  addMessage(entry: HistoryEntry): boolean {
+    return this.#db.prepare(
+      `INSERT INTO messages (id, chat, sender, ts, text, outgoing, mark)
+       VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+    ).run(
+      entry.id,
+      entry.chat.toLowerCase(),
+      entry.sender,
+      entry.ts,
+      entry.text,
+      entry.outgoing ? 1 : 0,
+      entry.mark,
+    ).changes === 1;
+  }
+
+  hasMessage(id: string): boolean {
+    return this.#db.prepare("SELECT 1 FROM messages WHERE id = ?").get(id) !== undefined;
+  }
+
+  setMark(id: string, mark: DeliveryMark): void {
+    this.#db.prepare("UPDATE messages SET mark = ? WHERE id = ?").run(mark, id);
+  }
+
+  /** The last `limit` messages of a chat, oldest first. */
+  recent(chat: string, limit: number): HistoryEntry[] {
+    const rows = this.#db.prepare(
+      `SELECT id, chat, sender, ts, text, outgoing, mark FROM (
+         SELECT *, rowid AS r FROM messages WHERE chat = ? ORDER BY ts DESC, r DESC LIMIT ?
+       ) ORDER BY ts, r`,
+    ).all(chat.toLowerCase(), limit) as {
+      id: string;
+      chat: string;
+      sender: string;
+      ts: number;
+      text: string;
+      outgoing: number;
+      mark: DeliveryMark;
+    }[];
+    return rows.map((r) => ({ ...r, outgoing: r.outgoing === 1 }));
+  }
+
+  knownKey(user: string): string | undefined {
+    const row = this.#db.prepare("SELECT public_key FROM known_keys WHERE user = ?")
+      .get(user.toLowerCase()) as { public_key: string } | undefined;
+    return row?.public_key;
+  }
+
+  /** Remembers a user's key the first time it is seen; returns the key known before, if any. */
+  rememberKey(user: string, publicKey: string): string | undefined {
+    const before = this.knownKey(user);
+    if (before === undefined) {
+      this.#db.prepare("INSERT INTO known_keys (user, public_key, first_seen) VALUES (?, ?, ?)")
+        .run(user.toLowerCase(), publicKey, Date.now());
+    }
+    return before;
+  }
+
+  getSetting(key: string): string | undefined {
+    const row = this.#db.prepare("SELECT value FROM settings WHERE key = ?").get(key) as
+      | { value: string }
+      | undefined;
+    return row?.value;
+  }
+
+  setSetting(key: string, value: string | undefined): void {
+    if (value === undefined) this.#db.prepare("DELETE FROM settings WHERE key = ?").run(key);
+    else {
+      this.#db.prepare(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
+      ).run(key, value, value);
+    }
+  }
+
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

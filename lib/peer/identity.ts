@@ -1,0 +1,114 @@
+/**
+ * A user's long-term Ed25519 identity key (WebCrypto), and signing/verifying of the peer
+ * handshake transcript. Keys are stored in the user's home dir, readable by the owner only.
+ */
+import { dirname } from "node:path";
+
+const ED25519 = { name: "Ed25519" } as const;
+
+export function toBase64Url(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+export function fromBase64Url(text: string): Uint8Array<ArrayBuffer> {
+  const s = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** 32 random bytes as base64url: nonces and ids. */
+export function randomToken(): string {
+  return toBase64Url(crypto.getRandomValues(new Uint8Array(32)));
+}
+
+export class Identity {
+  readonly publicKey: string;
+  readonly #privateKey: CryptoKey;
+
+  private constructor(publicKey: string, privateKey: CryptoKey) {
+    this.publicKey = publicKey;
+    this.#privateKey = privateKey;
+  }
+
+  static async generate(): Promise<{ identity: Identity; pkcs8: Uint8Array }> {
+    const pair = await crypto.subtle.generateKey(ED25519, true, ["sign", "verify"]) as CryptoKeyPair;
+    const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+    const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
+    return { identity: new Identity(toBase64Url(raw), pair.privateKey), pkcs8 };
+  }
+
+  /** Loads a key saved by {@link Identity.save}; undefined when there is none. */
+  static async load(path: string): Promise<Identity | undefined> {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw error;
+    }
+    const data = JSON.parse(text) as { publicKey: string; privateKey: string };
+    const key = await crypto.subtle.importKey(
+      "pkcs8",
+      fromBase64Url(data.privateKey),
+      ED25519,
+      false,
+      ["sign"],
+    );
+    return new Identity(data.publicKey, key);
+  }
+
+  /** Writes the key pair with owner-only permissions (atomically: temp file, then rename). */
+  static async save(path: string, publicKey: string, pkcs8: Uint8Array): Promise<void> {
+    await Deno.mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    const tmp = `${path}.tmp`;
+    const body = JSON.stringify({ algorithm: "Ed25519", publicKey, privateKey: toBase64Url(pkcs8) });
+    await Deno.writeTextFile(tmp, body + "\n", { mode: 0o600 });
+    await Deno.rename(tmp, path);
+  }
+
+  async sign(data: Uint8Array<ArrayBuffer>): Promise<string> {
+    return toBase64Url(new Uint8Array(await crypto.subtle.sign(ED25519, this.#privateKey, data)));
+  }
+}
+
+/** Checks an Ed25519 signature by the holder of `publicKey` (base64url). Never throws. */
+export async function verifySignature(
+  publicKey: string,
+  signature: string,
+  data: Uint8Array<ArrayBuffer>,
+): Promise<boolean> {
+  try {
+    const key = await crypto.subtle.importKey("raw", fromBase64Url(publicKey), ED25519, false, [
+      "verify",
+    ]);
+    return await crypto.subtle.verify(ED25519, key, fromBase64Url(signature), data);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The bytes each side signs in the peer handshake: who speaks, both names, both nonces. The
+ * role tag keeps one side's signature from being replayed as the other's.
+ */
+export function handshakeTranscript(fields: {
+  signer: "initiator" | "responder";
+  initiator: string;
+  responder: string;
+  initiatorNonce: string;
+  responderNonce: string;
+}): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(
+    [
+      "confab-peer-auth-v1",
+      fields.signer,
+      fields.initiator.toLowerCase(),
+      fields.responder.toLowerCase(),
+      fields.initiatorNonce,
+      fields.responderNonce,
+    ].join("\n"),
+  );
+}

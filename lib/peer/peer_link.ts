@@ -1,0 +1,165 @@
+/**
+ * Direct, authenticated links between two clients. The dialer and the listener exchange
+ * `hello`, then prove who they are: each signs the handshake transcript (both names, both
+ * fresh nonces) with its identity key, and each checks the other's signature against the key
+ * the server's directory gave for the name it claims.
+ */
+import { dial, FramedConnection } from "../net/framed_connection.ts";
+import { exchangeHello } from "../net/hello.ts";
+import { ProtocolError } from "../protocol/errors.ts";
+import { type PeerMessage, PeerToPeer } from "../protocol/messages.ts";
+import { handshakeTranscript, type Identity, randomToken, verifySignature } from "./identity.ts";
+
+/** Replies we wait for on a peer link: `pong` to our `ping`. */
+const PEER_REPLY_TYPES = ["pong"] as const;
+
+export type PeerConnection = FramedConnection<PeerMessage>;
+
+/** An authenticated link to another user. */
+export interface PeerLink {
+  /** The other user's name, as the directory spells it. */
+  user: string;
+  /** Who dialed: decides which link survives when both dial at once. */
+  initiator: string;
+  /** True when this side dialed. */
+  outbound: boolean;
+  fc: PeerConnection;
+}
+
+export interface HandshakeOptions {
+  me: string;
+  identity: Identity;
+  timeoutMs?: number;
+}
+
+function authFailed(message: string): ProtocolError {
+  return new ProtocolError("AUTH_FAILED", message);
+}
+
+async function expect<T extends PeerMessage["type"]>(
+  fc: PeerConnection,
+  type: T,
+  timeoutMs: number,
+): Promise<Extract<PeerMessage, { type: T }>> {
+  const message = await fc.next(timeoutMs);
+  if (message.type === "error") {
+    throw new ProtocolError(message.code, `peer refused: ${message.message}`);
+  }
+  if (message.type !== type) {
+    await fc.fail("BAD_MESSAGE", `expected ${type}, got ${message.type}`);
+    throw new ProtocolError("BAD_MESSAGE", `peer sent ${message.type} instead of ${type}`);
+  }
+  return message as Extract<PeerMessage, { type: T }>;
+}
+
+/**
+ * Dials `user` at host:port and authenticates both ways.
+ * @param options.publicKey the key the directory gave for `user`.
+ * @throws {ProtocolError} AUTH_FAILED when the other side is not who it should be.
+ */
+export async function dialPeer(
+  address: { host: string; port: number },
+  options: HandshakeOptions & { user: string; publicKey: string; signal?: AbortSignal },
+): Promise<PeerLink> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const conn = await dial(address.host, address.port, options.signal);
+  const fc: PeerConnection = new FramedConnection(conn, {
+    schema: PeerToPeer,
+    replyTypes: PEER_REPLY_TYPES,
+  });
+  try {
+    await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });
+    const myNonce = randomToken();
+    await fc.send({ type: "auth_init", from: options.me, to: options.user, nonce: myNonce });
+    const reply = await expect(fc, "auth_reply", timeoutMs);
+    if (reply.from.toLowerCase() !== options.user.toLowerCase()) {
+      throw authFailed(`${address.host}:${address.port} is ${reply.from}, not ${options.user}`);
+    }
+    const theirs = handshakeTranscript({
+      signer: "responder",
+      initiator: options.me,
+      responder: options.user,
+      initiatorNonce: myNonce,
+      responderNonce: reply.nonce,
+    });
+    if (!await verifySignature(options.publicKey, reply.signature, theirs)) {
+      throw authFailed(
+        `the peer at ${address.host}:${address.port} could not prove it is ${options.user}`,
+      );
+    }
+    const signature = await options.identity.sign(handshakeTranscript({
+      signer: "initiator",
+      initiator: options.me,
+      responder: options.user,
+      initiatorNonce: myNonce,
+      responderNonce: reply.nonce,
+    }));
+    await fc.send({ type: "auth_finish", signature });
+    await expect(fc, "auth_ok", timeoutMs);
+    return { user: options.user, initiator: options.me, outbound: true, fc };
+  } catch (error) {
+    if (error instanceof ProtocolError && error.code === "AUTH_FAILED") {
+      await fc.fail("AUTH_FAILED", error.message);
+    } else {
+      await fc.close(error instanceof Error ? error : undefined);
+    }
+    throw error;
+  }
+}
+
+/**
+ * Authenticates an incoming connection on the peer port.
+ * @param options.resolveKey gives the directory's key for a claimed name (throws if unknown).
+ */
+export async function acceptPeer(
+  conn: Deno.TcpConn,
+  options: HandshakeOptions & {
+    resolveKey: (user: string) => Promise<{ user: string; publicKey: string }>;
+  },
+): Promise<PeerLink> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const fc: PeerConnection = new FramedConnection(conn, {
+    schema: PeerToPeer,
+    replyTypes: PEER_REPLY_TYPES,
+  });
+  try {
+    await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });
+    const init = await expect(fc, "auth_init", timeoutMs);
+    if (init.to.toLowerCase() !== options.me.toLowerCase()) {
+      throw authFailed(`this is ${options.me}, not ${init.to}`);
+    }
+    if (init.from.toLowerCase() === options.me.toLowerCase()) {
+      throw authFailed("a peer cannot claim to be the user it dials");
+    }
+    const claimed = await options.resolveKey(init.from);
+    const myNonce = randomToken();
+    const signature = await options.identity.sign(handshakeTranscript({
+      signer: "responder",
+      initiator: claimed.user,
+      responder: options.me,
+      initiatorNonce: init.nonce,
+      responderNonce: myNonce,
+    }));
+    await fc.send({ type: "auth_reply", from: options.me, nonce: myNonce, signature });
+    const finish = await expect(fc, "auth_finish", timeoutMs);
+    const theirs = handshakeTranscript({
+      signer: "initiator",
+      initiator: claimed.user,
+      responder: options.me,
+      initiatorNonce: init.nonce,
+      responderNonce: myNonce,
+    });
+    if (!await verifySignature(claimed.publicKey, finish.signature, theirs)) {
+      throw authFailed(`a peer at ${conn.remoteAddr.hostname} claimed to be ${init.from}`);
+    }
+    await fc.send({ type: "auth_ok" });
+    return { user: claimed.user, initiator: claimed.user, outbound: false, fc };
+  } catch (error) {
+    if (error instanceof ProtocolError && error.code === "AUTH_FAILED") {
+      await fc.fail("AUTH_FAILED", error.message);
+    } else {
+      await fc.close(error instanceof Error ? error : undefined);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Unit tests for lib/server/accounts.ts: scrypt password hashing and the login throttle.
+ * Each scrypt hash costs about 80 ms, so the hashing tests share work and stay few.
+ */
+import assert from "node:assert/strict";
+import { hashPassword, LoginThrottle, verifyPassword } from "../lib/server/accounts.ts";
+
+/** True when `needle` occurs as a contiguous run of bytes inside `haystack`. */
+function containsBytes(haystack: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) {
+      if (haystack[i + j] !== needle[j]) continue outer;
+    }
+    return true;
+  }
+  return false;
+}
+
+Deno.test("containsBytes() (test helper) finds a run of bytes and only that", () => {
+  assert.equal(containsBytes(Uint8Array.of(1, 2, 3, 4), Uint8Array.of(2, 3)), true);
+  assert.equal(containsBytes(Uint8Array.of(1, 2, 3, 4), Uint8Array.of(2, 4)), false);
+  assert.equal(containsBytes(Uint8Array.of(1, 2), Uint8Array.of(1, 2, 3)), false);
+});
+
+// ---- hashing -------------------------------------------------------------------------------
+
+const PASSWORD = "correct horse battery";
+
+Deno.test("hashPassword() makes a 16-byte salt and a 32-byte hash that verifyPassword() accepts", async () => {
+  const stored = await hashPassword(PASSWORD);
+  assert.ok(stored.salt instanceof Uint8Array);
+  assert.ok(stored.hash instanceof Uint8Array);
+  assert.equal(stored.salt.length, 16);
+  assert.equal(stored.hash.length, 32);
+  const [right, wrong, nearlyRight] = await Promise.all([
+    verifyPassword(PASSWORD, stored),
+    verifyPassword("wrong password", stored),
+    verifyPassword(PASSWORD + " ", stored),
+  ]);
+  assert.equal(right, true);
+  assert.equal(wrong, false);
+  assert.equal(nearlyRight, false);
+});
+
+Deno.test("hashPassword() salts each hash, so one password hashes differently twice", async () => {
+  const [a, b] = await Promise.all([hashPassword(PASSWORD), hashPassword(PASSWORD)]);
+  assert.notDeepEqual(a.salt, b.salt);
+  assert.notDeepEqual(a.hash, b.hash);
+  // Each verifies against its own record, and the hash of one is not valid with the other's salt.
+  assert.equal(await verifyPassword(PASSWORD, { salt: a.salt, hash: b.hash }), false);
+});
+
+Deno.test("hashPassword() output does not contain the password bytes", async () => {
+  // A short password, so a stored plain copy or prefix would fit inside the 32-byte hash.
+  const password = "abcdef";
+  const { salt, hash } = await hashPassword(password);
+  const bytes = new TextEncoder().encode(password);
+  assert.equal(containsBytes(hash, bytes), false);
+  assert.equal(containsBytes(salt, bytes), false);
+  assert.equal(containsBytes(hash, bytes.subarray(0, 4)), false);
+});
+
+Deno.test("verifyPassword() returns false for an unknown user or a malformed record", async () => {
+  const [unknown, shortHash] = await Promise.all([
+    verifyPassword(PASSWORD, undefined),
+    verifyPassword(PASSWORD, { salt: new Uint8Array(16), hash: new Uint8Array(31) }),
+  ]);
+  assert.equal(unknown, false);
+  assert.equal(shortHash, false);
+});
+
+Deno.test("verifyPassword() treats NFC and NFD spellings of a password as the same", async () => {
+  const nfc = "caf\u00e9-pass"; // é as one code point
+  const nfd = "cafe\u0301-pass"; // e + combining acute accent
+  assert.notEqual(nfc, nfd);
+  const stored = await hashPassword(nfc);
+  assert.equal(await verifyPassword(nfd, stored), true);
+});
+
+// ---- throttle ------------------------------------------------------------------------------
+
+const T0 = 1_700_000_000_000;
+
+Deno.test("LoginThrottle.waitFor() is 0 for a key it has never seen", () => {
+  const throttle = new LoginThrottle();
+  assert.equal(throttle.waitFor("alice", T0), 0);
+});
+
+Deno.test("LoginThrottle lets the first freeFailures attempts through without waiting", () => {
+  const throttle = new LoginThrottle(); // defaults: 5 free, 1 s base
+  for (let i = 1; i <= 4; i++) {
+    throttle.fail("alice", T0);
+    assert.equal(throttle.waitFor("alice", T0), 0, `after failure ${i}`);
+  }
+  throttle.fail("alice", T0);
+  assert.equal(throttle.waitFor("alice", T0), 1000, "after failure 5");
+});
+
+Deno.test("LoginThrottle doubles the wait with each further failure", () => {
+  const throttle = new LoginThrottle({ freeFailures: 3, baseDelayMs: 100, maxDelayMs: 1e9 });
+  const waits: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    throttle.fail("k", T0);
+    waits.push(throttle.waitFor("k", T0));
+  }
+  assert.deepEqual(waits, [0, 0, 100, 200, 400, 800, 1600, 3200]);
+});
+
+Deno.test("LoginThrottle measures each wait from the time of the latest failure", () => {
+  const throttle = new LoginThrottle({ freeFailures: 1, baseDelayMs: 1000 });
+  throttle.fail("k", T0); // wait 1000 from T0
+  assert.equal(throttle.waitFor("k", T0 + 400), 600);
+  assert.equal(throttle.waitFor("k", T0 + 1000), 0);
+  assert.equal(throttle.waitFor("k", T0 + 5000), 0, "never negative");
+  throttle.fail("k", T0 + 5000); // wait 2000 from T0+5000
+  assert.equal(throttle.waitFor("k", T0 + 5000), 2000);
+  assert.equal(throttle.waitFor("k", T0 + 6500), 500);
+});
+
+Deno.test("LoginThrottle caps the wait at maxDelayMs", () => {
+  const throttle = new LoginThrottle({ freeFailures: 1, baseDelayMs: 1000, maxDelayMs: 5000 });
+  const waits: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    throttle.fail("k", T0);
+    waits.push(throttle.waitFor("k", T0));
+  }
+  assert.deepEqual(waits, [1000, 2000, 4000, 5000, 5000, 5000]);
+});
+
+Deno.test("LoginThrottle keeps the default cap of 5 minutes after thousands of failures", () => {
+  const throttle = new LoginThrottle();
+  for (let i = 0; i < 5000; i++) throttle.fail("k", T0);
+  assert.equal(throttle.waitFor("k", T0), 5 * 60_000);
+});
+
+Deno.test("LoginThrottle.succeed() resets the count of a key", () => {
+  const throttle = new LoginThrottle({ freeFailures: 2, baseDelayMs: 100 });
+  throttle.fail("k", T0);
+  throttle.fail("k", T0);
+  throttle.fail("k", T0);
+  assert.equal(throttle.waitFor("k", T0), 200);
+  throttle.succeed("k");
+  assert.equal(throttle.waitFor("k", T0), 0);
+  throttle.fail("k", T0);
+  assert.equal(throttle.waitFor("k", T0), 0, "the free failures start over");
+  throttle.fail("k", T0);
+  assert.equal(throttle.waitFor("k", T0), 100, "and so does the doubling");
+});
+
+Deno.test("LoginThrottle.succeed() of an unknown key is harmless", () => {
+  const throttle = new LoginThrottle({ freeFailures: 1 });
+  throttle.succeed("nobody");
+  throttle.fail("k", T0);
+  throttle.succeed("other");
+  assert.equal(throttle.waitFor("k", T0), 1000);
+});
+
+Deno.test("LoginThrottle counts each key separately", () => {
+  const throttle = new LoginThrottle({ freeFailures: 1, baseDelayMs: 100 });
+  throttle.fail("alice", T0);
+  throttle.fail("alice", T0);
+  throttle.fail("10.0.0.1", T0);
+  assert.equal(throttle.waitFor("alice", T0), 200);
+  assert.equal(throttle.waitFor("10.0.0.1", T0), 100);
+  assert.equal(throttle.waitFor("bob", T0), 0);
+  throttle.succeed("alice");
+  assert.equal(throttle.waitFor("10.0.0.1", T0), 100);
+});
+
+Deno.test("LoginThrottle keeps at most maxEntries keys, dropping the oldest first", () => {
+  const throttle = new LoginThrottle({ freeFailures: 1, baseDelayMs: 100, maxEntries: 3 });
+  for (const key of ["a", "b", "c", "d"]) throttle.fail(key, T0);
+  assert.equal(throttle.waitFor("a", T0), 0, "a was the oldest and is forgotten");
+  for (const key of ["b", "c", "d"]) assert.equal(throttle.waitFor(key, T0), 100, key);
+});
+
+Deno.test("LoginThrottle eviction drops the least recently failed key, not the first inserted", () => {
+  const throttle = new LoginThrottle({ freeFailures: 1, baseDelayMs: 100, maxEntries: 3 });
+  throttle.fail("a", T0);
+  throttle.fail("b", T0);
+  throttle.fail("c", T0);
+  throttle.fail("a", T0); // a is now the most recent
+  throttle.fail("d", T0); // evicts b
+  assert.equal(throttle.waitFor("a", T0), 200);
+  assert.equal(throttle.waitFor("b", T0), 0);
+  assert.equal(throttle.waitFor("c", T0), 100);
+  assert.equal(throttle.waitFor("d", T0), 100);
+});
+
+Deno.test("LoginThrottle stays bounded under a flood of distinct keys", () => {
+  const throttle = new LoginThrottle({ freeFailures: 1, baseDelayMs: 100, maxEntries: 100 });
+  for (let i = 0; i < 10_000; i++) throttle.fail(`addr-${i}`, T0);
+  let remembered = 0;
+  for (let i = 0; i < 10_000; i++) if (throttle.waitFor(`addr-${i}`, T0) > 0) remembered++;
+  assert.equal(remembered, 100);
+  assert.equal(throttle.waitFor("addr-9999", T0), 100);
+  assert.equal(throttle.waitFor("addr-9899", T0), 0);
+});

@@ -1,0 +1,739 @@
+/**
+ * Unit tests for lib/protocol/messages.ts: every message schema round-trips through
+ * encodeMessage/decodeMessage on the direction(s) that carry it, and everything else (extra
+ * fields, wrong types, unknown types, bad bytes, bad names and passwords) is refused with a
+ * ProtocolError carrying a stable code.
+ */
+import assert from "node:assert/strict";
+import { z } from "zod";
+import * as messages from "../lib/protocol/messages.ts";
+import {
+  ClientToServer,
+  decodeMessage,
+  encodeMessage,
+  MAX_CONTACTS,
+  MAX_PASSWORD_LENGTH,
+  MAX_TEXT_LENGTH,
+  MIN_PASSWORD_LENGTH,
+  Password,
+  PeerToPeer,
+  PROTOCOL_VERSION,
+  requestIdOf,
+  ServerToClient,
+  Username,
+} from "../lib/protocol/messages.ts";
+import { type ErrorCode, ProtocolError } from "../lib/protocol/errors.ts";
+
+const enc = new TextEncoder();
+
+type Direction = "ClientToServer" | "ServerToClient" | "PeerToPeer";
+const UNIONS = { ClientToServer, ServerToClient, PeerToPeer } as const;
+
+const KEY = "A".repeat(42) + "g"; // 43 base64url chars: a 32-byte value
+const TOKEN = "abcdefghijklmnopqrstuvwxyz0123456789-_ABCDE";
+const NONCE = "Zz0-_".repeat(8) + "abc";
+const SIGNATURE = "s".repeat(43) + "-_".repeat(21) + "x";
+const TS = Date.UTC(2024, 5, 1, 12, 0, 0);
+
+interface Case {
+  /** The exported schema's name in messages.ts. */
+  name: string;
+  /** The unions that must accept this message. */
+  directions: readonly Direction[];
+  /** A valid message, with every optional field present. */
+  example: Record<string, unknown> & { type: string };
+  /** A field set to a value of the wrong JSON type. */
+  wrongType: [field: string, value: unknown];
+  /** Fields of the example that may be left out. */
+  optional?: readonly string[];
+}
+
+const ALL: readonly Direction[] = ["ClientToServer", "ServerToClient", "PeerToPeer"];
+
+const CASES: readonly Case[] = [
+  {
+    name: "Hello",
+    directions: ALL,
+    example: { type: "hello", version: PROTOCOL_VERSION, role: "client", software: "confab/1.0" },
+    wrongType: ["version", "1"],
+  },
+  {
+    name: "ErrorMsg",
+    directions: ALL,
+    example: { type: "error", id: 7, code: "USER_OFFLINE", message: "bob is offline" },
+    wrongType: ["message", 42],
+    optional: ["id"],
+  },
+  { name: "Ping", directions: ALL, example: { type: "ping", id: 1 }, wrongType: ["id", "1"] },
+  { name: "Pong", directions: ALL, example: { type: "pong", id: 1 }, wrongType: ["id", true] },
+  {
+    name: "Signup",
+    directions: ["ClientToServer"],
+    example: { type: "signup", id: 2, user: "alice", password: "hunter22", publicKey: KEY },
+    wrongType: ["password", 123456],
+  },
+  {
+    name: "Login",
+    directions: ["ClientToServer"],
+    example: {
+      type: "login",
+      id: 3,
+      user: "alice",
+      password: "hunter22",
+      peerPort: 40000,
+      lastLogout: TS,
+    },
+    wrongType: ["peerPort", "40000"],
+    optional: ["lastLogout"],
+  },
+  {
+    name: "Resume",
+    directions: ["ClientToServer"],
+    example: { type: "resume", id: 4, token: TOKEN, peerPort: 1 },
+    wrongType: ["token", null],
+  },
+  {
+    name: "Logout",
+    directions: ["ClientToServer"],
+    example: { type: "logout", id: 5 },
+    wrongType: ["id", null],
+  },
+  {
+    name: "Lookup",
+    directions: ["ClientToServer"],
+    example: { type: "lookup", id: 6, user: "bob" },
+    wrongType: ["user", ["bob"]],
+  },
+  {
+    name: "ContactsList",
+    directions: ["ClientToServer"],
+    example: { type: "contacts", id: 7 },
+    wrongType: ["id", {}],
+  },
+  {
+    name: "ContactAdd",
+    directions: ["ClientToServer"],
+    example: { type: "contact_add", id: 8, user: "bob" },
+    wrongType: ["user", 5],
+  },
+  {
+    name: "ContactRemove",
+    directions: ["ClientToServer"],
+    example: { type: "contact_remove", id: 9, user: "bob" },
+    wrongType: ["user", false],
+  },
+  {
+    name: "Ok",
+    directions: ["ServerToClient"],
+    example: { type: "ok", id: 10 },
+    wrongType: ["id", "x"],
+  },
+  {
+    name: "Welcome",
+    directions: ["ServerToClient"],
+    example: {
+      type: "welcome",
+      id: 11,
+      user: "Alice",
+      token: TOKEN,
+      host: "127.0.0.1",
+      resumed: false,
+    },
+    wrongType: ["resumed", "false"],
+  },
+  {
+    name: "LookupResult",
+    directions: ["ServerToClient"],
+    example: {
+      type: "lookup_result",
+      id: 12,
+      user: "bob",
+      online: true,
+      host: "::1",
+      port: 4243,
+      publicKey: KEY,
+    },
+    wrongType: ["online", 1],
+    optional: ["host", "port"],
+  },
+  {
+    name: "ContactListMsg",
+    directions: ["ServerToClient"],
+    example: {
+      type: "contact_list",
+      id: 13,
+      contacts: [{ user: "bob", online: true }, { user: "carol.x", online: false }],
+    },
+    wrongType: ["contacts", { user: "bob", online: true }],
+  },
+  {
+    name: "Presence",
+    directions: ["ServerToClient"],
+    example: { type: "presence", user: "bob", online: false },
+    wrongType: ["online", "no"],
+  },
+  {
+    name: "ServerClosing",
+    directions: ["ServerToClient"],
+    example: { type: "server_closing", reason: "shutting down" },
+    wrongType: ["reason", 0],
+  },
+  {
+    name: "AuthInit",
+    directions: ["PeerToPeer"],
+    example: { type: "auth_init", from: "alice", to: "bob", nonce: NONCE },
+    wrongType: ["nonce", 12345],
+  },
+  {
+    name: "AuthReply",
+    directions: ["PeerToPeer"],
+    example: { type: "auth_reply", from: "bob", nonce: NONCE, signature: SIGNATURE },
+    wrongType: ["signature", []],
+  },
+  {
+    name: "AuthFinish",
+    directions: ["PeerToPeer"],
+    example: { type: "auth_finish", signature: SIGNATURE },
+    wrongType: ["signature", 1],
+  },
+  {
+    name: "AuthOk",
+    directions: ["PeerToPeer"],
+    example: { type: "auth_ok" },
+    wrongType: ["type", 1],
+  },
+  {
+    name: "ChatMsg",
+    directions: ["PeerToPeer"],
+    example: {
+      type: "msg",
+      id: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77",
+      seq: 0,
+      ts: TS,
+      text: "ciao! ✓ 🚀",
+    },
+    wrongType: ["seq", "0"],
+  },
+  {
+    name: "Ack",
+    directions: ["PeerToPeer"],
+    example: { type: "ack", id: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77" },
+    wrongType: ["id", 17],
+  },
+  {
+    name: "ChatState",
+    directions: ["PeerToPeer"],
+    example: { type: "chat_state", open: true },
+    wrongType: ["open", "true"],
+  },
+  { name: "Bye", directions: ["PeerToPeer"], example: { type: "bye" }, wrongType: ["type", null] },
+];
+
+/** Expects `fn` to throw a ProtocolError with `code` (and a message matching `pattern`). */
+function assertProtocolError(fn: () => unknown, code: ErrorCode, pattern?: RegExp): ProtocolError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof ProtocolError, `expected a ProtocolError, got ${caught}`);
+  assert.equal(caught.name, "ProtocolError");
+  assert.equal(caught.code, code, caught.message);
+  if (pattern) assert.match(caught.message, pattern);
+  return caught;
+}
+
+function decodeAs(direction: Direction, message: unknown): unknown {
+  return decodeMessage(UNIONS[direction], enc.encode(JSON.stringify(message)));
+}
+
+function schemaOf(name: string): z.ZodType {
+  const schema = (messages as Record<string, unknown>)[name];
+  assert.ok(schema instanceof z.ZodType, `messages.ts exports no schema named ${name}`);
+  return schema;
+}
+
+// ---- coverage ------------------------------------------------------------------------------
+
+Deno.test("messages.ts: every exported message schema has a test case", () => {
+  const exported = Object.entries(messages)
+    .filter(([, value]) =>
+      value instanceof z.ZodObject &&
+      (value.shape as Record<string, unknown>).type instanceof z.ZodLiteral
+    )
+    .map(([name]) => name)
+    .sort();
+  assert.deepEqual(exported, CASES.map((c) => c.name).sort());
+});
+
+Deno.test("messages.ts: every message type belongs to the unions of its direction", () => {
+  for (const [direction, union] of Object.entries(UNIONS)) {
+    const types = union.options.map((o) => (o.shape as { type: z.ZodLiteral<string> }).type.value);
+    const expected = CASES.filter((c) => c.directions.includes(direction as Direction))
+      .map((c) => c.example.type);
+    assert.deepEqual(types.sort(), expected.sort(), direction);
+  }
+});
+
+// ---- round trips ---------------------------------------------------------------------------
+
+for (const c of CASES) {
+  Deno.test(`decodeMessage() round-trips a valid ${c.name} on ${c.directions.join(", ")}`, () => {
+    assert.equal(schemaOf(c.name).safeParse(c.example).success, true);
+    const body = encodeMessage(c.example);
+    assert.ok(body instanceof Uint8Array);
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(body)), c.example);
+    for (const direction of c.directions) {
+      assert.deepEqual(decodeMessage(UNIONS[direction], body), c.example, direction);
+    }
+  });
+
+  const others = ALL.filter((d) => !c.directions.includes(d));
+  if (others.length > 0) {
+    Deno.test(`decodeMessage() refuses ${c.name} as UNKNOWN_TYPE on ${others.join(", ")}`, () => {
+      for (const direction of others) {
+        assertProtocolError(
+          () => decodeAs(direction, c.example),
+          "UNKNOWN_TYPE",
+          new RegExp(c.example.type),
+        );
+      }
+    });
+  }
+
+  Deno.test(`decodeMessage() rejects ${c.name} with an extra field`, () => {
+    for (const direction of c.directions) {
+      assertProtocolError(
+        () => decodeAs(direction, { ...c.example, extra: 1 }),
+        "BAD_MESSAGE",
+        new RegExp(`bad ${c.example.type}`),
+      );
+    }
+    assert.equal(schemaOf(c.name).safeParse({ ...c.example, admin: true }).success, false);
+  });
+
+  Deno.test(`decodeMessage() rejects ${c.name} with ${c.wrongType[0]} of the wrong type`, () => {
+    const [field, value] = c.wrongType;
+    for (const direction of c.directions) {
+      assertProtocolError(
+        () => decodeAs(direction, { ...c.example, [field]: value }),
+        "BAD_MESSAGE",
+      );
+    }
+  });
+
+  const optional = c.optional ?? [];
+  const required = Object.keys(c.example).filter((k) => k !== "type" && !optional.includes(k));
+  if (required.length > 0) {
+    Deno.test(`decodeMessage() rejects ${c.name} missing any of ${required.join(", ")}`, () => {
+      for (const field of required) {
+        const partial = Object.fromEntries(Object.entries(c.example).filter(([k]) => k !== field));
+        assertProtocolError(
+          () => decodeAs(c.directions[0]!, partial),
+          "BAD_MESSAGE",
+          new RegExp(field),
+        );
+      }
+    });
+  }
+  if (optional.length > 0) {
+    Deno.test(`decodeMessage() accepts ${c.name} without ${optional.join(", ")}`, () => {
+      const minimal = Object.fromEntries(
+        Object.entries(c.example).filter(([k]) => !optional.includes(k)),
+      );
+      assert.deepEqual(decodeAs(c.directions[0]!, minimal), minimal);
+    });
+  }
+}
+
+// ---- field rules on particular messages ----------------------------------------------------
+
+Deno.test("decodeMessage() names the offending field in a BAD_MESSAGE", () => {
+  assertProtocolError(
+    () => decodeAs("ClientToServer", { type: "lookup", id: 1, user: "no spaces" }),
+    "BAD_MESSAGE",
+    /^bad lookup: user: /,
+  );
+  assertProtocolError(
+    () =>
+      decodeAs("ServerToClient", {
+        type: "contact_list",
+        id: 1,
+        contacts: [{ user: "a", online: "y" }],
+      }),
+    "BAD_MESSAGE",
+    /contacts\.0\.online/,
+  );
+});
+
+Deno.test("decodeMessage() accepts an empty contact list and an empty error message", () => {
+  const list = { type: "contact_list", id: 1, contacts: [] };
+  assert.deepEqual(decodeAs("ServerToClient", list), list);
+  const error = { type: "error", code: "INTERNAL", message: "" };
+  assert.deepEqual(decodeAs("ClientToServer", error), error);
+});
+
+Deno.test("decodeMessage() rejects an error with a code outside ERROR_CODES", () => {
+  assertProtocolError(
+    () => decodeAs("PeerToPeer", { type: "error", code: "NOPE", message: "x" }),
+    "BAD_MESSAGE",
+    /code/,
+  );
+  assertProtocolError(
+    () => decodeAs("PeerToPeer", { type: "error", code: "internal", message: "x" }),
+    "BAD_MESSAGE",
+  );
+});
+
+Deno.test("decodeMessage() bounds hello versions, roles and software names", () => {
+  const hello = { type: "hello", version: 0, role: "peer", software: "" };
+  assert.deepEqual(decodeAs("PeerToPeer", hello), hello);
+  for (
+    const bad of [
+      { version: -1 },
+      { version: 65536 },
+      { version: 1.5 },
+      { role: "admin" },
+      { software: "x".repeat(65) },
+    ]
+  ) {
+    assertProtocolError(() => decodeAs("PeerToPeer", { ...hello, ...bad }), "BAD_MESSAGE");
+  }
+});
+
+Deno.test("decodeMessage() requires request ids to be safe non-negative integers", () => {
+  assert.deepEqual(decodeAs("ClientToServer", { type: "ping", id: 0 }), { type: "ping", id: 0 });
+  const max = { type: "ping", id: Number.MAX_SAFE_INTEGER };
+  assert.deepEqual(decodeAs("ClientToServer", max), max);
+  for (const id of [-1, 1.5, Number.MAX_SAFE_INTEGER + 2, 1e300]) {
+    assertProtocolError(() => decodeAs("ClientToServer", { type: "ping", id }), "BAD_MESSAGE");
+  }
+});
+
+Deno.test("decodeMessage() bounds ports to 1-65535", () => {
+  const login = { type: "login", id: 1, user: "alice", password: "secret" };
+  for (const peerPort of [1, 65535]) {
+    assert.deepEqual(decodeAs("ClientToServer", { ...login, peerPort }), { ...login, peerPort });
+  }
+  for (const peerPort of [0, 65536, -1, 80.5]) {
+    assertProtocolError(() => decodeAs("ClientToServer", { ...login, peerPort }), "BAD_MESSAGE");
+  }
+});
+
+Deno.test("decodeMessage() bounds timestamps to the years 2000-2200", () => {
+  const msg = { type: "msg", id: "m1", seq: 1, text: "hi" };
+  for (const ts of [Date.UTC(2000, 0, 1), Date.UTC(2199, 11, 31)]) {
+    assert.deepEqual(decodeAs("PeerToPeer", { ...msg, ts }), { ...msg, ts });
+  }
+  for (const ts of [0, Date.UTC(1999, 11, 31), Date.UTC(2200, 0, 2), TS + 0.5]) {
+    assertProtocolError(() => decodeAs("PeerToPeer", { ...msg, ts }), "BAD_MESSAGE", /ts/);
+  }
+});
+
+Deno.test("decodeMessage() requires keys, tokens, nonces and signatures in base64url", () => {
+  const signup = { type: "signup", id: 1, user: "alice", password: "secret" };
+  for (
+    const publicKey of [
+      KEY.slice(1),
+      KEY + "A",
+      KEY.slice(1) + "=",
+      KEY.slice(1) + "+",
+      KEY.slice(1) + "/",
+    ]
+  ) {
+    assertProtocolError(
+      () => decodeAs("ClientToServer", { ...signup, publicKey }),
+      "BAD_MESSAGE",
+      /publicKey/,
+    );
+  }
+  assertProtocolError(
+    () => decodeAs("PeerToPeer", { type: "auth_finish", signature: SIGNATURE.slice(2) }),
+    "BAD_MESSAGE",
+  );
+  assertProtocolError(
+    () =>
+      decodeAs("ClientToServer", {
+        type: "resume",
+        id: 1,
+        token: TOKEN.replace("a", "."),
+        peerPort: 1,
+      }),
+    "BAD_MESSAGE",
+  );
+});
+
+Deno.test("decodeMessage() bounds message ids of msg and ack", () => {
+  assertProtocolError(() => decodeAs("PeerToPeer", { type: "ack", id: "" }), "BAD_MESSAGE");
+  assertProtocolError(
+    () => decodeAs("PeerToPeer", { type: "ack", id: "x".repeat(65) }),
+    "BAD_MESSAGE",
+  );
+  assertProtocolError(() => decodeAs("PeerToPeer", { type: "ack", id: "a b" }), "BAD_MESSAGE");
+  assert.deepEqual(decodeAs("PeerToPeer", { type: "ack", id: "x".repeat(64) }), {
+    type: "ack",
+    id: "x".repeat(64),
+  });
+});
+
+Deno.test("decodeMessage() accepts chat text up to 64 KiB and rejects longer or empty text", () => {
+  assert.equal(MAX_TEXT_LENGTH, 64 * 1024);
+  const msg = { type: "msg", id: "m", seq: 5, ts: TS };
+  const longest = { ...msg, text: "x".repeat(MAX_TEXT_LENGTH) };
+  assert.deepEqual(decodeAs("PeerToPeer", longest), longest);
+  assertProtocolError(
+    () => decodeAs("PeerToPeer", { ...msg, text: "x".repeat(MAX_TEXT_LENGTH + 1) }),
+    "BAD_MESSAGE",
+    /text/,
+  );
+  assertProtocolError(() => decodeAs("PeerToPeer", { ...msg, text: "" }), "BAD_MESSAGE", /text/);
+});
+
+Deno.test("decodeMessage() limits a contact list to MAX_CONTACTS entries", () => {
+  const contacts = Array.from(
+    { length: MAX_CONTACTS },
+    (_, i) => ({ user: `u${i}`, online: false }),
+  );
+  const full = { type: "contact_list", id: 1, contacts };
+  assert.deepEqual(decodeAs("ServerToClient", full), full);
+  assertProtocolError(
+    () =>
+      decodeAs("ServerToClient", {
+        ...full,
+        contacts: [...contacts, { user: "one", online: true }],
+      }),
+    "BAD_MESSAGE",
+  );
+  assertProtocolError(
+    () =>
+      decodeAs("ServerToClient", { ...full, contacts: [{ user: "a", online: true, extra: 1 }] }),
+    "BAD_MESSAGE",
+  );
+});
+
+Deno.test("decodeMessage() bounds the reason of server_closing and the message of error", () => {
+  assertProtocolError(
+    () => decodeAs("ServerToClient", { type: "server_closing", reason: "r".repeat(201) }),
+    "BAD_MESSAGE",
+  );
+  assertProtocolError(
+    () => decodeAs("ServerToClient", { type: "error", code: "INTERNAL", message: "m".repeat(501) }),
+    "BAD_MESSAGE",
+  );
+});
+
+Deno.test("decodeMessage() restricts hosts to address characters", () => {
+  const welcome = { type: "welcome", id: 1, user: "a", token: TOKEN, resumed: true };
+  for (const host of ["10.0.0.1", "fe80::1%eth0", "example.com"]) {
+    assert.deepEqual(decodeAs("ServerToClient", { ...welcome, host }), { ...welcome, host });
+  }
+  for (const host of ["", "a b", "evil\nhost", "h".repeat(256), "<script>"]) {
+    assertProtocolError(
+      () => decodeAs("ServerToClient", { ...welcome, host }),
+      "BAD_MESSAGE",
+      /host/,
+    );
+  }
+});
+
+// ---- usernames and passwords ---------------------------------------------------------------
+
+Deno.test("Username accepts 1-32 letters, digits, underscore, hyphen and dot", () => {
+  for (const name of ["a", "Z", "0", "alice", "Bob_99", "c-d.e", "_", "x".repeat(32), "A.b-C_9"]) {
+    assert.equal(Username.safeParse(name).success, true, name);
+    assert.deepEqual(decodeAs("ClientToServer", { type: "lookup", id: 1, user: name }), {
+      type: "lookup",
+      id: 1,
+      user: name,
+    });
+  }
+});
+
+Deno.test("Username rejects empty, too long, spaces, slashes, unicode and control characters", () => {
+  const bad = [
+    "",
+    "x".repeat(33),
+    "al ice",
+    " alice",
+    "alice ",
+    "a/b",
+    "a\\b",
+    "../etc",
+    "é",
+    "alicé",
+    "аlice", // Cyrillic а
+    "ａlice", // full-width
+    "a\nb",
+    "alice\n",
+    "a\u0000",
+    "a@b",
+    "a:b",
+    "😀",
+  ];
+  for (const name of bad) {
+    assert.equal(Username.safeParse(name).success, false, JSON.stringify(name));
+    assertProtocolError(
+      () => decodeAs("ClientToServer", { type: "contact_add", id: 1, user: name }),
+      "BAD_MESSAGE",
+    );
+  }
+  assert.equal(Username.safeParse(5).success, false);
+});
+
+Deno.test("Password accepts 6 to 256 characters without control characters", () => {
+  assert.equal(MIN_PASSWORD_LENGTH, 6);
+  assert.equal(MAX_PASSWORD_LENGTH, 256);
+  for (const pw of ["123456", "p".repeat(256), "with spaces ok", "ünïcödé ✓", "~!@#$%^&*()"]) {
+    assert.equal(Password.safeParse(pw).success, true, pw);
+  }
+  const signup = { type: "signup", id: 1, user: "alice", password: "secret", publicKey: KEY };
+  assert.deepEqual(decodeAs("ClientToServer", signup), signup);
+});
+
+Deno.test("Password rejects too short, too long and control characters", () => {
+  const bad = [
+    "",
+    "12345",
+    "p".repeat(257),
+    "secret\n",
+    "sec\tret",
+    "\u0000secret",
+    "secret\u001f",
+    "secret\u007f",
+    "\rsecret",
+    "secret\u001b[31m",
+  ];
+  for (const pw of bad) {
+    assert.equal(Password.safeParse(pw).success, false, JSON.stringify(pw));
+    assertProtocolError(
+      () =>
+        decodeAs("ClientToServer", { type: "login", id: 1, user: "a", password: pw, peerPort: 1 }),
+      "BAD_MESSAGE",
+      /password/,
+    );
+  }
+});
+
+// ---- bytes that are not a message ----------------------------------------------------------
+
+Deno.test("decodeMessage() rejects a body that is not JSON as BAD_MESSAGE, keeping the cause", () => {
+  for (const text of ["", "{", "not json", '{"type":"ping","id":1', "{'type':'ping'}", "\u0000"]) {
+    const error = assertProtocolError(
+      () => decodeMessage(ClientToServer, enc.encode(text)),
+      "BAD_MESSAGE",
+      /not valid UTF-8 JSON/,
+    );
+    assert.ok(error.cause instanceof SyntaxError, `cause of ${JSON.stringify(text)}`);
+  }
+});
+
+Deno.test("decodeMessage() rejects invalid UTF-8 as BAD_MESSAGE", () => {
+  const valid = enc.encode('{"type":"ping","id":1,"x":"__"}');
+  const at = valid.indexOf(0x5f); // first "_"
+  const cases = [
+    Uint8Array.of(0xff, 0xfe),
+    (() => {
+      const b = valid.slice();
+      b[at] = 0xc3; // a lead byte followed by "_" instead of a continuation byte
+      return b;
+    })(),
+    (() => {
+      const b = valid.slice();
+      b.set([0xc0, 0xaf], at); // overlong encoding of "/"
+      return b;
+    })(),
+  ];
+  for (const body of cases) {
+    assertProtocolError(() => decodeMessage(PeerToPeer, body), "BAD_MESSAGE", /UTF-8/);
+  }
+  // A UTF-8 encoded lone surrogate (CESU-8 style) is invalid too.
+  const surrogate = new Uint8Array([
+    ...enc.encode('{"type":"bye","x":"'),
+    0xed,
+    0xa0,
+    0x80,
+    ...enc.encode('"}'),
+  ]);
+  assertProtocolError(() => decodeMessage(PeerToPeer, surrogate), "BAD_MESSAGE");
+});
+
+Deno.test("decodeMessage() rejects JSON that is not an object as BAD_MESSAGE", () => {
+  for (const text of ["null", "42", '"ping"', "true", "[]", '[{"type":"ping","id":1}]']) {
+    assertProtocolError(
+      () => decodeMessage(ServerToClient, enc.encode(text)),
+      "BAD_MESSAGE",
+      /object/,
+    );
+  }
+});
+
+Deno.test("decodeMessage() rejects an object without a string type as BAD_MESSAGE", () => {
+  for (
+    const value of [{}, { id: 1 }, { type: 1 }, { type: null }, { type: ["ping"] }, {
+      Type: "ping",
+    }]
+  ) {
+    assertProtocolError(() => decodeAs("ServerToClient", value), "BAD_MESSAGE", /type/);
+  }
+});
+
+Deno.test("decodeMessage() rejects an unknown type as UNKNOWN_TYPE", () => {
+  for (
+    const type of ["", "PING", "shutdown", "toString", "__proto__", "constructor", "hasOwnProperty"]
+  ) {
+    for (const direction of ALL) {
+      assertProtocolError(() => decodeAs(direction, { type, id: 1 }), "UNKNOWN_TYPE");
+    }
+  }
+});
+
+Deno.test("decodeMessage() quotes at most 40 characters of an unknown type", () => {
+  const type = "t".repeat(40) + "X".repeat(10_000);
+  const error = assertProtocolError(() => decodeAs("PeerToPeer", { type }), "UNKNOWN_TYPE");
+  assert.ok(error.message.includes("t".repeat(40)));
+  assert.ok(!error.message.includes("X"), "the message must not echo the whole type");
+});
+
+Deno.test("decodeMessage() rejects a __proto__ key as an extra field", () => {
+  const body = enc.encode('{"type":"ping","id":1,"__proto__":{"admin":true}}');
+  assertProtocolError(() => decodeMessage(ClientToServer, body), "BAD_MESSAGE", /__proto__/);
+});
+
+Deno.test("encodeMessage() produces UTF-8 JSON that decodeMessage() reads back", () => {
+  const msg = { type: "msg", id: "u-1", seq: 9, ts: TS, text: 'emoji 😀 and "quotes"\nnewline' };
+  const body = encodeMessage(msg);
+  assert.equal(new TextDecoder().decode(body), JSON.stringify(msg));
+  assert.deepEqual(decodeMessage(PeerToPeer, body), msg);
+});
+
+// ---- requestIdOf ---------------------------------------------------------------------------
+
+Deno.test("requestIdOf() returns the id of a message, valid or not", () => {
+  assert.equal(requestIdOf(enc.encode('{"type":"ping","id":42}')), 42);
+  assert.equal(requestIdOf(enc.encode('{"type":"no_such_type","id":0}')), 0);
+  assert.equal(requestIdOf(enc.encode('{"type":"login","id":7,"user":"bad name"}')), 7);
+  assert.equal(
+    requestIdOf(enc.encode(`{"id":${Number.MAX_SAFE_INTEGER}}`)),
+    Number.MAX_SAFE_INTEGER,
+  );
+});
+
+Deno.test("requestIdOf() returns undefined when there is no usable id", () => {
+  const bodies = [
+    '{"type":"ping"}',
+    '{"type":"ping","id":-1}',
+    '{"type":"ping","id":1.5}',
+    '{"type":"ping","id":"1"}',
+    '{"type":"ping","id":null}',
+    `{"type":"ping","id":${Number.MAX_SAFE_INTEGER + 2}}`,
+    "null",
+    "42",
+    "[1,2]",
+    '"id"',
+    "not json",
+    "",
+  ];
+  for (const text of bodies) assert.equal(requestIdOf(enc.encode(text)), undefined, text);
+  assert.equal(requestIdOf(Uint8Array.of(0x7b, 0xff, 0x7d)), undefined); // invalid UTF-8
+});
