@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { parseHostPort, parsePort } from "./lib/cli/lines.ts";
 import { runApp } from "./lib/client/app.ts";
 import { ClientError, ConfabClient } from "./lib/client/client.ts";
-import { JsonFrontEnd, PlainFrontEnd, TtyFrontEnd, type FrontEnd } from "./lib/client/terminal.ts";
+import { type FrontEnd, JsonFrontEnd, PlainFrontEnd, TtyFrontEnd } from "./lib/client/terminal.ts";
 import { asError } from "./lib/net/framed_connection.ts";
 import { MAIN_HELP } from "./lib/client/commands.ts";
 
@@ -44,11 +44,16 @@ const program = new Command()
   )
   .option("--home <dir>", "where your keys and history live", defaultHome())
   .option("--json", "write every event as one JSON object per line on stdout (for scripts)")
-  .option("--history <n>", "messages shown when a chat opens", wrap((v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new RangeError("0 to 10000");
-    return n;
-  }), 20)
+  .option(
+    "--history <n>",
+    "messages shown when a chat opens",
+    wrap((v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new RangeError("0 to 10000");
+      return n;
+    }),
+    20,
+  )
   .showHelpAfterError("(run confab --help for usage)")
   .parse(["deno", "client.ts", ...Deno.args]);
 

@@ -17,6 +17,16 @@ function portOption(value: string): number {
   }
 }
 
+function intOption(min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) {
+      throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
 const program = new Command()
   .name("confab-server")
   .description(
@@ -27,7 +37,13 @@ const program = new Command()
   .option("-p, --port <port>", "port to listen on (0: any free port)", portOption, 4242)
   .option("--host <address>", "address to listen on (0.0.0.0 for every interface)", "127.0.0.1")
   .option("--data <dir>", "where the server keeps its database", "./confab-data")
-  .option("--max-connections <n>", "connections held at most", portOption, 15_000)
+  .option("--max-connections <n>", "connections held at most", intOption(1, 19_000), 15_000)
+  .option(
+    "--login-timeout <seconds>",
+    "seconds a connection may stay without logging in",
+    intOption(1, 3600),
+    60,
+  )
   .option("-q, --quiet", "do not log logins and logouts")
   .showHelpAfterError("(run confab-server --help for usage)")
   .parse(["deno", "server.ts", ...Deno.args]);
@@ -37,6 +53,7 @@ const opts = program.opts<{
   host: string;
   data: string;
   maxConnections: number;
+  loginTimeout: number;
   quiet?: boolean;
 }>();
 const port = (program.processedArgs[0] as number | undefined) ?? opts.port;
@@ -49,6 +66,8 @@ try {
     port,
     dataDir: opts.data,
     maxConnections: opts.maxConnections,
+    loginTimeoutMs: opts.loginTimeout * 1000,
+    helloTimeoutMs: Math.min(10, opts.loginTimeout) * 1000,
     log: opts.quiet ? undefined : (line) => console.log(`[${new Date().toISOString()}] ${line}`),
   });
 } catch (error) {

@@ -540,7 +540,21 @@ Deno.test("decodeMessage() restricts hosts to address characters", () => {
 // ---- usernames and passwords ---------------------------------------------------------------
 
 Deno.test("Username accepts 1-32 letters, digits, underscore, hyphen and dot", () => {
-  for (const name of ["a", "Z", "0", "alice", "Bob_99", "c-d.e", "_", "x".repeat(32), "A.b-C_9"]) {
+  for (
+    const name of [
+      "a",
+      "Z",
+      "0",
+      "alice",
+      "Bob_99",
+      "c-d.e",
+      "_",
+      "x".repeat(32),
+      "A.b-C_9",
+      ".a",
+      "a..b",
+    ]
+  ) {
     assert.equal(Username.safeParse(name).success, true, name);
     assert.deepEqual(decodeAs("ClientToServer", { type: "lookup", id: 1, user: name }), {
       type: "lookup",
@@ -570,6 +584,9 @@ Deno.test("Username rejects empty, too long, spaces, slashes, unicode and contro
     "a@b",
     "a:b",
     "😀",
+    ".", // a name is a folder in the client's home: never . or ..
+    "..",
+    "...",
   ];
   for (const name of bad) {
     assert.equal(Username.safeParse(name).success, false, JSON.stringify(name));

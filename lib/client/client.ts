@@ -6,7 +6,12 @@
 import { join } from "node:path";
 import { asError, dial, FramedConnection } from "../net/framed_connection.ts";
 import { exchangeHello } from "../net/hello.ts";
-import { ConnectionClosedError, ProtocolError, RemoteError, TimeoutError } from "../protocol/errors.ts";
+import {
+  ConnectionClosedError,
+  ProtocolError,
+  RemoteError,
+  TimeoutError,
+} from "../protocol/errors.ts";
 import {
   type LookupResultMessage,
   MAX_TEXT_LENGTH,
@@ -382,7 +387,9 @@ export class ConfabClient implements AsyncDisposable {
   }
 
   #requireSession(): Session {
-    if (!this.#session) throw new ClientError("NOT_LOGGED_IN", "log in first: in <user> <password>");
+    if (!this.#session) {
+      throw new ClientError("NOT_LOGGED_IN", "log in first: in <user> <password>");
+    }
     return this.#session;
   }
 
@@ -432,7 +439,10 @@ export class ConfabClient implements AsyncDisposable {
       if (known && error instanceof ClientError && error.code === "SERVER_UNREACHABLE") {
         return { user, publicKey: known };
       }
-      throw new ProtocolError("AUTH_FAILED", `cannot check who ${user} is: ${asError(error).message}`);
+      throw new ProtocolError(
+        "AUTH_FAILED",
+        `cannot check who ${user} is: ${asError(error).message}`,
+      );
     }
   }
 

@@ -167,6 +167,9 @@ export class TtyFrontEnd implements FrontEnd {
     readline.cursorTo(out, 0);
     readline.clearScreenDown(out);
     out.write(text + "\n");
+    // readline remembers which row of a wrapped input the cursor was on and would move up
+    // that far on redraw, over the text just printed; the input now starts on a fresh row.
+    (this.#rl as unknown as { prevRows: number }).prevRows = 0;
     this.#rl.prompt(true);
   }
 

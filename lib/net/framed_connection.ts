@@ -3,7 +3,7 @@
  * and validates every frame, a single writer (at most one write in flight, short writes
  * looped), request/reply matching by `id`, and an idempotent close.
  */
-import { FrameDecoder, encodeFrame, MAX_CONTROL_FRAME } from "../protocol/frame.ts";
+import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME } from "../protocol/frame.ts";
 import {
   ConnectionClosedError,
   type ErrorCode,
@@ -123,7 +123,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     const queued = this.#inbox.shift();
     if (queued) return Promise.resolve(queued);
     if (this.#closing) {
-      return Promise.reject(new ConnectionClosedError("connection closed", { cause: this.#closeReason }));
+      return Promise.reject(
+        new ConnectionClosedError("connection closed", { cause: this.#closeReason }),
+      );
     }
     const waiter = Promise.withResolvers<In>();
     const timer = setTimeout(
@@ -260,7 +262,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
         try {
           await writeAll(
             this.conn,
-            encodeFrame(encodeMessage({ type: "error", code: "BAD_FRAME", message: reason.message })),
+            encodeFrame(
+              encodeMessage({ type: "error", code: "BAD_FRAME", message: reason.message }),
+            ),
           );
         } catch {
           // It may not be listening.

@@ -34,7 +34,10 @@ export class Identity {
   }
 
   static async generate(): Promise<{ identity: Identity; pkcs8: Uint8Array }> {
-    const pair = await crypto.subtle.generateKey(ED25519, true, ["sign", "verify"]) as CryptoKeyPair;
+    const pair = await crypto.subtle.generateKey(ED25519, true, [
+      "sign",
+      "verify",
+    ]) as CryptoKeyPair;
     const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
     const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
     return { identity: new Identity(toBase64Url(raw), pair.privateKey), pkcs8 };
@@ -64,7 +67,11 @@ export class Identity {
   static async save(path: string, publicKey: string, pkcs8: Uint8Array): Promise<void> {
     await Deno.mkdir(dirname(path), { recursive: true, mode: 0o700 });
     const tmp = `${path}.tmp`;
-    const body = JSON.stringify({ algorithm: "Ed25519", publicKey, privateKey: toBase64Url(pkcs8) });
+    const body = JSON.stringify({
+      algorithm: "Ed25519",
+      publicKey,
+      privateKey: toBase64Url(pkcs8),
+    });
     await Deno.writeTextFile(tmp, body + "\n", { mode: 0o600 });
     await Deno.rename(tmp, path);
   }

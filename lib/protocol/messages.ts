@@ -14,8 +14,11 @@ export const PROTOCOL_VERSION = 1;
 
 // ---- field rules ---------------------------------------------------------------------------
 
-/** 1–32 characters: letters, digits, `_`, `-`, `.`. Unique case-insensitively on the server. */
-export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,32}$/;
+/**
+ * 1–32 characters: letters, digits, `_`, `-`, `.`, and not only dots (a name is also a folder
+ * name in the client's home: `.` and `..` must never be one). Unique case-insensitively.
+ */
+export const USERNAME_PATTERN = /^(?!\.+$)[A-Za-z0-9_.-]{1,32}$/;
 export const MIN_PASSWORD_LENGTH = 6;
 export const MAX_PASSWORD_LENGTH = 256;
 /** Longest chat message text, in UTF-16 code units (64 KiB of ASCII). */
@@ -27,7 +30,7 @@ const b64url = (len: number) =>
 
 export const Username = z.string().regex(
   USERNAME_PATTERN,
-  "1-32 characters: letters, digits, _ - .",
+  "1-32 characters: letters, digits, _ - . (not only dots)",
 );
 export const Password = z.string().min(MIN_PASSWORD_LENGTH).max(MAX_PASSWORD_LENGTH)
   // deno-lint-ignore no-control-regex

@@ -336,7 +336,9 @@ export class ConfabServer implements AsyncDisposable {
     state: ConnState,
     m: Extract<ClientMessage, { type: "login" }>,
   ): Promise<void> {
-    if (state.session) throw new Reply("ALREADY_LOGGED_IN", `already logged in as ${state.session.user}`);
+    if (state.session) {
+      throw new Reply("ALREADY_LOGGED_IN", `already logged in as ${state.session.user}`);
+    }
     const key = nameKey(m.user);
     this.#checkThrottle(key, state.host);
     const user = this.store.getUser(m.user);
@@ -380,7 +382,9 @@ export class ConfabServer implements AsyncDisposable {
     state: ConnState,
     m: Extract<ClientMessage, { type: "resume" }>,
   ): Promise<void> {
-    if (state.session) throw new Reply("ALREADY_LOGGED_IN", `already logged in as ${state.session.user}`);
+    if (state.session) {
+      throw new Reply("ALREADY_LOGGED_IN", `already logged in as ${state.session.user}`);
+    }
     this.#checkThrottle("", state.host);
     const hash = tokenHash(m.token);
     const name = this.store.sessionUser(hash, this.#opts.sessionMaxAgeMs);

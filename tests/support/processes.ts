@@ -1,0 +1,357 @@
+/**
+ * Test fixtures that run the real programs: `server.ts` and `client.ts` as child processes on
+ * free ports, in temporary directories, driven through stdin and read through stdout, as a
+ * user (or a bot with `--json`) would. Every wait has a deadline; nothing sleeps blindly.
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const DENO = Deno.execPath();
+/** Default deadline for a wait in these tests. */
+export const DEADLINE_MS = 15_000;
+
+/** A line reader over a child's output that lets tests wait for a matching line. */
+class LineLog {
+  readonly lines: string[] = [];
+  #waiters: { test: (line: string) => boolean; resolve: (line: string) => void }[] = [];
+  #ended = Promise.withResolvers<void>();
+  #scanFrom = 0;
+
+  constructor(stream: ReadableStream<Uint8Array>, readonly name: string) {
+    void this.#pump(stream);
+  }
+
+  get ended(): Promise<void> {
+    return this.#ended.promise;
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let rest = "";
+    try {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        rest += chunk;
+        let nl: number;
+        while ((nl = rest.indexOf("\n")) >= 0) {
+          this.#push(rest.slice(0, nl));
+          rest = rest.slice(nl + 1);
+        }
+      }
+      if (rest) this.#push(rest);
+    } catch {
+      // The process died; whatever was read stays.
+    }
+    this.#ended.resolve();
+  }
+
+  #push(line: string): void {
+    this.lines.push(line);
+    if (Deno.env.get("CONFAB_TEST_VERBOSE")) console.error(`[${this.name}] ${line}`);
+    this.#waiters = this.#waiters.filter((w) => {
+      if (w.test(line)) {
+        w.resolve(line);
+        return false;
+      }
+      return true;
+    });
+  }
+
+  /**
+   * Waits for the next line (after those already consumed by earlier waits) that passes
+   * `test`. Lines are consumed in order, so two waits for the same text see two lines.
+   */
+  async waitFor(test: (line: string) => boolean, what: string, ms = DEADLINE_MS): Promise<string> {
+    return await this.#wait(test, what, ms, true);
+  }
+
+  /** Waits for any line, old or new, that passes `test`; consumes nothing. */
+  async find(test: (line: string) => boolean, what: string, ms = DEADLINE_MS): Promise<string> {
+    const old = this.lines.find(test);
+    if (old !== undefined) return old;
+    return await this.#wait(test, what, ms, false);
+  }
+
+  async #wait(
+    test: (line: string) => boolean,
+    what: string,
+    ms: number,
+    consume: boolean,
+  ): Promise<string> {
+    for (; consume && this.#scanFrom < this.lines.length; this.#scanFrom++) {
+      const line = this.lines[this.#scanFrom]!;
+      if (test(line)) {
+        this.#scanFrom++;
+        return line;
+      }
+    }
+    const found = Promise.withResolvers<string>();
+    const waiter = {
+      test,
+      resolve: (line: string) => {
+        if (consume) this.#scanFrom = this.lines.length;
+        found.resolve(line);
+      },
+    };
+    this.#waiters.push(waiter);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        reject(
+          new Error(
+            `${this.name}: no line ${what} within ${ms} ms; last lines:\n  ` +
+              this.lines.slice(-15).join("\n  "),
+          ),
+        );
+      }, ms);
+    });
+    const ended = this.#ended.promise.then(() => {
+      throw new Error(
+        `${this.name}: output ended before a line ${what}; last lines:\n  ` +
+          this.lines.slice(-15).join("\n  "),
+      );
+    });
+    ended.catch(() => {}); // only matters while the race below is on
+    try {
+      return await Promise.race([found.promise, timeout, ended]);
+    } finally {
+      clearTimeout(timer);
+      this.#waiters = this.#waiters.filter((w) => w !== waiter);
+    }
+  }
+}
+
+/** A running child process with line-oriented stdin/stdout. */
+export class Proc implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly out: LineLog;
+  readonly err: LineLog;
+  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  #status: Promise<Deno.CommandStatus>;
+  #stdinClosed = false;
+
+  constructor(args: string[], readonly name: string, env: Record<string, string> = {}) {
+    this.child = new Deno.Command(DENO, {
+      args,
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", ...env },
+    }).spawn();
+    this.out = new LineLog(this.child.stdout, name);
+    this.err = new LineLog(this.child.stderr, `${name}:stderr`);
+    this.#stdin = this.child.stdin.getWriter();
+    this.#status = this.child.status;
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  get status(): Promise<Deno.CommandStatus> {
+    return this.#status;
+  }
+
+  async write(line: string): Promise<void> {
+    await this.#stdin.write(new TextEncoder().encode(line + "\n"));
+  }
+
+  async closeStdin(): Promise<void> {
+    if (this.#stdinClosed) return;
+    this.#stdinClosed = true;
+    await this.#stdin.close().catch(() => {});
+  }
+
+  kill(signal: Deno.Signal = "SIGKILL"): void {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  /** Waits for exit within the deadline; kills it if it does not go. */
+  async exited(ms = DEADLINE_MS): Promise<Deno.CommandStatus> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), ms));
+    const result = await Promise.race([this.#status, late]);
+    clearTimeout(timer);
+    if (result === "late") {
+      this.kill();
+      throw new Error(`${this.name} did not exit within ${ms} ms`);
+    }
+    return result;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.closeStdin();
+    this.kill();
+    await this.#status;
+    await Promise.all([this.out.ended, this.err.ended]);
+  }
+}
+
+export interface TestServer extends AsyncDisposable {
+  proc: Proc;
+  port: number;
+  dataDir: string;
+  address: string;
+  /** Types `esc` and waits for a clean exit. */
+  esc(): Promise<Deno.CommandStatus>;
+}
+
+/** Starts `server.ts` on a free port (or `port`) with a data dir; resolves once it listens. */
+export async function startServer(
+  options: { dataDir?: string; port?: number; args?: string[] } = {},
+): Promise<TestServer> {
+  const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "confab-srv-" });
+  const ownDir = options.dataDir === undefined;
+  const proc = new Proc(
+    [
+      "run",
+      "-A",
+      "server.ts",
+      "--port",
+      String(options.port ?? 0),
+      "--data",
+      dataDir,
+      ...(options.args ?? []),
+    ],
+    "server",
+  );
+  let port: number;
+  try {
+    const banner = await proc.out.waitFor((l) => l.startsWith("confab server listening"), "banner");
+    port = Number(/:(\d+) /.exec(banner)![1]);
+  } catch (error) {
+    await proc[Symbol.asyncDispose]();
+    throw error;
+  }
+  return {
+    proc,
+    port,
+    dataDir,
+    address: `127.0.0.1:${port}`,
+    async esc() {
+      await proc.write("esc");
+      return await proc.exited();
+    },
+    async [Symbol.asyncDispose]() {
+      await proc[Symbol.asyncDispose]();
+      if (ownDir) await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** A JSON event as the client writes it with `--json`. */
+export type Event = { type: string; [key: string]: unknown };
+
+/** A `client.ts --json` process, driven like a bot. */
+export class TestClient implements AsyncDisposable {
+  readonly proc: Proc;
+  readonly home: string;
+  readonly #ownHome: boolean;
+
+  private constructor(proc: Proc, home: string, ownHome: boolean) {
+    this.proc = proc;
+    this.home = home;
+    this.#ownHome = ownHome;
+  }
+
+  static async start(
+    name: string,
+    server: { port: number },
+    options: { home?: string; peerPort?: number; args?: string[] } = {},
+  ): Promise<TestClient> {
+    const home = options.home ?? await Deno.makeTempDir({ prefix: `confab-${name}-` });
+    const proc = new Proc(
+      [
+        "run",
+        "-A",
+        "client.ts",
+        "--json",
+        "--server",
+        `127.0.0.1:${server.port}`,
+        "--home",
+        home,
+        "--port",
+        String(options.peerPort ?? 0),
+        ...(options.args ?? []),
+      ],
+      name,
+    );
+    const client = new TestClient(proc, home, options.home === undefined);
+    await client.event("ready");
+    return client;
+  }
+
+  /** Waits for the next event of `type` whose fields include `match`. */
+  async event(type: string, match: Record<string, unknown> = {}, ms = DEADLINE_MS): Promise<Event> {
+    const line = await this.proc.out.waitFor(
+      (l) => {
+        const e = parseEvent(l);
+        return e !== undefined && e.type === type &&
+          Object.entries(match).every(([k, v]) => JSON.stringify(e[k]) === JSON.stringify(v));
+      },
+      `with event ${type} ${JSON.stringify(match)}`,
+      ms,
+    );
+    return parseEvent(line)!;
+  }
+
+  /** Every event seen so far. */
+  events(): Event[] {
+    return this.proc.out.lines.map(parseEvent).filter((e): e is Event => e !== undefined);
+  }
+
+  send(line: string): Promise<void> {
+    return this.proc.write(line);
+  }
+
+  async signup(user: string, password = "secret-pw"): Promise<void> {
+    await this.send(`signup ${user} ${password}`);
+    await this.event("logged_in", { user });
+  }
+
+  async login(user: string, password = "secret-pw"): Promise<void> {
+    await this.send(`in ${user} ${password}`);
+    await this.event("logged_in", { user });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.proc[Symbol.asyncDispose]();
+    if (this.#ownHome) await Deno.remove(this.home, { recursive: true }).catch(() => {});
+  }
+}
+
+function parseEvent(line: string): Event | undefined {
+  if (!line.startsWith("{")) return undefined;
+  try {
+    return JSON.parse(line) as Event;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads every file below `dir` as bytes (for "no plaintext on disk" checks). */
+export async function readAllFiles(dir: string): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) out.push(...await readAllFiles(path));
+    else if (entry.isFile) out.push(await Deno.readFile(path));
+  }
+  return out;
+}
+
+/** True when `needle` occurs in `haystack` (byte search). */
+export function containsBytes(haystack: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) {
+      if (haystack[i + j] !== needle[j]) continue outer;
+    }
+    return true;
+  }
+  return false;
+}
