@@ -222,11 +222,11 @@ export class ConfabServer implements AsyncDisposable {
     }
   }
 
-  async #dispatch(
+  #dispatch(
     fc: FramedConnection<ClientMessage>,
     state: ConnState,
     m: ClientMessage,
-  ): Promise<void> {
+  ): Promise<void> | void {
     switch (m.type) {
       case "ping":
         return fc.send({ type: "pong", id: m.id });
@@ -356,7 +356,7 @@ export class ConfabServer implements AsyncDisposable {
     this.store.saveSession(hash, user.name);
     const now = Date.now();
     const seq = this.store.recordLogin(user.name, state.host, m.peerPort, now);
-    this.#startSession(fc, state, {
+    this.#startSession(state, {
       user: user.name,
       key,
       host: state.host,
@@ -396,7 +396,7 @@ export class ConfabServer implements AsyncDisposable {
     let seq = this.store.latestLogin(name);
     if (seq === undefined) seq = this.store.recordLogin(name, state.host, m.peerPort, now);
     else this.store.reopenLogin(seq, state.host, m.peerPort);
-    this.#startSession(fc, state, {
+    this.#startSession(state, {
       user: name,
       key: nameKey(name),
       host: state.host,
@@ -417,7 +417,7 @@ export class ConfabServer implements AsyncDisposable {
     });
   }
 
-  #startSession(fc: FramedConnection<ClientMessage>, state: ConnState, session: Session): void {
+  #startSession(state: ConnState, session: Session): void {
     const previous = this.#online.get(session.key);
     if (previous) {
       // One place at a time: the newer login wins (the old link may be half-open).

@@ -1,0 +1,204 @@
+/**
+ * Unit tests for lib/client/commands.ts: `parseCommand()` outside a chat (every command and
+ * its usage errors) and inside a chat (text, `/q`, `\q`, `/h`, `//text`, unknown commands).
+ */
+import assert from "node:assert/strict";
+import { type Command, parseCommand } from "../lib/client/commands.ts";
+
+/** The message of an `invalid` result; fails the test for any other kind. */
+function invalidMessage(command: Command): string {
+  assert.equal(command.kind, "invalid", `expected invalid, got ${JSON.stringify(command)}`);
+  return (command as { message: string }).message;
+}
+
+// ---- outside a chat ------------------------------------------------------------------------
+
+Deno.test("parseCommand() reads help, ? , quit and exit", () => {
+  assert.deepEqual(parseCommand("help", false), { kind: "help" });
+  assert.deepEqual(parseCommand("?", false), { kind: "help" });
+  assert.deepEqual(parseCommand("quit", false), { kind: "quit" });
+  assert.deepEqual(parseCommand("exit", false), { kind: "quit" });
+});
+
+Deno.test("parseCommand() of a blank line outside a chat is empty", () => {
+  assert.deepEqual(parseCommand("", false), { kind: "empty" });
+  assert.deepEqual(parseCommand("   \t ", false), { kind: "empty" });
+});
+
+Deno.test("parseCommand() ignores extra whitespace between words", () => {
+  assert.deepEqual(parseCommand("  chat \t  bob  ", false), { kind: "chat", user: "bob" });
+});
+
+Deno.test("parseCommand() reads signup with and without a password", () => {
+  assert.deepEqual(parseCommand("signup alice s3cret!", false), {
+    kind: "signup",
+    user: "alice",
+    password: "s3cret!",
+  });
+  assert.deepEqual(parseCommand("signup alice", false), {
+    kind: "signup",
+    user: "alice",
+    password: undefined,
+  });
+});
+
+Deno.test("parseCommand() gives signup's usage for no user or too many words", () => {
+  for (const line of ["signup", "signup alice pw extra"]) {
+    assert.equal(invalidMessage(parseCommand(line, false)), "usage: signup <user> [<password>]");
+  }
+});
+
+Deno.test("parseCommand() reads `in <user> <password>`", () => {
+  assert.deepEqual(parseCommand("in alice secret", false), {
+    kind: "login",
+    user: "alice",
+    password: "secret",
+    serverPort: undefined,
+  });
+});
+
+Deno.test("parseCommand() reads `in <user>` without a password", () => {
+  assert.deepEqual(parseCommand("in alice", false), {
+    kind: "login",
+    user: "alice",
+    password: undefined,
+    serverPort: undefined,
+  });
+});
+
+Deno.test("parseCommand() reads a leading number of `in` as the server port", () => {
+  assert.deepEqual(parseCommand("in 4242 alice pw", false), {
+    kind: "login",
+    user: "alice",
+    password: "pw",
+    serverPort: 4242,
+  });
+  assert.deepEqual(parseCommand("in 4242 alice", false), {
+    kind: "login",
+    user: "alice",
+    password: undefined,
+    serverPort: 4242,
+  });
+});
+
+Deno.test("parseCommand() takes a lone number after `in` as a user name, not a port", () => {
+  assert.deepEqual(parseCommand("in 4242", false), {
+    kind: "login",
+    user: "4242",
+    password: undefined,
+    serverPort: undefined,
+  });
+});
+
+Deno.test("parseCommand() rejects a server port above 65535 with a message naming it", () => {
+  const message = invalidMessage(parseCommand("in 70000 alice pw", false));
+  assert.match(message, /server port/);
+  assert.match(message, /70000/);
+  invalidMessage(parseCommand("in 123456 alice", false));
+});
+
+Deno.test("parseCommand() gives in's usage for no user or too many words", () => {
+  const usage = "usage: in [<server port>] <user> [<password>]";
+  assert.equal(invalidMessage(parseCommand("in", false)), usage);
+  assert.equal(invalidMessage(parseCommand("in alice pw extra", false)), usage);
+  assert.equal(invalidMessage(parseCommand("in 4242 alice pw extra", false)), usage);
+});
+
+Deno.test("parseCommand() reads out and logout, and rejects arguments to them", () => {
+  assert.deepEqual(parseCommand("out", false), { kind: "logout" });
+  assert.deepEqual(parseCommand("logout", false), { kind: "logout" });
+  assert.equal(invalidMessage(parseCommand("out now", false)), "usage: out");
+});
+
+Deno.test("parseCommand() reads contacts, contacts add, contacts remove and rm", () => {
+  assert.deepEqual(parseCommand("contacts", false), { kind: "contacts" });
+  assert.deepEqual(parseCommand("contact", false), { kind: "contacts" });
+  assert.deepEqual(parseCommand("contacts add bob", false), { kind: "contact_add", user: "bob" });
+  assert.deepEqual(parseCommand("contacts remove bob", false), {
+    kind: "contact_remove",
+    user: "bob",
+  });
+  assert.deepEqual(parseCommand("contacts rm bob", false), {
+    kind: "contact_remove",
+    user: "bob",
+  });
+});
+
+Deno.test("parseCommand() gives contacts' usage for a bad subcommand or word count", () => {
+  const usage = "usage: contacts | contacts add <user> | contacts remove <user>";
+  for (
+    const line of [
+      "contacts add",
+      "contacts remove",
+      "contacts add bob carol",
+      "contacts list",
+      "contacts bob",
+    ]
+  ) {
+    assert.equal(invalidMessage(parseCommand(line, false)), usage, line);
+  }
+});
+
+Deno.test("parseCommand() reads chat <user> and gives its usage otherwise", () => {
+  assert.deepEqual(parseCommand("chat bob", false), { kind: "chat", user: "bob" });
+  assert.equal(invalidMessage(parseCommand("chat", false)), "usage: chat <user>");
+  assert.equal(invalidMessage(parseCommand("chat bob carol", false)), "usage: chat <user>");
+});
+
+Deno.test("parseCommand() names an unknown command and points to help", () => {
+  const message = invalidMessage(parseCommand("frobnicate now", false));
+  assert.match(message, /unknown command "frobnicate"/);
+  assert.match(message, /help/);
+});
+
+Deno.test("parseCommand() cuts a long unknown command to 40 characters in the message", () => {
+  const message = invalidMessage(parseCommand("x".repeat(500), false));
+  assert.ok(message.includes(`"${"x".repeat(40)}"`), message);
+  assert.ok(!message.includes("x".repeat(41)), message);
+});
+
+Deno.test("parseCommand() outside a chat does not treat text as a message", () => {
+  assert.equal(parseCommand("hello there", false).kind, "invalid");
+  assert.equal(parseCommand("/q", false).kind, "invalid");
+});
+
+// ---- inside a chat -------------------------------------------------------------------------
+
+Deno.test("parseCommand() in a chat sends plain text as typed, spaces kept", () => {
+  assert.deepEqual(parseCommand("hello there", true), { kind: "say", text: "hello there" });
+  assert.deepEqual(parseCommand("  indented ", true), { kind: "say", text: "  indented " });
+  // Words that are commands outside a chat are just text inside one.
+  assert.deepEqual(parseCommand("quit", true), { kind: "say", text: "quit" });
+  assert.deepEqual(parseCommand("help", true), { kind: "say", text: "help" });
+});
+
+Deno.test("parseCommand() in a chat reads /q, \\q and /quit as leaving", () => {
+  for (const line of ["/q", "\\q", "/quit", "\\quit", "/q "]) {
+    assert.deepEqual(parseCommand(line, true), { kind: "leave_chat" }, line);
+  }
+});
+
+Deno.test("parseCommand() in a chat reads /h, \\h and /help as chat help", () => {
+  for (const line of ["/h", "\\h", "/help"]) {
+    assert.deepEqual(parseCommand(line, true), { kind: "chat_help" }, line);
+  }
+});
+
+Deno.test("parseCommand() in a chat sends //text as a message starting with /", () => {
+  assert.deepEqual(parseCommand("//text", true), { kind: "say", text: "/text" });
+  assert.deepEqual(parseCommand("//q", true), { kind: "say", text: "/q" });
+  assert.deepEqual(parseCommand("//", true), { kind: "say", text: "/" });
+});
+
+Deno.test("parseCommand() in a chat rejects an unknown /command and says how to leave", () => {
+  const message = invalidMessage(parseCommand("/x", true));
+  assert.match(message, /unknown chat command "\/x"/);
+  assert.match(message, /\/q/);
+  assert.equal(parseCommand("\\x", true).kind, "invalid");
+  assert.equal(parseCommand("/", true).kind, "invalid");
+});
+
+Deno.test("parseCommand() in a chat treats a blank line as empty, not a message", () => {
+  assert.deepEqual(parseCommand("", true), { kind: "empty" });
+  assert.deepEqual(parseCommand("   ", true), { kind: "empty" });
+});

@@ -1,0 +1,265 @@
+/**
+ * End to end with real processes: what survives a kill -9 of the server, what happens when the
+ * server is away or misbehaves, and how the server copes with bytes that are not the protocol.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Identity } from "../lib/peer/identity.ts";
+import { encodeFrame } from "../lib/protocol/frame.ts";
+import { encodeMessage, PROTOCOL_VERSION } from "../lib/protocol/messages.ts";
+import { RawConn } from "./support/raw_conn.ts";
+import { startServer, TestClient } from "./support/processes.ts";
+
+const utf8 = new TextEncoder();
+
+/** Two clients signed up, contacts of each other, both in a chat with the other. */
+async function pairInChat(server: { port: number }) {
+  const alice = await TestClient.start("alice", server);
+  const bob = await TestClient.start("bob", server);
+  await alice.signup("alice");
+  await bob.signup("bob");
+  await alice.send("contacts add bob");
+  await alice.event("contact_added", { user: "bob" });
+  await bob.send("contacts add alice");
+  await bob.event("contact_added", { user: "alice" });
+  await alice.send("chat bob");
+  await alice.event("chat_opened", { with: "bob" });
+  await bob.send("chat alice");
+  await bob.event("chat_opened", { with: "alice" });
+  return { alice, bob };
+}
+
+/** A port nothing listens on: the OS picks a free one, and we let it go again. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
+}
+
+Deno.test("accounts and contacts survive a kill -9 of the server", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+  const aliceHome = await Deno.makeTempDir({ prefix: "confab-alice-" });
+  const bobHome = await Deno.makeTempDir({ prefix: "confab-bob-" });
+  try {
+    {
+      await using first = await startServer({ dataDir });
+      await using alice = await TestClient.start("alice", first, { home: aliceHome });
+      await using bob = await TestClient.start("bob", first, { home: bobHome });
+      await alice.signup("alice", "alice-pw-1");
+      await bob.signup("bob", "bob-pw-22");
+      await alice.send("contacts add bob");
+      await alice.event("contact_added", { user: "bob" });
+      await bob.send("contacts add alice");
+      await bob.event("contact_added", { user: "alice" });
+
+      first.proc.kill("SIGKILL");
+      const status = await first.proc.status;
+      assert.equal(status.signal, "SIGKILL");
+    } // both client processes end here; their homes (identity keys) stay
+
+    await using second = await startServer({ dataDir });
+    await using alice = await TestClient.start("alice", second, { home: aliceHome });
+    await using bob = await TestClient.start("bob", second, { home: bobHome });
+    await alice.login("alice", "alice-pw-1");
+    await bob.login("bob", "bob-pw-22");
+
+    await alice.send("contacts");
+    assert.deepEqual((await alice.event("contacts")).contacts, [{ user: "bob", online: true }]);
+    await bob.send("contacts");
+    assert.deepEqual((await bob.event("contacts")).contacts, [{ user: "alice", online: true }]);
+  } finally {
+    for (const dir of [dataDir, aliceHome, bobHome]) await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a chat goes on peer to peer both ways after a kill -9 of the server", async () => {
+  await using server = await startServer();
+  const { alice, bob } = await pairInChat(server);
+  await using _a = alice;
+  await using _b = bob;
+
+  server.proc.kill("SIGKILL");
+  await server.proc.status;
+  await alice.event("server_lost");
+  await bob.event("server_lost");
+
+  await alice.send("sent while the server is dead");
+  const got = await bob.event("message", { from: "alice", text: "sent while the server is dead" });
+  assert.equal(got.inChat, true);
+  await alice.event("delivered", { to: "bob" });
+
+  await bob.send("received without it");
+  await alice.event("message", { from: "bob", text: "received without it" });
+  await bob.event("delivered", { to: "alice" });
+});
+
+Deno.test("a frame header declaring more than 1 MiB gets BAD_FRAME and the connection is closed", async () => {
+  await using server = await startServer();
+  for (const declared of [0xFFFF_FFFF, 2 * 1024 * 1024]) {
+    await using raw = await RawConn.connect(server.port);
+    const header = new Uint8Array(4);
+    new DataView(header.buffer).setUint32(0, declared, false);
+    await raw.write(header);
+    // The server's hello may come first; then the error, then the end of the stream.
+    const frames = (await raw.untilEnd()).filter((f) => f.type !== "hello");
+    assert.equal(frames.length, 1, JSON.stringify(frames));
+    assert.equal(frames[0]!.type, "error");
+    assert.equal(frames[0]!.code, "BAD_FRAME");
+    assert.match(String(frames[0]!.message), new RegExp(`${declared} bytes exceeds`));
+  }
+});
+
+Deno.test("an unknown message type after hello gets UNKNOWN_TYPE and the connection stays usable", async () => {
+  await using server = await startServer();
+  await using raw = await RawConn.connect(server.port);
+  await raw.hello("client");
+
+  const unknown = await raw.request({ type: "frobnicate", id: 7 });
+  assert.equal(unknown.type, "error");
+  assert.equal(unknown.code, "UNKNOWN_TYPE");
+  assert.match(String(unknown.message), /frobnicate/);
+
+  assert.deepEqual(await raw.request({ type: "ping", id: 8 }), { type: "pong", id: 8 });
+  assert.equal(raw.ended, false);
+});
+
+Deno.test("garbage, oversize frames, bad JSON, unknown types and a silent connection do not stop the server serving others", async () => {
+  await using server = await startServer();
+
+  // A connection that never sends a byte (held open during everything below).
+  await using silent = await RawConn.connect(server.port);
+
+  // Not our protocol at all: read as a length of 0x47455420 bytes, far above the maximum.
+  await using http = await RawConn.connect(server.port);
+  await http.write(utf8.encode("GET / HTTP/1.1\r\nHost: confab\r\n\r\n"));
+  await using random = await RawConn.connect(server.port);
+  const noise = crypto.getRandomValues(new Uint8Array(512));
+  noise[0] = 0xFF; // keep the first "length" above the maximum, so the server reads it all
+  await random.write(noise);
+  await using oversize = await RawConn.connect(server.port);
+  await oversize.write(new Uint8Array([0xFF, 0xFF, 0xFF, 0xFF]));
+
+  // Well-framed nonsense before and after hello; each gets an error and the link stays.
+  await using nonsense = await RawConn.connect(server.port);
+  const bodies: [Uint8Array, string][] = [
+    [utf8.encode("{not json"), "BAD_MESSAGE"],
+    [new Uint8Array([0xC3, 0x28, 0xFF]), "BAD_MESSAGE"], // not UTF-8
+    [utf8.encode("[1,2,3]"), "BAD_MESSAGE"],
+    [utf8.encode('{"type":42}'), "BAD_MESSAGE"],
+    [utf8.encode('{"type":"launch_missiles","id":3}'), "UNKNOWN_TYPE"],
+    [
+      encodeMessage({ type: "login", id: 4, user: "x y", password: "", peerPort: 0 }),
+      "BAD_MESSAGE",
+    ],
+  ];
+  await nonsense.next("hello");
+  for (const [body, code] of bodies) {
+    await nonsense.write(encodeFrame(body));
+    const reply = await nonsense.next("error");
+    assert.equal(reply.code, code, `${new TextDecoder().decode(body)} → ${JSON.stringify(reply)}`);
+  }
+  await nonsense.send({ type: "hello", version: PROTOCOL_VERSION, role: "client", software: "x" });
+  await nonsense.write(encodeFrame(utf8.encode("\u0000\u0001")));
+  assert.equal((await nonsense.next("error")).code, "BAD_MESSAGE");
+  await nonsense.send({ type: "who_knows", id: 5 });
+  assert.equal((await nonsense.next("error")).code, "UNKNOWN_TYPE");
+
+  for (const raw of [http, random, oversize]) {
+    const errors = (await raw.untilEnd()).filter((f) => f.type === "error");
+    assert.deepEqual(errors.map((f) => f.code), ["BAD_FRAME"]);
+  }
+
+  // Meanwhile, real users get on with it: sign up, log out and in, add a contact, chat.
+  const { alice, bob } = await pairInChat(server);
+  await using _a = alice;
+  await using _b = bob;
+  await alice.send("/q");
+  await alice.event("chat_closed", { with: "bob" });
+  await alice.send("out");
+  await alice.event("logged_out", { user: "alice" });
+  await alice.login("alice");
+  await alice.send("chat bob");
+  await alice.event("chat_opened", { with: "bob" });
+  await alice.send("the server shrugged it all off");
+  await bob.event("message", { from: "alice", text: "the server shrugged it all off" });
+  await bob.send("indeed");
+  await alice.event("message", { from: "bob", text: "indeed" });
+
+  // The abusers that were not thrown out are still attached, and the nonsense one still works.
+  assert.equal(silent.ended, false);
+  assert.deepEqual(await nonsense.request({ type: "ping", id: 9 }), { type: "pong", id: 9 });
+});
+
+Deno.test("the server answers a hello with another protocol version with VERSION_MISMATCH and hangs up", async () => {
+  await using server = await startServer();
+  await using raw = await RawConn.connect(server.port);
+  await raw.send({ type: "hello", version: 999, role: "client", software: "x" });
+  const frames = (await raw.untilEnd()).filter((f) => f.type !== "hello");
+  assert.equal(frames.length, 1, JSON.stringify(frames));
+  assert.equal(frames[0]!.type, "error");
+  assert.equal(frames[0]!.code, "VERSION_MISMATCH");
+  const message = String(frames[0]!.message);
+  assert.match(message, new RegExp(`\\b${PROTOCOL_VERSION}\\b`));
+  assert.match(message, /\b999\b/);
+});
+
+Deno.test("a client facing a server with another protocol version reports the mismatch and keeps running", async () => {
+  const home = await Deno.makeTempDir({ prefix: "confab-alice-" });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    // `in` needs the identity key a signup would have left in the home dir.
+    const { identity, pkcs8 } = await Identity.generate();
+    await Identity.save(join(home, "alice", "identity.json"), identity.publicKey, pkcs8);
+
+    // A fake server that speaks version 999 to the first connection.
+    const fake = (async () => {
+      await using peer = new RawConn(await listener.accept());
+      const theirs = await peer.next("hello");
+      await peer.send({ type: "hello", version: 999, role: "server", software: "future/9" });
+      return { theirs, rest: await peer.untilEnd() };
+    })();
+    fake.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
+
+    await using alice = await TestClient.start("alice", { port: listener.addr.port }, { home });
+    await alice.send("in alice pw123456");
+    const error = await alice.event("error");
+    assert.match(String(error.message), /version mismatch/);
+    assert.match(String(error.message), /\b999\b/);
+
+    const seen = await fake;
+    assert.equal(seen.theirs.version, PROTOCOL_VERSION);
+    assert.deepEqual(seen.rest.map((f) => [f.type, f.code]), [["error", "VERSION_MISMATCH"]]);
+
+    await alice.send("help");
+    await alice.event("help");
+    assert.ok(!alice.events().some((e) => e.type === "logged_in"));
+  } finally {
+    listener.close();
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("the server closes a connection that does not log in within --login-timeout with TIMEOUT", async () => {
+  await using server = await startServer({ args: ["--login-timeout", "1"] });
+  await using raw = await RawConn.connect(server.port);
+  await raw.hello("client");
+  const started = Date.now();
+  const frames = await raw.untilEnd(5_000);
+  assert.deepEqual(frames.map((f) => [f.type, f.code]), [["error", "TIMEOUT"]]);
+  assert.ok(Date.now() - started >= 900, "closed before the timeout");
+});
+
+Deno.test("a client that cannot reach the server says connection refused, suggests --server and keeps running", async () => {
+  await using alice = await TestClient.start("alice", { port: freePort() });
+  await alice.send("signup alice pw123456");
+  const error = await alice.event("error");
+  assert.equal(error.code, "SERVER_UNREACHABLE");
+  const message = String(error.message);
+  assert.match(message, /connection refused/);
+  assert.match(message, /--server/);
+  assert.ok(!message.includes("\n"), "one line");
+
+  await alice.send("help");
+  await alice.event("help");
+});

@@ -1,0 +1,177 @@
+/**
+ * A raw TCP connection for tests that speak the wire protocol by hand, as an attacker or a
+ * broken program would: write any bytes, and read what comes back frame by frame (a 4-byte
+ * big-endian length, then a JSON body), parsed here rather than by the code under test. Every
+ * wait has a deadline.
+ */
+import { encodeFrame } from "../../lib/protocol/frame.ts";
+import { encodeMessage, PROTOCOL_VERSION } from "../../lib/protocol/messages.ts";
+import { DEADLINE_MS } from "./processes.ts";
+
+/** A frame body as received: a JSON object with a `type`. */
+export type Frame = { type: string; [key: string]: unknown };
+
+const HEADER = 4;
+
+export class RawConn implements AsyncDisposable {
+  readonly conn: Deno.TcpConn;
+  /** Every frame received so far, in order. */
+  readonly frames: Frame[] = [];
+  #consumed = 0;
+  #pending = new Uint8Array(0);
+  #ended = false;
+  /** Why reading stopped: undefined for a clean end of stream (FIN). */
+  endError: Error | undefined;
+  #changed = Promise.withResolvers<void>();
+  readonly #pump: Promise<void>;
+  #closed = false;
+
+  constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+    conn.setNoDelay(true);
+    this.#pump = this.#read();
+  }
+
+  /** Connects to 127.0.0.1:`port`. */
+  static async connect(port: number): Promise<RawConn> {
+    return new RawConn(await Deno.connect({ hostname: "127.0.0.1", port, transport: "tcp" }));
+  }
+
+  /** True once the other side ended the stream (or it broke). */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Writes bytes as they are, looping over short writes. */
+  async write(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) offset += await this.conn.write(bytes.subarray(offset));
+  }
+
+  /** Writes one well-formed frame holding `message` as JSON. */
+  send(message: { type: string; [field: string]: unknown }): Promise<void> {
+    return this.write(encodeFrame(encodeMessage(message)));
+  }
+
+  /** Sends our `hello` and waits for theirs (the server and peers send theirs first). */
+  async hello(role: "client" | "peer", version = PROTOCOL_VERSION): Promise<Frame> {
+    await this.send({ type: "hello", version, role, software: "raw-test/1" });
+    return await this.next("hello");
+  }
+
+  /** The next frame not yet taken; fails if it is not of `type` (when given). */
+  async next(type?: string, ms = DEADLINE_MS): Promise<Frame> {
+    const frame = await this.#until(
+      () => this.frames[this.#consumed],
+      `a frame${type ? ` of type ${type}` : ""}`,
+      ms,
+    );
+    this.#consumed++;
+    if (type !== undefined && frame.type !== type) {
+      throw new Error(`expected a ${type} frame, got ${JSON.stringify(frame)}`);
+    }
+    return frame;
+  }
+
+  /** Sends a request with `id` and returns the first frame that answers it. */
+  async request(message: { type: string; id: number; [field: string]: unknown }): Promise<Frame> {
+    await this.send(message);
+    const found = await this.#until(
+      () => this.frames.slice(this.#consumed).find((f) => f.id === message.id),
+      `a reply to ${message.type} #${message.id}`,
+      DEADLINE_MS,
+    );
+    this.#consumed = this.frames.indexOf(found) + 1;
+    return found;
+  }
+
+  /** Waits for the other side to end the stream; returns the frames not yet taken. */
+  async untilEnd(ms = DEADLINE_MS): Promise<Frame[]> {
+    await this.#until(() => (this.#ended ? true : undefined), "the end of the stream", ms, true);
+    const rest = this.frames.slice(this.#consumed);
+    this.#consumed = this.frames.length;
+    return rest;
+  }
+
+  async #until<T>(
+    check: () => T | undefined,
+    what: string,
+    ms: number,
+    endOk = false,
+  ): Promise<T> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const value = check();
+      if (value !== undefined) return value;
+      if (this.#ended && !endOk) {
+        throw new Error(
+          `connection ended (${this.endError?.message ?? "EOF"}) before ${what}; frames: ` +
+            JSON.stringify(this.frames),
+        );
+      }
+      const left = deadline - Date.now();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<"late">((resolve) =>
+        timer = setTimeout(() => resolve("late"), left)
+      );
+      const result = await Promise.race([this.#changed.promise, late]);
+      clearTimeout(timer);
+      if (result === "late" && check() === undefined) {
+        throw new Error(`no ${what} within ${ms} ms; frames: ${JSON.stringify(this.frames)}`);
+      }
+    }
+  }
+
+  async #read(): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await this.conn.read(buffer);
+        if (n === null) break;
+        this.#take(buffer.slice(0, n));
+      }
+    } catch (error) {
+      if (!this.#closed) this.endError = error instanceof Error ? error : new Error(String(error));
+    }
+    this.#ended = true;
+    this.#notify();
+  }
+
+  #take(chunk: Uint8Array): void {
+    const joined = new Uint8Array(this.#pending.length + chunk.length);
+    joined.set(this.#pending);
+    joined.set(chunk, this.#pending.length);
+    let at = 0;
+    while (joined.length - at >= HEADER) {
+      const length = new DataView(joined.buffer, at, HEADER).getUint32(0, false);
+      if (joined.length - at - HEADER < length) break;
+      const body = joined.subarray(at + HEADER, at + HEADER + length);
+      this.frames.push(JSON.parse(new TextDecoder().decode(body)) as Frame);
+      at += HEADER + length;
+    }
+    this.#pending = joined.slice(at);
+    this.#notify();
+  }
+
+  #notify(): void {
+    this.#changed.resolve();
+    this.#changed = Promise.withResolvers<void>();
+  }
+
+  /** Closes the socket and waits for the reader to stop. Idempotent. */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      try {
+        this.conn.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    await this.#pump;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
