@@ -31,7 +31,7 @@ const program = new Command()
   .name("confab-server")
   .description(
     "Confab rendezvous server: keeps accounts, contacts and presence; clients chat peer to peer.\n" +
-      "Console commands on stdin: help, list, esc.",
+      "Console commands on stdin: help, list, registry [user], esc.",
   )
   .argument("[port]", "port to listen on (same as --port)", portOption)
   .option("-p, --port <port>", "port to listen on (0: any free port)", portOption, 4242)
@@ -44,6 +44,12 @@ const program = new Command()
     intOption(1, 3600),
     60,
   )
+  .option(
+    "--max-pending <n>",
+    "pending (offline) messages one user may have waiting",
+    intOption(1, 10_000_000),
+    10_000,
+  )
   .option("-q, --quiet", "do not log logins and logouts")
   .showHelpAfterError("(run confab-server --help for usage)")
   .parse(["deno", "server.ts", ...Deno.args]);
@@ -54,6 +60,7 @@ const opts = program.opts<{
   data: string;
   maxConnections: number;
   loginTimeout: number;
+  maxPending: number;
   quiet?: boolean;
 }>();
 const port = (program.processedArgs[0] as number | undefined) ?? opts.port;
@@ -67,6 +74,7 @@ try {
     dataDir: opts.data,
     maxConnections: opts.maxConnections,
     loginTimeoutMs: opts.loginTimeout * 1000,
+    maxPending: opts.maxPending,
     helloTimeoutMs: Math.min(10, opts.loginTimeout) * 1000,
     log: opts.quiet ? undefined : (line) => console.log(`[${new Date().toISOString()}] ${line}`),
   });

@@ -145,6 +145,14 @@ Deno.test("parseCommand() reads chat <user> and gives its usage otherwise", () =
   assert.equal(invalidMessage(parseCommand("chat bob carol", false)), "usage: chat <user>");
 });
 
+Deno.test("parseCommand() reads hanging and show <user>, and gives their usage otherwise", () => {
+  assert.deepEqual(parseCommand("hanging", false), { kind: "hanging" });
+  assert.equal(invalidMessage(parseCommand("hanging bob", false)), "usage: hanging");
+  assert.deepEqual(parseCommand("show bob", false), { kind: "show", user: "bob" });
+  assert.equal(invalidMessage(parseCommand("show", false)), "usage: show <user>");
+  assert.equal(invalidMessage(parseCommand("show bob carol", false)), "usage: show <user>");
+});
+
 Deno.test("parseCommand() names an unknown command and points to help", () => {
   const message = invalidMessage(parseCommand("frobnicate now", false));
   assert.match(message, /unknown command "frobnicate"/);

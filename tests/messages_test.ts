@@ -227,6 +227,97 @@ const CASES: readonly Case[] = [
     wrongType: ["open", "true"],
   },
   { name: "Bye", directions: ["PeerToPeer"], example: { type: "bye" }, wrongType: ["type", null] },
+  {
+    name: "Busy",
+    directions: ["PeerToPeer"],
+    example: { type: "busy", id: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77" },
+    wrongType: ["id", 3],
+  },
+  {
+    name: "MailSend",
+    directions: ["ClientToServer"],
+    example: {
+      type: "mail_send",
+      id: 20,
+      to: "bob",
+      msgId: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77",
+      ts: TS,
+      text: "see you later",
+    },
+    wrongType: ["ts", "now"],
+  },
+  {
+    name: "Hanging",
+    directions: ["ClientToServer"],
+    example: { type: "hanging", id: 21 },
+    wrongType: ["id", "21"],
+  },
+  {
+    name: "Show",
+    directions: ["ClientToServer"],
+    example: { type: "show", id: 22, from: "alice" },
+    wrongType: ["from", 5],
+  },
+  {
+    name: "MailConfirm",
+    directions: ["ClientToServer"],
+    example: { type: "mail_confirm", id: 23, from: "alice", msgIds: ["m-1", "m-2"] },
+    wrongType: ["msgIds", "m-1"],
+  },
+  {
+    name: "ReceiptsAck",
+    directions: ["ClientToServer"],
+    example: { type: "receipts_ack", id: 24, msgIds: ["m-1"] },
+    wrongType: ["msgIds", [1]],
+  },
+  {
+    name: "ReportUnreachable",
+    directions: ["ClientToServer"],
+    example: { type: "report_unreachable", id: 25, user: "bob" },
+    wrongType: ["user", false],
+  },
+  {
+    name: "MailStored",
+    directions: ["ServerToClient"],
+    example: { type: "mail_stored", id: 20, msgId: "m-1" },
+    wrongType: ["msgId", 1],
+  },
+  {
+    name: "HangingList",
+    directions: ["ServerToClient"],
+    example: { type: "hanging_list", id: 21, entries: [{ from: "alice", count: 2, newest: TS }] },
+    wrongType: ["entries", {}],
+  },
+  {
+    name: "MailBatch",
+    directions: ["ServerToClient"],
+    example: {
+      type: "mail_batch",
+      id: 22,
+      from: "alice",
+      messages: [{ msgId: "m-1", ts: TS, text: "hi" }],
+      more: false,
+    },
+    wrongType: ["more", "no"],
+  },
+  {
+    name: "MailNotice",
+    directions: ["ServerToClient"],
+    example: { type: "mail_notice", from: "alice", count: 1 },
+    wrongType: ["count", "1"],
+  },
+  {
+    name: "MailSummary",
+    directions: ["ServerToClient"],
+    example: { type: "mail_summary", entries: [{ from: "carol", count: 5, newest: TS }] },
+    wrongType: ["entries", null],
+  },
+  {
+    name: "Receipts",
+    directions: ["ServerToClient"],
+    example: { type: "receipts", items: [{ msgId: "m-1", reader: "bob", readAt: TS }] },
+    wrongType: ["items", "m-1"],
+  },
 ];
 
 /** Expects `fn` to throw a ProtocolError with `code` (and a message matching `pattern`). */

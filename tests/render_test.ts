@@ -20,18 +20,18 @@ const EVERY_EVENT: readonly ClientEvent[] = [
   { type: "info", text: "connecting to 127.0.0.1:4242" },
   { type: "signed_up", user: "alice" },
   { type: "logged_in", user: "alice", server: "127.0.0.1:4242", resumed: false },
-  { type: "logged_out", user: "alice", savedLocally: false },
-  { type: "logged_out", user: "alice", savedLocally: true },
+  { type: "logged_out", user: "alice", savedLocally: false, at: TS },
+  { type: "logged_out", user: "alice", savedLocally: true, at: TS },
   { type: "contacts", contacts: [] },
   { type: "contacts", contacts: [{ user: "bob", online: true }, { user: "carol", online: false }] },
   { type: "contact_added", user: "bob" },
   { type: "contact_removed", user: "bob" },
   { type: "presence", user: "bob", online: true },
   { type: "presence", user: "bob", online: false },
-  { type: "chat_opened", with: "bob", address: "127.0.0.1:5556", history: [] },
+  { type: "chat_opened", with: "bob", online: true, address: "127.0.0.1:5556", history: [] },
   { type: "chat_closed", with: "bob" },
-  { type: "message", id: "m1", from: "bob", ts: TS, text: "hi", inChat: true },
-  { type: "message", id: "m2", from: "bob", ts: TS, text: "hi", inChat: false },
+  { type: "message", id: "m1", from: "bob", ts: TS, text: "hi", inChat: true, via: "direct" },
+  { type: "message", id: "m2", from: "bob", ts: TS, text: "hi", inChat: false, via: "direct" },
   { type: "not_delivered", id: "nope", to: "bob", reason: "link closed" },
   { type: "peer_joined", user: "bob" },
   { type: "peer_left", user: "bob" },
@@ -102,7 +102,7 @@ Deno.test("Renderer without colour never writes an ANSI escape", () => {
 Deno.test("Renderer with colour wraps its styled lines in ANSI escapes", () => {
   const r = new Renderer({ color: true });
   const styled: ClientEvent[] = [
-    { type: "message", id: "m1", from: "bob", ts: TS, text: "hi", inChat: true },
+    { type: "message", id: "m1", from: "bob", ts: TS, text: "hi", inChat: true, via: "direct" },
     { type: "signed_up", user: "alice" },
     { type: "error", code: "INTERNAL", message: "boom" },
     { type: "key_changed", user: "bob" },
@@ -121,7 +121,15 @@ Deno.test("Renderer with colour wraps its styled lines in ANSI escapes", () => {
 Deno.test("Renderer shows a message in the open chat as `[HH:MM:SS] from: text`", () => {
   const r = new Renderer({ color: false });
   assert.equal(
-    r.render({ type: "message", id: "m1", from: "bob", ts: TS, text: "hi", inChat: true }),
+    r.render({
+      type: "message",
+      id: "m1",
+      from: "bob",
+      ts: TS,
+      text: "hi",
+      inChat: true,
+      via: "direct",
+    }),
     "[13:04:05] bob: hi",
   );
 });
@@ -135,6 +143,7 @@ Deno.test("Renderer shows a message outside the chat as a notice naming how to a
     ts: TS,
     text: "ping?",
     inChat: false,
+    via: "direct",
   });
   assert.equal(text, "✉ [13:04:05] carol: ping?  (chat carol to answer)");
 });
@@ -207,6 +216,7 @@ Deno.test("Renderer shows chat history with `you` and marks on your own messages
   const text = r.render({
     type: "chat_opened",
     with: "Bob",
+    online: true,
     address: "127.0.0.1:5556",
     history: [
       { id: "h1", from: "alice", ts: TS, text: "delivered one", mark: "**" },
@@ -228,4 +238,78 @@ Deno.test("Renderer shows chat history with `you` and marks on your own messages
       "chatting with Bob directly at 127.0.0.1:5556 (/q leaves, /h helps)",
     ].join("\n"),
   );
+});
+
+Deno.test("Renderer shows a mailbox message like a chat line, not as a notice", () => {
+  const r = new Renderer({ color: false });
+  const text = r.render({
+    type: "message",
+    id: "m1",
+    from: "bob",
+    ts: TS,
+    text: "left for you",
+    inChat: false,
+    via: "server",
+  });
+  assert.equal(text, "[13:04:05] bob: left for you");
+});
+
+Deno.test("Renderer says when the other side of a chat is offline", () => {
+  const r = new Renderer({ color: false });
+  const text = r.render({
+    type: "chat_opened",
+    with: "bob",
+    online: false,
+    address: "",
+    history: [],
+  });
+  assert.match(text ?? "", /chatting with bob/);
+  assert.match(text ?? "", /offline/);
+  assert.doesNotMatch(text ?? "", /directly at/);
+});
+
+Deno.test("Renderer shows a message stored on the server with its text and `*`", () => {
+  const r = new Renderer({ color: false });
+  r.render({ type: "sent", id: "s1", to: "bob", ts: TS, text: "for later" });
+  const text = r.render({ type: "stored", id: "s1", to: "bob", reason: "bob is offline" });
+  assert.ok(text?.startsWith("[13:04:05] you: for later *"), text);
+  assert.match(text!, /bob is offline/);
+  assert.equal(r.pending, 0);
+});
+
+Deno.test("Renderer shows a queued message with its text and the reason", () => {
+  const r = new Renderer({ color: false });
+  r.render({ type: "sent", id: "s1", to: "bob", ts: TS, text: "try again" });
+  const text = r.render({ type: "queued", id: "s1", to: "bob", reason: "server unreachable" });
+  assert.ok(text?.startsWith("[13:04:05] you: try again"), text);
+  assert.match(text!, /server unreachable/);
+  assert.equal(r.pending, 0);
+});
+
+Deno.test("Renderer gives each mailbox event a line naming who and how many", () => {
+  const r = new Renderer({ color: false });
+  const cases: [ClientEvent, RegExp[]][] = [
+    [{ type: "read", by: "bob", ids: ["a", "b"], readAt: TS }, [/bob/, /\b2\b/, /13:04:05/]],
+    [{ type: "mail_notice", from: "carol", count: 3 }, [/carol/, /\b3\b/]],
+    [
+      { type: "mail_summary", entries: [{ from: "carol", count: 2, newest: TS }] },
+      [/carol/, /\b2\b/, /13:04:05/],
+    ],
+    [
+      {
+        type: "hanging",
+        entries: [{ from: "carol", count: 1, newest: TS }, { from: "dave", count: 4, newest: TS }],
+      },
+      [/carol/, /dave/, /\b4\b/],
+    ],
+    [{ type: "hanging", entries: [] }, [/no pending/]],
+    [{ type: "shown", from: "carol", count: 2 }, [/carol/, /\b2\b/]],
+    [{ type: "shown", from: "carol", count: 0 }, [/carol/, /no /]],
+  ];
+  for (const [event, patterns] of cases) {
+    const text = r.render(event);
+    assert.ok(text, `${event.type} renders nothing`);
+    for (const pattern of patterns) assert.match(text, pattern, JSON.stringify(event));
+    assert.doesNotMatch(text, ANSI);
+  }
 });

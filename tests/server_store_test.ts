@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { nameKey, ServerStore } from "../lib/server/store.ts";
+import { nameKey, SCHEMA_VERSION, ServerStore } from "../lib/server/store.ts";
 
 /** A temporary directory, removed with everything in it on dispose. */
 async function tempDir(): Promise<AsyncDisposable & { path: string }> {
@@ -66,7 +66,7 @@ Deno.test("ServerStore creates its data directory (mode 0700) and database file"
 Deno.test("ServerStore migrations set schemaVersion and a new store is empty", async () => {
   await using dir = await tempDir();
   using store = new ServerStore(dir.path);
-  assert.equal(store.schemaVersion, 1);
+  assert.equal(store.schemaVersion, SCHEMA_VERSION);
   assert.equal(store.userCount(), 0);
   assert.deepEqual(store.registry(), []);
 });
@@ -76,7 +76,7 @@ Deno.test("ServerStore reopens an existing database without re-running migration
   new ServerStore(dir.path).close();
   // A second run of the first migration would fail with "table users already exists".
   using again = new ServerStore(dir.path);
-  assert.equal(again.schemaVersion, 1);
+  assert.equal(again.schemaVersion, SCHEMA_VERSION);
 });
 
 Deno.test("ServerStore opens the database in WAL mode", async () => {
@@ -223,7 +223,7 @@ Deno.test("ServerStore.recordLogin() opens a registry row that recordLogout() cl
   ]);
 });
 
-Deno.test("ServerStore.registry() lists the latest login of each user, newest first", async () => {
+Deno.test("ServerStore.registry() lists the latest login of each user, or every login of one", async () => {
   await using dir = await tempDir();
   using store = openWith(dir.path, ["alice", "bob", "carol"]);
   const a1 = store.recordLogin("alice", "h1", 1, 1000);
@@ -237,7 +237,9 @@ Deno.test("ServerStore.registry() lists the latest login of each user, newest fi
   ]);
   assert.deepEqual(store.registry("ALICE"), [
     { user: "alice", host: "h3", port: 3, loginAt: 4000, logoutAt: null },
+    { user: "alice", host: "h1", port: 1, loginAt: 1000, logoutAt: 3000 },
   ]);
+  assert.equal(store.registry("alice", 1).length, 1);
   assert.deepEqual(store.registry("carol"), []);
 });
 
@@ -373,7 +375,7 @@ Deno.test("ServerStore keeps users, contacts, registry and sessions across a reo
     store.saveSession(token(9), "bob", 2500);
   }
   using store = new ServerStore(dir.path);
-  assert.equal(store.schemaVersion, 1);
+  assert.equal(store.schemaVersion, SCHEMA_VERSION);
   assert.equal(store.userCount(), 2);
   assert.equal(store.getUser("ALICE")?.name, "Alice");
   assert.equal(store.createUser(user("bob")), false, "uniqueness survives too");

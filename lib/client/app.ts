@@ -72,6 +72,12 @@ async function execute(client: ConfabClient, ui: FrontEnd, c: Command): Promise<
       return client.removeContact(c.user);
     case "chat":
       return client.openChat(c.user);
+    case "hanging":
+      await client.hanging();
+      return;
+    case "show":
+      await client.show(c.user);
+      return;
     case "leave_chat":
       return client.leaveChat();
     case "say":

@@ -41,7 +41,18 @@ export interface ClientOptions {
   ackTimeoutMs?: number;
 }
 
-const SERVER_REPLY_TYPES = ["ok", "welcome", "lookup_result", "contact_list", "error", "pong"];
+/** Server messages that answer one of our requests (matched by `id`). */
+const SERVER_REPLY_TYPES = [
+  "ok",
+  "welcome",
+  "lookup_result",
+  "contact_list",
+  "mail_stored",
+  "hanging_list",
+  "mail_batch",
+  "error",
+  "pong",
+];
 const LOGOUT_SETTING = "pending_logout";
 /** Ids of received messages remembered in memory to drop duplicates fast (the store has all). */
 const SEEN_IDS = 10_000;
@@ -82,7 +93,24 @@ interface Session {
 }
 
 interface Waiter {
-  resolve: (ok: boolean) => void;
+  resolve: (answer: "ack" | "busy") => void;
+}
+
+/** A message on its way out. */
+interface Outgoing {
+  id: string;
+  to: string;
+  ts: number;
+  text: string;
+}
+
+/** How a send ended: `**`, `*`, still in the outbox, or refused for good. */
+export type Outcome = "delivered" | "stored" | "queued" | "failed";
+
+export interface MailboxEntry {
+  from: string;
+  count: number;
+  newest: number;
 }
 
 export class ConfabClient implements AsyncDisposable {
@@ -98,9 +126,12 @@ export class ConfabClient implements AsyncDisposable {
   readonly #dialing = new Map<string, Promise<PeerLink>>();
   readonly #linkTasks = new Set<Promise<unknown>>();
   readonly #acks = new Map<string, Waiter>();
+  readonly #queues = new Map<string, Promise<void>>();
+  readonly #inFlight = new Set<string>();
   readonly #seen = new Set<string>();
   #seq = 0;
   #chatWith: string | undefined;
+  #loggingIn: Promise<void> | undefined;
   readonly #abort = new AbortController();
   #closing: Promise<void> | undefined;
 
@@ -112,7 +143,7 @@ export class ConfabClient implements AsyncDisposable {
       listenHost: options.listenHost ??
         (isLoopback(options.server.host) ? "127.0.0.1" : "0.0.0.0"),
       historyLines: options.historyLines ?? 20,
-      ackTimeoutMs: options.ackTimeoutMs ?? 10_000,
+      ackTimeoutMs: options.ackTimeoutMs ?? 5_000,
     };
     this.#serverPort = options.server.port;
     this.#emit = emit;
@@ -190,7 +221,10 @@ export class ConfabClient implements AsyncDisposable {
       await exchangeHello(fc, { role: "client", expectRole: "server", timeoutMs: 10_000 });
     } catch (error) {
       await fc.close();
-      throw new ClientError("SERVER_UNREACHABLE", describeConnectError(error, where, "--server"), {
+      const code = error instanceof ProtocolError && error.code === "VERSION_MISMATCH"
+        ? "VERSION_MISMATCH"
+        : "SERVER_UNREACHABLE";
+      throw new ClientError(code, describeConnectError(error, where, "--server"), {
         cause: error,
       });
     }
@@ -201,7 +235,10 @@ export class ConfabClient implements AsyncDisposable {
     return fc;
   }
 
-  #onServerMessage(m: ServerMessage): void {
+  async #onServerMessage(m: ServerMessage): Promise<void> {
+    // Pushes that follow a login (mail summary, receipts) wait until the login is settled,
+    // so they are handled with the session in place and shown after "logged in".
+    if (this.#loggingIn) await this.#loggingIn;
     switch (m.type) {
       case "presence":
         this.#emit({ type: "presence", user: m.user, online: m.online });
@@ -215,6 +252,15 @@ export class ConfabClient implements AsyncDisposable {
         return;
       case "ping":
         this.#server?.send({ type: "pong", id: m.id }).catch(() => {});
+        return;
+      case "mail_notice":
+        this.#emit({ type: "mail_notice", from: m.from, count: m.count });
+        return;
+      case "mail_summary":
+        this.#emit({ type: "mail_summary", entries: m.entries });
+        return;
+      case "receipts":
+        this.#onReceipts(m.items);
         return;
     }
   }
@@ -256,6 +302,7 @@ export class ConfabClient implements AsyncDisposable {
           peerPort: this.peerPort,
         });
         this.#emit({ type: "server_back", resumed: true });
+        this.#flushOutbox(session);
         return;
       } catch (error) {
         if (error instanceof RemoteError && error.code === "BAD_TOKEN") {
@@ -329,6 +376,8 @@ export class ConfabClient implements AsyncDisposable {
       );
     }
     const store = new ClientStore(this.#userDir(user));
+    const settled = Promise.withResolvers<void>();
+    this.#loggingIn = settled.promise;
     try {
       const saved = store.getSetting(LOGOUT_SETTING);
       this.#emit({ type: "info", text: `logging in to ${this.serverAddress} as ${user}` });
@@ -347,9 +396,13 @@ export class ConfabClient implements AsyncDisposable {
         server: this.serverAddress,
         resumed: false,
       });
+      this.#flushOutbox(this.#session);
     } catch (error) {
       store.close();
       throw error;
+    } finally {
+      this.#loggingIn = undefined;
+      settled.resolve();
     }
   }
 
@@ -361,15 +414,16 @@ export class ConfabClient implements AsyncDisposable {
     const session = this.#requireSession();
     if (this.#chatWith) await this.leaveChat();
     let savedLocally = false;
+    const at = Date.now();
     try {
       if (!this.serverConnected) throw new Error("not connected");
       await this.#server!.request({ type: "logout" }, { timeoutMs: 3000 });
     } catch {
-      session.store.setSetting(LOGOUT_SETTING, String(Date.now()));
+      session.store.setSetting(LOGOUT_SETTING, String(at));
       savedLocally = true;
     }
     this.#endSession();
-    this.#emit({ type: "logged_out", user: session.user, savedLocally });
+    this.#emit({ type: "logged_out", user: session.user, savedLocally, at });
   }
 
   /** Forgets the session: closes links, the store; the server connection stays for reuse. */
@@ -531,11 +585,12 @@ export class ConfabClient implements AsyncDisposable {
     switch (m.type) {
       case "msg":
         return this.#receive(link, m);
-      case "ack": {
-        const waiter = this.#acks.get(m.id);
-        waiter?.resolve(true);
+      case "ack":
+        this.#acks.get(m.id)?.resolve("ack");
         return;
-      }
+      case "busy":
+        this.#acks.get(m.id)?.resolve("busy");
+        return;
       case "chat_state":
         this.#emit({ type: m.open ? "peer_joined" : "peer_left", user: link.user });
         return;
@@ -558,6 +613,13 @@ export class ConfabClient implements AsyncDisposable {
   async #receive(link: PeerLink, m: Extract<PeerMessage, { type: "msg" }>): Promise<void> {
     const session = this.#session;
     if (!session) return;
+    const chat = this.#chatWith?.toLowerCase();
+    if (chat !== undefined && chat !== link.user.toLowerCase() && !session.store.hasMessage(m.id)) {
+      // Busy in another chat: as in the original, the message waits on the server and we are
+      // told there is mail, instead of it cutting into this conversation.
+      await link.fc.send({ type: "busy", id: m.id }).catch(() => {});
+      return;
+    }
     const duplicate = this.#seen.has(m.id) || !session.store.addMessage({
       id: m.id,
       chat: link.user,
@@ -579,6 +641,7 @@ export class ConfabClient implements AsyncDisposable {
       ts: m.ts,
       text: m.text,
       inChat: this.#chatWith?.toLowerCase() === link.user.toLowerCase(),
+      via: "direct",
     });
   }
 
@@ -657,15 +720,33 @@ export class ConfabClient implements AsyncDisposable {
       );
     }
     if (this.#chatWith) await this.leaveChat();
-    const link = await this.#linkTo(contact.user, true);
-    this.#chatWith = link.user;
-    await link.fc.send({ type: "chat_state", open: true }).catch(() => {});
-    const address = `${link.fc.remoteAddr.hostname}:${link.fc.remoteAddr.port}`;
+    let link: PeerLink | undefined;
+    try {
+      link = await this.#linkTo(contact.user, true);
+    } catch (error) {
+      const e = asError(error);
+      const code = e instanceof ClientError ? e.code : "";
+      if (code !== "USER_OFFLINE" && code !== "PEER_UNREACHABLE") throw error;
+      this.#emit({
+        type: "info",
+        text: code === "USER_OFFLINE"
+          ? `${contact.user} is offline: your messages wait on the server (*) until they read them`
+          : `${e.message}; your messages go to the server (*) until ${contact.user} is back`,
+      });
+      if (code === "PEER_UNREACHABLE") {
+        this.#server?.request({ type: "report_unreachable", user: contact.user }).catch(() => {});
+      }
+    }
+    const name = link?.user ?? contact.user;
+    this.#chatWith = name;
+    await link?.fc.send({ type: "chat_state", open: true }).catch(() => {});
+    const address = link ? `${link.fc.remoteAddr.hostname}:${link.fc.remoteAddr.port}` : "";
     this.#emit({
       type: "chat_opened",
-      with: link.user,
+      with: name,
+      online: link !== undefined,
       address,
-      history: session.store.recent(link.user, this.#opts.historyLines).map((h) => ({
+      history: session.store.recent(name, this.#opts.historyLines).map((h) => ({
         id: h.id,
         from: h.sender,
         ts: h.ts,
@@ -685,66 +766,246 @@ export class ConfabClient implements AsyncDisposable {
   }
 
   /**
-   * Sends a line to the current chat over the direct link and waits for the peer's ack.
-   * @returns whether the peer acknowledged it.
+   * Sends a line to the current chat. It goes directly to the peer when a link can be had;
+   * otherwise (offline, busy in another chat, unreachable) to the server's mailbox. Until one
+   * of them acknowledges it, it stays in the local outbox and is sent again later.
+   * @returns how it ended: "delivered" (`**`), "stored" (`*`), "queued" or "failed".
    */
-  async send(text: string): Promise<boolean> {
+  async send(text: string): Promise<Outcome> {
     const session = this.#requireSession();
     const to = this.#chatWith;
     if (!to) throw new ClientError("NOT_IN_CHAT", "open a chat first: chat <user>");
-    if (text.length === 0) return false;
+    if (text.length === 0) throw new ClientError("BAD_COMMAND", "nothing to send");
     if (text.length > MAX_TEXT_LENGTH) {
       throw new ClientError(
         "TOO_LONG",
         `message is ${text.length} characters; the limit is ${MAX_TEXT_LENGTH}`,
       );
     }
-    const id = crypto.randomUUID();
-    const ts = Date.now();
+    const message: Outgoing = { id: crypto.randomUUID(), to, ts: Date.now(), text };
+    // Written before anything leaves: the history row with an empty mark is the outbox.
     session.store.addMessage({
-      id,
+      id: message.id,
       chat: to,
       sender: session.user,
-      ts,
+      ts: message.ts,
       text,
       outgoing: true,
       mark: "",
     });
-    this.#emit({ type: "sent", id, to, ts, text });
-    const message = { type: "msg", id, seq: this.#seq++, ts, text };
-    let reason = "no acknowledgement";
-    // A link can drop between send and ack; try again on a fresh link (receivers drop dups).
+    this.#emit({ type: "sent", id: message.id, to, ts: message.ts, text });
+    return await this.#enqueue(session, message);
+  }
+
+  /** Delivers messages to one recipient one after another, so they keep their order. */
+  #enqueue(session: Session, message: Outgoing): Promise<Outcome> {
+    const key = message.to.toLowerCase();
+    this.#inFlight.add(message.id);
+    const previous = this.#queues.get(key) ?? Promise.resolve();
+    const result = previous.then(() => this.#deliver(session, message));
+    const tail: Promise<void> = result.then(() => {}, () => {}).finally(() => {
+      this.#inFlight.delete(message.id);
+      if (this.#queues.get(key) === tail) this.#queues.delete(key);
+    });
+    this.#queues.set(key, tail);
+    this.#track(tail);
+    return result;
+  }
+
+  async #deliver(session: Session, m: Outgoing): Promise<Outcome> {
+    if (this.#session !== session) return "queued"; // logged out meanwhile: stays in the outbox
+    const direct = await this.#deliverDirect(session, m);
+    if (direct.ok) {
+      this.#finishDelivery(session, m.id, "**");
+      this.#emit({ type: "delivered", id: m.id, to: m.to, ms: Date.now() - m.ts });
+      return "delivered";
+    }
+    try {
+      await this.#request({ type: "mail_send", to: m.to, msgId: m.id, ts: m.ts, text: m.text });
+    } catch (error) {
+      const e = asError(error);
+      if (e instanceof ClientError && e.code === "SERVER_UNREACHABLE") {
+        this.#emit({
+          type: "queued",
+          id: m.id,
+          to: m.to,
+          reason:
+            `${direct.reason}, and the server is unreachable; it will be sent when either is back`,
+        });
+        return "queued";
+      }
+      this.#finishDelivery(session, m.id, "!");
+      this.#emit({ type: "not_delivered", id: m.id, to: m.to, reason: e.message });
+      return "failed";
+    }
+    this.#finishDelivery(session, m.id, "*");
+    this.#emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
+    return "stored";
+  }
+
+  /** Tries the direct link: a few attempts when it drops, none when the user is away. */
+  async #deliverDirect(
+    session: Session,
+    m: Outgoing,
+  ): Promise<{ ok: true } | { ok: false; reason: string }> {
+    let reason = `${m.to} is unreachable`;
+    let unreachable = false;
+    const frame = { type: "msg" as const, id: m.id, seq: this.#seq++, ts: m.ts, text: m.text };
     for (let attempt = 0; attempt < 3; attempt++) {
+      if (attempt > 0) await delay(100 * 3 ** (attempt - 1)).catch(() => {});
+      if (this.#session !== session || this.#closing) break;
       let link: PeerLink;
       try {
-        link = await this.#linkTo(to, false);
+        link = await this.#linkTo(m.to, false);
       } catch (error) {
-        reason = asError(error).message;
-        break;
-      }
-      const acked = Promise.withResolvers<boolean>();
-      this.#acks.set(id, acked);
-      const timer = setTimeout(() => acked.resolve(false), this.#opts.ackTimeoutMs);
-      const dropped = link.fc.closed.then(() => false);
-      try {
-        await link.fc.send(message);
-        if (await Promise.race([acked.promise, dropped])) {
-          this.#finishDelivery(session, id, "**");
-          this.#emit({ type: "delivered", id, to, ms: Date.now() - ts });
-          return true;
+        const e = asError(error);
+        const code = e instanceof ClientError ? e.code : "";
+        if (code === "USER_OFFLINE") return { ok: false, reason: `${m.to} is offline` };
+        if (code === "PEER_UNREACHABLE") {
+          unreachable = true;
+          reason = `${m.to} cannot be reached directly`;
+          continue;
         }
-        reason = link.fc.isClosed ? `${to} disconnected` : "no acknowledgement in time";
-      } catch {
-        reason = `${to} disconnected`;
-      } finally {
-        clearTimeout(timer);
-        this.#acks.delete(id);
+        return { ok: false, reason: e.message };
       }
-      if (!link.fc.isClosed) break; // a live link that does not ack: do not resend blindly
+      const outcome = await this.#sendOnLink(link, frame);
+      if (outcome === "ack") return { ok: true };
+      if (outcome === "busy") return { ok: false, reason: `${m.to} is busy in another chat` };
+      if (outcome === "timeout") {
+        // A live link that does not answer: hand the message to the server; the receiver drops
+        // it as a duplicate should the direct copy arrive after all.
+        return { ok: false, reason: `${m.to} did not acknowledge in time` };
+      }
+      reason = `${m.to} disconnected`;
+      unreachable = true;
     }
-    this.#finishDelivery(session, id, "!");
-    this.#emit({ type: "not_delivered", id, to, reason });
-    return false;
+    if (unreachable) {
+      // The directory may still think they are online: let the server check.
+      this.#server?.request({ type: "report_unreachable", user: m.to }).catch(() => {});
+    }
+    return { ok: false, reason };
+  }
+
+  /** Sends one chat frame and waits for the peer's answer or the link's end. */
+  async #sendOnLink(
+    link: PeerLink,
+    frame: { type: "msg"; id: string; seq: number; ts: number; text: string },
+  ): Promise<"ack" | "busy" | "dropped" | "timeout"> {
+    const answer = Promise.withResolvers<"ack" | "busy">();
+    this.#acks.set(frame.id, { resolve: answer.resolve });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), this.#opts.ackTimeoutMs);
+    });
+    try {
+      await link.fc.send(frame);
+      return await Promise.race([
+        answer.promise,
+        timeout,
+        link.fc.closed.then(() => "dropped" as const),
+      ]);
+    } catch {
+      return "dropped";
+    } finally {
+      clearTimeout(timer);
+      this.#acks.delete(frame.id);
+    }
+  }
+
+  /** Sends again what is still in the outbox (after a restart, or when the server is back). */
+  #flushOutbox(session: Session): void {
+    for (const entry of session.store.outbox()) {
+      if (this.#inFlight.has(entry.id)) continue;
+      void this.#enqueue(session, {
+        id: entry.id,
+        to: entry.chat,
+        ts: entry.ts,
+        text: entry.text,
+      }).catch(() => {});
+    }
+  }
+
+  // ---- offline mail --------------------------------------------------------------------------
+
+  /** Who has pending messages for me on the server. */
+  async hanging(): Promise<MailboxEntry[]> {
+    this.#requireSession();
+    const reply = await this.#request<Extract<ServerMessage, { type: "hanging_list" }>>({
+      type: "hanging",
+    });
+    this.#emit({ type: "hanging", entries: reply.entries });
+    return reply.entries;
+  }
+
+  /**
+   * Fetches the pending messages from `user`, stores them, and only then confirms them to the
+   * server (which deletes them and tells the sender they were read). A crash in between shows
+   * them again next time; the local store drops the duplicates by id.
+   */
+  async show(user: string): Promise<number> {
+    const session = this.#requireSession();
+    this.#checkName(user);
+    let shown = 0;
+    for (let round = 0; round < 10_000; round++) {
+      const batch = await this.#request<Extract<ServerMessage, { type: "mail_batch" }>>({
+        type: "show",
+        from: user,
+      });
+      for (const m of batch.messages) {
+        // Stored once; shown again if a crash before the confirm brings it back (the user may
+        // not have seen it), but never a second row in history.
+        session.store.addMessage({
+          id: m.msgId,
+          chat: batch.from,
+          sender: batch.from,
+          ts: m.ts,
+          text: m.text,
+          outgoing: false,
+          mark: "**",
+        });
+        shown++;
+        this.#emit({
+          type: "message",
+          id: m.msgId,
+          from: batch.from,
+          ts: m.ts,
+          text: m.text,
+          inChat: this.#chatWith?.toLowerCase() === batch.from.toLowerCase(),
+          via: "server",
+        });
+      }
+      if (batch.messages.length === 0) break;
+      if (Deno.env.get("CONFAB_FAULT") === "crash-before-mail-confirm") {
+        Deno.kill(Deno.pid, "SIGKILL"); // tests: die between storing and confirming
+      }
+      await this.#request({
+        type: "mail_confirm",
+        from: batch.from,
+        msgIds: batch.messages.map((m) => m.msgId),
+      });
+      if (!batch.more) break;
+    }
+    this.#emit({ type: "shown", from: user, count: shown });
+    return shown;
+  }
+
+  /** Read receipts from the server: our `*` messages were read; they become `**`. */
+  #onReceipts(items: { msgId: string; reader: string; readAt: number }[]): void {
+    const session = this.#session;
+    if (!session) return;
+    const byReader = new Map<string, string[]>();
+    for (const item of items) {
+      session.store.setMark(item.msgId, "**");
+      const ids = byReader.get(item.reader) ?? [];
+      ids.push(item.msgId);
+      byReader.set(item.reader, ids);
+    }
+    for (const [reader, ids] of byReader) {
+      const readAt = Math.max(...items.filter((i) => i.reader === reader).map((i) => i.readAt));
+      this.#emit({ type: "read", by: reader, ids, readAt });
+    }
+    this.#server?.request({ type: "receipts_ack", msgIds: items.map((i) => i.msgId) })
+      .catch(() => {});
   }
 
   #finishDelivery(session: Session, id: string, mark: DeliveryMark): void {

@@ -107,6 +107,23 @@ export class ClientStore implements Disposable {
     return rows.map((r) => ({ ...r, outgoing: r.outgoing === 1 }));
   }
 
+  /** Outgoing messages nobody has acknowledged yet (mark ''), oldest first. */
+  outbox(): HistoryEntry[] {
+    const rows = this.#db.prepare(
+      `SELECT id, chat, sender, ts, text, outgoing, mark FROM messages
+       WHERE outgoing = 1 AND mark = '' ORDER BY ts, rowid`,
+    ).all() as {
+      id: string;
+      chat: string;
+      sender: string;
+      ts: number;
+      text: string;
+      outgoing: number;
+      mark: DeliveryMark;
+    }[];
+    return rows.map((r) => ({ ...r, outgoing: true }));
+  }
+
   knownKey(user: string): string | undefined {
     const row = this.#db.prepare("SELECT public_key FROM known_keys WHERE user = ?")
       .get(user.toLowerCase()) as { public_key: string } | undefined;

@@ -15,6 +15,8 @@ export type Command =
   | { kind: "contact_add"; user: string }
   | { kind: "contact_remove"; user: string }
   | { kind: "chat"; user: string }
+  | { kind: "hanging" }
+  | { kind: "show"; user: string }
   | { kind: "say"; text: string }
   | { kind: "leave_chat" }
   | { kind: "chat_help" }
@@ -28,6 +30,8 @@ export const MAIN_HELP = `commands:
   contacts add <user>                  add a contact
   contacts remove <user>               remove a contact
   chat <user>                          chat with a contact, directly peer to peer
+  hanging                              who left you messages while you were away or busy
+  show <user>                          read the messages <user> left you
   out                                  log out
   help                                 this help
   quit                                 log out and exit`;
@@ -87,6 +91,10 @@ export function parseCommand(line: string, inChat: boolean): Command {
     }
     case "chat":
       return args.length === 1 ? { kind: "chat", user: args[0]! } : usage("chat <user>");
+    case "hanging":
+      return args.length === 0 ? { kind: "hanging" } : usage("hanging");
+    case "show":
+      return args.length === 1 ? { kind: "show", user: args[0]! } : usage("show <user>");
     default:
       return { kind: "invalid", message: `unknown command "${verb.slice(0, 40)}"; type help` };
   }

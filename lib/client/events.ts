@@ -13,16 +13,20 @@ export type ClientEvent =
   | { type: "signed_up"; user: string }
   | { type: "logged_in"; user: string; server: string; resumed: boolean }
   /** `savedLocally`: the server was unreachable; the logout time goes with the next login. */
-  | { type: "logged_out"; user: string; savedLocally: boolean }
+  | { type: "logged_out"; user: string; savedLocally: boolean; at: number }
   | { type: "contacts"; contacts: { user: string; online: boolean }[] }
   | { type: "contact_added"; user: string }
   | { type: "contact_removed"; user: string }
   /** A contact came online or went offline. */
   | { type: "presence"; user: string; online: boolean }
-  /** You entered a chat; `history` is the recent past of it, oldest first. */
+  /**
+   * You entered a chat; `history` is the recent past of it, oldest first. `online` false: the
+   * other user is away and your messages wait on the server (`address` is empty then).
+   */
   | {
     type: "chat_opened";
     with: string;
+    online: boolean;
     address: string;
     history: {
       id: string;
@@ -33,13 +37,39 @@ export type ClientEvent =
     }[];
   }
   | { type: "chat_closed"; with: string }
-  /** A message arrived. `inChat`: you are in a chat with its sender (else it is a notice). */
-  | { type: "message"; id: string; from: string; ts: number; text: string; inChat: boolean }
+  /**
+   * A message arrived. `inChat`: you are in a chat with its sender (else it is a notice).
+   * `via`: "direct" over the peer link, or "server" from your mailbox (`show`).
+   */
+  | {
+    type: "message";
+    id: string;
+    from: string;
+    ts: number;
+    text: string;
+    inChat: boolean;
+    via: "direct" | "server";
+  }
   /** Your message was handed to the link; `delivered` or `not_delivered` follows. */
   | { type: "sent"; id: string; to: string; ts: number; text: string }
   /** The peer acknowledged your message (shown `**`). */
   | { type: "delivered"; id: string; to: string; ms: number }
+  /** The peer could not take it (`reason`); the server stored it for them (shown `*`). */
+  | { type: "stored"; id: string; to: string; reason: string }
+  /** Neither the peer nor the server could take it; it stays in the outbox and is retried. */
+  | { type: "queued"; id: string; to: string; reason: string }
+  /** Refused for good (mailbox full, not a contact); shown `!` in history. */
   | { type: "not_delivered"; id: string; to: string; reason: string }
+  /** `by` read your stored messages `ids` (they turn from `*` to `**`). */
+  | { type: "read"; by: string; ids: string[]; readAt: number }
+  /** New mail for you waits on the server (you were busy in another chat, say). */
+  | { type: "mail_notice"; from: string; count: number }
+  /** At login: who has pending messages for you. */
+  | { type: "mail_summary"; entries: { from: string; count: number; newest: number }[] }
+  /** The answer to `hanging`. */
+  | { type: "hanging"; entries: { from: string; count: number; newest: number }[] }
+  /** `show <user>` finished; `count` new messages were shown. */
+  | { type: "shown"; from: string; count: number }
   /** The other user opened or left the chat window with you. */
   | { type: "peer_joined"; user: string }
   | { type: "peer_left"; user: string }

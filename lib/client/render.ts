@@ -24,7 +24,9 @@ export class Renderer {
   }
 
   paint(style: Style, text: string): string {
-    return this.#color ? styleText(style, text) : text;
+    // `color` is the caller's decision (useColor() checks the TTY and NO_COLOR); without
+    // validateStream: false, styleText would check stdout again and drop it when piped.
+    return this.#color ? styleText(style, text, { validateStream: false }) : text;
   }
 
   /** The text for an event, or undefined when it shows nothing (yet). */
@@ -67,15 +69,19 @@ export class Renderer {
         });
         if (lines.length > 0) lines.unshift(dim(`— earlier with ${e.with} —`));
         lines.push(
-          this.paint("green", `chatting with ${e.with} directly at ${e.address}`) +
-            dim(" (/q leaves, /h helps)"),
+          this.paint(
+            "green",
+            e.online
+              ? `chatting with ${e.with} directly at ${e.address}`
+              : `chatting with ${e.with} (offline: messages wait on the server)`,
+          ) + dim(" (/q leaves, /h helps)"),
         );
         return lines.join("\n");
       }
       case "chat_closed":
         return dim(`left the chat with ${e.with}`);
       case "message":
-        if (e.inChat) {
+        if (e.inChat || e.via === "server") {
           return `${dim(`[${clock(e.ts)}]`)} ${this.paint("cyan", e.from)}: ${e.text}`;
         }
         return this.paint("yellow", `✉ [${clock(e.ts)}] ${e.from}: ${e.text}`) +
@@ -90,6 +96,46 @@ export class Renderer {
         if (m.shown) return dim(`  ↳ delivered to ${e.to} **`);
         return this.#own(m.ts, m.text) + dim(" **");
       }
+      case "stored": {
+        const m = this.#inFlight.get(e.id);
+        this.#inFlight.delete(e.id);
+        const why = dim(` (${e.reason}: it waits on the server)`);
+        if (!m || m.shown) return dim(`  ↳ stored on the server for ${e.to} *`) + why;
+        return this.#own(m.ts, m.text) + " *" + why;
+      }
+      case "queued": {
+        const m = this.#inFlight.get(e.id);
+        this.#inFlight.delete(e.id);
+        const what = m && !m.shown ? this.#own(m.ts, m.text) : "  ↳";
+        return `${what} ${this.paint("yellow", `(not sent yet: ${e.reason})`)}`;
+      }
+      case "read":
+        return dim(
+          `${e.by} read ${e.ids.length} of your message${e.ids.length === 1 ? "" : "s"} ` +
+            `at ${clock(e.readAt)} (* → **)`,
+        );
+      case "mail_notice":
+        return this.paint(
+          "yellow",
+          `✉ ${e.count} pending message${e.count === 1 ? "" : "s"} from ${e.from}`,
+        ) + dim(` — show ${e.from} to read`);
+      case "mail_summary":
+        return this.paint(
+          "yellow",
+          "✉ pending messages: " +
+            e.entries.map((x) => `${x.count} from ${x.from} (newest ${clock(x.newest)})`).join(
+              ", ",
+            ),
+        ) + dim(" — show <user> to read");
+      case "hanging":
+        if (e.entries.length === 0) return "no pending messages";
+        return e.entries.map((x) =>
+          `  ${x.from}  ${x.count} message${x.count === 1 ? "" : "s"}, newest ${clock(x.newest)}`
+        ).join("\n");
+      case "shown":
+        return e.count === 0
+          ? `no pending messages from ${e.from}`
+          : dim(`— ${e.count} message${e.count === 1 ? "" : "s"} from ${e.from} shown —`);
       case "not_delivered": {
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);

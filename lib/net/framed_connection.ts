@@ -200,7 +200,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     this.#closeReason = reason;
     this.#closing = (async () => {
       // Let queued frames (a final error, a bye) reach the socket before it is closed.
-      await Promise.race([this.#writeChain, new Promise((r) => setTimeout(r, 0))]);
+      let grace: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.#writeChain, new Promise((r) => grace = setTimeout(r, 0))]);
+      clearTimeout(grace);
       try {
         this.conn.close();
       } catch {

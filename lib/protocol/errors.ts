@@ -19,6 +19,7 @@ export const ERROR_CODES = [
   "BAD_TOKEN",
   "NO_SUCH_USER",
   "NOT_A_CONTACT",
+  "MAILBOX_FULL",
   "USER_OFFLINE",
   "AUTH_FAILED",
   "SERVER_BUSY",

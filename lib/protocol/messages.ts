@@ -24,6 +24,10 @@ export const MAX_PASSWORD_LENGTH = 256;
 /** Longest chat message text, in UTF-16 code units (64 KiB of ASCII). */
 export const MAX_TEXT_LENGTH = 64 * 1024;
 export const MAX_CONTACTS = 1000;
+/** Messages handed over (or confirmed) in one `show` round; the client asks again for more. */
+export const MAX_MAIL_BATCH = 500;
+/** Text carried in one `mail_batch` at most, so the frame stays well under 1 MiB. */
+export const MAX_MAIL_BATCH_TEXT = 256 * 1024;
 
 const b64url = (len: number) =>
   z.string().length(len).regex(/^[A-Za-z0-9_-]+$/, "must be base64url");
@@ -108,6 +112,39 @@ export const ContactRemove = z.strictObject({
   user: Username,
 });
 
+/** Hands a message for an offline (or busy, or unreachable) user to the server's mailbox. */
+export const MailSend = z.strictObject({
+  type: z.literal("mail_send"),
+  id: RequestId,
+  to: Username,
+  msgId: MessageId,
+  ts: Timestamp,
+  text: Text,
+});
+/** Who has pending messages for me: `hanging`. */
+export const Hanging = z.strictObject({ type: z.literal("hanging"), id: RequestId });
+/** Hand me the pending messages from one user: `show <user>`. */
+export const Show = z.strictObject({ type: z.literal("show"), id: RequestId, from: Username });
+/** My client stored these messages: delete them and tell the sender they were read. */
+export const MailConfirm = z.strictObject({
+  type: z.literal("mail_confirm"),
+  id: RequestId,
+  from: Username,
+  msgIds: z.array(MessageId).min(1).max(MAX_MAIL_BATCH),
+});
+/** I have recorded these read receipts: the server may forget them. */
+export const ReceiptsAck = z.strictObject({
+  type: z.literal("receipts_ack"),
+  id: RequestId,
+  msgIds: z.array(MessageId).min(1).max(MAX_MAIL_BATCH),
+});
+/** A direct link to `user` could not be opened although the directory says they are online. */
+export const ReportUnreachable = z.strictObject({
+  type: z.literal("report_unreachable"),
+  id: RequestId,
+  user: Username,
+});
+
 // ---- server → client -----------------------------------------------------------------------
 
 export const Ok = z.strictObject({ type: z.literal("ok"), id: RequestId });
@@ -140,6 +177,48 @@ export const Presence = z.strictObject({
   type: z.literal("presence"),
   user: Username,
   online: z.boolean(),
+});
+export const MailStored = z.strictObject({
+  type: z.literal("mail_stored"),
+  id: RequestId,
+  msgId: MessageId,
+});
+const MailboxEntry = z.strictObject({
+  from: Username,
+  count: z.number().int().min(1),
+  /** Send time of the newest pending message from this user. */
+  newest: Timestamp,
+});
+export const HangingList = z.strictObject({
+  type: z.literal("hanging_list"),
+  id: RequestId,
+  entries: z.array(MailboxEntry).max(MAX_CONTACTS * 10),
+});
+export const PendingMessage = z.strictObject({ msgId: MessageId, ts: Timestamp, text: Text });
+export const MailBatch = z.strictObject({
+  type: z.literal("mail_batch"),
+  id: RequestId,
+  from: Username,
+  messages: z.array(PendingMessage).max(MAX_MAIL_BATCH),
+  /** More pending messages from this user wait after these. */
+  more: z.boolean(),
+});
+/** Pushed: new mail was stored for you while you are online (busy in another chat, say). */
+export const MailNotice = z.strictObject({
+  type: z.literal("mail_notice"),
+  from: Username,
+  count: z.number().int().min(1),
+});
+/** Pushed after login: who has pending messages for you. */
+export const MailSummary = z.strictObject({
+  type: z.literal("mail_summary"),
+  entries: z.array(MailboxEntry).max(MAX_CONTACTS * 10),
+});
+/** Pushed: your messages were read (shown) by `reader`. */
+export const Receipts = z.strictObject({
+  type: z.literal("receipts"),
+  items: z.array(z.strictObject({ msgId: MessageId, reader: Username, readAt: Timestamp }))
+    .min(1).max(MAX_MAIL_BATCH),
 });
 export const ServerClosing = z.strictObject({
   type: z.literal("server_closing"),
@@ -174,6 +253,11 @@ export const ChatMsg = z.strictObject({
   text: Text,
 });
 export const Ack = z.strictObject({ type: z.literal("ack"), id: MessageId });
+/**
+ * The receiver did not take the message because its user is busy in another chat: the sender
+ * hands it to the server's mailbox instead, and the receiver is told there is mail.
+ */
+export const Busy = z.strictObject({ type: z.literal("busy"), id: MessageId });
 /** The sender opened (`open: true`) or left the chat window with the receiver. */
 export const ChatState = z.strictObject({ type: z.literal("chat_state"), open: z.boolean() });
 export const Bye = z.strictObject({ type: z.literal("bye") });
@@ -192,6 +276,12 @@ export const ClientToServer = z.discriminatedUnion("type", [
   ContactsList,
   ContactAdd,
   ContactRemove,
+  MailSend,
+  Hanging,
+  Show,
+  MailConfirm,
+  ReceiptsAck,
+  ReportUnreachable,
 ]);
 export const ServerToClient = z.discriminatedUnion("type", [
   ...common,
@@ -201,6 +291,12 @@ export const ServerToClient = z.discriminatedUnion("type", [
   ContactListMsg,
   Presence,
   ServerClosing,
+  MailStored,
+  HangingList,
+  MailBatch,
+  MailNotice,
+  MailSummary,
+  Receipts,
 ]);
 export const PeerToPeer = z.discriminatedUnion("type", [
   ...common,
@@ -210,6 +306,7 @@ export const PeerToPeer = z.discriminatedUnion("type", [
   AuthOk,
   ChatMsg,
   Ack,
+  Busy,
   ChatState,
   Bye,
 ]);

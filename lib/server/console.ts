@@ -10,6 +10,8 @@ import type { ConfabServer } from "./server.ts";
 export const CONSOLE_HELP = [
   "help   show this help",
   "list   users online now: username*login time*peer port",
+  "registry [user]  latest login of every user, or every login of one user:",
+  "                 username*login*logout*port (logout - while online)",
   "esc    tell clients the server is going away, close and exit",
 ].join("\n");
 
@@ -18,6 +20,15 @@ export function formatList(server: ConfabServer): string {
   const users = server.online();
   if (users.length === 0) return "no users online";
   return users.map((u) => `${u.user}*${clock(u.loginAt)}*${u.peerPort}`).join("\n");
+}
+
+/** Formats the `registry` output: `username*login*logout*port`, logout `-` while online. */
+export function formatRegistry(server: ConfabServer, user?: string): string {
+  const rows = server.store.registry(user);
+  if (rows.length === 0) return user ? `no logins recorded for ${user}` : "no logins recorded";
+  return rows.map((r) =>
+    `${r.user}*${clock(r.loginAt)}*${r.logoutAt === null ? "-" : clock(r.logoutAt)}*${r.port}`
+  ).join("\n");
 }
 
 /**
@@ -41,7 +52,14 @@ export async function runConsole(
         break;
       case "esc":
         return;
+      case "registry":
+        print(formatRegistry(server));
+        break;
       default:
+        if (line.startsWith("registry ")) {
+          print(formatRegistry(server, line.slice(9).trim()));
+          break;
+        }
         print(`unknown command "${line.slice(0, 40)}"; type help`);
     }
   }

@@ -12,6 +12,8 @@ import {
   ClientToServer,
   encodeMessage,
   MAX_CONTACTS,
+  MAX_MAIL_BATCH,
+  MAX_MAIL_BATCH_TEXT,
 } from "../protocol/messages.ts";
 import { delay } from "../util/time.ts";
 import { hashPassword, LoginThrottle, verifyPassword } from "./accounts.ts";
@@ -29,6 +31,8 @@ export interface ServerOptions {
   loginTimeoutMs?: number;
   /** How long a session token stays valid for re-attaching. */
   sessionMaxAgeMs?: number;
+  /** Pending messages one user may have waiting at most. */
+  maxPending?: number;
   /** Where the server's log lines go. */
   log?: (line: string) => void;
 }
@@ -93,6 +97,7 @@ export class ConfabServer implements AsyncDisposable {
       helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
       loginTimeoutMs: options.loginTimeoutMs ?? 60_000,
       sessionMaxAgeMs: options.sessionMaxAgeMs ?? 30 * 24 * 3600_000,
+      maxPending: options.maxPending ?? 10_000,
       log: options.log ?? (() => {}),
     };
     this.#acceptLoop = this.#accept();
@@ -282,7 +287,114 @@ export class ConfabServer implements AsyncDisposable {
         }
         return fc.send({ type: "ok", id: m.id });
       }
+      case "mail_send":
+        return this.#mailSend(fc, session, m);
+      case "hanging":
+        return fc.send({
+          type: "hanging_list",
+          id: m.id,
+          entries: this.store.mailbox(session.user),
+        });
+      case "show":
+        return this.#show(fc, session, m);
+      case "mail_confirm": {
+        const sender = this.store.getUser(m.from);
+        if (sender) {
+          const done = this.store.confirmMail(session.user, sender.name, m.msgIds);
+          if (done.length > 0) this.#pushReceipts(sender.nameKey);
+        }
+        return fc.send({ type: "ok", id: m.id });
+      }
+      case "receipts_ack":
+        this.store.deleteReceipts(session.user, m.msgIds);
+        this.#pushReceipts(session.key);
+        return fc.send({ type: "ok", id: m.id });
+      case "report_unreachable":
+        this.#checkAlive(m.user, session.user);
+        return fc.send({ type: "ok", id: m.id });
     }
+  }
+
+  #mailSend(
+    fc: FramedConnection<ClientMessage>,
+    session: Session,
+    m: Extract<ClientMessage, { type: "mail_send" }>,
+  ): Promise<void> {
+    const target = this.store.getUser(m.to);
+    if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.to}`);
+    if (!this.store.isContact(session.user, target.name)) {
+      throw new Reply("NOT_A_CONTACT", `add ${target.name} to your contacts first`);
+    }
+    const result = this.store.storeMail({
+      recipient: target.name,
+      sender: session.user,
+      msgId: m.msgId,
+      ts: m.ts,
+      body: m.text,
+    }, this.#opts.maxPending);
+    if (result === "full") {
+      throw new Reply(
+        "MAILBOX_FULL",
+        `${target.name}'s mailbox is full (${this.#opts.maxPending} messages wait); ` +
+          `try again once they have read some`,
+      );
+    }
+    if (result === "stored") {
+      this.#online.get(target.nameKey)?.fc.send({
+        type: "mail_notice",
+        from: session.user,
+        count: this.store.countMail(target.name, session.user),
+      }).catch(() => {});
+    }
+    return fc.send({ type: "mail_stored", id: m.id, msgId: m.msgId });
+  }
+
+  #show(
+    fc: FramedConnection<ClientMessage>,
+    session: Session,
+    m: Extract<ClientMessage, { type: "show" }>,
+  ): Promise<void> {
+    const sender = this.store.getUser(m.from);
+    if (!sender) throw new Reply("NO_SUCH_USER", `there is no user named ${m.from}`);
+    const pending = this.store.pendingMail(session.user, sender.name, MAX_MAIL_BATCH + 1);
+    const batch: { msgId: string; ts: number; text: string }[] = [];
+    let size = 0;
+    for (const p of pending.slice(0, MAX_MAIL_BATCH)) {
+      size += p.body.length;
+      if (batch.length > 0 && size > MAX_MAIL_BATCH_TEXT) break;
+      batch.push({ msgId: p.msgId, ts: p.ts, text: p.body });
+    }
+    return fc.send({
+      type: "mail_batch",
+      id: m.id,
+      from: sender.name,
+      messages: batch,
+      more: pending.length > batch.length,
+    });
+  }
+
+  /** Sends the read receipts waiting for `senderKey`, if that user is online. */
+  #pushReceipts(senderKey: string, reader?: string): void {
+    const session = this.#online.get(senderKey);
+    if (!session) return;
+    const items = this.store.pendingReceipts(session.user, MAX_MAIL_BATCH, reader);
+    if (items.length === 0) return;
+    session.fc.send({ type: "receipts", items }).catch(() => {});
+  }
+
+  /**
+   * Someone could not open a direct link to `user`. Ask that user's control connection for a
+   * pong; if none comes back in time, the client is gone: end its session (it is marked
+   * offline and its logout time recorded). A live client stays, whatever the reporter says.
+   */
+  #checkAlive(user: string, reporter: string): void {
+    const session = this.#online.get(nameKey(user));
+    if (!session) return;
+    session.fc.request({ type: "ping" }, { timeoutMs: 2000 }).catch(() => {
+      if (this.#online.get(session.key) !== session) return;
+      this.#opts.log(`${session.user} does not answer (reported by ${reporter}): offline`);
+      void session.fc.close(new Error("did not answer a liveness check"));
+    });
   }
 
   /** Runs a password hash with bounded concurrency, so a signup flood cannot starve logins. */
@@ -375,6 +487,7 @@ export class ConfabServer implements AsyncDisposable {
       host: state.host,
       resumed: false,
     });
+    this.#afterLogin(fc, user.name);
   }
 
   async #resume(
@@ -415,6 +528,14 @@ export class ConfabServer implements AsyncDisposable {
       host: state.host,
       resumed: true,
     });
+    this.#afterLogin(fc, name);
+  }
+
+  /** Tells a user who just logged in about waiting mail and read receipts. */
+  #afterLogin(fc: FramedConnection<ClientMessage>, user: string): void {
+    const entries = this.store.mailbox(user);
+    if (entries.length > 0) fc.send({ type: "mail_summary", entries }).catch(() => {});
+    this.#pushReceipts(nameKey(user));
   }
 
   #startSession(state: ConnState, session: Session): void {
@@ -456,6 +577,8 @@ export class ConfabServer implements AsyncDisposable {
   ): Promise<void> {
     const target = this.store.getUser(m.user);
     if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
+    // Opening a chat with someone who read your mail: their receipts, now.
+    this.#pushReceipts(session.key, target.name);
     const live = this.#online.get(target.nameKey);
     // Addresses go only to people connected by a contact entry in either direction.
     const related = target.nameKey === session.key ||

@@ -39,7 +39,48 @@ const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   ) STRICT;
   `,
+  `
+  CREATE TABLE mail (                     -- pending messages for users who were not reachable
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient  TEXT NOT NULL REFERENCES users(name_key),
+    sender     TEXT NOT NULL REFERENCES users(name_key),
+    msg_id     TEXT NOT NULL,             -- made by the sender: a resend is stored once
+    ts         INTEGER NOT NULL,          -- send time
+    body       TEXT NOT NULL,
+    stored_at  INTEGER NOT NULL,
+    UNIQUE (recipient, msg_id)
+  ) STRICT;
+  CREATE INDEX mail_by_sender ON mail(recipient, sender, seq);
+  CREATE TABLE receipts (                 -- "read" notices waiting for the sender
+    sender     TEXT NOT NULL REFERENCES users(name_key),
+    msg_id     TEXT NOT NULL,
+    reader     TEXT NOT NULL REFERENCES users(name_key),
+    read_at    INTEGER NOT NULL,
+    PRIMARY KEY (sender, msg_id)
+  ) STRICT;
+  `,
 ];
+
+/** The schema version this build migrates databases to. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export interface MailboxEntry {
+  from: string;
+  count: number;
+  newest: number;
+}
+
+export interface PendingMail {
+  msgId: string;
+  ts: number;
+  body: string;
+}
+
+export interface Receipt {
+  msgId: string;
+  reader: string;
+  readAt: number;
+}
 
 export interface UserRecord {
   nameKey: string;
@@ -200,21 +241,29 @@ export class ServerStore implements Disposable {
     ).run(at, nameKey(user), at);
   }
 
-  /** The latest registry row of each user (or of one user), newest login first. */
-  registry(user?: string): RegistryRow[] {
-    const rows = this.#db.prepare(
-      `SELECT u.name AS user, r.host, r.port, r.login_at, r.logout_at FROM registry r
-       JOIN users u ON u.name_key = r.user
-       WHERE r.seq IN (SELECT max(seq) FROM registry GROUP BY user)
-       ${user === undefined ? "" : "AND r.user = ?"}
-       ORDER BY r.login_at DESC`,
-    ).all(...(user === undefined ? [] : [nameKey(user)])) as {
-      user: string;
-      host: string;
-      port: number;
-      login_at: number;
-      logout_at: number | null;
-    }[];
+  /**
+   * The latest registry row of each user, newest login first; or, for one user, that user's
+   * last `limit` rows.
+   */
+  registry(user?: string, limit = 20): RegistryRow[] {
+    const rows = (user === undefined
+      ? this.#db.prepare(
+        `SELECT u.name AS user, r.host, r.port, r.login_at, r.logout_at FROM registry r
+         JOIN users u ON u.name_key = r.user
+         WHERE r.seq IN (SELECT max(seq) FROM registry GROUP BY user)
+         ORDER BY r.login_at DESC`,
+      ).all()
+      : this.#db.prepare(
+        `SELECT u.name AS user, r.host, r.port, r.login_at, r.logout_at FROM registry r
+         JOIN users u ON u.name_key = r.user WHERE r.user = ?
+         ORDER BY r.seq DESC LIMIT ?`,
+      ).all(nameKey(user), limit)) as {
+        user: string;
+        host: string;
+        port: number;
+        login_at: number;
+        logout_at: number | null;
+      }[];
     return rows.map((r) => ({
       user: r.user,
       host: r.host,
@@ -238,6 +287,122 @@ export class ServerStore implements Disposable {
       "SELECT max(seq) AS seq FROM registry WHERE user = ?",
     ).get(nameKey(user)) as { seq: number | null };
     return row.seq ?? undefined;
+  }
+
+  // ---- mail ----------------------------------------------------------------------------------
+
+  /**
+   * Stores a pending message, committed before this returns. A message id already pending for
+   * this recipient is not stored twice. Returns false when the mailbox holds `max` already.
+   */
+  storeMail(
+    mail: { recipient: string; sender: string; msgId: string; ts: number; body: string },
+    max: number,
+    now = Date.now(),
+  ): "stored" | "duplicate" | "full" {
+    const recipient = nameKey(mail.recipient);
+    const exists = this.#db.prepare("SELECT 1 FROM mail WHERE recipient = ? AND msg_id = ?")
+      .get(recipient, mail.msgId);
+    if (exists) return "duplicate";
+    if (this.countMail(mail.recipient) >= max) return "full";
+    this.#db.prepare(
+      `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ).run(recipient, nameKey(mail.sender), mail.msgId, mail.ts, mail.body, now);
+    return "stored";
+  }
+
+  countMail(recipient: string, sender?: string): number {
+    const row = sender === undefined
+      ? this.#db.prepare("SELECT count(*) AS n FROM mail WHERE recipient = ?").get(
+        nameKey(recipient),
+      )
+      : this.#db.prepare("SELECT count(*) AS n FROM mail WHERE recipient = ? AND sender = ?")
+        .get(nameKey(recipient), nameKey(sender));
+    return (row as { n: number }).n;
+  }
+
+  /** Who has pending messages for `recipient`: count and newest send time, oldest first. */
+  mailbox(recipient: string): MailboxEntry[] {
+    return this.#db.prepare(
+      `SELECT u.name AS "from", count(*) AS count, max(m.ts) AS newest FROM mail m
+       JOIN users u ON u.name_key = m.sender WHERE m.recipient = ?
+       GROUP BY m.sender ORDER BY min(m.seq)`,
+    ).all(nameKey(recipient)) as unknown as MailboxEntry[];
+  }
+
+  /** Pending messages from `sender` to `recipient` in the order they were stored. */
+  pendingMail(recipient: string, sender: string, limit: number): PendingMail[] {
+    return (this.#db.prepare(
+      `SELECT msg_id, ts, body FROM mail WHERE recipient = ? AND sender = ?
+       ORDER BY seq LIMIT ?`,
+    ).all(nameKey(recipient), nameKey(sender), limit) as {
+      msg_id: string;
+      ts: number;
+      body: string;
+    }[]).map((r) => ({ msgId: r.msg_id, ts: r.ts, body: r.body }));
+  }
+
+  /**
+   * Deletes delivered mail and records a read receipt for each, in one transaction. Ids that
+   * are not pending (already confirmed) are ignored. Returns the ids deleted.
+   */
+  confirmMail(recipient: string, sender: string, msgIds: string[], now = Date.now()): string[] {
+    const r = nameKey(recipient);
+    const s = nameKey(sender);
+    const del = this.#db.prepare(
+      "DELETE FROM mail WHERE recipient = ? AND sender = ? AND msg_id = ?",
+    );
+    const receipt = this.#db.prepare(
+      `INSERT INTO receipts (sender, msg_id, reader, read_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT DO NOTHING`,
+    );
+    const done: string[] = [];
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      for (const id of msgIds) {
+        if (del.run(r, s, id).changes === 1) {
+          receipt.run(s, id, r, now);
+          done.push(id);
+        }
+      }
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw error;
+    }
+    return done;
+  }
+
+  /** Read receipts waiting for `sender`, oldest first. */
+  pendingReceipts(sender: string, limit: number, reader?: string): Receipt[] {
+    const rows = (reader === undefined
+      ? this.#db.prepare(
+        `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
+         JOIN users u ON u.name_key = r.reader WHERE r.sender = ? ORDER BY r.read_at LIMIT ?`,
+      ).all(nameKey(sender), limit)
+      : this.#db.prepare(
+        `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
+         JOIN users u ON u.name_key = r.reader WHERE r.sender = ? AND r.reader = ?
+         ORDER BY r.read_at LIMIT ?`,
+      ).all(nameKey(sender), nameKey(reader), limit)) as {
+        msg_id: string;
+        reader: string;
+        read_at: number;
+      }[];
+    return rows.map((r) => ({ msgId: r.msg_id, reader: r.reader, readAt: r.read_at }));
+  }
+
+  deleteReceipts(sender: string, msgIds: string[]): void {
+    const del = this.#db.prepare("DELETE FROM receipts WHERE sender = ? AND msg_id = ?");
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      for (const id of msgIds) del.run(nameKey(sender), id);
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw error;
+    }
   }
 
   // ---- sessions ------------------------------------------------------------------------------

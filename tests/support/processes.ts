@@ -262,7 +262,12 @@ export class TestClient implements AsyncDisposable {
   static async start(
     name: string,
     server: { port: number },
-    options: { home?: string; peerPort?: number; args?: string[] } = {},
+    options: {
+      home?: string;
+      peerPort?: number;
+      args?: string[];
+      env?: Record<string, string>;
+    } = {},
   ): Promise<TestClient> {
     const home = options.home ?? await Deno.makeTempDir({ prefix: `confab-${name}-` });
     const proc = new Proc(
@@ -280,6 +285,7 @@ export class TestClient implements AsyncDisposable {
         ...(options.args ?? []),
       ],
       name,
+      options.env,
     );
     const client = new TestClient(proc, home, options.home === undefined);
     await client.event("ready");

@@ -1,0 +1,299 @@
+/**
+ * Offline mail end to end, with real processes: messages for users who are away wait on the
+ * server, survive crashes of the server and of the reader, and come back as read receipts.
+ */
+import assert from "node:assert/strict";
+import { clock } from "../lib/util/time.ts";
+import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
+
+type Homes = Record<string, string>;
+
+/** Signs users up, each with the given contacts, then quits them all. Returns their homes. */
+async function makeUsers(server: TestServer, contacts: Record<string, string[]>): Promise<Homes> {
+  const homes: Homes = {};
+  for (const user of Object.keys(contacts)) {
+    homes[user] = await Deno.makeTempDir({ prefix: `confab-${user}-` });
+    await using c = await TestClient.start(user, server, { home: homes[user] });
+    await c.signup(user);
+  }
+  // Contacts in a second pass: every account exists by now.
+  for (const [user, list] of Object.entries(contacts)) {
+    if (list.length === 0) continue;
+    await using c = await TestClient.start(user, server, { home: homes[user] });
+    await c.login(user);
+    for (const contact of list) {
+      await c.send(`contacts add ${contact}`);
+      await c.event("contact_added", { user: contact });
+    }
+  }
+  return homes;
+}
+
+async function removeHomes(homes: Homes): Promise<void> {
+  for (const home of Object.values(homes)) await Deno.remove(home, { recursive: true });
+}
+
+/** Sends `texts` in a chat and waits for each to be stored on the server (`*`). */
+async function sendStored(client: TestClient, texts: string[]): Promise<Event[]> {
+  const sent: Event[] = [];
+  for (const text of texts) {
+    await client.send(text);
+    const s = await client.event("sent", { text });
+    await client.event("stored", { id: s.id });
+    sent.push(s);
+  }
+  return sent;
+}
+
+Deno.test("messages for an offline user wait on the server: hanging counts, show delivers in order, receipts", async () => {
+  await using server = await startServer();
+  const homes = await makeUsers(server, {
+    alice: ["bob"],
+    carol: ["bob"],
+    bob: ["alice", "carol"],
+  });
+  try {
+    await using alice = await TestClient.start("alice", server, { home: homes.alice });
+    await alice.login("alice");
+    await alice.send("chat bob");
+    const opened = await alice.event("chat_opened", { with: "bob" });
+    assert.equal(opened.online, false);
+    const fromAlice = await sendStored(alice, ["one", "two", "three"]);
+
+    const carol = await TestClient.start("carol", server, { home: homes.carol });
+    await carol.login("carol");
+    await carol.send("chat bob");
+    await carol.event("chat_opened", { with: "bob" });
+    const fromCarol = await sendStored(carol, ["hello from carol", "are you there?"]);
+    // Carol goes away before bob reads: her receipt must wait for her next login.
+    await carol[Symbol.asyncDispose]();
+
+    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await bob.login("bob");
+    const summary = await bob.event("mail_summary");
+    assert.deepEqual(summary.entries, [
+      { from: "alice", count: 3, newest: fromAlice[2]!.ts },
+      { from: "carol", count: 2, newest: fromCarol[1]!.ts },
+    ]);
+    await bob.send("hanging");
+    const hanging = await bob.event("hanging");
+    assert.deepEqual(hanging.entries, summary.entries);
+
+    await bob.send("show alice");
+    for (const [i, text] of ["one", "two", "three"].entries()) {
+      const m = await bob.event("message", { from: "alice", text });
+      assert.equal(m.via, "server");
+      assert.equal(m.ts, fromAlice[i]!.ts, "the send time travels with the message");
+    }
+    assert.equal((await bob.event("shown", { from: "alice" })).count, 3);
+
+    // Alice is online: the receipt comes at once and her * become **.
+    const read = await alice.event("read", { by: "bob" });
+    assert.deepEqual(new Set(read.ids as string[]), new Set(fromAlice.map((s) => s.id)));
+    await alice.send("/q");
+    await alice.event("chat_closed");
+    await alice.send("chat bob");
+    const reopened = await alice.event("chat_opened", { with: "bob" });
+    const marks = (reopened.history as { text: string; mark: string }[]).map((h) => h.mark);
+    assert.deepEqual(marks, ["**", "**", "**"]);
+
+    await bob.send("hanging");
+    assert.deepEqual((await bob.event("hanging")).entries, [
+      { from: "carol", count: 2, newest: fromCarol[1]!.ts },
+    ]);
+    await bob.send("show carol");
+    await bob.event("shown", { from: "carol", count: 2 });
+
+    // Carol's receipts waited on the server for her next login.
+    await using carol2 = await TestClient.start("carol", server, { home: homes.carol });
+    await carol2.login("carol");
+    const late = await carol2.event("read", { by: "bob" });
+    assert.deepEqual(new Set(late.ids as string[]), new Set(fromCarol.map((s) => s.id)));
+  } finally {
+    await removeHomes(homes);
+  }
+});
+
+Deno.test("pending messages survive kill -9 of the server and are shown once", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+  const first = await startServer({ dataDir });
+  const homes = await makeUsers(first, { alice: ["bob"], bob: ["alice"] });
+  try {
+    {
+      await using alice = await TestClient.start("alice", first, { home: homes.alice });
+      await alice.login("alice");
+      await alice.send("chat bob");
+      await alice.event("chat_opened", { with: "bob" });
+      await sendStored(alice, ["kept 1", "kept 2"]);
+      first.proc.kill("SIGKILL");
+      await first[Symbol.asyncDispose]();
+    }
+    await using second = await startServer({ dataDir, port: first.port });
+    await using bob = await TestClient.start("bob", second, { home: homes.bob });
+    await bob.login("bob");
+    await bob.send("show alice");
+    await bob.event("message", { text: "kept 1" });
+    await bob.event("message", { text: "kept 2" });
+    assert.equal((await bob.event("shown", { from: "alice" })).count, 2);
+    await bob.send("show alice");
+    assert.equal((await bob.event("shown", { from: "alice" })).count, 0, "gone once confirmed");
+  } finally {
+    await removeHomes(homes);
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("a reader killed during show sees the messages again, and history holds each once", async () => {
+  await using server = await startServer();
+  const homes = await makeUsers(server, { alice: ["bob"], bob: ["alice"] });
+  try {
+    {
+      await using alice = await TestClient.start("alice", server, { home: homes.alice });
+      await alice.login("alice");
+      await alice.send("chat bob");
+      await alice.event("chat_opened", { with: "bob" });
+      await sendStored(alice, ["first", "second"]);
+    }
+    {
+      // This client kills itself (SIGKILL) after storing the batch, before confirming it.
+      await using bob = await TestClient.start("bob", server, {
+        home: homes.bob,
+        env: { CONFAB_FAULT: "crash-before-mail-confirm" },
+      });
+      await bob.login("bob");
+      await bob.send("show alice");
+      const status = await bob.proc.exited();
+      assert.equal(status.signal, "SIGKILL");
+    }
+    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await bob.login("bob");
+    await bob.send("hanging");
+    assert.equal(((await bob.event("hanging")).entries as Event[])[0]!.count, 2);
+    await bob.send("show alice");
+    await bob.event("message", { text: "first" });
+    await bob.event("message", { text: "second" });
+    await bob.event("shown", { from: "alice", count: 2 });
+    await bob.send("chat alice");
+    const opened = await bob.event("chat_opened", { with: "alice" });
+    const texts = (opened.history as { text: string }[]).map((h) => h.text);
+    assert.deepEqual(texts, ["first", "second"], "no duplicate rows in history");
+  } finally {
+    await removeHomes(homes);
+  }
+});
+
+Deno.test("a user busy in another chat gets mail and a notice instead of the message", async () => {
+  await using server = await startServer();
+  const homes = await makeUsers(server, {
+    alice: ["bob"],
+    bob: ["alice", "carol"],
+    carol: ["bob"],
+  });
+  try {
+    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await bob.login("bob");
+    await using carol = await TestClient.start("carol", server, { home: homes.carol });
+    await carol.login("carol");
+    await bob.send("chat carol");
+    await bob.event("chat_opened", { with: "carol", online: true });
+
+    await using alice = await TestClient.start("alice", server, { home: homes.alice });
+    await alice.login("alice");
+    await alice.send("chat bob");
+    await alice.event("chat_opened", { with: "bob", online: true });
+    await alice.send("psst, bob");
+    const stored = await alice.event("stored");
+    assert.match(String(stored.reason), /busy/);
+    const notice = await bob.event("mail_notice", { from: "alice" });
+    assert.equal(notice.count, 1);
+    assert.ok(!bob.events().some((e) => e.type === "message" && e.text === "psst, bob"));
+    await bob.send("/q");
+    await bob.event("chat_closed");
+    await bob.send("show alice");
+    await bob.event("message", { from: "alice", text: "psst, bob", via: "server" });
+    await alice.event("read", { by: "bob" });
+  } finally {
+    await removeHomes(homes);
+  }
+});
+
+Deno.test("a logout made while the server is down reaches the registry at the next login", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+  const homes: Homes = {};
+  try {
+    const first = await startServer({ dataDir });
+    homes.bob = await Deno.makeTempDir({ prefix: "confab-bob-" });
+    await using bob = await TestClient.start("bob", first, { home: homes.bob });
+    await bob.signup("bob");
+    first.proc.kill("SIGKILL");
+    await first[Symbol.asyncDispose]();
+    await bob.event("server_lost");
+    await bob.send("out");
+    const out = await bob.event("logged_out", { savedLocally: true });
+
+    await using second = await startServer({ dataDir, port: first.port });
+    await bob.login("bob");
+    await second.proc.write("registry bob");
+    const saved = clock(out.at as number);
+    // The newest row is the new login (still open); the one before ends at the saved time.
+    const line = await second.proc.out.waitFor(
+      (l) => l.startsWith("bob*") && l.split("*")[2] === saved,
+      `registry row ending at ${saved}`,
+    );
+    assert.match(line, /^bob\*\d\d:\d\d:\d\d\*\d\d:\d\d:\d\d\*\d+$/);
+  } finally {
+    await removeHomes(homes);
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("messages to a peer killed mid-chat are delivered directly or stored, each exactly once", async () => {
+  await using server = await startServer();
+  const homes = await makeUsers(server, { alice: ["bob"], bob: ["alice"] });
+  try {
+    await using alice = await TestClient.start("alice", server, { home: homes.alice });
+    await alice.login("alice");
+    const texts = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    {
+      await using bob = await TestClient.start("bob", server, { home: homes.bob });
+      await bob.login("bob");
+      await bob.send("chat alice");
+      await bob.event("chat_opened");
+      await alice.send("chat bob");
+      await alice.event("chat_opened", { with: "bob", online: true });
+      await alice.send(texts[0]!);
+      await bob.event("message", { text: texts[0]! });
+      // A burst, and bob dies in the middle of it.
+      for (const text of texts.slice(1)) await alice.send(text);
+      await alice.event("sent", { text: texts[2]! });
+      bob.proc.kill("SIGKILL");
+    }
+    const outcomes = new Map<string, string>();
+    for (const text of texts) {
+      const sentLine = await alice.proc.out.find(
+        (l) => l.includes(`"type":"sent"`) && l.includes(`"text":"${text}"`),
+        `sent ${text}`,
+      );
+      const sent = JSON.parse(sentLine) as Event;
+      const done = await alice.proc.out.find((l) => {
+        if (!l.includes(String(sent.id))) return false;
+        return /"type":"(delivered|stored|not_delivered|queued)"/.test(l);
+      }, `outcome of ${text}`);
+      outcomes.set(text, JSON.parse(done).type);
+    }
+    for (const [text, outcome] of outcomes) {
+      assert.ok(outcome === "delivered" || outcome === "stored", `${text}: ${outcome}`);
+    }
+
+    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await bob.login("bob");
+    await bob.send("show alice");
+    await bob.event("shown", { from: "alice" });
+    await bob.send("chat alice");
+    const opened = await bob.event("chat_opened", { with: "alice" });
+    const got = (opened.history as { text: string }[]).map((h) => h.text);
+    assert.deepEqual([...got].sort(), [...texts].sort(), "each message once in bob's history");
+  } finally {
+    await removeHomes(homes);
+  }
+});
