@@ -45,6 +45,10 @@ const program = new Command()
   .option("--home <dir>", "where your keys and history live", defaultHome())
   .option("--json", "write every event as one JSON object per line on stdout (for scripts)")
   .option(
+    "--accept-server-key",
+    "accept and pin a server key that differs from the pinned one (after checking its fingerprint)",
+  )
+  .option(
     "--history <n>",
     "messages shown when a chat opens",
     wrap((v) => {
@@ -62,6 +66,7 @@ const opts = program.opts<{
   server: { host: string; port: number };
   home: string;
   json?: boolean;
+  acceptServerKey?: boolean;
   history: number;
 }>();
 const peerPort = (program.processedArgs[0] as number | undefined) ?? opts.port ?? 0;
@@ -77,6 +82,7 @@ const client = new ConfabClient({
   server: opts.server,
   peerPort,
   historyLines: opts.history,
+  acceptServerKey: opts.acceptServerKey,
 }, (event) => ui.show(event));
 
 try {

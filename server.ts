@@ -8,6 +8,7 @@ import { parsePort } from "./lib/cli/lines.ts";
 import { runConsole } from "./lib/server/console.ts";
 import { ConfabServer } from "./lib/server/server.ts";
 import { asError } from "./lib/net/framed_connection.ts";
+import { keyFingerprint } from "./lib/crypto/fingerprint.ts";
 
 function portOption(value: string): number {
   try {
@@ -39,6 +40,12 @@ const program = new Command()
   .option("--data <dir>", "where the server keeps its database", "./confab-data")
   .option("--max-connections <n>", "connections held at most", intOption(1, 19_000), 15_000)
   .option(
+    "--max-per-address <n>",
+    "connections from one address at most (0: no limit)",
+    intOption(0, 19_000),
+    1000,
+  )
+  .option(
     "--login-timeout <seconds>",
     "seconds a connection may stay without logging in",
     intOption(1, 3600),
@@ -59,6 +66,7 @@ const opts = program.opts<{
   host: string;
   data: string;
   maxConnections: number;
+  maxPerAddress: number;
   loginTimeout: number;
   maxPending: number;
   quiet?: boolean;
@@ -68,11 +76,12 @@ const print = (text: string) => console.log(text);
 
 let server: ConfabServer;
 try {
-  server = ConfabServer.start({
+  server = await ConfabServer.start({
     host: opts.host,
     port,
     dataDir: opts.data,
     maxConnections: opts.maxConnections,
+    maxPerAddress: opts.maxPerAddress,
     loginTimeoutMs: opts.loginTimeout * 1000,
     maxPending: opts.maxPending,
     helloTimeoutMs: Math.min(10, opts.loginTimeout) * 1000,
@@ -96,6 +105,7 @@ print(
   `confab server listening on ${server.addr.hostname}:${server.addr.port} ` +
     `(data: ${server.store.path}); type help for commands`,
 );
+print(`server key fingerprint: ${await keyFingerprint(server.publicKey)}`);
 
 let stopping = false;
 async function stop(why: string): Promise<never> {

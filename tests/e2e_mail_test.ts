@@ -297,3 +297,27 @@ Deno.test("messages to a peer killed mid-chat are delivered directly or stored, 
     await removeHomes(homes);
   }
 });
+
+Deno.test("a full mailbox is refused with a clear reason, never dropped silently", async () => {
+  await using server = await startServer({ args: ["--max-pending", "2"] });
+  const homes = await makeUsers(server, { alice: ["bob"], bob: [] });
+  try {
+    await using alice = await TestClient.start("alice", server, { home: homes.alice });
+    await alice.login("alice");
+    await alice.send("chat bob");
+    await alice.event("chat_opened", { with: "bob", online: false });
+    await sendStored(alice, ["fits 1", "fits 2"]);
+    await alice.send("one too many");
+    const refused = await alice.event("not_delivered");
+    assert.match(String(refused.reason), /mailbox is full \(2 messages wait\)/);
+    await alice.send("/q");
+    await alice.send("chat bob");
+    const opened = await alice.event("chat_opened", { with: "bob" });
+    const marks = (opened.history as { text: string; mark: string }[]).map((h) =>
+      `${h.text}${h.mark}`
+    );
+    assert.deepEqual(marks, ["fits 1*", "fits 2*", "one too many!"]);
+  } finally {
+    await removeHomes(homes);
+  }
+});

@@ -75,6 +75,10 @@ async function execute(client: ConfabClient, ui: FrontEnd, c: Command): Promise<
     case "hanging":
       await client.hanging();
       return;
+    case "fingerprint":
+      return client.fingerprint(c.user);
+    case "trust":
+      return client.trust(c.user);
     case "show":
       await client.show(c.user);
       return;

@@ -4,8 +4,7 @@
  * (terminal, `--json`, load generators) drive it through methods and read its events.
  */
 import { join } from "node:path";
-import { asError, dial, FramedConnection } from "../net/framed_connection.ts";
-import { exchangeHello } from "../net/hello.ts";
+import { asError, type FramedConnection } from "../net/framed_connection.ts";
 import {
   ConnectionClosedError,
   ProtocolError,
@@ -17,7 +16,6 @@ import {
   MAX_TEXT_LENGTH,
   type PeerMessage,
   type ServerMessage,
-  ServerToClient,
   USERNAME_PATTERN,
   type WelcomeMessage,
 } from "../protocol/messages.ts";
@@ -25,6 +23,12 @@ import { acceptPeer, dialPeer, type PeerLink } from "../peer/peer_link.ts";
 import { Identity } from "../peer/identity.ts";
 import { delay } from "../util/time.ts";
 import { ClientStore, type DeliveryMark } from "./client_store.ts";
+import { KnownServers } from "./known_servers.ts";
+import { openServerLink, ServerKeyChangedError, type ServerLink } from "./server_link.ts";
+import { generateKeyPair, type KeyPair } from "../crypto/noise.ts";
+import { mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
+import { ownNumber, safetyNumber } from "../crypto/fingerprint.ts";
+import { MailKey, MailRejected, openMail, sealMail } from "../peer/sealed_mail.ts";
 import type { ClientEvent, EventSink } from "./events.ts";
 
 export interface ClientOptions {
@@ -39,20 +43,10 @@ export interface ClientOptions {
   historyLines?: number;
   /** How long a peer has to acknowledge a message before it counts as not delivered. */
   ackTimeoutMs?: number;
+  /** Accept (and pin) a server key that differs from the pinned one. */
+  acceptServerKey?: boolean;
 }
 
-/** Server messages that answer one of our requests (matched by `id`). */
-const SERVER_REPLY_TYPES = [
-  "ok",
-  "welcome",
-  "lookup_result",
-  "contact_list",
-  "mail_stored",
-  "hanging_list",
-  "mail_batch",
-  "error",
-  "pong",
-];
 const LOGOUT_SETTING = "pending_logout";
 /** Ids of received messages remembered in memory to drop duplicates fast (the store has all). */
 const SEEN_IDS = 10_000;
@@ -89,6 +83,8 @@ interface Session {
   user: string;
   token: string;
   identity: Identity;
+  /** Opens offline mail sealed to us; missing if this home lost it. */
+  mailKey: MailKey | undefined;
   store: ClientStore;
 }
 
@@ -132,6 +128,10 @@ export class ConfabClient implements AsyncDisposable {
   #seq = 0;
   #chatWith: string | undefined;
   #loggingIn: Promise<void> | undefined;
+  #connecting: Promise<FramedConnection<ServerMessage>> | undefined;
+  /** Static key for Noise handshakes, made per process: users prove who they are inside. */
+  #noiseKey: Promise<KeyPair> | undefined;
+  readonly #knownServers: KnownServers;
   readonly #abort = new AbortController();
   #closing: Promise<void> | undefined;
 
@@ -144,9 +144,11 @@ export class ConfabClient implements AsyncDisposable {
         (isLoopback(options.server.host) ? "127.0.0.1" : "0.0.0.0"),
       historyLines: options.historyLines ?? 20,
       ackTimeoutMs: options.ackTimeoutMs ?? 5_000,
+      acceptServerKey: options.acceptServerKey ?? false,
     };
     this.#serverPort = options.server.port;
     this.#emit = emit;
+    this.#knownServers = new KnownServers(options.home);
   }
 
   get user(): string | undefined {
@@ -196,42 +198,77 @@ export class ConfabClient implements AsyncDisposable {
 
   // ---- server connection ---------------------------------------------------------------------
 
-  async #connectServer(): Promise<FramedConnection<ServerMessage>> {
-    if (this.#server && !this.#server.isClosed) return this.#server;
+  #connectServer(): Promise<FramedConnection<ServerMessage>> {
+    if (this.#server && !this.#server.isClosed) return Promise.resolve(this.#server);
+    this.#connecting ??= this.#openServer().finally(() => (this.#connecting = undefined));
+    return this.#connecting;
+  }
+
+  /** This process's static Noise key, made on first use. */
+  async #staticKey(): Promise<KeyPair> {
+    this.#noiseKey ??= generateKeyPair();
+    return await this.#noiseKey;
+  }
+
+  async #openServer(): Promise<FramedConnection<ServerMessage>> {
     const where = `server ${this.serverAddress}`;
-    let conn: Deno.TcpConn;
+    let link: ServerLink;
     try {
-      conn = await dial(
-        this.#opts.server.host,
-        this.#serverPort,
-        AbortSignal.any([this.#abort.signal, AbortSignal.timeout(10_000)]),
-      );
+      link = await openServerLink({
+        host: this.#opts.server.host,
+        port: this.#serverPort,
+        staticKeyPair: await this.#staticKey(),
+        knownServers: this.#knownServers,
+        acceptNewKey: this.#opts.acceptServerKey,
+        signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(10_000)]),
+      });
     } catch (error) {
-      throw new ClientError(
-        "SERVER_UNREACHABLE",
-        describeConnectError(error, where, "--server HOST:PORT"),
-        { cause: error },
-      );
-    }
-    const fc = new FramedConnection<ServerMessage>(conn, {
-      schema: ServerToClient,
-      replyTypes: SERVER_REPLY_TYPES,
-    });
-    try {
-      await exchangeHello(fc, { role: "client", expectRole: "server", timeoutMs: 10_000 });
-    } catch (error) {
-      await fc.close();
+      if (error instanceof ServerKeyChangedError) {
+        throw new ClientError("SERVER_KEY_CHANGED", error.message);
+      }
       const code = error instanceof ProtocolError && error.code === "VERSION_MISMATCH"
         ? "VERSION_MISMATCH"
         : "SERVER_UNREACHABLE";
-      throw new ClientError(code, describeConnectError(error, where, "--server"), {
+      throw new ClientError(code, describeConnectError(error, where, "--server HOST:PORT"), {
         cause: error,
       });
     }
+    if (link.pin === "new") {
+      this.#emit({
+        type: "info",
+        text: `first contact with ${where}: pinned its key (fingerprint ${link.fingerprint})`,
+      });
+    }
+    const fc = link.fc;
     fc.setHandler((m) => this.#onServerMessage(m));
+    // Logged in already: this is a re-attach. Resume before anyone else uses the link, so a
+    // command typed meanwhile never runs on a connection without our session.
+    const session = this.#session;
+    if (session) {
+      try {
+        await fc.request<WelcomeMessage>({
+          type: "resume",
+          token: session.token,
+          peerPort: this.peerPort,
+        });
+      } catch (error) {
+        await fc.close();
+        if (error instanceof RemoteError && error.code === "BAD_TOKEN") {
+          this.#endSession(error.message);
+          throw new ClientError("BAD_TOKEN", error.message);
+        }
+        throw new ClientError("SERVER_UNREACHABLE", `${where}: could not re-attach`, {
+          cause: error,
+        });
+      }
+    }
     this.#server = fc;
     const closed = fc.closed.then((reason) => this.#onServerClosed(fc, reason));
     this.#track(closed);
+    if (session && this.#session === session) {
+      this.#emit({ type: "server_back", resumed: true });
+      this.#flushOutbox(session);
+    }
     return fc;
   }
 
@@ -247,8 +284,8 @@ export class ConfabClient implements AsyncDisposable {
         this.#emit({ type: "server_closing", reason: m.reason });
         return;
       case "error":
-        this.#emit({ type: "error", code: m.code, message: `server: ${m.message}` });
-        if (m.code === "ALREADY_LOGGED_IN") this.#endSession();
+        if (m.code === "ALREADY_LOGGED_IN") this.#endSession(`server: ${m.message}`);
+        else this.#emit({ type: "error", code: m.code, message: `server: ${m.message}` });
         return;
       case "ping":
         this.#server?.send({ type: "pong", id: m.id }).catch(() => {});
@@ -287,30 +324,12 @@ export class ConfabClient implements AsyncDisposable {
         return; // closing
       }
       wait = Math.min(wait * 2, 5000);
-      const session = this.#session;
-      if (!session) return;
-      let fc: FramedConnection<ServerMessage>;
+      if (!this.#session) return;
       try {
-        fc = await this.#connectServer();
-      } catch {
-        continue;
-      }
-      try {
-        await fc.request<WelcomeMessage>({
-          type: "resume",
-          token: session.token,
-          peerPort: this.peerPort,
-        });
-        this.#emit({ type: "server_back", resumed: true });
-        this.#flushOutbox(session);
+        await this.#connectServer(); // re-attaches with the session token
         return;
       } catch (error) {
-        if (error instanceof RemoteError && error.code === "BAD_TOKEN") {
-          this.#emit({ type: "error", code: error.code, message: error.message });
-          this.#endSession();
-          return;
-        }
-        await fc.close();
+        if (error instanceof ClientError && error.code === "BAD_TOKEN") return;
       }
     }
   }
@@ -354,9 +373,19 @@ export class ConfabClient implements AsyncDisposable {
     if (this.#session) throw new ClientError("ALREADY_LOGGED_IN", "log out first (out)");
     if (serverPort !== undefined) this.#serverPort = serverPort;
     const { identity, pkcs8 } = await Identity.generate();
+    const mailKey = await MailKey.generate();
+    const mailKeySig = await identity.sign(mailKeyStatement(user, mailKey.publicKey));
     this.#emit({ type: "info", text: `creating account ${user} on ${this.serverAddress}` });
-    await this.#request({ type: "signup", user, password, publicKey: identity.publicKey });
+    await this.#request({
+      type: "signup",
+      user,
+      password,
+      publicKey: identity.publicKey,
+      mailKey: mailKey.publicKey,
+      mailKeySig,
+    });
     await Identity.save(join(this.#userDir(user), "identity.json"), identity.publicKey, pkcs8);
+    await mailKey.save(join(this.#userDir(user), "mail-key.json"));
     this.#emit({ type: "signed_up", user });
     await this.login(user, password);
   }
@@ -389,7 +418,16 @@ export class ConfabClient implements AsyncDisposable {
         ...(saved ? { lastLogout: Number(saved) } : {}),
       });
       if (saved) store.setSetting(LOGOUT_SETTING, undefined);
-      this.#session = { user: welcome.user, token: welcome.token, identity, store };
+      const mailKey = await MailKey.load(join(this.#userDir(user), "mail-key.json"));
+      this.#session = { user: welcome.user, token: welcome.token, identity, mailKey, store };
+      if (!mailKey) {
+        this.#emit({
+          type: "error",
+          code: "NO_MAIL_KEY",
+          message: `no mail key in ${this.#userDir(user)}: offline messages to you cannot be ` +
+            `opened on this device (copy mail-key.json from where you signed up)`,
+        });
+      }
       this.#emit({
         type: "logged_in",
         user: welcome.user,
@@ -426,10 +464,17 @@ export class ConfabClient implements AsyncDisposable {
     this.#emit({ type: "logged_out", user: session.user, savedLocally, at });
   }
 
-  /** Forgets the session: closes links, the store; the server connection stays for reuse. */
-  #endSession(): void {
+  /**
+   * Forgets the session: closes links, the store; the server connection stays for reuse.
+   * With a reason (the server ended it: replaced, expired), says so as `logged_out`.
+   */
+  #endSession(reason?: string): void {
     const session = this.#session;
     if (!session) return;
+    if (reason !== undefined) {
+      this.#emit({ type: "error", code: "SESSION_ENDED", message: reason });
+      this.#emit({ type: "logged_out", user: session.user, savedLocally: false, at: Date.now() });
+    }
     this.#session = undefined;
     this.#chatWith = undefined;
     for (const link of this.#links.values()) {
@@ -472,14 +517,87 @@ export class ConfabClient implements AsyncDisposable {
     this.#emit({ type: "contact_removed", user });
   }
 
+  /**
+   * Looks a user up and checks their identity key against the one pinned at first contact.
+   * @throws {ClientError} KEY_CHANGED (and says so loudly) when it differs.
+   */
   async #lookup(user: string): Promise<LookupResultMessage> {
     const session = this.#requireSession();
     const result = await this.#request<LookupResultMessage>({ type: "lookup", user });
     const before = session.store.rememberKey(result.user, result.publicKey);
     if (before !== undefined && before !== result.publicKey) {
       this.#emit({ type: "key_changed", user: result.user });
+      throw new ClientError(
+        "KEY_CHANGED",
+        `${result.user}'s identity key has changed: nothing is sent to or accepted from ` +
+          `${result.user} until you compare safety numbers (fingerprint ${result.user}) ` +
+          `with them and accept the new key (trust ${result.user})`,
+      );
     }
     return result;
+  }
+
+  /** The directory's mail key for `user`, checked: signed by their pinned identity key. */
+  async #mailKeyOf(user: string): Promise<{ user: string; mailKey: string }> {
+    const found = await this.#lookup(user);
+    const ok = await verifySignature(
+      found.publicKey,
+      found.mailKeySig,
+      mailKeyStatement(found.user, found.mailKey),
+    );
+    if (!ok) {
+      throw new ClientError(
+        "AUTH_FAILED",
+        `the directory's mail key for ${found.user} is not signed by their identity key; ` +
+          `not sending`,
+      );
+    }
+    return { user: found.user, mailKey: found.mailKey };
+  }
+
+  /** Accepts a changed identity key for `user` (after comparing safety numbers). */
+  async trust(user: string): Promise<void> {
+    const session = this.#requireSession();
+    this.#checkName(user);
+    const found = await this.#request<LookupResultMessage>({ type: "lookup", user });
+    session.store.trustKey(found.user, found.publicKey);
+    this.#emit({
+      type: "key_trusted",
+      user: found.user,
+      safetyNumber: await safetyNumber(
+        { user: session.user, publicKey: session.identity.publicKey },
+        { user: found.user, publicKey: found.publicKey },
+      ),
+    });
+  }
+
+  /**
+   * Shows my own number, or the safety number I share with `user` (computed from the key the
+   * directory has now, so a changed key shows a new number).
+   */
+  async fingerprint(user?: string): Promise<void> {
+    const session = this.#requireSession();
+    if (user === undefined) {
+      this.#emit({
+        type: "fingerprint",
+        user: session.user,
+        number: await ownNumber(session.user, session.identity.publicKey),
+      });
+      return;
+    }
+    this.#checkName(user);
+    const found = await this.#request<LookupResultMessage>({ type: "lookup", user });
+    const pinned = session.store.knownKey(found.user);
+    this.#emit({
+      type: "fingerprint",
+      user: session.user,
+      with: found.user,
+      number: await safetyNumber(
+        { user: session.user, publicKey: session.identity.publicKey },
+        { user: found.user, publicKey: found.publicKey },
+      ),
+      changed: pinned !== undefined && pinned !== found.publicKey,
+    });
   }
 
   /** The directory's key for a user who dials us; the last known key if the server is away. */
@@ -531,6 +649,7 @@ export class ConfabClient implements AsyncDisposable {
       const link = await acceptPeer(conn, {
         me: session.user,
         identity: session.identity,
+        noiseKey: await this.#staticKey(),
         resolveKey: (user) => this.#resolveKey(user),
       });
       if (this.#session !== session || this.#closing) {
@@ -680,6 +799,7 @@ export class ConfabClient implements AsyncDisposable {
       link = await dialPeer({ host: found.host, port: found.port }, {
         me: session.user,
         identity: session.identity,
+        noiseKey: await this.#staticKey(),
         user: found.user,
         publicKey: found.publicKey,
         signal: this.#abort.signal,
@@ -821,7 +941,13 @@ export class ConfabClient implements AsyncDisposable {
       return "delivered";
     }
     try {
-      await this.#request({ type: "mail_send", to: m.to, msgId: m.id, ts: m.ts, text: m.text });
+      const recipient = await this.#mailKeyOf(m.to);
+      const sealed = await sealMail(
+        { from: session.user, to: recipient.user, msgId: m.id, ts: m.ts, text: m.text },
+        session.identity,
+        recipient.mailKey,
+      );
+      await this.#request({ type: "mail_send", to: m.to, msgId: m.id, ts: m.ts, sealed });
     } catch (error) {
       const e = asError(error);
       if (e instanceof ClientError && e.code === "SERVER_UNREACHABLE") {
@@ -945,13 +1071,38 @@ export class ConfabClient implements AsyncDisposable {
   async show(user: string): Promise<number> {
     const session = this.#requireSession();
     this.#checkName(user);
+    const mailKey = session.mailKey;
+    if (!mailKey) {
+      throw new ClientError(
+        "NO_MAIL_KEY",
+        `no mail key on this device: messages sealed to you cannot be opened here`,
+      );
+    }
+    // The sender's identity key, checked against the pin: it must have signed each message.
+    const sender = await this.#lookup(user);
     let shown = 0;
     for (let round = 0; round < 10_000; round++) {
       const batch = await this.#request<Extract<ServerMessage, { type: "mail_batch" }>>({
         type: "show",
-        from: user,
+        from: sender.user,
       });
       for (const m of batch.messages) {
+        let text: string;
+        try {
+          text = (await openMail(m.sealed, { user: session.user, mailKey }, {
+            from: batch.from,
+            msgId: m.msgId,
+            ts: m.ts,
+          }, sender.publicKey)).text;
+        } catch (error) {
+          if (!(error instanceof MailRejected)) throw error;
+          this.#emit({
+            type: "error",
+            code: "MAIL_REJECTED",
+            message: `a message said to be from ${batch.from} was discarded: ${error.message}`,
+          });
+          continue;
+        }
         // Stored once; shown again if a crash before the confirm brings it back (the user may
         // not have seen it), but never a second row in history.
         session.store.addMessage({
@@ -959,7 +1110,7 @@ export class ConfabClient implements AsyncDisposable {
           chat: batch.from,
           sender: batch.from,
           ts: m.ts,
-          text: m.text,
+          text,
           outgoing: false,
           mark: "**",
         });
@@ -969,7 +1120,7 @@ export class ConfabClient implements AsyncDisposable {
           id: m.msgId,
           from: batch.from,
           ts: m.ts,
-          text: m.text,
+          text,
           inChat: this.#chatWith?.toLowerCase() === batch.from.toLowerCase(),
           via: "server",
         });

@@ -140,6 +140,14 @@ export class ClientStore implements Disposable {
     return before;
   }
 
+  /** Replaces the pinned key of `user` (the user accepted a changed key deliberately). */
+  trustKey(user: string, publicKey: string): void {
+    this.#db.prepare(
+      `INSERT INTO known_keys (user, public_key, first_seen) VALUES (?, ?, ?)
+       ON CONFLICT(user) DO UPDATE SET public_key = excluded.public_key, first_seen = excluded.first_seen`,
+    ).run(user.toLowerCase(), publicKey, Date.now());
+  }
+
   getSetting(key: string): string | undefined {
     const row = this.#db.prepare("SELECT value FROM settings WHERE key = ?").get(key) as
       | { value: string }

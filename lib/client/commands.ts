@@ -16,6 +16,8 @@ export type Command =
   | { kind: "contact_remove"; user: string }
   | { kind: "chat"; user: string }
   | { kind: "hanging" }
+  | { kind: "fingerprint"; user?: string }
+  | { kind: "trust"; user: string }
   | { kind: "show"; user: string }
   | { kind: "say"; text: string }
   | { kind: "leave_chat" }
@@ -32,6 +34,8 @@ export const MAIN_HELP = `commands:
   chat <user>                          chat with a contact, directly peer to peer
   hanging                              who left you messages while you were away or busy
   show <user>                          read the messages <user> left you
+  fingerprint [<user>]                 your number, or the safety number to compare with <user>
+  trust <user>                         accept <user>'s new identity key (after comparing numbers)
   out                                  log out
   help                                 this help
   quit                                 log out and exit`;
@@ -40,7 +44,7 @@ export const CHAT_HELP = `in a chat:
   <text>        send a message
   /q  or \\q     leave the chat
   /h  or \\h     this help
-  //text        send a message that starts with /`;
+  //text        send a message that starts with / (\\\\text for one that starts with \\)`;
 
 /** Parses one input line. `inChat` selects the chat command set. */
 export function parseCommand(line: string, inChat: boolean): Command {
@@ -95,13 +99,20 @@ export function parseCommand(line: string, inChat: boolean): Command {
       return args.length === 0 ? { kind: "hanging" } : usage("hanging");
     case "show":
       return args.length === 1 ? { kind: "show", user: args[0]! } : usage("show <user>");
+    case "fingerprint":
+      if (args.length > 1) return usage("fingerprint [<user>]");
+      return args[0] === undefined
+        ? { kind: "fingerprint" }
+        : { kind: "fingerprint", user: args[0] };
+    case "trust":
+      return args.length === 1 ? { kind: "trust", user: args[0]! } : usage("trust <user>");
     default:
       return { kind: "invalid", message: `unknown command "${verb.slice(0, 40)}"; type help` };
   }
 }
 
 function parseChatLine(line: string): Command {
-  if (line.startsWith("//")) return { kind: "say", text: line.slice(1) };
+  if (line.startsWith("//") || line.startsWith("\\\\")) return { kind: "say", text: line.slice(1) };
   if (line.startsWith("/") || line.startsWith("\\")) {
     const cmd = line.slice(1).trim();
     switch (cmd) {

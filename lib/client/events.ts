@@ -76,8 +76,18 @@ export type ClientEvent =
   /** A direct link to a user came up or went down. */
   | { type: "link_up"; user: string; address: string; outbound: boolean }
   | { type: "link_down"; user: string; reason: string }
-  /** A user's identity key differs from the one seen before. */
+  /**
+   * A user's identity key differs from the one pinned at first contact: nothing is sent to or
+   * accepted from them until `trust <user>`.
+   */
   | { type: "key_changed"; user: string }
+  /** You accepted a user's (new) key; `safetyNumber` is what you compared. */
+  | { type: "key_trusted"; user: string; safetyNumber: string }
+  /**
+   * `fingerprint`: your own number; `fingerprint <user>`: the safety number you share with
+   * `with` (compare it with them out of band). `changed`: their key is not the pinned one.
+   */
+  | { type: "fingerprint"; user: string; number: string; with?: string; changed?: boolean }
   | { type: "server_lost"; reason: string }
   | { type: "server_back"; resumed: boolean }
   | { type: "server_closing"; reason: string }

@@ -156,8 +156,20 @@ export class Renderer {
         return this.paint(
           ["red", "bold"],
           `WARNING: ${e.user}'s identity key has changed since you last talked. ` +
-            `If ${e.user} did not reinstall, someone may be impersonating them.`,
+            `If ${e.user} did not reinstall, someone may be impersonating them. Compare ` +
+            `safety numbers (fingerprint ${e.user}); accept the new key with: trust ${e.user}`,
         );
+      case "key_trusted":
+        return this.paint("green", `you now trust ${e.user}'s current key`) +
+          dim(` (safety number ${e.safetyNumber})`);
+      case "fingerprint":
+        if (e.with === undefined) return `your number (${e.user}): ${e.number}`;
+        return `safety number for you and ${e.with}: ${e.number}` +
+          (e.changed
+            ? "\n" + this.paint(["red", "bold"], `${e.with}'s key has CHANGED since you pinned it`)
+            : dim(
+              "\ncompare it with theirs in person or on a call; if it matches, you talk to them",
+            ));
       case "server_lost":
         return this.paint(
           "yellow",

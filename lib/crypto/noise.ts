@@ -182,8 +182,12 @@ export interface HandshakePattern {
   readonly messages: readonly (readonly Token[])[];
 }
 
-/** The interactive fundamental patterns of §7.5, keyed by name. */
+/**
+ * The interactive fundamental patterns of §7.5, keyed by name, and the one-way pattern N of
+ * §7.4 (a message sealed to a known recipient key: Confab's offline mail).
+ */
 export const HANDSHAKE_PATTERNS = {
+  N: { initiatorPreMessage: [], responderPreMessage: ["s"], messages: [["e", "es"]] },
   NN: { initiatorPreMessage: [], responderPreMessage: [], messages: [["e"], ["e", "ee"]] },
   NK: {
     initiatorPreMessage: [],

@@ -14,6 +14,9 @@ import {
 } from "../protocol/errors.ts";
 import { decodeMessage, encodeMessage, requestIdOf } from "../protocol/messages.ts";
 import type { z } from "zod";
+import type { NoiseSession, TransportCipher } from "../crypto/noise.ts";
+import { CryptoError } from "../crypto/noise.ts";
+import { closeFrame, openFrame, sealedSize } from "./sealed_frames.ts";
 
 /** A message as it travels: an object with a string `type` (and for requests, an `id`). */
 export type AnyMessage = { type: string; id?: number | string };
@@ -41,6 +44,8 @@ export interface FramedConnectionOptions<In> {
 const READ_CHUNK = 64 * 1024;
 /** Messages waiting for the handler before reading pauses (backpressure). */
 const INBOX_HIGH_WATER = 256;
+/** Frames a peer may send while we finish a handshake step; more is a flood. */
+const MAX_HELD_FRAMES = 64;
 
 /** Writes all of `data`, looping over short writes. */
 export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
@@ -68,7 +73,12 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #inbox: In[] = [];
   #dispatching = false;
   #inboxDrained: (() => void) | undefined;
-  #waiter: PromiseWithResolvers<In> | undefined;
+  #waiter: { resolve: (m: In) => void; reject: (e: Error) => void; hold: boolean } | undefined;
+  /** Set after a `next({ hold: true })`: frames are kept undecoded until secure()/release(). */
+  #held = false;
+  #heldFrames: Uint8Array[] = [];
+  #sendCipher: TransportCipher | undefined;
+  #receiveCipher: TransportCipher | undefined;
   #badMessages = 0;
   #closing: Promise<void> | undefined;
   #closeReason: CloseReason;
@@ -119,9 +129,13 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
    * before a handler is set.
    * @throws {TimeoutError} when nothing arrives in time; {@link ConnectionClosedError} on close.
    */
-  next(timeoutMs: number): Promise<In> {
+  next(timeoutMs: number, options: { hold?: boolean } = {}): Promise<In> {
     const queued = this.#inbox.shift();
-    if (queued) return Promise.resolve(queued);
+    if (queued) {
+      // Only step-by-step exchanges read ahead of a handler; holding applies to what follows.
+      if (options.hold) this.#held = true;
+      return Promise.resolve(queued);
+    }
     if (this.#closing) {
       return Promise.reject(
         new ConnectionClosedError("connection closed", { cause: this.#closeReason }),
@@ -132,18 +146,60 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       () => waiter.reject(new TimeoutError(`nothing received within ${timeoutMs / 1000}s`)),
       timeoutMs,
     );
-    this.#waiter = waiter;
+    const entry = { resolve: waiter.resolve, reject: waiter.reject, hold: options.hold === true };
+    this.#waiter = entry;
     return waiter.promise.finally(() => {
       clearTimeout(timer);
-      if (this.#waiter === waiter) this.#waiter = undefined;
+      if (this.#waiter === entry) this.#waiter = undefined;
     });
+  }
+
+  /** True once {@link secure} installed the ciphers of a finished handshake. */
+  get isSecure(): boolean {
+    return this.#sendCipher !== undefined;
+  }
+
+  /**
+   * Installs the ciphers of a finished Noise handshake. Every frame written after this call is
+   * encrypted, and every frame read after the last handshake message is decrypted; a frame
+   * that fails authentication (tampered, replayed, reordered, truncated) ends the connection.
+   */
+  secure(session: Pick<NoiseSession, "send" | "receive">): void {
+    this.#sendCipher = session.send;
+    this.#receiveCipher = session.receive;
+    void this.#releaseHeld();
+  }
+
+  /** Ends a hold started by `next({ hold: true })` without securing the connection. */
+  release(): void {
+    void this.#releaseHeld();
+  }
+
+  async #releaseHeld(): Promise<void> {
+    while (this.#heldFrames.length > 0 && !this.#closing) {
+      await this.#ingest(this.#heldFrames.shift()!);
+    }
+    this.#held = false;
   }
 
   /** Queues a message; resolves once it is written to the socket. */
   send(message: OutgoingMessage): Promise<void> {
     if (this.#closing) return Promise.reject(new ConnectionClosedError("connection is closed"));
-    const frame = encodeFrame(encodeMessage(message), this.#opts.maxFrame);
-    const write = this.#writeChain.then(() => writeAll(this.conn, frame));
+    const body = encodeMessage(message);
+    if (body.length > this.#opts.maxFrame) {
+      return Promise.reject(
+        new RangeError(
+          `message of ${body.length} bytes exceeds the maximum of ${this.#opts.maxFrame}`,
+        ),
+      );
+    }
+    // The cipher is taken now, so a frame queued before secure() goes out plain; encryption
+    // itself runs in the write chain, so nonces follow the order on the wire.
+    const cipher = this.#sendCipher;
+    const write = this.#writeChain.then(async () => {
+      const payload = cipher ? await closeFrame(cipher, body) : body;
+      await writeAll(this.conn, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
+    });
     this.#writeChain = write.catch((error) => {
       void this.close(asError(error));
     });
@@ -228,7 +284,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   async #read(): Promise<void> {
-    const decoder = new FrameDecoder(this.#opts.maxFrame);
+    const decoder = new FrameDecoder(sealedSize(this.#opts.maxFrame));
     const buffer = new Uint8Array(READ_CHUNK);
     let reason: CloseReason;
     try {
@@ -248,7 +304,14 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
         this.lastReceived = Date.now();
         // The decoder keeps views of what it is given, so hand it a copy of this read.
         for (const body of decoder.push(buffer.slice(0, n))) {
-          this.#accept(body);
+          if (this.#held) {
+            if (this.#heldFrames.length >= MAX_HELD_FRAMES) {
+              throw new FrameError("too many frames sent before the handshake finished");
+            }
+            this.#heldFrames.push(body);
+          } else {
+            await this.#ingest(body);
+          }
           if (this.#closing) break;
         }
         if (this.#inbox.length >= INBOX_HIGH_WATER && !this.#closing) {
@@ -259,21 +322,31 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       }
     } catch (error) {
       reason = asError(error);
-      if (error instanceof FrameError) {
+      if (error instanceof FrameError && !this.#closing) {
         // Tell the sender why, then hang up: the stream can no longer be trusted.
-        try {
-          await writeAll(
-            this.conn,
-            encodeFrame(
-              encodeMessage({ type: "error", code: "BAD_FRAME", message: reason.message }),
-            ),
-          );
-        } catch {
-          // It may not be listening.
-        }
+        await this.send({ type: "error", code: "BAD_FRAME", message: reason.message })
+          .catch(() => {});
       }
     }
     if (!this.#closing) void this.close(reason);
+  }
+
+  /** Decrypts a frame body when the connection is secure, then decodes and routes it. */
+  async #ingest(body: Uint8Array): Promise<void> {
+    const cipher = this.#receiveCipher;
+    if (!cipher) return this.#accept(body);
+    let plain: Uint8Array;
+    try {
+      plain = await openFrame(cipher, body);
+    } catch (error) {
+      if (!(error instanceof CryptoError)) throw error;
+      throw new FrameError(
+        "a frame failed authentication (tampered with, replayed, reordered or cut short); " +
+          "the connection is closed",
+        { cause: error },
+      );
+    }
+    this.#accept(plain);
   }
 
   #accept(body: Uint8Array): void {
@@ -298,8 +371,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       if (pending || message.type !== "error") return;
     }
     if (this.#waiter) {
-      this.#waiter.resolve(message);
+      const waiter = this.#waiter;
       this.#waiter = undefined;
+      if (waiter.hold) this.#held = true;
+      waiter.resolve(message);
       return;
     }
     this.#inbox.push(message);

@@ -3,21 +3,12 @@
  * handshake transcript. Keys are stored in the user's home dir, readable by the owner only.
  */
 import { dirname } from "node:path";
+import { fromBase64Url, toBase64Url } from "../util/base64.ts";
+
+export { fromBase64Url, toBase64Url };
+export { verifySignature } from "../crypto/ed25519.ts";
 
 const ED25519 = { name: "Ed25519" } as const;
-
-export function toBase64Url(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
-export function fromBase64Url(text: string): Uint8Array<ArrayBuffer> {
-  const s = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
 
 /** 32 random bytes as base64url: nonces and ids. */
 export function randomToken(): string {
@@ -81,25 +72,11 @@ export class Identity {
   }
 }
 
-/** Checks an Ed25519 signature by the holder of `publicKey` (base64url). Never throws. */
-export async function verifySignature(
-  publicKey: string,
-  signature: string,
-  data: Uint8Array<ArrayBuffer>,
-): Promise<boolean> {
-  try {
-    const key = await crypto.subtle.importKey("raw", fromBase64Url(publicKey), ED25519, false, [
-      "verify",
-    ]);
-    return await crypto.subtle.verify(ED25519, key, fromBase64Url(signature), data);
-  } catch {
-    return false;
-  }
-}
-
 /**
- * The bytes each side signs in the peer handshake: who speaks, both names, both nonces. The
- * role tag keeps one side's signature from being replayed as the other's.
+ * The bytes each side signs in the peer handshake: the Noise session it happens in, who
+ * speaks, both names, both nonces. The channel binding means a proof made on one link is
+ * worthless on any other (no relaying); the role tag keeps one side's signature from being
+ * replayed as the other's.
  */
 export function handshakeTranscript(fields: {
   signer: "initiator" | "responder";
@@ -107,10 +84,13 @@ export function handshakeTranscript(fields: {
   responder: string;
   initiatorNonce: string;
   responderNonce: string;
+  /** The Noise handshake hash of the link, base64url: binds the proof to this session. */
+  channel: string;
 }): Uint8Array<ArrayBuffer> {
   return new TextEncoder().encode(
     [
-      "confab-peer-auth-v1",
+      "confab-peer-auth-v2",
+      fields.channel,
       fields.signer,
       fields.initiator.toLowerCase(),
       fields.responder.toLowerCase(),

@@ -6,7 +6,10 @@
  */
 import { dial, FramedConnection } from "../net/framed_connection.ts";
 import { exchangeHello } from "../net/hello.ts";
-import { ProtocolError } from "../protocol/errors.ts";
+import { secureConnection } from "../net/secure_channel.ts";
+import type { KeyPair } from "../crypto/noise.ts";
+import { toBase64Url } from "../util/base64.ts";
+import { knownCode, ProtocolError } from "../protocol/errors.ts";
 import { type PeerMessage, PeerToPeer } from "../protocol/messages.ts";
 import { handshakeTranscript, type Identity, randomToken, verifySignature } from "./identity.ts";
 
@@ -29,6 +32,8 @@ export interface PeerLink {
 export interface HandshakeOptions {
   me: string;
   identity: Identity;
+  /** Static key for the Noise handshake that encrypts the link (per process is fine). */
+  noiseKey: KeyPair;
   timeoutMs?: number;
 }
 
@@ -43,7 +48,7 @@ async function expect<T extends PeerMessage["type"]>(
 ): Promise<Extract<PeerMessage, { type: T }>> {
   const message = await fc.next(timeoutMs);
   if (message.type === "error") {
-    throw new ProtocolError(message.code, `peer refused: ${message.message}`);
+    throw new ProtocolError(knownCode(message.code), `peer refused: ${message.message}`);
   }
   if (message.type !== type) {
     await fc.fail("BAD_MESSAGE", `expected ${type}, got ${message.type}`);
@@ -69,6 +74,13 @@ export async function dialPeer(
   });
   try {
     await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });
+    const noise = await secureConnection(fc, {
+      initiator: true,
+      kind: "peer",
+      staticKeyPair: options.noiseKey,
+      timeoutMs,
+    });
+    const channel = toBase64Url(noise.handshakeHash);
     const myNonce = randomToken();
     await fc.send({ type: "auth_init", from: options.me, to: options.user, nonce: myNonce });
     const reply = await expect(fc, "auth_reply", timeoutMs);
@@ -81,6 +93,7 @@ export async function dialPeer(
       responder: options.user,
       initiatorNonce: myNonce,
       responderNonce: reply.nonce,
+      channel,
     });
     if (!await verifySignature(options.publicKey, reply.signature, theirs)) {
       throw authFailed(
@@ -93,6 +106,7 @@ export async function dialPeer(
       responder: options.user,
       initiatorNonce: myNonce,
       responderNonce: reply.nonce,
+      channel,
     }));
     await fc.send({ type: "auth_finish", signature });
     await expect(fc, "auth_ok", timeoutMs);
@@ -124,6 +138,13 @@ export async function acceptPeer(
   });
   try {
     await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });
+    const noise = await secureConnection(fc, {
+      initiator: false,
+      kind: "peer",
+      staticKeyPair: options.noiseKey,
+      timeoutMs,
+    });
+    const channel = toBase64Url(noise.handshakeHash);
     const init = await expect(fc, "auth_init", timeoutMs);
     if (init.to.toLowerCase() !== options.me.toLowerCase()) {
       throw authFailed(`this is ${options.me}, not ${init.to}`);
@@ -139,6 +160,7 @@ export async function acceptPeer(
       responder: options.me,
       initiatorNonce: init.nonce,
       responderNonce: myNonce,
+      channel,
     }));
     await fc.send({ type: "auth_reply", from: options.me, nonce: myNonce, signature });
     const finish = await expect(fc, "auth_finish", timeoutMs);
@@ -148,6 +170,7 @@ export async function acceptPeer(
       responder: options.me,
       initiatorNonce: init.nonce,
       responderNonce: myNonce,
+      channel,
     });
     if (!await verifySignature(claimed.publicKey, finish.signature, theirs)) {
       throw authFailed(`a peer at ${conn.remoteAddr.hostname} claimed to be ${init.from}`);

@@ -22,6 +22,8 @@ export const ERROR_CODES = [
   "MAILBOX_FULL",
   "USER_OFFLINE",
   "AUTH_FAILED",
+  "HANDSHAKE_FAILED",
+  "KEY_CHANGED",
   "SERVER_BUSY",
   "SERVER_CLOSING",
   "TIMEOUT",
@@ -30,11 +32,17 @@ export const ERROR_CODES = [
 
 export type ErrorCode = typeof ERROR_CODES[number];
 
+/** A code from the wire as one of ours, or `fallback` when this build does not know it. */
+export function knownCode(code: string, fallback: ErrorCode = "BAD_MESSAGE"): ErrorCode {
+  return (ERROR_CODES as readonly string[]).includes(code) ? code as ErrorCode : fallback;
+}
+
 /** A failure reported by the other end of a connection, with its stable code. */
 export class RemoteError extends Error {
   override name = "RemoteError";
-  readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+  /** The other side's code; usually an {@link ErrorCode}, possibly one newer than this build. */
+  readonly code: string;
+  constructor(code: string, message: string, options?: ErrorOptions) {
     super(message, options);
     this.code = code;
   }

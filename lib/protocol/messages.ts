@@ -24,10 +24,17 @@ export const MAX_PASSWORD_LENGTH = 256;
 /** Longest chat message text, in UTF-16 code units (64 KiB of ASCII). */
 export const MAX_TEXT_LENGTH = 64 * 1024;
 export const MAX_CONTACTS = 1000;
+/** Senders listed at most in `hanging_list` and `mail_summary`. */
+export const MAX_MAILBOX_ENTRIES = MAX_CONTACTS * 10;
 /** Messages handed over (or confirmed) in one `show` round; the client asks again for more. */
 export const MAX_MAIL_BATCH = 500;
-/** Text carried in one `mail_batch` at most, so the frame stays well under 1 MiB. */
-export const MAX_MAIL_BATCH_TEXT = 256 * 1024;
+/** Sealed text carried in one `mail_batch` at most, so the frame stays under 1 MiB. */
+export const MAX_MAIL_BATCH_TEXT = 600 * 1024;
+/**
+ * Longest sealed message (base64url): a 64 Ki-character text is at most 384 KiB as escaped
+ * JSON, plus the envelope, signature and Noise overhead, times 4/3.
+ */
+export const MAX_SEALED_LENGTH = 560 * 1024;
 
 const b64url = (len: number) =>
   z.string().length(len).regex(/^[A-Za-z0-9_-]+$/, "must be base64url");
@@ -68,8 +75,17 @@ export const Hello = z.strictObject({
 export const ErrorMsg = z.strictObject({
   type: z.literal("error"),
   id: RequestId.optional(),
-  code: ErrorCodeSchema,
+  /**
+   * A stable code. Any well-formed code is accepted (not only today's list), so a newer peer's
+   * new code still reaches the request that waits for it instead of failing validation.
+   */
+  code: z.string().regex(/^[A-Z][A-Z0-9_]{0,39}$/, "an UPPER_SNAKE code"),
   message: z.string().max(500),
+});
+/** One Noise handshake message (XX), base64url; sent right after `hello` on every connection. */
+export const Noise = z.strictObject({
+  type: z.literal("noise"),
+  data: z.string().min(1).max(1024).regex(/^[A-Za-z0-9_-]+$/, "must be base64url"),
 });
 export const Ping = z.strictObject({ type: z.literal("ping"), id: RequestId });
 export const Pong = z.strictObject({ type: z.literal("pong"), id: RequestId });
@@ -81,7 +97,12 @@ export const Signup = z.strictObject({
   id: RequestId,
   user: Username,
   password: Password,
+  /** Ed25519 identity key. */
   publicKey: PublicKey,
+  /** X25519 key that offline mail is sealed to. */
+  mailKey: PublicKey,
+  /** The identity key's signature over the mail key statement (see sealed_mail.ts). */
+  mailKeySig: Signature,
 });
 export const Login = z.strictObject({
   type: z.literal("login"),
@@ -113,13 +134,18 @@ export const ContactRemove = z.strictObject({
 });
 
 /** Hands a message for an offline (or busy, or unreachable) user to the server's mailbox. */
+/** A message sealed end to end (sealed_mail.ts), base64url: the server cannot read it. */
+export const Sealed = z.string().min(64).max(MAX_SEALED_LENGTH).regex(
+  /^[A-Za-z0-9_-]+$/,
+  "must be base64url",
+);
 export const MailSend = z.strictObject({
   type: z.literal("mail_send"),
   id: RequestId,
   to: Username,
   msgId: MessageId,
   ts: Timestamp,
-  text: Text,
+  sealed: Sealed,
 });
 /** Who has pending messages for me: `hanging`. */
 export const Hanging = z.strictObject({ type: z.literal("hanging"), id: RequestId });
@@ -166,6 +192,8 @@ export const LookupResult = z.strictObject({
   host: Host.optional(),
   port: Port.optional(),
   publicKey: PublicKey,
+  mailKey: PublicKey,
+  mailKeySig: Signature,
 });
 export const ContactEntry = z.strictObject({ user: Username, online: z.boolean() });
 export const ContactListMsg = z.strictObject({
@@ -192,9 +220,9 @@ const MailboxEntry = z.strictObject({
 export const HangingList = z.strictObject({
   type: z.literal("hanging_list"),
   id: RequestId,
-  entries: z.array(MailboxEntry).max(MAX_CONTACTS * 10),
+  entries: z.array(MailboxEntry).max(MAX_MAILBOX_ENTRIES),
 });
-export const PendingMessage = z.strictObject({ msgId: MessageId, ts: Timestamp, text: Text });
+export const PendingMessage = z.strictObject({ msgId: MessageId, ts: Timestamp, sealed: Sealed });
 export const MailBatch = z.strictObject({
   type: z.literal("mail_batch"),
   id: RequestId,
@@ -212,7 +240,7 @@ export const MailNotice = z.strictObject({
 /** Pushed after login: who has pending messages for you. */
 export const MailSummary = z.strictObject({
   type: z.literal("mail_summary"),
-  entries: z.array(MailboxEntry).max(MAX_CONTACTS * 10),
+  entries: z.array(MailboxEntry).max(MAX_MAILBOX_ENTRIES),
 });
 /** Pushed: your messages were read (shown) by `reader`. */
 export const Receipts = z.strictObject({
@@ -247,7 +275,7 @@ export const AuthOk = z.strictObject({ type: z.literal("auth_ok") });
 export const ChatMsg = z.strictObject({
   type: z.literal("msg"),
   id: MessageId,
-  /** Per-sender sequence number, increasing by one for each message on this link. */
+  /** The sender's message counter (increasing in the order it sent them). */
   seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   ts: Timestamp,
   text: Text,
@@ -264,7 +292,7 @@ export const Bye = z.strictObject({ type: z.literal("bye") });
 
 // ---- unions by direction -------------------------------------------------------------------
 
-const common = [Hello, ErrorMsg, Ping, Pong] as const;
+const common = [Hello, ErrorMsg, Noise, Ping, Pong] as const;
 
 export const ClientToServer = z.discriminatedUnion("type", [
   ...common,

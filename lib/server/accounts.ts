@@ -49,6 +49,8 @@ export interface ThrottleOptions {
   maxDelayMs: number;
   /** Entries kept at most (oldest dropped first), so a flood cannot grow memory. */
   maxEntries: number;
+  /** Failures are forgotten this long after the last one (a shared address recovers). */
+  forgetAfterMs: number;
 }
 
 /**
@@ -57,7 +59,7 @@ export interface ThrottleOptions {
  */
 export class LoginThrottle {
   readonly #opts: ThrottleOptions;
-  readonly #entries = new Map<string, { failures: number; until: number }>();
+  readonly #entries = new Map<string, { failures: number; until: number; last: number }>();
 
   constructor(options: Partial<ThrottleOptions> = {}) {
     this.#opts = {
@@ -65,6 +67,7 @@ export class LoginThrottle {
       baseDelayMs: options.baseDelayMs ?? 1000,
       maxDelayMs: options.maxDelayMs ?? 5 * 60_000,
       maxEntries: options.maxEntries ?? 100_000,
+      forgetAfterMs: options.forgetAfterMs ?? 15 * 60_000,
     };
   }
 
@@ -75,8 +78,12 @@ export class LoginThrottle {
   }
 
   fail(key: string, now = Date.now()): void {
-    const entry = this.#entries.get(key) ?? { failures: 0, until: 0 };
+    let entry = this.#entries.get(key);
+    if (!entry || now - entry.last > this.#opts.forgetAfterMs) {
+      entry = { failures: 0, until: 0, last: now };
+    }
     entry.failures++;
+    entry.last = now;
     const over = entry.failures - this.#opts.freeFailures;
     if (over >= 0) {
       entry.until = now + Math.min(this.#opts.maxDelayMs, this.#opts.baseDelayMs * 2 ** over);

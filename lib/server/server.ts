@@ -5,6 +5,9 @@
 import { createHash, randomBytes } from "node:crypto";
 import { asError, dial, FramedConnection, writeAll } from "../net/framed_connection.ts";
 import { exchangeHello } from "../net/hello.ts";
+import { secureConnection } from "../net/secure_channel.ts";
+import type { KeyPair } from "../crypto/noise.ts";
+import { loadOrCreateServerKey } from "./server_key.ts";
 import { encodeFrame } from "../protocol/frame.ts";
 import type { ErrorCode } from "../protocol/errors.ts";
 import {
@@ -14,9 +17,11 @@ import {
   MAX_CONTACTS,
   MAX_MAIL_BATCH,
   MAX_MAIL_BATCH_TEXT,
+  MAX_MAILBOX_ENTRIES,
 } from "../protocol/messages.ts";
 import { delay } from "../util/time.ts";
 import { hashPassword, LoginThrottle, verifyPassword } from "./accounts.ts";
+import { mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
 import { nameKey, ServerStore } from "./store.ts";
 
 export interface ServerOptions {
@@ -25,6 +30,8 @@ export interface ServerOptions {
   dataDir: string;
   /** Connections held at most; kept below the process's file limit (20,000). */
   maxConnections?: number;
+  /** Connections from one address at most (0: no limit), so one host cannot take them all. */
+  maxPerAddress?: number;
   /** Time allowed for the first frame (`hello`). */
   helloTimeoutMs?: number;
   /** Time a connection may stay without logging in. */
@@ -55,6 +62,8 @@ interface Session extends OnlineUser {
 interface ConnState {
   session: Session | undefined;
   host: string;
+  /** (Re)starts the deadline for logging in on this connection. */
+  armLoginTimer: () => void;
 }
 
 /** Password hashes computed at once (each ≈ 80 ms of a core); further ones wait in line. */
@@ -76,6 +85,8 @@ export class ConfabServer implements AsyncDisposable {
   readonly store: ServerStore;
   readonly addr: Deno.NetAddr;
   readonly #listener: Deno.TcpListener;
+  readonly #key: KeyPair;
+  readonly #perAddress = new Map<string, number>();
   readonly #opts: Required<Omit<ServerOptions, "host" | "port">>;
   readonly #conns = new Set<FramedConnection<ClientMessage>>();
   readonly #online = new Map<string, Session>();
@@ -87,13 +98,20 @@ export class ConfabServer implements AsyncDisposable {
   #serving = new Set<Promise<void>>();
   #closing: Promise<void> | undefined;
 
-  private constructor(listener: Deno.TcpListener, store: ServerStore, options: ServerOptions) {
+  private constructor(
+    listener: Deno.TcpListener,
+    store: ServerStore,
+    key: KeyPair,
+    options: ServerOptions,
+  ) {
     this.#listener = listener;
+    this.#key = key;
     this.addr = listener.addr;
     this.store = store;
     this.#opts = {
       dataDir: options.dataDir,
       maxConnections: options.maxConnections ?? 15_000,
+      maxPerAddress: options.maxPerAddress ?? 1000,
       helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
       loginTimeoutMs: options.loginTimeoutMs ?? 60_000,
       sessionMaxAgeMs: options.sessionMaxAgeMs ?? 30 * 24 * 3600_000,
@@ -104,11 +122,18 @@ export class ConfabServer implements AsyncDisposable {
   }
 
   /**
-   * Opens the data dir and starts listening.
+   * Opens the data dir (creating the server key on first start) and starts listening.
    * @throws {Deno.errors.AddrInUse} when the port is taken.
    */
-  static start(options: ServerOptions): ConfabServer {
+  static async start(options: ServerOptions): Promise<ConfabServer> {
     const store = new ServerStore(options.dataDir);
+    let key: KeyPair;
+    try {
+      key = await loadOrCreateServerKey(options.dataDir);
+    } catch (error) {
+      store.close();
+      throw error;
+    }
     // Rows left open by a run that died (kill -9): those users are not connected any more.
     store.closeDanglingLogins();
     let listener: Deno.TcpListener;
@@ -122,7 +147,12 @@ export class ConfabServer implements AsyncDisposable {
       store.close();
       throw error;
     }
-    return new ConfabServer(listener, store, options);
+    return new ConfabServer(listener, store, key, options);
+  }
+
+  /** The server's static public key, which clients pin. */
+  get publicKey(): Uint8Array<ArrayBuffer> {
+    return this.#key.publicKey;
   }
 
   /** Users online now, newest login first. */
@@ -151,8 +181,14 @@ export class ConfabServer implements AsyncDisposable {
         backoff = Math.min(backoff * 2, 1000);
         continue;
       }
+      const host = conn.remoteAddr.hostname;
+      const fromHost = this.#perAddress.get(host) ?? 0;
       if (this.#conns.size >= this.#opts.maxConnections) {
-        this.#refuse(conn);
+        this.#refuse(conn, "server is at its connection limit; try again later");
+        continue;
+      }
+      if (this.#opts.maxPerAddress > 0 && fromHost >= this.#opts.maxPerAddress) {
+        this.#refuse(conn, `too many connections from ${host}; close some and try again`);
         continue;
       }
       const serving = this.#serve(conn).catch((error) => {
@@ -163,12 +199,8 @@ export class ConfabServer implements AsyncDisposable {
     }
   }
 
-  #refuse(conn: Deno.TcpConn): void {
-    const frame = encodeFrame(encodeMessage({
-      type: "error",
-      code: "SERVER_BUSY",
-      message: "server is at its connection limit; try again later",
-    }));
+  #refuse(conn: Deno.TcpConn, message: string): void {
+    const frame = encodeFrame(encodeMessage({ type: "error", code: "SERVER_BUSY", message }));
     void writeAll(conn, frame).catch(() => {}).finally(() => {
       try {
         conn.close();
@@ -182,19 +214,33 @@ export class ConfabServer implements AsyncDisposable {
       replyTypes: ["pong"],
     });
     this.#conns.add(fc);
-    const state: ConnState = { session: undefined, host: conn.remoteAddr.hostname };
     let loginTimer: ReturnType<typeof setTimeout> | undefined;
+    const state: ConnState = {
+      session: undefined,
+      host: conn.remoteAddr.hostname,
+      armLoginTimer: () => {
+        clearTimeout(loginTimer);
+        loginTimer = setTimeout(() => {
+          if (!state.session) {
+            void fc.fail("TIMEOUT", `not logged in within ${this.#opts.loginTimeoutMs / 1000}s`);
+          }
+        }, this.#opts.loginTimeoutMs);
+      },
+    };
+    this.#perAddress.set(state.host, (this.#perAddress.get(state.host) ?? 0) + 1);
     try {
       await exchangeHello(fc, {
         role: "server",
         expectRole: "client",
         timeoutMs: this.#opts.helloTimeoutMs,
       });
-      loginTimer = setTimeout(() => {
-        if (!state.session) {
-          void fc.fail("TIMEOUT", `not logged in within ${this.#opts.loginTimeoutMs / 1000}s`);
-        }
-      }, this.#opts.loginTimeoutMs);
+      await secureConnection(fc, {
+        initiator: false,
+        kind: "client-server",
+        staticKeyPair: this.#key,
+        timeoutMs: this.#opts.helloTimeoutMs,
+      });
+      state.armLoginTimer();
       fc.setHandler((message) => this.#handle(fc, state, message));
       await fc.closed;
     } catch {
@@ -203,6 +249,9 @@ export class ConfabServer implements AsyncDisposable {
       clearTimeout(loginTimer);
       await fc.close();
       this.#conns.delete(fc);
+      const left = (this.#perAddress.get(state.host) ?? 1) - 1;
+      if (left > 0) this.#perAddress.set(state.host, left);
+      else this.#perAddress.delete(state.host);
       if (state.session) this.#endSession(state.session, Date.now());
     }
   }
@@ -256,6 +305,7 @@ export class ConfabServer implements AsyncDisposable {
         this.store.deleteSession(session.tokenHash);
         state.session = undefined;
         this.#endSession(session, Date.now());
+        state.armLoginTimer(); // a connection without a session may not linger
         return fc.send({ type: "ok", id: m.id });
       }
       case "lookup":
@@ -330,7 +380,7 @@ export class ConfabServer implements AsyncDisposable {
       sender: session.user,
       msgId: m.msgId,
       ts: m.ts,
-      body: m.text,
+      body: m.sealed,
     }, this.#opts.maxPending);
     if (result === "full") {
       throw new Reply(
@@ -357,12 +407,12 @@ export class ConfabServer implements AsyncDisposable {
     const sender = this.store.getUser(m.from);
     if (!sender) throw new Reply("NO_SUCH_USER", `there is no user named ${m.from}`);
     const pending = this.store.pendingMail(session.user, sender.name, MAX_MAIL_BATCH + 1);
-    const batch: { msgId: string; ts: number; text: string }[] = [];
+    const batch: { msgId: string; ts: number; sealed: string }[] = [];
     let size = 0;
     for (const p of pending.slice(0, MAX_MAIL_BATCH)) {
       size += p.body.length;
       if (batch.length > 0 && size > MAX_MAIL_BATCH_TEXT) break;
-      batch.push({ msgId: p.msgId, ts: p.ts, text: p.body });
+      batch.push({ msgId: p.msgId, ts: p.ts, sealed: p.body });
     }
     return fc.send({
       type: "mail_batch",
@@ -435,8 +485,20 @@ export class ConfabServer implements AsyncDisposable {
     if (this.store.getUser(m.user)) {
       throw new Reply("USER_EXISTS", `the name ${m.user} is taken; pick another`);
     }
+    // The mail key must be vouched for by the identity key it is published with.
+    if (!await verifySignature(m.publicKey, m.mailKeySig, mailKeyStatement(m.user, m.mailKey))) {
+      throw new Reply("BAD_MESSAGE", "the mail key is not signed by the identity key");
+    }
     const { salt, hash } = await this.#withHashSlot(() => hashPassword(m.password));
-    if (!this.store.createUser({ name: m.user, salt, hash, publicKey: m.publicKey })) {
+    const created = this.store.createUser({
+      name: m.user,
+      salt,
+      hash,
+      publicKey: m.publicKey,
+      mailKey: m.mailKey,
+      mailKeySig: m.mailKeySig,
+    });
+    if (!created) {
       throw new Reply("USER_EXISTS", `the name ${m.user} is taken; pick another`);
     }
     this.#opts.log(`signup: ${m.user} from ${state.host}`);
@@ -533,7 +595,7 @@ export class ConfabServer implements AsyncDisposable {
 
   /** Tells a user who just logged in about waiting mail and read receipts. */
   #afterLogin(fc: FramedConnection<ClientMessage>, user: string): void {
-    const entries = this.store.mailbox(user);
+    const entries = this.store.mailbox(user).slice(0, MAX_MAILBOX_ENTRIES);
     if (entries.length > 0) fc.send({ type: "mail_summary", entries }).catch(() => {});
     this.#pushReceipts(nameKey(user));
   }
@@ -591,6 +653,8 @@ export class ConfabServer implements AsyncDisposable {
       online: live !== undefined,
       ...(live && related ? { host: live.host, port: live.peerPort } : {}),
       publicKey: target.publicKey,
+      mailKey: target.mailKey,
+      mailKeySig: target.mailKeySig,
     });
   }
 

@@ -59,6 +59,10 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (sender, msg_id)
   ) STRICT;
   `,
+  `
+  ALTER TABLE users ADD COLUMN mail_key TEXT NOT NULL DEFAULT '';      -- X25519, base64url
+  ALTER TABLE users ADD COLUMN mail_key_sig TEXT NOT NULL DEFAULT '';  -- by the identity key
+  `,
 ];
 
 /** The schema version this build migrates databases to. */
@@ -88,6 +92,8 @@ export interface UserRecord {
   salt: Uint8Array;
   hash: Uint8Array;
   publicKey: string;
+  mailKey: string;
+  mailKeySig: string;
 }
 
 export interface RegistryRow {
@@ -142,19 +148,42 @@ export class ServerStore implements Disposable {
   // ---- users ---------------------------------------------------------------------------------
 
   /** Creates an account; returns false when the name is taken (case-insensitively). */
-  createUser(user: Omit<UserRecord, "nameKey">, now = Date.now()): boolean {
+  createUser(
+    user:
+      & Omit<UserRecord, "nameKey" | "mailKey" | "mailKeySig">
+      & Partial<Pick<UserRecord, "mailKey" | "mailKeySig">>,
+    now = Date.now(),
+  ): boolean {
     const result = this.#db.prepare(
-      `INSERT INTO users (name_key, name, salt, hash, public_key, created_at)
-       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name_key) DO NOTHING`,
-    ).run(nameKey(user.name), user.name, user.salt, user.hash, user.publicKey, now);
+      `INSERT INTO users (name_key, name, salt, hash, public_key, mail_key, mail_key_sig, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name_key) DO NOTHING`,
+    ).run(
+      nameKey(user.name),
+      user.name,
+      user.salt,
+      user.hash,
+      user.publicKey,
+      user.mailKey ?? "",
+      user.mailKeySig ?? "",
+      now,
+    );
     return result.changes === 1;
   }
 
   getUser(name: string): UserRecord | undefined {
     const row = this.#db.prepare(
-      "SELECT name_key, name, salt, hash, public_key FROM users WHERE name_key = ?",
+      `SELECT name_key, name, salt, hash, public_key, mail_key, mail_key_sig
+       FROM users WHERE name_key = ?`,
     ).get(nameKey(name)) as
-      | { name_key: string; name: string; salt: Uint8Array; hash: Uint8Array; public_key: string }
+      | {
+        name_key: string;
+        name: string;
+        salt: Uint8Array;
+        hash: Uint8Array;
+        public_key: string;
+        mail_key: string;
+        mail_key_sig: string;
+      }
       | undefined;
     return row && {
       nameKey: row.name_key,
@@ -162,6 +191,8 @@ export class ServerStore implements Disposable {
       salt: row.salt,
       hash: row.hash,
       publicKey: row.public_key,
+      mailKey: row.mail_key,
+      mailKeySig: row.mail_key_sig,
     };
   }
 

@@ -1,0 +1,93 @@
+/**
+ * Opens the client's control connection: TCP, `hello`, then the Noise XX handshake, and the
+ * check of the server's static key against the key pinned for that address.
+ */
+import { type KeyPair } from "../crypto/noise.ts";
+import { keyFingerprint } from "../crypto/fingerprint.ts";
+import { dial, FramedConnection } from "../net/framed_connection.ts";
+import { exchangeHello } from "../net/hello.ts";
+import { secureConnection } from "../net/secure_channel.ts";
+import { type ServerMessage, ServerToClient } from "../protocol/messages.ts";
+import { toBase64Url } from "../util/base64.ts";
+import type { KnownServers } from "./known_servers.ts";
+
+/** Server messages that answer one of our requests (matched by `id`). */
+export const SERVER_REPLY_TYPES = [
+  "ok",
+  "welcome",
+  "lookup_result",
+  "contact_list",
+  "mail_stored",
+  "hanging_list",
+  "mail_batch",
+  "error",
+  "pong",
+] as const;
+
+/** The server presented a key other than the pinned one. */
+export class ServerKeyChangedError extends Error {
+  override name = "ServerKeyChangedError";
+}
+
+export interface ServerLinkOptions {
+  host: string;
+  port: number;
+  /** This client's static key for the handshake (the user is authenticated inside). */
+  staticKeyPair: KeyPair;
+  /** Pinned server keys; without it (load generators), the key is not checked. */
+  knownServers?: KnownServers;
+  /** Replace a pinned key that differs (the user accepted the new key deliberately). */
+  acceptNewKey?: boolean;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export interface ServerLink {
+  fc: FramedConnection<ServerMessage>;
+  /** The server's static key, base64url. */
+  serverKey: string;
+  fingerprint: string;
+  /** "new": pinned now (first contact, or accepted change); "known": matched the pin. */
+  pin: "new" | "known" | "unchecked";
+}
+
+/**
+ * Connects, secures and checks the server.
+ * @throws {ServerKeyChangedError} when the key differs from the pinned one.
+ */
+export async function openServerLink(options: ServerLinkOptions): Promise<ServerLink> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const conn = await dial(options.host, options.port, options.signal);
+  const fc = new FramedConnection<ServerMessage>(conn, {
+    schema: ServerToClient,
+    replyTypes: SERVER_REPLY_TYPES,
+  });
+  try {
+    await exchangeHello(fc, { role: "client", expectRole: "server", timeoutMs });
+    const session = await secureConnection(fc, {
+      initiator: true,
+      kind: "client-server",
+      staticKeyPair: options.staticKeyPair,
+      timeoutMs,
+    });
+    const serverKey = toBase64Url(session.remoteStaticKey!);
+    const fingerprint = await keyFingerprint(session.remoteStaticKey! as Uint8Array<ArrayBuffer>);
+    if (!options.knownServers) return { fc, serverKey, fingerprint, pin: "unchecked" };
+    const address = `${options.host}:${options.port}`;
+    const pinned = await options.knownServers.get(address);
+    if (pinned?.key === serverKey) return { fc, serverKey, fingerprint, pin: "known" };
+    if (pinned && !options.acceptNewKey) {
+      throw new ServerKeyChangedError(
+        `WARNING: the server at ${address} presented a different key (fingerprint ` +
+          `${fingerprint}) than the one pinned on ${new Date(pinned.firstSeen).toISOString()}. ` +
+          `Someone may be intercepting the connection. If the server was reinstalled, compare ` +
+          `the fingerprint its start-up banner prints, then run once with --accept-server-key`,
+      );
+    }
+    await options.knownServers.pin(address, serverKey);
+    return { fc, serverKey, fingerprint, pin: "new" };
+  } catch (error) {
+    await fc.close();
+    throw error;
+  }
+}
