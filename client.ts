@@ -49,6 +49,25 @@ const program = new Command()
     "accept and pin a server key that differs from the pinned one (after checking its fingerprint)",
   )
   .option(
+    "--announce-port <port>",
+    "the peer port to announce to the server, when a port forwarder sits in front of --port",
+    wrap((v) => {
+      const n = parsePort(v, "--announce-port");
+      if (n === 0) throw new RangeError("--announce-port must be a port from 1 to 65535");
+      return n;
+    }),
+  )
+  .option(
+    "--peer-timeout <seconds>",
+    "declare a silent peer gone after this many seconds (peers ping each second)",
+    wrap((v) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 1 || n > 300) throw new RangeError("1 to 300 seconds");
+      return n;
+    }),
+    3,
+  )
+  .option(
     "--history <n>",
     "messages shown when a chat opens",
     wrap((v) => {
@@ -56,7 +75,7 @@ const program = new Command()
       if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new RangeError("0 to 10000");
       return n;
     }),
-    20,
+    50,
   )
   .showHelpAfterError("(run confab --help for usage)")
   .parse(["deno", "client.ts", ...Deno.args]);
@@ -67,6 +86,8 @@ const opts = program.opts<{
   home: string;
   json?: boolean;
   acceptServerKey?: boolean;
+  announcePort?: number;
+  peerTimeout: number;
   history: number;
 }>();
 const peerPort = (program.processedArgs[0] as number | undefined) ?? opts.port ?? 0;
@@ -83,6 +104,8 @@ const client = new ConfabClient({
   peerPort,
   historyLines: opts.history,
   acceptServerKey: opts.acceptServerKey,
+  peerTimeoutMs: opts.peerTimeout * 1000,
+  announcePort: opts.announcePort,
 }, (event) => ui.show(event));
 
 try {

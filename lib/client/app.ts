@@ -10,7 +10,8 @@ import type { FrontEnd } from "./terminal.ts";
 function promptFor(client: ConfabClient): string {
   const user = client.user;
   if (!user) return "confab> ";
-  if (client.chatWith) return `${user} → ${client.chatWith}> `;
+  const label = client.chatLabel;
+  if (label) return `${user} → ${label}> `;
   return `${user}> `;
 }
 
@@ -18,7 +19,7 @@ function promptFor(client: ConfabClient): string {
 export async function runApp(client: ConfabClient, ui: FrontEnd): Promise<void> {
   ui.setPrompt(promptFor(client));
   for await (const line of ui.lines()) {
-    const command = parseCommand(line, client.chatWith !== undefined);
+    const command = parseCommand(line, client.inChat);
     if (command.kind === "quit") break;
     try {
       await execute(client, ui, command);
@@ -82,6 +83,17 @@ async function execute(client: ConfabClient, ui: FrontEnd, c: Command): Promise<
     case "show":
       await client.show(c.user);
       return;
+    case "online_contacts":
+      await client.onlineContacts();
+      return;
+    case "add_to_chat":
+      return client.addToChat(c.user);
+    case "groups":
+      return client.listGroups();
+    case "history":
+      return client.history(c.target, c.limit);
+    case "search":
+      return client.search(c.words);
     case "leave_chat":
       return client.leaveChat();
     case "say":

@@ -4,7 +4,12 @@
  * (terminal, `--json`, load generators) drive it through methods and read its events.
  */
 import { join } from "node:path";
-import { asError, type FramedConnection } from "../net/framed_connection.ts";
+import {
+  asError,
+  type FramedConnection,
+  type OutgoingMessage,
+  SilentPeerError,
+} from "../net/framed_connection.ts";
 import {
   ConnectionClosedError,
   ProtocolError,
@@ -22,7 +27,9 @@ import {
 import { acceptPeer, dialPeer, type PeerLink } from "../peer/peer_link.ts";
 import { Identity } from "../peer/identity.ts";
 import { delay } from "../util/time.ts";
-import { ClientStore, type DeliveryMark } from "./client_store.ts";
+import { ClientStore, type DeliveryMark, groupChat } from "./client_store.ts";
+import { GroupChats, GroupError } from "./group_chats.ts";
+import { groupHandle } from "../peer/group_state.ts";
 import { KnownServers } from "./known_servers.ts";
 import { openServerLink, ServerKeyChangedError, type ServerLink } from "./server_link.ts";
 import { generateKeyPair, type KeyPair } from "../crypto/noise.ts";
@@ -45,6 +52,16 @@ export interface ClientOptions {
   ackTimeoutMs?: number;
   /** Accept (and pin) a server key that differs from the pinned one. */
   acceptServerKey?: boolean;
+  /**
+   * The peer port to announce to the server, when a port forwarder sits in front of the
+   * listening port (default: the listening port).
+   */
+  announcePort?: number;
+  /**
+   * A peer silent this long (frozen, cut off) is declared gone. Peers ping each second; a
+   * peer whose process died is noticed at once from its socket.
+   */
+  peerTimeoutMs?: number;
 }
 
 const LOGOUT_SETTING = "pending_logout";
@@ -110,7 +127,10 @@ export interface MailboxEntry {
 }
 
 export class ConfabClient implements AsyncDisposable {
-  readonly #opts: Required<Omit<ClientOptions, "listenHost">> & { listenHost: string };
+  readonly #opts: Required<Omit<ClientOptions, "listenHost" | "announcePort">> & {
+    listenHost: string;
+    announcePort: number | undefined;
+  };
   readonly #emit: EventSink;
   #listener: Deno.TcpListener | undefined;
   #acceptLoop: Promise<void> | undefined;
@@ -127,6 +147,9 @@ export class ConfabClient implements AsyncDisposable {
   readonly #seen = new Set<string>();
   #seq = 0;
   #chatWith: string | undefined;
+  /** The group whose window is open (then #chatWith is unset). */
+  #group: string | undefined;
+  #groups: GroupChats | undefined;
   #loggingIn: Promise<void> | undefined;
   #connecting: Promise<FramedConnection<ServerMessage>> | undefined;
   /** Static key for Noise handshakes, made per process: users prove who they are inside. */
@@ -142,9 +165,11 @@ export class ConfabClient implements AsyncDisposable {
       peerPort: options.peerPort ?? 0,
       listenHost: options.listenHost ??
         (isLoopback(options.server.host) ? "127.0.0.1" : "0.0.0.0"),
-      historyLines: options.historyLines ?? 20,
+      historyLines: options.historyLines ?? 50,
       ackTimeoutMs: options.ackTimeoutMs ?? 5_000,
       acceptServerKey: options.acceptServerKey ?? false,
+      peerTimeoutMs: options.peerTimeoutMs ?? 3_000,
+      announcePort: options.announcePort,
     };
     this.#serverPort = options.server.port;
     this.#emit = emit;
@@ -157,6 +182,22 @@ export class ConfabClient implements AsyncDisposable {
 
   get chatWith(): string | undefined {
     return this.#chatWith;
+  }
+
+  /** What the prompt shows for the open chat: a user, or a group's handle and members. */
+  get chatLabel(): string | undefined {
+    if (this.#chatWith) return this.#chatWith;
+    if (this.#group && this.#groups) {
+      const others = this.#groups.members(this.#group)
+        .filter((m) => m.toLowerCase() !== this.#session?.user.toLowerCase());
+      return `${groupHandle(this.#group)} (${others.join(", ")})`;
+    }
+    return undefined;
+  }
+
+  /** True while a chat window (1:1 or group) is open. */
+  get inChat(): boolean {
+    return this.#chatWith !== undefined || this.#group !== undefined;
   }
 
   get serverAddress(): string {
@@ -249,7 +290,7 @@ export class ConfabClient implements AsyncDisposable {
         await fc.request<WelcomeMessage>({
           type: "resume",
           token: session.token,
-          peerPort: this.peerPort,
+          peerPort: this.#opts.announcePort ?? this.peerPort,
         });
       } catch (error) {
         await fc.close();
@@ -263,6 +304,7 @@ export class ConfabClient implements AsyncDisposable {
       }
     }
     this.#server = fc;
+    fc.startHeartbeat({ intervalMs: 5_000, timeoutMs: 15_000 });
     const closed = fc.closed.then((reason) => this.#onServerClosed(fc, reason));
     this.#track(closed);
     if (session && this.#session === session) {
@@ -330,6 +372,11 @@ export class ConfabClient implements AsyncDisposable {
         return;
       } catch (error) {
         if (error instanceof ClientError && error.code === "BAD_TOKEN") return;
+        if (error instanceof ClientError && error.code === "SERVER_KEY_CHANGED") {
+          // Retrying cannot help (only the user can accept the key): warn now, not silently.
+          this.#emit({ type: "error", code: error.code, message: error.message });
+          return;
+        }
       }
     }
   }
@@ -414,12 +461,13 @@ export class ConfabClient implements AsyncDisposable {
         type: "login",
         user,
         password,
-        peerPort: this.peerPort,
+        peerPort: this.#opts.announcePort ?? this.peerPort,
         ...(saved ? { lastLogout: Number(saved) } : {}),
       });
       if (saved) store.setSetting(LOGOUT_SETTING, undefined);
       const mailKey = await MailKey.load(join(this.#userDir(user), "mail-key.json"));
       this.#session = { user: welcome.user, token: welcome.token, identity, mailKey, store };
+      this.#groups = this.#makeGroups(this.#session);
       if (!mailKey) {
         this.#emit({
           type: "error",
@@ -477,6 +525,9 @@ export class ConfabClient implements AsyncDisposable {
     }
     this.#session = undefined;
     this.#chatWith = undefined;
+    this.#group = undefined;
+    this.#groups?.close();
+    this.#groups = undefined;
     for (const link of this.#links.values()) {
       link.fc.send({ type: "bye" }).catch(() => {});
       void link.fc.close();
@@ -540,6 +591,13 @@ export class ConfabClient implements AsyncDisposable {
   /** The directory's mail key for `user`, checked: signed by their pinned identity key. */
   async #mailKeyOf(user: string): Promise<{ user: string; mailKey: string }> {
     const found = await this.#lookup(user);
+    if (found.mailKey === undefined || found.mailKeySig === undefined) {
+      throw new ClientError(
+        "NO_MAIL_KEY",
+        `${found.user} has no mail key yet (an account from an older version): ` +
+          `messages can only reach them directly, when they are online`,
+      );
+    }
     const ok = await verifySignature(
       found.publicKey,
       found.mailKeySig,
@@ -685,14 +743,28 @@ export class ConfabClient implements AsyncDisposable {
       void existing.fc.close();
     }
     this.#links.set(key, link);
+    link.fc.startHeartbeat({
+      intervalMs: Math.min(1_000, this.#opts.peerTimeoutMs / 3),
+      timeoutMs: this.#opts.peerTimeoutMs,
+    });
     const address = `${link.fc.remoteAddr.hostname}:${link.fc.remoteAddr.port}`;
     this.#emit({ type: "link_up", user: link.user, address, outbound: link.outbound });
     link.fc.setHandler((m) => this.#onPeerMessage(link, m));
-    this.#track(link.fc.closed.then((reason) => {
+    this.#track(link.fc.closed.then(async (reason) => {
+      if (this.#links.get(key) !== link) return;
+      // Both ends dialed at once and the other end dropped this link as the duplicate: our
+      // own dial is about to replace it. Only if it does not is the user gone.
+      const replacing = this.#dialing.get(key);
+      if (replacing) await replacing.catch(() => {});
       if (this.#links.get(key) !== link) return;
       this.#links.delete(key);
       const why = reason?.message ?? "closed";
       this.#emit({ type: "link_down", user: link.user, reason: why });
+      if (reason instanceof SilentPeerError) {
+        // Frozen or cut off: the server may still think they are online. Let it check.
+        this.#server?.request({ type: "report_unreachable", user: link.user }).catch(() => {});
+      }
+      this.#groups?.onLinkDown(link.user);
     }));
     if (this.#chatWith?.toLowerCase() === key) {
       link.fc.send({ type: "chat_state", open: true }).catch(() => {});
@@ -701,6 +773,7 @@ export class ConfabClient implements AsyncDisposable {
   }
 
   async #onPeerMessage(link: PeerLink, m: PeerMessage): Promise<void> {
+    if (this.#groups && await this.#groups.onPeerMessage(link, m)) return;
     switch (m.type) {
       case "msg":
         return this.#receive(link, m);
@@ -733,6 +806,7 @@ export class ConfabClient implements AsyncDisposable {
     const session = this.#session;
     if (!session) return;
     const chat = this.#chatWith?.toLowerCase();
+    // (In a group, a message from someone else is shown as a notice instead.)
     if (chat !== undefined && chat !== link.user.toLowerCase() && !session.store.hasMessage(m.id)) {
       // Busy in another chat: as in the original, the message waits on the server and we are
       // told there is mail, instead of it cutting into this conversation.
@@ -825,6 +899,7 @@ export class ConfabClient implements AsyncDisposable {
   /** Enters a chat with a contact: looks them up and opens a direct link. */
   async openChat(user: string): Promise<void> {
     const session = this.#requireSession();
+    if (user.startsWith("#")) return this.#openGroup(user);
     this.#checkName(user);
     if (user.toLowerCase() === session.user.toLowerCase()) {
       throw new ClientError("BAD_MESSAGE", "you cannot chat with yourself");
@@ -877,6 +952,11 @@ export class ConfabClient implements AsyncDisposable {
   }
 
   async leaveChat(): Promise<void> {
+    if (this.#group !== undefined) {
+      this.#groups?.leave(this.#group); // closes it: group_closed, window shut
+      this.#group = undefined;
+      return;
+    }
     const user = this.#chatWith;
     if (!user) throw new ClientError("NOT_IN_CHAT", "you are not in a chat");
     this.#chatWith = undefined;
@@ -893,8 +973,6 @@ export class ConfabClient implements AsyncDisposable {
    */
   async send(text: string): Promise<Outcome> {
     const session = this.#requireSession();
-    const to = this.#chatWith;
-    if (!to) throw new ClientError("NOT_IN_CHAT", "open a chat first: chat <user>");
     if (text.length === 0) throw new ClientError("BAD_COMMAND", "nothing to send");
     if (text.length > MAX_TEXT_LENGTH) {
       throw new ClientError(
@@ -902,6 +980,12 @@ export class ConfabClient implements AsyncDisposable {
         `message is ${text.length} characters; the limit is ${MAX_TEXT_LENGTH}`,
       );
     }
+    if (this.#group !== undefined && this.#groups) {
+      await this.#groups.send(this.#group, text);
+      return "delivered";
+    }
+    const to = this.#chatWith;
+    if (!to) throw new ClientError("NOT_IN_CHAT", "open a chat first: chat <user>");
     const message: Outgoing = { id: crypto.randomUUID(), to, ts: Date.now(), text };
     // Written before anything leaves: the history row with an empty mark is the outbox.
     session.store.addMessage({
@@ -917,19 +1001,27 @@ export class ConfabClient implements AsyncDisposable {
     return await this.#enqueue(session, message);
   }
 
-  /** Delivers messages to one recipient one after another, so they keep their order. */
-  #enqueue(session: Session, message: Outgoing): Promise<Outcome> {
-    const key = message.to.toLowerCase();
-    this.#inFlight.add(message.id);
+  /**
+   * Runs `task` after every earlier task for the same recipient: each link carries its
+   * messages in the order they were written, 1:1 and group alike.
+   */
+  #serial<T>(user: string, task: () => Promise<T>): Promise<T> {
+    const key = user.toLowerCase();
     const previous = this.#queues.get(key) ?? Promise.resolve();
-    const result = previous.then(() => this.#deliver(session, message));
+    const result = previous.then(task);
     const tail: Promise<void> = result.then(() => {}, () => {}).finally(() => {
-      this.#inFlight.delete(message.id);
       if (this.#queues.get(key) === tail) this.#queues.delete(key);
     });
     this.#queues.set(key, tail);
     this.#track(tail);
     return result;
+  }
+
+  /** Delivers messages to one recipient one after another, so they keep their order. */
+  #enqueue(session: Session, message: Outgoing): Promise<Outcome> {
+    this.#inFlight.add(message.id);
+    return this.#serial(message.to, () => this.#deliver(session, message))
+      .finally(() => this.#inFlight.delete(message.id));
   }
 
   async #deliver(session: Session, m: Outgoing): Promise<Outcome> {
@@ -941,13 +1033,7 @@ export class ConfabClient implements AsyncDisposable {
       return "delivered";
     }
     try {
-      const recipient = await this.#mailKeyOf(m.to);
-      const sealed = await sealMail(
-        { from: session.user, to: recipient.user, msgId: m.id, ts: m.ts, text: m.text },
-        session.identity,
-        recipient.mailKey,
-      );
-      await this.#request({ type: "mail_send", to: m.to, msgId: m.id, ts: m.ts, sealed });
+      await this.#mailTo(session, m.to, m);
     } catch (error) {
       const e = asError(error);
       if (e instanceof ClientError && e.code === "SERVER_UNREACHABLE") {
@@ -967,6 +1053,21 @@ export class ConfabClient implements AsyncDisposable {
     this.#finishDelivery(session, m.id, "*");
     this.#emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
     return "stored";
+  }
+
+  /** Seals a message to `to`'s mail key and hands it to the server. */
+  async #mailTo(
+    session: Session,
+    to: string,
+    m: { id: string; ts: number; text: string },
+  ): Promise<void> {
+    const recipient = await this.#mailKeyOf(to);
+    const sealed = await sealMail(
+      { from: session.user, to: recipient.user, msgId: m.id, ts: m.ts, text: m.text },
+      session.identity,
+      recipient.mailKey,
+    );
+    await this.#request({ type: "mail_send", to, msgId: m.id, ts: m.ts, sealed });
   }
 
   /** Tries the direct link: a few attempts when it drops, none when the user is away. */
@@ -1015,7 +1116,7 @@ export class ConfabClient implements AsyncDisposable {
   /** Sends one chat frame and waits for the peer's answer or the link's end. */
   async #sendOnLink(
     link: PeerLink,
-    frame: { type: "msg"; id: string; seq: number; ts: number; text: string },
+    frame: OutgoingMessage & { id: string },
   ): Promise<"ack" | "busy" | "dropped" | "timeout"> {
     const answer = Promise.withResolvers<"ack" | "busy">();
     this.#acks.set(frame.id, { resolve: answer.resolve });
@@ -1049,6 +1150,189 @@ export class ConfabClient implements AsyncDisposable {
         text: entry.text,
       }).catch(() => {});
     }
+  }
+
+  // ---- groups, history, search ---------------------------------------------------------------
+
+  #makeGroups(session: Session): GroupChats {
+    // deno-lint-ignore no-this-alias
+    const core = this;
+    return new GroupChats({
+      user: session.user,
+      store: session.store,
+      emit: (event) => this.#emit(event),
+      link: (user) => this.#linkTo(user, false),
+      openLink: (user) => {
+        const link = this.#links.get(user.toLowerCase());
+        return link && !link.fc.isClosed ? link : undefined;
+      },
+      sendOnLink: (link, frame) => this.#sendOnLink(link, frame),
+      serial: (user, task) => this.#serial(user, task),
+      mail: async (to, message) => {
+        try {
+          await this.#mailTo(session, to, message);
+          return "stored";
+        } catch {
+          return "failed";
+        }
+      },
+      setCurrent: (id) => {
+        if (id !== undefined && this.#chatWith !== undefined) {
+          // A 1:1 chat turning into a group: the window becomes the group's.
+          const partner = this.#links.get(this.#chatWith.toLowerCase());
+          partner?.fc.send({ type: "chat_state", open: false }).catch(() => {});
+          this.#chatWith = undefined;
+        }
+        this.#group = id;
+      },
+      get current() {
+        return core.#group;
+      },
+      get chatPartner() {
+        return core.#chatWith;
+      },
+    });
+  }
+
+  /** `chat #handle`: opens the window of a group I am in. */
+  #openGroup(handle: string): void {
+    const group = this.#groups?.find(handle);
+    if (!group) {
+      throw new ClientError(
+        "NO_SUCH_GROUP",
+        `you are not in a group ${handle}; groups lists yours`,
+      );
+    }
+    if (this.#chatWith) {
+      const partner = this.#links.get(this.#chatWith.toLowerCase());
+      partner?.fc.send({ type: "chat_state", open: false }).catch(() => {});
+      this.#emit({ type: "chat_closed", with: this.#chatWith });
+      this.#chatWith = undefined;
+    }
+    this.#group = group.id;
+    const session = this.#requireSession();
+    this.#emit({
+      type: "group_opened",
+      group: group.id,
+      handle: groupHandle(group.id),
+      by: session.user,
+      members: this.#groups!.members(group.id),
+      history: session.store.recent(groupChat(group.id), this.#opts.historyLines).map((h) => ({
+        id: h.id,
+        from: h.sender,
+        ts: h.ts,
+        text: h.text,
+        mark: h.mark,
+      })),
+    });
+  }
+
+  /** `/u`: my contacts who are online now. */
+  async onlineContacts(): Promise<string[]> {
+    this.#requireSession();
+    const reply = await this.#request<Extract<ServerMessage, { type: "contact_list" }>>({
+      type: "contacts",
+    });
+    const online = reply.contacts.filter((c) => c.online).map((c) => c.user);
+    this.#emit({ type: "online_contacts", contacts: online });
+    return online;
+  }
+
+  /**
+   * `/a <user>`: adds an online contact to the open chat; a 1:1 chat becomes a group. Refused,
+   * with the group unchanged, for an unknown user, a non-contact, someone offline or out of
+   * reach.
+   */
+  async addToChat(user: string): Promise<void> {
+    const session = this.#requireSession();
+    this.#checkName(user);
+    if (!this.inChat) throw new ClientError("NOT_IN_CHAT", "open a chat first: chat <user>");
+    if (user.toLowerCase() === session.user.toLowerCase()) {
+      throw new ClientError("BAD_COMMAND", "you are in the chat already");
+    }
+    const found = await this.#lookup(user); // NO_SUCH_USER, KEY_CHANGED
+    const contacts = await this.#request<Extract<ServerMessage, { type: "contact_list" }>>({
+      type: "contacts",
+    });
+    const contact = contacts.contacts.find((c) => c.user.toLowerCase() === user.toLowerCase());
+    if (!contact) {
+      throw new ClientError(
+        "NOT_A_CONTACT",
+        `${found.user} is not in your contacts (contacts add ${found.user}); nobody was added`,
+      );
+    }
+    if (!found.online) {
+      throw new ClientError("USER_OFFLINE", `${found.user} is offline; nobody was added`);
+    }
+    await this.#linkTo(found.user, true); // reachable, and proven to be who they are
+    try {
+      await this.#groups!.add(found.user);
+    } catch (error) {
+      if (error instanceof GroupError) throw new ClientError(error.code, error.message);
+      throw error;
+    }
+  }
+
+  /** Groups I am in, and those I was in. */
+  listGroups(): void {
+    const session = this.#requireSession();
+    const active = new Set(this.#groups?.active().map((g) => g.id) ?? []);
+    this.#emit({
+      type: "groups",
+      groups: session.store.groups().map((g) => ({
+        id: g.id,
+        handle: groupHandle(g.id),
+        members: active.has(g.id) ? this.#groups!.members(g.id) : g.members,
+        active: active.has(g.id),
+        joinedAt: g.joinedAt,
+      })),
+    });
+  }
+
+  /** `history <user|#group> [n]`: the last `n` messages of a chat, from local history. */
+  history(target: string, limit = this.#opts.historyLines): void {
+    const session = this.#requireSession();
+    let chat: string;
+    if (target.startsWith("#")) {
+      const id = this.#groups?.find(target)?.id ??
+        session.store.groups().find((g) => groupHandle(g.id) === target.toLowerCase())?.id;
+      if (!id) throw new ClientError("NO_SUCH_GROUP", `no group ${target} in your history`);
+      chat = groupChat(id);
+    } else {
+      this.#checkName(target);
+      chat = target;
+    }
+    this.#emit({
+      type: "history",
+      chat: target,
+      entries: session.store.recent(chat, limit).map((h) => ({
+        id: h.id,
+        from: h.sender,
+        ts: h.ts,
+        text: h.text,
+        mark: h.mark,
+        outgoing: h.outgoing,
+      })),
+    });
+  }
+
+  /** `search <words>`: messages containing all the words (full text), newest first. */
+  search(words: string[], limit = 50): void {
+    const session = this.#requireSession();
+    if (words.length === 0) throw new ClientError("BAD_COMMAND", "usage: search <words>");
+    const chatName = (chat: string) => chat.startsWith("g:") ? groupHandle(chat.slice(2)) : chat;
+    this.#emit({
+      type: "search_results",
+      query: words.join(" "),
+      results: session.store.search(words, limit).map((h) => ({
+        id: h.id,
+        chat: chatName(h.chat),
+        from: h.sender,
+        ts: h.ts,
+        text: h.text,
+        mark: h.mark,
+      })),
+    });
   }
 
   // ---- offline mail --------------------------------------------------------------------------

@@ -25,7 +25,36 @@ const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
   `,
+  `
+  -- Full-text search over message texts (FTS5), kept in step by triggers.
+  CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='rowid');
+  INSERT INTO messages_fts (rowid, text) SELECT rowid, text FROM messages;
+  CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, text) VALUES (new.rowid, new.text);
+  END;
+  CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+  END;
+  CREATE TABLE groups (                   -- groups this user has been in
+    id         TEXT PRIMARY KEY,
+    members    TEXT NOT NULL,             -- JSON array: the members when last seen
+    joined_at  INTEGER NOT NULL,
+    left_at    INTEGER
+  ) STRICT;
+  `,
 ];
+
+/** The history key of a group chat. */
+export function groupChat(id: string): string {
+  return `g:${id}`;
+}
+
+export interface GroupRecord {
+  id: string;
+  members: string[];
+  joinedAt: number;
+  leftAt: number | null;
+}
 
 export type DeliveryMark = "" | "*" | "**" | "!";
 
@@ -122,6 +151,49 @@ export class ClientStore implements Disposable {
       mark: DeliveryMark;
     }[];
     return rows.map((r) => ({ ...r, outgoing: true }));
+  }
+
+  /** Messages whose text matches all `words` (FTS5), newest first. */
+  search(words: string[], limit: number): HistoryEntry[] {
+    const query = words.map((w) => `"${w.replaceAll('"', '""')}"*`).join(" ");
+    const rows = this.#db.prepare(
+      `SELECT m.id, m.chat, m.sender, m.ts, m.text, m.outgoing, m.mark FROM messages_fts f
+       JOIN messages m ON m.rowid = f.rowid WHERE messages_fts MATCH ?
+       ORDER BY m.ts DESC LIMIT ?`,
+    ).all(query, limit) as {
+      id: string;
+      chat: string;
+      sender: string;
+      ts: number;
+      text: string;
+      outgoing: number;
+      mark: DeliveryMark;
+    }[];
+    return rows.map((r) => ({ ...r, outgoing: r.outgoing === 1 }));
+  }
+
+  saveGroup(id: string, members: string[], now = Date.now()): void {
+    this.#db.prepare(
+      `INSERT INTO groups (id, members, joined_at) VALUES (?, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET members = excluded.members, left_at = NULL`,
+    ).run(id, JSON.stringify(members), now);
+  }
+
+  leaveGroup(id: string, now = Date.now()): void {
+    this.#db.prepare("UPDATE groups SET left_at = ? WHERE id = ?").run(now, id);
+  }
+
+  /** Groups this user has been in, newest first. */
+  groups(): GroupRecord[] {
+    return (this.#db.prepare(
+      "SELECT id, members, joined_at, left_at FROM groups ORDER BY joined_at DESC",
+    ).all() as { id: string; members: string; joined_at: number; left_at: number | null }[])
+      .map((r) => ({
+        id: r.id,
+        members: JSON.parse(r.members) as string[],
+        joinedAt: r.joined_at,
+        leftAt: r.left_at,
+      }));
   }
 
   knownKey(user: string): string | undefined {

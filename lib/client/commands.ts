@@ -21,6 +21,11 @@ export type Command =
   | { kind: "show"; user: string }
   | { kind: "say"; text: string }
   | { kind: "leave_chat" }
+  | { kind: "online_contacts" }
+  | { kind: "add_to_chat"; user: string }
+  | { kind: "groups" }
+  | { kind: "history"; target: string; limit?: number }
+  | { kind: "search"; words: string[] }
   | { kind: "chat_help" }
   | { kind: "empty" }
   | { kind: "invalid"; message: string };
@@ -32,6 +37,10 @@ export const MAIN_HELP = `commands:
   contacts add <user>                  add a contact
   contacts remove <user>               remove a contact
   chat <user>                          chat with a contact, directly peer to peer
+  chat #<group>                        open the window of a group you are in
+  groups                               the groups you are in and were in
+  history <user|#group> [<n>]          the last n messages of a chat (default 20)
+  search <words>                       find messages containing all the words
   hanging                              who left you messages while you were away or busy
   show <user>                          read the messages <user> left you
   fingerprint [<user>]                 your number, or the safety number to compare with <user>
@@ -42,7 +51,9 @@ export const MAIN_HELP = `commands:
 
 export const CHAT_HELP = `in a chat:
   <text>        send a message
-  /q  or \\q     leave the chat
+  /u  or \\u     your contacts who are online
+  /a <user>     add an online contact: the chat becomes a group (\\a works too)
+  /q  or \\q     leave the chat (in a group: leave the group; the others carry on)
   /h  or \\h     this help
   //text        send a message that starts with / (\\\\text for one that starts with \\)`;
 
@@ -94,7 +105,20 @@ export function parseCommand(line: string, inChat: boolean): Command {
       return usage("contacts | contacts add <user> | contacts remove <user>");
     }
     case "chat":
-      return args.length === 1 ? { kind: "chat", user: args[0]! } : usage("chat <user>");
+      return args.length === 1 ? { kind: "chat", user: args[0]! } : usage("chat <user|#group>");
+    case "groups":
+      return args.length === 0 ? { kind: "groups" } : usage("groups");
+    case "history": {
+      if (args.length < 1 || args.length > 2) return usage("history <user|#group> [<n>]");
+      if (args[1] === undefined) return { kind: "history", target: args[0]! };
+      const n = Number(args[1]);
+      if (!Number.isInteger(n) || n < 1 || n > 10_000) {
+        return { kind: "invalid", message: "history: <n> must be a number from 1 to 10000" };
+      }
+      return { kind: "history", target: args[0]!, limit: n };
+    }
+    case "search":
+      return args.length > 0 ? { kind: "search", words: args } : usage("search <words>");
     case "hanging":
       return args.length === 0 ? { kind: "hanging" } : usage("hanging");
     case "show":
@@ -115,7 +139,16 @@ function parseChatLine(line: string): Command {
   if (line.startsWith("//") || line.startsWith("\\\\")) return { kind: "say", text: line.slice(1) };
   if (line.startsWith("/") || line.startsWith("\\")) {
     const cmd = line.slice(1).trim();
+    const [verb, ...rest] = cmd.split(/\s+/);
+    if (verb === "a" || verb === "add") {
+      return rest.length === 1 && rest[0]
+        ? { kind: "add_to_chat", user: rest[0] }
+        : { kind: "invalid", message: "usage: /a <user>" };
+    }
     switch (cmd) {
+      case "u":
+      case "online":
+        return { kind: "online_contacts" };
       case "q":
       case "quit":
         return { kind: "leave_chat" };

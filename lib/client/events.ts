@@ -49,17 +49,19 @@ export type ClientEvent =
     text: string;
     inChat: boolean;
     via: "direct" | "server";
+    /** Set for a group message: the group's id. */
+    group?: string;
   }
   /** Your message was handed to the link; `delivered` or `not_delivered` follows. */
-  | { type: "sent"; id: string; to: string; ts: number; text: string }
+  | { type: "sent"; id: string; to: string; ts: number; text: string; group?: string }
   /** The peer acknowledged your message (shown `**`). */
-  | { type: "delivered"; id: string; to: string; ms: number }
+  | { type: "delivered"; id: string; to: string; ms: number; group?: string }
   /** The peer could not take it (`reason`); the server stored it for them (shown `*`). */
-  | { type: "stored"; id: string; to: string; reason: string }
+  | { type: "stored"; id: string; to: string; reason: string; group?: string }
   /** Neither the peer nor the server could take it; it stays in the outbox and is retried. */
   | { type: "queued"; id: string; to: string; reason: string }
   /** Refused for good (mailbox full, not a contact); shown `!` in history. */
-  | { type: "not_delivered"; id: string; to: string; reason: string }
+  | { type: "not_delivered"; id: string; to: string; reason: string; group?: string }
   /** `by` read your stored messages `ids` (they turn from `*` to `**`). */
   | { type: "read"; by: string; ids: string[]; readAt: number }
   /** New mail for you waits on the server (you were busy in another chat, say). */
@@ -91,6 +93,68 @@ export type ClientEvent =
   | { type: "server_lost"; reason: string }
   | { type: "server_back"; resumed: boolean }
   | { type: "server_closing"; reason: string }
+  /** `/u`: contacts online now. */
+  | { type: "online_contacts"; contacts: string[] }
+  /**
+   * You are in a group's window: you made it (`/a` in a chat), were added while idle or while
+   * chatting with the one who added you, or opened it (`chat #handle`).
+   */
+  | {
+    type: "group_opened";
+    group: string;
+    handle: string;
+    by: string;
+    members: string[];
+    history: { id: string; from: string; ts: number; text: string; mark: DeliveryMark }[];
+  }
+  /** You were added to a group while in another chat: `chat <handle>` enters it. */
+  | { type: "group_invited"; group: string; handle: string; by: string; members: string[] }
+  /**
+   * Members joined or left. `reason`: "left" (they left), "unreachable" (their link died:
+   * crashed, frozen or cut off; they are out until someone adds them again).
+   */
+  | {
+    type: "group_members";
+    group: string;
+    handle: string;
+    joined: string[];
+    left: string[];
+    reason?: "left" | "unreachable";
+    members: string[];
+  }
+  /** You are out of the group: you left, everyone else did, or the others removed you. */
+  | { type: "group_closed"; group: string; handle: string; reason: string }
+  /** `groups`: groups you are in (`active`) and were in. */
+  | {
+    type: "groups";
+    groups: { id: string; handle: string; members: string[]; active: boolean; joinedAt: number }[];
+  }
+  /** `history <user|#group> [n]`: the last messages of a chat, oldest first. */
+  | {
+    type: "history";
+    chat: string;
+    entries: {
+      id: string;
+      from: string;
+      ts: number;
+      text: string;
+      mark: DeliveryMark;
+      outgoing: boolean;
+    }[];
+  }
+  /** `search <words>`: matching messages, newest first; `chat` is a user or a group handle. */
+  | {
+    type: "search_results";
+    query: string;
+    results: {
+      id: string;
+      chat: string;
+      from: string;
+      ts: number;
+      text: string;
+      mark: DeliveryMark;
+    }[];
+  }
   | { type: "error"; code: string; message: string }
   | { type: "help"; text: string }
   | { type: "bye" };

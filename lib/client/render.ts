@@ -5,6 +5,7 @@
 import { styleText } from "node:util";
 import { clock } from "../util/time.ts";
 import type { ClientEvent } from "./events.ts";
+import { groupHandle } from "../peer/group_state.ts";
 
 type Style = Parameters<typeof styleText>[0];
 
@@ -84,12 +85,20 @@ export class Renderer {
         if (e.inChat || e.via === "server") {
           return `${dim(`[${clock(e.ts)}]`)} ${this.paint("cyan", e.from)}: ${e.text}`;
         }
+        if (e.group !== undefined) {
+          const handle = groupHandle(e.group);
+          return this.paint("yellow", `✉ [${clock(e.ts)}] ${handle} ${e.from}: ${e.text}`) +
+            dim(`  (chat ${handle} to answer)`);
+        }
         return this.paint("yellow", `✉ [${clock(e.ts)}] ${e.from}: ${e.text}`) +
           dim(`  (chat ${e.from} to answer)`);
       case "sent":
+        // A group message is shown at once; only members it could not reach are reported.
+        if (e.group !== undefined) return this.#own(e.ts, e.text);
         this.#inFlight.set(e.id, { ts: e.ts, text: e.text, shown: false });
         return undefined;
       case "delivered": {
+        if (e.group !== undefined) return undefined;
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
         if (!m) return undefined;
@@ -97,6 +106,11 @@ export class Renderer {
         return this.#own(m.ts, m.text) + dim(" **");
       }
       case "stored": {
+        if (e.group !== undefined) {
+          return dim(
+            `  ↳ ${e.to} dropped out (${e.reason}): your message waits in their mailbox *`,
+          );
+        }
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
         const why = dim(` (${e.reason}: it waits on the server)`);
@@ -136,6 +150,59 @@ export class Renderer {
         return e.count === 0
           ? `no pending messages from ${e.from}`
           : dim(`— ${e.count} message${e.count === 1 ? "" : "s"} from ${e.from} shown —`);
+      case "online_contacts":
+        return e.contacts.length === 0
+          ? "none of your contacts is online"
+          : `online: ${e.contacts.join(", ")}` + dim("  (/a <user> adds one to this chat)");
+      case "group_opened": {
+        const lines = e.history.map((h) =>
+          dim(`[${clock(h.ts)}] ${h.from}: ${h.text}${h.mark ? ` ${h.mark}` : ""}`)
+        );
+        if (lines.length > 0) lines.unshift(dim(`— earlier in ${e.handle} —`));
+        lines.push(
+          this.paint("green", `group ${e.handle}: ${e.members.join(", ")}`) +
+            dim(` (opened by ${e.by}; /a adds, /u lists who is online, /q leaves)`),
+        );
+        return lines.join("\n");
+      }
+      case "group_invited":
+        return this.paint(
+          "yellow",
+          `✉ ${e.by} added you to group ${e.handle} (${e.members.join(", ")})`,
+        ) + dim(` — chat ${e.handle} to enter`);
+      case "group_members": {
+        const parts: string[] = [];
+        for (const u of e.joined) parts.push(`${u} joined`);
+        for (const u of e.left) {
+          parts.push(
+            e.reason === "unreachable"
+              ? `${u} is unreachable — removed from the group`
+              : `${u} left`,
+          );
+        }
+        return this.paint("magenta", `${e.handle}: ${parts.join("; ")}`) +
+          dim(` (now ${e.members.join(", ")})`);
+      }
+      case "group_closed":
+        return this.paint("magenta", `group ${e.handle} closed for you: ${e.reason}`);
+      case "groups":
+        if (e.groups.length === 0) return "no groups yet; in a chat, /a <user> makes one";
+        return e.groups.map((g) =>
+          `  ${g.handle}  ${g.members.join(", ")}  ${
+            g.active ? this.paint("green", "active") : dim("left")
+          }`
+        ).join("\n");
+      case "history":
+        if (e.entries.length === 0) return `no messages with ${e.chat} yet`;
+        return e.entries.map((h) =>
+          `${dim(`[${clock(h.ts)}]`)} ${h.outgoing ? "you" : h.from}: ${h.text}${
+            h.outgoing && h.mark ? ` ${h.mark}` : ""
+          }`
+        ).join("\n");
+      case "search_results":
+        if (e.results.length === 0) return `nothing found for "${e.query}"`;
+        return e.results.map((r) => `${dim(`[${clock(r.ts)}] ${r.chat}`)} ${r.from}: ${r.text}`)
+          .join("\n");
       case "not_delivered": {
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);

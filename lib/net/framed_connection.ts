@@ -41,6 +41,19 @@ export interface FramedConnectionOptions<In> {
   maxBadMessages?: number;
 }
 
+/** Liveness: a `ping` every `intervalMs`; silence for `timeoutMs` ends the connection. */
+export interface HeartbeatOptions {
+  intervalMs: number;
+  timeoutMs: number;
+  /** False: only watch for silence (the other side sends the pings). */
+  sendPings?: boolean;
+}
+
+/** Why a connection closed when the other side stopped answering. */
+export class SilentPeerError extends Error {
+  override name = "SilentPeerError";
+}
+
 const READ_CHUNK = 64 * 1024;
 /** Messages waiting for the handler before reading pauses (backpressure). */
 const INBOX_HIGH_WATER = 256;
@@ -85,6 +98,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #readLoop: Promise<void> | undefined;
   readonly #closed = Promise.withResolvers<CloseReason>();
   lastReceived = Date.now();
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   constructor(conn: Deno.TcpConn, options: FramedConnectionOptions<In>) {
     this.conn = conn;
@@ -154,6 +168,30 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     });
   }
 
+  /**
+   * Starts heartbeats: a `ping` every interval (the other side's connection answers `pong` by
+   * itself); when nothing at all has arrived for `timeoutMs`, the connection is closed with a
+   * {@link SilentPeerError}. A process that died closes its socket and is noticed at once;
+   * this catches the ones that are frozen or cut off.
+   */
+  startHeartbeat(options: HeartbeatOptions): void {
+    if (this.#heartbeat !== undefined || this.#closing) return;
+    this.lastReceived = Date.now();
+    this.#heartbeat = setInterval(() => {
+      const silent = Date.now() - this.lastReceived;
+      if (silent > options.timeoutMs) {
+        void this.close(
+          new SilentPeerError(`no answer for ${(silent / 1000).toFixed(1)} s`),
+        );
+        return;
+      }
+      // Ids from the request counter: a pong can never be taken for a request's reply.
+      if (options.sendPings !== false) {
+        this.send({ type: "ping", id: this.#nextId++ }).catch(() => {});
+      }
+    }, options.intervalMs);
+  }
+
   /** True once {@link secure} installed the ciphers of a finished handshake. */
   get isSecure(): boolean {
     return this.#sendCipher !== undefined;
@@ -176,8 +214,19 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   async #releaseHeld(): Promise<void> {
-    while (this.#heldFrames.length > 0 && !this.#closing) {
-      await this.#ingest(this.#heldFrames.shift()!);
+    try {
+      while (this.#heldFrames.length > 0 && !this.#closing) {
+        await this.#ingest(this.#heldFrames.shift()!);
+      }
+    } catch (error) {
+      // As in the read loop: a held frame that fails authentication ends the connection (and
+      // must not escape as an unhandled rejection: that would end the whole process).
+      const reason = asError(error);
+      if (error instanceof FrameError && !this.#closing) {
+        await this.send({ type: "error", code: "BAD_FRAME", message: reason.message })
+          .catch(() => {});
+      }
+      void this.close(reason);
     }
     this.#held = false;
   }
@@ -254,6 +303,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   close(reason?: CloseReason): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closeReason = reason;
+    clearInterval(this.#heartbeat);
     this.#closing = (async () => {
       // Let queued frames (a final error, a bye) reach the socket before it is closed.
       let grace: ReturnType<typeof setTimeout> | undefined;
@@ -362,6 +412,13 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       } else {
         this.send({ type: "error", code: error.code, message: error.message, id }).catch(() => {});
       }
+      return;
+    }
+    // Liveness is answered here, not by the handler, so a busy handler never looks dead.
+    if (
+      message.type === "ping" && this.#onMessage !== undefined && typeof message.id === "number"
+    ) {
+      this.send({ type: "pong", id: message.id }).catch(() => {});
       return;
     }
     if (message.id !== undefined && this.#replyTypes.has(message.type)) {

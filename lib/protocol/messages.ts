@@ -192,8 +192,9 @@ export const LookupResult = z.strictObject({
   host: Host.optional(),
   port: Port.optional(),
   publicKey: PublicKey,
-  mailKey: PublicKey,
-  mailKeySig: Signature,
+  /** Absent for an account made before mail keys existed: no mail can be sealed to it. */
+  mailKey: PublicKey.optional(),
+  mailKeySig: Signature.optional(),
 });
 export const ContactEntry = z.strictObject({ user: Username, online: z.boolean() });
 export const ContactListMsg = z.strictObject({
@@ -290,6 +291,45 @@ export const Busy = z.strictObject({ type: z.literal("busy"), id: MessageId });
 export const ChatState = z.strictObject({ type: z.literal("chat_state"), open: z.boolean() });
 export const Bye = z.strictObject({ type: z.literal("bye") });
 
+// ---- groups (peer ↔ peer) ------------------------------------------------------------------
+
+export const GroupId = z.string().uuid();
+const Tag = z.string().uuid();
+/** A group's replicated membership (see lib/peer/group_state.ts). */
+export const GroupStateSchema = z.strictObject({
+  id: GroupId,
+  adds: z.array(z.strictObject({ user: Username, tag: Tag })).max(1024),
+  removed: z.array(Tag).max(1024),
+});
+/** "Here is the group as I know it": on every change, on a checksum mismatch, to invite. */
+export const GroupStateMsg = z.strictObject({
+  type: z.literal("group_state"),
+  group: GroupStateSchema,
+});
+/** Sent now and then on each link: the checksum of each group both ends are in. */
+export const GroupSum = z.strictObject({
+  type: z.literal("group_sum"),
+  group: GroupId,
+  sum: z.string().regex(/^[0-9a-f]{16}$/),
+});
+/** The sender left the group. */
+export const GroupLeave = z.strictObject({ type: z.literal("group_leave"), group: GroupId });
+/**
+ * "In my view you are not a member of this group" (you were removed while unreachable): the
+ * answer to a non-member who talks about a group. The receiver is out until added again.
+ */
+export const GroupGone = z.strictObject({ type: z.literal("group_gone"), group: GroupId });
+/** A message to a group, sent by its author to each member directly; answered with `ack`. */
+export const GroupMsg = z.strictObject({
+  type: z.literal("group_msg"),
+  group: GroupId,
+  id: MessageId,
+  /** The author's counter in this group: receivers show each author's messages in order. */
+  seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  ts: Timestamp,
+  text: Text,
+});
+
 // ---- unions by direction -------------------------------------------------------------------
 
 const common = [Hello, ErrorMsg, Noise, Ping, Pong] as const;
@@ -337,6 +377,11 @@ export const PeerToPeer = z.discriminatedUnion("type", [
   Busy,
   ChatState,
   Bye,
+  GroupStateMsg,
+  GroupSum,
+  GroupLeave,
+  GroupGone,
+  GroupMsg,
 ]);
 
 export type ClientMessage = z.infer<typeof ClientToServer>;

@@ -40,6 +40,8 @@ export interface ServerOptions {
   sessionMaxAgeMs?: number;
   /** Pending messages one user may have waiting at most. */
   maxPending?: number;
+  /** A client silent this long (no ping, nothing) is taken as gone. Clients ping every 5 s. */
+  clientTimeoutMs?: number;
   /** Where the server's log lines go. */
   log?: (line: string) => void;
 }
@@ -116,6 +118,7 @@ export class ConfabServer implements AsyncDisposable {
       loginTimeoutMs: options.loginTimeoutMs ?? 60_000,
       sessionMaxAgeMs: options.sessionMaxAgeMs ?? 30 * 24 * 3600_000,
       maxPending: options.maxPending ?? 10_000,
+      clientTimeoutMs: options.clientTimeoutMs ?? 20_000,
       log: options.log ?? (() => {}),
     };
     this.#acceptLoop = this.#accept();
@@ -241,6 +244,12 @@ export class ConfabServer implements AsyncDisposable {
         timeoutMs: this.#opts.helloTimeoutMs,
       });
       state.armLoginTimer();
+      // Clients ping every few seconds; a client silent for longer is frozen or cut off.
+      fc.startHeartbeat({
+        intervalMs: this.#opts.clientTimeoutMs / 4,
+        timeoutMs: this.#opts.clientTimeoutMs,
+        sendPings: false,
+      });
       fc.setHandler((message) => this.#handle(fc, state, message));
       await fc.closed;
     } catch {
@@ -653,8 +662,8 @@ export class ConfabServer implements AsyncDisposable {
       online: live !== undefined,
       ...(live && related ? { host: live.host, port: live.peerPort } : {}),
       publicKey: target.publicKey,
-      mailKey: target.mailKey,
-      mailKeySig: target.mailKeySig,
+      // Accounts from before migration 3 have none (stored as ""): leave the fields out.
+      ...(target.mailKey ? { mailKey: target.mailKey, mailKeySig: target.mailKeySig } : {}),
     });
   }
 

@@ -64,6 +64,20 @@ class LineLog {
     return await this.#wait(test, what, ms, true);
   }
 
+  /** Waits for a line at index `from` or later that passes `test`; consumes nothing. */
+  async findFrom(
+    from: number,
+    test: (line: string) => boolean,
+    what: string,
+    ms = DEADLINE_MS,
+  ): Promise<string> {
+    return await this.find(
+      (line) => this.lines.indexOf(line, from) >= from && test(line),
+      what,
+      ms,
+    );
+  }
+
   /** Waits for any line, old or new, that passes `test`; consumes nothing. */
   async find(test: (line: string) => boolean, what: string, ms = DEADLINE_MS): Promise<string> {
     const old = this.lines.find(test);

@@ -1,0 +1,283 @@
+/**
+ * Group chats over a full peer mesh, with real processes: delivery to every member once and
+ * in order, convergence of concurrent adds, crash and freeze detection, history and search.
+ */
+import assert from "node:assert/strict";
+import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
+
+/** Users who all have each other as contacts, logged in. */
+async function crowd(server: TestServer, names: string[], args: string[] = []) {
+  const clients: TestClient[] = [];
+  for (const name of names) {
+    const c = await TestClient.start(name, server, { args });
+    await c.signup(name);
+    clients.push(c);
+  }
+  for (const c of clients) {
+    for (const other of names) {
+      if (other === c.proc.name) continue;
+      await c.send(`contacts add ${other}`);
+      await c.event("contact_added", { user: other });
+    }
+  }
+  return clients;
+}
+
+async function disposeAll(clients: TestClient[]): Promise<void> {
+  for (const c of clients) await c[Symbol.asyncDispose]();
+}
+
+/** `first` chats with `second`, then adds the rest one by one; everyone ends in the group. */
+async function makeGroup(clients: TestClient[]): Promise<string> {
+  const [first, second, ...rest] = clients as [TestClient, TestClient, ...TestClient[]];
+  await first.send(`chat ${second.proc.name}`);
+  await first.event("chat_opened", { with: second.proc.name });
+  let group = "";
+  for (const c of rest) {
+    await first.send(`/a ${c.proc.name}`);
+    const opened = group === ""
+      ? await first.event("group_opened")
+      : await first.event("group_members", { joined: [c.proc.name] });
+    group = String(opened.group);
+  }
+  const all = clients.map((c) => c.proc.name).sort();
+  for (const c of clients) await membersAre(c, group, all);
+  await meshed(clients);
+  return group;
+}
+
+/** Waits until every member has a direct link to every other (the full mesh). */
+async function meshed(clients: TestClient[]): Promise<void> {
+  for (const c of clients) {
+    for (const other of clients) {
+      if (other === c) continue;
+      await c.proc.out.find(
+        (l) => l.includes(`"type":"link_up","user":"${other.proc.name}"`),
+        `link to ${other.proc.name}`,
+      );
+    }
+  }
+}
+
+/** Waits until the latest membership `client` saw for the group is exactly `members`. */
+async function membersAre(client: TestClient, group: string, members: string[]): Promise<void> {
+  const want = JSON.stringify([...members].sort());
+  const isMembership = (e: Event) =>
+    (e.type === "group_opened" || e.type === "group_members") && e.group === group;
+  const latest = () => client.events().filter(isMembership).at(-1);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const last = latest();
+    if (last && JSON.stringify([...(last.members as string[])].sort()) === want) return;
+    const seen = client.proc.out.lines.length;
+    await client.proc.out.findFrom(
+      seen,
+      (line) => {
+        try {
+          return isMembership(JSON.parse(line));
+        } catch {
+          return false;
+        }
+      },
+      `members ${want} in ${group} (last: ${JSON.stringify(last?.members)})`,
+      deadline - Date.now(),
+    );
+  }
+}
+
+function messagesIn(client: TestClient, group: string): Event[] {
+  return client.events().filter((e) => e.type === "message" && e.group === group);
+}
+
+Deno.test("three members: each message reaches the other two once, in order per author", async () => {
+  await using server = await startServer();
+  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  try {
+    const group = await makeGroup(clients);
+    const texts = (author: string) => [1, 2, 3, 4, 5].map((i) => `${author} says ${i}`);
+    for (const c of clients) for (const text of texts(c.proc.name)) await c.send(text);
+    for (const reader of clients) {
+      for (const author of clients) {
+        if (author === reader) continue;
+        for (const text of texts(author.proc.name)) {
+          await reader.proc.out.find((l) => l.includes(`"text":"${text}"`), text);
+        }
+      }
+    }
+    for (const reader of clients) {
+      const got = messagesIn(reader, group);
+      for (const author of clients) {
+        if (author === reader) continue;
+        const fromAuthor = got.filter((e) => e.from === author.proc.name).map((e) => e.text);
+        assert.deepEqual(
+          fromAuthor,
+          texts(author.proc.name),
+          `${reader.proc.name} from ${author.proc.name}`,
+        );
+      }
+      assert.equal(got.length, 10, `${reader.proc.name} got each message once`);
+    }
+  } finally {
+    await disposeAll(clients);
+  }
+});
+
+Deno.test("five members with two concurrent adds converge to one member list", async () => {
+  await using server = await startServer();
+  const clients = await crowd(server, ["ann", "ben", "cat", "dan", "eve"]);
+  try {
+    const [ann, ben, cat, dan, eve] = clients as [
+      TestClient,
+      TestClient,
+      TestClient,
+      TestClient,
+      TestClient,
+    ];
+    const group = await makeGroup([ann, ben, cat]);
+    // ann adds dan while ben adds eve, at the same moment.
+    await Promise.all([ann.send("/a dan"), ben.send("/a eve")]);
+    const everyone = ["ann", "ben", "cat", "dan", "eve"];
+    for (const c of [ann, ben, cat, dan, eve]) await membersAre(c, group, everyone);
+    // And the mesh works: a message from the last one in reaches all.
+    await eve.send("hello from eve");
+    for (const c of [ann, ben, cat, dan]) await c.event("message", { text: "hello from eve" });
+  } finally {
+    await disposeAll(clients);
+  }
+});
+
+Deno.test("kill -9 of a member: the others are told within a second and keep chatting", async () => {
+  await using server = await startServer();
+  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  try {
+    const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+    const group = await makeGroup(clients);
+    const killedAt = Date.now();
+    carol.proc.kill("SIGKILL");
+    for (const c of [alice, bob]) {
+      const e = await c.event("group_members", { left: ["carol"], reason: "unreachable" }, 5000);
+      assert.ok(Number(e.time) - killedAt < 1000, `told after ${Number(e.time) - killedAt} ms`);
+      await membersAre(c, group, ["alice", "bob"]);
+    }
+    await alice.send("still here");
+    await bob.event("message", { text: "still here", group });
+    await bob.send("me too");
+    await alice.event("message", { text: "me too", group });
+  } finally {
+    await disposeAll(clients);
+  }
+});
+
+Deno.test("a frozen member is declared gone within the bound, is not back on waking, and can be added again", async () => {
+  await using server = await startServer();
+  const clients = await crowd(server, ["alice", "bob", "carol"], ["--peer-timeout", "2"]);
+  try {
+    const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+    const group = await makeGroup(clients);
+    const stoppedAt = Date.now();
+    carol.proc.kill("SIGSTOP");
+    for (const c of [alice, bob]) {
+      const e = await c.event("group_members", { left: ["carol"], reason: "unreachable" }, 10_000);
+      const after = Number(e.time) - stoppedAt;
+      assert.ok(after <= 2000 + 1500, `declared gone after ${after} ms (bound 2 s + one beat)`);
+    }
+    carol.proc.kill("SIGCONT");
+    // Carol wakes to find her links gone: she is out, and says so.
+    const closed = await carol.event("group_closed", { group }, 10_000);
+    assert.ok(String(closed.reason).length > 0);
+    await alice.send("carol cannot see this");
+    await bob.event("message", { text: "carol cannot see this" });
+    assert.ok(!messagesIn(carol, group).some((e) => e.text === "carol cannot see this"));
+    // Added again, she is back for everyone.
+    await alice.send("/a carol");
+    for (const c of clients) await membersAre(c, group, ["alice", "bob", "carol"]);
+    await bob.send("welcome back");
+    await carol.event("message", { text: "welcome back", group });
+  } finally {
+    await disposeAll(clients);
+  }
+});
+
+Deno.test("adding an offline, unknown or non-contact user is refused and the group is unchanged", async () => {
+  await using server = await startServer();
+  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  const dave = await TestClient.start("dave", server);
+  try {
+    await dave.signup("dave");
+    const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+    await alice.send("contacts add dave");
+    await alice.event("contact_added");
+    await dave.send("out");
+    await dave.event("logged_out");
+    const group = await makeGroup(clients);
+    await alice.send("/a dave");
+    assert.match(String((await alice.event("error")).message), /dave is offline; nobody was added/);
+    await alice.send("/a nobody");
+    assert.match(String((await alice.event("error")).message), /no user named nobody/);
+    const eve = await TestClient.start("eve", server);
+    await eve.signup("eve");
+    await alice.send("/a eve");
+    assert.match(String((await alice.event("error")).message), /not in your contacts/);
+    await eve[Symbol.asyncDispose]();
+    for (const c of [alice, bob, carol]) {
+      assert.ok(!c.events().some((e) => e.type === "group_members"), "no membership change");
+    }
+    await alice.send("/u");
+    const online = await alice.event("online_contacts");
+    assert.deepEqual([...(online.contacts as string[])].sort(), ["bob", "carol"]);
+    assert.ok(group.length > 0);
+  } finally {
+    await dave[Symbol.asyncDispose]();
+    await disposeAll(clients);
+  }
+});
+
+Deno.test("history survives a restart with its marks, and search finds a word from a group chat", async () => {
+  await using server = await startServer();
+  const homes: string[] = [];
+  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  try {
+    const [alice, bob] = clients as [TestClient, TestClient, TestClient];
+    homes.push(alice.home);
+    const group = await makeGroup(clients);
+    await alice.send("the quokka is the happiest animal");
+    await bob.event("message", { text: "the quokka is the happiest animal" });
+    await bob.send("/q");
+    await bob.event("group_closed");
+    // A 1:1 chat too, with its delivery marks.
+    await bob.send("chat alice");
+    await bob.event("chat_opened", { with: "alice" });
+    await bob.send("direct line");
+    await bob.event("delivered");
+    // Restart bob on the same home.
+    const home = bob.home;
+    await bob.proc[Symbol.asyncDispose]();
+    await using bob2 = await TestClient.start("bob", server, { home });
+    await bob2.login("bob");
+    await bob2.send("history alice");
+    const history = await bob2.event("history", { chat: "alice" });
+    assert.deepEqual(
+      (history.entries as { text: string; mark: string }[]).map((h) => [h.text, h.mark]),
+      [["direct line", "**"]],
+    );
+    await bob2.send("search quokka");
+    const found = await bob2.event("search_results");
+    const results = found.results as { chat: string; from: string; text: string }[];
+    assert.equal(results.length, 1);
+    assert.equal(results[0]!.from, "alice");
+    assert.match(results[0]!.chat, /^#[0-9a-f]{6}$/);
+    await bob2.send("groups");
+    const groups = await bob2.event("groups");
+    const listed = groups.groups as { id: string; active: boolean }[];
+    assert.ok(listed.some((g) => g.id === group && g.active === false));
+    await bob2.send(`history ${results[0]!.chat}`);
+    const groupHistory = await bob2.event("history");
+    assert.ok(
+      (groupHistory.entries as { text: string }[]).some((h) =>
+        h.text === "the quokka is the happiest animal"
+      ),
+    );
+  } finally {
+    await disposeAll(clients);
+  }
+});
