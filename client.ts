@@ -23,6 +23,15 @@ function wrap<T>(parse: (value: string) => T): (value: string) => T {
   };
 }
 
+/** Parses `4G`, `500M`, `64K` or a plain number of bytes. */
+function parseSize(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)([KMG]i?B?)?$/i.exec(value.trim());
+  if (!m) throw new RangeError(`"${value}" is not a size (try 500M or 4G)`);
+  const unit = (m[2] ?? "").toUpperCase()[0];
+  const factor = unit === "K" ? 1024 : unit === "M" ? 1024 ** 2 : unit === "G" ? 1024 ** 3 : 1;
+  return Math.floor(Number(m[1]) * factor);
+}
+
 function defaultHome(): string {
   const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".";
   return join(home, ".confab");
@@ -68,6 +77,12 @@ const program = new Command()
     3,
   )
   .option(
+    "--max-file-size <bytes>",
+    "refuse files larger than this (suffixes K, M, G: 500M, 4G)",
+    wrap(parseSize),
+    4 * 1024 ** 3,
+  )
+  .option(
     "--history <n>",
     "messages shown when a chat opens",
     wrap((v) => {
@@ -88,6 +103,7 @@ const opts = program.opts<{
   acceptServerKey?: boolean;
   announcePort?: number;
   peerTimeout: number;
+  maxFileSize: number;
   history: number;
 }>();
 const peerPort = (program.processedArgs[0] as number | undefined) ?? opts.port ?? 0;
@@ -105,6 +121,7 @@ const client = new ConfabClient({
   historyLines: opts.history,
   acceptServerKey: opts.acceptServerKey,
   peerTimeoutMs: opts.peerTimeout * 1000,
+  maxFileSize: opts.maxFileSize,
   announcePort: opts.announcePort,
 }, (event) => ui.show(event));
 

@@ -96,6 +96,17 @@ async function execute(client: ConfabClient, ui: FrontEnd, c: Command): Promise<
       return client.search(c.words);
     case "leave_chat":
       return client.leaveChat();
+    case "share":
+      // Not awaited: chatting goes on while files travel; progress comes as events.
+      client.share(c.path).catch((error) => {
+        const e = asError(error);
+        ui.show({
+          type: "error",
+          code: e instanceof ClientError ? e.code : "INTERNAL",
+          message: e.message,
+        });
+      });
+      return;
     case "say":
       // Not awaited: the next line can be typed while this one waits for its ack.
       client.send(c.text).catch((error) => {

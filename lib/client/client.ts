@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import {
   asError,
+  type BinaryFrame,
   type FramedConnection,
   type OutgoingMessage,
   SilentPeerError,
@@ -29,6 +30,7 @@ import { Identity } from "../peer/identity.ts";
 import { delay } from "../util/time.ts";
 import { ClientStore, type DeliveryMark, groupChat } from "./client_store.ts";
 import { GroupChats, GroupError } from "./group_chats.ts";
+import { TransferError, Transfers } from "./transfers.ts";
 import { groupHandle } from "../peer/group_state.ts";
 import { KnownServers } from "./known_servers.ts";
 import { openServerLink, ServerKeyChangedError, type ServerLink } from "./server_link.ts";
@@ -62,6 +64,8 @@ export interface ClientOptions {
    * peer whose process died is noticed at once from its socket.
    */
   peerTimeoutMs?: number;
+  /** Largest file accepted from others. */
+  maxFileSize?: number;
 }
 
 const LOGOUT_SETTING = "pending_logout";
@@ -150,6 +154,7 @@ export class ConfabClient implements AsyncDisposable {
   /** The group whose window is open (then #chatWith is unset). */
   #group: string | undefined;
   #groups: GroupChats | undefined;
+  #transfers: Transfers | undefined;
   #loggingIn: Promise<void> | undefined;
   #connecting: Promise<FramedConnection<ServerMessage>> | undefined;
   /** Static key for Noise handshakes, made per process: users prove who they are inside. */
@@ -169,6 +174,7 @@ export class ConfabClient implements AsyncDisposable {
       ackTimeoutMs: options.ackTimeoutMs ?? 5_000,
       acceptServerKey: options.acceptServerKey ?? false,
       peerTimeoutMs: options.peerTimeoutMs ?? 3_000,
+      maxFileSize: options.maxFileSize ?? 4 * 1024 ** 3,
       announcePort: options.announcePort,
     };
     this.#serverPort = options.server.port;
@@ -468,6 +474,8 @@ export class ConfabClient implements AsyncDisposable {
       const mailKey = await MailKey.load(join(this.#userDir(user), "mail-key.json"));
       this.#session = { user: welcome.user, token: welcome.token, identity, mailKey, store };
       this.#groups = this.#makeGroups(this.#session);
+      this.#transfers = this.#makeTransfers(this.#session);
+      await this.#transfers.prepare();
       if (!mailKey) {
         this.#emit({
           type: "error",
@@ -528,6 +536,8 @@ export class ConfabClient implements AsyncDisposable {
     this.#group = undefined;
     this.#groups?.close();
     this.#groups = undefined;
+    void this.#transfers?.close();
+    this.#transfers = undefined;
     for (const link of this.#links.values()) {
       link.fc.send({ type: "bye" }).catch(() => {});
       void link.fc.close();
@@ -772,7 +782,9 @@ export class ConfabClient implements AsyncDisposable {
     return link;
   }
 
-  async #onPeerMessage(link: PeerLink, m: PeerMessage): Promise<void> {
+  async #onPeerMessage(link: PeerLink, m: PeerMessage | BinaryFrame): Promise<void> {
+    if (this.#transfers && await this.#transfers.onPeerMessage(link, m)) return;
+    if (m.type === "binary") return; // file data for no transfer (it was cancelled)
     if (this.#groups && await this.#groups.onPeerMessage(link, m)) return;
     switch (m.type) {
       case "msg":
@@ -1225,6 +1237,46 @@ export class ConfabClient implements AsyncDisposable {
         mark: h.mark,
       })),
     });
+  }
+
+  #makeTransfers(session: Session): Transfers {
+    const dir = this.#userDir(session.user);
+    return new Transfers({
+      user: session.user,
+      store: session.store,
+      emit: (event) => this.#emit(event),
+      link: (user) => this.#linkTo(user, false),
+      downloadsDir: join(dir, "downloads"),
+      partialDir: join(dir, "partial"),
+      maxFileSize: this.#opts.maxFileSize,
+    });
+  }
+
+  /**
+   * `/s <path>` (or `share <path>`) in a chat: sends the file to the other user, or to every
+   * member of the group, directly. Resolves when every transfer has ended (well or not).
+   */
+  async share(path: string): Promise<void> {
+    this.#requireSession();
+    const transfers = this.#transfers!;
+    let peers: string[];
+    let group: string | undefined;
+    if (this.#group !== undefined) {
+      group = this.#group;
+      peers = this.#groups!.members(group).filter((m) =>
+        m.toLowerCase() !== this.#session!.user.toLowerCase()
+      );
+    } else if (this.#chatWith !== undefined) {
+      peers = [this.#chatWith];
+    } else {
+      throw new ClientError("NOT_IN_CHAT", "open a chat first, then /s <path>");
+    }
+    try {
+      await transfers.share(path, peers, group);
+    } catch (error) {
+      if (error instanceof TransferError) throw new ClientError(error.code, error.message);
+      throw error;
+    }
   }
 
   /** `/u`: my contacts who are online now. */

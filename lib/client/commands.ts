@@ -26,6 +26,7 @@ export type Command =
   | { kind: "groups" }
   | { kind: "history"; target: string; limit?: number }
   | { kind: "search"; words: string[] }
+  | { kind: "share"; path: string }
   | { kind: "chat_help" }
   | { kind: "empty" }
   | { kind: "invalid"; message: string };
@@ -53,6 +54,7 @@ export const CHAT_HELP = `in a chat:
   <text>        send a message
   /u  or \\u     your contacts who are online
   /a <user>     add an online contact: the chat becomes a group (\\a works too)
+  /s <path>     send a file to everyone in the chat, directly (also: share <path>)
   /q  or \\q     leave the chat (in a group: leave the group; the others carry on)
   /h  or \\h     this help
   //text        send a message that starts with / (\\\\text for one that starts with \\)`;
@@ -136,6 +138,15 @@ export function parseCommand(line: string, inChat: boolean): Command {
 }
 
 function parseChatLine(line: string): Command {
+  // `share <path>`, as in the original, shares a file; the rest of the line is the path.
+  const share = /^(?:[/\\](?:s|share)|share)\s+(.+)$/.exec(line);
+  if (share) return { kind: "share", path: share[1]!.trim() };
+  if (/^[/\\](s|share)$/.test(line.trim())) {
+    return {
+      kind: "invalid",
+      message: "usage: /s <path> (a file to send to everyone in the chat)",
+    };
+  }
   if (line.startsWith("//") || line.startsWith("\\\\")) return { kind: "say", text: line.slice(1) };
   if (line.startsWith("/") || line.startsWith("\\")) {
     const cmd = line.slice(1).trim();

@@ -155,6 +155,59 @@ export type ClientEvent =
       mark: DeliveryMark;
     }[];
   }
+  /**
+   * A file transfer started (`direction` "out": you send to `peer`; "in": you receive from
+   * `peer`). `offset`: bytes skipped because an earlier, interrupted transfer had them.
+   */
+  | {
+    type: "transfer_started";
+    fid: string;
+    direction: "in" | "out";
+    peer: string;
+    name: string;
+    size: number;
+    offset: number;
+  }
+  /** Progress, a few times a second: `bytes` done of `size`, `rate` B/s, `eta` seconds. */
+  | {
+    type: "transfer_progress";
+    fid: string;
+    direction: "in" | "out";
+    peer: string;
+    name: string;
+    size: number;
+    bytes: number;
+    rate: number;
+    eta: number | null;
+  }
+  /**
+   * Done and verified (SHA-256). `bytes`: what travelled this time (less than `size` after a
+   * resume, from `resumedFrom`). `savedAs`: where a received file is.
+   */
+  | {
+    type: "transfer_done";
+    fid: string;
+    direction: "in" | "out";
+    peer: string;
+    name: string;
+    size: number;
+    bytes: number;
+    resumedFrom: number;
+    sha256: string;
+    savedAs?: string;
+  }
+  /** Failed; `kept`: the part received is kept aside, and sharing again resumes. */
+  | {
+    type: "transfer_failed";
+    fid: string;
+    direction: "in" | "out";
+    peer: string;
+    name: string;
+    size: number;
+    reason: string;
+    bytes: number;
+    kept: boolean;
+  }
   | { type: "error"; code: string; message: string }
   | { type: "help"; text: string }
   | { type: "bye" };

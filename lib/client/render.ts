@@ -16,8 +16,27 @@ export interface RenderOptions {
 /** How long an unacknowledged message waits before it is shown as "sending". */
 export const SHOW_PENDING_AFTER_MS = 750;
 
+function mib(bytes: number): string {
+  return bytes >= 1024 * 1024
+    ? `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+    : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+function size(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  return mib(bytes);
+}
+
+/** A text progress bar: `[██████░░░░]`. */
+export function bar(fraction: number, width = 20): string {
+  const full = Math.max(0, Math.min(width, Math.round(fraction * width)));
+  return `[${"█".repeat(full)}${"░".repeat(width - full)}]`;
+}
+
 export class Renderer {
   readonly #color: boolean;
+  /** Transfers in progress, for the status line (terminal) or step lines (plain). */
+  readonly #transfers = new Map<string, { line: string; step: number }>();
   readonly #inFlight = new Map<string, { ts: number; text: string; shown: boolean }>();
 
   constructor(options: RenderOptions) {
@@ -203,6 +222,49 @@ export class Renderer {
         if (e.results.length === 0) return `nothing found for "${e.query}"`;
         return e.results.map((r) => `${dim(`[${clock(r.ts)}] ${r.chat}`)} ${r.from}: ${r.text}`)
           .join("\n");
+      case "transfer_started": {
+        const resume = e.offset > 0
+          ? ` — resuming at ${Math.floor((e.offset / Math.max(1, e.size)) * 100)}%`
+          : "";
+        this.#transfers.set(e.fid, { line: "", step: 0 });
+        return e.direction === "out"
+          ? dim(`sending ${e.name} (${size(e.size)}) to ${e.peer}${resume}`)
+          : dim(`receiving ${e.name} (${size(e.size)}) from ${e.peer}${resume}`);
+      }
+      case "transfer_progress": {
+        const t = this.#transfers.get(e.fid) ?? { line: "", step: 0 };
+        const fraction = e.size > 0 ? e.bytes / e.size : 1;
+        const arrow = e.direction === "out" ? `↑ ${e.name} → ${e.peer}` : `↓ ${e.name} ← ${e.peer}`;
+        t.line = `${arrow} ${bar(fraction)} ${Math.floor(fraction * 100)}% ` +
+          `${mib(e.bytes)}/${mib(e.size)} ${mib(e.rate)}/s` +
+          (e.eta !== null ? ` ETA ${e.eta}s` : "");
+        this.#transfers.set(e.fid, t);
+        // Without a terminal (no status line): one short line each quarter.
+        const step = Math.floor(fraction * 4);
+        if (step > t.step) {
+          t.step = step;
+          return dim(`${arrow} ${Math.floor(fraction * 100)}% (${mib(e.rate)}/s)`);
+        }
+        return undefined;
+      }
+      case "transfer_done":
+        this.#transfers.delete(e.fid);
+        return this.paint(
+          "green",
+          e.direction === "out"
+            ? `✓ sent ${e.name} (${size(e.size)}) to ${e.peer}`
+            : `✓ received ${e.name} (${size(e.size)}) from ${e.peer}: ${e.savedAs}`,
+        ) + dim(
+          ` sha256 ${e.sha256.slice(0, 16)}…` +
+            (e.resumedFrom > 0 ? `, resumed: ${size(e.bytes)} sent this time` : ""),
+        );
+      case "transfer_failed":
+        this.#transfers.delete(e.fid);
+        return this.paint(
+          "red",
+          `✗ ${e.direction === "out" ? `sending ${e.name} to` : `receiving ${e.name} from`} ` +
+            `${e.peer} failed: ${e.reason}`,
+        );
       case "not_delivered": {
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
@@ -265,6 +327,14 @@ export class Renderer {
       }
     }
     return lines;
+  }
+
+  /** One line for all transfers in progress (a terminal redraws it in place), or none. */
+  statusLine(columns: number): string | undefined {
+    const lines = [...this.#transfers.values()].map((t) => t.line).filter((l) => l);
+    if (lines.length === 0) return undefined;
+    const text = lines.join("  |  ");
+    return text.length > columns - 1 ? text.slice(0, Math.max(10, columns - 2)) + "…" : text;
   }
 
   get pending(): number {

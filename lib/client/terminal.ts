@@ -101,6 +101,8 @@ export class TtyFrontEnd implements FrontEnd {
   #muted = false;
   #busy = false;
   #queue: string[] = [];
+  /** The last thing printed was the transfer status line (redrawn in place). */
+  #statusShown = false;
   #waiting: ((line: string | undefined) => void) | undefined;
   #ended = false;
 
@@ -152,17 +154,28 @@ export class TtyFrontEnd implements FrontEnd {
 
   show(event: ClientEvent): void {
     const text = this.#renderer.render(event);
+    if (event.type === "transfer_progress") {
+      // On a terminal, progress is one status line redrawn in place, not a line per step.
+      const status = this.#renderer.statusLine(process.stdout.columns ?? 80);
+      if (status !== undefined) this.#printAbove(status, true);
+      return;
+    }
     if (text !== undefined) this.print(text);
   }
 
   /** Prints above the prompt, keeping what the user has typed so far (also when it wraps). */
   print(text: string): void {
+    this.#printAbove(text, false);
+  }
+
+  #printAbove(text: string, status: boolean): void {
     const out = process.stdout;
     if (this.#busy || this.#muted) {
-      out.write(text + "\n");
+      if (!status) out.write(text + "\n");
       return;
     }
-    const rows = this.#rl.getCursorPos().rows;
+    const rows = this.#rl.getCursorPos().rows + (this.#statusShown ? 1 : 0);
+    this.#statusShown = status;
     readline.moveCursor(out, 0, -rows);
     readline.cursorTo(out, 0);
     readline.clearScreenDown(out);

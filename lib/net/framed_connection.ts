@@ -20,6 +20,19 @@ import { closeFrame, openFrame, sealedSize } from "./sealed_frames.ts";
 
 /** A message as it travels: an object with a string `type` (and for requests, an `id`). */
 export type AnyMessage = { type: string; id?: number | string };
+
+/**
+ * A binary frame (bulk data such as file chunks): its body starts with the byte 0x00, which
+ * no JSON text can start with. Handed to the handler in order with the JSON messages.
+ */
+export interface BinaryFrame {
+  type: "binary";
+  data: Uint8Array;
+  id?: undefined;
+}
+
+/** First byte of a binary frame body. */
+export const BINARY_TAG = 0x00;
 /** What may be sent: any message object; the receiving side validates it against its schema. */
 export type OutgoingMessage = { type: string; [field: string]: unknown };
 
@@ -39,6 +52,8 @@ export interface FramedConnectionOptions<In> {
   requestTimeoutMs?: number;
   /** Malformed messages tolerated (each answered with an error) before the link is closed. */
   maxBadMessages?: number;
+  /** Accept binary frames (peer links carry file data); elsewhere they are refused. */
+  acceptBinary?: boolean;
 }
 
 /** Liveness: a `ping` every `intervalMs`; silence for `timeoutMs` ends the connection. */
@@ -109,6 +124,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       maxFrame: options.maxFrame ?? MAX_CONTROL_FRAME,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
       maxBadMessages: options.maxBadMessages ?? 10,
+      acceptBinary: options.acceptBinary ?? false,
     };
     this.#onMessage = options.onMessage;
     this.#replyTypes = new Set(options.replyTypes);
@@ -233,8 +249,23 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   /** Queues a message; resolves once it is written to the socket. */
   send(message: OutgoingMessage): Promise<void> {
+    return this.#write(encodeMessage(message));
+  }
+
+  /**
+   * Queues a binary frame (its first byte must be {@link BINARY_TAG}); resolves once written.
+   * Await each before queuing the next, and other messages slip in between: a chat line
+   * waits for at most one chunk of a file.
+   */
+  sendBinary(body: Uint8Array): Promise<void> {
+    if (body[0] !== BINARY_TAG) {
+      return Promise.reject(new RangeError("binary frames start with 0x00"));
+    }
+    return this.#write(body);
+  }
+
+  #write(body: Uint8Array): Promise<void> {
     if (this.#closing) return Promise.reject(new ConnectionClosedError("connection is closed"));
-    const body = encodeMessage(message);
     if (body.length > this.#opts.maxFrame) {
       return Promise.reject(
         new RangeError(
@@ -400,6 +431,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   #accept(body: Uint8Array): void {
+    if (body[0] === BINARY_TAG && this.#opts.acceptBinary) {
+      this.#deliver({ type: "binary", data: body } as unknown as In);
+      return;
+    }
     let message: In;
     try {
       message = decodeMessage(this.#opts.schema, body) as In;
@@ -427,6 +462,11 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       // A reply nobody waits for (timed out) is dropped.
       if (pending || message.type !== "error") return;
     }
+    this.#deliver(message);
+  }
+
+  /** Hands a message to whoever reads next: a `next()` waiter, or the handler's inbox. */
+  #deliver(message: In): void {
     if (this.#waiter) {
       const waiter = this.#waiter;
       this.#waiter = undefined;

@@ -4,7 +4,7 @@
  * fresh nonces) with its identity key, and each checks the other's signature against the key
  * the server's directory gave for the name it claims.
  */
-import { dial, FramedConnection } from "../net/framed_connection.ts";
+import { type BinaryFrame, dial, FramedConnection } from "../net/framed_connection.ts";
 import { exchangeHello } from "../net/hello.ts";
 import { secureConnection } from "../net/secure_channel.ts";
 import type { KeyPair } from "../crypto/noise.ts";
@@ -16,7 +16,8 @@ import { handshakeTranscript, type Identity, randomToken, verifySignature } from
 /** Replies we wait for on a peer link: `pong` to our `ping`. */
 const PEER_REPLY_TYPES = ["pong"] as const;
 
-export type PeerConnection = FramedConnection<PeerMessage>;
+/** A peer link carries JSON messages and binary frames (file chunks). */
+export type PeerConnection = FramedConnection<PeerMessage | BinaryFrame>;
 
 /** An authenticated link to another user. */
 export interface PeerLink {
@@ -71,6 +72,7 @@ export async function dialPeer(
   const fc: PeerConnection = new FramedConnection(conn, {
     schema: PeerToPeer,
     replyTypes: PEER_REPLY_TYPES,
+    acceptBinary: true,
   });
   try {
     await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });
@@ -135,6 +137,7 @@ export async function acceptPeer(
   const fc: PeerConnection = new FramedConnection(conn, {
     schema: PeerToPeer,
     replyTypes: PEER_REPLY_TYPES,
+    acceptBinary: true,
   });
   try {
     await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });

@@ -330,6 +330,50 @@ export const GroupMsg = z.strictObject({
   text: Text,
 });
 
+// ---- files (peer ↔ peer) -------------------------------------------------------------------
+// The sender offers; the receiver accepts (from an offset, to resume) or rejects; the data
+// follows as binary frames ([0x00][16-byte file id][8-byte offset][bytes]); the sender ends
+// with file_end and the receiver answers file_done once it checked the SHA-256.
+
+/** 16 random bytes, hex: names one transfer. */
+export const FileId = z.string().regex(/^[0-9a-f]{32}$/);
+export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
+/** Largest file the protocol can describe (a receiver sets its own, lower limit). */
+export const MAX_FILE_SIZE = 2 ** 50;
+export const FileOffer = z.strictObject({
+  type: z.literal("file_offer"),
+  fid: FileId,
+  /** The sender's name for the file: hostile until the receiver has cleaned it. */
+  name: z.string().min(1).max(1024),
+  size: z.number().int().min(0).max(MAX_FILE_SIZE),
+  sha256: Sha256Hex,
+  /** The group the file is shared in, if any. */
+  group: GroupId.optional(),
+});
+export const FileAccept = z.strictObject({
+  type: z.literal("file_accept"),
+  fid: FileId,
+  /** Bytes the receiver already has from an earlier, interrupted transfer of this file. */
+  offset: z.number().int().min(0).max(MAX_FILE_SIZE),
+});
+export const FileReject = z.strictObject({
+  type: z.literal("file_reject"),
+  fid: FileId,
+  reason: z.string().max(300),
+});
+export const FileEnd = z.strictObject({ type: z.literal("file_end"), fid: FileId });
+export const FileDone = z.strictObject({
+  type: z.literal("file_done"),
+  fid: FileId,
+  ok: z.boolean(),
+  reason: z.string().max(300).optional(),
+});
+export const FileCancel = z.strictObject({
+  type: z.literal("file_cancel"),
+  fid: FileId,
+  reason: z.string().max(300),
+});
+
 // ---- unions by direction -------------------------------------------------------------------
 
 const common = [Hello, ErrorMsg, Noise, Ping, Pong] as const;
@@ -382,6 +426,12 @@ export const PeerToPeer = z.discriminatedUnion("type", [
   GroupLeave,
   GroupGone,
   GroupMsg,
+  FileOffer,
+  FileAccept,
+  FileReject,
+  FileEnd,
+  FileDone,
+  FileCancel,
 ]);
 
 export type ClientMessage = z.infer<typeof ClientToServer>;

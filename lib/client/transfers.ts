@@ -1,0 +1,561 @@
+/**
+ * File sharing over the direct links, never through the server. The file is streamed in
+ * chunks with backpressure (one chunk in flight per link, so a chat line waits for at most one
+ * chunk), checked end to end with SHA-256, written aside under a temporary name and moved into
+ * downloads only once complete and verified. An interrupted transfer leaves its partial file
+ * aside; offering the same file again (same hash and size) resumes where it stopped.
+ */
+import { createHash, type Hash } from "node:crypto";
+import { basename, join } from "node:path";
+import type { BinaryFrame } from "../net/framed_connection.ts";
+import { BINARY_TAG } from "../net/framed_connection.ts";
+import type { PeerMessage } from "../protocol/messages.ts";
+import { numberedName, sanitizeFileName } from "../peer/file_names.ts";
+import type { PeerLink } from "../peer/peer_link.ts";
+import { type ClientStore, groupChat } from "./client_store.ts";
+import type { ClientEvent } from "./events.ts";
+
+/** Bytes of file data per chunk: with its 25-byte header it fits one Noise message. */
+export const CHUNK_SIZE = 65_000;
+const HEADER = 1 + 16 + 8;
+/** How long a partial file is kept for resuming. */
+const PARTIAL_TTL_MS = 24 * 3600_000;
+const ANSWER_TIMEOUT_MS = 120_000;
+const PROGRESS_EVERY_MS = 250;
+
+export interface TransferHost {
+  readonly user: string;
+  readonly store: ClientStore;
+  emit(event: ClientEvent): void;
+  link(user: string): Promise<PeerLink>;
+  /** Where verified files land. */
+  readonly downloadsDir: string;
+  /** Where partial files wait (never in downloads). */
+  readonly partialDir: string;
+  /** Largest file accepted. */
+  readonly maxFileSize: number;
+}
+
+interface Outgoing {
+  fid: string;
+  peer: string;
+  answer: PromiseWithResolvers<
+    { accepted: true; offset: number } | { accepted: false; reason: string }
+  >;
+  done: PromiseWithResolvers<{ ok: boolean; reason?: string }>;
+  cancelled?: string;
+}
+
+interface Incoming {
+  fid: string;
+  from: string;
+  link: PeerLink;
+  name: string;
+  size: number;
+  sha256: string;
+  group?: string;
+  partial: string;
+  file: Deno.FsFile;
+  hash: Hash;
+  at: number;
+  startedAt: number;
+  startOffset: number;
+  lastProgress: number;
+}
+
+export class TransferError extends Error {
+  override name = "TransferError";
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+function hex(bytes: Uint8Array): string {
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function fromHex(text: string): Uint8Array {
+  const out = new Uint8Array(text.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+/** SHA-256 of a file, streamed (memory stays flat whatever the size). */
+export async function hashFile(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  using file = await Deno.open(path, { read: true });
+  const buffer = new Uint8Array(1024 * 1024);
+  for (;;) {
+    const n = await file.read(buffer);
+    if (n === null) break;
+    hash.update(buffer.subarray(0, n));
+  }
+  return hash.digest("hex");
+}
+
+async function readFull(file: Deno.FsFile, into: Uint8Array): Promise<number> {
+  let filled = 0;
+  while (filled < into.length) {
+    const n = await file.read(into.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  return filled;
+}
+
+export class Transfers {
+  readonly #host: TransferHost;
+  readonly #outgoing = new Map<string, Outgoing>();
+  readonly #incoming = new Map<string, Incoming>();
+
+  constructor(host: TransferHost) {
+    this.#host = host;
+  }
+
+  /** Makes the folders and drops partial files too old to resume. */
+  async prepare(now = Date.now()): Promise<void> {
+    await Deno.mkdir(this.#host.downloadsDir, { recursive: true, mode: 0o700 });
+    await Deno.mkdir(this.#host.partialDir, { recursive: true, mode: 0o700 });
+    for await (const entry of Deno.readDir(this.#host.partialDir)) {
+      const path = join(this.#host.partialDir, entry.name);
+      const info = await Deno.stat(path).catch(() => undefined);
+      if (info?.mtime && now - info.mtime.getTime() > PARTIAL_TTL_MS) {
+        await Deno.remove(path).catch(() => {});
+      }
+    }
+  }
+
+  /**
+   * Shares a file with each of `peers`, in parallel and independently: one slow or dead peer
+   * never holds up the others.
+   * @throws {TransferError} when the file cannot be read.
+   */
+  async share(path: string, peers: string[], group?: string): Promise<void> {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(path);
+      if (!info.isFile) throw new TransferError("BAD_FILE", `${path} is not a file`);
+      (await Deno.open(path, { read: true })).close();
+    } catch (error) {
+      if (error instanceof TransferError) throw error;
+      const why = error instanceof Deno.errors.NotFound
+        ? "no such file"
+        : error instanceof Deno.errors.PermissionDenied
+        ? "permission denied"
+        : (error as Error).message;
+      throw new TransferError("BAD_FILE", `cannot read ${path}: ${why}`);
+    }
+    const name = basename(path);
+    if (info.size > 1024 * 1024 * 64) {
+      this.#host.emit({ type: "info", text: `checking ${name} (SHA-256 of ${info.size} bytes)` });
+    }
+    const sha256 = await hashFile(path);
+    await Promise.all(
+      peers.map((peer) => this.#sendTo(peer, { path, name, size: info.size, sha256, group })),
+    );
+  }
+
+  async #sendTo(
+    peer: string,
+    file: { path: string; name: string; size: number; sha256: string; group?: string },
+  ): Promise<void> {
+    const host = this.#host;
+    const fid = hex(crypto.getRandomValues(new Uint8Array(16)));
+    const base = { fid, direction: "out" as const, peer, name: file.name, size: file.size };
+    const t: Outgoing = {
+      fid,
+      peer,
+      answer: Promise.withResolvers(),
+      done: Promise.withResolvers(),
+    };
+    this.#outgoing.set(fid, t);
+    let sent = 0;
+    try {
+      const link = await host.link(peer);
+      const closed = link.fc.closed.then(() => {
+        throw new TransferError("PEER_GONE", `${peer} disconnected`);
+      });
+      closed.catch(() => {});
+      await link.fc.send({
+        type: "file_offer",
+        fid,
+        name: file.name,
+        size: file.size,
+        sha256: file.sha256,
+        ...(file.group ? { group: file.group } : {}),
+      });
+      const answer = await Promise.race([closed, withTimeout(t.answer.promise, "no answer")]);
+      if (!answer.accepted) {
+        throw new TransferError("REJECTED", `${peer} declined: ${answer.reason}`);
+      }
+      const offset = answer.offset;
+      if (offset > file.size) {
+        throw new TransferError("BAD_OFFSET", `${peer} asked for a bad offset`);
+      }
+      host.emit({ type: "transfer_started", ...base, offset });
+      const progress = new Progress(host, base, offset);
+      using handle = await Deno.open(file.path, { read: true });
+      await handle.seek(offset, Deno.SeekMode.Start);
+      const fidBytes = fromHex(fid);
+      let at = offset;
+      const corrupt = Deno.env.get("CONFAB_FAULT") === "corrupt-file";
+      while (at < file.size) {
+        if (t.cancelled) throw new TransferError("CANCELLED", t.cancelled);
+        const want = Math.min(CHUNK_SIZE, file.size - at);
+        const frame = new Uint8Array(HEADER + want);
+        const n = await readFull(handle, frame.subarray(HEADER));
+        if (n < want) throw new TransferError("BAD_FILE", `${file.name} got shorter while sending`);
+        frame[0] = BINARY_TAG;
+        frame.set(fidBytes, 1);
+        new DataView(frame.buffer).setBigUint64(17, BigInt(at), false);
+        if (corrupt && at === offset) frame[HEADER] = frame[HEADER]! ^ 0xff; // tests only
+        // One chunk in flight: awaiting the write lets chat messages in between chunks.
+        await Promise.race([link.fc.sendBinary(frame), closed]);
+        at += n;
+        sent += n;
+        progress.update(at);
+      }
+      await link.fc.send({ type: "file_end", fid });
+      const done = await Promise.race([closed, withTimeout(t.done.promise, "no confirmation")]);
+      if (!done.ok) throw new TransferError("CHECK_FAILED", `${peer}: ${done.reason ?? "failed"}`);
+      host.emit({
+        type: "transfer_done",
+        ...base,
+        bytes: sent,
+        resumedFrom: offset,
+        sha256: file.sha256,
+      });
+      this.#record(file.group ?? peer, host.user, file.name, file.size, file.sha256, file.group);
+    } catch (error) {
+      const reason = error instanceof TransferError ? error.message : (error as Error).message;
+      host.emit({ type: "transfer_failed", ...base, reason, bytes: sent, kept: false });
+    } finally {
+      this.#outgoing.delete(fid);
+    }
+  }
+
+  /** Routes a file message or binary chunk; returns false for anything else. */
+  async onPeerMessage(link: PeerLink, m: PeerMessage | BinaryFrame): Promise<boolean> {
+    switch (m.type) {
+      case "binary":
+        await this.#onChunk(link, m.data);
+        return true;
+      case "file_offer":
+        await this.#onOffer(link, m);
+        return true;
+      case "file_accept":
+      case "file_reject": {
+        const t = this.#outgoing.get(m.fid);
+        if (t && t.peer.toLowerCase() === link.user.toLowerCase()) {
+          t.answer.resolve(
+            m.type === "file_accept"
+              ? { accepted: true, offset: m.offset }
+              : { accepted: false, reason: m.reason },
+          );
+        }
+        return true;
+      }
+      case "file_done": {
+        const t = this.#outgoing.get(m.fid);
+        if (t && t.peer.toLowerCase() === link.user.toLowerCase()) {
+          t.done.resolve({ ok: m.ok, reason: m.reason });
+        }
+        return true;
+      }
+      case "file_end":
+        await this.#onEnd(link, m.fid);
+        return true;
+      case "file_cancel": {
+        const out = this.#outgoing.get(m.fid);
+        if (out && out.peer.toLowerCase() === link.user.toLowerCase()) {
+          out.cancelled = `${link.user} cancelled: ${m.reason}`;
+          out.answer.resolve({ accepted: false, reason: m.reason });
+          out.done.resolve({ ok: false, reason: m.reason });
+        }
+        const inc = this.#incoming.get(m.fid);
+        if (inc && inc.link === link) {
+          await this.#fail(inc, `${link.user} cancelled: ${m.reason}`, true);
+        }
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  async #onOffer(link: PeerLink, m: Extract<PeerMessage, { type: "file_offer" }>): Promise<void> {
+    const host = this.#host;
+    const reject = (reason: string) =>
+      link.fc.send({ type: "file_reject", fid: m.fid, reason }).catch(() => {});
+    if (this.#incoming.has(m.fid)) return;
+    if (m.size > host.maxFileSize) {
+      host.emit({
+        type: "error",
+        code: "FILE_TOO_LARGE",
+        message: `${link.user} offered ${sanitizeFileName(m.name)} (${m.size} bytes); ` +
+          `refused: above your limit of ${host.maxFileSize} bytes (--max-file-size)`,
+      });
+      await reject(`the file is larger than the receiver's limit of ${host.maxFileSize} bytes`);
+      return;
+    }
+    const name = sanitizeFileName(m.name);
+    const partial = join(
+      host.partialDir,
+      `${m.sha256}-${m.size}-${link.user.toLowerCase()}.part`,
+    );
+    if ([...this.#incoming.values()].some((t) => t.partial === partial)) {
+      await reject("this file is already being received");
+      return;
+    }
+    const hash = createHash("sha256");
+    let offset = 0;
+    let file: Deno.FsFile;
+    try {
+      await Deno.mkdir(host.partialDir, { recursive: true, mode: 0o700 });
+      file = await Deno.open(partial, { read: true, write: true, create: true, mode: 0o600 });
+      const size = (await file.stat()).size;
+      if (size > 0 && size <= m.size) {
+        // Resume: what we have must hash into the final check, so read it once.
+        const buffer = new Uint8Array(1024 * 1024);
+        for (;;) {
+          const n = await file.read(buffer);
+          if (n === null) break;
+          hash.update(buffer.subarray(0, n));
+          offset += n;
+        }
+      } else if (size > m.size) {
+        await file.truncate(0);
+      }
+      await file.seek(offset, Deno.SeekMode.Start);
+    } catch (error) {
+      await reject(`the receiver cannot store it (${(error as Error).message})`);
+      return;
+    }
+    const now = Date.now();
+    const t: Incoming = {
+      fid: m.fid,
+      from: link.user,
+      link,
+      name,
+      size: m.size,
+      sha256: m.sha256,
+      group: m.group,
+      partial,
+      file,
+      hash,
+      at: offset,
+      startedAt: now,
+      startOffset: offset,
+      lastProgress: now,
+    };
+    this.#incoming.set(m.fid, t);
+    void link.fc.closed.then(() => {
+      const live = this.#incoming.get(m.fid);
+      if (live) void this.#fail(live, `${link.user} disconnected`, true);
+    });
+    await link.fc.send({ type: "file_accept", fid: m.fid, offset });
+    host.emit({
+      type: "transfer_started",
+      fid: m.fid,
+      direction: "in",
+      peer: link.user,
+      name,
+      size: m.size,
+      offset,
+    });
+  }
+
+  async #onChunk(link: PeerLink, data: Uint8Array): Promise<void> {
+    if (data.length < HEADER) return;
+    const fid = hex(data.subarray(1, 17));
+    const t = this.#incoming.get(fid);
+    if (!t || t.link !== link) return; // unknown or cancelled transfer: ignore the rest
+    const at = Number(new DataView(data.buffer, data.byteOffset + 17, 8).getBigUint64(0, false));
+    const bytes = data.subarray(HEADER);
+    if (at !== t.at || t.at + bytes.length > t.size) {
+      await link.fc.send({ type: "file_cancel", fid, reason: "data out of order" }).catch(() => {});
+      await this.#fail(t, `${t.from} sent data out of order`, true);
+      return;
+    }
+    let written = 0;
+    while (written < bytes.length) written += await t.file.write(bytes.subarray(written));
+    t.hash.update(bytes);
+    t.at += bytes.length;
+    const now = Date.now();
+    if (now - t.lastProgress >= PROGRESS_EVERY_MS) {
+      t.lastProgress = now;
+      this.#host.emit(progressEvent(
+        { fid, direction: "in", peer: t.from, name: t.name, size: t.size },
+        t.at,
+        t.startOffset,
+        t.startedAt,
+        now,
+      ));
+    }
+  }
+
+  async #onEnd(link: PeerLink, fid: string): Promise<void> {
+    const host = this.#host;
+    const t = this.#incoming.get(fid);
+    if (!t || t.link !== link) return;
+    this.#incoming.delete(fid);
+    const digest = t.hash.digest("hex");
+    t.file.close();
+    if (t.at !== t.size || digest !== t.sha256) {
+      // Corrupt: nothing of it is kept, nothing reaches downloads.
+      await Deno.remove(t.partial).catch(() => {});
+      const reason = t.at !== t.size
+        ? `incomplete: ${t.at} of ${t.size} bytes`
+        : "SHA-256 mismatch: the file was damaged on the way; it was discarded";
+      await link.fc.send({ type: "file_done", fid, ok: false, reason }).catch(() => {});
+      host.emit({
+        type: "transfer_failed",
+        fid,
+        direction: "in",
+        peer: t.from,
+        name: t.name,
+        size: t.size,
+        reason,
+        bytes: t.at - t.startOffset,
+        kept: false,
+      });
+      return;
+    }
+    const savedAs = await this.#moveToDownloads(t.partial, t.name);
+    await link.fc.send({ type: "file_done", fid, ok: true }).catch(() => {});
+    this.#record(t.group ?? t.from, t.from, t.name, t.size, t.sha256, t.group);
+    host.emit({
+      type: "transfer_done",
+      fid,
+      direction: "in",
+      peer: t.from,
+      name: t.name,
+      size: t.size,
+      bytes: t.at - t.startOffset,
+      resumedFrom: t.startOffset,
+      sha256: t.sha256,
+      savedAs,
+    });
+  }
+
+  /**
+   * Moves a verified file into downloads under `name`, or `name (1)`, `name (2)` ...: a
+   * placeholder is created exclusively first, so an existing file is never overwritten.
+   */
+  async #moveToDownloads(partial: string, name: string): Promise<string> {
+    await Deno.mkdir(this.#host.downloadsDir, { recursive: true, mode: 0o700 });
+    for (let n = 0; n < 10_000; n++) {
+      const target = join(this.#host.downloadsDir, n === 0 ? name : numberedName(name, n));
+      try {
+        (await Deno.open(target, { write: true, createNew: true, mode: 0o600 })).close();
+      } catch (error) {
+        if (error instanceof Deno.errors.AlreadyExists) continue;
+        throw error;
+      }
+      await Deno.rename(partial, target);
+      return target;
+    }
+    throw new TransferError("NO_NAME", `no free name for ${name} in downloads`);
+  }
+
+  async #fail(t: Incoming, reason: string, keep: boolean): Promise<void> {
+    if (this.#incoming.get(t.fid) !== t) return;
+    this.#incoming.delete(t.fid);
+    try {
+      t.file.close();
+    } catch { /* closed */ }
+    if (!keep) await Deno.remove(t.partial).catch(() => {});
+    this.#host.emit({
+      type: "transfer_failed",
+      fid: t.fid,
+      direction: "in",
+      peer: t.from,
+      name: t.name,
+      size: t.size,
+      reason: keep ? `${reason}; the part received is kept aside to resume` : reason,
+      bytes: t.at - t.startOffset,
+      kept: keep,
+    });
+  }
+
+  #record(
+    chat: string,
+    from: string,
+    name: string,
+    size: number,
+    sha256: string,
+    group?: string,
+  ): void {
+    this.#host.store.addMessage({
+      id: crypto.randomUUID(),
+      chat: group ? groupChat(group) : chat,
+      sender: from,
+      ts: Date.now(),
+      text: `[file] ${name} (${size} bytes, sha256 ${sha256})`,
+      outgoing: from.toLowerCase() === this.#host.user.toLowerCase(),
+      mark: "**",
+    });
+  }
+
+  /** Ends every transfer (logout, close); partial files stay for resuming. */
+  async close(): Promise<void> {
+    for (const t of [...this.#incoming.values()]) await this.#fail(t, "closing", true);
+    for (const t of this.#outgoing.values()) {
+      t.cancelled = "closing";
+      t.answer.resolve({ accepted: false, reason: "closing" });
+      t.done.resolve({ ok: false, reason: "closing" });
+    }
+  }
+}
+
+class Progress {
+  #last = 0;
+  readonly #startedAt = Date.now();
+  constructor(
+    readonly host: TransferHost,
+    readonly base: {
+      fid: string;
+      direction: "in" | "out";
+      peer: string;
+      name: string;
+      size: number;
+    },
+    readonly offset: number,
+  ) {}
+
+  update(at: number): void {
+    const now = Date.now();
+    if (now - this.#last < PROGRESS_EVERY_MS) return;
+    this.#last = now;
+    this.host.emit(progressEvent(this.base, at, this.offset, this.#startedAt, now));
+  }
+}
+
+function progressEvent(
+  base: { fid: string; direction: "in" | "out"; peer: string; name: string; size: number },
+  at: number,
+  offset: number,
+  startedAt: number,
+  now: number,
+): ClientEvent {
+  const seconds = Math.max(0.001, (now - startedAt) / 1000);
+  const rate = (at - offset) / seconds;
+  return {
+    type: "transfer_progress",
+    ...base,
+    bytes: at,
+    rate: Math.round(rate),
+    eta: rate > 0 ? Math.round((base.size - at) / rate) : null,
+  };
+}
+
+function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new TransferError("TIMEOUT", `${what} within ${ANSWER_TIMEOUT_MS / 1000} s`)),
+      ANSWER_TIMEOUT_MS,
+    );
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
