@@ -196,3 +196,29 @@ Deno.test("LoginThrottle stays bounded under a flood of distinct keys", () => {
   assert.equal(throttle.waitFor("addr-9999", T0), 100);
   assert.equal(throttle.waitFor("addr-9899", T0), 0);
 });
+
+Deno.test("LoginThrottle forgets a key's failures forgetAfterMs after the last one", () => {
+  const throttle = new LoginThrottle({ freeFailures: 2, baseDelayMs: 100, forgetAfterMs: 1000 });
+  throttle.fail("k", T0);
+  throttle.fail("k", T0);
+  assert.equal(throttle.waitFor("k", T0), 100);
+  // Still within forgetAfterMs of the last failure: the count goes on.
+  throttle.fail("k", T0 + 1000);
+  assert.equal(throttle.waitFor("k", T0 + 1000), 200);
+  // Measured from the latest failure, not the first: the next one after a quiet spell starts over.
+  throttle.fail("k", T0 + 1000 + 1001);
+  assert.equal(throttle.waitFor("k", T0 + 2001), 0, "a first failure again");
+  throttle.fail("k", T0 + 2001);
+  assert.equal(throttle.waitFor("k", T0 + 2001), 100, "a second failure again");
+});
+
+Deno.test("LoginThrottle forgets failures 15 minutes after the last one by default", () => {
+  const throttle = new LoginThrottle(); // defaults: 5 free, 1 s base
+  for (let i = 0; i < 5; i++) throttle.fail("alice", T0);
+  assert.equal(throttle.waitFor("alice", T0), 1000);
+  throttle.fail("alice", T0 + 15 * 60_000);
+  assert.equal(throttle.waitFor("alice", T0 + 15 * 60_000), 2000, "not yet forgotten");
+  const later = T0 + 2 * 15 * 60_000 + 1;
+  throttle.fail("alice", later);
+  assert.equal(throttle.waitFor("alice", later), 0, "forgotten: the free failures are back");
+});

@@ -110,6 +110,21 @@ Deno.test("ClientStore.rememberKey() keeps the first key and returns the one kno
   assert.equal(store.knownKey("carol"), KEY_B);
 });
 
+Deno.test("ClientStore.trustKey() replaces a pinned key, or pins a first one", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  store.rememberKey("bob", KEY_A);
+  store.trustKey("Bob", KEY_B);
+  assert.equal(store.knownKey("bob"), KEY_B);
+  // The trusted key is now the pinned one: seeing it again is no change, the old one is.
+  assert.equal(store.rememberKey("BOB", KEY_B), KEY_B);
+  assert.equal(store.rememberKey("bob", KEY_A), KEY_B);
+  assert.equal(store.knownKey("bob"), KEY_B);
+  store.trustKey("carol", KEY_A);
+  assert.equal(store.knownKey("carol"), KEY_A);
+  assert.equal(store.knownKey("dave"), undefined, "trusting one user pins no other");
+});
+
 Deno.test("ClientStore settings are set, overwritten and unset", async () => {
   await using dir = await tempDir();
   using store = new ClientStore(dir.path);

@@ -1,6 +1,7 @@
 /**
  * Unit tests for lib/client/commands.ts: `parseCommand()` outside a chat (every command and
- * its usage errors) and inside a chat (text, `/q`, `\q`, `/h`, `//text`, unknown commands).
+ * its usage errors) and inside a chat (text, `/q`, `\q`, `/h`, `//text`, `\\text`, unknown
+ * commands).
  */
 import assert from "node:assert/strict";
 import { type Command, parseCommand } from "../lib/client/commands.ts";
@@ -141,8 +142,11 @@ Deno.test("parseCommand() gives contacts' usage for a bad subcommand or word cou
 
 Deno.test("parseCommand() reads chat <user> and gives its usage otherwise", () => {
   assert.deepEqual(parseCommand("chat bob", false), { kind: "chat", user: "bob" });
-  assert.equal(invalidMessage(parseCommand("chat", false)), "usage: chat <user>");
-  assert.equal(invalidMessage(parseCommand("chat bob carol", false)), "usage: chat <user>");
+  assert.equal(invalidMessage(parseCommand("chat", false)), "usage: chat <user|#group>");
+  assert.equal(
+    invalidMessage(parseCommand("chat bob carol", false)),
+    "usage: chat <user|#group>",
+  );
 });
 
 Deno.test("parseCommand() reads hanging and show <user>, and gives their usage otherwise", () => {
@@ -151,6 +155,22 @@ Deno.test("parseCommand() reads hanging and show <user>, and gives their usage o
   assert.deepEqual(parseCommand("show bob", false), { kind: "show", user: "bob" });
   assert.equal(invalidMessage(parseCommand("show", false)), "usage: show <user>");
   assert.equal(invalidMessage(parseCommand("show bob carol", false)), "usage: show <user>");
+});
+
+Deno.test("parseCommand() reads fingerprint with and without a user, and gives its usage otherwise", () => {
+  assert.deepEqual(parseCommand("fingerprint", false), { kind: "fingerprint" });
+  assert.deepEqual(parseCommand("  fingerprint  ", false), { kind: "fingerprint" });
+  assert.deepEqual(parseCommand("fingerprint bob", false), { kind: "fingerprint", user: "bob" });
+  assert.equal(
+    invalidMessage(parseCommand("fingerprint bob carol", false)),
+    "usage: fingerprint [<user>]",
+  );
+});
+
+Deno.test("parseCommand() reads trust <user> and gives its usage otherwise", () => {
+  assert.deepEqual(parseCommand("trust bob", false), { kind: "trust", user: "bob" });
+  assert.equal(invalidMessage(parseCommand("trust", false)), "usage: trust <user>");
+  assert.equal(invalidMessage(parseCommand("trust bob carol", false)), "usage: trust <user>");
 });
 
 Deno.test("parseCommand() names an unknown command and points to help", () => {
@@ -196,6 +216,17 @@ Deno.test("parseCommand() in a chat sends //text as a message starting with /", 
   assert.deepEqual(parseCommand("//text", true), { kind: "say", text: "/text" });
   assert.deepEqual(parseCommand("//q", true), { kind: "say", text: "/q" });
   assert.deepEqual(parseCommand("//", true), { kind: "say", text: "/" });
+});
+
+Deno.test("parseCommand() in a chat sends \\\\text as a message starting with \\", () => {
+  assert.deepEqual(parseCommand("\\\\text", true), { kind: "say", text: "\\text" });
+  assert.deepEqual(parseCommand("\\\\q", true), { kind: "say", text: "\\q" });
+  assert.deepEqual(parseCommand("\\\\", true), { kind: "say", text: "\\" });
+});
+
+Deno.test("parseCommand() in a chat reads fingerprint and trust as text, not commands", () => {
+  assert.deepEqual(parseCommand("fingerprint bob", true), { kind: "say", text: "fingerprint bob" });
+  assert.deepEqual(parseCommand("trust bob", true), { kind: "say", text: "trust bob" });
 });
 
 Deno.test("parseCommand() in a chat rejects an unknown /command and says how to leave", () => {

@@ -3,6 +3,8 @@
  * server, survive crashes of the server and of the reader, and come back as read receipts.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { clock } from "../lib/util/time.ts";
 import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
 
@@ -319,5 +321,40 @@ Deno.test("a full mailbox is refused with a clear reason, never dropped silently
     assert.deepEqual(marks, ["fits 1*", "fits 2*", "one too many!"]);
   } finally {
     await removeHomes(homes);
+  }
+});
+
+Deno.test("an account from before mail keys can still be chatted with; mail to it is refused with a reason", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+  try {
+    {
+      await using first = await startServer({ dataDir });
+      await using alice = await TestClient.start("alice", first);
+      await alice.signup("alice");
+      assert.equal((await first.esc()).code, 0);
+    }
+    // Make alice's account what a build before migration 3 left behind: no mail key columns.
+    const db = new DatabaseSync(join(dataDir, "confab-server.sqlite"));
+    try {
+      db.exec("ALTER TABLE users DROP COLUMN mail_key");
+      db.exec("ALTER TABLE users DROP COLUMN mail_key_sig");
+      db.exec("PRAGMA user_version = 2");
+    } finally {
+      db.close();
+    }
+    await using server = await startServer({ dataDir });
+    await using bob = await TestClient.start("bob", server);
+    await bob.signup("bob");
+    await bob.send("contacts add alice");
+    await bob.event("contact_added", { user: "alice" });
+    // The directory entry of alice (no mail key) is still a valid lookup_result.
+    await bob.send("chat alice");
+    await bob.event("chat_opened", { with: "alice", online: false });
+    await bob.send("are you still there?");
+    const refused = await bob.event("not_delivered", { to: "alice" });
+    assert.match(String(refused.reason), /no mail key/);
+    assert.ok(!bob.events().some((e) => e.type === "error"), JSON.stringify(bob.events()));
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
   }
 });

@@ -114,6 +114,7 @@ Deno.test("an unknown message type after hello gets UNKNOWN_TYPE and the connect
   await using server = await startServer();
   await using raw = await RawConn.connect(server.port);
   await raw.hello("client");
+  await raw.secure("client-server");
 
   const unknown = await raw.request({ type: "frobnicate", id: 7 });
   assert.equal(unknown.type, "error");
@@ -122,6 +123,16 @@ Deno.test("an unknown message type after hello gets UNKNOWN_TYPE and the connect
 
   assert.deepEqual(await raw.request({ type: "ping", id: 8 }), { type: "pong", id: 8 });
   assert.equal(raw.ended, false);
+});
+
+Deno.test("a request sent after hello but before the Noise handshake ends the connection with HANDSHAKE_FAILED", async () => {
+  await using server = await startServer();
+  await using raw = await RawConn.connect(server.port);
+  await raw.hello("client");
+  await raw.send({ type: "ping", id: 1 });
+  const frames = await raw.untilEnd();
+  assert.deepEqual(frames.map((f) => [f.type, f.code]), [["error", "HANDSHAKE_FAILED"]]);
+  assert.match(String(frames[0]!.message), /expected a noise handshake message, got ping/);
 });
 
 Deno.test("garbage, oversize frames, bad JSON, unknown types and a silent connection do not stop the server serving others", async () => {
@@ -164,6 +175,11 @@ Deno.test("garbage, oversize frames, bad JSON, unknown types and a silent connec
   assert.equal((await nonsense.next("error")).code, "BAD_MESSAGE");
   await nonsense.send({ type: "who_knows", id: 5 });
   assert.equal((await nonsense.next("error")).code, "UNKNOWN_TYPE");
+  // Inside the encrypted channel, a well-sealed frame that holds no JSON is a bad message, not
+  // a bad frame: the link stays.
+  await nonsense.secure("client-server");
+  await nonsense.write(await nonsense.frameOf(utf8.encode("{still not json")));
+  assert.equal((await nonsense.next("error")).code, "BAD_MESSAGE");
 
   for (const raw of [http, random, oversize]) {
     const errors = (await raw.untilEnd()).filter((f) => f.type === "error");
@@ -244,6 +260,7 @@ Deno.test("the server closes a connection that does not log in within --login-ti
   await using server = await startServer({ args: ["--login-timeout", "1"] });
   await using raw = await RawConn.connect(server.port);
   await raw.hello("client");
+  await raw.secure("client-server");
   const started = Date.now();
   const frames = await raw.untilEnd(5_000);
   assert.deepEqual(frames.map((f) => [f.type, f.code]), [["error", "TIMEOUT"]]);

@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { handshakeTranscript, Identity, randomToken } from "../lib/peer/identity.ts";
+import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
+import { handshakeTranscript, Identity, randomToken, toBase64Url } from "../lib/peer/identity.ts";
+import { MailKey } from "../lib/peer/sealed_mail.ts";
 import { type Frame, RawConn } from "./support/raw_conn.ts";
 import {
   containsBytes,
@@ -51,13 +53,17 @@ Deno.test("a failed login gets the same answer for an unknown user and a wrong p
   await using server = await startServer();
   await using raw = await RawConn.connect(server.port);
   await raw.hello("client");
+  await raw.secure("client-server");
   const { identity } = await Identity.generate();
+  const mailKey = await MailKey.generate();
   const signup = await raw.request({
     type: "signup",
     id: 1,
     user: "alice",
     password: "right-password",
     publicKey: identity.publicKey,
+    mailKey: mailKey.publicKey,
+    mailKeySig: await identity.sign(mailKeyStatement("alice", mailKey.publicKey)),
   });
   assert.deepEqual(signup, { type: "ok", id: 1 });
 
@@ -91,10 +97,12 @@ Deno.test("a peer link that claims to be someone else is refused and the real us
   const bobPort = peerPortOf(bob);
 
   {
-    // Claims to be alice, but signs the handshake with a key that is not alice's.
+    // Claims to be alice, but signs the handshake with a key that is not alice's. Everything
+    // else is right, down to the binding to this very encrypted channel.
     await using impostor = await RawConn.connect(bobPort);
     const hello = await impostor.hello("peer");
     assert.equal(hello.role, "peer");
+    const session = await impostor.secure("peer");
     const nonce = randomToken();
     await impostor.send({ type: "auth_init", from: "alice", to: "bob", nonce });
     const reply = await impostor.next("auth_reply");
@@ -106,6 +114,7 @@ Deno.test("a peer link that claims to be someone else is refused and the real us
       responder: "bob",
       initiatorNonce: nonce,
       responderNonce: String(reply.nonce),
+      channel: toBase64Url(session.handshakeHash),
     }));
     await impostor.send({ type: "auth_finish", signature });
     const rest = await impostor.untilEnd();
@@ -118,6 +127,7 @@ Deno.test("a peer link that claims to be someone else is refused and the real us
     // Dials bob's port asking for someone who does not live there.
     await using wrongDoor = await RawConn.connect(bobPort);
     await wrongDoor.hello("peer");
+    await wrongDoor.secure("peer");
     await wrongDoor.send({ type: "auth_init", from: "alice", to: "carol", nonce: randomToken() });
     const rest = await wrongDoor.untilEnd();
     assert.deepEqual(rest.map((f) => [f.type, f.code]), [["error", "AUTH_FAILED"]]);

@@ -33,6 +33,8 @@ const TRANSCRIPT = {
   responder: "bob",
   initiatorNonce: "n".repeat(43),
   responderNonce: "m".repeat(43),
+  /** The Noise handshake hash of the link (32 bytes), base64url. */
+  channel: "c".repeat(43),
 } as const;
 
 // ---- base64url -----------------------------------------------------------------------------
@@ -162,15 +164,23 @@ Deno.test("verifySignature() is false, not a throw, for garbage keys and signatu
 
 // ---- the handshake transcript ----------------------------------------------------------------
 
-Deno.test("handshakeTranscript() holds the version tag, role, names and nonces", () => {
+Deno.test("handshakeTranscript() holds the version tag, channel, role, names and nonces", () => {
   const text = new TextDecoder().decode(handshakeTranscript(TRANSCRIPT));
   assert.equal(
     text,
-    ["confab-peer-auth-v1", "initiator", "alice", "bob", "n".repeat(43), "m".repeat(43)].join("\n"),
+    [
+      "confab-peer-auth-v2",
+      "c".repeat(43),
+      "initiator",
+      "alice",
+      "bob",
+      "n".repeat(43),
+      "m".repeat(43),
+    ].join("\n"),
   );
 });
 
-Deno.test("handshakeTranscript() differs by signer, by either name and by either nonce", () => {
+Deno.test("handshakeTranscript() differs by channel, by signer, by either name and by either nonce", () => {
   const base = handshakeTranscript(TRANSCRIPT);
   const variants = [
     { ...TRANSCRIPT, signer: "responder" as const },
@@ -180,6 +190,8 @@ Deno.test("handshakeTranscript() differs by signer, by either name and by either
     { ...TRANSCRIPT, initiatorNonce: "x".repeat(43) },
     { ...TRANSCRIPT, responderNonce: "x".repeat(43) },
     { ...TRANSCRIPT, initiatorNonce: TRANSCRIPT.responderNonce, responderNonce: "n".repeat(43) },
+    { ...TRANSCRIPT, channel: "d".repeat(43) },
+    { ...TRANSCRIPT, channel: toBase64Url(crypto.getRandomValues(new Uint8Array(32))) },
   ];
   const seen = new Set([new TextDecoder().decode(base)]);
   for (const v of variants) {
@@ -189,7 +201,7 @@ Deno.test("handshakeTranscript() differs by signer, by either name and by either
   }
 });
 
-Deno.test("handshakeTranscript() ignores the case of names but not of nonces", () => {
+Deno.test("handshakeTranscript() ignores the case of names but not of nonces or the channel", () => {
   const base = handshakeTranscript(TRANSCRIPT);
   assert.deepEqual(
     handshakeTranscript({ ...TRANSCRIPT, initiator: "ALICE", responder: "Bob" }),
@@ -199,6 +211,7 @@ Deno.test("handshakeTranscript() ignores the case of names but not of nonces", (
     handshakeTranscript({ ...TRANSCRIPT, initiatorNonce: "N".repeat(43) }),
     base,
   );
+  assert.notDeepEqual(handshakeTranscript({ ...TRANSCRIPT, channel: "C".repeat(43) }), base);
 });
 
 Deno.test("a transcript signature does not verify for the other role", async () => {
@@ -213,6 +226,19 @@ Deno.test("a transcript signature does not verify for the other role", async () 
       identity.publicKey,
       signature,
       handshakeTranscript({ ...TRANSCRIPT, signer: "responder" }),
+    ),
+    false,
+  );
+});
+
+Deno.test("a transcript signature does not verify for another channel", async () => {
+  const { identity } = await Identity.generate();
+  const signature = await identity.sign(handshakeTranscript(TRANSCRIPT));
+  assert.equal(
+    await verifySignature(
+      identity.publicKey,
+      signature,
+      handshakeTranscript({ ...TRANSCRIPT, channel: "d".repeat(43) }),
     ),
     false,
   );

@@ -12,7 +12,9 @@ import {
   decodeMessage,
   encodeMessage,
   MAX_CONTACTS,
+  MAX_MAILBOX_ENTRIES,
   MAX_PASSWORD_LENGTH,
+  MAX_SEALED_LENGTH,
   MAX_TEXT_LENGTH,
   MIN_PASSWORD_LENGTH,
   Password,
@@ -22,7 +24,7 @@ import {
   ServerToClient,
   Username,
 } from "../lib/protocol/messages.ts";
-import { type ErrorCode, ProtocolError } from "../lib/protocol/errors.ts";
+import { ERROR_CODES, type ErrorCode, ProtocolError } from "../lib/protocol/errors.ts";
 
 const enc = new TextEncoder();
 
@@ -34,6 +36,16 @@ const TOKEN = "abcdefghijklmnopqrstuvwxyz0123456789-_ABCDE";
 const NONCE = "Zz0-_".repeat(8) + "abc";
 const SIGNATURE = "s".repeat(43) + "-_".repeat(21) + "x";
 const TS = Date.UTC(2024, 5, 1, 12, 0, 0);
+/** A sealed mail message as it travels: base64url, at least 64 characters. */
+const SEALED = "Se4l-d_".repeat(12);
+const GROUP = "6f9619ff-8b86-4011-b42d-00c04fc964ff";
+const TAG_1 = "0e5b1f3a-2c4d-4e6f-8a9b-1c2d3e4f5a6b";
+const TAG_2 = "9a8b7c6d-5e4f-4a3b-9c1d-0e1f2a3b4c5d";
+/** A file transfer id (16 bytes, hex) and a SHA-256 (hex). */
+const FID = "0123456789abcdef0123456789abcdef";
+const SHA = "ab".repeat(32);
+/** One Noise handshake message, base64url. */
+const NOISE = "n0Ise-_".repeat(14);
 
 interface Case {
   /** The exported schema's name in messages.ts. */
@@ -64,12 +76,26 @@ const CASES: readonly Case[] = [
     wrongType: ["message", 42],
     optional: ["id"],
   },
+  {
+    name: "Noise",
+    directions: ALL,
+    example: { type: "noise", data: NOISE },
+    wrongType: ["data", 1],
+  },
   { name: "Ping", directions: ALL, example: { type: "ping", id: 1 }, wrongType: ["id", "1"] },
   { name: "Pong", directions: ALL, example: { type: "pong", id: 1 }, wrongType: ["id", true] },
   {
     name: "Signup",
     directions: ["ClientToServer"],
-    example: { type: "signup", id: 2, user: "alice", password: "hunter22", publicKey: KEY },
+    example: {
+      type: "signup",
+      id: 2,
+      user: "alice",
+      password: "hunter22",
+      publicKey: KEY,
+      mailKey: KEY,
+      mailKeySig: SIGNATURE,
+    },
     wrongType: ["password", 123456],
   },
   {
@@ -152,9 +178,12 @@ const CASES: readonly Case[] = [
       host: "::1",
       port: 4243,
       publicKey: KEY,
+      mailKey: KEY,
+      mailKeySig: SIGNATURE,
     },
     wrongType: ["online", 1],
-    optional: ["host", "port"],
+    // Without a mail key: an account from before mail keys existed.
+    optional: ["host", "port", "mailKey", "mailKeySig"],
   },
   {
     name: "ContactListMsg",
@@ -242,7 +271,7 @@ const CASES: readonly Case[] = [
       to: "bob",
       msgId: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77",
       ts: TS,
-      text: "see you later",
+      sealed: SEALED,
     },
     wrongType: ["ts", "now"],
   },
@@ -295,7 +324,7 @@ const CASES: readonly Case[] = [
       type: "mail_batch",
       id: 22,
       from: "alice",
-      messages: [{ msgId: "m-1", ts: TS, text: "hi" }],
+      messages: [{ msgId: "m-1", ts: TS, sealed: SEALED }],
       more: false,
     },
     wrongType: ["more", "no"],
@@ -317,6 +346,95 @@ const CASES: readonly Case[] = [
     directions: ["ServerToClient"],
     example: { type: "receipts", items: [{ msgId: "m-1", reader: "bob", readAt: TS }] },
     wrongType: ["items", "m-1"],
+  },
+  {
+    name: "GroupStateMsg",
+    directions: ["PeerToPeer"],
+    example: {
+      type: "group_state",
+      group: {
+        id: GROUP,
+        adds: [{ user: "alice", tag: TAG_1 }, { user: "bob", tag: TAG_2 }],
+        removed: [TAG_2],
+      },
+    },
+    wrongType: ["group", GROUP],
+  },
+  {
+    name: "GroupSum",
+    directions: ["PeerToPeer"],
+    example: { type: "group_sum", group: GROUP, sum: "0123456789abcdef" },
+    wrongType: ["sum", 123],
+  },
+  {
+    name: "GroupLeave",
+    directions: ["PeerToPeer"],
+    example: { type: "group_leave", group: GROUP },
+    wrongType: ["group", 1],
+  },
+  {
+    name: "GroupGone",
+    directions: ["PeerToPeer"],
+    example: { type: "group_gone", group: GROUP },
+    wrongType: ["group", null],
+  },
+  {
+    name: "GroupMsg",
+    directions: ["PeerToPeer"],
+    example: {
+      type: "group_msg",
+      group: GROUP,
+      id: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77",
+      seq: 3,
+      ts: TS,
+      text: "hello all",
+    },
+    wrongType: ["seq", "3"],
+  },
+  {
+    name: "FileOffer",
+    directions: ["PeerToPeer"],
+    example: {
+      type: "file_offer",
+      fid: FID,
+      name: "notes.txt",
+      size: 1234,
+      sha256: SHA,
+      group: GROUP,
+    },
+    wrongType: ["size", "1234"],
+    optional: ["group"],
+  },
+  {
+    name: "FileAccept",
+    directions: ["PeerToPeer"],
+    example: { type: "file_accept", fid: FID, offset: 512 },
+    wrongType: ["offset", "512"],
+  },
+  {
+    name: "FileReject",
+    directions: ["PeerToPeer"],
+    example: { type: "file_reject", fid: FID, reason: "too large" },
+    wrongType: ["reason", false],
+  },
+  {
+    name: "FileEnd",
+    directions: ["PeerToPeer"],
+    example: { type: "file_end", fid: FID },
+    wrongType: ["fid", 1],
+  },
+  {
+    name: "FileDone",
+    directions: ["PeerToPeer"],
+    example: { type: "file_done", fid: FID, ok: false, reason: "checksum mismatch" },
+    wrongType: ["ok", "yes"],
+    optional: ["reason"],
+  },
+  {
+    name: "FileCancel",
+    directions: ["PeerToPeer"],
+    example: { type: "file_cancel", fid: FID, reason: "cancelled by the sender" },
+    wrongType: ["reason", null],
   },
 ];
 
@@ -465,16 +583,25 @@ Deno.test("decodeMessage() accepts an empty contact list and an empty error mess
   assert.deepEqual(decodeAs("ClientToServer", error), error);
 });
 
-Deno.test("decodeMessage() rejects an error with a code outside ERROR_CODES", () => {
-  assertProtocolError(
-    () => decodeAs("PeerToPeer", { type: "error", code: "NOPE", message: "x" }),
-    "BAD_MESSAGE",
-    /code/,
-  );
-  assertProtocolError(
-    () => decodeAs("PeerToPeer", { type: "error", code: "internal", message: "x" }),
-    "BAD_MESSAGE",
-  );
+Deno.test("decodeMessage() accepts every ERROR_CODES code and any newer UPPER_SNAKE code", () => {
+  for (const code of [...ERROR_CODES, "NOPE", "X", "QUOTA_2_EXCEEDED", "A".repeat(40)]) {
+    for (const direction of ALL) {
+      const error = { type: "error", code, message: "x" };
+      assert.deepEqual(decodeAs(direction, error), error, `${code} on ${direction}`);
+    }
+  }
+});
+
+Deno.test("decodeMessage() rejects an error code that is not UPPER_SNAKE", () => {
+  for (
+    const code of ["internal", "Internal", "", "_X", "1X", "X-Y", "X Y", "A".repeat(41), "É", 7]
+  ) {
+    assertProtocolError(
+      () => decodeAs("PeerToPeer", { type: "error", code, message: "x" }),
+      "BAD_MESSAGE",
+      /code/,
+    );
+  }
 });
 
 Deno.test("decodeMessage() bounds hello versions, roles and software names", () => {
@@ -523,9 +650,18 @@ Deno.test("decodeMessage() bounds timestamps to the years 2000-2200", () => {
 });
 
 Deno.test("decodeMessage() requires keys, tokens, nonces and signatures in base64url", () => {
-  const signup = { type: "signup", id: 1, user: "alice", password: "secret" };
+  const signup = {
+    type: "signup",
+    id: 1,
+    user: "alice",
+    password: "secret",
+    publicKey: KEY,
+    mailKey: KEY,
+    mailKeySig: SIGNATURE,
+  };
+  assert.deepEqual(decodeAs("ClientToServer", signup), signup);
   for (
-    const publicKey of [
+    const bad of [
       KEY.slice(1),
       KEY + "A",
       KEY.slice(1) + "=",
@@ -533,10 +669,19 @@ Deno.test("decodeMessage() requires keys, tokens, nonces and signatures in base6
       KEY.slice(1) + "/",
     ]
   ) {
+    for (const field of ["publicKey", "mailKey"]) {
+      assertProtocolError(
+        () => decodeAs("ClientToServer", { ...signup, [field]: bad }),
+        "BAD_MESSAGE",
+        new RegExp(field),
+      );
+    }
+  }
+  for (const mailKeySig of [SIGNATURE.slice(1), SIGNATURE + "A", SIGNATURE.slice(1) + "="]) {
     assertProtocolError(
-      () => decodeAs("ClientToServer", { ...signup, publicKey }),
+      () => decodeAs("ClientToServer", { ...signup, mailKeySig }),
       "BAD_MESSAGE",
-      /publicKey/,
+      /mailKeySig/,
     );
   }
   assertProtocolError(
@@ -601,6 +746,72 @@ Deno.test("decodeMessage() limits a contact list to MAX_CONTACTS entries", () =>
       decodeAs("ServerToClient", { ...full, contacts: [{ user: "a", online: true, extra: 1 }] }),
     "BAD_MESSAGE",
   );
+});
+
+Deno.test("decodeMessage() limits hanging_list and mail_summary to MAX_MAILBOX_ENTRIES senders", () => {
+  const entries = Array.from(
+    { length: MAX_MAILBOX_ENTRIES },
+    (_, i) => ({ from: `u${i}`, count: 1, newest: TS }),
+  );
+  const more = [...entries, { from: "one", count: 1, newest: TS }];
+  for (const base of [{ type: "hanging_list", id: 1 }, { type: "mail_summary" }]) {
+    assert.deepEqual(decodeAs("ServerToClient", { ...base, entries }), { ...base, entries });
+    assertProtocolError(
+      () => decodeAs("ServerToClient", { ...base, entries: more }),
+      "BAD_MESSAGE",
+      /entries/,
+    );
+  }
+});
+
+Deno.test("decodeMessage() bounds sealed mail to 64..MAX_SEALED_LENGTH base64url characters", () => {
+  const send = { type: "mail_send", id: 1, to: "bob", msgId: "m-1", ts: TS };
+  const batch = { type: "mail_batch", id: 1, from: "alice", more: false };
+  for (const sealed of ["x".repeat(64), "y".repeat(MAX_SEALED_LENGTH)]) {
+    assert.deepEqual(decodeAs("ClientToServer", { ...send, sealed }), { ...send, sealed });
+    const messages = [{ msgId: "m-1", ts: TS, sealed }];
+    assert.deepEqual(decodeAs("ServerToClient", { ...batch, messages }), { ...batch, messages });
+  }
+  const bad = [
+    "x".repeat(63),
+    "x".repeat(MAX_SEALED_LENGTH + 1),
+    "x".repeat(63) + "=",
+    "x".repeat(63) + "+",
+    "x".repeat(63) + "/",
+    "x".repeat(63) + " ",
+  ];
+  for (const sealed of bad) {
+    assertProtocolError(
+      () => decodeAs("ClientToServer", { ...send, sealed }),
+      "BAD_MESSAGE",
+      /sealed/,
+    );
+    assertProtocolError(
+      () => decodeAs("ServerToClient", { ...batch, messages: [{ msgId: "m", ts: TS, sealed }] }),
+      "BAD_MESSAGE",
+      /sealed/,
+    );
+  }
+  // The plain text of the old protocol is gone: the server only ever carries sealed mail.
+  assertProtocolError(
+    () => decodeAs("ClientToServer", { ...send, sealed: SEALED, text: "hi" }),
+    "BAD_MESSAGE",
+  );
+});
+
+Deno.test("decodeMessage() bounds noise handshake messages to 1..1024 base64url characters", () => {
+  for (const data of ["A", "z".repeat(1024), NOISE]) {
+    for (const direction of ALL) {
+      assert.deepEqual(decodeAs(direction, { type: "noise", data }), { type: "noise", data });
+    }
+  }
+  for (const data of ["", "z".repeat(1025), "abc=", "a+b", "a/b", "a b"]) {
+    assertProtocolError(
+      () => decodeAs("PeerToPeer", { type: "noise", data }),
+      "BAD_MESSAGE",
+      /data/,
+    );
+  }
 });
 
 Deno.test("decodeMessage() bounds the reason of server_closing and the message of error", () => {
@@ -695,7 +906,15 @@ Deno.test("Password accepts 6 to 256 characters without control characters", () 
   for (const pw of ["123456", "p".repeat(256), "with spaces ok", "ünïcödé ✓", "~!@#$%^&*()"]) {
     assert.equal(Password.safeParse(pw).success, true, pw);
   }
-  const signup = { type: "signup", id: 1, user: "alice", password: "secret", publicKey: KEY };
+  const signup = {
+    type: "signup",
+    id: 1,
+    user: "alice",
+    password: "secret",
+    publicKey: KEY,
+    mailKey: KEY,
+    mailKeySig: SIGNATURE,
+  };
   assert.deepEqual(decodeAs("ClientToServer", signup), signup);
 });
 

@@ -354,8 +354,13 @@ async function handshake(pattern: HandshakePatternName): Promise<Pair> {
   };
 }
 
-/** Whether a side's static key appears in the pattern (the test's own reading of §7). */
+/**
+ * Whether a side's static key appears in the pattern (the test's own reading of §7). A one-way
+ * pattern (§7.4: N, K, X) names only the sender's key; its recipient's key is always known in
+ * advance.
+ */
 function needsStatic(pattern: HandshakePatternName, initiator: boolean): boolean {
+  if (pattern.length === 1 && !initiator) return true;
   const first = pattern[initiator ? 0 : 1];
   return first === "K" || first === "X" || first === "I";
 }

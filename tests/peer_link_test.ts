@@ -6,7 +6,15 @@
 import assert from "node:assert/strict";
 import { FramedConnection } from "../lib/net/framed_connection.ts";
 import { exchangeHello } from "../lib/net/hello.ts";
-import { handshakeTranscript, Identity, randomToken } from "../lib/peer/identity.ts";
+import { secureConnection } from "../lib/net/secure_channel.ts";
+import { generateKeyPair } from "../lib/crypto/noise.ts";
+import {
+  handshakeTranscript,
+  Identity,
+  randomToken,
+  toBase64Url,
+  verifySignature,
+} from "../lib/peer/identity.ts";
 import { acceptPeer, dialPeer, type PeerLink } from "../lib/peer/peer_link.ts";
 import { ConnectionClosedError, ProtocolError, RemoteError } from "../lib/protocol/errors.ts";
 import { type PeerMessage, PeerToPeer } from "../lib/protocol/messages.ts";
@@ -17,6 +25,10 @@ const TIMEOUT_MS = 2000;
 const alice = (await Identity.generate()).identity;
 const bob = (await Identity.generate()).identity;
 const mallory = (await Identity.generate()).identity;
+/** Static keys of the Noise handshake that encrypts each link (one per process in the app). */
+const aliceNoise = await generateKeyPair();
+const bobNoise = await generateKeyPair();
+const malloryNoise = await generateKeyPair();
 
 /** The server's directory, as acceptPeer sees it: a name's canonical spelling and key. */
 const DIRECTORY = new Map([
@@ -61,7 +73,14 @@ function listenPeer(
 ): AsyncDisposable & { port: number; accepted: Promise<PeerLink> } {
   const listener = Deno.listen({ hostname: LOOPBACK, port: 0 });
   const accepted = listener.accept().then((conn) =>
-    acceptPeer(conn, { me: "bob", identity: bob, resolveKey, timeoutMs: TIMEOUT_MS, ...options })
+    acceptPeer(conn, {
+      me: "bob",
+      identity: bob,
+      noiseKey: bobNoise,
+      resolveKey,
+      timeoutMs: TIMEOUT_MS,
+      ...options,
+    })
   );
   const settled = accepted.catch(() => undefined);
   return {
@@ -81,6 +100,7 @@ function dial(
   return dialPeer({ host: LOOPBACK, port }, {
     me: "alice",
     identity: alice,
+    noiseKey: aliceNoise,
     user: "bob",
     publicKey: bob.publicKey,
     timeoutMs: TIMEOUT_MS,
@@ -223,6 +243,12 @@ Deno.test("dialPeer() refuses a listener that answers as someone else", async ()
     });
     try {
       await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs: TIMEOUT_MS });
+      const session = await secureConnection(fc, {
+        initiator: false,
+        kind: "peer",
+        staticKeyPair: malloryNoise,
+        timeoutMs: TIMEOUT_MS,
+      });
       const init = await fc.next(TIMEOUT_MS);
       assert.equal(init.type, "auth_init");
       const nonce = randomToken();
@@ -232,6 +258,7 @@ Deno.test("dialPeer() refuses a listener that answers as someone else", async ()
         responder: "mallory",
         initiatorNonce: (init as { nonce: string }).nonce,
         responderNonce: nonce,
+        channel: toBase64Url(session.handshakeHash),
       }));
       await fc.send({ type: "auth_reply", from: "mallory", nonce, signature });
       return await fc.next(TIMEOUT_MS);
@@ -248,6 +275,69 @@ Deno.test("dialPeer() refuses a listener that answers as someone else", async ()
   assert.ok("ok" in fakeSaw, String("error" in fakeSaw && fakeSaw.error));
   assert.deepEqual(
     { type: fakeSaw.ok.type, code: (fakeSaw.ok as { code?: string }).code },
+    { type: "error", code: "AUTH_FAILED" },
+  );
+});
+
+Deno.test("acceptPeer() refuses a proof made for another encrypted channel, even with the right key", async () => {
+  await using peer = listenPeer();
+  // A dialer that holds alice's real key, but signs a transcript bound to some other Noise
+  // session: what a relay in the middle would hold. The binding alone must make it fail.
+  const conn = await Deno.connect({ hostname: LOOPBACK, port: peer.port });
+  const fc = new FramedConnection<PeerMessage>(conn, { schema: PeerToPeer, replyTypes: [] });
+  const dialer = (async () => {
+    try {
+      await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs: TIMEOUT_MS });
+      const session = await secureConnection(fc, {
+        initiator: true,
+        kind: "peer",
+        staticKeyPair: aliceNoise,
+        timeoutMs: TIMEOUT_MS,
+      });
+      const otherChannel = toBase64Url(crypto.getRandomValues(new Uint8Array(32)));
+      assert.notEqual(otherChannel, toBase64Url(session.handshakeHash));
+      const nonce = randomToken();
+      await fc.send({ type: "auth_init", from: "alice", to: "bob", nonce });
+      const reply = await fc.next(TIMEOUT_MS);
+      assert.equal(reply.type, "auth_reply");
+      const fields = {
+        signer: "initiator",
+        initiator: "alice",
+        responder: "bob",
+        initiatorNonce: nonce,
+        responderNonce: (reply as { nonce: string }).nonce,
+      } as const;
+      // bob's own proof is bound to this channel, and only to it.
+      const bobSignature = (reply as { signature: string }).signature;
+      const channel = toBase64Url(session.handshakeHash);
+      assert.ok(
+        await verifySignature(
+          bob.publicKey,
+          bobSignature,
+          handshakeTranscript({ ...fields, signer: "responder", channel }),
+        ),
+      );
+      assert.equal(
+        await verifySignature(
+          bob.publicKey,
+          bobSignature,
+          handshakeTranscript({ ...fields, signer: "responder", channel: otherChannel }),
+        ),
+        false,
+      );
+      const signature = await alice.sign(handshakeTranscript({ ...fields, channel: otherChannel }));
+      await fc.send({ type: "auth_finish", signature });
+      return await fc.next(TIMEOUT_MS);
+    } finally {
+      await fc.close();
+    }
+  })();
+  const [dialerSaw, listener] = await within(Promise.all([settle(dialer), settle(peer.accepted)]));
+  const refused = assertProtocolError(listener, "AUTH_FAILED");
+  assert.match(refused.message, /claimed to be alice/);
+  assert.ok("ok" in dialerSaw, String("error" in dialerSaw && dialerSaw.error));
+  assert.deepEqual(
+    { type: dialerSaw.ok.type, code: (dialerSaw.ok as { code?: string }).code },
     { type: "error", code: "AUTH_FAILED" },
   );
 });

@@ -14,6 +14,9 @@ const CLOCK = "[13:04:05]";
 // deno-lint-ignore no-control-regex
 const ANSI = /\u001b\[[0-9;]*m/;
 
+const OWN_NUMBER = "12345 67890 13579 24680 11223 34455";
+const SAFETY_NUMBER = `${OWN_NUMBER} 99887 76655 44332 21100 10293 84756`;
+
 /** One of every event type, with plausible fields. */
 const EVERY_EVENT: readonly ClientEvent[] = [
   { type: "ready", peerPort: 5555, server: "127.0.0.1:4242" },
@@ -39,6 +42,10 @@ const EVERY_EVENT: readonly ClientEvent[] = [
   { type: "link_up", user: "bob", address: "127.0.0.1:5556", outbound: false },
   { type: "link_down", user: "bob", reason: "peer closed" },
   { type: "key_changed", user: "bob" },
+  { type: "key_trusted", user: "bob", safetyNumber: SAFETY_NUMBER },
+  { type: "fingerprint", user: "alice", number: OWN_NUMBER },
+  { type: "fingerprint", user: "alice", number: SAFETY_NUMBER, with: "bob", changed: false },
+  { type: "fingerprint", user: "alice", number: SAFETY_NUMBER, with: "bob", changed: true },
   { type: "server_lost", reason: "connection reset" },
   { type: "server_back", resumed: true },
   { type: "server_closing", reason: "maintenance" },
@@ -72,7 +79,13 @@ const PLAIN: readonly string[] = [
   "connection from bob directly at 127.0.0.1:5556",
   "direct link to bob closed (peer closed)",
   "WARNING: bob's identity key has changed since you last talked. " +
-  "If bob did not reinstall, someone may be impersonating them.",
+  "If bob did not reinstall, someone may be impersonating them. " +
+  "Compare safety numbers (fingerprint bob); accept the new key with: trust bob",
+  `you now trust bob's current key (safety number ${SAFETY_NUMBER})`,
+  `your number (alice): ${OWN_NUMBER}`,
+  `safety number for you and bob: ${SAFETY_NUMBER}\n` +
+  "compare it with theirs in person or on a call; if it matches, you talk to them",
+  `safety number for you and bob: ${SAFETY_NUMBER}\nbob's key has CHANGED since you pinned it`,
   "lost the server (connection reset); chats go on, reconnecting in the background",
   "reconnected to the server",
   "the server is going away: maintenance",
@@ -106,6 +119,8 @@ Deno.test("Renderer with colour wraps its styled lines in ANSI escapes", () => {
     { type: "signed_up", user: "alice" },
     { type: "error", code: "INTERNAL", message: "boom" },
     { type: "key_changed", user: "bob" },
+    { type: "key_trusted", user: "bob", safetyNumber: SAFETY_NUMBER },
+    { type: "fingerprint", user: "alice", number: SAFETY_NUMBER, with: "bob", changed: true },
     { type: "presence", user: "bob", online: true },
   ];
   for (const event of styled) {

@@ -19,6 +19,8 @@ async function tempDir(): Promise<AsyncDisposable & { path: string }> {
 }
 
 const KEY = "A".repeat(43);
+const MAIL_KEY = "M".repeat(43);
+const MAIL_KEY_SIG = "S".repeat(86);
 
 function user(name: string, seed = 1) {
   return {
@@ -79,6 +81,35 @@ Deno.test("ServerStore reopens an existing database without re-running migration
   assert.equal(again.schemaVersion, SCHEMA_VERSION);
 });
 
+Deno.test("ServerStore migrates a version 2 database (no mail keys), keeping its users", async () => {
+  assert.ok(SCHEMA_VERSION >= 3, "migration 3 adds the mail keys");
+  await using dir = await tempDir();
+  openWith(dir.path, ["Alice"]).close();
+  // Turn the file back into what a build before mail keys left behind.
+  const db = new DatabaseSync(join(dir.path, "confab-server.sqlite"));
+  try {
+    db.exec("ALTER TABLE users DROP COLUMN mail_key");
+    db.exec("ALTER TABLE users DROP COLUMN mail_key_sig");
+    db.exec("PRAGMA user_version = 2");
+  } finally {
+    db.close();
+  }
+  using store = new ServerStore(dir.path);
+  assert.equal(store.schemaVersion, SCHEMA_VERSION);
+  const alice = store.getUser("alice");
+  assert.ok(alice);
+  assert.equal(alice.name, "Alice");
+  assert.equal(alice.publicKey, KEY);
+  // An account from before has no mail key yet: empty, not missing.
+  assert.equal(alice.mailKey, "");
+  assert.equal(alice.mailKeySig, "");
+  assert.equal(
+    store.createUser({ ...user("bob"), mailKey: MAIL_KEY, mailKeySig: MAIL_KEY_SIG }),
+    true,
+  );
+  assert.equal(store.getUser("bob")?.mailKey, MAIL_KEY);
+});
+
 Deno.test("ServerStore opens the database in WAL mode", async () => {
   await using dir = await tempDir();
   using store = new ServerStore(dir.path);
@@ -118,7 +149,23 @@ Deno.test("ServerStore.createUser() stores a user that getUser() returns intact"
   assert.deepEqual(new Uint8Array(got.salt), alice.salt);
   assert.deepEqual(new Uint8Array(got.hash), alice.hash);
   assert.equal(got.publicKey, KEY);
+  assert.equal(got.mailKey, "", "no mail key was given");
+  assert.equal(got.mailKeySig, "");
   assert.equal(store.userCount(), 1);
+});
+
+Deno.test("ServerStore.createUser() stores the mail key and its signature", async () => {
+  await using dir = await tempDir();
+  using store = new ServerStore(dir.path);
+  assert.equal(
+    store.createUser({ ...user("Alice", 7), mailKey: MAIL_KEY, mailKeySig: MAIL_KEY_SIG }),
+    true,
+  );
+  const got = store.getUser("alice");
+  assert.ok(got);
+  assert.equal(got.publicKey, KEY);
+  assert.equal(got.mailKey, MAIL_KEY);
+  assert.equal(got.mailKeySig, MAIL_KEY_SIG);
 });
 
 Deno.test("ServerStore usernames are unique case-insensitively", async () => {
@@ -368,6 +415,7 @@ Deno.test("ServerStore keeps users, contacts, registry and sessions across a reo
   await using dir = await tempDir();
   {
     using store = openWith(dir.path, ["Alice", "Bob"]);
+    store.createUser({ ...user("Carol"), mailKey: MAIL_KEY, mailKeySig: MAIL_KEY_SIG });
     store.addContact("alice", "bob", 1000);
     const seq = store.recordLogin("alice", "10.1.1.1", 4243, 2000);
     store.recordLogout(seq, 3000);
@@ -376,8 +424,10 @@ Deno.test("ServerStore keeps users, contacts, registry and sessions across a reo
   }
   using store = new ServerStore(dir.path);
   assert.equal(store.schemaVersion, SCHEMA_VERSION);
-  assert.equal(store.userCount(), 2);
+  assert.equal(store.userCount(), 3);
   assert.equal(store.getUser("ALICE")?.name, "Alice");
+  assert.equal(store.getUser("carol")?.mailKey, MAIL_KEY);
+  assert.equal(store.getUser("carol")?.mailKeySig, MAIL_KEY_SIG);
   assert.equal(store.createUser(user("bob")), false, "uniqueness survives too");
   assert.deepEqual(store.listContacts("alice"), ["Bob"]);
   assert.deepEqual(store.listWatchers("bob"), ["alice"]);

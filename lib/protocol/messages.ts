@@ -133,12 +133,12 @@ export const ContactRemove = z.strictObject({
   user: Username,
 });
 
-/** Hands a message for an offline (or busy, or unreachable) user to the server's mailbox. */
 /** A message sealed end to end (sealed_mail.ts), base64url: the server cannot read it. */
 export const Sealed = z.string().min(64).max(MAX_SEALED_LENGTH).regex(
   /^[A-Za-z0-9_-]+$/,
   "must be base64url",
 );
+/** Hands a message for an offline (or busy, or unreachable) user to the server's mailbox. */
 export const MailSend = z.strictObject({
   type: z.literal("mail_send"),
   id: RequestId,

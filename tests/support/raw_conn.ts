@@ -6,6 +6,14 @@
  */
 import { encodeFrame } from "../../lib/protocol/frame.ts";
 import { encodeMessage, PROTOCOL_VERSION } from "../../lib/protocol/messages.ts";
+import {
+  generateKeyPair,
+  HandshakeState,
+  type KeyPair,
+  type NoiseSession,
+} from "../../lib/crypto/noise.ts";
+import { closeFrame, openFrame } from "../../lib/net/sealed_frames.ts";
+import { fromBase64Url, toBase64Url } from "../../lib/util/base64.ts";
 import { DEADLINE_MS } from "./processes.ts";
 
 /** A frame body as received: a JSON object with a `type`. */
@@ -25,6 +33,11 @@ export class RawConn implements AsyncDisposable {
   #changed = Promise.withResolvers<void>();
   readonly #pump: Promise<void>;
   #closed = false;
+  /** Bodies are decoded in order on this chain (decryption is asynchronous). */
+  #decoding: Promise<void> = Promise.resolve();
+  #session: NoiseSession | undefined;
+  /** Serialises encryption, so nonces follow the order of the calls. */
+  #sealing: Promise<unknown> = Promise.resolve();
 
   constructor(conn: Deno.TcpConn) {
     this.conn = conn;
@@ -48,9 +61,51 @@ export class RawConn implements AsyncDisposable {
     while (offset < bytes.length) offset += await this.conn.write(bytes.subarray(offset));
   }
 
-  /** Writes one well-formed frame holding `message` as JSON. */
-  send(message: { type: string; [field: string]: unknown }): Promise<void> {
-    return this.write(encodeFrame(encodeMessage(message)));
+  /** Writes one well-formed frame holding `message` as JSON (encrypted once secure). */
+  async send(message: { type: string; [field: string]: unknown }): Promise<void> {
+    await this.write(await this.frame(message));
+  }
+
+  /**
+   * The bytes of one frame holding `message`, encrypted when the connection is secure, without
+   * sending them: tests tamper with them, replay them or cut them short. Each call uses the next
+   * nonce, in call order.
+   */
+  frame(message: { type: string; [field: string]: unknown }): Promise<Uint8Array> {
+    return this.frameOf(encodeMessage(message));
+  }
+
+  /** Like {@link frame}, for any body bytes. */
+  frameOf(body: Uint8Array): Promise<Uint8Array> {
+    const session = this.#session;
+    const next = this.#sealing.then(async () =>
+      encodeFrame(session ? await closeFrame(session.send, body) : body, 2 * 1024 * 1024)
+    );
+    this.#sealing = next.catch(() => {});
+    return next;
+  }
+
+  /**
+   * Runs the Noise XX handshake as the initiator (after {@link hello}), as a real client or
+   * peer does; afterwards every frame both ways is encrypted.
+   */
+  async secure(
+    kind: "client-server" | "peer",
+    staticKeyPair?: KeyPair,
+  ): Promise<NoiseSession> {
+    const hs = await HandshakeState.initialize({
+      pattern: "XX",
+      initiator: true,
+      prologue: new TextEncoder().encode(`confab-noise-v1 ${kind}`),
+      staticKeyPair: staticKeyPair ?? await generateKeyPair(),
+    });
+    await this.send({ type: "noise", data: toBase64Url(await hs.writeMessage()) });
+    const reply = await this.next("noise");
+    await hs.readMessage(fromBase64Url(String(reply.data)));
+    const last = await this.frame({ type: "noise", data: toBase64Url(await hs.writeMessage()) });
+    this.#session = hs.session();
+    await this.write(last);
+    return this.#session;
   }
 
   /** Sends our `hello` and waits for theirs (the server and peers send theirs first). */
@@ -133,6 +188,7 @@ export class RawConn implements AsyncDisposable {
     } catch (error) {
       if (!this.#closed) this.endError = error instanceof Error ? error : new Error(String(error));
     }
+    await this.#decoding;
     this.#ended = true;
     this.#notify();
   }
@@ -145,11 +201,22 @@ export class RawConn implements AsyncDisposable {
     while (joined.length - at >= HEADER) {
       const length = new DataView(joined.buffer, at, HEADER).getUint32(0, false);
       if (joined.length - at - HEADER < length) break;
-      const body = joined.subarray(at + HEADER, at + HEADER + length);
-      this.frames.push(JSON.parse(new TextDecoder().decode(body)) as Frame);
+      const body = joined.slice(at + HEADER, at + HEADER + length);
+      this.#decoding = this.#decoding.then(() => this.#decode(body));
       at += HEADER + length;
     }
     this.#pending = joined.slice(at);
+  }
+
+  async #decode(body: Uint8Array): Promise<void> {
+    let frame: Frame;
+    try {
+      const plain = this.#session ? await openFrame(this.#session.receive, body) : body;
+      frame = JSON.parse(new TextDecoder().decode(plain)) as Frame;
+    } catch (error) {
+      frame = { type: "<undecodable>", error: String(error) };
+    }
+    this.frames.push(frame);
     this.#notify();
   }
 
