@@ -1,19 +1,31 @@
 /**
  * File sharing end to end with real processes: byte-identical arrival (SHA-256), groups,
- * chat during a transfer, corruption, refusal, and resuming after the sender was killed.
+ * memory during a large transfer, hostile names from a crafted peer, corruption, refusal,
+ * chat during a transfer, and resuming after the sender was killed.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { join } from "node:path";
-import { startServer, TestClient, type TestServer } from "./support/processes.ts";
+import { basename, dirname, join, relative } from "node:path";
+import { Identity } from "../lib/peer/identity.ts";
+import { CraftedPeer } from "./support/crafted_peer.ts";
+import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
 
+const MiB = 1024 * 1024;
+/** Deadline for waits on big transfers (others run tests on this machine too). */
+const BIG_MS = 120_000;
+
+/**
+ * A file of `bytes` random bytes, written fast: each MiB is a fresh random 64 KiB block
+ * repeated, so no two MiB are alike and any lost, doubled or misplaced chunk changes the hash.
+ */
 async function randomFile(dir: string, name: string, bytes: number): Promise<string> {
   const path = join(dir, name);
   using file = await Deno.open(path, { write: true, create: true, truncate: true });
-  const chunk = new Uint8Array(1024 * 1024);
+  const block = 64 * 1024;
+  const chunk = new Uint8Array(MiB);
   for (let left = bytes; left > 0; left -= chunk.length) {
-    crypto.getRandomValues(chunk.subarray(0, 65536));
-    chunk.copyWithin(65536, 0, chunk.length - 65536);
+    crypto.getRandomValues(chunk.subarray(0, block));
+    for (let at = block; at < chunk.length; at += block) chunk.copyWithin(at, 0, block);
     const n = Math.min(left, chunk.length);
     let written = 0;
     while (written < n) written += await file.write(chunk.subarray(written, n));
@@ -24,7 +36,7 @@ async function randomFile(dir: string, name: string, bytes: number): Promise<str
 async function sha256Of(path: string): Promise<string> {
   const hash = createHash("sha256");
   using file = await Deno.open(path, { read: true });
-  const buffer = new Uint8Array(1024 * 1024);
+  const buffer = new Uint8Array(MiB);
   for (;;) {
     const n = await file.read(buffer);
     if (n === null) break;
@@ -33,35 +45,549 @@ async function sha256Of(path: string): Promise<string> {
   return hash.digest("hex");
 }
 
-async function pair(server: TestServer, options: { bobArgs?: string[] } = {}) {
-  const alice = await TestClient.start("alice", server);
-  const bob = await TestClient.start("bob", server, { args: options.bobArgs });
-  await alice.signup("alice");
-  await bob.signup("bob");
-  await alice.send("contacts add bob");
-  await alice.event("contact_added");
-  await bob.send("contacts add alice");
-  await bob.event("contact_added");
+function hex(bytes: Uint8Array): string {
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+  return names.sort();
+}
+
+const downloadsOf = (c: TestClient, user: string) => join(c.home, user, "downloads");
+const partialsOf = (c: TestClient, user: string) => join(c.home, user, "partial");
+
+/** Waits for the next event of `type` that passes `test`. */
+async function eventWhere(
+  client: TestClient,
+  type: string,
+  test: (e: Event) => boolean,
+  what: string,
+  ms: number,
+): Promise<Event> {
+  const line = await client.proc.out.waitFor(
+    (l) => {
+      if (!l.startsWith("{")) return false;
+      try {
+        const e = JSON.parse(l) as Event;
+        return e.type === type && test(e);
+      } catch {
+        return false;
+      }
+    },
+    what,
+    ms,
+  );
+  return JSON.parse(line) as Event;
+}
+
+/** Where in a client's output the first event of `type` passing `test` is (-1: none). */
+function lineIndex(client: TestClient, type: string, test: (e: Event) => boolean): number {
+  return client.proc.out.lines.findIndex((l) => {
+    if (!l.startsWith("{")) return false;
+    const e = JSON.parse(l) as Event;
+    return e.type === type && test(e);
+  });
+}
+
+/** Users who all have each other as contacts, logged in. */
+async function crowd(
+  server: TestServer,
+  names: string[],
+  options: Record<string, Parameters<typeof TestClient.start>[2]> = {},
+): Promise<TestClient[]> {
+  const clients: TestClient[] = [];
+  try {
+    for (const name of names) {
+      const c = await TestClient.start(name, server, options[name]);
+      clients.push(c);
+      await c.signup(name);
+    }
+    for (const c of clients) {
+      for (const other of names) {
+        if (other === c.proc.name) continue;
+        await c.send(`contacts add ${other}`);
+        await c.event("contact_added", { user: other });
+      }
+    }
+  } catch (error) {
+    await disposeAll(clients);
+    throw error;
+  }
+  return clients;
+}
+
+async function disposeAll(clients: TestClient[]): Promise<void> {
+  for (const c of clients) await c[Symbol.asyncDispose]();
+}
+
+/** alice and bob, contacts of each other, with alice in a chat with bob (a live link). */
+async function pair(
+  server: TestServer,
+  options: { alice?: Parameters<typeof TestClient.start>[2]; bobArgs?: string[] } = {},
+): Promise<{ alice: TestClient; bob: TestClient }> {
+  const [alice, bob] = await crowd(server, ["alice", "bob"], {
+    alice: options.alice,
+    bob: { args: options.bobArgs },
+  }) as [TestClient, TestClient];
   await alice.send("chat bob");
   await alice.event("chat_opened", { with: "bob", online: true });
   return { alice, bob };
 }
+
+/** Waits until every client has a direct link to every other (the full mesh). */
+async function meshed(clients: TestClient[]): Promise<void> {
+  for (const c of clients) {
+    for (const other of clients) {
+      if (other === c) continue;
+      await c.proc.out.find(
+        (l) => l.includes(`"type":"link_up","user":"${other.proc.name}"`),
+        `link to ${other.proc.name}`,
+      );
+    }
+  }
+}
+
+/** Waits until the latest membership `client` saw for `group` is exactly `members`. */
+async function membersAre(client: TestClient, group: string, members: string[]): Promise<void> {
+  const want = JSON.stringify([...members].sort());
+  const isMembership = (e: Event) =>
+    (e.type === "group_opened" || e.type === "group_members") && e.group === group;
+  const current = () => {
+    const last = client.events().filter(isMembership).at(-1);
+    return last && JSON.stringify([...(last.members as string[])].sort());
+  };
+  const deadline = Date.now() + 15_000;
+  while (current() !== want) {
+    await client.proc.out.findFrom(
+      client.proc.out.lines.length,
+      (l) => l.includes(`"group":"${group}"`) && l.includes('"members"'),
+      `members ${want} in ${group} (now: ${current()})`,
+      Math.max(1, deadline - Date.now()),
+    );
+  }
+}
+
+/** `/proc/<pid>/status` figures, in bytes. */
+async function memoryOf(pid: number): Promise<{ rss: number; peak: number }> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const kib = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)![1]);
+  return { rss: kib("VmRSS") * 1024, peak: kib("VmHWM") * 1024 };
+}
+
+/**
+ * Resets the process's peak RSS (VmHWM) to its current RSS, so the peak read later belongs
+ * to what happened since, not to start-up. False where the kernel does not allow it.
+ */
+async function resetPeak(pid: number): Promise<boolean> {
+  try {
+    await Deno.writeTextFile(`/proc/${pid}/clear_refs`, "5");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ---- arrival -------------------------------------------------------------------------------
 
 Deno.test("a random binary file arrives byte-identical, 1:1", async () => {
   await using server = await startServer();
   const dir = await Deno.makeTempDir();
   const { alice, bob } = await pair(server);
   try {
-    const path = await randomFile(dir, "photo.bin", 3 * 1024 * 1024 + 123);
+    const path = await randomFile(dir, "photo.bin", 3 * MiB + 123);
     await alice.send(`/s ${path}`);
     const done = await bob.event("transfer_done", { direction: "in" }, 60_000);
     await alice.event("transfer_done", { direction: "out" }, 60_000);
     assert.equal(done.name, "photo.bin");
     assert.equal(await sha256Of(String(done.savedAs)), await sha256Of(path));
-    assert.equal(String(done.savedAs), join(bob.home, "bob", "downloads", "photo.bin"));
+    assert.equal(String(done.savedAs), join(downloadsOf(bob, "bob"), "photo.bin"));
   } finally {
-    await alice[Symbol.asyncDispose]();
-    await bob[Symbol.asyncDispose]();
+    await disposeAll([alice, bob]);
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a file shared in a 3-member group arrives byte-identical at each member", async () => {
+  await using server = await startServer();
+  const dir = await Deno.makeTempDir();
+  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+  try {
+    await alice.send("chat bob");
+    await alice.event("chat_opened", { with: "bob", online: true });
+    await alice.send("/a carol");
+    const group = String((await alice.event("group_opened")).group);
+    for (const c of clients) await membersAre(c, group, ["alice", "bob", "carol"]);
+    await meshed(clients);
+
+    const path = await randomFile(dir, "group.bin", 2 * MiB + 7);
+    const want = await sha256Of(path);
+    await alice.send(`/s ${path}`);
+    for (const member of [bob, carol]) {
+      const done = await member.event("transfer_done", { direction: "in", peer: "alice" }, 60_000);
+      assert.equal(done.name, "group.bin");
+      assert.equal(done.sha256, want);
+      assert.equal(String(done.savedAs), join(downloadsOf(member, member.proc.name), "group.bin"));
+      assert.equal(await sha256Of(String(done.savedAs)), want, `${member.proc.name}'s copy`);
+    }
+    const sent = [
+      await alice.event("transfer_done", { direction: "out" }, 60_000),
+      await alice.event("transfer_done", { direction: "out" }, 60_000),
+    ];
+    assert.deepEqual(sent.map((e) => e.peer).sort(), ["bob", "carol"]);
+  } finally {
+    await disposeAll(clients);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// ---- memory --------------------------------------------------------------------------------
+
+Deno.test("a 512 MiB transfer keeps each side's peak RSS within 64 MiB of its idle RSS", async () => {
+  await using server = await startServer();
+  const dir = await Deno.makeTempDir();
+  const { alice, bob } = await pair(server);
+  try {
+    const size = 512 * MiB;
+    const path = await randomFile(dir, "big.bin", size);
+    const idle = { alice: await memoryOf(alice.proc.pid), bob: await memoryOf(bob.proc.pid) };
+    const reset = await resetPeak(alice.proc.pid) && await resetPeak(bob.proc.pid);
+
+    await alice.send(`/s ${path}`);
+    await alice.event("transfer_started", { direction: "out" }, BIG_MS);
+    const started = performance.now();
+    const done = await bob.event("transfer_done", { direction: "in" }, BIG_MS);
+    const seconds = (performance.now() - started) / 1000;
+    await alice.event("transfer_done", { direction: "out" }, BIG_MS);
+    const after = { alice: await memoryOf(alice.proc.pid), bob: await memoryOf(bob.proc.pid) };
+
+    const mib = (n: number) => (n / MiB).toFixed(1);
+    console.log(
+      `512 MiB in ${seconds.toFixed(2)} s (${(512 / seconds).toFixed(0)} MiB/s); ` +
+        `peak RSS reset at idle: ${reset}; ` +
+        `alice idle ${mib(idle.alice.rss)} MiB, peak ${mib(after.alice.peak)} MiB; ` +
+        `bob idle ${mib(idle.bob.rss)} MiB, peak ${mib(after.bob.peak)} MiB`,
+    );
+    assert.equal(done.size, size);
+    for (const who of ["alice", "bob"] as const) {
+      const growth = after[who].peak - idle[who].rss;
+      assert.ok(
+        growth <= 64 * MiB,
+        `${who}'s peak RSS grew by ${mib(growth)} MiB over idle (limit 64 MiB)`,
+      );
+    }
+    assert.equal(await sha256Of(String(done.savedAs)), done.sha256);
+  } finally {
+    await disposeAll([alice, bob]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// ---- hostile names -------------------------------------------------------------------------
+
+/** Every path below `root` with what it is: "dir", or the file's size, mtime and content. */
+async function snapshot(
+  root: string,
+  skip: (path: string) => boolean,
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (dir: string) => {
+    for await (const entry of Deno.readDir(dir)) {
+      const path = join(dir, entry.name);
+      if (skip(path)) continue;
+      const info = await Deno.lstat(path);
+      if (entry.isDirectory) {
+        out.set(relative(root, path), "dir");
+        await walk(path);
+      } else {
+        const content = entry.isFile ? hex(await Deno.readFile(path)).slice(0, 256) : "link";
+        out.set(relative(root, path), `${info.size} ${info.mtime?.getTime()} ${content}`);
+      }
+    }
+  };
+  await walk(root);
+  return out;
+}
+
+Deno.test("hostile file names from a crafted peer all land inside downloads, cleaned", async () => {
+  await using server = await startServer();
+  // Bob's home sits in a folder of its own, so a name that climbs out of it is seen.
+  const outer = await Deno.makeTempDir({ prefix: "confab-outer-" });
+  const bobHome = join(outer, "home");
+  await Deno.mkdir(bobHome);
+  const bob = await TestClient.start("bob", server, {
+    home: bobHome,
+    args: ["--peer-timeout", "30"],
+  });
+  try {
+    await bob.signup("bob");
+    const { peerPort } = bob.events().find((e) => e.type === "ready")! as unknown as {
+      peerPort: number;
+    };
+
+    // mallory is a real user (the directory has her key), but she talks through a crafted peer.
+    let identity: Identity;
+    {
+      await using mallory = await TestClient.start("mallory", server);
+      await mallory.signup("mallory");
+      await mallory.send("contacts add bob");
+      await mallory.event("contact_added", { user: "bob" });
+      identity = (await Identity.load(join(mallory.home, "mallory", "identity.json")))!;
+    }
+    await bob.send("contacts add mallory");
+    await bob.event("contact_added", { user: "mallory" });
+
+    const downloads = downloadsOf(bob, "bob");
+    const existing = new TextEncoder().encode("bob's own file, not to be overwritten\n");
+    await Deno.writeFile(join(downloads, "existing.txt"), existing);
+    // Where "../../etc/passwd" and "../../../etc/passwd" from downloads would land.
+    const sentinels = [join(bobHome, "etc", "passwd"), join(outer, "etc", "passwd")];
+    for (const s of sentinels) {
+      await Deno.mkdir(dirname(s), { recursive: true });
+      await Deno.writeTextFile(s, "root:x:0:0:sentinel\n");
+    }
+    // The client's own database changes with every file received (history); all else must not.
+    const skip = (path: string) =>
+      path.startsWith(downloads + "/") || basename(path).startsWith("confab.sqlite");
+    const before = await snapshot(outer, skip);
+
+    await using peer = await CraftedPeer.dial(peerPort, {
+      me: "mallory",
+      to: "bob",
+      identity,
+    });
+
+    const offer = (name: string, data: Uint8Array) => {
+      const fid = hex(crypto.getRandomValues(new Uint8Array(16)));
+      const sha256 = createHash("sha256").update(data).digest("hex");
+      return { fid, message: { type: "file_offer", fid, name, size: data.length, sha256 } };
+    };
+
+    // Longer than the protocol allows (1,024 characters): refused at the edge, link kept.
+    const huge = offer("h".repeat(10_000) + ".txt", new Uint8Array([1, 2, 3]));
+    await peer.send(huge.message);
+    const refused = await peer.next("error");
+    assert.equal(refused.code, "BAD_MESSAGE");
+    assert.match(String(refused.message), /file_offer: name/);
+
+    const cases: { raw: string; saved: string }[] = [
+      { raw: "../../etc/passwd", saved: "passwd" },
+      { raw: "../../../etc/passwd", saved: "passwd (1)" },
+      { raw: "a/b", saved: "b" },
+      { raw: "..", saved: "file" },
+      { raw: ".", saved: "file (1)" },
+      { raw: "evil\u0000name.txt", saved: "evil_name.txt" },
+      { raw: "bell\u0007.txt", saved: "bell_.txt" },
+      { raw: "esc\u001b[2J\r\n.txt", saved: "esc_[2J__.txt" },
+      { raw: "invoice\u202Efdp.exe", saved: "invoice_fdp.exe" },
+      { raw: "CON", saved: "_CON" },
+      { raw: "existing.txt", saved: "existing (1).txt" },
+      // The longest names the protocol carries: cut to 200 bytes, extension kept.
+      { raw: "x".repeat(1_020) + ".txt", saved: "x".repeat(196) + ".txt" },
+      { raw: "日".repeat(1_000) + ".txt", saved: "日".repeat(65) + ".txt" },
+    ];
+    const sent = new Map<string, { raw: string; saved: string; data: Uint8Array }>();
+    for (const [i, c] of cases.entries()) {
+      const data = new TextEncoder().encode(`hostile file #${i}: ${JSON.stringify(c.raw)}\n`);
+      const { fid, message } = offer(c.raw, data);
+      sent.set(fid, { ...c, data });
+      await peer.send(message);
+      const accept = await peer.next("file_accept");
+      assert.deepEqual([accept.fid, accept.offset], [fid, 0]);
+      await peer.sendChunk(fid, 0, data);
+      await peer.send({ type: "file_end", fid });
+      const done = await peer.next("file_done");
+      assert.deepEqual([done.fid, done.ok], [fid, true], JSON.stringify(done));
+    }
+
+    for (const [fid, c] of sent) {
+      const done = await bob.event("transfer_done", { fid });
+      const savedAs = String(done.savedAs);
+      assert.equal(dirname(savedAs), downloads, `${JSON.stringify(c.raw)} stays in downloads`);
+      assert.equal(basename(savedAs), c.saved, `${JSON.stringify(c.raw)}`);
+      assert.deepEqual(await Deno.readFile(savedAs), c.data);
+    }
+    const landed = await listDir(downloads);
+    assert.deepEqual(landed, [...cases.map((c) => c.saved), "existing.txt"].sort());
+    for (const name of landed) {
+      assert.ok((await Deno.lstat(join(downloads, name))).isFile, `${name} is a plain file`);
+      assert.ok(!name.includes("/") && !name.includes("\0"), JSON.stringify(name));
+      // deno-lint-ignore no-control-regex
+      assert.ok(!/[\u0000-\u001f\u007f-\u009f\u202a-\u202e]/.test(name), JSON.stringify(name));
+      assert.ok(name !== "" && name !== "." && name !== "..", JSON.stringify(name));
+      assert.ok(new TextEncoder().encode(name).length <= 200, `${name.length} chars`);
+    }
+    assert.deepEqual(await Deno.readFile(join(downloads, "existing.txt")), existing);
+    assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
+    assert.deepEqual(await snapshot(outer, skip), before, "nothing outside downloads changed");
+    for (const s of sentinels) assert.equal(await Deno.readTextFile(s), "root:x:0:0:sentinel\n");
+  } finally {
+    await bob[Symbol.asyncDispose]();
+    await Deno.remove(outer, { recursive: true });
+  }
+});
+
+// ---- failures ------------------------------------------------------------------------------
+
+Deno.test("a file damaged on the way fails the SHA-256 check, on both sides, and is not kept", async () => {
+  await using server = await startServer();
+  const dir = await Deno.makeTempDir();
+  const { alice, bob } = await pair(server, { alice: { env: { CONFAB_FAULT: "corrupt-file" } } });
+  try {
+    const path = await randomFile(dir, "damaged.bin", MiB + 1);
+    await alice.send(`/s ${path}`);
+    const failed = await bob.event("transfer_failed", { direction: "in" }, 60_000);
+    assert.match(String(failed.reason), /SHA-256/);
+    assert.equal(failed.kept, false);
+    const told = await alice.event("transfer_failed", { direction: "out" }, 60_000);
+    assert.match(String(told.reason), /SHA-256/);
+    assert.deepEqual(await listDir(downloadsOf(bob, "bob")), []);
+    assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
+    assert.equal(lineIndex(bob, "transfer_done", () => true), -1);
+  } finally {
+    await disposeAll([alice, bob]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the sender killed -9 mid-transfer: the part waits aside and sharing again resumes", async () => {
+  await using server = await startServer();
+  const dir = await Deno.makeTempDir();
+  // alice's home is ours: it must outlive her first process.
+  const aliceHome = await Deno.makeTempDir({ prefix: "confab-alice-" });
+  const { alice, bob } = await pair(server, { alice: { home: aliceHome } });
+  let alice2: TestClient | undefined;
+  try {
+    const size = 256 * MiB;
+    const path = await randomFile(dir, "resume.bin", size);
+    const want = await sha256Of(path);
+    await alice.send(`/s ${path}`);
+    const progress = await eventWhere(
+      bob,
+      "transfer_progress",
+      (e) => e.direction === "in" && Number(e.bytes) >= size / 10 && Number(e.bytes) < size,
+      "with 10% to 99% received",
+      BIG_MS,
+    );
+    alice.proc.kill("SIGKILL");
+    await alice.proc.status;
+    assert.ok(Number(progress.bytes) < size, "killed before the end");
+
+    const failed = await bob.event("transfer_failed", { direction: "in" });
+    assert.equal(failed.kept, true);
+    assert.ok(Number(failed.bytes) > 0 && Number(failed.bytes) < size, String(failed.bytes));
+    assert.deepEqual(await listDir(downloadsOf(bob, "bob")), [], "nothing partial in downloads");
+    const parts = await listDir(partialsOf(bob, "bob"));
+    assert.equal(parts.length, 1);
+    const kept = (await Deno.stat(join(partialsOf(bob, "bob"), parts[0]!))).size;
+    assert.ok(kept >= Number(progress.bytes) && kept < size, `${kept} bytes kept`);
+
+    alice2 = await TestClient.start("alice", server, { home: aliceHome });
+    await alice2.login("alice");
+    await alice2.send("chat bob");
+    await alice2.event("chat_opened", { with: "bob", online: true });
+    await alice2.send(`/s ${path}`);
+    const sent = await alice2.event("transfer_done", { direction: "out" }, BIG_MS);
+    const received = await bob.event("transfer_done", { direction: "in" }, BIG_MS);
+    assert.ok(Number(sent.resumedFrom) > 0, `resumed from ${sent.resumedFrom}`);
+    assert.ok(Number(sent.bytes) < size, `${sent.bytes} bytes sent again`);
+    assert.equal(Number(sent.resumedFrom) + Number(sent.bytes), size);
+    assert.equal(received.resumedFrom, sent.resumedFrom);
+    assert.equal(String(received.savedAs), join(downloadsOf(bob, "bob"), "resume.bin"));
+    assert.equal(await sha256Of(String(received.savedAs)), want);
+    assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
+  } finally {
+    await disposeAll([alice, bob, ...(alice2 ? [alice2] : [])]);
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(aliceHome, { recursive: true });
+  }
+});
+
+Deno.test("a chat message sent during a large transfer arrives before the transfer ends", async () => {
+  await using server = await startServer();
+  const dir = await Deno.makeTempDir();
+  const { alice, bob } = await pair(server);
+  try {
+    const path = await randomFile(dir, "large.bin", 256 * MiB);
+    await alice.send(`/s ${path}`);
+    await bob.event("transfer_progress", { direction: "in" }, BIG_MS);
+    await alice.send("still there? the file is on its way");
+    await bob.event("message", { from: "alice", text: "still there? the file is on its way" });
+    await bob.event("transfer_done", { direction: "in" }, BIG_MS);
+    const message = lineIndex(bob, "message", (e) => e.from === "alice");
+    const done = lineIndex(bob, "transfer_done", (e) => e.direction === "in");
+    assert.ok(message >= 0 && message < done, `message at line ${message}, done at ${done}`);
+    await alice.event("transfer_done", { direction: "out" }, BIG_MS);
+  } finally {
+    await disposeAll([alice, bob]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the receiver refuses a file above --max-file-size, and both sides say why", async () => {
+  await using server = await startServer();
+  const dir = await Deno.makeTempDir();
+  const { alice, bob } = await pair(server, { bobArgs: ["--max-file-size", "1M"] });
+  try {
+    const path = await randomFile(dir, "too-big.bin", 2 * MiB);
+    await alice.send(`/s ${path}`);
+    const failed = await alice.event("transfer_failed", { direction: "out" });
+    assert.match(String(failed.reason), /larger than the receiver's limit/);
+    const error = await bob.event("error", { code: "FILE_TOO_LARGE" });
+    assert.match(String(error.message), /too-big\.bin/);
+    assert.deepEqual(await listDir(downloadsOf(bob, "bob")), []);
+    assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
+  } finally {
+    await disposeAll([alice, bob]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a receiver that cannot save the file says so to both sides and keeps the link", async () => {
+  await using server = await startServer();
+  const dir = await Deno.makeTempDir();
+  const { alice, bob } = await pair(server);
+  try {
+    // Something in the way of the downloads folder (a plain file where it should be).
+    const downloads = downloadsOf(bob, "bob");
+    await Deno.remove(downloads, { recursive: true });
+    await Deno.writeTextFile(downloads, "not a folder\n");
+    const path = await randomFile(dir, "blocked.bin", MiB + 5);
+    await alice.send(`/s ${path}`);
+    const failed = await bob.event("transfer_failed", { direction: "in" });
+    assert.match(String(failed.reason), /cannot save/);
+    assert.equal(failed.kept, true);
+    const told = await alice.event("transfer_failed", { direction: "out" });
+    assert.match(String(told.reason), /cannot save/);
+    await alice.send("did it arrive?");
+    await bob.event("message", { from: "alice", text: "did it arrive?" });
+    assert.equal(lineIndex(bob, "link_down", () => true), -1);
+
+    // Once the obstacle is gone, sharing again needs no data: the verified part was kept.
+    await Deno.remove(downloads);
+    await alice.send(`/s ${path}`);
+    const done = await bob.event("transfer_done", { direction: "in" });
+    assert.equal(done.resumedFrom, MiB + 5);
+    assert.equal(done.bytes, 0);
+    assert.equal(await sha256Of(String(done.savedAs)), await sha256Of(path));
+  } finally {
+    await disposeAll([alice, bob]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sharing a file that does not exist says so", async () => {
+  await using server = await startServer();
+  const { alice, bob } = await pair(server);
+  try {
+    await alice.send("/s /no/such/file");
+    const error = await alice.event("error");
+    assert.equal(error.message, "cannot read /no/such/file: no such file");
+    assert.equal(lineIndex(bob, "transfer_started", () => true), -1);
+  } finally {
+    await disposeAll([alice, bob]);
   }
 });

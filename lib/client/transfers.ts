@@ -14,6 +14,7 @@ import { numberedName, sanitizeFileName } from "../peer/file_names.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import { type ClientStore, groupChat } from "./client_store.ts";
 import type { ClientEvent } from "./events.ts";
+import { collectGarbage } from "../util/gc.ts";
 
 /** Bytes of file data per chunk: with its 25-byte header it fits one Noise message. */
 export const CHUNK_SIZE = 65_000;
@@ -22,6 +23,14 @@ const HEADER = 1 + 16 + 8;
 const PARTIAL_TTL_MS = 24 * 3600_000;
 const ANSWER_TIMEOUT_MS = 120_000;
 const PROGRESS_EVERY_MS = 250;
+/**
+ * Bytes between nudges to the garbage collector (see lib/util/gc.ts): the sender leaves one
+ * dead buffer per chunk (the ciphertext), the receiver two (ciphertext and plaintext).
+ */
+const SENDER_GC_BYTES = 24 * 1024 * 1024;
+const RECEIVER_GC_BYTES = 12 * 1024 * 1024;
+/** Longest reason the protocol carries in file_reject, file_done and file_cancel. */
+const MAX_WIRE_REASON = 300;
 
 export interface TransferHost {
   readonly user: string;
@@ -199,21 +208,24 @@ export class Transfers {
       const fidBytes = fromHex(fid);
       let at = offset;
       const corrupt = Deno.env.get("CONFAB_FAULT") === "corrupt-file";
+      // One buffer for every chunk: each is fully sent (encrypted) before the next is read.
+      const buffer = new Uint8Array(HEADER + CHUNK_SIZE);
       while (at < file.size) {
         if (t.cancelled) throw new TransferError("CANCELLED", t.cancelled);
         const want = Math.min(CHUNK_SIZE, file.size - at);
-        const frame = new Uint8Array(HEADER + want);
+        const frame = buffer.subarray(0, HEADER + want);
         const n = await readFull(handle, frame.subarray(HEADER));
         if (n < want) throw new TransferError("BAD_FILE", `${file.name} got shorter while sending`);
         frame[0] = BINARY_TAG;
         frame.set(fidBytes, 1);
-        new DataView(frame.buffer).setBigUint64(17, BigInt(at), false);
+        new DataView(buffer.buffer).setBigUint64(17, BigInt(at), false);
         if (corrupt && at === offset) frame[HEADER] = frame[HEADER]! ^ 0xff; // tests only
         // One chunk in flight: awaiting the write lets chat messages in between chunks.
         await Promise.race([link.fc.sendBinary(frame), closed]);
         at += n;
         sent += n;
         progress.update(at);
+        if (sent % SENDER_GC_BYTES < n) collectGarbage();
       }
       await link.fc.send({ type: "file_end", fid });
       const done = await Promise.race([closed, withTimeout(t.done.promise, "no confirmation")]);
@@ -285,8 +297,11 @@ export class Transfers {
 
   async #onOffer(link: PeerLink, m: Extract<PeerMessage, { type: "file_offer" }>): Promise<void> {
     const host = this.#host;
+    // A reason over the protocol's limit would be refused as a whole, leaving the sender
+    // waiting for an answer that never comes.
     const reject = (reason: string) =>
-      link.fc.send({ type: "file_reject", fid: m.fid, reason }).catch(() => {});
+      link.fc.send({ type: "file_reject", fid: m.fid, reason: reason.slice(0, MAX_WIRE_REASON) })
+        .catch(() => {});
     if (this.#incoming.has(m.fid)) return;
     if (m.size > host.maxFileSize) {
       host.emit({
@@ -377,10 +392,19 @@ export class Transfers {
       await this.#fail(t, `${t.from} sent data out of order`, true);
       return;
     }
-    let written = 0;
-    while (written < bytes.length) written += await t.file.write(bytes.subarray(written));
+    try {
+      let written = 0;
+      while (written < bytes.length) written += await t.file.write(bytes.subarray(written));
+    } catch (error) {
+      // Disk full, or the like: this transfer ends, the link (and the chat on it) stays.
+      const reason = "the receiver cannot write it to disk";
+      await link.fc.send({ type: "file_cancel", fid, reason }).catch(() => {});
+      await this.#fail(t, `cannot write ${t.name} to disk: ${(error as Error).message}`, true);
+      return;
+    }
     t.hash.update(bytes);
     t.at += bytes.length;
+    if (t.at % RECEIVER_GC_BYTES < bytes.length) collectGarbage();
     const now = Date.now();
     if (now - t.lastProgress >= PROGRESS_EVERY_MS) {
       t.lastProgress = now;
@@ -421,7 +445,33 @@ export class Transfers {
       });
       return;
     }
-    const savedAs = await this.#moveToDownloads(t.partial, t.name);
+    let savedAs: string;
+    try {
+      savedAs = await this.#moveToDownloads(t.partial, t.name);
+    } catch (error) {
+      // Verified but not saved (downloads is in the way, not writable ...): the file stays aside,
+      // so offering it again finishes at once. The link, and the chat on it, stay up.
+      const reason = `cannot save ${t.name} in ${host.downloadsDir}: ${(error as Error).message}`;
+      await link.fc.send({
+        type: "file_done",
+        fid,
+        ok: false,
+        reason: "the receiver cannot save it; it kept the file aside: share it again to retry",
+      }).catch(() => {});
+      host.emit({
+        type: "transfer_failed",
+        fid,
+        direction: "in",
+        peer: t.from,
+        name: t.name,
+        size: t.size,
+        reason: `${reason}; the file is kept aside: once that is fixed, ask ${t.from} to share ` +
+          `it again`,
+        bytes: t.at - t.startOffset,
+        kept: true,
+      });
+      return;
+    }
     await link.fc.send({ type: "file_done", fid, ok: true }).catch(() => {});
     this.#record(t.group ?? t.from, t.from, t.name, t.size, t.sha256, t.group);
     host.emit({
@@ -452,7 +502,12 @@ export class Transfers {
         if (error instanceof Deno.errors.AlreadyExists) continue;
         throw error;
       }
-      await Deno.rename(partial, target);
+      try {
+        await Deno.rename(partial, target);
+      } catch (error) {
+        await Deno.remove(target).catch(() => {}); // the placeholder, not a file of the user's
+        throw error;
+      }
       return target;
     }
     throw new TransferError("NO_NAME", `no free name for ${name} in downloads`);

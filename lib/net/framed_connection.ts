@@ -3,7 +3,8 @@
  * and validates every frame, a single writer (at most one write in flight, short writes
  * looped), request/reply matching by `id`, and an idempotent close.
  */
-import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME } from "../protocol/frame.ts";
+import { encodeFrame, HEADER_SIZE, MAX_CONTROL_FRAME } from "../protocol/frame.ts";
+import { FrameReader } from "./frame_reader.ts";
 import {
   ConnectionClosedError,
   type ErrorCode,
@@ -69,9 +70,10 @@ export class SilentPeerError extends Error {
   override name = "SilentPeerError";
 }
 
-const READ_CHUNK = 64 * 1024;
 /** Messages waiting for the handler before reading pauses (backpressure). */
 const INBOX_HIGH_WATER = 256;
+/** Payloads at least this large are written after their header rather than copied into one. */
+const SEPARATE_HEADER_FROM = 16 * 1024;
 /** Frames a peer may send while we finish a handshake step; more is a flood. */
 const MAX_HELD_FRAMES = 64;
 
@@ -278,7 +280,15 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     const cipher = this.#sendCipher;
     const write = this.#writeChain.then(async () => {
       const payload = cipher ? await closeFrame(cipher, body) : body;
-      await writeAll(this.conn, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
+      if (payload.length < SEPARATE_HEADER_FROM) {
+        await writeAll(this.conn, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
+      } else {
+        // Large (file data): the header on its own, so the payload is not copied again.
+        const header = new Uint8Array(HEADER_SIZE);
+        new DataView(header.buffer).setUint32(0, payload.length);
+        await writeAll(this.conn, header);
+        await writeAll(this.conn, payload);
+      }
     });
     this.#writeChain = write.catch((error) => {
       void this.close(asError(error));
@@ -365,35 +375,28 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   async #read(): Promise<void> {
-    const decoder = new FrameDecoder(sealedSize(this.#opts.maxFrame));
-    const buffer = new Uint8Array(READ_CHUNK);
+    const reader = new FrameReader(this.conn, sealedSize(this.#opts.maxFrame));
     let reason: CloseReason;
     try {
       while (!this.#closing) {
-        let n: number | null;
+        let body: Uint8Array | null;
         try {
-          n = await this.conn.read(buffer);
+          body = await reader.next();
         } catch (error) {
           if (this.#closing) break;
+          if (error instanceof FrameError) throw error;
           reason = asError(error);
           break;
         }
-        if (n === null) {
-          decoder.finish();
-          break;
-        }
+        if (body === null) break;
         this.lastReceived = Date.now();
-        // The decoder keeps views of what it is given, so hand it a copy of this read.
-        for (const body of decoder.push(buffer.slice(0, n))) {
-          if (this.#held) {
-            if (this.#heldFrames.length >= MAX_HELD_FRAMES) {
-              throw new FrameError("too many frames sent before the handshake finished");
-            }
-            this.#heldFrames.push(body);
-          } else {
-            await this.#ingest(body);
+        if (this.#held) {
+          if (this.#heldFrames.length >= MAX_HELD_FRAMES) {
+            throw new FrameError("too many frames sent before the handshake finished");
           }
-          if (this.#closing) break;
+          this.#heldFrames.push(body);
+        } else {
+          await this.#ingest(body);
         }
         if (this.#inbox.length >= INBOX_HIGH_WATER && !this.#closing) {
           const drained = Promise.withResolvers<void>();

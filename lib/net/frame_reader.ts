@@ -1,0 +1,78 @@
+/**
+ * Reads length-prefixed frames from a connection with as few copies as possible: small frames
+ * are cut from one reused read-ahead buffer; a large frame gets a buffer of exactly its size
+ * (allocated only once its length has passed the maximum check) and the rest of it is read
+ * straight into that buffer. Bulk transfers then allocate one buffer per frame and nothing
+ * else, which keeps memory flat.
+ */
+import { FrameError } from "../protocol/errors.ts";
+import { HEADER_SIZE } from "../protocol/frame.ts";
+
+const READ_AHEAD = 64 * 1024;
+/** Bodies at least this large are read directly into their own buffer. */
+const DIRECT_READ = 16 * 1024;
+
+export class FrameReader {
+  readonly #conn: Deno.Conn;
+  readonly #maxBody: number;
+  readonly #buffer = new Uint8Array(READ_AHEAD);
+  #start = 0;
+  #end = 0;
+
+  constructor(conn: Deno.Conn, maxBody: number) {
+    this.#conn = conn;
+    this.#maxBody = maxBody;
+  }
+
+  /**
+   * The next frame body, or null when the stream ended cleanly between frames.
+   * @throws {FrameError} for a length above the maximum or a stream ending mid-frame.
+   */
+  async next(): Promise<Uint8Array | null> {
+    while (this.#end - this.#start < HEADER_SIZE) {
+      if (!await this.#fill()) {
+        if (this.#end === this.#start) return null;
+        throw new FrameError("connection ended in the middle of a frame");
+      }
+    }
+    const length = new DataView(this.#buffer.buffer, this.#start, HEADER_SIZE).getUint32(0);
+    if (length > this.#maxBody) {
+      throw new FrameError(`frame of ${length} bytes exceeds the maximum of ${this.#maxBody}`);
+    }
+    this.#start += HEADER_SIZE;
+    const body = new Uint8Array(length);
+    let filled = this.#take(body, 0);
+    while (filled < length) {
+      if (length - filled >= DIRECT_READ) {
+        const n = await this.#conn.read(body.subarray(filled));
+        if (n === null) throw new FrameError("connection ended in the middle of a frame");
+        filled += n;
+      } else {
+        if (!await this.#fill()) throw new FrameError("connection ended in the middle of a frame");
+        filled = this.#take(body, filled);
+      }
+    }
+    return body;
+  }
+
+  /** Moves buffered bytes into `body` from `at`; returns how far it is filled. */
+  #take(body: Uint8Array, at: number): number {
+    const n = Math.min(body.length - at, this.#end - this.#start);
+    body.set(this.#buffer.subarray(this.#start, this.#start + n), at);
+    this.#start += n;
+    return at + n;
+  }
+
+  /** Reads more into the read-ahead buffer; false at the end of the stream. */
+  async #fill(): Promise<boolean> {
+    if (this.#start > 0) {
+      this.#buffer.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+    }
+    const n = await this.#conn.read(this.#buffer.subarray(this.#end));
+    if (n === null) return false;
+    this.#end += n;
+    return true;
+  }
+}
