@@ -280,3 +280,26 @@ Deno.test("a client that cannot reach the server says connection refused, sugges
   await alice.send("help");
   await alice.event("help");
 });
+
+Deno.test("connections past --max-per-address are refused with SERVER_BUSY, and others still get in", async () => {
+  await using server = await startServer({ args: ["--max-per-address", "3"] });
+  const held: RawConn[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const raw = await RawConn.connect(server.port);
+      held.push(raw);
+      await raw.hello("client");
+    }
+    await using fourth = await RawConn.connect(server.port);
+    const refused = await fourth.untilEnd();
+    assert.equal(refused[0]?.type, "error");
+    assert.equal(refused[0]?.code, "SERVER_BUSY");
+    assert.match(String(refused[0]?.message), /too many connections from 127\.0\.0\.1/);
+    // One of the three goes away: there is room again, for a real client this time.
+    await held.pop()!.close();
+    await using alice = await TestClient.start("alice", server);
+    await alice.signup("alice");
+  } finally {
+    for (const raw of held) await raw.close();
+  }
+});

@@ -1,0 +1,85 @@
+/** Unit tests for the replicated group membership (lib/peer/group_state.ts). */
+import assert from "node:assert/strict";
+import {
+  addMember,
+  createGroup,
+  groupChecksum,
+  groupHandle,
+  type GroupState,
+  isMember,
+  MAX_GROUP_MEMBERS,
+  membersOf,
+  mergeGroups,
+  removeMember,
+  withinLimits,
+} from "../lib/peer/group_state.ts";
+
+Deno.test("createGroup() makes a group with its members, sorted case-insensitively", () => {
+  const g = createGroup(["carol", "Alice", "bob"]);
+  assert.deepEqual(membersOf(g), ["Alice", "bob", "carol"]);
+  assert.ok(isMember(g, "ALICE"));
+  assert.ok(!isMember(g, "dave"));
+});
+
+Deno.test("removeMember() then addMember() brings a member back with a fresh tag", () => {
+  const g = createGroup(["alice", "bob", "carol"]);
+  const without = removeMember(g, "carol");
+  assert.deepEqual(membersOf(without), ["alice", "bob"]);
+  const back = addMember(without, "carol");
+  assert.deepEqual(membersOf(back), ["alice", "bob", "carol"]);
+  // Merging with the state that removed her does not remove her again: the new tag is live.
+  assert.deepEqual(membersOf(mergeGroups(back, without)), ["alice", "bob", "carol"]);
+});
+
+Deno.test("mergeGroups() is commutative, associative and idempotent", () => {
+  const base = createGroup(["ann", "ben", "cat"]);
+  const a = addMember(base, "dan");
+  const b = addMember(base, "eve");
+  const c = removeMember(base, "cat");
+  const sum = (s: GroupState) => groupChecksum(s);
+  assert.equal(sum(mergeGroups(a, b)), sum(mergeGroups(b, a)));
+  assert.equal(
+    sum(mergeGroups(mergeGroups(a, b), c)),
+    sum(mergeGroups(a, mergeGroups(b, c))),
+  );
+  assert.equal(sum(mergeGroups(a, a)), sum(mergeGroups(a, base)));
+  assert.deepEqual(membersOf(mergeGroups(mergeGroups(a, b), c)), ["ann", "ben", "dan", "eve"]);
+});
+
+Deno.test("two concurrent adds converge to the same members whatever the order of merges", () => {
+  const base = createGroup(["ann", "ben", "cat"]);
+  const byAnn = addMember(base, "dan");
+  const byBen = addMember(base, "eve");
+  const seenByAnn = mergeGroups(byAnn, byBen);
+  const seenByBen = mergeGroups(byBen, byAnn);
+  const seenByCat = mergeGroups(mergeGroups(base, byBen), byAnn);
+  for (const view of [seenByAnn, seenByBen, seenByCat]) {
+    assert.deepEqual(membersOf(view), ["ann", "ben", "cat", "dan", "eve"]);
+    assert.equal(groupChecksum(view), groupChecksum(seenByAnn));
+  }
+});
+
+Deno.test("mergeGroups() refuses states of different groups", () => {
+  assert.throws(() => mergeGroups(createGroup(["a", "b"]), createGroup(["a", "b"])), RangeError);
+});
+
+Deno.test("groupChecksum() differs when membership differs and ignores name case and order", () => {
+  const g = createGroup(["alice", "bob"]);
+  const plus = addMember(g, "carol");
+  assert.notEqual(groupChecksum(g), groupChecksum(plus));
+  const reordered: GroupState = { ...plus, adds: [...plus.adds].reverse() };
+  assert.equal(groupChecksum(reordered), groupChecksum(plus));
+  assert.match(groupChecksum(g), /^[0-9a-f]{16}$/);
+});
+
+Deno.test("withinLimits() refuses more than 32 members", () => {
+  let g = createGroup(["m0"]);
+  for (let i = 1; i < MAX_GROUP_MEMBERS; i++) g = addMember(g, `m${i}`);
+  assert.equal(membersOf(g).length, 32);
+  assert.ok(withinLimits(g));
+  assert.ok(!withinLimits(addMember(g, "one-too-many")));
+});
+
+Deno.test("groupHandle() is # and the first six hex digits of the id", () => {
+  assert.equal(groupHandle("3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77"), "#3f1c2a");
+});
