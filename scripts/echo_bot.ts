@@ -1,7 +1,7 @@
 /**
  * An echo bot for Confab (see docs/scripting.md): runs `client.ts --json` as a child process,
  * logs in (signing up on the first run), adds CONTACT, opens a chat with it and sends back
- * every message that arrives in that chat. The client's events are copied to stderr.
+ * every message CONTACT writes in that chat. The client's events are copied to stderr.
  *
  *   deno run -A scripts/echo_bot.ts HOST:PORT HOME USER PASSWORD CONTACT
  */
@@ -13,8 +13,10 @@ if (!server || !home || !user || !password || !contact) {
   Deno.exit(2);
 }
 const clientTs = fileURLToPath(new URL("../client.ts", import.meta.url));
+// --max-file-size 0: a bot has no use for files; offers of non-empty files are refused.
+const flags = ["--json", "--server", server, "--home", home, "--max-file-size", "0"];
 const child = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", clientTs, "--json", "--server", server, "--home", home],
+  args: ["run", "-A", clientTs, ...flags],
   stdin: "piped",
   stdout: "piped",
 }).spawn();
@@ -30,16 +32,20 @@ type Event = {
   from?: string;
   text?: string;
   inChat?: boolean;
+  group?: string;
 };
 const isContact = (name?: string) => name?.toLowerCase() === contact.toLowerCase();
 let loggedIn = false;
-let chat: "none" | "opening" | "open" = "none";
+/** Whether the client reads our lines as commands ("none") or as messages (the rest). */
+let chat: "none" | "opening" | "open" | "leaving" = "none";
 
 /** In a chat every line is a message: keep it one line and keep it from reading as a command. */
 function chatLine(text: string): string {
   const line = text.replaceAll(/[\r\n]+/g, " ");
-  if (line.startsWith("/")) return `/${line}`; // `//text` sends `/text`
-  return line.startsWith("\\") ? ` ${line}` : line; // `\` has no escape: a space keeps it text
+  // `//text` sends `/text`, `\\text` sends `\text`.
+  if (line.startsWith("/") || line.startsWith("\\")) return line[0] + line;
+  // `share <path>` in a chat shares a file, and has no escape: a leading space keeps it text.
+  return /^share\s/.test(line) ? ` ${line}` : line;
 }
 
 async function onEvent(e: Event): Promise<void> {
@@ -54,9 +60,21 @@ async function onEvent(e: Event): Promise<void> {
     await send(`chat ${contact}`);
   }
   if (e.type === "chat_opened") chat = "open";
-  if (e.type === "message" && e.inChat && isContact(e.from)) await send(chatLine(e.text ?? ""));
+  if (e.type === "chat_closed") chat = "none";
+  if (e.type === "group_opened") {
+    chat = "leaving"; // added to a group: this bot only talks 1:1, so it leaves the group
+    await send("/q");
+  }
+  if (e.type === "group_closed" && chat === "leaving") {
+    chat = "opening";
+    await send(`chat ${contact}`);
+  }
+  if (e.type === "message" && e.inChat && !e.group && chat === "open" && isContact(e.from)) {
+    await send(chatLine(e.text ?? ""));
+  }
+  if (e.type === "logged_out") await send("quit"); // e.g. the user logged in elsewhere
   if (e.type !== "error") return;
-  if (chat === "opening") chat = "none"; // e.g. USER_OFFLINE: try again on its presence event
+  if (chat === "opening") chat = "none"; // e.g. SERVER_UNREACHABLE: try again on its presence
   if (e.code === "NO_IDENTITY") await send(`signup ${user} ${password}`); // the first run
   else if (!loggedIn) await send("quit");
 }

@@ -80,6 +80,11 @@ export class ClientError extends Error {
   }
 }
 
+/** Acks are waited for per peer and message id. */
+function ackKey(user: string, id: string): string {
+  return `${user.toLowerCase()}\n${id}`;
+}
+
 function isLoopback(host: string): boolean {
   return host === "localhost" || host.startsWith("127.") || host === "::1";
 }
@@ -473,6 +478,8 @@ export class ConfabClient implements AsyncDisposable {
       if (saved) store.setSetting(LOGOUT_SETTING, undefined);
       const mailKey = await MailKey.load(join(this.#userDir(user), "mail-key.json"));
       this.#session = { user: welcome.user, token: welcome.token, identity, mailKey, store };
+      // Group messages a crash interrupted cannot be resent (the group is gone): say so.
+      store.failInterruptedGroupSends();
       this.#groups = this.#makeGroups(this.#session);
       this.#transfers = this.#makeTransfers(this.#session);
       await this.#transfers.prepare();
@@ -790,10 +797,10 @@ export class ConfabClient implements AsyncDisposable {
       case "msg":
         return this.#receive(link, m);
       case "ack":
-        this.#acks.get(m.id)?.resolve("ack");
+        this.#acks.get(ackKey(link.user, m.id))?.resolve("ack");
         return;
       case "busy":
-        this.#acks.get(m.id)?.resolve("busy");
+        this.#acks.get(ackKey(link.user, m.id))?.resolve("busy");
         return;
       case "chat_state":
         this.#emit({ type: m.open ? "peer_joined" : "peer_left", user: link.user });
@@ -1131,7 +1138,9 @@ export class ConfabClient implements AsyncDisposable {
     frame: OutgoingMessage & { id: string },
   ): Promise<"ack" | "busy" | "dropped" | "timeout"> {
     const answer = Promise.withResolvers<"ack" | "busy">();
-    this.#acks.set(frame.id, { resolve: answer.resolve });
+    // Keyed by peer too: a group message has one id and goes to every member at once.
+    const key = ackKey(link.user, frame.id);
+    this.#acks.set(key, { resolve: answer.resolve });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), this.#opts.ackTimeoutMs);
@@ -1147,7 +1156,7 @@ export class ConfabClient implements AsyncDisposable {
       return "dropped";
     } finally {
       clearTimeout(timer);
-      this.#acks.delete(frame.id);
+      this.#acks.delete(key);
     }
   }
 
@@ -1422,6 +1431,7 @@ export class ConfabClient implements AsyncDisposable {
         type: "show",
         from: sender.user,
       });
+      const rejected: string[] = [];
       for (const m of batch.messages) {
         let text: string;
         try {
@@ -1432,6 +1442,7 @@ export class ConfabClient implements AsyncDisposable {
           }, sender.publicKey)).text;
         } catch (error) {
           if (!(error instanceof MailRejected)) throw error;
+          rejected.push(m.msgId);
           this.#emit({
             type: "error",
             code: "MAIL_REJECTED",
@@ -1469,6 +1480,7 @@ export class ConfabClient implements AsyncDisposable {
         type: "mail_confirm",
         from: batch.from,
         msgIds: batch.messages.map((m) => m.msgId),
+        ...(rejected.length > 0 ? { rejected } : {}),
       });
       if (!batch.more) break;
     }

@@ -136,11 +136,20 @@ export class ClientStore implements Disposable {
     return rows.map((r) => ({ ...r, outgoing: r.outgoing === 1 }));
   }
 
-  /** Outgoing messages nobody has acknowledged yet (mark ''), oldest first. */
+  /** Marks `!` the group messages left unacknowledged by a previous run (they cannot be resent). */
+  failInterruptedGroupSends(): number {
+    return Number(
+      this.#db.prepare(
+        "UPDATE messages SET mark = '!' WHERE outgoing = 1 AND mark = '' AND chat LIKE 'g:%'",
+      ).run().changes,
+    );
+  }
+
+  /** 1:1 messages nobody has acknowledged yet (mark ''), oldest first: the outbox. */
   outbox(): HistoryEntry[] {
     const rows = this.#db.prepare(
       `SELECT id, chat, sender, ts, text, outgoing, mark FROM messages
-       WHERE outgoing = 1 AND mark = '' ORDER BY ts, rowid`,
+       WHERE outgoing = 1 AND mark = '' AND chat NOT LIKE 'g:%' ORDER BY ts, rowid`,
     ).all() as {
       id: string;
       chat: string;

@@ -40,7 +40,7 @@ export const MAIN_HELP = `commands:
   chat <user>                          chat with a contact, directly peer to peer
   chat #<group>                        open the window of a group you are in
   groups                               the groups you are in and were in
-  history <user|#group> [<n>]          the last n messages of a chat (default 20)
+  history <user|#group> [<n>]          the last n messages of a chat (default: --history, 50)
   search <words>                       find messages containing all the words
   hanging                              who left you messages while you were away or busy
   show <user>                          read the messages <user> left you

@@ -68,6 +68,11 @@ export class GroupChats {
    */
   readonly #dead = new Map<string, Set<string>>();
   readonly #seq = new Map<string, number>();
+  /**
+   * Groups I am out of, with my add tags at that time: a state still carrying only those tags
+   * is stale (sent before the others saw me go), not an invitation. A re-add makes a new tag.
+   */
+  readonly #left = new Map<string, Set<string>>();
   readonly #timer: ReturnType<typeof setInterval>;
 
   constructor(host: GroupHost) {
@@ -349,6 +354,13 @@ export class GroupChats {
     if (!mine) {
       // An invitation: only from a member, and only to a group that has us in it.
       if (!isMember(incoming, link.user) || !isMember(incoming, host.user)) return;
+      const old = this.#left.get(incoming.id);
+      if (old && !this.#myLiveTags(incoming).some((tag) => !old.has(tag))) {
+        // A stale state from before they saw us leave: remind them instead of rejoining.
+        await link.fc.send({ type: "group_leave", group: incoming.id }).catch(() => {});
+        return;
+      }
+      this.#left.delete(incoming.id);
       this.#adopt(incoming);
       const partner = host.chatPartner;
       const idle = host.current === undefined && partner === undefined;
@@ -448,9 +460,20 @@ export class GroupChats {
     if (now.length <= 1) this.#close(id, "everyone else left");
   }
 
+  /** My add tags that are live in `state`. */
+  #myLiveTags(state: GroupState): string[] {
+    const dead = new Set(state.removed);
+    return state.adds
+      .filter((a) => this.#isMe(a.user) && !dead.has(a.tag))
+      .map((a) => a.tag);
+  }
+
   #close(id: string, reason: string): void {
     const host = this.#host;
-    if (!this.#groups.delete(id)) return;
+    const state = this.#groups.get(id);
+    if (!state) return;
+    this.#left.set(id, new Set(state.adds.filter((a) => this.#isMe(a.user)).map((a) => a.tag)));
+    this.#groups.delete(id);
     this.#dead.delete(id);
     host.store.leaveGroup(id);
     if (host.current === id) host.setCurrent(undefined);

@@ -159,15 +159,19 @@ export class Transfers {
       this.#host.emit({ type: "info", text: `checking ${name} (SHA-256 of ${info.size} bytes)` });
     }
     const sha256 = await hashFile(path);
-    await Promise.all(
+    const results = await Promise.all(
       peers.map((peer) => this.#sendTo(peer, { path, name, size: info.size, sha256, group })),
     );
+    // One line in history for the share, once it reached anyone.
+    if (results.some((ok) => ok)) {
+      this.#record(group ?? peers[0]!, this.#host.user, name, info.size, sha256, group);
+    }
   }
 
   async #sendTo(
     peer: string,
     file: { path: string; name: string; size: number; sha256: string; group?: string },
-  ): Promise<void> {
+  ): Promise<boolean> {
     const host = this.#host;
     const fid = hex(crypto.getRandomValues(new Uint8Array(16)));
     const base = { fid, direction: "out" as const, peer, name: file.name, size: file.size };
@@ -237,10 +241,11 @@ export class Transfers {
         resumedFrom: offset,
         sha256: file.sha256,
       });
-      this.#record(file.group ?? peer, host.user, file.name, file.size, file.sha256, file.group);
+      return true;
     } catch (error) {
       const reason = error instanceof TransferError ? error.message : (error as Error).message;
       host.emit({ type: "transfer_failed", ...base, reason, bytes: sent, kept: false });
+      return false;
     } finally {
       this.#outgoing.delete(fid);
     }

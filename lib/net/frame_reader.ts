@@ -19,6 +19,9 @@ export class FrameReader {
   #start = 0;
   #end = 0;
 
+  /** Called whenever bytes arrive (liveness counts bytes, not only whole frames). */
+  onBytes: () => void = () => {};
+
   constructor(conn: Deno.Conn, maxBody: number) {
     this.#conn = conn;
     this.#maxBody = maxBody;
@@ -46,6 +49,7 @@ export class FrameReader {
       if (length - filled >= DIRECT_READ) {
         const n = await this.#conn.read(body.subarray(filled));
         if (n === null) throw new FrameError("connection ended in the middle of a frame");
+        this.onBytes();
         filled += n;
       } else {
         if (!await this.#fill()) throw new FrameError("connection ended in the middle of a frame");
@@ -72,6 +76,7 @@ export class FrameReader {
     }
     const n = await this.#conn.read(this.#buffer.subarray(this.#end));
     if (n === null) return false;
+    this.onBytes();
     this.#end += n;
     return true;
   }

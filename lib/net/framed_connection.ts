@@ -251,6 +251,13 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   /** Queues a message; resolves once it is written to the socket. */
   send(message: OutgoingMessage): Promise<void> {
+    if (
+      message.type === "error" && typeof message.message === "string" &&
+      message.message.length > 500
+    ) {
+      // Error texts may quote hostile input; the schema allows 500 characters.
+      message = { ...message, message: message.message.slice(0, 497) + "..." };
+    }
     return this.#write(encodeMessage(message));
   }
 
@@ -376,6 +383,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   async #read(): Promise<void> {
     const reader = new FrameReader(this.conn, sealedSize(this.#opts.maxFrame));
+    reader.onBytes = () => this.lastReceived = Date.now();
     let reason: CloseReason;
     try {
       while (!this.#closing) {

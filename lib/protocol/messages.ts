@@ -10,7 +10,7 @@ import { z } from "zod";
 import { ERROR_CODES, ProtocolError } from "./errors.ts";
 
 /** Protocol version spoken by this build; `hello` carries it and both sides compare. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 // ---- field rules ---------------------------------------------------------------------------
 
@@ -157,6 +157,8 @@ export const MailConfirm = z.strictObject({
   id: RequestId,
   from: Username,
   msgIds: z.array(MessageId).min(1).max(MAX_MAIL_BATCH),
+  /** Of those, the ones my client refused (not decryptable, wrongly signed): no receipt. */
+  rejected: z.array(MessageId).max(MAX_MAIL_BATCH).optional(),
 });
 /** I have recorded these read receipts: the server may forget them. */
 export const ReceiptsAck = z.strictObject({

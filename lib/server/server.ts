@@ -359,7 +359,13 @@ export class ConfabServer implements AsyncDisposable {
       case "mail_confirm": {
         const sender = this.store.getUser(m.from);
         if (sender) {
-          const done = this.store.confirmMail(session.user, sender.name, m.msgIds);
+          const done = this.store.confirmMail(
+            session.user,
+            sender.name,
+            m.msgIds,
+            Date.now(),
+            new Set(m.rejected ?? []),
+          );
           if (done.length > 0) this.#pushReceipts(sender.nameKey);
         }
         return fc.send({ type: "ok", id: m.id });

@@ -375,10 +375,17 @@ export class ServerStore implements Disposable {
   }
 
   /**
-   * Deletes delivered mail and records a read receipt for each, in one transaction. Ids that
-   * are not pending (already confirmed) are ignored. Returns the ids deleted.
+   * Deletes delivered mail and records a read receipt for each (except the `rejected` ones), in
+   * one transaction. Ids that are not pending (already confirmed) are ignored. Returns the ids
+   * deleted.
    */
-  confirmMail(recipient: string, sender: string, msgIds: string[], now = Date.now()): string[] {
+  confirmMail(
+    recipient: string,
+    sender: string,
+    msgIds: string[],
+    now = Date.now(),
+    rejected: ReadonlySet<string> = new Set(),
+  ): string[] {
     const r = nameKey(recipient);
     const s = nameKey(sender);
     const del = this.#db.prepare(
@@ -393,7 +400,8 @@ export class ServerStore implements Disposable {
     try {
       for (const id of msgIds) {
         if (del.run(r, s, id).changes === 1) {
-          receipt.run(s, id, r, now);
+          // A message the reader's client refused (forged, undecryptable) was not read.
+          if (!rejected.has(id)) receipt.run(s, id, r, now);
           done.push(id);
         }
       }
