@@ -117,6 +117,25 @@ Deno.test("three members: each message reaches the other two once, in order per 
       }
       assert.equal(got.length, 10, `${reader.proc.name} got each message once`);
     }
+    // Every member acked every copy: none went to a mailbox, none failed (acks are per peer).
+    for (const author of clients) {
+      for (const text of texts(author.proc.name)) {
+        const sent = author.events().find((e) => e.type === "sent" && e.text === text)!;
+        for (const other of clients) {
+          if (other === author) continue;
+          await author.proc.out.find(
+            (l) =>
+              l.includes(`"type":"delivered"`) && l.includes(String(sent.id)) &&
+              l.includes(`"to":"${other.proc.name}"`),
+            `${other.proc.name}'s ack of ${text}`,
+          );
+        }
+      }
+      assert.ok(
+        !author.events().some((e) => e.type === "stored" || e.type === "not_delivered"),
+        `${author.proc.name}: every copy delivered directly`,
+      );
+    }
   } finally {
     await disposeAll(clients);
   }
