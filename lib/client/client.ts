@@ -771,7 +771,8 @@ export class ConfabClient implements AsyncDisposable {
       if (this.#links.get(key) !== link) return;
       // Both ends dialed at once and the other end dropped this link as the duplicate: our
       // own dial is about to replace it. Only if it does not is the user gone.
-      const replacing = this.#dialing.get(key);
+      // (Not when the link went silent or broke: that is the peer, not a duplicate.)
+      const replacing = reason === undefined ? this.#dialing.get(key) : undefined;
       if (replacing) await replacing.catch(() => {});
       if (this.#links.get(key) !== link) return;
       this.#links.delete(key);

@@ -16,7 +16,8 @@
  * const { send } = alice.session(); // bob.session().receive decrypts what send encrypts
  * ```
  */
-import { bytesOf, concatBytes } from "./bytes.ts";
+import { createHash, hkdfSync } from "node:crypto";
+import { concatBytes } from "./bytes.ts";
 import { CryptoError } from "./errors.ts";
 import { CipherState, KEY_LEN, MAX_MESSAGE_LEN, TAG_LEN, TransportCipher } from "./noise_cipher.ts";
 import { dh, DH_LEN, generateKeyPair, type KeyPair } from "./x25519.ts";
@@ -43,9 +44,15 @@ export const HASH_LEN = 32;
 
 const EMPTY = new Uint8Array(0);
 
-/** SHA-256 of the concatenated inputs (Noise's HASH). */
-async function sha256(...parts: readonly Uint8Array[]): Promise<Uint8Array<ArrayBuffer>> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", concatBytes(...parts)));
+/**
+ * SHA-256 of the concatenated inputs (Noise's HASH). Computed synchronously with node:crypto:
+ * a handshake hashes dozens of short inputs, and a trip through WebCrypto's thread pool for
+ * each costs more than the hashing.
+ */
+function sha256(...parts: readonly Uint8Array[]): Promise<Uint8Array<ArrayBuffer>> {
+  const hash = createHash("sha256");
+  for (const part of parts) hash.update(part);
+  return Promise.resolve(new Uint8Array(hash.digest()));
 }
 
 /**
@@ -53,8 +60,8 @@ async function sha256(...parts: readonly Uint8Array[]): Promise<Uint8Array<Array
  *
  * Noise defines it as temp_key = HMAC(chaining_key, ikm), output1 = HMAC(temp_key, 0x01),
  * output(i) = HMAC(temp_key, output(i-1) || byte(i)). That is exactly RFC 5869 HKDF with
- * salt = chaining_key, empty info and 32·n output bytes, so WebCrypto's HKDF computes it in
- * two calls where the HMAC chain takes five; the tests check it against the literal chain.
+ * salt = chaining_key, empty info and 32·n output bytes, so one HKDF call computes it where
+ * the HMAC chain takes five; the tests check it against the literal chain.
  */
 export function hkdf(
   chainingKey: Uint8Array,
@@ -66,20 +73,16 @@ export function hkdf(
   inputKeyMaterial: Uint8Array,
   outputs: 3,
 ): Promise<[Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>]>;
-export async function hkdf(
+export function hkdf(
   chainingKey: Uint8Array,
   inputKeyMaterial: Uint8Array,
   outputs: 2 | 3,
 ): Promise<Uint8Array<ArrayBuffer>[]> {
-  const ikm = await crypto.subtle.importKey("raw", bytesOf(inputKeyMaterial), "HKDF", false, [
-    "deriveBits",
-  ]);
-  const bits = await crypto.subtle.deriveBits(
-    { name: "HKDF", hash: "SHA-256", salt: bytesOf(chainingKey), info: EMPTY },
-    ikm,
-    outputs * HASH_LEN * 8,
+  // Synchronous (node:crypto), for the same reason as sha256 above.
+  const bits = hkdfSync("sha256", inputKeyMaterial, chainingKey, EMPTY, outputs * HASH_LEN);
+  return Promise.resolve(
+    Array.from({ length: outputs }, (_, i) => new Uint8Array(bits, i * HASH_LEN, HASH_LEN)),
   );
-  return Array.from({ length: outputs }, (_, i) => new Uint8Array(bits, i * HASH_LEN, HASH_LEN));
 }
 
 /**

@@ -8,9 +8,13 @@
 import { FrameError } from "../protocol/errors.ts";
 import { HEADER_SIZE } from "../protocol/frame.ts";
 
-const READ_AHEAD = 64 * 1024;
+/**
+ * The read-ahead buffer: small, because a server holds thousands of mostly idle connections
+ * (each byte here is multiplied by them); larger bodies go straight into their own buffer.
+ */
+const READ_AHEAD = 4 * 1024;
 /** Bodies at least this large are read directly into their own buffer. */
-const DIRECT_READ = 16 * 1024;
+const DIRECT_READ = 2 * 1024;
 
 export class FrameReader {
   readonly #conn: Deno.Conn;
