@@ -33,7 +33,15 @@ import { GroupChats, GroupError } from "./group_chats.ts";
 import { TransferError, Transfers } from "./transfers.ts";
 import { groupHandle } from "../peer/group_state.ts";
 import { KnownServers } from "./known_servers.ts";
-import { openServerLink, ServerKeyChangedError, type ServerLink } from "./server_link.ts";
+import {
+  CONTROL_HEARTBEAT,
+  nextBackoff,
+  openServerLink,
+  RECONNECT_BACKOFF,
+  resumeSession,
+  ServerKeyChangedError,
+  type ServerLink,
+} from "./server_link.ts";
 import { generateKeyPair, type KeyPair } from "../crypto/noise.ts";
 import { mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
 import { ownNumber, safetyNumber } from "../crypto/fingerprint.ts";
@@ -298,11 +306,7 @@ export class ConfabClient implements AsyncDisposable {
     const session = this.#session;
     if (session) {
       try {
-        await fc.request<WelcomeMessage>({
-          type: "resume",
-          token: session.token,
-          peerPort: this.#opts.announcePort ?? this.peerPort,
-        });
+        await resumeSession(fc, session.token, this.#opts.announcePort ?? this.peerPort);
       } catch (error) {
         await fc.close();
         if (error instanceof RemoteError && error.code === "BAD_TOKEN") {
@@ -315,7 +319,7 @@ export class ConfabClient implements AsyncDisposable {
       }
     }
     this.#server = fc;
-    fc.startHeartbeat({ intervalMs: 5_000, timeoutMs: 15_000 });
+    fc.startHeartbeat(CONTROL_HEARTBEAT); // (already running after a resume: a no-op then)
     const closed = fc.closed.then((reason) => this.#onServerClosed(fc, reason));
     this.#track(closed);
     if (session && this.#session === session) {
@@ -369,14 +373,14 @@ export class ConfabClient implements AsyncDisposable {
 
   /** Re-attaches with the session token, with exponential backoff, until it works. */
   async #reconnect(): Promise<void> {
-    let wait = 200;
+    let wait: number = RECONNECT_BACKOFF.initialMs;
     while (this.#session && !this.#closing) {
       try {
         await delay(wait + Math.random() * wait / 2, this.#abort.signal);
       } catch {
         return; // closing
       }
-      wait = Math.min(wait * 2, 5000);
+      wait = nextBackoff(wait);
       if (!this.#session) return;
       try {
         await this.#connectServer(); // re-attaches with the session token

@@ -7,7 +7,7 @@ import { keyFingerprint } from "../crypto/fingerprint.ts";
 import { dial, FramedConnection } from "../net/framed_connection.ts";
 import { exchangeHello } from "../net/hello.ts";
 import { secureConnection } from "../net/secure_channel.ts";
-import { type ServerMessage, ServerToClient } from "../protocol/messages.ts";
+import { type ServerMessage, ServerToClient, type WelcomeMessage } from "../protocol/messages.ts";
 import { toBase64Url } from "../util/base64.ts";
 import type { KnownServers } from "./known_servers.ts";
 
@@ -23,6 +23,40 @@ export const SERVER_REPLY_TYPES = [
   "error",
   "pong",
 ] as const;
+
+/**
+ * Liveness of the control connection: a ping every 5 s, and 15 s of silence ends it. The
+ * server drops a client it has not heard from for 20 s.
+ */
+export const CONTROL_HEARTBEAT = { intervalMs: 5_000, timeoutMs: 15_000 } as const;
+
+/**
+ * Waits between attempts to reach a server that went away: doubling from 200 ms to 2 s, with
+ * up to 50 % jitter so thousands of clients do not knock in step. Short, because a restarted
+ * server wants its clients back within seconds, and a refused connection costs little.
+ */
+export const RECONNECT_BACKOFF = { initialMs: 200, maxMs: 2_000 } as const;
+
+/** The wait before attempt `n + 1`, given the wait before attempt `n` (without jitter). */
+export function nextBackoff(waitMs: number): number {
+  return Math.min(waitMs * 2, RECONNECT_BACKOFF.maxMs);
+}
+
+/**
+ * Re-attaches a logged-in session on a fresh control connection, as a client does after the
+ * server came back: `resume` with the session token (no password), then heartbeats. Set the
+ * connection's handler first: the server's pushes follow the welcome.
+ * @throws {RemoteError} BAD_TOKEN when the session has expired.
+ */
+export async function resumeSession(
+  fc: FramedConnection<ServerMessage>,
+  token: string,
+  peerPort: number,
+): Promise<WelcomeMessage> {
+  const welcome = await fc.request<WelcomeMessage>({ type: "resume", token, peerPort });
+  fc.startHeartbeat(CONTROL_HEARTBEAT);
+  return welcome;
+}
 
 /** The server presented a key other than the pinned one. */
 export class ServerKeyChangedError extends Error {

@@ -50,9 +50,21 @@ type Outcome =
  */
 export class CipherState {
   /** The AES key; a promise so that construction and rekey stay synchronous and ordered. */
-  #key: Promise<CryptoKey> | undefined;
+  #webKey: Promise<CryptoKey> | undefined;
   /** The raw key, for the synchronous path; dropped after a rekey (WebCrypto only then). */
   #raw: Uint8Array | undefined;
+
+  /** The WebCrypto key, imported from the raw key when first needed. */
+  get #key(): Promise<CryptoKey> | undefined {
+    if (this.#webKey === undefined && this.#raw !== undefined) {
+      this.#webKey = importAesKey(bytesOf(this.#raw));
+    }
+    return this.#webKey;
+  }
+
+  set #key(value: Promise<CryptoKey> | undefined) {
+    this.#webKey = value;
+  }
   /** The nonce of the next message whose outcome is settled. */
   #n = 0n;
   /** Decryptions started but not yet settled; they have guessed nonces `#n`, `#n + 1`, ... */
@@ -69,13 +81,14 @@ export class CipherState {
     if (key.length !== KEY_LEN) {
       throw new RangeError(`a cipher key is ${KEY_LEN} bytes, got ${key.length}`);
     }
-    this.#key = importAesKey(bytesOf(key));
+    // The WebCrypto key (for large messages) is imported on first use: a server holds
+    // thousands of connections that never carry one, and each key costs memory.
     this.#raw = key.slice();
   }
 
   /** Whether a key is set (Noise's HasKey). */
   hasKey(): boolean {
-    return this.#key !== undefined;
+    return this.#raw !== undefined || this.#webKey !== undefined;
   }
 
   /** The nonce the next message will use. */
@@ -102,8 +115,7 @@ export class CipherState {
     ad: Uint8Array,
     plaintext: Uint8Array,
   ): Promise<Uint8Array<ArrayBuffer>> {
-    const key = this.#key;
-    if (key === undefined) return plaintext.slice();
+    if (!this.hasKey()) return plaintext.slice();
     this.#refuseWhileDecrypting("encrypt");
     const n = this.#n;
     if (n >= MAX_NONCE) throw exhausted();
@@ -112,6 +124,7 @@ export class CipherState {
     if (this.#raw !== undefined && plaintext.length <= SYNC_LIMIT) {
       return sealSync(this.#raw, n, ad, plaintext);
     }
+    const key = this.#key!;
     return new Uint8Array(
       await crypto.subtle.encrypt(aesParams(n, ad), await key, bytesOf(plaintext)),
     );
@@ -128,10 +141,13 @@ export class CipherState {
    * @throws {CryptoError} `DECRYPT_FAILED` when authentication fails; `NONCE_EXHAUSTED`.
    */
   decryptWithAd(ad: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
-    const key = this.#key;
-    if (key === undefined) return Promise.resolve(ciphertext.slice());
+    if (!this.hasKey()) return Promise.resolve(ciphertext.slice());
     const guess = this.#n + BigInt(this.#pendingDecrypts);
     const raw = this.#raw;
+    // The WebCrypto key only for what the synchronous path does not take.
+    const key = raw !== undefined && ciphertext.length <= SYNC_LIMIT + TAG_LEN
+      ? undefined
+      : this.#key;
     const early = guess < MAX_NONCE ? settle(aesOpen(key, raw, guess, ad, ciphertext)) : undefined;
     this.#pendingDecrypts++;
     const result = this.#settleInOrder(this.#lastDecrypt, {
@@ -149,7 +165,7 @@ export class CipherState {
   async #settleInOrder(
     previous: Promise<void>,
     attempt: {
-      readonly key: Promise<CryptoKey>;
+      readonly key: Promise<CryptoKey> | undefined;
       readonly raw: Uint8Array | undefined;
       readonly guess: bigint;
       readonly early: Promise<Outcome> | undefined;
@@ -204,7 +220,7 @@ export class CipherState {
   clone(): CipherState {
     this.#refuseWhileDecrypting("clone");
     const copy = new CipherState();
-    copy.#key = this.#key;
+    copy.#webKey = this.#webKey;
     copy.#raw = this.#raw;
     copy.#n = this.#n;
     return copy;
@@ -347,7 +363,7 @@ function openSync(
 }
 
 function aesOpen(
-  key: Promise<CryptoKey>,
+  key: Promise<CryptoKey> | undefined,
   raw: Uint8Array | undefined,
   n: bigint,
   ad: Uint8Array,
@@ -360,7 +376,7 @@ function aesOpen(
       return Promise.reject(error);
     }
   }
-  return aesOpenAsync(key, n, ad, ciphertext);
+  return aesOpenAsync(key!, n, ad, ciphertext);
 }
 
 async function aesOpenAsync(

@@ -106,6 +106,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #waiter: { resolve: (m: In) => void; reject: (e: Error) => void; hold: boolean } | undefined;
   /** Set after a `next({ hold: true })`: frames are kept undecoded until secure()/release(). */
   #held = false;
+  #holdNext = false;
   #heldFrames: Uint8Array[] = [];
   #sendCipher: TransportCipher | undefined;
   #receiveCipher: TransportCipher | undefined;
@@ -224,6 +225,16 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     this.#sendCipher = session.send;
     this.#receiveCipher = session.receive;
     void this.#releaseHeld();
+  }
+
+  /**
+   * Holds whatever follows the next message that arrives (as `next({ hold: true })` would),
+   * set before that message can possibly arrive: the last handshake message may reach the
+   * reader before anyone calls `next()` for it, and what follows it must not be read as
+   * plaintext.
+   */
+  holdAfterNext(): void {
+    this.#holdNext = true;
   }
 
   /** Ends a hold started by `next({ hold: true })` without securing the connection. */
@@ -478,6 +489,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   /** Hands a message to whoever reads next: a `next()` waiter, or the handler's inbox. */
   #deliver(message: In): void {
+    if (this.#holdNext) {
+      this.#holdNext = false;
+      this.#held = true;
+    }
     if (this.#waiter) {
       const waiter = this.#waiter;
       this.#waiter = undefined;

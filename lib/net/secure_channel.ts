@@ -25,9 +25,8 @@ const encoder = new TextEncoder();
 async function expectNoise<In extends AnyMessage>(
   fc: FramedConnection<In>,
   timeoutMs: number,
-  hold = false,
 ): Promise<Uint8Array> {
-  const message = await fc.next(timeoutMs, { hold }) as AnyMessage & { data?: string };
+  const message = await fc.next(timeoutMs) as AnyMessage & { data?: string };
   if (message.type === "error") {
     const e = message as unknown as { message: string };
     throw new ProtocolError("HANDSHAKE_FAILED", `the other side refused: ${e.message}`);
@@ -73,10 +72,12 @@ export async function secureConnection<In extends AnyMessage>(
       return session;
     }
     await hs.readMessage(await expectNoise(fc, timeoutMs)); // -> e
-    await send(); // <- e, ee, s, es
     // Hold what follows the last handshake message: it is encrypted, and the keys for it
-    // exist only once that message has been read.
-    await hs.readMessage(await expectNoise(fc, timeoutMs, true)); // -> s, se
+    // exist only once that message has been read. Armed before our reply goes out, since the
+    // answer (and frames after it) can arrive before we ask for it.
+    fc.holdAfterNext();
+    await send(); // <- e, ee, s, es
+    await hs.readMessage(await expectNoise(fc, timeoutMs)); // -> s, se
     const session = hs.session();
     fc.secure(session);
     return session;

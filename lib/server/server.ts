@@ -3,7 +3,7 @@
  * control connections, speaks the control protocol on each, and never relays chat traffic.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { asError, dial, FramedConnection, writeAll } from "../net/framed_connection.ts";
+import { asError, FramedConnection, SilentPeerError, writeAll } from "../net/framed_connection.ts";
 import { exchangeHello } from "../net/hello.ts";
 import { secureConnection } from "../net/secure_channel.ts";
 import type { KeyPair } from "../crypto/noise.ts";
@@ -99,6 +99,7 @@ export class ConfabServer implements AsyncDisposable {
   #acceptLoop: Promise<void>;
   #serving = new Set<Promise<void>>();
   #closing: Promise<void> | undefined;
+  readonly #sweep: ReturnType<typeof setInterval>;
 
   private constructor(
     listener: Deno.TcpListener,
@@ -122,6 +123,17 @@ export class ConfabServer implements AsyncDisposable {
       log: options.log ?? (() => {}),
     };
     this.#acceptLoop = this.#accept();
+    // Clients ping every few seconds; one silent for longer is frozen or cut off. One sweep
+    // over all connections, rather than a timer each: a server holds thousands.
+    this.#sweep = setInterval(() => this.#dropSilent(), this.#opts.clientTimeoutMs / 4);
+  }
+
+  #dropSilent(now = Date.now()): void {
+    for (const fc of this.#conns) {
+      if (now - fc.lastReceived > this.#opts.clientTimeoutMs) {
+        void fc.close(new SilentPeerError(`no ping for ${this.#opts.clientTimeoutMs / 1000} s`));
+      }
+    }
   }
 
   /**
@@ -244,12 +256,6 @@ export class ConfabServer implements AsyncDisposable {
         timeoutMs: this.#opts.helloTimeoutMs,
       });
       state.armLoginTimer();
-      // Clients ping every few seconds; a client silent for longer is frozen or cut off.
-      fc.startHeartbeat({
-        intervalMs: this.#opts.clientTimeoutMs / 4,
-        timeoutMs: this.#opts.clientTimeoutMs,
-        sendPings: false,
-      });
       fc.setHandler((message) => this.#handle(fc, state, message));
       await fc.closed;
     } catch {
@@ -679,6 +685,7 @@ export class ConfabServer implements AsyncDisposable {
    */
   close(reason = "the server is shutting down"): Promise<void> {
     this.#closing ??= (async () => {
+      clearInterval(this.#sweep);
       try {
         this.#listener.close();
       } catch { /* already closed */ }
@@ -699,5 +706,3 @@ export class ConfabServer implements AsyncDisposable {
     return this.close();
   }
 }
-
-export { dial };

@@ -1,0 +1,164 @@
+/**
+ * `deno task bench`: runs the benchmark items (scripts/bench/items.ts) with real processes
+ * speaking the real protocol, prints a table, and writes `results.json` and `REPORT.md`.
+ *
+ *   deno task bench [item ...] [--quick] [--out DIR] [--list]
+ *
+ * Exits 0 when every item ran (whether or not its goals were met: they are benchmarks, not
+ * tests), 1 when an item failed to run, 2 on bad arguments, 130 when interrupted.
+ */
+import { Command } from "commander";
+import { join, resolve } from "node:path";
+import { ITEMS } from "./bench/items.ts";
+import {
+  formatTable,
+  type ItemSummary,
+  loadAverage,
+  machineFacts,
+  renderReport,
+  type RunSummary,
+  toRow,
+} from "./bench/report.ts";
+import {
+  abortable,
+  BenchProcess,
+  deadline,
+  reapDir,
+  ROOT,
+  type SpawnOptions,
+  stopReaper,
+} from "./bench/support.ts";
+import type { BenchContext, BenchItem } from "./bench/types.ts";
+
+const names = ITEMS.map((i) => i.name);
+const program = new Command()
+  .name("bench")
+  .description(`Confab benchmarks. Items: ${names.join(", ")} (all when none is named).`)
+  .argument("[items...]", "items to run")
+  .option("--quick", "a short version of every item (under a minute in all)")
+  .option("--out <dir>", "where results.json and REPORT.md go", join(ROOT, "bench"))
+  .option("--list", "list the items and exit")
+  .showHelpAfterError()
+  // `deno task bench -- --quick` passes the `--` through: drop it.
+  .parse(["deno", "bench.ts", ...Deno.args.filter((a) => a !== "--")]);
+
+const opts = program.opts<{ quick?: boolean; out: string; list?: boolean }>();
+const wanted = program.processedArgs[0] as string[];
+
+if (opts.list) {
+  for (const item of ITEMS) console.log(`${item.name.padEnd(14)} ${item.title}`);
+  Deno.exit(0);
+}
+const unknown = wanted.filter((n) => !names.includes(n));
+if (unknown.length > 0) {
+  console.error(`bench: no item named ${unknown.join(", ")}; the items are ${names.join(", ")}`);
+  Deno.exit(2);
+}
+const selected = wanted.length === 0 ? ITEMS : ITEMS.filter((i) => wanted.includes(i.name));
+const quick = opts.quick === true;
+const outDir = resolve(opts.out);
+
+/** The whole run stays under 10 minutes (quick: under a minute), whatever the machine does. */
+const RUN_BUDGET_MS = quick ? 50_000 : 570_000;
+/** Time kept for stopping an item's processes after its deadline. */
+const CLEANUP_MS = quick ? 5_000 : 20_000;
+const runStarted = performance.now();
+
+const interrupt = new AbortController();
+const onSignal = () => interrupt.abort(new Error("interrupted"));
+for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, onSignal);
+
+function log(text: string): void {
+  console.error(text);
+}
+
+/** Runs one item with its deadline; whatever it started is stopped and removed afterwards. */
+async function runItem(item: BenchItem): Promise<ItemSummary> {
+  const started = performance.now();
+  // The item's own limit, cut so the whole run (with cleanup) ends within its budget.
+  const left = RUN_BUDGET_MS - CLEANUP_MS - (started - runStarted);
+  const timeoutMs = Math.max(1000, Math.min(item.timeoutMs(quick), left));
+  const signal = AbortSignal.any([
+    interrupt.signal,
+    AbortSignal.timeout(timeoutMs),
+  ]);
+  const cleanups: (() => unknown)[] = [];
+  const procs: BenchProcess[] = [];
+  const dirs: string[] = [];
+  const ctx: BenchContext = {
+    quick,
+    signal,
+    log: (text) => log(`[${item.name}] ${text.trimStart()}`),
+    tempDir: async (prefix) => {
+      const dir = await Deno.makeTempDir({ prefix });
+      dirs.push(dir);
+      reapDir(dir);
+      return dir;
+    },
+    spawn: (name: string, args: string[], options?: SpawnOptions) => {
+      const proc = new BenchProcess(name, args, options);
+      procs.push(proc);
+      return proc;
+    },
+    defer: (cleanup) => void cleanups.push(cleanup),
+  };
+  log(`[${item.name}] ${item.title}${quick ? " (quick)" : ""}`);
+  const summary: ItemSummary = { name: item.name, title: item.title, seconds: 0 };
+  try {
+    summary.outcome = await abortable(item.run(ctx), signal);
+  } catch (error) {
+    const e = error instanceof Error ? error : new Error(String(error));
+    summary.error = signal.aborted && !interrupt.signal.aborted
+      ? `did not finish within ${timeoutMs / 1000} s: ${e.message}`
+      : e.message;
+    log(`[${item.name}] FAILED: ${summary.error}`);
+  } finally {
+    // What the item deferred first (in-process clients log out while the server still runs),
+    // then its processes, then its temporary directories.
+    for (const cleanup of cleanups.reverse()) {
+      await deadline(Promise.resolve().then(cleanup), 30_000, "cleanup").catch((error) =>
+        log(`[${item.name}] cleanup: ${error instanceof Error ? error.message : error}`)
+      );
+    }
+    await Promise.all(procs.map((p) => p.stop()));
+    for (const dir of dirs) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      reapDir(dir, true);
+    }
+  }
+  summary.seconds = (performance.now() - started) / 1000;
+  log(`[${item.name}] done in ${summary.seconds.toFixed(1)} s`);
+  return summary;
+}
+
+const date = new Date().toISOString();
+const machine = await machineFacts(ROOT);
+const items: ItemSummary[] = [];
+for (const item of selected) {
+  if (interrupt.signal.aborted) break;
+  items.push(await runItem(item));
+}
+await stopReaper();
+machine.loadAverageEnd = await loadAverage();
+
+const results = items.flatMap((s) => s.outcome?.measurements.map((m) => toRow(s.name, m)) ?? []);
+const command = ["deno task bench", ...wanted, ...(quick ? ["--quick"] : [])].join(" ");
+const run: RunSummary = {
+  date,
+  mode: quick ? "quick" : "full",
+  command,
+  seconds: (performance.now() - runStarted) / 1000,
+  machine,
+  items,
+  results,
+};
+
+console.log(formatTable(results));
+for (const item of items.filter((i) => i.error)) console.log(`${item.name}: FAILED: ${item.error}`);
+await Deno.mkdir(outDir, { recursive: true });
+await Deno.writeTextFile(join(outDir, "results.json"), JSON.stringify(run, null, 2) + "\n");
+await Deno.writeTextFile(join(outDir, "REPORT.md"), renderReport(run));
+console.log(`\nwrote ${join(outDir, "results.json")} and ${join(outDir, "REPORT.md")}`);
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, onSignal);
+Deno.exit(interrupt.signal.aborted ? 130 : items.some((i) => i.error) ? 1 : 0);

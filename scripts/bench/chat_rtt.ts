@@ -1,0 +1,214 @@
+/**
+ * chat-rtt: the round trip of a 100-byte chat message between two clients over their direct
+ * link. The sender is a `ConfabClient` in this process; the receiver is a real `client.ts
+ * --json` process; a real `server.ts` brokers them. Each `await client.send(text)` is one
+ * round trip: the sender stores the message, sends it, the receiver stores it and acks, and
+ * the sender marks it delivered. One message in flight at a time.
+ *
+ * Baseline, in the same run: raw Deno TCP ping-pong of 100-byte length-prefixed frames (Nagle
+ * off) between this process and a bare echo server process. The two are measured in
+ * alternating blocks, so a change of load on the machine touches both alike.
+ */
+import { join } from "node:path";
+import { ConfabClient } from "../../lib/client/client.ts";
+import type { ClientEvent } from "../../lib/client/events.ts";
+import { type BenchProcess, mean, percentile, startHelper, startServer } from "./support.ts";
+import type { BenchContext, BenchItem, ItemOutcome } from "./types.ts";
+
+const PASSWORD = "bench-password";
+const MESSAGE_BYTES = 100;
+const BLOCKS = 10;
+const SETUP_MS = 30_000;
+
+/** A 100-byte ASCII message with its number in it. */
+function messageText(i: number): string {
+  return `message ${i} `.padEnd(MESSAGE_BYTES, "abcdefghijklmnopqrstuvwxyz");
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) offset += await conn.write(data.subarray(offset));
+}
+
+/** A raw ping-pong link: one 100-byte frame out, the same frame back. */
+class PingPong {
+  readonly #conn: Deno.TcpConn;
+  readonly #frame = new Uint8Array(4 + MESSAGE_BYTES);
+  readonly #buffer = new Uint8Array(4096);
+
+  constructor(conn: Deno.TcpConn) {
+    this.#conn = conn;
+    conn.setNoDelay(true);
+    new DataView(this.#frame.buffer).setUint32(0, MESSAGE_BYTES);
+    this.#frame.set(new TextEncoder().encode(messageText(0)), 4);
+  }
+
+  /** One round trip, in ms. */
+  async once(): Promise<number> {
+    const t0 = performance.now();
+    await writeAll(this.#conn, this.#frame);
+    let got = 0;
+    while (got < this.#frame.length) {
+      const n = await this.#conn.read(this.#buffer.subarray(got));
+      if (n === null) throw new Error("the echo server closed the connection");
+      got += n;
+    }
+    return performance.now() - t0;
+  }
+
+  close(): void {
+    try {
+      this.#conn.close();
+    } catch { /* closed */ }
+  }
+}
+
+/** Waits for a `--json` client event of `type` (fields matching `match`). */
+function clientEvent(
+  proc: BenchProcess,
+  type: string,
+  match: Record<string, unknown>,
+  signal: AbortSignal,
+): Promise<unknown> {
+  return proc.nextEvent(
+    (e) => e.type === type && Object.entries(match).every(([k, v]) => e[k] === v),
+    `${type} ${JSON.stringify(match)}`,
+    SETUP_MS,
+    signal,
+  );
+}
+
+async function run(ctx: BenchContext): Promise<ItemOutcome> {
+  const count = ctx.quick ? 1_000 : 10_000;
+  const warmup = ctx.quick ? 100 : 500;
+  const dir = await ctx.tempDir("confab-bench-chat-");
+
+  // The raw baseline: an echo server process.
+  const echo = await startHelper(ctx.spawn, "echo", "scripts/bench/echo_server.ts", ctx.signal);
+  const ping = new PingPong(await Deno.connect({ hostname: "127.0.0.1", port: echo.port }));
+  ctx.defer(() => ping.close());
+
+  // Confab: a server, bob as a client.ts --json process, alice here.
+  const server = await startServer(ctx.spawn, { dataDir: join(dir, "server"), signal: ctx.signal });
+  const bob = ctx.spawn("bob", [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "client.ts",
+    "--json",
+    "--server",
+    `127.0.0.1:${server.port}`,
+    "--home",
+    join(dir, "bob"),
+    "--history",
+    "0",
+  ]);
+  await clientEvent(bob, "ready", {}, ctx.signal);
+  const errors: string[] = [];
+  const alice = new ConfabClient(
+    { home: join(dir, "alice"), server: { host: "127.0.0.1", port: server.port } },
+    (e: ClientEvent) => {
+      if (e.type === "error" || e.type === "not_delivered") errors.push(JSON.stringify(e));
+    },
+  );
+  ctx.defer(() => alice.close());
+  alice.start();
+
+  ctx.log("  signing up alice and bob, opening the chat");
+  await bob.write(`signup bob ${PASSWORD}`);
+  await clientEvent(bob, "logged_in", { user: "bob" }, ctx.signal);
+  await alice.signup("alice", PASSWORD);
+  await bob.write("contacts add alice");
+  await clientEvent(bob, "contact_added", { user: "alice" }, ctx.signal);
+  await alice.addContact("bob");
+  await bob.write("chat alice");
+  await clientEvent(bob, "chat_opened", { with: "alice" }, ctx.signal);
+  await alice.openChat("bob");
+
+  const chat: number[] = [];
+  const raw: number[] = [];
+  let undelivered = 0;
+  const sendOne = async (i: number): Promise<number> => {
+    const t0 = performance.now();
+    const ok = await alice.send(messageText(i));
+    const ms = performance.now() - t0;
+    if (!ok) undelivered++;
+    return ms;
+  };
+
+  ctx.log(`  warm-up: ${warmup} messages and ${warmup} raw round trips`);
+  for (let i = 0; i < warmup; i++) {
+    await sendOne(i);
+    await ping.once();
+  }
+  undelivered = 0;
+  ctx.log(`  measuring ${count} of each, in ${BLOCKS} alternating blocks`);
+  const perBlock = Math.ceil(count / BLOCKS);
+  for (let b = 0; b < BLOCKS; b++) {
+    ctx.signal.throwIfAborted();
+    for (let i = 0; i < perBlock && raw.length < count; i++) raw.push(await ping.once());
+    for (let i = 0; i < perBlock && chat.length < count; i++) {
+      chat.push(await sendOne(warmup + chat.length));
+    }
+  }
+  if (undelivered > 0) {
+    throw new Error(`${undelivered} of ${count} messages were not delivered: ${errors.at(-1)}`);
+  }
+
+  chat.sort((a, b) => a - b);
+  raw.sort((a, b) => a - b);
+  const baselineName = "raw TCP ping-pong, 100-byte frames";
+  return {
+    measurements: [
+      {
+        metric: "rtt p50",
+        value: percentile(chat, 0.5),
+        unit: "ms",
+        baseline: percentile(raw, 0.5),
+        baselineName,
+        goal: { type: "ratio_max", value: 2 },
+      },
+      {
+        metric: "rtt p99",
+        value: percentile(chat, 0.99),
+        unit: "ms",
+        baseline: percentile(raw, 0.99),
+        baselineName,
+        goal: { type: "max", value: 1 },
+      },
+      {
+        metric: "rtt mean",
+        value: mean(chat),
+        unit: "ms",
+        baseline: mean(raw),
+        baselineName,
+      },
+      {
+        metric: "rtt max",
+        value: chat.at(-1)!,
+        unit: "ms",
+        baseline: raw.at(-1)!,
+        baselineName,
+      },
+    ],
+    params: { messages: count, warmup, messageBytes: MESSAGE_BYTES, inFlight: 1 },
+    notes: [
+      `${count} messages of ${MESSAGE_BYTES} bytes, one in flight, after ${warmup} to warm up, ` +
+      `over the peer link as the client library makes it; sender: ConfabClient in the bench ` +
+      `process, receiver: client.ts --json (its stdout read by the bench); both write history ` +
+      `to SQLite (sender: insert, then mark delivered; receiver: insert before the ack). ` +
+      `Measured in ${BLOCKS} blocks alternating with the raw ping-pong (one connection between ` +
+      `the bench process and an echo server process).`,
+    ],
+  };
+}
+
+export const chatRtt: BenchItem = {
+  name: "chat-rtt",
+  title: "round trip of a 100-byte chat message over a direct link (history write + ack)",
+  metrics: ["rtt p50", "rtt p99", "rtt mean", "rtt max"],
+  timeoutMs: (quick) => quick ? 45_000 : 180_000,
+  run,
+};

@@ -1,0 +1,113 @@
+/**
+ * reattach: the server is restarted with N clients attached (load generator processes, real
+ * protocol); the time until every client is logged in again. Clients re-attach on their own
+ * with their session tokens (`resume`) and `ConfabClient`'s backoff, as real clients do. Two
+ * restarts on the same data dir and port: after `kill -9`, and after `esc` on the console.
+ * Each is timed from the moment the server is told to go until the last client's welcome (and
+ * until 90 % are back: when the server cannot take them all, that shows how far it got).
+ */
+import { LoadGenerators } from "./load_generators.ts";
+import { prepareServerData } from "./server_data.ts";
+import { clientsFor, freePort, type RunningServer, startServer } from "./support.ts";
+import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
+
+/** How long clients may take to come back before the figure is reported as "more than". */
+const BACK_MS = { quick: 30_000, full: 60_000 };
+
+async function run(ctx: BenchContext): Promise<ItemOutcome> {
+  const n = await clientsFor(ctx.quick ? 1_000 : 10_000);
+  const backMs = ctx.quick ? BACK_MS.quick : BACK_MS.full;
+  const dir = await ctx.tempDir("confab-bench-reattach-");
+  ctx.log(`  preparing ${n} users with session tokens`);
+  const data = await prepareServerData(dir, n);
+  const port = freePort();
+
+  let server: RunningServer = await startServer(ctx.spawn, {
+    dataDir: data.dataDir,
+    port,
+    name: "server#1",
+    signal: ctx.signal,
+  });
+  const gens = await LoadGenerators.start(ctx, { port, data });
+  ctx.log(`  attaching ${n} clients with ${gens.processes} generator(s)`);
+  const attach = await gens.attach(n);
+
+  const measurements: Measurement[] = [];
+  const notes: string[] = [
+    `${n} clients attached with resume (${gens.processes} load generator ` +
+    `process${gens.processes === 1 ? "" : "es"}, ` +
+    `${(attach.ms / 1000).toFixed(1)} s); after each restart they re-attach on their own, ` +
+    `with ConfabClient's backoff (200 ms doubling to 5 s, +0–50 % jitter) and its 10 s ` +
+    `timeouts, and keep its heartbeat (a ping every 5 s). Timed from the kill or esc to the ` +
+    `last welcome; "more than" when not all were back after ${backMs / 1000} s.`,
+  ];
+  /** Restarts the server; returns whether every client came back in time. */
+  const restart = async (how: "kill -9" | "esc", generation: number): Promise<boolean> => {
+    ctx.log(`  restart after ${how} with ${n} clients attached`);
+    await gens.watch();
+    const t0 = Date.now();
+    if (how === "kill -9") {
+      server.proc.kill("SIGKILL");
+      await server.proc.exited(10_000);
+    } else {
+      await server.proc.write("esc");
+      const status = await server.proc.exited(60_000);
+      if (status.code !== 0) throw new Error(`the server exited ${status.code} after esc`);
+    }
+    const down = Date.now();
+    server = await startServer(ctx.spawn, {
+      dataDir: data.dataDir,
+      port,
+      name: `server#${generation}`,
+      signal: ctx.signal,
+    });
+    const back = await gens.watchReattach(backMs - (Date.now() - t0));
+    const seconds = (t?: number) => t === undefined ? backMs / 1000 : (t - t0) / 1000;
+    const goal = { type: "max", value: 10 } as const;
+    measurements.push(
+      { metric: `all back after ${how}`, value: seconds(back.all), unit: "s", goal },
+      { metric: `90 % back after ${how}`, value: seconds(back.most), unit: "s" },
+    );
+    if (back.all === undefined) measurements.at(-2)!.atLeast = true;
+    if (back.most === undefined) measurements.at(-1)!.atLeast = true;
+    const listening = (server.listeningAt - t0) / 1000;
+    notes.push(
+      `${how}: server gone after ${((down - t0) / 1000).toFixed(2)} s, listening again ` +
+        `after ${listening.toFixed(2)} s; ` +
+        (back.all === undefined
+          ? `only ${back.back} of ${n} clients back after ${backMs / 1000} s`
+          : `all ${n} back after ${seconds(back.all).toFixed(2)} s ` +
+            `(${(seconds(back.all) - listening).toFixed(2)} s after it listened)`) +
+        `; half back after ${back.half === undefined ? "—" : seconds(back.half).toFixed(2)} s, ` +
+        `90 % after ${back.most === undefined ? "—" : seconds(back.most).toFixed(2)} s; ` +
+        `${back.attempts} attempts; connections ended by: ${describeReasons(back.reasons)}` +
+        `; failed attempts: ${describeReasons(back.errors)}.`,
+    );
+    return back.all !== undefined;
+  };
+  if (await restart("kill -9", 2)) {
+    await restart("esc", 3);
+  } else {
+    notes.push("esc: skipped, because not every client came back after kill -9.");
+  }
+  await gens.close();
+  await server.proc.stop();
+  return { measurements, params: { clients: n, generators: gens.processes }, notes };
+}
+
+function describeReasons(reasons: Record<string, number>): string {
+  return Object.entries(reasons).map(([why, n]) => `${n}× "${why}"`).join(", ") || "—";
+}
+
+export const reattach: BenchItem = {
+  name: "reattach",
+  title: "server restart with N clients attached: time until all are logged in again",
+  metrics: [
+    "all back after kill -9",
+    "90 % back after kill -9",
+    "all back after esc",
+    "90 % back after esc",
+  ],
+  timeoutMs: (quick) => quick ? 45_000 : 300_000,
+  run,
+};

@@ -1,0 +1,157 @@
+/**
+ * server-conns: N logged-in clients held by one `server.ts` process, attached by load
+ * generator processes over the real protocol (`hello`, `resume` with a session token); the
+ * memory each costs the server, and `lookup` latency while they are all attached.
+ *
+ * Baseline, in the same run: a bare Deno server (`raw_server.ts`) holding N idle sockets
+ * opened by the same generators. Memory per client is the growth of the process's RSS from a
+ * warm-up point (a few clients already attached, so one-off costs such as compiling the
+ * protocol code are not charged to clients) to all N, divided by the clients added.
+ */
+import { LoadGenerators, LOOKUP_TIMEOUT_MS } from "./load_generators.ts";
+import { prepareServerData } from "./server_data.ts";
+import { clientsFor, settledRssKiB, startHelper, startServer } from "./support.ts";
+import type { BenchContext, BenchItem, ItemOutcome } from "./types.ts";
+
+async function run(ctx: BenchContext): Promise<ItemOutcome> {
+  const n = await clientsFor(ctx.quick ? 1_000 : 15_000);
+  const warm = ctx.quick ? 50 : 500;
+  const probeUsers = ctx.quick ? 10 : 20;
+  const loadRate = ctx.quick ? 400 : 750;
+  const probeRate = ctx.quick ? 100 : 250;
+  const seconds = ctx.quick ? 3 : 10;
+  /** Quiet time before RSS is read, so the process has finished what the attaching began. */
+  const settleMs = ctx.quick ? 300 : 1000;
+  const dir = await ctx.tempDir("confab-bench-conns-");
+
+  ctx.log(`  preparing ${n} users with session tokens`);
+  const data = await prepareServerData(dir, n);
+
+  // Baseline: a raw server holding N idle sockets.
+  const raw = await startHelper(ctx.spawn, "raw-server", "scripts/bench/raw_server.ts", ctx.signal);
+  const rawGens = await LoadGenerators.start(ctx, { port: raw.port, data, raw: true });
+  await rawGens.attach(warm);
+  const rawWarm = await settledRssKiB(raw.proc.pid, settleMs, ctx.signal);
+  ctx.log(`  raw server: opening ${n} idle sockets`);
+  await rawGens.attach(n);
+  const rawFull = await settledRssKiB(raw.proc.pid, settleMs, ctx.signal);
+  const rawPerSocket = (rawFull - rawWarm) / (n - warm);
+  await rawGens.close();
+  await raw.proc.stop();
+
+  // The Confab server: the generators hold most clients and make the lookup load; a probe
+  // process with a few clients measures lookups as a lone client sees them (its figures are
+  // not bent by the pauses of a process holding thousands of connections).
+  const server = await startServer(ctx.spawn, { dataDir: data.dataDir, signal: ctx.signal });
+  const idle = await settledRssKiB(server.proc.pid, settleMs, ctx.signal);
+  const gens = await LoadGenerators.start(ctx, {
+    port: server.port,
+    data,
+    range: { first: 0, count: n - probeUsers },
+  });
+  const probe = await LoadGenerators.start(ctx, {
+    port: server.port,
+    data,
+    range: { first: n - probeUsers, count: probeUsers },
+    name: "probe",
+  });
+  await gens.attach(warm);
+  const serverWarm = await settledRssKiB(server.proc.pid, settleMs, ctx.signal);
+  ctx.log(`  confab server: attaching ${n} clients (resume) with ${gens.processes + 1} processes`);
+  const [attach] = await Promise.all([gens.attach(n - probeUsers), probe.attach(probeUsers)]);
+  const serverFull = await settledRssKiB(server.proc.pid, settleMs, ctx.signal);
+  const perClient = (serverFull - serverWarm) / (n - warm);
+
+  ctx.log(`  ${loadRate + probeRate} lookups/s for ${seconds} s with ${n} clients attached`);
+  const [load, probed] = await Promise.all([
+    gens.lookups(loadRate, seconds),
+    probe.lookups(probeRate, seconds),
+  ]);
+  const failed = load.errors + probed.errors;
+  const asked = load.count + probed.count + failed;
+  const afterLookups = await settledRssKiB(server.proc.pid, 0, ctx.signal);
+  await Promise.all([gens.close(), probe.close()]);
+  await server.proc.stop();
+
+  const rawName = "raw Deno server, idle sockets";
+  return {
+    measurements: [
+      {
+        metric: "rss per client",
+        value: perClient,
+        unit: "KiB",
+        baseline: rawPerSocket,
+        baselineName: rawName,
+        goal: { type: "max", value: 25 },
+      },
+      { metric: "lookup p99", value: probed.p99, unit: "ms", goal: { type: "max", value: 5 } },
+      { metric: "lookup p50", value: probed.p50, unit: "ms" },
+      { metric: "lookup rate", value: load.rate + probed.rate, unit: "/s" },
+      {
+        metric: "server rss",
+        value: serverFull / 1024,
+        unit: "MiB",
+        baseline: rawFull / 1024,
+        baselineName: rawName,
+      },
+      { metric: "attach rate", value: (n - probeUsers - warm) / (attach.ms / 1000), unit: "/s" },
+      { metric: "lookups failed", value: 100 * failed / asked, unit: "%" },
+    ],
+    params: { clients: n, warmup: warm, loadRate, probeRate, seconds },
+    notes: [
+      `${n} clients, each logged in with hello + Noise handshake + resume, and pinging every ` +
+      `5 s as ConfabClient does (${processes(gens.processes)} and a probe process with ` +
+      `${probeUsers}). RSS per client = (RSS at ${n} − RSS at ${warm}) / ${n - warm}: server ` +
+      `${mib(serverWarm)} → ${mib(serverFull)} MiB (${mib(idle)} MiB idle, ` +
+      `${mib(afterLookups)} MiB after the lookups); raw server ${mib(rawWarm)} → ` +
+      `${mib(rawFull)} MiB.`,
+      `Lookups for ${seconds} s, open loop: ${loadRate}/s from the generators (load) and ` +
+      `${probeRate}/s from the probe (measured), about one per client every ` +
+      `${Math.round(n / (loadRate + probeRate))} s; each asks for the asker's contact, who is ` +
+      `online, so the reply carries an address. Latency from send to reply in the asking ` +
+      `process; a lookup that failed counts as ${LOOKUP_TIMEOUT_MS / 1000} s (the request ` +
+      `timeout). Probe: ${probed.count} answered, p50 ${fmt(probed.p50)}, p99 ` +
+      `${fmt(probed.p99)}, max ${fmt(probed.max)} ms; as the generators saw theirs: ` +
+      `${load.count} answered, p50 ${fmt(load.p50)}, p99 ${fmt(load.p99)}, max ` +
+      `${fmt(load.max)} ms.` +
+      (failed > 0
+        ? ` ${failed} of ${asked} failed: ${describe({ ...load.failures, ...probed.failures })}` +
+          `; connections lost meanwhile: ${describe({ ...load.lost, ...probed.lost })}.`
+        : ""),
+      `Attach: ${n - probeUsers - warm} clients in ${(attach.ms / 1000).toFixed(1)} s, ` +
+      `${attach.retries} retries.`,
+    ],
+  };
+}
+
+function processes(n: number): string {
+  return `${n} load generator process${n === 1 ? "" : "es"}`;
+}
+
+function describe(counts: Record<string, number>): string {
+  return Object.entries(counts).map(([why, n]) => `${n}× "${why}"`).join(", ") || "none";
+}
+
+function mib(kib: number): number {
+  return Math.round(kib / 1024);
+}
+
+function fmt(ms: number): string {
+  return ms.toFixed(ms < 10 ? 2 : 1);
+}
+
+export const serverConns: BenchItem = {
+  name: "server-conns",
+  title: "N logged-in clients held by one server: memory per client, lookup latency",
+  metrics: [
+    "rss per client",
+    "lookup p99",
+    "lookup p50",
+    "lookup rate",
+    "server rss",
+    "attach rate",
+    "lookups failed",
+  ],
+  timeoutMs: (quick) => quick ? 45_000 : 300_000,
+  run,
+};

@@ -1,0 +1,54 @@
+/**
+ * Prepares a server data dir with many users who are already logged in once: accounts,
+ * session tokens and contacts go straight into the SQLite file through the server's own store
+ * (`lib/server/store.ts`), before the server starts. Password logins cost ~80 ms of scrypt
+ * each; a session token is what a client re-attaches with (`resume`), and that is the path
+ * the load generators then take over the real protocol.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { hashPassword } from "../../lib/server/accounts.ts";
+import { ServerStore } from "../../lib/server/store.ts";
+import { benchUser, contactOf } from "./loadgen_protocol.ts";
+
+export interface PreparedData {
+  dataDir: string;
+  /** One session token per line; line `i` belongs to `benchUser(i)`. */
+  tokensFile: string;
+  users: number;
+}
+
+/**
+ * Creates `users` accounts (one shared salt/hash: nobody logs in with the password), a
+ * session token for each, and one contact each (`i` has `i + 1`), so lookups return addresses
+ * and logins send presence, as between real contacts.
+ */
+export async function prepareServerData(dir: string, users: number): Promise<PreparedData> {
+  const dataDir = join(dir, "server");
+  const { salt, hash } = await hashPassword("bench-password");
+  const tokens: string[] = [];
+  {
+    using store = new ServerStore(dataDir);
+    for (let i = 0; i < users; i++) {
+      // Keys of the right shape; nobody in the bench checks the signature or seals mail.
+      const created = store.createUser({
+        name: benchUser(i),
+        salt,
+        hash,
+        publicKey: randomBytes(32).toString("base64url"),
+        mailKey: randomBytes(32).toString("base64url"),
+        mailKeySig: randomBytes(64).toString("base64url"),
+      });
+      if (!created) throw new Error(`${benchUser(i)} exists already in ${dataDir}`);
+    }
+    for (let i = 0; i < users; i++) {
+      const token = randomBytes(32).toString("base64url");
+      tokens.push(token);
+      store.saveSession(new Uint8Array(createHash("sha256").update(token).digest()), benchUser(i));
+      if (users > 1) store.addContact(benchUser(i), benchUser(contactOf(i, users)));
+    }
+  }
+  const tokensFile = join(dir, "tokens.txt");
+  await Deno.writeTextFile(tokensFile, tokens.join("\n"));
+  return { dataDir, tokensFile, users };
+}

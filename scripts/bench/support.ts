@@ -1,0 +1,441 @@
+/**
+ * What every bench item needs: child processes with line-oriented output and deadlines on
+ * every wait, a reaper so no child outlives the bench, the Confab server as a real process,
+ * and small measuring helpers (percentiles, RSS from /proc).
+ */
+import { fileURLToPath } from "node:url";
+
+export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const DENO = Deno.execPath();
+const encoder = new TextEncoder();
+
+/** Lines kept for a wait that has not been asked for yet; older ones are dropped. */
+const MAX_QUEUED_LINES = 20_000;
+/** Lines of stderr/stdout kept to explain a failure. */
+const TAIL_LINES = 30;
+
+/** Rejects with `signal.reason` when it aborts; otherwise settles like `promise`. */
+export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([promise, aborted]).finally(() =>
+    signal.removeEventListener("abort", onAbort)
+  );
+}
+
+/** Settles like `promise`, or rejects after `ms` (or when `signal` aborts) naming `what`. */
+export function deadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+  signal?: AbortSignal,
+): Promise<T> {
+  const timeout = AbortSignal.timeout(ms);
+  const any = signal ? AbortSignal.any([signal, timeout]) : timeout;
+  return abortable(promise, any).catch((error) => {
+    if (timeout.aborted && !signal?.aborted) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    }
+    throw error;
+  });
+}
+
+/** Resolves after `ms`; rejects early when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  const timer = new Promise<void>((resolve) => setTimeout(resolve, ms));
+  return signal ? abortable(timer, signal) : timer;
+}
+
+// ---- reaper -----------------------------------------------------------------------------------
+
+let reaper:
+  | { child: Deno.ChildProcess; stdin: WritableStreamDefaultWriter<Uint8Array> }
+  | undefined;
+
+let reaperStopped = false;
+
+function tellReaper(line: string): void {
+  if (reaperStopped) return;
+  if (!reaper) {
+    const child = new Deno.Command(DENO, {
+      args: ["run", "--allow-run", "--allow-read", "--allow-write", "scripts/bench/reaper.ts"],
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "null",
+      stderr: "inherit",
+    }).spawn();
+    reaper = { child, stdin: child.stdin.getWriter() };
+  }
+  reaper.stdin.write(encoder.encode(line + "\n")).catch(() => {});
+}
+
+/** Has the reaper remove `dir` if the bench dies before it does (`forget`: it did). */
+export function reapDir(dir: string, forget = false): void {
+  tellReaper(`${forget ? "-" : "+"}${dir}`);
+}
+
+/** Ends the reaper (after every child is gone, so it has nothing left to kill). */
+export async function stopReaper(): Promise<void> {
+  reaperStopped = true;
+  if (!reaper) return;
+  const { child, stdin } = reaper;
+  reaper = undefined;
+  await stdin.close().catch(() => {});
+  await child.status;
+}
+
+// ---- processes ------------------------------------------------------------------------------
+
+/** A line stream that lets a caller wait for the next line passing a test. */
+class LineQueue {
+  readonly tail: string[] = [];
+  #queue: string[] = [];
+  #waiter: { test: (line: string) => boolean; resolve: (line: string) => void } | undefined;
+  readonly #ended = Promise.withResolvers<void>();
+  #isEnded = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    void this.#pump(stream);
+  }
+
+  get ended(): Promise<void> {
+    return this.#ended.promise;
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>) {
+    let rest = "";
+    const push = (line: string) => {
+      this.tail.push(line);
+      if (this.tail.length > TAIL_LINES) this.tail.shift();
+      if (this.#waiter) {
+        // Lines that do not pass the waiter's test are consumed and dropped.
+        if (this.#waiter.test(line)) {
+          const waiter = this.#waiter;
+          this.#waiter = undefined;
+          waiter.resolve(line);
+        }
+        return;
+      }
+      this.#queue.push(line);
+      if (this.#queue.length > MAX_QUEUED_LINES) this.#queue.shift();
+    };
+    try {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        rest += chunk;
+        let nl: number;
+        while ((nl = rest.indexOf("\n")) >= 0) {
+          push(rest.slice(0, nl));
+          rest = rest.slice(nl + 1);
+        }
+      }
+      if (rest) push(rest);
+    } catch { /* the process died: what was read stays */ }
+    this.#isEnded = true;
+    this.#ended.resolve();
+  }
+
+  /**
+   * The next line (consuming the ones before it) that passes `test`. When `signal` aborts, the
+   * wait ends (with its reason) and the lines after it are kept for the next wait.
+   */
+  next(test: (line: string) => boolean, signal: AbortSignal): Promise<string> {
+    if (this.#waiter) throw new Error("only one wait at a time on a line stream");
+    while (this.#queue.length > 0) {
+      const line = this.#queue.shift()!;
+      if (test(line)) return Promise.resolve(line);
+    }
+    if (this.#isEnded) return Promise.reject(new Error("output ended"));
+    const found = Promise.withResolvers<string>();
+    this.#waiter = { test, resolve: found.resolve };
+    const ended = this.#ended.promise.then(() => {
+      throw new Error("output ended");
+    });
+    return abortable(Promise.race([found.promise, ended]), signal).finally(() => {
+      this.#waiter = undefined;
+    });
+  }
+}
+
+/** An event line from a child that speaks JSON lines. */
+export type JsonEvent = { type?: string; [key: string]: unknown };
+
+export interface SpawnOptions {
+  /** `stop` sends this signal (else it only closes stdin) before waiting for the exit. */
+  stopSignal?: Deno.Signal;
+  /** Time `stop` waits for the exit before SIGKILL. */
+  graceMs?: number;
+}
+
+/** A child Deno process in the project root, with stdin and line-oriented stdout/stderr. */
+export class BenchProcess implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly out: LineQueue;
+  readonly err: LineQueue;
+  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #opts: SpawnOptions;
+  #exited = false;
+  readonly status: Promise<Deno.CommandStatus>;
+  #stopping: Promise<void> | undefined;
+
+  constructor(readonly name: string, args: string[], options: SpawnOptions = {}) {
+    this.#opts = options;
+    this.child = new Deno.Command(DENO, {
+      args,
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+    }).spawn();
+    tellReaper(`+${this.child.pid}`);
+    this.out = new LineQueue(this.child.stdout);
+    this.err = new LineQueue(this.child.stderr);
+    this.#stdin = this.child.stdin.getWriter();
+    this.status = this.child.status.then((status) => {
+      this.#exited = true;
+      tellReaper(`-${this.child.pid}`);
+      return status;
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  get hasExited(): boolean {
+    return this.#exited;
+  }
+
+  /** The last lines the process wrote, to explain a failure. */
+  describe(): string {
+    const out = this.out.tail.slice(-10).map((l) => `  ${l.slice(0, 300)}`).join("\n");
+    const err = this.err.tail.slice(-10).map((l) => `  ${l.slice(0, 300)}`).join("\n");
+    return `${this.name} (pid ${this.pid}) stdout:\n${out || "  (none)"}\nstderr:\n${
+      err || "  (none)"
+    }`;
+  }
+
+  async write(line: string): Promise<void> {
+    await this.#stdin.write(encoder.encode(line + "\n"));
+  }
+
+  async closeStdin(): Promise<void> {
+    await this.#stdin.close().catch(() => {});
+  }
+
+  /** The next stdout line passing `test`, within `ms`. */
+  async nextLine(
+    test: (line: string) => boolean,
+    what: string,
+    ms: number,
+    signal?: AbortSignal,
+  ): Promise<string> {
+    const timeout = AbortSignal.timeout(ms);
+    try {
+      return await this.out.next(test, signal ? AbortSignal.any([signal, timeout]) : timeout);
+    } catch (error) {
+      const why = timeout.aborted && !signal?.aborted
+        ? `timed out after ${ms} ms`
+        : (error as Error).message;
+      throw new Error(`${this.name}: no line ${what}: ${why}\n${this.describe()}`);
+    }
+  }
+
+  /**
+   * The next JSON event passing `test`, within `ms`. An `{"type":"error"}` event fails the
+   * wait with its message.
+   */
+  async nextEvent<T extends JsonEvent = JsonEvent>(
+    test: (event: JsonEvent) => boolean,
+    what: string,
+    ms: number,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    let failure: string | undefined;
+    const line = await this.nextLine(
+      (l) => {
+        const event = parseJson(l);
+        if (!event) return false;
+        if (event.type === "error") {
+          failure = String(event.message);
+          return true;
+        }
+        return test(event);
+      },
+      what,
+      ms,
+      signal,
+    );
+    if (failure !== undefined) throw new Error(`${this.name}: ${failure}`);
+    return parseJson(line) as T;
+  }
+
+  kill(signal: Deno.Signal = "SIGKILL"): void {
+    if (this.#exited) return;
+    try {
+      this.child.kill(signal);
+    } catch { /* already gone */ }
+  }
+
+  /** Waits for the exit within `ms`; SIGKILLs it when it is late and says so. */
+  async exited(ms: number): Promise<Deno.CommandStatus> {
+    try {
+      return await deadline(this.status, ms, `${this.name} to exit`);
+    } catch (error) {
+      this.kill();
+      await this.status;
+      throw error;
+    }
+  }
+
+  /** Stops the process: closes stdin (and sends the stop signal), then SIGKILL if it lingers. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      await this.closeStdin();
+      if (!this.#exited) {
+        if (this.#opts.stopSignal) this.kill(this.#opts.stopSignal);
+        const grace = this.#opts.graceMs ?? 2000;
+        await deadline(this.status, grace, "exit").catch(() => this.kill());
+      }
+      await this.status;
+      await deadline(Promise.all([this.out.ended, this.err.ended]), 2000, "output").catch(() => {});
+    })();
+    return this.#stopping;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+function parseJson(line: string): JsonEvent | undefined {
+  if (!line.startsWith("{")) return undefined;
+  try {
+    return JSON.parse(line) as JsonEvent;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---- the Confab server as a process -----------------------------------------------------------
+
+export interface RunningServer {
+  proc: BenchProcess;
+  port: number;
+  /** Date.now() when its banner said it listens. */
+  listeningAt: number;
+}
+
+/**
+ * Starts `server.ts` (quiet: no line per login; no per-address connection cap) on `port` (0:
+ * any free one) with `dataDir`, and waits for its banner. Stopping it sends SIGTERM, which closes it as `esc` does.
+ */
+export async function startServer(
+  spawn: (name: string, args: string[], options?: SpawnOptions) => BenchProcess,
+  options: { dataDir: string; port?: number; name?: string; signal?: AbortSignal },
+): Promise<RunningServer> {
+  const proc = spawn(options.name ?? "server", [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "server.ts",
+    "--port",
+    String(options.port ?? 0),
+    "--data",
+    options.dataDir,
+    "--quiet",
+    // Every bench client comes from 127.0.0.1; real ones come from many addresses.
+    "--max-per-address",
+    "0",
+  ], { stopSignal: "SIGTERM", graceMs: 20_000 });
+  const banner = await proc.nextLine(
+    (l) => l.startsWith("confab server listening"),
+    "with the listening banner",
+    30_000,
+    options.signal,
+  );
+  const listeningAt = Date.now();
+  const port = Number(/:(\d+) /.exec(banner)?.[1]);
+  if (!Number.isInteger(port) || port <= 0) throw new Error(`cannot read a port in: ${banner}`);
+  return { proc, port, listeningAt };
+}
+
+/** Starts a bench helper that prints `{"port":N}` first; resolves with the port. */
+export async function startHelper(
+  spawn: (name: string, args: string[], options?: SpawnOptions) => BenchProcess,
+  name: string,
+  script: string,
+  signal?: AbortSignal,
+): Promise<{ proc: BenchProcess; port: number }> {
+  const proc = spawn(name, ["run", "--allow-net", script]);
+  const first = await proc.nextEvent(
+    (e) => typeof e.port === "number",
+    "with its port",
+    30_000,
+    signal,
+  );
+  return { proc, port: first.port as number };
+}
+
+// ---- measuring ----------------------------------------------------------------------------------
+
+/** The `p` quantile (0–1) of ascending `sorted`, nearest rank. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.ceil(p * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
+}
+
+export function mean(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0) / values.length;
+}
+
+/** Resident memory of a process in KiB (VmRSS from /proc/PID/status). */
+export async function rssKiB(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  if (!match) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(match[1]);
+}
+
+/**
+ * RSS once a process has settled: waits `settleMs`, then takes the median of five samples
+ * 200 ms apart (a GC can move one sample).
+ */
+export async function settledRssKiB(
+  pid: number,
+  settleMs: number,
+  signal?: AbortSignal,
+): Promise<number> {
+  await sleep(settleMs, signal);
+  const samples: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    if (i > 0) await sleep(200, signal);
+    samples.push(await rssKiB(pid));
+  }
+  return percentile(samples.sort((a, b) => a - b), 0.5);
+}
+
+/**
+ * `wanted` clients, or fewer when this machine's open-file limit (soft, per process; the
+ * children inherit it) could not hold them: the server needs a descriptor per client.
+ */
+export async function clientsFor(wanted: number): Promise<number> {
+  const limits = await Deno.readTextFile("/proc/self/limits").catch(() => "");
+  const limit = Number(/^Max open files\s+(\d+)/m.exec(limits)?.[1] ?? Infinity);
+  return Math.min(wanted, Math.floor(limit * 0.75));
+}
+
+/** A port that was free a moment ago (for a server that must come back on the same port). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
+}
