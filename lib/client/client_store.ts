@@ -3,7 +3,7 @@
  * marks, the public keys seen for other users, and small settings (a logout time saved while
  * the server was unreachable). Knows nothing of sockets.
  */
-import { DatabaseSync } from "node:sqlite";
+import { Database } from "../util/sqlite.ts";
 import { join } from "node:path";
 
 const MIGRATIONS: readonly string[] = [
@@ -70,33 +70,17 @@ export interface HistoryEntry {
 
 export class ClientStore implements Disposable {
   readonly path: string;
-  readonly #db: DatabaseSync;
+  readonly #db: Database;
 
   constructor(userDir: string) {
     Deno.mkdirSync(userDir, { recursive: true, mode: 0o700 });
     this.path = join(userDir, "confab.sqlite");
-    this.#db = new DatabaseSync(this.path);
-    this.#db.exec("PRAGMA journal_mode = WAL");
-    this.#db.exec("PRAGMA synchronous = NORMAL");
-    const { user_version } = this.#db.prepare("PRAGMA user_version").get() as {
-      user_version: number;
-    };
-    for (let v = user_version; v < MIGRATIONS.length; v++) {
-      this.#db.exec("BEGIN IMMEDIATE");
-      try {
-        this.#db.exec(MIGRATIONS[v]!);
-        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
-        this.#db.exec("COMMIT");
-      } catch (error) {
-        this.#db.exec("ROLLBACK");
-        throw error;
-      }
-    }
+    this.#db = new Database(this.path, MIGRATIONS);
   }
 
   /** Stores a message; returns false when its id is already there (a duplicate). */
   addMessage(entry: HistoryEntry): boolean {
-    return this.#db.prepare(
+    return this.#db.sql(
       `INSERT INTO messages (id, chat, sender, ts, text, outgoing, mark)
        VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
     ).run(
@@ -111,16 +95,16 @@ export class ClientStore implements Disposable {
   }
 
   hasMessage(id: string): boolean {
-    return this.#db.prepare("SELECT 1 FROM messages WHERE id = ?").get(id) !== undefined;
+    return this.#db.sql("SELECT 1 FROM messages WHERE id = ?").get(id) !== undefined;
   }
 
   setMark(id: string, mark: DeliveryMark): void {
-    this.#db.prepare("UPDATE messages SET mark = ? WHERE id = ?").run(mark, id);
+    this.#db.sql("UPDATE messages SET mark = ? WHERE id = ?").run(mark, id);
   }
 
   /** The last `limit` messages of a chat, oldest first. */
   recent(chat: string, limit: number): HistoryEntry[] {
-    const rows = this.#db.prepare(
+    const rows = this.#db.sql(
       `SELECT id, chat, sender, ts, text, outgoing, mark FROM (
          SELECT *, rowid AS r FROM messages WHERE chat = ? ORDER BY ts DESC, r DESC LIMIT ?
        ) ORDER BY ts, r`,
@@ -139,7 +123,7 @@ export class ClientStore implements Disposable {
   /** Marks `!` the group messages left unacknowledged by a previous run (they cannot be resent). */
   failInterruptedGroupSends(): number {
     return Number(
-      this.#db.prepare(
+      this.#db.sql(
         "UPDATE messages SET mark = '!' WHERE outgoing = 1 AND mark = '' AND chat LIKE 'g:%'",
       ).run().changes,
     );
@@ -147,7 +131,7 @@ export class ClientStore implements Disposable {
 
   /** 1:1 messages nobody has acknowledged yet (mark ''), oldest first: the outbox. */
   outbox(): HistoryEntry[] {
-    const rows = this.#db.prepare(
+    const rows = this.#db.sql(
       `SELECT id, chat, sender, ts, text, outgoing, mark FROM messages
        WHERE outgoing = 1 AND mark = '' AND chat NOT LIKE 'g:%' ORDER BY ts, rowid`,
     ).all() as {
@@ -165,7 +149,7 @@ export class ClientStore implements Disposable {
   /** Messages whose text matches all `words` (FTS5), newest first. */
   search(words: string[], limit: number): HistoryEntry[] {
     const query = words.map((w) => `"${w.replaceAll('"', '""')}"*`).join(" ");
-    const rows = this.#db.prepare(
+    const rows = this.#db.sql(
       `SELECT m.id, m.chat, m.sender, m.ts, m.text, m.outgoing, m.mark FROM messages_fts f
        JOIN messages m ON m.rowid = f.rowid WHERE messages_fts MATCH ?
        ORDER BY m.ts DESC LIMIT ?`,
@@ -182,19 +166,19 @@ export class ClientStore implements Disposable {
   }
 
   saveGroup(id: string, members: string[], now = Date.now()): void {
-    this.#db.prepare(
+    this.#db.sql(
       `INSERT INTO groups (id, members, joined_at) VALUES (?, ?, ?)
        ON CONFLICT(id) DO UPDATE SET members = excluded.members, left_at = NULL`,
     ).run(id, JSON.stringify(members), now);
   }
 
   leaveGroup(id: string, now = Date.now()): void {
-    this.#db.prepare("UPDATE groups SET left_at = ? WHERE id = ?").run(now, id);
+    this.#db.sql("UPDATE groups SET left_at = ? WHERE id = ?").run(now, id);
   }
 
   /** Groups this user has been in, newest first. */
   groups(): GroupRecord[] {
-    return (this.#db.prepare(
+    return (this.#db.sql(
       "SELECT id, members, joined_at, left_at FROM groups ORDER BY joined_at DESC",
     ).all() as { id: string; members: string; joined_at: number; left_at: number | null }[])
       .map((r) => ({
@@ -206,7 +190,7 @@ export class ClientStore implements Disposable {
   }
 
   knownKey(user: string): string | undefined {
-    const row = this.#db.prepare("SELECT public_key FROM known_keys WHERE user = ?")
+    const row = this.#db.sql("SELECT public_key FROM known_keys WHERE user = ?")
       .get(user.toLowerCase()) as { public_key: string } | undefined;
     return row?.public_key;
   }
@@ -215,7 +199,7 @@ export class ClientStore implements Disposable {
   rememberKey(user: string, publicKey: string): string | undefined {
     const before = this.knownKey(user);
     if (before === undefined) {
-      this.#db.prepare("INSERT INTO known_keys (user, public_key, first_seen) VALUES (?, ?, ?)")
+      this.#db.sql("INSERT INTO known_keys (user, public_key, first_seen) VALUES (?, ?, ?)")
         .run(user.toLowerCase(), publicKey, Date.now());
     }
     return before;
@@ -223,30 +207,30 @@ export class ClientStore implements Disposable {
 
   /** Replaces the pinned key of `user` (the user accepted a changed key deliberately). */
   trustKey(user: string, publicKey: string): void {
-    this.#db.prepare(
+    this.#db.sql(
       `INSERT INTO known_keys (user, public_key, first_seen) VALUES (?, ?, ?)
        ON CONFLICT(user) DO UPDATE SET public_key = excluded.public_key, first_seen = excluded.first_seen`,
     ).run(user.toLowerCase(), publicKey, Date.now());
   }
 
   getSetting(key: string): string | undefined {
-    const row = this.#db.prepare("SELECT value FROM settings WHERE key = ?").get(key) as
+    const row = this.#db.sql("SELECT value FROM settings WHERE key = ?").get(key) as
       | { value: string }
       | undefined;
     return row?.value;
   }
 
   setSetting(key: string, value: string | undefined): void {
-    if (value === undefined) this.#db.prepare("DELETE FROM settings WHERE key = ?").run(key);
+    if (value === undefined) this.#db.sql("DELETE FROM settings WHERE key = ?").run(key);
     else {
-      this.#db.prepare(
+      this.#db.sql(
         "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
       ).run(key, value, value);
     }
   }
 
   close(): void {
-    if (this.#db.isOpen) this.#db.close();
+    this.#db.close();
   }
 
   [Symbol.dispose](): void {

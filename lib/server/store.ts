@@ -3,7 +3,7 @@
  * login/logout registry and session tokens. WAL with synchronous=NORMAL: a committed
  * transaction survives a kill -9 of the process. Knows nothing of sockets.
  */
-import { DatabaseSync } from "node:sqlite";
+import { Database } from "../util/sqlite.ts";
 import { join } from "node:path";
 
 /** Schema migrations, applied in order; `PRAGMA user_version` records how many ran. */
@@ -111,38 +111,17 @@ export function nameKey(name: string): string {
 
 export class ServerStore implements Disposable {
   readonly path: string;
-  readonly #db: DatabaseSync;
+  readonly #db: Database;
 
   constructor(dataDir: string) {
     Deno.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     this.path = join(dataDir, "confab-server.sqlite");
-    this.#db = new DatabaseSync(this.path);
-    this.#db.exec("PRAGMA journal_mode = WAL");
-    this.#db.exec("PRAGMA synchronous = NORMAL");
-    this.#db.exec("PRAGMA foreign_keys = ON");
-    this.#db.exec("PRAGMA busy_timeout = 5000");
-    this.#migrate();
-  }
-
-  #migrate(): void {
-    const row = this.#db.prepare("PRAGMA user_version").get() as { user_version: number };
-    for (let v = row.user_version; v < MIGRATIONS.length; v++) {
-      this.#db.exec("BEGIN IMMEDIATE");
-      try {
-        this.#db.exec(MIGRATIONS[v]!);
-        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
-        this.#db.exec("COMMIT");
-      } catch (error) {
-        this.#db.exec("ROLLBACK");
-        throw error;
-      }
-    }
+    this.#db = new Database(this.path, MIGRATIONS);
   }
 
   /** The schema version in force (number of migrations applied). */
   get schemaVersion(): number {
-    return (this.#db.prepare("PRAGMA user_version").get() as { user_version: number })
-      .user_version;
+    return this.#db.schemaVersion;
   }
 
   // ---- users ---------------------------------------------------------------------------------
@@ -154,7 +133,7 @@ export class ServerStore implements Disposable {
       & Partial<Pick<UserRecord, "mailKey" | "mailKeySig">>,
     now = Date.now(),
   ): boolean {
-    const result = this.#db.prepare(
+    const result = this.#db.sql(
       `INSERT INTO users (name_key, name, salt, hash, public_key, mail_key, mail_key_sig, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name_key) DO NOTHING`,
     ).run(
@@ -171,7 +150,7 @@ export class ServerStore implements Disposable {
   }
 
   getUser(name: string): UserRecord | undefined {
-    const row = this.#db.prepare(
+    const row = this.#db.sql(
       `SELECT name_key, name, salt, hash, public_key, mail_key, mail_key_sig
        FROM users WHERE name_key = ?`,
     ).get(nameKey(name)) as
@@ -197,31 +176,31 @@ export class ServerStore implements Disposable {
   }
 
   userCount(): number {
-    return (this.#db.prepare("SELECT count(*) AS n FROM users").get() as { n: number }).n;
+    return (this.#db.sql("SELECT count(*) AS n FROM users").get() as { n: number }).n;
   }
 
   // ---- contacts ------------------------------------------------------------------------------
 
   /** Adds `contact` to `owner`'s list; returns false if it was already there. */
   addContact(owner: string, contact: string, now = Date.now()): boolean {
-    return this.#db.prepare(
+    return this.#db.sql(
       "INSERT INTO contacts (owner, contact, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
     ).run(nameKey(owner), nameKey(contact), now).changes === 1;
   }
 
   removeContact(owner: string, contact: string): boolean {
-    return this.#db.prepare("DELETE FROM contacts WHERE owner = ? AND contact = ?")
+    return this.#db.sql("DELETE FROM contacts WHERE owner = ? AND contact = ?")
       .run(nameKey(owner), nameKey(contact)).changes === 1;
   }
 
   countContacts(owner: string): number {
-    return (this.#db.prepare("SELECT count(*) AS n FROM contacts WHERE owner = ?")
+    return (this.#db.sql("SELECT count(*) AS n FROM contacts WHERE owner = ?")
       .get(nameKey(owner)) as { n: number }).n;
   }
 
   /** The display names of `owner`'s contacts, in the order they were added. */
   listContacts(owner: string): string[] {
-    return (this.#db.prepare(
+    return (this.#db.sql(
       `SELECT u.name FROM contacts c JOIN users u ON u.name_key = c.contact
        WHERE c.owner = ? ORDER BY c.added_at, u.name`,
     ).all(nameKey(owner)) as { name: string }[]).map((r) => r.name);
@@ -229,12 +208,12 @@ export class ServerStore implements Disposable {
 
   /** Name keys of the users who have `contact` in their list (to tell them of presence). */
   listWatchers(contact: string): string[] {
-    return (this.#db.prepare("SELECT owner FROM contacts WHERE contact = ?")
+    return (this.#db.sql("SELECT owner FROM contacts WHERE contact = ?")
       .all(nameKey(contact)) as { owner: string }[]).map((r) => r.owner);
   }
 
   isContact(owner: string, contact: string): boolean {
-    return this.#db.prepare("SELECT 1 FROM contacts WHERE owner = ? AND contact = ?")
+    return this.#db.sql("SELECT 1 FROM contacts WHERE owner = ? AND contact = ?")
       .get(nameKey(owner), nameKey(contact)) !== undefined;
   }
 
@@ -242,7 +221,7 @@ export class ServerStore implements Disposable {
 
   /** Records a login; returns the registry row's sequence number. */
   recordLogin(user: string, host: string, port: number, at = Date.now()): number {
-    const result = this.#db.prepare(
+    const result = this.#db.sql(
       "INSERT INTO registry (user, host, port, login_at) VALUES (?, ?, ?, ?)",
     ).run(nameKey(user), host, port, at);
     return Number(result.lastInsertRowid);
@@ -250,12 +229,12 @@ export class ServerStore implements Disposable {
 
   /** Records the end of a login session. */
   recordLogout(seq: number, at = Date.now()): void {
-    this.#db.prepare("UPDATE registry SET logout_at = ? WHERE seq = ?").run(at, seq);
+    this.#db.sql("UPDATE registry SET logout_at = ? WHERE seq = ?").run(at, seq);
   }
 
   /** Re-opens a session row (a dropped control connection re-attached). */
   reopenLogin(seq: number, host: string, port: number): void {
-    this.#db.prepare("UPDATE registry SET logout_at = NULL, host = ?, port = ? WHERE seq = ?")
+    this.#db.sql("UPDATE registry SET logout_at = NULL, host = ?, port = ? WHERE seq = ?")
       .run(host, port, seq);
   }
 
@@ -265,7 +244,7 @@ export class ServerStore implements Disposable {
    * guessed it when the connection dropped).
    */
   correctLastLogout(user: string, at: number): void {
-    this.#db.prepare(
+    this.#db.sql(
       `UPDATE registry SET logout_at = ? WHERE seq = (
          SELECT seq FROM registry WHERE user = ? AND logout_at IS NOT NULL
          ORDER BY seq DESC LIMIT 1) AND login_at <= ?`,
@@ -278,13 +257,13 @@ export class ServerStore implements Disposable {
    */
   registry(user?: string, limit = 20): RegistryRow[] {
     const rows = (user === undefined
-      ? this.#db.prepare(
+      ? this.#db.sql(
         `SELECT u.name AS user, r.host, r.port, r.login_at, r.logout_at FROM registry r
          JOIN users u ON u.name_key = r.user
          WHERE r.seq IN (SELECT max(seq) FROM registry GROUP BY user)
          ORDER BY r.login_at DESC`,
       ).all()
-      : this.#db.prepare(
+      : this.#db.sql(
         `SELECT u.name AS user, r.host, r.port, r.login_at, r.logout_at FROM registry r
          JOIN users u ON u.name_key = r.user WHERE r.user = ?
          ORDER BY r.seq DESC LIMIT ?`,
@@ -307,14 +286,14 @@ export class ServerStore implements Disposable {
   /** Closes registry rows left open by a previous run that ended without recording them. */
   closeDanglingLogins(at = Date.now()): number {
     return Number(
-      this.#db.prepare("UPDATE registry SET logout_at = ? WHERE logout_at IS NULL").run(at)
+      this.#db.sql("UPDATE registry SET logout_at = ? WHERE logout_at IS NULL").run(at)
         .changes,
     );
   }
 
   /** The open-or-latest registry row number of a user, to re-open on session resume. */
   latestLogin(user: string): number | undefined {
-    const row = this.#db.prepare(
+    const row = this.#db.sql(
       "SELECT max(seq) AS seq FROM registry WHERE user = ?",
     ).get(nameKey(user)) as { seq: number | null };
     return row.seq ?? undefined;
@@ -332,11 +311,11 @@ export class ServerStore implements Disposable {
     now = Date.now(),
   ): "stored" | "duplicate" | "full" {
     const recipient = nameKey(mail.recipient);
-    const exists = this.#db.prepare("SELECT 1 FROM mail WHERE recipient = ? AND msg_id = ?")
+    const exists = this.#db.sql("SELECT 1 FROM mail WHERE recipient = ? AND msg_id = ?")
       .get(recipient, mail.msgId);
     if (exists) return "duplicate";
     if (this.countMail(mail.recipient) >= max) return "full";
-    this.#db.prepare(
+    this.#db.sql(
       `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
        VALUES (?, ?, ?, ?, ?, ?)`,
     ).run(recipient, nameKey(mail.sender), mail.msgId, mail.ts, mail.body, now);
@@ -345,17 +324,17 @@ export class ServerStore implements Disposable {
 
   countMail(recipient: string, sender?: string): number {
     const row = sender === undefined
-      ? this.#db.prepare("SELECT count(*) AS n FROM mail WHERE recipient = ?").get(
+      ? this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ?").get(
         nameKey(recipient),
       )
-      : this.#db.prepare("SELECT count(*) AS n FROM mail WHERE recipient = ? AND sender = ?")
+      : this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ? AND sender = ?")
         .get(nameKey(recipient), nameKey(sender));
     return (row as { n: number }).n;
   }
 
   /** Who has pending messages for `recipient`: count and newest send time, oldest first. */
   mailbox(recipient: string): MailboxEntry[] {
-    return this.#db.prepare(
+    return this.#db.sql(
       `SELECT u.name AS "from", count(*) AS count, max(m.ts) AS newest FROM mail m
        JOIN users u ON u.name_key = m.sender WHERE m.recipient = ?
        GROUP BY m.sender ORDER BY min(m.seq)`,
@@ -364,7 +343,7 @@ export class ServerStore implements Disposable {
 
   /** Pending messages from `sender` to `recipient` in the order they were stored. */
   pendingMail(recipient: string, sender: string, limit: number): PendingMail[] {
-    return (this.#db.prepare(
+    return (this.#db.sql(
       `SELECT msg_id, ts, body FROM mail WHERE recipient = ? AND sender = ?
        ORDER BY seq LIMIT ?`,
     ).all(nameKey(recipient), nameKey(sender), limit) as {
@@ -388,16 +367,15 @@ export class ServerStore implements Disposable {
   ): string[] {
     const r = nameKey(recipient);
     const s = nameKey(sender);
-    const del = this.#db.prepare(
+    const del = this.#db.sql(
       "DELETE FROM mail WHERE recipient = ? AND sender = ? AND msg_id = ?",
     );
-    const receipt = this.#db.prepare(
+    const receipt = this.#db.sql(
       `INSERT INTO receipts (sender, msg_id, reader, read_at) VALUES (?, ?, ?, ?)
        ON CONFLICT DO NOTHING`,
     );
     const done: string[] = [];
-    this.#db.exec("BEGIN IMMEDIATE");
-    try {
+    this.#db.transaction(() => {
       for (const id of msgIds) {
         if (del.run(r, s, id).changes === 1) {
           // A message the reader's client refused (forged, undecryptable) was not read.
@@ -405,22 +383,18 @@ export class ServerStore implements Disposable {
           done.push(id);
         }
       }
-      this.#db.exec("COMMIT");
-    } catch (error) {
-      this.#db.exec("ROLLBACK");
-      throw error;
-    }
+    });
     return done;
   }
 
   /** Read receipts waiting for `sender`, oldest first. */
   pendingReceipts(sender: string, limit: number, reader?: string): Receipt[] {
     const rows = (reader === undefined
-      ? this.#db.prepare(
+      ? this.#db.sql(
         `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
          JOIN users u ON u.name_key = r.reader WHERE r.sender = ? ORDER BY r.read_at LIMIT ?`,
       ).all(nameKey(sender), limit)
-      : this.#db.prepare(
+      : this.#db.sql(
         `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
          JOIN users u ON u.name_key = r.reader WHERE r.sender = ? AND r.reader = ?
          ORDER BY r.read_at LIMIT ?`,
@@ -433,27 +407,22 @@ export class ServerStore implements Disposable {
   }
 
   deleteReceipts(sender: string, msgIds: string[]): void {
-    const del = this.#db.prepare("DELETE FROM receipts WHERE sender = ? AND msg_id = ?");
-    this.#db.exec("BEGIN IMMEDIATE");
-    try {
+    const del = this.#db.sql("DELETE FROM receipts WHERE sender = ? AND msg_id = ?");
+    this.#db.transaction(() => {
       for (const id of msgIds) del.run(nameKey(sender), id);
-      this.#db.exec("COMMIT");
-    } catch (error) {
-      this.#db.exec("ROLLBACK");
-      throw error;
-    }
+    });
   }
 
   // ---- sessions ------------------------------------------------------------------------------
 
   saveSession(tokenHash: Uint8Array, user: string, now = Date.now()): void {
-    this.#db.prepare("INSERT INTO sessions (token_hash, user, created_at) VALUES (?, ?, ?)")
+    this.#db.sql("INSERT INTO sessions (token_hash, user, created_at) VALUES (?, ?, ?)")
       .run(tokenHash, nameKey(user), now);
   }
 
   /** The user a token belongs to, if it exists and is younger than `maxAgeMs`. */
   sessionUser(tokenHash: Uint8Array, maxAgeMs: number, now = Date.now()): string | undefined {
-    const row = this.#db.prepare(
+    const row = this.#db.sql(
       `SELECT u.name FROM sessions s JOIN users u ON u.name_key = s.user
        WHERE s.token_hash = ? AND s.created_at > ?`,
     ).get(tokenHash, now - maxAgeMs) as { name: string } | undefined;
@@ -461,11 +430,11 @@ export class ServerStore implements Disposable {
   }
 
   deleteSession(tokenHash: Uint8Array): void {
-    this.#db.prepare("DELETE FROM sessions WHERE token_hash = ?").run(tokenHash);
+    this.#db.sql("DELETE FROM sessions WHERE token_hash = ?").run(tokenHash);
   }
 
   close(): void {
-    if (this.#db.isOpen) this.#db.close();
+    this.#db.close();
   }
 
   [Symbol.dispose](): void {
