@@ -15,6 +15,16 @@ function promptFor(client: ConfabClient): string {
   return `${user}> `;
 }
 
+/** Shows a failure as one line: the client's own message, or what went wrong unexpectedly. */
+function showError(ui: FrontEnd, error: unknown): void {
+  const e = asError(error);
+  ui.show({
+    type: "error",
+    code: e instanceof ClientError ? e.code : "INTERNAL",
+    message: e instanceof ClientError ? e.message : `unexpected: ${e.message}`,
+  });
+}
+
 /** Runs commands until `quit` or the end of input, then closes the client. */
 export async function runApp(client: ConfabClient, ui: FrontEnd): Promise<void> {
   ui.setPrompt(promptFor(client));
@@ -24,10 +34,7 @@ export async function runApp(client: ConfabClient, ui: FrontEnd): Promise<void> 
     try {
       await execute(client, ui, command);
     } catch (error) {
-      const e = asError(error);
-      const code = e instanceof ClientError ? e.code : "INTERNAL";
-      const message = e instanceof ClientError ? e.message : `unexpected: ${e.message}`;
-      ui.show({ type: "error", code, message });
+      showError(ui, error);
     }
     ui.setPrompt(promptFor(client));
     ui.ready();
@@ -98,25 +105,11 @@ async function execute(client: ConfabClient, ui: FrontEnd, c: Command): Promise<
       return client.leaveChat();
     case "share":
       // Not awaited: chatting goes on while files travel; progress comes as events.
-      client.share(c.path).catch((error) => {
-        const e = asError(error);
-        ui.show({
-          type: "error",
-          code: e instanceof ClientError ? e.code : "INTERNAL",
-          message: e.message,
-        });
-      });
+      client.share(c.path).catch((error) => showError(ui, error));
       return;
     case "say":
       // Not awaited: the next line can be typed while this one waits for its ack.
-      client.send(c.text).catch((error) => {
-        const e = asError(error);
-        ui.show({
-          type: "error",
-          code: e instanceof ClientError ? e.code : "INTERNAL",
-          message: e.message,
-        });
-      });
+      client.send(c.text).catch((error) => showError(ui, error));
       return;
   }
 }

@@ -68,6 +68,13 @@ export interface HistoryEntry {
   mark: DeliveryMark;
 }
 
+/** A `messages` row as SQLite returns it. */
+type MessageRow = Omit<HistoryEntry, "outgoing"> & { outgoing: number };
+
+function toEntry(row: MessageRow): HistoryEntry {
+  return { ...row, outgoing: row.outgoing === 1 };
+}
+
 export class ClientStore implements Disposable {
   readonly path: string;
   readonly #db: Database;
@@ -108,16 +115,8 @@ export class ClientStore implements Disposable {
       `SELECT id, chat, sender, ts, text, outgoing, mark FROM (
          SELECT *, rowid AS r FROM messages WHERE chat = ? ORDER BY ts DESC, r DESC LIMIT ?
        ) ORDER BY ts, r`,
-    ).all(chat.toLowerCase(), limit) as {
-      id: string;
-      chat: string;
-      sender: string;
-      ts: number;
-      text: string;
-      outgoing: number;
-      mark: DeliveryMark;
-    }[];
-    return rows.map((r) => ({ ...r, outgoing: r.outgoing === 1 }));
+    ).all(chat.toLowerCase(), limit) as MessageRow[];
+    return rows.map(toEntry);
   }
 
   /** Marks `!` the group messages left unacknowledged by a previous run (they cannot be resent). */
@@ -134,16 +133,8 @@ export class ClientStore implements Disposable {
     const rows = this.#db.sql(
       `SELECT id, chat, sender, ts, text, outgoing, mark FROM messages
        WHERE outgoing = 1 AND mark = '' AND chat NOT LIKE 'g:%' ORDER BY ts, rowid`,
-    ).all() as {
-      id: string;
-      chat: string;
-      sender: string;
-      ts: number;
-      text: string;
-      outgoing: number;
-      mark: DeliveryMark;
-    }[];
-    return rows.map((r) => ({ ...r, outgoing: true }));
+    ).all() as MessageRow[];
+    return rows.map(toEntry);
   }
 
   /** Messages whose text matches all `words` (FTS5), newest first. */
@@ -153,16 +144,8 @@ export class ClientStore implements Disposable {
       `SELECT m.id, m.chat, m.sender, m.ts, m.text, m.outgoing, m.mark FROM messages_fts f
        JOIN messages m ON m.rowid = f.rowid WHERE messages_fts MATCH ?
        ORDER BY m.ts DESC LIMIT ?`,
-    ).all(query, limit) as {
-      id: string;
-      chat: string;
-      sender: string;
-      ts: number;
-      text: string;
-      outgoing: number;
-      mark: DeliveryMark;
-    }[];
-    return rows.map((r) => ({ ...r, outgoing: r.outgoing === 1 }));
+    ).all(query, limit) as MessageRow[];
+    return rows.map(toEntry);
   }
 
   saveGroup(id: string, members: string[], now = Date.now()): void {

@@ -58,6 +58,34 @@ async function expect<T extends PeerMessage["type"]>(
   return message as Extract<PeerMessage, { type: T }>;
 }
 
+function peerConnection(conn: Deno.TcpConn): PeerConnection {
+  return new FramedConnection(conn, {
+    schema: PeerToPeer,
+    replyTypes: PEER_REPLY_TYPES,
+    acceptBinary: true,
+  });
+}
+
+/**
+ * `hello`, then the Noise handshake; returns the channel binding (the handshake hash,
+ * base64url) that both identity proofs sign.
+ */
+async function openChannel(
+  fc: PeerConnection,
+  initiator: boolean,
+  noiseKey: KeyPair,
+  timeoutMs: number,
+): Promise<string> {
+  await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });
+  const noise = await secureConnection(fc, {
+    initiator,
+    kind: "peer",
+    staticKeyPair: noiseKey,
+    timeoutMs,
+  });
+  return toBase64Url(noise.handshakeHash);
+}
+
 /**
  * Dials `user` at host:port and authenticates both ways.
  * @param options.publicKey the key the directory gave for `user`.
@@ -69,20 +97,9 @@ export async function dialPeer(
 ): Promise<PeerLink> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const conn = await dial(address.host, address.port, options.signal);
-  const fc: PeerConnection = new FramedConnection(conn, {
-    schema: PeerToPeer,
-    replyTypes: PEER_REPLY_TYPES,
-    acceptBinary: true,
-  });
+  const fc = peerConnection(conn);
   try {
-    await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });
-    const noise = await secureConnection(fc, {
-      initiator: true,
-      kind: "peer",
-      staticKeyPair: options.noiseKey,
-      timeoutMs,
-    });
-    const channel = toBase64Url(noise.handshakeHash);
+    const channel = await openChannel(fc, true, options.noiseKey, timeoutMs);
     const myNonce = randomToken();
     await fc.send({ type: "auth_init", from: options.me, to: options.user, nonce: myNonce });
     const reply = await expect(fc, "auth_reply", timeoutMs);
@@ -134,20 +151,9 @@ export async function acceptPeer(
   },
 ): Promise<PeerLink> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const fc: PeerConnection = new FramedConnection(conn, {
-    schema: PeerToPeer,
-    replyTypes: PEER_REPLY_TYPES,
-    acceptBinary: true,
-  });
+  const fc = peerConnection(conn);
   try {
-    await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });
-    const noise = await secureConnection(fc, {
-      initiator: false,
-      kind: "peer",
-      staticKeyPair: options.noiseKey,
-      timeoutMs,
-    });
-    const channel = toBase64Url(noise.handshakeHash);
+    const channel = await openChannel(fc, false, options.noiseKey, timeoutMs);
     const init = await expect(fc, "auth_init", timeoutMs);
     if (init.to.toLowerCase() !== options.me.toLowerCase()) {
       throw authFailed(`this is ${options.me}, not ${init.to}`);

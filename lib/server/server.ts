@@ -358,7 +358,7 @@ export class ConfabServer implements AsyncDisposable {
         return fc.send({
           type: "hanging_list",
           id: m.id,
-          entries: this.store.mailbox(session.user),
+          entries: this.store.mailbox(session.user).slice(0, MAX_MAILBOX_ENTRIES),
         });
       case "show":
         return this.#show(fc, session, m);
