@@ -244,6 +244,37 @@ Deno.test("a file shared in a 3-member group arrives byte-identical at each memb
   }
 });
 
+Deno.test("a frozen member does not stall a group transfer to the others", async () => {
+  await using server = await startServer();
+  const dir = await Deno.makeTempDir();
+  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+  try {
+    await alice.send("chat bob");
+    await alice.event("chat_opened", { with: "bob", online: true });
+    await alice.send("/a carol");
+    const group = String((await alice.event("group_opened")).group);
+    for (const c of clients) await membersAre(c, group, ["alice", "bob", "carol"]);
+    await meshed(clients);
+
+    carol.proc.kill("SIGSTOP");
+    try {
+      const path = await randomFile(dir, "big-group.bin", 48 * MiB);
+      await alice.send(`/s ${path}`);
+      // Bob gets all of it, while carol's copy goes nowhere; hers fails on its own.
+      const done = await bob.event("transfer_done", { direction: "in", peer: "alice" }, 60_000);
+      assert.equal(done.sha256, await sha256Of(path));
+      await alice.event("transfer_done", { direction: "out", peer: "bob" }, 60_000);
+      await alice.event("transfer_failed", { direction: "out", peer: "carol" }, 60_000);
+    } finally {
+      carol.proc.kill("SIGCONT");
+    }
+  } finally {
+    await disposeAll(clients);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // ---- memory --------------------------------------------------------------------------------
 
 Deno.test("a 512 MiB transfer keeps each side's peak RSS within 64 MiB of its idle RSS", async () => {
