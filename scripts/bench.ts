@@ -101,6 +101,8 @@ async function runItem(item: BenchItem): Promise<ItemSummary> {
       return proc;
     },
     defer: (cleanup) => void cleanups.push(cleanup),
+    earlier: (name, metric) =>
+      items.find((i) => i.name === name)?.outcome?.measurements.find((m) => m.metric === metric),
   };
   log(`[${item.name}] ${item.title}${quick ? " (quick)" : ""}`);
   const summary: ItemSummary = { name: item.name, title: item.title, seconds: 0 };

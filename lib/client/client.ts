@@ -77,6 +77,8 @@ export interface ClientOptions {
 }
 
 const LOGOUT_SETTING = "pending_logout";
+/** How long a lookup made for sending is reused for the next messages to the same user. */
+const SEND_LOOKUP_TTL_MS = 2_000;
 /** Ids of received messages remembered in memory to drop duplicates fast (the store has all). */
 const SEEN_IDS = 10_000;
 
@@ -169,6 +171,9 @@ export class ConfabClient implements AsyncDisposable {
   #groups: GroupChats | undefined;
   #transfers: Transfers | undefined;
   #loggingIn: Promise<void> | undefined;
+  readonly #sendLookups = new Map<string, { result: LookupResultMessage; at: number }>();
+  /** Mail keys whose signature by their owner's identity key was checked already. */
+  readonly #vouchedMailKeys = new Set<string>();
   #connecting: Promise<FramedConnection<ServerMessage>> | undefined;
   /** Static key for Noise handshakes, made per process: users prove who they are inside. */
   #noiseKey: Promise<KeyPair> | undefined;
@@ -335,6 +340,7 @@ export class ConfabClient implements AsyncDisposable {
     if (this.#loggingIn) await this.#loggingIn;
     switch (m.type) {
       case "presence":
+        this.#sendLookups.delete(m.user.toLowerCase());
         this.#emit({ type: "presence", user: m.user, online: m.online });
         return;
       case "server_closing":
@@ -609,9 +615,22 @@ export class ConfabClient implements AsyncDisposable {
     return result;
   }
 
+  /**
+   * A lookup for sending: a burst of messages to someone away reuses one answer for a couple of
+   * seconds instead of asking the server again for each (a presence change drops it at once).
+   */
+  async #lookupForSend(user: string): Promise<LookupResultMessage> {
+    const key = user.toLowerCase();
+    const cached = this.#sendLookups.get(key);
+    if (cached && Date.now() - cached.at < SEND_LOOKUP_TTL_MS) return cached.result;
+    const result = await this.#lookup(user);
+    this.#sendLookups.set(key, { result, at: Date.now() });
+    return result;
+  }
+
   /** The directory's mail key for `user`, checked: signed by their pinned identity key. */
   async #mailKeyOf(user: string): Promise<{ user: string; mailKey: string }> {
-    const found = await this.#lookup(user);
+    const found = await this.#lookupForSend(user);
     if (found.mailKey === undefined || found.mailKeySig === undefined) {
       throw new ClientError(
         "NO_MAIL_KEY",
@@ -619,11 +638,13 @@ export class ConfabClient implements AsyncDisposable {
           `messages can only reach them directly, when they are online`,
       );
     }
-    const ok = await verifySignature(
+    const vouched = `${found.publicKey} ${found.mailKey} ${found.mailKeySig}`;
+    const ok = this.#vouchedMailKeys.has(vouched) || await verifySignature(
       found.publicKey,
       found.mailKeySig,
       mailKeyStatement(found.user, found.mailKey),
     );
+    if (ok) this.#vouchedMailKeys.add(vouched);
     if (!ok) {
       throw new ClientError(
         "AUTH_FAILED",
@@ -775,8 +796,9 @@ export class ConfabClient implements AsyncDisposable {
       if (this.#links.get(key) !== link) return;
       // Both ends dialed at once and the other end dropped this link as the duplicate: our
       // own dial is about to replace it. Only if it does not is the user gone.
-      // (Not when the link went silent or broke: that is the peer, not a duplicate.)
-      const replacing = reason === undefined ? this.#dialing.get(key) : undefined;
+      // The other end may close it hard (a write then fails with a broken pipe). Not when the
+      // link went silent: that is the peer itself, and a dial to a frozen peer only hangs.
+      const replacing = reason instanceof SilentPeerError ? undefined : this.#dialing.get(key);
       if (replacing) await replacing.catch(() => {});
       if (this.#links.get(key) !== link) return;
       this.#links.delete(key);
@@ -878,7 +900,8 @@ export class ConfabClient implements AsyncDisposable {
   async #dial(user: string, emitProgress: boolean): Promise<PeerLink> {
     const session = this.#requireSession();
     if (emitProgress) this.#emit({ type: "info", text: `looking ${user} up` });
-    const found = await this.#lookup(user);
+    // A command looks up afresh; a message on its way may use a lookup of a moment ago.
+    const found = emitProgress ? await this.#lookup(user) : await this.#lookupForSend(user);
     if (!found.online) {
       throw new ClientError("USER_OFFLINE", `${found.user} is offline`);
     }

@@ -196,19 +196,26 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   startHeartbeat(options: HeartbeatOptions): void {
     if (this.#heartbeat !== undefined || this.#closing) return;
     this.lastReceived = Date.now();
+    // Silence is checked four times per ping interval, and counted as too long one check
+    // early: a frozen peer is declared gone no later than `timeoutMs` after it went quiet.
+    const check = Math.max(50, Math.floor(options.intervalMs / 4));
+    let untilPing = 0;
     this.#heartbeat = setInterval(() => {
       const silent = Date.now() - this.lastReceived;
-      if (silent > options.timeoutMs) {
+      if (silent >= options.timeoutMs - check) {
         void this.close(
           new SilentPeerError(`no answer for ${(silent / 1000).toFixed(1)} s`),
         );
         return;
       }
+      untilPing -= check;
+      if (untilPing > 0) return;
+      untilPing = options.intervalMs;
       // Ids from the request counter: a pong can never be taken for a request's reply.
       if (options.sendPings !== false) {
         this.send({ type: "ping", id: this.#nextId++ }).catch(() => {});
       }
-    }, options.intervalMs);
+    }, check);
   }
 
   /** True once {@link secure} installed the ciphers of a finished handshake. */

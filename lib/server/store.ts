@@ -112,6 +112,7 @@ export function nameKey(name: string): string {
 export class ServerStore implements Disposable {
   readonly path: string;
   readonly #db: Database;
+  readonly #mailboxSizes = new Map<string, number>();
 
   constructor(dataDir: string) {
     Deno.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -314,21 +315,34 @@ export class ServerStore implements Disposable {
     const exists = this.#db.sql("SELECT 1 FROM mail WHERE recipient = ? AND msg_id = ?")
       .get(recipient, mail.msgId);
     if (exists) return "duplicate";
-    if (this.countMail(mail.recipient) >= max) return "full";
+    const size = this.#mailboxSize(recipient);
+    if (size >= max) return "full";
     this.#db.sql(
       `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
        VALUES (?, ?, ?, ?, ?, ?)`,
     ).run(recipient, nameKey(mail.sender), mail.msgId, mail.ts, mail.body, now);
+    this.#mailboxSizes.set(recipient, size + 1);
     return "stored";
   }
 
+  /**
+   * How many messages wait for `recipientKey`, counted once and then kept up to date here (the
+   * server is the only writer): counting a large mailbox before every store was the cost.
+   */
+  #mailboxSize(recipientKey: string): number {
+    let size = this.#mailboxSizes.get(recipientKey);
+    if (size === undefined) {
+      size = (this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ?")
+        .get(recipientKey) as { n: number }).n;
+      this.#mailboxSizes.set(recipientKey, size);
+    }
+    return size;
+  }
+
   countMail(recipient: string, sender?: string): number {
-    const row = sender === undefined
-      ? this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ?").get(
-        nameKey(recipient),
-      )
-      : this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ? AND sender = ?")
-        .get(nameKey(recipient), nameKey(sender));
+    if (sender === undefined) return this.#mailboxSize(nameKey(recipient));
+    const row = this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ? AND sender = ?")
+      .get(nameKey(recipient), nameKey(sender));
     return (row as { n: number }).n;
   }
 
@@ -375,6 +389,7 @@ export class ServerStore implements Disposable {
        ON CONFLICT DO NOTHING`,
     );
     const done: string[] = [];
+    this.#mailboxSizes.delete(r); // recounted at the next store
     this.#db.transaction(() => {
       for (const id of msgIds) {
         if (del.run(r, s, id).changes === 1) {

@@ -89,7 +89,17 @@ export async function machineFacts(root: string): Promise<MachineFacts> {
 }
 
 export function describeGoal(goal: Goal, unit: Unit): string {
-  return goal.type === "max" ? `≤ ${goal.value} ${unit}` : `≤ ${goal.value}× baseline`;
+  const value = goal.value.toLocaleString("en-US");
+  switch (goal.type) {
+    case "max":
+      return `≤ ${value} ${unit}`;
+    case "ratio_max":
+      return `≤ ${value}× baseline`;
+    case "min":
+      return `≥ ${value} ${unit}`;
+    case "ratio_min":
+      return `≥ ${value}× baseline`;
+  }
 }
 
 export function toRow(item: string, m: Measurement): ResultRow {
@@ -99,6 +109,11 @@ export function toRow(item: string, m: Measurement): ResultRow {
     pass = m.atLeast ? (m.value < m.goal.value ? null : false) : m.value <= m.goal.value;
   }
   if (m.goal?.type === "ratio_max") pass = ratio !== null && ratio <= m.goal.value;
+  // (`atLeast` on a rate would be odd, but a lower bound at or above a minimum meets it.)
+  if (m.goal?.type === "min") {
+    pass = m.value >= m.goal.value ? true : m.atLeast ? null : false;
+  }
+  if (m.goal?.type === "ratio_min") pass = ratio !== null && ratio >= m.goal.value;
   return {
     item,
     metric: m.metric,
@@ -229,7 +244,8 @@ export function renderReport(run: RunSummary): string {
     "",
     "- `deno task bench`: every item, full size (under 10 minutes on 2 cores).",
     "- `deno task bench --quick`: every item, small (under a minute); the test suite runs it.",
-    "- `deno task bench chat-rtt`: one item (also `server-conns`, `reattach`).",
+    "- `deno task bench chat-rtt`: one item (also `server-conns`, `reattach`, `file`, " +
+      "`offline`, `group`, `failover`; `--list` lists them).",
     "- `--out DIR` writes `results.json` and `REPORT.md` there instead of `bench/`.",
     "",
   );

@@ -95,6 +95,7 @@ class LineQueue {
   readonly tail: string[] = [];
   #queue: string[] = [];
   #waiter: { test: (line: string) => boolean; resolve: (line: string) => void } | undefined;
+  #listener: ((line: string) => void) | undefined;
   readonly #ended = Promise.withResolvers<void>();
   #isEnded = false;
 
@@ -111,6 +112,10 @@ class LineQueue {
     const push = (line: string) => {
       this.tail.push(line);
       if (this.tail.length > TAIL_LINES) this.tail.shift();
+      if (this.#listener) {
+        this.#listener(line);
+        return;
+      }
       if (this.#waiter) {
         // Lines that do not pass the waiter's test are consumed and dropped.
         if (this.#waiter.test(line)) {
@@ -136,6 +141,16 @@ class LineQueue {
     } catch { /* the process died: what was read stays */ }
     this.#isEnded = true;
     this.#ended.resolve();
+  }
+
+  /**
+   * Hands every line from now on to `listener` as it arrives (the queued ones first), instead
+   * of keeping them for {@link next}: for an owner that follows the whole stream itself.
+   */
+  listen(listener: (line: string) => void): void {
+    if (this.#waiter) throw new Error("a wait is on: cannot hand the line stream over");
+    this.#listener = listener;
+    for (const line of this.#queue.splice(0)) listener(line);
   }
 
   /**
@@ -332,11 +347,19 @@ export interface RunningServer {
 
 /**
  * Starts `server.ts` (quiet: no line per login; no per-address connection cap) on `port` (0:
- * any free one) with `dataDir`, and waits for its banner. Stopping it sends SIGTERM, which closes it as `esc` does.
+ * any free one) with `dataDir` (and `args`), and waits for its banner. Stopping it sends
+ * SIGTERM, which closes it as `esc` does.
  */
 export async function startServer(
   spawn: (name: string, args: string[], options?: SpawnOptions) => BenchProcess,
-  options: { dataDir: string; port?: number; name?: string; signal?: AbortSignal },
+  options: {
+    dataDir: string;
+    port?: number;
+    name?: string;
+    signal?: AbortSignal;
+    /** More server.ts options (`--max-pending N`). */
+    args?: string[];
+  },
 ): Promise<RunningServer> {
   const proc = spawn(options.name ?? "server", [
     "run",
@@ -353,6 +376,7 @@ export async function startServer(
     // Every bench client comes from 127.0.0.1; real ones come from many addresses.
     "--max-per-address",
     "0",
+    ...(options.args ?? []),
   ], { stopSignal: "SIGTERM", graceMs: 20_000 });
   const banner = await proc.nextLine(
     (l) => l.startsWith("confab server listening"),
@@ -402,6 +426,17 @@ export async function rssKiB(pid: number): Promise<number> {
   const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
   if (!match) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return Number(match[1]);
+}
+
+/** Clock ticks per second in /proc/PID/stat (USER_HZ: 100 on Linux). */
+const CLOCK_TICKS = 100;
+
+/** CPU time (user + system) a process has used so far, in seconds; NaN once it is gone. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+  // After the command name (which may hold spaces): utime is field 14, stime 15, in ticks.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
 /**

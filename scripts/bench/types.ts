@@ -4,14 +4,21 @@
  */
 import type { BenchProcess, SpawnOptions } from "./support.ts";
 
-export type Unit = "ms" | "s" | "KiB" | "MiB" | "/s" | "%";
+export type Unit = "ms" | "s" | "KiB" | "MiB" | "MiB/s" | "/s" | "%";
 
-/** A speed goal: an absolute bound, or a bound on the ratio to the same run's baseline. */
+/**
+ * A speed goal: an absolute bound, or a bound on the ratio to the same run's baseline; an upper
+ * bound for times and sizes, a lower one for rates.
+ */
 export type Goal =
   /** `value ≤ goal.value` (in the measurement's unit). */
   | { type: "max"; value: number }
   /** `value / baseline ≤ goal.value`. */
-  | { type: "ratio_max"; value: number };
+  | { type: "ratio_max"; value: number }
+  /** `value ≥ goal.value` (in the measurement's unit). */
+  | { type: "min"; value: number }
+  /** `value / baseline ≥ goal.value`. */
+  | { type: "ratio_min"; value: number };
 
 /** One figure an item measured. */
 export interface Measurement {
@@ -47,6 +54,8 @@ export interface BenchContext {
   spawn(name: string, args: string[], options?: SpawnOptions): BenchProcess;
   /** Runs `cleanup` when the item ends (last registered, first run). */
   defer(cleanup: () => unknown): void;
+  /** A figure an item that ran earlier in this run measured (undefined: it did not run). */
+  earlier(item: string, metric: string): Measurement | undefined;
 }
 
 export interface BenchItem {
@@ -73,7 +82,7 @@ export interface ResultRow {
   baselineName: string | null;
   /** value / baseline. */
   ratio: number | null;
-  /** The goal in words (`≤ 2× baseline`, `≤ 1 ms`). */
+  /** The goal in words (`≤ 2× baseline`, `≤ 1 ms`, `≥ 0.5× baseline`). */
   goal: string | null;
   /** Whether the goal is met; null when the metric has no goal. */
   pass: boolean | null;

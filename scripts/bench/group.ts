@@ -1,0 +1,255 @@
+/**
+ * group: the time from sending a group message to the last member's receipt, in a small and
+ * a large group (full: 10 and 32 members; quick: 5 and 10). The sender is a ConfabClient in
+ * this process; every other member is a real `client.ts --json` process; a real `server.ts`
+ * brokers them. The group is made as a user makes one (`chat` with the first member, `/a` for
+ * each other one), and measured only once every member counts everyone in and holds a direct
+ * link to each (the full mesh). The large group is the small one grown by more `/a`.
+ *
+ * Method: a member acknowledges a group message only after storing it in its history, and
+ * the sender reports each acknowledgement as a `delivered` event for that member. So the time
+ * from the call to `send` to the last member's `delivered` event, both taken in this process
+ * on one clock, is the time until every member had the message stored (plus the way back of
+ * the last ack). One message in flight at a time; a warm-up first at each size.
+ *
+ * Baseline, in the same run: chat-rtt's p50 and p99 (a 1:1 message and its ack) when chat-rtt
+ * ran before; otherwise the 1:1 round trip measured here, between the sender and the first
+ * member before the chat becomes a group (measured in any case; both are in the notes).
+ */
+import { join } from "node:path";
+import type { ClientEvent } from "../../lib/client/events.ts";
+import { BenchGroup, linkAll, LocalClient, relateAll, startClients } from "./clients.ts";
+import { cpuSeconds, mean, percentile, startServer } from "./support.ts";
+import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
+
+const MESSAGE_BYTES = 100;
+
+function messageText(i: number, kind = "group"): string {
+  return `${kind} message ${i} `.padEnd(MESSAGE_BYTES, "abcdefghijklmnopqrstuvwxyz");
+}
+
+interface Result {
+  size: number;
+  fanout: Fanout;
+  /** How long the /a steps and the settling of this size took. */
+  meshMs: number;
+  /** The measured messages: wall time, and the CPU the bench and the members used. */
+  seconds: number;
+  benchCpu: number;
+  membersCpu: number;
+}
+
+interface Fanout {
+  /** send → last member's ack, ms, ascending. */
+  samples: number[];
+  /** send → first member's ack, ms, ascending. */
+  first: number[];
+}
+
+/** Sends `count` group messages one at a time; the time until every member acked each. */
+async function measureGroup(
+  sender: LocalClient,
+  members: number,
+  count: number,
+  offset: number,
+  signal: AbortSignal,
+): Promise<Fanout> {
+  const samples: number[] = [];
+  const first: number[] = [];
+  let id: string | undefined;
+  let acks = 0;
+  let firstAck = 0;
+  let lastAck = 0;
+  let trouble: string | undefined;
+  sender.onEvent = (e: ClientEvent, at: number) => {
+    if (e.type === "sent") {
+      id = e.id;
+    } else if (e.type === "delivered" && e.id === id) {
+      if (acks++ === 0) firstAck = at;
+      lastAck = at;
+    } else if ((e.type === "stored" || e.type === "not_delivered") && e.id === id) {
+      trouble ??= JSON.stringify(e);
+    }
+  };
+  try {
+    for (let i = 0; i < count; i++) {
+      signal.throwIfAborted();
+      acks = 0;
+      const t0 = performance.now();
+      await sender.client.send(messageText(offset + i));
+      if (trouble !== undefined) throw new Error(`a group message did not arrive: ${trouble}`);
+      if (acks !== members) throw new Error(`${acks} of ${members} members acked message ${i}`);
+      samples.push(lastAck - t0);
+      first.push(firstAck - t0);
+    }
+  } finally {
+    sender.onEvent = undefined;
+  }
+  return { samples: samples.sort((a, b) => a - b), first: first.sort((a, b) => a - b) };
+}
+
+/** 1:1 round trips (send → delivered), one at a time, ms ascending. */
+async function measureDirect(sender: LocalClient, count: number): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    const outcome = await sender.client.send(messageText(i, "direct"));
+    samples.push(performance.now() - t0);
+    if (outcome !== "delivered") throw new Error(`a 1:1 message was ${outcome}`);
+  }
+  return samples.sort((a, b) => a - b);
+}
+
+async function run(ctx: BenchContext): Promise<ItemOutcome> {
+  const [small, large] = ctx.quick ? [5, 10] : [10, 32];
+  const count = ctx.quick ? 50 : 500;
+  const warmup = ctx.quick ? 10 : 50;
+  const direct = ctx.quick ? 50 : 200;
+  const dir = await ctx.tempDir("confab-bench-group-");
+  const server = await startServer(ctx.spawn, { dataDir: join(dir, "server"), signal: ctx.signal });
+
+  ctx.log(`  starting ${large - 1} member processes`);
+  const names = Array.from({ length: large - 1 }, (_, i) => `m${String(i + 1).padStart(2, "0")}`);
+  const members = await startClients(ctx, names, { serverPort: server.port, dir });
+  const alice = await LocalClient.signup(ctx, "alice", {
+    dir,
+    server: { host: "127.0.0.1", port: server.port },
+  });
+  await relateAll(alice, members, ctx.signal);
+  ctx.log(`  linking every two members (chat + /q)`);
+  await linkAll(members, ctx.signal);
+
+  const group = new BenchGroup(alice);
+  await group.add(members.slice(0, 1), ctx.signal);
+  ctx.log(`  1:1 round trips with ${members[0]!.name}: ${direct}`);
+  const directWarmup = 20;
+  await measureDirect(alice, directWarmup);
+  const own = await measureDirect(alice, direct);
+
+  const results: Result[] = [];
+  let sent = 0;
+  /** CPU seconds used so far by the bench process and by all member processes. */
+  const cpu = async () => [
+    await cpuSeconds(Deno.pid),
+    (await Promise.all(members.map((m) => cpuSeconds(m.proc.pid)))).reduce((a, b) => a + b, 0),
+  ];
+  for (const size of [small, large]) {
+    const m0 = performance.now();
+    await group.add(members.slice(group.members.length, size - 1), ctx.signal);
+    const meshMs = performance.now() - m0;
+    ctx.log(`  ${size} members (settled in ${(meshMs / 1000).toFixed(1)} s): ${count} messages`);
+    await measureGroup(alice, size - 1, warmup, sent, ctx.signal);
+    sent += warmup;
+    const [bench0, members0] = await cpu();
+    const t0 = performance.now();
+    const fanout = await measureGroup(alice, size - 1, count, sent, ctx.signal);
+    const seconds = (performance.now() - t0) / 1000;
+    const [bench1, members1] = await cpu();
+    sent += count;
+    results.push({
+      size,
+      fanout,
+      meshMs,
+      seconds,
+      benchCpu: bench1! - bench0!,
+      membersCpu: members1! - members0!,
+    });
+  }
+  // Every member printed every message it was sent (the acks said so; this checks the output).
+  await Promise.all(group.members.map((m, i) => {
+    const expected = (i === 0 ? directWarmup + direct : 0) +
+      results.reduce((n, r) => n + (i < r.size - 1 ? warmup + count : 0), 0);
+    return m.until(() => m.messages >= expected, `${expected} message events`, ctx.signal);
+  }));
+
+  const chatP50 = ctx.earlier("chat-rtt", "rtt p50");
+  const chatP99 = ctx.earlier("chat-rtt", "rtt p99");
+  const fromChat = chatP50 !== undefined && chatP99 !== undefined;
+  const baseP50 = fromChat ? chatP50.value : percentile(own, 0.5);
+  const baseP99 = fromChat ? chatP99.value : percentile(own, 0.99);
+  const baselineName = fromChat
+    ? "chat-rtt, 1:1 round trip, this run"
+    : "1:1 round trip, measured in this item";
+  const measurements: Measurement[] = [];
+  const label = ["small", "large"];
+  results.forEach(({ fanout }, i) => {
+    measurements.push(
+      {
+        metric: `${label[i]} group p50`,
+        value: percentile(fanout.samples, 0.5),
+        unit: "ms",
+        baseline: baseP50,
+        baselineName,
+      },
+      {
+        metric: `${label[i]} group p99`,
+        value: percentile(fanout.samples, 0.99),
+        unit: "ms",
+        baseline: baseP99,
+        baselineName,
+        ...(i === 1 ? { goal: { type: "max", value: 5 } as const } : {}),
+      },
+    );
+  });
+  const describe = (r: Result) =>
+    `${r.size} members (${r.size - 1} client processes; the /a steps and the settling took ` +
+    `${(r.meshMs / 1000).toFixed(1)} s): send → last ack p50 ${
+      fmt(percentile(r.fanout.samples, 0.5))
+    }, p90 ${fmt(percentile(r.fanout.samples, 0.9))}, p99 ${
+      fmt(percentile(r.fanout.samples, 0.99))
+    }, max ${fmt(r.fanout.samples.at(-1)!)}, mean ${fmt(mean(r.fanout.samples))} ms; send → ` +
+    `first ack p50 ${fmt(percentile(r.fanout.first, 0.5))}, p99 ${
+      fmt(percentile(r.fanout.first, 0.99))
+    } ms. CPU per message: ${perMessage(r.membersCpu)} ms in all member processes together ` +
+    `(${perMessage(r.membersCpu / (r.size - 1))} ms each), ${perMessage(r.benchCpu)} ms in ` +
+    `the bench process (the sender, and the reading of every member's stdout); the machine ` +
+    `was ${(100 * (r.membersCpu + r.benchCpu) / (2 * r.seconds)).toFixed(0)} % busy ` +
+    `(of 2 cores) with these processes while the ${count} messages went.`;
+  const perMessage = (seconds: number) => (seconds * 1000 / count).toFixed(2);
+  return {
+    measurements,
+    params: { small, large, messages: count, warmup, messageBytes: MESSAGE_BYTES },
+    notes: [
+      `Sender: alice, a ConfabClient in the bench process; members: client.ts --json processes ` +
+      `(one each), on a 2-core machine. Groups made with chat + /a and measured once every ` +
+      `member counted everyone in and held a link to each of the others (link_up events). ` +
+      `Latency of one message: from the call to send to the "delivered" event of the last ` +
+      `member (members ack after storing the message), both in this process; one message in ` +
+      `flight, ${count} measured after ${warmup} to warm up, ${MESSAGE_BYTES}-character ` +
+      `messages. The members' stdout (a message event per message each) is read by this ` +
+      `process too, as for chat-rtt. All ${large - 1} member processes run from the start ` +
+      `(the small group is measured while the others idle, with their heartbeats).`,
+      ...results.map(describe),
+      `Before the group: every two members opened a chat with each other and left it (chat ` +
+      `<user>, /q), so the links of the mesh existed before anyone was added. Without this, ` +
+      `growing the group to 32 on this machine failed in each of three attempts: when a member joins, it ` +
+      `dials every member while every member dials it; the client keeps one of the two links ` +
+      `of each pair and closes the other, and a write on the closed one fails with "Broken ` +
+      `pipe", which the client takes for the peer being gone: live members were dropped as ` +
+      `"unreachable" (and then, told so, left the group) — a defect in lib/client (a duplicate ` +
+      `link that ends with an error, not a clean close, is not given the wait for its ` +
+      `replacement).`,
+      `Baseline: ${
+        fromChat
+          ? `chat-rtt's rtt p50 (${fmt(baseP50)} ms) and p99 (${fmt(baseP99)} ms) from this run`
+          : `the 1:1 round trip measured here (no chat-rtt in this run)`
+      }. Measured here too: alice to ${members[0]!.name} before the chat became a group ` +
+      `(${direct} messages, with all ${large - 1} member processes running): p50 ${
+        fmt(percentile(own, 0.5))
+      }, p99 ${fmt(percentile(own, 0.99))} ms. The goal (p99 ≤ 5 ms) is for the large group ` +
+      `(${large} members).`,
+    ],
+  };
+}
+
+function fmt(ms: number): string {
+  return ms.toFixed(ms < 10 ? 2 : 1);
+}
+
+export const group: BenchItem = {
+  name: "group",
+  title: "group message to the last member's receipt, 10 and 32 members (quick: 5 and 10)",
+  metrics: ["small group p50", "small group p99", "large group p50", "large group p99"],
+  timeoutMs: (quick) => quick ? 40_000 : 240_000,
+  run,
+};
