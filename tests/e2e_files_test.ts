@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { basename, dirname, join, relative } from "node:path";
 import { Identity } from "../lib/peer/identity.ts";
 import { CraftedPeer } from "./support/crafted_peer.ts";
+import { crowd, disposeAll, membersAre, meshed } from "./support/groups.ts";
 import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
 
 const MiB = 1024 * 1024;
@@ -91,37 +92,6 @@ function lineIndex(client: TestClient, type: string, test: (e: Event) => boolean
   });
 }
 
-/** Users who all have each other as contacts, logged in. */
-async function crowd(
-  server: TestServer,
-  names: string[],
-  options: Record<string, Parameters<typeof TestClient.start>[2]> = {},
-): Promise<TestClient[]> {
-  const clients: TestClient[] = [];
-  try {
-    for (const name of names) {
-      const c = await TestClient.start(name, server, options[name]);
-      clients.push(c);
-      await c.signup(name);
-    }
-    for (const c of clients) {
-      for (const other of names) {
-        if (other === c.proc.name) continue;
-        await c.send(`contacts add ${other}`);
-        await c.event("contact_added", { user: other });
-      }
-    }
-  } catch (error) {
-    await disposeAll(clients);
-    throw error;
-  }
-  return clients;
-}
-
-async function disposeAll(clients: TestClient[]): Promise<void> {
-  for (const c of clients) await c[Symbol.asyncDispose]();
-}
-
 /** alice and bob, contacts of each other, with alice in a chat with bob (a live link). */
 async function pair(
   server: TestServer,
@@ -134,39 +104,6 @@ async function pair(
   await alice.send("chat bob");
   await alice.event("chat_opened", { with: "bob", online: true });
   return { alice, bob };
-}
-
-/** Waits until every client has a direct link to every other (the full mesh). */
-async function meshed(clients: TestClient[]): Promise<void> {
-  for (const c of clients) {
-    for (const other of clients) {
-      if (other === c) continue;
-      await c.proc.out.find(
-        (l) => l.includes(`"type":"link_up","user":"${other.proc.name}"`),
-        `link to ${other.proc.name}`,
-      );
-    }
-  }
-}
-
-/** Waits until the latest membership `client` saw for `group` is exactly `members`. */
-async function membersAre(client: TestClient, group: string, members: string[]): Promise<void> {
-  const want = JSON.stringify([...members].sort());
-  const isMembership = (e: Event) =>
-    (e.type === "group_opened" || e.type === "group_members") && e.group === group;
-  const current = () => {
-    const last = client.events().filter(isMembership).at(-1);
-    return last && JSON.stringify([...(last.members as string[])].sort());
-  };
-  const deadline = Date.now() + 15_000;
-  while (current() !== want) {
-    await client.proc.out.findFrom(
-      client.proc.out.lines.length,
-      (l) => l.includes(`"group":"${group}"`) && l.includes('"members"'),
-      `members ${want} in ${group} (now: ${current()})`,
-      Math.max(1, deadline - Date.now()),
-    );
-  }
 }
 
 /** `/proc/<pid>/status` figures, in bytes. */

@@ -3,29 +3,8 @@
  * in order, convergence of concurrent adds, crash and freeze detection, history and search.
  */
 import assert from "node:assert/strict";
-import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
-
-/** Users who all have each other as contacts, logged in. */
-async function crowd(server: TestServer, names: string[], args: string[] = []) {
-  const clients: TestClient[] = [];
-  for (const name of names) {
-    const c = await TestClient.start(name, server, { args });
-    await c.signup(name);
-    clients.push(c);
-  }
-  for (const c of clients) {
-    for (const other of names) {
-      if (other === c.proc.name) continue;
-      await c.send(`contacts add ${other}`);
-      await c.event("contact_added", { user: other });
-    }
-  }
-  return clients;
-}
-
-async function disposeAll(clients: TestClient[]): Promise<void> {
-  for (const c of clients) await c[Symbol.asyncDispose]();
-}
+import { type Event, startServer, TestClient } from "./support/processes.ts";
+import { crowd, disposeAll, membersAre, meshed } from "./support/groups.ts";
 
 /** `first` chats with `second`, then adds the rest one by one; everyone ends in the group. */
 async function makeGroup(clients: TestClient[]): Promise<string> {
@@ -44,45 +23,6 @@ async function makeGroup(clients: TestClient[]): Promise<string> {
   for (const c of clients) await membersAre(c, group, all);
   await meshed(clients);
   return group;
-}
-
-/** Waits until every member has a direct link to every other (the full mesh). */
-async function meshed(clients: TestClient[]): Promise<void> {
-  for (const c of clients) {
-    for (const other of clients) {
-      if (other === c) continue;
-      await c.proc.out.find(
-        (l) => l.includes(`"type":"link_up","user":"${other.proc.name}"`),
-        `link to ${other.proc.name}`,
-      );
-    }
-  }
-}
-
-/** Waits until the latest membership `client` saw for the group is exactly `members`. */
-async function membersAre(client: TestClient, group: string, members: string[]): Promise<void> {
-  const want = JSON.stringify([...members].sort());
-  const isMembership = (e: Event) =>
-    (e.type === "group_opened" || e.type === "group_members") && e.group === group;
-  const latest = () => client.events().filter(isMembership).at(-1);
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const last = latest();
-    if (last && JSON.stringify([...(last.members as string[])].sort()) === want) return;
-    const seen = client.proc.out.lines.length;
-    await client.proc.out.findFrom(
-      seen,
-      (line) => {
-        try {
-          return isMembership(JSON.parse(line));
-        } catch {
-          return false;
-        }
-      },
-      `members ${want} in ${group} (last: ${JSON.stringify(last?.members)})`,
-      deadline - Date.now(),
-    );
-  }
 }
 
 function messagesIn(client: TestClient, group: string): Event[] {
@@ -189,7 +129,11 @@ Deno.test("kill -9 of a member: the others are told within a second and keep cha
 
 Deno.test("a frozen member is declared gone within the bound, is not back on waking, and can be added again", async () => {
   await using server = await startServer();
-  const clients = await crowd(server, ["alice", "bob", "carol"], ["--peer-timeout", "2"]);
+  const clients = await crowd(server, ["alice", "bob", "carol"], {
+    alice: { args: ["--peer-timeout", "2"] },
+    bob: { args: ["--peer-timeout", "2"] },
+    carol: { args: ["--peer-timeout", "2"] },
+  });
   try {
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     const group = await makeGroup(clients);

@@ -350,9 +350,6 @@ export class ConfabClient implements AsyncDisposable {
         if (m.code === "ALREADY_LOGGED_IN") this.#endSession(`server: ${m.message}`);
         else this.#emit({ type: "error", code: m.code, message: `server: ${m.message}` });
         return;
-      case "ping":
-        this.#server?.send({ type: "pong", id: m.id }).catch(() => {});
-        return;
       case "mail_notice":
         this.#emit({ type: "mail_notice", from: m.from, count: m.count });
         return;
@@ -572,11 +569,14 @@ export class ConfabClient implements AsyncDisposable {
 
   // ---- contacts and directory ----------------------------------------------------------------
 
+  /** My contact list from the server, with who is online. */
+  #contactList(): Promise<Extract<ServerMessage, { type: "contact_list" }>> {
+    return this.#request({ type: "contacts" });
+  }
+
   async contacts(): Promise<{ user: string; online: boolean }[]> {
     this.#requireSession();
-    const reply = await this.#request<Extract<ServerMessage, { type: "contact_list" }>>({
-      type: "contacts",
-    });
+    const reply = await this.#contactList();
     this.#emit({ type: "contacts", contacts: reply.contacts });
     return reply.contacts;
   }
@@ -835,12 +835,10 @@ export class ConfabClient implements AsyncDisposable {
       case "bye":
         await link.fc.close();
         return;
-      case "ping":
-        await link.fc.send({ type: "pong", id: m.id });
-        return;
       case "error":
         this.#emit({ type: "error", code: m.code, message: `${link.user}: ${m.message}` });
         return;
+      case "ping": // answered by the connection itself (FramedConnection)
       case "pong":
         return;
       default:
@@ -951,9 +949,7 @@ export class ConfabClient implements AsyncDisposable {
     if (user.toLowerCase() === session.user.toLowerCase()) {
       throw new ClientError("BAD_MESSAGE", "you cannot chat with yourself");
     }
-    const contacts = await this.#request<Extract<ServerMessage, { type: "contact_list" }>>({
-      type: "contacts",
-    });
+    const contacts = await this.#contactList();
     const contact = contacts.contacts.find((c) => c.user.toLowerCase() === user.toLowerCase());
     if (!contact) {
       throw new ClientError(
@@ -1319,9 +1315,7 @@ export class ConfabClient implements AsyncDisposable {
   /** `/u`: my contacts who are online now. */
   async onlineContacts(): Promise<string[]> {
     this.#requireSession();
-    const reply = await this.#request<Extract<ServerMessage, { type: "contact_list" }>>({
-      type: "contacts",
-    });
+    const reply = await this.#contactList();
     const online = reply.contacts.filter((c) => c.online).map((c) => c.user);
     this.#emit({ type: "online_contacts", contacts: online });
     return online;
@@ -1340,9 +1334,7 @@ export class ConfabClient implements AsyncDisposable {
       throw new ClientError("BAD_COMMAND", "you are in the chat already");
     }
     const found = await this.#lookup(user); // NO_SUCH_USER, KEY_CHANGED
-    const contacts = await this.#request<Extract<ServerMessage, { type: "contact_list" }>>({
-      type: "contacts",
-    });
+    const contacts = await this.#contactList();
     const contact = contacts.contacts.find((c) => c.user.toLowerCase() === user.toLowerCase());
     if (!contact) {
       throw new ClientError(

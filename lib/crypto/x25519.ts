@@ -12,6 +12,7 @@ import {
 } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { CryptoError } from "./errors.ts";
+import { fromBase64Url, toBase64Url } from "../util/base64.ts";
 
 /** Length in bytes of an X25519 public key, private key and shared secret (Noise's DHLEN). */
 export const DH_LEN = 32;
@@ -103,17 +104,4 @@ export function dh(
     );
   }
   return Promise.resolve(secret);
-}
-
-function toBase64Url(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
-function fromBase64Url(text: string): Uint8Array<ArrayBuffer> {
-  const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
-  const out = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
-  return out;
 }

@@ -297,8 +297,7 @@ export class ConfabServer implements AsyncDisposable {
     m: ClientMessage,
   ): Promise<void> | void {
     switch (m.type) {
-      case "ping":
-        return fc.send({ type: "pong", id: m.id });
+      case "ping": // answered by the connection itself (FramedConnection)
       case "pong":
         return;
       case "error":

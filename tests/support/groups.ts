@@ -1,0 +1,73 @@
+/**
+ * Fixtures for tests with several users: a crowd of clients who all have each other as
+ * contacts, and waits for group membership and for the full mesh of direct links.
+ */
+import { type Event, TestClient, type TestServer } from "./processes.ts";
+
+/** Users who all have each other as contacts, logged in. */
+export async function crowd(
+  server: TestServer,
+  names: string[],
+  options: Record<string, Parameters<typeof TestClient.start>[2]> = {},
+): Promise<TestClient[]> {
+  const clients: TestClient[] = [];
+  try {
+    for (const name of names) {
+      const c = await TestClient.start(name, server, options[name]);
+      clients.push(c);
+      await c.signup(name);
+    }
+    for (const c of clients) {
+      for (const other of names) {
+        if (other === c.proc.name) continue;
+        await c.send(`contacts add ${other}`);
+        await c.event("contact_added", { user: other });
+      }
+    }
+  } catch (error) {
+    await disposeAll(clients);
+    throw error;
+  }
+  return clients;
+}
+
+export async function disposeAll(clients: TestClient[]): Promise<void> {
+  for (const c of clients) await c[Symbol.asyncDispose]();
+}
+
+/** Waits until every client has a direct link to every other (the full mesh). */
+export async function meshed(clients: TestClient[]): Promise<void> {
+  for (const c of clients) {
+    for (const other of clients) {
+      if (other === c) continue;
+      await c.proc.out.find(
+        (l) => l.includes(`"type":"link_up","user":"${other.proc.name}"`),
+        `link to ${other.proc.name}`,
+      );
+    }
+  }
+}
+
+/** Waits until the latest membership `client` saw for `group` is exactly `members`. */
+export async function membersAre(
+  client: TestClient,
+  group: string,
+  members: string[],
+): Promise<void> {
+  const want = JSON.stringify([...members].sort());
+  const isMembership = (e: Event) =>
+    (e.type === "group_opened" || e.type === "group_members") && e.group === group;
+  const current = () => {
+    const last = client.events().filter(isMembership).at(-1);
+    return last && JSON.stringify([...(last.members as string[])].sort());
+  };
+  const deadline = Date.now() + 15_000;
+  while (current() !== want) {
+    await client.proc.out.findFrom(
+      client.proc.out.lines.length,
+      (l) => l.includes(`"group":"${group}"`) && l.includes('"members"'),
+      `members ${want} in ${group} (now: ${current()})`,
+      Math.max(1, deadline - Date.now()),
+    );
+  }
+}
