@@ -79,8 +79,8 @@ function clientEvent(
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const count = ctx.quick ? 1_000 : 10_000;
-  const warmup = ctx.quick ? 100 : 500;
+  const count = ctx.quick ? 300 : 10_000;
+  const warmup = ctx.quick ? 50 : 500;
   const dir = await ctx.tempDir("confab-bench-chat-");
 
   // The raw baseline: an echo server process.

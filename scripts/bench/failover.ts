@@ -82,8 +82,8 @@ function summary(trials: Trial[], key: keyof Omit<Trial, "victim">): string {
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const kills = ctx.quick ? 3 : 6;
-  const stops = ctx.quick ? 2 : 5;
+  const kills = ctx.quick ? 2 : 6;
+  const stops = ctx.quick ? 1 : 5;
   /** The --peer-timeout of every member, in seconds (the client's default is 3). */
   const peerTimeout = ctx.quick ? 1 : 3;
   const timeoutMs = peerTimeout * 1000;

@@ -141,7 +141,7 @@ async function peakRssMiB(pid: number): Promise<number> {
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const size = ctx.quick ? 64 * MIB : 1024 * MIB;
+  const size = ctx.quick ? 16 * MIB : 1024 * MIB;
   const dir = await ctx.tempDir("confab-bench-file-");
   const source = join(dir, "payload.bin");
   ctx.log(`  writing a ${size / MIB} MiB file`);
@@ -290,7 +290,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
 
 export const file: BenchItem = {
   name: "file",
-  title: "a 1 GiB file (quick: 64 MiB) sent with /s between two clients: share to transfer_done",
+  title: "a 1 GiB file (quick: 16 MiB) sent with /s between two clients: share to transfer_done",
   metrics: ["rate share→done", "rate wire only", "time share→done", "time before the data"],
   timeoutMs: (quick) => quick ? 30_000 : 300_000,
   run,

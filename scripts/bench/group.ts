@@ -1,6 +1,6 @@
 /**
  * group: the time from sending a group message to the last member's receipt, in a small and
- * a large group (full: 10 and 32 members; quick: 5 and 10). The sender is a ConfabClient in
+ * a large group (full: 10 and 32 members; quick: 3 and 5). The sender is a ConfabClient in
  * this process; every other member is a real `client.ts --json` process; a real `server.ts`
  * brokers them. The group is made as a user makes one (`chat` with the first member, `/a` for
  * each other one), and measured only once every member counts everyone in and holds a direct
@@ -101,10 +101,10 @@ async function measureDirect(sender: LocalClient, count: number): Promise<number
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const [small, large] = ctx.quick ? [5, 10] : [10, 32];
-  const count = ctx.quick ? 50 : 500;
+  const [small, large] = ctx.quick ? [3, 5] : [10, 32];
+  const count = ctx.quick ? 20 : 500;
   const warmup = ctx.quick ? 10 : 50;
-  const direct = ctx.quick ? 50 : 200;
+  const direct = ctx.quick ? 20 : 200;
   const dir = await ctx.tempDir("confab-bench-group-");
   const server = await startServer(ctx.spawn, { dataDir: join(dir, "server"), signal: ctx.signal });
 
@@ -248,7 +248,7 @@ function fmt(ms: number): string {
 
 export const group: BenchItem = {
   name: "group",
-  title: "group message to the last member's receipt, 10 and 32 members (quick: 5 and 10)",
+  title: "group message to the last member's receipt, 10 and 32 members (quick: 3 and 5)",
   metrics: ["small group p50", "small group p99", "large group p50", "large group p99"],
   timeoutMs: (quick) => quick ? 40_000 : 240_000,
   run,

@@ -243,7 +243,7 @@ export function renderReport(run: RunSummary): string {
     "## Running",
     "",
     "- `deno task bench`: every item, full size (under 10 minutes on 2 cores).",
-    "- `deno task bench --quick`: every item, small (under a minute); the test suite runs it.",
+    "- `deno task bench --quick`: every item, small (about half a minute on an idle machine; each item has its own limit); `deno task test` runs it after the parallel tests, alone.",
     "- `deno task bench chat-rtt`: one item (also `server-conns`, `reattach`, `file`, " +
       "`offline`, `group`, `failover`; `--list` lists them).",
     "- `--out DIR` writes `results.json` and `REPORT.md` there instead of `bench/`.",

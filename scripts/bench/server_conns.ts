@@ -14,12 +14,12 @@ import { clientsFor, settledRssKiB, startHelper, startServer } from "./support.t
 import type { BenchContext, BenchItem, ItemOutcome } from "./types.ts";
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const n = await clientsFor(ctx.quick ? 1_000 : 15_000);
-  const warm = ctx.quick ? 50 : 500;
+  const n = await clientsFor(ctx.quick ? 300 : 15_000);
+  const warm = ctx.quick ? 30 : 500;
   const probeUsers = ctx.quick ? 10 : 20;
   const loadRate = ctx.quick ? 400 : 750;
   const probeRate = ctx.quick ? 100 : 250;
-  const seconds = ctx.quick ? 3 : 10;
+  const seconds = ctx.quick ? 1 : 10;
   /** Quiet time before RSS is read, so the process has finished what the attaching began. */
   const settleMs = ctx.quick ? 300 : 1000;
   const dir = await ctx.tempDir("confab-bench-conns-");
