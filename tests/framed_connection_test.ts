@@ -22,6 +22,7 @@ import {
   TimeoutError,
 } from "../lib/protocol/errors.ts";
 import { encodeFrame, FrameDecoder, MAX_CONTROL_FRAME } from "../lib/protocol/frame.ts";
+import { within } from "./support/peer_fixtures.ts";
 import {
   encodeMessage,
   ErrorMsg,
@@ -35,21 +36,6 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 // ---- fixtures ------------------------------------------------------------------------------
-
-/** Rejects when `promise` has not settled within `ms`; the timer never outlives the wait. */
-async function within<T>(promise: Promise<T>, ms = 3000, what = "wait"): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Two ends of one real loopback TCP connection: [dialer, accepted]. */
 async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {

@@ -10,7 +10,6 @@ import { secureConnection } from "../lib/net/secure_channel.ts";
 import { generateKeyPair } from "../lib/crypto/noise.ts";
 import {
   handshakeTranscript,
-  Identity,
   randomToken,
   toBase64Url,
   verifySignature,
@@ -18,46 +17,20 @@ import {
 import { acceptPeer, dialPeer, type PeerLink } from "../lib/peer/peer_link.ts";
 import { ConnectionClosedError, ProtocolError, RemoteError } from "../lib/protocol/errors.ts";
 import { type PeerMessage, PeerToPeer } from "../lib/protocol/messages.ts";
+import { testDirectory, within } from "./support/peer_fixtures.ts";
 
 const LOOPBACK = "127.0.0.1";
 const TIMEOUT_MS = 2000;
 
-const alice = (await Identity.generate()).identity;
-const bob = (await Identity.generate()).identity;
-const mallory = (await Identity.generate()).identity;
+const { identities: { alice, bob, mallory }, resolveKey } = await testDirectory(
+  "alice",
+  "bob",
+  "mallory",
+);
 /** Static keys of the Noise handshake that encrypts each link (one per process in the app). */
 const aliceNoise = await generateKeyPair();
 const bobNoise = await generateKeyPair();
 const malloryNoise = await generateKeyPair();
-
-/** The server's directory, as acceptPeer sees it: a name's canonical spelling and key. */
-const DIRECTORY = new Map([
-  ["alice", { user: "alice", publicKey: alice.publicKey }],
-  ["bob", { user: "bob", publicKey: bob.publicKey }],
-  ["mallory", { user: "mallory", publicKey: mallory.publicKey }],
-]);
-
-function resolveKey(user: string): Promise<{ user: string; publicKey: string }> {
-  const found = DIRECTORY.get(user.toLowerCase());
-  return found
-    ? Promise.resolve(found)
-    : Promise.reject(new RemoteError("NO_SUCH_USER", `no user ${user}`));
-}
-
-/** Rejects when `promise` has not settled within `ms`; the timer never outlives the wait. */
-async function within<T>(promise: Promise<T>, ms = 3000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`nothing within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** The outcome of a promise, as a value: the result or the error. */
 function settle<T>(promise: Promise<T>): Promise<{ ok: T } | { error: unknown }> {

@@ -16,8 +16,13 @@ const READ_AHEAD = 4 * 1024;
 /** Bodies at least this large are read directly into their own buffer. */
 const DIRECT_READ = 2 * 1024;
 
+/** What the reader reads from: a transport, a TCP connection. */
+export interface ByteSource {
+  read(buffer: Uint8Array): Promise<number | null>;
+}
+
 export class FrameReader {
-  readonly #conn: Deno.Conn;
+  readonly #conn: ByteSource;
   readonly #maxBody: number;
   readonly #buffer = new Uint8Array(READ_AHEAD);
   #start = 0;
@@ -26,7 +31,7 @@ export class FrameReader {
   /** Called whenever bytes arrive (liveness counts bytes, not only whole frames). */
   onBytes: () => void = () => {};
 
-  constructor(conn: Deno.Conn, maxBody: number) {
+  constructor(conn: ByteSource, maxBody: number) {
     this.#conn = conn;
     this.#maxBody = maxBody;
   }

@@ -1,7 +1,8 @@
 /**
- * A framed, validated, message-oriented view of one TCP connection: a read loop that decodes
- * and validates every frame, a single writer (at most one write in flight, short writes
- * looped), request/reply matching by `id`, and an idempotent close.
+ * A framed, validated, message-oriented view of one byte stream (a {@link Transport}: TCP, a
+ * relayed stream, a memory pipe): a read loop that decodes and validates every frame, a single
+ * writer (at most one write in flight, short writes looped), request/reply matching by `id`,
+ * and an idempotent close.
  */
 import { encodeFrame, HEADER_SIZE, MAX_CONTROL_FRAME } from "../protocol/frame.ts";
 import { FrameReader } from "./frame_reader.ts";
@@ -18,6 +19,9 @@ import type { z } from "zod";
 import type { NoiseSession, TransportCipher } from "../crypto/noise.ts";
 import { CryptoError } from "../crypto/noise.ts";
 import { closeFrame, openFrame, sealedSize } from "./sealed_frames.ts";
+import { asTransport, type Transport, type TransportAddress, writeAll } from "./transport.ts";
+
+export { writeAll };
 
 /** A message as it travels: an object with a string `type` (and for requests, an `id`). */
 export type AnyMessage = { type: string; id?: number | string };
@@ -77,20 +81,12 @@ const SEPARATE_HEADER_FROM = 16 * 1024;
 /** Frames a peer may send while we finish a handshake step; more is a flood. */
 const MAX_HELD_FRAMES = 64;
 
-/** Writes all of `data`, looping over short writes. */
-export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    offset += await conn.write(data.subarray(offset));
-  }
-}
-
 /** Why a connection closed: `undefined` for a clean close by either side. */
 export type CloseReason = Error | undefined;
 
 export class FramedConnection<In extends AnyMessage = AnyMessage> implements AsyncDisposable {
-  readonly conn: Deno.TcpConn;
-  readonly remoteAddr: Deno.NetAddr;
+  readonly transport: Transport;
+  readonly remoteAddr: TransportAddress;
   readonly #opts: Required<Omit<FramedConnectionOptions<In>, "onMessage">>;
   #onMessage: ((message: In) => void | Promise<void>) | undefined;
   readonly #replyTypes: Set<string>;
@@ -118,9 +114,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   lastReceived = Date.now();
   #heartbeat: ReturnType<typeof setInterval> | undefined;
 
-  constructor(conn: Deno.TcpConn, options: FramedConnectionOptions<In>) {
-    this.conn = conn;
-    this.remoteAddr = conn.remoteAddr;
+  /** @param transport the byte stream; a bare TCP connection is wrapped with Nagle off. */
+  constructor(transport: Transport | Deno.TcpConn, options: FramedConnectionOptions<In>) {
+    this.transport = asTransport(transport);
+    this.remoteAddr = this.transport.remoteAddr;
     this.#opts = {
       schema: options.schema,
       replyTypes: options.replyTypes,
@@ -131,11 +128,6 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     };
     this.#onMessage = options.onMessage;
     this.#replyTypes = new Set(options.replyTypes);
-    try {
-      conn.setNoDelay(true);
-    } catch {
-      // Not every platform/socket supports it; frames are written in one piece anyway.
-    }
     this.#readLoop = this.#read();
   }
 
@@ -306,13 +298,13 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     const write = this.#writeChain.then(async () => {
       const payload = cipher ? await closeFrame(cipher, body) : body;
       if (payload.length < SEPARATE_HEADER_FROM) {
-        await writeAll(this.conn, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
+        await writeAll(this.transport, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
       } else {
         // Large (file data): the header on its own, so the payload is not copied again.
         const header = new Uint8Array(HEADER_SIZE);
         new DataView(header.buffer).setUint32(0, payload.length);
-        await writeAll(this.conn, header);
-        await writeAll(this.conn, payload);
+        await writeAll(this.transport, header);
+        await writeAll(this.transport, payload);
       }
     });
     this.#writeChain = write.catch((error) => {
@@ -375,11 +367,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       let grace: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([this.#writeChain, new Promise((r) => grace = setTimeout(r, 0))]);
       clearTimeout(grace);
-      try {
-        this.conn.close();
-      } catch {
-        // Already closed.
-      }
+      this.transport.close();
       const error = new ConnectionClosedError(
         reason ? `connection closed: ${reason.message}` : "connection closed",
         { cause: reason },
@@ -400,7 +388,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   async #read(): Promise<void> {
-    const reader = new FrameReader(this.conn, sealedSize(this.#opts.maxFrame));
+    const reader = new FrameReader(this.transport, sealedSize(this.#opts.maxFrame));
     reader.onBytes = () => this.lastReceived = Date.now();
     let reason: CloseReason;
     try {

@@ -1,11 +1,13 @@
 /**
- * Direct, authenticated links between two clients. The dialer and the listener exchange
+ * Authenticated links between two clients, over any {@link Transport} (a direct TCP
+ * connection, a stream relayed by the server, a memory pipe). The dialer and the listener exchange
  * `hello`, then prove who they are: each signs the handshake transcript (both names, both
  * fresh nonces) with its identity key, and each checks the other's signature against the key
  * the server's directory gave for the name it claims.
  */
 import { type BinaryFrame, dial, FramedConnection } from "../net/framed_connection.ts";
 import { exchangeHello } from "../net/hello.ts";
+import type { Transport } from "../net/transport.ts";
 import { secureConnection } from "../net/secure_channel.ts";
 import type { KeyPair } from "../crypto/noise.ts";
 import { toBase64Url } from "../util/base64.ts";
@@ -58,8 +60,8 @@ async function expect<T extends PeerMessage["type"]>(
   return message as Extract<PeerMessage, { type: T }>;
 }
 
-function peerConnection(conn: Deno.TcpConn): PeerConnection {
-  return new FramedConnection(conn, {
+function peerConnection(transport: Transport | Deno.TcpConn): PeerConnection {
+  return new FramedConnection(transport, {
     schema: PeerToPeer,
     replyTypes: PEER_REPLY_TYPES,
     acceptBinary: true,
@@ -86,25 +88,41 @@ async function openChannel(
   return toBase64Url(noise.handshakeHash);
 }
 
+/** What the dialing side must know of the user it dials. */
+export type DialOptions = HandshakeOptions & { user: string; publicKey: string };
+
 /**
- * Dials `user` at host:port and authenticates both ways.
+ * Dials `user` at host:port over TCP and authenticates both ways.
  * @param options.publicKey the key the directory gave for `user`.
  * @throws {ProtocolError} AUTH_FAILED when the other side is not who it should be.
  */
 export async function dialPeer(
   address: { host: string; port: number },
-  options: HandshakeOptions & { user: string; publicKey: string; signal?: AbortSignal },
+  options: DialOptions & { signal?: AbortSignal },
+): Promise<PeerLink> {
+  const conn = await dial(address.host, address.port, options.signal);
+  return await connectPeer(conn, options);
+}
+
+/**
+ * Runs the dialing side's handshake over an open transport: hello, Noise, then both identity
+ * proofs. The transport is closed when the handshake fails.
+ * @throws {ProtocolError} AUTH_FAILED when the other side is not who it should be.
+ */
+export async function connectPeer(
+  transport: Transport | Deno.TcpConn,
+  options: DialOptions,
 ): Promise<PeerLink> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const conn = await dial(address.host, address.port, options.signal);
-  const fc = peerConnection(conn);
+  const fc = peerConnection(transport);
+  const where = describePeerAddress(fc);
   try {
     const channel = await openChannel(fc, true, options.noiseKey, timeoutMs);
     const myNonce = randomToken();
     await fc.send({ type: "auth_init", from: options.me, to: options.user, nonce: myNonce });
     const reply = await expect(fc, "auth_reply", timeoutMs);
     if (reply.from.toLowerCase() !== options.user.toLowerCase()) {
-      throw authFailed(`${address.host}:${address.port} is ${reply.from}, not ${options.user}`);
+      throw authFailed(`${where} is ${reply.from}, not ${options.user}`);
     }
     const theirs = handshakeTranscript({
       signer: "responder",
@@ -116,7 +134,7 @@ export async function dialPeer(
     });
     if (!await verifySignature(options.publicKey, reply.signature, theirs)) {
       throw authFailed(
-        `the peer at ${address.host}:${address.port} could not prove it is ${options.user}`,
+        `the peer at ${where} could not prove it is ${options.user}`,
       );
     }
     const signature = await options.identity.sign(handshakeTranscript({
@@ -145,13 +163,13 @@ export async function dialPeer(
  * @param options.resolveKey gives the directory's key for a claimed name (throws if unknown).
  */
 export async function acceptPeer(
-  conn: Deno.TcpConn,
+  transport: Transport | Deno.TcpConn,
   options: HandshakeOptions & {
     resolveKey: (user: string) => Promise<{ user: string; publicKey: string }>;
   },
 ): Promise<PeerLink> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const fc = peerConnection(conn);
+  const fc = peerConnection(transport);
   try {
     const channel = await openChannel(fc, false, options.noiseKey, timeoutMs);
     const init = await expect(fc, "auth_init", timeoutMs);
@@ -182,7 +200,7 @@ export async function acceptPeer(
       channel,
     });
     if (!await verifySignature(claimed.publicKey, finish.signature, theirs)) {
-      throw authFailed(`a peer at ${conn.remoteAddr.hostname} claimed to be ${init.from}`);
+      throw authFailed(`a peer at ${describePeerAddress(fc)} claimed to be ${init.from}`);
     }
     await fc.send({ type: "auth_ok" });
     return { user: claimed.user, initiator: claimed.user, outbound: false, fc };
@@ -194,4 +212,11 @@ export async function acceptPeer(
     }
     throw error;
   }
+}
+
+/** Where a link leads, for messages: `host:port`, or how it travels when not direct. */
+export function describePeerAddress(fc: PeerConnection): string {
+  const t = fc.transport;
+  const address = `${t.remoteAddr.hostname}:${t.remoteAddr.port}`;
+  return t.path === "direct" ? address : `${address} (${t.path})`;
 }

@@ -1,0 +1,141 @@
+/**
+ * The client's mailbox room: who has left me messages on the server (`hanging`), fetching and
+ * opening them (`show`: stored first, confirmed after, so a crash in between loses nothing),
+ * and read receipts for what I left for others.
+ */
+import type { ServerMessage } from "../protocol/messages.ts";
+import { MailRejected, openMail } from "../peer/sealed_mail.ts";
+import { type ClientContext, ClientError } from "./context.ts";
+import type { ServerSession } from "./server_session.ts";
+
+export interface MailboxEntry {
+  from: string;
+  count: number;
+  newest: number;
+}
+
+/** What the mailbox room needs to know of the windows the user has open. */
+export interface MailboxHost {
+  /** The 1:1 chat partner whose window is open, if any. */
+  readonly chatWith: string | undefined;
+}
+
+export class Mailbox {
+  readonly #ctx: ClientContext;
+  readonly #session: ServerSession;
+  readonly #host: MailboxHost;
+
+  constructor(ctx: ClientContext, session: ServerSession, host: MailboxHost) {
+    this.#ctx = ctx;
+    this.#session = session;
+    this.#host = host;
+  }
+
+  /** Who has pending messages for me on the server. */
+  async hanging(): Promise<MailboxEntry[]> {
+    this.#session.require();
+    const reply = await this.#session.request<Extract<ServerMessage, { type: "hanging_list" }>>({
+      type: "hanging",
+    });
+    this.#ctx.emit({ type: "hanging", entries: reply.entries });
+    return reply.entries;
+  }
+
+  /**
+   * Fetches the pending messages from `user`, stores them, and only then confirms them to the
+   * server (which deletes them and tells the sender they were read). A crash in between shows
+   * them again next time; the local store drops the duplicates by id.
+   */
+  async show(user: string): Promise<number> {
+    const session = this.#session.require();
+    this.#session.checkName(user);
+    const mailKey = session.mailKey;
+    if (!mailKey) {
+      throw new ClientError(
+        "NO_MAIL_KEY",
+        `no mail key on this device: messages sealed to you cannot be opened here`,
+      );
+    }
+    // The sender's identity key, checked against the pin: it must have signed each message.
+    const sender = await this.#session.lookup(user);
+    let shown = 0;
+    for (let round = 0; round < 10_000; round++) {
+      const batch = await this.#session.request<Extract<ServerMessage, { type: "mail_batch" }>>({
+        type: "show",
+        from: sender.user,
+      });
+      const rejected: string[] = [];
+      for (const m of batch.messages) {
+        let text: string;
+        try {
+          text = (await openMail(m.sealed, { user: session.user, mailKey }, {
+            from: batch.from,
+            msgId: m.msgId,
+            ts: m.ts,
+          }, sender.publicKey)).text;
+        } catch (error) {
+          if (!(error instanceof MailRejected)) throw error;
+          rejected.push(m.msgId);
+          this.#ctx.emit({
+            type: "error",
+            code: "MAIL_REJECTED",
+            message: `a message said to be from ${batch.from} was discarded: ${error.message}`,
+          });
+          continue;
+        }
+        // Stored once; shown again if a crash before the confirm brings it back (the user may
+        // not have seen it), but never a second row in history.
+        session.store.addMessage({
+          id: m.msgId,
+          chat: batch.from,
+          sender: batch.from,
+          ts: m.ts,
+          text,
+          outgoing: false,
+          mark: "**",
+        });
+        shown++;
+        this.#ctx.emit({
+          type: "message",
+          id: m.msgId,
+          from: batch.from,
+          ts: m.ts,
+          text,
+          inChat: this.#host.chatWith?.toLowerCase() === batch.from.toLowerCase(),
+          via: "server",
+        });
+      }
+      if (batch.messages.length === 0) break;
+      if (Deno.env.get("CONFAB_FAULT") === "crash-before-mail-confirm") {
+        Deno.kill(Deno.pid, "SIGKILL"); // tests: die between storing and confirming
+      }
+      await this.#session.request({
+        type: "mail_confirm",
+        from: batch.from,
+        msgIds: batch.messages.map((m) => m.msgId),
+        ...(rejected.length > 0 ? { rejected } : {}),
+      });
+      if (!batch.more) break;
+    }
+    this.#ctx.emit({ type: "shown", from: user, count: shown });
+    return shown;
+  }
+
+  /** Read receipts from the server: our `*` messages were read; they become `**`. */
+  onReceipts(items: { msgId: string; reader: string; readAt: number }[]): void {
+    const session = this.#session.current;
+    if (!session) return;
+    const byReader = new Map<string, string[]>();
+    for (const item of items) {
+      session.store.setMark(item.msgId, "**");
+      const ids = byReader.get(item.reader) ?? [];
+      ids.push(item.msgId);
+      byReader.set(item.reader, ids);
+    }
+    for (const [reader, ids] of byReader) {
+      const readAt = Math.max(...items.filter((i) => i.reader === reader).map((i) => i.readAt));
+      this.#ctx.emit({ type: "read", by: reader, ids, readAt });
+    }
+    this.#session.tell({ type: "receipts_ack", msgIds: items.map((i) => i.msgId) });
+  }
+}

@@ -1,0 +1,566 @@
+/**
+ * The client's server session room: the control connection (connect, re-attach after the
+ * server went away, reconnect with backoff), accounts (signup, login, logout), contacts, and
+ * the directory (lookups checked against pinned keys, mail keys checked against signatures).
+ * Pushes from the server are handed to the core, which routes them to the room that owns them.
+ */
+import { join } from "node:path";
+import { asError, type FramedConnection } from "../net/framed_connection.ts";
+import {
+  ConnectionClosedError,
+  ProtocolError,
+  RemoteError,
+  TimeoutError,
+} from "../protocol/errors.ts";
+import {
+  type LookupResultMessage,
+  type ServerMessage,
+  USERNAME_PATTERN,
+  type WelcomeMessage,
+} from "../protocol/messages.ts";
+import { Identity } from "../peer/identity.ts";
+import { delay } from "../util/time.ts";
+import { ClientStore } from "./client_store.ts";
+import { KnownServers } from "./known_servers.ts";
+import {
+  CONTROL_HEARTBEAT,
+  nextBackoff,
+  openServerLink,
+  RECONNECT_BACKOFF,
+  resumeSession,
+  ServerKeyChangedError,
+  type ServerLink,
+} from "./server_link.ts";
+import { generateKeyPair, type KeyPair } from "../crypto/noise.ts";
+import { mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
+import { ownNumber, safetyNumber } from "../crypto/fingerprint.ts";
+import { MailKey } from "../peer/sealed_mail.ts";
+import { type ClientContext, ClientError, describeConnectError } from "./context.ts";
+
+/** A logged-in user: who, the token to re-attach with, keys, and local state. */
+export interface Session {
+  user: string;
+  token: string;
+  identity: Identity;
+  /** Opens offline mail sealed to us; missing if this home lost it. */
+  mailKey: MailKey | undefined;
+  store: ClientStore;
+}
+
+/** What the session room needs from the client core. */
+export interface ServerSessionHost {
+  /** The peer port to announce to the server. */
+  announcePort(): number;
+  /** A push from the server (presence, receipts, mail notices...), after any login settled. */
+  onPush(message: ServerMessage): void | Promise<void>;
+  /** A login succeeded: the rooms that live with a session start (before `logged_in`). */
+  onLogin(session: Session): Promise<void>;
+  /** The session can deliver: after `logged_in`, and after each re-attach. */
+  onReady(session: Session): void;
+  /** The session ended: close what it had open (its store is closed after this). */
+  onEnd(session: Session): void;
+}
+
+export interface ServerSessionOptions {
+  home: string;
+  server: { host: string; port: number };
+  acceptServerKey: boolean;
+}
+
+const LOGOUT_SETTING = "pending_logout";
+/** How long a lookup made for sending is reused for the next messages to the same user. */
+const SEND_LOOKUP_TTL_MS = 2_000;
+
+export class ServerSession {
+  readonly #ctx: ClientContext;
+  readonly #host: ServerSessionHost;
+  readonly #opts: ServerSessionOptions;
+  #server: FramedConnection<ServerMessage> | undefined;
+  #serverPort: number;
+  #session: Session | undefined;
+  #reconnecting: Promise<void> | undefined;
+  #loggingIn: Promise<void> | undefined;
+  #connecting: Promise<FramedConnection<ServerMessage>> | undefined;
+  readonly #sendLookups = new Map<string, { result: LookupResultMessage; at: number }>();
+  /** Mail keys whose signature by their owner's identity key was checked already. */
+  readonly #vouchedMailKeys = new Set<string>();
+  /** Static key for Noise handshakes, made per process: users prove who they are inside. */
+  #noiseKey: Promise<KeyPair> | undefined;
+  readonly #knownServers: KnownServers;
+
+  constructor(ctx: ClientContext, host: ServerSessionHost, options: ServerSessionOptions) {
+    this.#ctx = ctx;
+    this.#host = host;
+    this.#opts = options;
+    this.#serverPort = options.server.port;
+    this.#knownServers = new KnownServers(options.home);
+  }
+
+  /** The logged-in session, if any. */
+  get current(): Session | undefined {
+    return this.#session;
+  }
+
+  get serverAddress(): string {
+    return `${this.#opts.server.host}:${this.#serverPort}`;
+  }
+
+  get connected(): boolean {
+    return this.#server !== undefined && !this.#server.isClosed;
+  }
+
+  /** The session, or a NOT_LOGGED_IN error for the user. */
+  require(): Session {
+    if (!this.#session) {
+      throw new ClientError("NOT_LOGGED_IN", "log in first: in <user> <password>");
+    }
+    return this.#session;
+  }
+
+  /** This process's static Noise key, made on first use. */
+  async staticKey(): Promise<KeyPair> {
+    this.#noiseKey ??= generateKeyPair();
+    return await this.#noiseKey;
+  }
+
+  // ---- control connection --------------------------------------------------------------------
+
+  #connect(): Promise<FramedConnection<ServerMessage>> {
+    if (this.#server && !this.#server.isClosed) return Promise.resolve(this.#server);
+    this.#connecting ??= this.#open().finally(() => (this.#connecting = undefined));
+    return this.#connecting;
+  }
+
+  async #open(): Promise<FramedConnection<ServerMessage>> {
+    const where = `server ${this.serverAddress}`;
+    let link: ServerLink;
+    try {
+      link = await openServerLink({
+        host: this.#opts.server.host,
+        port: this.#serverPort,
+        staticKeyPair: await this.staticKey(),
+        knownServers: this.#knownServers,
+        acceptNewKey: this.#opts.acceptServerKey,
+        signal: AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(10_000)]),
+      });
+    } catch (error) {
+      if (error instanceof ServerKeyChangedError) {
+        throw new ClientError("SERVER_KEY_CHANGED", error.message);
+      }
+      const code = error instanceof ProtocolError && error.code === "VERSION_MISMATCH"
+        ? "VERSION_MISMATCH"
+        : "SERVER_UNREACHABLE";
+      throw new ClientError(code, describeConnectError(error, where, "--server HOST:PORT"), {
+        cause: error,
+      });
+    }
+    if (link.pin === "new") {
+      this.#ctx.emit({
+        type: "info",
+        text: `first contact with ${where}: pinned its key (fingerprint ${link.fingerprint})`,
+      });
+    }
+    const fc = link.fc;
+    fc.setHandler((m) => this.#onMessage(m));
+    // Logged in already: this is a re-attach. Resume before anyone else uses the link, so a
+    // command typed meanwhile never runs on a connection without our session.
+    const session = this.#session;
+    if (session) {
+      try {
+        await resumeSession(fc, session.token, this.#host.announcePort());
+      } catch (error) {
+        await fc.close();
+        if (error instanceof RemoteError && error.code === "BAD_TOKEN") {
+          this.end(error.message);
+          throw new ClientError("BAD_TOKEN", error.message);
+        }
+        throw new ClientError("SERVER_UNREACHABLE", `${where}: could not re-attach`, {
+          cause: error,
+        });
+      }
+    }
+    this.#server = fc;
+    fc.startHeartbeat(CONTROL_HEARTBEAT); // (already running after a resume: a no-op then)
+    const closed = fc.closed.then((reason) => this.#onClosed(fc, reason));
+    this.#ctx.track(closed);
+    if (session && this.#session === session) {
+      this.#ctx.emit({ type: "server_back", resumed: true });
+      this.#host.onReady(session);
+    }
+    return fc;
+  }
+
+  async #onMessage(m: ServerMessage): Promise<void> {
+    // Pushes that follow a login (mail summary, receipts) wait until the login is settled,
+    // so they are handled with the session in place and shown after "logged in".
+    if (this.#loggingIn) await this.#loggingIn;
+    if (m.type === "presence") this.#sendLookups.delete(m.user.toLowerCase());
+    if (m.type === "error" && m.code === "ALREADY_LOGGED_IN") {
+      this.end(`server: ${m.message}`);
+      return;
+    }
+    await this.#host.onPush(m);
+  }
+
+  #onClosed(fc: FramedConnection<ServerMessage>, reason: Error | undefined): void {
+    if (this.#server !== fc) return;
+    this.#server = undefined;
+    if (this.#ctx.closing || !this.#session) return;
+    this.#ctx.emit({
+      type: "server_lost",
+      reason: reason ? reason.message : "the server closed the connection",
+    });
+    this.#reconnecting ??= this.#reconnect().finally(() => (this.#reconnecting = undefined));
+    this.#ctx.track(this.#reconnecting);
+  }
+
+  /** Re-attaches with the session token, with exponential backoff, until it works. */
+  async #reconnect(): Promise<void> {
+    let wait: number = RECONNECT_BACKOFF.initialMs;
+    while (this.#session && !this.#ctx.closing) {
+      try {
+        await delay(wait + Math.random() * wait / 2, this.#ctx.signal);
+      } catch {
+        return; // closing
+      }
+      wait = nextBackoff(wait);
+      if (!this.#session) return;
+      try {
+        await this.#connect(); // re-attaches with the session token
+        return;
+      } catch (error) {
+        if (error instanceof ClientError && error.code === "BAD_TOKEN") return;
+        if (error instanceof ClientError && error.code === "SERVER_KEY_CHANGED") {
+          // Retrying cannot help (only the user can accept the key): warn now, not silently.
+          this.#ctx.emit({ type: "error", code: error.code, message: error.message });
+          return;
+        }
+      }
+    }
+  }
+
+  /** Sends a request on the control connection (connecting first if needed). */
+  async request<R extends ServerMessage>(
+    message: { type: string; [k: string]: unknown },
+  ): Promise<R> {
+    const fc = await this.#connect();
+    try {
+      return await fc.request<R>(message);
+    } catch (error) {
+      if (error instanceof RemoteError) throw new ClientError(error.code, error.message);
+      if (error instanceof ConnectionClosedError || error instanceof TimeoutError) {
+        throw new ClientError(
+          "SERVER_UNREACHABLE",
+          `lost the server ${this.serverAddress} during ${message.type}; try again`,
+        );
+      }
+      throw error;
+    }
+  }
+
+  /** Sends a request only if the server is connected now, without waiting for the answer. */
+  tell(message: { type: string; [k: string]: unknown }): void {
+    this.#server?.request(message).catch(() => {});
+  }
+
+  /** Asks the server to check whether `user` is still there (their link went silent). */
+  reportUnreachable(user: string): void {
+    this.tell({ type: "report_unreachable", user });
+  }
+
+  /** Closes the control connection (the client is closing). */
+  async close(): Promise<void> {
+    await this.#server?.close();
+  }
+
+  // ---- accounts ------------------------------------------------------------------------------
+
+  userDir(user: string): string {
+    return join(this.#opts.home, user.toLowerCase());
+  }
+
+  checkName(user: string): void {
+    if (!USERNAME_PATTERN.test(user)) {
+      throw new ClientError(
+        "BAD_USERNAME",
+        `"${user.slice(0, 40)}" is not a valid username: 1-32 letters, digits, _ - .`,
+      );
+    }
+  }
+
+  /** Creates an account (and its identity key), then logs in. */
+  async signup(user: string, password: string, serverPort?: number): Promise<void> {
+    this.checkName(user);
+    if (this.#session) throw new ClientError("ALREADY_LOGGED_IN", "log out first (out)");
+    if (serverPort !== undefined) this.#serverPort = serverPort;
+    const { identity, pkcs8 } = await Identity.generate();
+    const mailKey = await MailKey.generate();
+    const mailKeySig = await identity.sign(mailKeyStatement(user, mailKey.publicKey));
+    this.#ctx.emit({ type: "info", text: `creating account ${user} on ${this.serverAddress}` });
+    await this.request({
+      type: "signup",
+      user,
+      password,
+      publicKey: identity.publicKey,
+      mailKey: mailKey.publicKey,
+      mailKeySig,
+    });
+    await Identity.save(join(this.userDir(user), "identity.json"), identity.publicKey, pkcs8);
+    await mailKey.save(join(this.userDir(user), "mail-key.json"));
+    this.#ctx.emit({ type: "signed_up", user });
+    await this.login(user, password);
+  }
+
+  async login(user: string, password: string, serverPort?: number): Promise<void> {
+    this.checkName(user);
+    if (this.#session) {
+      throw new ClientError("ALREADY_LOGGED_IN", `already logged in as ${this.#session.user}`);
+    }
+    if (serverPort !== undefined) this.#serverPort = serverPort;
+    const identity = await Identity.load(join(this.userDir(user), "identity.json"));
+    if (!identity) {
+      throw new ClientError(
+        "NO_IDENTITY",
+        `no identity key for ${user} in ${this.#opts.home}: log in from the home dir where you ` +
+          `signed up (--home DIR), or copy ${user.toLowerCase()}/identity.json there`,
+      );
+    }
+    const store = new ClientStore(this.userDir(user));
+    const settled = Promise.withResolvers<void>();
+    this.#loggingIn = settled.promise;
+    try {
+      const saved = store.getSetting(LOGOUT_SETTING);
+      this.#ctx.emit({ type: "info", text: `logging in to ${this.serverAddress} as ${user}` });
+      const welcome = await this.request<WelcomeMessage>({
+        type: "login",
+        user,
+        password,
+        peerPort: this.#host.announcePort(),
+        ...(saved ? { lastLogout: Number(saved) } : {}),
+      });
+      if (saved) store.setSetting(LOGOUT_SETTING, undefined);
+      const mailKey = await MailKey.load(join(this.userDir(user), "mail-key.json"));
+      const session: Session = {
+        user: welcome.user,
+        token: welcome.token,
+        identity,
+        mailKey,
+        store,
+      };
+      this.#session = session;
+      await this.#host.onLogin(session);
+      if (!mailKey) {
+        this.#ctx.emit({
+          type: "error",
+          code: "NO_MAIL_KEY",
+          message: `no mail key in ${this.userDir(user)}: offline messages to you cannot be ` +
+            `opened on this device (copy mail-key.json from where you signed up)`,
+        });
+      }
+      this.#ctx.emit({
+        type: "logged_in",
+        user: welcome.user,
+        server: this.serverAddress,
+        resumed: false,
+      });
+      this.#host.onReady(session);
+    } catch (error) {
+      store.close();
+      throw error;
+    } finally {
+      this.#loggingIn = undefined;
+      settled.resolve();
+    }
+  }
+
+  /**
+   * Logs out. When the server cannot be reached, the logout time is saved locally and sent
+   * with the next login, so the server's registry ends up with the true time.
+   */
+  async logout(): Promise<void> {
+    const session = this.require();
+    let savedLocally = false;
+    const at = Date.now();
+    try {
+      if (!this.connected) throw new Error("not connected");
+      await this.#server!.request({ type: "logout" }, { timeoutMs: 3000 });
+    } catch {
+      session.store.setSetting(LOGOUT_SETTING, String(at));
+      savedLocally = true;
+    }
+    this.end();
+    this.#ctx.emit({ type: "logged_out", user: session.user, savedLocally, at });
+  }
+
+  /**
+   * Forgets the session: closes links, the store; the server connection stays for reuse.
+   * With a reason (the server ended it: replaced, expired), says so as `logged_out`.
+   */
+  end(reason?: string): void {
+    const session = this.#session;
+    if (!session) return;
+    if (reason !== undefined) {
+      this.#ctx.emit({ type: "error", code: "SESSION_ENDED", message: reason });
+      this.#ctx.emit({
+        type: "logged_out",
+        user: session.user,
+        savedLocally: false,
+        at: Date.now(),
+      });
+    }
+    this.#session = undefined;
+    this.#host.onEnd(session);
+    session.store.close();
+  }
+
+  // ---- contacts and directory ----------------------------------------------------------------
+
+  /** My contact list from the server, with who is online. */
+  contactList(): Promise<Extract<ServerMessage, { type: "contact_list" }>> {
+    return this.request({ type: "contacts" });
+  }
+
+  async contacts(): Promise<{ user: string; online: boolean }[]> {
+    this.require();
+    const reply = await this.contactList();
+    this.#ctx.emit({ type: "contacts", contacts: reply.contacts });
+    return reply.contacts;
+  }
+
+  async addContact(user: string): Promise<void> {
+    this.require();
+    this.checkName(user);
+    await this.request({ type: "contact_add", user });
+    this.#ctx.emit({ type: "contact_added", user });
+  }
+
+  async removeContact(user: string): Promise<void> {
+    this.require();
+    this.checkName(user);
+    await this.request({ type: "contact_remove", user });
+    this.#ctx.emit({ type: "contact_removed", user });
+  }
+
+  /**
+   * Looks a user up and checks their identity key against the one pinned at first contact.
+   * @throws {ClientError} KEY_CHANGED (and says so loudly) when it differs.
+   */
+  async lookup(user: string): Promise<LookupResultMessage> {
+    const session = this.require();
+    const result = await this.request<LookupResultMessage>({ type: "lookup", user });
+    const before = session.store.rememberKey(result.user, result.publicKey);
+    if (before !== undefined && before !== result.publicKey) {
+      this.#ctx.emit({ type: "key_changed", user: result.user });
+      throw new ClientError(
+        "KEY_CHANGED",
+        `${result.user}'s identity key has changed: nothing is sent to or accepted from ` +
+          `${result.user} until you compare safety numbers (fingerprint ${result.user}) ` +
+          `with them and accept the new key (trust ${result.user})`,
+      );
+    }
+    return result;
+  }
+
+  /**
+   * A lookup for sending: a burst of messages to someone away reuses one answer for a couple of
+   * seconds instead of asking the server again for each (a presence change drops it at once).
+   */
+  async lookupForSend(user: string): Promise<LookupResultMessage> {
+    const key = user.toLowerCase();
+    const cached = this.#sendLookups.get(key);
+    if (cached && Date.now() - cached.at < SEND_LOOKUP_TTL_MS) return cached.result;
+    const result = await this.lookup(user);
+    this.#sendLookups.set(key, { result, at: Date.now() });
+    return result;
+  }
+
+  /** The directory's mail key for `user`, checked: signed by their pinned identity key. */
+  async mailKeyOf(user: string): Promise<{ user: string; mailKey: string }> {
+    const found = await this.lookupForSend(user);
+    if (found.mailKey === undefined || found.mailKeySig === undefined) {
+      throw new ClientError(
+        "NO_MAIL_KEY",
+        `${found.user} has no mail key yet (an account from an older version): ` +
+          `messages can only reach them directly, when they are online`,
+      );
+    }
+    const vouched = `${found.publicKey} ${found.mailKey} ${found.mailKeySig}`;
+    const ok = this.#vouchedMailKeys.has(vouched) || await verifySignature(
+      found.publicKey,
+      found.mailKeySig,
+      mailKeyStatement(found.user, found.mailKey),
+    );
+    if (ok) this.#vouchedMailKeys.add(vouched);
+    if (!ok) {
+      throw new ClientError(
+        "AUTH_FAILED",
+        `the directory's mail key for ${found.user} is not signed by their identity key; ` +
+          `not sending`,
+      );
+    }
+    return { user: found.user, mailKey: found.mailKey };
+  }
+
+  /** Accepts a changed identity key for `user` (after comparing safety numbers). */
+  async trust(user: string): Promise<void> {
+    const session = this.require();
+    this.checkName(user);
+    const found = await this.request<LookupResultMessage>({ type: "lookup", user });
+    session.store.trustKey(found.user, found.publicKey);
+    this.#ctx.emit({
+      type: "key_trusted",
+      user: found.user,
+      safetyNumber: await safetyNumber(
+        { user: session.user, publicKey: session.identity.publicKey },
+        { user: found.user, publicKey: found.publicKey },
+      ),
+    });
+  }
+
+  /**
+   * Shows my own number, or the safety number I share with `user` (computed from the key the
+   * directory has now, so a changed key shows a new number).
+   */
+  async fingerprint(user?: string): Promise<void> {
+    const session = this.require();
+    if (user === undefined) {
+      this.#ctx.emit({
+        type: "fingerprint",
+        user: session.user,
+        number: await ownNumber(session.user, session.identity.publicKey),
+      });
+      return;
+    }
+    this.checkName(user);
+    const found = await this.request<LookupResultMessage>({ type: "lookup", user });
+    const pinned = session.store.knownKey(found.user);
+    this.#ctx.emit({
+      type: "fingerprint",
+      user: session.user,
+      with: found.user,
+      number: await safetyNumber(
+        { user: session.user, publicKey: session.identity.publicKey },
+        { user: found.user, publicKey: found.publicKey },
+      ),
+      changed: pinned !== undefined && pinned !== found.publicKey,
+    });
+  }
+
+  /** The directory's key for a user who dials us; the last known key if the server is away. */
+  async resolveKey(user: string): Promise<{ user: string; publicKey: string }> {
+    const session = this.require();
+    try {
+      const result = await this.lookup(user);
+      return { user: result.user, publicKey: result.publicKey };
+    } catch (error) {
+      const known = session.store.knownKey(user);
+      if (known && error instanceof ClientError && error.code === "SERVER_UNREACHABLE") {
+        return { user, publicKey: known };
+      }
+      throw new ProtocolError(
+        "AUTH_FAILED",
+        `cannot check who ${user} is: ${asError(error).message}`,
+      );
+    }
+  }
+}
