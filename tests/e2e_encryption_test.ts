@@ -232,7 +232,7 @@ Deno.test("a tampered frame that arrives with the last handshake message ends th
     const hs = await HandshakeState.initialize({
       pattern: "XX",
       initiator: true,
-      prologue: encoder.encode("confab-noise-v1 client-server"),
+      prologue: raw.prologue("client-server"),
       staticKeyPair: await generateKeyPair(),
     });
     await raw.send({ type: "noise", data: toBase64Url(await hs.writeMessage()) });

@@ -170,16 +170,20 @@ Deno.test("garbage, oversize frames, bad JSON, unknown types and a silent connec
     const reply = await nonsense.next("error");
     assert.equal(reply.code, code, `${new TextDecoder().decode(body)} → ${JSON.stringify(reply)}`);
   }
+  // After hello the handshake has begun: anything but a handshake message ends the link.
   await nonsense.send({ type: "hello", version: PROTOCOL_VERSION, role: "client", software: "x" });
   await nonsense.write(encodeFrame(utf8.encode("\u0000\u0001")));
-  assert.equal((await nonsense.next("error")).code, "BAD_MESSAGE");
-  await nonsense.send({ type: "who_knows", id: 5 });
-  assert.equal((await nonsense.next("error")).code, "UNKNOWN_TYPE");
+  const refused = (await nonsense.untilEnd()).filter((f) => f.type === "error");
+  assert.deepEqual(refused.map((f) => f.code), ["HANDSHAKE_FAILED"]);
   // Inside the encrypted channel, a well-sealed frame that holds no JSON is a bad message, not
   // a bad frame: the link stays.
-  await nonsense.secure("client-server");
-  await nonsense.write(await nonsense.frameOf(utf8.encode("{still not json")));
-  assert.equal((await nonsense.next("error")).code, "BAD_MESSAGE");
+  await using sealed = await RawConn.connect(server.port);
+  await sealed.hello("client");
+  await sealed.secure("client-server");
+  await sealed.write(await sealed.frameOf(utf8.encode("{still not json")));
+  assert.equal((await sealed.next("error")).code, "BAD_MESSAGE");
+  await sealed.send({ type: "who_knows", id: 5 });
+  assert.equal((await sealed.next("error")).code, "UNKNOWN_TYPE");
 
   for (const raw of [http, random, oversize]) {
     const errors = (await raw.untilEnd()).filter((f) => f.type === "error");
@@ -202,9 +206,9 @@ Deno.test("garbage, oversize frames, bad JSON, unknown types and a silent connec
   await bob.send("indeed");
   await alice.event("message", { from: "bob", text: "indeed" });
 
-  // The abusers that were not thrown out are still attached, and the nonsense one still works.
+  // The abusers that were not thrown out are still attached, and the sealed one still works.
   assert.equal(silent.ended, false);
-  assert.deepEqual(await nonsense.request({ type: "ping", id: 9 }), { type: "pong", id: 9 });
+  assert.deepEqual(await sealed.request({ type: "ping", id: 9 }), { type: "pong", id: 9 });
 });
 
 Deno.test("the server answers a hello with another protocol version with VERSION_MISMATCH and hangs up", async () => {

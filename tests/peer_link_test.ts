@@ -5,8 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { FramedConnection } from "../lib/net/framed_connection.ts";
-import { exchangeHello } from "../lib/net/hello.ts";
-import { secureConnection } from "../lib/net/secure_channel.ts";
+import { openSecureChannel } from "../lib/net/secure_channel.ts";
 import { generateKeyPair } from "../lib/crypto/noise.ts";
 import {
   handshakeTranscript,
@@ -215,10 +214,10 @@ Deno.test("dialPeer() refuses a listener that answers as someone else", async ()
       replyTypes: [],
     });
     try {
-      await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs: TIMEOUT_MS });
-      const session = await secureConnection(fc, {
+      const session = await openSecureChannel(fc, {
+        role: "peer",
+        expectRole: "peer",
         initiator: false,
-        kind: "peer",
         staticKeyPair: malloryNoise,
         timeoutMs: TIMEOUT_MS,
       });
@@ -260,10 +259,10 @@ Deno.test("acceptPeer() refuses a proof made for another encrypted channel, even
   const fc = new FramedConnection<PeerMessage>(conn, { schema: PeerToPeer, replyTypes: [] });
   const dialer = (async () => {
     try {
-      await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs: TIMEOUT_MS });
-      const session = await secureConnection(fc, {
+      const session = await openSecureChannel(fc, {
+        role: "peer",
+        expectRole: "peer",
         initiator: true,
-        kind: "peer",
         staticKeyPair: aliceNoise,
         timeoutMs: TIMEOUT_MS,
       });

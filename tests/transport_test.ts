@@ -7,8 +7,7 @@
 import assert from "node:assert/strict";
 import { BINARY_TAG, FramedConnection } from "../lib/net/framed_connection.ts";
 import { memoryPipe, TcpTransport, type Transport, writeAll } from "../lib/net/transport.ts";
-import { exchangeHello } from "../lib/net/hello.ts";
-import { secureConnection } from "../lib/net/secure_channel.ts";
+import { openSecureChannel } from "../lib/net/secure_channel.ts";
 import { generateKeyPair } from "../lib/crypto/noise.ts";
 import { Identity } from "../lib/peer/identity.ts";
 import { acceptPeer, connectPeer, type PeerLink } from "../lib/peer/peer_link.ts";
@@ -211,13 +210,10 @@ Deno.test("hello and the Noise handshake run over a memory pipe; frames after it
   const [ta, tb] = memoryPipe();
   await using a = framed(ta);
   await using b = framed(tb);
-  await within(Promise.all([
-    exchangeHello(a, { role: "peer", expectRole: "peer", timeoutMs: TIMEOUT_MS }),
-    exchangeHello(b, { role: "peer", expectRole: "peer", timeoutMs: TIMEOUT_MS }),
-  ]));
+  const options = { role: "peer", expectRole: "peer", timeoutMs: TIMEOUT_MS } as const;
   const [sa, sb] = await within(Promise.all([
-    secureConnection(a, { initiator: true, kind: "peer", staticKeyPair: await generateKeyPair() }),
-    secureConnection(b, { initiator: false, kind: "peer", staticKeyPair: await generateKeyPair() }),
+    openSecureChannel(a, { ...options, initiator: true, staticKeyPair: await generateKeyPair() }),
+    openSecureChannel(b, { ...options, initiator: false, staticKeyPair: await generateKeyPair() }),
   ]));
   assert.deepEqual(sa.handshakeHash, sb.handshakeHash);
   assert.ok(a.isSecure && b.isSecure);

@@ -5,8 +5,7 @@
 import { type KeyPair } from "../crypto/noise.ts";
 import { keyFingerprint } from "../crypto/fingerprint.ts";
 import { dial, FramedConnection } from "../net/framed_connection.ts";
-import { exchangeHello } from "../net/hello.ts";
-import { secureConnection } from "../net/secure_channel.ts";
+import { openSecureChannel } from "../net/secure_channel.ts";
 import { type ServerMessage, ServerToClient, type WelcomeMessage } from "../protocol/messages.ts";
 import { toBase64Url } from "../util/base64.ts";
 import type { KnownServers } from "./known_servers.ts";
@@ -97,10 +96,10 @@ export async function openServerLink(options: ServerLinkOptions): Promise<Server
     replyTypes: SERVER_REPLY_TYPES,
   });
   try {
-    await exchangeHello(fc, { role: "client", expectRole: "server", timeoutMs });
-    const session = await secureConnection(fc, {
+    const session = await openSecureChannel(fc, {
+      role: "client",
+      expectRole: "server",
       initiator: true,
-      kind: "client-server",
       staticKeyPair: options.staticKeyPair,
       timeoutMs,
     });

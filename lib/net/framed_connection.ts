@@ -102,8 +102,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #waiter: { resolve: (m: In) => void; reject: (e: Error) => void; hold: boolean } | undefined;
   /** Set after a `next({ hold: true })`: frames are kept undecoded until secure()/release(). */
   #held = false;
-  #holdNext = false;
   #heldFrames: Uint8Array[] = [];
+  #heldWaiter: { resolve: (body: Uint8Array) => void; reject: (e: Error) => void } | undefined;
   #sendCipher: TransportCipher | undefined;
   #receiveCipher: TransportCipher | undefined;
   #badMessages = 0;
@@ -161,21 +161,37 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       if (options.hold) this.#held = true;
       return Promise.resolve(queued);
     }
+    return this.#arrival<In>(timeoutMs, (waiter) => {
+      const entry = { ...waiter, hold: options.hold === true };
+      this.#waiter = entry;
+      return () => {
+        if (this.#waiter === entry) this.#waiter = undefined;
+      };
+    });
+  }
+
+  /**
+   * Waits for what `register` hands its resolvers to; fails on close or after `timeoutMs`.
+   * `register` returns how to take them back.
+   */
+  #arrival<T>(
+    timeoutMs: number,
+    register: (waiter: { resolve: (v: T) => void; reject: (e: Error) => void }) => () => void,
+  ): Promise<T> {
     if (this.#closing) {
       return Promise.reject(
         new ConnectionClosedError("connection closed", { cause: this.#closeReason }),
       );
     }
-    const waiter = Promise.withResolvers<In>();
+    const waiter = Promise.withResolvers<T>();
     const timer = setTimeout(
       () => waiter.reject(new TimeoutError(`nothing received within ${timeoutMs / 1000}s`)),
       timeoutMs,
     );
-    const entry = { resolve: waiter.resolve, reject: waiter.reject, hold: options.hold === true };
-    this.#waiter = entry;
+    const unregister = register(waiter);
     return waiter.promise.finally(() => {
       clearTimeout(timer);
-      if (this.#waiter === entry) this.#waiter = undefined;
+      unregister();
     });
   }
 
@@ -223,17 +239,42 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   secure(session: Pick<NoiseSession, "send" | "receive">): void {
     this.#sendCipher = session.send;
     this.#receiveCipher = session.receive;
+    if (this.#inbox.length > 0) {
+      // Decoded before the hold began and not taken by the handshake: plaintext that must not
+      // reach the handler.
+      this.#inbox.length = 0;
+      void this.close(new FrameError("plaintext messages arrived during the handshake"));
+      return;
+    }
     void this.#releaseHeld();
   }
 
   /**
-   * Holds whatever follows the next message that arrives (as `next({ hold: true })` would),
-   * set before that message can possibly arrive: the last handshake message may reach the
-   * reader before anyone calls `next()` for it, and what follows it must not be read as
-   * plaintext.
+   * Takes the next message while frames are held (after `next({ hold: true })`, before
+   * {@link secure}): the handshake reads its messages one at a time this way, so nothing
+   * behind the last handshake message is ever decoded as plaintext. Unlike the handler's
+   * path, a malformed frame here is not forgiven: it throws.
+   * @throws {ProtocolError} for a malformed frame; {@link TimeoutError};
+   * {@link ConnectionClosedError}.
    */
-  holdAfterNext(): void {
-    this.#holdNext = true;
+  async nextHeld(timeoutMs: number): Promise<In> {
+    // Messages decoded before the hold began come first, in order.
+    const queued = this.#inbox.shift();
+    if (queued) return queued;
+    if (!this.#held) throw new TypeError("nextHeld() needs a hold: next(ms, { hold: true })");
+    const body = await this.#takeHeld(timeoutMs);
+    return decodeMessage(this.#opts.schema, body) as In;
+  }
+
+  #takeHeld(timeoutMs: number): Promise<Uint8Array> {
+    const held = this.#heldFrames.shift();
+    if (held) return Promise.resolve(held);
+    return this.#arrival<Uint8Array>(timeoutMs, (waiter) => {
+      this.#heldWaiter = waiter;
+      return () => {
+        if (this.#heldWaiter === waiter) this.#heldWaiter = undefined;
+      };
+    });
   }
 
   /** Ends a hold started by `next({ hold: true })` without securing the connection. */
@@ -375,6 +416,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       for (const pending of this.#pending.values()) pending.reject(error);
       this.#pending.clear();
       this.#waiter?.reject(error);
+      this.#heldWaiter?.reject(error);
       this.#inboxDrained?.();
       await this.#readLoop;
       await this.#writeChain.catch(() => {});
@@ -408,7 +450,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           if (this.#heldFrames.length >= MAX_HELD_FRAMES) {
             throw new FrameError("too many frames sent before the handshake finished");
           }
-          this.#heldFrames.push(body);
+          const waiter = this.#heldWaiter;
+          this.#heldWaiter = undefined;
+          if (waiter && this.#heldFrames.length === 0) waiter.resolve(body);
+          else this.#heldFrames.push(body);
         } else {
           await this.#ingest(body);
         }
@@ -484,10 +529,6 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   /** Hands a message to whoever reads next: a `next()` waiter, or the handler's inbox. */
   #deliver(message: In): void {
-    if (this.#holdNext) {
-      this.#holdNext = false;
-      this.#held = true;
-    }
     if (this.#waiter) {
       const waiter = this.#waiter;
       this.#waiter = undefined;

@@ -8,22 +8,29 @@ import type { AnyMessage, FramedConnection } from "./framed_connection.ts";
 
 export const SOFTWARE = "confab/0.1.0";
 
+/** The `hello` this build sends in `role`. */
+export function helloFor(role: HelloMessage["role"]): HelloMessage {
+  return { type: "hello", version: PROTOCOL_VERSION, role, software: SOFTWARE };
+}
+
 /**
  * Sends our hello and waits for the other side's.
  * @param expectRole the role the other side must announce.
+ * @param hold keep every frame after the other side's hello undecoded, for the handshake that
+ * follows ({@link FramedConnection.nextHeld}): nothing after `hello` is read as plaintext.
  * @throws {ProtocolError} on a wrong first message, role or version (after telling the peer).
  */
 export async function exchangeHello<In extends AnyMessage>(
   fc: FramedConnection<In>,
-  options: { role: HelloMessage["role"]; expectRole: HelloMessage["role"]; timeoutMs: number },
+  options: {
+    role: HelloMessage["role"];
+    expectRole: HelloMessage["role"];
+    timeoutMs: number;
+    hold?: boolean;
+  },
 ): Promise<HelloMessage> {
-  fc.send({
-    type: "hello",
-    version: PROTOCOL_VERSION,
-    role: options.role,
-    software: SOFTWARE,
-  }).catch(() => {});
-  const first = await fc.next(options.timeoutMs);
+  fc.send(helloFor(options.role)).catch(() => {});
+  const first = await fc.next(options.timeoutMs, { hold: options.hold });
   if (first.type === "error") {
     const e = first as unknown as { code: string; message: string };
     throw new ProtocolError(

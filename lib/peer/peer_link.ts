@@ -6,9 +6,8 @@
  * the server's directory gave for the name it claims.
  */
 import { type BinaryFrame, dial, FramedConnection } from "../net/framed_connection.ts";
-import { exchangeHello } from "../net/hello.ts";
 import type { Transport } from "../net/transport.ts";
-import { secureConnection } from "../net/secure_channel.ts";
+import { openSecureChannel } from "../net/secure_channel.ts";
 import type { KeyPair } from "../crypto/noise.ts";
 import { toBase64Url } from "../util/base64.ts";
 import { knownCode, ProtocolError } from "../protocol/errors.ts";
@@ -78,10 +77,10 @@ async function openChannel(
   noiseKey: KeyPair,
   timeoutMs: number,
 ): Promise<string> {
-  await exchangeHello(fc, { role: "peer", expectRole: "peer", timeoutMs });
-  const noise = await secureConnection(fc, {
+  const noise = await openSecureChannel(fc, {
+    role: "peer",
+    expectRole: "peer",
     initiator,
-    kind: "peer",
     staticKeyPair: noiseKey,
     timeoutMs,
   });

@@ -10,7 +10,7 @@ import { z } from "zod";
 import { ERROR_CODES, ProtocolError } from "./errors.ts";
 
 /** Protocol version spoken by this build; `hello` carries it and both sides compare. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 // ---- field rules ---------------------------------------------------------------------------
 

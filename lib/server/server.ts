@@ -4,8 +4,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { asError, FramedConnection, SilentPeerError, writeAll } from "../net/framed_connection.ts";
-import { exchangeHello } from "../net/hello.ts";
-import { secureConnection } from "../net/secure_channel.ts";
+import { openSecureChannel } from "../net/secure_channel.ts";
 import type { KeyPair } from "../crypto/noise.ts";
 import { loadOrCreateServerKey } from "./server_key.ts";
 import { encodeFrame } from "../protocol/frame.ts";
@@ -244,14 +243,10 @@ export class ConfabServer implements AsyncDisposable {
     };
     this.#perAddress.set(state.host, (this.#perAddress.get(state.host) ?? 0) + 1);
     try {
-      await exchangeHello(fc, {
+      await openSecureChannel(fc, {
         role: "server",
         expectRole: "client",
-        timeoutMs: this.#opts.helloTimeoutMs,
-      });
-      await secureConnection(fc, {
         initiator: false,
-        kind: "client-server",
         staticKeyPair: this.#key,
         timeoutMs: this.#opts.helloTimeoutMs,
       });

@@ -13,6 +13,8 @@ import {
   type NoiseSession,
 } from "../../lib/crypto/noise.ts";
 import { closeFrame, openFrame } from "../../lib/net/sealed_frames.ts";
+import { handshakePrologue } from "../../lib/net/secure_channel.ts";
+import type { HelloMessage } from "../../lib/protocol/messages.ts";
 import { fromBase64Url, toBase64Url } from "../../lib/util/base64.ts";
 import { DEADLINE_MS } from "./processes.ts";
 
@@ -38,6 +40,8 @@ export class RawConn implements AsyncDisposable {
   #session: NoiseSession | undefined;
   /** Serialises encryption, so nonces follow the order of the calls. */
   #sealing: Promise<unknown> = Promise.resolve();
+  /** Both hellos once {@link hello} ran (ours first: we dial), for the Noise prologue. */
+  #hellos: { initiator: HelloMessage; responder: HelloMessage } | undefined;
 
   constructor(conn: Deno.TcpConn) {
     this.conn = conn;
@@ -96,7 +100,7 @@ export class RawConn implements AsyncDisposable {
     const hs = await HandshakeState.initialize({
       pattern: "XX",
       initiator: true,
-      prologue: new TextEncoder().encode(`confab-noise-v1 ${kind}`),
+      prologue: this.prologue(kind),
       staticKeyPair: staticKeyPair ?? await generateKeyPair(),
     });
     await this.send({ type: "noise", data: toBase64Url(await hs.writeMessage()) });
@@ -108,10 +112,19 @@ export class RawConn implements AsyncDisposable {
     return this.#session;
   }
 
+  /** The Noise prologue of this connection, from both hellos (after {@link hello}). */
+  prologue(kind: "client-server" | "peer"): Uint8Array {
+    if (!this.#hellos) throw new Error("exchange hellos first (hello())");
+    return handshakePrologue(kind, this.#hellos);
+  }
+
   /** Sends our `hello` and waits for theirs (the server and peers send theirs first). */
   async hello(role: "client" | "peer", version = PROTOCOL_VERSION): Promise<Frame> {
-    await this.send({ type: "hello", version, role, software: "raw-test/1" });
-    return await this.next("hello");
+    const ours = { type: "hello", version, role, software: "raw-test/1" } as const;
+    await this.send(ours);
+    const theirs = await this.next("hello");
+    this.#hellos = { initiator: ours, responder: theirs as unknown as HelloMessage };
+    return theirs;
   }
 
   /** The next frame not yet taken; fails if it is not of `type` (when given). */
