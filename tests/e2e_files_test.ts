@@ -198,11 +198,12 @@ Deno.test("a frozen member does not stall a group transfer to the others", async
     try {
       const path = await randomFile(dir, "big-group.bin", 48 * MiB);
       await alice.send(`/s ${path}`);
-      // Bob gets all of it, while carol's copy goes nowhere; hers fails on its own.
+      // Bob gets all of it, while carol's copy goes nowhere; hers fails on its own. The two
+      // outcomes at alice's end come in either order.
       const done = await bob.event("transfer_done", { direction: "in", peer: "alice" }, 60_000);
       assert.equal(done.sha256, await sha256Of(path));
-      await alice.event("transfer_done", { direction: "out", peer: "bob" }, 60_000);
-      await alice.event("transfer_failed", { direction: "out", peer: "carol" }, 60_000);
+      await alice.anyEvent("transfer_done", { direction: "out", peer: "bob" }, 60_000);
+      await alice.anyEvent("transfer_failed", { direction: "out", peer: "carol" }, 60_000);
     } finally {
       carol.proc.kill("SIGCONT");
     }

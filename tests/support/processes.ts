@@ -217,7 +217,7 @@ export interface TestServer extends AsyncDisposable {
 
 /** Starts `server.ts` on a free port (or `port`) with a data dir; resolves once it listens. */
 export async function startServer(
-  options: { dataDir?: string; port?: number; args?: string[] } = {},
+  options: { dataDir?: string; port?: number; args?: string[]; env?: Record<string, string> } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "confab-srv-" });
   const ownDir = options.dataDir === undefined;
@@ -233,6 +233,7 @@ export async function startServer(
       ...(options.args ?? []),
     ],
     "server",
+    options.env,
   );
   let port: number;
   try {
@@ -309,11 +310,24 @@ export class TestClient implements AsyncDisposable {
   /** Waits for the next event of `type` whose fields include `match`. */
   async event(type: string, match: Record<string, unknown> = {}, ms = DEADLINE_MS): Promise<Event> {
     const line = await this.proc.out.waitFor(
-      (l) => {
-        const e = parseEvent(l);
-        return e !== undefined && e.type === type &&
-          Object.entries(match).every(([k, v]) => JSON.stringify(e[k]) === JSON.stringify(v));
-      },
+      (l) => matches(parseEvent(l), type, match),
+      `with event ${type} ${JSON.stringify(match)}`,
+      ms,
+    );
+    return parseEvent(line)!;
+  }
+
+  /**
+   * Waits for an event of `type` whose fields include `match`, seen at any time, before or
+   * after the events other waits consumed: for outcomes that may come in either order.
+   */
+  async anyEvent(
+    type: string,
+    match: Record<string, unknown> = {},
+    ms = DEADLINE_MS,
+  ): Promise<Event> {
+    const line = await this.proc.out.find(
+      (l) => matches(parseEvent(l), type, match),
       `with event ${type} ${JSON.stringify(match)}`,
       ms,
     );
@@ -343,6 +357,12 @@ export class TestClient implements AsyncDisposable {
     await this.proc[Symbol.asyncDispose]();
     if (this.#ownHome) await Deno.remove(this.home, { recursive: true }).catch(() => {});
   }
+}
+
+/** Whether `e` is an event of `type` whose fields include `match`. */
+function matches(e: Event | undefined, type: string, match: Record<string, unknown>): boolean {
+  return e !== undefined && e.type === type &&
+    Object.entries(match).every(([k, v]) => JSON.stringify(e[k]) === JSON.stringify(v));
 }
 
 function parseEvent(line: string): Event | undefined {
