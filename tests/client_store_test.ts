@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { ClientStore, type HistoryEntry } from "../lib/client/client_store.ts";
 
 /** A temporary directory, removed with everything in it on dispose. */
@@ -45,12 +46,28 @@ Deno.test("ClientStore creates its directory and database file", async () => {
 Deno.test("ClientStore.addMessage() stores a message and returns false for a duplicate id", async () => {
   await using dir = await tempDir();
   using store = new ClientStore(dir.path);
-  assert.equal(store.hasMessage("m1"), false);
+  assert.equal(store.hasMessage("alice", "m1"), false);
   assert.equal(store.addMessage(entry("m1", 1000)), true);
-  assert.equal(store.hasMessage("m1"), true);
+  assert.equal(store.hasMessage("Alice", "m1"), true);
   assert.equal(store.addMessage(entry("m1", 2000, { text: "changed", mark: "**" })), false);
+  assert.equal(store.addMessage(entry("m1", 2000, { sender: "ALICE" })), false);
   // The first copy is kept untouched.
   assert.deepEqual(store.recent("bob", 10), [entry("m1", 1000)]);
+});
+
+Deno.test("a peer reusing another sender's message id cannot have that message dropped", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const incoming = { chat: "g:group", outgoing: false, mark: "**" as const };
+  // Mallory saw carol's message id in a group and got a message with it here first.
+  assert.equal(store.addMessage(entry("m1", 1000, { ...incoming, sender: "mallory" })), true);
+  assert.equal(store.addMessage(entry("m1", 1001, { ...incoming, sender: "carol" })), true);
+  assert.equal(store.hasMessage("carol", "m1"), true);
+  assert.deepEqual(store.recent("g:group", 10).map((e) => e.sender), ["mallory", "carol"]);
+  // A message of mine with that id is mine alone: marks never touch theirs.
+  assert.equal(store.addMessage(entry("m1", 1002, { chat: "g:group" })), true);
+  store.setMark("m1", "!");
+  assert.deepEqual(store.recent("g:group", 10).map((e) => e.mark), ["**", "**", "!"]);
 });
 
 Deno.test("ClientStore.recent() returns the last messages of a chat, oldest first", async () => {
@@ -95,6 +112,55 @@ Deno.test("ClientStore.setMark() changes the mark of one message", async () => {
   assert.deepEqual(store.recent("bob", 10).map((e) => e.mark), ["**", ""]);
   store.setMark("m2", "!");
   assert.deepEqual(store.recent("bob", 10).map((e) => e.mark), ["**", "!"]);
+});
+
+Deno.test("ClientStore.setMark() never takes back a delivered mark", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  store.addMessage(entry("m1", 1000));
+  store.setMark("m1", "*");
+  store.setMark("m1", "**"); // read
+  store.setMark("m1", "*"); // a late answer to a resend
+  store.setMark("m1", "");
+  assert.deepEqual(store.recent("bob", 10).map((e) => e.mark), ["**"]);
+});
+
+Deno.test("ClientStore migrates a version 2 history: rows, order and search kept", async () => {
+  await using dir = await tempDir();
+  {
+    using store = new ClientStore(dir.path);
+    store.addMessage(entry("m1", 1000, { text: "first words" }));
+    store.addMessage(entry("m2", 1000, { text: "second words", sender: "bob", outgoing: false }));
+  }
+  // Back to the version 2 table: unique by id alone, no seq column.
+  const db = new DatabaseSync(join(dir.path, "confab.sqlite"));
+  try {
+    const triggers = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'trigger'").all()
+      .map((row) => `${row.sql};`).join("\n");
+    db.exec(`
+      CREATE TABLE old (id TEXT PRIMARY KEY, chat TEXT NOT NULL, sender TEXT NOT NULL,
+        ts INTEGER NOT NULL, text TEXT NOT NULL, outgoing INTEGER NOT NULL, mark TEXT NOT NULL)
+        STRICT;
+      INSERT INTO old (rowid, id, chat, sender, ts, text, outgoing, mark)
+        SELECT seq, id, chat, sender, ts, text, outgoing, mark FROM messages;
+      DROP INDEX messages_by_sender_id;
+      DROP INDEX messages_by_id;
+      DROP TABLE messages;
+      ALTER TABLE old RENAME TO messages;
+      CREATE INDEX messages_by_chat ON messages(chat, ts);
+      ${triggers}
+      PRAGMA user_version = 2;
+    `);
+  } finally {
+    db.close();
+  }
+  using store = new ClientStore(dir.path);
+  assert.deepEqual(store.recent("bob", 10).map((e) => e.id), ["m1", "m2"]);
+  assert.deepEqual(store.search(["second"], 10).map((e) => e.id), ["m2"]);
+  assert.equal(store.addMessage(entry("m2", 2000, { sender: "alice" })), true);
+  assert.equal(store.addMessage(entry("m1", 2000)), false);
+  store.addMessage(entry("m3", 3000, { text: "third words" }));
+  assert.deepEqual(store.search(["words"], 10).map((e) => e.id), ["m3", "m1", "m2"]);
 });
 
 Deno.test("ClientStore.rememberKey() keeps the first key and returns the one known before", async () => {

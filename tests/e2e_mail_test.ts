@@ -47,6 +47,19 @@ async function sendStored(client: TestClient, texts: string[]): Promise<Event[]>
   return sent;
 }
 
+/** `history <chat>` as `text` (and `mark`) strings, oldest first. */
+async function historyOf(client: TestClient, chat: string, marks = false): Promise<string[]> {
+  await client.send(`history ${chat}`);
+  const entries = (await client.event("history", { chat })).entries as Event[];
+  return entries.map((h) => `${h.text}${marks ? h.mark : ""}`);
+}
+
+/** The answer to `hanging`. */
+async function hangingOf(client: TestClient): Promise<Event[]> {
+  await client.send("hanging");
+  return (await client.event("hanging")).entries as Event[];
+}
+
 Deno.test("messages for an offline user wait on the server: hanging counts, show delivers in order, receipts", async () => {
   await using server = await startServer();
   const homes = await makeUsers(server, {
@@ -145,7 +158,7 @@ Deno.test("pending messages survive kill -9 of the server and are shown once", a
   }
 });
 
-Deno.test("a reader killed during show sees the messages again, and history holds each once", async () => {
+Deno.test("a reader killed during show is not shown the messages twice, and history holds each once", async () => {
   await using server = await startServer();
   const homes = await makeUsers(server, { alice: ["bob"], bob: ["alice"] });
   try {
@@ -169,18 +182,132 @@ Deno.test("a reader killed during show sees the messages again, and history hold
     }
     await using bob = await TestClient.start("bob", server, { home: homes.bob });
     await bob.login("bob");
-    await bob.send("hanging");
-    assert.equal(((await bob.event("hanging")).entries as Event[])[0]!.count, 2);
+    assert.equal((await hangingOf(bob))[0]!.count, 2);
+    // They were stored (and shown) before the crash: confirmed now, not shown again.
     await bob.send("show alice");
-    await bob.event("message", { text: "first" });
-    await bob.event("message", { text: "second" });
-    await bob.event("shown", { from: "alice", count: 2 });
+    await bob.event("shown", { from: "alice", count: 0 });
+    assert.equal(bob.events().filter((e) => e.type === "message").length, 0);
+    assert.deepEqual(await hangingOf(bob), []);
     await bob.send("chat alice");
     const opened = await bob.event("chat_opened", { with: "alice" });
     const texts = (opened.history as { text: string }[]).map((h) => h.text);
     assert.deepEqual(texts, ["first", "second"], "no duplicate rows in history");
   } finally {
     await removeHomes(homes);
+  }
+});
+
+Deno.test("a resend of mail stored just before a server crash and read since is not stored or shown again", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+  let port: number;
+  let homes: Homes;
+  {
+    await using setup = await startServer({ dataDir });
+    port = setup.port;
+    homes = await makeUsers(setup, { alice: ["bob"], bob: ["alice"] });
+  }
+  try {
+    {
+      // This server dies right after committing a mail, before answering the sender.
+      await using crashing = await startServer({
+        dataDir,
+        port,
+        env: { CONFAB_FAULT: "crash-after-mail-store" },
+      });
+      await using alice = await TestClient.start("alice", crashing, { home: homes.alice });
+      await alice.login("alice");
+      await alice.send("chat bob");
+      await alice.event("chat_opened", { with: "bob", online: false });
+      await alice.send("only once");
+      const sent = await alice.event("sent", { text: "only once" });
+      await alice.event("queued", { id: sent.id }); // no answer: it stays in alice's outbox
+      assert.equal((await crashing.proc.status).signal, "SIGKILL");
+      alice.proc.kill("SIGKILL"); // before she can send it again
+    }
+    await using server = await startServer({ dataDir, port });
+    {
+      // Bob reads the copy the server committed.
+      await using bob = await TestClient.start("bob", server, { home: homes.bob });
+      await bob.login("bob");
+      await bob.send("show alice");
+      await bob.event("message", { text: "only once" });
+      await bob.event("shown", { from: "alice", count: 1 });
+    }
+    // Alice's client sends what it had no answer for: the server knows bob read it.
+    await using alice = await TestClient.start("alice", server, { home: homes.alice });
+    await alice.login("alice");
+    const read = await alice.anyEvent("read", { by: "bob" });
+    await alice.anyEvent("stored", { id: (read.ids as string[])[0] });
+    assert.deepEqual(await historyOf(alice, "bob", true), ["only once**"]);
+
+    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await bob.login("bob");
+    assert.deepEqual(await hangingOf(bob), [], "the resend was not stored");
+    assert.deepEqual(await historyOf(bob, "alice"), ["only once"]);
+  } finally {
+    await removeHomes(homes);
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("a mail message the server delivers again is shown once", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+  let port: number;
+  let homes: Homes;
+  let row: Record<string, unknown>;
+  {
+    await using first = await startServer({ dataDir });
+    port = first.port;
+    homes = await makeUsers(first, { alice: ["bob"], bob: ["alice"] });
+    await using alice = await TestClient.start("alice", first, { home: homes.alice });
+    await alice.login("alice");
+    await alice.send("chat bob");
+    await alice.event("chat_opened", { with: "bob", online: false });
+    await sendStored(alice, ["replayed"]);
+    // What the server holds now, as a backup (or an attacker holding the database) keeps it.
+    const db = new DatabaseSync(join(dataDir, "confab-server.sqlite"), { readOnly: true });
+    try {
+      row = db.prepare("SELECT * FROM mail").get() as Record<string, unknown>;
+    } finally {
+      db.close();
+    }
+    await using bob = await TestClient.start("bob", first, { home: homes.bob });
+    await bob.login("bob");
+    await bob.send("show alice");
+    await bob.event("message", { text: "replayed" });
+    await bob.event("shown", { from: "alice", count: 1 });
+  }
+  try {
+    // The server comes back with the message waiting again (restored from that backup).
+    const db = new DatabaseSync(join(dataDir, "confab-server.sqlite"));
+    try {
+      db.exec("DELETE FROM mail_read");
+      db.prepare(
+        `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+      ).run(
+        row.recipient as string,
+        row.sender as string,
+        row.msg_id as string,
+        row.ts as number,
+        row.body as string,
+        row.stored_at as number,
+      );
+    } finally {
+      db.close();
+    }
+    await using server = await startServer({ dataDir, port });
+    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await bob.login("bob");
+    assert.equal((await hangingOf(bob))[0]?.count, 1);
+    await bob.send("show alice");
+    await bob.event("shown", { from: "alice", count: 0 });
+    assert.equal(bob.events().filter((e) => e.type === "message").length, 0, "not shown again");
+    assert.deepEqual(await hangingOf(bob), [], "confirmed all the same");
+    assert.deepEqual(await historyOf(bob, "alice"), ["replayed"]);
+  } finally {
+    await removeHomes(homes);
+    await Deno.remove(dataDir, { recursive: true });
   }
 });
 

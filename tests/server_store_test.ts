@@ -409,6 +409,104 @@ Deno.test("ServerStore.saveSession() refuses a duplicate token or an unknown use
   assert.throws(() => store.saveSession(token(2), "ghost"));
 });
 
+// ---- mail ----------------------------------------------------------------------------------
+
+const mail = (sender: string, msgId: string, body = `from ${sender}`) => ({
+  recipient: "bob",
+  sender,
+  msgId,
+  ts: 1000,
+  body,
+});
+
+Deno.test("a sender reusing another sender's message id cannot have that mail dropped", async () => {
+  await using dir = await tempDir();
+  using store = openWith(dir.path, ["alice", "bob", "mallory"]);
+  // Mallory saw the id of alice's message (in a group, say) and stores one with it first.
+  assert.equal(store.storeMail(mail("mallory", "m-1"), 100), "stored");
+  assert.equal(store.storeMail(mail("alice", "m-1"), 100), "stored", "alice's is stored too");
+  assert.equal(store.storeMail(mail("alice", "m-1"), 100), "duplicate", "a resend is not");
+  assert.equal(store.countMail("bob"), 2);
+  assert.deepEqual(store.pendingMail("bob", "alice", 10).map((m) => m.body), ["from alice"]);
+  assert.deepEqual(store.pendingMail("bob", "mallory", 10).map((m) => m.body), ["from mallory"]);
+  // Confirming one sender's copy leaves the other's waiting.
+  assert.deepEqual(store.confirmMail("bob", "mallory", ["m-1"], 2000), ["m-1"]);
+  assert.deepEqual(store.pendingMail("bob", "alice", 10).map((m) => m.msgId), ["m-1"]);
+});
+
+Deno.test("ServerStore.storeMail() refuses a resend of mail already read, until forgotten", async () => {
+  await using dir = await tempDir();
+  using store = openWith(dir.path, ["alice", "bob"]);
+  assert.equal(store.storeMail(mail("alice", "m-1"), 100), "stored");
+  assert.deepEqual(store.confirmMail("bob", "alice", ["m-1"], 5000), ["m-1"]);
+  // The sender's client never got the answer (the server died after the commit) and sends it
+  // again after bob read it: not stored again, so never shown again.
+  assert.equal(store.storeMail(mail("alice", "m-1"), 100), "duplicate");
+  assert.equal(store.countMail("bob"), 0);
+  assert.deepEqual(store.mailbox("bob"), []);
+  // Only that sender's id is remembered.
+  assert.equal(store.storeMail(mail("bob", "m-1", "to alice"), 100, 6000), "stored");
+  assert.equal(store.forgetReadMail(5000), 0, "read at 5000: not before 5000");
+  assert.equal(store.forgetReadMail(5001), 1);
+  assert.equal(store.storeMail(mail("alice", "m-1"), 100), "stored", "forgotten: stored again");
+});
+
+Deno.test("ServerStore remembers read mail across a reopen", async () => {
+  await using dir = await tempDir();
+  {
+    using store = openWith(dir.path, ["alice", "bob"]);
+    store.storeMail(mail("alice", "m-1"), 100);
+    store.confirmMail("bob", "alice", ["m-1"], 5000);
+  }
+  using store = new ServerStore(dir.path);
+  assert.equal(store.storeMail(mail("alice", "m-1"), 100), "duplicate");
+});
+
+Deno.test("ServerStore migrates a version 3 mailbox, keeping its mail in order", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "confab-server.sqlite");
+  {
+    using store = openWith(dir.path, ["alice", "bob", "carol"]);
+    store.storeMail(mail("alice", "m-1", "one"), 100);
+    store.storeMail(mail("carol", "m-2", "two"), 100);
+    store.storeMail(mail("alice", "m-3", "three"), 100);
+  }
+  // Back to the version 3 schema: mail unique by (recipient, msg_id), no mail_read.
+  const db = new DatabaseSync(path);
+  try {
+    db.exec(`
+      DROP TABLE mail_read;
+      CREATE TABLE mail_old (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient TEXT NOT NULL REFERENCES users(name_key),
+        sender TEXT NOT NULL REFERENCES users(name_key),
+        msg_id TEXT NOT NULL, ts INTEGER NOT NULL, body TEXT NOT NULL,
+        stored_at INTEGER NOT NULL, UNIQUE (recipient, msg_id)) STRICT;
+      INSERT INTO mail_old SELECT * FROM mail;
+      DROP TABLE mail;
+      ALTER TABLE mail_old RENAME TO mail;
+      CREATE INDEX mail_by_sender ON mail(recipient, sender, seq);
+      PRAGMA user_version = 3;
+    `);
+  } finally {
+    db.close();
+  }
+  using store = new ServerStore(dir.path);
+  assert.equal(store.schemaVersion, SCHEMA_VERSION);
+  assert.deepEqual(store.mailbox("bob").map((e) => [e.from, e.count]), [["alice", 2], [
+    "carol",
+    1,
+  ]]);
+  assert.deepEqual(store.pendingMail("bob", "alice", 10).map((m) => m.body), ["one", "three"]);
+  assert.equal(store.storeMail(mail("carol", "m-1", "same id, other sender"), 100), "stored");
+  const check = new DatabaseSync(path, { readOnly: true });
+  try {
+    assert.equal(check.prepare("PRAGMA integrity_check").get()?.integrity_check, "ok");
+  } finally {
+    check.close();
+  }
+});
+
 // ---- durability ----------------------------------------------------------------------------
 
 Deno.test("ServerStore keeps users, contacts, registry and sessions across a reopen", async () => {

@@ -6,6 +6,15 @@
 import { Database } from "../util/sqlite.ts";
 import { join } from "node:path";
 
+/** Keep the full-text index in step with the messages table. */
+const FTS_TRIGGERS = `
+  CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, text) VALUES (new.rowid, new.text);
+  END;
+  CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+  END;`;
+
 const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE messages (
@@ -29,18 +38,38 @@ const MIGRATIONS: readonly string[] = [
   -- Full-text search over message texts (FTS5), kept in step by triggers.
   CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='rowid');
   INSERT INTO messages_fts (rowid, text) SELECT rowid, text FROM messages;
-  CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts (rowid, text) VALUES (new.rowid, new.text);
-  END;
-  CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
-  END;
+  ${FTS_TRIGGERS}
   CREATE TABLE groups (                   -- groups this user has been in
     id         TEXT PRIMARY KEY,
     members    TEXT NOT NULL,             -- JSON array: the members when last seen
     joined_at  INTEGER NOT NULL,
     left_at    INTEGER
   ) STRICT;
+  `,
+  `
+  -- A message id is its sender's: duplicates are dropped by (sender, id), so nobody can have
+  -- another's message dropped by sending one with its id first. The rowid becomes a column
+  -- (seq), which VACUUM keeps: the full-text index refers to rows by it.
+  CREATE TABLE messages_v3 (
+    seq       INTEGER PRIMARY KEY,
+    id        TEXT NOT NULL,
+    chat      TEXT NOT NULL,
+    sender    TEXT NOT NULL,
+    ts        INTEGER NOT NULL,
+    text      TEXT NOT NULL,
+    outgoing  INTEGER NOT NULL,
+    mark      TEXT NOT NULL
+  ) STRICT;
+  INSERT INTO messages_v3 (seq, id, chat, sender, ts, text, outgoing, mark)
+    SELECT rowid, id, chat, sender, ts, text, outgoing, mark FROM messages;
+  DROP TRIGGER messages_ai;
+  DROP TRIGGER messages_ad;
+  DROP TABLE messages;
+  ALTER TABLE messages_v3 RENAME TO messages;
+  CREATE UNIQUE INDEX messages_by_sender_id ON messages(lower(sender), id);
+  CREATE INDEX messages_by_id ON messages(id);
+  CREATE INDEX messages_by_chat ON messages(chat, ts);
+  ${FTS_TRIGGERS}
   `,
 ];
 
@@ -85,11 +114,14 @@ export class ClientStore implements Disposable {
     this.#db = new Database(this.path, MIGRATIONS);
   }
 
-  /** Stores a message; returns false when its id is already there (a duplicate). */
+  /**
+   * Stores a message; returns false when this sender's message with this id is already there
+   * (a duplicate, which is then neither stored nor shown again).
+   */
   addMessage(entry: HistoryEntry): boolean {
     return this.#db.sql(
       `INSERT INTO messages (id, chat, sender, ts, text, outgoing, mark)
-       VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+       VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
     ).run(
       entry.id,
       entry.chat.toLowerCase(),
@@ -101,12 +133,19 @@ export class ClientStore implements Disposable {
     ).changes === 1;
   }
 
-  hasMessage(id: string): boolean {
-    return this.#db.sql("SELECT 1 FROM messages WHERE id = ?").get(id) !== undefined;
+  /** Whether `sender`'s message `id` is in the history. */
+  hasMessage(sender: string, id: string): boolean {
+    return this.#db.sql("SELECT 1 FROM messages WHERE lower(sender) = ? AND id = ?")
+      .get(sender.toLowerCase(), id) !== undefined;
   }
 
+  /**
+   * Sets the delivery mark of one of my own messages. `**` is final: an answer that comes late
+   * (a resend stored, `*`, after the first copy was read) does not take it back.
+   */
   setMark(id: string, mark: DeliveryMark): void {
-    this.#db.sql("UPDATE messages SET mark = ? WHERE id = ?").run(mark, id);
+    this.#db.sql("UPDATE messages SET mark = ? WHERE id = ? AND outgoing = 1 AND mark != '**'")
+      .run(mark, id);
   }
 
   /** The last `limit` messages of a chat, oldest first. */

@@ -261,13 +261,17 @@ export class Delivery {
     if (!session) return;
     const chat = this.#host.chatWith?.toLowerCase();
     // (In a group, a message from someone else is shown as a notice instead.)
-    if (chat !== undefined && chat !== link.user.toLowerCase() && !session.store.hasMessage(m.id)) {
+    if (
+      chat !== undefined && chat !== link.user.toLowerCase() &&
+      !session.store.hasMessage(link.user, m.id)
+    ) {
       // Busy in another chat: as in the original, the message waits on the server and we are
       // told there is mail, instead of it cutting into this conversation.
       await link.fc.send({ type: "busy", id: m.id }).catch(() => {});
       return;
     }
-    const duplicate = this.#seen.has(m.id) || !session.store.addMessage({
+    const seen = `${link.user.toLowerCase()}\n${m.id}`;
+    const duplicate = this.#seen.has(seen) || !session.store.addMessage({
       id: m.id,
       chat: link.user,
       sender: link.user,
@@ -279,7 +283,7 @@ export class Delivery {
     // Acknowledge after the message is stored, also a duplicate (our first ack may be lost).
     await link.fc.send({ type: "ack", id: m.id }).catch(() => {});
     if (duplicate) return;
-    this.#seen.add(m.id);
+    this.#seen.add(seen);
     if (this.#seen.size > SEEN_IDS) this.#seen.delete(this.#seen.values().next().value!);
     this.#ctx.emit({
       type: "message",

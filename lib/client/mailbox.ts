@@ -83,9 +83,10 @@ export class Mailbox {
           });
           continue;
         }
-        // Stored once; shown again if a crash before the confirm brings it back (the user may
-        // not have seen it), but never a second row in history.
-        session.store.addMessage({
+        // Shown once, whatever the timing: a message already in history (it came directly, or
+        // a crash before the confirm brought this batch back, or the server delivered an old
+        // one again) is confirmed but not shown again.
+        const fresh = session.store.addMessage({
           id: m.msgId,
           chat: batch.from,
           sender: batch.from,
@@ -94,6 +95,7 @@ export class Mailbox {
           outgoing: false,
           mark: "**",
         });
+        if (!fresh) continue;
         shown++;
         this.#ctx.emit({
           type: "message",

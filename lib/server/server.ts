@@ -71,6 +71,14 @@ interface ConnState {
 const HASH_CONCURRENCY = 2;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
 const HASH_QUEUE_LIMIT = 64;
+/**
+ * How long the ids of read mail are kept: a sender's client resends what it had no answer for
+ * (the server may have stored it and died before answering), and a resend of mail read in the
+ * meantime must not be stored and shown again. As long as a session token lives.
+ */
+const READ_MAIL_KEPT_MS = 30 * 24 * 3600_000;
+/** How often ids of read mail past that age are forgotten. */
+const FORGET_READ_MAIL_EVERY_MS = 3600_000;
 
 function tokenHash(token: string): Uint8Array {
   return new Uint8Array(createHash("sha256").update(token).digest());
@@ -99,6 +107,7 @@ export class ConfabServer implements AsyncDisposable {
   #serving = new Set<Promise<void>>();
   #closing: Promise<void> | undefined;
   readonly #sweep: ReturnType<typeof setInterval>;
+  #forgotReadMailAt = Date.now();
 
   private constructor(
     listener: Deno.TcpListener,
@@ -133,6 +142,10 @@ export class ConfabServer implements AsyncDisposable {
         void fc.close(new SilentPeerError(`no ping for ${this.#opts.clientTimeoutMs / 1000} s`));
       }
     }
+    if (now - this.#forgotReadMailAt > FORGET_READ_MAIL_EVERY_MS) {
+      this.#forgotReadMailAt = now;
+      this.store.forgetReadMail(now - READ_MAIL_KEPT_MS);
+    }
   }
 
   /**
@@ -150,6 +163,7 @@ export class ConfabServer implements AsyncDisposable {
     }
     // Rows left open by a run that died (kill -9): those users are not connected any more.
     store.closeDanglingLogins();
+    store.forgetReadMail(Date.now() - READ_MAIL_KEPT_MS);
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({
@@ -397,6 +411,9 @@ export class ConfabServer implements AsyncDisposable {
       ts: m.ts,
       body: m.sealed,
     }, this.#opts.maxPending);
+    if (result === "stored" && Deno.env.get("CONFAB_FAULT") === "crash-after-mail-store") {
+      Deno.kill(Deno.pid, "SIGKILL"); // tests: die between the commit and the answer
+    }
     if (result === "full") {
       throw new Reply(
         "MAILBOX_FULL",

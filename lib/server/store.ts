@@ -63,6 +63,33 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE users ADD COLUMN mail_key TEXT NOT NULL DEFAULT '';      -- X25519, base64url
   ALTER TABLE users ADD COLUMN mail_key_sig TEXT NOT NULL DEFAULT '';  -- by the identity key
   `,
+  `
+  -- A message id is its sender's: the same id from two senders is two messages (before, one
+  -- sender could have another's message dropped as a duplicate while it was acknowledged).
+  CREATE TABLE mail_v4 (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient  TEXT NOT NULL REFERENCES users(name_key),
+    sender     TEXT NOT NULL REFERENCES users(name_key),
+    msg_id     TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    stored_at  INTEGER NOT NULL,
+    UNIQUE (recipient, sender, msg_id)
+  ) STRICT;
+  INSERT INTO mail_v4 (seq, recipient, sender, msg_id, ts, body, stored_at)
+    SELECT seq, recipient, sender, msg_id, ts, body, stored_at FROM mail;
+  DROP TABLE mail;
+  ALTER TABLE mail_v4 RENAME TO mail;
+  CREATE INDEX mail_by_sender ON mail(recipient, sender, seq);
+  CREATE TABLE IF NOT EXISTS mail_read (  -- mail read lately: a late resend of it is not stored
+    recipient  TEXT NOT NULL,
+    sender     TEXT NOT NULL,
+    msg_id     TEXT NOT NULL,
+    read_at    INTEGER NOT NULL,
+    PRIMARY KEY (recipient, sender, msg_id)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS mail_read_by_time ON mail_read(read_at);
+  `,
 ];
 
 /** The schema version this build migrates databases to. */
@@ -303,8 +330,10 @@ export class ServerStore implements Disposable {
   // ---- mail ----------------------------------------------------------------------------------
 
   /**
-   * Stores a pending message, committed before this returns. A message id already pending for
-   * this recipient is not stored twice. Returns false when the mailbox holds `max` already.
+   * Stores a pending message, committed before this returns. A message this sender sent this
+   * recipient before is not stored again ("duplicate"): neither while it waits, nor once it was
+   * read (for as long as {@link forgetReadMail} keeps its id), so a resend after a crash is never
+   * shown twice. Returns "full" when the mailbox holds `max` already.
    */
   storeMail(
     mail: { recipient: string; sender: string; msgId: string; ts: number; body: string },
@@ -312,15 +341,18 @@ export class ServerStore implements Disposable {
     now = Date.now(),
   ): "stored" | "duplicate" | "full" {
     const recipient = nameKey(mail.recipient);
-    const exists = this.#db.sql("SELECT 1 FROM mail WHERE recipient = ? AND msg_id = ?")
-      .get(recipient, mail.msgId);
+    const sender = nameKey(mail.sender);
+    const exists = this.#db.sql(
+      `SELECT 1 FROM mail WHERE recipient = ? AND sender = ? AND msg_id = ?
+       UNION ALL SELECT 1 FROM mail_read WHERE recipient = ? AND sender = ? AND msg_id = ?`,
+    ).get(recipient, sender, mail.msgId, recipient, sender, mail.msgId);
     if (exists) return "duplicate";
     const size = this.#mailboxSize(recipient);
     if (size >= max) return "full";
     this.#db.sql(
       `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
        VALUES (?, ?, ?, ?, ?, ?)`,
-    ).run(recipient, nameKey(mail.sender), mail.msgId, mail.ts, mail.body, now);
+    ).run(recipient, sender, mail.msgId, mail.ts, mail.body, now);
     this.#mailboxSizes.set(recipient, size + 1);
     return "stored";
   }
@@ -369,8 +401,8 @@ export class ServerStore implements Disposable {
 
   /**
    * Deletes delivered mail and records a read receipt for each (except the `rejected` ones), in
-   * one transaction. Ids that are not pending (already confirmed) are ignored. Returns the ids
-   * deleted.
+   * one transaction; the ids are kept in `mail_read` so a resend is not stored again. Ids that
+   * are not pending (already confirmed) are ignored. Returns the ids deleted.
    */
   confirmMail(
     recipient: string,
@@ -388,11 +420,16 @@ export class ServerStore implements Disposable {
       `INSERT INTO receipts (sender, msg_id, reader, read_at) VALUES (?, ?, ?, ?)
        ON CONFLICT DO NOTHING`,
     );
+    const read = this.#db.sql(
+      `INSERT INTO mail_read (recipient, sender, msg_id, read_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT DO NOTHING`,
+    );
     const done: string[] = [];
     this.#mailboxSizes.delete(r); // recounted at the next store
     this.#db.transaction(() => {
       for (const id of msgIds) {
         if (del.run(r, s, id).changes === 1) {
+          read.run(r, s, id, now);
           // A message the reader's client refused (forged, undecryptable) was not read.
           if (!rejected.has(id)) receipt.run(s, id, r, now);
           done.push(id);
@@ -400,6 +437,14 @@ export class ServerStore implements Disposable {
       }
     });
     return done;
+  }
+
+  /**
+   * Forgets the ids of mail read before `before` (ms since the epoch): a resend of one of those
+   * would be stored again. Returns how many were forgotten.
+   */
+  forgetReadMail(before: number): number {
+    return Number(this.#db.sql("DELETE FROM mail_read WHERE read_at < ?").run(before).changes);
   }
 
   /** Read receipts waiting for `sender`, oldest first. */
