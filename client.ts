@@ -12,6 +12,7 @@ import { ClientError, ConfabClient } from "./lib/client/client.ts";
 import { type FrontEnd, JsonFrontEnd, PlainFrontEnd, TtyFrontEnd } from "./lib/client/terminal.ts";
 import { asError } from "./lib/net/framed_connection.ts";
 import { MAIN_HELP } from "./lib/client/commands.ts";
+import { parseFingerprint } from "./lib/crypto/fingerprint.ts";
 
 function wrap<T>(parse: (value: string) => T): (value: string) => T {
   return (value) => {
@@ -54,8 +55,10 @@ const program = new Command()
   .option("--home <dir>", "where your keys and history live", defaultHome())
   .option("--json", "write every event as one JSON object per line on stdout (for scripts)")
   .option(
-    "--accept-server-key",
-    "accept and pin a server key that differs from the pinned one (after checking its fingerprint)",
+    "--accept-server-key <fingerprint>",
+    "accept and pin a changed server key once, only if it has this fingerprint (the one the " +
+      "server prints at start-up)",
+    wrap(parseFingerprint),
   )
   .option(
     "--announce-port <port>",
@@ -100,7 +103,7 @@ const opts = program.opts<{
   server: { host: string; port: number };
   home: string;
   json?: boolean;
-  acceptServerKey?: boolean;
+  acceptServerKey?: string;
   announcePort?: number;
   peerTimeout: number;
   maxFileSize: number;

@@ -305,7 +305,7 @@ Deno.test("a client's peer listener ends a link on a tampered or replayed frame,
   await alice.event("message", { from: "bob", text: "loud and clear" });
 });
 
-Deno.test("a server with another key is refused as SERVER_KEY_CHANGED until --accept-server-key", async () => {
+Deno.test("a server with another key is refused as SERVER_KEY_CHANGED until --accept-server-key <its fingerprint>", async () => {
   const home = await Deno.makeTempDir({ prefix: "confab-alice-" });
   try {
     let port: number;
@@ -335,7 +335,7 @@ Deno.test("a server with another key is refused as SERVER_KEY_CHANGED until --ac
     {
       await using alice = await TestClient.start("alice", second, {
         home,
-        args: ["--accept-server-key"],
+        args: ["--accept-server-key", fingerprint],
       });
       await alice.send("in alice secret-pw");
       const failed = await alice.event("error");

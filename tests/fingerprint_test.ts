@@ -3,7 +3,12 @@
  * two users compare.
  */
 import assert from "node:assert/strict";
-import { keyFingerprint, ownNumber, safetyNumber } from "../lib/crypto/fingerprint.ts";
+import {
+  keyFingerprint,
+  ownNumber,
+  parseFingerprint,
+  safetyNumber,
+} from "../lib/crypto/fingerprint.ts";
 import { Identity } from "../lib/peer/identity.ts";
 
 const SIXTY_DIGITS = /^\d{5}( \d{5}){11}$/;
@@ -67,4 +72,14 @@ Deno.test("ownNumber() is 30 digits, and one half of every safety number with th
   const halves = [pair.slice(0, 30), pair.slice(30)];
   assert.ok(halves.includes(digits(own)));
   assert.ok(halves.includes(digits(await ownNumber(bob.user, bob.publicKey))));
+});
+
+Deno.test("parseFingerprint() takes the banner's form with or without spaces and refuses anything else", async () => {
+  const printed = await keyFingerprint(new Uint8Array(32).fill(7));
+  assert.equal(parseFingerprint(printed), printed);
+  assert.equal(parseFingerprint(printed.replaceAll(" ", "").toUpperCase()), printed);
+  assert.equal(parseFingerprint(printed.replaceAll(" ", ":")), printed);
+  for (const bad of ["", "yes", printed.slice(0, -1), printed + "0", printed.replace(/.$/, "g")]) {
+    assert.throws(() => parseFingerprint(bad), RangeError, bad);
+  }
 });

@@ -37,8 +37,11 @@ export interface ClientOptions {
   historyLines?: number;
   /** How long a peer has to acknowledge a message before it counts as not delivered. */
   ackTimeoutMs?: number;
-  /** Accept (and pin) a server key that differs from the pinned one. */
-  acceptServerKey?: boolean;
+  /**
+   * The fingerprint of a new server key the user checked: accepted (and pinned) once, at the
+   * first connection that presents it; any other key is refused.
+   */
+  acceptServerKey?: string;
   /**
    * The peer port to announce to the server, when a port forwarder sits in front of the
    * listening port (default: the listening port).
@@ -122,7 +125,7 @@ export class ConfabClient implements AsyncDisposable {
     }, {
       home: options.home,
       server: options.server,
-      acceptServerKey: options.acceptServerKey ?? false,
+      acceptServerKey: options.acceptServerKey,
     });
     this.#links = new PeerLinks(this.#ctx, this.#session, {
       onMessage: (link, m) => this.#onPeerMessage(link, m),

@@ -69,8 +69,11 @@ export interface ServerLinkOptions {
   staticKeyPair: KeyPair;
   /** Pinned server keys; without it (load generators), the key is not checked. */
   knownServers?: KnownServers;
-  /** Replace a pinned key that differs (the user accepted the new key deliberately). */
-  acceptNewKey?: boolean;
+  /**
+   * The fingerprint (as `parseFingerprint` gives it) of a new key the user checked and
+   * accepts: a key with exactly this fingerprint replaces the pin; any other key is refused.
+   */
+  acceptKey?: string;
   signal?: AbortSignal;
   timeoutMs?: number;
 }
@@ -85,8 +88,9 @@ export interface ServerLink {
 }
 
 /**
- * Connects, secures and checks the server.
- * @throws {ServerKeyChangedError} when the key differs from the pinned one.
+ * Connects, secures and checks the server's key against the pin, before anything is sent.
+ * @throws {ServerKeyChangedError} when the key differs from the pinned one (and is not the one
+ * accepted), or differs from the one accepted.
  */
 export async function openServerLink(options: ServerLinkOptions): Promise<ServerLink> {
   const timeoutMs = options.timeoutMs ?? 10_000;
@@ -109,12 +113,20 @@ export async function openServerLink(options: ServerLinkOptions): Promise<Server
     const address = `${options.host}:${options.port}`;
     const pinned = await options.knownServers.get(address);
     if (pinned?.key === serverKey) return { fc, serverKey, fingerprint, pin: "known" };
-    if (pinned && !options.acceptNewKey) {
+    if (options.acceptKey !== undefined && options.acceptKey !== fingerprint) {
+      throw new ServerKeyChangedError(
+        `WARNING: the server at ${address} presented the key fingerprint ${fingerprint}, not ` +
+          `${options.acceptKey} given with --accept-server-key: refused (someone may be ` +
+          `intercepting the connection; compare the fingerprint the server prints at start-up)`,
+      );
+    }
+    if (pinned && options.acceptKey === undefined) {
       throw new ServerKeyChangedError(
         `WARNING: the server at ${address} presented a different key (fingerprint ` +
           `${fingerprint}) than the one pinned on ${new Date(pinned.firstSeen).toISOString()}. ` +
           `Someone may be intercepting the connection. If the server was reinstalled, compare ` +
-          `the fingerprint its start-up banner prints, then run once with --accept-server-key`,
+          `the fingerprint its start-up banner prints, then start once with ` +
+          `--accept-server-key "<that fingerprint>"`,
       );
     }
     await options.knownServers.pin(address, serverKey);

@@ -64,7 +64,8 @@ export interface ServerSessionHost {
 export interface ServerSessionOptions {
   home: string;
   server: { host: string; port: number };
-  acceptServerKey: boolean;
+  /** A fingerprint the user accepts for a changed server key: used once, then forgotten. */
+  acceptServerKey?: string;
 }
 
 const LOGOUT_SETTING = "pending_logout";
@@ -87,6 +88,8 @@ export class ServerSession {
   /** Static key for Noise handshakes, made per process: users prove who they are inside. */
   #noiseKey: Promise<KeyPair> | undefined;
   readonly #knownServers: KnownServers;
+  /** A fingerprint the user accepts for a changed server key, until one connection used it. */
+  #acceptServerKey: string | undefined;
 
   constructor(ctx: ClientContext, host: ServerSessionHost, options: ServerSessionOptions) {
     this.#ctx = ctx;
@@ -94,6 +97,7 @@ export class ServerSession {
     this.#opts = options;
     this.#serverPort = options.server.port;
     this.#knownServers = new KnownServers(options.home);
+    this.#acceptServerKey = options.acceptServerKey;
   }
 
   /** The logged-in session, if any. */
@@ -140,7 +144,7 @@ export class ServerSession {
         port: this.#serverPort,
         staticKeyPair: await this.staticKey(),
         knownServers: this.#knownServers,
-        acceptNewKey: this.#opts.acceptServerKey,
+        acceptKey: this.#acceptServerKey,
         signal: AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(10_000)]),
       });
     } catch (error) {
@@ -154,6 +158,9 @@ export class ServerSession {
         cause: error,
       });
     }
+    // The override is for the key the user checked, once: a later reconnect that meets yet
+    // another key is refused like any other.
+    this.#acceptServerKey = undefined;
     if (link.pin === "new") {
       this.#ctx.emit({
         type: "info",

@@ -16,6 +16,22 @@ export async function keyFingerprint(publicKey: Uint8Array<ArrayBuffer>): Promis
   return hex.match(/.{4}/g)!.join(" ");
 }
 
+/**
+ * A fingerprint as typed by a person, in the form {@link keyFingerprint} prints: spaces and
+ * colons dropped, lower case.
+ * @throws {RangeError} unless 32 hex digits remain.
+ */
+export function parseFingerprint(text: string): string {
+  const hex = text.replace(/[\s:]/g, "").toLowerCase();
+  if (!/^[0-9a-f]{32}$/.test(hex)) {
+    throw new RangeError(
+      `"${text.slice(0, 80)}" is not a key fingerprint (32 hex digits, as the server prints ` +
+        `at start-up: "server key fingerprint: 3f2a 91bc ...")`,
+    );
+  }
+  return hex.match(/.{4}/g)!.join(" ");
+}
+
 /** 30 digits for one user: an iterated hash of their name and key (iterations slow guessing). */
 async function digitsFor(user: string, publicKey: string): Promise<string> {
   let hash = await sha256(encoder.encode(`confab-safety-v1\n${user.toLowerCase()}\n${publicKey}`));
