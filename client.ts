@@ -2,14 +2,20 @@
  * confab: the Confab messenger client. Talks to the server for accounts and presence, and to
  * other users directly, peer to peer.
  *
- *   deno run -A client.ts [peer port] [--server HOST:PORT] [--home DIR] [--json]
+ *   deno run -A client.ts [peer port] [--server HOST:PORT] [--home DIR] [--json] [--verbose]
  */
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { join } from "node:path";
 import { parseHostPort, parsePort } from "./lib/cli/lines.ts";
-import { runApp } from "./lib/client/app.ts";
+import { NameBook, runApp } from "./lib/client/app.ts";
 import { ClientError, ConfabClient } from "./lib/client/client.ts";
-import { type FrontEnd, JsonFrontEnd, PlainFrontEnd, TtyFrontEnd } from "./lib/client/terminal.ts";
+import {
+  type FrontEnd,
+  JsonFrontEnd,
+  type Notify,
+  PlainFrontEnd,
+  TtyFrontEnd,
+} from "./lib/client/terminal.ts";
 import { asError } from "./lib/net/framed_connection.ts";
 import { MAIN_HELP } from "./lib/client/commands.ts";
 import { parseFingerprint } from "./lib/crypto/fingerprint.ts";
@@ -38,22 +44,35 @@ function defaultHome(): string {
   return join(home, ".confab");
 }
 
+const DEFAULT_MAX_FILE = 4 * 1024 ** 3;
+
 const program = new Command()
   .name("confab")
   .description(
     "Confab messenger client: chat with your contacts directly, peer to peer.\n" +
-      "Commands are typed (or piped) on stdin:\n\n" + MAIN_HELP,
+      "Commands are typed (or piped) on stdin; see the list after the options.",
   )
   .argument("[port]", "peer port to listen on (same as --port)", wrap(parsePort))
-  .option("-p, --port <port>", "peer port to listen on (default: any free port)", wrap(parsePort))
-  .option(
-    "-s, --server <host:port>",
-    "the Confab server",
-    wrap((v) => parseHostPort(v, 4242)),
-    { host: "127.0.0.1", port: 4242 },
+  .addOption(
+    new Option("-p, --port <port>", "peer port to listen on (default: any free port)")
+      .argParser(wrap(parsePort)),
   )
-  .option("--home <dir>", "where your keys and history live", defaultHome())
-  .option("--json", "write every event as one JSON object per line on stdout (for scripts)")
+  .addOption(
+    new Option("-s, --server <host:port>", "the Confab server")
+      .argParser(wrap((v) => parseHostPort(v, 4242)))
+      .default({ host: "127.0.0.1", port: 4242 }, "127.0.0.1:4242"),
+  )
+  .addOption(
+    new Option("--home <dir>", "where your keys and history live")
+      .default(defaultHome(), "~/.confab"),
+  )
+  .option("--json", "one JSON object per event on stdout, for scripts")
+  .option("-v, --verbose", "technical detail too: addresses, links, low-level errors")
+  .addOption(
+    new Option("--notify <how>", "on a message for a chat that is not open")
+      .choices(["bell", "title", "both", "none"])
+      .default("bell"),
+  )
   .option(
     "--accept-server-key <fingerprint>",
     "accept and pin a changed server key once, only if it has this fingerprint (the one the " +
@@ -62,39 +81,37 @@ const program = new Command()
   )
   .option(
     "--announce-port <port>",
-    "the peer port to announce to the server, when a port forwarder sits in front of --port",
+    "the peer port to announce, when a port forwarder sits in front of --port",
     wrap((v) => {
       const n = parsePort(v, "--announce-port");
       if (n === 0) throw new RangeError("--announce-port must be a port from 1 to 65535");
       return n;
     }),
   )
-  .option(
-    "--peer-timeout <seconds>",
-    "declare a silent peer gone after this many seconds (peers ping each second)",
-    wrap((v) => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < 1 || n > 300) throw new RangeError("1 to 300 seconds");
-      return n;
-    }),
-    3,
+  .addOption(
+    new Option("--peer-timeout <seconds>", "a silent peer is gone after this many seconds")
+      .argParser(wrap((v) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n < 1 || n > 300) throw new RangeError("1 to 300 seconds");
+        return n;
+      }))
+      .default(3),
   )
-  .option(
-    "--max-file-size <bytes>",
-    "refuse files larger than this (suffixes K, M, G: 500M, 4G)",
-    wrap(parseSize),
-    4 * 1024 ** 3,
+  .addOption(
+    new Option("--max-file-size <size>", "refuse larger files (500M, 4G, or bytes)")
+      .argParser(wrap(parseSize))
+      .default(DEFAULT_MAX_FILE, "4G"),
   )
-  .option(
-    "--history <n>",
-    "messages shown when a chat opens",
-    wrap((v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new RangeError("0 to 10000");
-      return n;
-    }),
-    50,
+  .addOption(
+    new Option("--history <n>", "messages shown when a chat opens")
+      .argParser(wrap((v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new RangeError("0 to 10000");
+        return n;
+      }))
+      .default(50),
   )
+  .addHelpText("after", `\nCommands:\n\n${MAIN_HELP}`)
   .showHelpAfterError("(run confab --help for usage)")
   .parse(["deno", "client.ts", ...Deno.args]);
 
@@ -103,6 +120,8 @@ const opts = program.opts<{
   server: { host: string; port: number };
   home: string;
   json?: boolean;
+  verbose?: boolean;
+  notify: Notify;
   acceptServerKey?: string;
   announcePort?: number;
   peerTimeout: number;
@@ -111,11 +130,13 @@ const opts = program.opts<{
 }>();
 const peerPort = (program.processedArgs[0] as number | undefined) ?? opts.port ?? 0;
 
+let quit: () => Promise<never> = () => Deno.exit(0);
 const ui: FrontEnd = opts.json
   ? new JsonFrontEnd()
   : Deno.stdin.isTerminal() && Deno.stdout.isTerminal()
-  ? new TtyFrontEnd()
-  : new PlainFrontEnd();
+  ? new TtyFrontEnd({ verbose: opts.verbose, notify: opts.notify, onQuit: () => void quit() })
+  : new PlainFrontEnd(undefined, { verbose: opts.verbose });
+const names = new NameBook();
 
 const client = new ConfabClient({
   home: opts.home,
@@ -126,7 +147,10 @@ const client = new ConfabClient({
   peerTimeoutMs: opts.peerTimeout * 1000,
   maxFileSize: opts.maxFileSize,
   announcePort: opts.announcePort,
-}, (event) => ui.show(event));
+}, (event) => {
+  names.observe(event);
+  ui.show(event);
+});
 
 try {
   client.start();
@@ -138,22 +162,23 @@ try {
   Deno.exit(1);
 }
 
-let quitting = false;
-async function quit(): Promise<never> {
-  if (!quitting) {
-    quitting = true;
+let quitting: Promise<never> | undefined;
+/** Logs out, restores the terminal and exits 0: `quit`, Ctrl-C twice, SIGINT/SIGTERM/SIGHUP. */
+quit = () => {
+  quitting ??= (async () => {
     await client.close();
     await ui[Symbol.asyncDispose]();
-  }
-  Deno.exit(0);
-}
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.exit(0);
+  })();
+  return quitting;
+};
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   try {
     Deno.addSignalListener(signal, () => void quit());
   } catch {
-    // SIGTERM cannot be listened to on Windows.
+    // Not on Windows (SIGINT still works there).
   }
 }
 
-await runApp(client, ui);
+await runApp(client, ui, names);
 await quit();

@@ -4,7 +4,15 @@
  * commands).
  */
 import assert from "node:assert/strict";
-import { type Command, parseCommand } from "../lib/client/commands.ts";
+import {
+  type Command,
+  commandNames,
+  helpFor,
+  lineForHistory,
+  lineForScreen,
+  parseCommand,
+  parsePath,
+} from "../lib/client/commands.ts";
 
 /** The message of an `invalid` result; fails the test for any other kind. */
 function invalidMessage(command: Command): string {
@@ -206,9 +214,9 @@ Deno.test("parseCommand() in a chat reads /q, \\q and /quit as leaving", () => {
   }
 });
 
-Deno.test("parseCommand() in a chat reads /h, \\h and /help as chat help", () => {
+Deno.test("parseCommand() in a chat reads /h, \\h and /help as help", () => {
   for (const line of ["/h", "\\h", "/help"]) {
-    assert.deepEqual(parseCommand(line, true), { kind: "chat_help" }, line);
+    assert.deepEqual(parseCommand(line, true), { kind: "help" }, line);
   }
 });
 
@@ -231,7 +239,7 @@ Deno.test("parseCommand() in a chat reads fingerprint and trust as text, not com
 
 Deno.test("parseCommand() in a chat rejects an unknown /command and says how to leave", () => {
   const message = invalidMessage(parseCommand("/x", true));
-  assert.match(message, /unknown chat command "\/x"/);
+  assert.match(message, /unknown command "\/x"/);
   assert.match(message, /\/q/);
   assert.equal(parseCommand("\\x", true).kind, "invalid");
   assert.equal(parseCommand("/", true).kind, "invalid");
@@ -240,4 +248,81 @@ Deno.test("parseCommand() in a chat rejects an unknown /command and says how to 
 Deno.test("parseCommand() in a chat treats a blank line as empty, not a message", () => {
   assert.deepEqual(parseCommand("", true), { kind: "empty" });
   assert.deepEqual(parseCommand("   ", true), { kind: "empty" });
+});
+
+// ---- commands everywhere, paths, secrets ---------------------------------------------------
+
+Deno.test("parseCommand() in a chat runs every command with a / in front", () => {
+  const cases: [string, Command][] = [
+    ["/show alice", { kind: "show", user: "alice" }],
+    ["\\show alice", { kind: "show", user: "alice" }],
+    ["/hanging", { kind: "hanging" }],
+    ["/contacts", { kind: "contacts" }],
+    ["/contacts add carol", { kind: "contact_add", user: "carol" }],
+    ["/history bob 5", { kind: "history", target: "bob", limit: 5 }],
+    ["/search big news", { kind: "search", words: ["big", "news"] }],
+    ["/chat carol", { kind: "chat", user: "carol" }],
+    ["/chat #3f1c2a", { kind: "chat", user: "#3f1c2a" }],
+    ["/groups", { kind: "groups" }],
+    ["/fingerprint bob", { kind: "fingerprint", user: "bob" }],
+    ["/clear", { kind: "clear" }],
+    ["/exit", { kind: "quit" }],
+  ];
+  for (const [line, expected] of cases) assert.deepEqual(parseCommand(line, true), expected, line);
+  assert.match(invalidMessage(parseCommand("/show", true)), /usage: \/show <user>/);
+});
+
+Deno.test("parseCommand() outside a chat takes the / forms too, and says /q needs a chat", () => {
+  assert.deepEqual(parseCommand("/contacts", false), { kind: "contacts" });
+  assert.deepEqual(parseCommand("/show alice", false), { kind: "show", user: "alice" });
+  assert.deepEqual(parseCommand("/u", false), { kind: "online_contacts" });
+  assert.deepEqual(parseCommand("/h", false), { kind: "help" });
+  assert.match(invalidMessage(parseCommand("/q", false)), /not in a chat/);
+  assert.match(invalidMessage(parseCommand("//hello", false)), /not in a chat/);
+  assert.deepEqual(parseCommand("clear", false), { kind: "clear" });
+});
+
+Deno.test("parseCommand() reads a path to share as a shell would: quotes, escapes, ~, dragged", () => {
+  const home = Deno.env.get("HOME")!;
+  const cases: [string, string][] = [
+    ['/s "my file.txt"', "my file.txt"],
+    ["/s 'my file.txt'", "my file.txt"],
+    ["/s my\\ file.txt", "my file.txt"],
+    ["/s ~/notes.txt", `${home}/notes.txt`],
+    ["/s '/tmp/dragged dir/it''s.txt'", "/tmp/dragged dir/its.txt"],
+    ["/s /tmp/plain.txt ", "/tmp/plain.txt"],
+    ["/s file:///tmp/a%20b.txt", "/tmp/a b.txt"],
+    ["share my\\ file.txt", "my file.txt"],
+  ];
+  for (const [line, path] of cases) {
+    const c = parseCommand(line, true);
+    assert.equal(c.kind, "share", line);
+    assert.equal((c as { path: string }).path, path, line);
+  }
+  assert.equal(parsePath("it's.txt"), "it's.txt", "an unmatched quote is kept");
+  assert.equal(parsePath("~", "/home/me"), "/home/me");
+});
+
+Deno.test("lineForHistory() drops a password typed on the line; lineForScreen() masks it", () => {
+  assert.equal(lineForHistory("in alice secret-pw"), "in alice");
+  assert.equal(lineForHistory("in 4242 alice secret-pw"), "in 4242 alice");
+  assert.equal(lineForHistory("signup bob hunter22"), "signup bob");
+  assert.equal(lineForHistory("/in alice pw123456"), "/in alice");
+  assert.equal(lineForHistory("in alice"), "in alice");
+  assert.equal(lineForHistory("chat bob"), "chat bob");
+  assert.equal(lineForScreen("in alice secret-pw"), "in alice ******");
+  assert.equal(lineForScreen("signup bob x"), "signup bob ******");
+  assert.equal(lineForScreen("contacts add bob"), "contacts add bob");
+});
+
+Deno.test("helpFor() shows what works where the user is", () => {
+  assert.match(helpFor("logged_out"), /signup/);
+  assert.doesNotMatch(helpFor("logged_out"), /contacts/);
+  assert.doesNotMatch(helpFor("idle"), /signup/);
+  assert.match(helpFor("idle"), /contacts add <user>/);
+  assert.match(helpFor("chat"), /\/show <user>/);
+  assert.match(helpFor("chat"), /\/q/);
+  assert.doesNotMatch(helpFor("chat"), /^\s+signup/m);
+  assert.deepEqual(commandNames("logged_out"), ["signup", "in", "clear", "help", "quit"]);
+  assert.ok(commandNames("chat").every((c) => c.startsWith("/")));
 });

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { Renderer, SHOW_PENDING_AFTER_MS } from "../lib/client/render.ts";
 import type { ClientEvent } from "../lib/client/events.ts";
+import { hasUnsafe } from "../lib/cli/text.ts";
 
 /** 13:04:05 local time, so the expected `[HH:MM:SS]` does not depend on the time zone. */
 const TS = new Date(2024, 0, 2, 13, 4, 5).getTime();
@@ -55,7 +56,7 @@ const EVERY_EVENT: readonly ClientEvent[] = [
 ];
 
 /** The plain text each event of {@link EVERY_EVENT} renders to, in the same order. */
-const PLAIN: readonly string[] = [
+const PLAIN: readonly (string | undefined)[] = [
   "listening for peers on port 5555; server 127.0.0.1:4242\ntype help for commands",
   "connecting to 127.0.0.1:4242…",
   "account alice created",
@@ -63,21 +64,22 @@ const PLAIN: readonly string[] = [
   "logged out alice",
   "logged out alice (server unreachable: the logout time is saved and sent at the next login)",
   "no contacts yet; add one: contacts add <user>",
-  "  bob  online\n  carol  offline",
+  "  bob    online\n  carol  offline",
   "bob added to your contacts",
   "bob removed from your contacts",
   "bob is online",
   "bob is offline",
-  "chatting with bob directly at 127.0.0.1:5556 (/q leaves, /h helps)",
+  "chatting with bob, directly (/q leaves, /h helps)",
   "left the chat with bob",
   `${CLOCK} bob: hi`,
   `✉ ${CLOCK} bob: hi  (chat bob to answer)`,
   "a message ✗ not delivered to bob: link closed",
-  "bob is in the chat with you",
-  "bob left the chat",
-  "connected to bob directly at 127.0.0.1:5556",
-  "connection from bob directly at 127.0.0.1:5556",
-  "direct link to bob closed (peer closed)",
+  // Outside a chat with bob, his window and link changes are not news (see --verbose).
+  undefined,
+  undefined,
+  undefined,
+  undefined,
+  undefined,
   "WARNING: bob's identity key has changed since you last talked. " +
   "If bob did not reinstall, someone may be impersonating them. " +
   "Compare safety numbers (fingerprint bob); accept the new key with: trust bob",
@@ -86,7 +88,7 @@ const PLAIN: readonly string[] = [
   `safety number for you and bob: ${SAFETY_NUMBER}\n` +
   "compare it with theirs in person or on a call; if it matches, you talk to them",
   `safety number for you and bob: ${SAFETY_NUMBER}\nbob's key has CHANGED since you pinned it`,
-  "lost the server (connection reset); chats go on, reconnecting in the background",
+  "lost the connection to the server; chats go on, reconnecting in the background",
   "reconnected to the server",
   "the server is going away: maintenance",
   "error: bob is offline",
@@ -96,14 +98,14 @@ const PLAIN: readonly string[] = [
 
 Deno.test("Renderer without colour renders every event type as its plain line", () => {
   assert.equal(EVERY_EVENT.length, PLAIN.length);
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   EVERY_EVENT.forEach((event, i) => {
     assert.equal(r.render(event), PLAIN[i], JSON.stringify(event));
   });
 });
 
 Deno.test("Renderer without colour never writes an ANSI escape", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   for (const event of EVERY_EVENT) {
     const text = r.render(event);
     assert.ok(text === undefined || !ANSI.test(text), JSON.stringify(text));
@@ -113,7 +115,7 @@ Deno.test("Renderer without colour never writes an ANSI escape", () => {
 });
 
 Deno.test("Renderer with colour wraps its styled lines in ANSI escapes", () => {
-  const r = new Renderer({ color: true });
+  const r = new Renderer({ color: true, now: () => TS });
   const styled: ClientEvent[] = [
     { type: "message", id: "m1", from: "bob", ts: TS, text: "hi", inChat: true, via: "direct" },
     { type: "signed_up", user: "alice" },
@@ -134,7 +136,7 @@ Deno.test("Renderer with colour wraps its styled lines in ANSI escapes", () => {
 });
 
 Deno.test("Renderer shows a message in the open chat as `[HH:MM:SS] from: text`", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   assert.equal(
     r.render({
       type: "message",
@@ -150,7 +152,7 @@ Deno.test("Renderer shows a message in the open chat as `[HH:MM:SS] from: text`"
 });
 
 Deno.test("Renderer shows a message outside the chat as a notice naming how to answer", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   const text = r.render({
     type: "message",
     id: "m1",
@@ -164,7 +166,7 @@ Deno.test("Renderer shows a message outside the chat as a notice naming how to a
 });
 
 Deno.test("Renderer shows nothing for `sent`, then `you: text **` once delivered", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   assert.equal(r.render({ type: "sent", id: "s1", to: "bob", ts: TS, text: "hello" }), undefined);
   assert.equal(r.pending, 1);
   assert.equal(
@@ -177,7 +179,7 @@ Deno.test("Renderer shows nothing for `sent`, then `you: text **` once delivered
 });
 
 Deno.test("Renderer shows an undelivered message with its text and the reason", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   r.render({ type: "sent", id: "s1", to: "bob", ts: TS, text: "hello" });
   assert.equal(
     r.render({ type: "not_delivered", id: "s1", to: "bob", reason: "bob went offline" }),
@@ -187,7 +189,7 @@ Deno.test("Renderer shows an undelivered message with its text and the reason", 
 });
 
 Deno.test("Renderer.takeSlow() shows a slow message once, after SHOW_PENDING_AFTER_MS", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   r.render({ type: "sent", id: "s1", to: "bob", ts: TS, text: "slow one" });
   r.render({ type: "sent", id: "s2", to: "bob", ts: TS + 500, text: "later one" });
   assert.deepEqual(r.takeSlow(TS + SHOW_PENDING_AFTER_MS - 1), []);
@@ -204,14 +206,14 @@ Deno.test("Renderer.takeSlow() shows a slow message once, after SHOW_PENDING_AFT
 });
 
 Deno.test("Renderer.takeSlow() honours a custom age", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   r.render({ type: "sent", id: "s1", to: "bob", ts: TS, text: "x" });
   assert.deepEqual(r.takeSlow(TS + 10, 20), []);
   assert.equal(r.takeSlow(TS + 20, 20).length, 1);
 });
 
 Deno.test("Renderer shows a slow message's later delivery or failure as a short follow-up", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   r.render({ type: "sent", id: "s1", to: "bob", ts: TS, text: "one" });
   r.render({ type: "sent", id: "s2", to: "bob", ts: TS, text: "two" });
   assert.equal(r.takeSlow(TS + SHOW_PENDING_AFTER_MS).length, 2);
@@ -227,7 +229,7 @@ Deno.test("Renderer shows a slow message's later delivery or failure as a short 
 });
 
 Deno.test("Renderer shows chat history with `you` and marks on your own messages only", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   const text = r.render({
     type: "chat_opened",
     with: "Bob",
@@ -250,13 +252,13 @@ Deno.test("Renderer shows chat history with `you` and marks on your own messages
       "[13:04:05] you: stored one *",
       "[13:04:05] you: failed one !",
       "[13:04:05] you: unsent one",
-      "chatting with Bob directly at 127.0.0.1:5556 (/q leaves, /h helps)",
+      "chatting with Bob, directly (/q leaves, /h helps)",
     ].join("\n"),
   );
 });
 
 Deno.test("Renderer shows a mailbox message like a chat line, not as a notice", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   const text = r.render({
     type: "message",
     id: "m1",
@@ -270,7 +272,7 @@ Deno.test("Renderer shows a mailbox message like a chat line, not as a notice", 
 });
 
 Deno.test("Renderer says when the other side of a chat is offline", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   const text = r.render({
     type: "chat_opened",
     with: "bob",
@@ -280,11 +282,11 @@ Deno.test("Renderer says when the other side of a chat is offline", () => {
   });
   assert.match(text ?? "", /chatting with bob/);
   assert.match(text ?? "", /offline/);
-  assert.doesNotMatch(text ?? "", /directly at/);
+  assert.doesNotMatch(text ?? "", /directly/);
 });
 
 Deno.test("Renderer shows a message stored on the server with its text and `*`", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   r.render({ type: "sent", id: "s1", to: "bob", ts: TS, text: "for later" });
   const text = r.render({ type: "stored", id: "s1", to: "bob", reason: "bob is offline" });
   assert.ok(text?.startsWith("[13:04:05] you: for later *"), text);
@@ -293,7 +295,7 @@ Deno.test("Renderer shows a message stored on the server with its text and `*`",
 });
 
 Deno.test("Renderer shows a queued message with its text and the reason", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   r.render({ type: "sent", id: "s1", to: "bob", ts: TS, text: "try again" });
   const text = r.render({ type: "queued", id: "s1", to: "bob", reason: "server unreachable" });
   assert.ok(text?.startsWith("[13:04:05] you: try again"), text);
@@ -302,7 +304,7 @@ Deno.test("Renderer shows a queued message with its text and the reason", () => 
 });
 
 Deno.test("Renderer gives each mailbox event a line naming who and how many", () => {
-  const r = new Renderer({ color: false });
+  const r = new Renderer({ color: false, now: () => TS });
   const cases: [ClientEvent, RegExp[]][] = [
     [{ type: "read", by: "bob", ids: ["a", "b"], readAt: TS }, [/bob/, /\b2\b/, /13:04:05/]],
     [{ type: "mail_notice", from: "carol", count: 3 }, [/carol/, /\b3\b/]],
@@ -327,4 +329,205 @@ Deno.test("Renderer gives each mailbox event a line naming who and how many", ()
     for (const pattern of patterns) assert.match(text, pattern, JSON.stringify(event));
     assert.doesNotMatch(text, ANSI);
   }
+});
+
+Deno.test("Renderer shows control characters, ESC and bidi overrides from the network as visible escapes", () => {
+  const r = new Renderer({ color: false, now: () => TS });
+  const hostile = "hi\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\nfake line\u202Eevil\u2066x\x9b1m";
+  const events: ClientEvent[] = [
+    { type: "message", id: "m1", from: "bob", ts: TS, text: hostile, inChat: true, via: "direct" },
+    { type: "message", id: "m2", from: "bob", ts: TS, text: hostile, inChat: false, via: "server" },
+    { type: "error", code: "X", message: `server: ${hostile}` },
+    { type: "server_closing", reason: hostile },
+    {
+      type: "transfer_done",
+      fid: "f",
+      direction: "in",
+      peer: "bob",
+      name: hostile,
+      size: 1,
+      bytes: 1,
+      resumedFrom: 0,
+      sha256: "ab".repeat(32),
+      savedAs: `/tmp/${hostile}`,
+    },
+    {
+      type: "history",
+      chat: "bob",
+      entries: [{ id: "h", from: "bob", ts: TS, text: hostile, mark: "**", outgoing: false }],
+    },
+    {
+      type: "search_results",
+      query: hostile,
+      results: [{ id: "h", chat: "bob", from: "bob", ts: TS, text: hostile, mark: "**" }],
+    },
+  ];
+  for (const event of events) {
+    const text = r.render(event)!;
+    assert.ok(!hasUnsafe(text), text);
+    assert.match(text, /\\e\]0;pwned\\x07\\e\[2J\\e\[31mred\\r\\nfake line\\u\{202e\}evil/);
+  }
+  r.render({ type: "sent", id: "s", to: "bob", ts: TS, text: "own\x1b[2J" });
+  assert.equal(
+    r.render({ type: "delivered", id: "s", to: "bob", ms: 1 }),
+    `${CLOCK} you: own\\e[2J **`,
+  );
+});
+
+Deno.test("Renderer leaves --json-bound events untouched: cleanEvent() copies, never edits", () => {
+  const event: ClientEvent = {
+    type: "message",
+    id: "m",
+    from: "bob",
+    ts: TS,
+    text: "\x1b[2J",
+    inChat: true,
+    via: "direct",
+  };
+  new Renderer({ color: false }).render(event);
+  assert.equal((event as { text: string }).text, "\x1b[2J");
+});
+
+Deno.test("Renderer dates a message that is not from today, and not one that is", () => {
+  const r = new Renderer({ color: false, now: () => TS + 24 * 3600_000 });
+  const msg = (ts: number): ClientEvent => ({
+    type: "message",
+    id: "m",
+    from: "bob",
+    ts,
+    text: "hi",
+    inChat: true,
+    via: "direct",
+  });
+  assert.equal(r.render(msg(TS)), "[2024-01-02 13:04:05] bob: hi");
+  assert.equal(r.render(msg(TS + 24 * 3600_000)), "[13:04:05] bob: hi");
+});
+
+Deno.test("Renderer gives each name its own stable colour, and none without colour", () => {
+  const r = new Renderer({ color: true, now: () => TS });
+  assert.equal(r.name("bob"), r.name("bob"));
+  assert.equal(
+    r.name("Bob").replace("Bob", "bob"),
+    r.name("bob"),
+    "the same colour whatever the case",
+  );
+  const colours = new Set(["alice", "bob", "carol", "dave", "erin", "frank"].map((n) => r.name(n)));
+  assert.ok(colours.size >= 3, "different people get different colours");
+  assert.equal(new Renderer({ color: false }).name("bob"), "bob");
+});
+
+Deno.test("Renderer says how to answer with the command that works where the user is", () => {
+  let where = {};
+  const r = new Renderer({ color: false, now: () => TS, where: () => where });
+  const notice: ClientEvent = { type: "mail_notice", from: "carol", count: 2 };
+  assert.match(r.render(notice)!, / — show carol to read$/);
+  where = { chatWith: "bob" };
+  assert.match(r.render(notice)!, / — \/show carol to read$/);
+  const msg: ClientEvent = {
+    type: "message",
+    id: "m",
+    from: "carol",
+    ts: TS,
+    text: "hey",
+    inChat: false,
+    via: "direct",
+  };
+  assert.match(r.render(msg)!, /\(\/chat carol to answer\)$/);
+  where = { group: "#abc123" };
+  assert.match(
+    r.render({
+      type: "group_invited",
+      group: "g",
+      handle: "#def456",
+      by: "dave",
+      members: ["dave", "bob"],
+    })!,
+    /\/chat #def456 to enter/,
+  );
+});
+
+Deno.test("Renderer names each sender in the login summary instead of a placeholder", () => {
+  const r = new Renderer({ color: false, now: () => TS });
+  const one = r.render({
+    type: "mail_summary",
+    entries: [{ from: "alice", count: 3, newest: TS }],
+  })!;
+  assert.match(one, /3 from alice/);
+  assert.match(one, / — show alice to read$/);
+  assert.doesNotMatch(one, /<user>/);
+  const two = r.render({
+    type: "mail_summary",
+    entries: [{ from: "alice", count: 3, newest: TS }, { from: "bob", count: 1, newest: TS }],
+  })!;
+  assert.match(two, / — show alice, show bob to read$/);
+});
+
+Deno.test("Renderer keeps link and window news to the chat it concerns, and details to --verbose", () => {
+  let where: { chatWith?: string } = {};
+  const r = new Renderer({ color: false, now: () => TS, where: () => where });
+  const v = new Renderer({ color: false, now: () => TS, verbose: true });
+  const down: ClientEvent = {
+    type: "link_down",
+    user: "carol",
+    reason: "Broken pipe (os error 32)",
+  };
+  const up: ClientEvent = {
+    type: "link_up",
+    user: "carol",
+    address: "127.0.0.1:34110",
+    outbound: false,
+  };
+  assert.equal(r.render(down), undefined);
+  assert.equal(r.render(up), undefined);
+  assert.equal(r.render({ type: "peer_joined", user: "carol" }), undefined);
+  assert.equal(r.render({ type: "peer_left", user: "carol" }), undefined);
+  where = { chatWith: "carol" };
+  assert.match(r.render(down)!, /lost the direct connection to carol/);
+  assert.doesNotMatch(r.render(down)!, /os error|closed \(/);
+  assert.equal(r.render({ type: "peer_left", user: "carol" }), "carol left the chat");
+  assert.match(v.render(up)!, /127\.0\.0\.1:34110/);
+  assert.match(v.render(down)!, /Broken pipe/);
+  const lost: ClientEvent = { type: "server_lost", reason: "Broken pipe (os error 32)" };
+  assert.doesNotMatch(r.render(lost)!, /Broken pipe|os error/);
+  assert.match(v.render(lost)!, /Broken pipe/);
+  const err: ClientEvent = {
+    type: "error",
+    code: "PEER_UNREACHABLE",
+    message: "cannot reach carol at 127.0.0.1:34110: Connection reset by peer (os error 104)",
+  };
+  assert.equal(r.render(err), "error: cannot reach carol: Connection reset by peer");
+  assert.match(v.render(err)!, /127\.0\.0\.1:34110.*os error 104/);
+  const opened: ClientEvent = {
+    type: "chat_opened",
+    with: "carol",
+    online: true,
+    address: "127.0.0.1:34110",
+    history: [],
+  };
+  assert.doesNotMatch(r.render(opened)!, /127\.0\.0\.1/);
+  assert.match(v.render(opened)!, /127\.0\.0\.1:34110/);
+});
+
+Deno.test("Renderer shows contacts and groups as aligned tables, members in one order for all", () => {
+  const r = new Renderer({ color: false, now: () => TS });
+  assert.equal(
+    r.render({
+      type: "contacts",
+      contacts: [{ user: "zoe", online: false }, { user: "bob", online: true }, {
+        user: "Christina",
+        online: true,
+      }],
+    }),
+    "  bob        online\n  Christina  online\n  zoe        offline",
+  );
+  const groups = (members: string[]): ClientEvent => ({
+    type: "groups",
+    groups: [
+      { id: "g1", handle: "#abc123", members, active: true, joinedAt: TS },
+      { id: "g2", handle: "#def456", members: ["x", "y"], active: false, joinedAt: TS },
+    ],
+  });
+  const a = r.render(groups(["carol", "alice", "bob"]));
+  assert.equal(a, r.render(groups(["bob", "carol", "alice"])));
+  assert.equal(a, "  #abc123  alice, bob, carol  active\n  #def456  x, y               left");
 });

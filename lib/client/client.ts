@@ -167,10 +167,21 @@ export class ConfabClient implements AsyncDisposable {
     if (this.#chatWith) return this.#chatWith;
     if (this.#group && this.#groups) {
       const others = this.#groups.members(this.#group)
-        .filter((m) => m.toLowerCase() !== this.#session.current?.user.toLowerCase());
+        .filter((m) => m.toLowerCase() !== this.#session.current?.user.toLowerCase())
+        .sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
       return `${groupHandle(this.#group)} (${others.join(", ")})`;
     }
     return undefined;
+  }
+
+  /** The handle (`#3f1c2a`) of the group whose window is open. */
+  get groupHandle(): string | undefined {
+    return this.#group !== undefined ? groupHandle(this.#group) : undefined;
+  }
+
+  /** Handles of the groups I am in. */
+  get groupHandles(): string[] {
+    return this.#groups?.active().map((g) => groupHandle(g.id)) ?? [];
   }
 
   /** True while a chat window (1:1 or group) is open. */
@@ -294,6 +305,20 @@ export class ConfabClient implements AsyncDisposable {
     this.#session.require();
     if (this.#chatWith) await this.leaveChat();
     await this.#session.logout();
+  }
+
+  /** My contacts' names, without showing them (for completion). */
+  async contactNames(): Promise<string[]> {
+    this.#session.require();
+    return (await this.#session.contactList()).contacts.map((c) => c.user);
+  }
+
+  /**
+   * Checks, before a password is asked for, that `user` could sign up or log in from here.
+   * @throws {ClientError} BAD_USERNAME, ALREADY_LOGGED_IN, NO_IDENTITY
+   */
+  checkAccount(user: string, verb: "signup" | "in"): Promise<void> {
+    return this.#session.checkAccount(user, verb);
   }
 
   contacts(): Promise<{ user: string; online: boolean }[]> {
@@ -435,9 +460,8 @@ export class ConfabClient implements AsyncDisposable {
       },
       setCurrent: (id) => {
         if (id !== undefined && this.#chatWith !== undefined) {
-          // A 1:1 chat turning into a group: the window becomes the group's.
-          const partner = this.#links.current(this.#chatWith);
-          partner?.fc.send({ type: "chat_state", open: false }).catch(() => {});
+          // A 1:1 chat turning into a group: the window becomes the group's. The partner is
+          // in the group too, so no "left the chat" for them: they did not lose us.
           this.#chatWith = undefined;
         }
         this.#group = id;
@@ -527,8 +551,34 @@ export class ConfabClient implements AsyncDisposable {
   /** `/u`: my contacts who are online now. */
   async onlineContacts(): Promise<string[]> {
     this.#session.require();
-    const reply = await this.#session.contactList();
-    const online = reply.contacts.filter((c) => c.online).map((c) => c.user);
+    let reply;
+    try {
+      reply = await this.#session.contactList();
+    } catch (error) {
+      if (
+        !(error instanceof ClientError) ||
+        (error.code !== "SERVER_UNREACHABLE" && error.code !== "SERVER_KEY_CHANGED")
+      ) throw error;
+      // Never "nobody": say that the server cannot be asked, and who is reached directly.
+      const chat = this.#group !== undefined
+        ? this.#groups?.members(this.#group) ?? []
+        : this.#chatWith !== undefined
+        ? [this.#chatWith]
+        : [];
+      const linked = chat.filter((u) => this.#links.open(u) !== undefined);
+      throw new ClientError(
+        error.code,
+        (error.code === "SERVER_UNREACHABLE"
+          ? "the server is unreachable, so who is online is unknown"
+          : "the server's key is refused (see the warning), so who is online is unknown") +
+          (linked.length > 0 ? `; connected directly to: ${linked.join(", ")}` : ""),
+        { cause: error },
+      );
+    }
+    // Contacts reached directly right now are online, whatever the server knows.
+    const online = reply.contacts
+      .filter((c) => c.online || this.#links.open(c.user) !== undefined)
+      .map((c) => c.user);
     this.#ctx.emit({ type: "online_contacts", contacts: online });
     return online;
   }

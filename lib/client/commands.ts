@@ -1,13 +1,15 @@
 /**
  * The client's command language, parsed without side effects. Outside a chat: the original
- * assignment's commands (`signup`, `in`, `out`, ...). Inside a chat: a line is a message,
- * `/q` (or `\q`) leaves, `/h` helps, `//text` sends a line that starts with `/`.
+ * assignment's commands (`signup`, `in`, `out`, ...). Inside a chat: a line is a message, and
+ * every command works with a `/` (or `\`) in front: `/q` leaves, `/show alice`, `/chat bob`,
+ * `//text` sends a line that starts with `/`. The `/` forms work outside a chat too.
  */
 import { parsePort } from "../cli/lines.ts";
 
 export type Command =
   | { kind: "help" }
   | { kind: "quit" }
+  | { kind: "clear" }
   | { kind: "signup"; user: string; password?: string; serverPort?: number }
   | { kind: "login"; user: string; password?: string; serverPort?: number }
   | { kind: "logout" }
@@ -26,46 +28,177 @@ export type Command =
   | { kind: "groups" }
   | { kind: "history"; target: string; limit?: number }
   | { kind: "search"; words: string[] }
-  | { kind: "share"; path: string }
-  | { kind: "chat_help" }
+  /** `path`: as typed (quotes, `\ ` and `~` undone); `raw`: the text exactly as typed. */
+  | { kind: "share"; path: string; raw: string }
   | { kind: "empty" }
   | { kind: "invalid"; message: string };
 
-export const MAIN_HELP = `commands:
-  signup <user> [<password>]           create an account (and log in)
-  in [<server port>] <user> [<password>] log in (the password is asked for when left out)
-  contacts                             your contacts, with who is online
-  contacts add <user>                  add a contact
-  contacts remove <user>               remove a contact
-  chat <user>                          chat with a contact, directly peer to peer
-  chat #<group>                        open the window of a group you are in
-  groups                               the groups you are in and were in
-  history <user|#group> [<n>]          the last n messages of a chat (default: --history, 50)
-  search <words>                       find messages containing all the words
-  hanging                              who left you messages while you were away or busy
-  show <user>                          read the messages <user> left you
-  fingerprint [<user>]                 your number, or the safety number to compare with <user>
-  trust <user>                         accept <user>'s new identity key (after comparing numbers)
-  out                                  log out
-  help                                 this help
-  quit                                 log out and exit`;
+/** Where the user is, which decides what help shows and how notices name commands. */
+export type Place = "logged_out" | "idle" | "chat";
 
-export const CHAT_HELP = `in a chat:
-  <text>        send a message
-  /u  or \\u     your contacts who are online
-  /a <user>     add an online contact: the chat becomes a group (\\a works too)
-  /s <path>     send a file to everyone in the chat, directly (also: share <path>)
-  /q  or \\q     leave the chat (in a group: leave the group; the others carry on)
-  /h  or \\h     this help
-  //text        send a message that starts with / (\\\\text for one that starts with \\)`;
+const LOGGED_OUT_HELP = `before logging in:
+  signup <user> [<password>]              create an account (and log in)
+  in [<server port>] <user> [<password>]  log in (asks for the password if left out)
+  clear                                   clear the screen (also Ctrl-L)
+  help                                    this help
+  quit                                    exit (also Ctrl-D, or Ctrl-C twice)`;
+
+const IDLE_HELP = `logged in:
+  contacts                     your contacts, with who is online
+  contacts add <user>          add a contact
+  contacts remove <user>       remove a contact
+  chat <user>                  chat with a contact, directly peer to peer
+  chat #<group>                open the window of a group you are in
+  groups                       the groups you are in and were in
+  history <user|#group> [<n>]  the last n messages of a chat (default: --history)
+  search <words>               find messages containing all the words
+  hanging                      who left you messages while you were away or busy
+  show <user>                  read the messages <user> left you
+  fingerprint [<user>]         your number, or the safety number shared with <user>
+  trust <user>                 accept <user>'s new key (after comparing safety numbers)
+  out                          log out
+  clear                        clear the screen (also Ctrl-L)
+  help                         this help
+  quit                         log out and exit (also Ctrl-D, or Ctrl-C twice)
+every command also works with a / in front (/contacts), as it does inside a chat`;
+
+const CHAT_HELP = `in a chat:
+  <text>                        send a message
+  /q                            leave the chat or the group (also Ctrl-D)
+  /u                            your contacts who are online
+  /a <user>                     add an online contact: the chat becomes a group
+  /s <path>                     send a file to everyone in the chat, directly
+  /chat <user|#group>           switch to another chat
+  /show <user>                  read the messages <user> left you
+  /hanging                      who left you messages
+  /contacts                     your contacts (/contacts add <user> adds one)
+  /history <user|#group> [<n>]  the last n messages of a chat
+  /search <words>               find messages containing all the words
+  /groups                       the groups you are in and were in
+  /clear                        clear the screen (also Ctrl-L)
+  /h                            this help
+  //text                        send a message that starts with /
+every command works with \\ instead of / too (\\q, \\a <user>)`;
+
+/** The help for where the user is. */
+export function helpFor(place: Place): string {
+  return place === "logged_out" ? LOGGED_OUT_HELP : place === "idle" ? IDLE_HELP : CHAT_HELP;
+}
+
+/** Every help, for `--help`. */
+export const MAIN_HELP = `${LOGGED_OUT_HELP}\n\n${IDLE_HELP}\n\n${CHAT_HELP}`;
+
+/** The command names offered by Tab, for where the user is. */
+export function commandNames(place: Place): string[] {
+  if (place === "logged_out") return ["signup", "in", "clear", "help", "quit"];
+  const idle = [
+    "contacts",
+    "chat",
+    "groups",
+    "history",
+    "search",
+    "hanging",
+    "show",
+    "fingerprint",
+    "trust",
+    "out",
+    "clear",
+    "help",
+    "quit",
+  ];
+  if (place === "idle") return idle;
+  return ["/q", "/u", "/a", "/s", "/h", ...idle.filter((c) => c !== "quit").map((c) => `/${c}`)];
+}
 
 /** Parses one input line. `inChat` selects the chat command set. */
 export function parseCommand(line: string, inChat: boolean): Command {
   if (inChat) return parseChatLine(line);
-  const words = line.trim().split(/\s+/).filter((w) => w.length > 0);
+  const trimmed = line.trim();
+  if (trimmed.startsWith("//") || trimmed.startsWith("\\\\")) {
+    return {
+      kind: "invalid",
+      message: "you are not in a chat: open one with chat <user>, then type your message",
+    };
+  }
+  if (/^[/\\]\S/.test(trimmed)) return parseSlash(trimmed.slice(1), false);
+  return parseWords(trimmed, false);
+}
+
+function parseChatLine(line: string): Command {
+  // `share <path>`, as in the original, shares a file; the rest of the line is the path.
+  const share = /^share\s+(.+)$/.exec(line);
+  if (share) return shareCommand(share[1]!);
+  if (line.startsWith("//") || line.startsWith("\\\\")) return { kind: "say", text: line.slice(1) };
+  if (line.startsWith("/") || line.startsWith("\\")) return parseSlash(line.slice(1), true);
+  if (line.trim().length === 0) return { kind: "empty" };
+  return { kind: "say", text: line };
+}
+
+/** A `/command`: the chat's own (q, u, a, s, h) and every other command. */
+function parseSlash(rest: string, inChat: boolean): Command {
+  const body = rest.trimStart();
+  const [verb = "", ...args] = body.split(/\s+/).filter((w) => w.length > 0);
+  if (verb === "") {
+    return { kind: "invalid", message: "a command after the / please; /h lists them" };
+  }
+  switch (verb) {
+    case "q":
+    case "quit":
+    case "leave":
+      if (args.length > 0) return usage("/q");
+      if (inChat) return { kind: "leave_chat" };
+      return verb === "quit" ? { kind: "quit" } : {
+        kind: "invalid",
+        message: "you are not in a chat (quit exits the program)",
+      };
+    case "u":
+    case "online":
+      return args.length === 0 ? { kind: "online_contacts" } : usage("/u");
+    case "a":
+    case "add":
+      return args.length === 1 ? { kind: "add_to_chat", user: args[0]! } : usage("/a <user>");
+    case "s":
+    case "share": {
+      const path = body.slice(verb.length).trim();
+      return path
+        ? shareCommand(path)
+        : usage("/s <path> (a file to send to everyone in the chat)");
+    }
+    case "h":
+    case "help":
+    case "?":
+      return { kind: "help" };
+    case "exit":
+      return { kind: "quit" };
+  }
+  const command = parseWords(body, true);
+  if (command.kind === "invalid" && command.message.startsWith("unknown command")) {
+    return {
+      kind: "invalid",
+      message: `unknown command "/${verb.slice(0, 40)}"; ${
+        inChat ? "/h lists them, /q leaves the chat" : "type help"
+      }`,
+    };
+  }
+  return command;
+}
+
+function usage(text: string): Command {
+  return { kind: "invalid", message: `usage: ${text}` };
+}
+
+function shareCommand(raw: string): Command {
+  const path = parsePath(raw.trim());
+  if (path === "") return usage("/s <path> (a file to send to everyone in the chat)");
+  return { kind: "share", path, raw: raw.trim() };
+}
+
+/** A command given as words (`contacts add bob`); `slashed`: it came as `/contacts add bob`. */
+function parseWords(text: string, slashed: boolean): Command {
+  const words = text.split(/\s+/).filter((w) => w.length > 0);
   const [verb, ...args] = words;
   if (verb === undefined) return { kind: "empty" };
-  const usage = (text: string): Command => ({ kind: "invalid", message: `usage: ${text}` });
+  const p = slashed ? "/" : "";
   switch (verb) {
     case "help":
     case "?":
@@ -73,11 +206,15 @@ export function parseCommand(line: string, inChat: boolean): Command {
     case "quit":
     case "exit":
       return { kind: "quit" };
+    case "clear":
+    case "cls":
+      return { kind: "clear" };
     case "signup": {
-      if (args.length < 1 || args.length > 2) return usage("signup <user> [<password>]");
+      if (args.length < 1 || args.length > 2) return usage(`${p}signup <user> [<password>]`);
       return { kind: "signup", user: args[0]!, password: args[1] };
     }
-    case "in": {
+    case "in":
+    case "login": {
       let rest = args;
       let serverPort: number | undefined;
       // `in 4242 alice secret`: a leading number is the server port, as in the original.
@@ -90,13 +227,13 @@ export function parseCommand(line: string, inChat: boolean): Command {
         rest = rest.slice(1);
       }
       if (rest.length < 1 || rest.length > 2) {
-        return usage("in [<server port>] <user> [<password>]");
+        return usage(`${p}in [<server port>] <user> [<password>]`);
       }
       return { kind: "login", user: rest[0]!, password: rest[1], serverPort };
     }
     case "out":
     case "logout":
-      return args.length === 0 ? { kind: "logout" } : usage("out");
+      return args.length === 0 ? { kind: "logout" } : usage(`${p}out`);
     case "contacts":
     case "contact": {
       if (args.length === 0) return { kind: "contacts" };
@@ -104,14 +241,14 @@ export function parseCommand(line: string, inChat: boolean): Command {
       if ((sub === "add" || sub === "remove" || sub === "rm") && user && extra.length === 0) {
         return sub === "add" ? { kind: "contact_add", user } : { kind: "contact_remove", user };
       }
-      return usage("contacts | contacts add <user> | contacts remove <user>");
+      return usage(`${p}contacts | ${p}contacts add <user> | ${p}contacts remove <user>`);
     }
     case "chat":
-      return args.length === 1 ? { kind: "chat", user: args[0]! } : usage("chat <user|#group>");
+      return args.length === 1 ? { kind: "chat", user: args[0]! } : usage(`${p}chat <user|#group>`);
     case "groups":
-      return args.length === 0 ? { kind: "groups" } : usage("groups");
+      return args.length === 0 ? { kind: "groups" } : usage(`${p}groups`);
     case "history": {
-      if (args.length < 1 || args.length > 2) return usage("history <user|#group> [<n>]");
+      if (args.length < 1 || args.length > 2) return usage(`${p}history <user|#group> [<n>]`);
       if (args[1] === undefined) return { kind: "history", target: args[0]! };
       const n = Number(args[1]);
       if (!Number.isInteger(n) || n < 1 || n > 10_000) {
@@ -120,59 +257,99 @@ export function parseCommand(line: string, inChat: boolean): Command {
       return { kind: "history", target: args[0]!, limit: n };
     }
     case "search":
-      return args.length > 0 ? { kind: "search", words: args } : usage("search <words>");
+      return args.length > 0 ? { kind: "search", words: args } : usage(`${p}search <words>`);
     case "hanging":
-      return args.length === 0 ? { kind: "hanging" } : usage("hanging");
+      return args.length === 0 ? { kind: "hanging" } : usage(`${p}hanging`);
     case "show":
-      return args.length === 1 ? { kind: "show", user: args[0]! } : usage("show <user>");
+      return args.length === 1 ? { kind: "show", user: args[0]! } : usage(`${p}show <user>`);
     case "fingerprint":
-      if (args.length > 1) return usage("fingerprint [<user>]");
+      if (args.length > 1) return usage(`${p}fingerprint [<user>]`);
       return args[0] === undefined
         ? { kind: "fingerprint" }
         : { kind: "fingerprint", user: args[0] };
     case "trust":
-      return args.length === 1 ? { kind: "trust", user: args[0]! } : usage("trust <user>");
+      return args.length === 1 ? { kind: "trust", user: args[0]! } : usage(`${p}trust <user>`);
+    case "share":
+      return args.length > 0 ? shareCommand(text.slice(verb.length)) : usage(`${p}share <path>`);
     default:
       return { kind: "invalid", message: `unknown command "${verb.slice(0, 40)}"; type help` };
   }
 }
 
-function parseChatLine(line: string): Command {
-  // `share <path>`, as in the original, shares a file; the rest of the line is the path.
-  const share = /^(?:[/\\](?:s|share)|share)\s+(.+)$/.exec(line);
-  if (share) return { kind: "share", path: share[1]!.trim() };
-  if (/^[/\\](s|share)$/.test(line.trim())) {
-    return {
-      kind: "invalid",
-      message: "usage: /s <path> (a file to send to everyone in the chat)",
-    };
-  }
-  if (line.startsWith("//") || line.startsWith("\\\\")) return { kind: "say", text: line.slice(1) };
-  if (line.startsWith("/") || line.startsWith("\\")) {
-    const cmd = line.slice(1).trim();
-    const [verb, ...rest] = cmd.split(/\s+/);
-    if (verb === "a" || verb === "add") {
-      return rest.length === 1 && rest[0]
-        ? { kind: "add_to_chat", user: rest[0] }
-        : { kind: "invalid", message: "usage: /a <user>" };
-    }
-    switch (cmd) {
-      case "u":
-      case "online":
-        return { kind: "online_contacts" };
-      case "q":
-      case "quit":
-        return { kind: "leave_chat" };
-      case "h":
-      case "help":
-        return { kind: "chat_help" };
-      default:
-        return {
-          kind: "invalid",
-          message: `unknown chat command "${line.slice(0, 20)}"; /h lists them, /q leaves`,
-        };
+/**
+ * A path as a person types or drags it into a terminal: `"my file.txt"`, `'my file.txt'`,
+ * `my\ file.txt`, `~/notes.txt`, `file:///home/me/a%20b.txt`. Quotes and backslash escapes
+ * are undone as a shell would (not on Windows, where `\` separates folders), `~` is the home
+ * folder.
+ */
+export function parsePath(raw: string, home = homeDir()): string {
+  let text = raw.trim();
+  if (/^file:\/\//i.test(text)) {
+    try {
+      return decodeURIComponent(new URL(text).pathname);
+    } catch {
+      return text;
     }
   }
-  if (line.trim().length === 0) return { kind: "empty" };
-  return { kind: "say", text: line };
+  const windows = isWindows();
+  let out = "";
+  let quote: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (quote) {
+      if (ch === quote) quote = undefined;
+      else if (ch === "\\" && quote === '"' && /["\\$`]/.test(text[i + 1] ?? "")) out += text[++i];
+      else out += ch;
+    } else if (ch === "'" || ch === '"') {
+      quote = ch;
+    } else if (ch === "\\" && !windows && i + 1 < text.length) {
+      out += text[++i];
+    } else out += ch;
+  }
+  if (quote) out = text; // an unmatched quote: take the text as it is
+  text = out;
+  if (home && (text === "~" || text.startsWith("~/") || (windows && text.startsWith("~\\")))) {
+    text = home + text.slice(1);
+  }
+  return text;
+}
+
+function homeDir(): string | undefined {
+  try {
+    return Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE");
+  } catch {
+    return undefined;
+  }
+}
+
+function isWindows(): boolean {
+  return Deno.build.os === "windows";
+}
+
+/** The secret word of a `signup`/`in` line: where it starts and ends, or undefined. */
+function passwordSpan(line: string): { start: number; end: number } | undefined {
+  const words = [...line.matchAll(/\S+/g)];
+  const verb = words[0]?.[0].replace(/^[/\\]/, "");
+  let at: number;
+  if (verb === "signup") at = 2;
+  else if (verb === "in" || verb === "login") at = words[1] && /^\d+$/.test(words[1][0]) ? 3 : 2;
+  else return undefined;
+  const word = words[at];
+  if (!word || words.length !== at + 1) return undefined;
+  return { start: word.index!, end: word.index! + word[0].length };
+}
+
+/**
+ * The line as it may be kept for up-arrow: a password typed on a `signup`/`in` line is left
+ * out (recalling the line then asks for it).
+ */
+export function lineForHistory(line: string): string {
+  const span = passwordSpan(line);
+  return span ? line.slice(0, span.start).trimEnd() : line;
+}
+
+/** The line as it may stay on screen: a password typed on the line is masked. */
+export function lineForScreen(line: string): string {
+  const span = passwordSpan(line);
+  return span ? line.slice(0, span.start) + "******" + line.slice(span.end) : line;
 }

@@ -1,16 +1,79 @@
 /**
  * Turns client events into the lines a person reads. Pure apart from remembering the text of
- * messages in flight (so `delivered` can show what was delivered).
+ * messages in flight (so `delivered` can show what was delivered). Every text that came from
+ * the network (messages, names, file names, error texts) is made visible first: control
+ * characters, ESC and bidi controls are shown as escapes, never sent to the terminal.
  */
 import { styleText } from "node:util";
 import { clock } from "../util/time.ts";
 import type { ClientEvent } from "./events.ts";
 import { groupHandle } from "../peer/group_state.ts";
+import { displayWidth, visible } from "../cli/text.ts";
 
 type Style = Parameters<typeof styleText>[0];
 
+/** Where the user is when an event comes: what notices say depends on it. */
+export interface Where {
+  /** The user in the open 1:1 chat. */
+  chatWith?: string;
+  /** The handle (`#3f1c2a`) of the open group. */
+  group?: string;
+}
+
 export interface RenderOptions {
   color: boolean;
+  /** Technical detail too: addresses, link changes, the reasons behind errors. */
+  verbose?: boolean;
+  /** Where the user is now (default: no chat open). */
+  where?: () => Where;
+  /** The time now, for "is this from today" (tests fix it). */
+  now?: () => number;
+}
+
+/** Colours for names, picked by a hash of the name so each person keeps theirs. */
+const NAME_COLORS: Style[] = ["cyan", "magenta", "blue", "yellow", "redBright", "cyanBright"];
+
+/** A stable small hash of a name (case-insensitive). */
+function nameHash(name: string): number {
+  let h = 0;
+  for (const ch of name.toLowerCase()) h = (h * 31 + ch.codePointAt(0)!) >>> 0;
+  return h;
+}
+
+/** Every string in an event made visible (see the module comment); `help` is our own text. */
+export function cleanEvent(event: ClientEvent): ClientEvent {
+  if (event.type === "help") return event;
+  return clean(event) as ClientEvent;
+}
+
+function clean(value: unknown): unknown {
+  if (typeof value === "string") return visible(value);
+  if (Array.isArray(value)) return value.map(clean);
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = clean(v);
+    return out;
+  }
+  return value;
+}
+
+/** Rows of cells as aligned columns, two spaces apart, indented by two. */
+export function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const row of rows) {
+    row.forEach((cell, i) => widths[i] = Math.max(widths[i] ?? 0, displayWidth(cell)));
+  }
+  return rows.map((row) =>
+    "  " +
+    row.map((cell, i) =>
+      i === row.length - 1 ? cell : cell + " ".repeat(widths[i]! - displayWidth(cell))
+    ).join("  ")
+  ).join("\n");
+}
+
+/** Names sorted the same way on every client (case-insensitive). */
+export function sortNames(names: readonly string[]): string[] {
+  return [...names].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
 }
 
 /** How long an unacknowledged message waits before it is shown as "sending". */
@@ -35,12 +98,49 @@ export function bar(fraction: number, width = 20): string {
 
 export class Renderer {
   readonly #color: boolean;
+  readonly #verbose: boolean;
+  readonly #where: () => Where;
+  readonly #now: () => number;
   /** Transfers in progress, for the status line (terminal) or step lines (plain). */
   readonly #transfers = new Map<string, { line: string; step: number }>();
   readonly #inFlight = new Map<string, { ts: number; text: string; shown: boolean }>();
 
   constructor(options: RenderOptions) {
     this.#color = options.color;
+    this.#verbose = options.verbose ?? false;
+    this.#where = options.where ?? (() => ({}));
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** A name in its own colour (on a terminal with colour). */
+  name(user: string): string {
+    if (!this.#color) return user;
+    return this.paint(NAME_COLORS[nameHash(user) % NAME_COLORS.length]!, user);
+  }
+
+  /** `[HH:MM:SS]`, with the date in front when it is not from today. */
+  stamp(ts: number): string {
+    const d = new Date(ts);
+    const now = new Date(this.#now());
+    if (
+      d.getFullYear() === now.getFullYear() && d.getMonth() === now.getMonth() &&
+      d.getDate() === now.getDate()
+    ) return `[${clock(ts)}]`;
+    const date = `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${
+      String(d.getDate()).padStart(2, "0")
+    }`;
+    return `[${date} ${clock(ts)}]`;
+  }
+
+  /** A command as it works where the user is: with a `/` inside a chat. */
+  #cmd(text: string): string {
+    const w = this.#where();
+    return w.chatWith !== undefined || w.group !== undefined ? `/${text}` : text;
+  }
+
+  /** Technical detail in brackets, only with --verbose. */
+  #detail(text: string): string {
+    return this.#verbose && text ? this.paint("dim", ` (${text})`) : "";
   }
 
   paint(style: Style, text: string): string {
@@ -50,14 +150,16 @@ export class Renderer {
   }
 
   /** The text for an event, or undefined when it shows nothing (yet). */
-  render(e: ClientEvent): string | undefined {
+  render(event: ClientEvent): string | undefined {
+    const e = cleanEvent(event);
     const dim = (t: string) => this.paint("dim", t);
+    const who = (u: string) => this.name(u);
     switch (e.type) {
       case "ready":
         return dim(`listening for peers on port ${e.peerPort}; server ${e.server}`) +
           `\ntype help for commands`;
       case "info":
-        return dim(`${e.text}…`);
+        return dim(`${this.#plain(e.text)}…`);
       case "signed_up":
         return this.paint("green", `account ${e.user} created`);
       case "logged_in":
@@ -72,29 +174,35 @@ export class Renderer {
           : `logged out ${e.user}`;
       case "contacts":
         if (e.contacts.length === 0) return "no contacts yet; add one: contacts add <user>";
-        return e.contacts.map((c) =>
-          `  ${c.user}  ${c.online ? this.paint("green", "online") : dim("offline")}`
-        ).join("\n");
+        return table(
+          sortNames(e.contacts.map((c) => c.user)).map((user) => {
+            const online = e.contacts.find((c) => c.user === user)!.online;
+            return [who(user), online ? this.paint("green", "online") : dim("offline")];
+          }),
+        );
       case "contact_added":
-        return `${e.user} added to your contacts`;
+        return `${who(e.user)} added to your contacts`;
       case "contact_removed":
-        return `${e.user} removed from your contacts`;
+        return `${who(e.user)} removed from your contacts`;
       case "presence":
         return dim(`${e.user} is ${e.online ? "online" : "offline"}`);
       case "chat_opened": {
         const lines = e.history.map((h) => {
           const mine = h.from.toLowerCase() !== e.with.toLowerCase();
-          const who = mine ? "you" : h.from;
-          return dim(`[${clock(h.ts)}] ${who}: ${h.text}${mine && h.mark ? ` ${h.mark}` : ""}`);
+          return dim(
+            `${this.stamp(h.ts)} ${mine ? "you" : h.from}: ${h.text}${
+              mine && h.mark ? ` ${h.mark}` : ""
+            }`,
+          );
         });
         if (lines.length > 0) lines.unshift(dim(`— earlier with ${e.with} —`));
         lines.push(
           this.paint(
             "green",
             e.online
-              ? `chatting with ${e.with} directly at ${e.address}`
+              ? `chatting with ${e.with}, directly`
               : `chatting with ${e.with} (offline: messages wait on the server)`,
-          ) + dim(" (/q leaves, /h helps)"),
+          ) + this.#detail(e.online ? e.address : "") + dim(" (/q leaves, /h helps)"),
         );
         return lines.join("\n");
       }
@@ -102,15 +210,15 @@ export class Renderer {
         return dim(`left the chat with ${e.with}`);
       case "message":
         if (e.inChat || e.via === "server") {
-          return `${dim(`[${clock(e.ts)}]`)} ${this.paint("cyan", e.from)}: ${e.text}`;
+          return `${dim(this.stamp(e.ts))} ${who(e.from)}: ${e.text}`;
         }
         if (e.group !== undefined) {
           const handle = groupHandle(e.group);
-          return this.paint("yellow", `✉ [${clock(e.ts)}] ${handle} ${e.from}: ${e.text}`) +
-            dim(`  (chat ${handle} to answer)`);
+          return this.paint("yellow", `✉ ${this.stamp(e.ts)} ${handle} ${e.from}: ${e.text}`) +
+            dim(`  (${this.#cmd(`chat ${handle}`)} to answer)`);
         }
-        return this.paint("yellow", `✉ [${clock(e.ts)}] ${e.from}: ${e.text}`) +
-          dim(`  (chat ${e.from} to answer)`);
+        return this.paint("yellow", `✉ ${this.stamp(e.ts)} ${e.from}: ${e.text}`) +
+          dim(`  (${this.#cmd(`chat ${e.from}`)} to answer)`);
       case "sent":
         // A group message is shown at once; only members it could not reach are reported.
         if (e.group !== undefined) return this.#own(e.ts, e.text);
@@ -151,20 +259,26 @@ export class Renderer {
         return this.paint(
           "yellow",
           `✉ ${e.count} pending message${e.count === 1 ? "" : "s"} from ${e.from}`,
-        ) + dim(` — show ${e.from} to read`);
+        ) + dim(` — ${this.#cmd(`show ${e.from}`)} to read`);
       case "mail_summary":
         return this.paint(
           "yellow",
           "✉ pending messages: " +
-            e.entries.map((x) => `${x.count} from ${x.from} (newest ${clock(x.newest)})`).join(
+            e.entries.map((x) => `${x.count} from ${x.from} (newest ${this.stamp(x.newest)})`).join(
               ", ",
             ),
-        ) + dim(" — show <user> to read");
+        ) + dim(
+          ` — ${e.entries.slice(0, 3).map((x) => this.#cmd(`show ${x.from}`)).join(", ")}${
+            e.entries.length > 3 ? ", …" : ""
+          } to read`,
+        );
       case "hanging":
         if (e.entries.length === 0) return "no pending messages";
-        return e.entries.map((x) =>
-          `  ${x.from}  ${x.count} message${x.count === 1 ? "" : "s"}, newest ${clock(x.newest)}`
-        ).join("\n");
+        return table(e.entries.map((x) => [
+          who(x.from),
+          `${x.count} message${x.count === 1 ? "" : "s"}`,
+          `newest ${this.stamp(x.newest)}`,
+        ]));
       case "shown":
         return e.count === 0
           ? `no pending messages from ${e.from}`
@@ -172,14 +286,15 @@ export class Renderer {
       case "online_contacts":
         return e.contacts.length === 0
           ? "none of your contacts is online"
-          : `online: ${e.contacts.join(", ")}` + dim("  (/a <user> adds one to this chat)");
+          : `online: ${sortNames(e.contacts).map(who).join(", ")}` +
+            dim("  (/a <user> adds one to this chat)");
       case "group_opened": {
         const lines = e.history.map((h) =>
-          dim(`[${clock(h.ts)}] ${h.from}: ${h.text}${h.mark ? ` ${h.mark}` : ""}`)
+          dim(`${this.stamp(h.ts)} ${h.from}: ${h.text}${h.mark ? ` ${h.mark}` : ""}`)
         );
         if (lines.length > 0) lines.unshift(dim(`— earlier in ${e.handle} —`));
         lines.push(
-          this.paint("green", `group ${e.handle}: ${e.members.join(", ")}`) +
+          this.paint("green", `group ${e.handle}: ${sortNames(e.members).join(", ")}`) +
             dim(` (opened by ${e.by}; /a adds, /u lists who is online, /q leaves)`),
         );
         return lines.join("\n");
@@ -187,8 +302,8 @@ export class Renderer {
       case "group_invited":
         return this.paint(
           "yellow",
-          `✉ ${e.by} added you to group ${e.handle} (${e.members.join(", ")})`,
-        ) + dim(` — chat ${e.handle} to enter`);
+          `✉ ${e.by} added you to group ${e.handle} (${sortNames(e.members).join(", ")})`,
+        ) + dim(` — ${this.#cmd(`chat ${e.handle}`)} to enter`);
       case "group_members": {
         const parts: string[] = [];
         for (const u of e.joined) parts.push(`${u} joined`);
@@ -200,28 +315,29 @@ export class Renderer {
           );
         }
         return this.paint("magenta", `${e.handle}: ${parts.join("; ")}`) +
-          dim(` (now ${e.members.join(", ")})`);
+          dim(` (now ${sortNames(e.members).join(", ")})`);
       }
       case "group_closed":
         return this.paint("magenta", `group ${e.handle} closed for you: ${e.reason}`);
       case "groups":
         if (e.groups.length === 0) return "no groups yet; in a chat, /a <user> makes one";
-        return e.groups.map((g) =>
-          `  ${g.handle}  ${g.members.join(", ")}  ${
-            g.active ? this.paint("green", "active") : dim("left")
-          }`
-        ).join("\n");
+        return table(e.groups.map((g) => [
+          g.handle,
+          sortNames(g.members).join(", "),
+          g.active ? this.paint("green", "active") : dim("left"),
+        ]));
       case "history":
         if (e.entries.length === 0) return `no messages with ${e.chat} yet`;
         return e.entries.map((h) =>
-          `${dim(`[${clock(h.ts)}]`)} ${h.outgoing ? "you" : h.from}: ${h.text}${
+          `${dim(this.stamp(h.ts))} ${h.outgoing ? "you" : who(h.from)}: ${h.text}${
             h.outgoing && h.mark ? ` ${h.mark}` : ""
           }`
         ).join("\n");
       case "search_results":
         if (e.results.length === 0) return `nothing found for "${e.query}"`;
-        return e.results.map((r) => `${dim(`[${clock(r.ts)}] ${r.chat}`)} ${r.from}: ${r.text}`)
-          .join("\n");
+        return e.results.map((r) =>
+          `${dim(`${this.stamp(r.ts)} ${r.chat}`)} ${who(r.from)}: ${r.text}`
+        ).join("\n");
       case "transfer_started": {
         const resume = e.offset > 0
           ? ` — resuming at ${Math.floor((e.offset / Math.max(1, e.size)) * 100)}%`
@@ -263,7 +379,7 @@ export class Renderer {
         return this.paint(
           "red",
           `✗ ${e.direction === "out" ? `sending ${e.name} to` : `receiving ${e.name} from`} ` +
-            `${e.peer} failed: ${e.reason}`,
+            `${e.peer} failed: ${this.#plain(e.reason)}`,
         );
       case "not_delivered": {
         const m = this.#inFlight.get(e.id);
@@ -272,15 +388,24 @@ export class Renderer {
         return `${what} ${this.paint("red", `✗ not delivered to ${e.to}: ${e.reason}`)}`;
       }
       case "peer_joined":
-        return dim(`${e.user} is in the chat with you`);
+        // Said only in the chat with them; elsewhere it is not news.
+        if (this.#inChatWith(e.user)) return dim(`${e.user} is in the chat with you`);
+        return this.#verbose ? dim(`${e.user} opened a chat window with you`) : undefined;
       case "peer_left":
-        return dim(`${e.user} left the chat`);
+        if (this.#inChatWith(e.user)) return dim(`${e.user} left the chat`);
+        return this.#verbose ? dim(`${e.user} closed the chat window with you`) : undefined;
       case "link_up":
-        return dim(
-          `${e.outbound ? "connected to" : "connection from"} ${e.user} directly at ${e.address}`,
-        );
+        return this.#verbose
+          ? dim(
+            `${e.outbound ? "connected to" : "connection from"} ${e.user} directly at ${e.address}`,
+          )
+          : undefined;
       case "link_down":
-        return dim(`direct link to ${e.user} closed (${e.reason})`);
+        if (this.#verbose) return dim(`direct link to ${e.user} closed (${e.reason})`);
+        if (!this.#inChatWith(e.user)) return undefined;
+        return dim(
+          `lost the direct connection to ${e.user}; messages go through the server until it is back`,
+        );
       case "key_changed":
         return this.paint(
           ["red", "bold"],
@@ -302,19 +427,31 @@ export class Renderer {
       case "server_lost":
         return this.paint(
           "yellow",
-          `lost the server (${e.reason}); chats go on, reconnecting in the background`,
-        );
+          "lost the connection to the server; chats go on, reconnecting in the background",
+        ) + this.#detail(e.reason);
       case "server_back":
         return this.paint("green", "reconnected to the server");
       case "server_closing":
         return this.paint("yellow", `the server is going away: ${e.reason}`);
       case "error":
-        return this.paint("red", `error: ${e.message}`);
+        return this.paint("red", `error: ${this.#plain(e.message)}`);
       case "help":
         return e.text;
       case "bye":
         return dim("bye");
     }
+  }
+
+  /** True when the open window is the 1:1 chat with `user`. */
+  #inChatWith(user: string): boolean {
+    return this.#where().chatWith?.toLowerCase() === user.toLowerCase();
+  }
+
+  /** An error text without the operating system's codes (kept with --verbose). */
+  #plain(text: string): string {
+    if (this.#verbose) return text;
+    return text.replace(/ \(os error \d+\)/g, "")
+      .replace(/(?<!server) at (?:\[[0-9a-fA-F:.]+\]|\d{1,3}(?:\.\d{1,3}){3}):\d+/g, "");
   }
 
   /** Messages sent more than `ageMs` ago and still unacknowledged, marked as shown. */
@@ -342,6 +479,6 @@ export class Renderer {
   }
 
   #own(ts: number, text: string): string {
-    return `${this.paint("dim", `[${clock(ts)}]`)} ${this.paint("green", "you")}: ${text}`;
+    return `${this.paint("dim", this.stamp(ts))} ${this.paint("green", "you")}: ${visible(text)}`;
   }
 }

@@ -224,6 +224,7 @@ export class ServerSession {
   /** Re-attaches with the session token, with exponential backoff, until it works. */
   async #reconnect(): Promise<void> {
     let wait: number = RECONNECT_BACKOFF.initialMs;
+    let warned = false;
     while (this.#session && !this.#ctx.closing) {
       try {
         await delay(wait + Math.random() * wait / 2, this.#ctx.signal);
@@ -238,9 +239,10 @@ export class ServerSession {
       } catch (error) {
         if (error instanceof ClientError && error.code === "BAD_TOKEN") return;
         if (error instanceof ClientError && error.code === "SERVER_KEY_CHANGED") {
-          // Retrying cannot help (only the user can accept the key): warn now, not silently.
-          this.#ctx.emit({ type: "error", code: error.code, message: error.message });
-          return;
+          // Something else answers at the server's address: warn once, and keep trying, for
+          // the real server may come back. The session token only ever goes to the pinned key.
+          if (!warned) this.#ctx.emit({ type: "error", code: error.code, message: error.message });
+          warned = true;
         }
       }
     }
@@ -295,6 +297,32 @@ export class ServerSession {
     }
   }
 
+  #noAccountHere(user: string): ClientError {
+    return new ClientError(
+      "NO_IDENTITY",
+      `there is no account ${user} on this device (${this.#opts.home}): sign up with ` +
+        `signup ${user}, or if you signed up elsewhere, start with --home <that folder>`,
+    );
+  }
+
+  /**
+   * Checks, before a password is asked for, that `user` could sign up (`signup`) or log in
+   * from this home (`in`): a valid name, nobody logged in, and for `in` the user's keys here.
+   * @throws {ClientError} BAD_USERNAME, ALREADY_LOGGED_IN, NO_IDENTITY
+   */
+  async checkAccount(user: string, verb: "signup" | "in"): Promise<void> {
+    this.checkName(user);
+    if (this.#session) {
+      throw new ClientError("ALREADY_LOGGED_IN", `already logged in as ${this.#session.user}`);
+    }
+    if (verb === "signup") return;
+    try {
+      await Deno.stat(join(this.userDir(user), "identity.json"));
+    } catch {
+      throw this.#noAccountHere(user);
+    }
+  }
+
   /** Creates an account (and its identity key), then logs in. */
   async signup(user: string, password: string, serverPort?: number): Promise<void> {
     this.checkName(user);
@@ -325,13 +353,7 @@ export class ServerSession {
     }
     if (serverPort !== undefined) this.#serverPort = serverPort;
     const identity = await Identity.load(join(this.userDir(user), "identity.json"));
-    if (!identity) {
-      throw new ClientError(
-        "NO_IDENTITY",
-        `no identity key for ${user} in ${this.#opts.home}: log in from the home dir where you ` +
-          `signed up (--home DIR), or copy ${user.toLowerCase()}/identity.json there`,
-      );
-    }
+    if (!identity) throw this.#noAccountHere(user);
     const store = new ClientStore(this.userDir(user));
     const settled = Promise.withResolvers<void>();
     this.#loggingIn = settled.promise;
