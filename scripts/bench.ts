@@ -25,6 +25,7 @@ import {
   deadline,
   reapDir,
   ROOT,
+  setProfileDir,
   type SpawnOptions,
   stopReaper,
 } from "./bench/support.ts";
@@ -38,11 +39,14 @@ const program = new Command()
   .option("--quick", "a short version of every item (under a minute in all)")
   .option("--out <dir>", "where results.json and REPORT.md go", join(ROOT, "bench"))
   .option("--list", "list the items and exit")
+  .option("--profiles <dir>", "keep the CPU profiles (.cpuprofile) of the profiled phases here")
   .showHelpAfterError()
   // `deno task bench -- --quick` passes the `--` through: drop it.
   .parse(["deno", "bench.ts", ...Deno.args.filter((a) => a !== "--")]);
 
-const opts = program.opts<{ quick?: boolean; out: string; list?: boolean }>();
+const opts = program.opts<
+  { quick?: boolean; out: string; list?: boolean; profiles?: string }
+>();
 const wanted = program.processedArgs[0] as string[];
 
 if (opts.list) {
@@ -59,6 +63,11 @@ const quick = opts.quick === true;
 const outDir = resolve(opts.out);
 
 const runStarted = performance.now();
+const profileDir = opts.profiles
+  ? resolve(opts.profiles)
+  : await Deno.makeTempDir({ prefix: "confab-bench-profiles-" });
+await Deno.mkdir(profileDir, { recursive: true });
+setProfileDir(profileDir);
 
 const interrupt = new AbortController();
 const onSignal = () => interrupt.abort(new Error("interrupted"));
@@ -137,6 +146,7 @@ for (const item of selected) {
   items.push(await runItem(item));
 }
 await stopReaper();
+if (!opts.profiles) await Deno.remove(profileDir, { recursive: true }).catch(() => {});
 machine.loadAverageEnd = await loadAverage();
 
 const results = items.flatMap((s) => s.outcome?.measurements.map((m) => toRow(s.name, m)) ?? []);

@@ -12,7 +12,16 @@
 import { join } from "node:path";
 import { ConfabClient } from "../../lib/client/client.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
-import { type BenchProcess, mean, percentile, startHelper, startServer } from "./support.ts";
+import { describeSteps, describeTop } from "./cpu_profile.ts";
+import {
+  type BenchProcess,
+  cpuSeconds,
+  mean,
+  percentile,
+  profiled,
+  startHelper,
+  startServer,
+} from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome } from "./types.ts";
 
 const PASSWORD = "bench-password";
@@ -104,7 +113,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     join(dir, "bob"),
     "--history",
     "0",
-  ]);
+  ], { profile: true });
   await clientEvent(bob, "ready", {}, ctx.signal);
   const errors: string[] = [];
   const alice = new ConfabClient(
@@ -146,16 +155,34 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   undelivered = 0;
   ctx.log(`  measuring ${count} of each, in ${BLOCKS} alternating blocks`);
   const perBlock = Math.ceil(count / BLOCKS);
+  // CPU time of the chat blocks only (sender = this process, receiver, server).
+  const pids = [Deno.pid, bob.pid, server.proc.pid];
+  const cpu = [0, 0, 0];
   for (let b = 0; b < BLOCKS; b++) {
     ctx.signal.throwIfAborted();
     for (let i = 0; i < perBlock && raw.length < count; i++) raw.push(await ping.once());
+    const before = await Promise.all(pids.map(cpuSeconds));
     for (let i = 0; i < perBlock && chat.length < count; i++) {
       chat.push(await sendOne(warmup + chat.length));
     }
+    const after = await Promise.all(pids.map(cpuSeconds));
+    for (let k = 0; k < pids.length; k++) cpu[k]! += after[k]! - before[k]!;
   }
   if (undelivered > 0) {
     throw new Error(`${undelivered} of ${count} messages were not delivered: ${errors.at(-1)}`);
   }
+  const chatSeconds = chat.reduce((a, b) => a + b, 0) / 1000;
+
+  // Where the time goes: the same loop once more with the CPU profiler on in both clients.
+  const profiledCount = ctx.quick ? 200 : 3_000;
+  ctx.log(`  profiling ${profiledCount} more messages`);
+  const { result: profiledMs, profiles } = await profiled([bob], async () => {
+    const t0 = performance.now();
+    for (let i = 0; i < profiledCount; i++) await sendOne(warmup + count + i);
+    return performance.now() - t0;
+  }, ctx.signal);
+  if (undelivered > 0) throw new Error(`not delivered while profiling: ${errors.at(-1)}`);
+  const us = (seconds: number) => (seconds * 1e6 / count).toFixed(1);
 
   chat.sort((a, b) => a - b);
   raw.sort((a, b) => a - b);
@@ -201,6 +228,19 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `to SQLite (sender: insert, then mark delivered; receiver: insert before the ack). ` +
       `Measured in ${BLOCKS} blocks alternating with the raw ping-pong (one connection between ` +
       `the bench process and an echo server process).`,
+      `CPU time per message during the chat blocks (from /proc): sender ${us(cpu[0]!)} µs ` +
+      `(the bench process, which also reads bob's stdout), receiver ${us(cpu[1]!)} µs, server ` +
+      `${us(cpu[2]!)} µs, against ${us(chatSeconds)} µs of round trip per message.`,
+      ...profiles.map((p) =>
+        `Profile of ${
+          p.name === "bench" ? "the sender (bench process)" : `the receiver (${p.name})`
+        }` +
+        ` over ${profiledCount} more messages (${
+          (profiledMs * 1000 / profiledCount).toFixed(0)
+        } µs each with the profiler on), by step: ${
+          describeSteps(p.breakdown, profiledCount, "message")
+        }. Top functions by self time (µs per message): ${describeTop(p.breakdown, profiledCount)}.`
+      ),
     ],
   };
 }

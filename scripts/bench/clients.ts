@@ -192,7 +192,7 @@ export class ClientProcess extends Tracked {
       "--history",
       "0",
       ...(options.args ?? []),
-    ]);
+    ], { profile: true });
     const client = new ClientProcess(proc, name);
     await client.until(() => client.ready, "ready event", ctx.signal);
     return client;

@@ -18,7 +18,8 @@
 import { join } from "node:path";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { ClientProcess, LocalClient } from "./clients.ts";
-import { type BenchProcess, cpuSeconds, deadline, startServer } from "./support.ts";
+import { describeSteps, describeTop } from "./cpu_profile.ts";
+import { type BenchProcess, cpuSeconds, deadline, profiled, startServer } from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
 
 const MIB = 1024 * 1024;
@@ -216,6 +217,29 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   await rawOnce();
   const iperf = await iperf3(ctx, size);
 
+  // Where the time goes: another transfer (a quarter of the size) with the CPU profiler on in
+  // both clients.
+  const profiledSize = size / 4;
+  const small = join(dir, "profiled.bin");
+  await makeFile(small, profiledSize);
+  ctx.log(`  profiling a transfer of ${profiledSize / MIB} MiB`);
+  const { result: profiledMs, profiles } = await profiled([bob.proc], async () => {
+    const end = bob.waitFor(
+      (e) => e.type === "transfer_done" || e.type === "transfer_failed",
+      "end of the profiled transfer",
+      ctx.quick ? 30_000 : 240_000,
+      ctx.signal,
+    );
+    end.catch(() => {});
+    const t = performance.now();
+    await deadline(alice.client.share(small), ctx.quick ? 30_000 : 240_000, "share", ctx.signal);
+    const last = await end;
+    if (last.event.type !== "transfer_done") throw new Error("the profiled transfer failed");
+    if (typeof last.event.savedAs === "string") await Deno.remove(last.event.savedAs);
+    return last.at - t;
+  }, ctx.signal);
+  const chunks = Math.ceil(profiledSize / 65_000);
+
   const rawMs = Math.min(...raw);
   const rate = (ms: number) => size / MIB / (ms / 1000);
   const rawName = "raw Deno TCP copy, 64 KiB frames, file to file";
@@ -284,6 +308,16 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       iperf === undefined
         ? "iperf3 is not installed here (`which iperf3` found nothing): no iperf3 figure."
         : `iperf3 (-n ${size} over 127.0.0.1): ${iperf.toFixed(0)} MiB/s.`,
+      ...profiles.map((p) =>
+        `Profile of ${
+          p.name === "bench" ? "the sender (bench process)" : `the receiver (${p.name})`
+        }` +
+        ` over a transfer of ${profiledSize / MIB} MiB (${chunks} chunks of 65,000 bytes; ` +
+        `${(profiledMs / 1000).toFixed(2)} s share→done with the profiler on, ` +
+        `${(profiledMs * 1000 / chunks).toFixed(0)} µs per chunk), by step: ${
+          describeSteps(p.breakdown, chunks, "chunk")
+        }. Top functions by self time (µs per chunk): ${describeTop(p.breakdown, chunks)}.`
+      ),
     ],
   };
 }

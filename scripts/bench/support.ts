@@ -3,7 +3,15 @@
  * every wait, a reaper so no child outlives the bench, the Confab server as a real process,
  * and small measuring helpers (percentiles, RSS from /proc).
  */
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import {
+  type Breakdown,
+  breakDown,
+  type CpuProfile,
+  startProfiling,
+  stopProfiling,
+} from "./cpu_profile.ts";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DENO = Deno.execPath();
@@ -178,11 +186,75 @@ class LineQueue {
 /** An event line from a child that speaks JSON lines. */
 export type JsonEvent = { type?: string; [key: string]: unknown };
 
+let profileDir: string | undefined;
+
+/** Where child processes write their CPU profiles; set once, before any is spawned. */
+export function setProfileDir(dir: string): void {
+  profileDir = dir;
+}
+
+/** A breakdown of one process's CPU profile over a phase of an item. */
+export interface ProcessProfile {
+  name: string;
+  breakdown: Breakdown;
+}
+
+/**
+ * Runs `phase` with the CPU profiler on in this process and in each of `procs`; returns the
+ * breakdown of each profile (this process as "bench"). The profiles are kept in the profile
+ * directory.
+ */
+export async function profiled<T>(
+  procs: BenchProcess[],
+  phase: () => Promise<T>,
+  signal?: AbortSignal,
+): Promise<{ result: T; profiles: ProcessProfile[] }> {
+  if (profileDir === undefined) throw new Error("no profile directory set");
+  const dir = profileDir;
+  for (const p of procs) {
+    if (!p.profiled) throw new Error(`${p.name} was not started with { profile: true }`);
+    Deno.kill(p.pid, "SIGUSR2");
+  }
+  await startProfiling();
+  // The children start on the signal; give them a moment to be sampling.
+  await sleep(50, signal);
+  let result: T;
+  let own: CpuProfile;
+  try {
+    result = await phase();
+  } finally {
+    own = await stopProfiling();
+    for (const p of procs) Deno.kill(p.pid, "SIGUSR2");
+  }
+  const stamp = Date.now();
+  await Deno.writeTextFile(join(dir, `bench-${Deno.pid}-${stamp}.cpuprofile`), JSON.stringify(own));
+  const profiles: ProcessProfile[] = [{ name: "bench", breakdown: breakDown(own) }];
+  for (const p of procs) {
+    const path = join(dir, `${p.name}-${p.pid}.cpuprofile`);
+    const started = performance.now();
+    for (;;) {
+      const text = await Deno.readTextFile(path).catch(() => undefined);
+      if (text !== undefined) {
+        profiles.push({ name: p.name, breakdown: breakDown(JSON.parse(text) as CpuProfile) });
+        await Deno.rename(path, join(dir, `${p.name}-${p.pid}-${stamp}.cpuprofile`));
+        break;
+      }
+      if (performance.now() - started > 30_000) {
+        throw new Error(`${p.name} wrote no CPU profile within 30 s`);
+      }
+      await sleep(20, signal);
+    }
+  }
+  return { result, profiles };
+}
+
 export interface SpawnOptions {
   /** `stop` sends this signal (else it only closes stdin) before waiting for the exit. */
   stopSignal?: Deno.Signal;
   /** Time `stop` waits for the exit before SIGKILL. */
   graceMs?: number;
+  /** Ready for {@link profiled}: V8's profiler on demand (and the permission it needs). */
+  profile?: boolean;
 }
 
 /** A child Deno process in the project root, with stdin and line-oriented stdout/stderr. */
@@ -194,17 +266,27 @@ export class BenchProcess implements AsyncDisposable {
   readonly #opts: SpawnOptions;
   #exited = false;
   readonly status: Promise<Deno.CommandStatus>;
+  /** Started with {@link SpawnOptions.profile}. */
+  readonly profiled: boolean;
   #stopping: Promise<void> | undefined;
 
   constructor(readonly name: string, args: string[], options: SpawnOptions = {}) {
     this.#opts = options;
+    // A child asked for can be profiled on demand (see cpu_profile.ts); idle until asked.
+    const profiled = options.profile === true && args[0] === "run" && profileDir !== undefined;
+    this.profiled = profiled;
+    const preload = ["--preload", "scripts/bench/cpu_profile.ts", "--allow-sys"];
     this.child = new Deno.Command(DENO, {
-      args,
+      args: profiled ? ["run", ...preload, ...args.slice(1)] : args,
       cwd: ROOT,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+      env: {
+        NO_COLOR: "1",
+        DENO_NO_UPDATE_CHECK: "1",
+        ...(profiled ? { CONFAB_PROFILE_DIR: profileDir!, CONFAB_PROFILE_NAME: name } : {}),
+      },
     }).spawn();
     tellReaper(`+${this.child.pid}`);
     this.out = new LineQueue(this.child.stdout);
