@@ -1,34 +1,41 @@
 /**
  * File sharing over the direct links, never through the server. The file is streamed in
- * chunks with backpressure (one chunk in flight per link, so a chat line waits for at most one
- * chunk), checked end to end with SHA-256, written aside under a temporary name and moved into
+ * chunks with backpressure (a few chunks in flight per link, so a chat line waits for at most a
+ * few), checked end to end with SHA-256, written aside under a temporary name and moved into
  * downloads only once complete and verified. An interrupted transfer leaves its partial file
  * aside; offering the same file again (same hash and size) resumes where it stopped.
  */
 import { createHash, type Hash } from "node:crypto";
 import { basename, join } from "node:path";
 import type { BinaryFrame } from "../net/framed_connection.ts";
-import { BINARY_TAG } from "../net/framed_connection.ts";
+import { BINARY_TAG, writeAll } from "../net/framed_connection.ts";
 import type { PeerMessage } from "../protocol/messages.ts";
 import { numberedName, sanitizeFileName } from "../peer/file_names.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import { type ClientStore, groupChat } from "./client_store.ts";
 import type { ClientEvent } from "./events.ts";
-import { collectGarbage } from "../util/gc.ts";
+import { collectGarbageIfHeld } from "../util/gc.ts";
 
 /** Bytes of file data per chunk: with its 25-byte header it fits one Noise message. */
 export const CHUNK_SIZE = 65_000;
+/**
+ * Chunks queued on a link at once (≈ 260 KB): enough to keep reading, encryption and the
+ * socket busy together; a chat line queued behind them waits about a millisecond.
+ */
+const CHUNKS_IN_FLIGHT = 4;
 const HEADER = 1 + 16 + 8;
 /** How long a partial file is kept for resuming. */
 const PARTIAL_TTL_MS = 24 * 3600_000;
 const ANSWER_TIMEOUT_MS = 120_000;
 const PROGRESS_EVERY_MS = 250;
 /**
- * Bytes between nudges to the garbage collector (see lib/util/gc.ts): the sender leaves one
- * dead buffer per chunk (the ciphertext), the receiver two (ciphertext and plaintext).
+ * Bytes between checks of the memory that file chunks leave outside the JS heap (see
+ * lib/util/gc.ts): the sender leaves two dead buffers per chunk (WebCrypto's copy of the
+ * plaintext and the ciphertext), the receiver three (the frame, WebCrypto's copy, the plaintext).
  */
-const SENDER_GC_BYTES = 24 * 1024 * 1024;
-const RECEIVER_GC_BYTES = 12 * 1024 * 1024;
+const GC_CHECK_BYTES = 1024 * 1024;
+/** The sender reads the file in blocks of this size and cuts chunks from them. */
+const READ_BLOCK = 1024 * 1024;
 /** Longest reason the protocol carries in file_reject, file_done and file_cancel. */
 const MAX_WIRE_REASON = 300;
 
@@ -102,14 +109,43 @@ export async function hashFile(path: string): Promise<string> {
   return hash.digest("hex");
 }
 
-async function readFull(file: Deno.FsFile, into: Uint8Array): Promise<number> {
-  let filled = 0;
-  while (filled < into.length) {
-    const n = await file.read(into.subarray(filled));
-    if (n === null) break;
-    filled += n;
+/** Reads a file in large blocks (one read per block, not per chunk) and hands out chunks. */
+class BlockReader {
+  readonly #file: Deno.FsFile;
+  readonly #block: Uint8Array;
+  #start = 0;
+  #end = 0;
+  #ended = false;
+
+  constructor(file: Deno.FsFile, blockSize: number) {
+    this.#file = file;
+    this.#block = new Uint8Array(blockSize);
   }
-  return filled;
+
+  /** Fills `into` from the file; returns the bytes filled (fewer only at the end). */
+  async read(into: Uint8Array): Promise<number> {
+    let filled = 0;
+    while (filled < into.length) {
+      if (this.#start === this.#end) {
+        if (this.#ended) break;
+        this.#start = this.#end = 0;
+        while (this.#end < this.#block.length) {
+          const n = await this.#file.read(this.#block.subarray(this.#end));
+          if (n === null) {
+            this.#ended = true;
+            break;
+          }
+          this.#end += n;
+        }
+        continue;
+      }
+      const n = Math.min(into.length - filled, this.#end - this.#start);
+      into.set(this.#block.subarray(this.#start, this.#start + n), filled);
+      this.#start += n;
+      filled += n;
+    }
+    return filled;
+  }
 }
 
 export class Transfers {
@@ -212,25 +248,43 @@ export class Transfers {
       const fidBytes = fromHex(fid);
       let at = offset;
       const corrupt = Deno.env.get("CONFAB_FAULT") === "corrupt-file";
-      // One buffer for every chunk: each is fully sent (encrypted) before the next is read.
-      const buffer = new Uint8Array(HEADER + CHUNK_SIZE);
-      while (at < file.size) {
-        if (t.cancelled) throw new TransferError("CANCELLED", t.cancelled);
-        const want = Math.min(CHUNK_SIZE, file.size - at);
-        const frame = buffer.subarray(0, HEADER + want);
-        const n = await readFull(handle, frame.subarray(HEADER));
-        if (n < want) throw new TransferError("BAD_FILE", `${file.name} got shorter while sending`);
-        frame[0] = BINARY_TAG;
-        frame.set(fidBytes, 1);
-        new DataView(buffer.buffer).setBigUint64(17, BigInt(at), false);
-        if (corrupt && at === offset) frame[HEADER] = frame[HEADER]! ^ 0xff; // tests only
-        // One chunk in flight: awaiting the write lets chat messages in between chunks.
-        await Promise.race([link.fc.sendBinary(frame), closed]);
-        at += n;
-        sent += n;
-        progress.update(at);
-        if (sent % SENDER_GC_BYTES < n) collectGarbage();
+      // A few chunks in flight: the next is read while earlier ones are encrypted and written.
+      // Each buffer is reused only once the chunk in it is on the wire; a slow receiver fills
+      // the socket, the writes wait, and so does this loop (TCP pushes back).
+      const buffers = Array.from(
+        { length: CHUNKS_IN_FLIGHT },
+        () => new Uint8Array(HEADER + CHUNK_SIZE),
+      );
+      const inFlight: Promise<void>[] = [];
+      const source = new BlockReader(handle, READ_BLOCK);
+      try {
+        for (let k = 0; at < file.size; k++) {
+          if (t.cancelled) throw new TransferError("CANCELLED", t.cancelled);
+          if (inFlight.length === CHUNKS_IN_FLIGHT) await inFlight.shift();
+          const buffer = buffers[k % CHUNKS_IN_FLIGHT]!;
+          const want = Math.min(CHUNK_SIZE, file.size - at);
+          const frame = buffer.subarray(0, HEADER + want);
+          const n = await source.read(frame.subarray(HEADER));
+          if (n < want) {
+            throw new TransferError("BAD_FILE", `${file.name} got shorter while sending`);
+          }
+          frame[0] = BINARY_TAG;
+          frame.set(fidBytes, 1);
+          new DataView(buffer.buffer).setBigUint64(17, BigInt(at), false);
+          if (corrupt && at === offset) frame[HEADER] = frame[HEADER]! ^ 0xff; // tests only
+          const sending = Promise.race([link.fc.sendBinary(frame), closed]);
+          sending.catch(() => {}); // awaited below
+          inFlight.push(sending);
+          at += n;
+          sent += n;
+          progress.update(at);
+          if (sent % GC_CHECK_BYTES < n) collectGarbageIfHeld();
+        }
+      } finally {
+        // Nothing of the file may be read into a buffer still being sent.
+        await Promise.allSettled(inFlight);
       }
+      for (const sending of inFlight) await sending;
       await link.fc.send({ type: "file_end", fid });
       const done = await Promise.race([closed, withTimeout(t.done.promise, "no confirmation")]);
       if (!done.ok) throw new TransferError("CHECK_FAILED", `${peer}: ${done.reason ?? "failed"}`);
@@ -398,8 +452,10 @@ export class Transfers {
       return;
     }
     try {
-      let written = 0;
-      while (written < bytes.length) written += await t.file.write(bytes.subarray(written));
+      // Hashed while the write runs (the write is done off the main thread).
+      const writing = writeAll(t.file, bytes);
+      t.hash.update(bytes);
+      await writing;
     } catch (error) {
       // Disk full, or the like: this transfer ends, the link (and the chat on it) stays.
       const reason = "the receiver cannot write it to disk";
@@ -407,9 +463,8 @@ export class Transfers {
       await this.#fail(t, `cannot write ${t.name} to disk: ${(error as Error).message}`, true);
       return;
     }
-    t.hash.update(bytes);
     t.at += bytes.length;
-    if (t.at % RECEIVER_GC_BYTES < bytes.length) collectGarbage();
+    if (t.at % GC_CHECK_BYTES < bytes.length) collectGarbageIfHeld();
     const now = Date.now();
     if (now - t.lastProgress >= PROGRESS_EVERY_MS) {
       t.lastProgress = now;

@@ -131,6 +131,20 @@ export class CipherState {
   }
 
   /**
+   * {@link encryptWithAd} done at once, on the calling thread, when the message is small
+   * enough for that path (a chat line, a control message); `undefined`, with no nonce taken,
+   * when it is not (then call {@link encryptWithAd}).
+   */
+  encryptWithAdNow(ad: Uint8Array, plaintext: Uint8Array): Uint8Array<ArrayBuffer> | undefined {
+    if (this.#raw === undefined || plaintext.length > SYNC_LIMIT) return undefined;
+    this.#refuseWhileDecrypting("encrypt");
+    const n = this.#n;
+    if (n >= MAX_NONCE) throw exhausted();
+    this.#n = n + 1n;
+    return sealSync(this.#raw, n, ad, plaintext);
+  }
+
+  /**
    * Decrypts a ciphertext with associated data under the next nonce (Noise's DecryptWithAd).
    * On failure the nonce does not advance, so the genuine message can still be accepted.
    *
@@ -278,6 +292,15 @@ export class TransportCipher {
       );
     }
     return this.#cipher.encryptWithAd(EMPTY, plaintext);
+  }
+
+  /**
+   * {@link encrypt} done at once when the message is small (see
+   * `CipherState.encryptWithAdNow`); `undefined`, with no nonce taken, when it is not.
+   */
+  encryptNow(plaintext: Uint8Array): Uint8Array<ArrayBuffer> | undefined {
+    if (this.#direction !== "send") throw new TypeError("encrypt() called on the receiving cipher");
+    return this.#cipher.encryptWithAdNow(EMPTY, plaintext);
   }
 
   /**

@@ -18,7 +18,7 @@ import { decodeMessage, encodeMessage, requestIdOf } from "../protocol/messages.
 import type { z } from "zod";
 import type { NoiseSession, TransportCipher } from "../crypto/noise.ts";
 import { CryptoError } from "../crypto/noise.ts";
-import { closeFrame, openFrame, sealedSize } from "./sealed_frames.ts";
+import { closeFrameNow, openFrame, sealedSize } from "./sealed_frames.ts";
 import { asTransport, type Transport, type TransportAddress, writeAll } from "./transport.ts";
 
 export { writeAll };
@@ -76,6 +76,10 @@ export class SilentPeerError extends Error {
 
 /** Messages waiting for the handler before reading pauses (backpressure). */
 const INBOX_HIGH_WATER = 256;
+/** Bytes of binary frames (file chunks) waiting for the handler before reading pauses. */
+const INBOX_HIGH_WATER_BYTES = 2 * 1024 * 1024;
+/** Frames decrypting at once on the read side (WebCrypto runs them in parallel). */
+const MAX_OPENING = 8;
 /** Payloads at least this large are written after their header rather than copied into one. */
 const SEPARATE_HEADER_FROM = 16 * 1024;
 /** Frames a peer may send while we finish a handshake step; more is a flood. */
@@ -96,6 +100,12 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }>();
   #nextId = 1;
   #writeChain: Promise<void> = Promise.resolve();
+  /** Frames queued or being written. */
+  #writesQueued = 0;
+  /** Settles once the latest frame that started decrypting has been handed over. */
+  #lastIngest: Promise<void> = Promise.resolve();
+  /** Bytes of binary frames in the inbox. */
+  #inboxBytes = 0;
   #inbox: In[] = [];
   #dispatching = false;
   #inboxDrained: (() => void) | undefined;
@@ -157,6 +167,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   next(timeoutMs: number, options: { hold?: boolean } = {}): Promise<In> {
     const queued = this.#inbox.shift();
     if (queued) {
+      this.#inboxBytes -= bytesOf(queued);
       // Only step-by-step exchanges read ahead of a handler; holding applies to what follows.
       if (options.hold) this.#held = true;
       return Promise.resolve(queued);
@@ -314,8 +325,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   /**
    * Queues a binary frame (its first byte must be {@link BINARY_TAG}); resolves once written.
-   * Await each before queuing the next, and other messages slip in between: a chat line
-   * waits for at most one chunk of a file.
+   * Keep only a few queued (await the oldest before queuing more): other messages slip in
+   * between, so a chat line waits for at most those. `body` must not change until this
+   * settles (it is encrypted while earlier frames are written).
    */
   sendBinary(body: Uint8Array): Promise<void> {
     if (body[0] !== BINARY_TAG) {
@@ -333,25 +345,43 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
         ),
       );
     }
-    // The cipher is taken now, so a frame queued before secure() goes out plain; encryption
-    // itself runs in the write chain, so nonces follow the order on the wire.
+    // The cipher is taken now, so a frame queued before secure() goes out plain. Encryption
+    // starts now too: nonces are taken in the order of the calls, which is the order the chain
+    // writes in, so later frames (file chunks) encrypt while earlier ones are written.
     const cipher = this.#sendCipher;
-    const write = this.#writeChain.then(async () => {
-      const payload = cipher ? await closeFrame(cipher, body) : body;
-      if (payload.length < SEPARATE_HEADER_FROM) {
-        await writeAll(this.transport, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
-      } else {
-        // Large (file data): the header on its own, so the payload is not copied again.
-        const header = new Uint8Array(HEADER_SIZE);
-        new DataView(header.buffer).setUint32(0, payload.length);
-        await writeAll(this.transport, header);
-        await writeAll(this.transport, payload);
-      }
-    });
-    this.#writeChain = write.catch((error) => {
+    let sealed: Uint8Array | Promise<Uint8Array>;
+    try {
+      sealed = cipher ? closeFrameNow(cipher, body) : body;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    let write: Promise<void>;
+    if (this.#writesQueued === 0 && sealed instanceof Uint8Array) {
+      // Nothing ahead of it (the usual case for a chat line): straight to the socket.
+      write = this.#writeFrame(sealed);
+    } else {
+      if (!(sealed instanceof Uint8Array)) sealed.catch(() => {}); // the chain reports it
+      write = this.#writeChain.then(async () => this.#writeFrame(await sealed));
+    }
+    this.#writesQueued++;
+    const settled = write.finally(() => this.#writesQueued--);
+    this.#writeChain = settled.catch((error) => {
       void this.close(asError(error));
     });
-    return write;
+    return settled;
+  }
+
+  /** Writes one frame: header and (sealed) body. */
+  async #writeFrame(payload: Uint8Array): Promise<void> {
+    if (payload.length < SEPARATE_HEADER_FROM) {
+      await writeAll(this.transport, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
+    } else {
+      // Large (file data): the header on its own, so the payload is not copied again.
+      const header = new Uint8Array(HEADER_SIZE);
+      new DataView(header.buffer).setUint32(0, payload.length);
+      await writeAll(this.transport, header);
+      await writeAll(this.transport, payload);
+    }
   }
 
   /** Sends a request with a fresh `id` and waits for the reply with that id. */
@@ -433,6 +463,12 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     const reader = new FrameReader(this.transport, sealedSize(this.#opts.maxFrame));
     reader.onBytes = () => this.lastReceived = Date.now();
     let reason: CloseReason;
+    // Frames being decrypted, oldest first; each settles with its error, if any.
+    const opening: Promise<Error | undefined>[] = [];
+    const oldest = async () => {
+      const error = await opening.shift();
+      if (error) throw error;
+    };
     try {
       while (!this.#closing) {
         let body: Uint8Array | null;
@@ -454,15 +490,22 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           this.#heldWaiter = undefined;
           if (waiter && this.#heldFrames.length === 0) waiter.resolve(body);
           else this.#heldFrames.push(body);
+        } else if (this.#receiveCipher) {
+          // Read on while earlier frames decrypt (in parallel, for file chunks); they are
+          // handed over in order.
+          opening.push(this.#ingest(body).then(() => undefined, asError));
+          if (opening.length >= MAX_OPENING) await oldest();
         } else {
-          await this.#ingest(body);
+          this.#accept(body);
         }
-        if (this.#inbox.length >= INBOX_HIGH_WATER && !this.#closing) {
+        if (this.#inboxFull() && !this.#closing) {
           const drained = Promise.withResolvers<void>();
           this.#inboxDrained = drained.resolve;
           await drained.promise;
         }
       }
+      // What arrived before the end is still handed over.
+      while (opening.length > 0) await oldest();
     } catch (error) {
       reason = asError(error);
       if (error instanceof FrameError && !this.#closing) {
@@ -472,24 +515,42 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       }
     }
     if (!this.#closing) void this.close(reason);
+    // Nothing is accepted after the close; let the decryptions still running settle.
+    await Promise.all(opening);
   }
 
-  /** Decrypts a frame body when the connection is secure, then decodes and routes it. */
-  async #ingest(body: Uint8Array): Promise<void> {
+  /** Whether the handler has so much waiting that reading pauses (TCP then pushes back). */
+  #inboxFull(): boolean {
+    return this.#inbox.length >= INBOX_HIGH_WATER || this.#inboxBytes >= INBOX_HIGH_WATER_BYTES;
+  }
+
+  /**
+   * Decrypts a frame body when the connection is secure, then decodes and routes it. The
+   * decryption starts at once; the frame is handed over after every frame before it.
+   */
+  #ingest(body: Uint8Array): Promise<void> {
     const cipher = this.#receiveCipher;
-    if (!cipher) return this.#accept(body);
-    let plain: Uint8Array;
-    try {
-      plain = await openFrame(cipher, body);
-    } catch (error) {
-      if (!(error instanceof CryptoError)) throw error;
-      throw new FrameError(
-        "a frame failed authentication (tampered with, replayed, reordered or cut short); " +
-          "the connection is closed",
-        { cause: error },
-      );
+    if (!cipher) {
+      this.#accept(body);
+      return Promise.resolve();
     }
-    this.#accept(plain);
+    const opened = openFrame(cipher, body);
+    const accepted = this.#lastIngest.then(async () => {
+      let plain: Uint8Array;
+      try {
+        plain = await opened;
+      } catch (error) {
+        if (!(error instanceof CryptoError)) throw error;
+        throw new FrameError(
+          "a frame failed authentication (tampered with, replayed, reordered or cut short); " +
+            "the connection is closed",
+          { cause: error },
+        );
+      }
+      if (!this.#closing) this.#accept(plain);
+    });
+    this.#lastIngest = accepted.catch(() => {});
+    return accepted;
   }
 
   #accept(body: Uint8Array): void {
@@ -537,6 +598,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       return;
     }
     this.#inbox.push(message);
+    this.#inboxBytes += bytesOf(message);
     if (!this.#dispatching && this.#onMessage) void this.#dispatch();
   }
 
@@ -545,12 +607,16 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     try {
       while (this.#inbox.length > 0 && !this.#closing && this.#onMessage) {
         const message = this.#inbox.shift()!;
+        this.#inboxBytes -= bytesOf(message);
         try {
           await this.#onMessage?.(message);
         } catch (error) {
           void this.close(asError(error));
         }
-        if (this.#inbox.length < INBOX_HIGH_WATER / 2) {
+        if (
+          this.#inbox.length < INBOX_HIGH_WATER / 2 &&
+          this.#inboxBytes < INBOX_HIGH_WATER_BYTES / 2
+        ) {
           this.#inboxDrained?.();
           this.#inboxDrained = undefined;
         }
@@ -559,6 +625,11 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       this.#dispatching = false;
     }
   }
+}
+
+/** Bytes a queued message holds outside the inbox array (binary frames only). */
+function bytesOf(message: AnyMessage): number {
+  return message.type === "binary" ? (message as unknown as BinaryFrame).data.length : 0;
 }
 
 /** Opens a TCP connection with Nagle off. */

@@ -16,27 +16,44 @@ export function sealedSize(maxPlain: number): number {
   return maxPlain + Math.max(1, Math.ceil(maxPlain / MAX_PLAINTEXT_LEN)) * TAG_LEN;
 }
 
-/** Encrypts one frame body; call in wire order (each call uses the next nonces). */
-export async function closeFrame(cipher: TransportCipher, body: Uint8Array): Promise<Uint8Array> {
-  if (body.length <= MAX_PLAINTEXT_LEN) return await cipher.encrypt(body);
-  const parts: Uint8Array[] = [];
+/**
+ * Encrypts one frame body; call in wire order. Every nonce of the frame is taken before this
+ * returns, so frames may be encrypting concurrently (the caller writes them in call order).
+ * `body` must not change until the promise settles.
+ */
+export function closeFrame(cipher: TransportCipher, body: Uint8Array): Promise<Uint8Array> {
+  if (body.length <= MAX_PLAINTEXT_LEN) return cipher.encrypt(body);
+  const parts: Promise<Uint8Array>[] = [];
   for (let at = 0; at < body.length; at += MAX_PLAINTEXT_LEN) {
-    parts.push(await cipher.encrypt(body.subarray(at, at + MAX_PLAINTEXT_LEN)));
+    parts.push(cipher.encrypt(body.subarray(at, at + MAX_PLAINTEXT_LEN)));
   }
-  return concat(parts);
+  return Promise.all(parts).then(concat);
 }
 
 /**
- * Decrypts one frame body sealed by {@link closeFrame}.
+ * {@link closeFrame}, done at once when the body is small enough for the cipher's synchronous
+ * path (chat lines, control messages): no promise, no hop through the event loop.
+ */
+export function closeFrameNow(
+  cipher: TransportCipher,
+  body: Uint8Array,
+): Uint8Array | Promise<Uint8Array> {
+  return cipher.encryptNow(body) ?? closeFrame(cipher, body);
+}
+
+/**
+ * Decrypts one frame body sealed by {@link closeFrame}. Every part starts decrypting at once,
+ * and so may the next frames: the cipher settles them in call order (see
+ * `CipherState.decryptWithAd`).
  * @throws {CryptoError} when any part fails authentication.
  */
-export async function openFrame(cipher: TransportCipher, sealed: Uint8Array): Promise<Uint8Array> {
-  if (sealed.length <= MAX_MESSAGE_LEN) return await cipher.decrypt(sealed);
-  const parts: Uint8Array[] = [];
+export function openFrame(cipher: TransportCipher, sealed: Uint8Array): Promise<Uint8Array> {
+  if (sealed.length <= MAX_MESSAGE_LEN) return cipher.decrypt(sealed);
+  const parts: Promise<Uint8Array>[] = [];
   for (let at = 0; at < sealed.length; at += MAX_MESSAGE_LEN) {
-    parts.push(await cipher.decrypt(sealed.subarray(at, at + MAX_MESSAGE_LEN)));
+    parts.push(cipher.decrypt(sealed.subarray(at, at + MAX_MESSAGE_LEN)));
   }
-  return concat(parts);
+  return Promise.all(parts).then(concat);
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {

@@ -19,7 +19,14 @@ import { join } from "node:path";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { ClientProcess, LocalClient } from "./clients.ts";
 import { describeSteps, describeTop } from "./cpu_profile.ts";
-import { type BenchProcess, cpuSeconds, deadline, profiled, startServer } from "./support.ts";
+import {
+  type BenchProcess,
+  cpuSeconds,
+  deadline,
+  profiled,
+  rssKiB,
+  startServer,
+} from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
 
 const MIB = 1024 * 1024;
@@ -193,6 +200,13 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     ctx.signal,
   );
   received.catch(() => {});
+  // Idle memory, and the peak counted from here on (writing 5 to clear_refs resets VmHWM).
+  const idle = [await rssKiB(Deno.pid) / 1024, await rssKiB(bob.proc.pid) / 1024];
+  const peakReset = await Promise.all(
+    [Deno.pid, bob.proc.pid].map((pid) =>
+      Deno.writeTextFile(`/proc/${pid}/clear_refs`, "5").then(() => true, () => false)
+    ),
+  );
   const cpu0 = [await cpuSeconds(Deno.pid), await cpuSeconds(bob.proc.pid)];
   const t0 = performance.now();
   await deadline(alice.client.share(source), ctx.quick ? 30_000 : 240_000, "share", ctx.signal);
@@ -211,6 +225,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     await cpuSeconds(bob.proc.pid) - cpu0[1]!,
   ];
   const bobPeak = await peakRssMiB(bob.proc.pid);
+  const alicePeak = await peakRssMiB(Deno.pid);
   // The received copy is no longer needed: free the disk before the second raw copy.
   if (typeof done.event.savedAs === "string") await Deno.remove(done.event.savedAs).catch(() => {});
 
@@ -268,6 +283,18 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       baselineName: rawName,
     },
     {
+      metric: "receiver peak rss over idle",
+      value: bobPeak - idle[1]!,
+      unit: "MiB",
+      goal: { type: "max", value: 64 },
+    },
+    {
+      metric: "sender peak rss over idle",
+      value: alicePeak - idle[0]!,
+      unit: "MiB",
+      goal: { type: "max", value: 64 },
+    },
+    {
       metric: "time before the data",
       value: (started - t0) / 1000,
       unit: "s",
@@ -298,7 +325,13 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
         senderDone === undefined ? "—" : (senderDone - done.at).toFixed(1)
       } ms from bob's (negative: before it reached this process). CPU used meanwhile: ` +
       `sender (the bench process) ${cpu[0]!.toFixed(1)} s, receiver ${cpu[1]!.toFixed(1)} s, ` +
-      `in ${(totalMs / 1000).toFixed(1)} s. Bob's peak RSS: ${bobPeak.toFixed(0)} MiB.`,
+      `in ${(totalMs / 1000).toFixed(1)} s (per chunk of 65,000 bytes: ` +
+      `${(cpu[0]! * 1e6 / (size / 65_000)).toFixed(0)} µs and ` +
+      `${(cpu[1]! * 1e6 / (size / 65_000)).toFixed(0)} µs). RSS: bob ${idle[1]!.toFixed(0)} MiB ` +
+      `idle, ${bobPeak.toFixed(0)} MiB at the peak; the bench process (the sender) ` +
+      `${idle[0]!.toFixed(0)} MiB idle, ${alicePeak.toFixed(0)} MiB at the peak${
+        peakReset.every(Boolean) ? "" : " (the peak could not be reset: it counts from the start)"
+      }.`,
       `Baseline: the same file copied over plain Deno TCP from this process to a sink process ` +
       `(raw_sink.ts) in frames of 4 + ${RAW_FRAME} bytes, read from and written to files as ` +
       `Confab does, no encryption, no hashing; timed from the first read to the sink's one-byte ` +
@@ -325,7 +358,14 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
 export const file: BenchItem = {
   name: "file",
   title: "a 1 GiB file (quick: 16 MiB) sent with /s between two clients: share to transfer_done",
-  metrics: ["rate share→done", "rate wire only", "time share→done", "time before the data"],
+  metrics: [
+    "rate share→done",
+    "rate wire only",
+    "time share→done",
+    "receiver peak rss over idle",
+    "sender peak rss over idle",
+    "time before the data",
+  ],
   timeoutMs: (quick) => quick ? 30_000 : 300_000,
   run,
 };
