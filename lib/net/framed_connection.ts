@@ -104,6 +104,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #writesQueued = 0;
   /** Settles once the latest frame that started decrypting has been handed over. */
   #lastIngest: Promise<void> = Promise.resolve();
+  /** Set once a frame could not be read: the connection is on its way down. */
+  #readFailing = false;
   /** Bytes of binary frames in the inbox. */
   #inboxBytes = 0;
   #inbox: In[] = [];
@@ -493,7 +495,14 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
         } else if (this.#receiveCipher) {
           // Read on while earlier frames decrypt (in parallel, for file chunks); they are
           // handed over in order.
-          opening.push(this.#ingest(body).then(() => undefined, asError));
+          opening.push(
+            this.#ingest(body).then(() => undefined, (error) => {
+              // Noticed now, not when the reader next waits for this frame: the other side
+              // may send nothing more.
+              void this.#readFailed(error);
+              return asError(error);
+            }),
+          );
           if (opening.length >= MAX_OPENING) await oldest();
         } else {
           this.#accept(body);
@@ -507,16 +516,24 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       // What arrived before the end is still handed over.
       while (opening.length > 0) await oldest();
     } catch (error) {
-      reason = asError(error);
-      if (error instanceof FrameError && !this.#closing) {
-        // Tell the sender why, then hang up: the stream can no longer be trusted.
-        await this.send({ type: "error", code: "BAD_FRAME", message: reason.message })
-          .catch(() => {});
-      }
+      await this.#readFailed(error);
     }
     if (!this.#closing) void this.close(reason);
     // Nothing is accepted after the close; let the decryptions still running settle.
     await Promise.all(opening);
+  }
+
+  /** Ends the connection for a frame that cannot be read, telling the sender why if it is bad. */
+  async #readFailed(error: unknown): Promise<void> {
+    if (this.#closing || this.#readFailing) return;
+    this.#readFailing = true;
+    const reason = asError(error);
+    if (error instanceof FrameError) {
+      // Tell the sender why, then hang up: the stream can no longer be trusted.
+      await this.send({ type: "error", code: "BAD_FRAME", message: reason.message })
+        .catch(() => {});
+    }
+    void this.close(reason);
   }
 
   /** Whether the handler has so much waiting that reading pauses (TCP then pushes back). */
@@ -547,7 +564,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           { cause: error },
         );
       }
-      if (!this.#closing) this.#accept(plain);
+      if (!this.#closing && !this.#readFailing) this.#accept(plain);
     });
     this.#lastIngest = accepted.catch(() => {});
     return accepted;
