@@ -518,7 +518,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     } catch (error) {
       await this.#readFailed(error);
     }
-    if (!this.#closing) void this.close(reason);
+    // A frame that could not be read closes the connection with its own reason.
+    if (!this.#closing && !this.#readFailing) void this.close(reason);
     // Nothing is accepted after the close; let the decryptions still running settle.
     await Promise.all(opening);
   }
