@@ -57,6 +57,12 @@ const program = new Command()
     intOption(1, 10_000_000),
     10_000,
   )
+  .option(
+    "--max-signups-per-hour <n>",
+    "new accounts one address may create per hour (a burst of as many, then spread out; 0: no limit)",
+    intOption(0, 1_000_000),
+    20,
+  )
   .option("-q, --quiet", "do not log logins and logouts")
   .showHelpAfterError("(run confab-server --help for usage)")
   .parse(["deno", "server.ts", ...Deno.args]);
@@ -69,6 +75,7 @@ const opts = program.opts<{
   maxPerAddress: number;
   loginTimeout: number;
   maxPending: number;
+  maxSignupsPerHour: number;
   quiet?: boolean;
 }>();
 const port = (program.processedArgs[0] as number | undefined) ?? opts.port;
@@ -84,6 +91,7 @@ try {
     maxPerAddress: opts.maxPerAddress,
     loginTimeoutMs: opts.loginTimeout * 1000,
     maxPending: opts.maxPending,
+    maxSignupsPerHour: opts.maxSignupsPerHour,
     helloTimeoutMs: Math.min(10, opts.loginTimeout) * 1000,
     log: opts.quiet ? undefined : (line) => console.log(`[${new Date().toISOString()}] ${line}`),
   });

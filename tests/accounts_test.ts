@@ -3,7 +3,7 @@
  * Each scrypt hash costs about 80 ms, so the hashing tests share work and stay few.
  */
 import assert from "node:assert/strict";
-import { hashPassword, LoginThrottle, verifyPassword } from "../lib/server/accounts.ts";
+import { hashPassword, LoginThrottle, RateLimit, verifyPassword } from "../lib/server/accounts.ts";
 
 /** True when `needle` occurs as a contiguous run of bytes inside `haystack`. */
 function containsBytes(haystack: Uint8Array, needle: Uint8Array): boolean {
@@ -221,4 +221,41 @@ Deno.test("LoginThrottle forgets failures 15 minutes after the last one by defau
   const later = T0 + 2 * 15 * 60_000 + 1;
   throttle.fail("alice", later);
   assert.equal(throttle.waitFor("alice", later), 0, "forgotten: the free failures are back");
+});
+
+Deno.test("LoginThrottle counts attempts still being checked: a burst of guesses gets only the free ones", () => {
+  const throttle = new LoginThrottle(); // 5 free
+  let checked = 0;
+  for (let i = 0; i < 12; i++) {
+    if (throttle.waitFor("alice", T0) > 0) continue;
+    throttle.begin("alice", T0);
+    checked++;
+  }
+  assert.equal(checked, 5, "12 concurrent guesses, 5 free failures");
+  for (let i = 0; i < 5; i++) throttle.end("alice", "failed", T0);
+  assert.equal(throttle.waitFor("alice", T0), 1000, "then the usual wait");
+});
+
+Deno.test("LoginThrottle.end() with success or cancel frees the slot without counting a failure", () => {
+  const throttle = new LoginThrottle({ freeFailures: 2 });
+  throttle.begin("k", T0);
+  throttle.begin("k", T0);
+  assert.ok(throttle.waitFor("k", T0) > 0, "two in flight use up both free failures");
+  throttle.end("k", "cancelled", T0);
+  assert.equal(throttle.waitFor("k", T0), 0);
+  throttle.fail("k", T0);
+  throttle.end("k", "ok", T0);
+  assert.equal(throttle.waitFor("k", T0), 0, "a success forgets the failures");
+  throttle.end("k", "ok", T0); // one end too many is harmless
+  assert.equal(throttle.waitFor("k", T0), 0);
+});
+
+Deno.test("RateLimit allows a burst of capacity, then one per interval", () => {
+  const limit = new RateLimit({ capacity: 3, intervalMs: 1000 });
+  assert.deepEqual([0, 1, 2, 3].map(() => limit.take("a", T0)), [0, 0, 0, 1000]);
+  assert.equal(limit.take("b", T0), 0, "each key has its own bucket");
+  assert.equal(limit.take("a", T0 + 400), 600);
+  assert.equal(limit.take("a", T0 + 1000), 0, "one token back after an interval");
+  assert.equal(limit.take("a", T0 + 1000), 1000);
+  assert.deepEqual([0, 1, 2, 3].map(() => limit.take("a", T0 + 60_000)), [0, 0, 0, 1000]);
 });

@@ -32,7 +32,7 @@ import {
   type ServerLink,
 } from "./server_link.ts";
 import { generateKeyPair, type KeyPair } from "../crypto/noise.ts";
-import { mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
+import { isStrongPublicKey, mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
 import { ownNumber, safetyNumber } from "../crypto/fingerprint.ts";
 import { MailKey } from "../peer/sealed_mail.ts";
 import { type ClientContext, ClientError, describeConnectError } from "./context.ts";
@@ -477,6 +477,14 @@ export class ServerSession {
   async lookup(user: string): Promise<LookupResultMessage> {
     const session = this.require();
     const result = await this.request<LookupResultMessage>({ type: "lookup", user });
+    if (!isStrongPublicKey(result.publicKey)) {
+      // Only a lying server gives one: a small-order key would let anyone pass as that user.
+      throw new ClientError(
+        "AUTH_FAILED",
+        `the directory gives ${result.user} an invalid identity key (small order or not ` +
+          `canonical); nothing is sent to or accepted from ${result.user}`,
+      );
+    }
     const before = session.store.rememberKey(result.user, result.publicKey);
     if (before !== undefined && before !== result.publicKey) {
       this.#ctx.emit({ type: "key_changed", user: result.user });

@@ -105,3 +105,19 @@ export function dh(
   }
   return Promise.resolve(secret);
 }
+
+let probe: Promise<KeyPair> | undefined;
+
+/**
+ * True when `publicKey` is a usable X25519 public key: 32 bytes whose shared secret with a key
+ * of ours is not all zero (a low-order point would make every secret with it predictable).
+ */
+export async function isStrongX25519Key(publicKey: Uint8Array): Promise<boolean> {
+  probe ??= generateKeyPair();
+  try {
+    await dh((await probe).privateKey, publicKey);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -53,13 +53,23 @@ export interface ThrottleOptions {
   forgetAfterMs: number;
 }
 
+interface ThrottleEntry {
+  failures: number;
+  /** Attempts being checked now (their password hash is running or waiting). */
+  inFlight: number;
+  until: number;
+  last: number;
+}
+
 /**
  * Counts failed logins per key (a username, an address) and says how long to wait before the
  * next attempt is even checked. Exponential: after `freeFailures`, 1 s, 2 s, 4 s ... capped.
+ * Attempts still being checked count as failures until they are known not to be: a burst of
+ * concurrent guesses gets no more checks than `freeFailures` (it used to get all of them).
  */
 export class LoginThrottle {
   readonly #opts: ThrottleOptions;
-  readonly #entries = new Map<string, { failures: number; until: number; last: number }>();
+  readonly #entries = new Map<string, ThrottleEntry>();
 
   constructor(options: Partial<ThrottleOptions> = {}) {
     this.#opts = {
@@ -71,31 +81,108 @@ export class LoginThrottle {
     };
   }
 
+  #delayAfter(failures: number): number {
+    const over = failures - this.#opts.freeFailures;
+    return over < 0 ? 0 : Math.min(this.#opts.maxDelayMs, this.#opts.baseDelayMs * 2 ** over);
+  }
+
   /** Milliseconds to wait before `key` may try again (0: go ahead). */
   waitFor(key: string, now = Date.now()): number {
     const entry = this.#entries.get(key);
-    return entry ? Math.max(0, entry.until - now) : 0;
+    if (!entry) return 0;
+    const wait = Math.max(0, entry.until - now);
+    if (wait > 0 || entry.inFlight === 0) return wait;
+    // Were every attempt being checked now to fail, would this one have to wait?
+    const failures = now - entry.last > this.#opts.forgetAfterMs ? 0 : entry.failures;
+    return failures + entry.inFlight >= this.#opts.freeFailures
+      ? Math.max(1, this.#delayAfter(failures + entry.inFlight))
+      : 0;
+  }
+
+  /**
+   * Records that an attempt for `key` is being checked; end it with {@link end}. Call only
+   * after {@link waitFor} said 0.
+   */
+  begin(key: string, now = Date.now()): void {
+    const entry = this.#touch(key, now);
+    entry.inFlight++;
+  }
+
+  /** Ends an attempt started with {@link begin}: a failure counts; a success or a cancel not. */
+  end(key: string, outcome: "failed" | "ok" | "cancelled", now = Date.now()): void {
+    const entry = this.#entries.get(key);
+    if (entry) entry.inFlight = Math.max(0, entry.inFlight - 1);
+    if (outcome === "failed") this.fail(key, now);
+    else if (outcome === "ok") this.succeed(key);
   }
 
   fail(key: string, now = Date.now()): void {
-    let entry = this.#entries.get(key);
-    if (!entry || now - entry.last > this.#opts.forgetAfterMs) {
-      entry = { failures: 0, until: 0, last: now };
-    }
+    const entry = this.#touch(key, now);
     entry.failures++;
     entry.last = now;
-    const over = entry.failures - this.#opts.freeFailures;
-    if (over >= 0) {
-      entry.until = now + Math.min(this.#opts.maxDelayMs, this.#opts.baseDelayMs * 2 ** over);
+    const delay = this.#delayAfter(entry.failures);
+    if (delay > 0) entry.until = now + delay;
+  }
+
+  /** Forgets the failures of `key` (attempts still being checked stay counted). */
+  succeed(key: string): void {
+    const entry = this.#entries.get(key);
+    if (!entry) return;
+    if (entry.inFlight === 0) {
+      this.#entries.delete(key);
+      return;
+    }
+    entry.failures = 0;
+    entry.until = 0;
+  }
+
+  /** The entry of `key`, made the most recent (forgotten failures dropped); bounded map. */
+  #touch(key: string, now: number): ThrottleEntry {
+    let entry = this.#entries.get(key);
+    if (!entry) entry = { failures: 0, inFlight: 0, until: 0, last: now };
+    else if (now - entry.last > this.#opts.forgetAfterMs) {
+      entry = { failures: 0, inFlight: entry.inFlight, until: 0, last: now };
     }
     this.#entries.delete(key); // re-insert: Map order is then oldest-touched first
     this.#entries.set(key, entry);
     if (this.#entries.size > this.#opts.maxEntries) {
       this.#entries.delete(this.#entries.keys().next().value!);
     }
+    return entry;
+  }
+}
+
+/**
+ * A token bucket per key (an address): `capacity` actions at once, then one more every
+ * `intervalMs`. Bounded: the least recently used keys are dropped first.
+ */
+export class RateLimit {
+  readonly #capacity: number;
+  readonly #intervalMs: number;
+  readonly #maxEntries: number;
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(options: { capacity: number; intervalMs: number; maxEntries?: number }) {
+    this.#capacity = options.capacity;
+    this.#intervalMs = options.intervalMs;
+    this.#maxEntries = options.maxEntries ?? 100_000;
   }
 
-  succeed(key: string): void {
-    this.#entries.delete(key);
+  /** Takes one token for `key`: 0 when there was one, else the milliseconds until there is. */
+  take(key: string, now = Date.now()): number {
+    const bucket = this.#buckets.get(key) ?? { tokens: this.#capacity, at: now };
+    const refilled = Math.floor((now - bucket.at) / this.#intervalMs);
+    if (refilled > 0) {
+      bucket.tokens = Math.min(this.#capacity, bucket.tokens + refilled);
+      bucket.at = bucket.tokens === this.#capacity ? now : bucket.at + refilled * this.#intervalMs;
+    }
+    this.#buckets.delete(key);
+    this.#buckets.set(key, bucket);
+    if (this.#buckets.size > this.#maxEntries) {
+      this.#buckets.delete(this.#buckets.keys().next().value!);
+    }
+    if (bucket.tokens === 0) return Math.max(1, bucket.at + this.#intervalMs - now);
+    bucket.tokens--;
+    return 0;
   }
 }

@@ -19,9 +19,11 @@ import {
   MAX_MAILBOX_ENTRIES,
 } from "../protocol/messages.ts";
 import { delay } from "../util/time.ts";
-import { hashPassword, LoginThrottle, verifyPassword } from "./accounts.ts";
-import { mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
-import { nameKey, ServerStore } from "./store.ts";
+import { hashPassword, LoginThrottle, RateLimit, verifyPassword } from "./accounts.ts";
+import { isStrongPublicKey, mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
+import { isStrongX25519Key } from "../crypto/x25519.ts";
+import { fromBase64Url } from "../util/base64.ts";
+import { nameKey, ServerStore, type UserRecord } from "./store.ts";
 
 export interface ServerOptions {
   host?: string;
@@ -39,6 +41,8 @@ export interface ServerOptions {
   sessionMaxAgeMs?: number;
   /** Pending messages one user may have waiting at most. */
   maxPending?: number;
+  /** Signups one address may make per hour (a burst of as many, then spread out; 0: no limit). */
+  maxSignupsPerHour?: number;
   /** A client silent this long (no ping, nothing) is taken as gone. Clients ping every 5 s. */
   clientTimeoutMs?: number;
   /** Where the server's log lines go. */
@@ -101,6 +105,7 @@ export class ConfabServer implements AsyncDisposable {
   readonly #online = new Map<string, Session>();
   readonly #userThrottle = new LoginThrottle();
   readonly #addrThrottle = new LoginThrottle({ freeFailures: 20 });
+  readonly #signupLimit: RateLimit | undefined;
   #hashing = 0;
   readonly #hashQueue: (() => void)[] = [];
   #acceptLoop: Promise<void>;
@@ -127,9 +132,16 @@ export class ConfabServer implements AsyncDisposable {
       loginTimeoutMs: options.loginTimeoutMs ?? 60_000,
       sessionMaxAgeMs: options.sessionMaxAgeMs ?? 30 * 24 * 3600_000,
       maxPending: options.maxPending ?? 10_000,
+      maxSignupsPerHour: options.maxSignupsPerHour ?? 20,
       clientTimeoutMs: options.clientTimeoutMs ?? 20_000,
       log: options.log ?? (() => {}),
     };
+    this.#signupLimit = this.#opts.maxSignupsPerHour > 0
+      ? new RateLimit({
+        capacity: this.#opts.maxSignupsPerHour,
+        intervalMs: 3600_000 / this.#opts.maxSignupsPerHour,
+      })
+      : undefined;
     this.#acceptLoop = this.#accept();
     // Clients ping every few seconds; one silent for longer is frozen or cut off. One sweep
     // over all connections, rather than a timer each: a server holds thousands.
@@ -513,14 +525,30 @@ export class ConfabServer implements AsyncDisposable {
     state: ConnState,
     m: Extract<ClientMessage, { type: "signup" }>,
   ): Promise<void> {
-    this.#checkThrottle("", state.host);
-    if (this.store.getUser(m.user)) {
-      throw new Reply("USER_EXISTS", `the name ${m.user} is taken; pick another`);
+    // The request first: nothing is said about the name to a request that is not a valid
+    // signup. Keys must be strong; the mail key must be vouched for by the identity key.
+    if (!isStrongPublicKey(m.publicKey)) {
+      throw new Reply(
+        "BAD_MESSAGE",
+        "the identity key is not a valid Ed25519 public key (small order or not canonical); " +
+          "make a new one",
+      );
     }
-    // The mail key must be vouched for by the identity key it is published with.
+    if (!await isStrongX25519Key(fromBase64Url(m.mailKey))) {
+      throw new Reply("BAD_MESSAGE", "the mail key is not a valid X25519 public key");
+    }
     if (!await verifySignature(m.publicKey, m.mailKeySig, mailKeyStatement(m.user, m.mailKey))) {
       throw new Reply("BAD_MESSAGE", "the mail key is not signed by the identity key");
     }
+    this.#checkThrottle("", state.host);
+    const wait = this.#signupLimit?.take(state.host) ?? 0;
+    if (wait > 0) {
+      throw new Reply(
+        "TOO_MANY_ATTEMPTS",
+        `too many signups from ${state.host}; try again in ${Math.ceil(wait / 60_000)} min`,
+      );
+    }
+    // A taken name costs the same hash as a new account: probing names is as slow as signing up.
     const { salt, hash } = await this.#withHashSlot(() => hashPassword(m.password));
     const created = this.store.createUser({
       name: m.user,
@@ -547,15 +575,25 @@ export class ConfabServer implements AsyncDisposable {
     }
     const key = nameKey(m.user);
     this.#checkThrottle(key, state.host);
-    const user = this.store.getUser(m.user);
-    const ok = await this.#withHashSlot(() => verifyPassword(m.password, user));
-    if (!ok || !user) {
-      this.#userThrottle.fail(key);
-      this.#addrThrottle.fail(state.host);
+    // Counted while the hash runs, so a burst of guesses cannot all slip past the check above.
+    this.#userThrottle.begin(key);
+    this.#addrThrottle.begin(state.host);
+    let outcome: "ok" | "failed" | "cancelled" = "cancelled";
+    let user: UserRecord | undefined;
+    try {
+      user = this.store.getUser(m.user);
+      outcome = await this.#withHashSlot(() => verifyPassword(m.password, user)) && user
+        ? "ok"
+        : "failed";
+    } finally {
+      this.#userThrottle.end(key, outcome);
+      // A success does not clear an address (it may be shared); it only stops counting.
+      this.#addrThrottle.end(state.host, outcome === "ok" ? "cancelled" : outcome);
+    }
+    if (outcome !== "ok" || !user) {
       // The same answer for an unknown user and a wrong password.
       throw new Reply("LOGIN_FAILED", "wrong username or password");
     }
-    this.#userThrottle.succeed(key);
     if (m.lastLogout !== undefined) this.store.correctLastLogout(user.name, m.lastLogout);
     const token = randomBytes(32).toString("base64url");
     const hash = tokenHash(token);

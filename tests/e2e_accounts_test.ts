@@ -1,0 +1,161 @@
+/**
+ * Attacks on accounts, against the real server process over the real protocol (a raw
+ * connection speaking it by hand): weak keys at signup, guessing bursts, signup floods and
+ * probes, and what a session token is worth once used or logged out.
+ */
+import assert from "node:assert/strict";
+import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
+import { Identity } from "../lib/peer/identity.ts";
+import { MailKey } from "../lib/peer/sealed_mail.ts";
+import { toBase64Url } from "../lib/util/base64.ts";
+import { RawConn } from "./support/raw_conn.ts";
+import { startServer } from "./support/processes.ts";
+
+/** A raw, encrypted control connection to `port`. */
+async function control(port: number): Promise<RawConn> {
+  const raw = await RawConn.connect(port);
+  await raw.hello("client");
+  await raw.secure("client-server");
+  return raw;
+}
+
+/** The fields of a valid signup for `user` (fresh keys; the mail key signed by the identity). */
+async function signupFields(user: string, password = "secret-pw") {
+  const { identity } = await Identity.generate();
+  const mailKey = await MailKey.generate();
+  return {
+    type: "signup",
+    user,
+    password,
+    publicKey: identity.publicKey,
+    mailKey: mailKey.publicKey,
+    mailKeySig: await identity.sign(mailKeyStatement(user, mailKey.publicKey)),
+  } as const;
+}
+
+Deno.test("a signup with a small-order identity key (the all-zero key) is refused", async () => {
+  await using server = await startServer();
+  await using raw = await control(server.port);
+  // With the all-zero key, the all-zero signature verifies for about a quarter of all
+  // statements: try mail keys until one "verifies", as an attacker would.
+  const zeroKey = await crypto.subtle.importKey(
+    "raw",
+    new Uint8Array(32),
+    { name: "Ed25519" },
+    false,
+    ["verify"],
+  );
+  const zeroSig = new Uint8Array(64);
+  let mailKey = "";
+  for (let i = 0; i < 200 && !mailKey; i++) {
+    const candidate = (await MailKey.generate()).publicKey;
+    const statement = mailKeyStatement("mallory", candidate);
+    if (await crypto.subtle.verify("Ed25519", zeroKey, zeroSig, statement)) mailKey = candidate;
+  }
+  assert.ok(mailKey, "found a mail key the all-zero key 'signs'");
+  const reply = await raw.request({
+    type: "signup",
+    id: 1,
+    user: "mallory",
+    password: "secret-pw",
+    publicKey: toBase64Url(new Uint8Array(32)),
+    mailKey,
+    mailKeySig: toBase64Url(zeroSig),
+  });
+  assert.equal(reply.type, "error", JSON.stringify(reply));
+  assert.equal(reply.code, "BAD_MESSAGE");
+  assert.match(String(reply.message), /identity key/);
+  // A real key still signs up.
+  assert.deepEqual(await raw.request({ ...await signupFields("alice"), id: 2 }), {
+    type: "ok",
+    id: 2,
+  });
+});
+
+/** Sends `message` on a fresh connection of its own; the answer. */
+async function alone(port: number, message: { type: string; [k: string]: unknown }) {
+  await using raw = await control(port);
+  return await raw.request({ ...message, id: 1 });
+}
+
+Deno.test("a burst of concurrent login guesses gets no more checks than the free failures", async () => {
+  await using server = await startServer();
+  assert.equal((await alone(server.port, await signupFields("alice"))).type, "ok");
+  // Twelve guesses at once, each on its own connection (one connection is served in order).
+  const answers = await Promise.all(
+    Array.from({ length: 12 }, (_, i) =>
+      alone(server.port, {
+        type: "login",
+        user: "alice",
+        password: `guess-${i}`,
+        peerPort: 5555,
+      })),
+  );
+  const codes = answers.map((a) => String(a.code));
+  const checked = codes.filter((c) => c === "LOGIN_FAILED").length;
+  assert.ok(checked <= 5, `${checked} of 12 concurrent guesses were checked: ${codes}`);
+  assert.deepEqual(
+    codes.filter((c) => c !== "LOGIN_FAILED" && c !== "TOO_MANY_ATTEMPTS"),
+    [],
+  );
+  // The same from one address against many names: no more than the address's free failures.
+  const spread = await Promise.all(
+    Array.from(
+      { length: 30 },
+      (_, i) =>
+        alone(server.port, {
+          type: "login",
+          user: `nobody${i}`,
+          password: "guess",
+          peerPort: 5555,
+        }),
+    ),
+  );
+  const spreadChecked = spread.filter((a) => a.code === "LOGIN_FAILED").length;
+  assert.ok(spreadChecked <= 20, `${spreadChecked} of 30 guesses from one address were checked`);
+});
+
+Deno.test("signups from one address are rate limited", async () => {
+  await using server = await startServer({ args: ["--max-signups-per-hour", "3"] });
+  await using raw = await control(server.port);
+  const codes: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const reply = await raw.request({ ...await signupFields(`user${i}`), id: i + 1 });
+    codes.push(reply.type === "ok" ? "ok" : String(reply.code));
+  }
+  assert.deepEqual(codes, ["ok", "ok", "ok", "TOO_MANY_ATTEMPTS", "TOO_MANY_ATTEMPTS"]);
+  const refused = await raw.request({ ...await signupFields("user9"), id: 9 });
+  assert.match(String(refused.message), /too many signups from .*; try again in \d+ min/);
+});
+
+Deno.test("probing for taken names through signup is checked first, throttled, and as slow as a signup", async () => {
+  await using server = await startServer();
+  await using raw = await control(server.port);
+  let id = 0;
+  const ask = async (message: { type: string; [k: string]: unknown }) => {
+    const started = performance.now();
+    const reply = await raw.request({ ...message, id: ++id });
+    return { reply, ms: performance.now() - started };
+  };
+  const made = await ask(await signupFields("alice"));
+  assert.equal(made.reply.type, "ok");
+  // A request that is not a valid signup gets no answer about the name.
+  const forged = await ask({ ...await signupFields("alice"), mailKeySig: "A".repeat(86) });
+  assert.equal(forged.reply.code, "BAD_MESSAGE", JSON.stringify(forged.reply));
+  // A taken name costs as much as a new account: a password hash each time.
+  const fresh: number[] = [made.ms];
+  const taken: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const exists = await ask(await signupFields("alice"));
+    assert.equal(exists.reply.code, "USER_EXISTS");
+    taken.push(exists.ms);
+    const created = await ask(await signupFields(`fresh${i}`));
+    assert.equal(created.reply.type, "ok");
+    fresh.push(created.ms);
+  }
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  assert.ok(
+    median(taken) >= 0.3 * median(fresh),
+    `USER_EXISTS took ${median(taken).toFixed(1)} ms, a signup ${median(fresh).toFixed(1)} ms`,
+  );
+});
