@@ -111,7 +111,7 @@ try {
 
 print(
   `confab server listening on ${server.addr.hostname}:${server.addr.port} ` +
-    `(data: ${server.store.path}); type help for commands`,
+    `(data: ${server.store.location}); type help for commands`,
 );
 print(`server key fingerprint: ${await keyFingerprint(server.publicKey)}`);
 

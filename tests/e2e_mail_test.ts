@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
+import { makeVersion2File } from "./support/store_backends.ts";
 import { clock } from "../lib/util/time.ts";
 import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
 
@@ -461,14 +462,7 @@ Deno.test("an account from before mail keys can still be chatted with; mail to i
       assert.equal((await first.esc()).code, 0);
     }
     // Make alice's account what a build before migration 3 left behind: no mail key columns.
-    const db = new DatabaseSync(join(dataDir, "confab-server.sqlite"));
-    try {
-      db.exec("ALTER TABLE users DROP COLUMN mail_key");
-      db.exec("ALTER TABLE users DROP COLUMN mail_key_sig");
-      db.exec("PRAGMA user_version = 2");
-    } finally {
-      db.close();
-    }
+    makeVersion2File(dataDir);
     await using server = await startServer({ dataDir });
     await using bob = await TestClient.start("bob", server);
     await bob.signup("bob");

@@ -23,8 +23,8 @@ export function formatList(server: ConfabServer): string {
 }
 
 /** Formats the `registry` output: `username*login*logout*port`, logout `-` while online. */
-export function formatRegistry(server: ConfabServer, user?: string): string {
-  const rows = server.store.registry(user);
+export async function formatRegistry(server: ConfabServer, user?: string): Promise<string> {
+  const rows = await server.store.registry(user);
   if (rows.length === 0) return user ? `no logins recorded for ${user}` : "no logins recorded";
   return rows.map((r) =>
     `${r.user}*${clock(r.loginAt)}*${r.logoutAt === null ? "-" : clock(r.logoutAt)}*${r.port}`
@@ -43,25 +43,37 @@ export async function runConsole(
   for await (const raw of readLines(input)) {
     const line = raw.trim();
     if (line === "") continue;
-    switch (line) {
-      case "help":
-        print(CONSOLE_HELP);
-        break;
-      case "list":
-        print(formatList(server));
-        break;
-      case "esc":
-        return;
-      case "registry":
-        print(formatRegistry(server));
-        break;
-      default:
-        if (line.startsWith("registry ")) {
-          print(formatRegistry(server, line.slice(9).trim()));
-          break;
-        }
-        print(`unknown command "${line.slice(0, 40)}"; type help`);
+    if (line === "esc") return;
+    try {
+      await runCommand(server, line, print);
+    } catch (error) {
+      // The store may be unreachable for a moment (a database restarting): say so, carry on.
+      print(`${line.split(" ")[0]} failed: ${(error as Error).message}`);
     }
   }
   await new Promise<never>(() => {}); // stdin ended: keep serving until a signal comes
+}
+
+async function runCommand(
+  server: ConfabServer,
+  line: string,
+  print: (text: string) => void,
+): Promise<void> {
+  switch (line) {
+    case "help":
+      print(CONSOLE_HELP);
+      break;
+    case "list":
+      print(formatList(server));
+      break;
+    case "registry":
+      print(await formatRegistry(server));
+      break;
+    default:
+      if (line.startsWith("registry ")) {
+        print(await formatRegistry(server, line.slice(9).trim()));
+        break;
+      }
+      print(`unknown command "${line.slice(0, 40)}"; type help`);
+  }
 }

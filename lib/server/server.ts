@@ -23,7 +23,8 @@ import { hashPassword, LoginThrottle, RateLimit, verifyPassword } from "./accoun
 import { isStrongPublicKey, mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
 import { isStrongX25519Key } from "../crypto/x25519.ts";
 import { fromBase64Url } from "../util/base64.ts";
-import { nameKey, ServerStore, type UserRecord } from "./store.ts";
+import { nameKey, type ServerStore, type UserRecord } from "./store.ts";
+import { openStore } from "./open_store.ts";
 
 export interface ServerOptions {
   host?: string;
@@ -156,7 +157,9 @@ export class ConfabServer implements AsyncDisposable {
     }
     if (now - this.#forgotReadMailAt > FORGET_READ_MAIL_EVERY_MS) {
       this.#forgotReadMailAt = now;
-      this.store.forgetReadMail(now - READ_MAIL_KEPT_MS);
+      this.store.forgetReadMail(now - READ_MAIL_KEPT_MS).catch((error) => {
+        this.#opts.log(`cannot forget old read mail: ${asError(error).message}`);
+      });
     }
   }
 
@@ -165,29 +168,22 @@ export class ConfabServer implements AsyncDisposable {
    * @throws {Deno.errors.AddrInUse} when the port is taken.
    */
   static async start(options: ServerOptions): Promise<ConfabServer> {
-    const store = new ServerStore(options.dataDir);
-    let key: KeyPair;
+    const store = await openStore({ dataDir: options.dataDir });
     try {
-      key = await loadOrCreateServerKey(options.dataDir);
-    } catch (error) {
-      store.close();
-      throw error;
-    }
-    // Rows left open by a run that died (kill -9): those users are not connected any more.
-    store.closeDanglingLogins();
-    store.forgetReadMail(Date.now() - READ_MAIL_KEPT_MS);
-    let listener: Deno.TcpListener;
-    try {
-      listener = Deno.listen({
+      const key = await loadOrCreateServerKey(options.dataDir);
+      // Rows left open by a run that died (kill -9): those users are not connected any more.
+      await store.closeDanglingLogins();
+      await store.forgetReadMail(Date.now() - READ_MAIL_KEPT_MS);
+      const listener = Deno.listen({
         hostname: options.host ?? "127.0.0.1",
         port: options.port ?? 4242,
         transport: "tcp",
       });
+      return new ConfabServer(listener, store, key, options);
     } catch (error) {
-      store.close();
+      await store.close();
       throw error;
     }
-    return new ConfabServer(listener, store, key, options);
   }
 
   /** The server's static public key, which clients pin. */
@@ -288,7 +284,7 @@ export class ConfabServer implements AsyncDisposable {
       const left = (this.#perAddress.get(state.host) ?? 1) - 1;
       if (left > 0) this.#perAddress.set(state.host, left);
       else this.#perAddress.delete(state.host);
-      if (state.session) this.#endSession(state.session, Date.now());
+      if (state.session) await this.#endSession(state.session, Date.now());
     }
   }
 
@@ -312,11 +308,11 @@ export class ConfabServer implements AsyncDisposable {
     }
   }
 
-  #dispatch(
+  async #dispatch(
     fc: FramedConnection<ClientMessage>,
     state: ConnState,
     m: ClientMessage,
-  ): Promise<void> | void {
+  ): Promise<void> {
     switch (m.type) {
       case "ping": // answered by the connection itself (FramedConnection)
       case "pong":
@@ -327,96 +323,96 @@ export class ConfabServer implements AsyncDisposable {
       case "hello":
         throw new Reply("BAD_MESSAGE", "hello was already exchanged");
       case "signup":
-        return this.#signup(fc, state, m);
+        return await this.#signup(fc, state, m);
       case "login":
-        return this.#login(fc, state, m);
+        return await this.#login(fc, state, m);
       case "resume":
-        return this.#resume(fc, state, m);
+        return await this.#resume(fc, state, m);
     }
     const session = state.session;
     if (!session) throw new Reply("NOT_LOGGED_IN", "log in first");
     switch (m.type) {
       case "logout": {
-        this.store.deleteSession(session.tokenHash);
         state.session = undefined;
-        this.#endSession(session, Date.now());
         state.armLoginTimer(); // a connection without a session may not linger
-        return fc.send({ type: "ok", id: m.id });
+        await this.store.deleteSession(session.tokenHash);
+        await this.#endSession(session, Date.now());
+        return await fc.send({ type: "ok", id: m.id });
       }
       case "lookup":
-        return this.#lookup(fc, session, m);
+        return await this.#lookup(fc, session, m);
       case "contacts":
-        return fc.send({
+        return await fc.send({
           type: "contact_list",
           id: m.id,
-          contacts: this.store.listContacts(session.user).map((user) => ({
+          contacts: (await this.store.listContacts(session.user)).map((user) => ({
             user,
             online: this.#online.has(nameKey(user)),
           })),
         });
       case "contact_add": {
-        const target = this.store.getUser(m.user);
+        const target = await this.store.getUser(m.user);
         if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
         if (target.nameKey === session.key) {
           throw new Reply("BAD_MESSAGE", "you cannot add yourself as a contact");
         }
-        if (this.store.countContacts(session.user) >= MAX_CONTACTS) {
+        if (await this.store.countContacts(session.user) >= MAX_CONTACTS) {
           throw new Reply("BAD_MESSAGE", `contact list is full (${MAX_CONTACTS})`);
         }
-        this.store.addContact(session.user, target.name);
-        return fc.send({ type: "ok", id: m.id });
+        await this.store.addContact(session.user, target.name);
+        return await fc.send({ type: "ok", id: m.id });
       }
       case "contact_remove": {
-        if (!this.store.removeContact(session.user, m.user)) {
+        if (!await this.store.removeContact(session.user, m.user)) {
           throw new Reply("NOT_A_CONTACT", `${m.user} is not in your contacts`);
         }
-        return fc.send({ type: "ok", id: m.id });
+        return await fc.send({ type: "ok", id: m.id });
       }
       case "mail_send":
-        return this.#mailSend(fc, session, m);
+        return await this.#mailSend(fc, session, m);
       case "hanging":
-        return fc.send({
+        return await fc.send({
           type: "hanging_list",
           id: m.id,
-          entries: this.store.mailbox(session.user).slice(0, MAX_MAILBOX_ENTRIES),
+          entries: (await this.store.mailbox(session.user)).slice(0, MAX_MAILBOX_ENTRIES),
         });
       case "show":
-        return this.#show(fc, session, m);
+        return await this.#show(fc, session, m);
       case "mail_confirm": {
-        const sender = this.store.getUser(m.from);
+        const sender = await this.store.getUser(m.from);
         if (sender) {
-          const done = this.store.confirmMail(
+          const done = await this.store.confirmMail(
             session.user,
             sender.name,
             m.msgIds,
             Date.now(),
             new Set(m.rejected ?? []),
           );
-          if (done.length > 0) this.#pushReceipts(sender.nameKey);
+          if (done.length > 0) await this.#pushReceipts(sender.nameKey);
         }
-        return fc.send({ type: "ok", id: m.id });
+        return await fc.send({ type: "ok", id: m.id });
       }
       case "receipts_ack":
-        this.store.deleteReceipts(session.user, m.msgIds);
-        this.#pushReceipts(session.key);
-        return fc.send({ type: "ok", id: m.id });
+        await this.store.deleteReceipts(session.user, m.msgIds);
+        await this.#pushReceipts(session.key);
+        return await fc.send({ type: "ok", id: m.id });
       case "report_unreachable":
         this.#checkAlive(m.user, session.user);
-        return fc.send({ type: "ok", id: m.id });
+        return await fc.send({ type: "ok", id: m.id });
     }
   }
 
-  #mailSend(
+  async #mailSend(
     fc: FramedConnection<ClientMessage>,
     session: Session,
     m: Extract<ClientMessage, { type: "mail_send" }>,
   ): Promise<void> {
-    const target = this.store.getUser(m.to);
+    const target = await this.store.getUser(m.to);
     if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.to}`);
-    if (!this.store.isContact(session.user, target.name)) {
+    if (!await this.store.isContact(session.user, target.name)) {
       throw new Reply("NOT_A_CONTACT", `add ${target.name} to your contacts first`);
     }
-    const result = this.store.storeMail({
+    const result = await this.store.storeMail({
       recipient: target.name,
       sender: session.user,
       msgId: m.msgId,
@@ -434,23 +430,23 @@ export class ConfabServer implements AsyncDisposable {
       );
     }
     if (result === "stored") {
-      this.#online.get(target.nameKey)?.fc.send({
-        type: "mail_notice",
-        from: session.user,
-        count: this.store.countMail(target.name, session.user),
-      }).catch(() => {});
+      const recipient = this.#online.get(target.nameKey);
+      if (recipient) {
+        const count = await this.store.countMail(target.name, session.user);
+        recipient.fc.send({ type: "mail_notice", from: session.user, count }).catch(() => {});
+      }
     }
-    return fc.send({ type: "mail_stored", id: m.id, msgId: m.msgId });
+    return await fc.send({ type: "mail_stored", id: m.id, msgId: m.msgId });
   }
 
-  #show(
+  async #show(
     fc: FramedConnection<ClientMessage>,
     session: Session,
     m: Extract<ClientMessage, { type: "show" }>,
   ): Promise<void> {
-    const sender = this.store.getUser(m.from);
+    const sender = await this.store.getUser(m.from);
     if (!sender) throw new Reply("NO_SUCH_USER", `there is no user named ${m.from}`);
-    const pending = this.store.pendingMail(session.user, sender.name, MAX_MAIL_BATCH + 1);
+    const pending = await this.store.pendingMail(session.user, sender.name, MAX_MAIL_BATCH + 1);
     const batch: { msgId: string; ts: number; sealed: string }[] = [];
     let size = 0;
     for (const p of pending.slice(0, MAX_MAIL_BATCH)) {
@@ -458,7 +454,7 @@ export class ConfabServer implements AsyncDisposable {
       if (batch.length > 0 && size > MAX_MAIL_BATCH_TEXT) break;
       batch.push({ msgId: p.msgId, ts: p.ts, sealed: p.body });
     }
-    return fc.send({
+    return await fc.send({
       type: "mail_batch",
       id: m.id,
       from: sender.name,
@@ -468,10 +464,10 @@ export class ConfabServer implements AsyncDisposable {
   }
 
   /** Sends the read receipts waiting for `senderKey`, if that user is online. */
-  #pushReceipts(senderKey: string, reader?: string): void {
+  async #pushReceipts(senderKey: string, reader?: string): Promise<void> {
     const session = this.#online.get(senderKey);
     if (!session) return;
-    const items = this.store.pendingReceipts(session.user, MAX_MAIL_BATCH, reader);
+    const items = await this.store.pendingReceipts(session.user, MAX_MAIL_BATCH, reader);
     if (items.length === 0) return;
     session.fc.send({ type: "receipts", items }).catch(() => {});
   }
@@ -550,7 +546,7 @@ export class ConfabServer implements AsyncDisposable {
     }
     // A taken name costs the same hash as a new account: probing names is as slow as signing up.
     const { salt, hash } = await this.#withHashSlot(() => hashPassword(m.password));
-    const created = this.store.createUser({
+    const created = await this.store.createUser({
       name: m.user,
       salt,
       hash,
@@ -581,7 +577,7 @@ export class ConfabServer implements AsyncDisposable {
     let outcome: "ok" | "failed" | "cancelled" = "cancelled";
     let user: UserRecord | undefined;
     try {
-      user = this.store.getUser(m.user);
+      user = await this.store.getUser(m.user);
       outcome = await this.#withHashSlot(() => verifyPassword(m.password, user)) && user
         ? "ok"
         : "failed";
@@ -594,13 +590,13 @@ export class ConfabServer implements AsyncDisposable {
       // The same answer for an unknown user and a wrong password.
       throw new Reply("LOGIN_FAILED", "wrong username or password");
     }
-    if (m.lastLogout !== undefined) this.store.correctLastLogout(user.name, m.lastLogout);
+    if (m.lastLogout !== undefined) await this.store.correctLastLogout(user.name, m.lastLogout);
     const token = randomBytes(32).toString("base64url");
     const hash = tokenHash(token);
-    this.store.saveSession(hash, user.name);
+    await this.store.saveSession(hash, user.name);
     const now = Date.now();
-    const seq = this.store.recordLogin(user.name, state.host, m.peerPort, now);
-    this.#startSession(state, {
+    const seq = await this.store.recordLogin(user.name, state.host, m.peerPort, now);
+    await this.#startSession(state, {
       user: user.name,
       key,
       host: state.host,
@@ -619,7 +615,7 @@ export class ConfabServer implements AsyncDisposable {
       host: state.host,
       resumed: false,
     });
-    this.#afterLogin(fc, user.name);
+    await this.#afterLogin(fc, user.name);
   }
 
   async #resume(
@@ -632,16 +628,16 @@ export class ConfabServer implements AsyncDisposable {
     }
     this.#checkThrottle("", state.host);
     const hash = tokenHash(m.token);
-    const name = this.store.sessionUser(hash, this.#opts.sessionMaxAgeMs);
+    const name = await this.store.sessionUser(hash, this.#opts.sessionMaxAgeMs);
     if (!name) {
       this.#addrThrottle.fail(state.host);
       throw new Reply("BAD_TOKEN", "your session has expired; log in again with your password");
     }
     const now = Date.now();
-    let seq = this.store.latestLogin(name);
-    if (seq === undefined) seq = this.store.recordLogin(name, state.host, m.peerPort, now);
-    else this.store.reopenLogin(seq, state.host, m.peerPort);
-    this.#startSession(state, {
+    let seq = await this.store.latestLogin(name);
+    if (seq === undefined) seq = await this.store.recordLogin(name, state.host, m.peerPort, now);
+    else await this.store.reopenLogin(seq, state.host, m.peerPort);
+    await this.#startSession(state, {
       user: name,
       key: nameKey(name),
       host: state.host,
@@ -660,63 +656,65 @@ export class ConfabServer implements AsyncDisposable {
       host: state.host,
       resumed: true,
     });
-    this.#afterLogin(fc, name);
+    await this.#afterLogin(fc, name);
   }
 
   /** Tells a user who just logged in about waiting mail and read receipts. */
-  #afterLogin(fc: FramedConnection<ClientMessage>, user: string): void {
-    const entries = this.store.mailbox(user).slice(0, MAX_MAILBOX_ENTRIES);
+  async #afterLogin(fc: FramedConnection<ClientMessage>, user: string): Promise<void> {
+    const entries = (await this.store.mailbox(user)).slice(0, MAX_MAILBOX_ENTRIES);
     if (entries.length > 0) fc.send({ type: "mail_summary", entries }).catch(() => {});
-    this.#pushReceipts(nameKey(user));
+    await this.#pushReceipts(nameKey(user));
   }
 
-  #startSession(state: ConnState, session: Session): void {
+  async #startSession(state: ConnState, session: Session): Promise<void> {
+    // The in-memory change happens at once, before any await, so concurrent logins of one
+    // user cannot both take the place.
     const previous = this.#online.get(session.key);
     if (previous) {
       // One place at a time: the newer login wins (the old link may be half-open).
       this.#online.delete(session.key);
-      if (previous.registrySeq !== session.registrySeq) {
-        this.store.recordLogout(previous.registrySeq);
-      }
       void previous.fc.fail("ALREADY_LOGGED_IN", "you logged in again from another place");
     }
     state.session = session;
     this.#online.set(session.key, session);
-    if (!previous) this.#announce(session.user, true);
+    if (previous && previous.registrySeq !== session.registrySeq) {
+      await this.store.recordLogout(previous.registrySeq);
+    }
+    if (!previous) await this.#announce(session.user, true);
   }
 
   /** Ends a session whose connection closed or that logged out. */
-  #endSession(session: Session, at: number): void {
+  async #endSession(session: Session, at: number): Promise<void> {
     if (this.#online.get(session.key) !== session) return; // replaced by a newer login
     this.#online.delete(session.key);
-    this.store.recordLogout(session.registrySeq, at);
-    this.#announce(session.user, false);
     this.#opts.log(`offline: ${session.user}`);
+    await this.store.recordLogout(session.registrySeq, at);
+    await this.#announce(session.user, false);
   }
 
   /** Tells the online users who have `user` in their contacts that it came or went. */
-  #announce(user: string, online: boolean): void {
-    for (const watcher of this.store.listWatchers(user)) {
+  async #announce(user: string, online: boolean): Promise<void> {
+    for (const watcher of await this.store.listWatchers(user)) {
       const session = this.#online.get(watcher);
       session?.fc.send({ type: "presence", user, online }).catch(() => {});
     }
   }
 
-  #lookup(
+  async #lookup(
     fc: FramedConnection<ClientMessage>,
     session: Session,
     m: Extract<ClientMessage, { type: "lookup" }>,
   ): Promise<void> {
-    const target = this.store.getUser(m.user);
+    const target = await this.store.getUser(m.user);
     if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
     // Opening a chat with someone who read your mail: their receipts, now.
-    this.#pushReceipts(session.key, target.name);
+    await this.#pushReceipts(session.key, target.name);
     const live = this.#online.get(target.nameKey);
     // Addresses go only to people connected by a contact entry in either direction.
     const related = target.nameKey === session.key ||
-      this.store.isContact(session.user, target.name) ||
-      this.store.isContact(target.name, session.user);
-    return fc.send({
+      await this.store.isContact(session.user, target.name) ||
+      await this.store.isContact(target.name, session.user);
+    return await fc.send({
       type: "lookup_result",
       id: m.id,
       user: target.name,
@@ -745,8 +743,12 @@ export class ConfabServer implements AsyncDisposable {
         await fc.close();
       }));
       await Promise.all(this.#serving);
-      for (const session of [...this.#online.values()]) this.#endSession(session, now);
-      this.store.close();
+      for (const session of [...this.#online.values()]) {
+        await this.#endSession(session, now).catch((error) => {
+          this.#opts.log(`cannot record the logout of ${session.user}: ${asError(error).message}`);
+        });
+      }
+      await this.store.close();
     })();
     return this.#closing;
   }

@@ -1,14 +1,14 @@
 /**
  * Prepares a server data dir with many users who are already logged in once: accounts,
  * session tokens and contacts go straight into the SQLite file through the server's own store
- * (`lib/server/store.ts`), before the server starts. Password logins cost ~80 ms of scrypt
+ * (`lib/server/sqlite_store.ts`), before the server starts. Password logins cost ~80 ms of scrypt
  * each; a session token is what a client re-attaches with (`resume`), and that is the path
  * the load generators then take over the real protocol.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { hashPassword } from "../../lib/server/accounts.ts";
-import { ServerStore } from "../../lib/server/store.ts";
+import { SqliteStore } from "../../lib/server/sqlite_store.ts";
 import { benchUser, contactOf } from "./loadgen_protocol.ts";
 
 export interface PreparedData {
@@ -28,10 +28,10 @@ export async function prepareServerData(dir: string, users: number): Promise<Pre
   const { salt, hash } = await hashPassword("bench-password");
   const tokens: string[] = [];
   {
-    using store = new ServerStore(dataDir);
+    await using store = new SqliteStore(dataDir);
     for (let i = 0; i < users; i++) {
       // Keys of the right shape; nobody in the bench checks the signature or seals mail.
-      const created = store.createUser({
+      const created = await store.createUser({
         name: benchUser(i),
         salt,
         hash,
@@ -44,8 +44,11 @@ export async function prepareServerData(dir: string, users: number): Promise<Pre
     for (let i = 0; i < users; i++) {
       const token = randomBytes(32).toString("base64url");
       tokens.push(token);
-      store.saveSession(new Uint8Array(createHash("sha256").update(token).digest()), benchUser(i));
-      if (users > 1) store.addContact(benchUser(i), benchUser(contactOf(i, users)));
+      await store.saveSession(
+        new Uint8Array(createHash("sha256").update(token).digest()),
+        benchUser(i),
+      );
+      if (users > 1) await store.addContact(benchUser(i), benchUser(contactOf(i, users)));
     }
   }
   const tokensFile = join(dir, "tokens.txt");

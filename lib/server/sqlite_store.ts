@@ -1,0 +1,416 @@
+/**
+ * The server's state in one SQLite file (`node:sqlite`), the embedded default. WAL with
+ * synchronous=NORMAL: a committed transaction survives a kill -9 of the process. The calls run
+ * synchronously underneath; each resolves once its work is committed.
+ */
+import { join } from "node:path";
+import { Database } from "../util/sqlite.ts";
+import { MIGRATIONS } from "./migrations.ts";
+import {
+  type MailboxEntry,
+  nameKey,
+  type NewMail,
+  type NewUser,
+  type PendingMail,
+  type Receipt,
+  type RegistryRow,
+  type ServerStore,
+  type StoreMailResult,
+  type UserRecord,
+} from "./store.ts";
+
+/** The database file's name inside the data directory. */
+export const SQLITE_FILE = "confab-server.sqlite";
+
+/** Runs synchronous work as a promise: a throw becomes a rejection, as with the other store. */
+function settle<T>(work: () => T): Promise<T> {
+  try {
+    return Promise.resolve(work());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+interface UserRow {
+  name_key: string;
+  name: string;
+  salt: Uint8Array;
+  hash: Uint8Array;
+  public_key: string;
+  mail_key: string;
+  mail_key_sig: string;
+}
+
+interface RegistrySqlRow {
+  user: string;
+  host: string;
+  port: number;
+  login_at: number;
+  logout_at: number | null;
+}
+
+export class SqliteStore implements ServerStore {
+  /** The database file. */
+  readonly path: string;
+  readonly #db: Database;
+  readonly #mailboxSizes = new Map<string, number>();
+
+  /** Opens (creating) `<dataDir>/confab-server.sqlite` and brings its schema up to date. */
+  constructor(dataDir: string) {
+    Deno.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    this.path = join(dataDir, SQLITE_FILE);
+    this.#db = new Database(this.path, MIGRATIONS.map((m) => m.sqlite));
+  }
+
+  get location(): string {
+    return this.path;
+  }
+
+  schemaVersion(): Promise<number> {
+    return settle(() => this.#db.schemaVersion);
+  }
+
+  // ---- users ---------------------------------------------------------------------------------
+
+  createUser(user: NewUser, now = Date.now()): Promise<boolean> {
+    return settle(() =>
+      this.#db.sql(
+        `INSERT INTO users (name_key, name, salt, hash, public_key, mail_key, mail_key_sig,
+                            created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name_key) DO NOTHING`,
+      ).run(
+        nameKey(user.name),
+        user.name,
+        user.salt,
+        user.hash,
+        user.publicKey,
+        user.mailKey ?? "",
+        user.mailKeySig ?? "",
+        now,
+      ).changes === 1
+    );
+  }
+
+  getUser(name: string): Promise<UserRecord | undefined> {
+    return settle(() => {
+      const row = this.#db.sql(
+        `SELECT name_key, name, salt, hash, public_key, mail_key, mail_key_sig
+         FROM users WHERE name_key = ?`,
+      ).get(nameKey(name)) as UserRow | undefined;
+      return row && {
+        nameKey: row.name_key,
+        name: row.name,
+        salt: row.salt,
+        hash: row.hash,
+        publicKey: row.public_key,
+        mailKey: row.mail_key,
+        mailKeySig: row.mail_key_sig,
+      };
+    });
+  }
+
+  userCount(): Promise<number> {
+    return settle(() => (this.#db.sql("SELECT count(*) AS n FROM users").get() as { n: number }).n);
+  }
+
+  // ---- contacts ------------------------------------------------------------------------------
+
+  addContact(owner: string, contact: string, now = Date.now()): Promise<boolean> {
+    return settle(() =>
+      this.#db.sql(
+        "INSERT INTO contacts (owner, contact, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+      ).run(nameKey(owner), nameKey(contact), now).changes === 1
+    );
+  }
+
+  removeContact(owner: string, contact: string): Promise<boolean> {
+    return settle(() =>
+      this.#db.sql("DELETE FROM contacts WHERE owner = ? AND contact = ?")
+        .run(nameKey(owner), nameKey(contact)).changes === 1
+    );
+  }
+
+  countContacts(owner: string): Promise<number> {
+    return settle(() =>
+      (this.#db.sql("SELECT count(*) AS n FROM contacts WHERE owner = ?")
+        .get(nameKey(owner)) as { n: number }).n
+    );
+  }
+
+  listContacts(owner: string): Promise<string[]> {
+    return settle(() =>
+      (this.#db.sql(
+        `SELECT u.name FROM contacts c JOIN users u ON u.name_key = c.contact
+         WHERE c.owner = ? ORDER BY c.added_at, u.name`,
+      ).all(nameKey(owner)) as { name: string }[]).map((r) => r.name)
+    );
+  }
+
+  listWatchers(contact: string): Promise<string[]> {
+    return settle(() =>
+      (this.#db.sql("SELECT owner FROM contacts WHERE contact = ?")
+        .all(nameKey(contact)) as { owner: string }[]).map((r) => r.owner)
+    );
+  }
+
+  isContact(owner: string, contact: string): Promise<boolean> {
+    return settle(() =>
+      this.#db.sql("SELECT 1 FROM contacts WHERE owner = ? AND contact = ?")
+        .get(nameKey(owner), nameKey(contact)) !== undefined
+    );
+  }
+
+  // ---- registry ------------------------------------------------------------------------------
+
+  recordLogin(user: string, host: string, port: number, at = Date.now()): Promise<number> {
+    return settle(() =>
+      Number(
+        this.#db.sql("INSERT INTO registry (user, host, port, login_at) VALUES (?, ?, ?, ?)")
+          .run(nameKey(user), host, port, at).lastInsertRowid,
+      )
+    );
+  }
+
+  recordLogout(seq: number, at = Date.now()): Promise<void> {
+    return settle(() => {
+      this.#db.sql("UPDATE registry SET logout_at = ? WHERE seq = ?").run(at, seq);
+    });
+  }
+
+  reopenLogin(seq: number, host: string, port: number): Promise<void> {
+    return settle(() => {
+      this.#db.sql("UPDATE registry SET logout_at = NULL, host = ?, port = ? WHERE seq = ?")
+        .run(host, port, seq);
+    });
+  }
+
+  correctLastLogout(user: string, at: number): Promise<void> {
+    return settle(() => {
+      this.#db.sql(
+        `UPDATE registry SET logout_at = ? WHERE seq = (
+           SELECT seq FROM registry WHERE user = ? AND logout_at IS NOT NULL
+           ORDER BY seq DESC LIMIT 1) AND login_at <= ?`,
+      ).run(at, nameKey(user), at);
+    });
+  }
+
+  registry(user?: string, limit = 20): Promise<RegistryRow[]> {
+    return settle(() => {
+      const rows = (user === undefined
+        ? this.#db.sql(
+          `SELECT u.name AS user, r.host, r.port, r.login_at, r.logout_at FROM registry r
+           JOIN users u ON u.name_key = r.user
+           WHERE r.seq IN (SELECT max(seq) FROM registry GROUP BY user)
+           ORDER BY r.login_at DESC`,
+        ).all()
+        : this.#db.sql(
+          `SELECT u.name AS user, r.host, r.port, r.login_at, r.logout_at FROM registry r
+           JOIN users u ON u.name_key = r.user WHERE r.user = ?
+           ORDER BY r.seq DESC LIMIT ?`,
+        ).all(nameKey(user), limit)) as unknown as RegistrySqlRow[];
+      return rows.map((r) => ({
+        user: r.user,
+        host: r.host,
+        port: r.port,
+        loginAt: r.login_at,
+        logoutAt: r.logout_at,
+      }));
+    });
+  }
+
+  closeDanglingLogins(at = Date.now()): Promise<number> {
+    return settle(() =>
+      Number(
+        this.#db.sql("UPDATE registry SET logout_at = ? WHERE logout_at IS NULL").run(at).changes,
+      )
+    );
+  }
+
+  latestLogin(user: string): Promise<number | undefined> {
+    return settle(() => {
+      const row = this.#db.sql("SELECT max(seq) AS seq FROM registry WHERE user = ?")
+        .get(nameKey(user)) as { seq: number | null };
+      return row.seq ?? undefined;
+    });
+  }
+
+  // ---- mail ----------------------------------------------------------------------------------
+
+  storeMail(mail: NewMail, max: number, now = Date.now()): Promise<StoreMailResult> {
+    return settle(() => {
+      const recipient = nameKey(mail.recipient);
+      const sender = nameKey(mail.sender);
+      const exists = this.#db.sql(
+        `SELECT 1 FROM mail WHERE recipient = ? AND sender = ? AND msg_id = ?
+         UNION ALL SELECT 1 FROM mail_read WHERE recipient = ? AND sender = ? AND msg_id = ?`,
+      ).get(recipient, sender, mail.msgId, recipient, sender, mail.msgId);
+      if (exists) return "duplicate";
+      const size = this.#mailboxSize(recipient);
+      if (size >= max) return "full";
+      this.#db.sql(
+        `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+      ).run(recipient, sender, mail.msgId, mail.ts, mail.body, now);
+      this.#mailboxSizes.set(recipient, size + 1);
+      return "stored";
+    });
+  }
+
+  /**
+   * How many messages wait for `recipientKey`, counted once and then kept up to date here (this
+   * process is the only writer of the file): counting a large mailbox before every store was
+   * the cost.
+   */
+  #mailboxSize(recipientKey: string): number {
+    let size = this.#mailboxSizes.get(recipientKey);
+    if (size === undefined) {
+      size = (this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ?")
+        .get(recipientKey) as { n: number }).n;
+      this.#mailboxSizes.set(recipientKey, size);
+    }
+    return size;
+  }
+
+  countMail(recipient: string, sender?: string): Promise<number> {
+    return settle(() => {
+      if (sender === undefined) return this.#mailboxSize(nameKey(recipient));
+      return (this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ? AND sender = ?")
+        .get(nameKey(recipient), nameKey(sender)) as { n: number }).n;
+    });
+  }
+
+  mailbox(recipient: string): Promise<MailboxEntry[]> {
+    return settle(() =>
+      (this.#db.sql(
+        `SELECT u.name AS "from", count(*) AS count, max(m.ts) AS newest FROM mail m
+         JOIN users u ON u.name_key = m.sender WHERE m.recipient = ?
+         GROUP BY m.sender ORDER BY min(m.seq)`,
+      ).all(nameKey(recipient)) as unknown as MailboxEntry[]).map((r) => ({
+        from: r.from,
+        count: r.count,
+        newest: r.newest,
+      }))
+    );
+  }
+
+  pendingMail(recipient: string, sender: string, limit: number): Promise<PendingMail[]> {
+    return settle(() =>
+      (this.#db.sql(
+        `SELECT msg_id, ts, body FROM mail WHERE recipient = ? AND sender = ?
+         ORDER BY seq LIMIT ?`,
+      ).all(nameKey(recipient), nameKey(sender), limit) as {
+        msg_id: string;
+        ts: number;
+        body: string;
+      }[]).map((r) => ({ msgId: r.msg_id, ts: r.ts, body: r.body }))
+    );
+  }
+
+  confirmMail(
+    recipient: string,
+    sender: string,
+    msgIds: string[],
+    now = Date.now(),
+    rejected: ReadonlySet<string> = new Set(),
+  ): Promise<string[]> {
+    return settle(() => {
+      const r = nameKey(recipient);
+      const s = nameKey(sender);
+      const del = this.#db.sql(
+        "DELETE FROM mail WHERE recipient = ? AND sender = ? AND msg_id = ?",
+      );
+      const receipt = this.#db.sql(
+        `INSERT INTO receipts (sender, msg_id, reader, read_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT DO NOTHING`,
+      );
+      const read = this.#db.sql(
+        `INSERT INTO mail_read (recipient, sender, msg_id, read_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT DO NOTHING`,
+      );
+      const done: string[] = [];
+      this.#mailboxSizes.delete(r); // recounted at the next store
+      this.#db.transaction(() => {
+        for (const id of msgIds) {
+          if (del.run(r, s, id).changes === 1) {
+            read.run(r, s, id, now);
+            // A message the reader's client refused (forged, undecryptable) was not read.
+            if (!rejected.has(id)) receipt.run(s, id, r, now);
+            done.push(id);
+          }
+        }
+      });
+      return done;
+    });
+  }
+
+  forgetReadMail(before: number): Promise<number> {
+    return settle(() =>
+      Number(this.#db.sql("DELETE FROM mail_read WHERE read_at < ?").run(before).changes)
+    );
+  }
+
+  pendingReceipts(sender: string, limit: number, reader?: string): Promise<Receipt[]> {
+    return settle(() => {
+      const rows = (reader === undefined
+        ? this.#db.sql(
+          `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
+           JOIN users u ON u.name_key = r.reader WHERE r.sender = ? ORDER BY r.read_at LIMIT ?`,
+        ).all(nameKey(sender), limit)
+        : this.#db.sql(
+          `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
+           JOIN users u ON u.name_key = r.reader WHERE r.sender = ? AND r.reader = ?
+           ORDER BY r.read_at LIMIT ?`,
+        ).all(nameKey(sender), nameKey(reader), limit)) as {
+          msg_id: string;
+          reader: string;
+          read_at: number;
+        }[];
+      return rows.map((r) => ({ msgId: r.msg_id, reader: r.reader, readAt: r.read_at }));
+    });
+  }
+
+  deleteReceipts(sender: string, msgIds: string[]): Promise<void> {
+    return settle(() => {
+      const del = this.#db.sql("DELETE FROM receipts WHERE sender = ? AND msg_id = ?");
+      this.#db.transaction(() => {
+        for (const id of msgIds) del.run(nameKey(sender), id);
+      });
+    });
+  }
+
+  // ---- sessions ------------------------------------------------------------------------------
+
+  saveSession(tokenHash: Uint8Array, user: string, now = Date.now()): Promise<void> {
+    return settle(() => {
+      this.#db.sql("INSERT INTO sessions (token_hash, user, created_at) VALUES (?, ?, ?)")
+        .run(tokenHash, nameKey(user), now);
+    });
+  }
+
+  sessionUser(
+    tokenHash: Uint8Array,
+    maxAgeMs: number,
+    now = Date.now(),
+  ): Promise<string | undefined> {
+    return settle(() =>
+      (this.#db.sql(
+        `SELECT u.name FROM sessions s JOIN users u ON u.name_key = s.user
+         WHERE s.token_hash = ? AND s.created_at > ?`,
+      ).get(tokenHash, now - maxAgeMs) as { name: string } | undefined)?.name
+    );
+  }
+
+  deleteSession(tokenHash: Uint8Array): Promise<void> {
+    return settle(() => {
+      this.#db.sql("DELETE FROM sessions WHERE token_hash = ?").run(tokenHash);
+    });
+  }
+
+  close(): Promise<void> {
+    return settle(() => this.#db.close());
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

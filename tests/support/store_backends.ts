@@ -1,0 +1,65 @@
+/**
+ * The store backends the conformance tests run against. `storeTest()` registers one test per
+ * backend, each with a fresh, empty database, so a behaviour implemented in one backend and
+ * missing in another fails by name.
+ */
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { SQLITE_FILE, SqliteStore } from "../../lib/server/sqlite_store.ts";
+import type { ServerStore } from "../../lib/server/store.ts";
+import { tempDir } from "./temp_dir.ts";
+
+/** A fresh database of one backend; `open()` opens it (again), keeping what is in it. */
+export interface StoreFixture extends AsyncDisposable {
+  backend: string;
+  open(): Promise<ServerStore>;
+}
+
+export interface StoreBackend {
+  name: string;
+  /** Makes a fresh, empty database for one test. */
+  fresh(): Promise<StoreFixture>;
+}
+
+/** SQLite in a temporary data directory, removed afterwards. */
+export const sqliteBackend: StoreBackend = {
+  name: "sqlite",
+  async fresh() {
+    const dir = await tempDir("confab-store-test-");
+    return {
+      backend: "sqlite",
+      open: () => Promise.resolve(new SqliteStore(dir.path)),
+      [Symbol.asyncDispose]: () => dir[Symbol.asyncDispose](),
+    };
+  },
+};
+
+export const STORE_BACKENDS: readonly StoreBackend[] = [sqliteBackend];
+
+/**
+ * Registers `fn` as one test per backend: `"<backend>: <name>"`. The fixture is disposed after
+ * the test, whatever happens; stores the test opened must be closed by the test.
+ */
+export function storeTest(name: string, fn: (fixture: StoreFixture) => Promise<void>): void {
+  for (const backend of STORE_BACKENDS) {
+    Deno.test(`${backend.name}: ${name}`, async () => {
+      await using fixture = await backend.fresh();
+      await fn(fixture);
+    });
+  }
+}
+
+/**
+ * Turns the SQLite file in `dataDir` into what a build before migration 3 left behind: no mail
+ * key columns, `user_version` 2.
+ */
+export function makeVersion2File(dataDir: string): void {
+  const db = new DatabaseSync(join(dataDir, SQLITE_FILE));
+  try {
+    db.exec("ALTER TABLE users DROP COLUMN mail_key");
+    db.exec("ALTER TABLE users DROP COLUMN mail_key_sig");
+    db.exec("PRAGMA user_version = 2");
+  } finally {
+    db.close();
+  }
+}
