@@ -102,7 +102,7 @@ Deno.test("plaintext frames injected into the client-server handshake at every p
         `the client took a forged presence for real (${describe(position)})`,
       );
       assert.equal(
-        server.store.getUser("mallory"),
+        await server.store.getUser("mallory"),
         undefined,
         `the server took an injected signup (${describe(position)})`,
       );
