@@ -37,7 +37,12 @@ const program = new Command()
   .argument("[port]", "port to listen on (same as --port)", portOption)
   .option("-p, --port <port>", "port to listen on (0: any free port)", portOption, 4242)
   .option("--host <address>", "address to listen on (0.0.0.0 for every interface)", "127.0.0.1")
-  .option("--data <dir>", "where the server keeps its database", "./confab-data")
+  .option("--data <dir>", "where the server keeps its key and SQLite database", "./confab-data")
+  .option(
+    "--store <url>",
+    "share a PostgreSQL database with other instances: postgres://user:password@host:port/db " +
+      "(default: $CONFAB_STORE; without either, SQLite in --data)",
+  )
   .option("--max-connections <n>", "connections held at most", intOption(1, 19_000), 15_000)
   .option(
     "--max-per-address <n>",
@@ -71,6 +76,7 @@ const opts = program.opts<{
   port: number;
   host: string;
   data: string;
+  store?: string;
   maxConnections: number;
   maxPerAddress: number;
   loginTimeout: number;
@@ -87,6 +93,7 @@ try {
     host: opts.host,
     port,
     dataDir: opts.data,
+    storeUrl: opts.store ?? (Deno.env.get("CONFAB_STORE") || undefined),
     maxConnections: opts.maxConnections,
     maxPerAddress: opts.maxPerAddress,
     loginTimeoutMs: opts.loginTimeout * 1000,

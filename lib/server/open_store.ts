@@ -1,19 +1,23 @@
 /**
- * Picks and opens the server's store: the SQLite file in the data directory (the default).
+ * Picks and opens the server's store: PostgreSQL when a `postgres://` URL is given (`--store` or
+ * `CONFAB_STORE`), else the SQLite file in the data directory (the default).
  */
+import { PostgresStore } from "./postgres_store.ts";
 import { SqliteStore } from "./sqlite_store.ts";
 import type { ServerStore } from "./store.ts";
 
 export interface StoreChoice {
-  /** The data directory (server key; the SQLite file when no other store is named). */
+  /** The data directory (server key; the SQLite file when no database URL is given). */
   dataDir: string;
+  /** A `postgres://user:password@host:port/database` URL: share that database. */
+  url?: string;
 }
 
-/** Opens the store chosen by `choice`, migrated to this build's schema. */
-export function openStore(choice: StoreChoice): Promise<ServerStore> {
-  try {
-    return Promise.resolve(new SqliteStore(choice.dataDir));
-  } catch (error) {
-    return Promise.reject(error);
-  }
+/**
+ * Opens the store chosen by `choice`, migrated to this build's schema.
+ * @throws {StoreUnavailableError} when the database cannot be reached or used.
+ */
+export async function openStore(choice: StoreChoice): Promise<ServerStore> {
+  if (choice.url) return await PostgresStore.open(choice.url);
+  return new SqliteStore(choice.dataDir);
 }

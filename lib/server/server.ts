@@ -30,6 +30,8 @@ export interface ServerOptions {
   host?: string;
   port?: number;
   dataDir: string;
+  /** A PostgreSQL URL: keep the state there, shared with other instances (else SQLite). */
+  storeUrl?: string;
   /** Connections held at most; kept below the process's file limit (20,000). */
   maxConnections?: number;
   /** Connections from one address at most (0: no limit), so one host cannot take them all. */
@@ -101,7 +103,7 @@ export class ConfabServer implements AsyncDisposable {
   readonly #listener: Deno.TcpListener;
   readonly #key: KeyPair;
   readonly #perAddress = new Map<string, number>();
-  readonly #opts: Required<Omit<ServerOptions, "host" | "port">>;
+  readonly #opts: Required<Omit<ServerOptions, "host" | "port" | "storeUrl">>;
   readonly #conns = new Set<FramedConnection<ClientMessage>>();
   readonly #online = new Map<string, Session>();
   readonly #userThrottle = new LoginThrottle();
@@ -168,7 +170,7 @@ export class ConfabServer implements AsyncDisposable {
    * @throws {Deno.errors.AddrInUse} when the port is taken.
    */
   static async start(options: ServerOptions): Promise<ConfabServer> {
-    const store = await openStore({ dataDir: options.dataDir });
+    const store = await openStore({ dataDir: options.dataDir, url: options.storeUrl });
     try {
       const key = await loadOrCreateServerKey(options.dataDir);
       // Rows left open by a run that died (kill -9): those users are not connected any more.

@@ -7,6 +7,17 @@ import { join } from "node:path";
 import { Database } from "../util/sqlite.ts";
 import { MIGRATIONS } from "./migrations.ts";
 import {
+  type MailSqlRow,
+  type ReceiptSqlRow,
+  type RegistrySqlRow,
+  toPendingMail,
+  toReceipt,
+  toRegistryRow,
+  toUser,
+  USER_COLUMNS,
+  type UserRow,
+} from "./sql_rows.ts";
+import {
   type MailboxEntry,
   nameKey,
   type NewMail,
@@ -29,24 +40,6 @@ function settle<T>(work: () => T): Promise<T> {
   } catch (error) {
     return Promise.reject(error);
   }
-}
-
-interface UserRow {
-  name_key: string;
-  name: string;
-  salt: Uint8Array;
-  hash: Uint8Array;
-  public_key: string;
-  mail_key: string;
-  mail_key_sig: string;
-}
-
-interface RegistrySqlRow {
-  user: string;
-  host: string;
-  port: number;
-  login_at: number;
-  logout_at: number | null;
 }
 
 export class SqliteStore implements ServerStore {
@@ -94,18 +87,10 @@ export class SqliteStore implements ServerStore {
   getUser(name: string): Promise<UserRecord | undefined> {
     return settle(() => {
       const row = this.#db.sql(
-        `SELECT name_key, name, salt, hash, public_key, mail_key, mail_key_sig
+        `SELECT ${USER_COLUMNS}
          FROM users WHERE name_key = ?`,
       ).get(nameKey(name)) as UserRow | undefined;
-      return row && {
-        nameKey: row.name_key,
-        name: row.name,
-        salt: row.salt,
-        hash: row.hash,
-        publicKey: row.public_key,
-        mailKey: row.mail_key,
-        mailKeySig: row.mail_key_sig,
-      };
+      return row && toUser(row);
     });
   }
 
@@ -208,13 +193,7 @@ export class SqliteStore implements ServerStore {
            JOIN users u ON u.name_key = r.user WHERE r.user = ?
            ORDER BY r.seq DESC LIMIT ?`,
         ).all(nameKey(user), limit)) as unknown as RegistrySqlRow[];
-      return rows.map((r) => ({
-        user: r.user,
-        host: r.host,
-        port: r.port,
-        loginAt: r.login_at,
-        logoutAt: r.logout_at,
-      }));
+      return rows.map(toRegistryRow);
     });
   }
 
@@ -298,11 +277,9 @@ export class SqliteStore implements ServerStore {
       (this.#db.sql(
         `SELECT msg_id, ts, body FROM mail WHERE recipient = ? AND sender = ?
          ORDER BY seq LIMIT ?`,
-      ).all(nameKey(recipient), nameKey(sender), limit) as {
-        msg_id: string;
-        ts: number;
-        body: string;
-      }[]).map((r) => ({ msgId: r.msg_id, ts: r.ts, body: r.body }))
+      ).all(nameKey(recipient), nameKey(sender), limit) as unknown as MailSqlRow[]).map(
+        toPendingMail,
+      )
     );
   }
 
@@ -360,12 +337,8 @@ export class SqliteStore implements ServerStore {
           `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
            JOIN users u ON u.name_key = r.reader WHERE r.sender = ? AND r.reader = ?
            ORDER BY r.read_at LIMIT ?`,
-        ).all(nameKey(sender), nameKey(reader), limit)) as {
-          msg_id: string;
-          reader: string;
-          read_at: number;
-        }[];
-      return rows.map((r) => ({ msgId: r.msg_id, reader: r.reader, readAt: r.read_at }));
+        ).all(nameKey(sender), nameKey(reader), limit)) as unknown as ReceiptSqlRow[];
+      return rows.map(toReceipt);
     });
   }
 

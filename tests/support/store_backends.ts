@@ -5,7 +5,9 @@
  */
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
+import { PostgresStore } from "../../lib/server/postgres_store.ts";
 import { SQLITE_FILE, SqliteStore } from "../../lib/server/sqlite_store.ts";
+import { type LocalPostgres, startLocalPostgres } from "../../scripts/local_postgres.ts";
 import type { ServerStore } from "../../lib/server/store.ts";
 import { tempDir } from "./temp_dir.ts";
 
@@ -34,7 +36,38 @@ export const sqliteBackend: StoreBackend = {
   },
 };
 
-export const STORE_BACKENDS: readonly StoreBackend[] = [sqliteBackend];
+let sharedPostgres: Promise<LocalPostgres> | undefined;
+let databases = 0;
+
+/**
+ * The throwaway PostgreSQL cluster of this test process, started at first use (fsync off: it
+ * is thrown away) and stopped when the process ends.
+ */
+export function testPostgres(): Promise<LocalPostgres> {
+  sharedPostgres ??= startLocalPostgres({ fast: true });
+  return sharedPostgres;
+}
+
+/** A fresh database in this process's throwaway cluster; resolves to its URL. */
+export async function freshDatabase(): Promise<string> {
+  const pg = await testPostgres();
+  return await pg.createDatabase(`confab_test_${++databases}`);
+}
+
+/** PostgreSQL: a fresh database in the test process's throwaway cluster. */
+export const postgresBackend: StoreBackend = {
+  name: "postgres",
+  async fresh() {
+    const url = await freshDatabase();
+    return {
+      backend: "postgres",
+      open: () => PostgresStore.open(url, { maxConnections: 4 }),
+      [Symbol.asyncDispose]: () => Promise.resolve(),
+    };
+  },
+};
+
+export const STORE_BACKENDS: readonly StoreBackend[] = [sqliteBackend, postgresBackend];
 
 /**
  * Registers `fn` as one test per backend: `"<backend>: <name>"`. The fixture is disposed after

@@ -1,0 +1,62 @@
+/**
+ * Rows as both SQL stores read them (snake_case columns) and the records the store interface
+ * gives out: one mapping, so the backends cannot answer in different shapes.
+ */
+import type { PendingMail, Receipt, RegistryRow, UserRecord } from "./store.ts";
+
+/** The columns `getUser()` selects. */
+export const USER_COLUMNS = "name_key, name, salt, hash, public_key, mail_key, mail_key_sig";
+
+export interface UserRow {
+  name_key: string;
+  name: string;
+  salt: Uint8Array;
+  hash: Uint8Array;
+  public_key: string;
+  mail_key: string;
+  mail_key_sig: string;
+}
+
+export function toUser(row: UserRow): UserRecord {
+  return {
+    nameKey: row.name_key,
+    name: row.name,
+    salt: row.salt,
+    hash: row.hash,
+    publicKey: row.public_key,
+    mailKey: row.mail_key,
+    mailKeySig: row.mail_key_sig,
+  };
+}
+
+export interface RegistrySqlRow {
+  user: string;
+  host: string;
+  port: number;
+  login_at: number;
+  logout_at: number | null;
+}
+
+export function toRegistryRow(r: RegistrySqlRow): RegistryRow {
+  return { user: r.user, host: r.host, port: r.port, loginAt: r.login_at, logoutAt: r.logout_at };
+}
+
+export interface MailSqlRow {
+  msg_id: string;
+  ts: number;
+  body: string;
+}
+
+export function toPendingMail(r: MailSqlRow): PendingMail {
+  return { msgId: r.msg_id, ts: r.ts, body: r.body };
+}
+
+export interface ReceiptSqlRow {
+  msg_id: string;
+  reader: string;
+  read_at: number;
+}
+
+export function toReceipt(r: ReceiptSqlRow): Receipt {
+  return { msgId: r.msg_id, reader: r.reader, readAt: r.read_at };
+}
