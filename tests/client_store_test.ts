@@ -132,7 +132,8 @@ Deno.test("ClientStore migrates a version 2 history: rows, order and search kept
     store.addMessage(entry("m1", 1000, { text: "first words" }));
     store.addMessage(entry("m2", 1000, { text: "second words", sender: "bob", outgoing: false }));
   }
-  // Back to the version 2 table: unique by id alone, no seq column.
+  // Back to the version 2 tables: messages unique by id alone, no seq column; groups without
+  // their state.
   const db = new DatabaseSync(join(dir.path, "confab.sqlite"));
   try {
     const triggers = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'trigger'").all()
@@ -149,6 +150,12 @@ Deno.test("ClientStore migrates a version 2 history: rows, order and search kept
       ALTER TABLE old RENAME TO messages;
       CREATE INDEX messages_by_chat ON messages(chat, ts);
       ${triggers}
+      DROP TABLE group_copies;
+      DROP TABLE group_sent;
+      CREATE TABLE groups_v2 (id TEXT PRIMARY KEY, members TEXT NOT NULL,
+        joined_at INTEGER NOT NULL, left_at INTEGER) STRICT;
+      DROP TABLE groups;
+      ALTER TABLE groups_v2 RENAME TO groups;
       PRAGMA user_version = 2;
     `);
   } finally {
@@ -229,4 +236,83 @@ Deno.test("ClientStore.close() is idempotent", async () => {
   store.close();
   store.close();
   store[Symbol.dispose]();
+});
+
+const GROUP = "0b3c9d0e-5f2a-4b7c-8d1e-2f3a4b5c6d7e";
+
+function groupEntry(id: string, ts: number): HistoryEntry {
+  return entry(id, ts, { chat: `g:${GROUP}` });
+}
+
+Deno.test("ClientStore keeps a group's state and whether I left it across a reopen", async () => {
+  await using dir = await tempDir();
+  const state = { id: GROUP, adds: [{ user: "alice", tag: "t1" }], removed: [] };
+  {
+    using store = new ClientStore(dir.path);
+    store.saveGroupState(state, ["alice", "bob"], { left: false });
+  }
+  {
+    using store = new ClientStore(dir.path);
+    assert.deepEqual(store.storedGroups(), [
+      { id: GROUP, state: JSON.stringify(state), left: false },
+    ]);
+    store.saveGroupState(state, ["alice", "bob"], { left: true });
+    assert.equal(store.storedGroups()[0]!.left, true);
+    assert.notEqual(store.groups()[0]!.leftAt, null);
+    store.saveGroupState(state, ["alice", "bob"], { left: false }); // added again
+    assert.equal(store.storedGroups()[0]!.left, false);
+  }
+});
+
+Deno.test("ClientStore group outbox: numbered messages, one copy per member, acked in order", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  store.saveGroupState({ id: GROUP }, ["alice", "bob", "carol"], { left: false });
+  assert.equal(store.addGroupMessage(groupEntry("m1", 10), GROUP, ["bob", "carol"]), 0);
+  assert.equal(store.addGroupMessage(groupEntry("m2", 20), GROUP, ["bob", "carol"]), 1);
+  assert.deepEqual(store.pendingCopies("BOB").map((c) => [c.msgId, c.seq]), [["m1", 0], [
+    "m2",
+    1,
+  ]]);
+  assert.equal(store.groupMark("m1"), "0/2");
+  assert.ok(store.settleCopy("m1", "Bob", "acked"));
+  assert.ok(!store.settleCopy("m1", "bob", "acked"), "a repeated ack changes nothing");
+  assert.deepEqual(store.copyStatus("m1"), { have: ["bob"], pending: ["carol"] });
+  assert.equal(store.recent(`g:${GROUP}`, 10)[0]!.mark, "1/2");
+  assert.ok(store.settleCopy("m1", "carol", "acked"));
+  assert.equal(store.groupMark("m1"), "**");
+  assert.equal(store.recent(`g:${GROUP}`, 10)[0]!.mark, "**");
+  assert.deepEqual(store.membersOwed().sort(), ["bob", "carol"]);
+  // Carol left: what she was owed is dropped; m2 is complete once Bob has it.
+  assert.deepEqual(store.dropCopies(GROUP, "carol"), ["m2"]);
+  assert.equal(store.groupMark("m2"), "0/1");
+  store.settleCopy("m2", "bob", "acked");
+  assert.equal(store.groupMark("m2"), "**");
+  assert.deepEqual(store.membersOwed(), []);
+});
+
+Deno.test("ClientStore.addLateCopies() owes a late-known member my messages since its add, in order", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  store.saveGroupState({ id: GROUP }, ["alice", "bob"], { left: false });
+  store.addGroupMessage(groupEntry("m1", 100), GROUP, ["bob"]);
+  store.addGroupMessage(groupEntry("m2", 200), GROUP, ["bob"]);
+  store.addGroupMessage(groupEntry("m3", 300), GROUP, ["bob", "dave"]);
+  store.settleCopy("m2", "bob", "acked");
+  // Dave was added at 150 by someone else; I learn it after m3.
+  assert.deepEqual(store.addLateCopies(GROUP, "dave", 150), ["m2"]);
+  assert.deepEqual(store.pendingCopies("dave").map((c) => c.msgId), ["m2", "m3"]);
+  assert.equal(store.groupMark("m2"), "1/2");
+  assert.deepEqual(store.addLateCopies(GROUP, "dave", 150), [], "owed once");
+});
+
+Deno.test("ClientStore: a group message for nobody else is complete at once, and a copy for someone who left is !", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  store.saveGroupState({ id: GROUP }, ["alice"], { left: false });
+  store.addGroupMessage(groupEntry("m1", 100), GROUP, []);
+  assert.equal(store.recent(`g:${GROUP}`, 1)[0]!.mark, "**");
+  store.addGroupMessage(groupEntry("m2", 200), GROUP, ["bob"]);
+  store.dropCopies(GROUP, "bob");
+  assert.equal(store.recent(`g:${GROUP}`, 5)[1]!.mark, "!");
 });

@@ -223,6 +223,9 @@ Deno.test("parseCommand() in a chat reads /h, \\h and /help as help", () => {
 Deno.test("parseCommand() in a chat sends //text as a message starting with /", () => {
   assert.deepEqual(parseCommand("//text", true), { kind: "say", text: "/text" });
   assert.deepEqual(parseCommand("//q", true), { kind: "say", text: "/q" });
+  for (const line of ["/b", "\\b", "/back"]) {
+    assert.deepEqual(parseCommand(line, true), { kind: "close_window" }, line);
+  }
   assert.deepEqual(parseCommand("//", true), { kind: "say", text: "/" });
 });
 

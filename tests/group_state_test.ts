@@ -7,10 +7,13 @@ import {
   groupHandle,
   type GroupState,
   isMember,
+  liveTags,
   MAX_GROUP_MEMBERS,
+  memberSince,
   membersOf,
   mergeGroups,
   removeMember,
+  removesLive,
   withinLimits,
 } from "../lib/peer/group_state.ts";
 
@@ -82,4 +85,32 @@ Deno.test("withinLimits() refuses more than 32 members", () => {
 
 Deno.test("groupHandle() is # and the first six hex digits of the id", () => {
   assert.equal(groupHandle("3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77"), "#3f1c2a");
+});
+
+Deno.test("memberSince() is the time of the live add: a re-add counts from the re-add", () => {
+  const g = createGroup(["alice", "bob", "carol"], 1_000);
+  assert.equal(memberSince(g, "carol"), 1_000);
+  const left = removeMember(g, "carol");
+  assert.equal(memberSince(left, "carol"), undefined);
+  assert.deepEqual(liveTags(left, "carol"), []);
+  const back = addMember(left, "Carol", 5_000);
+  assert.equal(memberSince(back, "CAROL"), 5_000);
+  assert.equal(liveTags(back, "carol").length, 1);
+  // A state without times (from an older peer) owes nothing late.
+  const untimed: GroupState = { ...g, adds: g.adds.map(({ user, tag }) => ({ user, tag })) };
+  assert.equal(memberSince(untimed, "bob"), undefined);
+});
+
+Deno.test("removesLive() spots a state that ends a live membership, not an old one", () => {
+  const g = createGroup(["alice", "bob", "carol"]);
+  assert.ok(removesLive(g, removeMember(g, "carol"), "carol"));
+  assert.ok(!removesLive(g, removeMember(g, "carol"), "bob"));
+  // Carol left and was added again: her old leave does not end the new membership.
+  const back = addMember(removeMember(g, "carol"), "carol");
+  assert.ok(!removesLive(back, removeMember(g, "carol"), "carol"));
+  assert.deepEqual(membersOf(mergeGroups(back, removeMember(g, "carol"))), [
+    "alice",
+    "bob",
+    "carol",
+  ]);
 });

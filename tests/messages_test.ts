@@ -354,7 +354,7 @@ const CASES: readonly Case[] = [
       type: "group_state",
       group: {
         id: GROUP,
-        adds: [{ user: "alice", tag: TAG_1 }, { user: "bob", tag: TAG_2 }],
+        adds: [{ user: "alice", tag: TAG_1, at: TS }, { user: "bob", tag: TAG_2 }],
         removed: [TAG_2],
       },
     },
@@ -365,18 +365,6 @@ const CASES: readonly Case[] = [
     directions: ["PeerToPeer"],
     example: { type: "group_sum", group: GROUP, sum: "0123456789abcdef" },
     wrongType: ["sum", 123],
-  },
-  {
-    name: "GroupLeave",
-    directions: ["PeerToPeer"],
-    example: { type: "group_leave", group: GROUP },
-    wrongType: ["group", 1],
-  },
-  {
-    name: "GroupGone",
-    directions: ["PeerToPeer"],
-    example: { type: "group_gone", group: GROUP },
-    wrongType: ["group", null],
   },
   {
     name: "GroupMsg",

@@ -240,6 +240,8 @@ async function execute(
       return client.search(c.words);
     case "leave_chat":
       return client.leaveChat();
+    case "close_window":
+      return client.closeWindow();
     case "share": {
       const path = await sharePath(c);
       // Not awaited: chatting goes on while files travel; progress comes as events.

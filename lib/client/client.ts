@@ -73,8 +73,6 @@ const PEER_ROUTES: Record<(PeerMessage | BinaryFrame)["type"], PeerRoom | undefi
   file_cancel: "transfers",
   group_state: "groups",
   group_sum: "groups",
-  group_leave: "groups",
-  group_gone: "groups",
   group_msg: "groups",
   msg: "delivery",
   ack: "delivery",
@@ -120,7 +118,10 @@ export class ConfabClient implements AsyncDisposable {
       announcePort: () => this.#opts.announcePort ?? this.peerPort,
       onPush: (m) => this.#onServerPush(m),
       onLogin: (session) => this.#onLogin(session),
-      onReady: (session) => this.#delivery.flushOutbox(session),
+      onReady: (session) => {
+        this.#delivery.flushOutbox(session);
+        this.#groups?.ready(); // stored groups rejoined; away members dialed again
+      },
       onEnd: () => this.#onSessionEnd(),
     }, {
       home: options.home,
@@ -133,8 +134,9 @@ export class ConfabClient implements AsyncDisposable {
         if (this.#chatWith?.toLowerCase() === link.user.toLowerCase()) {
           link.fc.send({ type: "chat_state", open: true }).catch(() => {});
         }
+        this.#groups?.onLinkUp(link.user);
       },
-      onLinkDown: (user) => this.#groups?.onLinkDown(user),
+      onLinkDown: (user, reason) => this.#groups?.onLinkDown(user, reason),
     }, {
       listenHost: options.listenHost ??
         (isLoopback(options.server.host) ? "127.0.0.1" : "0.0.0.0"),
@@ -217,6 +219,7 @@ export class ConfabClient implements AsyncDisposable {
     switch (m.type) {
       case "presence":
         this.#ctx.emit({ type: "presence", user: m.user, online: m.online });
+        this.#groups?.onPresence(m.user, m.online);
         return;
       case "server_closing":
         this.#ctx.emit({ type: "server_closing", reason: m.reason });
@@ -271,8 +274,6 @@ export class ConfabClient implements AsyncDisposable {
   // ---- session -------------------------------------------------------------------------------
 
   async #onLogin(session: Session): Promise<void> {
-    // Group messages a crash interrupted cannot be resent (the group is gone): say so.
-    session.store.failInterruptedGroupSends();
     this.#groups = this.#makeGroups(session);
     this.#transfers = this.#makeTransfers(session);
     await this.#transfers.prepare();
@@ -399,6 +400,17 @@ export class ConfabClient implements AsyncDisposable {
     });
   }
 
+  /**
+   * `/b`: back to the main prompt. A 1:1 chat is left as with `/q`; a group's window closes
+   * but I stay in the group (its messages arrive as notices; `chat #handle` returns).
+   */
+  async closeWindow(): Promise<void> {
+    if (this.#group === undefined) return await this.leaveChat();
+    const group = this.#group;
+    this.#group = undefined;
+    this.#ctx.emit({ type: "group_window_closed", group, handle: groupHandle(group) });
+  }
+
   async leaveChat(): Promise<void> {
     if (this.#group !== undefined) {
       this.#groups?.leave(this.#group); // closes it: group_closed, window shut
@@ -429,8 +441,12 @@ export class ConfabClient implements AsyncDisposable {
       );
     }
     if (this.#group !== undefined && this.#groups) {
-      await this.#groups.send(this.#group, text);
-      return "delivered";
+      try {
+        return await this.#groups.send(this.#group, text);
+      } catch (error) {
+        if (error instanceof GroupError) throw new ClientError(error.code, error.message);
+        throw error;
+      }
     }
     const to = this.#chatWith;
     if (!to) throw new ClientError("NOT_IN_CHAT", "open a chat first: chat <user>");
@@ -450,14 +466,6 @@ export class ConfabClient implements AsyncDisposable {
       openLink: (user) => this.#links.open(user),
       sendOnLink: (link, frame) => this.#delivery.sendOnLink(link, frame),
       serial: (user, task) => this.#delivery.serial(user, task),
-      mail: async (to, message) => {
-        try {
-          await this.#delivery.mailTo(session, to, message);
-          return "stored";
-        } catch {
-          return "failed";
-        }
-      },
       setCurrent: (id) => {
         if (id !== undefined && this.#chatWith !== undefined) {
           // A 1:1 chat turning into a group: the window becomes the group's. The partner is

@@ -71,6 +71,32 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX messages_by_chat ON messages(chat, ts);
   ${FTS_TRIGGERS}
   `,
+  `
+  -- Durable groups: the replicated member set, to rejoin after a restart (and, once left, to
+  -- tell members who were away that we left), and my next message number in each.
+  ALTER TABLE groups ADD COLUMN state TEXT;
+  ALTER TABLE groups ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 0;
+  -- The group outbox: one row per member each of my group messages is for. A copy stays
+  -- 'pending' until that member acked it; it is 'dropped' when the member left the group.
+  CREATE TABLE group_copies (
+    msg_id    TEXT NOT NULL,
+    member    TEXT NOT NULL COLLATE NOCASE,
+    group_id  TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    status    TEXT NOT NULL,              -- 'pending', 'acked', 'dropped'
+    PRIMARY KEY (msg_id, member)
+  ) STRICT;
+  CREATE INDEX group_copies_by_member ON group_copies(member, status, seq);
+  CREATE INDEX group_copies_by_group ON group_copies(group_id, member);
+  -- My group messages with their number in the group (to owe them to members learned late).
+  CREATE TABLE group_sent (
+    msg_id    TEXT PRIMARY KEY,
+    group_id  TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    ts        INTEGER NOT NULL
+  ) STRICT;
+  CREATE INDEX group_sent_by_group ON group_sent(group_id, ts);
+  `,
 ];
 
 /** The history key of a group chat. */
@@ -85,7 +111,33 @@ export interface GroupRecord {
   leftAt: number | null;
 }
 
-export type DeliveryMark = "" | "*" | "**" | "!";
+/** A group as stored to be rejoined: its replicated state (JSON) and whether I left it. */
+export interface StoredGroup {
+  id: string;
+  state: string;
+  left: boolean;
+}
+
+/** One copy of my group message still owed to a member, with what goes on the wire. */
+export interface PendingCopy {
+  msgId: string;
+  group: string;
+  seq: number;
+  ts: number;
+  text: string;
+}
+
+/** Who has one of my group messages (acked) and who it still waits for. */
+export interface CopyStatus {
+  have: string[];
+  pending: string[];
+}
+
+/**
+ * '' sending, '*' stored on the server, '**' delivered (in a group: every member has it),
+ * '!' failed; `n/m`: a group message that n of its m members have so far.
+ */
+export type DeliveryMark = "" | "*" | "**" | "!" | `${number}/${number}`;
 
 export interface HistoryEntry {
   id: string;
@@ -148,23 +200,19 @@ export class ClientStore implements Disposable {
       .run(mark, id);
   }
 
-  /** The last `limit` messages of a chat, oldest first. */
+  /** The last `limit` messages of a chat, oldest first (a group message still on its way: n/m). */
   recent(chat: string, limit: number): HistoryEntry[] {
     const rows = this.#db.sql(
       `SELECT id, chat, sender, ts, text, outgoing, mark FROM (
          SELECT *, rowid AS r FROM messages WHERE chat = ? ORDER BY ts DESC, r DESC LIMIT ?
        ) ORDER BY ts, r`,
     ).all(chat.toLowerCase(), limit) as MessageRow[];
-    return rows.map(toEntry);
+    return rows.map((row) => this.#withGroupMark(toEntry(row)));
   }
 
-  /** Marks `!` the group messages left unacknowledged by a previous run (they cannot be resent). */
-  failInterruptedGroupSends(): number {
-    return Number(
-      this.#db.sql(
-        "UPDATE messages SET mark = '!' WHERE outgoing = 1 AND mark = '' AND chat LIKE 'g:%'",
-      ).run().changes,
-    );
+  #withGroupMark(entry: HistoryEntry): HistoryEntry {
+    if (!entry.outgoing || entry.mark !== "" || !entry.chat.startsWith("g:")) return entry;
+    return { ...entry, mark: this.groupMark(entry.id) };
   }
 
   /** 1:1 messages nobody has acknowledged yet (mark ''), oldest first: the outbox. */
@@ -185,6 +233,166 @@ export class ClientStore implements Disposable {
        ORDER BY m.ts DESC LIMIT ?`,
     ).all(query, limit) as MessageRow[];
     return rows.map(toEntry);
+  }
+
+  // ---- groups ------------------------------------------------------------------------------
+
+  /**
+   * Stores a group's replicated state (and its members, for `groups`): rejoined at the next
+   * login while `left` is false; once left, kept to tell members who were away.
+   */
+  saveGroupState(
+    state: { id: string },
+    members: string[],
+    options: { left: boolean; now?: number },
+  ): void {
+    const now = options.now ?? Date.now();
+    this.#db.sql(
+      `INSERT INTO groups (id, members, joined_at, left_at, state) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET members = excluded.members, state = excluded.state,
+         left_at = CASE WHEN excluded.left_at IS NULL THEN NULL ELSE COALESCE(left_at, excluded.left_at) END,
+         joined_at = CASE WHEN groups.left_at IS NOT NULL AND excluded.left_at IS NULL
+                          THEN excluded.joined_at ELSE joined_at END`,
+    ).run(state.id, JSON.stringify(members), now, options.left ? now : null, JSON.stringify(state));
+  }
+
+  /** Every group with a stored state: those I am in (to rejoin) and those I left. */
+  storedGroups(): StoredGroup[] {
+    return (this.#db.sql(
+      "SELECT id, state, left_at FROM groups WHERE state IS NOT NULL ORDER BY joined_at",
+    ).all() as { id: string; state: string; left_at: number | null }[])
+      .map((r) => ({ id: r.id, state: r.state, left: r.left_at !== null }));
+  }
+
+  /**
+   * Stores one of my group messages with a pending copy for each of `members`, in one
+   * transaction, and numbers it (per group, increasing across restarts).
+   * @returns its number in the group.
+   */
+  addGroupMessage(entry: HistoryEntry, group: string, members: string[]): number {
+    return this.#db.transaction(() => {
+      const row = this.#db.sql("SELECT next_seq FROM groups WHERE id = ?").get(group) as
+        | { next_seq: number }
+        | undefined;
+      const seq = row?.next_seq ?? 0;
+      this.#db.sql("UPDATE groups SET next_seq = ? WHERE id = ?").run(seq + 1, group);
+      this.addMessage(entry);
+      this.#db.sql("INSERT INTO group_sent (msg_id, group_id, seq, ts) VALUES (?, ?, ?, ?)")
+        .run(entry.id, group, seq, entry.ts);
+      const insert = this.#db.sql(
+        `INSERT INTO group_copies (msg_id, member, group_id, seq, status)
+         VALUES (?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING`,
+      );
+      for (const member of members) insert.run(entry.id, member, group, seq);
+      if (members.length === 0) this.setMark(entry.id, "**");
+      return seq;
+    });
+  }
+
+  /** The copies still owed to `member`, oldest first within each group. */
+  pendingCopies(member: string, limit = 100): PendingCopy[] {
+    return (this.#db.sql(
+      `SELECT c.msg_id, c.group_id, c.seq, m.ts, m.text FROM group_copies c
+       JOIN messages m ON m.id = c.msg_id AND m.outgoing = 1
+       WHERE c.member = ? AND c.status = 'pending' ORDER BY c.seq, c.rowid LIMIT ?`,
+    ).all(member, limit) as {
+      msg_id: string;
+      group_id: string;
+      seq: number;
+      ts: number;
+      text: string;
+    }[]).map((r) => ({ msgId: r.msg_id, group: r.group_id, seq: r.seq, ts: r.ts, text: r.text }));
+  }
+
+  /** Members with copies still owed to them. */
+  membersOwed(): string[] {
+    return (this.#db.sql(
+      "SELECT DISTINCT member FROM group_copies WHERE status = 'pending'",
+    ).all() as { member: string }[]).map((r) => r.member);
+  }
+
+  /**
+   * `member` acked the copy (or left the group: `dropped`). The message's mark becomes `**`
+   * once no copy is pending and someone has it, `!` when every member it was for left.
+   * @returns false when that copy was not pending (a repeated ack).
+   */
+  settleCopy(msgId: string, member: string, status: "acked" | "dropped"): boolean {
+    return this.#db.transaction(() => {
+      const changed = this.#db.sql(
+        `UPDATE group_copies SET status = ? WHERE msg_id = ? AND member = ? AND status = 'pending'`,
+      ).run(status, msgId, member).changes === 1;
+      if (changed) this.#settleMark(msgId);
+      return changed;
+    });
+  }
+
+  #settleMark(msgId: string): void {
+    const s = this.copyStatus(msgId);
+    if (s.pending.length > 0) return;
+    this.setMark(msgId, s.have.length > 0 ? "**" : "!");
+  }
+
+  /**
+   * `member` left: the copies still owed to them are dropped.
+   * @returns the ids of the messages concerned.
+   */
+  dropCopies(group: string, member: string): string[] {
+    return this.#db.transaction(() => {
+      const ids = (this.#db.sql(
+        `SELECT msg_id FROM group_copies WHERE group_id = ? AND member = ? AND status = 'pending'`,
+      ).all(group, member) as { msg_id: string }[]).map((r) => r.msg_id);
+      this.#db.sql(
+        `UPDATE group_copies SET status = 'dropped'
+         WHERE group_id = ? AND member = ? AND status = 'pending'`,
+      ).run(group, member);
+      for (const id of ids) this.#settleMark(id);
+      return ids;
+    });
+  }
+
+  /**
+   * `member` is in the group since `since` (I learned it late): my messages to the group
+   * from then on that were not for them are now, at most the last `limit`.
+   * @returns the ids of the messages now owed to them, oldest first.
+   */
+  addLateCopies(group: string, member: string, since: number, limit = 1000): string[] {
+    return this.#db.transaction(() => {
+      const rows = this.#db.sql(
+        `SELECT msg_id, seq FROM (
+           SELECT msg_id, seq FROM group_sent WHERE group_id = ? AND ts >= ?
+           ORDER BY seq DESC LIMIT ?
+         ) WHERE msg_id NOT IN (SELECT msg_id FROM group_copies WHERE group_id = ? AND member = ?)
+         ORDER BY seq`,
+      ).all(group, since, limit, group, member) as { msg_id: string; seq: number }[];
+      const insert = this.#db.sql(
+        `INSERT INTO group_copies (msg_id, member, group_id, seq, status)
+         VALUES (?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING`,
+      );
+      for (const r of rows) {
+        insert.run(r.msg_id, member, group, r.seq);
+        // Owed to one more member: no longer complete (the only way back from `**`).
+        this.#db.sql("UPDATE messages SET mark = '' WHERE id = ? AND outgoing = 1").run(r.msg_id);
+      }
+      return rows.map((r) => r.msg_id);
+    });
+  }
+
+  /** Who has my group message and who it still waits for. */
+  copyStatus(msgId: string): CopyStatus {
+    const rows = this.#db.sql(
+      "SELECT member, status FROM group_copies WHERE msg_id = ? ORDER BY member",
+    ).all(msgId) as { member: string; status: string }[];
+    return {
+      have: rows.filter((r) => r.status === "acked").map((r) => r.member),
+      pending: rows.filter((r) => r.status === "pending").map((r) => r.member),
+    };
+  }
+
+  /** `**` when every member it is for has my group message, else how many have it: `n/m`. */
+  groupMark(msgId: string): DeliveryMark {
+    const s = this.copyStatus(msgId);
+    if (s.pending.length === 0) return s.have.length > 0 ? "**" : "!";
+    return `${s.have.length}/${s.have.length + s.pending.length}`;
   }
 
   saveGroup(id: string, members: string[], now = Date.now()): void {

@@ -23,6 +23,7 @@ export type Command =
   | { kind: "show"; user: string }
   | { kind: "say"; text: string }
   | { kind: "leave_chat" }
+  | { kind: "close_window" }
   | { kind: "online_contacts" }
   | { kind: "add_to_chat"; user: string }
   | { kind: "groups" }
@@ -65,6 +66,7 @@ every command also works with a / in front (/contacts), as it does inside a chat
 const CHAT_HELP = `in a chat:
   <text>                        send a message
   /q                            leave the chat or the group (also Ctrl-D)
+  /b                            back to the main prompt (a group's window closes; you stay in it)
   /u                            your contacts who are online
   /a <user>                     add an online contact: the chat becomes a group
   /s <path>                     send a file to everyone in the chat, directly
@@ -107,7 +109,15 @@ export function commandNames(place: Place): string[] {
     "quit",
   ];
   if (place === "idle") return idle;
-  return ["/q", "/u", "/a", "/s", "/h", ...idle.filter((c) => c !== "quit").map((c) => `/${c}`)];
+  return [
+    "/q",
+    "/b",
+    "/u",
+    "/a",
+    "/s",
+    "/h",
+    ...idle.filter((c) => c !== "quit").map((c) => `/${c}`),
+  ];
 }
 
 /** Parses one input line. `inChat` selects the chat command set. */
@@ -151,6 +161,12 @@ function parseSlash(rest: string, inChat: boolean): Command {
         kind: "invalid",
         message: "you are not in a chat (quit exits the program)",
       };
+    case "b":
+    case "back":
+      if (args.length > 0) return usage("/b");
+      return inChat
+        ? { kind: "close_window" }
+        : { kind: "invalid", message: "you are not in a chat" };
     case "u":
     case "online":
       return args.length === 0 ? { kind: "online_contacts" } : usage("/u");

@@ -57,7 +57,7 @@ export type ClientEvent =
   /** The peer acknowledged your message (shown `**`). */
   | { type: "delivered"; id: string; to: string; ms: number; group?: string }
   /** The peer could not take it (`reason`); the server stored it for them (shown `*`). */
-  | { type: "stored"; id: string; to: string; reason: string; group?: string }
+  | { type: "stored"; id: string; to: string; reason: string }
   /** Neither the peer nor the server could take it; it stays in the outbox and is retried. */
   | { type: "queued"; id: string; to: string; reason: string }
   /** Refused for good (mailbox full, not a contact); shown `!` in history. */
@@ -110,8 +110,8 @@ export type ClientEvent =
   /** You were added to a group while in another chat: `chat <handle>` enters it. */
   | { type: "group_invited"; group: string; handle: string; by: string; members: string[] }
   /**
-   * Members joined or left. `reason`: "left" (they left), "unreachable" (their link died:
-   * crashed, frozen or cut off; they are out until someone adds them again).
+   * Members joined or left. `reason`: "left" (they left with `/q`: the only way out of a
+   * group); absent when only joined.
    */
   | {
     type: "group_members";
@@ -119,10 +119,41 @@ export type ClientEvent =
     handle: string;
     joined: string[];
     left: string[];
-    reason?: "left" | "unreachable";
+    reason?: "left";
     members: string[];
   }
-  /** You are out of the group: you left, everyone else did, or the others removed you. */
+  /**
+   * After a login: you are still in this group (membership is stored) and rejoin it; links to
+   * its members come up on their own.
+   */
+  | { type: "group_rejoined"; group: string; handle: string; members: string[] }
+  /**
+   * A member's link came up (`here`) or went down (crashed, frozen, cut off; `reason`). An
+   * away member stays a member: your messages wait for them and reach them when they are back.
+   */
+  | {
+    type: "group_presence";
+    group: string;
+    handle: string;
+    user: string;
+    here: boolean;
+    reason?: string;
+  }
+  /**
+   * Who has your group message `id` so far: `mark` is `**` when every member it is for has
+   * it, else `n/m`; `pending`: members it still waits for (away; it reaches them when back).
+   */
+  | {
+    type: "group_status";
+    id: string;
+    group: string;
+    mark: DeliveryMark;
+    have: string[];
+    pending: string[];
+  }
+  /** `/b`: you closed the group's window and stay in the group (`chat <handle>` returns). */
+  | { type: "group_window_closed"; group: string; handle: string }
+  /** You are out of the group: you left, or everyone else did. */
   | { type: "group_closed"; group: string; handle: string; reason: string }
   /** `groups`: groups you are in (`active`) and were in. */
   | {

@@ -1,17 +1,20 @@
 /**
  * Group chats over a full mesh of direct links. Each member holds a link to every other; a
  * message goes from its author to each member directly (the server is never involved).
- * Membership is a replicated set (lib/peer/group_state.ts) that members exchange on every
- * change and compare by checksum every few seconds, so concurrent adds and removals converge
- * to one member list everywhere.
  *
- * Failure: a member whose link dies (process killed: at once; frozen: after the heartbeat
- * timeout) is removed by everyone who notices, and the group carries on. A member removed
- * while frozen finds, when it wakes, that all its links are gone: it is out of the group,
- * and can be added again like anyone else.
+ * Membership is a replicated set (lib/peer/group_state.ts), stored by every member and
+ * rejoined after a restart. It changes only by an add (`/a`, by a member) or by a member
+ * leaving itself (`/q`); nothing else removes anyone. A member whose link is down (crashed,
+ * frozen, cut off, logged out) is *away*, not gone: it stays in everyone's member list, its
+ * copies of messages wait in their authors' outboxes, links are dialed again until it is back,
+ * and then it gets what it missed, in order, inside the group.
+ *
+ * Views converge: every change is sent to the members linked now, a link that comes up carries
+ * both states at once, and every two seconds each link carries a checksum of each shared group.
  */
-import type { OutgoingMessage } from "../net/framed_connection.ts";
 import type { PeerMessage } from "../protocol/messages.ts";
+import { GroupStateSchema } from "../protocol/messages.ts";
+import type { OutgoingMessage } from "../net/framed_connection.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import {
   addMember,
@@ -20,10 +23,13 @@ import {
   groupHandle,
   type GroupState,
   isMember,
+  liveTags,
   MAX_GROUP_MEMBERS,
+  memberSince,
   membersOf,
   mergeGroups,
   removeMember,
+  removesLive,
   withinLimits,
 } from "../peer/group_state.ts";
 import { type ClientStore, groupChat } from "./client_store.ts";
@@ -45,8 +51,6 @@ export interface GroupHost {
   ): Promise<"ack" | "busy" | "dropped" | "timeout">;
   /** Runs `task` after every earlier task for `user` (keeps each link's messages in order). */
   serial(user: string, task: () => Promise<void>): Promise<void>;
-  /** Hands a message to the server's mailbox for `to` (sealed end to end). */
-  mail(to: string, message: { id: string; ts: number; text: string }): Promise<"stored" | "failed">;
   /** Tells the core which group window is open (undefined: none). */
   setCurrent(groupId: string | undefined): void;
   readonly current: string | undefined;
@@ -54,43 +58,90 @@ export interface GroupHost {
   readonly chatPartner: string | undefined;
 }
 
-/** How often members compare group checksums on each link. */
+/** How often members compare group checksums on each link (and retry stalled copies). */
 const SUM_INTERVAL_MS = 2_000;
+/** How often away members are considered for a new dial. */
+const TICK_MS = 250;
+/** First and longest wait between two dials of an away member. */
+const REDIAL_MIN_MS = 250;
+const REDIAL_MAX_MS = 4_000;
+/** A member that answered `busy` (our states differ) is tried again after this. */
+const BUSY_RETRY_MS = 300;
+
+/** A group message on the wire. */
+type GroupFrame = Extract<PeerMessage, { type: "group_msg" }>;
+
+/** Reads a stored state back; undefined when it is not a valid one. */
+function parseState(json: string): GroupState | undefined {
+  try {
+    const parsed = GroupStateSchema.safeParse(JSON.parse(json));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export class GroupChats {
   readonly #host: GroupHost;
-  /** The replicated state of each group (what members exchange). */
+  /** The replicated state of each group I am in. */
   readonly #groups = new Map<string, GroupState>();
   /**
-   * Per group, the add tags of members this client found unreachable. Kept locally, never
-   * replicated: a member cut off from everyone must not be able to remove the others by
-   * syncing its view. Everyone who sees a crash marks it; a later re-add makes a fresh tag.
+   * Groups I left, with my last state (my own tags tombstoned): a member who was away when I
+   * left learns it from this when it talks to me about the group.
    */
-  readonly #dead = new Map<string, Set<string>>();
-  readonly #seq = new Map<string, number>();
-  /**
-   * Groups I am out of, with my add tags at that time: a state still carrying only those tags
-   * is stale (sent before the others saw me go), not an invitation. A re-add makes a new tag.
-   */
-  readonly #left = new Map<string, Set<string>>();
-  readonly #timer: ReturnType<typeof setInterval>;
+  readonly #left = new Map<string, GroupState>();
+  /** Users whose link I announced as up (name keys). */
+  readonly #linked = new Set<string>();
+  /** When to dial each away member next, and the wait after that (name keys). */
+  readonly #redial = new Map<string, { at: number; wait: number }>();
+  readonly #dialing = new Set<string>();
+  /** One delivery loop per member; `again` asks it for one more pass. */
+  readonly #pumps = new Map<string, { again: boolean; done: Promise<void> }>();
+  readonly #retries = new Set<ReturnType<typeof setTimeout>>();
+  readonly #sumTimer: ReturnType<typeof setInterval>;
+  readonly #tickTimer: ReturnType<typeof setInterval>;
+  #closed = false;
+  #restored = false;
 
   constructor(host: GroupHost) {
     this.#host = host;
-    this.#timer = setInterval(() => this.#exchangeSums(), SUM_INTERVAL_MS);
+    this.#sumTimer = setInterval(() => this.#exchangeSums(), SUM_INTERVAL_MS);
+    this.#tickTimer = setInterval(() => this.#dialAway(), TICK_MS);
   }
 
-  /** The group as this client sees it: the replicated state less the members found dead. */
-  #view(state: GroupState): GroupState {
-    const dead = this.#dead.get(state.id);
-    if (!dead || dead.size === 0) return state;
-    return { ...state, removed: [...state.removed, ...dead] };
+  /**
+   * The session can work (after the login, and after each re-attach to the server): the first
+   * time, stored groups are rejoined; later, away members are dialed at once (lookups work
+   * again).
+   */
+  ready(): void {
+    if (this.#restored) return this.onServerBack();
+    this.#restored = true;
+    this.#restore();
   }
 
-  /** Members now, as this client sees them. */
-  #members(id: string): string[] {
-    const state = this.#groups.get(id);
-    return state ? membersOf(this.#view(state)) : [];
+  /**
+   * Rejoins the groups stored by earlier sessions: no one needs to add us back. Links to their
+   * members come up on their own.
+   */
+  #restore(): void {
+    const host = this.#host;
+    for (const row of host.store.storedGroups()) {
+      const state = parseState(row.state);
+      if (!state) continue;
+      if (row.left || !isMember(state, host.user)) {
+        this.#left.set(state.id, state);
+        continue;
+      }
+      this.#groups.set(state.id, state);
+      host.emit({
+        type: "group_rejoined",
+        group: state.id,
+        handle: groupHandle(state.id),
+        members: membersOf(state),
+      });
+    }
+    this.#dialAway();
   }
 
   /** The group with this id, or with this handle (`#3f1c2a`). */
@@ -109,7 +160,15 @@ export class GroupChats {
   }
 
   members(id: string): string[] {
-    return this.#members(id);
+    const state = this.#groups.get(id);
+    return state ? membersOf(state) : [];
+  }
+
+  /** True when `user` is in a group with me (a reason to accept their link). */
+  sharesGroupWith(user: string): boolean {
+    if (this.#isMe(user)) return false;
+    for (const state of this.#groups.values()) if (isMember(state, user)) return true;
+    return false;
   }
 
   /**
@@ -122,16 +181,16 @@ export class GroupChats {
     if (currentId !== undefined) {
       const current = this.#groups.get(currentId);
       if (!current) throw new GroupError("NOT_IN_CHAT", "that group is closed");
-      if (isMember(this.#view(current), user)) {
+      if (isMember(current, user)) {
         throw new GroupError("BAD_COMMAND", `${user} is already in the group`);
       }
-      if (membersOf(this.#view(current)).length >= MAX_GROUP_MEMBERS) {
+      if (membersOf(current).length >= MAX_GROUP_MEMBERS) {
         throw new GroupError(
           "GROUP_FULL",
           `the group is full (${MAX_GROUP_MEMBERS} members at most); nobody was added`,
         );
       }
-      this.#apply(currentId, addMember(current, user), {});
+      this.#apply(currentId, addMember(current, user));
       await this.#broadcast(currentId);
       return this.#groups.get(currentId)!;
     }
@@ -150,124 +209,146 @@ export class GroupChats {
     return state;
   }
 
-  /** `/q` in a group: leave it; the others carry on. */
+  /**
+   * `/q` in a group: leave it; the others carry on. My own tags are tombstoned and that state
+   * is sent to every member linked now; the others learn it from them, or from me when they
+   * next talk to me about the group.
+   */
   leave(id: string): void {
-    if (!this.#groups.has(id)) return;
-    const others = this.#members(id).filter((m) => !this.#isMe(m));
-    for (const member of others) {
-      this.#host.openLink(member)?.fc.send({ type: "group_leave", group: id }).catch(() => {});
+    const host = this.#host;
+    const state = this.#groups.get(id);
+    if (!state) return;
+    const final = removeMember(state, host.user);
+    for (const member of this.#others(id)) {
+      host.openLink(member)?.fc.send({ type: "group_state", group: final }).catch(() => {});
+      this.#dropCopies(id, member);
     }
+    this.#groups.set(id, final);
     this.#close(id, "you left");
   }
 
-  /** Sends a message to every other member, directly; each link keeps its order. */
-  async send(id: string, text: string): Promise<void> {
+  /**
+   * Sends a message to every other member. It is stored first with a copy owed to each (the
+   * group outbox); each copy goes over that member's link in order and stays owed until the
+   * member acked it: a member away now gets it when back. Resolves once each member's copy was
+   * acked or has to wait.
+   * @returns "delivered" when every member has it, else "queued".
+   */
+  async send(id: string, text: string): Promise<"delivered" | "queued"> {
     const host = this.#host;
     const state = this.#groups.get(id);
     if (!state) throw new GroupError("NOT_IN_CHAT", "that group is closed");
-    const message = {
-      type: "group_msg" as const,
-      group: id,
-      id: crypto.randomUUID(),
-      seq: this.#nextSeq(id),
-      ts: Date.now(),
-      text,
-    };
-    host.store.addMessage({
-      id: message.id,
-      chat: groupChat(id),
-      sender: host.user,
-      ts: message.ts,
-      text,
-      outgoing: true,
-      mark: "",
-    });
-    const handle = groupHandle(id);
-    host.emit({ type: "sent", id: message.id, to: handle, ts: message.ts, text, group: id });
-    const others = this.#members(id).filter((m) => !this.#isMe(m));
-    const outcomes = await Promise.all(
-      others.map((member) => this.#deliverTo(member, message)),
+    const others = this.#others(id);
+    const msgId = crypto.randomUUID();
+    const ts = Date.now();
+    host.store.addGroupMessage(
+      {
+        id: msgId,
+        chat: groupChat(id),
+        sender: host.user,
+        ts,
+        text,
+        outgoing: true,
+        mark: "",
+      },
+      id,
+      others,
     );
-    const mark = outcomes.every((o) => o === "delivered")
-      ? "**"
-      : outcomes.some((o) => o === "failed")
-      ? "!"
-      : "*";
-    host.store.setMark(message.id, mark);
+    host.emit({ type: "sent", id: msgId, to: groupHandle(id), ts, text, group: id });
+    await Promise.all(others.map((member) => this.#kick(member)));
+    const status = host.store.copyStatus(msgId);
+    if (status.pending.length > 0) this.#emitStatus(msgId, id);
+    return status.pending.length === 0 ? "delivered" : "queued";
   }
 
-  async #deliverTo(
-    member: string,
-    message: {
-      type: "group_msg";
-      group: string;
-      id: string;
-      seq: number;
-      ts: number;
-      text: string;
-    },
-  ): Promise<"delivered" | "stored" | "failed"> {
+  /**
+   * Delivers the copies owed to `member`, oldest first, while a link is open. One loop per
+   * member runs inside the member's serial queue (shared with 1:1 messages), so copies go one
+   * at a time and in order. Resolves when the loop has stopped, after any pass asked for.
+   */
+  #kick(member: string): Promise<void> {
+    const key = member.toLowerCase();
+    const running = this.#pumps.get(key);
+    if (running) {
+      running.again = true;
+      return running.done;
+    }
+    const pump = { again: true, done: Promise.resolve() };
+    pump.done = this.#host.serial(member, async () => {
+      while (pump.again && !this.#closed) {
+        pump.again = false;
+        await this.#pump(member);
+      }
+    }).finally(() => this.#pumps.delete(key));
+    this.#pumps.set(key, pump);
+    return pump.done;
+  }
+
+  async #pump(member: string): Promise<void> {
     const host = this.#host;
-    let outcome: "delivered" | "stored" | "failed" = "failed";
-    await host.serial(member, async () => {
-      let reason = `${member} is unreachable`;
-      for (let attempt = 0; attempt < 2; attempt++) {
-        let link: PeerLink;
-        try {
-          link = await host.link(member);
-        } catch (error) {
-          reason = (error as Error).message;
-          break;
-        }
-        const answer = await host.sendOnLink(link, message);
-        if (answer === "ack") {
-          outcome = "delivered";
+    for (let sent = 0; sent < 10_000 && !this.#closed; sent++) {
+      const link = host.openLink(member);
+      if (!link) return; // away: the copies wait until the link is back
+      const [copy] = host.store.pendingCopies(member, 1);
+      if (!copy) return;
+      const state = this.#groups.get(copy.group);
+      if (!state || !isMember(state, member)) {
+        // I left, or they did: the copy is owed no more.
+        this.#dropCopies(copy.group, member);
+        continue;
+      }
+      const frame: GroupFrame = {
+        type: "group_msg",
+        group: copy.group,
+        id: copy.msgId,
+        seq: copy.seq,
+        ts: copy.ts,
+        text: copy.text,
+      };
+      const answer = await host.sendOnLink(link, frame);
+      if (answer === "ack") {
+        if (host.store.settleCopy(copy.msgId, member, "acked")) {
           host.emit({
             type: "delivered",
-            id: message.id,
+            id: copy.msgId,
             to: member,
-            ms: Date.now() - message.ts,
-            group: message.group,
+            ms: Date.now() - copy.ts,
+            group: copy.group,
           });
-          return;
+          this.#emitStatus(copy.msgId, copy.group);
         }
-        if (answer === "timeout") {
-          reason = `${member} did not acknowledge in time`;
-          break;
-        }
-        if (answer === "busy") {
-          // They do not count us as a member (we were removed while away): not for the mailbox.
-          host.emit({
-            type: "not_delivered",
-            id: message.id,
-            to: member,
-            reason: `${member} does not count you as a member of the group any more`,
-            group: message.group,
-          });
-          return;
-        }
-        reason = `${member} disconnected`;
+        continue;
       }
-      // A member who dropped out while this was on its way: their mailbox gets it.
-      const mailed = await host.mail(member, {
-        id: message.id,
-        ts: message.ts,
-        text: `[group ${groupHandle(message.group)}] ${message.text}`,
-      });
-      outcome = mailed;
-      if (mailed === "stored") {
-        host.emit({ type: "stored", id: message.id, to: member, reason, group: message.group });
-      } else {
-        host.emit({
-          type: "not_delivered",
-          id: message.id,
-          to: member,
-          reason,
-          group: message.group,
-        });
-      }
+      // busy: they do not count me (yet), or left; their state follows and we try again.
+      // timeout: a live link that does not answer; if it dies, its return brings us back.
+      this.#retryLater(member, answer === "busy" ? BUSY_RETRY_MS : SUM_INTERVAL_MS);
+      return;
+    }
+  }
+
+  #retryLater(member: string, ms: number): void {
+    const timer = setTimeout(() => {
+      this.#retries.delete(timer);
+      if (!this.#closed) void this.#kick(member);
+    }, ms);
+    this.#retries.add(timer);
+  }
+
+  #dropCopies(group: string, member: string): void {
+    for (const id of this.#host.store.dropCopies(group, member)) this.#emitStatus(id, group);
+  }
+
+  #emitStatus(msgId: string, group: string): void {
+    const store = this.#host.store;
+    const status = store.copyStatus(msgId);
+    this.#host.emit({
+      type: "group_status",
+      id: msgId,
+      group,
+      mark: store.groupMark(msgId),
+      have: status.have,
+      pending: status.pending,
     });
-    return outcome;
   }
 
   /** Handles a group message from a peer link. Returns false if it is not a group message. */
@@ -277,32 +358,9 @@ export class GroupChats {
         await this.#onState(link, m.group);
         return true;
       case "group_sum": {
-        const mine = this.#groups.get(m.group);
-        if (!mine) return true;
-        if (!isMember(this.#view(mine), link.user)) {
-          await link.fc.send({ type: "group_gone", group: m.group }).catch(() => {});
-        } else if (groupChecksum(mine) !== m.sum) {
+        const mine = this.#groups.get(m.group) ?? this.#left.get(m.group);
+        if (mine && groupChecksum(mine) !== m.sum) {
           await link.fc.send({ type: "group_state", group: mine }).catch(() => {});
-        }
-        return true;
-      }
-      case "group_gone": {
-        const mine = this.#groups.get(m.group);
-        if (mine && isMember(this.#view(mine), link.user)) {
-          this.#close(
-            m.group,
-            `you were removed while unreachable (${link.user} no longer counts you in); ` +
-              `anyone in the group can add you again`,
-          );
-        }
-        return true;
-      }
-      case "group_leave": {
-        const mine = this.#groups.get(m.group);
-        if (mine && isMember(this.#view(mine), link.user)) {
-          // A member leaving removes itself: that removal is replicated.
-          this.#apply(m.group, removeMember(mine, link.user), { reason: "left" });
-          await this.#broadcast(m.group);
         }
         return true;
       }
@@ -314,14 +372,15 @@ export class GroupChats {
     }
   }
 
-  async #onMessage(link: PeerLink, m: Extract<PeerMessage, { type: "group_msg" }>): Promise<void> {
+  async #onMessage(link: PeerLink, m: GroupFrame): Promise<void> {
     const host = this.#host;
     const state = this.#groups.get(m.group);
-    if (!state || !isMember(this.#view(state), link.user)) {
-      // Not (any more) a member in our view: say no, and show them the group as we see it,
-      // so a member that was removed while away learns it.
+    if (!state || !isMember(state, link.user)) {
+      // I left, or I do not count them yet: not now. My state tells them why; they merge it,
+      // answer with theirs if it has more, and try again.
       await link.fc.send({ type: "busy", id: m.id }).catch(() => {});
-      if (state) await link.fc.send({ type: "group_gone", group: m.group }).catch(() => {});
+      const mine = state ?? this.#left.get(m.group);
+      if (mine) await link.fc.send({ type: "group_state", group: mine }).catch(() => {});
       return;
     }
     const fresh = host.store.addMessage({
@@ -333,6 +392,7 @@ export class GroupChats {
       outgoing: false,
       mark: "**",
     });
+    // Acknowledged once stored, also a duplicate (our first ack may have been lost).
     await link.fc.send({ type: "ack", id: m.id }).catch(() => {});
     if (!fresh) return;
     host.emit({
@@ -351,168 +411,250 @@ export class GroupChats {
     const host = this.#host;
     if (!withinLimits(incoming)) return;
     const mine = this.#groups.get(incoming.id);
-    if (!mine) {
-      // An invitation: only from a member, and only to a group that has us in it.
-      if (!isMember(incoming, link.user) || !isMember(incoming, host.user)) return;
-      const old = this.#left.get(incoming.id);
-      if (old && !this.#myLiveTags(incoming).some((tag) => !old.has(tag))) {
-        // A stale state from before they saw us leave: remind them instead of rejoining.
-        await link.fc.send({ type: "group_leave", group: incoming.id }).catch(() => {});
-        return;
-      }
-      this.#left.delete(incoming.id);
-      this.#adopt(incoming);
-      const partner = host.chatPartner;
-      const idle = host.current === undefined && partner === undefined;
-      if (idle || partner?.toLowerCase() === link.user.toLowerCase()) {
-        host.setCurrent(incoming.id);
-        host.emit(this.#opened(incoming, link.user));
-      } else {
-        host.emit({
-          type: "group_invited",
-          group: incoming.id,
-          handle: groupHandle(incoming.id),
-          by: link.user,
-          members: membersOf(incoming),
-        });
-      }
-      this.#connectAll(incoming.id);
-      return;
-    }
-    const merged = mergeGroups(mine, incoming);
-    // Only members (in our view, or newly added ones) may change the group.
-    if (!isMember(this.#view(mine), link.user) && !isMember(this.#view(merged), link.user)) return;
+    if (!mine) return await this.#onOtherState(link, incoming);
+    let merged = mergeGroups(mine, incoming);
+    // Only members (in my view, or added by this state) may change the group.
+    if (!isMember(mine, link.user) && !isMember(merged, link.user)) return;
     if (!withinLimits(merged)) return;
+    if (removesLive(mine, incoming, host.user)) {
+      // Only I remove myself, and I did not: a fresh tag of mine puts me back everywhere.
+      merged = addMember(merged, host.user);
+    }
     const changed = groupChecksum(merged) !== groupChecksum(mine);
-    if (changed) this.#apply(incoming.id, merged, {});
-    if (!this.#groups.has(incoming.id)) return; // we were removed: closed by #apply
+    if (changed) this.#apply(incoming.id, merged);
+    if (!this.#groups.has(incoming.id)) return;
     if (groupChecksum(merged) !== groupChecksum(incoming)) {
       await link.fc.send({ type: "group_state", group: merged }).catch(() => {});
     }
-    if (changed) await this.#broadcast(incoming.id);
+    if (changed) await this.#broadcast(incoming.id, link.user);
   }
 
-  /**
-   * A link died: in every group where that user is a member, they are removed (they crashed,
-   * froze or were cut off); the others are told.
-   */
-  onLinkDown(user: string): void {
-    if (this.#isMe(user)) return;
-    for (const state of [...this.#groups.values()]) {
-      if (!isMember(this.#view(state), user)) continue;
-      const before = this.#view(state);
-      const dead = this.#dead.get(state.id) ?? new Set<string>();
-      for (const add of state.adds) {
-        if (add.user.toLowerCase() === user.toLowerCase()) dead.add(add.tag);
+  /** A state of a group I am not in: an invitation, a re-add, or news for a group I left. */
+  async #onOtherState(link: PeerLink, incoming: GroupState): Promise<void> {
+    const host = this.#host;
+    let state = incoming;
+    const left = this.#left.get(incoming.id);
+    if (left) {
+      // Back in only if this state adds me anew (a tag of mine my leave did not tombstone).
+      state = mergeGroups(left, incoming);
+      if (liveTags(state, host.user).length === 0 || !isMember(state, link.user)) {
+        this.#left.set(incoming.id, state);
+        if (groupChecksum(state) !== groupChecksum(incoming)) {
+          await link.fc.send({ type: "group_state", group: state }).catch(() => {});
+        }
+        return;
       }
-      this.#dead.set(state.id, dead);
-      this.#announce(state.id, before, { reason: "unreachable" });
+      this.#left.delete(incoming.id);
+    }
+    // An invitation: only from a member, and only to a group that has us in it.
+    if (!isMember(state, link.user) || !isMember(state, host.user)) return;
+    if (!withinLimits(state)) return;
+    this.#adopt(state);
+    const partner = host.chatPartner;
+    const idle = host.current === undefined && partner === undefined;
+    if (idle || partner?.toLowerCase() === link.user.toLowerCase()) {
+      host.setCurrent(state.id);
+      host.emit(this.#opened(state, link.user));
+    } else {
+      host.emit({
+        type: "group_invited",
+        group: state.id,
+        handle: groupHandle(state.id),
+        by: link.user,
+        members: membersOf(state),
+      });
+    }
+    if (groupChecksum(state) !== groupChecksum(incoming)) {
+      await link.fc.send({ type: "group_state", group: state }).catch(() => {});
     }
   }
 
-  /** Adopts a group we were not in: remembered in history, links to every member. */
+  /**
+   * A link came up (we dialed, or they did): both ends send their state of every group they
+   * share at once, so a member back from a crash or a freeze catches up on membership before
+   * anything else, then gets the copies that waited for it.
+   */
+  onLinkUp(user: string): void {
+    const host = this.#host;
+    if (this.#isMe(user) || this.#closed) return;
+    const key = user.toLowerCase();
+    this.#redial.delete(key);
+    const link = host.openLink(user);
+    if (!link) return;
+    const announce = !this.#linked.has(key);
+    this.#linked.add(key);
+    for (const state of this.#groups.values()) {
+      if (!isMember(state, user)) continue;
+      link.fc.send({ type: "group_state", group: state }).catch(() => {});
+      if (announce) this.#emitPresence(state.id, user, true);
+    }
+    for (const state of this.#left.values()) {
+      // They may not know I left: my state says so.
+      if (liveTags(state, user).length > 0) {
+        link.fc.send({ type: "group_state", group: state }).catch(() => {});
+      }
+    }
+    void this.#kick(user);
+  }
+
+  /**
+   * A link died (the process crashed, froze or was cut off; or it logged out). The member
+   * stays in every group: it is away, its copies wait, and it is dialed again until it is back.
+   */
+  onLinkDown(user: string, reason = "link closed"): void {
+    const key = user.toLowerCase();
+    if (this.#isMe(user) || !this.#linked.delete(key)) return;
+    if (!this.sharesGroupWith(user)) return;
+    for (const state of this.#groups.values()) {
+      if (isMember(state, user)) this.#emitPresence(state.id, user, false, reason);
+    }
+    this.#redial.set(key, { at: Date.now() + REDIAL_MIN_MS, wait: REDIAL_MIN_MS });
+  }
+
+  /** A contact came online: an away member among them is dialed at once. */
+  onPresence(user: string, online: boolean): void {
+    if (online && this.sharesGroupWith(user)) {
+      this.#redial.set(user.toLowerCase(), { at: 0, wait: REDIAL_MIN_MS });
+    }
+  }
+
+  /** The server is back: lookups work again, so every away member is dialed at once. */
+  onServerBack(): void {
+    for (const entry of this.#redial.values()) {
+      entry.at = 0;
+      entry.wait = REDIAL_MIN_MS;
+    }
+  }
+
+  #emitPresence(group: string, user: string, here: boolean, reason?: string): void {
+    this.#host.emit({
+      type: "group_presence",
+      group,
+      handle: groupHandle(group),
+      user,
+      here,
+      ...(reason !== undefined ? { reason } : {}),
+    });
+  }
+
+  /**
+   * Dials the members of my groups that I have no link to, each with its own backoff: "offline",
+   * "the lookup failed" or "the server is away" only mean "not yet", never "gone".
+   */
+  #dialAway(): void {
+    if (this.#closed) return;
+    const now = Date.now();
+    const seen = new Set<string>();
+    for (const state of this.#groups.values()) {
+      for (const member of membersOf(state)) {
+        const key = member.toLowerCase();
+        if (this.#isMe(member) || seen.has(key)) continue;
+        seen.add(key);
+        if (this.#dialing.has(key)) continue;
+        if (this.#host.openLink(member)) {
+          if (!this.#linked.has(key)) this.onLinkUp(member); // linked by someone else's dial
+          continue;
+        }
+        const entry = this.#redial.get(key) ?? { at: 0, wait: REDIAL_MIN_MS };
+        this.#redial.set(key, entry);
+        if (now < entry.at) continue;
+        this.#dialing.add(key);
+        this.#host.link(member).then(
+          () => this.#redial.delete(key),
+          () => {
+            entry.wait = Math.min(entry.wait * 2, REDIAL_MAX_MS);
+            entry.at = Date.now() + entry.wait * (0.75 + Math.random() / 2);
+          },
+        ).finally(() => this.#dialing.delete(key));
+      }
+    }
+  }
+
+  /** Adopts a group we were not in: stored, and linked to every member. */
   #adopt(state: GroupState): void {
     this.#groups.set(state.id, state);
-    this.#host.store.saveGroup(state.id, membersOf(state));
-    this.#connectAll(state.id);
+    this.#host.store.saveGroupState(state, membersOf(state), { left: false });
+    this.#dialAway();
   }
 
-  /** Replaces the state and announces who joined and who left. */
-  #apply(id: string, next: GroupState, options: { reason?: "left" | "unreachable" }): void {
+  /**
+   * Replaces the state, stores it, and announces who joined and who left. A member learned
+   * late is owed my messages from the time of its add; one who left is owed nothing more.
+   */
+  #apply(id: string, next: GroupState): void {
+    const host = this.#host;
     const before = this.#groups.get(id);
     if (!before) return;
-    const was = this.#view(before);
+    const was = membersOf(before);
+    const now = membersOf(next);
     this.#groups.set(id, next);
-    this.#announce(id, was, options);
-  }
-
-  /** Compares the view before a change with the view now; tells who joined and who left. */
-  #announce(
-    id: string,
-    beforeView: GroupState,
-    options: { reason?: "left" | "unreachable" },
-  ): void {
-    const host = this.#host;
-    const was = membersOf(beforeView);
-    const now = this.#members(id);
+    host.store.saveGroupState(next, now, { left: false });
     const lower = (list: string[]) => new Set(list.map((u) => u.toLowerCase()));
     const wasSet = lower(was);
     const nowSet = lower(now);
     const joined = now.filter((u) => !wasSet.has(u.toLowerCase()));
     const left = was.filter((u) => !nowSet.has(u.toLowerCase()));
-    if (!nowSet.has(host.user.toLowerCase())) {
-      this.#close(id, "you were removed from the group (unreachable for the others)");
-      return;
-    }
     if (joined.length > 0 || left.length > 0) {
-      host.store.saveGroup(id, now);
       host.emit({
         type: "group_members",
         group: id,
         handle: groupHandle(id),
         joined,
         left,
-        reason: options.reason ?? (left.length > 0 ? "left" : undefined),
+        ...(left.length > 0 ? { reason: "left" as const } : {}),
         members: now,
       });
-      this.#connectAll(id);
     }
+    for (const user of joined) {
+      if (this.#isMe(user)) continue;
+      const since = memberSince(next, user);
+      if (since === undefined) continue;
+      const owed = host.store.addLateCopies(id, user, since);
+      for (const msgId of owed) this.#emitStatus(msgId, id);
+      if (owed.length > 0) void this.#kick(user);
+    }
+    for (const user of left) if (!this.#isMe(user)) this.#dropCopies(id, user);
+    if (joined.length > 0) this.#dialAway();
     if (now.length <= 1) this.#close(id, "everyone else left");
-  }
-
-  /** My add tags that are live in `state`. */
-  #myLiveTags(state: GroupState): string[] {
-    const dead = new Set(state.removed);
-    return state.adds
-      .filter((a) => this.#isMe(a.user) && !dead.has(a.tag))
-      .map((a) => a.tag);
   }
 
   #close(id: string, reason: string): void {
     const host = this.#host;
     const state = this.#groups.get(id);
     if (!state) return;
-    this.#left.set(id, new Set(state.adds.filter((a) => this.#isMe(a.user)).map((a) => a.tag)));
     this.#groups.delete(id);
-    this.#dead.delete(id);
-    host.store.leaveGroup(id);
+    this.#left.set(id, state);
+    host.store.saveGroupState(state, membersOf(state), { left: true });
     if (host.current === id) host.setCurrent(undefined);
     host.emit({ type: "group_closed", group: id, handle: groupHandle(id), reason });
   }
 
-  /** Sends our state to every other member (dialing those we have no link to). */
-  async #broadcast(id: string): Promise<void> {
+  /** Sends our state to every other member linked now (the rest learn it when linked). */
+  async #broadcast(id: string, except?: string): Promise<void> {
     const state = this.#groups.get(id);
     if (!state) return;
     await Promise.all(
-      this.#members(id).filter((m) => !this.#isMe(m)).map(async (member) => {
-        try {
-          const link = await this.#host.link(member);
-          await link.fc.send({ type: "group_state", group: state });
-        } catch {
-          // Unreachable: the link layer reports it, and they are removed then.
-        }
-      }),
+      this.#others(id).filter((m) => m.toLowerCase() !== except?.toLowerCase()).map(
+        async (member) => {
+          await this.#host.openLink(member)?.fc.send({ type: "group_state", group: state })
+            .catch(() => {});
+        },
+      ),
     );
   }
 
-  /** Full mesh: open a link to every member we do not have one to. */
-  #connectAll(id: string): void {
-    for (const member of this.#members(id)) {
-      if (this.#isMe(member) || this.#host.openLink(member)) continue;
-      // A member we cannot reach at all is as gone as one whose link died.
-      this.#host.link(member).catch(() => this.onLinkDown(member));
-    }
-  }
-
   #exchangeSums(): void {
+    const host = this.#host;
     for (const state of this.#groups.values()) {
       const sum = groupChecksum(state);
-      for (const member of this.#members(state.id)) {
-        if (this.#isMe(member)) continue;
-        this.#host.openLink(member)?.fc.send({ type: "group_sum", group: state.id, sum })
+      for (const member of this.#others(state.id)) {
+        host.openLink(member)?.fc.send({ type: "group_sum", group: state.id, sum })
           .catch(() => {});
       }
+    }
+    // Copies that stalled on a live link (no ack in time) are tried again.
+    for (const member of host.store.membersOwed()) {
+      if (host.openLink(member) && !this.#pumps.has(member.toLowerCase())) void this.#kick(member);
     }
   }
 
@@ -522,7 +664,7 @@ export class GroupChats {
       group: state.id,
       handle: groupHandle(state.id),
       by,
-      members: this.#members(state.id),
+      members: membersOf(state),
       history: this.#host.store.recent(groupChat(state.id), 50).map((h) => ({
         id: h.id,
         from: h.sender,
@@ -533,21 +675,24 @@ export class GroupChats {
     };
   }
 
-  #nextSeq(id: string): number {
-    const n = this.#seq.get(id) ?? 0;
-    this.#seq.set(id, n + 1);
-    return n;
+  /** Members other than me. */
+  #others(id: string): string[] {
+    return this.members(id).filter((m) => !this.#isMe(m));
   }
 
   #isMe(user: string): boolean {
     return user.toLowerCase() === this.#host.user.toLowerCase();
   }
 
-  /** Stops the checksum timer; groups end with the session. */
+  /** Stops the timers; groups stay stored and are rejoined at the next login. */
   close(): void {
-    clearInterval(this.#timer);
+    this.#closed = true;
+    clearInterval(this.#sumTimer);
+    clearInterval(this.#tickTimer);
+    for (const timer of this.#retries) clearTimeout(timer);
+    this.#retries.clear();
     this.#groups.clear();
-    this.#dead.clear();
+    this.#left.clear();
   }
 }
 

@@ -19,8 +19,8 @@ export interface PeerLinksHost {
   onMessage(link: PeerLink, message: PeerMessage | BinaryFrame): Promise<void>;
   /** A link to `link.user` is up (new, or replacing one). */
   onLinkUp(link: PeerLink): void;
-  /** The link to `user` ended and no other replaced it. */
-  onLinkDown(user: string): void;
+  /** The link to `user` ended and no other replaced it (`reason`: why, for people). */
+  onLinkDown(user: string, reason: string): void;
 }
 
 export interface PeerLinksOptions {
@@ -184,7 +184,7 @@ export class PeerLinks {
         // Frozen or cut off: the server may still think they are online. Let it check.
         this.#session.reportUnreachable(link.user);
       }
-      this.#host.onLinkDown(link.user);
+      this.#host.onLinkDown(link.user, why);
     }));
     this.#host.onLinkUp(link);
     return link;

@@ -104,6 +104,8 @@ export class Renderer {
   /** Transfers in progress, for the status line (terminal) or step lines (plain). */
   readonly #transfers = new Map<string, { line: string; step: number }>();
   readonly #inFlight = new Map<string, { ts: number; text: string; shown: boolean }>();
+  /** Group messages shown as still waiting for someone (their completion is shown too). */
+  readonly #groupWaiting = new Set<string>();
 
   constructor(options: RenderOptions) {
     this.#color = options.color;
@@ -233,11 +235,6 @@ export class Renderer {
         return this.#own(m.ts, m.text) + dim(" **");
       }
       case "stored": {
-        if (e.group !== undefined) {
-          return dim(
-            `  ↳ ${e.to} dropped out (${e.reason}): your message waits in their mailbox *`,
-          );
-        }
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
         const why = dim(` (${e.reason}: it waits on the server)`);
@@ -307,16 +304,32 @@ export class Renderer {
       case "group_members": {
         const parts: string[] = [];
         for (const u of e.joined) parts.push(`${u} joined`);
-        for (const u of e.left) {
-          parts.push(
-            e.reason === "unreachable"
-              ? `${u} is unreachable — removed from the group`
-              : `${u} left`,
-          );
-        }
+        for (const u of e.left) parts.push(`${u} left`);
         return this.paint("magenta", `${e.handle}: ${parts.join("; ")}`) +
           dim(` (now ${sortNames(e.members).join(", ")})`);
       }
+      case "group_window_closed":
+        return dim(`closed the window of ${e.handle}; you stay in the group (chat ${e.handle})`);
+      case "group_rejoined":
+        return dim(`back in group ${e.handle} (${e.members.join(", ")}); chat ${e.handle} enters`);
+      case "group_presence":
+        return dim(
+          e.here
+            ? `${e.handle}: ${e.user} is back`
+            : `${e.handle}: ${e.user} is away (${e.reason ?? "link closed"}); ` +
+              `messages wait for them`,
+        );
+      case "group_status":
+        if (e.pending.length > 0 && !this.#groupWaiting.has(e.id)) {
+          this.#groupWaiting.add(e.id);
+          return dim(
+            `  ↳ ${e.mark}: waiting for ${e.pending.join(", ")} (it reaches them when back)`,
+          );
+        }
+        if (e.pending.length === 0 && this.#groupWaiting.delete(e.id)) {
+          return dim(`  ↳ ${e.mark === "**" ? "everyone has it now **" : `${e.mark}`}`);
+        }
+        return undefined;
       case "group_closed":
         return this.paint("magenta", `group ${e.handle} closed for you: ${e.reason}`);
       case "groups":

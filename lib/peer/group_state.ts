@@ -1,7 +1,8 @@
 /**
  * Group membership as a convergent, replicated set (an observed-remove set, as in CRDTs):
- * every add creates a unique tag, a remove tombstones the tags it has seen, and merging two
- * states is the union of adds and of tombstones. Members are the users with a live tag.
+ * every add creates a unique tag (with the adder's time), a remove tombstones the tags it has
+ * seen, and merging two states is the union of adds and of tombstones. Members are the users
+ * with a live tag. Clients only ever tombstone their own tags (leaving with `/q`).
  *
  * Whatever order changes arrive in, and however many members change the group at the same
  * moment, every member that has seen the same changes holds the same state. A checksum of the
@@ -14,16 +15,27 @@ export const MAX_GROUP_MEMBERS = 32;
 /** Adds and tombstones kept at most (bounds what a peer can make us store). */
 export const MAX_GROUP_TAGS = 1024;
 
+/** One add: who, its unique tag, and when the adder made it (ms since the epoch). */
+export interface GroupAdd {
+  user: string;
+  tag: string;
+  /**
+   * The adder's clock when it added them: messages their author sends from then on are for
+   * them, also when the author learns of the add later (it was frozen or cut off meanwhile).
+   */
+  at?: number;
+}
+
 export interface GroupState {
   id: string;
-  adds: { user: string; tag: string }[];
+  adds: GroupAdd[];
   removed: string[];
 }
 
 /** A new group with these members (the creator first). */
-export function createGroup(members: string[]): GroupState {
+export function createGroup(members: string[], now = Date.now()): GroupState {
   const state: GroupState = { id: crypto.randomUUID(), adds: [], removed: [] };
-  for (const user of members) state.adds.push({ user, tag: crypto.randomUUID() });
+  for (const user of members) state.adds.push({ user, tag: crypto.randomUUID(), at: now });
   return state;
 }
 
@@ -42,8 +54,37 @@ export function isMember(state: GroupState, user: string): boolean {
 }
 
 /** Adds a member (a fresh tag: a re-add after a removal works). */
-export function addMember(state: GroupState, user: string): GroupState {
-  return { ...state, adds: [...state.adds, { user, tag: crypto.randomUUID() }] };
+export function addMember(state: GroupState, user: string, now = Date.now()): GroupState {
+  return { ...state, adds: [...state.adds, { user, tag: crypto.randomUUID(), at: now }] };
+}
+
+/** The tags of `user` that no tombstone covers (empty: not a member). */
+export function liveTags(state: GroupState, user: string): string[] {
+  const dead = new Set(state.removed);
+  const key = user.toLowerCase();
+  return state.adds.filter((a) => a.user.toLowerCase() === key && !dead.has(a.tag))
+    .map((a) => a.tag);
+}
+
+/**
+ * When `user` became a member as far as `state` tells: the earliest time on a live add of
+ * theirs; undefined when they are not a member or no live add carries a time.
+ */
+export function memberSince(state: GroupState, user: string): number | undefined {
+  const live = new Set(liveTags(state, user));
+  const times = state.adds.filter((a) => live.has(a.tag) && a.at !== undefined)
+    .map((a) => a.at!);
+  return times.length === 0 ? undefined : Math.min(...times);
+}
+
+/**
+ * Whether merging `incoming` into `mine` would end a membership of `user` that `mine` holds
+ * live: only the member itself ever removes itself (`/q`), so a client refuses a state that
+ * removes it when it did not leave.
+ */
+export function removesLive(mine: GroupState, incoming: GroupState, user: string): boolean {
+  const tombstones = new Set(incoming.removed);
+  return liveTags(mine, user).some((tag) => tombstones.has(tag));
 }
 
 /** Removes a member: tombstones every tag of theirs this state has seen. */
@@ -56,7 +97,7 @@ export function removeMember(state: GroupState, user: string): GroupState {
 /** The union of two states of the same group. Commutative, associative, idempotent. */
 export function mergeGroups(a: GroupState, b: GroupState): GroupState {
   if (a.id !== b.id) throw new RangeError("cannot merge states of different groups");
-  const adds = new Map<string, { user: string; tag: string }>();
+  const adds = new Map<string, GroupAdd>();
   for (const add of [...a.adds, ...b.adds]) if (!adds.has(add.tag)) adds.set(add.tag, add);
   const removed = new Set([...a.removed, ...b.removed]);
   return {

@@ -300,10 +300,13 @@ const Tag = z.string().uuid();
 /** A group's replicated membership (see lib/peer/group_state.ts). */
 export const GroupStateSchema = z.strictObject({
   id: GroupId,
-  adds: z.array(z.strictObject({ user: Username, tag: Tag })).max(1024),
+  adds: z.array(z.strictObject({ user: Username, tag: Tag, at: Timestamp.optional() })).max(1024),
   removed: z.array(Tag).max(1024),
 });
-/** "Here is the group as I know it": on every change, on a checksum mismatch, to invite. */
+/**
+ * "Here is the group as I know it": on every change, on a checksum mismatch, when a link comes
+ * up, to invite, and to answer a member who talks about a group I left (my tombstones say so).
+ */
 export const GroupStateMsg = z.strictObject({
   type: z.literal("group_state"),
   group: GroupStateSchema,
@@ -314,14 +317,11 @@ export const GroupSum = z.strictObject({
   group: GroupId,
   sum: z.string().regex(/^[0-9a-f]{16}$/),
 });
-/** The sender left the group. */
-export const GroupLeave = z.strictObject({ type: z.literal("group_leave"), group: GroupId });
 /**
- * "In my view you are not a member of this group" (you were removed while unreachable): the
- * answer to a non-member who talks about a group. The receiver is out until added again.
+ * A message to a group, sent by its author to each member directly; answered with `ack` once
+ * stored, or with `busy` (followed by the receiver's `group_state`) when the receiver does not
+ * count the author as a member (yet) or left: the author keeps the copy and tries again.
  */
-export const GroupGone = z.strictObject({ type: z.literal("group_gone"), group: GroupId });
-/** A message to a group, sent by its author to each member directly; answered with `ack`. */
 export const GroupMsg = z.strictObject({
   type: z.literal("group_msg"),
   group: GroupId,
@@ -425,8 +425,6 @@ export const PeerToPeer = z.discriminatedUnion("type", [
   Bye,
   GroupStateMsg,
   GroupSum,
-  GroupLeave,
-  GroupGone,
   GroupMsg,
   FileOffer,
   FileAccept,

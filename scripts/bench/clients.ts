@@ -73,6 +73,7 @@ abstract class Tracked {
         break;
       case "group_opened":
       case "group_members":
+      case "group_rejoined":
         this.groups.set(String(event.group), (event.members as string[]).map(lower).sort());
         break;
       case "group_closed":

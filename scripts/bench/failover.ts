@@ -8,11 +8,10 @@
  *   heartbeat notices, after the peer timeout (`--peer-timeout`; the observer's
  *   `peerTimeoutMs`, the same setting), and is then killed.
  *
- * The observer's notice is its `link_down` for the victim and its `group_members` event with
- * the victim left as "unreachable" (the later of the two, which follow each other at once);
- * both are taken in this process, as is the signal, on one clock. Every other member's notice
- * (the same `group_members` event, read from its stdout) is waited for too, and the slowest is
- * reported. Trials are spaced by a random pause so they fall at every phase of the heartbeat.
+ * The observer's notice is its `link_down` for the victim and its `group_presence` event with
+ * the victim away (the later of the two, which follow each other at once); both are taken in
+ * this process, as is the signal, on one clock. Every other member's notice (the same
+ * `group_presence` event, read from its stdout) is waited for too, and the slowest is reported. Trials are spaced by a random pause so they fall at every phase of the heartbeat.
  */
 import { join } from "node:path";
 import type { ClientEvent } from "../../lib/client/events.ts";
@@ -32,9 +31,9 @@ interface Trial {
   victim: string;
   /** Signal → the observer's link_down, ms. */
   linkDown: number;
-  /** Signal → the observer's group_members (left: victim, reason: unreachable), ms. */
+  /** Signal → the observer's group_presence (the victim away), ms. */
   group: number;
-  /** Signal → the last member (the observer too) to emit its group_members, ms. */
+  /** Signal → the last member (the observer too) to emit its group_presence, ms. */
   everyone: number;
 }
 
@@ -47,9 +46,8 @@ async function trial(
 ): Promise<Trial> {
   const observer = group.creator;
   const name = victim.name.toLowerCase();
-  const leftMe = (e: { type?: string; left?: unknown; reason?: unknown }) =>
-    e.type === "group_members" && e.reason === "unreachable" &&
-    (e.left as string[]).some((u) => u.toLowerCase() === name);
+  const leftMe = (e: { type?: string; user?: unknown; here?: unknown }) =>
+    e.type === "group_presence" && e.here === false && String(e.user).toLowerCase() === name;
   let linkDownAt: number | undefined;
   observer.onEvent = (e: ClientEvent, at: number) => {
     if (e.type === "link_down" && e.user.toLowerCase() === name) linkDownAt ??= at;
@@ -154,7 +152,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `with ${names.length} client.ts --json processes (--peer-timeout ${peerTimeout}), all ` +
       `linked to each other; the victims go one at a time, after a random pause of 0.1 s to ` +
       `0.1 s + one heartbeat interval (${intervalMs} ms). Notice: signal → the observer's ` +
-      `group_members event with the victim left as "unreachable" (it follows link_down at ` +
+      `group_presence event with the victim away (it follows link_down at ` +
       `once); all members: signal → the slowest of the group's members (observer included) ` +
       `to say so, the client processes' events read from their stdout.`,
       `kill -9, ${kills} trials (ms): link_down ${summary(killed, "linkDown")}; group notice ` +

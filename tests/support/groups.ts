@@ -56,7 +56,8 @@ export async function membersAre(
 ): Promise<void> {
   const want = JSON.stringify([...members].sort());
   const isMembership = (e: Event) =>
-    (e.type === "group_opened" || e.type === "group_members") && e.group === group;
+    ["group_opened", "group_invited", "group_members", "group_rejoined"].includes(e.type) &&
+    e.group === group;
   const current = () => {
     const last = client.events().filter(isMembership).at(-1);
     return last && JSON.stringify([...(last.members as string[])].sort());
@@ -70,4 +71,24 @@ export async function membersAre(
       Math.max(1, deadline - Date.now()),
     );
   }
+}
+
+/** Waits for an event of `type` with fields `match`, among all lines so far or to come. */
+export async function saw(
+  client: TestClient,
+  type: string,
+  match: Record<string, unknown> = {},
+  ms = 15_000,
+): Promise<Event> {
+  const line = await client.proc.out.find(
+    (l) => {
+      if (!l.startsWith("{")) return false;
+      const e = JSON.parse(l) as Event;
+      return e.type === type &&
+        Object.entries(match).every(([k, v]) => JSON.stringify(e[k]) === JSON.stringify(v));
+    },
+    `with event ${type} ${JSON.stringify(match)}`,
+    ms,
+  );
+  return JSON.parse(line) as Event;
 }
