@@ -135,8 +135,8 @@ Deno.test("kill -9 of a member: it stays a member, is away within a second, and 
     await using carol2 = await TestClient.start("carol", server, { home });
     await carol2.login("carol");
     await carol2.event("group_rejoined", { group, members: ["alice", "bob", "carol"] });
-    await carol2.event("message", { text: "still here", group, from: "alice" });
-    await carol2.event("message", { text: "me too", group, from: "bob" });
+    await saw(carol2, "message", { text: "still here", group, from: "alice" });
+    await saw(carol2, "message", { text: "me too", group, from: "bob" });
     await saw(alice, "group_status", { id: waiting.id, mark: "**", pending: [] });
     await saw(alice, "group_presence", { group, user: "carol", here: true });
     await carol2.send(`chat ${groupHandle(group)}`);
@@ -144,14 +144,14 @@ Deno.test("kill -9 of a member: it stays a member, is away within a second, and 
     await carol2.send("back again");
     for (const c of [alice, bob]) await c.event("message", { text: "back again", group });
     const got = carol2.events().filter((e) => e.type === "message");
-    assert.deepEqual(got.map((e) => e.text), ["still here", "me too"]);
+    assert.deepEqual(got.map((e) => e.text).sort(), ["me too", "still here"]);
     for (const c of [alice, bob]) await membersAre(c, group, ["alice", "bob", "carol"]);
     await carol2.send("/b");
     await carol2.send(`history ${groupHandle(group)}`);
     const history = await carol2.event("history");
     assert.deepEqual(
       (history.entries as { text: string }[]).map((h) => h.text),
-      ["still here", "me too", "back again"],
+      ["still here", "me too", "back again"], // by send time
     );
   } finally {
     await disposeAll(clients);
