@@ -9,6 +9,7 @@ import { runConsole } from "./lib/server/console.ts";
 import { ConfabServer } from "./lib/server/server.ts";
 import { asError } from "./lib/net/framed_connection.ts";
 import { keyFingerprint } from "./lib/crypto/fingerprint.ts";
+import { describeFix, ownerOnlyDir } from "./lib/util/owner_only.ts";
 
 function portOption(value: string): number {
   try {
@@ -89,6 +90,8 @@ const print = (text: string) => console.log(text);
 
 let server: ConfabServer;
 try {
+  const fixed = ownerOnlyDir(opts.data);
+  if (fixed) print(`notice: ${describeFix(fixed, "the data folder")}`);
   server = await ConfabServer.start({
     host: opts.host,
     port,

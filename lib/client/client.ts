@@ -21,6 +21,7 @@ import { ServerSession, type Session } from "./server_session.ts";
 import { PeerLinks } from "./peer_links.ts";
 import { Delivery, type Outcome } from "./delivery.ts";
 import { Mailbox, type MailboxEntry } from "./mailbox.ts";
+import { describeFix, ownerOnlyDir } from "../util/owner_only.ts";
 
 export { ClientError, describeConnectError };
 export type { ClientEvent, MailboxEntry, Outcome };
@@ -210,6 +211,8 @@ export class ConfabClient implements AsyncDisposable {
   start(): void {
     this.#links.listen();
     this.#ctx.emit({ type: "ready", peerPort: this.peerPort, server: this.serverAddress });
+    const fixed = ownerOnlyDir(this.#session.home);
+    if (fixed) this.#ctx.emit({ type: "info", text: describeFix(fixed, "the home folder") });
   }
 
   // ---- routing -------------------------------------------------------------------------------

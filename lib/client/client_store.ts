@@ -4,6 +4,7 @@
  * the server was unreachable). Knows nothing of sockets.
  */
 import { Database } from "../util/sqlite.ts";
+import { type ModeFix, ownerOnlyDir } from "../util/owner_only.ts";
 import { join } from "node:path";
 
 /** Keep the full-text index in step with the messages table. */
@@ -159,9 +160,11 @@ function toEntry(row: MessageRow): HistoryEntry {
 export class ClientStore implements Disposable {
   readonly path: string;
   readonly #db: Database;
+  /** Set when the user's folder was open to others and has been closed (for a notice). */
+  readonly fixedMode: ModeFix | undefined;
 
   constructor(userDir: string) {
-    Deno.mkdirSync(userDir, { recursive: true, mode: 0o700 });
+    this.fixedMode = ownerOnlyDir(userDir);
     this.path = join(userDir, "confab.sqlite");
     this.#db = new Database(this.path, MIGRATIONS);
   }

@@ -21,6 +21,7 @@ import {
 import { Identity } from "../peer/identity.ts";
 import { delay } from "../util/time.ts";
 import { ClientStore } from "./client_store.ts";
+import { describeFix } from "../util/owner_only.ts";
 import { KnownServers } from "./known_servers.ts";
 import {
   CONTROL_HEARTBEAT,
@@ -103,6 +104,11 @@ export class ServerSession {
   /** The logged-in session, if any. */
   get current(): Session | undefined {
     return this.#session;
+  }
+
+  /** The home folder: one subfolder per user. */
+  get home(): string {
+    return this.#opts.home;
   }
 
   get serverAddress(): string {
@@ -355,6 +361,9 @@ export class ServerSession {
     const identity = await Identity.load(join(this.userDir(user), "identity.json"));
     if (!identity) throw this.#noAccountHere(user);
     const store = new ClientStore(this.userDir(user));
+    if (store.fixedMode) {
+      this.#ctx.emit({ type: "info", text: describeFix(store.fixedMode, "your folder") });
+    }
     const settled = Promise.withResolvers<void>();
     this.#loggingIn = settled.promise;
     try {

@@ -5,6 +5,7 @@
  */
 import { join } from "node:path";
 import { Database } from "../util/sqlite.ts";
+import { ownerOnlyDir } from "../util/owner_only.ts";
 import { MIGRATIONS } from "./migrations.ts";
 import {
   type MailSqlRow,
@@ -50,7 +51,7 @@ export class SqliteStore implements ServerStore {
 
   /** Opens (creating) `<dataDir>/confab-server.sqlite` and brings its schema up to date. */
   constructor(dataDir: string) {
-    Deno.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    ownerOnlyDir(dataDir);
     this.path = join(dataDir, SQLITE_FILE);
     this.#db = new Database(this.path, MIGRATIONS.map((m) => m.sqlite));
   }

@@ -5,6 +5,7 @@
  * the hot path. Knows nothing of what is stored.
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { ownerOnlyFile } from "./owner_only.ts";
 
 /** How often the write-ahead log is folded back into the database, when something changed. */
 const CHECKPOINT_EVERY_MS = 5_000;
@@ -15,9 +16,13 @@ export class Database implements Disposable {
   readonly #statements = new Map<string, StatementSync>();
   readonly #timer: ReturnType<typeof setInterval>;
 
-  /** Opens (creating) the database at `path` and brings its schema up to date. */
+  /**
+   * Opens (creating) the database at `path`, owner-only, and brings its schema up to date.
+   * SQLite gives the write-ahead log and shared-memory files the mode of the database file.
+   */
   constructor(path: string, migrations: readonly string[]) {
     this.path = path;
+    ownerOnlyFile(path, [`${path}-wal`, `${path}-shm`, `${path}-journal`]);
     this.#db = new DatabaseSync(path);
     this.#db.exec("PRAGMA journal_mode = WAL");
     this.#db.exec("PRAGMA synchronous = NORMAL");

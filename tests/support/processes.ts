@@ -365,6 +365,23 @@ function matches(e: Event | undefined, type: string, match: Record<string, unkno
     Object.entries(match).every(([k, v]) => JSON.stringify(e[k]) === JSON.stringify(v));
 }
 
+/**
+ * Makes `a` and `b` mutual contacts, as two users do: each adds the other (the first add is a
+ * request, the second accepts it). Each client's user is its process name unless given.
+ */
+export async function befriend(
+  a: TestClient,
+  b: TestClient,
+  names: { a?: string; b?: string } = {},
+): Promise<void> {
+  const aName = names.a ?? a.proc.name;
+  const bName = names.b ?? b.proc.name;
+  await a.send(`contacts add ${bName}`);
+  await a.event("contact_added", { user: bName });
+  await b.send(`contacts add ${aName}`);
+  await b.event("contact_added", { user: aName });
+}
+
 function parseEvent(line: string): Event | undefined {
   if (!line.startsWith("{")) return undefined;
   try {
