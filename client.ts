@@ -111,6 +111,7 @@ const program = new Command()
       }))
       .default(50),
   )
+  .configureHelp({ helpWidth: 100 })
   .addHelpText("after", `\nCommands:\n\n${MAIN_HELP}`)
   .showHelpAfterError("(run confab --help for usage)")
   .parse(["deno", "client.ts", ...Deno.args]);

@@ -5,7 +5,7 @@
  */
 import { Command, InvalidArgumentError } from "commander";
 import { parsePort } from "./lib/cli/lines.ts";
-import { runConsole } from "./lib/server/console.ts";
+import { logLine, openConsole, runConsole } from "./lib/server/console.ts";
 import { ConfabServer } from "./lib/server/server.ts";
 import { asError } from "./lib/net/framed_connection.ts";
 import { keyFingerprint } from "./lib/crypto/fingerprint.ts";
@@ -86,7 +86,10 @@ const opts = program.opts<{
   quiet?: boolean;
 }>();
 const port = (program.processedArgs[0] as number | undefined) ?? opts.port;
-const print = (text: string) => console.log(text);
+let stop: (why: string) => Promise<never> = () => Deno.exit(1);
+// The console first, so every line (log lines too) is printed above its prompt.
+const io = openConsole(() => void stop("Ctrl-C"));
+const print = (text: string) => io.print(text);
 
 let server: ConfabServer;
 try {
@@ -103,9 +106,10 @@ try {
     maxPending: opts.maxPending,
     maxSignupsPerHour: opts.maxSignupsPerHour,
     helloTimeoutMs: Math.min(10, opts.loginTimeout) * 1000,
-    log: opts.quiet ? undefined : (line) => console.log(`[${new Date().toISOString()}] ${line}`),
+    log: opts.quiet ? undefined : (line) => print(logLine(line)),
   });
 } catch (error) {
+  await io.close();
   if (error instanceof Deno.errors.AddrInUse) {
     console.error(
       `confab-server: cannot listen on ${opts.host}:${port}: address already in use ` +
@@ -126,15 +130,16 @@ print(
 print(`server key fingerprint: ${await keyFingerprint(server.publicKey)}`);
 
 let stopping = false;
-async function stop(why: string): Promise<never> {
+stop = async (why: string): Promise<never> => {
   if (!stopping) {
     stopping = true;
     print(`shutting down (${why}); telling ${server.online().length} online user(s)`);
     await server.close();
     print("bye");
+    await io.close();
   }
   Deno.exit(0);
-}
+};
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   try {
@@ -144,5 +149,5 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   }
 }
 
-await runConsole(server, Deno.stdin.readable, print);
+await runConsole(server, io);
 await stop("esc");

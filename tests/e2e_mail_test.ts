@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { makeVersion2File } from "./support/store_backends.ts";
-import { clock } from "../lib/util/time.ts";
+import { dateTime } from "../lib/util/time.ts";
 import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
 
 type Homes = Record<string, string>;
@@ -364,13 +364,14 @@ Deno.test("a logout made while the server is down reaches the registry at the ne
     await using second = await startServer({ dataDir, port: first.port });
     await bob.login("bob");
     await second.proc.write("registry bob");
-    const saved = clock(out.at as number);
+    const saved = dateTime(out.at as number);
     // The newest row is the new login (still open); the one before ends at the saved time.
     const line = await second.proc.out.waitFor(
       (l) => l.startsWith("bob*") && l.split("*")[2] === saved,
       `registry row ending at ${saved}`,
     );
-    assert.match(line, /^bob\*\d\d:\d\d:\d\d\*\d\d:\d\d:\d\d\*\d+$/);
+    const at = "\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d";
+    assert.match(line, new RegExp(`^bob\\*${at}\\*${at}\\*\\d+$`));
   } finally {
     await removeHomes(homes);
     await Deno.remove(dataDir, { recursive: true });

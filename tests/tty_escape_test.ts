@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { startServer, TestClient } from "./support/processes.ts";
-import { signUp, ttyClient } from "./support/tty.ts";
+import { addContacts, signUp, ttyClient } from "./support/tty.ts";
 
 const HOSTILE =
   "hi\x1b]0;PWNED\x07\x1b[2J\x1b[H\x1b[31mFAKE: the server says log in again\u202Edrow";
@@ -22,10 +22,7 @@ Deno.test("a peer's escape sequences in messages cannot clear the screen, set th
   await signUp(alice, "alice");
   for (const line of ["contacts add bob", "contacts add carol"]) await alice.line(line);
   await alice.waitFor("carol added", "contacts added");
-  for (const peer of [bob, carol]) {
-    await peer.send("contacts add alice");
-    await peer.event("contact_added");
-  }
+  await addContacts([bob, carol], "alice");
   await alice.line("chat bob");
   await alice.waitFor("alice → bob>", "the chat");
   await bob.send("chat alice");
@@ -51,10 +48,8 @@ Deno.test("a peer's escape sequences in messages cannot clear the screen, set th
   await carol.send("/q");
   await bob.send("/q");
   await bob.event("chat_closed");
-  await bob.send("contacts add carol");
-  await bob.event("contact_added", { user: "carol" });
-  await carol.send("contacts add bob");
-  await carol.event("contact_added", { user: "bob" });
+  await addContacts([bob], "carol");
+  await addContacts([carol], "bob");
   await carol.send("chat bob");
   await carol.event("chat_opened", { with: "bob" });
   await carol.send(HOSTILE);

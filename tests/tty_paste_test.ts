@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { startServer, TestClient } from "./support/processes.ts";
-import { signUp, ttyClient } from "./support/tty.ts";
+import { addContacts, signUp, ttyClient } from "./support/tty.ts";
 
 /** Words, no line breaks, `size` characters, ending in a marker to look for. */
 function pasteText(size: number): string {
@@ -22,8 +22,7 @@ Deno.test("a 100 KiB paste shows at once on a PTY and the links stay up", async 
   await using alice = await ttyClient("alice", server);
   await signUp(alice, "alice");
   await alice.line("contacts add bob");
-  await bob.send("contacts add alice");
-  await bob.event("contact_added");
+  await addContacts([bob], "alice");
   await alice.line("chat bob");
   await alice.waitFor("alice → bob>", "the chat");
   await bob.event("link_up", { user: "alice" });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { startServer, TestClient } from "./support/processes.ts";
-import { signUp, ttyClient } from "./support/tty.ts";
+import { addContacts, signUp, ttyClient } from "./support/tty.ts";
 
 Deno.test("the prompt follows a group: pulled in, members leaving, closed", async () => {
   await using server = await startServer();
@@ -16,10 +16,8 @@ Deno.test("the prompt follows a group: pulled in, members leaving, closed", asyn
   await bob.signup("bob");
   await using carol = await ttyClient("carol", server);
   await signUp(carol, "carol");
-  await alice.send("contacts add bob");
-  await alice.send("contacts add carol");
-  await bob.send("contacts add alice");
-  await bob.send("contacts add carol");
+  await addContacts([alice], "bob", "carol");
+  await addContacts([bob], "alice", "carol");
   await carol.line("contacts add alice");
   await carol.line("contacts add bob");
   await carol.waitFor("bob added", "contacts added");

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { startServer, TestClient } from "./support/processes.ts";
-import { signUp, ttyClient } from "./support/tty.ts";
+import { addContacts, signUp, ttyClient } from "./support/tty.ts";
 
 Deno.test("after a server-key mismatch the client keeps retrying and re-attaches when the real server is back", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "confab-real-" });
@@ -19,8 +19,7 @@ Deno.test("after a server-key mismatch the client keeps retrying and re-attaches
       await using alice = await ttyClient("alice", real);
       await signUp(alice, "alice");
       await alice.line("contacts add bob");
-      await bob.send("contacts add alice");
-      await bob.event("contact_added");
+      await addContacts([bob], "alice");
       await alice.line("chat bob");
       await alice.waitFor("alice → bob>", "the chat");
       await bob.event("link_up", { user: "alice" });

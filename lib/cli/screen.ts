@@ -168,6 +168,7 @@ export class Screen {
 
   /** Clears the whole screen and draws the rows at the top. */
   clear(): void {
+    this.flush(); // what was printed before goes too
     this.#writer.write(`${CSI}H${CSI}2J${CSI}3J`);
     this.#drawn = false;
     this.#statusDrawn = false;

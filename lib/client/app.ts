@@ -74,7 +74,7 @@ export class NameBook {
 export function frontContext(client: ConfabClient, names: NameBook): FrontContext {
   return {
     prompt: () => promptFor(client),
-    where: () => ({ chatWith: client.chatWith, group: client.groupHandle }),
+    where: () => ({ me: client.user, chatWith: client.chatWith, group: client.groupHandle }),
     echo: (line) => {
       const command = parseCommand(line, client.inChat);
       // A message is shown once, as `you: …` when it is delivered.

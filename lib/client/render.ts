@@ -5,7 +5,7 @@
  * characters, ESC and bidi controls are shown as escapes, never sent to the terminal.
  */
 import { styleText } from "node:util";
-import { clock } from "../util/time.ts";
+import { clock, dateTime, sameDay } from "../util/time.ts";
 import type { ClientEvent } from "./events.ts";
 import { groupHandle } from "../peer/group_state.ts";
 import { displayWidth, visible } from "../cli/text.ts";
@@ -14,6 +14,8 @@ type Style = Parameters<typeof styleText>[0];
 
 /** Where the user is when an event comes: what notices say depends on it. */
 export interface Where {
+  /** The user logged in. */
+  me?: string;
   /** The user in the open 1:1 chat. */
   chatWith?: string;
   /** The handle (`#3f1c2a`) of the open group. */
@@ -122,16 +124,7 @@ export class Renderer {
 
   /** `[HH:MM:SS]`, with the date in front when it is not from today. */
   stamp(ts: number): string {
-    const d = new Date(ts);
-    const now = new Date(this.#now());
-    if (
-      d.getFullYear() === now.getFullYear() && d.getMonth() === now.getMonth() &&
-      d.getDate() === now.getDate()
-    ) return `[${clock(ts)}]`;
-    const date = `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${
-      String(d.getDate()).padStart(2, "0")
-    }`;
-    return `[${date} ${clock(ts)}]`;
+    return sameDay(ts, this.#now()) ? `[${clock(ts)}]` : `[${dateTime(ts)}]`;
   }
 
   /** A command as it works where the user is: with a `/` inside a chat. */
@@ -348,9 +341,11 @@ export class Renderer {
         ).join("\n");
       case "search_results":
         if (e.results.length === 0) return `nothing found for "${e.query}"`;
-        return e.results.map((r) =>
-          `${dim(`${this.stamp(r.ts)} ${r.chat}`)} ${who(r.from)}: ${r.text}`
-        ).join("\n");
+        return e.results.map((r) => {
+          const where = r.chat.startsWith("#") ? `in ${r.chat}` : `with ${r.chat}`;
+          const mine = this.#where().me?.toLowerCase() === r.from.toLowerCase();
+          return `${dim(`${this.stamp(r.ts)} ${where},`)} ${mine ? "you" : who(r.from)}: ${r.text}`;
+        }).join("\n");
       case "transfer_started": {
         const resume = e.offset > 0
           ? ` — resuming at ${Math.floor((e.offset / Math.max(1, e.size)) * 100)}%`

@@ -5,9 +5,7 @@
  * `--json`.
  */
 import { readLines } from "../cli/lines.ts";
-import { KeyDecoder } from "../cli/keys.ts";
-import { LineEditor } from "../cli/line_editor.ts";
-import { type Rows, Screen, TerminalWriter } from "../cli/screen.ts";
+import { LineQueue, LineTerminal } from "../cli/tty.ts";
 import { Activity } from "./activity.ts";
 import type { ClientEvent } from "./events.ts";
 import { Renderer, type Where } from "./render.ts";
@@ -143,12 +141,8 @@ export interface TtyOptions extends TextOptions {
   onQuit?: () => void;
 }
 
-const PASTE_ON = "\x1b[?2004h";
-const PASTE_OFF = "\x1b[?2004l";
 const TITLE_PUSH = "\x1b[22;0t";
 const TITLE_POP = "\x1b[23;0t";
-/** A lone ESC is the Escape key once no more bytes follow for this long. */
-const ESC_WAIT_MS = 50;
 
 /**
  * A terminal in raw mode with our own line editor (see the module comment). Keys: Enter,
@@ -157,27 +151,19 @@ const ESC_WAIT_MS = 50;
  * it quits), Ctrl-Z suspends, Ctrl-L clears the screen.
  */
 export class TtyFrontEnd implements FrontEnd {
-  readonly #writer = new TerminalWriter(Deno.stdout);
-  readonly #screen = new Screen(this.#writer, () => Deno.consoleSize().columns);
-  readonly #editor = new LineEditor();
-  readonly #decoder = new KeyDecoder();
+  readonly #tty: LineTerminal;
   readonly #renderer: Renderer;
   readonly #activity = new Activity();
   readonly #options: TtyOptions;
   readonly #timer: ReturnType<typeof setInterval>;
   #context: FrontContext | undefined;
-  #queue: string[] = [];
-  #waiting: ((line: string | undefined) => void) | undefined;
+  readonly #input = new LineQueue();
   #secret:
     | { question: string; resolve: (s: string) => void; reject: (e: Error) => void; draft: string }
     | undefined;
-  #ended = false;
   #closed: Promise<void> | undefined;
   #armedQuit = false;
-  #escTimer: ReturnType<typeof setTimeout> | undefined;
   #titleShown = false;
-  readonly #onResize = () => this.#refresh();
-  readonly #onContinue = () => this.#resume();
 
   constructor(options: TtyOptions = {}) {
     this.#options = options;
@@ -189,26 +175,23 @@ export class TtyFrontEnd implements FrontEnd {
     this.#timer = setInterval(() => {
       for (const line of this.#renderer.takeSlow(Date.now())) this.print(line);
     }, 250);
-    this.#raw(true);
-    this.#writer.write(PASTE_ON);
-    if (this.#notifies("title")) this.#writer.write(TITLE_PUSH);
-    for (const [signal, listener] of this.#signals()) {
-      try {
-        Deno.addSignalListener(signal, listener);
-      } catch { /* not on this platform */ }
-    }
-    this.#screen.setRows(() => this.#rows());
-    void this.#readInput();
-  }
-
-  #signals(): [Deno.Signal, () => void][] {
-    return [["SIGWINCH", this.#onResize], ["SIGCONT", this.#onContinue]];
-  }
-
-  #raw(on: boolean): void {
-    try {
-      Deno.stdin.setRaw(on);
-    } catch { /* not a terminal any more */ }
+    this.#tty = new LineTerminal({
+      prompt: () => this.#renderer.paint("bold", this.#prompt()),
+      status: () => this.#status(),
+      submit: (line) => this.#submit(line),
+      interrupt: (hadText) => this.#interrupt(hadText),
+      eof: () => this.#eof(),
+      complete: () => this.#complete(),
+      key: (key) => {
+        // Ctrl-C twice in a row on an empty line quits; any other key in between does not.
+        if (key.kind !== "key" || key.name !== "ctrl-c") this.#armedQuit = false;
+      },
+      hangup: () => {
+        // The terminal is gone: there is nobody left to type.
+        this.#input.end();
+        this.#options.onQuit?.();
+      },
+    }, { start: this.#notifies("title") ? TITLE_PUSH : "" });
   }
 
   #notifies(kind: "bell" | "title"): boolean {
@@ -218,61 +201,7 @@ export class TtyFrontEnd implements FrontEnd {
 
   bind(context: FrontContext): void {
     this.#context = context;
-    this.#refresh();
-  }
-
-  async #readInput(): Promise<void> {
-    const buf = new Uint8Array(64 * 1024);
-    for (;;) {
-      let n: number | null;
-      try {
-        n = await Deno.stdin.read(buf);
-      } catch {
-        n = null;
-      }
-      if (this.#closed) return;
-      if (n === null) {
-        // The terminal is gone (hung up): there is nobody left to type.
-        this.#end();
-        this.#options.onQuit?.();
-        return;
-      }
-      clearTimeout(this.#escTimer);
-      this.#keys(this.#decoder.feed(buf.subarray(0, n)));
-      if (this.#decoder.waiting) {
-        this.#escTimer = setTimeout(() => this.#keys(this.#decoder.flush()), ESC_WAIT_MS);
-      }
-    }
-  }
-
-  #keys(keys: ReturnType<KeyDecoder["feed"]>): void {
-    for (const key of keys) {
-      const quitKey = key.kind === "key" && key.name === "ctrl-c";
-      if (!quitKey) this.#armedQuit = false;
-      for (const action of this.#editor.handle(key)) {
-        switch (action.kind) {
-          case "submit":
-            this.#submit(action.line);
-            break;
-          case "interrupt":
-            this.#interrupt(action.hadText);
-            break;
-          case "eof":
-            this.#eof();
-            break;
-          case "suspend":
-            void this.#suspend();
-            break;
-          case "clear-screen":
-            this.#screen.clear();
-            break;
-          case "complete":
-            this.#complete();
-            break;
-        }
-      }
-    }
-    this.#refresh();
+    this.#tty.refresh();
   }
 
   #submit(line: string): void {
@@ -283,13 +212,9 @@ export class TtyFrontEnd implements FrontEnd {
       return;
     }
     const echo = this.#context ? this.#context.echo(line) : line;
-    if (echo !== undefined) this.#screen.print(this.#prompt() + echo);
-    this.#editor.addHistory(this.#context ? this.#context.historyLine(line) : line);
-    if (this.#waiting) {
-      const w = this.#waiting;
-      this.#waiting = undefined;
-      w(line);
-    } else this.#queue.push(line);
+    if (echo !== undefined) this.#tty.print(this.#prompt() + echo);
+    this.#tty.editor.addHistory(this.#context ? this.#context.historyLine(line) : line);
+    this.#input.push(line);
   }
 
   #interrupt(hadText: boolean): void {
@@ -315,62 +240,33 @@ export class TtyFrontEnd implements FrontEnd {
       secret.reject(new CancelledError("cancelled"));
       return;
     }
-    if (this.#context?.where().chatWith !== undefined || this.#context?.where().group) {
-      this.#submitQuietly("/q");
-      return;
-    }
-    this.#options.onQuit?.();
-  }
-
-  /** Runs a line as if typed, without showing it. */
-  #submitQuietly(line: string): void {
-    if (this.#waiting) {
-      const w = this.#waiting;
-      this.#waiting = undefined;
-      w(line);
-    } else this.#queue.push(line);
+    const where = this.#context?.where();
+    if (where?.chatWith !== undefined || where?.group !== undefined) this.#input.push("/q");
+    else this.#options.onQuit?.();
   }
 
   #complete(): void {
     if (!this.#context || this.#secret) return;
-    const { start, word } = this.#editor.wordAtCursor();
-    const before = this.#editor.text.slice(0, start);
+    const editor = this.#tty.editor;
+    const { start, word } = editor.wordAtCursor();
     const lower = word.toLowerCase();
-    const matches = [...new Set(this.#context.complete(before, word))]
+    const matches = [...new Set(this.#context.complete(editor.text.slice(0, start), word))]
       .filter((o) => o.toLowerCase().startsWith(lower));
     if (matches.length === 0) {
-      if (this.#notifies("bell")) this.#screen.command("\x07");
+      if (this.#notifies("bell")) this.#tty.screen.command("\x07");
       return;
     }
     if (matches.length === 1) {
       const only = matches[0]!;
-      this.#editor.replaceBeforeCursor(start, only.endsWith("/") ? only : `${only} `);
+      editor.replaceBeforeCursor(start, only.endsWith("/") ? only : `${only} `);
       return;
     }
     let common = matches[0]!;
     for (const m of matches) {
       while (!m.toLowerCase().startsWith(common.toLowerCase())) common = common.slice(0, -1);
     }
-    if (common.length > word.length) this.#editor.replaceBeforeCursor(start, common);
+    if (common.length > word.length) editor.replaceBeforeCursor(start, common);
     else this.print(this.#renderer.paint("dim", matches.sort().join("  ")));
-  }
-
-  async #suspend(): Promise<void> {
-    if (Deno.build.os === "windows") return;
-    this.#screen.hide();
-    this.#writer.write(PASTE_OFF);
-    await this.#writer.drain();
-    this.#raw(false);
-    Deno.kill(Deno.pid, "SIGTSTP");
-    // Running again (fg): SIGCONT does the same; both are harmless twice.
-    this.#resume();
-  }
-
-  #resume(): void {
-    if (this.#closed) return;
-    this.#raw(true);
-    this.#writer.write(PASTE_ON);
-    this.#screen.show();
   }
 
   #prompt(): string {
@@ -378,25 +274,15 @@ export class TtyFrontEnd implements FrontEnd {
     return this.#context?.prompt() ?? "confab> ";
   }
 
-  /** Redraws the status and input rows soon (once per turn of the event loop at most). */
-  #refresh(): void {
-    if (!this.#closed) this.#screen.update();
-  }
-
-  /** The status and input rows for the state now. */
-  #rows(): Rows {
-    const transfers = this.#renderer.statusLine(this.#screen.columns - 1);
+  /** The status row: unread chats, server trouble, transfers in progress. */
+  #status(): string | undefined {
+    const transfers = this.#renderer.statusLine(this.#tty.screen.columns - 1);
     const status = [this.#activity.status(), transfers].filter((s) => s).join("  ");
-    const prompt = this.#prompt();
-    return {
-      status: status ? this.#renderer.paint("inverse", status) : undefined,
-      prompt: this.#renderer.paint("bold", prompt),
-      input: this.#editor.view(this.#screen.inputColumns(prompt)),
-    };
+    return status ? this.#renderer.paint("inverse", status) : undefined;
   }
 
   #alert(): void {
-    if (this.#notifies("bell")) this.#screen.command("\x07");
+    if (this.#notifies("bell")) this.#tty.screen.command("\x07");
     this.#title();
   }
 
@@ -405,53 +291,36 @@ export class TtyFrontEnd implements FrontEnd {
     const n = this.#activity.total;
     if (n === 0 && !this.#titleShown) return;
     this.#titleShown = n > 0;
-    this.#screen.command(`\x1b]0;${n > 0 ? `confab (${n} unread)` : "confab"}\x07`);
+    this.#tty.screen.command(`\x1b]0;${n > 0 ? `confab (${n} unread)` : "confab"}\x07`);
   }
 
-  async *lines(): AsyncIterable<string> {
-    for (;;) {
-      const queued = this.#queue.shift();
-      if (queued !== undefined) {
-        yield queued;
-        continue;
-      }
-      if (this.#ended) return;
-      const line = await new Promise<string | undefined>((resolve) => this.#waiting = resolve);
-      if (line === undefined) return;
-      yield line;
-    }
-  }
-
-  #end(): void {
-    this.#ended = true;
-    const w = this.#waiting;
-    this.#waiting = undefined;
-    w?.(undefined);
+  lines(): AsyncIterable<string> {
+    return this.#input.lines();
   }
 
   show(event: ClientEvent): void {
     const alert = this.#activity.observe(event);
     const text = this.#renderer.render(event);
     // Progress is the status line redrawn in place, not a line per step.
-    if (text !== undefined && event.type !== "transfer_progress") this.#screen.print(text);
+    if (text !== undefined && event.type !== "transfer_progress") this.#tty.print(text);
     if (alert) this.#alert();
     else if (this.#titleShown) this.#title();
-    this.#refresh();
+    this.#tty.refresh();
   }
 
   /** Prints above the input line, keeping what the user has typed so far. */
   print(text: string): void {
-    this.#screen.print(text);
-    this.#refresh();
+    this.#tty.print(text);
   }
 
   askSecret(question: string): Promise<string | undefined> {
     this.#secret?.reject(new CancelledError("cancelled"));
     return new Promise((resolve, reject) => {
-      this.#secret = { question, resolve, reject, draft: this.#editor.text };
-      this.#editor.setLine("");
-      this.#editor.secret = true;
-      this.#refresh();
+      const editor = this.#tty.editor;
+      this.#secret = { question, resolve, reject, draft: editor.text };
+      editor.setLine("");
+      editor.secret = true;
+      this.#tty.refresh();
     });
   }
 
@@ -459,30 +328,21 @@ export class TtyFrontEnd implements FrontEnd {
     const secret = this.#secret;
     if (!secret) return;
     this.#secret = undefined;
-    this.#editor.secret = false;
-    this.#editor.setLine(secret.draft);
-    this.#refresh();
+    this.#tty.editor.secret = false;
+    this.#tty.editor.setLine(secret.draft);
+    this.#tty.refresh();
   }
 
   clear(): void {
-    this.#screen.clear();
+    this.#tty.screen.clear();
   }
 
   /** Restores the terminal: leaves the output, drops the input row. Idempotent. */
   [Symbol.asyncDispose](): Promise<void> {
     this.#closed ??= (async () => {
       clearInterval(this.#timer);
-      clearTimeout(this.#escTimer);
-      for (const [signal, listener] of this.#signals()) {
-        try {
-          Deno.removeSignalListener(signal, listener);
-        } catch { /* never added */ }
-      }
-      this.#end();
-      this.#screen.hide();
-      this.#writer.write(PASTE_OFF + (this.#notifies("title") ? TITLE_POP : ""));
-      await this.#writer.drain();
-      this.#raw(false);
+      this.#input.end();
+      await this.#tty.close({ end: this.#notifies("title") ? TITLE_POP : "" });
     })();
     return this.#closed;
   }

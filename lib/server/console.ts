@@ -1,19 +1,24 @@
 /**
- * The server's operator console on stdin: `help`, `list`, `esc`, as in the original
- * assignment. Lines are read whether or not stdin is a terminal; when stdin ends the server
- * keeps running, so it can run as a service.
+ * The server's operator console: `help`, `list`, `registry`, `esc`, as in the original
+ * assignment. On a terminal it has a prompt and prints log lines above the line being typed
+ * (never through it); otherwise it reads plain lines from stdin, and when stdin ends the
+ * server keeps running, so it can run as a service.
  */
+import { styleText } from "node:util";
 import { readLines } from "../cli/lines.ts";
-import { clock } from "../util/time.ts";
+import { isInteractive, LineQueue, LineTerminal } from "../cli/tty.ts";
+import { clock, dateTime } from "../util/time.ts";
 import type { ConfabServer } from "./server.ts";
 
 export const CONSOLE_HELP = [
-  "help   show this help",
-  "list   users online now: username*login time*peer port",
+  "help             show this help",
+  "list             users online now: username*login time*peer port",
   "registry [user]  latest login of every user, or every login of one user:",
   "                 username*login*logout*port (logout - while online)",
-  "esc    tell clients the server is going away, close and exit",
+  "esc              tell clients the server is going away, close and exit",
 ].join("\n");
+
+const COMMANDS = ["help", "list", "registry", "esc"];
 
 /** Formats the `list` output: one `username*HH:MM:SS*port` line per online user. */
 export function formatList(server: ConfabServer): string {
@@ -22,25 +27,108 @@ export function formatList(server: ConfabServer): string {
   return users.map((u) => `${u.user}*${clock(u.loginAt)}*${u.peerPort}`).join("\n");
 }
 
-/** Formats the `registry` output: `username*login*logout*port`, logout `-` while online. */
+/**
+ * Formats the `registry` output: `username*login*logout*port` with dates
+ * (`YYYY-MM-DD HH:MM:SS`, local time), logout `-` while online.
+ */
 export async function formatRegistry(server: ConfabServer, user?: string): Promise<string> {
   const rows = await server.store.registry(user);
   if (rows.length === 0) return user ? `no logins recorded for ${user}` : "no logins recorded";
   return rows.map((r) =>
-    `${r.user}*${clock(r.loginAt)}*${r.logoutAt === null ? "-" : clock(r.logoutAt)}*${r.port}`
+    `${r.user}*${dateTime(r.loginAt)}*${r.logoutAt === null ? "-" : dateTime(r.logoutAt)}*${r.port}`
   ).join("\n");
 }
 
+/** A log line as the console shows it: local time first, as the clients show theirs. */
+export function logLine(text: string, at = Date.now()): string {
+  return `[${clock(at)}] ${text}`;
+}
+
+/** Where the console reads commands and prints: a terminal or plain lines. */
+export interface ConsoleIO {
+  /** Command lines, until stdin ends. */
+  lines(): AsyncIterable<string>;
+  /** Prints above the prompt (on a terminal). */
+  print(text: string): void;
+  /** Gives the terminal back as it was. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Plain lines in, plain lines out (stdin piped, `/dev/null`, a service). */
+class PlainConsole implements ConsoleIO {
+  lines(): AsyncIterable<string> {
+    return readLines(Deno.stdin.readable);
+  }
+
+  print(text: string): void {
+    console.log(text);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** A prompt on a terminal; log lines go above it. Ctrl-C on an empty line stops the server. */
+class TtyConsole implements ConsoleIO {
+  readonly #tty: LineTerminal;
+  readonly #input = new LineQueue();
+
+  constructor(prompt: string, onInterrupt: () => void) {
+    const color = Deno.env.get("NO_COLOR") === undefined || Deno.env.get("NO_COLOR") === "";
+    const shown = color ? styleText("bold", prompt, { validateStream: false }) : prompt;
+    this.#tty = new LineTerminal({
+      prompt: () => shown,
+      submit: (line) => {
+        this.#tty.print(prompt + line);
+        this.#tty.editor.addHistory(line);
+        this.#input.push(line);
+      },
+      interrupt: (hadText) => {
+        if (!hadText) onInterrupt();
+      },
+      eof: () => this.print("(esc stops the server, after telling the clients; so does Ctrl-C)"),
+      complete: () => {
+        const editor = this.#tty.editor;
+        const { start, word } = editor.wordAtCursor();
+        if (start !== 0) return;
+        const matches = COMMANDS.filter((c) => c.startsWith(word));
+        if (matches.length === 1) editor.replaceBeforeCursor(0, `${matches[0]} `);
+        else if (matches.length > 1) this.print(matches.join("  "));
+      },
+      hangup: () => this.#input.end(),
+    });
+  }
+
+  lines(): AsyncIterable<string> {
+    return this.#input.lines();
+  }
+
+  print(text: string): void {
+    this.#tty.print(text);
+  }
+
+  close(): Promise<void> {
+    this.#input.end();
+    return this.#tty.close();
+  }
+}
+
 /**
- * Runs console commands from `input` until `esc`. Resolves when `esc` was typed (the caller
- * shuts down) and never when the input simply ends.
+ * The console for this process: a prompt when stdin and stdout are a terminal, plain lines
+ * otherwise. `onInterrupt`: Ctrl-C on an empty line (the terminal no longer sends SIGINT).
  */
-export async function runConsole(
-  server: ConfabServer,
-  input: ReadableStream<Uint8Array>,
-  print: (text: string) => void,
-): Promise<void> {
-  for await (const raw of readLines(input)) {
+export function openConsole(onInterrupt: () => void): ConsoleIO {
+  return isInteractive() ? new TtyConsole("confab-server> ", onInterrupt) : new PlainConsole();
+}
+
+/**
+ * Runs console commands until `esc`. Resolves when `esc` was typed (the caller shuts down)
+ * and never when the input simply ends.
+ */
+export async function runConsole(server: ConfabServer, io: ConsoleIO): Promise<void> {
+  const print = (text: string) => io.print(text);
+  for await (const raw of io.lines()) {
     const line = raw.trim();
     if (line === "") continue;
     if (line === "esc") return;

@@ -639,12 +639,14 @@ export class ConfabServer implements AsyncDisposable {
     let seq = await this.store.latestLogin(name);
     if (seq === undefined) seq = await this.store.recordLogin(name, state.host, m.peerPort, now);
     else await this.store.reopenLogin(seq, state.host, m.peerPort);
+    // A re-attach continues the login: `list` keeps showing when the user logged in.
+    const loginAt = (await this.store.registry(name, 1))[0]?.loginAt ?? now;
     await this.#startSession(state, {
       user: name,
       key: nameKey(name),
       host: state.host,
       peerPort: m.peerPort,
-      loginAt: now,
+      loginAt,
       fc,
       registrySeq: seq,
       tokenHash: hash,

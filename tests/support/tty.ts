@@ -3,7 +3,7 @@
  * program in its own tmux server (its own socket, so parallel tests never meet), types keys into
  * it and reads the screen as a person would see it. Waits poll the screen with a deadline.
  */
-import { DEADLINE_MS, ROOT } from "./processes.ts";
+import { DEADLINE_MS, Proc, ROOT, type TestClient } from "./processes.ts";
 
 const DENO = Deno.execPath();
 let counter = 0;
@@ -159,6 +159,11 @@ export class Tty implements AsyncDisposable {
     return (await tmux(this.#socket, ["capture-pane", "-p", "-t", "t"])).replace(/\s+$/, "");
   }
 
+  /** The visible screen with its colours, as terminal escapes. */
+  async styledScreen(): Promise<string> {
+    return await tmux(this.#socket, ["capture-pane", "-p", "-e", "-t", "t"]);
+  }
+
   /** Everything printed so far: the scrollback and the screen, wrapped rows joined. */
   async history(): Promise<string> {
     return await tmux(this.#socket, ["capture-pane", "-p", "-J", "-S", "-", "-t", "t"]);
@@ -279,4 +284,34 @@ export async function signUp(tty: Tty, user: string, password = "secret-pw"): Pr
   await tty.line(`signup ${user} ${password}`);
   await tty.waitFor(`logged in as ${user}`, `${user} logged in`);
   await tty.waitFor(new RegExp(`^${user}>$`, "m"), `the prompt ${user}>`);
+}
+
+/** Each `--json` client adds each of `names` to its contacts, and waits until it has. */
+export async function addContacts(clients: TestClient[], ...names: string[]): Promise<void> {
+  for (const client of clients) {
+    for (const name of names) {
+      await client.send(`contacts add ${name}`);
+      await client.event("contact_added", { user: name });
+    }
+  }
+}
+
+/** A line-mode client (`client.ts` without `--json`, stdin and stdout piped). */
+export function plainClient(
+  name: string,
+  server: { address: string },
+  home: string,
+  options: { args?: string[]; env?: Record<string, string> } = {},
+): Proc {
+  return new Proc(
+    ["run", "-A", "client.ts", "--server", server.address, "--home", home, ...(options.args ?? [])],
+    name,
+    options.env,
+  );
+}
+
+/** Signs `user` up on a line-mode client and waits until logged in. */
+export async function plainSignUp(proc: Proc, user: string, password = "secret-pw"): Promise<void> {
+  await proc.write(`signup ${user} ${password}`);
+  await proc.out.waitFor((l) => l.startsWith(`logged in as ${user}`), `${user} logged in`);
 }

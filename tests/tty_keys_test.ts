@@ -1,0 +1,131 @@
+/**
+ * The terminal client's keys and help on a real pseudo-terminal: Tab completes commands,
+ * contacts and groups; up-arrow never brings back a password; signup asks twice; help fits
+ * where the user is; `clear` clears; `--help` reads well.
+ */
+import assert from "node:assert/strict";
+import { startServer, TestClient } from "./support/processes.ts";
+import { addContacts, signUp, ttyClient } from "./support/tty.ts";
+import { ROOT } from "./support/processes.ts";
+
+Deno.test("Tab completes commands, contact names and #groups", async () => {
+  await using server = await startServer();
+  await using bob = await TestClient.start("bob", server);
+  await using carol = await TestClient.start("carol", server);
+  await bob.signup("bob");
+  await carol.signup("carol");
+  await using alice = await ttyClient("alice", server);
+  await signUp(alice, "alice");
+  await alice.type("contacts ad");
+  await alice.key("Tab");
+  await alice.waitFor(/^alice> contacts add$/m, "the subcommand");
+  await alice.type("bo");
+  await alice.key("C-u");
+  await alice.line("contacts add bob");
+  await alice.line("contacts add carol");
+  await alice.waitFor("carol added", "contacts");
+  await alice.type("cha");
+  await alice.key("Tab");
+  await alice.waitFor(/^alice> chat$/m, "the command completed");
+  await alice.type("b");
+  await alice.key("Tab");
+  await alice.waitFor(/^alice> chat bob$/m, "the contact completed");
+  await alice.key("C-u");
+  // A group, then its handle completes after `chat #`.
+  await addContacts([bob, carol], "alice");
+  await addContacts([bob], "carol");
+  await addContacts([carol], "bob");
+  await alice.line("chat bob");
+  await alice.waitFor(/^alice → bob>$/m, "the chat");
+  await alice.line("/a carol");
+  const opened = await alice.waitFor(/^group (#\w+):/m, "the group");
+  const handle = /^group (#\w+):/m.exec(opened)![1]!;
+  await alice.type("/gr");
+  await alice.key("Tab");
+  await alice.waitFor(/ \/groups$/m, "a / command completed in a chat");
+  await alice.key("C-u");
+  await alice.type("/chat #");
+  await alice.key("Tab");
+  await alice.waitFor(new RegExp(` /chat ${handle}$`, "m"), "the group handle completed");
+});
+
+Deno.test("up-arrow never brings back a password, and signup asks for it twice", async () => {
+  await using server = await startServer();
+  await using alice = await ttyClient("alice", server);
+  await alice.waitFor("type help", "the banner");
+  await alice.line("signup alice");
+  await alice.waitFor(/^password:$/m, "the first question");
+  await alice.line("secret-pw");
+  await alice.waitFor(/^the same password again:$/m, "the second question");
+  await alice.line("secret-pX");
+  await alice.waitFor("the two passwords differ", "the mismatch");
+  await alice.line("signup alice secret-pw");
+  await alice.waitFor(/^alice>$/m, "logged in");
+  await alice.line("out");
+  await alice.waitFor(/^confab>$/m, "logged out");
+  await alice.line("in alice secret-pw");
+  await alice.waitFor(/^alice>$/m, "logged in again");
+  await alice.key("Up");
+  await alice.waitFor(/^alice> in alice$/m, "the login line without its password");
+  await alice.key("Up", "Up");
+  await alice.waitFor(/^alice> signup alice$/m, "the signup line without its password");
+  const all = await alice.history();
+  assert.doesNotMatch(all, /secret-p/, "no password on screen, ever");
+  assert.match(all, /signup alice \*\*\*\*\*\*/);
+});
+
+Deno.test("help shows what works where the user is, and clear clears the screen", async () => {
+  await using server = await startServer();
+  await using bob = await TestClient.start("bob", server);
+  await bob.signup("bob");
+  await using alice = await ttyClient("alice", server);
+  await alice.waitFor("type help", "the banner");
+  await alice.line("help");
+  let screen = await alice.waitFor("before logging in:", "the logged-out help");
+  assert.doesNotMatch(screen, /contacts add/);
+  await alice.line("signup alice secret-pw");
+  await alice.waitFor(/^alice>$/m, "logged in");
+  await alice.line("clear");
+  screen = await alice.waitFor((s) => s.trim() === "alice>", "an empty screen");
+  await alice.line("help");
+  screen = await alice.waitFor("logged in:", "the logged-in help");
+  assert.doesNotMatch(screen, /signup/);
+  assert.match(screen, /contacts add <user>/);
+  await alice.line("contacts add bob");
+  await alice.line("chat bob");
+  await alice.waitFor(/^alice → bob>$/m, "the chat");
+  await alice.key("C-l");
+  await alice.waitFor((s) => s.trim() === "alice → bob>", "cleared with Ctrl-L");
+  await alice.line("/h");
+  screen = await alice.waitFor("in a chat:", "the chat help");
+  assert.match(screen, /\/show <user>/);
+  assert.match(screen, /\/chat <user\|#group>/);
+  assert.doesNotMatch(screen, /^ +signup/m);
+});
+
+Deno.test("--help shows readable defaults, aligned, with the commands of a chat", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "client.ts", "--help"],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0);
+  const text = new TextDecoder().decode(out.stdout);
+  assert.match(text, /--server <host:port> +the Confab server \(default: 127\.0\.0\.1:4242\)/);
+  assert.match(text, /\(default: 4G\)/);
+  assert.match(text, /\(default: ~\/\.confab\)/);
+  assert.doesNotMatch(text, /\{"host"|4294967296/);
+  assert.match(text, /in a chat:\n/);
+  assert.match(text, /^ {2}\/show <user> +read the messages/m);
+  // Each block of commands is aligned: every description starts in the same column.
+  for (const block of text.split(/\n\n/).filter((b) => /^(before|logged in|in a chat)/.test(b))) {
+    const columns = new Set(
+      block.split("\n").map((l) => /^ {2}\S.*?\S {2,}(?=\S)/.exec(l)?.[0].length)
+        .filter((c) => c !== undefined),
+    );
+    assert.equal(columns.size, 1, block);
+  }
+  assert.ok(text.split("\n").every((l) => l.length <= 100), "no line wider than 100 columns");
+});
