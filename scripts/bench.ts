@@ -110,7 +110,12 @@ async function runItem(item: BenchItem): Promise<ItemSummary> {
       items.find((i) => i.name === name)?.outcome?.measurements.find((m) => m.metric === metric),
   };
   log(`[${item.name}] ${item.title}${quick ? " (quick)" : ""}`);
-  const summary: ItemSummary = { name: item.name, title: item.title, seconds: 0 };
+  const summary: ItemSummary = {
+    name: item.name,
+    title: item.title,
+    seconds: 0,
+    loadAtStart: await loadAverage(),
+  };
   try {
     summary.outcome = await abortable(item.run(ctx), signal);
   } catch (error) {
@@ -134,6 +139,7 @@ async function runItem(item: BenchItem): Promise<ItemSummary> {
     }
   }
   summary.seconds = (performance.now() - started) / 1000;
+  summary.loadAtEnd = await loadAverage();
   log(`[${item.name}] done in ${summary.seconds.toFixed(1)} s`);
   return summary;
 }

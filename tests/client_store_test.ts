@@ -136,8 +136,15 @@ Deno.test("ClientStore migrates a version 2 history: rows, order and search kept
   // their state.
   const db = new DatabaseSync(join(dir.path, "confab.sqlite"));
   try {
-    const triggers = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'trigger'").all()
-      .map((row) => `${row.sql};`).join("\n");
+    // Version 2 kept the full-text index in step with a trigger on insert and one on delete.
+    const triggers = `
+      DROP TRIGGER IF EXISTS messages_ad;
+      CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, text) VALUES (new.rowid, new.text);
+      END;
+      CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+      END;`;
     db.exec(`
       CREATE TABLE old (id TEXT PRIMARY KEY, chat TEXT NOT NULL, sender TEXT NOT NULL,
         ts INTEGER NOT NULL, text TEXT NOT NULL, outgoing INTEGER NOT NULL, mark TEXT NOT NULL)
@@ -315,4 +322,26 @@ Deno.test("ClientStore: a group message for nobody else is complete at once, and
   store.addGroupMessage(groupEntry("m2", 200), GROUP, ["bob"]);
   store.dropCopies(GROUP, "bob");
   assert.equal(store.recent(`g:${GROUP}`, 5)[1]!.mark, "!");
+});
+
+Deno.test("ClientStore indexes at the next start what a run stored but had not indexed yet", async () => {
+  await using dir = await tempDir();
+  using first = new ClientStore(dir.path);
+  first.addMessage(entry("m1", 1000, { text: "unindexed words" }));
+  // As after a kill -9 of the first: a new process opens the same file before any batch ran.
+  using second = new ClientStore(dir.path);
+  assert.deepEqual(second.search(["unindexed"], 10).map((e) => e.id), ["m1"]);
+  first.flush(); // the first's batch comes late: nothing is indexed twice
+  assert.deepEqual(second.search(["words"], 10).map((e) => e.id), ["m1"]);
+});
+
+Deno.test("ClientStore.addMessageSoon() commits a burst together and every read sees it", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const added = Array.from({ length: 20 }, (_, i) => store.addMessageSoon(entry(`m${i}`, i)));
+  const again = store.addMessageSoon(entry("m3", 3));
+  // A read before the commit ran sees the rows all the same.
+  assert.equal(store.recent("bob", 100).length, 20);
+  assert.deepEqual(await Promise.all(added), Array(20).fill(true));
+  assert.equal(await again, false);
 });

@@ -310,6 +310,25 @@ storeTest("storeMail() stores once per recipient and message id", async (fx) => 
   ]);
 });
 
+storeTest("storeMail() calls made together keep their order, duplicates and limit", async (fx) => {
+  await using store = await openWith(fx, ["alice", "bob"]);
+  // Not awaited one by one: as a server does for a burst of mail_send on one connection.
+  const calls = [
+    ...Array.from({ length: 50 }, (_, i) => store.storeMail(mail("bob", "alice", `m${i}`, i), 52)),
+    store.storeMail(mail("bob", "alice", "m3", 3), 52),
+    store.storeMail(mail("bob", "alice", "m50", 50), 52),
+    store.storeMail(mail("bob", "alice", "m51", 51), 52),
+    store.storeMail(mail("bob", "alice", "m52", 52), 52),
+  ];
+  // A read made meanwhile sees what was handed over before it.
+  assert.equal(await store.countMail("bob"), 50 + 2);
+  const results = await Promise.all(calls);
+  assert.deepEqual(results.slice(50), ["duplicate", "stored", "stored", "full"]);
+  assert.ok(results.slice(0, 50).every((r) => r === "stored"));
+  const pending = await store.pendingMail("bob", "alice", 100);
+  assert.deepEqual(pending.map((p) => p.msgId), Array.from({ length: 52 }, (_, i) => `m${i}`));
+});
+
 storeTest("storeMail() answers full at the limit, per recipient", async (fx) => {
   await using store = await openWith(fx, ["alice", "bob", "carol"]);
   for (let i = 0; i < 3; i++) {

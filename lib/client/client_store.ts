@@ -98,7 +98,17 @@ const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX group_sent_by_group ON group_sent(group_id, ts);
   `,
+  `
+  -- The full-text index is brought up to date in batches (see ClientStore.#index), not by a
+  -- trigger inside every insert: one FTS5 update per message tripled the cost of storing it.
+  DROP TRIGGER IF EXISTS messages_ai;
+  INSERT OR REPLACE INTO settings (key, value)
+    SELECT 'fts_seq', CAST(coalesce(max(seq), 0) AS TEXT) FROM messages;
+  `,
 ];
+
+/** How soon after a message is stored the full-text index takes it in (with any others). */
+const BATCH_DELAY_MS = 50;
 
 /** The history key of a group chat. */
 export function groupChat(id: string): string {
@@ -163,10 +173,47 @@ export class ClientStore implements Disposable {
   /** Set when the user's folder was open to others and has been closed (for a notice). */
   readonly fixedMode: ModeFix | undefined;
 
+  /** Whether messages were stored that the full-text index does not have yet. */
+  #unindexed = true;
+  #batchTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Rows waiting for their group commit (see addMessageSoon). */
+  readonly #rows: { entry: HistoryEntry; done: PromiseWithResolvers<boolean> }[] = [];
+
   constructor(userDir: string) {
     this.fixedMode = ownerOnlyDir(userDir);
     this.path = join(userDir, "confab.sqlite");
     this.#db = new Database(this.path, MIGRATIONS);
+    this.#index(); // what a previous run stored but did not index
+  }
+
+  /**
+   * Brings the full-text index up to date with the messages stored since the last batch (in
+   * one transaction). A search does this first, so it never misses a stored message.
+   */
+  flush(): void {
+    this.#writeRows();
+    clearTimeout(this.#batchTimer);
+    this.#batchTimer = undefined;
+    if (!this.#unindexed) return;
+    this.#db.transaction(() => this.#index());
+  }
+
+  /** Adds the messages stored since the last call to the full-text index. */
+  #index(): void {
+    if (!this.#unindexed) return;
+    const from = Number(this.getSetting("fts_seq") ?? "0");
+    const last = this.#db.sql(
+      "INSERT INTO messages_fts (rowid, text) SELECT seq, text FROM messages WHERE seq > ?",
+    ).run(from).changes;
+    if (last > 0) {
+      const max = this.#db.sql("SELECT max(seq) AS seq FROM messages").get() as { seq: number };
+      this.setSetting("fts_seq", String(max.seq));
+    }
+    this.#unindexed = false;
+  }
+
+  #later(): void {
+    this.#batchTimer ??= setTimeout(() => this.flush(), BATCH_DELAY_MS);
   }
 
   /**
@@ -174,6 +221,41 @@ export class ClientStore implements Disposable {
    * (a duplicate, which is then neither stored nor shown again).
    */
   addMessage(entry: HistoryEntry): boolean {
+    this.#writeRows();
+    return this.#insert(entry);
+  }
+
+  /**
+   * {@link addMessage} in a group commit: the rows added in the same turn of the event loop (a
+   * burst of lines piped in) are written in one transaction; each resolves once it is
+   * committed, with whether it was new.
+   */
+  addMessageSoon(entry: HistoryEntry): Promise<boolean> {
+    const done = Promise.withResolvers<boolean>();
+    this.#rows.push({ entry, done });
+    if (this.#rows.length === 1) queueMicrotask(() => this.#writeRows());
+    return done.promise;
+  }
+
+  /** Commits the rows {@link addMessageSoon} queued (every other use of history does first). */
+  #writeRows(): void {
+    const rows = this.#rows.splice(0);
+    if (rows.length === 0) return;
+    let added: boolean[];
+    try {
+      added = rows.length === 1
+        ? [this.#insert(rows[0]!.entry)]
+        : this.#db.transaction(() => rows.map((r) => this.#insert(r.entry)));
+    } catch (error) {
+      for (const r of rows) r.done.reject(error);
+      return;
+    }
+    rows.forEach((r, i) => r.done.resolve(added[i]!));
+  }
+
+  #insert(entry: HistoryEntry): boolean {
+    this.#unindexed = true;
+    this.#later();
     return this.#db.sql(
       `INSERT INTO messages (id, chat, sender, ts, text, outgoing, mark)
        VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
@@ -190,6 +272,7 @@ export class ClientStore implements Disposable {
 
   /** Whether `sender`'s message `id` is in the history. */
   hasMessage(sender: string, id: string): boolean {
+    this.#writeRows();
     return this.#db.sql("SELECT 1 FROM messages WHERE lower(sender) = ? AND id = ?")
       .get(sender.toLowerCase(), id) !== undefined;
   }
@@ -199,12 +282,14 @@ export class ClientStore implements Disposable {
    * (a resend stored, `*`, after the first copy was read) does not take it back.
    */
   setMark(id: string, mark: DeliveryMark): void {
+    this.#writeRows();
     this.#db.sql("UPDATE messages SET mark = ? WHERE id = ? AND outgoing = 1 AND mark != '**'")
       .run(mark, id);
   }
 
   /** The last `limit` messages of a chat, oldest first (a group message still on its way: n/m). */
   recent(chat: string, limit: number): HistoryEntry[] {
+    this.#writeRows();
     const rows = this.#db.sql(
       `SELECT id, chat, sender, ts, text, outgoing, mark FROM (
          SELECT *, rowid AS r FROM messages WHERE chat = ? ORDER BY ts DESC, r DESC LIMIT ?
@@ -220,6 +305,7 @@ export class ClientStore implements Disposable {
 
   /** 1:1 messages nobody has acknowledged yet (mark ''), oldest first: the outbox. */
   outbox(): HistoryEntry[] {
+    this.#writeRows();
     const rows = this.#db.sql(
       `SELECT id, chat, sender, ts, text, outgoing, mark FROM messages
        WHERE outgoing = 1 AND mark = '' AND chat NOT LIKE 'g:%' ORDER BY ts, rowid`,
@@ -229,6 +315,7 @@ export class ClientStore implements Disposable {
 
   /** Messages whose text matches all `words` (FTS5), newest first. */
   search(words: string[], limit: number): HistoryEntry[] {
+    this.flush();
     const query = words.map((w) => `"${w.replaceAll('"', '""')}"*`).join(" ");
     const rows = this.#db.sql(
       `SELECT m.id, m.chat, m.sender, m.ts, m.text, m.outgoing, m.mark FROM messages_fts f
@@ -273,6 +360,7 @@ export class ClientStore implements Disposable {
    * @returns its number in the group.
    */
   addGroupMessage(entry: HistoryEntry, group: string, members: string[]): number {
+    this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
     return this.#db.transaction(() => {
       const row = this.#db.sql("SELECT next_seq FROM groups WHERE id = ?").get(group) as
         | { next_seq: number }
@@ -320,6 +408,7 @@ export class ClientStore implements Disposable {
    * @returns false when that copy was not pending (a repeated ack).
    */
   settleCopy(msgId: string, member: string, status: "acked" | "dropped"): boolean {
+    this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
     return this.#db.transaction(() => {
       const changed = this.#db.sql(
         `UPDATE group_copies SET status = ? WHERE msg_id = ? AND member = ? AND status = 'pending'`,
@@ -340,6 +429,7 @@ export class ClientStore implements Disposable {
    * @returns the ids of the messages concerned.
    */
   dropCopies(group: string, member: string): string[] {
+    this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
     return this.#db.transaction(() => {
       const ids = (this.#db.sql(
         `SELECT msg_id FROM group_copies WHERE group_id = ? AND member = ? AND status = 'pending'`,
@@ -359,6 +449,7 @@ export class ClientStore implements Disposable {
    * @returns the ids of the messages now owed to them, oldest first.
    */
   addLateCopies(group: string, member: string, since: number, limit = 1000): string[] {
+    this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
     return this.#db.transaction(() => {
       const rows = this.#db.sql(
         `SELECT msg_id, seq FROM (
@@ -463,6 +554,7 @@ export class ClientStore implements Disposable {
   }
 
   close(): void {
+    this.flush();
     this.#db.close();
   }
 

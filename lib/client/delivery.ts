@@ -18,6 +18,12 @@ import type { ServerSession, Session } from "./server_session.ts";
 /** Ids of received messages remembered in memory to drop duplicates fast (the store has all). */
 const SEEN_IDS = 10_000;
 
+/**
+ * `mail_send` requests a client keeps unanswered at once: enough for the server to commit a
+ * burst together, few enough that none waits near its request timeout behind the others.
+ */
+const MAIL_IN_FLIGHT = 64;
+
 /** How a send ended: `**`, `*`, still in the outbox, or refused for good. */
 export type Outcome = "delivered" | "stored" | "queued" | "failed";
 
@@ -54,6 +60,9 @@ export class Delivery {
   readonly #inFlight = new Set<string>();
   readonly #seen = new Set<string>();
   #seq = 0;
+  /** `mail_send` requests not answered yet, and the sends waiting for one of them to end. */
+  #mailInFlight = 0;
+  readonly #mailWaiting: (() => void)[] = [];
 
   constructor(
     ctx: ClientContext,
@@ -73,8 +82,9 @@ export class Delivery {
    */
   async send(session: Session, to: string, text: string): Promise<Outcome> {
     const message: Outgoing = { id: crypto.randomUUID(), to, ts: Date.now(), text };
-    // Written before anything leaves: the history row with an empty mark is the outbox.
-    session.store.addMessage({
+    // Written before anything leaves: the history row with an empty mark is the outbox (a
+    // burst of lines shares one commit).
+    await session.store.addMessageSoon({
       id: message.id,
       chat: to,
       sender: session.user,
@@ -103,43 +113,58 @@ export class Delivery {
     return result;
   }
 
-  /** Delivers messages to one recipient one after another, so they keep their order. */
+  /**
+   * Delivers messages to one recipient one after another, so they keep their order. The queue
+   * moves on once a message is on its way: acked by the peer, or handed to the control
+   * connection for the mailbox. The server's answers are awaited outside the queue, so a burst
+   * of messages to someone away travels pipelined (the connection keeps their order).
+   */
   #enqueue(session: Session, message: Outgoing): Promise<Outcome> {
     this.#inFlight.add(message.id);
     return this.serial(message.to, () => this.#deliver(session, message))
+      .then((onItsWay) => onItsWay.outcome)
       .finally(() => this.#inFlight.delete(message.id));
   }
 
-  async #deliver(session: Session, m: Outgoing): Promise<Outcome> {
+  async #deliver(session: Session, m: Outgoing): Promise<{ outcome: Promise<Outcome> }> {
     // Logged out meanwhile: stays in the outbox.
-    if (this.#session.current !== session) return "queued";
+    if (this.#session.current !== session) return { outcome: Promise.resolve("queued") };
     const direct = await this.#deliverDirect(session, m);
     if (direct.ok) {
       this.#finish(session, m.id, "**");
       this.#ctx.emit({ type: "delivered", id: m.id, to: m.to, ms: Date.now() - m.ts });
-      return "delivered";
+      return { outcome: Promise.resolve("delivered") };
     }
+    let stored: Promise<void>;
     try {
-      await this.mailTo(session, m.to, m);
+      stored = (await this.#startMail(session, m.to, m)).answer;
     } catch (error) {
-      const e = asError(error);
-      if (e instanceof ClientError && e.code === "SERVER_UNREACHABLE") {
-        this.#ctx.emit({
-          type: "queued",
-          id: m.id,
-          to: m.to,
-          reason:
-            `${direct.reason}, and the server is unreachable; it will be sent when either is back`,
-        });
-        return "queued";
-      }
-      this.#finish(session, m.id, "!");
-      this.#ctx.emit({ type: "not_delivered", id: m.id, to: m.to, reason: e.message });
-      return "failed";
+      return { outcome: Promise.resolve(this.#mailFailed(session, m, direct.reason, error)) };
     }
-    this.#finish(session, m.id, "*");
-    this.#ctx.emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
-    return "stored";
+    const outcome = stored.then(() => {
+      this.#finish(session, m.id, "*");
+      this.#ctx.emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
+      return "stored" as const;
+    }, (error) => this.#mailFailed(session, m, direct.reason, error));
+    return { outcome };
+  }
+
+  /** What a message becomes when the mailbox did not take it either. */
+  #mailFailed(session: Session, m: Outgoing, directReason: string, error: unknown): Outcome {
+    const e = asError(error);
+    if (e instanceof ClientError && e.code === "SERVER_UNREACHABLE") {
+      this.#ctx.emit({
+        type: "queued",
+        id: m.id,
+        to: m.to,
+        reason:
+          `${directReason}, and the server is unreachable; it will be sent when either is back`,
+      });
+      return "queued";
+    }
+    this.#finish(session, m.id, "!");
+    this.#ctx.emit({ type: "not_delivered", id: m.id, to: m.to, reason: e.message });
+    return "failed";
   }
 
   /** Seals a message to `to`'s mail key and hands it to the server. */
@@ -148,13 +173,59 @@ export class Delivery {
     to: string,
     m: { id: string; ts: number; text: string },
   ): Promise<void> {
-    const recipient = await this.#session.mailKeyOf(to);
-    const sealed = await sealMail(
-      { from: session.user, to: recipient.user, msgId: m.id, ts: m.ts, text: m.text },
-      session.identity,
-      recipient.mailKey,
-    );
-    await this.#session.request({ type: "mail_send", to, msgId: m.id, ts: m.ts, sealed });
+    await (await this.#startMail(session, to, m)).answer;
+  }
+
+  /**
+   * Seals a message and queues its `mail_send` on the control connection; resolves once it is
+   * queued, with the promise of the server's answer (the message is stored once that settles).
+   */
+  async #startMail(
+    session: Session,
+    to: string,
+    m: { id: string; ts: number; text: string },
+  ): Promise<{ answer: Promise<void> }> {
+    await this.#mailSlot();
+    const recipient = await this.#session.mailKeyOf(to).catch((error) => {
+      this.#mailDone();
+      throw error;
+    });
+    let sealed: string;
+    try {
+      sealed = await sealMail(
+        { from: session.user, to: recipient.user, msgId: m.id, ts: m.ts, text: m.text },
+        session.identity,
+        recipient.mailKey,
+      );
+    } catch (error) {
+      this.#mailDone();
+      throw error;
+    }
+    const answer = this.#session.request({
+      type: "mail_send",
+      to,
+      msgId: m.id,
+      ts: m.ts,
+      sealed,
+    }).then(() => {}).finally(() => this.#mailDone());
+    answer.catch(() => {}); // the caller awaits it
+    return { answer };
+  }
+
+  /**
+   * Waits until fewer than {@link MAIL_IN_FLIGHT} `mail_send` requests are unanswered, then
+   * counts this one ({@link #mailDone} gives it back).
+   */
+  async #mailSlot(): Promise<void> {
+    while (this.#mailInFlight >= MAIL_IN_FLIGHT) {
+      await new Promise<void>((resolve) => this.#mailWaiting.push(resolve));
+    }
+    this.#mailInFlight++;
+  }
+
+  #mailDone(): void {
+    this.#mailInFlight--;
+    this.#mailWaiting.shift()?.();
   }
 
   /** Tries the direct link: a few attempts when it drops, none when the user is away. */

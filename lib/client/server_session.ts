@@ -25,9 +25,8 @@ import { describeFix } from "../util/owner_only.ts";
 import { KnownServers } from "./known_servers.ts";
 import {
   CONTROL_HEARTBEAT,
-  nextBackoff,
   openServerLink,
-  RECONNECT_BACKOFF,
+  reconnectWaits,
   resumeSession,
   ServerKeyChangedError,
   type ServerLink,
@@ -82,6 +81,8 @@ export class ServerSession {
   #session: Session | undefined;
   #reconnecting: Promise<void> | undefined;
   #loggingIn: Promise<void> | undefined;
+  /** The server said it is closing (a restart, most likely): come back soon, spread out. */
+  #closingAnnounced = false;
   #connecting: Promise<FramedConnection<ServerMessage>> | undefined;
   readonly #sendLookups = new Map<string, { result: LookupResultMessage; at: number }>();
   /** Mail keys whose signature by their owner's identity key was checked already. */
@@ -208,6 +209,7 @@ export class ServerSession {
     // so they are handled with the session in place and shown after "logged in".
     if (this.#loggingIn) await this.#loggingIn;
     if (m.type === "presence") this.#sendLookups.delete(m.user.toLowerCase());
+    if (m.type === "server_closing") this.#closingAnnounced = true;
     if (m.type === "error" && m.code === "ALREADY_LOGGED_IN") {
       this.end(`server: ${m.message}`);
       return;
@@ -229,15 +231,15 @@ export class ServerSession {
 
   /** Re-attaches with the session token, with exponential backoff, until it works. */
   async #reconnect(): Promise<void> {
-    let wait: number = RECONNECT_BACKOFF.initialMs;
+    const waits = reconnectWaits(this.#closingAnnounced);
+    this.#closingAnnounced = false;
     let warned = false;
     while (this.#session && !this.#ctx.closing) {
       try {
-        await delay(wait + Math.random() * wait / 2, this.#ctx.signal);
+        await delay(waits.next().value, this.#ctx.signal);
       } catch {
         return; // closing
       }
-      wait = nextBackoff(wait);
       if (!this.#session) return;
       try {
         await this.#connect(); // re-attaches with the session token

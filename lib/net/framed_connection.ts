@@ -102,6 +102,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #writeChain: Promise<void> = Promise.resolve();
   /** Frames queued or being written. */
   #writesQueued = 0;
+  /** When the last frame was queued (a ping is only needed on a quiet connection). */
+  #lastSent = 0;
   /** Settles once the latest frame that started decrypting has been handed over. */
   #lastIngest: Promise<void> = Promise.resolve();
   /** Set once a frame could not be read: the connection is on its way down. */
@@ -209,8 +211,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   /**
-   * Starts heartbeats: a `ping` every interval (the other side's connection answers `pong` by
-   * itself); when nothing at all has arrived for `timeoutMs`, the connection is closed with a
+   * Starts heartbeats: a `ping` every interval when nothing else was sent (the other side's
+   * connection answers `pong` by itself); when nothing at all has arrived for `timeoutMs`, the connection is closed with a
    * {@link SilentPeerError}. A process that died closes its socket and is noticed at once;
    * this catches the ones that are frozen or cut off.
    */
@@ -232,6 +234,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       untilPing -= check;
       if (untilPing > 0) return;
       untilPing = options.intervalMs;
+      // Anything sent within the interval said we are alive: no ping on a busy connection.
+      if (Date.now() - this.#lastSent < options.intervalMs - check) return;
       // Ids from the request counter: a pong can never be taken for a request's reply.
       if (options.sendPings !== false) {
         this.send({ type: "ping", id: this.#nextId++ }).catch(() => {});
@@ -366,6 +370,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       write = this.#writeChain.then(async () => this.#writeFrame(await sealed));
     }
     this.#writesQueued++;
+    this.#lastSent = Date.now();
     const settled = write.finally(() => this.#writesQueued--);
     this.#writeChain = settled.catch((error) => {
       void this.close(asError(error));

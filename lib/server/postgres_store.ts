@@ -89,10 +89,44 @@ export interface PostgresStoreOptions {
   connectTimeoutS?: number;
 }
 
+/** One message of a group commit, inside its savepoint; `counts` are the locked counts. */
+async function storeOneMail(
+  tx: postgres.TransactionSql<{ bigint: number }>,
+  mail: NewMail,
+  max: number,
+  now: number,
+  counts: Map<string, number>,
+): Promise<StoreMailResult> {
+  const recipient = nameKey(mail.recipient);
+  const sender = nameKey(mail.sender);
+  const seen = await tx`
+    SELECT 1 FROM mail WHERE recipient = ${recipient} AND sender = ${sender}
+      AND msg_id = ${mail.msgId}
+    UNION ALL SELECT 1 FROM mail_read WHERE recipient = ${recipient} AND sender = ${sender}
+      AND msg_id = ${mail.msgId}`;
+  if (seen.length > 0) return "duplicate";
+  const count = counts.get(recipient) ?? 0;
+  if (count >= max) return "full";
+  await tx`
+    INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+    VALUES (${recipient}, ${sender}, ${mail.msgId}, ${mail.ts}, ${mail.body}, ${now})`;
+  counts.set(recipient, count + 1);
+  return "stored";
+}
+
 export class PostgresStore implements ServerStore {
   readonly location: string;
   readonly #sql: Sql;
   #closing: Promise<void> | undefined;
+  /** Mail waiting for the next group commit, in arrival order. */
+  readonly #mailQueue: {
+    mail: NewMail;
+    max: number;
+    now: number;
+    done: PromiseWithResolvers<StoreMailResult>;
+  }[] = [];
+  /** The group commit under way, if any. */
+  #mailCommit: Promise<void> | undefined;
 
   private constructor(sql: Sql, location: string) {
     this.#sql = sql;
@@ -267,31 +301,73 @@ export class PostgresStore implements ServerStore {
 
   // ---- mail ----------------------------------------------------------------------------------
 
-  async storeMail(mail: NewMail, max: number, now = Date.now()): Promise<StoreMailResult> {
-    const recipient = nameKey(mail.recipient);
-    const sender = nameKey(mail.sender);
-    return await this.#sql.begin(async (tx) => {
-      // The recipient's count row, locked: stores to one mailbox take turns, whichever instance
-      // they come from, so the limit holds. (Kept by a trigger on mail.)
-      await tx`INSERT INTO mail_counts (recipient, n) VALUES (${recipient}, 0)
-               ON CONFLICT DO NOTHING`;
-      const [count] = await tx<{ n: number }[]>`
-        SELECT n FROM mail_counts WHERE recipient = ${recipient} FOR UPDATE`;
-      const seen = await tx`
-        SELECT 1 FROM mail WHERE recipient = ${recipient} AND sender = ${sender}
-          AND msg_id = ${mail.msgId}
-        UNION ALL SELECT 1 FROM mail_read WHERE recipient = ${recipient} AND sender = ${sender}
-          AND msg_id = ${mail.msgId}`;
-      if (seen.length > 0) return "duplicate";
-      if (count!.n >= max) return "full";
-      await tx`
-        INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
-        VALUES (${recipient}, ${sender}, ${mail.msgId}, ${mail.ts}, ${mail.body}, ${now})`;
-      return "stored";
-    }) as StoreMailResult;
+  /**
+   * Group commit: the mail that arrives while a commit is under way (or before the next turn
+   * of the event loop) is stored in the next transaction, in arrival order, each message in
+   * its own savepoint; each call resolves once its transaction is committed.
+   */
+  storeMail(mail: NewMail, max: number, now = Date.now()): Promise<StoreMailResult> {
+    const done = Promise.withResolvers<StoreMailResult>();
+    this.#mailQueue.push({ mail, max, now, done });
+    this.#scheduleMail();
+    return done.promise;
+  }
+
+  #scheduleMail(): void {
+    this.#mailCommit ??= this.#commitMail().finally(() => {
+      this.#mailCommit = undefined;
+      if (this.#mailQueue.length > 0) this.#scheduleMail();
+    });
+  }
+
+  /** Resolves once every storeMail() call made so far is committed (reads of mail wait). */
+  async #mailCommitted(): Promise<void> {
+    while (this.#mailCommit !== undefined) await this.#mailCommit;
+  }
+
+  async #commitMail(): Promise<void> {
+    await new Promise((resolve) => setTimeout(resolve, 0)); // let a burst gather
+    const batch = this.#mailQueue.splice(0);
+    if (batch.length === 0) return;
+    type Outcome = { ok: true; result: StoreMailResult } | { ok: false; error: unknown };
+    let outcomes: Outcome[];
+    try {
+      outcomes = await this.#sql.begin(async (tx) => {
+        // The recipients' count rows, locked in one order (two instances committing batches
+        // for the same people cannot deadlock): stores to one mailbox take turns, whichever
+        // instance they come from, so the limit holds. (Kept by a trigger on mail.)
+        const counts = new Map<string, number>();
+        for (const recipient of [...new Set(batch.map((b) => nameKey(b.mail.recipient)))].sort()) {
+          await tx`INSERT INTO mail_counts (recipient, n) VALUES (${recipient}, 0)
+                   ON CONFLICT DO NOTHING`;
+          const [count] = await tx<{ n: number }[]>`
+            SELECT n FROM mail_counts WHERE recipient = ${recipient} FOR UPDATE`;
+          counts.set(recipient, count!.n);
+        }
+        const out: Outcome[] = [];
+        for (const { mail, max, now } of batch) {
+          try {
+            const result = await tx.savepoint((sp) => storeOneMail(sp, mail, max, now, counts));
+            out.push({ ok: true, result: result as StoreMailResult });
+          } catch (error) {
+            out.push({ ok: false, error });
+          }
+        }
+        return out;
+      }) as Outcome[];
+    } catch (error) {
+      for (const { done } of batch) done.reject(error);
+      return;
+    }
+    batch.forEach(({ done }, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) done.resolve(outcome.result);
+      else done.reject(outcome.error);
+    });
   }
 
   async countMail(recipient: string, sender?: string): Promise<number> {
+    await this.#mailCommitted();
     if (sender === undefined) {
       const [row] = await this.#sql<{ n: number }[]>`
         SELECT n FROM mail_counts WHERE recipient = ${nameKey(recipient)}`;
@@ -304,6 +380,7 @@ export class PostgresStore implements ServerStore {
   }
 
   async mailbox(recipient: string): Promise<MailboxEntry[]> {
+    await this.#mailCommitted();
     const rows = await this.#sql<{ from: string; count: number; newest: number }[]>`
       SELECT u.name AS "from", count(*) AS count, max(m.ts) AS newest FROM mail m
       JOIN users u ON u.name_key = m.sender WHERE m.recipient = ${nameKey(recipient)}
@@ -312,6 +389,7 @@ export class PostgresStore implements ServerStore {
   }
 
   async pendingMail(recipient: string, sender: string, limit: number): Promise<PendingMail[]> {
+    await this.#mailCommitted();
     const rows = await this.#sql<MailSqlRow[]>`
       SELECT msg_id, ts, body FROM mail
       WHERE recipient = ${nameKey(recipient)} AND sender = ${nameKey(sender)}
@@ -326,6 +404,7 @@ export class PostgresStore implements ServerStore {
     now = Date.now(),
     rejected: ReadonlySet<string> = new Set(),
   ): Promise<string[]> {
+    await this.#mailCommitted();
     if (msgIds.length === 0) return [];
     const r = nameKey(recipient);
     const s = nameKey(sender);
@@ -354,6 +433,7 @@ export class PostgresStore implements ServerStore {
   }
 
   async forgetReadMail(before: number): Promise<number> {
+    await this.#mailCommitted();
     const result = await this.#sql`DELETE FROM mail_read WHERE read_at < ${before}`;
     return result.count;
   }
@@ -402,7 +482,7 @@ export class PostgresStore implements ServerStore {
   }
 
   close(): Promise<void> {
-    this.#closing ??= this.#sql.end({ timeout: 5 });
+    this.#closing ??= this.#mailCommitted().then(() => this.#sql.end({ timeout: 5 }));
     return this.#closing;
   }
 

@@ -46,7 +46,7 @@ export interface ServerOptions {
   maxPending?: number;
   /** Signups one address may make per hour (a burst of as many, then spread out; 0: no limit). */
   maxSignupsPerHour?: number;
-  /** A client silent this long (no ping, nothing) is taken as gone. Clients ping every 5 s. */
+  /** A client silent this long (no ping, nothing) is taken as gone. Clients ping after 30 s. */
   clientTimeoutMs?: number;
   /** Where the server's log lines go. */
   log?: (line: string) => void;
@@ -70,6 +70,8 @@ interface Session extends OnlineUser {
 interface ConnState {
   session: Session | undefined;
   host: string;
+  /** Settles once the latest `mail_send` on this connection has been handed to the store. */
+  mailOrder: Promise<void>;
   /** (Re)starts the deadline for logging in on this connection. */
   armLoginTimer: () => void;
 }
@@ -136,7 +138,7 @@ export class ConfabServer implements AsyncDisposable {
       sessionMaxAgeMs: options.sessionMaxAgeMs ?? 30 * 24 * 3600_000,
       maxPending: options.maxPending ?? 10_000,
       maxSignupsPerHour: options.maxSignupsPerHour ?? 20,
-      clientTimeoutMs: options.clientTimeoutMs ?? 20_000,
+      clientTimeoutMs: options.clientTimeoutMs ?? 75_000,
       log: options.log ?? (() => {}),
     };
     this.#signupLimit = this.#opts.maxSignupsPerHour > 0
@@ -254,6 +256,7 @@ export class ConfabServer implements AsyncDisposable {
     this.#conns.add(fc);
     let loginTimer: ReturnType<typeof setTimeout> | undefined;
     const state: ConnState = {
+      mailOrder: Promise.resolve(),
       session: undefined,
       host: conn.remoteAddr.hostname,
       armLoginTimer: () => {
@@ -295,19 +298,28 @@ export class ConfabServer implements AsyncDisposable {
     state: ConnState,
     message: ClientMessage,
   ): Promise<void> {
-    const id = "id" in message ? message.id : undefined;
     try {
       await this.#dispatch(fc, state, message);
     } catch (error) {
-      if (error instanceof Reply) {
-        await fc.send({ type: "error", id, code: error.code, message: error.message })
-          .catch(() => {});
-        return;
-      }
-      this.#opts.log(`internal error on ${message.type}: ${asError(error).stack}`);
-      await fc.send({ type: "error", id, code: "INTERNAL", message: "internal server error" })
-        .catch(() => {});
+      await this.#replyError(fc, message, error);
     }
+  }
+
+  /** Answers a request that failed: its Reply, or an internal error (logged). */
+  async #replyError(
+    fc: FramedConnection<ClientMessage>,
+    message: ClientMessage,
+    error: unknown,
+  ): Promise<void> {
+    const id = "id" in message ? message.id : undefined;
+    if (error instanceof Reply) {
+      await fc.send({ type: "error", id, code: error.code, message: error.message })
+        .catch(() => {});
+      return;
+    }
+    this.#opts.log(`internal error on ${message.type}: ${asError(error).stack}`);
+    await fc.send({ type: "error", id, code: "INTERNAL", message: "internal server error" })
+      .catch(() => {});
   }
 
   async #dispatch(
@@ -370,8 +382,18 @@ export class ConfabServer implements AsyncDisposable {
         }
         return await fc.send({ type: "ok", id: m.id });
       }
-      case "mail_send":
-        return await this.#mailSend(fc, session, m);
+      case "mail_send": {
+        // Not awaited: the connection goes on with its next message while this one waits
+        // for the store's next group commit, so a burst of mail shares commits. The messages
+        // still reach the store in the order they came (see #mailSend).
+        const previous = state.mailOrder;
+        const handed = Promise.withResolvers<void>();
+        state.mailOrder = handed.promise;
+        void this.#mailSend(fc, session, m, { previous, handed: handed.resolve })
+          .catch((error) => this.#replyError(fc, m, error))
+          .finally(handed.resolve);
+        return;
+      }
       case "hanging":
         return await fc.send({
           type: "hanging_list",
@@ -408,19 +430,23 @@ export class ConfabServer implements AsyncDisposable {
     fc: FramedConnection<ClientMessage>,
     session: Session,
     m: Extract<ClientMessage, { type: "mail_send" }>,
+    order: { previous: Promise<void>; handed: () => void },
   ): Promise<void> {
     const target = await this.store.getUser(m.to);
     if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.to}`);
     if (!await this.store.isContact(session.user, target.name)) {
       throw new Reply("NOT_A_CONTACT", `add ${target.name} to your contacts first`);
     }
-    const result = await this.store.storeMail({
+    await order.previous; // the one before it on this connection is in the store's queue
+    const stored = this.store.storeMail({
       recipient: target.name,
       sender: session.user,
       msgId: m.msgId,
       ts: m.ts,
       body: m.sealed,
     }, this.#opts.maxPending);
+    order.handed();
+    const result = await stored;
     if (result === "stored" && Deno.env.get("CONFAB_FAULT") === "crash-after-mail-store") {
       Deno.kill(Deno.pid, "SIGKILL"); // tests: die between the commit and the answer
     }

@@ -48,6 +48,15 @@ export class SqliteStore implements ServerStore {
   readonly path: string;
   readonly #db: Database;
   readonly #mailboxSizes = new Map<string, number>();
+  /** Mail waiting for the next group commit, in arrival order. */
+  readonly #mailQueue: {
+    mail: NewMail;
+    max: number;
+    now: number;
+    done: PromiseWithResolvers<StoreMailResult>;
+  }[] = [];
+  #mailTimer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
 
   /** Opens (creating) `<dataDir>/confab-server.sqlite` and brings its schema up to date. */
   constructor(dataDir: string) {
@@ -216,24 +225,70 @@ export class SqliteStore implements ServerStore {
 
   // ---- mail ----------------------------------------------------------------------------------
 
+  /**
+   * Group commit: the mail that arrives before the next turn of the event loop is stored in
+   * one transaction, in arrival order, and each call resolves once that transaction is
+   * committed. One commit per message was the cost of a burst (a commit writes the WAL).
+   */
   storeMail(mail: NewMail, max: number, now = Date.now()): Promise<StoreMailResult> {
-    return settle(() => {
-      const recipient = nameKey(mail.recipient);
-      const sender = nameKey(mail.sender);
-      const exists = this.#db.sql(
-        `SELECT 1 FROM mail WHERE recipient = ? AND sender = ? AND msg_id = ?
-         UNION ALL SELECT 1 FROM mail_read WHERE recipient = ? AND sender = ? AND msg_id = ?`,
-      ).get(recipient, sender, mail.msgId, recipient, sender, mail.msgId);
-      if (exists) return "duplicate";
-      const size = this.#mailboxSize(recipient);
-      if (size >= max) return "full";
-      this.#db.sql(
-        `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
-         VALUES (?, ?, ?, ?, ?, ?)`,
-      ).run(recipient, sender, mail.msgId, mail.ts, mail.body, now);
-      this.#mailboxSizes.set(recipient, size + 1);
-      return "stored";
+    if (this.#closed) return Promise.reject(new Error("the store is closed"));
+    const done = Promise.withResolvers<StoreMailResult>();
+    this.#mailQueue.push({ mail, max, now, done });
+    this.#mailTimer ??= setTimeout(() => this.#commitMail(), 0);
+    return done.promise;
+  }
+
+  /** Commits the mail waiting in the queue (every read of mail does this first). */
+  #commitMail(): void {
+    clearTimeout(this.#mailTimer);
+    this.#mailTimer = undefined;
+    const batch = this.#mailQueue.splice(0);
+    if (batch.length === 0) return;
+    let outcomes: ({ ok: true; result: StoreMailResult } | { ok: false; error: unknown })[];
+    try {
+      outcomes = this.#db.transaction(() =>
+        batch.map(({ mail, max, now }) => {
+          // A message that fails is undone alone; the others are committed.
+          this.#db.sql("SAVEPOINT one_mail").run();
+          try {
+            const result = this.#storeOne(mail, max, now);
+            this.#db.sql("RELEASE one_mail").run();
+            return { ok: true as const, result };
+          } catch (error) {
+            this.#db.sql("ROLLBACK TO one_mail").run();
+            this.#db.sql("RELEASE one_mail").run();
+            return { ok: false as const, error };
+          }
+        })
+      );
+    } catch (error) {
+      this.#mailboxSizes.clear(); // not committed: counted again from the file
+      for (const { done } of batch) done.reject(error);
+      return;
+    }
+    batch.forEach(({ done }, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) done.resolve(outcome.result);
+      else done.reject(outcome.error);
     });
+  }
+
+  #storeOne(mail: NewMail, max: number, now: number): StoreMailResult {
+    const recipient = nameKey(mail.recipient);
+    const sender = nameKey(mail.sender);
+    const exists = this.#db.sql(
+      `SELECT 1 FROM mail WHERE recipient = ? AND sender = ? AND msg_id = ?
+       UNION ALL SELECT 1 FROM mail_read WHERE recipient = ? AND sender = ? AND msg_id = ?`,
+    ).get(recipient, sender, mail.msgId, recipient, sender, mail.msgId);
+    if (exists) return "duplicate";
+    const size = this.#mailboxSize(recipient);
+    if (size >= max) return "full";
+    this.#db.sql(
+      `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ).run(recipient, sender, mail.msgId, mail.ts, mail.body, now);
+    this.#mailboxSizes.set(recipient, size + 1);
+    return "stored";
   }
 
   /**
@@ -253,6 +308,7 @@ export class SqliteStore implements ServerStore {
 
   countMail(recipient: string, sender?: string): Promise<number> {
     return settle(() => {
+      this.#commitMail();
       if (sender === undefined) return this.#mailboxSize(nameKey(recipient));
       return (this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ? AND sender = ?")
         .get(nameKey(recipient), nameKey(sender)) as { n: number }).n;
@@ -260,8 +316,9 @@ export class SqliteStore implements ServerStore {
   }
 
   mailbox(recipient: string): Promise<MailboxEntry[]> {
-    return settle(() =>
-      (this.#db.sql(
+    return settle(() => {
+      this.#commitMail();
+      return (this.#db.sql(
         `SELECT u.name AS "from", count(*) AS count, max(m.ts) AS newest FROM mail m
          JOIN users u ON u.name_key = m.sender WHERE m.recipient = ?
          GROUP BY m.sender ORDER BY min(m.seq)`,
@@ -269,19 +326,20 @@ export class SqliteStore implements ServerStore {
         from: r.from,
         count: r.count,
         newest: r.newest,
-      }))
-    );
+      }));
+    });
   }
 
   pendingMail(recipient: string, sender: string, limit: number): Promise<PendingMail[]> {
-    return settle(() =>
-      (this.#db.sql(
+    return settle(() => {
+      this.#commitMail();
+      return (this.#db.sql(
         `SELECT msg_id, ts, body FROM mail WHERE recipient = ? AND sender = ?
          ORDER BY seq LIMIT ?`,
       ).all(nameKey(recipient), nameKey(sender), limit) as unknown as MailSqlRow[]).map(
         toPendingMail,
-      )
-    );
+      );
+    });
   }
 
   confirmMail(
@@ -292,6 +350,7 @@ export class SqliteStore implements ServerStore {
     rejected: ReadonlySet<string> = new Set(),
   ): Promise<string[]> {
     return settle(() => {
+      this.#commitMail();
       const r = nameKey(recipient);
       const s = nameKey(sender);
       const del = this.#db.sql(
@@ -322,9 +381,10 @@ export class SqliteStore implements ServerStore {
   }
 
   forgetReadMail(before: number): Promise<number> {
-    return settle(() =>
-      Number(this.#db.sql("DELETE FROM mail_read WHERE read_at < ?").run(before).changes)
-    );
+    return settle(() => {
+      this.#commitMail();
+      return Number(this.#db.sql("DELETE FROM mail_read WHERE read_at < ?").run(before).changes);
+    });
   }
 
   pendingReceipts(sender: string, limit: number, reader?: string): Promise<Receipt[]> {
@@ -381,7 +441,11 @@ export class SqliteStore implements ServerStore {
   }
 
   close(): Promise<void> {
-    return settle(() => this.#db.close());
+    return settle(() => {
+      this.#commitMail();
+      this.#closed = true;
+      this.#db.close();
+    });
   }
 
   [Symbol.asyncDispose](): Promise<void> {

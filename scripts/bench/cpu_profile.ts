@@ -38,16 +38,22 @@ function post<T>(method: string, params: object = {}): Promise<T> {
   );
 }
 
-/** Starts sampling this process. */
-export async function startProfiling(): Promise<void> {
+/**
+ * Starts sampling this process, every `samplingUs` µs (sampling has a cost: a server under
+ * heavy load is better sampled every millisecond).
+ */
+export async function startProfiling(samplingUs = SAMPLING_US): Promise<void> {
   if (!session) {
     session = new Session();
     session.connect();
     await post("Profiler.enable");
-    await post("Profiler.setSamplingInterval", { interval: SAMPLING_US });
   }
+  await post("Profiler.setSamplingInterval", { interval: samplingUs });
   await post("Profiler.start");
 }
+
+/** The file in the profile directory that tells children the sampling interval. */
+export const SAMPLING_FILE = "sampling-us";
 
 /** Stops sampling and returns the profile. */
 export async function stopProfiling(): Promise<CpuProfile> {
@@ -68,12 +74,20 @@ const STEPS: [string, (fn: string, url: string) => boolean][] = [
       url.includes("noise_cipher.ts") || url.includes("sealed_frames.ts") ||
       /cipher|Cipher|decrypt|encrypt/.test(fn),
   ],
+  [
+    "X25519 and Ed25519",
+    (fn, url) =>
+      url.includes("crypto/x25519.ts") || url.includes("crypto/ed25519.ts") ||
+      /x25519|ed25519|sign|verify|DiffieHellman|generateKeyPair/i.test(fn),
+  ],
   ["SHA-256", (fn, url) => /Hash|hash|digest/.test(fn) && !url.includes("/lib/client/")],
   [
     "SQLite",
-    (_, url) =>
+    (fn, url) =>
       url.includes("client_store.ts") || url.includes("util/sqlite.ts") ||
-      url.includes("server/store.ts"),
+      url.includes("_store.ts") ||
+      // node:sqlite's statements are native: they show as bare names without a script.
+      (url === "" && ["run", "get", "all", "exec", "iterate", "prepare"].includes(fn)),
   ],
   ["framing", (_, url) => url.includes("frame_reader.ts") || url.includes("protocol/frame.ts")],
   [
@@ -176,7 +190,10 @@ if (dir && Deno.permissions.querySync({ name: "write", path: dir }).state === "g
   let on = false;
   Deno.addSignalListener("SIGUSR2", async () => {
     on = !on;
-    if (on) return void await startProfiling();
+    if (on) {
+      const us = Number(await Deno.readTextFile(join(dir, SAMPLING_FILE)).catch(() => ""));
+      return void await startProfiling(us > 0 ? us : SAMPLING_US);
+    }
     const profile = await stopProfiling();
     const path = join(dir, `${name}-${Deno.pid}.cpuprofile`);
     await Deno.writeTextFile(path + ".tmp", JSON.stringify(profile));

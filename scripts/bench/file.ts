@@ -15,6 +15,7 @@
  * answering one byte at the end; timed from the first read to that byte. Run before and after
  * the Confab transfer; the faster of the two is the baseline. Also iperf3 when it is installed.
  */
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { ClientProcess, LocalClient } from "./clients.ts";
@@ -101,6 +102,49 @@ async function rawCopy(
   }
 }
 
+/**
+ * What the cryptography alone costs per chunk on this machine, in CPU µs (all threads of this
+ * process, from /proc): AES-256-GCM through WebCrypto (what Confab uses for chunks), SHA-256
+ * through node:crypto, and for comparison AES-256-GCM through Node.js's OpenSSL when `node` is
+ * installed. It bounds the transfer rate before any I/O: the sender and the receiver each seal
+ * or open every chunk and hash it.
+ */
+async function cryptoCost(signal: AbortSignal): Promise<
+  { aes: number; sha: number; openssl: number | undefined }
+> {
+  const chunk = crypto.getRandomValues(new Uint8Array(65_000));
+  const n = 2_000;
+  const key = await crypto.subtle.importKey("raw", new Uint8Array(32), "AES-GCM", false, [
+    "encrypt",
+  ]);
+  const iv = new Uint8Array(12);
+  let c0 = await cpuSeconds(Deno.pid);
+  for (let i = 0; i < n; i++) {
+    signal.throwIfAborted();
+    await crypto.subtle.encrypt({ name: "AES-GCM", iv }, key, chunk);
+  }
+  const aes = (await cpuSeconds(Deno.pid) - c0) * 1e6 / n;
+  c0 = await cpuSeconds(Deno.pid);
+  const hash = createHash("sha256");
+  for (let i = 0; i < n; i++) hash.update(chunk);
+  hash.digest();
+  const sha = (await cpuSeconds(Deno.pid) - c0) * 1e6 / n;
+  let openssl: number | undefined;
+  try {
+    const script = `const c=require("crypto"),b=Buffer.alloc(65000),k=Buffer.alloc(32),` +
+      `v=Buffer.alloc(12),u=process.cpuUsage();for(let i=0;i<${n};i++){const x=` +
+      `c.createCipheriv("aes-256-gcm",k,v);x.update(b);x.final();x.getAuthTag()}` +
+      `const d=process.cpuUsage(u);console.log((d.user+d.system)/${n})`;
+    const out = await new Deno.Command("node", { args: ["-e", script], stdout: "piped", signal })
+      .output();
+    const value = Number(new TextDecoder().decode(out.stdout).trim());
+    if (out.success && Number.isFinite(value)) openssl = value;
+  } catch {
+    // No Node.js here: no comparison.
+  }
+  return { aes, sha, openssl };
+}
+
 /** iperf3 over loopback for `size` bytes, when it is installed: MiB/s, or undefined. */
 async function iperf3(ctx: BenchContext, size: number): Promise<number | undefined> {
   const which = await new Deno.Command("which", { args: ["iperf3"], stdout: "null" }).output()
@@ -146,6 +190,27 @@ async function iperf3(ctx: BenchContext, size: number): Promise<number | undefin
 async function peakRssMiB(pid: number): Promise<number> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`).catch(() => "");
   return Number(/^VmHWM:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? NaN) / 1024;
+}
+
+/** The bound the cryptography sets on the rate, in words. */
+function cryptoNote(
+  cost: { aes: number; sha: number; openssl: number | undefined },
+  rawRate: number,
+): string {
+  // Per chunk: the sender seals it and hashes it (the SHA-256 pass before the offer), the
+  // receiver opens it and hashes it; two cores at most.
+  const perChunk = 2 * cost.aes + 2 * cost.sha;
+  const bound = 65_000 / MIB / (perChunk / 2 / 1e6);
+  return `The cryptography alone, measured in this process (CPU µs per chunk of 65,000 bytes): ` +
+    `AES-256-GCM through WebCrypto ${cost.aes.toFixed(0)}, SHA-256 through node:crypto ` +
+    `${cost.sha.toFixed(0)}${
+      cost.openssl === undefined
+        ? ""
+        : `; for comparison AES-256-GCM through Node.js's OpenSSL ${cost.openssl.toFixed(0)}`
+    }. Sealing, opening and two hashes per chunk take ${perChunk.toFixed(0)} µs of CPU, so ` +
+    `on 2 cores with nothing else running a transfer can go no faster than ` +
+    `${bound.toFixed(0)} MiB/s = ${(bound / rawRate).toFixed(2)}× this run's raw copy, before ` +
+    `any reading, writing or framing.`;
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
@@ -231,6 +296,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
 
   await rawOnce();
   const iperf = await iperf3(ctx, size);
+  const cost = await cryptoCost(ctx.signal);
 
   // Where the time goes: another transfer (a quarter of the size) with the CPU profiler on in
   // both clients.
@@ -341,6 +407,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       iperf === undefined
         ? "iperf3 is not installed here (`which iperf3` found nothing): no iperf3 figure."
         : `iperf3 (-n ${size} over 127.0.0.1): ${iperf.toFixed(0)} MiB/s.`,
+      cryptoNote(cost, rate(rawMs)),
       ...profiles.map((p) =>
         `Profile of ${
           p.name === "bench" ? "the sender (bench process)" : `the receiver (${p.name})`

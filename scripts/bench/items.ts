@@ -6,6 +6,7 @@ import { chatRtt } from "./chat_rtt.ts";
 import { failover } from "./failover.ts";
 import { file } from "./file.ts";
 import { group } from "./group.ts";
+import { login } from "./login.ts";
 import { offline } from "./offline.ts";
 import { reattach } from "./reattach.ts";
 import { serverConns } from "./server_conns.ts";
@@ -19,4 +20,5 @@ export const ITEMS: readonly BenchItem[] = [
   offline,
   group,
   failover,
+  login,
 ];

@@ -4,7 +4,7 @@
  * `resume` with the user's session token, then heartbeats), driven by the bench with JSON
  * lines on stdin and reporting JSON lines on stdout (see `loadgen_protocol.ts`). When the
  * server goes away, every connection re-attaches on its own with the same backoff as
- * `ConfabClient` (200 ms doubling to 5 s, plus up to 50 % jitter).
+ * `ConfabClient` (`reconnectWaits` in lib/client/server_link.ts).
  *
  * With `--raw` it only opens plain TCP sockets and holds them idle: the baseline for the cost
  * of a connection in a server that does nothing with it.
@@ -15,12 +15,7 @@
  */
 import { parseArgs } from "node:util";
 import { readLines } from "../../lib/cli/lines.ts";
-import {
-  nextBackoff,
-  openServerLink,
-  RECONNECT_BACKOFF,
-  resumeSession,
-} from "../../lib/client/server_link.ts";
+import { openServerLink, reconnectWaits, resumeSession } from "../../lib/client/server_link.ts";
 import { generateKeyPair } from "../../lib/crypto/noise.ts";
 import { asError, dial, type FramedConnection } from "../../lib/net/framed_connection.ts";
 import { RemoteError } from "../../lib/protocol/errors.ts";
@@ -268,19 +263,20 @@ function onLost(slot: Slot, fc: FramedConnection<ServerMessage>, reason: Error |
   }
   slot.fc = undefined;
   attached--;
-  void reattach(slot);
+  const announced = slot.lastError?.startsWith("server_closing") ?? false;
+  slot.lastError = undefined;
+  void reattach(slot, announced);
 }
 
-/** Re-attaches a slot that lost the server, with ConfabClient's backoff (#reconnect). */
-async function reattach(slot: Slot): Promise<void> {
-  let wait: number = RECONNECT_BACKOFF.initialMs;
+/** Re-attaches a slot that lost the server, with ConfabClient's waits (#reconnect). */
+async function reattach(slot: Slot, afterClosing: boolean): Promise<void> {
+  const waits = reconnectWaits(afterClosing);
   while (!closing) {
     try {
-      await delay(wait + Math.random() * wait / 2, shutdown.signal);
+      await delay(waits.next().value, shutdown.signal);
     } catch {
       return; // closing
     }
-    wait = nextBackoff(wait);
     if (watch) watch.attempts++;
     try {
       await attachOnce(slot);

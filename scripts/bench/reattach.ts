@@ -8,7 +8,15 @@
  */
 import { LoadGenerators } from "./load_generators.ts";
 import { prepareServerData } from "./server_data.ts";
-import { clientsFor, freePort, type RunningServer, startServer } from "./support.ts";
+import { describeSteps, describeTop } from "./cpu_profile.ts";
+import {
+  clientsFor,
+  cpuSeconds,
+  freePort,
+  profiled,
+  type RunningServer,
+  startServer,
+} from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
 
 /** How long clients may take to come back before the figure is reported as "more than". */
@@ -37,8 +45,9 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     `${n} clients attached with resume (${gens.processes} load generator ` +
     `process${gens.processes === 1 ? "" : "es"}, ` +
     `${(attach.ms / 1000).toFixed(1)} s); after each restart they re-attach on their own, ` +
-    `with ConfabClient's backoff (200 ms doubling to 5 s, +0–50 % jitter) and its 10 s ` +
-    `timeouts, and keep its heartbeat (a ping every 5 s). Timed from the kill or esc to the ` +
+    `with ConfabClient's waits (after kill -9: 200 ms doubling to 2 s, +0–50 %; after ` +
+    `server_closing: within 300 ms, then 250 ms doubling to 1 s, jittered) and its 10 s ` +
+    `timeouts, and keep its heartbeat (a ping after 30 s quiet). Timed from the kill or esc to the ` +
     `last welcome; "more than" when not all were back after ${backMs / 1000} s.`,
   ];
   /** Restarts the server; returns whether every client came back in time. */
@@ -61,7 +70,29 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       name: `server#${generation}`,
       signal: ctx.signal,
     });
-    const back = await gens.watchReattach(backMs - (Date.now() - t0));
+    // Where the server's time goes while they come back (after kill -9 only).
+    const watch = () => gens.watchReattach(backMs - (Date.now() - t0));
+    let back: Awaited<ReturnType<typeof watch>>;
+    if (how === "kill -9") {
+      const cpu0 = await cpuSeconds(server.proc.pid);
+      // Sampled every millisecond: finer sampling costs a loaded server enough to tip it over.
+      const run = await profiled([server.proc], watch, ctx.signal, { samplingUs: 1000 });
+      back = run.result;
+      const cpu = await cpuSeconds(server.proc.pid) - cpu0;
+      const server0 = run.profiles.find((p) => p.name !== "bench")!;
+      notes.push(
+        `Profile of the restarted server (sampled every 1 ms) while the clients came back after ` +
+          `kill -9 ` +
+          `(${back.attempts} attempts, ${back.back} welcomes; CPU ${cpu.toFixed(2)} s, ` +
+          `${(cpu * 1e6 / Math.max(1, back.back)).toFixed(0)} µs per client back), by step: ${
+            describeSteps(server0.breakdown, Math.max(1, back.back), "client back")
+          }. Top functions by self time (µs per client back): ${
+            describeTop(server0.breakdown, Math.max(1, back.back), 12)
+          }.`,
+      );
+    } else {
+      back = await watch();
+    }
     const seconds = (t?: number) => t === undefined ? backMs / 1000 : (t - t0) / 1000;
     const goal = { type: "max", value: 10 } as const;
     measurements.push(

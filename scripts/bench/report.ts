@@ -25,6 +25,9 @@ export interface ItemSummary {
   name: string;
   title: string;
   seconds: number;
+  /** /proc/loadavg when the item began and when it ended: other work on the machine. */
+  loadAtStart?: string;
+  loadAtEnd?: string;
   outcome?: ItemOutcome;
   error?: string;
 }
@@ -230,7 +233,15 @@ export function renderReport(run: RunSummary): string {
     "",
   ];
   for (const item of run.items) {
-    out.push(`### ${item.name}`, "", `${item.title}. Took ${item.seconds.toFixed(1)} s.`, "");
+    const load = item.loadAtStart
+      ? ` Load average (1, 5, 15 min) ${item.loadAtStart} at its start, ${item.loadAtEnd} at its end.`
+      : "";
+    out.push(
+      `### ${item.name}`,
+      "",
+      `${item.title}. Took ${item.seconds.toFixed(1)} s.${load}`,
+      "",
+    );
     if (item.error) out.push(`**Failed:** ${item.error}`, "");
     if (item.outcome) {
       const params = Object.entries(item.outcome.params).map(([k, v]) => `${k}=${v}`);
@@ -245,8 +256,10 @@ export function renderReport(run: RunSummary): string {
     "- `deno task bench`: every item, full size (under 10 minutes on 2 cores).",
     "- `deno task bench --quick`: every item, small (about half a minute on an idle machine; each item has its own limit); `deno task test` runs it after the parallel tests, alone.",
     "- `deno task bench chat-rtt`: one item (also `server-conns`, `reattach`, `file`, " +
-      "`offline`, `group`, `failover`; `--list` lists them).",
-    "- `--out DIR` writes `results.json` and `REPORT.md` there instead of `bench/`.",
+      "`offline`, `group`, `failover`, `login`; `--list` lists them).",
+    "- `--out DIR` writes `results.json` and `REPORT.md` there instead of `bench/`; " +
+      "`--profiles DIR` keeps the CPU profiles (`.cpuprofile`, for Chrome's DevTools) of the " +
+      "profiled phases.",
     "",
   );
   return out.join("\n");

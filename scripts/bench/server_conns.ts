@@ -13,6 +13,31 @@ import { prepareServerData } from "./server_data.ts";
 import { clientsFor, settledRssKiB, startHelper, startServer } from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome } from "./types.ts";
 
+/** One collection as V8's --trace-gc reports it. */
+interface GcEvent {
+  /** ms since the isolate started. */
+  at: number;
+  kind: string;
+  /** The pause, in ms. */
+  ms: number;
+}
+
+/** Parses a --trace-gc line: `[pid:0x…]  12345 ms: Scavenge 3.4 (4.4) -> … , 1.86 / 0.00 ms …`. */
+function parseGcLine(line: string): GcEvent | undefined {
+  const m = /\s(\d+) ms: ([A-Za-z -]+?) [\d.]+ \([\d.]+\) -> .*?, ([\d.]+) \/ [\d.]+ ms/.exec(line);
+  return m ? { at: Number(m[1]), kind: m[2]!.trim(), ms: Number(m[3]) } : undefined;
+}
+
+/** "Scavenge 120× (max 3.1 ms, 95.0 ms in all), Mark-Compact 2× (…)". */
+function describeGcs(gcs: GcEvent[]): string {
+  const kinds = new Map<string, GcEvent[]>();
+  for (const g of gcs) kinds.set(g.kind, [...(kinds.get(g.kind) ?? []), g]);
+  return [...kinds].map(([kind, list]) =>
+    `${kind} ${list.length}× (max ${Math.max(...list.map((g) => g.ms)).toFixed(1)} ms, ` +
+    `${list.reduce((a, g) => a + g.ms, 0).toFixed(1)} ms in all)`
+  ).join(", ") || "none";
+}
+
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const n = await clientsFor(ctx.quick ? 300 : 15_000);
   const warm = ctx.quick ? 30 : 500;
@@ -42,7 +67,17 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   // The Confab server: the generators hold most clients and make the lookup load; a probe
   // process with a few clients measures lookups as a lone client sees them (its figures are
   // not bent by the pauses of a process holding thousands of connections).
-  const server = await startServer(ctx.spawn, { dataDir: data.dataDir, signal: ctx.signal });
+  // --trace-gc: every collection's pause, to see what the slowest lookups waited for.
+  const server = await startServer(ctx.spawn, {
+    dataDir: data.dataDir,
+    signal: ctx.signal,
+    v8Flags: ["--trace-gc"],
+  });
+  const gcs: GcEvent[] = [];
+  server.proc.out.listen((line) => {
+    const gc = parseGcLine(line);
+    if (gc) gcs.push(gc);
+  });
   const idle = await settledRssKiB(server.proc.pid, settleMs, ctx.signal);
   const gens = await LoadGenerators.start(ctx, {
     port: server.port,
@@ -63,15 +98,18 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const perClient = (serverFull - serverWarm) / (n - warm);
 
   ctx.log(`  ${loadRate + probeRate} lookups/s for ${seconds} s with ${n} clients attached`);
+  const lookupsFrom = performance.now() - server.proc.spawnedAt;
   const [load, probed] = await Promise.all([
     gens.lookups(loadRate, seconds),
     probe.lookups(probeRate, seconds),
   ]);
+  const lookupsTo = performance.now() - server.proc.spawnedAt;
   const failed = load.errors + probed.errors;
   const asked = load.count + probed.count + failed;
   const afterLookups = await settledRssKiB(server.proc.pid, 0, ctx.signal);
   await Promise.all([gens.close(), probe.close()]);
-  await server.proc.stop();
+  await server.proc.stop(); // (V8 writes its trace lines buffered: all are in by the exit)
+  const during = gcs.filter((g) => g.at >= lookupsFrom && g.at <= lookupsTo);
 
   const rawName = "raw Deno server, idle sockets";
   return {
@@ -99,8 +137,9 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     ],
     params: { clients: n, warmup: warm, loadRate, probeRate, seconds },
     notes: [
-      `${n} clients, each logged in with hello + Noise handshake + resume, and pinging every ` +
-      `5 s as ConfabClient does (${processes(gens.processes)} and a probe process with ` +
+      `${n} clients, each logged in with hello + Noise handshake + resume, and pinging as ` +
+      `ConfabClient does, after 30 s without sending anything (before this run's version: every ` +
+      `5 s) (${processes(gens.processes)} and a probe process with ` +
       `${probeUsers}). RSS per client = (RSS at ${n} − RSS at ${warm}) / ${n - warm}: server ` +
       `${mib(serverWarm)} → ${mib(serverFull)} MiB (${mib(idle)} MiB idle, ` +
       `${mib(afterLookups)} MiB after the lookups); raw server ${mib(rawWarm)} → ` +
@@ -118,6 +157,8 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
         ? ` ${failed} of ${asked} failed: ${describe({ ...load.failures, ...probed.failures })}` +
           `; connections lost meanwhile: ${describe({ ...load.lost, ...probed.lost })}.`
         : ""),
+      `Garbage collection in the server during the lookups (V8's --trace-gc, pauses of the ` +
+      `main thread): ${describeGcs(during)}; over its whole run: ${describeGcs(gcs)}.`,
       `Attach: ${n - probeUsers - warm} clients in ${(attach.ms / 1000).toFixed(1)} s, ` +
       `${attach.retries} retries.`,
     ],

@@ -9,6 +9,7 @@ import {
   type Breakdown,
   breakDown,
   type CpuProfile,
+  SAMPLING_FILE,
   startProfiling,
   stopProfiling,
 } from "./cpu_profile.ts";
@@ -208,14 +209,17 @@ export async function profiled<T>(
   procs: BenchProcess[],
   phase: () => Promise<T>,
   signal?: AbortSignal,
+  options: { samplingUs?: number } = {},
 ): Promise<{ result: T; profiles: ProcessProfile[] }> {
   if (profileDir === undefined) throw new Error("no profile directory set");
   const dir = profileDir;
+  const samplingUs = options.samplingUs ?? 100;
+  await Deno.writeTextFile(join(dir, SAMPLING_FILE), String(samplingUs));
   for (const p of procs) {
     if (!p.profiled) throw new Error(`${p.name} was not started with { profile: true }`);
     Deno.kill(p.pid, "SIGUSR2");
   }
-  await startProfiling();
+  await startProfiling(samplingUs);
   // The children start on the signal; give them a moment to be sampling.
   await sleep(50, signal);
   let result: T;
@@ -268,6 +272,8 @@ export class BenchProcess implements AsyncDisposable {
   readonly status: Promise<Deno.CommandStatus>;
   /** Started with {@link SpawnOptions.profile}. */
   readonly profiled: boolean;
+  /** performance.now() when it was spawned (its V8 clock starts about then). */
+  readonly spawnedAt = performance.now();
   #stopping: Promise<void> | undefined;
 
   constructor(readonly name: string, args: string[], options: SpawnOptions = {}) {
@@ -441,10 +447,13 @@ export async function startServer(
     signal?: AbortSignal;
     /** More server.ts options (`--max-pending N`). */
     args?: string[];
+    /** V8 flags (`--trace-gc`). */
+    v8Flags?: string[];
   },
 ): Promise<RunningServer> {
   const proc = spawn(options.name ?? "server", [
     "run",
+    ...(options.v8Flags ? [`--v8-flags=${options.v8Flags.join(",")}`] : []),
     "--allow-net",
     "--allow-read",
     "--allow-write",
@@ -458,8 +467,10 @@ export async function startServer(
     // Every bench client comes from 127.0.0.1; real ones come from many addresses.
     "--max-per-address",
     "0",
+    "--max-signups-per-hour",
+    "0",
     ...(options.args ?? []),
-  ], { stopSignal: "SIGTERM", graceMs: 20_000 });
+  ], { stopSignal: "SIGTERM", graceMs: 20_000, profile: true });
   const banner = await proc.nextLine(
     (l) => l.startsWith("confab server listening"),
     "with the listening banner",
