@@ -103,6 +103,14 @@ const program = new Command()
       .default(DEFAULT_MAX_FILE, "4G"),
   )
   .addOption(
+    new Option("--punch <on|off>", "try to turn relayed links into direct ones (hole punching)")
+      .argParser(wrap((v) => {
+        if (v !== "on" && v !== "off") throw new RangeError(`on or off, not "${v}"`);
+        return v === "on";
+      }))
+      .default(true, "on"),
+  )
+  .addOption(
     new Option("--history <n>", "messages shown when a chat opens")
       .argParser(wrap((v) => {
         const n = Number(v);
@@ -128,6 +136,7 @@ const opts = program.opts<{
   peerTimeout: number;
   maxFileSize: number;
   history: number;
+  punch: boolean;
 }>();
 const peerPort = (program.processedArgs[0] as number | undefined) ?? opts.port ?? 0;
 
@@ -148,6 +157,7 @@ const client = new ConfabClient({
   peerTimeoutMs: opts.peerTimeout * 1000,
   maxFileSize: opts.maxFileSize,
   announcePort: opts.announcePort,
+  punch: opts.punch,
 }, (event) => {
   names.observe(event);
   ui.show(event);

@@ -4,7 +4,8 @@
  *   deno run -A server.ts [port] [--host ADDR] [--data DIR]
  */
 import { Command, InvalidArgumentError } from "commander";
-import { parsePort } from "./lib/cli/lines.ts";
+import { parsePort, parseSize } from "./lib/cli/lines.ts";
+import { DEFAULT_RELAY_LIMITS } from "./lib/server/relay.ts";
 import { logLine, openConsole, runConsole } from "./lib/server/console.ts";
 import { ConfabServer } from "./lib/server/server.ts";
 import { asError } from "./lib/net/framed_connection.ts";
@@ -17,6 +18,22 @@ function portOption(value: string): number {
   } catch (error) {
     throw new InvalidArgumentError(asError(error).message);
   }
+}
+
+function sizeOption(value: string): number {
+  try {
+    const n = parseSize(value);
+    if (n < 1) throw new RangeError("must be at least 1 byte");
+    return n;
+  } catch (error) {
+    throw new InvalidArgumentError(asError(error).message);
+  }
+}
+
+function onOff(value: string): boolean {
+  if (value === "on") return true;
+  if (value === "off") return false;
+  throw new InvalidArgumentError(`must be on or off, got "${value}"`);
 }
 
 function intOption(min: number, max: number): (value: string) => number {
@@ -69,6 +86,35 @@ const program = new Command()
     intOption(0, 1_000_000),
     20,
   )
+  .option(
+    "--relay <on|off>",
+    "relay links between users who cannot reach each other directly",
+    onOff,
+    true,
+  )
+  .option(
+    "--relay-links <n>",
+    "relayed links at once at most",
+    intOption(0, 19_000),
+    DEFAULT_RELAY_LIMITS.maxLinks,
+  )
+  .option(
+    "--relay-rate <bytes>",
+    "bytes per second one relayed link may carry (e.g. 4M)",
+    sizeOption,
+    DEFAULT_RELAY_LIMITS.bytesPerSecond,
+  )
+  .option(
+    "--relay-daily <bytes>",
+    "bytes one pair of users may relay per day (e.g. 2G)",
+    sizeOption,
+    DEFAULT_RELAY_LIMITS.bytesPerDay,
+  )
+  .option(
+    "--probe-port <port>",
+    "second port where clients check their NAT (default: port + 1; 0: any free port)",
+    portOption,
+  )
   .option("-q, --quiet", "do not log logins and logouts")
   .showHelpAfterError("(run confab-server --help for usage)")
   .parse(["deno", "server.ts", ...Deno.args]);
@@ -83,6 +129,11 @@ const opts = program.opts<{
   loginTimeout: number;
   maxPending: number;
   maxSignupsPerHour: number;
+  relay: boolean;
+  relayLinks: number;
+  relayRate: number;
+  relayDaily: number;
+  probePort?: number;
   quiet?: boolean;
 }>();
 const port = (program.processedArgs[0] as number | undefined) ?? opts.port;
@@ -106,6 +157,13 @@ try {
     maxPending: opts.maxPending,
     maxSignupsPerHour: opts.maxSignupsPerHour,
     helloTimeoutMs: Math.min(10, opts.loginTimeout) * 1000,
+    relay: {
+      enabled: opts.relay,
+      maxLinks: opts.relayLinks,
+      bytesPerSecond: opts.relayRate,
+      bytesPerDay: opts.relayDaily,
+    },
+    probePort: opts.probePort,
     log: opts.quiet ? undefined : (line) => print(logLine(line)),
   });
 } catch (error) {
@@ -128,6 +186,12 @@ print(
     `(data: ${server.store.location}); type help for commands`,
 );
 print(`server key fingerprint: ${await keyFingerprint(server.publicKey)}`);
+print(
+  server.probePort
+    ? `NAT probe port ${server.probePort}` +
+      (opts.relay ? "; relaying links between peers that cannot reach each other" : "")
+    : "no NAT probe port: clients cannot tell symmetric NATs",
+);
 
 let stopping = false;
 stop = async (why: string): Promise<never> => {

@@ -33,15 +33,39 @@ const EVERY_EVENT: readonly ClientEvent[] = [
   { type: "presence", user: "bob", online: true },
   { type: "presence", user: "bob", online: false },
   { type: "chat_opened", with: "bob", online: true, address: "127.0.0.1:5556", history: [] },
+  {
+    type: "chat_opened",
+    with: "bob",
+    online: true,
+    address: "127.0.0.1:4242",
+    path: "relayed",
+    history: [],
+  },
   { type: "chat_closed", with: "bob" },
   { type: "message", id: "m1", from: "bob", ts: TS, text: "hi", inChat: true, via: "direct" },
   { type: "message", id: "m2", from: "bob", ts: TS, text: "hi", inChat: false, via: "direct" },
   { type: "not_delivered", id: "nope", to: "bob", reason: "link closed" },
   { type: "peer_joined", user: "bob" },
   { type: "peer_left", user: "bob" },
-  { type: "link_up", user: "bob", address: "127.0.0.1:5556", outbound: true },
-  { type: "link_up", user: "bob", address: "127.0.0.1:5556", outbound: false },
+  { type: "link_up", user: "bob", address: "127.0.0.1:5556", outbound: true, path: "direct" },
+  { type: "link_up", user: "bob", address: "127.0.0.1:5556", outbound: false, path: "direct" },
+  { type: "link_up", user: "bob", address: "127.0.0.1:4242", outbound: true, path: "relayed" },
   { type: "link_down", user: "bob", reason: "peer closed" },
+  {
+    type: "link_path",
+    user: "bob",
+    path: "direct",
+    address: "203.0.113.20:40000",
+    reason: "hole punched in 3 ms; the relay is released",
+  },
+  {
+    type: "link_path",
+    user: "bob",
+    path: "relayed",
+    address: "127.0.0.1:4242",
+    reason: "the direct path was lost",
+  },
+  { type: "relay_notice", user: "bob", limit: "rate", text: "limited to 1.0 MiB/s" },
   { type: "key_changed", user: "bob" },
   { type: "key_trusted", user: "bob", safetyNumber: SAFETY_NUMBER },
   { type: "fingerprint", user: "alice", number: OWN_NUMBER },
@@ -70,16 +94,21 @@ const PLAIN: readonly (string | undefined)[] = [
   "bob is online",
   "bob is offline",
   "chatting with bob, directly (/q leaves, /h helps)",
+  "chatting with bob, relayed through the server (/q leaves, /h helps)",
   "left the chat with bob",
   `${CLOCK} bob: hi`,
   `✉ ${CLOCK} bob: hi  (chat bob to answer)`,
   "a message ✗ not delivered to bob: link closed",
-  // Outside a chat with bob, his window and link changes are not news (see --verbose).
+  // Outside a chat with bob, his window, link and path changes are not news (see --verbose).
   undefined,
   undefined,
   undefined,
   undefined,
   undefined,
+  undefined,
+  undefined,
+  undefined,
+  "relay limit: limited to 1.0 MiB/s",
   "WARNING: bob's identity key has changed since you last talked. " +
   "If bob did not reinstall, someone may be impersonating them. " +
   "Compare safety numbers (fingerprint bob); accept the new key with: trust bob",
@@ -476,13 +505,14 @@ Deno.test("Renderer keeps link and window news to the chat it concerns, and deta
     user: "carol",
     address: "127.0.0.1:34110",
     outbound: false,
+    path: "direct",
   };
   assert.equal(r.render(down), undefined);
   assert.equal(r.render(up), undefined);
   assert.equal(r.render({ type: "peer_joined", user: "carol" }), undefined);
   assert.equal(r.render({ type: "peer_left", user: "carol" }), undefined);
   where = { chatWith: "carol" };
-  assert.match(r.render(down)!, /lost the direct connection to carol/);
+  assert.match(r.render(down)!, /lost the connection to carol/);
   assert.doesNotMatch(r.render(down)!, /os error|closed \(/);
   assert.equal(r.render({ type: "peer_left", user: "carol" }), "carol left the chat");
   assert.match(v.render(up)!, /127\.0\.0\.1:34110/);

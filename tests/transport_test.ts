@@ -294,3 +294,107 @@ Deno.test("a peer link over a memory pipe is refused when the other side holds t
     (error: unknown) => error instanceof ProtocolError && error.code === "AUTH_FAILED",
   );
 });
+
+// ---- moving a link to another path ---------------------------------------------------------
+
+const PEER_CHANNEL = { role: "peer", expectRole: "peer", timeoutMs: TIMEOUT_MS } as const;
+
+Deno.test("migrate() moves a secured link to a new path mid-stream: no frame lost, duplicated or reordered", async () => {
+  const [ta, tb] = memoryPipe();
+  await using a = framed(ta);
+  await using b = framed(tb);
+  await within(Promise.all([
+    openSecureChannel(a, {
+      ...PEER_CHANNEL,
+      initiator: true,
+      staticKeyPair: await generateKeyPair(),
+    }),
+    openSecureChannel(b, {
+      ...PEER_CHANNEL,
+      initiator: false,
+      staticKeyPair: await generateKeyPair(),
+    }),
+  ]));
+  const total = 400;
+  const seen = { a: [] as number[], b: [] as number[] };
+  const allIn = { a: Promise.withResolvers<void>(), b: Promise.withResolvers<void>() };
+  for (const [fc, side] of [[a, "a"], [b, "b"]] as const) {
+    fc.setHandler((m) => {
+      if (m.type !== "msg") return;
+      seen[side].push(m.seq);
+      if (seen[side].length === total) allIn[side].resolve();
+    });
+  }
+  const pump = (fc: FramedConnection<PeerMessage>) =>
+    (async () => {
+      for (let seq = 0; seq < total; seq++) {
+        await fc.send({ type: "msg", id: `m${seq}`, seq, ts: Date.now(), text: "x".repeat(100) });
+        if (seq % 50 === 0) await new Promise((r) => setTimeout(r, 0));
+      }
+    })();
+  const sending = [pump(a), pump(b)];
+  // Mid-stream, both move to a new pipe, each at its own moment.
+  await new Promise((r) => setTimeout(r, 1));
+  const [na, nb] = memoryPipe();
+  const moved = Promise.all([
+    a.migrate(na),
+    (async () => {
+      await new Promise((r) => setTimeout(r, 3));
+      await b.migrate(nb);
+    })(),
+  ]);
+  await within(moved);
+  await within(Promise.all(sending));
+  await within(Promise.all([allIn.a.promise, allIn.b.promise]));
+  const expected = Array.from({ length: total }, (_, i) => i);
+  assert.deepEqual(seen.a, expected);
+  assert.deepEqual(seen.b, expected);
+  assert.equal(a.transport, na);
+  assert.equal(b.transport, nb);
+  // The old path is released: its far end reads the end of the stream.
+  assert.equal(await within(tb.read(new Uint8Array(16))), null);
+  // And the link goes on over the new path.
+  await within(a.request({ type: "ping" }));
+});
+
+Deno.test("migrate() on one side only: the link closes after the deadline instead of hanging", async () => {
+  const [ta, tb] = memoryPipe();
+  await using a = framed(ta);
+  await using _b = framed(tb);
+  const [na, nb] = memoryPipe();
+  await assert.rejects(a.migrate(na, { timeoutMs: 200 }), ConnectionClosedError);
+  assert.ok(a.isClosed);
+  // Both paths are closed with it.
+  assert.equal(await within(nb.read(new Uint8Array(4))), null);
+  nb.close();
+});
+
+Deno.test("detach() hands the stream over right after a stop-after message, with the bytes read past it", async () => {
+  const [ta, raw] = memoryPipe();
+  const fc = new FramedConnection<PeerMessage>(ta, {
+    schema: PeerToPeer,
+    replyTypes: [],
+    stopReadingAfter: ["bye"],
+  });
+  // One write: the frame, then bytes that are not frames at all (someone else's stream).
+  const bye = new TextEncoder().encode(JSON.stringify({ type: "bye" }));
+  const wire = new Uint8Array(4 + bye.length + 5);
+  new DataView(wire.buffer).setUint32(0, bye.length);
+  wire.set(bye, 4);
+  wire.set([1, 2, 3, 4, 5], 4 + bye.length);
+  await writeAll(raw, wire);
+  assert.deepEqual(await within(fc.next(TIMEOUT_MS)), { type: "bye" });
+  const { transport, rest } = await within(fc.detach());
+  assert.ok(fc.isClosed, "the framed connection is done with the stream");
+  const after = [...rest];
+  await writeAll(raw, new Uint8Array([6]));
+  while (after.length < 6) {
+    const buffer = new Uint8Array(8);
+    const n = await within(transport.read(buffer));
+    if (n === null) break;
+    after.push(...buffer.subarray(0, n));
+  }
+  assert.deepEqual(after, [1, 2, 3, 4, 5, 6]);
+  transport.close();
+  raw.close();
+});

@@ -30,3 +30,16 @@ export function parseHostPort(value: string, defaultPort: number): { host: strin
   if (i < 0) return { host: value, port: defaultPort };
   return { host: value.slice(0, i) || "127.0.0.1", port: parsePort(value.slice(i + 1)) };
 }
+
+/**
+ * Parses a size in bytes: a whole number, optionally followed by K, M or G (binary: KiB, MiB,
+ * GiB; `B`/`iB` after the letter is allowed): "4M", "512KiB", "1048576".
+ */
+export function parseSize(value: string, what = "size"): number {
+  const m = /^(\d+)\s*(?:([KMG])(?:i?B)?|B)?$/i.exec(value.trim());
+  if (!m) throw new RangeError(`${what} must be a number of bytes like 4M or 512K, got "${value}"`);
+  const unit = { K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(m[2] ?? "").toUpperCase()] ?? 1;
+  const n = Number(m[1]) * unit;
+  if (!Number.isSafeInteger(n)) throw new RangeError(`${what} is too large: "${value}"`);
+  return n;
+}

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { BinaryFrame } from "../net/framed_connection.ts";
 import { ConnectionClosedError } from "../protocol/errors.ts";
 import { MAX_TEXT_LENGTH, type PeerMessage, type ServerMessage } from "../protocol/messages.ts";
-import type { PeerLink } from "../peer/peer_link.ts";
+import { pathOf, type PeerLink } from "../peer/peer_link.ts";
 import { groupChat } from "./client_store.ts";
 import { GroupChats, GroupError } from "./group_chats.ts";
 import { TransferError, Transfers } from "./transfers.ts";
@@ -18,7 +18,7 @@ import { groupHandle } from "../peer/group_state.ts";
 import type { ClientEvent, EventSink } from "./events.ts";
 import { ClientContext, ClientError, describeConnectError } from "./context.ts";
 import { ServerSession, type Session } from "./server_session.ts";
-import { PeerLinks } from "./peer_links.ts";
+import { PeerLinks, type PunchMessage } from "./peer_links.ts";
 import { Delivery, type Outcome } from "./delivery.ts";
 import { Mailbox, type MailboxEntry } from "./mailbox.ts";
 import { describeFix, ownerOnlyDir } from "../util/owner_only.ts";
@@ -55,6 +55,8 @@ export interface ClientOptions {
   peerTimeoutMs?: number;
   /** Largest file accepted from others. */
   maxFileSize?: number;
+  /** Try to turn relayed links into direct ones by hole punching (default true). */
+  punch?: boolean;
 }
 
 function isLoopback(host: string): boolean {
@@ -62,7 +64,7 @@ function isLoopback(host: string): boolean {
 }
 
 /** The room that owns each message type arriving on a peer link. */
-type PeerRoom = "transfers" | "groups" | "delivery" | "windows" | "link";
+type PeerRoom = "transfers" | "groups" | "delivery" | "windows" | "link" | "paths";
 
 const PEER_ROUTES: Record<(PeerMessage | BinaryFrame)["type"], PeerRoom | undefined> = {
   binary: "transfers",
@@ -83,7 +85,11 @@ const PEER_ROUTES: Record<(PeerMessage | BinaryFrame)["type"], PeerRoom | undefi
   error: "link",
   ping: "link",
   pong: "link",
-  // Handshake messages are not expected once a link is up.
+  punch_offer: "paths",
+  punch_answer: "paths",
+  punch_sync: "paths",
+  // Consumed by the connection itself (a path switch), and handshake messages: not expected.
+  path_switch: undefined,
   hello: undefined,
   noise: undefined,
   auth_init: undefined,
@@ -143,6 +149,7 @@ export class ConfabClient implements AsyncDisposable {
         (isLoopback(options.server.host) ? "127.0.0.1" : "0.0.0.0"),
       peerPort: options.peerPort ?? 0,
       peerTimeoutMs: options.peerTimeoutMs ?? 3_000,
+      punch: options.punch ?? true,
     });
     const windows = {
       get chatWith() {
@@ -239,6 +246,12 @@ export class ConfabClient implements AsyncDisposable {
       case "receipts":
         this.#mailbox.onReceipts(m.items);
         return;
+      case "relay_offer":
+        this.#links.acceptRelay(m);
+        return;
+      case "relay_notice":
+        this.#ctx.emit({ type: "relay_notice", user: m.peer, limit: m.limit, text: m.message });
+        return;
     }
   }
 
@@ -262,8 +275,11 @@ export class ConfabClient implements AsyncDisposable {
         this.#ctx.emit({ type: state.open ? "peer_joined" : "peer_left", user: link.user });
         return;
       }
+      case "paths":
+        this.#links.onPunchMessage(link, m as PunchMessage);
+        return;
       case "link":
-        if (m.type === "bye") await link.fc.close();
+        if (m.type === "bye") await this.#links.onBye(link);
         if (m.type === "error") {
           this.#ctx.emit({ type: "error", code: m.code, message: `${link.user}: ${m.message}` });
         }
@@ -393,6 +409,7 @@ export class ConfabClient implements AsyncDisposable {
       with: name,
       online: link !== undefined,
       address,
+      ...(link ? { path: pathOf(link) } : {}),
       history: session.store.recent(name, this.#opts.historyLines).map((h) => ({
         id: h.id,
         from: h.sender,

@@ -5,6 +5,9 @@
  */
 import type { DeliveryMark } from "./client_store.ts";
 
+/** How a peer link's bytes travel. */
+export type LinkPath = "direct" | "relayed";
+
 export type ClientEvent =
   /** The client started and listens for peers. */
   | { type: "ready"; peerPort: number; server: string }
@@ -28,6 +31,8 @@ export type ClientEvent =
     with: string;
     online: boolean;
     address: string;
+    /** How the link to them travels, when there is one. */
+    path?: LinkPath;
     history: {
       id: string;
       from: string;
@@ -75,9 +80,21 @@ export type ClientEvent =
   /** The other user opened or left the chat window with you. */
   | { type: "peer_joined"; user: string }
   | { type: "peer_left"; user: string }
-  /** A direct link to a user came up or went down. */
-  | { type: "link_up"; user: string; address: string; outbound: boolean }
+  /**
+   * A link to a user came up or went down. `path`: "direct" (a TCP connection between the
+   * two) or "relayed" (through the server, which copies bytes it cannot read); `address` is
+   * the other side's, or the server's for a relayed link.
+   */
+  | { type: "link_up"; user: string; address: string; outbound: boolean; path: LinkPath }
   | { type: "link_down"; user: string; reason: string }
+  /**
+   * The link to `user` moved to another path without ending: to "direct" once a hole punch
+   * connected (the relay is released), or to "relayed" when the direct path was lost while
+   * both stayed online. Messages in flight are neither lost nor repeated.
+   */
+  | { type: "link_path"; user: string; path: LinkPath; address: string; reason: string }
+  /** A relay limit the server's operator set was hit on the relayed link with `user`. */
+  | { type: "relay_notice"; user: string; limit: "rate" | "daily" | "links"; text: string }
   /**
    * A user's identity key differs from the one pinned at first contact: nothing is sent to or
    * accepted from them until `trust <user>`.
@@ -210,6 +227,8 @@ export type ClientEvent =
     bytes: number;
     rate: number;
     eta: number | null;
+    /** The path the link takes now (it may change during a transfer). */
+    path?: LinkPath;
   }
   /**
    * Done and verified (SHA-256). `bytes`: what travelled this time (less than `size` after a

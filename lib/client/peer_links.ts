@@ -1,17 +1,42 @@
 /**
- * The client's peer-links room: the listener for peers who dial us, dialing the people we
- * talk to, one authenticated link per user (when both dial at once, both ends keep the same
- * one), heartbeats, and noticing when a link ends. Messages that arrive on a link are handed
- * to the core, which routes them by type to the room that owns them.
+ * The client's peer-links room: one authenticated link per user, and the path it takes.
+ *
+ * - **Direct**: we dial the address the directory gives, with a short deadline (a NAT drops
+ *   the attempt silently; we do not wait seconds for that).
+ * - **Relayed**: when the direct dial fails, the server pairs us with the peer and copies the
+ *   bytes between two extra connections; the link's Noise session runs inside, end to end.
+ * - **Punched**: over a relayed link, the dialing side starts a hole punch (both learn their
+ *   public addresses from the server, then open a TCP connection to each other at the same
+ *   moment). When it connects, the link moves onto it without a lost or repeated frame and
+ *   the relay is released. At most two rounds; then no new attempt for minutes.
+ * - **Fallback**: when a relayed or punched link dies while the peer is still online, a new
+ *   relayed link replaces it before anyone is told the peer is gone.
+ *
+ * When both sides dial at once, both ends keep the same one of the two links. Messages that
+ * arrive on a link are handed to the core, which routes them by type to their room.
  */
-import { asError, type BinaryFrame, SilentPeerError } from "../net/framed_connection.ts";
+import {
+  asError,
+  type BinaryFrame,
+  dial,
+  type OutgoingMessage,
+  SilentPeerError,
+} from "../net/framed_connection.ts";
 import { TcpTransport, type Transport } from "../net/transport.ts";
-import { ProtocolError } from "../protocol/errors.ts";
-import type { PeerMessage } from "../protocol/messages.ts";
-import { acceptPeer, dialPeer, type PeerLink } from "../peer/peer_link.ts";
+import { ProtocolError, RemoteError } from "../protocol/errors.ts";
+import type { LookupResultMessage, PeerMessage, ServerMessage } from "../protocol/messages.ts";
+import { acceptPeer, connectPeer, pathOf, type PeerLink } from "../peer/peer_link.ts";
+import { randomToken } from "../peer/identity.ts";
 import { delay } from "../util/time.ts";
 import { type ClientContext, ClientError, describeConnectError } from "./context.ts";
-import type { ServerSession } from "./server_session.ts";
+import type { ServerSession, Session } from "./server_session.ts";
+import {
+  joinRelay,
+  type Observation,
+  observeNat,
+  provePunched,
+  simultaneousOpen,
+} from "./link_paths.ts";
 
 /** What the links room needs from the client core. */
 export interface PeerLinksHost {
@@ -30,17 +55,54 @@ export interface PeerLinksOptions {
   peerPort: number;
   /** A peer silent this long is declared gone. */
   peerTimeoutMs: number;
+  /** Try hole punching over relayed links (default true). */
+  punch?: boolean;
 }
+
+/** The punching messages, routed here by the core. */
+export type PunchMessage = Extract<
+  PeerMessage,
+  { type: "punch_offer" | "punch_answer" | "punch_sync" }
+>;
+
+/** A direct dial that has not connected by then is taken as blocked (a NAT drops it). */
+export const DIRECT_DIAL_MS = 750;
+/** After two failed punch rounds with someone, no new attempt with them for this long. */
+const PUNCH_BACKOFF_MS = 5 * 60_000;
+/** A NAT found symmetric is not asked again for this long (it will not have changed). */
+const SYMMETRIC_RECHECK_MS = 10 * 60_000;
+/** How long a punching step waits for the other side's message. */
+const PUNCH_STEP_MS = 15_000;
+/** How long a lost relayed or punched link is retried through the relay before giving up. */
+const FALLBACK_WINDOW_MS = 20_000;
+/**
+ * Just after the server came back, others are still re-attaching (their backoff is at most
+ * 2 s): "offline" then may only mean "not back yet".
+ */
+const SERVER_SETTLE_MS = 5_000;
+
+type PunchOutcome = "moved" | "failed" | "impossible";
 
 export class PeerLinks {
   readonly #ctx: ClientContext;
   readonly #session: ServerSession;
   readonly #host: PeerLinksHost;
-  readonly #opts: PeerLinksOptions;
+  readonly #opts: Required<PeerLinksOptions>;
   #listener: Deno.TcpListener | undefined;
   #acceptLoop: Promise<void> | undefined;
   readonly #links = new Map<string, PeerLink>();
   readonly #dialing = new Map<string, Promise<PeerLink>>();
+  /** Links the other side ended with `bye` (logged out): they are not fallen back on. */
+  readonly #byes = new WeakSet<PeerLink>();
+  /** Links that moved onto a punched connection. */
+  readonly #punched = new WeakSet<PeerLink>();
+  /** Per user: no punch attempt before this time. */
+  readonly #punchBackoff = new Map<string, number>();
+  /** Users a punch is in progress with (either side started it). */
+  readonly #punching = new Set<string>();
+  /** Our NAT was found symmetric until this time: no punching. */
+  #symmetricUntil = 0;
+  readonly #punchWaiters = new Map<string, (message: PunchMessage) => void>();
 
   constructor(
     ctx: ClientContext,
@@ -51,7 +113,7 @@ export class PeerLinks {
     this.#ctx = ctx;
     this.#session = session;
     this.#host = host;
-    this.#opts = options;
+    this.#opts = { punch: true, ...options };
   }
 
   get peerPort(): number {
@@ -92,6 +154,8 @@ export class PeerLinks {
   current(user: string): PeerLink | undefined {
     return this.#links.get(user.toLowerCase());
   }
+
+  // ---- accepting -----------------------------------------------------------------------------
 
   async #accept(listener: Deno.TcpListener): Promise<void> {
     let backoff = 10;
@@ -141,11 +205,28 @@ export class PeerLinks {
     }
   }
 
+  /** `from` could not reach us directly: join the relay pairing the server offers. */
+  acceptRelay(offer: Extract<ServerMessage, { type: "relay_offer" }>): void {
+    if (!this.#session.current || this.#ctx.closing) return;
+    this.#ctx.track((async () => {
+      let transport: Transport;
+      try {
+        transport = await joinRelay(await this.#session.access(), offer.token);
+      } catch {
+        return; // the side that asked reports what went wrong
+      }
+      await this.acceptOn(transport);
+    })());
+  }
+
+  // ---- adopting and losing links -------------------------------------------------------------
+
   /**
    * Adopts an authenticated link. When both sides dialed at once there are two links; both
    * ends keep the one dialed by the user whose name sorts first, so they agree without talking.
+   * @param replacing why an earlier link to the same user is being replaced (a fallback).
    */
-  #attach(link: PeerLink): PeerLink {
+  #attach(link: PeerLink, replacing?: string): PeerLink {
     const key = link.user.toLowerCase();
     const existing = this.#links.get(key);
     if (existing && !existing.fc.isClosed) {
@@ -160,35 +241,113 @@ export class PeerLinks {
       this.#links.delete(key);
       void existing.fc.close();
     }
+    const path = pathOf(link);
+    // A dead link still in the map is being replaced: on another path, that is a move.
+    const moved = replacing ??
+      (existing?.fc.isClosed && pathOf(existing) !== path
+        ? `the ${pathOf(existing)} path was lost`
+        : undefined);
     this.#links.set(key, link);
     link.fc.startHeartbeat({
       intervalMs: Math.min(1_000, this.#opts.peerTimeoutMs / 3),
       timeoutMs: this.#opts.peerTimeoutMs,
     });
     const address = `${link.fc.remoteAddr.hostname}:${link.fc.remoteAddr.port}`;
-    this.#ctx.emit({ type: "link_up", user: link.user, address, outbound: link.outbound });
+    if (moved !== undefined) {
+      this.#ctx.emit({ type: "link_path", user: link.user, path, address, reason: moved });
+    } else {
+      this.#ctx.emit({
+        type: "link_up",
+        user: link.user,
+        address,
+        outbound: link.outbound,
+        path,
+      });
+    }
     link.fc.setHandler((m) => this.#host.onMessage(link, m));
-    this.#ctx.track(link.fc.closed.then(async (reason) => {
-      if (this.#links.get(key) !== link) return;
-      // Both ends dialed at once and the other end dropped this link as the duplicate: our
-      // own dial is about to replace it. Only if it does not is the user gone.
-      // The other end may close it hard (a write then fails with a broken pipe). Not when the
-      // link went silent: that is the peer itself, and a dial to a frozen peer only hangs.
-      const replacing = reason instanceof SilentPeerError ? undefined : this.#dialing.get(key);
-      if (replacing) await replacing.catch(() => {});
-      if (this.#links.get(key) !== link) return;
-      this.#links.delete(key);
-      const why = reason?.message ?? "closed";
-      this.#ctx.emit({ type: "link_down", user: link.user, reason: why });
-      if (reason instanceof SilentPeerError) {
-        // Frozen or cut off: the server may still think they are online. Let it check.
-        this.#session.reportUnreachable(link.user);
-      }
-      this.#host.onLinkDown(link.user, why);
-    }));
+    this.#ctx.track(link.fc.closed.then((reason) => this.#onClosed(link, reason)));
     this.#host.onLinkUp(link);
+    if (link.outbound && path === "relayed") this.#ctx.track(this.#upgrade(link));
     return link;
   }
+
+  async #onClosed(link: PeerLink, reason: Error | undefined): Promise<void> {
+    const key = link.user.toLowerCase();
+    if (this.#links.get(key) !== link) return;
+    // Both ends dialed at once and the other end dropped this link as the duplicate: our
+    // own dial is about to replace it. Only if it does not is the user gone.
+    // The other end may close it hard (a write then fails with a broken pipe). Not when the
+    // link went silent: that is the peer itself, and a dial to a frozen peer only hangs.
+    const replacing = reason instanceof SilentPeerError ? undefined : this.#dialing.get(key);
+    if (replacing) await replacing.catch(() => {});
+    if (this.#links.get(key) !== link) return;
+    if (this.#mayFallBack(link)) {
+      await this.#fallBack(link, reason).catch(() => {});
+      if (this.#links.get(key) !== link) return;
+    }
+    this.#links.delete(key);
+    const why = reason?.message ?? "closed";
+    this.#ctx.emit({ type: "link_down", user: link.user, reason: why });
+    if (reason instanceof SilentPeerError) {
+      // Frozen or cut off: the server may still think they are online. Let it check.
+      this.#session.reportUnreachable(link.user);
+    }
+    this.#host.onLinkDown(link.user, why);
+  }
+
+  /** The other side said goodbye (logged out): its link ends for good. */
+  async onBye(link: PeerLink): Promise<void> {
+    this.#byes.add(link);
+    await link.fc.close();
+  }
+
+  /** A relayed or punched link lost while both sides may still be online gets a new path. */
+  #mayFallBack(link: PeerLink): boolean {
+    return !this.#byes.has(link) && this.#session.current !== undefined &&
+      !this.#ctx.closing &&
+      (link.fc.transport.path === "relayed" || this.#punched.has(link));
+  }
+
+  /**
+   * Replaces a lost relayed or punched link with a new relayed one, unless the peer is gone
+   * (the server says offline). While the server itself is away (restarting), keeps trying for
+   * a while. Senders meanwhile wait for this as for any dial.
+   */
+  async #fallBack(lost: PeerLink, reason: Error | undefined): Promise<void> {
+    const key = lost.user.toLowerCase();
+    if (this.#dialing.has(key)) return;
+    const session = this.#session.require();
+    const path = this.#punched.has(lost) ? "direct" : lost.fc.transport.path;
+    const why = `the ${path} path to ${lost.user} was lost (${reason?.message ?? "closed"})`;
+    // A silent peer may be frozen rather than cut off: let the server check at once, so a
+    // frozen peer is found offline instead of being waited for.
+    if (reason instanceof SilentPeerError) this.#session.reportUnreachable(lost.user);
+    const attempt = (async (): Promise<PeerLink> => {
+      const until = Date.now() + FALLBACK_WINDOW_MS;
+      for (let round = 0; Date.now() < until; round++) {
+        if (this.#session.current !== session || this.#ctx.closing) break;
+        try {
+          const found = await this.#session.lookup(lost.user);
+          if (!found.online) throw new ClientError("USER_OFFLINE", `${found.user} is offline`);
+          const transport = await this.#relayTo(found.user, why, false);
+          return await this.#handshake(session, transport, found, why);
+        } catch (error) {
+          // Only the server's absence (a restart, and the moments after it while the others
+          // re-attach) is worth waiting out; anything else is final.
+          if (this.#session.connectedFor > SERVER_SETTLE_MS) throw error;
+          await delay(Math.min(2_000, 250 * 2 ** round), this.#ctx.signal);
+        }
+      }
+      throw new ClientError("PEER_UNREACHABLE", why);
+    })();
+    const pending = attempt.finally(() => {
+      if (this.#dialing.get(key) === pending) this.#dialing.delete(key);
+    });
+    this.#dialing.set(key, pending);
+    await pending;
+  }
+
+  // ---- dialing -------------------------------------------------------------------------------
 
   /** An open link to `user`, reusing one that exists or dialing them. */
   async linkTo(user: string, emitProgress: boolean): Promise<PeerLink> {
@@ -197,7 +356,10 @@ export class PeerLinks {
     if (existing && !existing.fc.isClosed) return existing;
     let pending = this.#dialing.get(key);
     if (!pending) {
-      pending = this.#dial(user, emitProgress).finally(() => this.#dialing.delete(key));
+      const started = this.#dial(user, emitProgress).finally(() => {
+        if (this.#dialing.get(key) === started) this.#dialing.delete(key);
+      });
+      pending = started;
       this.#dialing.set(key, pending);
     }
     return await pending;
@@ -223,31 +385,305 @@ export class PeerLinks {
     if (emitProgress) {
       this.#ctx.emit({ type: "info", text: `connecting to ${found.user} at ${where}` });
     }
+    let transport: Transport;
+    try {
+      const conn = await dial(
+        found.host,
+        found.port,
+        AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(DIRECT_DIAL_MS)]),
+      );
+      transport = new TcpTransport(conn);
+    } catch (error) {
+      if (this.#ctx.signal.aborted) throw error;
+      const why = describeConnectError(error, `${found.user} at ${where}`, "again in a moment");
+      transport = await this.#relayTo(found.user, why, emitProgress);
+    }
+    return await this.#handshake(session, transport, found);
+  }
+
+  /** Runs the dialing side's handshake over `transport` and adopts the link. */
+  async #handshake(
+    session: Session,
+    transport: Transport,
+    found: LookupResultMessage,
+    replacing?: string,
+  ): Promise<PeerLink> {
     let link: PeerLink;
     try {
-      link = await dialPeer({ host: found.host, port: found.port }, {
+      link = await connectPeer(transport, {
         me: session.user,
         identity: session.identity,
         noiseKey: await this.#session.staticKey(),
         user: found.user,
         publicKey: found.publicKey,
-        signal: this.#ctx.signal,
       });
     } catch (error) {
       if (error instanceof ProtocolError && error.code === "AUTH_FAILED") {
         throw new ClientError("AUTH_FAILED", error.message);
       }
+      const where = transport.path === "relayed"
+        ? `${found.user} through the server's relay`
+        : `${found.user} at ${found.host}:${found.port}`;
       throw new ClientError(
         "PEER_UNREACHABLE",
-        describeConnectError(error, `${found.user} at ${where}`, "again in a moment"),
+        describeConnectError(error, where, "again in a moment"),
       );
     }
     if (this.#session.current !== session) {
       await link.fc.close();
       throw new ClientError("NOT_LOGGED_IN", "logged out meanwhile");
     }
-    return this.#attach(link);
+    return this.#attach(link, replacing);
   }
+
+  /**
+   * Asks the server to relay a link to `user` and joins it.
+   * @param why why the direct path does not do (said to the user if the relay fails too).
+   * @throws {ClientError} USER_OFFLINE, or PEER_UNREACHABLE saying why neither path works.
+   */
+  async #relayTo(user: string, why: string, emitProgress: boolean): Promise<Transport> {
+    if (emitProgress) {
+      this.#ctx.emit({ type: "info", text: `${why}; asking the server to relay` });
+    }
+    let token: string;
+    try {
+      token = (await this.#session.request<Extract<ServerMessage, { type: "relay_token" }>>({
+        type: "relay_open",
+        user,
+      })).token;
+    } catch (error) {
+      const e = asError(error);
+      if (e instanceof ClientError && e.code === "USER_OFFLINE") throw e;
+      if (e instanceof ClientError && e.code === "SERVER_UNREACHABLE") {
+        throw new ClientError("PEER_UNREACHABLE", `${why}, and the server is unreachable`);
+      }
+      throw new ClientError("PEER_UNREACHABLE", `${why}; no relay either: ${e.message}`);
+    }
+    try {
+      return await joinRelay(await this.#session.access(), token);
+    } catch (error) {
+      if (error instanceof RemoteError && error.code === "USER_OFFLINE") {
+        throw new ClientError("USER_OFFLINE", `${user} is offline`);
+      }
+      throw new ClientError(
+        "PEER_UNREACHABLE",
+        `${why}; the relay did not connect: ${asError(error).message}`,
+      );
+    }
+  }
+
+  // ---- hole punching -------------------------------------------------------------------------
+
+  /** Whether a punch with `user` may start now (none running, not backing off, NAT fine). */
+  #mayPunch(user: string): string | undefined {
+    const key = user.toLowerCase();
+    if (!this.#opts.punch) return "hole punching is off here";
+    if (Date.now() < this.#symmetricUntil) return "this side's NAT is symmetric";
+    if (this.#punching.has(key)) return "a punch is already running";
+    const until = this.#punchBackoff.get(key) ?? 0;
+    if (Date.now() < until) return "tried recently";
+    return undefined;
+  }
+
+  /** Asks the server where we come from; remembers a symmetric NAT for a while. */
+  async #observe(): Promise<Observation> {
+    const observation = await observeNat(await this.#session.access());
+    if (observation.nat === "symmetric") {
+      this.#symmetricUntil = Date.now() + SYMMETRIC_RECHECK_MS;
+    }
+    return observation;
+  }
+
+  /** Waits for the other side's next punching message of `type` for `round`. */
+  #expect<T extends PunchMessage["type"]>(
+    link: PeerLink,
+    type: T,
+    round: number,
+  ): Promise<Extract<PunchMessage, { type: T }>> {
+    const key = `${link.user.toLowerCase()}\n${type}\n${round}`;
+    const got = Promise.withResolvers<Extract<PunchMessage, { type: T }>>();
+    this.#punchWaiters.set(key, got.resolve as (m: PunchMessage) => void);
+    const stop = new AbortController();
+    const late = delay(PUNCH_STEP_MS, AbortSignal.any([stop.signal, this.#ctx.signal]))
+      .then(() => {
+        throw new Error(`no ${type} from ${link.user} in time`);
+      });
+    const closed = link.fc.closed.then(() => {
+      throw new Error(`the link to ${link.user} closed`);
+    });
+    return Promise.race([got.promise, late, closed]).finally(() => {
+      stop.abort();
+      late.catch(() => {});
+      closed.catch(() => {});
+      if (this.#punchWaiters.get(key) === got.resolve) this.#punchWaiters.delete(key);
+    });
+  }
+
+  /** A punching message from the other side of `link`. */
+  onPunchMessage(link: PeerLink, m: PunchMessage): void {
+    if (m.type === "punch_offer") {
+      this.#ctx.track(this.#answerPunch(link, m));
+      return;
+    }
+    this.#punchWaiters.get(`${link.user.toLowerCase()}\n${m.type}\n${m.round}`)?.(m);
+  }
+
+  #send(link: PeerLink, message: OutgoingMessage): Promise<void> {
+    return link.fc.send(message).catch(() => {});
+  }
+
+  /**
+   * The dialing side of a relayed link tries to move it to a direct path: at most two rounds,
+   * then it backs off for minutes. A symmetric NAT on either side ends it at once.
+   */
+  async #upgrade(link: PeerLink): Promise<void> {
+    const key = link.user.toLowerCase();
+    if (this.#mayPunch(link.user) !== undefined) return;
+    this.#punching.add(key);
+    try {
+      for (const round of [1, 2] as const) {
+        if (link.fc.isClosed || this.#links.get(key) !== link || this.#ctx.closing) return;
+        let outcome: PunchOutcome;
+        try {
+          outcome = await this.#punchAsDialer(link, round);
+        } catch {
+          outcome = "failed";
+        }
+        if (outcome === "moved") return;
+        if (outcome === "impossible") break;
+        if (round === 1) await delay(1_000, this.#ctx.signal).catch(() => {});
+      }
+      this.#punchBackoff.set(key, Date.now() + PUNCH_BACKOFF_MS);
+    } finally {
+      this.#punching.delete(key);
+    }
+  }
+
+  async #punchAsDialer(link: PeerLink, round: 1 | 2): Promise<PunchOutcome> {
+    const mine = await this.#observe();
+    if (mine.nat === "symmetric") {
+      this.#ctx.emit({
+        type: "info",
+        text: `your NAT gives each destination another port, so a direct path to ${link.user} ` +
+          `cannot be punched; the link stays relayed through the server`,
+      });
+      return "impossible";
+    }
+    const nonce = randomToken();
+    const answered = this.#expect(link, "punch_answer", round);
+    await this.#send(link, {
+      type: "punch_offer",
+      round,
+      nonce,
+      host: mine.host,
+      port: mine.port,
+      nat: mine.nat,
+    });
+    const answer = await answered;
+    if (!answer.nonce || !answer.host || !answer.port) {
+      return answer.nat === "symmetric" ? "impossible" : "failed";
+    }
+    // DCUtR: half a round trip after our sync, the sync reaches them and both dial at once.
+    const started = performance.now();
+    await link.fc.request({ type: "ping" }, { timeoutMs: PUNCH_STEP_MS });
+    const rtt = performance.now() - started;
+    await this.#send(link, { type: "punch_sync", round });
+    await delay(rtt / 2, this.#ctx.signal);
+    return await this.#punchAndMove(link, mine, {
+      host: answer.host,
+      port: answer.port,
+      mine: nonce,
+      theirs: answer.nonce,
+    });
+  }
+
+  /** The other side of a relayed link asks to punch: answer, then dial at its sync. */
+  async #answerPunch(link: PeerLink, offer: Extract<PunchMessage, { type: "punch_offer" }>) {
+    const key = link.user.toLowerCase();
+    const refusal = offer.nat === "symmetric" ? "your NAT is symmetric" : this.#mayPunch(link.user);
+    if (refusal !== undefined) {
+      await this.#send(link, {
+        type: "punch_answer",
+        round: offer.round,
+        reason: refusal,
+        ...(Date.now() < this.#symmetricUntil ? { nat: "symmetric" } : {}),
+      });
+      return;
+    }
+    this.#punching.add(key);
+    try {
+      let mine: Observation;
+      try {
+        mine = await this.#observe();
+      } catch (error) {
+        await this.#send(link, {
+          type: "punch_answer",
+          round: offer.round,
+          reason: `cannot ask the server: ${asError(error).message}`.slice(0, 200),
+        });
+        return;
+      }
+      if (mine.nat === "symmetric") {
+        await this.#send(link, { type: "punch_answer", round: offer.round, nat: "symmetric" });
+        return;
+      }
+      const nonce = randomToken();
+      const synced = this.#expect(link, "punch_sync", offer.round);
+      await this.#send(link, {
+        type: "punch_answer",
+        round: offer.round,
+        nonce,
+        host: mine.host,
+        port: mine.port,
+        nat: mine.nat,
+      });
+      await synced;
+      await this.#punchAndMove(link, mine, {
+        host: offer.host,
+        port: offer.port,
+        mine: nonce,
+        theirs: offer.nonce,
+      }).catch(() => {});
+    } catch {
+      // The other side gave up or the link closed: it decides whether to try again.
+    } finally {
+      this.#punching.delete(key);
+    }
+  }
+
+  /** Opens the punched connection, proves it, and moves the link onto it. */
+  async #punchAndMove(
+    link: PeerLink,
+    mine: Observation,
+    other: { host: string; port: number; mine: string; theirs: string },
+  ): Promise<PunchOutcome> {
+    const started = performance.now();
+    const transport = await simultaneousOpen(mine.localPort, other, { signal: this.#ctx.signal });
+    try {
+      await provePunched(transport, { mine: other.mine, theirs: other.theirs });
+    } catch (error) {
+      transport.close();
+      throw error;
+    }
+    if (link.fc.isClosed) {
+      transport.close();
+      return "failed";
+    }
+    await link.fc.migrate(transport);
+    this.#punched.add(link);
+    this.#ctx.emit({
+      type: "link_path",
+      user: link.user,
+      path: "direct",
+      address: `${transport.remoteAddr.hostname}:${transport.remoteAddr.port}`,
+      reason: `hole punched in ${
+        Math.round(performance.now() - started)
+      } ms; the relay is released`,
+    });
+    return "moved";
+  }
+
+  // ---- closing -------------------------------------------------------------------------------
 
   /** Says goodbye on every link and closes them (the session ended). */
   closeAll(): void {

@@ -194,9 +194,11 @@ export class Renderer {
         lines.push(
           this.paint(
             "green",
-            e.online
-              ? `chatting with ${e.with}, directly`
-              : `chatting with ${e.with} (offline: messages wait on the server)`,
+            !e.online
+              ? `chatting with ${e.with} (offline: messages wait on the server)`
+              : e.path === "relayed"
+              ? `chatting with ${e.with}, relayed through the server`
+              : `chatting with ${e.with}, directly`,
           ) + this.#detail(e.online ? e.address : "") + dim(" (/q leaves, /h helps)"),
         );
         return lines.join("\n");
@@ -359,15 +361,16 @@ export class Renderer {
         const t = this.#transfers.get(e.fid) ?? { line: "", step: 0 };
         const fraction = e.size > 0 ? e.bytes / e.size : 1;
         const arrow = e.direction === "out" ? `↑ ${e.name} → ${e.peer}` : `↓ ${e.name} ← ${e.peer}`;
+        const via = e.path === "relayed" ? " (relayed)" : "";
         t.line = `${arrow} ${bar(fraction)} ${Math.floor(fraction * 100)}% ` +
           `${mib(e.bytes)}/${mib(e.size)} ${mib(e.rate)}/s` +
-          (e.eta !== null ? ` ETA ${e.eta}s` : "");
+          (e.eta !== null ? ` ETA ${e.eta}s` : "") + via;
         this.#transfers.set(e.fid, t);
         // Without a terminal (no status line): one short line each quarter.
         const step = Math.floor(fraction * 4);
         if (step > t.step) {
           t.step = step;
-          return dim(`${arrow} ${Math.floor(fraction * 100)}% (${mib(e.rate)}/s)`);
+          return dim(`${arrow} ${Math.floor(fraction * 100)}% (${mib(e.rate)}/s${via})`);
         }
         return undefined;
       }
@@ -405,14 +408,26 @@ export class Renderer {
       case "link_up":
         return this.#verbose
           ? dim(
-            `${e.outbound ? "connected to" : "connection from"} ${e.user} directly at ${e.address}`,
+            `${e.outbound ? "connected to" : "connection from"} ${e.user} ` +
+              (e.path === "relayed" ? `relayed through the server` : `directly at ${e.address}`),
           )
           : undefined;
+      case "link_path":
+        // Said in the chat with them (the path is part of what the chat shows); else verbose.
+        if (!this.#verbose && !this.#inChatWith(e.user)) return undefined;
+        return this.paint(
+          e.path === "direct" ? "green" : "yellow",
+          e.path === "direct"
+            ? `the link to ${e.user} is now direct: ${e.reason}`
+            : `the link to ${e.user} is now relayed through the server: ${e.reason}`,
+        ) + this.#detail(e.address);
+      case "relay_notice":
+        return this.paint("yellow", `relay limit: ${e.text}`);
       case "link_down":
-        if (this.#verbose) return dim(`direct link to ${e.user} closed (${e.reason})`);
+        if (this.#verbose) return dim(`link to ${e.user} closed (${e.reason})`);
         if (!this.#inChatWith(e.user)) return undefined;
         return dim(
-          `lost the direct connection to ${e.user}; messages go through the server until it is back`,
+          `lost the connection to ${e.user}; messages go through the server until it is back`,
         );
       case "key_changed":
         return this.paint(

@@ -6,6 +6,7 @@ import { type KeyPair } from "../crypto/noise.ts";
 import { keyFingerprint } from "../crypto/fingerprint.ts";
 import { dial, FramedConnection } from "../net/framed_connection.ts";
 import { openSecureChannel } from "../net/secure_channel.ts";
+import type { Transport } from "../net/transport.ts";
 import { type ServerMessage, ServerToClient, type WelcomeMessage } from "../protocol/messages.ts";
 import { toBase64Url } from "../util/base64.ts";
 import type { KnownServers } from "./known_servers.ts";
@@ -21,6 +22,9 @@ export const SERVER_REPLY_TYPES = [
   "mail_batch",
   "error",
   "pong",
+  "relay_token",
+  "relay_start",
+  "observed",
 ] as const;
 
 /**
@@ -98,6 +102,15 @@ export interface ServerLinkOptions {
    * accepts: a key with exactly this fingerprint replaces the pin; any other key is refused.
    */
   acceptKey?: string;
+  /**
+   * The server key this connection must present (base64url): a second connection to a server
+   * already checked (a relay leg, a NAT probe) is held to the key of the first.
+   */
+  expectKey?: string;
+  /** Opens the byte stream (default: a TCP connection to host:port). */
+  connect?: () => Promise<Transport>;
+  /** Message types after which the reader stops (see FramedConnection). */
+  stopReadingAfter?: readonly string[];
   signal?: AbortSignal;
   timeoutMs?: number;
 }
@@ -118,10 +131,13 @@ export interface ServerLink {
  */
 export async function openServerLink(options: ServerLinkOptions): Promise<ServerLink> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const conn = await dial(options.host, options.port, options.signal);
+  const conn = options.connect
+    ? await options.connect()
+    : await dial(options.host, options.port, options.signal);
   const fc = new FramedConnection<ServerMessage>(conn, {
     schema: ServerToClient,
     replyTypes: SERVER_REPLY_TYPES,
+    stopReadingAfter: options.stopReadingAfter,
   });
   try {
     const session = await openSecureChannel(fc, {
@@ -133,8 +149,17 @@ export async function openServerLink(options: ServerLinkOptions): Promise<Server
     });
     const serverKey = toBase64Url(session.remoteStaticKey!);
     const fingerprint = await keyFingerprint(session.remoteStaticKey! as Uint8Array<ArrayBuffer>);
-    if (!options.knownServers) return { fc, serverKey, fingerprint, pin: "unchecked" };
     const address = `${options.host}:${options.port}`;
+    if (options.expectKey !== undefined) {
+      if (serverKey !== options.expectKey) {
+        throw new ServerKeyChangedError(
+          `the server at ${address} presented a different key (fingerprint ${fingerprint}) ` +
+            `than on the control connection; not using it`,
+        );
+      }
+      return { fc, serverKey, fingerprint, pin: "known" };
+    }
+    if (!options.knownServers) return { fc, serverKey, fingerprint, pin: "unchecked" };
     const pinned = await options.knownServers.get(address);
     if (pinned?.key === serverKey) return { fc, serverKey, fingerprint, pin: "known" };
     if (options.acceptKey !== undefined && options.acceptKey !== fingerprint) {

@@ -36,6 +36,7 @@ import { isStrongPublicKey, mailKeyStatement, verifySignature } from "../crypto/
 import { ownNumber, safetyNumber } from "../crypto/fingerprint.ts";
 import { MailKey } from "../peer/sealed_mail.ts";
 import { type ClientContext, ClientError, describeConnectError } from "./context.ts";
+import type { ServerAccess } from "./link_paths.ts";
 
 /** A logged-in user: who, the token to re-attach with, keys, and local state. */
 export interface Session {
@@ -92,6 +93,9 @@ export class ServerSession {
   readonly #knownServers: KnownServers;
   /** A fingerprint the user accepts for a changed server key, until one connection used it. */
   #acceptServerKey: string | undefined;
+  /** The key the server presented on the control connection (base64url). */
+  #serverKey: string | undefined;
+  #connectedAt = 0;
 
   constructor(ctx: ClientContext, host: ServerSessionHost, options: ServerSessionOptions) {
     this.#ctx = ctx;
@@ -118,6 +122,11 @@ export class ServerSession {
 
   get connected(): boolean {
     return this.#server !== undefined && !this.#server.isClosed;
+  }
+
+  /** How long the control connection has been up (0 while there is none). */
+  get connectedFor(): number {
+    return this.connected ? Date.now() - this.#connectedAt : 0;
   }
 
   /** The session, or a NOT_LOGGED_IN error for the user. */
@@ -175,6 +184,7 @@ export class ServerSession {
       });
     }
     const fc = link.fc;
+    this.#serverKey = link.serverKey;
     fc.setHandler((m) => this.#onMessage(m));
     // Logged in already: this is a re-attach. Resume before anyone else uses the link, so a
     // command typed meanwhile never runs on a connection without our session.
@@ -194,6 +204,7 @@ export class ServerSession {
       }
     }
     this.#server = fc;
+    this.#connectedAt = Date.now();
     fc.startHeartbeat(CONTROL_HEARTBEAT); // (already running after a resume: a no-op then)
     const closed = fc.closed.then((reason) => this.#onClosed(fc, reason));
     this.#ctx.track(closed);
@@ -283,6 +294,23 @@ export class ServerSession {
   /** Asks the server to check whether `user` is still there (their link went silent). */
   reportUnreachable(user: string): void {
     this.tell({ type: "report_unreachable", user });
+  }
+
+  /**
+   * What a second connection to this server needs (a relay leg, a NAT probe): its address,
+   * our static key (which the server matches against the control connection's), and the key
+   * the server must present.
+   * @throws {ClientError} SERVER_UNREACHABLE when the server cannot be reached.
+   */
+  async access(): Promise<ServerAccess> {
+    if (this.#serverKey === undefined) await this.#connect();
+    return {
+      host: this.#opts.server.host,
+      port: this.#serverPort,
+      staticKeyPair: await this.staticKey(),
+      serverKey: this.#serverKey!,
+      signal: this.#ctx.signal,
+    };
   }
 
   /** Closes the control connection (the client is closing). */

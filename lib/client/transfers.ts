@@ -11,7 +11,7 @@ import type { BinaryFrame } from "../net/framed_connection.ts";
 import { BINARY_TAG, writeAll } from "../net/framed_connection.ts";
 import type { PeerMessage } from "../protocol/messages.ts";
 import { numberedName, sanitizeFileName } from "../peer/file_names.ts";
-import type { PeerLink } from "../peer/peer_link.ts";
+import { pathOf, type PeerLink } from "../peer/peer_link.ts";
 import { type ClientStore, groupChat } from "./client_store.ts";
 import type { ClientEvent } from "./events.ts";
 import { collectGarbageIfHeld } from "../util/gc.ts";
@@ -242,7 +242,7 @@ export class Transfers {
         throw new TransferError("BAD_OFFSET", `${peer} asked for a bad offset`);
       }
       host.emit({ type: "transfer_started", ...base, offset });
-      const progress = new Progress(host, base, offset);
+      const progress = new Progress(host, base, offset, link);
       using handle = await Deno.open(file.path, { read: true });
       await handle.seek(offset, Deno.SeekMode.Start);
       const fidBytes = fromHex(fid);
@@ -468,13 +468,16 @@ export class Transfers {
     const now = Date.now();
     if (now - t.lastProgress >= PROGRESS_EVERY_MS) {
       t.lastProgress = now;
-      this.#host.emit(progressEvent(
-        { fid, direction: "in", peer: t.from, name: t.name, size: t.size },
-        t.at,
-        t.startOffset,
-        t.startedAt,
-        now,
-      ));
+      this.#host.emit({
+        ...progressEvent(
+          { fid, direction: "in", peer: t.from, name: t.name, size: t.size },
+          t.at,
+          t.startOffset,
+          t.startedAt,
+          now,
+        ),
+        path: pathOf(link),
+      });
     }
   }
 
@@ -636,13 +639,17 @@ class Progress {
       size: number;
     },
     readonly offset: number,
+    readonly link: PeerLink,
   ) {}
 
   update(at: number): void {
     const now = Date.now();
     if (now - this.#last < PROGRESS_EVERY_MS) return;
     this.#last = now;
-    this.host.emit(progressEvent(this.base, at, this.offset, this.#startedAt, now));
+    this.host.emit({
+      ...progressEvent(this.base, at, this.offset, this.#startedAt, now),
+      path: pathOf(this.link),
+    });
   }
 }
 
@@ -652,7 +659,7 @@ function progressEvent(
   offset: number,
   startedAt: number,
   now: number,
-): ClientEvent {
+): Extract<ClientEvent, { type: "transfer_progress" }> {
   const seconds = Math.max(0.001, (now - startedAt) / 1000);
   const rate = (at - offset) / seconds;
   return {

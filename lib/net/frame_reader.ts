@@ -68,6 +68,11 @@ export class FrameReader {
     return body;
   }
 
+  /** The bytes read ahead past the last frame (for handing the stream to someone else). */
+  rest(): Uint8Array {
+    return this.#buffer.slice(this.#start, this.#end);
+  }
+
   /** Moves buffered bytes into `body` from `at`; returns how far it is filled. */
   #take(body: Uint8Array, at: number): number {
     const n = Math.min(body.length - at, this.#end - this.#start);

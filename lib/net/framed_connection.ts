@@ -59,6 +59,12 @@ export interface FramedConnectionOptions<In> {
   maxBadMessages?: number;
   /** Accept binary frames (peer links carry file data); elsewhere they are refused. */
   acceptBinary?: boolean;
+  /**
+   * Message types after which the reader stops reading (without closing), so the stream can
+   * be handed to someone else with {@link FramedConnection.detach}: a relay leg after its
+   * `relay_join` (server) or `relay_start` (client).
+   */
+  stopReadingAfter?: readonly string[];
 }
 
 /** Liveness: a `ping` every `intervalMs`; silence for `timeoutMs` ends the connection. */
@@ -84,14 +90,43 @@ const MAX_OPENING = 8;
 const SEPARATE_HEADER_FROM = 16 * 1024;
 /** Frames a peer may send while we finish a handshake step; more is a flood. */
 const MAX_HELD_FRAMES = 64;
+/** How long a `path_switch` from the other side may wait for our side of the new path. */
+const PATH_SWITCH_WAIT_MS = 15_000;
+/** The old path stays open this long after a switch, so its last bytes are surely read. */
+const OLD_PATH_GRACE_MS = 1_000;
+
+/** What the reader's wait yields when the other side moved to a new path. */
+const SWITCHED = Symbol("switched");
+
+/** A move to another transport in progress: the marker each way, and the new path. */
+interface Migration {
+  next: Transport;
+  old: Transport;
+  wrote: boolean;
+  read: boolean;
+  done: PromiseWithResolvers<void>;
+}
 
 /** Why a connection closed: `undefined` for a clean close by either side. */
 export type CloseReason = Error | undefined;
 
 export class FramedConnection<In extends AnyMessage = AnyMessage> implements AsyncDisposable {
-  readonly transport: Transport;
-  readonly remoteAddr: TransportAddress;
-  readonly #opts: Required<Omit<FramedConnectionOptions<In>, "onMessage">>;
+  /** The transport frames are written to (after a migration: the new one). */
+  #transport: Transport;
+  readonly #opts: Required<Omit<FramedConnectionOptions<In>, "onMessage" | "stopReadingAfter">>;
+  readonly #stopAfter: ReadonlySet<string>;
+  /** Set when a stop-after message was read: the reader has stopped, the stream is intact. */
+  #stopped = false;
+  #rest: Uint8Array = new Uint8Array(0);
+  #detached = false;
+  #migration: Migration | undefined;
+  #migrationWaiter: PromiseWithResolvers<Migration> | undefined;
+  /** The other side's `path_switch` was handed over: read the new path next. */
+  #switchRead = false;
+  /** Wakes the reader's current wait when that happens (one per read: nothing accumulates). */
+  #wakeForSwitch: ((value: typeof SWITCHED) => void) | undefined;
+  readonly #oldPaths = new Set<Transport>();
+  readonly #graceTimers = new Set<ReturnType<typeof setTimeout>>();
   #onMessage: ((message: In) => void | Promise<void>) | undefined;
   readonly #replyTypes: Set<string>;
   readonly #pending = new Map<number | string, {
@@ -130,8 +165,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   /** @param transport the byte stream; a bare TCP connection is wrapped with Nagle off. */
   constructor(transport: Transport | Deno.TcpConn, options: FramedConnectionOptions<In>) {
-    this.transport = asTransport(transport);
-    this.remoteAddr = this.transport.remoteAddr;
+    this.#transport = asTransport(transport);
+    this.#stopAfter = new Set(options.stopReadingAfter ?? []);
     this.#opts = {
       schema: options.schema,
       replyTypes: options.replyTypes,
@@ -143,6 +178,15 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     this.#onMessage = options.onMessage;
     this.#replyTypes = new Set(options.replyTypes);
     this.#readLoop = this.#read();
+  }
+
+  /** The byte stream under the connection now (it changes when the link moves). */
+  get transport(): Transport {
+    return this.#transport;
+  }
+
+  get remoteAddr(): TransportAddress {
+    return this.#transport.remoteAddr;
   }
 
   /** Resolves with the reason once the connection is closed and its reader has stopped. */
@@ -342,7 +386,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     return this.#write(body);
   }
 
-  #write(body: Uint8Array): Promise<void> {
+  #write(body: Uint8Array, afterWrite?: () => void): Promise<void> {
     if (this.#closing) return Promise.reject(new ConnectionClosedError("connection is closed"));
     if (body.length > this.#opts.maxFrame) {
       return Promise.reject(
@@ -369,6 +413,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       if (!(sealed instanceof Uint8Array)) sealed.catch(() => {}); // the chain reports it
       write = this.#writeChain.then(async () => this.#writeFrame(await sealed));
     }
+    // Runs before anything queued later is written (a path switch moves the writes after it).
+    if (afterWrite) write = write.then(afterWrite);
     this.#writesQueued++;
     this.#lastSent = Date.now();
     const settled = write.finally(() => this.#writesQueued--);
@@ -378,17 +424,115 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     return settled;
   }
 
-  /** Writes one frame: header and (sealed) body. */
+  /** Writes one frame: header and (sealed) body, to the path the connection is on now. */
   async #writeFrame(payload: Uint8Array): Promise<void> {
+    const transport = this.#transport;
     if (payload.length < SEPARATE_HEADER_FROM) {
-      await writeAll(this.transport, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
+      await writeAll(transport, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
     } else {
       // Large (file data): the header on its own, so the payload is not copied again.
       const header = new Uint8Array(HEADER_SIZE);
       new DataView(header.buffer).setUint32(0, payload.length);
-      await writeAll(this.transport, header);
-      await writeAll(this.transport, payload);
+      await writeAll(transport, header);
+      await writeAll(transport, payload);
     }
+  }
+
+  /**
+   * Moves the connection onto `next` (a punched connection, or a relay) without losing,
+   * duplicating or reordering a frame, and without a new handshake: the ciphers go on. Both
+   * sides call it with their ends of the same new stream. Each side writes a `path_switch` as
+   * its last frame on the old path and everything after it on the new one; each reads the old
+   * path up to the other's `path_switch`, then reads the new one. The old path is closed once
+   * both directions have moved.
+   * @throws {ConnectionClosedError} when the connection closes before the move completes.
+   */
+  migrate(next: Transport, options: { timeoutMs?: number } = {}): Promise<void> {
+    if (this.#closing) {
+      next.close();
+      return Promise.reject(new ConnectionClosedError("connection is closed"));
+    }
+    if (this.#migration) {
+      next.close();
+      return Promise.reject(new RangeError("the connection is already moving to another path"));
+    }
+    const migration: Migration = {
+      next,
+      old: this.#transport,
+      wrote: false,
+      read: false,
+      done: Promise.withResolvers<void>(),
+    };
+    this.#migration = migration;
+    this.#migrationWaiter?.resolve(migration);
+    this.#migrationWaiter = undefined;
+    const timeoutMs = options.timeoutMs ?? PATH_SWITCH_WAIT_MS;
+    const timer = setTimeout(() => {
+      void this.close(new TimeoutError(`the other side did not move paths within ${timeoutMs}ms`));
+    }, timeoutMs);
+    this.#write(encodeMessage({ type: "path_switch" }), () => {
+      this.#transport = next;
+      migration.wrote = true;
+      this.#finishMigration(migration);
+    }).catch(() => {});
+    void this.closed.then((reason) => {
+      migration.done.reject(
+        new ConnectionClosedError("connection closed while moving paths", { cause: reason }),
+      );
+    });
+    return migration.done.promise.finally(() => clearTimeout(timer));
+  }
+
+  /** Both directions are on the new path: release the old one after a grace period. */
+  #finishMigration(migration: Migration): void {
+    if (!migration.wrote || !migration.read || this.#migration !== migration) return;
+    this.#migration = undefined;
+    const old = migration.old;
+    this.#oldPaths.add(old);
+    old.closeWrite().catch(() => {});
+    const timer = setTimeout(() => {
+      this.#graceTimers.delete(timer);
+      this.#oldPaths.delete(old);
+      old.close();
+    }, OLD_PATH_GRACE_MS);
+    this.#graceTimers.add(timer);
+    migration.done.resolve();
+  }
+
+  /** The migration the other side's `path_switch` belongs to, once we have our end. */
+  #awaitMigration(): Promise<Migration> {
+    if (this.#migration) return Promise.resolve(this.#migration);
+    this.#migrationWaiter ??= Promise.withResolvers<Migration>();
+    const waiter = this.#migrationWaiter;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return Promise.race([
+      waiter.promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new TimeoutError("the other side moved to a path we do not have")),
+          PATH_SWITCH_WAIT_MS,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Hands the byte stream over after the reader stopped at a `stopReadingAfter` message: the
+   * connection counts as closed (without closing the stream), and the caller gets the stream
+   * and the bytes already read past that message.
+   * @throws {ConnectionClosedError} when the connection ended instead.
+   */
+  async detach(): Promise<{ transport: Transport; rest: Uint8Array }> {
+    await this.#readLoop;
+    if (!this.#stopped || this.#closing) {
+      throw new ConnectionClosedError("connection closed before it could be handed over", {
+        cause: this.#closeReason,
+      });
+    }
+    await this.#writeChain;
+    this.#detached = true;
+    await this.close();
+    return { transport: this.#transport, rest: this.#rest };
   }
 
   /** Sends a request with a fresh `id` and waits for the reply with that id. */
@@ -445,7 +589,14 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       let grace: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([this.#writeChain, new Promise((r) => grace = setTimeout(r, 0))]);
       clearTimeout(grace);
-      this.transport.close();
+      if (!this.#detached) this.#transport.close();
+      this.#migration?.next.close();
+      this.#migration?.old.close();
+      this.#migrationWaiter?.reject(new ConnectionClosedError("connection closed"));
+      for (const timer of this.#graceTimers) clearTimeout(timer);
+      this.#graceTimers.clear();
+      for (const old of this.#oldPaths) old.close();
+      this.#oldPaths.clear();
       const error = new ConnectionClosedError(
         reason ? `connection closed: ${reason.message}` : "connection closed",
         { cause: reason },
@@ -466,9 +617,14 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     return this.close();
   }
 
-  async #read(): Promise<void> {
-    const reader = new FrameReader(this.transport, sealedSize(this.#opts.maxFrame));
+  #readerOn(transport: Transport): FrameReader {
+    const reader = new FrameReader(transport, sealedSize(this.#opts.maxFrame));
     reader.onBytes = () => this.lastReceived = Date.now();
+    return reader;
+  }
+
+  async #read(): Promise<void> {
+    let reader = this.#readerOn(this.#transport);
     let reason: CloseReason;
     // Frames being decrypted, oldest first; each settles with its error, if any.
     const opening: Promise<Error | undefined>[] = [];
@@ -476,19 +632,48 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       const error = await opening.shift();
       if (error) throw error;
     };
+    // A connection that may be handed over reads one frame at a time: not a byte past the
+    // stop-after message may be read as a frame.
+    const oneAtATime = this.#stopAfter.size > 0;
     try {
       while (!this.#closing) {
-        let body: Uint8Array | null;
+        if (this.#switchRead) {
+          // The other side's path_switch was handed over: read the new path from here on.
+          this.#switchRead = false;
+          const migration = await this.#awaitMigration();
+          reader = this.#readerOn(migration.next);
+          migration.read = true;
+          this.#finishMigration(migration);
+        }
+        let body: Uint8Array | null | typeof SWITCHED;
         try {
-          body = await reader.next();
+          const next = reader.next();
+          // Nothing follows a path_switch on the old path: a read pending there is dropped.
+          next.catch(() => {});
+          const switched = new Promise<typeof SWITCHED>((wake) => this.#wakeForSwitch = wake);
+          body = await Promise.race([next, switched]);
+          this.#wakeForSwitch = undefined;
         } catch (error) {
           if (this.#closing) break;
           if (error instanceof FrameError) throw error;
           reason = asError(error);
           break;
         }
+        if (body === SWITCHED) continue;
         if (body === null) break;
         this.lastReceived = Date.now();
+        if (this.#stopped) {
+          // The stop-after message was held during a handshake and released meanwhile: this
+          // frame already belongs to whoever detaches the stream.
+          const header = new Uint8Array(HEADER_SIZE);
+          new DataView(header.buffer).setUint32(0, body.length);
+          const rest = reader.rest();
+          this.#rest = new Uint8Array(HEADER_SIZE + body.length + rest.length);
+          this.#rest.set(header);
+          this.#rest.set(body, HEADER_SIZE);
+          this.#rest.set(rest, HEADER_SIZE + body.length);
+          return;
+        }
         if (this.#held) {
           if (this.#heldFrames.length >= MAX_HELD_FRAMES) {
             throw new FrameError("too many frames sent before the handshake finished");
@@ -508,9 +693,14 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
               return asError(error);
             }),
           );
-          if (opening.length >= MAX_OPENING) await oldest();
+          if (opening.length >= MAX_OPENING || oneAtATime) await oldest();
         } else {
           this.#accept(body);
+        }
+        if (this.#stopped) {
+          // Not a byte more: the rest of the stream belongs to whoever detaches it.
+          this.#rest = reader.rest();
+          return;
         }
         if (this.#inboxFull() && !this.#closing) {
           const drained = Promise.withResolvers<void>();
@@ -595,6 +785,13 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       }
       return;
     }
+    if (message.type === "path_switch") {
+      // The other side's last frame on the old path (see migrate()).
+      this.#switchRead = true;
+      this.#wakeForSwitch?.(SWITCHED);
+      return;
+    }
+    if (this.#stopAfter.has(message.type)) this.#stopped = true;
     // Liveness is answered here, not by the handler, so a busy handler never looks dead.
     if (
       message.type === "ping" && this.#onMessage !== undefined && typeof message.id === "number"

@@ -216,3 +216,48 @@ export function memoryPipe(): [Transport, Transport] {
   const b = ++pipeCounter;
   return [new PipeEnd(bToA, aToB, a, b), new PipeEnd(aToB, bToA, b, a)];
 }
+
+/**
+ * A transport handed over from a framed connection: reads return the bytes that connection
+ * had already read ahead, then the stream itself. `path` says how the bytes travel now (a
+ * server connection that became a relay leg carries a relayed link).
+ */
+export class HandedOverTransport implements Transport {
+  readonly path: TransportPath;
+  readonly #inner: Transport;
+  #rest: Uint8Array;
+
+  constructor(inner: Transport, rest: Uint8Array, path: TransportPath) {
+    this.#inner = inner;
+    this.#rest = rest;
+    this.path = path;
+  }
+
+  get localAddr(): TransportAddress {
+    return this.#inner.localAddr;
+  }
+
+  get remoteAddr(): TransportAddress {
+    return this.#inner.remoteAddr;
+  }
+
+  read(buffer: Uint8Array): Promise<number | null> {
+    if (this.#rest.length === 0) return this.#inner.read(buffer);
+    const n = Math.min(buffer.length, this.#rest.length);
+    buffer.set(this.#rest.subarray(0, n));
+    this.#rest = this.#rest.subarray(n);
+    return Promise.resolve(n);
+  }
+
+  write(data: Uint8Array): Promise<number> {
+    return this.#inner.write(data);
+  }
+
+  closeWrite(): Promise<void> {
+    return this.#inner.closeWrite();
+  }
+
+  close(): void {
+    this.#inner.close();
+  }
+}

@@ -219,3 +219,8 @@ export function describePeerAddress(fc: PeerConnection): string {
   const address = `${t.remoteAddr.hostname}:${t.remoteAddr.port}`;
   return t.path === "direct" ? address : `${address} (${t.path})`;
 }
+
+/** How a link's bytes travel, as users are told: through the server's relay, or directly. */
+export function pathOf(link: PeerLink): "direct" | "relayed" {
+  return link.fc.transport.path === "relayed" ? "relayed" : "direct";
+}

@@ -28,6 +28,9 @@ export const ERROR_CODES = [
   "SERVER_CLOSING",
   "TIMEOUT",
   "INTERNAL",
+  "RELAY_OFF",
+  "RELAY_FULL",
+  "RELAY_LIMIT",
 ] as const;
 
 export type ErrorCode = typeof ERROR_CODES[number];

@@ -173,6 +173,28 @@ export const ReportUnreachable = z.strictObject({
   user: Username,
 });
 
+/**
+ * Asks the server to relay a link to `user` (a direct dial failed). Only between mutual
+ * contacts, both online; answered with `relay_token`, and `user` gets a `relay_offer`.
+ */
+export const RelayOpen = z.strictObject({
+  type: z.literal("relay_open"),
+  id: RequestId,
+  user: Username,
+});
+/**
+ * Turns this connection into one leg of a relayed link: sent instead of a login on a fresh
+ * connection whose Noise static key is that of the control connection the token went to.
+ * Answered with `relay_start` once both legs are in; after that the server copies bytes.
+ */
+export const RelayJoin = z.strictObject({
+  type: z.literal("relay_join"),
+  id: RequestId,
+  token: Token,
+});
+/** The address the server sees this connection come from (for hole punching). */
+export const Observe = z.strictObject({ type: z.literal("observe"), id: RequestId });
+
 // ---- server → client -----------------------------------------------------------------------
 
 export const Ok = z.strictObject({ type: z.literal("ok"), id: RequestId });
@@ -376,6 +398,83 @@ export const FileCancel = z.strictObject({
   reason: z.string().max(300),
 });
 
+// ---- relay and hole punching ---------------------------------------------------------------
+
+/** The answer to `relay_open`: join the relay with this token (valid for a few seconds). */
+export const RelayToken = z.strictObject({
+  type: z.literal("relay_token"),
+  id: RequestId,
+  token: Token,
+});
+/** `from` could not reach you directly and asks for a relayed link: join with `token`. */
+export const RelayOffer = z.strictObject({
+  type: z.literal("relay_offer"),
+  from: Username,
+  token: Token,
+});
+/**
+ * Both legs are in: the last frame the server sends on this connection. Every byte after it
+ * comes from the other peer, and every byte we write goes to them.
+ */
+export const RelayStart = z.strictObject({ type: z.literal("relay_start"), id: RequestId });
+/** A relay limit the operator set was hit on the relayed link with `peer`. */
+export const RelayNotice = z.strictObject({
+  type: z.literal("relay_notice"),
+  peer: Username,
+  limit: z.enum(["rate", "daily", "links"]),
+  message: z.string().max(300),
+});
+/**
+ * The answer to `observe`: the address and port this connection comes from as the server
+ * sees it, and the server's second port, where the same question tells whether the client's
+ * NAT keeps one public port per local port (hole punching works) or not.
+ */
+export const Observed = z.strictObject({
+  type: z.literal("observed"),
+  id: RequestId,
+  host: Host,
+  port: Port,
+  probePort: Port.optional(),
+});
+
+/**
+ * How a NAT maps a local port, judged by comparing the port the server sees on two of its
+ * ports: "preserving" (same port as the local one), "independent" (another port, the same
+ * towards every host), "symmetric" (a new port per destination: hole punching cannot work).
+ */
+export const NatKind = z.enum(["preserving", "independent", "symmetric"]);
+/** Hole punching attempts per link before backing off: at most two rounds. */
+export const PunchRound = z.number().int().min(1).max(2);
+/**
+ * Over a relayed link: my address as the server sees it from the local port I will punch
+ * from, my NAT's kind, and a nonce that I will send first on the punched connection.
+ */
+export const PunchOffer = z.strictObject({
+  type: z.literal("punch_offer"),
+  round: PunchRound,
+  nonce: Nonce,
+  host: Host,
+  port: Port,
+  nat: NatKind,
+});
+/** The answer to `punch_offer`: the same from the other side, or (no nonce) a refusal. */
+export const PunchAnswer = z.strictObject({
+  type: z.literal("punch_answer"),
+  round: PunchRound,
+  nonce: Nonce.optional(),
+  host: Host.optional(),
+  port: Port.optional(),
+  nat: NatKind.optional(),
+  reason: z.string().max(200).optional(),
+});
+/** Dial now: the sender dials half a round trip later, so both open at the same moment. */
+export const PunchSync = z.strictObject({ type: z.literal("punch_sync"), round: PunchRound });
+/**
+ * The last frame the sender writes on the link's current path; every later frame comes over
+ * the new one (a punched connection, or back to a relay). Handled by the connection itself.
+ */
+export const PathSwitch = z.strictObject({ type: z.literal("path_switch") });
+
 // ---- unions by direction -------------------------------------------------------------------
 
 const common = [Hello, ErrorMsg, Noise, Ping, Pong] as const;
@@ -396,6 +495,9 @@ export const ClientToServer = z.discriminatedUnion("type", [
   MailConfirm,
   ReceiptsAck,
   ReportUnreachable,
+  RelayOpen,
+  RelayJoin,
+  Observe,
 ]);
 export const ServerToClient = z.discriminatedUnion("type", [
   ...common,
@@ -411,6 +513,11 @@ export const ServerToClient = z.discriminatedUnion("type", [
   MailNotice,
   MailSummary,
   Receipts,
+  RelayToken,
+  RelayOffer,
+  RelayStart,
+  RelayNotice,
+  Observed,
 ]);
 export const PeerToPeer = z.discriminatedUnion("type", [
   ...common,
@@ -432,6 +539,10 @@ export const PeerToPeer = z.discriminatedUnion("type", [
   FileEnd,
   FileDone,
   FileCancel,
+  PunchOffer,
+  PunchAnswer,
+  PunchSync,
+  PathSwitch,
 ]);
 
 export type ClientMessage = z.infer<typeof ClientToServer>;

@@ -8,11 +8,13 @@ import { styleText } from "node:util";
 import { readLines } from "../cli/lines.ts";
 import { isInteractive, LineQueue, LineTerminal } from "../cli/tty.ts";
 import { clock, dateTime } from "../util/time.ts";
+import { formatBytes } from "./relay.ts";
 import type { ConfabServer } from "./server.ts";
 
 export const CONSOLE_HELP = [
   "help             show this help",
-  "list             users online now: username*login time*peer port",
+  "list             users online now: username*login time*peer port, then relayed",
+  "                 links: relay alice<->bob*since*bytes",
   "registry [user]  latest login of every user, or every login of one user:",
   "                 username*login*logout*port (logout - while online)",
   "esc              tell clients the server is going away, close and exit",
@@ -23,8 +25,14 @@ const COMMANDS = ["help", "list", "registry", "esc"];
 /** Formats the `list` output: one `username*HH:MM:SS*port` line per online user. */
 export function formatList(server: ConfabServer): string {
   const users = server.online();
-  if (users.length === 0) return "no users online";
-  return users.map((u) => `${u.user}*${clock(u.loginAt)}*${u.peerPort}`).join("\n");
+  const lines = users.length === 0
+    ? ["no users online"]
+    : users.map((u) => `${u.user}*${clock(u.loginAt)}*${u.peerPort}`);
+  // Links the server relays (peers that cannot reach each other directly).
+  for (const link of server.relayedLinks()) {
+    lines.push(`relay ${link.a}<->${link.b}*${clock(link.since)}*${formatBytes(link.bytes)}`);
+  }
+  return lines.join("\n");
 }
 
 /**

@@ -1,6 +1,8 @@
 /**
  * The Confab rendezvous server: accounts, contacts, presence and the directory. It accepts
- * control connections, speaks the control protocol on each, and never relays chat traffic.
+ * control connections and speaks the control protocol on each. Chat traffic goes peer to
+ * peer; only when two peers cannot reach each other does it relay their (end-to-end
+ * encrypted) bytes, within the operator's limits (lib/server/relay.ts).
  */
 import { createHash, randomBytes } from "node:crypto";
 import { asError, FramedConnection, SilentPeerError, writeAll } from "../net/framed_connection.ts";
@@ -22,8 +24,15 @@ import { delay } from "../util/time.ts";
 import { hashPassword, LoginThrottle, RateLimit, verifyPassword } from "./accounts.ts";
 import { isStrongPublicKey, mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
 import { isStrongX25519Key } from "../crypto/x25519.ts";
-import { fromBase64Url } from "../util/base64.ts";
+import { fromBase64Url, toBase64Url } from "../util/base64.ts";
 import { nameKey, type ServerStore, type UserRecord } from "./store.ts";
+import {
+  DEFAULT_RELAY_LIMITS,
+  Relay,
+  type RelayedLinkInfo,
+  type RelayLimits,
+  RelayRefused,
+} from "./relay.ts";
 import { openStore } from "./open_store.ts";
 
 export interface ServerOptions {
@@ -50,6 +59,14 @@ export interface ServerOptions {
   clientTimeoutMs?: number;
   /** Where the server's log lines go. */
   log?: (line: string) => void;
+  /** Relaying between peers that cannot reach each other: on/off and the operator's limits. */
+  relay?: Partial<RelayLimits>;
+  /**
+   * A second port, where clients ask again which address they come from: if the answer
+   * differs from the main port's, their NAT is symmetric and hole punching cannot work.
+   * Default: the main port + 1 (any free port when the main port is 0); -1: none.
+   */
+  probePort?: number;
 }
 
 /** A logged-in user, alive as long as its control connection. */
@@ -62,6 +79,8 @@ export interface OnlineUser {
 
 interface Session extends OnlineUser {
   key: string;
+  /** base64url Noise static key of the control connection (relay legs must match it). */
+  staticKey: string;
   fc: FramedConnection<ClientMessage>;
   registrySeq: number;
   tokenHash: Uint8Array;
@@ -72,6 +91,9 @@ interface ConnState {
   host: string;
   /** Settles once the latest `mail_send` on this connection has been handed to the store. */
   mailOrder: Promise<void>;
+  port: number;
+  /** base64url Noise static key of this connection's client. */
+  staticKey: string;
   /** (Re)starts the deadline for logging in on this connection. */
   armLoginTimer: () => void;
 }
@@ -103,9 +125,13 @@ export class ConfabServer implements AsyncDisposable {
   readonly store: ServerStore;
   readonly addr: Deno.NetAddr;
   readonly #listener: Deno.TcpListener;
+  readonly #probeListener: Deno.TcpListener | undefined;
+  readonly #relay: Relay;
   readonly #key: KeyPair;
   readonly #perAddress = new Map<string, number>();
-  readonly #opts: Required<Omit<ServerOptions, "host" | "port" | "storeUrl">>;
+  readonly #opts: Required<
+    Omit<ServerOptions, "host" | "port" | "storeUrl" | "relay" | "probePort">
+  >;
   readonly #conns = new Set<FramedConnection<ClientMessage>>();
   readonly #online = new Map<string, Session>();
   readonly #userThrottle = new LoginThrottle();
@@ -114,18 +140,21 @@ export class ConfabServer implements AsyncDisposable {
   #hashing = 0;
   readonly #hashQueue: (() => void)[] = [];
   #acceptLoop: Promise<void>;
+  #probeLoop: Promise<void>;
   #serving = new Set<Promise<void>>();
   #closing: Promise<void> | undefined;
   readonly #sweep: ReturnType<typeof setInterval>;
   #forgotReadMailAt = Date.now();
 
   private constructor(
-    listener: Deno.TcpListener,
+    listeners: { main: Deno.TcpListener; probe: Deno.TcpListener | undefined },
     store: ServerStore,
     key: KeyPair,
     options: ServerOptions,
   ) {
+    const listener = listeners.main;
     this.#listener = listener;
+    this.#probeListener = listeners.probe;
     this.#key = key;
     this.addr = listener.addr;
     this.store = store;
@@ -147,7 +176,14 @@ export class ConfabServer implements AsyncDisposable {
         intervalMs: 3600_000 / this.#opts.maxSignupsPerHour,
       })
       : undefined;
-    this.#acceptLoop = this.#accept();
+    this.#relay = new Relay({ ...DEFAULT_RELAY_LIMITS, ...options.relay }, {
+      notify: (userKey, notice) => {
+        this.#online.get(userKey)?.fc.send({ type: "relay_notice", ...notice }).catch(() => {});
+      },
+      log: (line) => this.#opts.log(line),
+    });
+    this.#acceptLoop = this.#accept(listener);
+    this.#probeLoop = listeners.probe ? this.#accept(listeners.probe) : Promise.resolve();
     // Clients ping every few seconds; one silent for longer is frozen or cut off. One sweep
     // over all connections, rather than a timer each: a server holds thousands.
     this.#sweep = setInterval(() => this.#dropSilent(), this.#opts.clientTimeoutMs / 4);
@@ -183,7 +219,21 @@ export class ConfabServer implements AsyncDisposable {
         port: options.port ?? 4242,
         transport: "tcp",
       });
-      return new ConfabServer(listener, store, key, options);
+      const probePort = options.probePort ??
+        ((options.port ?? 4242) === 0 || listener.addr.port === 65535 ? 0 : listener.addr.port + 1);
+      let probe: Deno.TcpListener | undefined;
+      if (probePort >= 0) {
+        try {
+          probe = Deno.listen({ hostname: options.host ?? "127.0.0.1", port: probePort });
+        } catch (error) {
+          // Without it the server still works; clients just cannot tell a symmetric NAT.
+          options.log?.(
+            `cannot listen on probe port ${probePort}: ${asError(error).message}; ` +
+              `clients cannot detect symmetric NATs (pick one with --probe-port N)`,
+          );
+        }
+      }
+      return new ConfabServer({ main: listener, probe }, store, key, options);
     } catch (error) {
       await store.close();
       throw error;
@@ -193,6 +243,16 @@ export class ConfabServer implements AsyncDisposable {
   /** The server's static public key, which clients pin. */
   get publicKey(): Uint8Array<ArrayBuffer> {
     return this.#key.publicKey;
+  }
+
+  /** The second port clients ask their address on (NAT detection), if it is open. */
+  get probePort(): number | undefined {
+    return this.#probeListener?.addr.port;
+  }
+
+  /** Links relayed now. */
+  relayedLinks(): RelayedLinkInfo[] {
+    return this.#relay.links();
   }
 
   /** Users online now, newest login first. */
@@ -206,12 +266,12 @@ export class ConfabServer implements AsyncDisposable {
     return this.#conns.size;
   }
 
-  async #accept(): Promise<void> {
+  async #accept(listener: Deno.TcpListener): Promise<void> {
     let backoff = 10;
     while (!this.#closing) {
       let conn: Deno.TcpConn;
       try {
-        conn = await this.#listener.accept();
+        conn = await listener.accept();
         backoff = 10;
       } catch (error) {
         if (this.#closing || error instanceof Deno.errors.BadResource) break;
@@ -252,6 +312,8 @@ export class ConfabServer implements AsyncDisposable {
     const fc = new FramedConnection<ClientMessage>(conn, {
       schema: ClientToServer,
       replyTypes: ["pong"],
+      // A relay_join turns the connection into a relay leg: not a byte more is read as frames.
+      stopReadingAfter: ["relay_join"],
     });
     this.#conns.add(fc);
     let loginTimer: ReturnType<typeof setTimeout> | undefined;
@@ -259,6 +321,8 @@ export class ConfabServer implements AsyncDisposable {
       mailOrder: Promise.resolve(),
       session: undefined,
       host: conn.remoteAddr.hostname,
+      port: conn.remoteAddr.port,
+      staticKey: "",
       armLoginTimer: () => {
         clearTimeout(loginTimer);
         loginTimer = setTimeout(() => {
@@ -270,13 +334,14 @@ export class ConfabServer implements AsyncDisposable {
     };
     this.#perAddress.set(state.host, (this.#perAddress.get(state.host) ?? 0) + 1);
     try {
-      await openSecureChannel(fc, {
+      const noise = await openSecureChannel(fc, {
         role: "server",
         expectRole: "client",
         initiator: false,
         staticKeyPair: this.#key,
         timeoutMs: this.#opts.helloTimeoutMs,
       });
+      state.staticKey = toBase64Url(noise.remoteStaticKey!);
       state.armLoginTimer();
       fc.setHandler((message) => this.#handle(fc, state, message));
       await fc.closed;
@@ -312,9 +377,11 @@ export class ConfabServer implements AsyncDisposable {
     error: unknown,
   ): Promise<void> {
     const id = "id" in message ? message.id : undefined;
-    if (error instanceof Reply) {
+    if (error instanceof Reply || error instanceof RelayRefused) {
       await fc.send({ type: "error", id, code: error.code, message: error.message })
         .catch(() => {});
+      // A refused relay leg has stopped reading: it can be of no further use.
+      if (message.type === "relay_join") await fc.close();
       return;
     }
     this.#opts.log(`internal error on ${message.type}: ${asError(error).stack}`);
@@ -342,6 +409,19 @@ export class ConfabServer implements AsyncDisposable {
         return await this.#login(fc, state, m);
       case "resume":
         return await this.#resume(fc, state, m);
+      case "observe":
+        return await fc.send({
+          type: "observed",
+          id: m.id,
+          host: state.host,
+          port: state.port,
+          ...(this.probePort ? { probePort: this.probePort } : {}),
+        });
+      case "relay_join":
+        if (state.session) {
+          throw new Reply("BAD_MESSAGE", "join a relay on a fresh connection, not a logged-in one");
+        }
+        return await this.#relay.join(m.token, state.staticKey, { fc, requestId: m.id });
     }
     const session = state.session;
     if (!session) throw new Reply("NOT_LOGGED_IN", "log in first");
@@ -423,7 +503,42 @@ export class ConfabServer implements AsyncDisposable {
       case "report_unreachable":
         this.#checkAlive(m.user, session.user);
         return await fc.send({ type: "ok", id: m.id });
+      case "relay_open":
+        return await this.#relayOpen(fc, session, m);
     }
+  }
+
+  /**
+   * Pairs `session`'s user with `m.user` through the relay: only mutual contacts, both
+   * online. The other side is offered the same token on its control connection.
+   */
+  async #relayOpen(
+    fc: FramedConnection<ClientMessage>,
+    session: Session,
+    m: Extract<ClientMessage, { type: "relay_open" }>,
+  ): Promise<void> {
+    const target = await this.store.getUser(m.user);
+    if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
+    if (target.nameKey === session.key) {
+      throw new Reply("BAD_MESSAGE", "you cannot relay to yourself");
+    }
+    if (
+      !await this.store.isContact(session.user, target.name) ||
+      !await this.store.isContact(target.name, session.user)
+    ) {
+      throw new Reply(
+        "NOT_A_CONTACT",
+        `the server relays only between mutual contacts; ${target.name} has not added you`,
+      );
+    }
+    const live = this.#online.get(target.nameKey);
+    if (!live) throw new Reply("USER_OFFLINE", `${target.name} is offline`);
+    const token = this.#relay.issue(
+      { user: session.user, key: session.key, staticKey: session.staticKey },
+      { user: live.user, key: live.key, staticKey: live.staticKey },
+    );
+    live.fc.send({ type: "relay_offer", from: session.user, token }).catch(() => {});
+    await fc.send({ type: "relay_token", id: m.id, token });
   }
 
   async #mailSend(
@@ -633,6 +748,7 @@ export class ConfabServer implements AsyncDisposable {
       fc,
       registrySeq: seq,
       tokenHash: hash,
+      staticKey: state.staticKey,
     });
     this.#opts.log(`login: ${user.name} from ${state.host}, peer port ${m.peerPort}`);
     await fc.send({
@@ -676,6 +792,7 @@ export class ConfabServer implements AsyncDisposable {
       fc,
       registrySeq: seq,
       tokenHash: hash,
+      staticKey: state.staticKey,
     });
     this.#opts.log(`resume: ${name} from ${state.host}, peer port ${m.peerPort}`);
     await fc.send({
@@ -717,6 +834,7 @@ export class ConfabServer implements AsyncDisposable {
   async #endSession(session: Session, at: number): Promise<void> {
     if (this.#online.get(session.key) !== session) return; // replaced by a newer login
     this.#online.delete(session.key);
+    this.#relay.cancelFor(session.key);
     this.#opts.log(`offline: ${session.user}`);
     await this.store.recordLogout(session.registrySeq, at);
     await this.#announce(session.user, false);
@@ -763,10 +881,14 @@ export class ConfabServer implements AsyncDisposable {
   close(reason = "the server is shutting down"): Promise<void> {
     this.#closing ??= (async () => {
       clearInterval(this.#sweep);
-      try {
-        this.#listener.close();
-      } catch { /* already closed */ }
+      for (const listener of [this.#listener, this.#probeListener]) {
+        try {
+          listener?.close();
+        } catch { /* already closed */ }
+      }
       await this.#acceptLoop;
+      await this.#probeLoop;
+      await this.#relay.close();
       const now = Date.now();
       await Promise.all([...this.#conns].map(async (fc) => {
         await fc.send({ type: "server_closing", reason }).catch(() => {});

@@ -1,0 +1,383 @@
+/**
+ * The server's relay: when two clients cannot reach each other directly, each opens one more
+ * connection to the server and joins with a token the server issued to both; the server then
+ * copies bytes between the two legs. It cannot read them: the peers run their own Noise
+ * session inside. Only the two peers of a pairing can join it (a leg must come from the same
+ * Noise static key as that user's control connection), only mutual contacts are paired, and
+ * the operator's limits hold: relayed links at once, bytes per second per link, bytes per
+ * pair of users per day. Both users are told when a limit is hit.
+ */
+import { randomBytes } from "node:crypto";
+import type { FramedConnection } from "../net/framed_connection.ts";
+import { type Transport, writeAll } from "../net/transport.ts";
+import type { ClientMessage } from "../protocol/messages.ts";
+import type { ErrorCode } from "../protocol/errors.ts";
+import { delay } from "../util/time.ts";
+
+export interface RelayLimits {
+  /** `--relay off`: no relaying at all. */
+  enabled: boolean;
+  /** Relayed links at once (pairings waiting for their legs count too). */
+  maxLinks: number;
+  /** Bytes per second one relayed link may carry, both directions together. */
+  bytesPerSecond: number;
+  /** Bytes one pair of users may relay per day (UTC), both directions together. */
+  bytesPerDay: number;
+  /** How long the two legs of a pairing have to join. */
+  joinTimeoutMs: number;
+}
+
+export const DEFAULT_RELAY_LIMITS: RelayLimits = {
+  enabled: true,
+  maxLinks: 1_000,
+  bytesPerSecond: 4 * 1024 * 1024,
+  bytesPerDay: 2 * 1024 ** 3,
+  joinTimeoutMs: 15_000,
+};
+
+/** A relay request or join refused, with the stable code the client sees. */
+export class RelayRefused extends Error {
+  override name = "RelayRefused";
+  constructor(readonly code: ErrorCode, message: string) {
+    super(message);
+  }
+}
+
+/** One side of a pairing: a user and the Noise static key of their control connection. */
+export interface RelayParty {
+  user: string;
+  /** The user's name key (lower case). */
+  key: string;
+  /** base64url Noise static key of the user's control connection. */
+  staticKey: string;
+}
+
+type LimitKind = "rate" | "daily" | "links";
+
+export interface RelayHooks {
+  /** Tells `userKey` (if online) about a limit hit on the link with `peer`. */
+  notify(userKey: string, notice: { peer: string; limit: LimitKind; message: string }): void;
+  log(line: string): void;
+}
+
+interface Leg {
+  fc: FramedConnection<ClientMessage>;
+  requestId: number;
+}
+
+interface Pairing {
+  token: string;
+  a: RelayParty;
+  b: RelayParty;
+  legs: [Leg | undefined, Leg | undefined];
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** A relayed link: two legs and what went through them. */
+interface ActiveLink {
+  a: RelayParty;
+  b: RelayParty;
+  since: number;
+  bytes: number;
+  legs: [Transport, Transport];
+  rateNoticed: boolean;
+  /** Token bucket for the rate limit. */
+  tokens: number;
+  refilledAt: number;
+  /** Ends a throttle wait when the link closes. */
+  stop: AbortController;
+  done: Promise<void>;
+}
+
+/** A summary of a relayed link, for the console and tests. */
+export interface RelayedLinkInfo {
+  a: string;
+  b: string;
+  since: number;
+  bytes: number;
+}
+
+const COPY_BUFFER = 64 * 1024;
+/** After one direction ended, the other may finish for this long before both are closed. */
+const HALF_CLOSED_GRACE_MS = 5_000;
+const DAY_MS = 24 * 3600_000;
+
+/** "1.5 MiB" */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+function pairKey(a: string, b: string): string {
+  return a < b ? `${a}\n${b}` : `${b}\n${a}`;
+}
+
+export class Relay {
+  readonly limits: RelayLimits;
+  readonly #hooks: RelayHooks;
+  readonly #pending = new Map<string, Pairing>();
+  readonly #active = new Set<ActiveLink>();
+  readonly #daily = new Map<string, { day: number; bytes: number }>();
+  #closing = false;
+
+  constructor(limits: RelayLimits, hooks: RelayHooks) {
+    this.limits = limits;
+    this.#hooks = hooks;
+  }
+
+  /** Relayed links now. */
+  links(): RelayedLinkInfo[] {
+    return [...this.#active].map((l) => ({
+      a: l.a.user,
+      b: l.b.user,
+      since: l.since,
+      bytes: l.bytes,
+    }));
+  }
+
+  #usedToday(a: string, b: string, now = Date.now()): { day: number; bytes: number } {
+    const key = pairKey(a, b);
+    const day = Math.floor(now / DAY_MS);
+    let entry = this.#daily.get(key);
+    if (!entry || entry.day !== day) {
+      entry = { day, bytes: 0 };
+      this.#daily.set(key, entry);
+      // Forget the pairs of earlier days (bounded by the pairs seen in one day).
+      for (const [k, e] of this.#daily) if (e.day !== day) this.#daily.delete(k);
+    }
+    return entry;
+  }
+
+  /**
+   * Issues a pairing between `a` (who asks) and `b`, both online mutual contacts (the caller
+   * checked). Returns the token both join with.
+   * @throws {RelayRefused} RELAY_OFF, RELAY_FULL or RELAY_LIMIT.
+   */
+  issue(a: RelayParty, b: RelayParty): string {
+    if (!this.limits.enabled) {
+      throw new RelayRefused("RELAY_OFF", "this server does not relay links (--relay off)");
+    }
+    if (this.#active.size + this.#pending.size >= this.limits.maxLinks) {
+      const message = `the server relays at most ${this.limits.maxLinks} links at once and ` +
+        `is full; ${b.user} cannot be reached through it now`;
+      this.#hooks.notify(a.key, { peer: b.user, limit: "links", message });
+      this.#hooks.log(`relay: refused ${a.user} -> ${b.user}: ${this.limits.maxLinks} links`);
+      throw new RelayRefused("RELAY_FULL", message);
+    }
+    if (this.#usedToday(a.key, b.key).bytes >= this.limits.bytesPerDay) {
+      const message = `the relayed link between ${a.user} and ${b.user} used the server's ` +
+        `daily limit of ${formatBytes(this.limits.bytesPerDay)}; it opens again tomorrow (UTC)`;
+      this.#hooks.notify(a.key, { peer: b.user, limit: "daily", message });
+      this.#hooks.notify(b.key, { peer: a.user, limit: "daily", message });
+      throw new RelayRefused("RELAY_LIMIT", message);
+    }
+    const token = randomBytes(32).toString("base64url");
+    const pairing: Pairing = {
+      token,
+      a,
+      b,
+      legs: [undefined, undefined],
+      timer: setTimeout(() => {
+        this.#fail(pairing, "TIMEOUT", "the other side did not join the relay in time");
+      }, this.limits.joinTimeoutMs),
+    };
+    this.#pending.set(token, pairing);
+    return token;
+  }
+
+  /**
+   * A connection (not logged in, its reader stopped after `relay_join`) joins a pairing. When
+   * both legs are in, both get `relay_start` and the copying begins.
+   * @throws {RelayRefused} for an unknown token or a leg that is not one of the two peers.
+   */
+  async join(
+    token: string,
+    staticKey: string,
+    leg: Leg,
+  ): Promise<void> {
+    const pairing = this.#pending.get(token);
+    if (!pairing) {
+      throw new RelayRefused("BAD_TOKEN", "no relay pairing with this token (expired or used)");
+    }
+    const side: 0 | 1 | undefined = staticKey === pairing.a.staticKey && !pairing.legs[0]
+      ? 0
+      : staticKey === pairing.b.staticKey && !pairing.legs[1]
+      ? 1
+      : undefined;
+    if (side === undefined) {
+      this.#hooks.log(
+        `relay: refused a leg for ${pairing.a.user} <-> ${pairing.b.user}: not one of them`,
+      );
+      throw new RelayRefused(
+        "AUTH_FAILED",
+        "this connection is not one of the two peers of that relay pairing",
+      );
+    }
+    pairing.legs[side] = leg;
+    const [first, second] = pairing.legs;
+    if (!first || !second) return;
+    this.#pending.delete(token);
+    clearTimeout(pairing.timer);
+    const ends: Transport[] = [];
+    try {
+      for (const l of [first, second]) {
+        await l.fc.send({ type: "relay_start", id: l.requestId });
+        const { transport, rest } = await l.fc.detach();
+        ends.push(transport);
+        // The reader stops right after relay_join, and a client sends nothing more before
+        // relay_start: anything read past it would be a broken client's.
+        if (rest.length > 0) throw new Error("bytes sent before relay_start");
+      }
+    } catch {
+      for (const t of ends) t.close();
+      await Promise.all([first.fc.close(), second.fc.close()]);
+      return;
+    }
+    this.#start(pairing, ends as [Transport, Transport]);
+  }
+
+  /** Pairings waiting for `userKey` end: that user went offline. */
+  cancelFor(userKey: string): void {
+    for (const pairing of [...this.#pending.values()]) {
+      if (pairing.a.key === userKey || pairing.b.key === userKey) {
+        const gone = pairing.a.key === userKey ? pairing.a.user : pairing.b.user;
+        this.#fail(pairing, "USER_OFFLINE", `${gone} went offline`);
+      }
+    }
+  }
+
+  #fail(pairing: Pairing, code: ErrorCode, message: string): void {
+    if (this.#pending.get(pairing.token) !== pairing) return;
+    this.#pending.delete(pairing.token);
+    clearTimeout(pairing.timer);
+    for (const leg of pairing.legs) {
+      if (!leg) continue;
+      void leg.fc.send({ type: "error", id: leg.requestId, code, message })
+        .catch(() => {})
+        .finally(() => leg.fc.close());
+    }
+  }
+
+  #start(pairing: Pairing, legs: [Transport, Transport]): void {
+    const link: ActiveLink = {
+      a: pairing.a,
+      b: pairing.b,
+      since: Date.now(),
+      bytes: 0,
+      legs,
+      rateNoticed: false,
+      tokens: this.limits.bytesPerSecond,
+      refilledAt: performance.now(),
+      stop: new AbortController(),
+      done: Promise.resolve(),
+    };
+    this.#active.add(link);
+    this.#hooks.log(`relay: ${link.a.user} <-> ${link.b.user} started`);
+    link.done = this.#run(link);
+  }
+
+  async #run(link: ActiveLink): Promise<void> {
+    const [a, b] = link.legs;
+    let firstEnded: (() => void) | undefined;
+    const oneEnded = new Promise<void>((resolve) => firstEnded = resolve);
+    const pumps = [
+      this.#pump(link, a, b).finally(() => firstEnded?.()),
+      this.#pump(link, b, a).finally(() => firstEnded?.()),
+    ];
+    await oneEnded;
+    // One direction ended (a clean end is half a close): the other may finish, briefly.
+    const grace = new AbortController();
+    await Promise.race([
+      Promise.all(pumps),
+      delay(HALF_CLOSED_GRACE_MS, grace.signal).catch(() => {}),
+    ]);
+    grace.abort();
+    link.stop.abort();
+    a.close();
+    b.close();
+    await Promise.allSettled(pumps);
+    this.#active.delete(link);
+    const seconds = ((Date.now() - link.since) / 1000).toFixed(1);
+    this.#hooks.log(
+      `relay: ${link.a.user} <-> ${link.b.user} ended after ${seconds} s, ` +
+        `${formatBytes(link.bytes)}`,
+    );
+  }
+
+  /** Copies one direction until it ends; a clean end is passed on as a half close. */
+  async #pump(link: ActiveLink, from: Transport, to: Transport): Promise<void> {
+    const buffer = new Uint8Array(COPY_BUFFER);
+    try {
+      for (;;) {
+        const n = await from.read(buffer);
+        if (n === null) {
+          await to.closeWrite().catch(() => {});
+          return;
+        }
+        if (!this.#account(link, n)) return;
+        await this.#throttle(link, n);
+        await writeAll(to, buffer.subarray(0, n));
+      }
+    } catch {
+      // A leg reset or closed: the link is over.
+      from.close();
+      to.close();
+    }
+  }
+
+  /** Counts bytes against the daily limit; false (and both told) once it is used up. */
+  #account(link: ActiveLink, n: number): boolean {
+    link.bytes += n;
+    const used = this.#usedToday(link.a.key, link.b.key);
+    used.bytes += n;
+    if (used.bytes <= this.limits.bytesPerDay) return true;
+    const message = `the relayed link between ${link.a.user} and ${link.b.user} reached the ` +
+      `server's daily limit of ${formatBytes(this.limits.bytesPerDay)} and is closed; ` +
+      `it opens again tomorrow (UTC)`;
+    this.#hooks.notify(link.a.key, { peer: link.b.user, limit: "daily", message });
+    this.#hooks.notify(link.b.key, { peer: link.a.user, limit: "daily", message });
+    this.#hooks.log(`relay: ${link.a.user} <-> ${link.b.user} hit the daily limit`);
+    link.stop.abort();
+    link.legs[0].close();
+    link.legs[1].close();
+    return false;
+  }
+
+  /** Waits as long as the link's rate allows (a token bucket one second deep). */
+  async #throttle(link: ActiveLink, n: number): Promise<void> {
+    const rate = this.limits.bytesPerSecond;
+    const now = performance.now();
+    link.tokens = Math.min(rate, link.tokens + (now - link.refilledAt) * rate / 1000);
+    link.refilledAt = now;
+    link.tokens -= n;
+    if (link.tokens >= 0) return;
+    if (!link.rateNoticed) {
+      link.rateNoticed = true;
+      const message = `the relayed link between ${link.a.user} and ${link.b.user} is limited ` +
+        `to ${formatBytes(rate)}/s by the server (a direct link is not)`;
+      this.#hooks.notify(link.a.key, { peer: link.b.user, limit: "rate", message });
+      this.#hooks.notify(link.b.key, { peer: link.a.user, limit: "rate", message });
+    }
+    await delay(-link.tokens * 1000 / rate, link.stop.signal);
+  }
+
+  /** Ends every pairing and relayed link. Idempotent. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    for (const pairing of [...this.#pending.values()]) {
+      this.#fail(pairing, "SERVER_CLOSING", "the server is shutting down");
+    }
+    for (const link of this.#active) {
+      link.stop.abort();
+      link.legs[0].close();
+      link.legs[1].close();
+    }
+    await Promise.allSettled([...this.#active].map((l) => l.done));
+  }
+
+  get closing(): boolean {
+    return this.#closing;
+  }
+}
