@@ -22,11 +22,12 @@ function closedPort(): number {
 /** Two users who have added each other; `bob` cannot be dialed directly. */
 async function pairBehindRelay(
   server: { port: number },
-  options: { aliceArgs?: string[]; bobArgs?: string[] } = {},
+  options: { punch?: boolean } = {},
 ): Promise<AsyncDisposable & { alice: TestClient; bob: TestClient }> {
-  const alice = await TestClient.start("alice", server, { args: options.aliceArgs });
+  const punch = ["--punch", options.punch === false ? "off" : "on"];
+  const alice = await TestClient.start("alice", server, { args: punch });
   const bob = await TestClient.start("bob", server, {
-    args: ["--announce-port", String(closedPort()), ...(options.bobArgs ?? [])],
+    args: ["--announce-port", String(closedPort()), ...punch],
   });
   await alice.signup("alice");
   await bob.signup("bob");
@@ -53,10 +54,7 @@ function received(client: TestClient, from: string): string[] {
 Deno.test("a peer that cannot be dialed is reached through the relay; chat both ways, every line once and in order", async () => {
   await using server = await startServer();
   // Hole punching on loopback has nothing to punch through (tests/e2e_nat_test.ts does it).
-  await using pair = await pairBehindRelay(server, {
-    aliceArgs: ["--punch", "off"],
-    bobArgs: ["--punch", "off"],
-  });
+  await using pair = await pairBehindRelay(server, { punch: false });
   const { alice, bob } = pair;
   await alice.send("chat bob");
   const up = await alice.event("link_up", { user: "bob" });
@@ -111,10 +109,7 @@ Deno.test("relay limits: both users are told when the rate limit slows their lin
   await using server = await startServer({
     args: ["--relay-rate", "128K", "--relay-daily", "256K"],
   });
-  await using pair = await pairBehindRelay(server, {
-    aliceArgs: ["--punch", "off"],
-    bobArgs: ["--punch", "off"],
-  });
+  await using pair = await pairBehindRelay(server, { punch: false });
   const { alice, bob } = pair;
   await alice.send("chat bob");
   await alice.event("chat_opened", { with: "bob", path: "relayed" });
@@ -226,10 +221,7 @@ Deno.test("a relayed chat survives a server restart: the link comes back and no 
   try {
     let server = await startServer({ dataDir });
     const port = server.port;
-    await using pair = await pairBehindRelay(server, {
-      aliceArgs: ["--punch", "off"],
-      bobArgs: ["--punch", "off"],
-    });
+    await using pair = await pairBehindRelay(server, { punch: false });
     const { alice, bob } = pair;
     await alice.send("chat bob");
     await alice.event("chat_opened", { with: "bob", path: "relayed" });

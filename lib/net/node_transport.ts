@@ -5,7 +5,12 @@
  * (simultaneous open; no listener, which would collide with the outgoing connection).
  */
 import net from "node:net";
-import type { Transport, TransportAddress, TransportPath } from "./transport.ts";
+import {
+  ByteQueue,
+  type Transport,
+  type TransportAddress,
+  type TransportPath,
+} from "./transport.ts";
 
 /** Bytes buffered from the socket before it is paused until the reader catches up. */
 const HIGH_WATER = 256 * 1024;
@@ -16,8 +21,7 @@ export class NodeSocketTransport implements Transport {
   readonly localAddr: TransportAddress;
   readonly remoteAddr: TransportAddress;
   readonly #socket: net.Socket;
-  readonly #chunks: Uint8Array[] = [];
-  #buffered = 0;
+  readonly #queue = new ByteQueue();
   #ended = false;
   #error: Error | undefined;
   #closed = false;
@@ -30,9 +34,8 @@ export class NodeSocketTransport implements Transport {
     this.remoteAddr = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
     socket.setNoDelay(true);
     socket.on("data", (data: Uint8Array) => {
-      this.#chunks.push(data);
-      this.#buffered += data.length;
-      if (this.#buffered >= HIGH_WATER) socket.pause();
+      this.#queue.push(data);
+      if (this.#queue.size >= HIGH_WATER) socket.pause();
       this.#wakeReader();
     });
     socket.on("end", () => {
@@ -56,7 +59,7 @@ export class NodeSocketTransport implements Transport {
   }
 
   async read(buffer: Uint8Array): Promise<number | null> {
-    while (this.#chunks.length === 0) {
+    while (this.#queue.size === 0) {
       if (this.#closed) throw new Deno.errors.BadResource("the connection is closed");
       if (this.#error) throw this.#error;
       if (this.#ended) return null;
@@ -64,17 +67,8 @@ export class NodeSocketTransport implements Transport {
       this.#wake = wake.resolve;
       await wake.promise;
     }
-    let n = 0;
-    while (n < buffer.length && this.#chunks.length > 0) {
-      const chunk = this.#chunks[0]!;
-      const take = Math.min(chunk.length, buffer.length - n);
-      buffer.set(chunk.subarray(0, take), n);
-      n += take;
-      if (take === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(take);
-    }
-    this.#buffered -= n;
-    if (this.#buffered < HIGH_WATER / 2 && this.#socket.isPaused()) this.#socket.resume();
+    const n = this.#queue.take(buffer);
+    if (this.#queue.size < HIGH_WATER / 2 && this.#socket.isPaused()) this.#socket.resume();
     return n;
   }
 

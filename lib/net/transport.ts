@@ -92,41 +92,23 @@ export function asTransport(value: Transport | Deno.TcpConn): Transport {
   return isTransport(value) ? value : new TcpTransport(value);
 }
 
-/** Bytes a memory pipe buffers per direction before a write waits for the reader. */
-const PIPE_HIGH_WATER = 256 * 1024;
-
-/** One direction of a memory pipe: chunks in order, a reader waiting, writers waiting. */
-class PipeChannel {
+/** Chunks of bytes in arrival order, read out into buffers of any size. */
+export class ByteQueue {
   readonly #chunks: Uint8Array[] = [];
-  #buffered = 0;
-  #ended = false;
-  #broken = false;
-  #reader: (() => void) | undefined;
-  readonly #writers: (() => void)[] = [];
+  #bytes = 0;
 
-  /** Copies `data` in (the caller may reuse its buffer); waits while the buffer is full. */
-  async write(data: Uint8Array): Promise<number> {
-    while (this.#buffered >= PIPE_HIGH_WATER && !this.#broken && !this.#ended) {
-      const room = Promise.withResolvers<void>();
-      this.#writers.push(room.resolve);
-      await room.promise;
-    }
-    if (this.#broken) throw new Deno.errors.BrokenPipe("the other end of the pipe is closed");
-    if (this.#ended) throw new Deno.errors.BadResource("the pipe is closed for writing");
-    if (data.length === 0) return 0;
-    this.#chunks.push(data.slice());
-    this.#buffered += data.length;
-    this.#wakeReader();
-    return data.length;
+  /** Bytes waiting. */
+  get size(): number {
+    return this.#bytes;
   }
 
-  async read(buffer: Uint8Array): Promise<number | null> {
-    while (this.#chunks.length === 0) {
-      if (this.#ended || this.#broken) return null;
-      const wake = Promise.withResolvers<void>();
-      this.#reader = wake.resolve;
-      await wake.promise;
-    }
+  push(chunk: Uint8Array): void {
+    this.#chunks.push(chunk);
+    this.#bytes += chunk.length;
+  }
+
+  /** Moves as many bytes as fit into `buffer`; returns how many. */
+  take(buffer: Uint8Array): number {
     let n = 0;
     while (n < buffer.length && this.#chunks.length > 0) {
       const chunk = this.#chunks[0]!;
@@ -136,7 +118,50 @@ class PipeChannel {
       if (take === chunk.length) this.#chunks.shift();
       else this.#chunks[0] = chunk.subarray(take);
     }
-    this.#buffered -= n;
+    this.#bytes -= n;
+    return n;
+  }
+
+  clear(): void {
+    this.#chunks.length = 0;
+    this.#bytes = 0;
+  }
+}
+
+/** Bytes a memory pipe buffers per direction before a write waits for the reader. */
+const PIPE_HIGH_WATER = 256 * 1024;
+
+/** One direction of a memory pipe: chunks in order, a reader waiting, writers waiting. */
+class PipeChannel {
+  readonly #queue = new ByteQueue();
+  #ended = false;
+  #broken = false;
+  #reader: (() => void) | undefined;
+  readonly #writers: (() => void)[] = [];
+
+  /** Copies `data` in (the caller may reuse its buffer); waits while the buffer is full. */
+  async write(data: Uint8Array): Promise<number> {
+    while (this.#queue.size >= PIPE_HIGH_WATER && !this.#broken && !this.#ended) {
+      const room = Promise.withResolvers<void>();
+      this.#writers.push(room.resolve);
+      await room.promise;
+    }
+    if (this.#broken) throw new Deno.errors.BrokenPipe("the other end of the pipe is closed");
+    if (this.#ended) throw new Deno.errors.BadResource("the pipe is closed for writing");
+    if (data.length === 0) return 0;
+    this.#queue.push(data.slice());
+    this.#wakeReader();
+    return data.length;
+  }
+
+  async read(buffer: Uint8Array): Promise<number | null> {
+    while (this.#queue.size === 0) {
+      if (this.#ended || this.#broken) return null;
+      const wake = Promise.withResolvers<void>();
+      this.#reader = wake.resolve;
+      await wake.promise;
+    }
+    const n = this.#queue.take(buffer);
     for (const writer of this.#writers.splice(0)) writer();
     return n;
   }
@@ -151,8 +176,7 @@ class PipeChannel {
   /** The reader is gone: writers fail, and nothing more is read. */
   break(): void {
     this.#broken = true;
-    this.#chunks.length = 0;
-    this.#buffered = 0;
+    this.#queue.clear();
     this.#wakeReader();
     for (const writer of this.#writers.splice(0)) writer();
   }
