@@ -334,7 +334,7 @@ export class PeerLinks {
         } catch (error) {
           // Only the server's absence (a restart, and the moments after it while the others
           // re-attach) is worth waiting out; anything else is final.
-          if (this.#session.connectedFor > SERVER_SETTLE_MS) throw error;
+          if (!this.#session.unsettled(SERVER_SETTLE_MS)) throw error;
           await delay(Math.min(2_000, 250 * 2 ** round), this.#ctx.signal);
         }
       }

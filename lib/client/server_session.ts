@@ -95,7 +95,8 @@ export class ServerSession {
   #acceptServerKey: string | undefined;
   /** The key the server presented on the control connection (base64url). */
   #serverKey: string | undefined;
-  #connectedAt = 0;
+  /** When the control connection last came back after a loss (0: never). */
+  #reattachedAt = 0;
 
   constructor(ctx: ClientContext, host: ServerSessionHost, options: ServerSessionOptions) {
     this.#ctx = ctx;
@@ -124,9 +125,12 @@ export class ServerSession {
     return this.#server !== undefined && !this.#server.isClosed;
   }
 
-  /** How long the control connection has been up (0 while there is none). */
-  get connectedFor(): number {
-    return this.connected ? Date.now() - this.#connectedAt : 0;
+  /**
+   * Whether the server is away, or came back less than `ms` ago: others may still be
+   * re-attaching then, so "offline" may only mean "not back yet".
+   */
+  unsettled(ms: number): boolean {
+    return !this.connected || Date.now() - this.#reattachedAt < ms;
   }
 
   /** The session, or a NOT_LOGGED_IN error for the user. */
@@ -204,7 +208,7 @@ export class ServerSession {
       }
     }
     this.#server = fc;
-    this.#connectedAt = Date.now();
+    if (session) this.#reattachedAt = Date.now();
     fc.startHeartbeat(CONTROL_HEARTBEAT); // (already running after a resume: a no-op then)
     const closed = fc.closed.then((reason) => this.#onClosed(fc, reason));
     this.#ctx.track(closed);

@@ -144,9 +144,15 @@ export class Proc implements AsyncDisposable {
   #status: Promise<Deno.CommandStatus>;
   #stdinClosed = false;
 
-  constructor(args: string[], readonly name: string, env: Record<string, string> = {}) {
-    this.child = new Deno.Command(DENO, {
-      args,
+  /** @param netns run inside this network namespace (`ip netns exec`; tests/support/nat_lab.ts). */
+  constructor(
+    args: string[],
+    readonly name: string,
+    env: Record<string, string> = {},
+    netns?: string,
+  ) {
+    this.child = new Deno.Command(netns ? "ip" : DENO, {
+      args: netns ? ["netns", "exec", netns, DENO, ...args] : args,
       cwd: ROOT,
       stdin: "piped",
       stdout: "piped",
@@ -217,7 +223,15 @@ export interface TestServer extends AsyncDisposable {
 
 /** Starts `server.ts` on a free port (or `port`) with a data dir; resolves once it listens. */
 export async function startServer(
-  options: { dataDir?: string; port?: number; args?: string[]; env?: Record<string, string> } = {},
+  options: {
+    dataDir?: string;
+    port?: number;
+    args?: string[];
+    env?: Record<string, string>;
+    /** Network namespace to run in, and the address to listen on there. */
+    netns?: string;
+    host?: string;
+  } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "confab-srv-" });
   const ownDir = options.dataDir === undefined;
@@ -230,10 +244,12 @@ export async function startServer(
       String(options.port ?? 0),
       "--data",
       dataDir,
+      ...(options.host ? ["--host", options.host] : []),
       ...(options.args ?? []),
     ],
     "server",
     options.env,
+    options.netns,
   );
   let port: number;
   try {
@@ -247,7 +263,7 @@ export async function startServer(
     proc,
     port,
     dataDir,
-    address: `127.0.0.1:${port}`,
+    address: `${options.host ?? "127.0.0.1"}:${port}`,
     async esc() {
       await proc.write("esc");
       return await proc.exited();
@@ -276,12 +292,14 @@ export class TestClient implements AsyncDisposable {
 
   static async start(
     name: string,
-    server: { port: number },
+    server: { port: number; host?: string },
     options: {
       home?: string;
       peerPort?: number;
       args?: string[];
       env?: Record<string, string>;
+      /** Network namespace to run in (tests/support/nat_lab.ts). */
+      netns?: string;
     } = {},
   ): Promise<TestClient> {
     const home = options.home ?? await Deno.makeTempDir({ prefix: `confab-${name}-` });
@@ -292,7 +310,7 @@ export class TestClient implements AsyncDisposable {
         "client.ts",
         "--json",
         "--server",
-        `127.0.0.1:${server.port}`,
+        `${server.host ?? "127.0.0.1"}:${server.port}`,
         "--home",
         home,
         "--port",
@@ -301,6 +319,7 @@ export class TestClient implements AsyncDisposable {
       ],
       name,
       options.env,
+      options.netns,
     );
     const client = new TestClient(proc, home, options.home === undefined);
     await client.event("ready");
