@@ -655,12 +655,16 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           this.#wakeForSwitch = undefined;
         } catch (error) {
           if (this.#closing) break;
+          if (await this.#oldPathEnded(opening, oldest)) continue;
           if (error instanceof FrameError) throw error;
           reason = asError(error);
           break;
         }
         if (body === SWITCHED) continue;
-        if (body === null) break;
+        if (body === null) {
+          if (await this.#oldPathEnded(opening, oldest)) continue;
+          break;
+        }
         this.lastReceived = Date.now();
         if (this.#stopped) {
           // The stop-after message was held during a handshake and released meanwhile: this
@@ -717,6 +721,19 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     if (!this.#closing && !this.#readFailing) void this.close(reason);
     // Nothing is accepted after the close; let the decryptions still running settle.
     await Promise.all(opening);
+  }
+
+  /**
+   * The stream ended or failed: if a `path_switch` is among the frames still being decrypted,
+   * that was the old path closing after the move (the other side may close it before we
+   * handled its last frame), and reading goes on on the new one.
+   */
+  async #oldPathEnded(
+    opening: Promise<Error | undefined>[],
+    oldest: () => Promise<void>,
+  ): Promise<boolean> {
+    while (opening.length > 0) await oldest();
+    return this.#switchRead;
   }
 
   /** Ends the connection for a frame that cannot be read, telling the sender why if it is bad. */

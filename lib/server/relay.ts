@@ -98,6 +98,11 @@ export interface RelayedLinkInfo {
 }
 
 const COPY_BUFFER = 64 * 1024;
+/**
+ * Pairings and relayed links one pair of users may have at once: one link, plus room for both
+ * dialing at the same moment and a replacement; more is someone flooding the other.
+ */
+const PER_PAIR = 4;
 /** After one direction ended, the other may finish for this long before both are closed. */
 const HALF_CLOSED_GRACE_MS = 5_000;
 const DAY_MS = 24 * 3600_000;
@@ -165,6 +170,16 @@ export class Relay {
       this.#hooks.notify(a.key, { peer: b.user, limit: "links", message });
       this.#hooks.log(`relay: refused ${a.user} -> ${b.user}: ${this.limits.maxLinks} links`);
       throw new RelayRefused("RELAY_FULL", message);
+    }
+    const pair = pairKey(a.key, b.key);
+    const between = [...this.#pending.values(), ...this.#active]
+      .filter((p) => pairKey(p.a.key, p.b.key) === pair).length;
+    if (between >= PER_PAIR) {
+      throw new RelayRefused(
+        "RELAY_FULL",
+        `${a.user} and ${b.user} already have ${between} relayed links or pairings; ` +
+          `wait for them to end`,
+      );
     }
     if (this.#usedToday(a.key, b.key).bytes >= this.limits.bytesPerDay) {
       const message = `the relayed link between ${a.user} and ${b.user} used the server's ` +
