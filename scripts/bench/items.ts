@@ -9,6 +9,7 @@ import { group } from "./group.ts";
 import { login } from "./login.ts";
 import { offline } from "./offline.ts";
 import { reattach } from "./reattach.ts";
+import { relay } from "./relay.ts";
 import { serverConns } from "./server_conns.ts";
 import type { BenchItem } from "./types.ts";
 
@@ -21,4 +22,5 @@ export const ITEMS: readonly BenchItem[] = [
   group,
   failover,
   login,
+  relay,
 ];

@@ -259,6 +259,8 @@ export interface SpawnOptions {
   graceMs?: number;
   /** Ready for {@link profiled}: V8's profiler on demand (and the permission it needs). */
   profile?: boolean;
+  /** Run inside this network namespace (`ip netns exec`; the NAT lab of the relay item). */
+  netns?: string;
 }
 
 /** A child Deno process in the project root, with stdin and line-oriented stdout/stderr. */
@@ -282,8 +284,9 @@ export class BenchProcess implements AsyncDisposable {
     const profiled = options.profile === true && args[0] === "run" && profileDir !== undefined;
     this.profiled = profiled;
     const preload = ["--preload", "scripts/bench/cpu_profile.ts", "--allow-sys"];
-    this.child = new Deno.Command(DENO, {
-      args: profiled ? ["run", ...preload, ...args.slice(1)] : args,
+    const denoArgs = profiled ? ["run", ...preload, ...args.slice(1)] : args;
+    this.child = new Deno.Command(options.netns ? "ip" : DENO, {
+      args: options.netns ? ["netns", "exec", options.netns, DENO, ...denoArgs] : denoArgs,
       cwd: ROOT,
       stdin: "piped",
       stdout: "piped",
