@@ -4,8 +4,8 @@
  * Ctrl-Z and `fg` give back a working terminal.
  */
 import assert from "node:assert/strict";
-import { startServer, TestClient } from "./support/processes.ts";
-import { signUp, ttyClient } from "./support/tty.ts";
+import { startServer } from "./support/processes.ts";
+import { signUp, ttyChat, ttyClient } from "./support/tty.ts";
 
 const TRACE = /Uncaught|\n\s+at |error: Uncaught/;
 
@@ -30,14 +30,8 @@ Deno.test("Ctrl-C clears the typed line, and a second Ctrl-C on an empty line lo
 
 Deno.test("Ctrl-D on an empty line leaves the chat in a chat, and logs out and exits 0 outside one", async () => {
   await using server = await startServer();
-  await using bob = await TestClient.start("bob", server);
-  await bob.signup("bob");
-  await using alice = await ttyClient("alice", server);
-  await signUp(alice, "alice");
-  await alice.line("contacts add bob");
-  await alice.waitFor("bob added", "bob added");
-  await alice.line("chat bob");
-  await alice.waitFor("alice → bob>", "the chat prompt");
+  await using chat = await ttyChat(server);
+  const { alice } = chat;
   // With text on the line, Ctrl-D deletes under the cursor, as in a shell.
   await alice.type("ab");
   await alice.key("Left", "C-d");
@@ -67,6 +61,16 @@ for (const signal of ["SIGTERM", "SIGHUP", "SIGINT"] as const) {
     await server.proc.out.find((l) => l.includes("offline: alice"), "alice's logout on the server");
   });
 }
+
+Deno.test("closing the terminal window in a chat logs out and exits 0", async () => {
+  await using server = await startServer();
+  await using chat = await ttyChat(server);
+  const { alice } = chat;
+  await alice.type("half typed");
+  await alice.hangUp();
+  assert.equal(await alice.exitCode(), 0);
+  await server.proc.out.find((l) => l.includes("offline: alice"), "alice's logout on the server");
+});
 
 Deno.test("Ctrl-C at the password prompt cancels that command and nothing else", async () => {
   await using server = await startServer();

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { startServer, TestClient } from "./support/processes.ts";
-import { addContacts, signUp, ttyClient } from "./support/tty.ts";
+import { signUp, ttyChat, ttyClient } from "./support/tty.ts";
 
 /** Words, no line breaks, `size` characters, ending in a marker to look for. */
 function pasteText(size: number): string {
@@ -17,15 +17,8 @@ function pasteText(size: number): string {
 
 Deno.test("a 100 KiB paste shows at once on a PTY and the links stay up", async () => {
   await using server = await startServer();
-  await using bob = await TestClient.start("bob", server);
-  await bob.signup("bob");
-  await using alice = await ttyClient("alice", server);
-  await signUp(alice, "alice");
-  await alice.line("contacts add bob");
-  await addContacts([bob], "alice");
-  await alice.line("chat bob");
-  await alice.waitFor("alice → bob>", "the chat");
-  await bob.event("link_up", { user: "alice" });
+  await using chat = await ttyChat(server);
+  const { alice, bob } = chat;
 
   const text = pasteText(100 * 1024);
   const started = Date.now();

@@ -33,6 +33,15 @@ const PASTE_OFF = "\x1b[?2004l";
 /** A lone ESC is the Escape key once no more bytes follow for this long. */
 const ESC_WAIT_MS = 50;
 
+/** The terminal's width; 80 once it cannot be asked (hung up). */
+function columns(): number {
+  try {
+    return Deno.consoleSize().columns;
+  } catch {
+    return 80;
+  }
+}
+
 /** True when stdin and stdout are both a terminal (else: plain lines). */
 export function isInteractive(): boolean {
   return Deno.stdin.isTerminal() && Deno.stdout.isTerminal();
@@ -76,7 +85,7 @@ export class LineQueue {
 
 export class LineTerminal {
   readonly writer = new TerminalWriter(Deno.stdout);
-  readonly screen = new Screen(this.writer, () => Deno.consoleSize().columns);
+  readonly screen = new Screen(this.writer, columns);
   readonly editor = new LineEditor();
   readonly #decoder = new KeyDecoder();
   readonly #hooks: LineTerminalHooks;

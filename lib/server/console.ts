@@ -8,6 +8,7 @@ import { styleText } from "node:util";
 import { readLines } from "../cli/lines.ts";
 import { isInteractive, LineQueue, LineTerminal } from "../cli/tty.ts";
 import { clock, dateTime } from "../util/time.ts";
+import { visible } from "../cli/text.ts";
 import { formatBytes } from "./relay.ts";
 import type { ConfabServer } from "./server.ts";
 
@@ -47,9 +48,12 @@ export async function formatRegistry(server: ConfabServer, user?: string): Promi
   ).join("\n");
 }
 
-/** A log line as the console shows it: local time first, as the clients show theirs. */
+/**
+ * A log line as the console shows it: local time first, as the clients show theirs. Text that
+ * came from clients (a reported error, say) is made visible, never sent raw to the terminal.
+ */
 export function logLine(text: string, at = Date.now()): string {
-  return `[${clock(at)}] ${text}`;
+  return `[${clock(at)}] ${visible(text)}`;
 }
 
 /** Where the console reads commands and prints: a terminal or plain lines. */

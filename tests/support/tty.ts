@@ -3,7 +3,13 @@
  * program in its own tmux server (its own socket, so parallel tests never meet), types keys into
  * it and reads the screen as a person would see it. Waits poll the screen with a deadline.
  */
-import { DEADLINE_MS, Proc, ROOT, type TestClient } from "./processes.ts";
+import {
+  DEADLINE_MS,
+  Proc,
+  ROOT,
+  type TestClient,
+  TestClient as TestClientClass,
+} from "./processes.ts";
 
 const DENO = Deno.execPath();
 let counter = 0;
@@ -56,6 +62,20 @@ async function waitGone(pid: number, ms = DEADLINE_MS): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, wait));
   }
+}
+
+/** A child process of `parent` (from /proc: no procps needed on a bare CI machine). */
+function childOf(parent: number): number | undefined {
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      // pid (comm) state ppid ...; comm may hold spaces and parentheses.
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === parent) return Number(entry.name);
+    } catch { /* gone meanwhile */ }
+  }
+  return undefined;
 }
 
 /** True when the last line on the screen is a shell's prompt. */
@@ -114,7 +134,8 @@ export class Tty implements AsyncDisposable {
       await tty.waitFor(atShellPrompt, "a shell prompt");
       await tty.line(command);
     } else {
-      await session(`${command}; echo $? > ${shellQuote(tty.#exitFile)}`);
+      // The shell outlives a hang-up to write down how the program ended.
+      await session(`trap '' HUP; ${command}; echo $? > ${shellQuote(tty.#exitFile)}`);
     }
     return tty;
   }
@@ -188,10 +209,8 @@ export class Tty implements AsyncDisposable {
     const panePid = Number(
       (await tmux(this.#socket, ["display", "-p", "-t", "t", "#{pane_pid}"])).trim(),
     );
-    const out = await new Deno.Command("pgrep", { args: ["-P", String(panePid)], stdout: "piped" })
-      .output();
-    const pid = Number(new TextDecoder().decode(out.stdout).trim().split("\n")[0]);
-    if (!pid) throw new Error(`${this.name}: the program is not running`);
+    const pid = childOf(panePid);
+    if (pid === undefined) throw new Error(`${this.name}: the program is not running`);
     return pid;
   }
 
@@ -242,12 +261,16 @@ export class Tty implements AsyncDisposable {
     }
   }
 
+  /** Closes the terminal, as closing its window does: the program sees a hang-up. */
+  async hangUp(): Promise<void> {
+    await tmux(this.#socket, ["kill-server"]).catch(() => {});
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     const pid = await this.pid().catch(() => undefined);
-    // kill-server hangs up the terminal (SIGHUP): the program logs out and goes.
-    await tmux(this.#socket, ["kill-server"]).catch(() => {});
+    await this.hangUp(); // the program logs out and goes
     if (pid !== undefined) await waitGone(pid);
     await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
   }
@@ -314,4 +337,36 @@ export function plainClient(
 export async function plainSignUp(proc: Proc, user: string, password = "secret-pw"): Promise<void> {
   await proc.write(`signup ${user} ${password}`);
   await proc.out.waitFor((l) => l.startsWith(`logged in as ${user}`), `${user} logged in`);
+}
+
+/**
+ * bob (a `--json` client) and alice on a terminal, each in the other's contacts, alice in a
+ * chat with bob over a direct link.
+ */
+export async function ttyChat(
+  server: { port: number },
+): Promise<{ alice: Tty & { home: string }; bob: TestClient } & AsyncDisposable> {
+  const bob = await TestClientClass.start("bob", server);
+  await bob.signup("bob");
+  const alice = await ttyClient("alice", server);
+  try {
+    await signUp(alice, "alice");
+    await alice.line("contacts add bob");
+    await addContacts([bob], "alice");
+    await alice.line("chat bob");
+    await alice.waitFor(/^alice → bob>$/m, "the chat");
+    await bob.event("link_up", { user: "alice" });
+  } catch (error) {
+    await alice[Symbol.asyncDispose]();
+    await bob[Symbol.asyncDispose]();
+    throw error;
+  }
+  return {
+    alice,
+    bob,
+    async [Symbol.asyncDispose]() {
+      await alice[Symbol.asyncDispose]();
+      await bob[Symbol.asyncDispose]();
+    },
+  };
 }
