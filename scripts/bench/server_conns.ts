@@ -10,7 +10,15 @@
  */
 import { LoadGenerators, LOOKUP_TIMEOUT_MS } from "./load_generators.ts";
 import { prepareServerData } from "./server_data.ts";
-import { clientsFor, settledRssKiB, startHelper, startServer } from "./support.ts";
+import { describeSteps, describeTop } from "./cpu_profile.ts";
+import {
+  clientsFor,
+  cpuSeconds,
+  profiled,
+  settledRssKiB,
+  startHelper,
+  startServer,
+} from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome } from "./types.ts";
 
 /** One collection as V8's --trace-gc reports it. */
@@ -99,11 +107,18 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
 
   ctx.log(`  ${loadRate + probeRate} lookups/s for ${seconds} s with ${n} clients attached`);
   const lookupsFrom = performance.now() - server.proc.spawnedAt;
-  const [load, probed] = await Promise.all([
-    gens.lookups(loadRate, seconds),
-    probe.lookups(probeRate, seconds),
-  ]);
+  const cpu0 = await cpuSeconds(server.proc.pid);
+  // Sampled every millisecond: where the server's time goes while it answers the lookups.
+  const { result: [load, probed], profiles } = await profiled(
+    [server.proc],
+    () => Promise.all([gens.lookups(loadRate, seconds), probe.lookups(probeRate, seconds)]),
+    ctx.signal,
+    { samplingUs: 1000 },
+  );
+  const lookupCpu = await cpuSeconds(server.proc.pid) - cpu0;
   const lookupsTo = performance.now() - server.proc.spawnedAt;
+  const serverProfile = profiles.find((p) => p.name !== "bench")!.breakdown;
+  const answered = load.count + probed.count;
   const failed = load.errors + probed.errors;
   const asked = load.count + probed.count + failed;
   const afterLookups = await settledRssKiB(server.proc.pid, 0, ctx.signal);
@@ -157,6 +172,13 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
         ? ` ${failed} of ${asked} failed: ${describe({ ...load.failures, ...probed.failures })}` +
           `; connections lost meanwhile: ${describe({ ...load.lost, ...probed.lost })}.`
         : ""),
+      `Server CPU during the lookups: ${lookupCpu.toFixed(2)} s, ` +
+      `${(lookupCpu * 1e6 / Math.max(1, answered)).toFixed(0)} µs per lookup answered ` +
+      `(heartbeats and all). Profile of the server then (sampled every 1 ms), by step: ${
+        describeSteps(serverProfile, Math.max(1, answered), "lookup")
+      }. Top functions by self time (µs per lookup): ${
+        describeTop(serverProfile, Math.max(1, answered), 12)
+      }.`,
       `Garbage collection in the server during the lookups (V8's --trace-gc, pauses of the ` +
       `main thread): ${describeGcs(during)}; over its whole run: ${describeGcs(gcs)}.`,
       `Attach: ${n - probeUsers - warm} clients in ${(attach.ms / 1000).toFixed(1)} s, ` +
