@@ -166,7 +166,17 @@ export class ClientProcess extends Tracked {
   private constructor(readonly proc: BenchProcess, readonly name: string) {
     super();
     proc.out.listen((line) => this.#onLine(line, performance.now()));
-    void proc.out.ended.then(() => this.end("its output ended (the process exited)"));
+    void proc.out.ended.then(async () => {
+      // Why it went: its exit status and the last lines it wrote on stderr.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const status = await Promise.race([
+        proc.status,
+        new Promise((r) => timer = setTimeout(r, 1000)),
+      ]).finally(() => clearTimeout(timer));
+      const code = status ? ` with ${JSON.stringify(status)}` : "";
+      const err = proc.err.tail.slice(-5).join(" | ").slice(0, 500);
+      this.end(`its output ended (the process exited${code}; stderr: ${err || "none"})`);
+    });
   }
 
   /**
