@@ -256,7 +256,7 @@ export function renderReport(run: RunSummary): string {
     "- `deno task bench`: every item, full size (under 10 minutes on 2 cores).",
     "- `deno task bench --quick`: every item, small (about half a minute on an idle machine; each item has its own limit); `deno task test` runs it after the parallel tests, alone.",
     "- `deno task bench chat-rtt`: one item (also `server-conns`, `reattach`, `file`, " +
-      "`offline`, `group`, `failover`, `login`; `--list` lists them).",
+      "`offline`, `group`, `failover`, `login`, `relay`; `--list` lists them).",
     "- `--out DIR` writes `results.json` and `REPORT.md` there instead of `bench/`; " +
       "`--profiles DIR` keeps the CPU profiles (`.cpuprofile`, for Chrome's DevTools) of the " +
       "profiled phases.",
