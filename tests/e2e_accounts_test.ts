@@ -4,6 +4,8 @@
  * probes, and what a session token is worth once used or logged out.
  */
 import assert from "node:assert/strict";
+import { scryptSync } from "node:crypto";
+import { SqliteStore } from "../lib/server/sqlite_store.ts";
 import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
 import { Identity } from "../lib/peer/identity.ts";
 import { MailKey } from "../lib/peer/sealed_mail.ts";
@@ -158,4 +160,50 @@ Deno.test("probing for taken names through signup is checked first, throttled, a
     median(taken) >= 0.3 * median(fresh),
     `USER_EXISTS took ${median(taken).toFixed(1)} ms, a signup ${median(fresh).toFixed(1)} ms`,
   );
+});
+
+Deno.test("a password hashed with the old scrypt cost (N=2^15) is rehashed at N=2^17 at the next login", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+  try {
+    // An account as an older build left it: scrypt N=2^15, r=8, p=1, no parameters stored.
+    const salt = crypto.getRandomValues(new Uint8Array(16));
+    const old = new Uint8Array(
+      scryptSync("old-secret".normalize("NFC"), salt, 32, {
+        N: 1 << 15,
+        r: 8,
+        p: 1,
+        maxmem: 64 * 1024 * 1024,
+      }),
+    );
+    const fields = await signupFields("alice");
+    {
+      await using store = new SqliteStore(dataDir);
+      assert.equal(
+        await store.createUser({ name: "alice", salt, hash: old, publicKey: fields.publicKey }),
+        true,
+      );
+    }
+    const login = async () => {
+      await using server = await startServer({ dataDir });
+      const reply = await alone(server.port, {
+        type: "login",
+        user: "alice",
+        password: "old-secret",
+        peerPort: 5555,
+      });
+      assert.equal(reply.type, "welcome", JSON.stringify(reply));
+      assert.equal((await server.esc()).code, 0);
+    };
+    await login();
+    {
+      await using store = new SqliteStore(dataDir);
+      const user = await store.getUser("alice");
+      assert.equal(user?.kdf, "scrypt:17:8:1");
+      assert.notDeepEqual(user?.hash, old);
+      assert.notDeepEqual(user?.salt, salt, "a fresh salt");
+    }
+    await login(); // the new hash works
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
 });

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { SCHEMA_VERSION } from "../lib/server/migrations.ts";
-import { nameKey, type ServerStore } from "../lib/server/store.ts";
+import { LEGACY_KDF, nameKey, type ServerStore } from "../lib/server/store.ts";
 import { storeTest } from "./support/store_backends.ts";
 
 const KEY = "A".repeat(43);
@@ -122,6 +122,29 @@ storeTest("concurrent signups of one name create one account", async (fx) => {
   );
   assert.equal(results.filter((r) => r).length, 1);
   assert.equal(await store.userCount(), 1);
+});
+
+storeTest(
+  "createUser() keeps the password hash's parameters; none given means the legacy ones",
+  async (fx) => {
+    await using store = await fx.open();
+    assert.equal(await store.createUser({ ...user("old", 1) }), true);
+    assert.equal(await store.createUser({ ...user("new", 2), kdf: "scrypt:17:8:1" }), true);
+    assert.equal((await store.getUser("old"))?.kdf, LEGACY_KDF);
+    assert.equal((await store.getUser("new"))?.kdf, "scrypt:17:8:1");
+  },
+);
+
+storeTest("updatePassword() replaces salt, hash and parameters of that user only", async (fx) => {
+  await using store = await openWith(fx, ["alice", "bob"]);
+  const fresh = { salt: new Uint8Array(16).fill(9), hash: new Uint8Array(32).fill(8) };
+  assert.equal(await store.updatePassword("ALICE", { ...fresh, kdf: "scrypt:17:8:1" }), true);
+  const alice = await store.getUser("alice");
+  assert.deepEqual(new Uint8Array(alice!.salt), fresh.salt);
+  assert.deepEqual(new Uint8Array(alice!.hash), fresh.hash);
+  assert.equal(alice!.kdf, "scrypt:17:8:1");
+  assert.equal((await store.getUser("bob"))?.kdf, LEGACY_KDF);
+  assert.equal(await store.updatePassword("nobody", { ...fresh, kdf: "scrypt:17:8:1" }), false);
 });
 
 storeTest("getUser() returns undefined for an unknown name", async (fx) => {

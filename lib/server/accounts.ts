@@ -3,42 +3,74 @@
  * backs off repeated failures per username and per address.
  */
 import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
+import { LEGACY_KDF, type PasswordHash } from "./store.ts";
 
-/** scrypt cost: N=2^15, r=8, p=1 (≈ 80 ms a hash here, off the main thread). */
-const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 } as const;
+/**
+ * The password hash for new accounts (and for old ones at their next login): scrypt with
+ * N=2^17, r=8, p=1, OWASP's recommended minimum (128 MiB and ≈ 0.3 s a hash here, off the main
+ * thread). Written `scrypt:<log2 N>:<r>:<p>` next to each hash.
+ */
+export const CURRENT_KDF = "scrypt:17:8:1";
 const KEY_LENGTH = 32;
 const SALT_LENGTH = 16;
 
-function scryptAsync(password: string, salt: Uint8Array): Promise<Uint8Array> {
+interface ScryptParams {
+  N: number;
+  r: number;
+  p: number;
+  maxmem: number;
+}
+
+/** The scrypt parameters of a `kdf` string. @throws {RangeError} for anything else. */
+function scryptParams(kdf: string): ScryptParams {
+  const m = /^scrypt:(\d{1,2}):(\d{1,2}):(\d{1,2})$/.exec(kdf);
+  const [logN, r, p] = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [0, 0, 0];
+  if (!m || logN < 10 || logN > 20 || r < 1 || r > 16 || p < 1 || p > 4) {
+    throw new RangeError(`unknown password hash parameters ${JSON.stringify(kdf)}`);
+  }
+  // scrypt needs 128 * N * r bytes; node:crypto refuses more than maxmem (default 32 MiB).
+  return { N: 2 ** logN, r, p, maxmem: 128 * 2 ** logN * r + 16 * 1024 * 1024 };
+}
+
+function scryptAsync(password: string, salt: Uint8Array, kdf: string): Promise<Uint8Array> {
+  const params = scryptParams(kdf);
   return new Promise((resolve, reject) => {
-    scrypt(password.normalize("NFC"), salt, KEY_LENGTH, SCRYPT, (error, key) => {
+    scrypt(password.normalize("NFC"), salt, KEY_LENGTH, params, (error, key) => {
       if (error) reject(error);
       else resolve(new Uint8Array(key));
     });
   });
 }
 
-/** Hashes a new password with a fresh random salt. */
+/** Hashes a password with a fresh random salt, with `kdf` (the current parameters). */
 export async function hashPassword(
   password: string,
-): Promise<{ salt: Uint8Array; hash: Uint8Array }> {
+  kdf = CURRENT_KDF,
+): Promise<PasswordHash> {
   const salt = new Uint8Array(randomBytes(SALT_LENGTH));
-  return { salt, hash: await scryptAsync(password, salt) };
+  return { salt, hash: await scryptAsync(password, salt, kdf), kdf };
 }
 
 const DUMMY_SALT = new Uint8Array(SALT_LENGTH);
 
 /**
- * Checks a password against a stored hash in constant time. With no stored record it still
- * spends one hash, so an unknown user and a wrong password take the same time.
+ * Checks a password against a stored hash (made with its own `kdf`, the legacy one when
+ * missing) in constant time. With no stored record it still spends one hash at the current
+ * cost, so an unknown user and a wrong password take the same time.
  */
 export async function verifyPassword(
   password: string,
-  stored: { salt: Uint8Array; hash: Uint8Array } | undefined,
+  stored: { salt: Uint8Array; hash: Uint8Array; kdf?: string } | undefined,
 ): Promise<boolean> {
-  const key = await scryptAsync(password, stored?.salt ?? DUMMY_SALT);
+  const kdf = stored ? stored.kdf ?? LEGACY_KDF : CURRENT_KDF;
+  const key = await scryptAsync(password, stored?.salt ?? DUMMY_SALT, kdf);
   if (!stored || stored.hash.length !== key.length) return false;
   return timingSafeEqual(key, stored.hash);
+}
+
+/** True when a stored hash was made with weaker parameters than new ones get. */
+export function needsRehash(stored: { kdf?: string }): boolean {
+  return (stored.kdf ?? LEGACY_KDF) !== CURRENT_KDF;
 }
 
 export interface ThrottleOptions {

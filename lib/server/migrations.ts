@@ -190,6 +190,15 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX mail_read_by_time ON mail_read(read_at);
     `,
   },
+  {
+    // The password hash's parameters, so a stronger cost can be adopted one login at a time.
+    sqlite: `
+      ALTER TABLE users ADD COLUMN kdf TEXT NOT NULL DEFAULT 'scrypt:15:8:1';  -- log2 N : r : p
+    `,
+    postgres: `
+      ALTER TABLE users ADD COLUMN kdf TEXT NOT NULL DEFAULT 'scrypt:15:8:1';
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

@@ -18,10 +18,12 @@ import {
   type UserRow,
 } from "./sql_rows.ts";
 import {
+  LEGACY_KDF,
   type MailboxEntry,
   nameKey,
   type NewMail,
   type NewUser,
+  type PasswordHash,
   type PendingMail,
   type Receipt,
   type RegistryRow,
@@ -191,9 +193,11 @@ export class PostgresStore implements ServerStore {
 
   async createUser(user: NewUser, now = Date.now()): Promise<boolean> {
     const result = await this.#sql`
-      INSERT INTO users (name_key, name, salt, hash, public_key, mail_key, mail_key_sig, created_at)
-      VALUES (${nameKey(user.name)}, ${user.name}, ${user.salt}, ${user.hash}, ${user.publicKey},
-              ${user.mailKey ?? ""}, ${user.mailKeySig ?? ""}, ${now})
+      INSERT INTO users (name_key, name, salt, hash, kdf, public_key, mail_key, mail_key_sig,
+                         created_at)
+      VALUES (${nameKey(user.name)}, ${user.name}, ${user.salt}, ${user.hash},
+              ${user.kdf ?? LEGACY_KDF}, ${user.publicKey}, ${user.mailKey ?? ""},
+              ${user.mailKeySig ?? ""}, ${now})
       ON CONFLICT (name_key) DO NOTHING`;
     return result.count === 1;
   }
@@ -207,6 +211,13 @@ export class PostgresStore implements ServerStore {
   async userCount(): Promise<number> {
     const [row] = await this.#sql<{ n: number }[]>`SELECT count(*) AS n FROM users`;
     return row!.n;
+  }
+
+  async updatePassword(name: string, password: PasswordHash): Promise<boolean> {
+    const result = await this.#sql`
+      UPDATE users SET salt = ${password.salt}, hash = ${password.hash}, kdf = ${password.kdf}
+      WHERE name_key = ${nameKey(name)}`;
+    return result.count === 1;
   }
 
   // ---- contacts ------------------------------------------------------------------------------

@@ -5,13 +5,14 @@
 import type { PendingMail, Receipt, RegistryRow, UserRecord } from "./store.ts";
 
 /** The columns `getUser()` selects. */
-export const USER_COLUMNS = "name_key, name, salt, hash, public_key, mail_key, mail_key_sig";
+export const USER_COLUMNS = "name_key, name, salt, hash, kdf, public_key, mail_key, mail_key_sig";
 
 export interface UserRow {
   name_key: string;
   name: string;
   salt: Uint8Array;
   hash: Uint8Array;
+  kdf: string;
   public_key: string;
   mail_key: string;
   mail_key_sig: string;
@@ -23,6 +24,7 @@ export function toUser(row: UserRow): UserRecord {
     name: row.name,
     salt: row.salt,
     hash: row.hash,
+    kdf: row.kdf,
     publicKey: row.public_key,
     mailKey: row.mail_key,
     mailKeySig: row.mail_key_sig,

@@ -19,10 +19,12 @@ import {
   type UserRow,
 } from "./sql_rows.ts";
 import {
+  LEGACY_KDF,
   type MailboxEntry,
   nameKey,
   type NewMail,
   type NewUser,
+  type PasswordHash,
   type PendingMail,
   type Receipt,
   type RegistryRow,
@@ -78,14 +80,15 @@ export class SqliteStore implements ServerStore {
   createUser(user: NewUser, now = Date.now()): Promise<boolean> {
     return settle(() =>
       this.#db.sql(
-        `INSERT INTO users (name_key, name, salt, hash, public_key, mail_key, mail_key_sig,
+        `INSERT INTO users (name_key, name, salt, hash, kdf, public_key, mail_key, mail_key_sig,
                             created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name_key) DO NOTHING`,
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name_key) DO NOTHING`,
       ).run(
         nameKey(user.name),
         user.name,
         user.salt,
         user.hash,
+        user.kdf ?? LEGACY_KDF,
         user.publicKey,
         user.mailKey ?? "",
         user.mailKeySig ?? "",
@@ -106,6 +109,13 @@ export class SqliteStore implements ServerStore {
 
   userCount(): Promise<number> {
     return settle(() => (this.#db.sql("SELECT count(*) AS n FROM users").get() as { n: number }).n);
+  }
+
+  updatePassword(name: string, password: PasswordHash): Promise<boolean> {
+    return settle(() =>
+      this.#db.sql("UPDATE users SET salt = ?, hash = ?, kdf = ? WHERE name_key = ?")
+        .run(password.salt, password.hash, password.kdf, nameKey(name)).changes === 1
+    );
   }
 
   // ---- contacts ------------------------------------------------------------------------------

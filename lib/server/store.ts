@@ -33,15 +33,30 @@ export interface UserRecord {
   name: string;
   salt: Uint8Array;
   hash: Uint8Array;
+  /** How `hash` was made: `scrypt:<log2 N>:<r>:<p>`. */
+  kdf: string;
   publicKey: string;
   mailKey: string;
   mailKeySig: string;
 }
 
-/** What `createUser()` takes: the mail key may be missing (accounts made before it existed). */
+/**
+ * What `createUser()` takes: the mail key may be missing (accounts made before it existed), and
+ * so may `kdf`, which then means {@link LEGACY_KDF}.
+ */
 export type NewUser =
-  & Omit<UserRecord, "nameKey" | "mailKey" | "mailKeySig">
-  & Partial<Pick<UserRecord, "mailKey" | "mailKeySig">>;
+  & Omit<UserRecord, "nameKey" | "mailKey" | "mailKeySig" | "kdf">
+  & Partial<Pick<UserRecord, "mailKey" | "mailKeySig" | "kdf">>;
+
+/** The password hash parameters of accounts made before they were stored. */
+export const LEGACY_KDF = "scrypt:15:8:1";
+
+/** A password hash and how it was made. */
+export interface PasswordHash {
+  salt: Uint8Array;
+  hash: Uint8Array;
+  kdf: string;
+}
 
 export interface RegistryRow {
   user: string;
@@ -81,6 +96,8 @@ export interface ServerStore extends AsyncDisposable {
   createUser(user: NewUser, now?: number): Promise<boolean>;
   getUser(name: string): Promise<UserRecord | undefined>;
   userCount(): Promise<number>;
+  /** Replaces a user's password hash (a rehash with stronger parameters); false if unknown. */
+  updatePassword(name: string, password: PasswordHash): Promise<boolean>;
 
   // ---- contacts ------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ export interface PreparedData {
  */
 export async function prepareServerData(dir: string, users: number): Promise<PreparedData> {
   const dataDir = join(dir, "server");
-  const { salt, hash } = await hashPassword("bench-password");
+  const password = await hashPassword("bench-password");
   const tokens: string[] = [];
   {
     await using store = new SqliteStore(dataDir);
@@ -33,8 +33,7 @@ export async function prepareServerData(dir: string, users: number): Promise<Pre
       // Keys of the right shape; nobody in the bench checks the signature or seals mail.
       const created = await store.createUser({
         name: benchUser(i),
-        salt,
-        hash,
+        ...password,
         publicKey: randomBytes(32).toString("base64url"),
         mailKey: randomBytes(32).toString("base64url"),
         mailKeySig: randomBytes(64).toString("base64url"),
