@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { SCHEMA_VERSION } from "../lib/server/migrations.ts";
 import { SQLITE_FILE, SqliteStore } from "../lib/server/sqlite_store.ts";
-import { makeVersion2File } from "./support/store_backends.ts";
+import { makeVersion2File, undoMigrationsFrom5 } from "./support/store_backends.ts";
 import { tempDir } from "./support/temp_dir.ts";
 
 Deno.test("SqliteStore creates its data directory (mode 0700) and database file", async () => {
@@ -84,6 +84,7 @@ Deno.test("SqliteStore migrates a version 3 mailbox, keeping its mail in order",
   // Back to the version 3 schema: mail unique by (recipient, msg_id), no mail_read.
   const db = new DatabaseSync(path);
   try {
+    undoMigrationsFrom5(db);
     db.exec(`
       DROP TABLE mail_read;
       CREATE TABLE mail_old (

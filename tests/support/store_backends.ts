@@ -83,12 +83,21 @@ export function storeTest(name: string, fn: (fixture: StoreFixture) => Promise<v
 }
 
 /**
+ * Takes out of a current SQLite database what migrations 5 and later added, so a test can turn
+ * it into what an older build left behind (then set `user_version` to that build's).
+ */
+export function undoMigrationsFrom5(db: DatabaseSync): void {
+  db.exec("ALTER TABLE users DROP COLUMN kdf");
+}
+
+/**
  * Turns the SQLite file in `dataDir` into what a build before migration 3 left behind: no mail
  * key columns, `user_version` 2.
  */
 export function makeVersion2File(dataDir: string): void {
   const db = new DatabaseSync(join(dataDir, SQLITE_FILE));
   try {
+    undoMigrationsFrom5(db);
     db.exec("ALTER TABLE users DROP COLUMN mail_key");
     db.exec("ALTER TABLE users DROP COLUMN mail_key_sig");
     db.exec("PRAGMA user_version = 2");
