@@ -91,6 +91,8 @@ export class Tty implements AsyncDisposable {
   /** Where the program's exit code is written (tmux does not always report it). */
   readonly #exitFile: string;
   readonly #dir: string;
+  /** tmux's socket file, removed at the end (kill-server leaves it). */
+  #socketPath: string | undefined;
   #closed = false;
 
   private constructor(socket: string, name: string, shell: boolean, dir: string) {
@@ -129,13 +131,19 @@ export class Tty implements AsyncDisposable {
         "t",
         program,
       ]);
-    if (tty.#shell) {
-      await session("exec bash --norc --noprofile -i");
-      await tty.waitFor(atShellPrompt, "a shell prompt");
-      await tty.line(command);
-    } else {
-      // The shell outlives a hang-up to write down how the program ended.
-      await session(`trap '' HUP; ${command}; echo $? > ${shellQuote(tty.#exitFile)}`);
+    try {
+      if (tty.#shell) {
+        await session("exec bash --norc --noprofile -i");
+        await tty.waitFor(atShellPrompt, "a shell prompt");
+        await tty.line(command);
+      } else {
+        // The shell outlives a hang-up to write down how the program ended.
+        await session(`trap '' HUP; ${command}; echo $? > ${shellQuote(tty.#exitFile)}`);
+      }
+      tty.#socketPath = (await tmux(socket, ["display", "-p", "#{socket_path}"])).trim();
+    } catch (error) {
+      await tty[Symbol.asyncDispose]();
+      throw error;
     }
     return tty;
   }
@@ -272,6 +280,7 @@ export class Tty implements AsyncDisposable {
     const pid = await this.pid().catch(() => undefined);
     await this.hangUp(); // the program logs out and goes
     if (pid !== undefined) await waitGone(pid);
+    if (this.#socketPath) await Deno.remove(this.#socketPath).catch(() => {});
     await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
   }
 }
