@@ -6,7 +6,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { join } from "node:path";
-import { parseHostPort, parsePort } from "./lib/cli/lines.ts";
+import { parsePort, parseServers } from "./lib/cli/lines.ts";
 import { NameBook, runApp } from "./lib/client/app.ts";
 import { ClientError, ConfabClient } from "./lib/client/client.ts";
 import {
@@ -58,9 +58,13 @@ const program = new Command()
       .argParser(wrap(parsePort)),
   )
   .addOption(
-    new Option("-s, --server <host:port>", "the Confab server")
-      .argParser(wrap((v) => parseHostPort(v, 4242)))
-      .default({ host: "127.0.0.1", port: 4242 }, "127.0.0.1:4242"),
+    new Option(
+      "-s, --server <host:port,...>",
+      "the Confab server; several addresses of one service, comma-separated: the client uses " +
+        "the first that answers and re-attaches to another when it is lost",
+    )
+      .argParser(wrap(parseServers))
+      .default([{ host: "127.0.0.1", port: 4242 }], "127.0.0.1:4242"),
   )
   .addOption(
     new Option("--home <dir>", "where your keys and history live")
@@ -126,7 +130,7 @@ const program = new Command()
 
 const opts = program.opts<{
   port?: number;
-  server: { host: string; port: number };
+  server: { host: string; port: number }[];
   home: string;
   json?: boolean;
   verbose?: boolean;

@@ -1,9 +1,11 @@
 /**
  * confab-server: accounts, contacts, presence and the directory for Confab clients.
  *
- *   deno run -A server.ts [port] [--host ADDR] [--data DIR]
+ *   deno run -A server.ts [port] [--host ADDR] [--data DIR] [--store postgres://…] [--key FILE]
+ *   deno run -A server.ts migrate --from DIR --to postgres://…
  */
 import { Command, InvalidArgumentError } from "commander";
+import { intOption } from "./lib/cli/options.ts";
 import { parsePort, parseSize } from "./lib/cli/lines.ts";
 import { DEFAULT_RELAY_LIMITS } from "./lib/server/relay.ts";
 import { logLine, openConsole, runConsole } from "./lib/server/console.ts";
@@ -11,6 +13,37 @@ import { ConfabServer } from "./lib/server/server.ts";
 import { asError } from "./lib/net/framed_connection.ts";
 import { keyFingerprint } from "./lib/crypto/fingerprint.ts";
 import { describeFix, ownerOnlyDir } from "./lib/util/owner_only.ts";
+import { migrateToPostgres } from "./lib/server/migrate.ts";
+
+if (Deno.args[0] === "migrate") {
+  const migrate = new Command()
+    .name("confab-server migrate")
+    .description(
+      "Copy a SQLite server's whole state (accounts, contacts, registry, sessions, waiting mail, " +
+        "receipts) into PostgreSQL. Stop the server first. Safe to run again: rows already " +
+        "copied are kept; every table is counted on both sides.",
+    )
+    .requiredOption("--from <dir>", "the SQLite server's data directory (its --data)")
+    .option(
+      "--to <url>",
+      "the PostgreSQL database: postgres://user:password@host:port/db (default: $CONFAB_STORE)",
+    )
+    .showHelpAfterError("(run confab-server migrate --help for usage)")
+    .parse(["deno", "server.ts migrate", ...Deno.args.slice(1)]);
+  const m = migrate.opts<{ from: string; to?: string }>();
+  const to = m.to ?? Deno.env.get("CONFAB_STORE");
+  if (!to) {
+    console.error("confab-server migrate: say where to: --to postgres://user:pw@host:port/db");
+    Deno.exit(1);
+  }
+  try {
+    await migrateToPostgres(m.from, to, (line) => console.log(line));
+  } catch (error) {
+    console.error(`confab-server migrate: ${asError(error).message}`);
+    Deno.exit(1);
+  }
+  Deno.exit(0);
+}
 
 function portOption(value: string): number {
   try {
@@ -36,16 +69,6 @@ function onOff(value: string): boolean {
   throw new InvalidArgumentError(`must be on or off, got "${value}"`);
 }
 
-function intOption(min: number, max: number): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || n < min || n > max) {
-      throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
-    }
-    return n;
-  };
-}
-
 const program = new Command()
   .name("confab-server")
   .description(
@@ -60,6 +83,11 @@ const program = new Command()
     "--store <url>",
     "share a PostgreSQL database with other instances: postgres://user:password@host:port/db " +
       "(default: $CONFAB_STORE; without either, SQLite in --data)",
+  )
+  .option(
+    "--key <file>",
+    "the server key (made at first start if missing); give every instance of a deployment " +
+      "the same file (default: server-key.json in --data)",
   )
   .option("--max-connections <n>", "connections held at most", intOption(1, 19_000), 15_000)
   .option(
@@ -124,6 +152,7 @@ const opts = program.opts<{
   host: string;
   data: string;
   store?: string;
+  key?: string;
   maxConnections: number;
   maxPerAddress: number;
   loginTimeout: number;
@@ -151,6 +180,7 @@ try {
     port,
     dataDir: opts.data,
     storeUrl: opts.store ?? (Deno.env.get("CONFAB_STORE") || undefined),
+    keyFile: opts.key,
     maxConnections: opts.maxConnections,
     maxPerAddress: opts.maxPerAddress,
     loginTimeoutMs: opts.loginTimeout * 1000,

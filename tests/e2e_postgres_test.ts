@@ -4,6 +4,7 @@
  * or named is one clear line at start and a non-zero exit.
  */
 import assert from "node:assert/strict";
+import { signUpAsContacts } from "./support/cluster.ts";
 import { freshDatabase } from "./support/store_backends.ts";
 import { Proc, startServer, TestClient } from "./support/processes.ts";
 
@@ -23,12 +24,7 @@ Deno.test("a server over PostgreSQL keeps accounts, contacts and mail across a k
       await using alice = await TestClient.start("alice", first);
       {
         await using bob = await TestClient.start("bob", first, { home: bobHome });
-        await bob.signup("bob");
-        await alice.signup("alice");
-        await bob.send("contacts add alice");
-        await bob.event("contact_added", { user: "alice" });
-        await alice.send("contacts add bob");
-        await alice.event("contact_added", { user: "bob" });
+        await signUpAsContacts(alice, bob);
       }
       await alice.send("chat bob");
       await alice.event("chat_opened", { with: "bob", online: false });

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { SCHEMA_VERSION } from "../lib/server/migrations.ts";
-import { LEGACY_KDF, nameKey, type ServerStore } from "../lib/server/store.ts";
-import { storeTest } from "./support/store_backends.ts";
+import { LEGACY_KDF, nameKey, type ServerStore, type StoreEvent } from "../lib/server/store.ts";
+import { type StoreFixture, storeTest } from "./support/store_backends.ts";
 
 const KEY = "A".repeat(43);
 const MAIL_KEY = "M".repeat(43);
@@ -581,3 +581,123 @@ storeTest("users, contacts, registry, sessions, mail and receipts survive a reop
     { msgId: "m3", reader: "Carol", readAt: 4000 },
   ]);
 });
+
+// ---- presence and events -------------------------------------------------------------------
+
+/** A store running as an instance, with the events it passed on. */
+async function runningStore(fx: StoreFixture, name = "i1", leaseMs?: number) {
+  const store = await fx.open(leaseMs === undefined ? {} : { leaseMs });
+  const events: StoreEvent[] = [];
+  const lost = Promise.withResolvers<void>();
+  await store.run({
+    name,
+    onEvent: (e) => events.push(e),
+    onLeaseLost: () => lost.resolve(),
+    log: () => {},
+  });
+  /** Waits (up to 20 s) for an event that has `fields`. */
+  const seen = async (fields: Partial<Record<string, unknown>>): Promise<StoreEvent> => {
+    const match = (e: StoreEvent) =>
+      Object.entries(fields).every(([k, v]) => (e as Record<string, unknown>)[k] === v);
+    for (const deadline = Date.now() + 20_000; Date.now() < deadline;) {
+      const found = events.find(match);
+      if (found) return found;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`no event ${JSON.stringify(fields)} in ${JSON.stringify(events)}`);
+  };
+  return { store, events, seen, lost: lost.promise };
+}
+
+/** `watcher` has `user` as a contact and is online (presence events are for such people). */
+async function watching(store: ServerStore, watcher: string, user: string): Promise<void> {
+  await store.addContact(watcher, user);
+  const seq = await store.recordLogin(watcher, "10.0.0.8", 1, 100);
+  await store.attach(attachment(watcher, seq, `${watcher}-watching`, 100));
+}
+
+function attachment(user: string, seq: number, attach: string, loginAt = 5000) {
+  return { user, host: "10.0.0.9", peerPort: 4000 + seq, loginAt, registrySeq: seq, attach };
+}
+
+storeTest("attach() puts a user in the directory on this instance", async (fx) => {
+  const { store, seen } = await runningStore(fx, "here:1");
+  await using _ = store;
+  await signUp(store, ["Alice", "bob"]);
+  await watching(store, "bob", "alice");
+  assert.equal(await store.presenceOf("alice"), undefined);
+  const seq = await store.recordLogin("alice", "10.0.0.9", 1, 5000);
+  await store.attach(attachment("Alice", seq, "a-1"));
+  await seen({ kind: "presence", user: "alice", online: true });
+  const expected = { user: "Alice", host: "10.0.0.9", peerPort: 4000 + seq, loginAt: 5000 };
+  assert.deepEqual(await store.presenceOf("ALICE"), { ...expected, instance: "here:1" });
+  assert.deepEqual((await store.onlineUsers()).filter((p) => p.user === "Alice"), [
+    { ...expected, instance: "here:1" },
+  ]);
+  assert.deepEqual([...await store.onlineAmong(["alice", "Bob", "nobody"])].sort(), [
+    "alice",
+    "bob",
+  ]);
+  assert.deepEqual(await store.registry("alice"), [
+    { user: "Alice", host: "10.0.0.9", port: 4000 + seq, loginAt: 5000, logoutAt: null },
+  ]);
+});
+
+storeTest("a second attach() replaces the first: kick, old registry row closed", async (fx) => {
+  const { store, events, seen } = await runningStore(fx);
+  await using _ = store;
+  await signUp(store, ["alice", "bob"]);
+  await watching(store, "bob", "alice");
+  const first = await store.recordLogin("alice", "h", 1, 1000);
+  await store.attach(attachment("alice", first, "a-1", 1000));
+  await seen({ kind: "presence", online: true });
+  const second = await store.recordLogin("alice", "h", 1, 2000);
+  await store.attach(attachment("alice", second, "a-2", 2000));
+  await seen({ kind: "kick", user: "alice", attach: "a-2" });
+  assert.equal(
+    events.filter((e) => e.kind === "presence" && e.user === "alice").length,
+    1,
+    "no second announcement",
+  );
+  assert.deepEqual((await store.registry("alice")).map((r) => r.logoutAt), [null, 2000]);
+  // The replaced connection ends later: it leaves the directory alone.
+  assert.equal(await store.detach("alice", "a-1", 3000), false);
+  assert.equal((await store.presenceOf("alice"))?.loginAt, 2000);
+  assert.deepEqual((await store.registry("alice")).map((r) => r.logoutAt), [null, 2000]);
+  // The one in place ends: offline, announced, its row closed.
+  assert.equal(await store.detach("ALICE", "a-2", 4000), true);
+  await seen({ kind: "presence", user: "alice", online: false });
+  assert.equal(await store.presenceOf("alice"), undefined);
+  assert.deepEqual((await store.onlineUsers()).map((p) => p.user), ["bob"]);
+  assert.deepEqual((await store.registry("alice")).map((r) => r.logoutAt), [4000, 2000]);
+});
+
+storeTest("a resume re-opens its registry row when it attaches", async (fx) => {
+  const { store } = await runningStore(fx);
+  await using _ = store;
+  await signUp(store, ["alice"]);
+  const seq = await store.recordLogin("alice", "h", 1, 1000);
+  await store.attach(attachment("alice", seq, "a-1", 1000));
+  assert.equal(await store.detach("alice", "a-1", 1500), true);
+  await store.attach({ ...attachment("alice", seq, "a-2", 2000), host: "new-host" });
+  assert.deepEqual(await store.registry("alice"), [
+    { user: "alice", host: "new-host", port: 4000 + seq, loginAt: 1000, logoutAt: null },
+  ]);
+});
+
+storeTest(
+  "stored mail, confirmed mail and published events reach the running instance",
+  async (fx) => {
+    const { store, seen } = await runningStore(fx);
+    await using _ = store;
+    await signUp(store, ["alice", "bob"]);
+    await store.attach(attachment("bob", await store.recordLogin("bob", "h", 1), "b-1"));
+    await store.attach(attachment("alice", await store.recordLogin("alice", "h", 1), "a-1"));
+    assert.equal(await store.storeMail(mail("bob", "alice", "m1"), 10), "stored");
+    await seen({ kind: "mail", to: "bob", from: "alice" });
+    await store.confirmMail("bob", "alice", ["m1"]);
+    await seen({ kind: "receipts", to: "alice" });
+    await store.publish({ kind: "check", user: "bob", reporter: "alice" });
+    await seen({ kind: "check", user: "bob", reporter: "alice" });
+  },
+);

@@ -22,6 +22,14 @@ export function parsePort(value: string, what = "port"): number {
   return Number(value);
 }
 
+/** Splits `HOST:PORT,HOST:PORT,...` (each as `parseHostPort` reads it, port 4242 by default). */
+export function parseServers(value: string): { host: string; port: number }[] {
+  const parts = value.split(",").map((p) => p.trim()).filter((p) => p !== "");
+  if (parts.length === 0) throw new RangeError("--server needs at least one HOST:PORT");
+  if (parts.length > 16) throw new RangeError("--server takes at most 16 addresses");
+  return parts.map((p) => parseHostPort(p, 4242));
+}
+
 /** Splits `HOST:PORT` (or `[v6]:PORT`, or a bare host with `defaultPort`). */
 export function parseHostPort(value: string, defaultPort: number): { host: string; port: number } {
   const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(value);

@@ -29,7 +29,8 @@ export type { ClientEvent, MailboxEntry, Outcome };
 export interface ClientOptions {
   /** Home dir: one subfolder per user (identity key, history). */
   home: string;
-  server: { host: string; port: number };
+  /** The server; several addresses of one service: the first that answers, then the next. */
+  server: { host: string; port: number } | readonly { host: string; port: number }[];
   /** Peer port to listen on; 0 picks a free one. */
   peerPort?: number;
   /** Address the peer listener binds (default: loopback when the server is on loopback). */
@@ -113,6 +114,7 @@ export class ConfabClient implements AsyncDisposable {
   #closing: Promise<void> | undefined;
 
   constructor(options: ClientOptions, emit: EventSink) {
+    const servers = "host" in options.server ? [options.server] : [...options.server];
     this.#opts = {
       historyLines: options.historyLines ?? 50,
       maxFileSize: options.maxFileSize ?? 4 * 1024 ** 3,
@@ -132,7 +134,7 @@ export class ConfabClient implements AsyncDisposable {
       onEnd: () => this.#onSessionEnd(),
     }, {
       home: options.home,
-      server: options.server,
+      servers: servers,
       acceptServerKey: options.acceptServerKey,
     });
     this.#links = new PeerLinks(this.#ctx, this.#session, {
@@ -146,7 +148,7 @@ export class ConfabClient implements AsyncDisposable {
       onLinkDown: (user, reason) => this.#groups?.onLinkDown(user, reason),
     }, {
       listenHost: options.listenHost ??
-        (isLoopback(options.server.host) ? "127.0.0.1" : "0.0.0.0"),
+        (servers.every((s) => isLoopback(s.host)) ? "127.0.0.1" : "0.0.0.0"),
       peerPort: options.peerPort ?? 0,
       peerTimeoutMs: options.peerTimeoutMs ?? 3_000,
       punch: options.punch ?? true,

@@ -63,6 +63,9 @@ export class Delivery {
   /** `mail_send` requests not answered yet, and the sends waiting for one of them to end. */
   #mailInFlight = 0;
   readonly #mailWaiting: (() => void)[] = [];
+  /** A pending retry of the outbox while the server is busy, and the pause before the next. */
+  #retry: Promise<void> | undefined;
+  #retryWait = 2_000;
 
   constructor(
     ctx: ClientContext,
@@ -142,6 +145,7 @@ export class Delivery {
       return { outcome: Promise.resolve(this.#mailFailed(session, m, direct.reason, error)) };
     }
     const outcome = stored.then(() => {
+      this.#retryWait = 2_000;
       this.#finish(session, m.id, "*");
       this.#ctx.emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
       return "stored" as const;
@@ -152,6 +156,17 @@ export class Delivery {
   /** What a message becomes when the mailbox did not take it either. */
   #mailFailed(session: Session, m: Outgoing, directReason: string, error: unknown): Outcome {
     const e = asError(error);
+    if (e instanceof ClientError && e.code === "SERVER_BUSY") {
+      // For a moment (its database restarting, say): try the outbox again shortly.
+      this.#ctx.emit({
+        type: "queued",
+        id: m.id,
+        to: m.to,
+        reason: `${directReason}, and the server is busy (${e.message}); trying again shortly`,
+      });
+      this.#retryLater(session);
+      return "queued";
+    }
     if (e instanceof ClientError && e.code === "SERVER_UNREACHABLE") {
       this.#ctx.emit({
         type: "queued",
@@ -297,6 +312,20 @@ export class Delivery {
       clearTimeout(timer);
       this.#acks.delete(key);
     }
+  }
+
+  /** Flushes the outbox again after a pause that doubles (2 s to 30 s) while the server is busy. */
+  #retryLater(session: Session): void {
+    if (this.#retry) return;
+    const wait = this.#retryWait;
+    this.#retryWait = Math.min(wait * 2, 30_000);
+    this.#retry = delay(wait, this.#ctx.signal).then(() => {
+      this.#retry = undefined;
+      if (this.#session.current === session) this.flushOutbox(session);
+    }, () => {
+      this.#retry = undefined; // closing
+    });
+    this.#ctx.track(this.#retry);
   }
 
   /** Sends again what is still in the outbox (after a restart, or when the server is back). */

@@ -108,7 +108,7 @@ export type ClientEvent =
    */
   | { type: "fingerprint"; user: string; number: string; with?: string; changed?: boolean }
   | { type: "server_lost"; reason: string }
-  | { type: "server_back"; resumed: boolean }
+  | { type: "server_back"; resumed: boolean; server: string }
   | { type: "server_closing"; reason: string }
   /** `/u`: contacts online now. */
   | { type: "online_contacts"; contacts: string[] }

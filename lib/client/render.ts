@@ -453,7 +453,7 @@ export class Renderer {
           "lost the connection to the server; chats go on, reconnecting in the background",
         ) + this.#detail(e.reason);
       case "server_back":
-        return this.paint("green", "reconnected to the server");
+        return this.paint("green", `reconnected to the server (${e.server})`);
       case "server_closing":
         return this.paint("yellow", `the server is going away: ${e.reason}`);
       case "error":

@@ -111,6 +111,13 @@ export interface ServerLinkOptions {
   connect?: () => Promise<Transport>;
   /** Message types after which the reader stops (see FramedConnection). */
   stopReadingAfter?: readonly string[];
+  /** The name the key is pinned under (default `host:port`): what the user typed. */
+  pinAs?: string;
+  /**
+   * The key another address of the same service is pinned with: an address met for the first
+   * time must present it (all instances of a deployment share one key).
+   */
+  serviceKey?: { key: string; pinnedAs: string };
   signal?: AbortSignal;
   timeoutMs?: number;
 }
@@ -160,25 +167,35 @@ export async function openServerLink(options: ServerLinkOptions): Promise<Server
       return { fc, serverKey, fingerprint, pin: "known" };
     }
     if (!options.knownServers) return { fc, serverKey, fingerprint, pin: "unchecked" };
-    const pinned = await options.knownServers.get(address);
+    const pinName = options.pinAs ?? address;
+    const pinned = await options.knownServers.get(pinName);
+    const service = options.serviceKey;
+    if (!pinned && service && service.key !== serverKey && options.acceptKey === undefined) {
+      throw new ServerKeyChangedError(
+        `WARNING: the server at ${pinName} presented a key (fingerprint ${fingerprint}) other ` +
+          `than the one pinned for ${service.pinnedAs}, an address of the same service. ` +
+          `Someone may be intercepting the connection; every instance of a deployment should ` +
+          `present the same key file. Compare the fingerprint its start-up banner prints`,
+      );
+    }
     if (pinned?.key === serverKey) return { fc, serverKey, fingerprint, pin: "known" };
     if (options.acceptKey !== undefined && options.acceptKey !== fingerprint) {
       throw new ServerKeyChangedError(
-        `WARNING: the server at ${address} presented the key fingerprint ${fingerprint}, not ` +
+        `WARNING: the server at ${pinName} presented the key fingerprint ${fingerprint}, not ` +
           `${options.acceptKey} given with --accept-server-key: refused (someone may be ` +
           `intercepting the connection; compare the fingerprint the server prints at start-up)`,
       );
     }
     if (pinned && options.acceptKey === undefined) {
       throw new ServerKeyChangedError(
-        `WARNING: the server at ${address} presented a different key (fingerprint ` +
+        `WARNING: the server at ${pinName} presented a different key (fingerprint ` +
           `${fingerprint}) than the one pinned on ${new Date(pinned.firstSeen).toISOString()}. ` +
           `Someone may be intercepting the connection. If the server was reinstalled, compare ` +
           `the fingerprint its start-up banner prints, then start once with ` +
           `--accept-server-key "<that fingerprint>"`,
       );
     }
-    await options.knownServers.pin(address, serverKey);
+    await options.knownServers.pin(pinName, serverKey);
     return { fc, serverKey, fingerprint, pin: "new" };
   } catch (error) {
     await fc.close();

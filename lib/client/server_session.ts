@@ -4,6 +4,8 @@
  * the directory (lookups checked against pinned keys, mail keys checked against signatures).
  * Pushes from the server are handed to the core, which routes them to the room that owns them.
  */
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import { asError, type FramedConnection } from "../net/framed_connection.ts";
 import {
@@ -62,9 +64,18 @@ export interface ServerSessionHost {
   onEnd(session: Session): void;
 }
 
+export interface ServerAddress {
+  host: string;
+  port: number;
+}
+
 export interface ServerSessionOptions {
   home: string;
-  server: { host: string; port: number };
+  /**
+   * The server's addresses: instances of one service. The client uses the first that answers
+   * and, when it is lost, re-attaches to the next with its session token.
+   */
+  servers: readonly ServerAddress[];
   /** A fingerprint the user accepts for a changed server key: used once, then forgotten. */
   acceptServerKey?: string;
 }
@@ -78,7 +89,11 @@ export class ServerSession {
   readonly #host: ServerSessionHost;
   readonly #opts: ServerSessionOptions;
   #server: FramedConnection<ServerMessage> | undefined;
-  #serverPort: number;
+  #servers: ServerAddress[];
+  /** The address in use, or to try first. */
+  #current = 0;
+  /** The address (resolved) the control connection was made to. */
+  #connectedTo: ServerAddress | undefined;
   #session: Session | undefined;
   #reconnecting: Promise<void> | undefined;
   #loggingIn: Promise<void> | undefined;
@@ -102,9 +117,15 @@ export class ServerSession {
     this.#ctx = ctx;
     this.#host = host;
     this.#opts = options;
-    this.#serverPort = options.server.port;
+    if (options.servers.length === 0) throw new RangeError("no server address given");
+    this.#servers = [...options.servers];
     this.#knownServers = new KnownServers(options.home);
     this.#acceptServerKey = options.acceptServerKey;
+  }
+
+  /** `in user password PORT`: that port for every address of the server. */
+  #usePort(port: number): void {
+    this.#servers = this.#servers.map((s) => ({ host: s.host, port }));
   }
 
   /** The logged-in session, if any. */
@@ -117,8 +138,9 @@ export class ServerSession {
     return this.#opts.home;
   }
 
+  /** The address in use (or to try first), as `host:port`. */
   get serverAddress(): string {
-    return `${this.#opts.server.host}:${this.#serverPort}`;
+    return addressOf(this.#servers[this.#current]!);
   }
 
   get connected(): boolean {
@@ -155,29 +177,52 @@ export class ServerSession {
     return this.#connecting;
   }
 
+  /**
+   * Connects to the first address that answers, starting with the current one. A host name
+   * that resolves to several addresses is tried at each of them; the key is pinned under the
+   * name as given.
+   */
   async #open(): Promise<FramedConnection<ServerMessage>> {
-    const where = `server ${this.serverAddress}`;
-    let link: ServerLink;
-    try {
-      link = await openServerLink({
-        host: this.#opts.server.host,
-        port: this.#serverPort,
-        staticKeyPair: await this.staticKey(),
-        knownServers: this.#knownServers,
-        acceptKey: this.#acceptServerKey,
-        signal: AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(10_000)]),
-      });
-    } catch (error) {
-      if (error instanceof ServerKeyChangedError) {
-        throw new ClientError("SERVER_KEY_CHANGED", error.message);
+    let link: ServerLink | undefined;
+    let failure: ClientError | undefined;
+    for (let tried = 0; tried < this.#servers.length && !link; tried++) {
+      const index = (this.#current + tried) % this.#servers.length;
+      const server = this.#servers[index]!;
+      const where = `server ${addressOf(server)}`;
+      for (const ip of await resolveAll(server.host)) {
+        try {
+          link = await openServerLink({
+            host: ip,
+            port: server.port,
+            pinAs: addressOf(server),
+            serviceKey: await this.#serviceKey(server),
+            staticKeyPair: await this.staticKey(),
+            knownServers: this.#knownServers,
+            acceptKey: this.#acceptServerKey,
+            signal: AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(10_000)]),
+          });
+          this.#current = index;
+          this.#connectedTo = { host: ip, port: server.port };
+          break;
+        } catch (error) {
+          if (error instanceof ServerKeyChangedError) {
+            throw new ClientError("SERVER_KEY_CHANGED", error.message);
+          }
+          const code = error instanceof ProtocolError && error.code === "VERSION_MISMATCH"
+            ? "VERSION_MISMATCH"
+            : "SERVER_UNREACHABLE";
+          const hint = this.#servers.length > 1
+            ? "--server HOST:PORT,HOST:PORT"
+            : "--server HOST:PORT";
+          failure ??= new ClientError(code, describeConnectError(error, where, hint), {
+            cause: error,
+          });
+          if (code === "VERSION_MISMATCH" || this.#ctx.signal.aborted) throw failure;
+        }
       }
-      const code = error instanceof ProtocolError && error.code === "VERSION_MISMATCH"
-        ? "VERSION_MISMATCH"
-        : "SERVER_UNREACHABLE";
-      throw new ClientError(code, describeConnectError(error, where, "--server HOST:PORT"), {
-        cause: error,
-      });
     }
+    if (!link) throw failure!;
+    const where = `server ${this.serverAddress}`;
     // The override is for the key the user checked, once: a later reconnect that meets yet
     // another key is refused like any other.
     this.#acceptServerKey = undefined;
@@ -213,7 +258,7 @@ export class ServerSession {
     const closed = fc.closed.then((reason) => this.#onClosed(fc, reason));
     this.#ctx.track(closed);
     if (session && this.#session === session) {
-      this.#ctx.emit({ type: "server_back", resumed: true });
+      this.#ctx.emit({ type: "server_back", resumed: true, server: this.serverAddress });
       this.#host.onReady(session);
     }
     return fc;
@@ -240,8 +285,22 @@ export class ServerSession {
       type: "server_lost",
       reason: reason ? reason.message : "the server closed the connection",
     });
+    // The address just lost is likely down: the next one is tried first.
+    this.#current = (this.#current + 1) % this.#servers.length;
     this.#reconnecting ??= this.#reconnect().finally(() => (this.#reconnecting = undefined));
     this.#ctx.track(this.#reconnecting);
+  }
+
+  /** The key another address of this service is pinned with, for an address not pinned yet. */
+  async #serviceKey(
+    server: ServerAddress,
+  ): Promise<{ key: string; pinnedAs: string } | undefined> {
+    for (const other of this.#servers) {
+      if (other === server) continue;
+      const pinned = await this.#knownServers.get(addressOf(other));
+      if (pinned) return { key: pinned.key, pinnedAs: addressOf(other) };
+    }
+    return undefined;
   }
 
   /** Re-attaches with the session token, with exponential backoff, until it works. */
@@ -309,8 +368,9 @@ export class ServerSession {
   async access(): Promise<ServerAccess> {
     if (this.#serverKey === undefined) await this.#connect();
     return {
-      host: this.#opts.server.host,
-      port: this.#serverPort,
+      // The instance holding the control connection (a relay leg must meet it there).
+      host: this.#connectedTo?.host ?? this.#servers[this.#current]!.host,
+      port: this.#connectedTo?.port ?? this.#servers[this.#current]!.port,
       staticKeyPair: await this.staticKey(),
       serverKey: this.#serverKey!,
       signal: this.#ctx.signal,
@@ -367,7 +427,7 @@ export class ServerSession {
   async signup(user: string, password: string, serverPort?: number): Promise<void> {
     this.checkName(user);
     if (this.#session) throw new ClientError("ALREADY_LOGGED_IN", "log out first (out)");
-    if (serverPort !== undefined) this.#serverPort = serverPort;
+    if (serverPort !== undefined) this.#usePort(serverPort);
     const { identity, pkcs8 } = await Identity.generate();
     const mailKey = await MailKey.generate();
     const mailKeySig = await identity.sign(mailKeyStatement(user, mailKey.publicKey));
@@ -391,7 +451,7 @@ export class ServerSession {
     if (this.#session) {
       throw new ClientError("ALREADY_LOGGED_IN", `already logged in as ${this.#session.user}`);
     }
-    if (serverPort !== undefined) this.#serverPort = serverPort;
+    if (serverPort !== undefined) this.#usePort(serverPort);
     const identity = await Identity.load(join(this.userDir(user), "identity.json"));
     if (!identity) throw this.#noAccountHere(user);
     const store = new ClientStore(this.userDir(user));
@@ -642,5 +702,26 @@ export class ServerSession {
         `cannot check who ${user} is: ${asError(error).message}`,
       );
     }
+  }
+}
+
+function addressOf(server: ServerAddress): string {
+  return server.host.includes(":")
+    ? `[${server.host}]:${server.port}`
+    : `${server.host}:${server.port}`;
+}
+
+/**
+ * Every address `host` resolves to (the system resolver, so /etc/hosts counts), or the host
+ * itself when it is an address already or does not resolve (then the connect attempt says so).
+ */
+async function resolveAll(host: string): Promise<string[]> {
+  if (isIP(host)) return [host];
+  try {
+    const found = await lookup(host, { all: true });
+    const addresses = [...new Set(found.map((a) => a.address))];
+    return addresses.length > 0 ? addresses : [host];
+  } catch {
+    return [host];
   }
 }

@@ -16,6 +16,7 @@ export const CONSOLE_HELP = [
   "help             show this help",
   "list             users online now: username*login time*peer port, then relayed",
   "                 links: relay alice<->bob*since*bytes",
+  "                 (*instance too, with several instances sharing the store)",
   "registry [user]  latest login of every user, or every login of one user:",
   "                 username*login*logout*port (logout - while online)",
   "esc              tell clients the server is going away, close and exit",
@@ -23,12 +24,17 @@ export const CONSOLE_HELP = [
 
 const COMMANDS = ["help", "list", "registry", "esc"];
 
-/** Formats the `list` output: one `username*HH:MM:SS*port` line per online user. */
-export function formatList(server: ConfabServer): string {
-  const users = server.online();
+/**
+ * Formats the `list` output: one `username*HH:MM:SS*port` line per online user (with several
+ * instances sharing the store, everyone in the cluster, with `*instance` added), then the
+ * links this instance relays.
+ */
+export async function formatList(server: ConfabServer): Promise<string> {
+  const users = await server.store.onlineUsers();
+  const where = server.store.shared ? (u: { instance: string }) => `*${u.instance}` : () => "";
   const lines = users.length === 0
     ? ["no users online"]
-    : users.map((u) => `${u.user}*${clock(u.loginAt)}*${u.peerPort}`);
+    : users.map((u) => `${u.user}*${clock(u.loginAt)}*${u.peerPort}${where(u)}`);
   // Links the server relays (peers that cannot reach each other directly).
   for (const link of server.relayedLinks()) {
     lines.push(`relay ${link.a}<->${link.b}*${clock(link.since)}*${formatBytes(link.bytes)}`);
@@ -164,7 +170,7 @@ async function runCommand(
       print(CONSOLE_HELP);
       break;
     case "list":
-      print(formatList(server));
+      print(await formatList(server));
       break;
     case "registry":
       print(await formatRegistry(server));

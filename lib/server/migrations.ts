@@ -199,6 +199,49 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE users ADD COLUMN kdf TEXT NOT NULL DEFAULT 'scrypt:15:8:1';
     `,
   },
+  {
+    // The directory and the events between instances. One SQLite process is the only instance:
+    // it keeps who is online in memory and hands events over in-process.
+    sqlite: `
+      SELECT 1;
+    `,
+    postgres: `
+      CREATE FUNCTION confab_now() RETURNS BIGINT LANGUAGE sql VOLATILE AS $$
+        SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT
+      $$;
+      CREATE TABLE instances (                -- server instances, alive while their lease runs
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,            -- for people: its listening address
+        started_at  BIGINT NOT NULL,
+        lease_until BIGINT NOT NULL           -- the database's clock (confab_now())
+      );
+      CREATE TABLE presence (                 -- who is online, and on which instance
+        "user"       TEXT PRIMARY KEY REFERENCES users(name_key),
+        instance     TEXT NOT NULL,
+        attach       TEXT NOT NULL,           -- one per control connection
+        host         TEXT NOT NULL,
+        peer_port    INTEGER NOT NULL,
+        login_at     BIGINT NOT NULL,
+        registry_seq BIGINT NOT NULL
+      );
+      CREATE INDEX presence_by_instance ON presence(instance);
+      CREATE TABLE events (                   -- what instances pass on to the users they hold
+        id   BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        xid  xid8 NOT NULL DEFAULT pg_current_xact_id(),  -- read in (xid, id) order, see store
+        at   BIGINT NOT NULL,
+        body JSONB NOT NULL
+      );
+      CREATE INDEX events_in_order ON events(xid, id);
+      CREATE INDEX events_by_time ON events(at);
+      CREATE FUNCTION confab_wake() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM pg_notify('confab_events', '');
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER events_wake AFTER INSERT ON events
+        FOR EACH STATEMENT EXECUTE FUNCTION confab_wake();
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

@@ -18,6 +18,7 @@ import {
   type UserRow,
 } from "./sql_rows.ts";
 import {
+  type Attachment,
   LEGACY_KDF,
   type MailboxEntry,
   nameKey,
@@ -25,10 +26,13 @@ import {
   type NewUser,
   type PasswordHash,
   type PendingMail,
+  type PresenceRecord,
   type Receipt,
   type RegistryRow,
   type ServerStore,
+  type StoreEvent,
   type StoreMailResult,
+  type StoreRunOptions,
   type UserRecord,
 } from "./store.ts";
 
@@ -40,7 +44,7 @@ const BIGINT_AS_NUMBER = {
   parse: (raw: string) => Number(raw),
 };
 
-type Sql = postgres.Sql<{ bigint: number }>;
+export type Sql = postgres.Sql<{ bigint: number }>;
 
 /** The store could not reach or use its database. */
 export class StoreUnavailableError extends Error {
@@ -69,6 +73,13 @@ export function describeDatabaseError(error: unknown, location: string): string 
     case "ENOTFOUND":
     case "EAI_AGAIN":
       return `cannot reach the database at ${location}: unknown host (check --store)`;
+    case "ECONNRESET":
+    case "CONNECTION_CLOSED":
+    case "CONNECTION_DESTROYED":
+    case "57P01": // terminating connection due to administrator command
+    case "57P02":
+    case "57P03": // the database system is starting up / shutting down
+      return `cannot reach the database at ${location}: ${detail} (is it restarting?)`;
     case "CONNECT_TIMEOUT":
       return `cannot reach the database at ${location}: no answer in time ` +
         `(is the host up and the port open? check --store)`;
@@ -89,6 +100,69 @@ export interface PostgresStoreOptions {
   maxConnections?: number;
   /** Seconds to wait for a connection before giving up. */
   connectTimeoutS?: number;
+  /**
+   * How long an instance stays alive in the directory without renewing its lease: an instance
+   * killed outright has its users shown offline after at most this (plus one renewal period).
+   */
+  leaseMs?: number;
+}
+
+/** Default lease: an instance renews it every fifth of it. */
+export const DEFAULT_LEASE_MS = 10_000;
+/** Events are kept this long, for instances that lost the database for a while to catch up. */
+const EVENTS_KEPT_MS = 10 * 60_000;
+/** Events read at most per query. */
+const EVENT_BATCH = 1000;
+/** Looked for new events this often even without a wake-up (a missed notification). */
+const EVENT_POLL_MS = 1_000;
+
+/** A presence row joined with its live instance and the user's display name. */
+interface PresenceSqlRow {
+  name: string;
+  host: string;
+  peer_port: number;
+  login_at: number;
+  instance: string;
+}
+
+function toPresence(r: PresenceSqlRow): PresenceRecord {
+  return {
+    user: r.name,
+    host: r.host,
+    peerPort: r.peer_port,
+    loginAt: r.login_at,
+    instance: r.instance,
+  };
+}
+
+const EVENT_KINDS = new Set(["mail", "receipts", "presence", "kick", "check"]);
+
+/**
+ * A connection pool to `url` as the store uses it (BIGINT as numbers, no notices).
+ * @throws {StoreUnavailableError} for a URL the driver cannot take.
+ */
+export function connectSql(url: string, options: PostgresStoreOptions = {}): Sql {
+  const location = redactUrl(url);
+  if (!/^postgres(ql)?:\/\//.test(url)) {
+    throw new StoreUnavailableError(
+      `--store must be a postgres://user:password@host:port/database URL, not ${location}`,
+    );
+  }
+  try {
+    return postgres(url, {
+      max: options.maxConnections ?? 10,
+      connect_timeout: options.connectTimeoutS ?? 10,
+      onnotice: () => {},
+      types: { bigint: BIGINT_AS_NUMBER },
+      // Reconnect at the next query, not after a growing wait of the driver's own: the lease
+      // timer and the event poll already pace the attempts, and a wait the driver keeps would
+      // outlive close() (its timers cannot be cancelled).
+      backoff: () => 0,
+      connection: { application_name: "confab-server" },
+    }) as unknown as Sql;
+  } catch (error) {
+    throw new StoreUnavailableError(describeDatabaseError(error, location), { cause: error });
+  }
 }
 
 /** One message of a group commit, inside its savepoint; `counts` are the locked counts. */
@@ -118,7 +192,9 @@ async function storeOneMail(
 
 export class PostgresStore implements ServerStore {
   readonly location: string;
+  readonly shared = true;
   readonly #sql: Sql;
+  readonly #leaseMs: number;
   #closing: Promise<void> | undefined;
   /** Mail waiting for the next group commit, in arrival order. */
   readonly #mailQueue: {
@@ -129,10 +205,25 @@ export class PostgresStore implements ServerStore {
   }[] = [];
   /** The group commit under way, if any. */
   #mailCommit: Promise<void> | undefined;
+  /** This instance's row in `instances`, once running. */
+  readonly #id = crypto.randomUUID();
+  #run: StoreRunOptions | undefined;
+  #timers: ReturnType<typeof setInterval>[] = [];
+  #unlisten: (() => Promise<void>) | undefined;
+  /** The last event handed on: events are read in (xid, id) order after it. */
+  #cursor = { xid: "0", id: 0 };
+  #pulling: Promise<void> | undefined;
+  #ticking: Promise<void> | undefined;
+  #pullAgain = false;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #frozen = false;
+  /** Whether the last contact with the database failed (to log changes once, not each try). */
+  #unreachable = false;
 
-  private constructor(sql: Sql, location: string) {
+  private constructor(sql: Sql, location: string, options: PostgresStoreOptions) {
     this.#sql = sql;
     this.location = location;
+    this.#leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   }
 
   /**
@@ -142,24 +233,8 @@ export class PostgresStore implements ServerStore {
    */
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
     const location = redactUrl(url);
-    if (!/^postgres(ql)?:\/\//.test(url)) {
-      throw new StoreUnavailableError(
-        `--store must be a postgres://user:password@host:port/database URL, not ${location}`,
-      );
-    }
-    let sql: Sql;
-    try {
-      sql = postgres(url, {
-        max: options.maxConnections ?? 10,
-        connect_timeout: options.connectTimeoutS ?? 10,
-        onnotice: () => {},
-        types: { bigint: BIGINT_AS_NUMBER },
-        connection: { application_name: "confab-server" },
-      }) as unknown as Sql;
-    } catch (error) {
-      throw new StoreUnavailableError(describeDatabaseError(error, location), { cause: error });
-    }
-    const store = new PostgresStore(sql, location);
+    const sql = connectSql(url, options);
+    const store = new PostgresStore(sql, location, options);
     try {
       await store.#migrate();
     } catch (error) {
@@ -358,7 +433,14 @@ export class PostgresStore implements ServerStore {
         const out: Outcome[] = [];
         for (const { mail, max, now } of batch) {
           try {
-            const result = await tx.savepoint((sp) => storeOneMail(sp, mail, max, now, counts));
+            const result = await tx.savepoint(async (sp) => {
+              const result = await storeOneMail(sp, mail, max, now, counts);
+              if (result === "stored") {
+                const to = nameKey(mail.recipient);
+                await this.#eventFor(sp, to, { kind: "mail", to, from: nameKey(mail.sender) });
+              }
+              return result;
+            });
             out.push({ ok: true, result: result as StoreMailResult });
           } catch (error) {
             out.push({ ok: false, error });
@@ -375,6 +457,16 @@ export class PostgresStore implements ServerStore {
       if (outcome.ok) done.resolve(outcome.result);
       else done.reject(outcome.error);
     });
+  }
+
+  /**
+   * Writes `event` in the transaction `tx` if `user` is in the directory: most mail is for
+   * users who are away, and nobody would pass it on.
+   */
+  async #eventFor(tx: postgres.TransactionSql, user: string, event: StoreEvent): Promise<void> {
+    await tx`
+      INSERT INTO events (at, body) SELECT confab_now(), ${tx.json(event)}
+      WHERE EXISTS (SELECT 1 FROM presence WHERE "user" = ${user})`;
   }
 
   async countMail(recipient: string, sender?: string): Promise<number> {
@@ -439,6 +531,7 @@ export class PostgresStore implements ServerStore {
           SELECT ${s}, id, ${r}, ${now} FROM unnest(${read}::text[]) AS id
           ON CONFLICT DO NOTHING`;
       }
+      await this.#eventFor(tx, s, { kind: "receipts", to: s });
       return done;
     }) as string[];
   }
@@ -492,8 +585,287 @@ export class PostgresStore implements ServerStore {
     await this.#sql`DELETE FROM sessions WHERE token_hash = ${tokenHash}`;
   }
 
+  // ---- presence and events --------------------------------------------------------------------
+
+  async run(options: StoreRunOptions): Promise<void> {
+    if (this.#run) throw new Error("the store is running already");
+    this.#run = options;
+    globalThis.addEventListener("error", this.#onDriverFault);
+    const [snapshot] = await this.#sql<{ xmin: string }[]>`
+      SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin`;
+    this.#cursor = { xid: snapshot!.xmin, id: 0 };
+    await this.#register();
+    // Registry rows open without a place in the directory: left by a build before the cluster,
+    // or by an instance that died and whose users were taken out without it.
+    await this.#sql`
+      UPDATE registry SET logout_at = confab_now()
+      WHERE logout_at IS NULL AND seq NOT IN (SELECT registry_seq FROM presence)`;
+    await this.#reap();
+    const listening = await this.#sql.listen(
+      "confab_events",
+      () => this.#pull(),
+      // Called at every (re)subscription: after the database came back, catch up at once.
+      () => this.#pull(),
+    );
+    this.#unlisten = listening.unlisten;
+    this.#timers.push(setInterval(() => {
+      this.#ticking ??= this.#tick().finally(() => (this.#ticking = undefined));
+    }, this.#leaseMs / 5));
+    this.#timers.push(setInterval(() => this.#pull(), EVENT_POLL_MS));
+  }
+
+  async #register(): Promise<void> {
+    await this.#sql`
+      INSERT INTO instances (id, name, started_at, lease_until)
+      VALUES (${this.#id}, ${this.#run!.name}, confab_now(), confab_now() + ${this.#leaseMs})
+      ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until`;
+  }
+
+  /**
+   * Stops renewing the lease and reading events, as a frozen process would, until `thaw()`:
+   * for tests of what the other instances do then.
+   */
+  freeze(): void {
+    this.#frozen = true;
+  }
+
+  thaw(): void {
+    this.#frozen = false;
+  }
+
+  /**
+   * postgres.js 3.4.9 can throw from a write it scheduled just before its connection died
+   * ("Cannot read properties of null (reading 'write')" in `nextWrite`), outside any query:
+   * uncaught, it would end the server while the database restarts. That fault is the
+   * driver's own and harmless (the query it belonged to has failed already, and the
+   * connection is made anew): note it and carry on. Anything else stays fatal.
+   */
+  readonly #onDriverFault = (event: ErrorEvent): void => {
+    const stack = String((event.error as Error | undefined)?.stack ?? "");
+    if (!/nextWrite .*\/postgres\/[\d.]+\/src\/connection\.js/.test(stack.replace(/\n/g, " "))) {
+      return;
+    }
+    event.preventDefault();
+    this.#reachable(false, event.error);
+  };
+
+  /** Renews the lease, takes out instances whose lease ran out, forgets old events. */
+  async #tick(): Promise<void> {
+    const run = this.#run;
+    if (!run || this.#closing || this.#frozen) return;
+    try {
+      const renewed = await this.#sql`
+        UPDATE instances SET lease_until = confab_now() + ${this.#leaseMs} WHERE id = ${this.#id}`;
+      this.#reachable(true);
+      if (renewed.count === 0) {
+        // Others took us for dead while we could not reach the database, and showed our users
+        // offline: they must attach again, here or elsewhere.
+        run.log(`this instance's lease ran out while the database was away; users re-attach`);
+        await this.#register();
+        run.onLeaseLost();
+      }
+      await this.#reap();
+      await this.#sql`DELETE FROM events WHERE at < confab_now() - ${EVENTS_KEPT_MS}`;
+    } catch (error) {
+      this.#reachable(false, error);
+    }
+  }
+
+  /** Logs when the database goes away and when it is back: once each, not at every try. */
+  #reachable(ok: boolean, error?: unknown): void {
+    const run = this.#run;
+    if (!run || this.#closing || ok === !this.#unreachable) return;
+    this.#unreachable = !ok;
+    if (ok) {
+      run.log(`database ${this.location} reachable again`);
+    } else {
+      const line = describeDatabaseError(error, this.location);
+      run.log(
+        `${
+          line.startsWith("cannot reach") ? line : `cannot reach the database: ${line}`
+        }; retrying (users stay connected; ` +
+          `requests that need the database fail meanwhile; after ${this.#leaseMs / 1000} s ` +
+          `other instances take this one's users for offline)`,
+      );
+    }
+  }
+
+  /**
+   * Takes the users of instances whose lease ran out out of the directory, closes their
+   * registry rows at the end of the lease, and announces them offline: one transaction.
+   */
+  async #reap(): Promise<void> {
+    await this.#sql`
+      WITH dead AS (
+        DELETE FROM instances WHERE lease_until < confab_now() RETURNING id, lease_until
+      ), gone AS (
+        DELETE FROM presence p USING dead WHERE p.instance = dead.id
+        RETURNING p."user", p.registry_seq, dead.lease_until
+      ), closed AS (
+        UPDATE registry r SET logout_at = gone.lease_until FROM gone
+        WHERE r.seq = gone.registry_seq AND r.logout_at IS NULL
+      )
+      INSERT INTO events (at, body)
+      SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', g."user",
+        'online', false, 'name', u.name, 'watchers', jsonb_agg(c.owner))
+      FROM gone g JOIN users u ON u.name_key = g."user"
+      JOIN contacts c ON c.contact = g."user" JOIN presence p ON p."user" = c.owner
+      GROUP BY g."user", u.name`;
+  }
+
+  /**
+   * Reads the events after the cursor and hands them on, in order. Ids are taken when rows are
+   * inserted, not when they commit, so reading by id alone could pass over one committed late.
+   * Rows are read in (transaction id, id) order and only from transactions older than every
+   * transaction still running: later no row can appear before the cursor. Rows of newer
+   * transactions that are visible already are read shortly after, once those older ones end.
+   */
+  #pull(): void {
+    if (!this.#run || this.#closing || this.#frozen) return;
+    if (this.#pulling) {
+      this.#pullAgain = true;
+      return;
+    }
+    this.#pulling = (async () => {
+      do {
+        this.#pullAgain = false;
+        const rows = await this.#sql<
+          { id: number; xid: string; body: StoreEvent; early: boolean }[]
+        >`
+          WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+          SELECT e.id, e.xid::text AS xid, e.body, e.xid >= s.xmin AS early
+          FROM events e, s
+          WHERE (e.xid, e.id) > (${this.#cursor.xid}::xid8, ${this.#cursor.id})
+          ORDER BY e.xid, e.id LIMIT ${EVENT_BATCH}`;
+        let early = false;
+        for (const row of rows) {
+          if (row.early) {
+            early = true;
+            break;
+          }
+          this.#cursor = { xid: row.xid, id: row.id };
+          if (EVENT_KINDS.has(row.body?.kind)) this.#run?.onEvent(row.body);
+        }
+        if (early) {
+          clearTimeout(this.#retry);
+          this.#retry = setTimeout(() => this.#pull(), 5);
+        } else if (rows.length === EVENT_BATCH) {
+          this.#pullAgain = true;
+        }
+      } while (this.#pullAgain && !this.#closing);
+    })().then(() => this.#reachable(true), (error) => {
+      // The next wake-up or poll tries again.
+      this.#reachable(false, error);
+    }).finally(() => {
+      this.#pulling = undefined;
+    });
+  }
+
+  async attach(a: Attachment): Promise<void> {
+    const key = nameKey(a.user);
+    await this.#sql.begin(async (tx) => {
+      // Attachments of one user take turns, whichever instance they come from.
+      await tx`SELECT 1 FROM users WHERE name_key = ${key} FOR NO KEY UPDATE`;
+      const [previous] = await tx<{ attach: string; registry_seq: number; live: boolean }[]>`
+        SELECT p.attach, p.registry_seq, coalesce(i.lease_until > confab_now(), false) AS live
+        FROM presence p LEFT JOIN instances i ON i.id = p.instance WHERE p."user" = ${key}`;
+      await tx`
+        UPDATE registry SET logout_at = NULL, host = ${a.host}, port = ${a.peerPort}
+        WHERE seq = ${a.registrySeq}`;
+      await tx`
+        INSERT INTO presence ("user", instance, attach, host, peer_port, login_at, registry_seq)
+        VALUES (${key}, ${this.#id}, ${a.attach}, ${a.host}, ${a.peerPort}, ${a.loginAt},
+                ${a.registrySeq})
+        ON CONFLICT ("user") DO UPDATE SET instance = EXCLUDED.instance,
+          attach = EXCLUDED.attach, host = EXCLUDED.host, peer_port = EXCLUDED.peer_port,
+          login_at = EXCLUDED.login_at, registry_seq = EXCLUDED.registry_seq`;
+      if (previous && previous.registry_seq !== a.registrySeq) {
+        await tx`UPDATE registry SET logout_at = ${a.loginAt} WHERE seq = ${previous.registry_seq}`;
+      }
+      if (previous?.live) {
+        const event: StoreEvent = { kind: "kick", user: key, attach: a.attach };
+        await tx`INSERT INTO events (at, body) VALUES (confab_now(), ${tx.json(event)})`;
+      } else {
+        await this.#presenceEvent(tx, key, true);
+      }
+    });
+  }
+
+  /**
+   * Writes in `tx` that `key` came or went, with the watchers online now (so no instance has to
+   * look them up), or nothing when none is.
+   */
+  async #presenceEvent(tx: postgres.TransactionSql, key: string, online: boolean): Promise<void> {
+    await tx`
+      INSERT INTO events (at, body)
+      SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', ${key}::text,
+        'online', ${online}::boolean, 'name', (SELECT name FROM users WHERE name_key = ${key}),
+        'watchers', jsonb_agg(c.owner))
+      FROM contacts c JOIN presence p ON p."user" = c.owner
+      WHERE c.contact = ${key}
+      HAVING count(*) > 0`;
+  }
+
+  async detach(user: string, attach: string, at = Date.now()): Promise<boolean> {
+    const key = nameKey(user);
+    return await this.#sql.begin(async (tx) => {
+      await tx`SELECT 1 FROM users WHERE name_key = ${key} FOR NO KEY UPDATE`;
+      const [gone] = await tx<{ registry_seq: number }[]>`
+        DELETE FROM presence WHERE "user" = ${key} AND attach = ${attach} RETURNING registry_seq`;
+      if (!gone) return false;
+      await tx`UPDATE registry SET logout_at = ${at} WHERE seq = ${gone.registry_seq}`;
+      await this.#presenceEvent(tx, key, false);
+      return true;
+    }) as boolean;
+  }
+
+  async presenceOf(user: string): Promise<PresenceRecord | undefined> {
+    const [row] = await this.#sql<PresenceSqlRow[]>`
+      SELECT u.name, p.host, p.peer_port, p.login_at, i.name AS instance
+      FROM presence p JOIN instances i ON i.id = p.instance AND i.lease_until > confab_now()
+      JOIN users u ON u.name_key = p."user" WHERE p."user" = ${nameKey(user)}`;
+    return row && toPresence(row);
+  }
+
+  async onlineUsers(): Promise<PresenceRecord[]> {
+    const rows = await this.#sql<PresenceSqlRow[]>`
+      SELECT u.name, p.host, p.peer_port, p.login_at, i.name AS instance
+      FROM presence p JOIN instances i ON i.id = p.instance AND i.lease_until > confab_now()
+      JOIN users u ON u.name_key = p."user" ORDER BY p.login_at DESC`;
+    return rows.map(toPresence);
+  }
+
+  async onlineAmong(users: readonly string[]): Promise<Set<string>> {
+    if (users.length === 0) return new Set();
+    const rows = await this.#sql<{ user: string }[]>`
+      SELECT p."user" FROM presence p
+      JOIN instances i ON i.id = p.instance AND i.lease_until > confab_now()
+      WHERE p."user" = ANY(${users.map(nameKey)})`;
+    return new Set(rows.map((r) => r.user));
+  }
+
+  async publish(event: StoreEvent): Promise<void> {
+    await this.#sql`INSERT INTO events (at, body) VALUES (confab_now(), ${this.#sql.json(event)})`;
+  }
+
   close(): Promise<void> {
-    this.#closing ??= this.#mailCommitted().then(() => this.#sql.end({ timeout: 5 }));
+    this.#closing ??= (async () => {
+      await this.#mailCommitted();
+      for (const timer of this.#timers) clearInterval(timer);
+      await this.#ticking;
+      await this.#pulling;
+      clearTimeout(this.#retry);
+      await this.#unlisten?.().catch(() => {});
+      if (this.#run) {
+        // Leaving cleanly: whoever is still attached here is taken out now (offline, login row
+        // closed), rather than when the lease runs out.
+        await this.#sql`UPDATE instances SET lease_until = 0 WHERE id = ${this.#id}`
+          .then(() => this.#reap()).catch(() => {});
+      }
+      this.#run = undefined;
+      await this.#sql.end({ timeout: 5 });
+      globalThis.removeEventListener("error", this.#onDriverFault);
+    })();
     return this.#closing;
   }
 

@@ -25,7 +25,13 @@ import { hashPassword, LoginThrottle, needsRehash, RateLimit, verifyPassword } f
 import { isStrongPublicKey, mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
 import { isStrongX25519Key } from "../crypto/x25519.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
-import { nameKey, type ServerStore, type UserRecord } from "./store.ts";
+import {
+  isStoreUnavailable,
+  nameKey,
+  type ServerStore,
+  type StoreEvent,
+  type UserRecord,
+} from "./store.ts";
 import {
   DEFAULT_RELAY_LIMITS,
   Relay,
@@ -41,6 +47,8 @@ export interface ServerOptions {
   dataDir: string;
   /** A PostgreSQL URL: keep the state there, shared with other instances (else SQLite). */
   storeUrl?: string;
+  /** The server key file (default `<dataDir>/server-key.json`): one for all instances. */
+  keyFile?: string;
   /** Connections held at most; kept below the process's file limit (20,000). */
   maxConnections?: number;
   /** Connections from one address at most (0: no limit), so one host cannot take them all. */
@@ -84,6 +92,8 @@ interface Session extends OnlineUser {
   fc: FramedConnection<ClientMessage>;
   registrySeq: number;
   tokenHash: Uint8Array;
+  /** Unique per control connection: the directory's entry names the one in place. */
+  attach: string;
 }
 
 interface ConnState {
@@ -100,6 +110,8 @@ interface ConnState {
 
 /** Password hashes computed at once (each ≈ 0.3 s of a core and 128 MiB); more wait in line. */
 const HASH_CONCURRENCY = 2;
+/** Store events passed on at once (each may take a query or two). */
+const EVENT_CONCURRENCY = 4;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
 const HASH_QUEUE_LIMIT = 64;
 /**
@@ -130,7 +142,7 @@ export class ConfabServer implements AsyncDisposable {
   readonly #key: KeyPair;
   readonly #perAddress = new Map<string, number>();
   readonly #opts: Required<
-    Omit<ServerOptions, "host" | "port" | "storeUrl" | "relay" | "probePort">
+    Omit<ServerOptions, "host" | "port" | "storeUrl" | "relay" | "probePort" | "keyFile">
   >;
   readonly #conns = new Set<FramedConnection<ClientMessage>>();
   readonly #online = new Map<string, Session>();
@@ -145,6 +157,8 @@ export class ConfabServer implements AsyncDisposable {
   #closing: Promise<void> | undefined;
   readonly #sweep: ReturnType<typeof setInterval>;
   #forgotReadMailAt = Date.now();
+  readonly #events: StoreEvent[] = [];
+  #eventsRunning = 0;
 
   private constructor(
     listeners: { main: Deno.TcpListener; probe: Deno.TcpListener | undefined },
@@ -210,9 +224,7 @@ export class ConfabServer implements AsyncDisposable {
   static async start(options: ServerOptions): Promise<ConfabServer> {
     const store = await openStore({ dataDir: options.dataDir, url: options.storeUrl });
     try {
-      const key = await loadOrCreateServerKey(options.dataDir);
-      // Rows left open by a run that died (kill -9): those users are not connected any more.
-      await store.closeDanglingLogins();
+      const key = await loadOrCreateServerKey(options.dataDir, options.keyFile);
       await store.forgetReadMail(Date.now() - READ_MAIL_KEPT_MS);
       const listener = Deno.listen({
         hostname: options.host ?? "127.0.0.1",
@@ -233,10 +245,90 @@ export class ConfabServer implements AsyncDisposable {
           );
         }
       }
-      return new ConfabServer({ main: listener, probe }, store, key, options);
+      const server = new ConfabServer({ main: listener, probe }, store, key, options);
+      try {
+        await server.#runStore();
+      } catch (error) {
+        await server.close();
+        throw error;
+      }
+      return server;
     } catch (error) {
       await store.close();
       throw error;
+    }
+  }
+
+  /**
+   * Joins the store as an instance: events (pushes caused on any instance) come to
+   * `#onEvent`; registry rows left open by instances that died are closed.
+   */
+  #runStore(): Promise<void> {
+    return this.store.run({
+      name: `${this.addr.hostname}:${this.addr.port}`,
+      onEvent: (event) => this.#queueEvent(event),
+      onLeaseLost: () => {
+        for (const session of this.#online.values()) {
+          void session.fc.fail("SERVER_BUSY", "this server lost its database for a while");
+        }
+      },
+      log: this.#opts.log,
+    });
+  }
+
+  /**
+   * Events are passed on a few at a time: a burst (thousands of users of a dead instance taken
+   * out at once) must not crowd out the requests waiting for the same database connections.
+   */
+  #queueEvent(event: StoreEvent): void {
+    this.#events.push(event);
+    while (this.#eventsRunning < EVENT_CONCURRENCY && this.#events.length > 0) {
+      this.#eventsRunning++;
+      void (async () => {
+        for (let next; (next = this.#events.shift()) !== undefined;) {
+          await this.#onEvent(next).catch((error) => {
+            this.#opts.log(`cannot pass on a ${next!.kind} event: ${asError(error).message}`);
+          });
+        }
+      })().finally(() => this.#eventsRunning--);
+    }
+  }
+
+  /** Passes on what happened (here or on another instance) to the users held here. */
+  async #onEvent(event: StoreEvent): Promise<void> {
+    switch (event.kind) {
+      case "mail": {
+        const recipient = this.#online.get(event.to);
+        if (!recipient) return;
+        const sender = await this.store.getUser(event.from);
+        if (!sender) return;
+        const count = await this.store.countMail(recipient.user, sender.name);
+        recipient.fc.send({ type: "mail_notice", from: sender.name, count }).catch(() => {});
+        return;
+      }
+      case "receipts":
+        return await this.#pushReceipts(event.to);
+      case "presence": {
+        const watchers = (event.watchers ?? await this.store.listWatchers(event.user))
+          .map((key) => this.#online.get(key))
+          .filter((session) => session !== undefined);
+        if (watchers.length === 0) return;
+        const user = event.name ?? (await this.store.getUser(event.user))?.name ?? event.user;
+        for (const session of watchers) {
+          session.fc.send({ type: "presence", user, online: event.online }).catch(() => {});
+        }
+        return;
+      }
+      case "kick": {
+        const session = this.#online.get(event.user);
+        if (!session || session.attach === event.attach) return;
+        // One place at a time: the newer login wins (the old link may be half-open).
+        this.#online.delete(session.key);
+        void session.fc.fail("ALREADY_LOGGED_IN", "you logged in again from another place");
+        return;
+      }
+      case "check":
+        return this.#checkAlive(event.user, event.reporter);
     }
   }
 
@@ -255,7 +347,7 @@ export class ConfabServer implements AsyncDisposable {
     return this.#relay.links();
   }
 
-  /** Users online now, newest login first. */
+  /** Users connected to this instance now, newest login first. */
   online(): OnlineUser[] {
     return [...this.#online.values()]
       .map(({ user, host, peerPort, loginAt }) => ({ user, host, peerPort, loginAt }))
@@ -384,6 +476,18 @@ export class ConfabServer implements AsyncDisposable {
       if (message.type === "relay_join") await fc.close();
       return;
     }
+    if (isStoreUnavailable(error)) {
+      this.#opts.log(
+        `${message.type} failed: the database is unreachable (${asError(error).message})`,
+      );
+      await fc.send({
+        type: "error",
+        id,
+        code: "SERVER_BUSY",
+        message: "the server cannot reach its database at the moment; try again shortly",
+      }).catch(() => {});
+      return;
+    }
     this.#opts.log(`internal error on ${message.type}: ${asError(error).stack}`);
     await fc.send({ type: "error", id, code: "INTERNAL", message: "internal server error" })
       .catch(() => {});
@@ -435,15 +539,15 @@ export class ConfabServer implements AsyncDisposable {
       }
       case "lookup":
         return await this.#lookup(fc, session, m);
-      case "contacts":
+      case "contacts": {
+        const contacts = await this.store.listContacts(session.user);
+        const online = await this.store.onlineAmong(contacts);
         return await fc.send({
           type: "contact_list",
           id: m.id,
-          contacts: (await this.store.listContacts(session.user)).map((user) => ({
-            user,
-            online: this.#online.has(nameKey(user)),
-          })),
+          contacts: contacts.map((user) => ({ user, online: online.has(nameKey(user)) })),
         });
+      }
       case "contact_add": {
         const target = await this.store.getUser(m.user);
         if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
@@ -501,7 +605,8 @@ export class ConfabServer implements AsyncDisposable {
         await this.#pushReceipts(session.key);
         return await fc.send({ type: "ok", id: m.id });
       case "report_unreachable":
-        this.#checkAlive(m.user, session.user);
+        // The user may be held by another instance: that one checks.
+        await this.store.publish({ kind: "check", user: nameKey(m.user), reporter: session.user });
         return await fc.send({ type: "ok", id: m.id });
       case "relay_open":
         return await this.#relayOpen(fc, session, m);
@@ -572,13 +677,7 @@ export class ConfabServer implements AsyncDisposable {
           `try again once they have read some`,
       );
     }
-    if (result === "stored") {
-      const recipient = this.#online.get(target.nameKey);
-      if (recipient) {
-        const count = await this.store.countMail(target.name, session.user);
-        recipient.fc.send({ type: "mail_notice", from: session.user, count }).catch(() => {});
-      }
-    }
+    // A stored message is an event: the instance holding the recipient sends the notice.
     return await fc.send({ type: "mail_stored", id: m.id, msgId: m.msgId });
   }
 
@@ -749,6 +848,7 @@ export class ConfabServer implements AsyncDisposable {
       registrySeq: seq,
       tokenHash: hash,
       staticKey: state.staticKey,
+      attach: crypto.randomUUID(),
     });
     this.#opts.log(`login: ${user.name} from ${state.host}, peer port ${m.peerPort}`);
     await fc.send({
@@ -794,7 +894,7 @@ export class ConfabServer implements AsyncDisposable {
     const now = Date.now();
     let seq = await this.store.latestLogin(name);
     if (seq === undefined) seq = await this.store.recordLogin(name, state.host, m.peerPort, now);
-    else await this.store.reopenLogin(seq, state.host, m.peerPort);
+    // (attach() re-opens that row, in the same step that takes the place in the directory.)
     // A re-attach continues the login: `list` keeps showing when the user logged in.
     const loginAt = (await this.store.registry(name, 1))[0]?.loginAt ?? now;
     await this.#startSession(state, {
@@ -807,6 +907,7 @@ export class ConfabServer implements AsyncDisposable {
       registrySeq: seq,
       tokenHash: hash,
       staticKey: state.staticKey,
+      attach: crypto.randomUUID(),
     });
     this.#opts.log(`resume: ${name} from ${state.host}, peer port ${m.peerPort}`);
     await fc.send({
@@ -829,7 +930,7 @@ export class ConfabServer implements AsyncDisposable {
 
   async #startSession(state: ConnState, session: Session): Promise<void> {
     // The in-memory change happens at once, before any await, so concurrent logins of one
-    // user cannot both take the place.
+    // user on this instance cannot both take the place.
     const previous = this.#online.get(session.key);
     if (previous) {
       // One place at a time: the newer login wins (the old link may be half-open).
@@ -838,27 +939,35 @@ export class ConfabServer implements AsyncDisposable {
     }
     state.session = session;
     this.#online.set(session.key, session);
-    if (previous && previous.registrySeq !== session.registrySeq) {
-      await this.store.recordLogout(previous.registrySeq);
+    // In the directory of every instance: a place held elsewhere is ended there (a `kick`),
+    // the registry row of the replaced login closed, watchers told if the user was away.
+    try {
+      await this.store.attach({
+        user: session.user,
+        host: session.host,
+        peerPort: session.peerPort,
+        loginAt: session.loginAt,
+        registrySeq: session.registrySeq,
+        attach: session.attach,
+      });
+    } catch (error) {
+      // Not in the directory (the database is away): not logged in either; the client retries.
+      if (this.#online.get(session.key) === session) this.#online.delete(session.key);
+      if (state.session === session) state.session = undefined;
+      throw error;
     }
-    if (!previous) await this.#announce(session.user, true);
   }
 
   /** Ends a session whose connection closed or that logged out. */
   async #endSession(session: Session, at: number): Promise<void> {
-    if (this.#online.get(session.key) !== session) return; // replaced by a newer login
+    // Replaced by a newer login here, or ended by one elsewhere (a `kick`): that one holds the
+    // place in the directory now.
+    if (this.#online.get(session.key) !== session) return;
     this.#online.delete(session.key);
     this.#relay.cancelFor(session.key);
-    this.#opts.log(`offline: ${session.user}`);
-    await this.store.recordLogout(session.registrySeq, at);
-    await this.#announce(session.user, false);
-  }
-
-  /** Tells the online users who have `user` in their contacts that it came or went. */
-  async #announce(user: string, online: boolean): Promise<void> {
-    for (const watcher of await this.store.listWatchers(user)) {
-      const session = this.#online.get(watcher);
-      session?.fc.send({ type: "presence", user, online }).catch(() => {});
+    // (The directory checks again: a login on another instance may have just replaced it.)
+    if (await this.store.detach(session.user, session.attach, at)) {
+      this.#opts.log(`offline: ${session.user}`);
     }
   }
 
@@ -871,7 +980,7 @@ export class ConfabServer implements AsyncDisposable {
     if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
     // Opening a chat with someone who read your mail: their receipts, now.
     await this.#pushReceipts(session.key, target.name);
-    const live = this.#online.get(target.nameKey);
+    const live = await this.store.presenceOf(target.name);
     // Addresses go only to people connected by a contact entry in either direction.
     const related = target.nameKey === session.key ||
       await this.store.isContact(session.user, target.name) ||

@@ -19,6 +19,7 @@ import {
   type UserRow,
 } from "./sql_rows.ts";
 import {
+  type Attachment,
   LEGACY_KDF,
   type MailboxEntry,
   nameKey,
@@ -26,10 +27,13 @@ import {
   type NewUser,
   type PasswordHash,
   type PendingMail,
+  type PresenceRecord,
   type Receipt,
   type RegistryRow,
   type ServerStore,
+  type StoreEvent,
   type StoreMailResult,
+  type StoreRunOptions,
   type UserRecord,
 } from "./store.ts";
 
@@ -59,6 +63,10 @@ export class SqliteStore implements ServerStore {
   }[] = [];
   #mailTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  /** Who is online: this process is the only instance, so the directory lives in memory. */
+  readonly #online = new Map<string, PresenceRecord & { attach: string; registrySeq: number }>();
+  #run: StoreRunOptions | undefined;
+  readonly shared = false;
 
   /** Opens (creating) `<dataDir>/confab-server.sqlite` and brings its schema up to date. */
   constructor(dataDir: string) {
@@ -177,9 +185,7 @@ export class SqliteStore implements ServerStore {
   }
 
   recordLogout(seq: number, at = Date.now()): Promise<void> {
-    return settle(() => {
-      this.#db.sql("UPDATE registry SET logout_at = ? WHERE seq = ?").run(at, seq);
-    });
+    return settle(() => this.#logout(seq, at));
   }
 
   reopenLogin(seq: number, host: string, port: number): Promise<void> {
@@ -278,8 +284,13 @@ export class SqliteStore implements ServerStore {
     }
     batch.forEach(({ done }, i) => {
       const outcome = outcomes[i]!;
-      if (outcome.ok) done.resolve(outcome.result);
-      else done.reject(outcome.error);
+      if (outcome.ok) {
+        const { mail } = batch[i]!;
+        if (outcome.result === "stored") {
+          this.#emit({ kind: "mail", to: nameKey(mail.recipient), from: nameKey(mail.sender) });
+        }
+        done.resolve(outcome.result);
+      } else done.reject(outcome.error);
     });
   }
 
@@ -386,6 +397,7 @@ export class SqliteStore implements ServerStore {
           }
         }
       });
+      if (done.length > 0) this.#emit({ kind: "receipts", to: s });
       return done;
     });
   }
@@ -450,7 +462,82 @@ export class SqliteStore implements ServerStore {
     });
   }
 
+  // ---- presence and events --------------------------------------------------------------------
+
+  run(options: StoreRunOptions): Promise<void> {
+    this.#run = options;
+    // Rows left open by a run that died (kill -9): those users are not connected any more.
+    return this.closeDanglingLogins().then(() => {});
+  }
+
+  /** Hands `event` to the server after the current call returned (its change is committed). */
+  #emit(event: StoreEvent): void {
+    const run = this.#run;
+    if (run) queueMicrotask(() => run.onEvent(event));
+  }
+
+  attach(a: Attachment): Promise<void> {
+    return settle(() => {
+      const key = nameKey(a.user);
+      const previous = this.#online.get(key);
+      this.#db.sql("UPDATE registry SET logout_at = NULL, host = ?, port = ? WHERE seq = ?")
+        .run(a.host, a.peerPort, a.registrySeq);
+      this.#online.set(key, {
+        user: a.user,
+        host: a.host,
+        peerPort: a.peerPort,
+        loginAt: a.loginAt,
+        instance: this.#run?.name ?? "",
+        attach: a.attach,
+        registrySeq: a.registrySeq,
+      });
+      if (previous) {
+        if (previous.registrySeq !== a.registrySeq) this.#logout(previous.registrySeq, a.loginAt);
+        this.#emit({ kind: "kick", user: key, attach: a.attach });
+      } else {
+        this.#emit({ kind: "presence", user: key, online: true });
+      }
+    });
+  }
+
+  detach(user: string, attach: string, at = Date.now()): Promise<boolean> {
+    return settle(() => {
+      const key = nameKey(user);
+      const current = this.#online.get(key);
+      if (current?.attach !== attach) return false;
+      this.#online.delete(key);
+      this.#logout(current.registrySeq, at);
+      this.#emit({ kind: "presence", user: key, online: false });
+      return true;
+    });
+  }
+
+  #logout(seq: number, at: number): void {
+    this.#db.sql("UPDATE registry SET logout_at = ? WHERE seq = ?").run(at, seq);
+  }
+
+  presenceOf(user: string): Promise<PresenceRecord | undefined> {
+    const p = this.#online.get(nameKey(user));
+    return Promise.resolve(p && presence(p));
+  }
+
+  onlineUsers(): Promise<PresenceRecord[]> {
+    return Promise.resolve(
+      [...this.#online.values()].map(presence).sort((a, b) => b.loginAt - a.loginAt),
+    );
+  }
+
+  onlineAmong(users: readonly string[]): Promise<Set<string>> {
+    return Promise.resolve(new Set(users.map(nameKey).filter((k) => this.#online.has(k))));
+  }
+
+  publish(event: StoreEvent): Promise<void> {
+    this.#emit(event);
+    return Promise.resolve();
+  }
+
   close(): Promise<void> {
+    this.#run = undefined;
     return settle(() => {
       this.#commitMail();
       this.#closed = true;
@@ -461,4 +548,14 @@ export class SqliteStore implements ServerStore {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+function presence(p: PresenceRecord): PresenceRecord {
+  return {
+    user: p.user,
+    host: p.host,
+    peerPort: p.peerPort,
+    loginAt: p.loginAt,
+    instance: p.instance,
+  };
 }

@@ -77,6 +77,93 @@ export interface NewMail {
 /** The outcome of `storeMail()`. */
 export type StoreMailResult = "stored" | "duplicate" | "full";
 
+/** Where a user is online: the instance holding their control connection, and their address. */
+export interface PresenceRecord {
+  /** Display name. */
+  user: string;
+  host: string;
+  peerPort: number;
+  loginAt: number;
+  /** The name of the server instance the user is connected to. */
+  instance: string;
+}
+
+/** A user taking their place in the directory on this instance (a login or a resume). */
+export interface Attachment {
+  /** Display name. */
+  user: string;
+  host: string;
+  peerPort: number;
+  loginAt: number;
+  /** The registry row of this login (closed when the attachment ends). */
+  registrySeq: number;
+  /** Unique per control connection: tells a replaced connection from the one in place. */
+  attach: string;
+}
+
+/**
+ * Something an instance must pass on to a user it holds, whichever instance caused it. User
+ * names are name keys.
+ */
+export type StoreEvent =
+  /** Mail from `from` was stored for `to`. */
+  | { kind: "mail"; to: string; from: string }
+  /** Read receipts wait for `to`. */
+  | { kind: "receipts"; to: string }
+  /**
+   * `user` came online or went offline: tell the users who have them as a contact (`watchers`:
+   * those of them online when it happened, when the store knows; `name`: the display name).
+   */
+  | { kind: "presence"; user: string; online: boolean; name?: string; watchers?: string[] }
+  /** `user` attached elsewhere as `attach`: any other connection of theirs must end. */
+  | { kind: "kick"; user: string; attach: string }
+  /** Someone could not reach `user`: the instance holding them checks the connection. */
+  | { kind: "check"; user: string; reporter: string };
+
+/** What the server gives the store to run with. */
+export interface StoreRunOptions {
+  /** This instance's name for people (`list` shows it): its listening address. */
+  name: string;
+  /** Called for every event, after the change that caused it was committed. */
+  onEvent: (event: StoreEvent) => void;
+  /**
+   * Called when this instance lost its place in a shared store (its lease ran out while it
+   * could not reach the database): the users it holds are shown offline elsewhere and must
+   * re-attach.
+   */
+  onLeaseLost: () => void;
+  log: (line: string) => void;
+}
+
+/** Error codes of a database that cannot be reached right now (network, restart, timeout). */
+const UNAVAILABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_DESTROYED",
+  "CONNECTION_ENDED",
+  "57P01", // admin_shutdown: the database is stopping
+  "57P02", // crash_shutdown
+  "57P03", // cannot_connect_now: starting up
+  "08000",
+  "08003",
+  "08006", // connection exceptions
+]);
+
+/**
+ * True when `error` says the store's database cannot be reached right now (a network database
+ * restarting, say): the request may be tried again shortly, and nothing was committed.
+ */
+export function isStoreUnavailable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && UNAVAILABLE_CODES.has(code);
+}
+
 /** Lower-cases a username for lookups; names are unique case-insensitively. */
 export function nameKey(name: string): string {
   return name.toLowerCase();
@@ -142,7 +229,7 @@ export interface ServerStore extends AsyncDisposable {
    * this recipient before is not stored again ("duplicate"): neither while it waits, nor once it
    * was read (for as long as {@link forgetReadMail} keeps its id), so a resend after a crash is
    * never shown twice. A message id is its sender's: the same id from two senders is two
-   * messages. A mailbox holding `max` is "full".
+   * messages. A mailbox holding `max` is "full". A stored message is a `mail` event.
    */
   storeMail(mail: NewMail, max: number, now?: number): Promise<StoreMailResult>;
   /** How many messages wait for `recipient` (from `sender` only, when given). */
@@ -154,7 +241,8 @@ export interface ServerStore extends AsyncDisposable {
   /**
    * Deletes delivered mail and records a read receipt for each (except the `rejected` ones),
    * in one transaction; the ids are remembered as read, so a resend is not stored again. Ids
-   * that are not pending (already confirmed) are ignored. Resolves to the ids deleted.
+   * that are not pending (already confirmed) are ignored. Resolves to the ids deleted; when any
+   * were, the sender gets a `receipts` event.
    */
   confirmMail(
     recipient: string,
@@ -179,6 +267,39 @@ export interface ServerStore extends AsyncDisposable {
   /** The display name a token belongs to, if it exists and is younger than `maxAgeMs`. */
   sessionUser(tokenHash: Uint8Array, maxAgeMs: number, now?: number): Promise<string | undefined>;
   deleteSession(tokenHash: Uint8Array): Promise<void>;
+
+  // ---- presence and events (the cluster) -----------------------------------------------------
+
+  /** True when several instances may share this store (then `list` names the instance). */
+  readonly shared: boolean;
+
+  /**
+   * Starts this instance's duties: in a shared store, its lease (renewed while it runs; users
+   * of an instance whose lease ran out are shown offline) and event delivery; rows of the
+   * registry left open by instances that died are closed. Call once, after listening.
+   */
+  run(options: StoreRunOptions): Promise<void>;
+  /**
+   * Puts a user in the directory as connected to this instance. One place per user: an
+   * earlier attachment (on any instance) is replaced and gets a `kick` event; its registry row
+   * is closed if it is another. The attachment's registry row is (re-)opened with its address.
+   * A user who was offline is announced (`presence`).
+   */
+  attach(attachment: Attachment): Promise<void>;
+  /**
+   * Takes a user out of the directory if `attach` is still their attachment (not replaced),
+   * closes its registry row at `at` and announces them offline. Resolves false when it had been
+   * replaced (nothing changed).
+   */
+  detach(user: string, attach: string, at?: number): Promise<boolean>;
+  /** Where `user` is online, if they are (on a live instance). */
+  presenceOf(user: string): Promise<PresenceRecord | undefined>;
+  /** Everyone online, on every instance, newest login first. */
+  onlineUsers(): Promise<PresenceRecord[]>;
+  /** The name keys among `users` that are online. */
+  onlineAmong(users: readonly string[]): Promise<Set<string>>;
+  /** Sends an event to every instance (itself included). */
+  publish(event: StoreEvent): Promise<void>;
 
   /** Closes the store; idempotent. Calls after it fail. */
   close(): Promise<void>;

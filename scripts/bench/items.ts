@@ -3,6 +3,7 @@
  * `scripts/bench/<name>.ts` exporting a `BenchItem`, and list it here.
  */
 import { chatRtt } from "./chat_rtt.ts";
+import { cluster } from "./cluster.ts";
 import { failover } from "./failover.ts";
 import { file } from "./file.ts";
 import { group } from "./group.ts";
@@ -23,4 +24,5 @@ export const ITEMS: readonly BenchItem[] = [
   failover,
   login,
   relay,
+  cluster,
 ];

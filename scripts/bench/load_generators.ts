@@ -79,7 +79,8 @@ export class LoadGenerators {
   static async start(
     ctx: BenchContext,
     options: {
-      port: number;
+      /** The server's port, or the ports of several instances (first used first). */
+      port: number | number[];
       data: PreparedData;
       raw?: boolean;
       range?: { first: number; count: number };
@@ -100,7 +101,7 @@ export class LoadGenerators {
         "--allow-read",
         "scripts/bench/loadgen.ts",
         "--port",
-        String(options.port),
+        [options.port].flat().join(","),
         "--tokens",
         tokensFile,
         "--first",

@@ -9,7 +9,7 @@
  * With `--raw` it only opens plain TCP sockets and holds them idle: the baseline for the cost
  * of a connection in a server that does nothing with it.
  *
- *   deno run -A scripts/bench/loadgen.ts --port P --tokens FILE --first I --count N --users U
+ *   deno run -A scripts/bench/loadgen.ts --port P[,P2...] --tokens FILE --first I --count N --users U
  *
  * It exits when told to (`close`) or when its stdin ends (the bench is gone).
  */
@@ -55,7 +55,8 @@ function intArg(name: string, value: string | undefined): number {
   return n;
 }
 
-const port = intArg("port", args.port);
+/** `--port P` or `--port P1,P2,...`: instances of one service, the first one first. */
+const ports = (args.port ?? "").split(",").map((p) => intArg("port", p));
 const first = intArg("first", args.first);
 const count = intArg("count", args.count);
 const users = intArg("users", args.users);
@@ -70,6 +71,8 @@ interface Slot {
   rawConn?: Deno.TcpConn;
   /** The last error the server sent on the live connection (it says why it closes one). */
   lastError?: string;
+  /** Which of `ports` it uses: the next one after a loss, as ConfabClient does. */
+  portIndex: number;
 }
 
 function emit(event: LoadgenEvent): void {
@@ -89,6 +92,7 @@ const slots: Slot[] = Array.from({ length: count }, (_, k) => ({
   index: first + k,
   token: tokens[k] ?? "",
   peerPort: 20_000 + ((first + k) % 40_000),
+  portIndex: 0,
 }));
 
 const shutdown = new AbortController();
@@ -153,14 +157,14 @@ function onServerMessage(
 async function attachOnce(slot: Slot): Promise<void> {
   const signal = AbortSignal.any([shutdown.signal, AbortSignal.timeout(10_000)]);
   if (raw) {
-    const conn = await dial(HOST, port, signal);
+    const conn = await dial(HOST, ports[slot.portIndex]!, signal);
     slot.rawConn = conn;
     void holdRaw(slot, conn);
     return;
   }
   const { fc } = await openServerLink({
     host: HOST,
-    port,
+    port: ports[slot.portIndex]!,
     staticKeyPair: await staticKey,
     signal,
   });
@@ -262,6 +266,7 @@ function onLost(slot: Slot, fc: FramedConnection<ServerMessage>, reason: Error |
     watch.back.delete(slot.index);
   }
   slot.fc = undefined;
+  slot.portIndex = (slot.portIndex + 1) % ports.length;
   attached--;
   const announced = slot.lastError?.startsWith("server_closing") ?? false;
   slot.lastError = undefined;

@@ -92,3 +92,19 @@ export async function saw(
   );
   return JSON.parse(line) as Event;
 }
+
+/**
+ * The first client opens a chat with the second and adds the rest: a group of all of them,
+ * every member seeing everyone, and every direct link up. Returns the group id.
+ */
+export async function groupOf(clients: TestClient[]): Promise<string> {
+  const [first, second, ...rest] = clients;
+  await first!.send(`chat ${second!.proc.name}`);
+  await first!.event("chat_opened", { with: second!.proc.name, online: true });
+  for (const c of rest) await first!.send(`/a ${c.proc.name}`);
+  const group = String((await first!.event("group_opened")).group);
+  const names = clients.map((c) => c.proc.name);
+  for (const c of clients) await membersAre(c, group, names);
+  await meshed(clients);
+  return group;
+}

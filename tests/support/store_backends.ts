@@ -14,7 +14,8 @@ import { tempDir } from "./temp_dir.ts";
 /** A fresh database of one backend; `open()` opens it (again), keeping what is in it. */
 export interface StoreFixture extends AsyncDisposable {
   backend: string;
-  open(): Promise<ServerStore>;
+  /** Opens the store; `leaseMs` applies to a shared store (PostgreSQL). */
+  open(options?: { leaseMs?: number }): Promise<ServerStore>;
 }
 
 export interface StoreBackend {
@@ -61,7 +62,7 @@ export const postgresBackend: StoreBackend = {
     const url = await freshDatabase();
     return {
       backend: "postgres",
-      open: () => PostgresStore.open(url, { maxConnections: 4 }),
+      open: (options = {}) => PostgresStore.open(url, { maxConnections: 4, ...options }),
       [Symbol.asyncDispose]: () => Promise.resolve(),
     };
   },

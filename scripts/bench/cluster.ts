@@ -1,0 +1,241 @@
+/**
+ * cluster: two server instances over one PostgreSQL database against one instance over SQLite,
+ * in the same run, with the same prepared users (the SQLite data is copied into PostgreSQL by
+ * `migrate`). Measured: the memory each held client costs its instance, lookup latency, mail
+ * stored per second, and the time until every client of an instance killed with kill -9 is
+ * back on the survivor.
+ *
+ * PostgreSQL is a throwaway cluster in a temporary directory with its default durability
+ * (fsync on, synchronous_commit on: a stored mail is on disk when acknowledged); SQLite runs as
+ * the server always does (WAL, synchronous=NORMAL: it survives kill -9, not a power cut).
+ */
+import { join } from "node:path";
+import { migrateToPostgres } from "../../lib/server/migrate.ts";
+import { PostgresStore } from "../../lib/server/postgres_store.ts";
+import { SqliteStore } from "../../lib/server/sqlite_store.ts";
+import type { ServerStore } from "../../lib/server/store.ts";
+import { startLocalPostgres } from "../local_postgres.ts";
+import { LoadGenerators, type LookupStats } from "./load_generators.ts";
+import { benchUser } from "./loadgen_protocol.ts";
+import { prepareServerData } from "./server_data.ts";
+import { clientsFor, freePort, type RunningServer, settledRssKiB, startServer } from "./support.ts";
+import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
+
+const PROBE_USERS = 10;
+
+/** Mail stored per second through `store.storeMail`, `inFlight` at a time. */
+async function storeRate(store: ServerStore, total: number, inFlight: number, tag: string) {
+  let next = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (next < total) {
+      const i = next++;
+      const result = await store.storeMail({
+        recipient: benchUser(i % 50),
+        sender: benchUser(50 + (i % 50)),
+        msgId: `${tag}-${i}`,
+        ts: Date.now(),
+        body: "x".repeat(300),
+      }, 1_000_000);
+      if (result !== "stored") throw new Error(`mail ${i} not stored: ${result}`);
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  return total / ((performance.now() - t0) / 1000);
+}
+
+/** Attaches users [first, first + count) to `port`; resolves to RSS KiB per client added. */
+async function attachAndWeigh(
+  ctx: BenchContext,
+  server: RunningServer,
+  gens: LoadGenerators,
+  count: number,
+  warm: number,
+): Promise<number> {
+  const settle = ctx.quick ? 300 : 1000;
+  await gens.attach(warm);
+  const before = await settledRssKiB(server.proc.pid, settle, ctx.signal);
+  await gens.attach(count);
+  const after = await settledRssKiB(server.proc.pid, settle, ctx.signal);
+  return (after - before) / (count - warm);
+}
+
+async function run(ctx: BenchContext): Promise<ItemOutcome> {
+  const n = await clientsFor(ctx.quick ? 300 : 10_000);
+  const warm = ctx.quick ? 20 : 300;
+  const mails = ctx.quick ? 500 : 5_000;
+  const lookupRate = ctx.quick ? 100 : 250;
+  const seconds = ctx.quick ? 1 : 10;
+  const dir = await ctx.tempDir("confab-bench-cluster-");
+  ctx.log(`  preparing ${n} users with session tokens`);
+  const data = await prepareServerData(dir, n);
+  ctx.log("  starting PostgreSQL and copying the users into it (migrate)");
+  const pg = await startLocalPostgres();
+  ctx.defer(() => pg[Symbol.asyncDispose]());
+  const url = await pg.createDatabase("bench");
+  await migrateToPostgres(data.dataDir, url);
+  const keyFile = join(dir, "service-key.json");
+  const measurements: Measurement[] = [];
+  const notes: string[] = [];
+
+  // ---- one instance over SQLite: the baseline -------------------------------------------------
+  ctx.log(`  SQLite: one instance, ${n - PROBE_USERS} clients + a probe`);
+  const lone = await startServer(ctx.spawn, { dataDir: data.dataDir, signal: ctx.signal });
+  const loneGens = await LoadGenerators.start(ctx, {
+    port: lone.port,
+    data,
+    range: { first: 0, count: n - PROBE_USERS },
+  });
+  const loneProbe = await LoadGenerators.start(ctx, {
+    port: lone.port,
+    data,
+    range: { first: n - PROBE_USERS, count: PROBE_USERS },
+    name: "probe",
+  });
+  const lonePerClient = await attachAndWeigh(ctx, lone, loneGens, n - PROBE_USERS, warm);
+  await loneProbe.attach(PROBE_USERS);
+  const loneLookups: LookupStats = await loneProbe.lookups(lookupRate, seconds);
+  await Promise.all([loneGens.close(), loneProbe.close()]);
+  await lone.proc.stop();
+
+  // ---- two instances over PostgreSQL ----------------------------------------------------------
+  const ports = [freePort(), freePort()];
+  const instances: RunningServer[] = [];
+  for (const [i, port] of ports.entries()) {
+    instances.push(
+      await startServer(ctx.spawn, {
+        dataDir: join(dir, `instance-${i}`),
+        port,
+        name: `instance-${i + 1}`,
+        signal: ctx.signal,
+        args: ["--store", url, "--key", keyFile],
+      }),
+    );
+  }
+  const [a, b] = instances as [RunningServer, RunningServer];
+  // Every client on instance 1 (knowing both addresses), so that all of them move when it is
+  // killed; the probe clients on instance 2.
+  ctx.log(`  PostgreSQL: two instances, ${n - PROBE_USERS} clients on instance 1`);
+  const onA = await LoadGenerators.start(ctx, {
+    port: [a.port, b.port],
+    data,
+    range: { first: 0, count: n - PROBE_USERS },
+  });
+  const probe = await LoadGenerators.start(ctx, {
+    port: [b.port, a.port],
+    data,
+    range: { first: n - PROBE_USERS, count: PROBE_USERS },
+    name: "probe",
+  });
+  const perClientA = await attachAndWeigh(ctx, a, onA, n - PROBE_USERS, warm);
+  await probe.attach(PROBE_USERS);
+  const lookups = await probe.lookups(lookupRate, seconds);
+
+  // ---- mail stored per second, through each store ---------------------------------------------
+  ctx.log(`  storing ${mails} messages through each store, 16 at a time`);
+  const inFlight = 16;
+  let sqliteRate: number;
+  {
+    await using sqlite = new SqliteStore(join(dir, "mail-sqlite"));
+    for (let i = 0; i < 100; i++) {
+      await sqlite.createUser({
+        name: benchUser(i),
+        salt: new Uint8Array(16),
+        hash: new Uint8Array(32),
+        publicKey: "A".repeat(43),
+      });
+    }
+    sqliteRate = await storeRate(sqlite, mails, inFlight, "s");
+  }
+  let pgRate: number;
+  {
+    await using shared = await PostgresStore.open(url);
+    pgRate = await storeRate(shared, mails, inFlight, "p");
+  }
+
+  // ---- kill -9 of instance a: its clients come back on b --------------------------------------
+  ctx.log(`  kill -9 of instance 1 with ${n - PROBE_USERS} clients on it`);
+  await onA.watch();
+  const t0 = Date.now();
+  a.proc.kill("SIGKILL");
+  await a.proc.exited(10_000);
+  const backMs = ctx.quick ? 30_000 : 60_000;
+  const back = await onA.watchReattach(backMs);
+  const all = back.all === undefined ? backMs / 1000 : (back.all - t0) / 1000;
+  await Promise.all([onA.close(), probe.close()]);
+  await b.proc.stop();
+
+  const sqliteName = "one instance over SQLite";
+  measurements.push(
+    {
+      metric: "rss per client",
+      value: perClientA,
+      unit: "KiB",
+      baseline: lonePerClient,
+      baselineName: sqliteName,
+    },
+    {
+      metric: "lookup p50",
+      value: lookups.p50,
+      unit: "ms",
+      baseline: loneLookups.p50,
+      baselineName: sqliteName,
+    },
+    {
+      metric: "lookup p99",
+      value: lookups.p99,
+      unit: "ms",
+      baseline: loneLookups.p99,
+      baselineName: sqliteName,
+      goal: { type: "max", value: 10 },
+    },
+    {
+      metric: "mail stored",
+      value: pgRate,
+      unit: "/s",
+      baseline: sqliteRate,
+      baselineName: "the SQLite store, same calls",
+    },
+    {
+      metric: "all back after kill -9",
+      value: all,
+      unit: "s",
+      goal: { type: "max", value: 10 },
+      ...(back.all === undefined ? { atLeast: true } : {}),
+    },
+  );
+  notes.push(
+    `${n} prepared users: ${n - PROBE_USERS} clients on instance 1 (each knowing both ` +
+      `addresses), ${PROBE_USERS} probe clients on instance 2, attached with resume by load ` +
+      `generator processes. RSS per client held by instance 1: ${perClientA.toFixed(2)} KiB; ` +
+      `one SQLite instance holding ${n - PROBE_USERS}: ${lonePerClient.toFixed(2)} KiB.`,
+    `Lookups: ${lookupRate}/s for ${seconds} s from the probe clients on instance 2, each for ` +
+      `a contact who is online (the reply carries the address): instance 2 answers from the ` +
+      `shared directory table, the same query whichever instance holds the target. Answered ${lookups.count} (${lookups.errors} failed); ` +
+      `max ${lookups.max.toFixed(1)} ms; SQLite: p50 ${loneLookups.p50.toFixed(2)}, p99 ` +
+      `${loneLookups.p99.toFixed(2)} ms.`,
+    `Mail: ${mails} storeMail calls, ${inFlight} in flight, 300-byte bodies, 50 recipients, ` +
+      `in this process: each one committed (PostgreSQL: one transaction with a row lock on ` +
+      `the mailbox count, fsync on) before the next of its worker.`,
+    `kill -9 of instance 1 with ${n - PROBE_USERS} clients: ` +
+      (back.all === undefined
+        ? `only ${back.back} of ${n - PROBE_USERS} back on instance 2 after ${backMs / 1000} s`
+        : `all back on instance 2 after ${all.toFixed(2)} s`) +
+      `; half after ${back.half === undefined ? "—" : ((back.half - t0) / 1000).toFixed(2)} s; ` +
+      `${back.attempts} attempts. Clients try the next address after ConfabClient's backoff ` +
+      `(200 ms, +0–50 % jitter).`,
+  );
+  return {
+    measurements,
+    params: { clients: n, mails, lookupRate, seconds },
+    notes,
+  };
+}
+
+export const cluster: BenchItem = {
+  name: "cluster",
+  title: "two instances over PostgreSQL vs one over SQLite: memory, lookups, mail, failover",
+  metrics: ["rss per client", "lookup p50", "lookup p99", "mail stored", "all back after kill -9"],
+  timeoutMs: (quick) => quick ? 90_000 : 600_000,
+  run,
+};

@@ -1,0 +1,167 @@
+/**
+ * What only a shared store does: several instances over one PostgreSQL database pass events
+ * to each other, an instance whose lease runs out has its users taken out of the directory,
+ * and instances catch up on events after the database restarts. The rest is in the
+ * conformance tests (`server_store_test.ts`), which run against every backend.
+ */
+import assert from "node:assert/strict";
+import { PostgresStore } from "../lib/server/postgres_store.ts";
+import type { StoreEvent } from "../lib/server/store.ts";
+import { freshDatabase, testPostgres } from "./support/store_backends.ts";
+
+const KEY = "A".repeat(43);
+
+/** An instance over `url`, with the events it passed on and a way to wait for one. */
+async function instance(url: string, name: string, leaseMs = 10_000) {
+  const store = await PostgresStore.open(url, { maxConnections: 4, leaseMs });
+  const events: StoreEvent[] = [];
+  const logs: string[] = [];
+  let leaseLost = 0;
+  await store.run({
+    name,
+    onEvent: (e) => events.push(e),
+    onLeaseLost: () => leaseLost++,
+    log: (line) => logs.push(line),
+  });
+  const until = async (what: string, test: () => boolean, ms = 20_000) => {
+    for (const deadline = Date.now() + ms; !test();) {
+      if (Date.now() > deadline) {
+        throw new Error(`${name}: not ${what} within ${ms} ms; events ${JSON.stringify(events)}`);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const seen = (fields: Record<string, unknown>) =>
+    until(
+      `seen ${JSON.stringify(fields)}`,
+      () =>
+        events.some((e) =>
+          Object.entries(fields).every(([k, v]) => (e as Record<string, unknown>)[k] === v)
+        ),
+    );
+  return { store, events, logs, seen, until, leaseLost: () => leaseLost };
+}
+
+/** Two instances over a fresh database where alice and bob have signed up. */
+async function twoInstances(leaseMs?: number) {
+  const url = await freshDatabase();
+  const a = await instance(url, "a:1", leaseMs);
+  const b = await instance(url, "b:2", leaseMs);
+  await signUp(a.store, ["alice", "bob"]);
+  return { a, b };
+}
+
+async function signUp(store: PostgresStore, names: string[]): Promise<void> {
+  for (const name of names) {
+    await store.createUser({
+      name,
+      salt: new Uint8Array(16),
+      hash: new Uint8Array(32),
+      publicKey: KEY,
+    });
+  }
+}
+
+async function attach(store: PostgresStore, user: string, attach: string) {
+  const seq = await store.recordLogin(user, "10.0.0.1", 5000);
+  await store.attach({
+    user,
+    host: "10.0.0.1",
+    peerPort: 5000,
+    loginAt: Date.now(),
+    registrySeq: seq,
+    attach,
+  });
+  return seq;
+}
+
+const mail = (recipient: string, sender: string, msgId: string) => ({
+  recipient,
+  sender,
+  msgId,
+  ts: 1,
+  body: "sealed",
+});
+
+Deno.test("instances sharing a database see each other's users and pass events", async () => {
+  const { a, b } = await twoInstances();
+  await using _a = a.store;
+  await using _b = b.store;
+  await attach(a.store, "alice", "alice-on-a");
+  await attach(b.store, "bob", "bob-on-b");
+  // Both see both, with the instance each is on.
+  for (const i of [a, b]) {
+    assert.deepEqual(
+      (await i.store.onlineUsers()).map((p) => `${p.user}@${p.instance}`).sort(),
+      ["alice@a:1", "bob@b:2"],
+    );
+  }
+  assert.equal((await b.store.presenceOf("alice"))?.instance, "a:1");
+  // Mail stored through b for alice (on a): a hears of it; confirmed through a: b hears.
+  assert.equal(await b.store.storeMail(mail("alice", "bob", "m1"), 10), "stored");
+  await a.seen({ kind: "mail", to: "alice", from: "bob" });
+  await a.store.confirmMail("alice", "bob", ["m1"]);
+  await b.seen({ kind: "receipts", to: "bob" });
+  // Alice attaches on b: a is told to end her old connection.
+  await attach(b.store, "alice", "alice-on-b");
+  await a.seen({ kind: "kick", user: "alice", attach: "alice-on-b" });
+  assert.equal((await a.store.presenceOf("alice"))?.instance, "b:2");
+  assert.equal(await a.store.detach("alice", "alice-on-a"), false, "the old place is gone");
+});
+
+Deno.test("an instance whose lease ran out has its users shown offline, and learns it", async () => {
+  const url = await freshDatabase();
+  const a = await instance(url, "a:1", 1_000);
+  await using _a = a.store;
+  const b = await instance(url, "b:2", 1_000);
+  await using _b = b.store;
+  await signUp(a.store, ["alice", "bob"]);
+  await b.store.addContact("bob", "alice"); // bob, on b, watches alice
+  await attach(b.store, "bob", "bob-on-b");
+  const seq = await attach(a.store, "alice", "alice-on-a");
+  // a stops renewing (frozen, or cut off from the database): after its lease, b takes it out.
+  a.store.freeze();
+  await b.seen({ kind: "presence", user: "alice", online: false });
+  assert.equal(await b.store.presenceOf("alice"), undefined);
+  assert.notEqual((await b.store.registry("alice"))[0]!.logoutAt, null, "her login row closed");
+  // a finds out at its next renewal, and its users must attach again.
+  a.store.thaw();
+  await a.until("told its lease ran out", () => a.leaseLost() > 0);
+  assert.ok(a.logs.some((l) => l.includes("lease ran out")), a.logs.join("\n"));
+  await attach(a.store, "alice", "alice-again");
+  assert.equal((await b.store.presenceOf("alice"))?.instance, "a:1");
+  assert.ok(seq > 0);
+});
+
+Deno.test("instances catch up on events written while the database restarted", async () => {
+  const pg = await testPostgres();
+  const { a, b } = await twoInstances();
+  await using _a = a.store;
+  await using _b = b.store;
+  await attach(a.store, "alice", "alice-on-a");
+  await pg.stop("fast");
+  await assert.rejects(b.store.storeMail(mail("alice", "bob", "lost"), 10));
+  // Each instance says so, once, in its log.
+  for (const i of [a, b]) {
+    await i.until("logged the outage", () => i.logs.some((l) => l.includes("cannot reach")));
+  }
+  await pg.start();
+  // Stored as soon as the database is back, before a has listened again.
+  const stored = await retry(() => b.store.storeMail(mail("alice", "bob", "m1"), 10));
+  assert.equal(stored, "stored");
+  await a.seen({ kind: "mail", to: "alice", from: "bob" });
+  await a.until("told the database is back", () => a.logs.some((l) => l.includes("again")));
+  assert.equal(a.logs.filter((l) => l.includes("cannot reach")).length, 1, a.logs.join("\n"));
+});
+
+/** Retries `work` (the database coming back) for up to 20 s. */
+async function retry<T>(work: () => Promise<T>): Promise<T> {
+  for (const deadline = Date.now() + 20_000;;) {
+    try {
+      return await work();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
