@@ -49,6 +49,9 @@ for (let i = 0; i < opts.instances; i++) {
       url,
       "--key",
       keyFile,
+      // The next port is the next instance's, not this one's NAT probe: any free port for that.
+      "--probe-port",
+      "0",
     ],
     stdin: "null",
     stdout: "piped",
