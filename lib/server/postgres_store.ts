@@ -19,6 +19,7 @@ import {
 } from "./sql_rows.ts";
 import {
   type Attachment,
+  isStoreUnavailable,
   LEGACY_KDF,
   type MailboxEntry,
   nameKey,
@@ -591,6 +592,7 @@ export class PostgresStore implements ServerStore {
     if (this.#run) throw new Error("the store is running already");
     this.#run = options;
     globalThis.addEventListener("error", this.#onDriverFault);
+    globalThis.addEventListener("unhandledrejection", this.#onDriverRejection);
     const [snapshot] = await this.#sql<{ xmin: string }[]>`
       SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin`;
     this.#cursor = { xid: snapshot!.xmin, id: 0 };
@@ -647,6 +649,18 @@ export class PostgresStore implements ServerStore {
     }
     event.preventDefault();
     this.#reachable(false, event.error);
+  };
+
+  /**
+   * The driver also leaves a promise of its own rejected with nobody to catch it when the
+   * database drops its connections (a restart: "read ECONNRESET" from the socket). A lost
+   * connection is never a reason to end the server: note it and carry on. Other rejections
+   * stay fatal.
+   */
+  readonly #onDriverRejection = (event: PromiseRejectionEvent): void => {
+    if (!isStoreUnavailable(event.reason)) return;
+    event.preventDefault();
+    this.#reachable(false, event.reason);
   };
 
   /** Renews the lease, takes out instances whose lease ran out, forgets old events. */
@@ -865,6 +879,7 @@ export class PostgresStore implements ServerStore {
       this.#run = undefined;
       await this.#sql.end({ timeout: 5 });
       globalThis.removeEventListener("error", this.#onDriverFault);
+      globalThis.removeEventListener("unhandledrejection", this.#onDriverRejection);
     })();
     return this.#closing;
   }

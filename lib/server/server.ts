@@ -110,6 +110,8 @@ interface ConnState {
 
 /** Password hashes computed at once (each ≈ 0.3 s of a core and 128 MiB); more wait in line. */
 const HASH_CONCURRENCY = 2;
+/** Re-attaches served at once; more wait their turn. */
+const RESUME_CONCURRENCY = 32;
 /** Store events passed on at once (each may take a query or two). */
 const EVENT_CONCURRENCY = 4;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
@@ -157,6 +159,7 @@ export class ConfabServer implements AsyncDisposable {
   #closing: Promise<void> | undefined;
   readonly #sweep: ReturnType<typeof setInterval>;
   #forgotReadMailAt = Date.now();
+  readonly #resumeSlots = new Slots(RESUME_CONCURRENCY);
   readonly #events: StoreEvent[] = [];
   #eventsRunning = 0;
 
@@ -512,7 +515,9 @@ export class ConfabServer implements AsyncDisposable {
       case "login":
         return await this.#login(fc, state, m);
       case "resume":
-        return await this.#resume(fc, state, m);
+        // A few at a time: thousands re-attaching at once (their instance died) would each
+        // wait behind all the others' queries and time out together, over and over.
+        return await this.#resumeSlots.run(() => this.#resume(fc, state, m));
       case "observe":
         return await fc.send({
           type: "observed",
@@ -1030,5 +1035,27 @@ export class ConfabServer implements AsyncDisposable {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+}
+
+/** At most `size` pieces of work at once; the rest wait in arrival order. */
+class Slots {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.#free = size;
+  }
+
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await work();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next(); // hand the slot on
+      else this.#free++;
+    }
   }
 }
