@@ -517,7 +517,11 @@ export class ConfabServer implements AsyncDisposable {
       case "resume":
         // A few at a time: thousands re-attaching at once (their instance died) would each
         // wait behind all the others' queries and time out together, over and over.
-        return await this.#resumeSlots.run(() => this.#resume(fc, state, m));
+        return await this.#resumeSlots.run(async () => {
+          // Its client gave up while it waited (and will try again): no work for nobody.
+          if (fc.isClosed) return;
+          await this.#resume(fc, state, m);
+        });
       case "observe":
         return await fc.send({
           type: "observed",
