@@ -175,6 +175,9 @@ export class Delivery {
         reason:
           `${directReason}, and the server is unreachable; it will be sent when either is back`,
       });
+      // The control connection may have stayed up (a request that timed out): then no
+      // re-attach will flush the outbox, so try again shortly anyway.
+      this.#retryLater(session);
       return "queued";
     }
     this.#finish(session, m.id, "!");
