@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { PostgresStore } from "../lib/server/postgres_store.ts";
 import { SqliteStore } from "../lib/server/sqlite_store.ts";
+import { LEGACY_KDF } from "../lib/server/store.ts";
 import { Proc } from "./support/processes.ts";
 import { freshDatabase } from "./support/store_backends.ts";
 import { tempDir } from "./support/temp_dir.ts";
@@ -28,6 +29,7 @@ Deno.test("migrate copies every table of a SQLite server into PostgreSQL, once",
         name,
         salt: new Uint8Array(16).fill(i),
         hash: new Uint8Array(32).fill(i + 1),
+        ...(i === 0 ? { kdf: "scrypt:17:8:1" } : {}),
         publicKey: `${"K".repeat(42)}${i}`,
         mailKey: `${"M".repeat(42)}${i}`,
         mailKeySig: "S".repeat(86),
@@ -74,6 +76,9 @@ Deno.test("migrate copies every table of a SQLite server into PostgreSQL, once",
   const alice = await pg.getUser("ALICE");
   assert.equal(alice?.name, "Alice");
   assert.deepEqual(new Uint8Array(alice!.hash), new Uint8Array(32).fill(1));
+  // The hash's parameters come along: without them the password would no longer match.
+  assert.equal(alice?.kdf, "scrypt:17:8:1");
+  assert.equal((await pg.getUser("bob"))?.kdf, LEGACY_KDF);
   assert.equal(alice?.mailKey, `${"M".repeat(42)}0`);
   assert.deepEqual(await pg.listContacts("alice"), ["bob"]);
   assert.deepEqual(await pg.listWatchers("alice"), ["bob"]);

@@ -22,6 +22,7 @@ export const COPIED_TABLES: readonly { name: string; columns: string[]; identity
       "name",
       "salt",
       "hash",
+      "kdf",
       "public_key",
       "mail_key",
       "mail_key_sig",
