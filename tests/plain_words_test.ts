@@ -13,7 +13,8 @@ Deno.test("the client speaks plain words: password rules, unknown accounts, a lo
   await using server = await startServer();
   const home = await Deno.makeTempDir({ prefix: "confab-alice-" });
   try {
-    await using alice = plainClient("alice", server, home);
+    // Colours are allowed (NO_COLOR empty), but this is no terminal: plain text it is.
+    await using alice = plainClient("alice", server, home, { env: { NO_COLOR: "" } });
     await alice.out.waitFor((l) => l.startsWith("listening for peers"), "the banner");
     await alice.write("signup alice abc");
     assert.equal(
@@ -37,6 +38,7 @@ Deno.test("the client speaks plain words: password rules, unknown accounts, a lo
     const all = alice.out.lines.join("\n");
     assert.doesNotMatch(all, TECHNICAL);
     assert.doesNotMatch(all, /directly at/);
+    assert.ok(!all.includes("\x1b"), "no colour escapes when stdout is not a terminal");
   } finally {
     await Deno.remove(home, { recursive: true });
   }

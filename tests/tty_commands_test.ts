@@ -90,6 +90,38 @@ Deno.test("the status line counts unread messages per chat and the title tells o
   assert.equal(await alice.title(), "confab");
 });
 
+/** Carol writes to alice, who is in her chat with bob: a message for a chat that is not open. */
+async function carolWrites(w: Awaited<ReturnType<typeof world>>, text: string): Promise<void> {
+  await w.carol.send("chat alice");
+  await w.carol.event("chat_opened");
+  await w.carol.send(text);
+  await w.carol.event("stored");
+  await w.alice.waitFor(/^\[carol 1\]$/m, "the unread count on the status line");
+}
+
+Deno.test("a message for a chat that is not open rings the bell by default, and --notify none keeps quiet", async () => {
+  {
+    await using w = await world();
+    await w.bob.send("in the open chat");
+    await w.alice.waitFor("bob: in the open chat", "bob's message");
+    assert.equal(await w.alice.bellRung(), false, "no bell for the chat that is open");
+    await carolWrites(w, "ring");
+    await w.alice.waitForBell("carol's message");
+    assert.notEqual(
+      await w.alice.title(),
+      "confab (1 unread)",
+      "the title only with --notify title",
+    );
+  }
+  {
+    await using w = await world({ args: ["--notify", "none"] });
+    await carolWrites(w, "quiet");
+    // The bell would have come before the status line it goes with.
+    assert.equal(await w.alice.bellRung(), false, "no bell with --notify none");
+    assert.notEqual(await w.alice.title(), "confab (1 unread)");
+  }
+});
+
 Deno.test("your own message shows once, as `you:`, and names have colours unless NO_COLOR", async () => {
   await using w = await world({ env: { NO_COLOR: "" } });
   const { alice, bob } = w;

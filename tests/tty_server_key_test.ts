@@ -28,6 +28,12 @@ Deno.test("after a server-key mismatch the client keeps retrying and re-attaches
       assert.equal((await real.esc()).code, 0);
       await real[Symbol.asyncDispose]();
       await alice.waitFor("server unreachable", "the unreachable state");
+      await alice.line("/u");
+      const unreachable = await alice.waitFor(
+        "the server is unreachable, so who is online is unknown; connected directly to: bob",
+        "an honest /u while the server is away",
+      );
+      assert.doesNotMatch(unreachable, /none of your contacts is online/);
 
       // Something else answers at its address, with another key.
       {

@@ -203,6 +203,25 @@ export class Tty implements AsyncDisposable {
     return (await tmux(this.#socket, ["display", "-p", "-t", "t", "#{pane_title}"])).trim();
   }
 
+  /** True once the program has rung the terminal bell (tmux keeps the flag). */
+  async bellRung(): Promise<boolean> {
+    return (await tmux(this.#socket, ["display", "-p", "-t", "t", "#{window_bell_flag}"]))
+      .trim() === "1";
+  }
+
+  /** Waits until the program rings the terminal bell. */
+  async waitForBell(what: string, ms = DEADLINE_MS): Promise<void> {
+    const deadline = Date.now() + ms;
+    for (let wait = 20; !(await this.bellRung()); wait = Math.min(wait * 2, 200)) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `${this.name}: no bell for ${what} within ${ms} ms:\n${await this.screen()}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
   /** The row the cursor is on, as the screen shows it. */
   async cursorLine(): Promise<string> {
     const y = Number(
