@@ -475,6 +475,42 @@ Deno.test("Renderer says how to answer with the command that works where the use
   );
 });
 
+Deno.test("Renderer gives the commands an error suggests in the form that works where the user is", () => {
+  let where = {};
+  const r = new Renderer({ color: false, now: () => TS, where: () => where });
+  const error = (message: string): ClientEvent => ({ type: "error", code: "X", message });
+  const noContact = error("carol is not in your contacts (contacts add carol); nobody was added");
+  const add = error("carol is not in your contacts; add them first: contacts add carol");
+  const empty: ClientEvent = { type: "contacts", contacts: [] };
+  assert.match(r.render(noContact)!, /\(contacts add carol\)/);
+  assert.match(r.render(add)!, /: contacts add carol$/);
+  assert.match(r.render(empty)!, /: contacts add <user>$/);
+  for (const w of [{ chatWith: "bob" }, { group: "#abc123" }]) {
+    where = w;
+    assert.match(r.render(noContact)!, /\(\/contacts add carol\)/);
+    assert.match(r.render(add)!, /: \/contacts add carol$/);
+    assert.match(r.render(empty)!, /: \/contacts add <user>$/);
+    // Words in a sentence stay as they are.
+    assert.equal(r.render(error("cannot chat with yourself")), "error: cannot chat with yourself");
+  }
+});
+
+Deno.test("Renderer tells of a read receipt in words, with the date when not from today", () => {
+  const r = new Renderer({ color: false, now: () => TS });
+  const read = (ids: string[], readAt: number): ClientEvent => ({
+    type: "read",
+    by: "bob",
+    ids,
+    readAt,
+  });
+  assert.equal(r.render(read(["a"], TS)), "bob read your message at 13:04:05 (* → **)");
+  assert.equal(r.render(read(["a", "b"], TS)), "bob read 2 of your messages at 13:04:05 (* → **)");
+  assert.equal(
+    r.render(read(["a"], TS - 24 * 3600_000)),
+    "bob read your message at 2024-01-01 13:04:05 (* → **)",
+  );
+});
+
 Deno.test("Renderer names each sender in the login summary instead of a placeholder", () => {
   const r = new Renderer({ color: false, now: () => TS });
   const one = r.render({

@@ -124,13 +124,32 @@ export class Renderer {
 
   /** `[HH:MM:SS]`, with the date in front when it is not from today. */
   stamp(ts: number): string {
-    return sameDay(ts, this.#now()) ? `[${clock(ts)}]` : `[${dateTime(ts)}]`;
+    return `[${this.#when(ts)}]`;
+  }
+
+  /** `HH:MM:SS`, or the date and time when it is not from today. */
+  #when(ts: number): string {
+    return sameDay(ts, this.#now()) ? clock(ts) : dateTime(ts);
+  }
+
+  /** True while a chat or a group's window is open (commands then start with `/`). */
+  #inAChat(): boolean {
+    const w = this.#where();
+    return w.chatWith !== undefined || w.group !== undefined;
   }
 
   /** A command as it works where the user is: with a `/` inside a chat. */
   #cmd(text: string): string {
-    const w = this.#where();
-    return w.chatWith !== undefined || w.group !== undefined ? `/${text}` : text;
+    return this.#inAChat() ? `/${text}` : text;
+  }
+
+  /**
+   * The commands an error text suggests (`(contacts add bob)`, `: chat <user>`), in the form
+   * that works where the user is.
+   */
+  #hints(text: string): string {
+    if (!this.#inAChat()) return text;
+    return text.replace(/(^|\(|: )(contacts|chat|show|accept|decline) (?=[\w<#])/g, "$1/$2 ");
   }
 
   /** Technical detail in brackets, only with --verbose. */
@@ -168,7 +187,9 @@ export class Renderer {
           )
           : `logged out ${e.user}`;
       case "contacts":
-        if (e.contacts.length === 0) return "no contacts yet; add one: contacts add <user>";
+        if (e.contacts.length === 0) {
+          return `no contacts yet; add one: ${this.#cmd("contacts add <user>")}`;
+        }
         return table(
           sortNames(e.contacts.map((c) => c.user)).map((user) => {
             const online = e.contacts.find((c) => c.user === user)!.online;
@@ -244,8 +265,10 @@ export class Renderer {
       }
       case "read":
         return dim(
-          `${e.by} read ${e.ids.length} of your message${e.ids.length === 1 ? "" : "s"} ` +
-            `at ${clock(e.readAt)} (* → **)`,
+          `${e.by} read ${
+            e.ids.length === 1 ? "your message" : `${e.ids.length} of your messages`
+          } ` +
+            `at ${this.#when(e.readAt)} (* → **)`,
         );
       case "mail_notice":
         return this.paint(
@@ -457,7 +480,7 @@ export class Renderer {
       case "server_closing":
         return this.paint("yellow", `the server is going away: ${e.reason}`);
       case "error":
-        return this.paint("red", `error: ${this.#plain(e.message)}`);
+        return this.paint("red", `error: ${this.#hints(this.#plain(e.message))}`);
       case "help":
         return e.text;
       case "bye":
