@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { type Key, KeyDecoder, MAX_PASTE } from "../lib/cli/keys.ts";
 import { LineEditor } from "../lib/cli/line_editor.ts";
+import { Screen, TerminalWriter } from "../lib/cli/screen.ts";
 import { displayWidth, fitWidth, visible } from "../lib/cli/text.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -43,6 +44,57 @@ Deno.test("KeyDecoder completes a sequence or a character split across reads", (
   assert.deepEqual(lone.feed(bytes("\x1b")), []);
   assert.ok(lone.waiting);
   assert.deepEqual(lone.flush(), [{ kind: "key", name: "escape" }]);
+});
+
+Deno.test("KeyDecoder reads the terminal's cursor position report, 0-based", () => {
+  assert.deepEqual(decode("a\x1b[12;", "40Rb"), [
+    { kind: "text", text: "a" },
+    { kind: "cursor", row: 11, column: 39 },
+    { kind: "text", text: "b" },
+  ]);
+});
+
+Deno.test("Screen erases every row a narrower terminal rewrapped its rows onto", async () => {
+  let out = "";
+  const writer = new TerminalWriter({
+    write: (p) => {
+      out += new TextDecoder().decode(p);
+      return Promise.resolve(p.length);
+    },
+  });
+  const screen = new Screen(writer, () => 80);
+  screen.setRows(() => ({
+    status: "s".repeat(50),
+    prompt: "> ",
+    input: { text: "x".repeat(70), cursorColumn: 70 },
+  }));
+  screen.flush();
+  assert.equal(screen.cursorColumn, 72);
+  const redraw = async () => {
+    out = "";
+    screen.flush();
+    await writer.drain();
+    return out.slice(0, out.indexOf("\x1b[J") + 3);
+  };
+  // As drawn: the status row above the input row.
+  assert.equal(await redraw(), "\r\x1b[1A\x1b[J");
+  // Rewrapped to 30 columns: the cursor is 2 rows down its line, the status row took 2 rows.
+  screen.rewrapped(30);
+  assert.equal(await redraw(), "\r\x1b[4A\x1b[J");
+  // Held: nothing is drawn until released.
+  screen.hold(true);
+  screen.print("news");
+  out = "";
+  screen.flush();
+  await writer.drain();
+  assert.equal(out, "");
+  screen.hold(false);
+  screen.flush();
+  await writer.drain();
+  assert.match(out, /news\r\n/);
+  // The draws it had scheduled come and go.
+  await new Promise((r) => setTimeout(r, 0));
+  await writer.drain();
 });
 
 Deno.test("KeyDecoder turns a bracketed paste into one key, whatever the reads", () => {

@@ -132,3 +132,41 @@ Deno.test("--help shows readable defaults, aligned, with the commands of a chat"
   }
   assert.ok(text.split("\n").every((l) => l.length <= 100), "no line wider than 100 columns");
 });
+
+Deno.test("a terminal made narrower than the typed line keeps one input row, with no stale part above", async () => {
+  await using server = await startServer();
+  await using alice = await ttyClient("alice", server);
+  await signUp(alice, "alice");
+  const words = Array.from({ length: 18 }, (_, i) => `w${String(i).padStart(2, "0")}`);
+  await alice.type(words.join(" "));
+  await alice.waitFor(/^alice> w00 .* w17$/m, "the typed line");
+  for (const cols of [60, 40, 30]) {
+    await alice.resize(cols, 30);
+    // Redrawn to the new width: the end of the line, next to the cursor.
+    const screen = await alice.waitFor(
+      (s) =>
+        /^alice> .*w17$/.test(s.split("\n").at(-1) ?? "") && s.split("\n").at(-1)!.length < cols,
+      `the input row redrawn ${cols} columns wide`,
+    );
+    const above = screen.split("\n").slice(0, -1).join("\n");
+    assert.doesNotMatch(above, /alice>|\bw\d\d\b/, `a stale part of the input row:\n${screen}`);
+  }
+  // With a status row (the server went away): both rows rewrap, and both are erased.
+  await alice.resize(60, 30);
+  assert.equal((await server.esc()).code, 0);
+  await alice.waitFor(/^server unreachable, reconnecting…$/m, "the status row");
+  await alice.resize(24, 30);
+  const screen = await alice.waitFor((s) => {
+    const [status = "", input = ""] = s.split("\n").slice(-2);
+    return /^alice> .*w17$/.test(input) && input.length < 24 && /^server unr.*…$/.test(status) &&
+      status.length < 24;
+  }, "both rows redrawn 24 columns wide");
+  const above = screen.split("\n").slice(0, -2).join("\n");
+  assert.doesNotMatch(above, /server unr|alice>|\bw\d\d\b/, `a stale part of a row:\n${screen}`);
+  // Wider again, then the line still works.
+  await alice.resize(100, 30);
+  await alice.key("C-u");
+  await alice.waitFor(/^alice>$/m, "the line cleared");
+  await alice.line("help");
+  await alice.waitFor("logged in:", "the command ran");
+});

@@ -8,7 +8,9 @@
 export type Key =
   | { kind: "text"; text: string }
   | { kind: "paste"; text: string }
-  | { kind: "key"; name: string };
+  | { kind: "key"; name: string }
+  /** The terminal's answer to a cursor position request (`\x1b[6n`), 0-based. */
+  | { kind: "cursor"; row: number; column: number };
 
 /** Terminals end a paste with this once asked to mark pastes (`\x1b[?2004h`). */
 const PASTE_END = "\x1b[201~";
@@ -124,7 +126,8 @@ export class KeyDecoder {
           this.#paste = [];
           this.#pasteSize = 0;
           this.#pasteCut = false;
-        } else if (seq.name !== "") keys.push({ kind: "key", name: seq.name });
+        } else if (seq.cursor) keys.push({ kind: "cursor", ...seq.cursor });
+        else if (seq.name !== "") keys.push({ kind: "key", name: seq.name });
         i += seq.length;
         continue;
       }
@@ -181,7 +184,7 @@ export class KeyDecoder {
     input: string,
     i: number,
     final: boolean,
-  ): { name: string; length: number } | "incomplete" {
+  ): { name: string; length: number; cursor?: { row: number; column: number } } | "incomplete" {
     const next = input[i + 1];
     if (next === undefined) return final ? { name: "escape", length: 1 } : "incomplete";
     if (next === "[") {
@@ -195,6 +198,11 @@ export class KeyDecoder {
       const length = j + 1 - i;
       if (body === "200~") return { name: "paste-start", length };
       if (body === "201~") return { name: "", length }; // an end without a start
+      const report = /^(\d{1,5});(\d{1,5})R$/.exec(body);
+      if (report) {
+        const cursor = { row: Number(report[1]) - 1, column: Number(report[2]) - 1 };
+        return { name: "", length, cursor };
+      }
       const mod = /^1;(\d)([A-H])$/.exec(body);
       if (mod) {
         const base = CSI_KEYS[mod[2]!];

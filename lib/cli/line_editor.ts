@@ -82,6 +82,7 @@ export class LineEditor {
       return [];
     }
     if (key.kind === "paste") return this.#paste(key.text);
+    if (key.kind === "cursor") return [];
     return this.#named(key.name);
   }
 

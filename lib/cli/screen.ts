@@ -84,6 +84,13 @@ export class Screen {
   #hidden = false;
   #scheduled = false;
   #extra = "";
+  /** The cursor's column on the input row and the status row's width, as last drawn. */
+  #cursorColumn = 0;
+  #statusWidth = 0;
+  /** The terminal rewrapped the rows drawn to this width (a resize): erase all their rows. */
+  #wrappedTo: number | undefined;
+  /** Drawing waits (see {@link hold}). */
+  #held = false;
 
   constructor(writer: TerminalWriter, columns: () => number) {
     this.#writer = writer;
@@ -130,9 +137,29 @@ export class Screen {
     return Math.max(1, this.columns - 1 - Math.min(displayWidth(prompt), this.promptColumns));
   }
 
+  /** The cursor's column on the input row, counted from its start; undefined when not drawn. */
+  get cursorColumn(): number | undefined {
+    return this.#drawn ? this.#cursorColumn : undefined;
+  }
+
+  /**
+   * The terminal was resized to `columns` and rewrapped the rows drawn (as most terminals do,
+   * xterm excepted): the next redraw first erases every row they now take.
+   */
+  rewrapped(columns: number): void {
+    this.#wrappedTo = Math.max(1, columns);
+  }
+
+  /** While held, nothing is drawn (it all comes at once when released). */
+  hold(on: boolean): void {
+    this.#held = on;
+    if (!on) this.#schedule();
+  }
+
   /** Draws everything pending now. */
   flush(): void {
     this.#scheduled = false;
+    if (this.#held) return;
     let out = this.#erase();
     for (const text of this.#above) out += text.replaceAll(/\r?\n/g, "\r\n") + "\r\n";
     this.#above = [];
@@ -142,14 +169,17 @@ export class Screen {
       const cols = this.columns;
       const rows = this.#rows();
       if (rows.status !== undefined) {
-        out += fitWidth(rows.status, cols - 1) + "\r\n";
+        const status = fitWidth(rows.status, cols - 1);
+        out += status + "\r\n";
         this.#statusDrawn = true;
+        this.#statusWidth = displayWidth(status);
       }
       const prompt = fitWidth(rows.prompt, this.promptColumns);
       out += prompt + rows.input.text + `${CSI}K`;
       const column = displayWidth(prompt) + rows.input.cursorColumn;
       out += "\r" + (column > 0 ? `${CSI}${column}C` : "");
       this.#drawn = true;
+      this.#cursorColumn = column;
     }
     this.#writer.write(out);
   }
@@ -157,6 +187,7 @@ export class Screen {
   /** Removes the status and input rows (before the program stops or exits). */
   hide(): void {
     this.#hidden = true;
+    this.#held = false;
     this.flush();
   }
 
@@ -176,11 +207,19 @@ export class Screen {
   }
 
   #erase(): string {
+    const wrappedTo = this.#wrappedTo;
+    this.#wrappedTo = undefined;
     if (!this.#drawn) return "";
-    const up = this.#statusDrawn ? `${CSI}1A` : "";
+    // The rows above the cursor's: the status row, and with a narrower terminal that rewrapped
+    // them, each row the status row and the input row up to the cursor now take.
+    let up = this.#statusDrawn ? 1 : 0;
+    if (wrappedTo !== undefined) {
+      up = Math.floor(this.#cursorColumn / wrappedTo) +
+        (this.#statusDrawn ? Math.max(1, Math.ceil(this.#statusWidth / wrappedTo)) : 0);
+    }
     this.#drawn = false;
     this.#statusDrawn = false;
-    return `\r${up}${CSI}J`;
+    return `\r${up > 0 ? `${CSI}${up}A` : ""}${CSI}J`;
   }
 
   #schedule(): void {

@@ -32,6 +32,10 @@ const PASTE_ON = "\x1b[?2004h";
 const PASTE_OFF = "\x1b[?2004l";
 /** A lone ESC is the Escape key once no more bytes follow for this long. */
 const ESC_WAIT_MS = 50;
+/** Asks the terminal where the cursor is (it answers `\x1b[<row>;<column>R`). */
+const ASK_CURSOR = "\x1b[6n";
+/** How long drawing waits for that answer after a resize (some terminals never answer). */
+const CURSOR_WAIT_MS = 300;
 
 /** The terminal's width; 80 once it cannot be asked (hung up). */
 function columns(): number {
@@ -91,7 +95,12 @@ export class LineTerminal {
   readonly #hooks: LineTerminalHooks;
   #escTimer: ReturnType<typeof setTimeout> | undefined;
   #closed: Promise<void> | undefined;
-  readonly #onResize = () => this.refresh();
+  readonly #onResize = () => this.#resized();
+  /** Whether the terminal rewraps lines when it gets narrower (learnt at a resize). */
+  #rewraps: boolean | undefined;
+  /** Cursor positions asked for after resizes and not answered yet. */
+  #asked = 0;
+  #askTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #onContinue = () => this.#resume();
 
   /** Takes over the terminal: raw mode, bracketed pastes, the rows drawn. */
@@ -147,10 +156,52 @@ export class LineTerminal {
     }
   }
 
+  /**
+   * A resize. A terminal that got narrower than the input row either rewraps it onto more rows
+   * (most do; the cursor then sits on a lower row) or cuts it (xterm): erasing the rows as
+   * drawn would leave a stale part of them above in the first case. Where the cursor now is
+   * tells which, once; until the terminal answers, nothing is drawn.
+   */
+  #resized(): void {
+    const width = columns();
+    const column = this.screen.cursorColumn;
+    if (this.#rewraps === undefined && column !== undefined && column >= width) {
+      this.#asked++;
+      this.screen.hold(true);
+      this.writer.write(ASK_CURSOR);
+      clearTimeout(this.#askTimer);
+      this.#askTimer = setTimeout(() => this.#answered(undefined), CURSOR_WAIT_MS);
+      return;
+    }
+    if (this.#rewraps) this.screen.rewrapped(width);
+    this.refresh();
+  }
+
+  /** The terminal said where the cursor is (undefined: it did not say in time). */
+  #answered(cursorColumn: number | undefined): void {
+    if (cursorColumn !== undefined) {
+      if (this.#asked === 0 || --this.#asked > 0) return; // a later answer is coming
+      const width = columns();
+      const drawn = this.screen.cursorColumn;
+      // Cut: the cursor stays at the last column. Rewrapped: it moves on with its text.
+      if (drawn !== undefined && drawn >= width && drawn % width !== width - 1) {
+        this.#rewraps = cursorColumn === drawn % width;
+      }
+      if (this.#rewraps) this.screen.rewrapped(width);
+    }
+    this.#asked = 0;
+    clearTimeout(this.#askTimer);
+    this.screen.hold(false);
+  }
+
   /** Applies keys: editing in the editor, the rest through the hooks; one redraw at the end. */
   #keys(keys: Key[]): void {
     const hooks = this.#hooks;
     for (const key of keys) {
+      if (key.kind === "cursor") {
+        this.#answered(key.column);
+        continue;
+      }
       hooks.key?.(key);
       for (const action of this.editor.handle(key)) {
         switch (action.kind) {
@@ -210,6 +261,7 @@ export class LineTerminal {
   close(options: { end?: string } = {}): Promise<void> {
     this.#closed ??= (async () => {
       clearTimeout(this.#escTimer);
+      clearTimeout(this.#askTimer);
       for (const [signal, listener] of this.#signals()) {
         try {
           Deno.removeSignalListener(signal, listener);

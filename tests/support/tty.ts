@@ -148,6 +148,11 @@ export class Tty implements AsyncDisposable {
     return tty;
   }
 
+  /** Resizes the terminal, as dragging its window's edge does. */
+  async resize(cols: number, rows: number): Promise<void> {
+    await tmux(this.#socket, ["resize-window", "-t", "t", "-x", String(cols), "-y", String(rows)]);
+  }
+
   /** Types text literally (no key names). */
   async type(text: string): Promise<void> {
     await tmux(this.#socket, ["send-keys", "-t", "t", "-l", text]);
