@@ -6,6 +6,7 @@
  */
 import { Command, InvalidArgumentError } from "commander";
 import { intOption } from "./lib/cli/options.ts";
+import { DEFAULT_PASSWORD_COST, PASSWORD_COST_RANGE } from "./lib/server/accounts.ts";
 import { parsePort, parseSize } from "./lib/cli/lines.ts";
 import { DEFAULT_RELAY_LIMITS } from "./lib/server/relay.ts";
 import { logLine, openConsole, runConsole } from "./lib/server/console.ts";
@@ -109,6 +110,13 @@ const program = new Command()
     10_000,
   )
   .option(
+    "--password-cost <log2N>",
+    `scrypt cost of new password hashes, N=2^log2N (${PASSWORD_COST_RANGE.min}-` +
+      `${PASSWORD_COST_RANGE.max}; default: $CONFAB_PASSWORD_COST, else ${DEFAULT_PASSWORD_COST}, ` +
+      "OWASP's minimum; weaker stored hashes are rehashed at the next login)",
+    intOption(PASSWORD_COST_RANGE.min, PASSWORD_COST_RANGE.max),
+  )
+  .option(
     "--max-signups-per-hour <n>",
     "new accounts one address may create per hour (a burst of as many, then spread out; 0: no limit)",
     intOption(0, 1_000_000),
@@ -158,6 +166,7 @@ const opts = program.opts<{
   loginTimeout: number;
   maxPending: number;
   maxSignupsPerHour: number;
+  passwordCost?: number;
   relay: boolean;
   relayLinks: number;
   relayRate: number;
@@ -166,6 +175,19 @@ const opts = program.opts<{
   quiet?: boolean;
 }>();
 const port = (program.processedArgs[0] as number | undefined) ?? opts.port;
+const passwordCost = opts.passwordCost ?? costFromEnv();
+
+/** `CONFAB_PASSWORD_COST`, checked like the option; one line and exit 1 when it is not valid. */
+function costFromEnv(): number | undefined {
+  const value = Deno.env.get("CONFAB_PASSWORD_COST");
+  if (!value) return undefined;
+  try {
+    return intOption(PASSWORD_COST_RANGE.min, PASSWORD_COST_RANGE.max)(value);
+  } catch (error) {
+    console.error(`confab-server: CONFAB_PASSWORD_COST ${asError(error).message}`);
+    Deno.exit(1);
+  }
+}
 let stop: (why: string) => Promise<never> = () => Deno.exit(1);
 // The console first, so every line (log lines too) is printed above its prompt.
 const io = openConsole(() => void stop("Ctrl-C"));
@@ -186,6 +208,7 @@ try {
     loginTimeoutMs: opts.loginTimeout * 1000,
     maxPending: opts.maxPending,
     maxSignupsPerHour: opts.maxSignupsPerHour,
+    passwordCost,
     helloTimeoutMs: Math.min(10, opts.loginTimeout) * 1000,
     relay: {
       enabled: opts.relay,
@@ -216,6 +239,12 @@ print(
     `(data: ${server.store.location}); type help for commands`,
 );
 print(`server key fingerprint: ${await keyFingerprint(server.publicKey)}`);
+if (passwordCost !== undefined && passwordCost < DEFAULT_PASSWORD_COST) {
+  print(
+    `notice: passwords hashed at scrypt N=2^${passwordCost}, below the recommended ` +
+      `2^${DEFAULT_PASSWORD_COST}: for tests and very small machines only`,
+  );
+}
 print(
   server.probePort
     ? `NAT probe port ${server.probePort}` +

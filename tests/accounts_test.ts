@@ -1,9 +1,18 @@
 /**
  * Unit tests for lib/server/accounts.ts: scrypt password hashing and the login throttle.
- * Each scrypt hash costs about 80 ms, so the hashing tests share work and stay few.
+ * The hashing tests run scrypt at a low cost (N=2^12): the parameters are what they check, not
+ * the cost, and on a busy machine each hash at the default cost takes seconds.
  */
 import assert from "node:assert/strict";
-import { hashPassword, LoginThrottle, RateLimit, verifyPassword } from "../lib/server/accounts.ts";
+import {
+  CURRENT_KDF,
+  hashPassword,
+  kdfOf,
+  LoginThrottle,
+  needsRehash,
+  RateLimit,
+  verifyPassword,
+} from "../lib/server/accounts.ts";
 
 /** True when `needle` occurs as a contiguous run of bytes inside `haystack`. */
 function containsBytes(haystack: Uint8Array, needle: Uint8Array): boolean {
@@ -25,9 +34,28 @@ Deno.test("containsBytes() (test helper) finds a run of bytes and only that", ()
 // ---- hashing -------------------------------------------------------------------------------
 
 const PASSWORD = "correct horse battery";
+const KDF = kdfOf(12);
+
+Deno.test("kdfOf() names scrypt's parameters and refuses a cost outside 10-20", () => {
+  assert.equal(kdfOf(17), "scrypt:17:8:1");
+  assert.equal(CURRENT_KDF, "scrypt:17:8:1");
+  for (const bad of [9, 21, 12.5, NaN]) assert.throws(() => kdfOf(bad), RangeError);
+});
+
+Deno.test("needsRehash() moves weaker hashes up and never a stronger one down", () => {
+  assert.equal(needsRehash({}, CURRENT_KDF), true, "no parameters stored: the legacy N=2^15");
+  assert.equal(needsRehash({ kdf: "scrypt:15:8:1" }, CURRENT_KDF), true);
+  assert.equal(needsRehash({ kdf: "scrypt:17:8:1" }, CURRENT_KDF), false);
+  assert.equal(needsRehash({ kdf: "scrypt:17:8:1" }, kdfOf(12)), false, "a cheaper server");
+  assert.equal(needsRehash({ kdf: "scrypt:12:8:1" }, kdfOf(13)), true);
+});
+
+Deno.test("hashPassword() stores the parameters it hashed with", async () => {
+  assert.equal((await hashPassword(PASSWORD, KDF)).kdf, "scrypt:12:8:1");
+});
 
 Deno.test("hashPassword() makes a 16-byte salt and a 32-byte hash that verifyPassword() accepts", async () => {
-  const stored = await hashPassword(PASSWORD);
+  const stored = await hashPassword(PASSWORD, KDF);
   assert.ok(stored.salt instanceof Uint8Array);
   assert.ok(stored.hash instanceof Uint8Array);
   assert.equal(stored.salt.length, 16);
@@ -43,17 +71,17 @@ Deno.test("hashPassword() makes a 16-byte salt and a 32-byte hash that verifyPas
 });
 
 Deno.test("hashPassword() salts each hash, so one password hashes differently twice", async () => {
-  const [a, b] = await Promise.all([hashPassword(PASSWORD), hashPassword(PASSWORD)]);
+  const [a, b] = await Promise.all([hashPassword(PASSWORD, KDF), hashPassword(PASSWORD, KDF)]);
   assert.notDeepEqual(a.salt, b.salt);
   assert.notDeepEqual(a.hash, b.hash);
   // Each verifies against its own record, and the hash of one is not valid with the other's salt.
-  assert.equal(await verifyPassword(PASSWORD, { salt: a.salt, hash: b.hash }), false);
+  assert.equal(await verifyPassword(PASSWORD, { salt: a.salt, hash: b.hash, kdf: KDF }), false);
 });
 
 Deno.test("hashPassword() output does not contain the password bytes", async () => {
   // A short password, so a stored plain copy or prefix would fit inside the 32-byte hash.
   const password = "abcdef";
-  const { salt, hash } = await hashPassword(password);
+  const { salt, hash } = await hashPassword(password, KDF);
   const bytes = new TextEncoder().encode(password);
   assert.equal(containsBytes(hash, bytes), false);
   assert.equal(containsBytes(salt, bytes), false);
@@ -62,8 +90,8 @@ Deno.test("hashPassword() output does not contain the password bytes", async () 
 
 Deno.test("verifyPassword() returns false for an unknown user or a malformed record", async () => {
   const [unknown, shortHash] = await Promise.all([
-    verifyPassword(PASSWORD, undefined),
-    verifyPassword(PASSWORD, { salt: new Uint8Array(16), hash: new Uint8Array(31) }),
+    verifyPassword(PASSWORD, undefined, KDF),
+    verifyPassword(PASSWORD, { salt: new Uint8Array(16), hash: new Uint8Array(31), kdf: KDF }),
   ]);
   assert.equal(unknown, false);
   assert.equal(shortHash, false);
@@ -73,7 +101,7 @@ Deno.test("verifyPassword() treats NFC and NFD spellings of a password as the sa
   const nfc = "caf\u00e9-pass"; // é as one code point
   const nfd = "cafe\u0301-pass"; // e + combining acute accent
   assert.notEqual(nfc, nfd);
-  const stored = await hashPassword(nfc);
+  const stored = await hashPassword(nfc, KDF);
   assert.equal(await verifyPassword(nfd, stored), true);
 });
 

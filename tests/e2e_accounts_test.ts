@@ -12,6 +12,7 @@ import { MailKey } from "../lib/peer/sealed_mail.ts";
 import { toBase64Url } from "../lib/util/base64.ts";
 import { RawConn } from "./support/raw_conn.ts";
 import { startServer } from "./support/processes.ts";
+import { DEFAULT_PASSWORD_COST } from "../lib/server/accounts.ts";
 
 /** A raw, encrypted control connection to `port`. */
 async function control(port: number): Promise<RawConn> {
@@ -184,7 +185,11 @@ Deno.test("a password hashed with the old scrypt cost (N=2^15) is rehashed at N=
       );
     }
     const login = async () => {
-      await using server = await startServer({ dataDir });
+      // The default cost explicitly: the suite runs its servers cheaper (CONFAB_PASSWORD_COST).
+      await using server = await startServer({
+        dataDir,
+        args: ["--password-cost", String(DEFAULT_PASSWORD_COST)],
+      });
       const reply = await alone(server.port, {
         type: "login",
         user: "alice",
@@ -206,4 +211,16 @@ Deno.test("a password hashed with the old scrypt cost (N=2^15) is rehashed at N=
   } finally {
     await Deno.remove(dataDir, { recursive: true });
   }
+});
+
+Deno.test("a server started with --password-cost hashes new accounts at that cost and says it is below the default", async () => {
+  await using server = await startServer({ args: ["--password-cost", "11"] });
+  await server.proc.out.waitFor(
+    (l) => l.includes("scrypt N=2^11, below the recommended"),
+    "notice",
+  );
+  assert.equal((await alone(server.port, await signupFields("carol"))).type, "ok");
+  assert.equal((await server.esc()).code, 0);
+  await using store = new SqliteStore(server.dataDir);
+  assert.equal((await store.getUser("carol"))?.kdf, "scrypt:11:8:1");
 });

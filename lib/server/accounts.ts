@@ -6,11 +6,27 @@ import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
 import { LEGACY_KDF, type PasswordHash } from "./store.ts";
 
 /**
- * The password hash for new accounts (and for old ones at their next login): scrypt with
- * N=2^17, r=8, p=1, OWASP's recommended minimum (128 MiB and ≈ 0.3 s a hash here, off the main
- * thread). Written `scrypt:<log2 N>:<r>:<p>` next to each hash.
+ * The scrypt cost (log2 N) new passwords get by default: N=2^17, r=8, p=1, OWASP's recommended
+ * minimum (128 MiB and ≈ 0.3 s a hash on an idle core, off the main thread). An operator may
+ * choose another (`--password-cost`); the test suite runs its throwaway servers cheaper.
  */
-export const CURRENT_KDF = "scrypt:17:8:1";
+export const DEFAULT_PASSWORD_COST = 17;
+
+/** The lowest and highest scrypt cost (log2 N) a server accepts for new hashes. */
+export const PASSWORD_COST_RANGE = { min: 10, max: 20 } as const;
+
+/** The parameters string stored next to each hash: `scrypt:<log2 N>:<r>:<p>`. */
+export function kdfOf(cost: number): string {
+  if (!Number.isInteger(cost) || cost < PASSWORD_COST_RANGE.min || cost > PASSWORD_COST_RANGE.max) {
+    throw new RangeError(
+      `password cost must be ${PASSWORD_COST_RANGE.min}-${PASSWORD_COST_RANGE.max} (log2 of scrypt's N), got ${cost}`,
+    );
+  }
+  return `scrypt:${cost}:8:1`;
+}
+
+/** The parameters new hashes get by default. */
+export const CURRENT_KDF = kdfOf(DEFAULT_PASSWORD_COST);
 const KEY_LENGTH = 32;
 const SALT_LENGTH = 16;
 
@@ -42,7 +58,7 @@ function scryptAsync(password: string, salt: Uint8Array, kdf: string): Promise<U
   });
 }
 
-/** Hashes a password with a fresh random salt, with `kdf` (the current parameters). */
+/** Hashes a password with a fresh random salt, with `kdf` (the server's current parameters). */
 export async function hashPassword(
   password: string,
   kdf = CURRENT_KDF,
@@ -55,22 +71,28 @@ const DUMMY_SALT = new Uint8Array(SALT_LENGTH);
 
 /**
  * Checks a password against a stored hash (made with its own `kdf`, the legacy one when
- * missing) in constant time. With no stored record it still spends one hash at the current
- * cost, so an unknown user and a wrong password take the same time.
+ * missing) in constant time. With no stored record it still spends one hash at the server's
+ * current cost (`kdf`), so an unknown user and a wrong password take the same time.
  */
 export async function verifyPassword(
   password: string,
   stored: { salt: Uint8Array; hash: Uint8Array; kdf?: string } | undefined,
+  kdf = CURRENT_KDF,
 ): Promise<boolean> {
-  const kdf = stored ? stored.kdf ?? LEGACY_KDF : CURRENT_KDF;
-  const key = await scryptAsync(password, stored?.salt ?? DUMMY_SALT, kdf);
+  const used = stored ? stored.kdf ?? LEGACY_KDF : kdf;
+  const key = await scryptAsync(password, stored?.salt ?? DUMMY_SALT, used);
   if (!stored || stored.hash.length !== key.length) return false;
   return timingSafeEqual(key, stored.hash);
 }
 
-/** True when a stored hash was made with weaker parameters than new ones get. */
-export function needsRehash(stored: { kdf?: string }): boolean {
-  return (stored.kdf ?? LEGACY_KDF) !== CURRENT_KDF;
+/**
+ * True when a stored hash is weaker than `kdf` (the parameters new hashes get). A server
+ * configured cheaper never rehashes a stronger hash down.
+ */
+export function needsRehash(stored: { kdf?: string }, kdf = CURRENT_KDF): boolean {
+  const have = scryptParams(stored.kdf ?? LEGACY_KDF);
+  const want = scryptParams(kdf);
+  return have.N < want.N || have.r < want.r || have.p < want.p;
 }
 
 export interface ThrottleOptions {

@@ -21,7 +21,15 @@ import {
   MAX_MAILBOX_ENTRIES,
 } from "../protocol/messages.ts";
 import { delay } from "../util/time.ts";
-import { hashPassword, LoginThrottle, needsRehash, RateLimit, verifyPassword } from "./accounts.ts";
+import {
+  DEFAULT_PASSWORD_COST,
+  hashPassword,
+  kdfOf,
+  LoginThrottle,
+  needsRehash,
+  RateLimit,
+  verifyPassword,
+} from "./accounts.ts";
 import { isStrongPublicKey, mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
 import { isStrongX25519Key } from "../crypto/x25519.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
@@ -61,6 +69,8 @@ export interface ServerOptions {
   sessionMaxAgeMs?: number;
   /** Pending messages one user may have waiting at most. */
   maxPending?: number;
+  /** scrypt cost (log2 N) of new password hashes; weaker stored ones are rehashed at login. */
+  passwordCost?: number;
   /** Signups one address may make per hour (a burst of as many, then spread out; 0: no limit). */
   maxSignupsPerHour?: number;
   /** A client silent this long (no ping, nothing) is taken as gone. Clients ping after 30 s. */
@@ -143,9 +153,14 @@ export class ConfabServer implements AsyncDisposable {
   readonly #relay: Relay;
   readonly #key: KeyPair;
   readonly #perAddress = new Map<string, number>();
-  readonly #opts: Required<
-    Omit<ServerOptions, "host" | "port" | "storeUrl" | "relay" | "probePort" | "keyFile">
-  >;
+  readonly #opts:
+    & Required<
+      Omit<
+        ServerOptions,
+        "host" | "port" | "storeUrl" | "relay" | "probePort" | "keyFile" | "passwordCost"
+      >
+    >
+    & { kdf: string };
   readonly #conns = new Set<FramedConnection<ClientMessage>>();
   readonly #online = new Map<string, Session>();
   readonly #userThrottle = new LoginThrottle();
@@ -183,6 +198,7 @@ export class ConfabServer implements AsyncDisposable {
       loginTimeoutMs: options.loginTimeoutMs ?? 60_000,
       sessionMaxAgeMs: options.sessionMaxAgeMs ?? 30 * 24 * 3600_000,
       maxPending: options.maxPending ?? 10_000,
+      kdf: kdfOf(options.passwordCost ?? DEFAULT_PASSWORD_COST),
       maxSignupsPerHour: options.maxSignupsPerHour ?? 20,
       clientTimeoutMs: options.clientTimeoutMs ?? 75_000,
       log: options.log ?? (() => {}),
@@ -796,7 +812,7 @@ export class ConfabServer implements AsyncDisposable {
       );
     }
     // A taken name costs the same hash as a new account: probing names is as slow as signing up.
-    const password = await this.#withHashSlot(() => hashPassword(m.password));
+    const password = await this.#withHashSlot(() => hashPassword(m.password, this.#opts.kdf));
     const created = await this.store.createUser({
       name: m.user,
       ...password,
@@ -828,7 +844,9 @@ export class ConfabServer implements AsyncDisposable {
     let user: UserRecord | undefined;
     try {
       user = await this.store.getUser(m.user);
-      outcome = await this.#withHashSlot(() => verifyPassword(m.password, user)) && user
+      outcome = await this.#withHashSlot(() =>
+          verifyPassword(m.password, user, this.#opts.kdf)
+        ) && user
         ? "ok"
         : "failed";
     } finally {
@@ -840,7 +858,7 @@ export class ConfabServer implements AsyncDisposable {
       // The same answer for an unknown user and a wrong password.
       throw new Reply("LOGIN_FAILED", "wrong username or password");
     }
-    if (needsRehash(user)) await this.#rehash(user.name, m.password);
+    if (needsRehash(user, this.#opts.kdf)) await this.#rehash(user.name, m.password);
     if (m.lastLogout !== undefined) await this.store.correctLastLogout(user.name, m.lastLogout);
     const token = randomBytes(32).toString("base64url");
     const hash = tokenHash(token);
@@ -877,7 +895,7 @@ export class ConfabServer implements AsyncDisposable {
    */
   async #rehash(user: string, password: string): Promise<void> {
     try {
-      const stronger = await this.#withHashSlot(() => hashPassword(password));
+      const stronger = await this.#withHashSlot(() => hashPassword(password, this.#opts.kdf));
       await this.store.updatePassword(user, stronger);
       this.#opts.log(`rehashed the password of ${user} with ${stronger.kdf}`);
     } catch (error) {
