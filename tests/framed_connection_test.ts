@@ -328,6 +328,26 @@ Deno.test("FramedConnection.setHandler() first delivers, in order, what arrived 
   assert.deepEqual(queued.items, ["m1", "m2", "m3"]);
 });
 
+Deno.test("FramedConnection answers a ping that arrived before the handler was set, not the handler", async () => {
+  await using pair = await framedPair({}, {});
+  const pong = pair.a.request({ type: "ping" });
+  // The ping waits in b's inbox (no handler yet), behind a message sent after it from a.
+  await pair.a.send(chat(1));
+  await within(
+    new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        if (pair.b.pendingMessages < 2) return;
+        clearInterval(poll);
+        resolve();
+      }, 5);
+    }),
+  );
+  const seen = latch<string>(1);
+  pair.b.setHandler((m) => seen.push(m.type));
+  assert.equal((await within(pong)).type, "pong");
+  assert.deepEqual(await within(seen.done), ["msg"]);
+});
+
 // ---- malformed input -----------------------------------------------------------------------
 
 Deno.test("FramedConnection answers malformed messages with error frames and stays open", async () => {

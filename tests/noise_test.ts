@@ -1,10 +1,13 @@
 /**
- * Tests for lib/crypto/noise.ts: every AESGCM cacophony vector of the implemented patterns,
+ * Tests for lib/crypto/noise.ts: every ChaChaPoly and AESGCM cacophony vector of the implemented
+ * patterns,
  * byte for byte, then the failure modes a network can produce (tampering, replay, reordering,
  * wrong keys) and the guarantee that a failed call leaves the state untouched.
  */
 import assert from "node:assert/strict";
+import { createCipheriv } from "node:crypto";
 import {
+  type CipherName,
   CipherState,
   CryptoError,
   type CryptoErrorCode,
@@ -127,9 +130,14 @@ async function optionalKeyPair(privateKey: string | undefined): Promise<KeyPair 
   return privateKey === undefined ? undefined : await keyPairFromPrivateKey(hex(privateKey));
 }
 
-async function runVector(pattern: HandshakePatternName, vector: Vector): Promise<void> {
+async function runVector(
+  pattern: HandshakePatternName,
+  cipher: CipherName,
+  vector: Vector,
+): Promise<void> {
   const initiator = await HandshakeState.initialize({
     pattern,
+    cipher,
     initiator: true,
     prologue: hex(vector.initPrologue),
     staticKeyPair: await optionalKeyPair(vector.initStatic),
@@ -140,6 +148,7 @@ async function runVector(pattern: HandshakePatternName, vector: Vector): Promise
   });
   const responder = await HandshakeState.initialize({
     pattern,
+    cipher,
     initiator: false,
     prologue: hex(vector.respPrologue),
     staticKeyPair: await optionalKeyPair(vector.respStatic),
@@ -179,19 +188,53 @@ async function runVector(pattern: HandshakePatternName, vector: Vector): Promise
   assert.equal(toHex(initiator.handshakeHash), vector.handshakeHash);
 }
 
-Deno.test("HandshakeState reproduces every AESGCM cacophony vector of the supported patterns", async (t) => {
-  const runs = new Map<HandshakePatternName, number>();
-  for (const vector of await loadVectors()) {
-    // PSK patterns (e.g. "XXpsk3") and other suites fail this match and are skipped.
-    const match = /^Noise_([A-Z]+)_25519_AESGCM_SHA256$/.exec(vector.protocolName);
-    const pattern = match?.[1];
-    if (pattern === undefined || !isPatternName(pattern)) continue;
-    await t.step(vector.protocolName, () => runVector(pattern, vector));
-    runs.set(pattern, (runs.get(pattern) ?? 0) + 1);
-  }
-  for (const pattern of REQUIRED_PATTERNS) {
-    assert.ok((runs.get(pattern) ?? 0) > 0, `no AESGCM vector ran for ${pattern}`);
-  }
+for (const cipher of ["ChaChaPoly", "AESGCM"] as const) {
+  Deno.test(`HandshakeState reproduces every ${cipher} cacophony vector of the supported patterns`, async (t) => {
+    const runs = new Map<HandshakePatternName, number>();
+    for (const vector of await loadVectors()) {
+      // PSK patterns (e.g. "XXpsk3") and other suites fail this match and are skipped.
+      const match = /^Noise_([A-Z]+)_25519_([A-Za-z]+)_SHA256$/.exec(vector.protocolName);
+      const pattern = match?.[1];
+      if (match?.[2] !== cipher || pattern === undefined || !isPatternName(pattern)) continue;
+      assert.equal(protocolName(pattern, cipher), vector.protocolName);
+      await t.step(vector.protocolName, () => runVector(pattern, cipher, vector));
+      runs.set(pattern, (runs.get(pattern) ?? 0) + 1);
+    }
+    for (const pattern of REQUIRED_PATTERNS) {
+      assert.ok((runs.get(pattern) ?? 0) > 0, `no ${cipher} vector ran for ${pattern}`);
+    }
+  });
+}
+
+/** Both sides of an XX handshake with fresh static keys, not yet started. */
+async function xxSides(responderCipher?: CipherName) {
+  const [a, b] = [await generateKeyPair(), await generateKeyPair()];
+  const initiator = await HandshakeState.initialize({
+    pattern: "XX",
+    initiator: true,
+    staticKeyPair: a,
+  });
+  const responder = await HandshakeState.initialize({
+    pattern: "XX",
+    initiator: false,
+    staticKeyPair: b,
+    cipher: responderCipher,
+  });
+  return { initiator, responder };
+}
+
+Deno.test("a handshake between a ChaChaPoly side and an AESGCM side fails at the first encrypted message", async () => {
+  const { initiator, responder } = await xxSides("AESGCM");
+  await responder.readMessage(await initiator.writeMessage());
+  await rejectsWith(initiator.readMessage(await responder.writeMessage()), "DECRYPT_FAILED");
+  await assert.rejects(
+    HandshakeState.initialize({
+      pattern: "NN",
+      initiator: true,
+      cipher: "AES128" as CipherName,
+    }),
+    /unknown Noise cipher "AES128"/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -244,7 +287,7 @@ Deno.test("hkdf() equals the Noise spec's HMAC chain (§4.3), for empty and 32-b
 Deno.test("SymmetricState starts from the zero-padded protocol name, or its hash when longer", async () => {
   const short = await SymmetricState.initialize(protocolName("XX"));
   const padded = new Uint8Array(32);
-  padded.set(enc.encode("Noise_XX_25519_AESGCM_SHA256"));
+  padded.set(enc.encode("Noise_XX_25519_ChaChaPoly_SHA256"));
   assert.deepEqual(short.handshakeHash, padded);
   const longName = "Noise_XXfallback+psk0_25519_AESGCM_SHA256";
   const long = await SymmetricState.initialize(longName);
@@ -255,21 +298,61 @@ Deno.test("SymmetricState starts from the zero-padded protocol name, or its hash
   assert.deepEqual(await long.encryptAndHash(enc.encode("hi")), enc.encode("hi"));
 });
 
-Deno.test("CipherState uses the nonce 4 zero bytes || 64-bit big-endian counter", async () => {
+/** The node:crypto name of each cipher, for the oracles below. */
+const NODE_NAME = { ChaChaPoly: "chacha20-poly1305", AESGCM: "aes-256-gcm" } as const;
+
+/** An independent seal (node:crypto, written out here): ciphertext || tag. */
+function oracleSeal(
+  cipher: CipherName,
+  key: Uint8Array,
+  iv: Uint8Array,
+  ad: Uint8Array,
+  plaintext: Uint8Array,
+): Uint8Array {
+  const c = createCipheriv(NODE_NAME[cipher] as "aes-256-gcm", key, iv, { authTagLength: 16 });
+  c.setAAD(ad);
+  return Uint8Array.from([...c.update(plaintext), ...c.final(), ...c.getAuthTag()]);
+}
+
+Deno.test("CipherState's nonce is 4 zero bytes || the 64-bit counter, little-endian for ChaChaPoly, big-endian for AESGCM", async () => {
   const key = crypto.getRandomValues(new Uint8Array(32));
-  const cipher = new CipherState(key);
-  cipher.setNonce(0x0102030405060708n);
   const ad = enc.encode("ad");
   const plaintext = enc.encode("nonce layout");
-  const ciphertext = await cipher.encryptWithAd(ad, plaintext);
-  assert.equal(cipher.nonce, 0x0102030405060709n);
+  const ivs = { ChaChaPoly: "000000000807060504030201", AESGCM: "000000000102030405060708" };
+  for (const name of ["ChaChaPoly", "AESGCM"] as const) {
+    const cipher = new CipherState(key, name);
+    assert.equal(cipher.cipher, name);
+    cipher.setNonce(0x0102030405060708n);
+    const ciphertext = await cipher.encryptWithAd(ad, plaintext);
+    assert.equal(cipher.nonce, 0x0102030405060709n);
+    assert.deepEqual(ciphertext, oracleSeal(name, key, hex(ivs[name]), ad, plaintext), name);
+  }
+  // AESGCM also against WebCrypto, a second implementation.
+  const cipher = new CipherState(key, "AESGCM");
+  cipher.setNonce(0x0102030405060708n);
   const aes = await crypto.subtle.importKey("raw", key, "AES-GCM", false, ["encrypt"]);
   const expected = await crypto.subtle.encrypt(
     { name: "AES-GCM", iv: hex("000000000102030405060708"), additionalData: ad },
     aes,
     plaintext,
   );
-  assert.deepEqual(ciphertext, new Uint8Array(expected));
+  assert.deepEqual(await cipher.encryptWithAd(ad, plaintext), new Uint8Array(expected));
+});
+
+Deno.test("ChaChaPoly seals the RFC 8439 §2.8.2 AEAD test vector", () => {
+  // The 96-bit nonce of the RFC (07000000 || 4041424344454647) is Noise's layout for the
+  // counter 0x4746454443424140 after the constant 0x00000007, which Noise always sets to zero;
+  // so this checks the cipher itself, through the same node:crypto call CipherState makes.
+  const key = hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
+  const iv = hex("070000004041424344454647");
+  const ad = hex("50515253c0c1c2c3c4c5c6c7");
+  const plaintext = enc.encode(
+    "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the " +
+      "future, sunscreen would be it.",
+  );
+  const sealed = oracleSeal("ChaChaPoly", key, iv, ad, plaintext);
+  assert.equal(toHex(sealed.subarray(sealed.length - 16)), "1ae10b594f09e26a7e902ecbd0600691");
+  assert.equal(toHex(sealed.subarray(0, 16)), "d31a8d34648e60db7b86afbc53ef7ec2");
 });
 
 Deno.test("CipherState refuses the nonce 2^64-1 in both directions", async () => {
@@ -288,23 +371,19 @@ Deno.test("CipherState refuses the nonce 2^64-1 in both directions", async () =>
 
 Deno.test("CipherState.rekey() switches to the first 32 bytes of ENCRYPT(k, 2^64-1, '', zeros)", async () => {
   const key = crypto.getRandomValues(new Uint8Array(32));
-  const cipher = new CipherState(key);
-  cipher.rekey();
-  const ciphertext = await cipher.encryptWithAd(new Uint8Array(0), enc.encode("after rekey"));
-
-  const aes = await crypto.subtle.importKey("raw", key, "AES-GCM", false, ["encrypt"]);
-  const derived = new Uint8Array(
-    await crypto.subtle.encrypt(
-      { name: "AES-GCM", iv: hex("00000000ffffffffffffffff") },
-      aes,
-      new Uint8Array(32),
-    ),
-  ).slice(0, 32);
-  const expected = await new CipherState(derived).encryptWithAd(
-    new Uint8Array(0),
-    enc.encode("after rekey"),
-  );
-  assert.deepEqual(ciphertext, expected);
+  const ivs = { ChaChaPoly: "00000000ffffffffffffffff", AESGCM: "00000000ffffffffffffffff" };
+  for (const name of ["ChaChaPoly", "AESGCM"] as const) {
+    const cipher = new CipherState(key, name);
+    cipher.rekey();
+    const ciphertext = await cipher.encryptWithAd(new Uint8Array(0), enc.encode("after rekey"));
+    const derived = oracleSeal(name, key, hex(ivs[name]), new Uint8Array(0), new Uint8Array(32))
+      .slice(0, 32);
+    const expected = await new CipherState(derived, name).encryptWithAd(
+      new Uint8Array(0),
+      enc.encode("after rekey"),
+    );
+    assert.deepEqual(ciphertext, expected, name);
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -442,17 +521,7 @@ Deno.test("a prologue mismatch fails the first authenticated message", async () 
 });
 
 Deno.test("a tampered handshake message fails and leaves the reader ready for the genuine one", async () => {
-  const [a, b] = [await generateKeyPair(), await generateKeyPair()];
-  const initiator = await HandshakeState.initialize({
-    pattern: "XX",
-    initiator: true,
-    staticKeyPair: a,
-  });
-  const responder = await HandshakeState.initialize({
-    pattern: "XX",
-    initiator: false,
-    staticKeyPair: b,
-  });
+  const { initiator, responder } = await xxSides();
   await responder.readMessage(await initiator.writeMessage());
   const second = await responder.writeMessage(enc.encode("hello"));
   const hashBefore = initiator.handshakeHash;

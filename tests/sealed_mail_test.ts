@@ -3,6 +3,7 @@
  * signed by the sender, opened and checked against the envelope the server delivers.
  */
 import assert from "node:assert/strict";
+import { HandshakeState } from "../lib/crypto/noise.ts";
 import { Identity } from "../lib/peer/identity.ts";
 import {
   type MailContent,
@@ -146,4 +147,45 @@ Deno.test("openMail() rejects a message whose envelope differs from what was sea
   await assert.rejects(openAsBob(forCarol, c), MailRejected);
   // The sender's name is compared without regard to case, as names are unique that way.
   assert.equal((await openAsBob(sealed, c, { from: "Alice" })).text, c.text);
+});
+
+Deno.test("openMail() still opens mail that protocol version 3 sealed with AESGCM, and only when it authenticates", async () => {
+  const path = new URL("./fixtures/sealed-mail-v3.json", import.meta.url);
+  const fixture = JSON.parse(await Deno.readTextFile(path)) as {
+    senderIdentityKey: string;
+    recipientMailKey: string;
+    content: MailContent;
+    sealed: string;
+  };
+  const me = { user: "bob", mailKey: await MailKey.fromPrivate(fixture.recipientMailKey) };
+  const c = fixture.content;
+  const envelope = { from: c.from, msgId: c.msgId, ts: c.ts };
+  assert.deepEqual(
+    await openMail(fixture.sealed, me, envelope, fixture.senderIdentityKey),
+    c,
+  );
+  // Any bit flipped in the old header or body is refused, as for new mail.
+  const bytes = fromBase64Url(fixture.sealed);
+  for (const bit of [0, 40 * 8, 47 * 8 + 7, 48 * 8, bytes.length * 8 - 1]) {
+    const tampered = bytes.slice();
+    tampered[bit >> 3]! ^= 1 << (bit & 7);
+    await assert.rejects(
+      openMail(toBase64Url(tampered), me, envelope, fixture.senderIdentityKey),
+      (e: unknown) => e instanceof MailRejected && /cannot decrypt it/.test(e.message),
+    );
+  }
+  // New mail is sealed with ChaChaPoly: its header authenticates under that suite only.
+  const fresh = fromBase64Url(
+    await sealMail(content("new"), alice.identity, bob.mailKey.publicKey),
+  );
+  const header = (cipher: "ChaChaPoly" | "AESGCM") =>
+    HandshakeState.initialize({
+      pattern: "N",
+      initiator: false,
+      prologue: new TextEncoder().encode("confab-mail-v1"),
+      staticKeyPair: bob.mailKey.pair,
+      cipher,
+    }).then((hs) => hs.readMessage(fresh.subarray(0, 48)));
+  await header("ChaChaPoly");
+  await assert.rejects(header("AESGCM"), /failed authentication/);
 });

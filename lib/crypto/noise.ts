@@ -1,6 +1,7 @@
 /**
- * The Noise Protocol Framework (revision 34) for the suite `Noise_*_25519_AESGCM_SHA256`, as
- * pure functions of bytes: no sockets here. A {@link HandshakeState} runs one of the
+ * The Noise Protocol Framework (revision 34) for the suite `Noise_*_25519_ChaChaPoly_SHA256`
+ * (and `Noise_*_25519_AESGCM_SHA256`, to open what older versions sealed), as pure functions of
+ * bytes: no sockets here. A {@link HandshakeState} runs one of the
  * interactive fundamental patterns; when it finishes, {@link HandshakeState.session} gives a
  * {@link TransportCipher} per direction and the handshake hash for channel binding.
  *
@@ -19,11 +20,19 @@
 import { createHash, hkdfSync } from "node:crypto";
 import { concatBytes } from "./bytes.ts";
 import { CryptoError } from "./errors.ts";
-import { CipherState, KEY_LEN, MAX_MESSAGE_LEN, TAG_LEN, TransportCipher } from "./noise_cipher.ts";
+import {
+  type CipherName,
+  CipherState,
+  KEY_LEN,
+  MAX_MESSAGE_LEN,
+  TAG_LEN,
+  TransportCipher,
+} from "./noise_cipher.ts";
 import { dh, DH_LEN, generateKeyPair, type KeyPair } from "./x25519.ts";
 
 export { CRYPTO_ERROR_CODES, CryptoError, type CryptoErrorCode } from "./errors.ts";
 export {
+  type CipherName,
   CipherState,
   KEY_LEN,
   MAX_MESSAGE_LEN,
@@ -93,18 +102,24 @@ export class SymmetricState {
   #ck: Uint8Array;
   #h: Uint8Array;
   #cipher: CipherState;
+  readonly #name: CipherName;
 
   private constructor(ck: Uint8Array, h: Uint8Array, cipher: CipherState) {
     this.#ck = ck;
     this.#h = h;
     this.#cipher = cipher;
+    this.#name = cipher.cipher;
   }
 
   /**
    * Starts from a protocol name (Noise's InitializeSymmetric): h is the name zero-padded to
    * 32 bytes if it fits, else its hash; ck starts equal to h.
+   * @param cipher the cipher functions the protocol name names (ChaChaPoly by default).
    */
-  static async initialize(protocolName: string): Promise<SymmetricState> {
+  static async initialize(
+    protocolName: string,
+    cipher: CipherName = "ChaChaPoly",
+  ): Promise<SymmetricState> {
     const name = new TextEncoder().encode(protocolName);
     let h: Uint8Array;
     if (name.length <= HASH_LEN) {
@@ -113,7 +128,7 @@ export class SymmetricState {
     } else {
       h = await sha256(name);
     }
-    return new SymmetricState(h, h, new CipherState());
+    return new SymmetricState(h, h, new CipherState(undefined, cipher));
   }
 
   /** The handshake hash h: after the handshake, a unique, secret-free id of the session. */
@@ -130,7 +145,7 @@ export class SymmetricState {
   async mixKey(inputKeyMaterial: Uint8Array): Promise<void> {
     const [ck, k] = await hkdf(this.#ck, inputKeyMaterial, 2);
     this.#ck = ck;
-    this.#cipher = new CipherState(k.subarray(0, KEY_LEN));
+    this.#cipher = new CipherState(k.subarray(0, KEY_LEN), this.#name);
   }
 
   /** Mixes data into the handshake hash: h = HASH(h || data) (Noise's MixHash). */
@@ -143,7 +158,7 @@ export class SymmetricState {
     const [ck, tempH, k] = await hkdf(this.#ck, inputKeyMaterial, 3);
     this.#ck = ck;
     await this.mixHash(tempH);
-    this.#cipher = new CipherState(k.subarray(0, KEY_LEN));
+    this.#cipher = new CipherState(k.subarray(0, KEY_LEN), this.#name);
   }
 
   /** Encrypts with h as associated data, then mixes the ciphertext into h. */
@@ -163,7 +178,10 @@ export class SymmetricState {
   /** Derives the two transport CipherStates, initiator-to-responder first (Noise's Split). */
   async split(): Promise<[CipherState, CipherState]> {
     const [k1, k2] = await hkdf(this.#ck, EMPTY, 2);
-    return [new CipherState(k1.subarray(0, KEY_LEN)), new CipherState(k2.subarray(0, KEY_LEN))];
+    return [
+      new CipherState(k1.subarray(0, KEY_LEN), this.#name),
+      new CipherState(k2.subarray(0, KEY_LEN), this.#name),
+    ];
   }
 
   /** An independent copy, for rolling back a handshake step that fails. */
@@ -252,15 +270,26 @@ export const HANDSHAKE_PATTERNS = {
 /** The name of a supported handshake pattern, e.g. `"XX"`. */
 export type HandshakePatternName = keyof typeof HANDSHAKE_PATTERNS;
 
-/** The full Noise protocol name of a pattern in this suite, e.g. `Noise_XX_25519_AESGCM_SHA256`. */
-export function protocolName(pattern: HandshakePatternName): string {
-  return `Noise_${pattern}_25519_AESGCM_SHA256`;
+/**
+ * The full Noise protocol name of a pattern in this suite, e.g.
+ * `Noise_XX_25519_ChaChaPoly_SHA256`.
+ */
+export function protocolName(
+  pattern: HandshakePatternName,
+  cipher: CipherName = "ChaChaPoly",
+): string {
+  return `Noise_${pattern}_25519_${cipher}_SHA256`;
 }
 
 /** How to set up one side of a handshake. */
 export interface HandshakeOptions {
   /** The handshake pattern; both sides must use the same one. */
   readonly pattern: HandshakePatternName;
+  /**
+   * The cipher functions; both sides must use the same ones. `ChaChaPoly` (the default) for
+   * everything new; `AESGCM` only to open what protocol version 3 sealed.
+   */
+  readonly cipher?: CipherName;
   /** True on the side that sends the first message. */
   readonly initiator: boolean;
   /** Data both sides must agree on (e.g. the negotiation that chose the pattern); default empty. */
@@ -368,7 +397,11 @@ export class HandshakeState {
       throw new RangeError(`a static public key is ${DH_LEN} bytes, got ${remoteStaticKey.length}`);
     }
 
-    const symmetric = await SymmetricState.initialize(protocolName(options.pattern));
+    const cipher = options.cipher ?? "ChaChaPoly";
+    const symmetric = await SymmetricState.initialize(
+      protocolName(options.pattern, cipher),
+      cipher,
+    );
     await symmetric.mixHash(options.prologue ?? EMPTY);
     const rs = remoteStaticKey === undefined ? undefined : remoteStaticKey.slice();
     // Pre-messages are hashed initiator's first, each side using its own key or the peer's.

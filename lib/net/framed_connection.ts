@@ -18,7 +18,7 @@ import { decodeMessage, encodeMessage, requestIdOf } from "../protocol/messages.
 import type { z } from "zod";
 import type { NoiseSession, TransportCipher } from "../crypto/noise.ts";
 import { CryptoError } from "../crypto/noise.ts";
-import { closeFrameNow, openFrame, sealedSize } from "./sealed_frames.ts";
+import { closeFrame, openFrame, sealedSize } from "./sealed_frames.ts";
 import { asTransport, type Transport, type TransportAddress, writeAll } from "./transport.ts";
 
 export { writeAll };
@@ -287,6 +287,11 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     }, check);
   }
 
+  /** Messages received and waiting for the handler (or for {@link next}). */
+  get pendingMessages(): number {
+    return this.#inbox.length;
+  }
+
   /** True once {@link secure} installed the ciphers of a finished handshake. */
   get isSecure(): boolean {
     return this.#sendCipher !== undefined;
@@ -395,23 +400,22 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
         ),
       );
     }
-    // The cipher is taken now, so a frame queued before secure() goes out plain. Encryption
-    // starts now too: nonces are taken in the order of the calls, which is the order the chain
-    // writes in, so later frames (file chunks) encrypt while earlier ones are written.
+    // The cipher is taken now, so a frame queued before secure() goes out plain. Sealing is done
+    // now too, on this thread: nonces follow the order of the calls, which is the order the
+    // chain writes in.
     const cipher = this.#sendCipher;
-    let sealed: Uint8Array | Promise<Uint8Array>;
+    let sealed: Uint8Array;
     try {
-      sealed = cipher ? closeFrameNow(cipher, body) : body;
+      sealed = cipher ? closeFrame(cipher, body) : body;
     } catch (error) {
       return Promise.reject(error);
     }
     let write: Promise<void>;
-    if (this.#writesQueued === 0 && sealed instanceof Uint8Array) {
+    if (this.#writesQueued === 0) {
       // Nothing ahead of it (the usual case for a chat line): straight to the socket.
       write = this.#writeFrame(sealed);
     } else {
-      if (!(sealed instanceof Uint8Array)) sealed.catch(() => {}); // the chain reports it
-      write = this.#writeChain.then(async () => this.#writeFrame(await sealed));
+      write = this.#writeChain.then(() => this.#writeFrame(sealed));
     }
     // Runs before anything queued later is written (a path switch moves the writes after it).
     if (afterWrite) write = write.then(afterWrite);
@@ -687,8 +691,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           if (waiter && this.#heldFrames.length === 0) waiter.resolve(body);
           else this.#heldFrames.push(body);
         } else if (this.#receiveCipher) {
-          // Read on while earlier frames decrypt (in parallel, for file chunks); they are
-          // handed over in order.
+          // Decrypted at once; handed over in order, after the frames before it.
           opening.push(
             this.#ingest(body).then(() => undefined, (error) => {
               // Noticed now, not when the reader next waits for this frame: the other side
@@ -756,7 +759,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   /**
    * Decrypts a frame body when the connection is secure, then decodes and routes it. The
-   * decryption starts at once; the frame is handed over after every frame before it.
+   * decryption is done at once; the frame is handed over after every frame before it.
    */
   #ingest(body: Uint8Array): Promise<void> {
     const cipher = this.#receiveCipher;
@@ -764,19 +767,21 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       this.#accept(body);
       return Promise.resolve();
     }
-    const opened = openFrame(cipher, body);
-    const accepted = this.#lastIngest.then(async () => {
-      let plain: Uint8Array;
-      try {
-        plain = await opened;
-      } catch (error) {
-        if (!(error instanceof CryptoError)) throw error;
-        throw new FrameError(
+    let plain: Uint8Array | undefined;
+    let failure: unknown;
+    try {
+      plain = openFrame(cipher, body);
+    } catch (error) {
+      failure = error instanceof CryptoError
+        ? new FrameError(
           "a frame failed authentication (tampered with, replayed, reordered or cut short); " +
             "the connection is closed",
           { cause: error },
-        );
-      }
+        )
+        : error;
+    }
+    const accepted = this.#lastIngest.then(() => {
+      if (plain === undefined) throw failure;
       if (!this.#closing && !this.#readFailing) this.#accept(plain);
     });
     this.#lastIngest = accepted.catch(() => {});
@@ -845,6 +850,12 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       while (this.#inbox.length > 0 && !this.#closing && this.#onMessage) {
         const message = this.#inbox.shift()!;
         this.#inboxBytes -= bytesOf(message);
+        if (message.type === "ping" && typeof message.id === "number") {
+          // Queued before the handler was set (it came right behind the handshake): answered
+          // here too, as the reader answers every later one.
+          this.send({ type: "pong", id: message.id }).catch(() => {});
+          continue;
+        }
         try {
           await this.#onMessage?.(message);
         } catch (error) {

@@ -6,7 +6,7 @@ import { ProtocolError } from "../protocol/errors.ts";
 import { type HelloMessage, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import type { AnyMessage, FramedConnection } from "./framed_connection.ts";
 
-export const SOFTWARE = "confab/0.1.0";
+export const SOFTWARE = "confab/0.2.0";
 
 /** The `hello` this build sends in `role`. */
 export function helloFor(role: HelloMessage["role"]): HelloMessage {
@@ -44,9 +44,12 @@ export async function exchangeHello<In extends AnyMessage>(
   }
   const hello = first as unknown as HelloMessage;
   if (hello.version !== PROTOCOL_VERSION) {
-    const text = `protocol version mismatch: this side speaks ${PROTOCOL_VERSION}, ` +
-      `the other side (${hello.software || "unknown"}) speaks ${hello.version}; ` +
-      `upgrade the older one`;
+    // Names each side by its role and software, so the text reads right on both ends.
+    const mine = `the ${options.role}`;
+    const theirs = hello.role === options.role ? `the other ${hello.role}` : `the ${hello.role}`;
+    const text = `protocol version mismatch: ${mine} (${SOFTWARE}) speaks ${PROTOCOL_VERSION}, ` +
+      `${theirs} (${hello.software || "unknown software"}) speaks ${hello.version}; ` +
+      `upgrade ${hello.version < PROTOCOL_VERSION ? theirs : mine}`;
     await fc.fail("VERSION_MISMATCH", text);
     throw new ProtocolError("VERSION_MISMATCH", text);
   }

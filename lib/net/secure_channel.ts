@@ -1,6 +1,6 @@
 /**
  * Sets up every connection: the `hello` exchange, then the Noise XX handshake
- * (Noise_XX_25519_AESGCM_SHA256), then encrypted frames. Each handshake message travels as a
+ * (Noise_XX_25519_ChaChaPoly_SHA256), then encrypted frames. Each handshake message travels as a
  * `noise` message. From the other side's `hello` on, nothing but the expected handshake
  * message or a correctly encrypted frame is accepted: frames are held undecoded, taken one by
  * one as handshake messages, and whatever follows the last one is decrypted once the keys

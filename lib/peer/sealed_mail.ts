@@ -1,13 +1,19 @@
 /**
  * End-to-end encrypted offline mail. A message for a user who is away is sealed to their mail
- * key (X25519) with the one-way Noise pattern N (Noise_N_25519_AESGCM_SHA256), and signed by
- * the sender's identity key (Ed25519) over who wrote it, to whom, its id, time and text. The
+ * key (X25519) with the one-way Noise pattern N (Noise_N_25519_ChaChaPoly_SHA256), and signed
+ * by the sender's identity key (Ed25519) over who wrote it, to whom, its id, time and text. The
  * server stores and forwards the sealed blob; it can read none of it.
+ *
+ * Mail sealed by protocol version 3 (Noise_N_25519_AESGCM_SHA256) may still wait in a server's
+ * store after an upgrade, so it still opens: the 48-byte header authenticates its suite (the
+ * protocol name is hashed into the tag), so a header that fails under ChaChaPoly is tried once
+ * under AESGCM, and whichever authenticates decides. Nothing new is ever sealed with AESGCM.
  *
  * Sealed form (base64url): the N handshake message (48 bytes: ephemeral key and the tag of an
  * empty payload), then the payload as Noise transport messages of at most 65,535 bytes.
  */
 import {
+  type CipherName,
   CryptoError,
   exportPrivateKey,
   generateKeyPair,
@@ -103,11 +109,36 @@ export async function sealMail(
   const header = await hs.writeMessage();
   const signature = await sender.sign(signedBytes(content));
   const payload = new TextEncoder().encode(JSON.stringify({ ...content, sig: signature }));
-  const body = await closeFrame(hs.session().send, payload);
+  const body = closeFrame(hs.session().send, payload);
   const out = new Uint8Array(header.length + body.length);
   out.set(header);
   out.set(body, header.length);
   return toBase64Url(out);
+}
+
+/**
+ * Reads the N header of a sealed message under one cipher suite; undefined when it does not
+ * authenticate under that suite (other failures, such as a low-order key, throw).
+ */
+async function openHeader(
+  header: Uint8Array,
+  mailKey: MailKey,
+  cipher: CipherName,
+): Promise<HandshakeState | undefined> {
+  const hs = await HandshakeState.initialize({
+    pattern: "N",
+    initiator: false,
+    prologue: PROLOGUE,
+    staticKeyPair: mailKey.pair,
+    cipher,
+  });
+  try {
+    await hs.readMessage(header);
+    return hs;
+  } catch (error) {
+    if (error instanceof CryptoError && error.code === "DECRYPT_FAILED") return undefined;
+    throw error;
+  }
 }
 
 /** A sealed message that cannot be opened or whose signature or envelope does not match. */
@@ -131,14 +162,16 @@ export async function openMail(
   try {
     const bytes = fromBase64Url(sealed);
     if (bytes.length <= HEADER_LENGTH) throw new CryptoError("BAD_MESSAGE", "too short");
-    const hs = await HandshakeState.initialize({
-      pattern: "N",
-      initiator: false,
-      prologue: PROLOGUE,
-      staticKeyPair: me.mailKey.pair,
-    });
-    await hs.readMessage(bytes.subarray(0, HEADER_LENGTH));
-    payload = await openFrame(hs.session().receive, bytes.subarray(HEADER_LENGTH));
+    const header = bytes.subarray(0, HEADER_LENGTH);
+    let hs = await openHeader(header, me.mailKey, "ChaChaPoly");
+    if (hs === undefined) {
+      // Sealed by protocol version 3, before an upgrade (see the top of this file).
+      hs = await openHeader(header, me.mailKey, "AESGCM");
+      if (hs === undefined) {
+        throw new CryptoError("DECRYPT_FAILED", "not sealed to my mail key, or tampered with");
+      }
+    }
+    payload = openFrame(hs.session().receive, bytes.subarray(HEADER_LENGTH));
   } catch (error) {
     throw new MailRejected(`cannot decrypt it (${(error as Error).message})`, { cause: error });
   }

@@ -9,8 +9,11 @@
 import { z } from "zod";
 import { ERROR_CODES, ProtocolError } from "./errors.ts";
 
-/** Protocol version spoken by this build; `hello` carries it and both sides compare. */
-export const PROTOCOL_VERSION = 3;
+/**
+ * Protocol version spoken by this build; `hello` carries it and both sides compare. Version 4:
+ * Noise with ChaChaPoly instead of AESGCM (version 3).
+ */
+export const PROTOCOL_VERSION = 4;
 
 // ---- field rules ---------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 /**
  * CPU profiles of the real processes of a bench item, through V8's own sampling profiler
  * (`node:inspector`, the same data as Chrome's `.cpuprofile`), and a breakdown of them: where
- * the time went, by step (framing, JSON, validation, AES-GCM, SHA-256, SQLite, sockets, ...)
+ * the time went, by step (framing, JSON, validation, the AEAD, SHA-256, SQLite, sockets, ...)
  * and by function.
  *
  * A child process loads this module with `--preload` when `CONFAB_PROFILE_DIR` is set; a first
@@ -69,7 +69,7 @@ const STEPS: [string, (fn: string, url: string) => boolean][] = [
   ["JSON encode/decode", (fn) => /^(JSON\.)?(parse|stringify)$/.test(fn)],
   ["schema validation", (_, url) => url.includes("/zod@") || url.includes("/zod/")],
   [
-    "AES-GCM",
+    "AEAD (ChaCha20-Poly1305)",
     (fn, url) =>
       url.includes("noise_cipher.ts") || url.includes("sealed_frames.ts") ||
       /cipher|Cipher|decrypt|encrypt/.test(fn),

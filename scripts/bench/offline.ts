@@ -196,7 +196,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `${n} messages of ${MESSAGE_BYTES} characters sent at once, as a piped script would ` +
       `(${queuedMs.toFixed(0)} ms to write them all to her outbox); the client delivers them ` +
       `one after another: for each, a directory lookup (bob offline), a lookup of bob's mail ` +
-      `key (its signature checked), sealing (X25519 + AES-GCM, signed with Ed25519: ` +
+      `key (its signature checked), sealing (X25519 + ChaCha20-Poly1305, signed with Ed25519: ` +
       `${bodyLength} bytes sealed), mail_send, and the server's mail_stored once the row is ` +
       `committed (WAL, synchronous=NORMAL; the server was started with --max-pending ` +
       `${n + 1_000}, its default mailbox holding 10,000). Stored rate: ${n} / time from the ` +
