@@ -411,6 +411,12 @@ export class SqliteStore implements ServerStore {
 
   pendingReceipts(sender: string, limit: number, reader?: string): Promise<Receipt[]> {
     return settle(() => {
+      // Asked at every lookup and re-attach, and almost always empty: a look at the key first
+      // (≈ 5 µs) spares the join and the sorter (≈ 30-100 µs even with no row).
+      const any = this.#db.sql("SELECT 1 FROM receipts WHERE sender = ? LIMIT 1").get(
+        nameKey(sender),
+      );
+      if (any === undefined) return [];
       const rows = (reader === undefined
         ? this.#db.sql(
           `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
