@@ -235,10 +235,14 @@ export class TransportCipher {
  * and big-endian for AESGCM (§12.3, §12.4).
  */
 function nonceBytes(cipher: CipherName, n: bigint): Uint8Array {
-  const iv = new Uint8Array(12);
-  new DataView(iv.buffer).setBigUint64(4, n, cipher === "ChaChaPoly");
-  return iv;
+  // One buffer for every call: node:crypto copies the nonce before returning, and a fresh
+  // array and view per message showed in the server's profile (garbage on every frame).
+  NONCE_VIEW.setBigUint64(4, n, cipher === "ChaChaPoly");
+  return NONCE;
 }
+
+const NONCE = new Uint8Array(12);
+const NONCE_VIEW = new DataView(NONCE.buffer);
 
 /** Seals on the calling thread: ciphertext, then the 16-byte tag. */
 function seal(
