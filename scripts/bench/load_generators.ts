@@ -125,6 +125,11 @@ export class LoadGenerators {
     return this.#gens.length;
   }
 
+  /** The generator processes' ids (for their CPU time). */
+  get pids(): number[] {
+    return this.#gens.map((g) => g.proc.pid);
+  }
+
   #send(gen: Generator, command: LoadgenCommand): Promise<void> {
     return gen.proc.write(JSON.stringify(command));
   }

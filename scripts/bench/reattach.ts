@@ -75,10 +75,14 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     let back: Awaited<ReturnType<typeof watch>>;
     if (how === "kill -9") {
       const cpu0 = await cpuSeconds(server.proc.pid);
+      const gensCpu = async () =>
+        (await Promise.all(gens.pids.map((pid) => cpuSeconds(pid)))).reduce((a, b) => a + b, 0);
+      const gens0 = await gensCpu();
       // Sampled every millisecond: finer sampling costs a loaded server enough to tip it over.
       const run = await profiled([server.proc], watch, ctx.signal, { samplingUs: 1000 });
       back = run.result;
       const cpu = await cpuSeconds(server.proc.pid) - cpu0;
+      const clientsCpu = await gensCpu() - gens0;
       const server0 = run.profiles.find((p) => p.name !== "bench")!;
       notes.push(
         `Profile of the restarted server (sampled every 1 ms) while the clients came back after ` +
@@ -88,7 +92,9 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
             describeSteps(server0.breakdown, Math.max(1, back.back), "client back")
           }. Top functions by self time (µs per client back): ${
             describeTop(server0.breakdown, Math.max(1, back.back), 12)
-          }.`,
+          }. Meanwhile the load generators (the clients' side of the same handshakes and ` +
+          `resumes, on the same 2 cores) used ${clientsCpu.toFixed(2)} s of CPU, ` +
+          `${(clientsCpu * 1e6 / Math.max(1, back.back)).toFixed(0)} µs per client back.`,
       );
     } else {
       back = await watch();
