@@ -257,17 +257,6 @@ storeTest("reopenLogin() clears the logout and updates the address", async (fx) 
   ]);
 });
 
-storeTest("latestLogin() gives the newest registry row of a user", async (fx) => {
-  await using store = await openWith(fx, ["alice", "bob"]);
-  assert.equal(await store.latestLogin("alice"), undefined);
-  const first = await store.recordLogin("alice", "h", 1, 1000);
-  assert.equal(await store.latestLogin("ALICE"), first);
-  await store.recordLogin("bob", "h", 1, 1500);
-  const second = await store.recordLogin("alice", "h", 1, 2000);
-  assert.notEqual(second, first);
-  assert.equal(await store.latestLogin("alice"), second);
-});
-
 storeTest("correctLastLogout() rewrites only the latest finished session", async (fx) => {
   await using store = await openWith(fx, ["alice", "bob"]);
   const s1 = await store.recordLogin("alice", "h", 1, 1000);
@@ -683,6 +672,85 @@ storeTest("a resume re-opens its registry row when it attaches", async (fx) => {
   assert.deepEqual(await store.registry("alice"), [
     { user: "alice", host: "new-host", port: 4000 + seq, loginAt: 1000, logoutAt: null },
   ]);
+});
+
+/** A resume of `token(seed)` from 10.0.0.7, as the server makes it. */
+function resumption(seed: number, attach: string, maxAgeMs = 60_000) {
+  return { tokenHash: token(seed), maxAgeMs, host: "10.0.0.7", peerPort: 4500, attach };
+}
+
+storeTest("resume() with an unknown or expired token changes nothing", async (fx) => {
+  const { store, events } = await runningStore(fx);
+  await using _ = store;
+  await signUp(store, ["alice", "bob"]);
+  await watching(store, "bob", "alice");
+  await store.saveSession(token(1), "alice", 10_000);
+  assert.equal(await store.resume(resumption(2, "a-1"), 10_001), undefined, "unknown");
+  assert.equal(await store.resume(resumption(1, "a-1", 500), 10_500), undefined, "expired");
+  assert.equal(await store.presenceOf("alice"), undefined);
+  assert.deepEqual(await store.registry("alice"), []);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(events.filter((e) => e.kind !== "presence" || e.user === "alice"), []);
+});
+
+storeTest(
+  "resume() re-opens the latest login with the new address and takes the place",
+  async (fx) => {
+    const { store, seen } = await runningStore(fx, "here:2");
+    await using _ = store;
+    await signUp(store, ["Alice", "bob"]);
+    await watching(store, "bob", "alice");
+    await store.saveSession(token(1), "alice", 900);
+    await store.recordLogin("alice", "h", 1, 500);
+    const seq = await store.recordLogin("alice", "h", 1, 1000);
+    await store.attach(attachment("alice", seq, "a-1", 1000));
+    assert.equal(await store.detach("alice", "a-1", 1500), true);
+    const resumed = await store.resume(resumption(1, "a-2"), 2000);
+    assert.deepEqual(resumed, { user: "Alice", registrySeq: seq, loginAt: 1000 });
+    await seen({ kind: "presence", user: "alice", online: true });
+    assert.deepEqual(await store.presenceOf("alice"), {
+      user: "Alice",
+      host: "10.0.0.7",
+      peerPort: 4500,
+      loginAt: 1000,
+      instance: "here:2",
+    });
+    assert.deepEqual((await store.registry("alice")).map((r) => [r.host, r.logoutAt]), [
+      ["10.0.0.7", null],
+      ["h", null],
+    ]);
+    // The place is this attachment's: the old one cannot take it out, this one can.
+    assert.equal(await store.detach("alice", "a-1", 2500), false);
+    assert.equal(await store.detach("alice", "a-2", 2600), true);
+    assert.equal(await store.presenceOf("alice"), undefined);
+  },
+);
+
+storeTest("resume() of a user without a login row records one", async (fx) => {
+  const { store } = await runningStore(fx);
+  await using _ = store;
+  await signUp(store, ["alice"]);
+  await store.saveSession(token(1), "alice", 900);
+  const resumed = await store.resume(resumption(1, "a-1"), 2000);
+  assert.equal(resumed?.loginAt, 2000);
+  assert.deepEqual(await store.registry("alice"), [
+    { user: "alice", host: "10.0.0.7", port: 4500, loginAt: 2000, logoutAt: null },
+  ]);
+  assert.equal((await store.presenceOf("alice"))?.loginAt, 2000);
+});
+
+storeTest("resume() while attached replaces that attachment with a kick", async (fx) => {
+  const { store, seen } = await runningStore(fx);
+  await using _ = store;
+  await signUp(store, ["alice"]);
+  await store.saveSession(token(1), "alice", 900);
+  const seq = await store.recordLogin("alice", "h", 1, 1000);
+  await store.attach(attachment("alice", seq, "a-1", 1000));
+  assert.equal((await store.resume(resumption(1, "a-2"), 2000))?.registrySeq, seq);
+  await seen({ kind: "kick", user: "alice", attach: "a-2" });
+  assert.deepEqual((await store.registry("alice")).map((r) => r.logoutAt), [null]);
+  assert.equal(await store.detach("alice", "a-1", 3000), false);
+  assert.equal((await store.presenceOf("alice"))?.host, "10.0.0.7");
 });
 
 storeTest(

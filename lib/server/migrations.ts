@@ -242,6 +242,147 @@ export const MIGRATIONS: readonly Migration[] = [
         FOR EACH STATEMENT EXECUTE FUNCTION confab_wake();
     `,
   },
+  {
+    // Attaching, resuming, detaching and a group commit of mail as one statement each:
+    // thousands of clients coming back at once (their instance died) each cost one round trip,
+    // not a dozen, and a batch of mail one, not five per message. SQLite runs the same steps
+    // in-process.
+    sqlite: `
+      SELECT 1;
+    `,
+    postgres: `
+      -- A user came or went: an event for their watchers online now (none online: no event).
+      CREATE FUNCTION confab_presence_event(p_user TEXT, p_online BOOLEAN)
+      RETURNS void LANGUAGE sql AS $$
+        INSERT INTO events (at, body)
+        SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', p_user,
+          'online', p_online, 'name', (SELECT name FROM users WHERE name_key = p_user),
+          'watchers', jsonb_agg(c.owner))
+        FROM contacts c JOIN presence p ON p."user" = c.owner
+        WHERE c.contact = p_user
+        HAVING count(*) > 0
+      $$;
+      CREATE FUNCTION confab_attach(p_user TEXT, p_instance TEXT, p_attach TEXT, p_host TEXT,
+                                    p_port INTEGER, p_login_at BIGINT, p_seq BIGINT)
+      RETURNS void LANGUAGE plpgsql AS $$
+      DECLARE
+        prev RECORD;
+        had_prev BOOLEAN;
+      BEGIN
+        -- Attachments of one user take turns, whichever instance they come from.
+        PERFORM 1 FROM users WHERE name_key = p_user FOR NO KEY UPDATE;
+        SELECT p.registry_seq, coalesce(i.lease_until > confab_now(), false) AS live INTO prev
+          FROM presence p LEFT JOIN instances i ON i.id = p.instance WHERE p."user" = p_user;
+        had_prev := FOUND;
+        UPDATE registry SET logout_at = NULL, host = p_host, port = p_port WHERE seq = p_seq;
+        INSERT INTO presence ("user", instance, attach, host, peer_port, login_at, registry_seq)
+          VALUES (p_user, p_instance, p_attach, p_host, p_port, p_login_at, p_seq)
+          ON CONFLICT ("user") DO UPDATE SET instance = EXCLUDED.instance,
+            attach = EXCLUDED.attach, host = EXCLUDED.host, peer_port = EXCLUDED.peer_port,
+            login_at = EXCLUDED.login_at, registry_seq = EXCLUDED.registry_seq;
+        IF had_prev AND prev.registry_seq <> p_seq THEN
+          UPDATE registry SET logout_at = p_login_at WHERE seq = prev.registry_seq;
+        END IF;
+        IF had_prev AND prev.live THEN
+          -- The place was held on a live instance: that connection must end.
+          INSERT INTO events (at, body) VALUES (confab_now(),
+            jsonb_build_object('kind', 'kick', 'user', p_user, 'attach', p_attach));
+        ELSE
+          PERFORM confab_presence_event(p_user, true);
+        END IF;
+      END $$;
+      CREATE FUNCTION confab_detach(p_user TEXT, p_attach TEXT, p_at BIGINT)
+      RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+      DECLARE
+        v_seq BIGINT;
+      BEGIN
+        PERFORM 1 FROM users WHERE name_key = p_user FOR NO KEY UPDATE;
+        -- Only the attachment in place: a replaced one leaves the directory alone.
+        DELETE FROM presence WHERE "user" = p_user AND attach = p_attach
+          RETURNING registry_seq INTO v_seq;
+        IF NOT FOUND THEN
+          RETURN false;
+        END IF;
+        UPDATE registry SET logout_at = p_at WHERE seq = v_seq;
+        PERFORM confab_presence_event(p_user, false);
+        RETURN true;
+      END $$;
+      CREATE FUNCTION confab_resume(p_token BYTEA, p_since BIGINT, p_instance TEXT,
+                                    p_attach TEXT, p_host TEXT, p_port INTEGER, p_now BIGINT)
+      RETURNS TABLE (r_name TEXT, r_seq BIGINT, r_login_at BIGINT) LANGUAGE plpgsql AS $$
+      DECLARE
+        v_user TEXT;
+        v_name TEXT;
+        v_seq BIGINT;
+        v_login BIGINT;
+      BEGIN
+        SELECT u.name_key, u.name INTO v_user, v_name
+          FROM sessions s JOIN users u ON u.name_key = s."user"
+          WHERE s.token_hash = p_token AND s.created_at > p_since
+          FOR NO KEY UPDATE OF u;
+        IF NOT FOUND THEN
+          RETURN;
+        END IF;
+        SELECT r.seq, r.login_at INTO v_seq, v_login FROM registry r
+          WHERE r."user" = v_user ORDER BY r.seq DESC LIMIT 1;
+        IF NOT FOUND THEN
+          INSERT INTO registry ("user", host, port, login_at)
+            VALUES (v_user, p_host, p_port, p_now) RETURNING seq, login_at INTO v_seq, v_login;
+        END IF;
+        PERFORM confab_attach(v_user, p_instance, p_attach, p_host, p_port, v_login, v_seq);
+        RETURN QUERY SELECT v_name, v_seq, v_login;
+      END $$;
+      -- A group commit of mail in one statement: p_mail is an array of {recipient, sender,
+      -- msg_id, ts, body, max, now} (name keys), stored in that order; one outcome each:
+      -- 'stored', 'duplicate', 'full', or 'error: ...' (that message only is rolled back).
+      CREATE FUNCTION confab_store_mails(p_mail JSONB)
+      RETURNS TABLE (r_i INTEGER, r_result TEXT) LANGUAGE plpgsql AS $$
+      DECLARE
+        m RECORD;
+      BEGIN
+        -- The recipients' count rows, locked in one order (two instances committing batches
+        -- for the same people cannot deadlock): stores to one mailbox take turns, whichever
+        -- instance they come from, so the limit holds. (Kept by a trigger on mail.)
+        INSERT INTO mail_counts (recipient, n)
+          SELECT DISTINCT x->>'recipient', 0 FROM jsonb_array_elements(p_mail) x ORDER BY 1
+          ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM mail_counts WHERE recipient IN
+          (SELECT x->>'recipient' FROM jsonb_array_elements(p_mail) x)
+          ORDER BY recipient FOR UPDATE;
+        FOR m IN
+          SELECT (o - 1)::INTEGER AS i, x->>'recipient' AS recipient, x->>'sender' AS sender,
+                 x->>'msg_id' AS msg_id, (x->>'ts')::BIGINT AS ts, x->>'body' AS body,
+                 (x->>'max')::BIGINT AS max, (x->>'now')::BIGINT AS now
+          FROM jsonb_array_elements(p_mail) WITH ORDINALITY AS t(x, o) ORDER BY o
+        LOOP
+          r_i := m.i;
+          BEGIN
+            IF EXISTS (SELECT 1 FROM mail WHERE recipient = m.recipient AND sender = m.sender
+                         AND msg_id = m.msg_id)
+               OR EXISTS (SELECT 1 FROM mail_read WHERE recipient = m.recipient
+                            AND sender = m.sender AND msg_id = m.msg_id) THEN
+              r_result := 'duplicate';
+            ELSIF (SELECT n FROM mail_counts WHERE recipient = m.recipient) >= m.max THEN
+              r_result := 'full';
+            ELSE
+              INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+                VALUES (m.recipient, m.sender, m.msg_id, m.ts, m.body, m.now);
+              -- Passed on only if the recipient is in the directory: most mail is for users
+              -- who are away, and nobody would pass it on.
+              INSERT INTO events (at, body)
+                SELECT confab_now(), jsonb_build_object('kind', 'mail', 'to', m.recipient,
+                  'from', m.sender)
+                WHERE EXISTS (SELECT 1 FROM presence WHERE "user" = m.recipient);
+              r_result := 'stored';
+            END IF;
+          EXCEPTION WHEN OTHERS THEN
+            r_result := 'error: ' || SQLERRM;
+          END;
+          RETURN NEXT;
+        END LOOP;
+      END $$;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

@@ -30,6 +30,8 @@ import {
   type PresenceRecord,
   type Receipt,
   type RegistryRow,
+  type Resumed,
+  type Resumption,
   type ServerStore,
   type StoreEvent,
   type StoreMailResult,
@@ -164,31 +166,6 @@ export function connectSql(url: string, options: PostgresStoreOptions = {}): Sql
   } catch (error) {
     throw new StoreUnavailableError(describeDatabaseError(error, location), { cause: error });
   }
-}
-
-/** One message of a group commit, inside its savepoint; `counts` are the locked counts. */
-async function storeOneMail(
-  tx: postgres.TransactionSql<{ bigint: number }>,
-  mail: NewMail,
-  max: number,
-  now: number,
-  counts: Map<string, number>,
-): Promise<StoreMailResult> {
-  const recipient = nameKey(mail.recipient);
-  const sender = nameKey(mail.sender);
-  const seen = await tx`
-    SELECT 1 FROM mail WHERE recipient = ${recipient} AND sender = ${sender}
-      AND msg_id = ${mail.msgId}
-    UNION ALL SELECT 1 FROM mail_read WHERE recipient = ${recipient} AND sender = ${sender}
-      AND msg_id = ${mail.msgId}`;
-  if (seen.length > 0) return "duplicate";
-  const count = counts.get(recipient) ?? 0;
-  if (count >= max) return "full";
-  await tx`
-    INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
-    VALUES (${recipient}, ${sender}, ${mail.msgId}, ${mail.ts}, ${mail.body}, ${now})`;
-  counts.set(recipient, count + 1);
-  return "stored";
 }
 
 export class PostgresStore implements ServerStore {
@@ -380,12 +357,6 @@ export class PostgresStore implements ServerStore {
     return result.count;
   }
 
-  async latestLogin(user: string): Promise<number | undefined> {
-    const [row] = await this.#sql<{ seq: number | null }[]>`
-      SELECT max(seq) AS seq FROM registry WHERE "user" = ${nameKey(user)}`;
-    return row?.seq ?? undefined;
-  }
-
   // ---- mail ----------------------------------------------------------------------------------
 
   /**
@@ -416,47 +387,29 @@ export class PostgresStore implements ServerStore {
     await new Promise((resolve) => setTimeout(resolve, 0)); // let a burst gather
     const batch = this.#mailQueue.splice(0);
     if (batch.length === 0) return;
-    type Outcome = { ok: true; result: StoreMailResult } | { ok: false; error: unknown };
-    let outcomes: Outcome[];
+    let outcomes: { r_i: number; r_result: string }[];
     try {
-      outcomes = await this.#sql.begin(async (tx) => {
-        // The recipients' count rows, locked in one order (two instances committing batches
-        // for the same people cannot deadlock): stores to one mailbox take turns, whichever
-        // instance they come from, so the limit holds. (Kept by a trigger on mail.)
-        const counts = new Map<string, number>();
-        for (const recipient of [...new Set(batch.map((b) => nameKey(b.mail.recipient)))].sort()) {
-          await tx`INSERT INTO mail_counts (recipient, n) VALUES (${recipient}, 0)
-                   ON CONFLICT DO NOTHING`;
-          const [count] = await tx<{ n: number }[]>`
-            SELECT n FROM mail_counts WHERE recipient = ${recipient} FOR UPDATE`;
-          counts.set(recipient, count!.n);
-        }
-        const out: Outcome[] = [];
-        for (const { mail, max, now } of batch) {
-          try {
-            const result = await tx.savepoint(async (sp) => {
-              const result = await storeOneMail(sp, mail, max, now, counts);
-              if (result === "stored") {
-                const to = nameKey(mail.recipient);
-                await this.#eventFor(sp, to, { kind: "mail", to, from: nameKey(mail.sender) });
-              }
-              return result;
-            });
-            out.push({ ok: true, result: result as StoreMailResult });
-          } catch (error) {
-            out.push({ ok: false, error });
-          }
-        }
-        return out;
-      }) as Outcome[];
+      // One statement (confab_store_mails, migration 7): the recipients' counts locked in one
+      // order, then each message in arrival order, its own subtransaction, with its event.
+      const json = batch.map(({ mail, max, now }) => ({
+        recipient: nameKey(mail.recipient),
+        sender: nameKey(mail.sender),
+        msg_id: mail.msgId,
+        ts: mail.ts,
+        body: mail.body,
+        max,
+        now,
+      }));
+      outcomes = await this.#sql<{ r_i: number; r_result: string }[]>`
+        SELECT r_i, r_result FROM confab_store_mails(${this.#sql.json(json)}) ORDER BY r_i`;
     } catch (error) {
       for (const { done } of batch) done.reject(error);
       return;
     }
     batch.forEach(({ done }, i) => {
-      const outcome = outcomes[i]!;
-      if (outcome.ok) done.resolve(outcome.result);
-      else done.reject(outcome.error);
+      const result = outcomes[i]?.r_result;
+      if (result === "stored" || result === "duplicate" || result === "full") done.resolve(result);
+      else done.reject(new Error(`cannot store mail: ${result ?? "no outcome"}`));
     });
   }
 
@@ -776,61 +729,25 @@ export class PostgresStore implements ServerStore {
   }
 
   async attach(a: Attachment): Promise<void> {
-    const key = nameKey(a.user);
-    await this.#sql.begin(async (tx) => {
-      // Attachments of one user take turns, whichever instance they come from.
-      await tx`SELECT 1 FROM users WHERE name_key = ${key} FOR NO KEY UPDATE`;
-      const [previous] = await tx<{ attach: string; registry_seq: number; live: boolean }[]>`
-        SELECT p.attach, p.registry_seq, coalesce(i.lease_until > confab_now(), false) AS live
-        FROM presence p LEFT JOIN instances i ON i.id = p.instance WHERE p."user" = ${key}`;
-      await tx`
-        UPDATE registry SET logout_at = NULL, host = ${a.host}, port = ${a.peerPort}
-        WHERE seq = ${a.registrySeq}`;
-      await tx`
-        INSERT INTO presence ("user", instance, attach, host, peer_port, login_at, registry_seq)
-        VALUES (${key}, ${this.#id}, ${a.attach}, ${a.host}, ${a.peerPort}, ${a.loginAt},
-                ${a.registrySeq})
-        ON CONFLICT ("user") DO UPDATE SET instance = EXCLUDED.instance,
-          attach = EXCLUDED.attach, host = EXCLUDED.host, peer_port = EXCLUDED.peer_port,
-          login_at = EXCLUDED.login_at, registry_seq = EXCLUDED.registry_seq`;
-      if (previous && previous.registry_seq !== a.registrySeq) {
-        await tx`UPDATE registry SET logout_at = ${a.loginAt} WHERE seq = ${previous.registry_seq}`;
-      }
-      if (previous?.live) {
-        const event: StoreEvent = { kind: "kick", user: key, attach: a.attach };
-        await tx`INSERT INTO events (at, body) VALUES (confab_now(), ${tx.json(event)})`;
-      } else {
-        await this.#presenceEvent(tx, key, true);
-      }
-    });
+    // One statement (confab_attach, migration 7): the user's row locked (attachments of one
+    // user take turns, whichever instance they come from), the registry row re-opened, the
+    // place taken, a replaced login's row closed, and a kick or presence event written.
+    await this.#sql`
+      SELECT confab_attach(${nameKey(a.user)}, ${this.#id}, ${a.attach}, ${a.host},
+                           ${a.peerPort}, ${a.loginAt}, ${a.registrySeq})`;
   }
 
-  /**
-   * Writes in `tx` that `key` came or went, with the watchers online now (so no instance has to
-   * look them up), or nothing when none is.
-   */
-  async #presenceEvent(tx: postgres.TransactionSql, key: string, online: boolean): Promise<void> {
-    await tx`
-      INSERT INTO events (at, body)
-      SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', ${key}::text,
-        'online', ${online}::boolean, 'name', (SELECT name FROM users WHERE name_key = ${key}),
-        'watchers', jsonb_agg(c.owner))
-      FROM contacts c JOIN presence p ON p."user" = c.owner
-      WHERE c.contact = ${key}
-      HAVING count(*) > 0`;
+  async resume(r: Resumption, now = Date.now()): Promise<Resumed | undefined> {
+    const [row] = await this.#sql<{ r_name: string; r_seq: number; r_login_at: number }[]>`
+      SELECT r_name, r_seq, r_login_at FROM confab_resume(${r.tokenHash}, ${now - r.maxAgeMs},
+        ${this.#id}, ${r.attach}, ${r.host}, ${r.peerPort}, ${now})`;
+    return row && { user: row.r_name, registrySeq: row.r_seq, loginAt: row.r_login_at };
   }
 
   async detach(user: string, attach: string, at = Date.now()): Promise<boolean> {
-    const key = nameKey(user);
-    return await this.#sql.begin(async (tx) => {
-      await tx`SELECT 1 FROM users WHERE name_key = ${key} FOR NO KEY UPDATE`;
-      const [gone] = await tx<{ registry_seq: number }[]>`
-        DELETE FROM presence WHERE "user" = ${key} AND attach = ${attach} RETURNING registry_seq`;
-      if (!gone) return false;
-      await tx`UPDATE registry SET logout_at = ${at} WHERE seq = ${gone.registry_seq}`;
-      await this.#presenceEvent(tx, key, false);
-      return true;
-    }) as boolean;
+    const [row] = await this.#sql<{ gone: boolean }[]>`
+      SELECT confab_detach(${nameKey(user)}, ${attach}, ${at}) AS gone`;
+    return row!.gone;
   }
 
   async presenceOf(user: string): Promise<PresenceRecord | undefined> {

@@ -104,6 +104,8 @@ interface Session extends OnlineUser {
   tokenHash: Uint8Array;
   /** Unique per control connection: the directory's entry names the one in place. */
   attach: string;
+  /** Settles once the store has this attachment (or failed to take it). */
+  attached: Promise<void>;
 }
 
 interface ConnState {
@@ -913,28 +915,38 @@ export class ConfabServer implements AsyncDisposable {
     }
     this.#checkThrottle("", state.host);
     const hash = tokenHash(m.token);
-    const name = await this.store.sessionUser(hash, this.#opts.sessionMaxAgeMs);
-    if (!name) {
+    const attach = crypto.randomUUID();
+    // One step in the store: the token checked, the login row re-opened, the place taken.
+    const resumed = await this.store.resume({
+      tokenHash: hash,
+      maxAgeMs: this.#opts.sessionMaxAgeMs,
+      host: state.host,
+      peerPort: m.peerPort,
+      attach,
+    });
+    if (!resumed) {
       this.#addrThrottle.fail(state.host);
       throw new Reply("BAD_TOKEN", "your session has expired; log in again with your password");
     }
-    const now = Date.now();
-    let seq = await this.store.latestLogin(name);
-    if (seq === undefined) seq = await this.store.recordLogin(name, state.host, m.peerPort, now);
-    // (attach() re-opens that row, in the same step that takes the place in the directory.)
-    // A re-attach continues the login: `list` keeps showing when the user logged in.
-    const loginAt = (await this.store.registry(name, 1))[0]?.loginAt ?? now;
-    await this.#startSession(state, {
+    const name = resumed.user;
+    if (fc.isClosed) {
+      // Its client gave up while the store worked (it will try again): give the place back.
+      await this.store.detach(name, attach);
+      return;
+    }
+    this.#claim(state, {
       user: name,
       key: nameKey(name),
       host: state.host,
       peerPort: m.peerPort,
-      loginAt,
+      // A re-attach continues the login: `list` keeps showing when the user logged in.
+      loginAt: resumed.loginAt,
       fc,
-      registrySeq: seq,
+      registrySeq: resumed.registrySeq,
       tokenHash: hash,
       staticKey: state.staticKey,
-      attach: crypto.randomUUID(),
+      attach,
+      attached: Promise.resolve(),
     });
     this.#opts.log(`resume: ${name} from ${state.host}, peer port ${m.peerPort}`);
     await fc.send({
@@ -950,49 +962,65 @@ export class ConfabServer implements AsyncDisposable {
 
   /** Tells a user who just logged in about waiting mail and read receipts. */
   async #afterLogin(fc: FramedConnection<ClientMessage>, user: string): Promise<void> {
-    const entries = (await this.store.mailbox(user)).slice(0, MAX_MAILBOX_ENTRIES);
+    // Both asked at once: a network database answers them in one round trip.
+    const [mailbox] = await Promise.all([
+      this.store.mailbox(user),
+      this.#pushReceipts(nameKey(user)),
+    ]);
+    const entries = mailbox.slice(0, MAX_MAILBOX_ENTRIES);
     if (entries.length > 0) fc.send({ type: "mail_summary", entries }).catch(() => {});
-    await this.#pushReceipts(nameKey(user));
   }
 
-  async #startSession(state: ConnState, session: Session): Promise<void> {
-    // The in-memory change happens at once, before any await, so concurrent logins of one
-    // user on this instance cannot both take the place.
+  /**
+   * Makes `session` the one of its user on this instance (a connection of theirs held here is
+   * ended: the newer login wins, the old link may be half-open) and of its connection.
+   */
+  #claim(state: ConnState, session: Session): void {
     const previous = this.#online.get(session.key);
     if (previous) {
-      // One place at a time: the newer login wins (the old link may be half-open).
       this.#online.delete(session.key);
       void previous.fc.fail("ALREADY_LOGGED_IN", "you logged in again from another place");
     }
     state.session = session;
     this.#online.set(session.key, session);
+  }
+
+  /** A login: takes the place here at once, then in the directory of every instance. */
+  async #startSession(state: ConnState, session: Omit<Session, "attached">): Promise<void> {
+    // The in-memory change happens at once, before any await, so concurrent logins of one
+    // user on this instance cannot both take the place.
+    const attached = this.store.attach({
+      user: session.user,
+      host: session.host,
+      peerPort: session.peerPort,
+      loginAt: session.loginAt,
+      registrySeq: session.registrySeq,
+      attach: session.attach,
+    });
+    const claimed: Session = { ...session, attached: attached.catch(() => {}) };
+    this.#claim(state, claimed);
     // In the directory of every instance: a place held elsewhere is ended there (a `kick`),
     // the registry row of the replaced login closed, watchers told if the user was away.
     try {
-      await this.store.attach({
-        user: session.user,
-        host: session.host,
-        peerPort: session.peerPort,
-        loginAt: session.loginAt,
-        registrySeq: session.registrySeq,
-        attach: session.attach,
-      });
+      await attached;
     } catch (error) {
       // Not in the directory (the database is away): not logged in either; the client retries.
-      if (this.#online.get(session.key) === session) this.#online.delete(session.key);
-      if (state.session === session) state.session = undefined;
+      if (this.#online.get(session.key) === claimed) this.#online.delete(session.key);
+      if (state.session === claimed) state.session = undefined;
       throw error;
     }
   }
 
   /** Ends a session whose connection closed or that logged out. */
   async #endSession(session: Session, at: number): Promise<void> {
-    // Replaced by a newer login here, or ended by one elsewhere (a `kick`): that one holds the
-    // place in the directory now.
-    if (this.#online.get(session.key) !== session) return;
-    this.#online.delete(session.key);
-    this.#relay.cancelFor(session.key);
-    // (The directory checks again: a login on another instance may have just replaced it.)
+    if (this.#online.get(session.key) === session) {
+      this.#online.delete(session.key);
+      this.#relay.cancelFor(session.key);
+    }
+    // Once its own attach is done (else this could come first and leave it in place), the
+    // directory takes it out only if it still holds the place: a session replaced by a newer
+    // login, here or elsewhere (a `kick`), leaves the newer one alone.
+    await session.attached;
     if (await this.store.detach(session.user, session.attach, at)) {
       this.#opts.log(`offline: ${session.user}`);
     }

@@ -30,6 +30,8 @@ import {
   type PresenceRecord,
   type Receipt,
   type RegistryRow,
+  type Resumed,
+  type Resumption,
   type ServerStore,
   type StoreEvent,
   type StoreMailResult,
@@ -229,14 +231,6 @@ export class SqliteStore implements ServerStore {
         this.#db.sql("UPDATE registry SET logout_at = ? WHERE logout_at IS NULL").run(at).changes,
       )
     );
-  }
-
-  latestLogin(user: string): Promise<number | undefined> {
-    return settle(() => {
-      const row = this.#db.sql("SELECT max(seq) AS seq FROM registry WHERE user = ?")
-        .get(nameKey(user)) as { seq: number | null };
-      return row.seq ?? undefined;
-    });
   }
 
   // ---- mail ----------------------------------------------------------------------------------
@@ -483,27 +477,60 @@ export class SqliteStore implements ServerStore {
   }
 
   attach(a: Attachment): Promise<void> {
-    return settle(() => {
-      const key = nameKey(a.user);
-      const previous = this.#online.get(key);
-      this.#db.sql("UPDATE registry SET logout_at = NULL, host = ?, port = ? WHERE seq = ?")
-        .run(a.host, a.peerPort, a.registrySeq);
-      this.#online.set(key, {
-        user: a.user,
-        host: a.host,
-        peerPort: a.peerPort,
-        loginAt: a.loginAt,
-        instance: this.#run?.name ?? "",
-        attach: a.attach,
-        registrySeq: a.registrySeq,
-      });
-      if (previous) {
-        if (previous.registrySeq !== a.registrySeq) this.#logout(previous.registrySeq, a.loginAt);
-        this.#emit({ kind: "kick", user: key, attach: a.attach });
-      } else {
-        this.#emit({ kind: "presence", user: key, online: true });
-      }
+    return settle(() => this.#attach(a));
+  }
+
+  resume(r: Resumption, now = Date.now()): Promise<Resumed | undefined> {
+    return settle(() =>
+      this.#db.transaction(() => {
+        const user = this.#db.sql(
+          `SELECT u.name_key, u.name FROM sessions s JOIN users u ON u.name_key = s.user
+           WHERE s.token_hash = ? AND s.created_at > ?`,
+        ).get(r.tokenHash, now - r.maxAgeMs) as { name_key: string; name: string } | undefined;
+        if (!user) return undefined;
+        const latest = this.#db.sql(
+          "SELECT seq, login_at FROM registry WHERE user = ? ORDER BY seq DESC LIMIT 1",
+        ).get(user.name_key) as { seq: number; login_at: number } | undefined;
+        const login = latest ?? {
+          seq: Number(
+            this.#db.sql("INSERT INTO registry (user, host, port, login_at) VALUES (?, ?, ?, ?)")
+              .run(user.name_key, r.host, r.peerPort, now).lastInsertRowid,
+          ),
+          login_at: now,
+        };
+        this.#attach({
+          user: user.name,
+          host: r.host,
+          peerPort: r.peerPort,
+          loginAt: login.login_at,
+          registrySeq: login.seq,
+          attach: r.attach,
+        });
+        return { user: user.name, registrySeq: login.seq, loginAt: login.login_at };
+      })
+    );
+  }
+
+  #attach(a: Attachment): void {
+    const key = nameKey(a.user);
+    const previous = this.#online.get(key);
+    this.#db.sql("UPDATE registry SET logout_at = NULL, host = ?, port = ? WHERE seq = ?")
+      .run(a.host, a.peerPort, a.registrySeq);
+    this.#online.set(key, {
+      user: a.user,
+      host: a.host,
+      peerPort: a.peerPort,
+      loginAt: a.loginAt,
+      instance: this.#run?.name ?? "",
+      attach: a.attach,
+      registrySeq: a.registrySeq,
     });
+    if (previous) {
+      if (previous.registrySeq !== a.registrySeq) this.#logout(previous.registrySeq, a.loginAt);
+      this.#emit({ kind: "kick", user: key, attach: a.attach });
+    } else {
+      this.#emit({ kind: "presence", user: key, online: true });
+    }
   }
 
   detach(user: string, attach: string, at = Date.now()): Promise<boolean> {

@@ -101,6 +101,28 @@ export interface Attachment {
   attach: string;
 }
 
+/** A session coming back on a new control connection, by its token (`resume`). */
+export interface Resumption {
+  /** SHA-256 of the session token. */
+  tokenHash: Uint8Array;
+  /** Tokens older than this are refused. */
+  maxAgeMs: number;
+  host: string;
+  peerPort: number;
+  /** Unique per control connection (see {@link Attachment}). */
+  attach: string;
+}
+
+/** Who came back with a resume, and the login it continues. */
+export interface Resumed {
+  /** Display name. */
+  user: string;
+  /** The registry row re-opened (or recorded, when the user had none). */
+  registrySeq: number;
+  /** When that login began: a re-attach continues it. */
+  loginAt: number;
+}
+
 /**
  * Something an instance must pass on to a user it holds, whichever instance caused it. User
  * names are name keys.
@@ -219,8 +241,6 @@ export interface ServerStore extends AsyncDisposable {
   registry(user?: string, limit?: number): Promise<RegistryRow[]>;
   /** Closes registry rows left open by a previous run that ended without recording them. */
   closeDanglingLogins(at?: number): Promise<number>;
-  /** The newest registry row number of a user, to re-open on session resume. */
-  latestLogin(user: string): Promise<number | undefined>;
 
   // ---- mail ----------------------------------------------------------------------------------
 
@@ -286,6 +306,13 @@ export interface ServerStore extends AsyncDisposable {
    * A user who was offline is announced (`presence`).
    */
   attach(attachment: Attachment): Promise<void>;
+  /**
+   * A resume in one step (one round trip to a network database, however many clients come
+   * back at once): checks the token (unknown or too old: undefined, nothing changed), re-opens
+   * the user's latest registry row with the new address (records one when there is none), and
+   * attaches the user as {@link attach} does. Resolves once committed.
+   */
+  resume(r: Resumption, now?: number): Promise<Resumed | undefined>;
   /**
    * Takes a user out of the directory if `attach` is still their attachment (not replaced),
    * closes its registry row at `at` and announces them offline. Resolves false when it had been
