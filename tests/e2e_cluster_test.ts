@@ -224,3 +224,77 @@ Deno.test("an address of the same service with another key is refused, not pinne
   const pins = JSON.parse(await Deno.readTextFile(`${alice.home}/known_servers.json`));
   assert.equal(JSON.stringify(pins).includes(other.address), false, "the impostor is not pinned");
 });
+
+Deno.test("a host name with several addresses: the client re-attaches to another of them", async () => {
+  // One name, two instances on one port: the name resolves to both (in the client's own mount
+  // namespace, its /etc/hosts says so; the system resolver reads it as it would read DNS).
+  await using cluster = await startCluster(2, [], ["127.0.0.2", "127.0.0.3"]);
+  const [a, b] = cluster.servers as [typeof cluster.servers[0], typeof cluster.servers[0]];
+  const name = "confab-cluster.test";
+  const dir = await Deno.makeTempDir({ prefix: "confab-hosts-" });
+  try {
+    const hosts = `${dir}/hosts`;
+    await Deno.writeTextFile(
+      hosts,
+      `127.0.0.1 localhost\n127.0.0.2 ${name}\n127.0.0.3 ${name}\n`,
+    );
+    const wrapper = [
+      "unshare",
+      "--mount",
+      "sh",
+      "-c",
+      'mount --bind "$1" /etc/hosts && shift && exec "$@"',
+      "sh",
+      hosts,
+    ];
+    await using alice = await TestClient.start("alice", { host: name, port: a.port }, {
+      wrapper,
+    });
+    await alice.signup("alice");
+    // Which of the two addresses she took: the cluster's list says.
+    const from = a.proc.out.lines.length;
+    await a.proc.write("list");
+    const line = await a.proc.out.findFrom(from, (l) => l.startsWith("alice*"), "alice listed");
+    const [on, other] = line.endsWith(`*${a.address}`) ? [a, b] : [b, a];
+    assert.ok(line.endsWith(`*${on.address}`), `${line} names one of the instances`);
+    await using bob = await TestClient.start("bob", other, { args: ["--server", other.address] });
+    await bob.signup("bob");
+    for (const [from, to] of [[alice, bob], [bob, alice]] as const) {
+      await from.send(`contacts add ${to.proc.name}`);
+      await from.event("contact_added", { user: to.proc.name });
+    }
+    await chatting(alice, bob);
+    await alice.send("before");
+    await bob.event("message", { text: "before" });
+
+    on.proc.kill("SIGKILL");
+    const killedAt = Date.now();
+    await on.proc.status;
+    const back = await alice.event("server_back", {}, 10_000);
+    assert.equal(back.server, `${name}:${a.port}`, "the name as given");
+    assert.ok(Date.now() - killedAt < 10_000);
+    const after = other.proc.out.lines.length;
+    await other.proc.write("list");
+    await other.proc.out.findFrom(
+      after,
+      (l) => l.startsWith("alice*") && l.endsWith(`*${other.address}`),
+      "alice on the other address",
+    );
+    await alice.send("after");
+    await bob.event("message", { text: "after" });
+    await leaveAndLogOut(bob);
+    await alice.event("presence", { user: "bob", online: false });
+    await sendStored(alice, "stored through the other address");
+    await bob.send("in bob secret-pw");
+    await bob.event("logged_in", { user: "bob" });
+    await bob.send("show alice");
+    await bob.event("message", { from: "alice", text: "stored through the other address" });
+    assert.deepEqual(await historyOf(bob, "alice"), [
+      "before",
+      "after",
+      "stored through the other address",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

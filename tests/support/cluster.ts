@@ -16,8 +16,16 @@ export interface TestCluster extends AsyncDisposable {
   restart(i: number): Promise<TestServer>;
 }
 
-/** Starts `count` instances sharing a fresh database and one server key. */
-export async function startCluster(count = 2, args: string[] = []): Promise<TestCluster> {
+/**
+ * Starts `count` instances sharing a fresh database and one server key. With `hosts`, instance
+ * `i` listens on `hosts[i]`, every one on the port the first was given (one port behind a name
+ * with several addresses).
+ */
+export async function startCluster(
+  count = 2,
+  args: string[] = [],
+  hosts?: string[],
+): Promise<TestCluster> {
   const url = await freshDatabase();
   const keyDir = await Deno.makeTempDir({ prefix: "confab-key-" });
   const keyFile = join(keyDir, "service-key.json");
@@ -28,11 +36,14 @@ export async function startCluster(count = 2, args: string[] = []): Promise<Test
     return await startServer({
       dataDir: dirs[i],
       port,
-      args: ["--store", url, "--key", keyFile, ...args],
+      host: hosts?.[i],
+      args: ["--store", url, "--key", keyFile, ...(hosts ? ["--probe-port", "0"] : []), ...args],
     });
   };
   try {
-    for (let i = 0; i < count; i++) servers.push(await start(i));
+    for (let i = 0; i < count; i++) {
+      servers.push(await start(i, hosts && i > 0 ? servers[0]!.port : 0));
+    }
   } catch (error) {
     for (const s of servers) await s[Symbol.asyncDispose]();
     throw error;

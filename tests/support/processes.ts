@@ -144,15 +144,21 @@ export class Proc implements AsyncDisposable {
   #status: Promise<Deno.CommandStatus>;
   #stdinClosed = false;
 
-  /** @param netns run inside this network namespace (`ip netns exec`; tests/support/nat_lab.ts). */
+  /**
+   * @param netns run inside this network namespace (`ip netns exec`; tests/support/nat_lab.ts).
+   * @param wrapper a command that runs deno with the arguments it is given (e.g. in a mount
+   *   namespace of its own).
+   */
   constructor(
     args: string[],
     readonly name: string,
     env: Record<string, string> = {},
     netns?: string,
+    wrapper: string[] = [],
   ) {
-    this.child = new Deno.Command(netns ? "ip" : DENO, {
-      args: netns ? ["netns", "exec", netns, DENO, ...args] : args,
+    const command = [...(netns ? ["ip", "netns", "exec", netns] : []), ...wrapper, DENO, ...args];
+    this.child = new Deno.Command(command[0]!, {
+      args: command.slice(1),
       cwd: ROOT,
       stdin: "piped",
       stdout: "piped",
@@ -300,6 +306,8 @@ export class TestClient implements AsyncDisposable {
       env?: Record<string, string>;
       /** Network namespace to run in (tests/support/nat_lab.ts). */
       netns?: string;
+      /** A command that runs deno with the arguments it is given (see {@link Proc}). */
+      wrapper?: string[];
     } = {},
   ): Promise<TestClient> {
     const home = options.home ?? await Deno.makeTempDir({ prefix: `confab-${name}-` });
@@ -320,6 +328,7 @@ export class TestClient implements AsyncDisposable {
       name,
       options.env,
       options.netns,
+      options.wrapper,
     );
     const client = new TestClient(proc, home, options.home === undefined);
     await client.event("ready");
