@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import { chatting, leaveAndLogOut, signUpAsContacts, startCluster } from "./support/cluster.ts";
 import { crowd, disposeAll, groupOf } from "./support/groups.ts";
 import { type Event, startServer, TestClient } from "./support/processes.ts";
+import { RawConn } from "./support/raw_conn.ts";
 import { testPostgres } from "./support/store_backends.ts";
+import { generateKeyPair } from "../lib/crypto/noise.ts";
 
 /** `history <chat>` as texts, oldest first. */
 async function historyOf(client: TestClient, chat: string): Promise<string[]> {
@@ -297,4 +299,23 @@ Deno.test("a host name with several addresses: the client re-attaches to another
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a relay between users on two instances is refused plainly, not called offline", async () => {
+  await using cluster = await startCluster(2);
+  const [a, b] = cluster.servers as [typeof cluster.servers[0], typeof cluster.servers[0]];
+  {
+    await using alice = await TestClient.start("alice", a);
+    await using bob = await TestClient.start("bob", b);
+    await signUpAsContacts(alice, bob);
+    for (const c of [alice, bob]) {
+      await c.send("out");
+      await c.event("logged_out");
+    }
+  }
+  await using alice = await RawConn.login(a.port, "alice", await generateKeyPair());
+  await using _bob = await RawConn.login(b.port, "bob", await generateKeyPair());
+  const refused = await alice.request({ type: "relay_open", id: 2, user: "bob" });
+  assert.equal(refused.code, "RELAY_OFF", JSON.stringify(refused));
+  assert.match(String(refused.message), /bob is connected to another instance/);
 });

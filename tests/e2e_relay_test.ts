@@ -163,20 +163,8 @@ Deno.test("only the two peers of a relay pairing can join it, and only mutual co
     }
   }
   const keys = { alice: await generateKeyPair(), bob: await generateKeyPair() };
-  const login = async (user: string, key = keys[user as "alice" | "bob"]) => {
-    const raw = await RawConn.connect(server.port);
-    await raw.hello("client");
-    await raw.secure("client-server", key);
-    const welcome = await raw.request({
-      type: "login",
-      id: 1,
-      user,
-      password: "secret-pw",
-      peerPort: 1,
-    });
-    assert.equal(welcome.type, "welcome", JSON.stringify(welcome));
-    return raw;
-  };
+  const login = (user: string, key = keys[user as "alice" | "bob"]) =>
+    RawConn.login(server.port, user, key);
   await using alice = await login("alice");
   await using bob = await login("bob");
   await using carol = await login("carol", await generateKeyPair());

@@ -664,7 +664,18 @@ export class ConfabServer implements AsyncDisposable {
       );
     }
     const live = this.#online.get(target.nameKey);
-    if (!live) throw new Reply("USER_OFFLINE", `${target.name} is offline`);
+    if (!live) {
+      // Both legs of a relayed link meet in one process: a user held by another instance of
+      // the service cannot be paired here (yet), and must not be called offline either.
+      if (await this.store.presenceOf(target.name)) {
+        throw new Reply(
+          "RELAY_OFF",
+          `${target.name} is connected to another instance of this service, and the relay ` +
+            "pairs only users on the same instance",
+        );
+      }
+      throw new Reply("USER_OFFLINE", `${target.name} is offline`);
+    }
     const token = this.#relay.issue(
       { user: session.user, key: session.key, staticKey: session.staticKey },
       { user: live.user, key: live.key, staticKey: live.staticKey },

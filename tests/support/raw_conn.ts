@@ -254,4 +254,28 @@ export class RawConn implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+
+  /**
+   * A client connection to the server on `port`, secured with `key` and logged in as `user`
+   * (password "secret-pw", peer port 1).
+   */
+  static async login(port: number, user: string, key: KeyPair): Promise<RawConn> {
+    const raw = await RawConn.connect(port);
+    try {
+      await raw.hello("client");
+      await raw.secure("client-server", key);
+      const welcome = await raw.request({
+        type: "login",
+        id: 1,
+        user,
+        password: "secret-pw",
+        peerPort: 1,
+      });
+      if (welcome.type !== "welcome") throw new Error(`login: ${JSON.stringify(welcome)}`);
+      return raw;
+    } catch (error) {
+      await raw.close();
+      throw error;
+    }
+  }
 }
