@@ -30,6 +30,7 @@ import {
   stopReaper,
 } from "./bench/support.ts";
 import type { BenchContext, BenchItem } from "./bench/types.ts";
+import { soakSectionOf } from "./soak/report.ts";
 
 const names = ITEMS.map((i) => i.name);
 const program = new Command()
@@ -171,7 +172,10 @@ console.log(formatTable(results));
 for (const item of items.filter((i) => i.error)) console.log(`${item.name}: FAILED: ${item.error}`);
 await Deno.mkdir(outDir, { recursive: true });
 await Deno.writeTextFile(join(outDir, "results.json"), JSON.stringify(run, null, 2) + "\n");
-await Deno.writeTextFile(join(outDir, "REPORT.md"), renderReport(run));
+// The soak writes its own section at the end of REPORT.md: keep it.
+const reportPath = join(outDir, "REPORT.md");
+const soakSection = soakSectionOf(await Deno.readTextFile(reportPath).catch(() => ""));
+await Deno.writeTextFile(reportPath, renderReport(run) + (soakSection ? `\n${soakSection}` : ""));
 console.log(`\nwrote ${join(outDir, "results.json")} and ${join(outDir, "REPORT.md")}`);
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, onSignal);

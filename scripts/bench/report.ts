@@ -179,7 +179,8 @@ export function formatTable(rows: ResultRow[]): string {
     .join("\n");
 }
 
-function markdownTable(header: string[], rows: string[][]): string {
+/** A Markdown table: a header row and the rows, `|` in cells escaped. */
+export function markdownTable(header: string[], rows: string[][]): string {
   const escape = (s: string) => s.replaceAll("|", "\\|");
   return [
     `| ${header.join(" | ")} |`,

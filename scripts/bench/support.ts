@@ -486,6 +486,24 @@ export async function startServer(
   return { proc, port, listeningAt };
 }
 
+/** The arguments of `deno` that run `client.ts --json` against the server on `serverPort`. */
+export function clientArgs(serverPort: number, home: string, more: string[] = []): string[] {
+  return [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "client.ts",
+    "--json",
+    "--server",
+    `127.0.0.1:${serverPort}`,
+    "--home",
+    home,
+    ...more,
+  ];
+}
+
 /** Starts a bench helper that prints `{"port":N}` first; resolves with the port. */
 export async function startHelper(
   spawn: (name: string, args: string[], options?: SpawnOptions) => BenchProcess,

@@ -1,0 +1,92 @@
+/**
+ * The soak's figures as text: the summary printed at the end of a run, and the "Soak" section
+ * of bench/REPORT.md (the bench writes the rest of that file and keeps this section).
+ */
+import { ROOT } from "../bench/support.ts";
+import { loadAverage, machineFacts, markdownTable } from "../bench/report.ts";
+import type { SoakResult } from "./run.ts";
+
+/** Where the soak section of REPORT.md starts; it runs to the end of the file. */
+export const SOAK_MARKER = "<!-- soak: written by `deno task soak`; `deno task bench` keeps it -->";
+
+/** The soak section of a REPORT.md (from its marker to the end), or "" when it has none. */
+export function soakSectionOf(report: string): string {
+  const at = report.indexOf(SOAK_MARKER);
+  return at < 0 ? "" : report.slice(at);
+}
+
+/** One line per figure, for the end of a run. */
+export function summaryLines(r: SoakResult): string[] {
+  const f = r.figures;
+  const kinds = [...new Set(r.happened.map((h) => h.trim().split(/\s+/)[2]))];
+  return [
+    `${r.clients} clients, ${(r.wallMs / 1000).toFixed(0)} s in all, ` +
+    `${r.messagesPerSecond.toFixed(1)} numbered messages/s while faults came`,
+    `faults: ${r.happened.length} (${kinds.join(", ")})`,
+    `sent ${f.sent}: delivered ** ${f.delivered}, stored * ${f.stored}, refused ! ${f.refused} ` +
+    `(${f.refusedSilently} without telling the sender)`,
+    `lost ${f.lost + f.lostAtSender}, duplicated in a history ${f.duplicatedInHistory}, ` +
+    `shown twice ${f.shownTwice}, out of order ${f.outOfOrder}, unresolved ${f.unresolved}`,
+    `group: missing at a member ${f.groupMissing}, filed as 1:1 ${f.groupMisfiled}, ` +
+    `refused and told ${f.groupRefused}`,
+    `file: ${f.file} (${f.fileAttempts} attempts), corrupt files ${f.filesCorrupt}`,
+    `last delivery ${(f.lastDeliveryAfterFaultMs / 1000).toFixed(1)} s after the last fault; ` +
+    `settled in ${(r.settleMs / 1000).toFixed(1)} s`,
+    `databases intact: ${f.databases - f.databasesBroken} of ${f.databases}`,
+  ];
+}
+
+/** Replaces (or adds) the soak section of the REPORT.md at `path`. */
+export async function writeSoakSection(
+  path: string,
+  r: SoakResult,
+  run: { groups: boolean; minutes: number },
+): Promise<void> {
+  const before = await Deno.readTextFile(path).catch(() => "# Confab benchmarks\n");
+  const at = before.indexOf(SOAK_MARKER);
+  const head = (at < 0 ? before : before.slice(0, at)).trimEnd();
+  const m = await machineFacts(ROOT);
+  const f = r.figures;
+  const section = [
+    SOAK_MARKER,
+    "## Soak",
+    "",
+    `\`deno task soak\` on ${new Date().toISOString()}: ${run.minutes} minutes of faults, ` +
+    `seed ${f.seed} (\`deno task soak --seed ${f.seed}\` replays the schedule), group ` +
+    `scenario ${run.groups ? "on" : "off"}. Verdict: **${r.ok ? "passed" : "FAILED"}**. ` +
+    `Machine: ${m.nproc} × ${m.cpuModel}, Deno ${m.deno}, commit ${m.commit}, load average ` +
+    `${await loadAverage()} at the end.`,
+    "",
+    markdownTable(["figure", "value"], [
+      ["clients", `${r.clients} (and one server), real processes`],
+      ["faults", String(r.happened.length)],
+      ["numbered messages sent", String(f.sent)],
+      ["acknowledged `**` / `*`", `${f.delivered} / ${f.stored}`],
+      ["refused `!`", `${f.refused} (${f.refusedSilently} without telling the sender)`],
+      ["lost", String(f.lost + f.lostAtSender)],
+      ["duplicated in any history", String(f.duplicatedInHistory)],
+      ["shown twice", String(f.shownTwice)],
+      ["out of order per sender", String(f.outOfOrder)],
+      ["unresolved at the end", String(f.unresolved)],
+      ["group members missing a message", String(f.groupMissing)],
+      ["group messages filed as 1:1", String(f.groupMisfiled)],
+      ["file", `${f.file}, ${f.fileAttempts} attempts, ${f.filesCorrupt} corrupt`],
+      ["last delivery after the last fault", `${(f.lastDeliveryAfterFaultMs / 1000).toFixed(1)} s`],
+      ["settled after the last fault", `${(r.settleMs / 1000).toFixed(1)} s`],
+      [
+        "databases intact (`PRAGMA integrity_check`)",
+        `${f.databases - f.databasesBroken} of ${f.databases}`,
+      ],
+      ["wall time", `${(r.wallMs / 1000).toFixed(0)} s`],
+    ]),
+    "",
+    "Faults as they happened (time after the faults began):",
+    "",
+    "```",
+    ...r.happened,
+    "```",
+    "",
+    ...(r.ok ? [] : ["Problems:", "", "```", ...r.problems, "```", ""]),
+  ];
+  await Deno.writeTextFile(path, `${head}\n\n${section.join("\n")}`);
+}
