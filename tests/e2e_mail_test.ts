@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { makeVersion2File } from "./support/store_backends.ts";
 import { dateTime } from "../lib/util/time.ts";
+import { CutProxy } from "../scripts/soak/proxy.ts";
 import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
 
 type Homes = Record<string, string>;
@@ -46,6 +47,15 @@ async function sendStored(client: TestClient, texts: string[]): Promise<Event[]>
     sent.push(s);
   }
   return sent;
+}
+
+/** Signs users up (see makeUsers) on a server that stops again; for tests that restart it. */
+async function usersOnStoppedServer(
+  contacts: Record<string, string[]>,
+): Promise<{ dataDir: string; port: number; homes: Homes }> {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+  await using setup = await startServer({ dataDir });
+  return { dataDir, port: setup.port, homes: await makeUsers(setup, contacts) };
 }
 
 /** `history <chat>` as `text` (and `mark`) strings, oldest first. */
@@ -199,14 +209,7 @@ Deno.test("a reader killed during show is not shown the messages twice, and hist
 });
 
 Deno.test("a resend of mail stored just before a server crash and read since is not stored or shown again", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
-  let port: number;
-  let homes: Homes;
-  {
-    await using setup = await startServer({ dataDir });
-    port = setup.port;
-    homes = await makeUsers(setup, { alice: ["bob"], bob: ["alice"] });
-  }
+  const { dataDir, port, homes } = await usersOnStoppedServer({ alice: ["bob"], bob: ["alice"] });
   try {
     {
       // This server dies right after committing a mail, before answering the sender.
@@ -306,6 +309,54 @@ Deno.test("a mail message the server delivers again is shown once", async () => 
     assert.equal(bob.events().filter((e) => e.type === "message").length, 0, "not shown again");
     assert.deepEqual(await hangingOf(bob), [], "confirmed all the same");
     assert.deepEqual(await historyOf(bob, "alice"), ["replayed"]);
+  } finally {
+    await removeHomes(homes);
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("a message neither the peer nor the server could take is not overtaken by the next", async () => {
+  const { dataDir, port, homes } = await usersOnStoppedServer({ alice: ["bob"], bob: ["alice"] });
+  // Bob is reached through a proxy that can cut the path without closing it.
+  await using proxy = new CutProxy();
+  try {
+    const before = await startServer({ dataDir, port });
+    await using bob = await TestClient.start("bob", before, {
+      home: homes.bob,
+      args: ["--announce-port", String(proxy.port)],
+    });
+    proxy.target = Number(bob.events().find((e) => e.type === "ready")!.peerPort);
+    await bob.login("bob");
+    await using alice = await TestClient.start("alice", before, { home: homes.alice });
+    await alice.login("alice");
+    await alice.send("chat bob");
+    await alice.event("chat_opened", { with: "bob", online: true });
+
+    // The path to bob goes silent and the server dies: the first message can go nowhere.
+    proxy.cut();
+    await alice.event("link_down", { user: "bob" });
+    before.proc.kill("SIGKILL");
+    await before[Symbol.asyncDispose]();
+    await alice.send("first");
+    const first = await alice.event("sent", { text: "first" });
+    await alice.event("queued", { id: first.id });
+
+    // Both come back; the next message reaches alice's line while the first still waits.
+    proxy.heal();
+    await using _server = await startServer({ dataDir, port });
+    await alice.send("second");
+    const second = await alice.event("sent", { text: "second" });
+    // Each goes directly, or to bob's mailbox if alice is back before him; the first is settled
+    // first either way, and on the direct path bob sees them in order.
+    const settled = async (id: unknown) =>
+      await Promise.any([alice.anyEvent("delivered", { id }), alice.anyEvent("stored", { id })]);
+    const outcomes = [await settled(first.id), await settled(second.id)];
+    assert.ok(outcomes[0]!.time as number <= (outcomes[1]!.time as number), "first settled first");
+    const direct = bob.events().filter((e) => e.type === "message" && e.via === "direct");
+    assert.deepEqual(
+      direct.map((e) => e.text),
+      ["first", "second"].filter((_, i) => outcomes[i]!.type === "delivered"),
+    );
   } finally {
     await removeHomes(homes);
     await Deno.remove(dataDir, { recursive: true });

@@ -23,6 +23,9 @@ const SEEN_IDS = 10_000;
  * burst together, few enough that none waits near its request timeout behind the others.
  */
 const MAIL_IN_FLIGHT = 64;
+/** Messages neither the peer nor the server could take are tried again after this, doubling. */
+const RETRY_FIRST_MS = 2_000;
+const RETRY_MAX_MS = 30_000;
 
 /** How a send ended: `**`, `*`, still in the outbox, or refused for good. */
 export type Outcome = "delivered" | "stored" | "queued" | "failed";
@@ -63,9 +66,22 @@ export class Delivery {
   /** `mail_send` requests not answered yet, and the sends waiting for one of them to end. */
   #mailInFlight = 0;
   readonly #mailWaiting: (() => void)[] = [];
-  /** A pending retry of the outbox while the server is busy, and the pause before the next. */
-  #retry: Promise<void> | undefined;
-  #retryWait = 2_000;
+  /** Per recipient, the outcomes of their messages whose `mail_send` is not answered yet. */
+  readonly #mailing = new Map<string, Set<Promise<Outcome>>>();
+  /**
+   * Per recipient, my messages not settled yet (acked, stored or refused), each with its place
+   * in the order they were written; and those whose delivery is under way now. A message goes
+   * only when every earlier one to the same recipient is under way (or settled).
+   */
+  readonly #unsent = new Map<string, Map<string, number>>();
+  readonly #underWay = new Set<string>();
+  #written = 0;
+  /** The session the above belong to. */
+  #for: Session | undefined;
+  /** Ids already reported `queued` (said once, not at every try). */
+  readonly #toldQueued = new Set<string>();
+  #retryWait = RETRY_FIRST_MS;
+  #retryTimer: Promise<void> | undefined;
 
   constructor(
     ctx: ClientContext,
@@ -123,17 +139,41 @@ export class Delivery {
    * of messages to someone away travels pipelined (the connection keeps their order).
    */
   #enqueue(session: Session, message: Outgoing): Promise<Outcome> {
+    this.#forSession(session);
+    const key = message.to.toLowerCase();
+    const unsent = this.#unsent.get(key) ?? new Map<string, number>();
+    if (!unsent.has(message.id)) unsent.set(message.id, ++this.#written);
+    this.#unsent.set(key, unsent);
     this.#inFlight.add(message.id);
     return this.serial(message.to, () => this.#deliver(session, message))
       .then((onItsWay) => onItsWay.outcome)
       .finally(() => this.#inFlight.delete(message.id));
   }
 
+  /**
+   * Puts one message on its way. Its order among the messages to the same recipient is kept
+   * across paths: a direct try waits for the mailbox's answers to the ones before it, and once
+   * one is left in the outbox (neither the peer nor the server took it) the next ones stay
+   * there behind it, until they all go again in order.
+   */
   async #deliver(session: Session, m: Outgoing): Promise<{ outcome: Promise<Outcome> }> {
     // Logged out meanwhile: stays in the outbox.
     if (this.#session.current !== session) return { outcome: Promise.resolve("queued") };
+    const key = m.to.toLowerCase();
+    const mailing = this.#mailing.get(key);
+    if (mailing) await Promise.all(mailing);
+    const unsent = this.#unsent.get(key);
+    const place = unsent?.get(m.id) ?? Infinity;
+    for (const [id, earlier] of unsent ?? []) {
+      if (earlier < place && !this.#underWay.has(id)) {
+        const why = `it waits behind an earlier message to ${m.to} that could not be sent yet`;
+        return { outcome: Promise.resolve(this.#leaveQueued(session, m, why)) };
+      }
+    }
+    this.#underWay.add(m.id);
     const direct = await this.#deliverDirect(session, m);
     if (direct.ok) {
+      this.#settled(m);
       this.#finish(session, m.id, "**");
       this.#ctx.emit({ type: "delivered", id: m.id, to: m.to, ms: Date.now() - m.ts });
       return { outcome: Promise.resolve("delivered") };
@@ -145,11 +185,18 @@ export class Delivery {
       return { outcome: Promise.resolve(this.#mailFailed(session, m, direct.reason, error)) };
     }
     const outcome = stored.then(() => {
-      this.#retryWait = 2_000;
+      this.#settled(m);
       this.#finish(session, m.id, "*");
       this.#ctx.emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
       return "stored" as const;
     }, (error) => this.#mailFailed(session, m, direct.reason, error));
+    const set = this.#mailing.get(key) ?? new Set<Promise<Outcome>>();
+    set.add(outcome);
+    this.#mailing.set(key, set);
+    void outcome.finally(() => {
+      set.delete(outcome);
+      if (set.size === 0 && this.#mailing.get(key) === set) this.#mailing.delete(key);
+    });
     return { outcome };
   }
 
@@ -158,31 +205,55 @@ export class Delivery {
     const e = asError(error);
     if (e instanceof ClientError && e.code === "SERVER_BUSY") {
       // For a moment (its database restarting, say): try the outbox again shortly.
-      this.#ctx.emit({
-        type: "queued",
-        id: m.id,
-        to: m.to,
-        reason: `${directReason}, and the server is busy (${e.message}); trying again shortly`,
-      });
-      this.#retryLater(session);
-      return "queued";
+      return this.#leaveQueued(
+        session,
+        m,
+        `${directReason}, and the server is busy (${e.message}); trying again shortly`,
+      );
     }
     if (e instanceof ClientError && e.code === "SERVER_UNREACHABLE") {
-      this.#ctx.emit({
-        type: "queued",
-        id: m.id,
-        to: m.to,
-        reason:
-          `${directReason}, and the server is unreachable; it will be sent when either is back`,
-      });
       // The control connection may have stayed up (a request that timed out): then no
-      // re-attach will flush the outbox, so try again shortly anyway.
-      this.#retryLater(session);
-      return "queued";
+      // re-attach will flush the outbox, so it is tried again shortly anyway.
+      return this.#leaveQueued(
+        session,
+        m,
+        `${directReason}, and the server is unreachable; it will be sent when either is back`,
+      );
     }
+    this.#settled(m);
     this.#finish(session, m.id, "!");
     this.#ctx.emit({ type: "not_delivered", id: m.id, to: m.to, reason: e.message });
     return "failed";
+  }
+
+  /**
+   * Leaves a message in the outbox, the messages after it to the same recipient with it, and
+   * has them all tried again, in order, after a while (or when the server is back).
+   */
+  #leaveQueued(session: Session, m: Outgoing, reason: string): Outcome {
+    this.#underWay.delete(m.id);
+    if (!this.#toldQueued.has(m.id)) {
+      this.#toldQueued.add(m.id);
+      this.#ctx.emit({
+        type: "queued",
+        id: m.id,
+        to: m.to,
+        reason,
+      });
+    }
+    this.#retryTimer ??= (async () => {
+      try {
+        await delay(this.#retryWait, this.#ctx.signal);
+      } catch {
+        return; // closing: the outbox keeps them for the next start
+      } finally {
+        this.#retryTimer = undefined;
+      }
+      this.#retryWait = Math.min(this.#retryWait * 2, RETRY_MAX_MS);
+      if (this.#session.current === session) this.flushOutbox(session);
+    })();
+    this.#ctx.track(this.#retryTimer);
+    return "queued";
   }
 
   /** Seals a message to `to`'s mail key and hands it to the server. */
@@ -317,22 +388,12 @@ export class Delivery {
     }
   }
 
-  /** Flushes the outbox again after a pause that doubles (2 s to 30 s) while the server is busy. */
-  #retryLater(session: Session): void {
-    if (this.#retry) return;
-    const wait = this.#retryWait;
-    this.#retryWait = Math.min(wait * 2, 30_000);
-    this.#retry = delay(wait, this.#ctx.signal).then(() => {
-      this.#retry = undefined;
-      if (this.#session.current === session) this.flushOutbox(session);
-    }, () => {
-      this.#retry = undefined; // closing
-    });
-    this.#ctx.track(this.#retry);
-  }
-
-  /** Sends again what is still in the outbox (after a restart, or when the server is back). */
+  /**
+   * Sends again what is still in the outbox, in the order it was written (after a restart, when
+   * the server is back, or a while after a message could not be sent).
+   */
   flushOutbox(session: Session): void {
+    this.#forSession(session);
     for (const entry of session.store.outbox()) {
       if (this.#inFlight.has(entry.id)) continue;
       void this.#enqueue(session, {
@@ -397,6 +458,26 @@ export class Delivery {
       inChat: this.#host.chatWith?.toLowerCase() === link.user.toLowerCase(),
       via: "direct",
     });
+  }
+
+  /** A message acked, stored or refused: it no longer holds back the ones after it. */
+  #settled(m: Outgoing): void {
+    const key = m.to.toLowerCase();
+    const unsent = this.#unsent.get(key);
+    unsent?.delete(m.id);
+    if (unsent?.size === 0) this.#unsent.delete(key);
+    this.#underWay.delete(m.id);
+    this.#toldQueued.delete(m.id);
+    this.#retryWait = RETRY_FIRST_MS;
+  }
+
+  /** Forgets the order kept for another session (a logout, another user). */
+  #forSession(session: Session): void {
+    if (this.#for === session) return;
+    this.#for = session;
+    this.#unsent.clear();
+    this.#underWay.clear();
+    this.#toldQueued.clear();
   }
 
   #finish(session: Session, id: string, mark: DeliveryMark): void {
