@@ -220,6 +220,9 @@ export class Actor {
         this.groupId ??= String(e.group);
         if (e.group === this.groupId) this.mode = "group";
         break;
+      case "group_window_closed":
+        if (e.group === this.groupId && this.mode === "group") this.mode = "idle";
+        break;
       case "group_closed":
         if (e.group === this.groupId && this.mode === "group") {
           this.mode = "idle";
@@ -370,9 +373,9 @@ export class Actor {
    * message). Call inside {@link exclusive}.
    */
   async readMail(senders: readonly string[]): Promise<void> {
-    if (this.mode === "chat" || this.mode === "group") {
-      await this.command("/q", (e) => e.type === "chat_closed" || e.type === "group_closed");
-    }
+    if (this.mode === "chat") await this.command("/q", (e) => e.type === "chat_closed");
+    // `/b` closes a group's window and keeps the membership (`/q` would leave the group).
+    if (this.mode === "group") await this.command("/b", (e) => e.type === "group_window_closed");
     for (const sender of senders) {
       this.mailFrom.delete(sender);
       try {

@@ -167,9 +167,9 @@ export function check(input: CheckInput): CheckResult {
     if (row.mark === "**") f.delivered++;
     if (row.mark === "*") f.stored++;
     if (row.mark === "!") f.refused++;
-    if (row.mark === "" && !sender.log.some((l) => l.e.id === row.id && l.e.type !== "sent")) {
+    if (row.mark === "") {
       f.unresolved++;
-      problem("unresolved", `${what}: no outcome for any member`);
+      problem("unresolved", `${what}: still owed to a member`);
     }
     for (const member of groupMembers) {
       if (member === s) continue;

@@ -220,13 +220,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
 
     // ---- settling -------------------------------------------------------------------------------
     // Every fault is over: all up, thawed, connected.
+    // (Each fault ends itself; this only mends one that could not, e.g. a failed restart.)
+    let mended = false;
+    for (const proxy of proxies.values()) mended = proxy.isCut || mended;
     for (const proxy of proxies.values()) proxy.heal();
-    if (server.proc.hasExited) await restartServer();
+    if (server.proc.hasExited) {
+      await restartServer();
+      mended = true;
+    }
     for (const a of all) {
+      mended = a.frozen || a.mode === "down" || mended;
       if (a.frozen) a.thaw();
       if (a.mode === "down") await a.start();
     }
-    if (chaosStart + options.chaosMs < lastFaultEndAt) lastFaultEndAt = Date.now();
+    if (mended) lastFaultEndAt = Date.now();
     note("faults over; settling");
     await deadline(fileTask, 240_000, "the file transfer to end");
     const settleStart = Date.now();
