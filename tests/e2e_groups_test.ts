@@ -3,7 +3,7 @@
  * in order, convergence of concurrent adds, crash and freeze detection, history and search.
  */
 import assert from "node:assert/strict";
-import { type Event, startServer, TestClient } from "./support/processes.ts";
+import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
 import { crowd, disposeAll, membersAre, meshed, saw } from "./support/groups.ts";
 import { groupHandle } from "../lib/peer/group_state.ts";
 
@@ -24,6 +24,12 @@ async function makeGroup(clients: TestClient[]): Promise<string> {
   for (const c of clients) await membersAre(c, group, all);
   await meshed(clients);
   return group;
+}
+
+/** alice, bob and carol, each declaring a silent peer gone after 2 s. */
+function quickToNotice(server: TestServer): Promise<TestClient[]> {
+  const fast = { args: ["--peer-timeout", "2"] };
+  return crowd(server, ["alice", "bob", "carol"], { alice: fast, bob: fast, carol: fast });
 }
 
 function messagesIn(client: TestClient, group: string): Event[] {
@@ -160,11 +166,7 @@ Deno.test("kill -9 of a member: it stays a member, is away within a second, and 
 
 Deno.test("a frozen member is away within the bound, is back on its own on waking, gets what it missed, and what it typed while frozen goes out once", async () => {
   await using server = await startServer();
-  const clients = await crowd(server, ["alice", "bob", "carol"], {
-    alice: { args: ["--peer-timeout", "2"] },
-    bob: { args: ["--peer-timeout", "2"] },
-    carol: { args: ["--peer-timeout", "2"] },
-  });
+  const clients = await quickToNotice(server);
   try {
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     const group = await makeGroup(clients);
@@ -305,5 +307,69 @@ Deno.test("history survives a restart with its marks, and search finds a word fr
     );
   } finally {
     await disposeAll(clients);
+  }
+});
+
+Deno.test("members who are not each other's contacts link for the group and talk, also after one restarts", async () => {
+  await using server = await startServer();
+  const clients: TestClient[] = [];
+  try {
+    for (const name of ["alice", "bob", "carol"]) {
+      const c = await TestClient.start(name, server);
+      clients.push(c);
+      await c.signup(name);
+    }
+    const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+    // Alice and each of the others are contacts both ways; bob and carol are strangers.
+    for (const [a, b] of [[alice, bob], [alice, carol], [bob, alice], [carol, alice]] as const) {
+      await a.send(`contacts add ${b.proc.name}`);
+      await a.event("contact_added", { user: b.proc.name });
+    }
+    const group = await makeGroup(clients);
+    await bob.send("hello carol");
+    await saw(carol, "message", { text: "hello carol", group, from: "bob" });
+    await carol.send("hello bob");
+    await saw(bob, "message", { text: "hello bob", group, from: "carol" });
+    // Carol restarts (a new peer port): bob reaches her again through what the group tells.
+    const home = carol.home;
+    await carol.proc[Symbol.asyncDispose]();
+    await using carol2 = await TestClient.start("carol", server, { home });
+    await carol2.login("carol");
+    await carol2.event("group_rejoined", { group });
+    await saw(carol2, "link_up", { user: "bob" }, 20_000);
+    await bob.send("welcome back carol");
+    await saw(carol2, "message", { text: "welcome back carol", group, from: "bob" });
+  } finally {
+    await disposeAll(clients);
+  }
+});
+
+Deno.test("with the server down, a member back from a freeze links again directly and catches up", async () => {
+  const server = await startServer();
+  const clients = await quickToNotice(server);
+  try {
+    const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+    const group = await makeGroup(clients);
+    await server[Symbol.asyncDispose]();
+    for (const c of clients) await c.event("server_lost");
+    carol.proc.kill("SIGSTOP");
+    await alice.event("group_presence", { group, user: "carol", here: false }, 10_000);
+    await alice.send("while carol sleeps and the server is gone");
+    carol.proc.kill("SIGCONT");
+    // No server to look anyone up: the members dial what the group told them, checked
+    // against the pinned keys.
+    await saw(
+      carol,
+      "message",
+      { text: "while carol sleeps and the server is gone", group },
+      20_000,
+    );
+    await carol.send("back without the server");
+    for (const c of [alice, bob]) {
+      await saw(c, "message", { text: "back without the server", group }, 20_000);
+    }
+  } finally {
+    await disposeAll(clients);
+    await server[Symbol.asyncDispose]();
   }
 });

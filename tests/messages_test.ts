@@ -367,6 +367,16 @@ const CASES: readonly Case[] = [
     wrongType: ["sum", 123],
   },
   {
+    name: "GroupWhere",
+    directions: ["PeerToPeer"],
+    example: {
+      type: "group_where",
+      group: GROUP,
+      endpoints: [{ user: "carol", host: "203.0.113.7", port: 40123, at: TS }],
+    },
+    wrongType: ["endpoints", "carol"],
+  },
+  {
     name: "GroupMsg",
     directions: ["PeerToPeer"],
     example: {

@@ -77,6 +77,7 @@ const PEER_ROUTES: Record<(PeerMessage | BinaryFrame)["type"], PeerRoom | undefi
   file_cancel: "transfers",
   group_state: "groups",
   group_sum: "groups",
+  group_where: "groups",
   group_msg: "groups",
   msg: "delivery",
   ack: "delivery",
@@ -146,6 +147,7 @@ export class ConfabClient implements AsyncDisposable {
         this.#groups?.onLinkUp(link.user);
       },
       onLinkDown: (user, reason) => this.#groups?.onLinkDown(user, reason),
+      endpointOf: (user) => this.#groups?.endpointOf(user),
     }, {
       listenHost: options.listenHost ??
         (servers.every((s) => isLoopback(s.host)) ? "127.0.0.1" : "0.0.0.0"),
@@ -501,6 +503,12 @@ export class ConfabClient implements AsyncDisposable {
       },
       get chatPartner() {
         return core.#chatWith;
+      },
+      selfEndpoint: () => {
+        const seenAs = this.#session.current?.seenAs;
+        return seenAs
+          ? { host: seenAs, port: this.#opts.announcePort ?? this.peerPort }
+          : undefined;
       },
     });
   }

@@ -56,6 +56,8 @@ export interface GroupHost {
   readonly current: string | undefined;
   /** The 1:1 chat partner, if the open window is a 1:1 chat. */
   readonly chatPartner: string | undefined;
+  /** Where others can dial me: my address as the server sees it, and my peer port. */
+  selfEndpoint(): { host: string; port: number } | undefined;
 }
 
 /** How often members compare group checksums on each link (and retry stalled copies). */
@@ -70,6 +72,8 @@ const BUSY_RETRY_MS = 300;
 
 /** A group message on the wire. */
 type GroupFrame = Extract<PeerMessage, { type: "group_msg" }>;
+/** Where a member can be dialed, and since when. */
+type Endpoint = Extract<PeerMessage, { type: "group_where" }>["endpoints"][number];
 
 /** Reads a stored state back; undefined when it is not a valid one. */
 function parseState(json: string): GroupState | undefined {
@@ -98,6 +102,10 @@ export class GroupChats {
   /** One delivery loop per member; `again` asks it for one more pass. */
   readonly #pumps = new Map<string, { again: boolean; done: Promise<void> }>();
   readonly #retries = new Set<ReturnType<typeof setTimeout>>();
+  /** Where fellow members said they can be dialed (name keys), newest kept. */
+  readonly #endpoints = new Map<string, Endpoint>();
+  /** My own, as last told. */
+  #mine: Endpoint | undefined;
   readonly #sumTimer: ReturnType<typeof setInterval>;
   readonly #tickTimer: ReturnType<typeof setInterval>;
   #closed = false;
@@ -367,6 +375,9 @@ export class GroupChats {
       case "group_msg":
         await this.#onMessage(link, m);
         return true;
+      case "group_where":
+        await this.#onWhere(link, m);
+        return true;
       default:
         return false;
     }
@@ -470,6 +481,77 @@ export class GroupChats {
   }
 
   /**
+   * Where a fellow member can be dialed, as members told: the directory gives addresses only
+   * to contacts, and members of a group need not be each other's contacts.
+   */
+  endpointOf(user: string): { host: string; port: number } | undefined {
+    if (!this.sharesGroupWith(user)) return undefined;
+    const known = this.#endpoints.get(user.toLowerCase());
+    return known && { host: known.host, port: known.port };
+  }
+
+  /** My endpoint, with the time it became so (a new address is newer news). */
+  #myEndpoint(): Endpoint | undefined {
+    const self = this.#host.selfEndpoint();
+    if (!self) return undefined;
+    const mine = this.#mine;
+    if (!mine || mine.host !== self.host || mine.port !== self.port) {
+      this.#mine = { user: this.#host.user, host: self.host, port: self.port, at: Date.now() };
+    }
+    return this.#mine;
+  }
+
+  /** What I can tell `link`'s user about where the members of `state` are (me first). */
+  #sendWhere(link: PeerLink, state: GroupState): void {
+    const endpoints: Endpoint[] = [];
+    const mine = this.#myEndpoint();
+    if (mine) endpoints.push(mine);
+    for (const member of membersOf(state)) {
+      const key = member.toLowerCase();
+      if (this.#isMe(member) || key === link.user.toLowerCase()) continue;
+      const known = this.#endpoints.get(key);
+      if (known) endpoints.push(known);
+    }
+    if (endpoints.length === 0) return;
+    link.fc.send({ type: "group_where", group: state.id, endpoints: endpoints.slice(0, 32) })
+      .catch(() => {});
+  }
+
+  async #onWhere(
+    link: PeerLink,
+    m: Extract<PeerMessage, { type: "group_where" }>,
+  ): Promise<void> {
+    const state = this.#groups.get(m.group);
+    if (!state || !isMember(state, link.user)) return;
+    const fresh: string[] = [];
+    for (const endpoint of m.endpoints) {
+      const key = endpoint.user.toLowerCase();
+      if (this.#isMe(endpoint.user) || !isMember(state, endpoint.user)) continue;
+      const known = this.#endpoints.get(key);
+      if (known && known.at >= endpoint.at) continue;
+      this.#endpoints.set(key, endpoint);
+      fresh.push(key);
+      // A member we could not reach may be reachable now: dial at once.
+      if (!this.#host.openLink(endpoint.user)) {
+        this.#redial.set(key, { at: 0, wait: REDIAL_MIN_MS });
+      }
+    }
+    if (fresh.length === 0) return;
+    // Pass the news on to the other members linked now (each only once: older news stops).
+    for (const member of this.#others(m.group)) {
+      const key = member.toLowerCase();
+      if (key === link.user.toLowerCase()) continue;
+      const other = this.#host.openLink(member);
+      const news = m.endpoints.filter((e) =>
+        fresh.includes(e.user.toLowerCase()) && e.user.toLowerCase() !== key
+      );
+      if (other && news.length > 0) {
+        other.fc.send({ type: "group_where", group: m.group, endpoints: news }).catch(() => {});
+      }
+    }
+  }
+
+  /**
    * A link came up (we dialed, or they did): both ends send their state of every group they
    * share at once, so a member back from a crash or a freeze catches up on membership before
    * anything else, then gets the copies that waited for it.
@@ -486,6 +568,7 @@ export class GroupChats {
     for (const state of this.#groups.values()) {
       if (!isMember(state, user)) continue;
       link.fc.send({ type: "group_state", group: state }).catch(() => {});
+      this.#sendWhere(link, state);
       if (announce) this.#emitPresence(state.id, user, true);
     }
     for (const state of this.#left.values()) {
@@ -574,7 +657,18 @@ export class GroupChats {
   #adopt(state: GroupState): void {
     this.#groups.set(state.id, state);
     this.#host.store.saveGroupState(state, membersOf(state), { left: false });
+    this.#tellWhere(state.id);
     this.#dialAway();
+  }
+
+  /** Tells every member linked now where the members are (after a join). */
+  #tellWhere(id: string): void {
+    const state = this.#groups.get(id);
+    if (!state) return;
+    for (const member of this.#others(id)) {
+      const link = this.#host.openLink(member);
+      if (link) this.#sendWhere(link, state);
+    }
   }
 
   /**
@@ -614,7 +708,10 @@ export class GroupChats {
       if (owed.length > 0) void this.#kick(user);
     }
     for (const user of left) if (!this.#isMe(user)) this.#dropCopies(id, user);
-    if (joined.length > 0) this.#dialAway();
+    if (joined.length > 0) {
+      this.#tellWhere(id);
+      this.#dialAway();
+    }
     if (now.length <= 1) this.#close(id, "everyone else left");
   }
 

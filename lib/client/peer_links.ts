@@ -46,6 +46,11 @@ export interface PeerLinksHost {
   onLinkUp(link: PeerLink): void;
   /** The link to `user` ended and no other replaced it (`reason`: why, for people). */
   onLinkDown(user: string, reason: string): void;
+  /**
+   * Where `user` said it can be reached, when someone other than the directory told us (a
+   * fellow group member who is not a contact: the directory gives no address then).
+   */
+  endpointOf?(user: string): { host: string; port: number } | undefined;
 }
 
 export interface PeerLinksOptions {
@@ -369,27 +374,45 @@ export class PeerLinks {
     const session = this.#session.require();
     if (emitProgress) this.#ctx.emit({ type: "info", text: `looking ${user} up` });
     // A command looks up afresh; a message on its way may use a lookup of a moment ago.
-    const found = emitProgress
-      ? await this.#session.lookup(user)
-      : await this.#session.lookupForSend(user);
+    let found: LookupResultMessage;
+    try {
+      found = emitProgress
+        ? await this.#session.lookup(user)
+        : await this.#session.lookupForSend(user);
+    } catch (error) {
+      // The server is away: a fellow group member who told us where it is, and whose key we
+      // pinned, can still be dialed (the identity proof checks the pinned key).
+      const told = this.#host.endpointOf?.(user);
+      const pinned = session.store.knownKey(user);
+      if (
+        !(error instanceof ClientError && error.code === "SERVER_UNREACHABLE") || !told || !pinned
+      ) {
+        throw error;
+      }
+      found = { type: "lookup_result", id: 0, user, online: true, ...told, publicKey: pinned };
+    }
     if (!found.online) {
       throw new ClientError("USER_OFFLINE", `${found.user} is offline`);
     }
-    if (found.host === undefined || found.port === undefined) {
+    // No address for a non-contact; a fellow group member may have told us theirs.
+    const endpoint = found.host !== undefined && found.port !== undefined
+      ? { host: found.host, port: found.port }
+      : this.#host.endpointOf?.(found.user);
+    if (endpoint === undefined) {
       throw new ClientError(
         "NOT_A_CONTACT",
         `${found.user} is online but not reachable for you: add them (contacts add ${found.user})`,
       );
     }
-    const where = `${found.host}:${found.port}`;
+    const where = `${endpoint.host}:${endpoint.port}`;
     if (emitProgress) {
       this.#ctx.emit({ type: "info", text: `connecting to ${found.user} at ${where}` });
     }
     let transport: Transport;
     try {
       const conn = await dial(
-        found.host,
-        found.port,
+        endpoint.host,
+        endpoint.port,
         AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(DIRECT_DIAL_MS)]),
       );
       transport = new TcpTransport(conn);
@@ -423,7 +446,7 @@ export class PeerLinks {
       }
       const where = transport.path === "relayed"
         ? `${found.user} through the server's relay`
-        : `${found.user} at ${found.host}:${found.port}`;
+        : `${found.user} at ${transport.remoteAddr.hostname}:${transport.remoteAddr.port}`;
       throw new ClientError(
         "PEER_UNREACHABLE",
         describeConnectError(error, where, "again in a moment"),

@@ -48,6 +48,8 @@ export interface Session {
   /** Opens offline mail sealed to us; missing if this home lost it. */
   mailKey: MailKey | undefined;
   store: ClientStore;
+  /** Our address as the server sees it (what it gives our contacts in a lookup). */
+  seenAs: string;
 }
 
 /** What the session room needs from the client core. */
@@ -240,7 +242,8 @@ export class ServerSession {
     const session = this.#session;
     if (session) {
       try {
-        await resumeSession(fc, session.token, this.#host.announcePort());
+        const welcome = await resumeSession(fc, session.token, this.#host.announcePort());
+        session.seenAs = welcome.host;
       } catch (error) {
         await fc.close();
         if (error instanceof RemoteError && error.code === "BAD_TOKEN") {
@@ -478,6 +481,7 @@ export class ServerSession {
         identity,
         mailKey,
         store,
+        seenAs: welcome.host,
       };
       this.#session = session;
       await this.#host.onLogin(session);

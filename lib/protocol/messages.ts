@@ -357,6 +357,25 @@ export const GroupMsg = z.strictObject({
   text: Text,
 });
 
+/** Where a member can be dialed: its address as the server sees it, and its peer port. */
+export const GroupEndpoint = z.strictObject({
+  user: Username,
+  host: Host,
+  port: Port,
+  /** When the member said so (its login): a newer one replaces an older one. */
+  at: Timestamp,
+});
+/**
+ * Where the members of a group can be dialed, as far as the sender knows (its own address
+ * first): members who are not each other's contacts get no address from the directory, so
+ * the group tells them. Sent when a link comes up and when the sender learns a newer one.
+ */
+export const GroupWhere = z.strictObject({
+  type: z.literal("group_where"),
+  group: GroupId,
+  endpoints: z.array(GroupEndpoint).min(1).max(32),
+});
+
 // ---- files (peer ↔ peer) -------------------------------------------------------------------
 // The sender offers; the receiver accepts (from an offset, to resume) or rejects; the data
 // follows as binary frames ([0x00][16-byte file id][8-byte offset][bytes]); the sender ends
@@ -535,6 +554,7 @@ export const PeerToPeer = z.discriminatedUnion("type", [
   Bye,
   GroupStateMsg,
   GroupSum,
+  GroupWhere,
   GroupMsg,
   FileOffer,
   FileAccept,
