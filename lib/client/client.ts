@@ -144,7 +144,8 @@ export class ConfabClient implements AsyncDisposable {
         if (this.#chatWith?.toLowerCase() === link.user.toLowerCase()) {
           link.fc.send({ type: "chat_state", open: true }).catch(() => {});
         }
-        this.#groups?.onLinkUp(link.user);
+        this.#groups?.onLinkUp(link.user); // group states first, then what waited for them
+        this.#delivery.onLinkUp(link.user);
       },
       onLinkDown: (user, reason) => this.#groups?.onLinkDown(user, reason),
       endpointOf: (user) => this.#groups?.endpointOf(user),
@@ -158,6 +159,10 @@ export class ConfabClient implements AsyncDisposable {
     const windows = {
       get chatWith() {
         return core.#chatWith;
+      },
+      isGroupMember(group: string, user: string): boolean {
+        return core.#groups?.members(group).some((m) => m.toLowerCase() === user.toLowerCase()) ??
+          false;
       },
     };
     this.#delivery = new Delivery(this.#ctx, {
@@ -488,8 +493,9 @@ export class ConfabClient implements AsyncDisposable {
       emit: (event) => this.#ctx.emit(event),
       link: (user) => this.#links.linkTo(user, false),
       openLink: (user) => this.#links.open(user),
-      sendOnLink: (link, frame) => this.#delivery.sendOnLink(link, frame),
-      serial: (user, task) => this.#delivery.serial(user, task),
+      sendGroup: (group, members, text) => this.#delivery.sendGroup(session, group, members, text),
+      kick: (member) => void this.#delivery.kickGroup(session, member),
+      status: (msgId, group) => this.#delivery.groupStatus(session, msgId, group),
       setCurrent: (id) => {
         if (id !== undefined && this.#chatWith !== undefined) {
           // A 1:1 chat turning into a group: the window becomes the group's. The partner is

@@ -1,16 +1,30 @@
 /**
- * The client's delivery room: a message written to the outbox (the history row with an empty
- * mark) goes directly to the peer when a link can be had, otherwise sealed to the server's
- * mailbox, and stays in the outbox until one of them acknowledged it. Messages to one
- * recipient leave in the order they were written. Incoming chat messages are stored, then
- * acknowledged; duplicates are dropped by id.
+ * The client's delivery room: one set of rules for every message I send, 1:1 or to a group.
+ *
+ * - **Outbox.** A message is stored before anything leaves, with what is owed for it: a 1:1
+ *   message is its history row with an empty mark; a group message has one copy owed to each
+ *   member (the group outbox).
+ * - **One line per recipient.** Everything for one user (1:1 messages and group copies alike)
+ *   goes through one queue, one at a time and in the order written, over the direct link; the
+ *   next leaves only when the previous was acked or has taken its fallback. So each chat's
+ *   messages arrive in order, also across reconnections and restarts.
+ * - **Acks.** The recipient acks after storing; a copy sent again (no ack seen) is dropped by
+ *   the receiver as a duplicate, by sender and id.
+ * - **Fallback.** A 1:1 message the peer cannot take (offline, busy, unreachable, silent) is
+ *   sealed to the server's mailbox (`*`). A group copy waits for the member's link instead: the
+ *   server carries no group traffic. What neither path can take stays owed and goes again when
+ *   the recipient's link comes up, when the server is back, at the next login, or after a
+ *   short while.
+ *
+ * Incoming 1:1 lines are stored, then acknowledged; group messages belong to the group room.
  */
 import { asError, type OutgoingMessage } from "../net/framed_connection.ts";
 import type { PeerMessage } from "../protocol/messages.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import { sealMail } from "../peer/sealed_mail.ts";
 import { delay } from "../util/time.ts";
-import type { DeliveryMark } from "./client_store.ts";
+import { type DeliveryMark, groupChat } from "./client_store.ts";
+import { groupHandle } from "../peer/group_state.ts";
 import { type ClientContext, ClientError } from "./context.ts";
 import type { PeerLinks } from "./peer_links.ts";
 import type { ServerSession, Session } from "./server_session.ts";
@@ -41,11 +55,17 @@ export interface Outgoing {
 /** What the peer answered to a chat frame, or how the wait for it ended. */
 export type LinkAnswer = "ack" | "busy" | "dropped" | "timeout";
 
-/** What the delivery room needs to know of the windows the user has open. */
+/** What the delivery room needs to know of the windows and groups the user has. */
 export interface DeliveryHost {
   /** The 1:1 chat partner whose window is open, if any. */
   readonly chatWith: string | undefined;
+  /** Whether `user` is a member of my group `group` now: a copy for one who left is dropped. */
+  isGroupMember(group: string, user: string): boolean;
 }
+
+/** A group copy not acked is tried again after this (busy: our states differ for a moment). */
+const GROUP_BUSY_RETRY_MS = 300;
+const GROUP_SILENT_RETRY_MS = 2_000;
 
 /** Acks are waited for per peer and message id. */
 function ackKey(user: string, id: string): string {
@@ -63,6 +83,8 @@ export class Delivery {
   readonly #inFlight = new Set<string>();
   readonly #seen = new Set<string>();
   #seq = 0;
+  /** The group line of each recipient (name key); `again` asks it for one more pass. */
+  readonly #groupLines = new Map<string, { again: boolean; done: Promise<void> }>();
   /** `mail_send` requests not answered yet, and the sends waiting for one of them to end. */
   #mailInFlight = 0;
   readonly #mailWaiting: (() => void)[] = [];
@@ -389,13 +411,21 @@ export class Delivery {
   }
 
   /**
-   * Sends again what is still in the outbox, in the order it was written (after a restart, when
-   * the server is back, or a while after a message could not be sent).
+   * Sends again what is still owed, in the order it was written (after a login, when the server
+   * is back, or a while after a message could not be sent): every 1:1 message in the outbox, and
+   * every group copy to a member linked now.
    */
   flushOutbox(session: Session): void {
     this.#forSession(session);
+    this.#flushDirect(session);
+    for (const member of session.store.membersOwed()) void this.kickGroup(session, member);
+  }
+
+  /** The 1:1 messages in the outbox (to `user` only, if given) not on their way already. */
+  #flushDirect(session: Session, user?: string): void {
     for (const entry of session.store.outbox()) {
       if (this.#inFlight.has(entry.id)) continue;
+      if (user !== undefined && entry.chat.toLowerCase() !== user.toLowerCase()) continue;
       void this.#enqueue(session, {
         id: entry.id,
         to: entry.chat,
@@ -403,6 +433,125 @@ export class Delivery {
         text: entry.text,
       }).catch(() => {});
     }
+  }
+
+  /** A link to `user` came up: whatever waits for them goes now, 1:1 and group alike. */
+  onLinkUp(user: string): void {
+    const session = this.#session.current;
+    if (!session) return;
+    this.#flushDirect(session, user);
+    if (session.store.pendingCopies(user, 1).length > 0) void this.kickGroup(session, user);
+  }
+
+  // ---- group copies --------------------------------------------------------------------------
+
+  /**
+   * Stores a group message with a copy owed to each of `members` (one transaction), then sends
+   * the copies. Resolves once each member's copy was acked or has to wait for them.
+   * @returns "delivered" when every member has it, else "queued".
+   */
+  async sendGroup(
+    session: Session,
+    group: string,
+    members: string[],
+    text: string,
+  ): Promise<"delivered" | "queued"> {
+    const id = crypto.randomUUID();
+    const ts = Date.now();
+    session.store.addGroupMessage(
+      { id, chat: groupChat(group), sender: session.user, ts, text, outgoing: true, mark: "" },
+      group,
+      members,
+    );
+    this.#ctx.emit({ type: "sent", id, to: groupHandle(group), ts, text, group });
+    await Promise.all(members.map((member) => this.kickGroup(session, member)));
+    const status = session.store.copyStatus(id);
+    if (status.pending.length > 0) this.groupStatus(session, id, group);
+    return status.pending.length === 0 ? "delivered" : "queued";
+  }
+
+  /**
+   * Sends the group copies owed to `member`, oldest first (by number within each group), in
+   * the member's line, while its link is open. Resolves when the line has stopped: nothing
+   * owed, no link (the copies wait for it), or no ack yet (tried again shortly).
+   */
+  kickGroup(session: Session, member: string): Promise<void> {
+    const key = member.toLowerCase();
+    const running = this.#groupLines.get(key);
+    if (running) {
+      running.again = true;
+      return running.done;
+    }
+    const line = { again: true, done: Promise.resolve() };
+    line.done = this.serial(member, async () => {
+      while (line.again && this.#session.current === session && !this.#ctx.closing) {
+        line.again = false;
+        await this.#groupLine(session, member);
+      }
+    }).finally(() => this.#groupLines.delete(key));
+    this.#groupLines.set(key, line);
+    return line.done;
+  }
+
+  async #groupLine(session: Session, member: string): Promise<void> {
+    for (let sent = 0; sent < 10_000; sent++) {
+      if (this.#session.current !== session || this.#ctx.closing) return;
+      const link = this.#links.open(member);
+      if (!link) return; // away: the copies wait for the link (the group room dials them)
+      const [copy] = session.store.pendingCopies(member, 1);
+      if (!copy) return;
+      if (!this.#host.isGroupMember(copy.group, member)) {
+        // I left, or they did: the copy is owed no more.
+        for (const id of session.store.dropCopies(copy.group, member)) {
+          this.groupStatus(session, id, copy.group);
+        }
+        continue;
+      }
+      const answer = await this.sendOnLink(link, {
+        type: "group_msg",
+        group: copy.group,
+        id: copy.msgId,
+        seq: copy.seq,
+        ts: copy.ts,
+        text: copy.text,
+      });
+      if (answer === "ack") {
+        if (session.store.settleCopy(copy.msgId, member, "acked")) {
+          this.#ctx.emit({
+            type: "delivered",
+            id: copy.msgId,
+            to: member,
+            ms: Date.now() - copy.ts,
+            group: copy.group,
+          });
+          this.groupStatus(session, copy.msgId, copy.group);
+        }
+        continue;
+      }
+      // busy: they do not count me (yet), or left; their state follows, then we try again.
+      // timeout: a live link that does not answer (if it dies, its return brings us back).
+      // dropped: the link's return brings us back.
+      if (answer !== "dropped") {
+        const wait = answer === "busy" ? GROUP_BUSY_RETRY_MS : GROUP_SILENT_RETRY_MS;
+        this.#ctx.track(
+          delay(wait, this.#ctx.signal).then(() => this.kickGroup(session, member), () => {}),
+        );
+      }
+      return;
+    }
+  }
+
+  /** Says who has my group message `msgId` and who it still waits for. */
+  groupStatus(session: Session, msgId: string, group: string): void {
+    const status = session.store.copyStatus(msgId);
+    this.#ctx.emit({
+      type: "group_status",
+      id: msgId,
+      group,
+      mark: session.store.groupMark(msgId),
+      have: status.have,
+      pending: status.pending,
+    });
   }
 
   /** The messages this room owns on a peer link: chat lines and the answers to ours. */

@@ -14,7 +14,6 @@
  */
 import type { PeerMessage } from "../protocol/messages.ts";
 import { GroupStateSchema } from "../protocol/messages.ts";
-import type { OutgoingMessage } from "../net/framed_connection.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import {
   addMember,
@@ -44,13 +43,15 @@ export interface GroupHost {
   link(user: string): Promise<PeerLink>;
   /** The open link to `user`, if there is one. */
   openLink(user: string): PeerLink | undefined;
-  /** Sends a frame and waits for the peer's ack (or the link's end, or the deadline). */
-  sendOnLink(
-    link: PeerLink,
-    frame: OutgoingMessage & { id: string },
-  ): Promise<"ack" | "busy" | "dropped" | "timeout">;
-  /** Runs `task` after every earlier task for `user` (keeps each link's messages in order). */
-  serial(user: string, task: () => Promise<void>): Promise<void>;
+  /**
+   * Stores my message to `group` with a copy owed to each of `members` and sends them (the
+   * delivery room's rules, shared with 1:1 messages).
+   */
+  sendGroup(group: string, members: string[], text: string): Promise<"delivered" | "queued">;
+  /** Sends the copies owed to `member` now (after it became owed more). */
+  kick(member: string): void;
+  /** Says who has my group message `msgId` now (`group_status`). */
+  status(msgId: string, group: string): void;
   /** Tells the core which group window is open (undefined: none). */
   setCurrent(groupId: string | undefined): void;
   readonly current: string | undefined;
@@ -60,15 +61,13 @@ export interface GroupHost {
   selfEndpoint(): { host: string; port: number } | undefined;
 }
 
-/** How often members compare group checksums on each link (and retry stalled copies). */
+/** How often members compare group checksums on each link. */
 const SUM_INTERVAL_MS = 2_000;
 /** How often away members are considered for a new dial. */
 const TICK_MS = 250;
 /** First and longest wait between two dials of an away member. */
 const REDIAL_MIN_MS = 250;
 const REDIAL_MAX_MS = 4_000;
-/** A member that answered `busy` (our states differ) is tried again after this. */
-const BUSY_RETRY_MS = 300;
 
 /** A group message on the wire. */
 type GroupFrame = Extract<PeerMessage, { type: "group_msg" }>;
@@ -99,9 +98,6 @@ export class GroupChats {
   /** When to dial each away member next, and the wait after that (name keys). */
   readonly #redial = new Map<string, { at: number; wait: number }>();
   readonly #dialing = new Set<string>();
-  /** One delivery loop per member; `again` asks it for one more pass. */
-  readonly #pumps = new Map<string, { again: boolean; done: Promise<void> }>();
-  readonly #retries = new Set<ReturnType<typeof setTimeout>>();
   /** Where fellow members said they can be dialed (name keys), newest kept. */
   readonly #endpoints = new Map<string, Endpoint>();
   /** My own, as last told. */
@@ -236,127 +232,19 @@ export class GroupChats {
   }
 
   /**
-   * Sends a message to every other member. It is stored first with a copy owed to each (the
-   * group outbox); each copy goes over that member's link in order and stays owed until the
-   * member acked it: a member away now gets it when back. Resolves once each member's copy was
-   * acked or has to wait.
+   * Sends a message to every other member, by the delivery room's rules: stored first with a
+   * copy owed to each member, each copy acked by its member, a member away now gets it when
+   * back. Resolves once each member's copy was acked or has to wait.
    * @returns "delivered" when every member has it, else "queued".
    */
   async send(id: string, text: string): Promise<"delivered" | "queued"> {
-    const host = this.#host;
-    const state = this.#groups.get(id);
-    if (!state) throw new GroupError("NOT_IN_CHAT", "that group is closed");
-    const others = this.#others(id);
-    const msgId = crypto.randomUUID();
-    const ts = Date.now();
-    host.store.addGroupMessage(
-      {
-        id: msgId,
-        chat: groupChat(id),
-        sender: host.user,
-        ts,
-        text,
-        outgoing: true,
-        mark: "",
-      },
-      id,
-      others,
-    );
-    host.emit({ type: "sent", id: msgId, to: groupHandle(id), ts, text, group: id });
-    await Promise.all(others.map((member) => this.#kick(member)));
-    const status = host.store.copyStatus(msgId);
-    if (status.pending.length > 0) this.#emitStatus(msgId, id);
-    return status.pending.length === 0 ? "delivered" : "queued";
-  }
-
-  /**
-   * Delivers the copies owed to `member`, oldest first, while a link is open. One loop per
-   * member runs inside the member's serial queue (shared with 1:1 messages), so copies go one
-   * at a time and in order. Resolves when the loop has stopped, after any pass asked for.
-   */
-  #kick(member: string): Promise<void> {
-    const key = member.toLowerCase();
-    const running = this.#pumps.get(key);
-    if (running) {
-      running.again = true;
-      return running.done;
-    }
-    const pump = { again: true, done: Promise.resolve() };
-    pump.done = this.#host.serial(member, async () => {
-      while (pump.again && !this.#closed) {
-        pump.again = false;
-        await this.#pump(member);
-      }
-    }).finally(() => this.#pumps.delete(key));
-    this.#pumps.set(key, pump);
-    return pump.done;
-  }
-
-  async #pump(member: string): Promise<void> {
-    const host = this.#host;
-    for (let sent = 0; sent < 10_000 && !this.#closed; sent++) {
-      const link = host.openLink(member);
-      if (!link) return; // away: the copies wait until the link is back
-      const [copy] = host.store.pendingCopies(member, 1);
-      if (!copy) return;
-      const state = this.#groups.get(copy.group);
-      if (!state || !isMember(state, member)) {
-        // I left, or they did: the copy is owed no more.
-        this.#dropCopies(copy.group, member);
-        continue;
-      }
-      const frame: GroupFrame = {
-        type: "group_msg",
-        group: copy.group,
-        id: copy.msgId,
-        seq: copy.seq,
-        ts: copy.ts,
-        text: copy.text,
-      };
-      const answer = await host.sendOnLink(link, frame);
-      if (answer === "ack") {
-        if (host.store.settleCopy(copy.msgId, member, "acked")) {
-          host.emit({
-            type: "delivered",
-            id: copy.msgId,
-            to: member,
-            ms: Date.now() - copy.ts,
-            group: copy.group,
-          });
-          this.#emitStatus(copy.msgId, copy.group);
-        }
-        continue;
-      }
-      // busy: they do not count me (yet), or left; their state follows and we try again.
-      // timeout: a live link that does not answer; if it dies, its return brings us back.
-      this.#retryLater(member, answer === "busy" ? BUSY_RETRY_MS : SUM_INTERVAL_MS);
-      return;
-    }
-  }
-
-  #retryLater(member: string, ms: number): void {
-    const timer = setTimeout(() => {
-      this.#retries.delete(timer);
-      if (!this.#closed) void this.#kick(member);
-    }, ms);
-    this.#retries.add(timer);
+    if (!this.#groups.has(id)) throw new GroupError("NOT_IN_CHAT", "that group is closed");
+    return await this.#host.sendGroup(id, this.#others(id), text);
   }
 
   #dropCopies(group: string, member: string): void {
-    for (const id of this.#host.store.dropCopies(group, member)) this.#emitStatus(id, group);
-  }
-
-  #emitStatus(msgId: string, group: string): void {
-    const store = this.#host.store;
-    const status = store.copyStatus(msgId);
-    this.#host.emit({
-      type: "group_status",
-      id: msgId,
-      group,
-      mark: store.groupMark(msgId),
-      have: status.have,
-      pending: status.pending,
-    });
+    const host = this.#host;
+    for (const id of host.store.dropCopies(group, member)) host.status(id, group);
   }
 
   /** Handles a group message from a peer link. Returns false if it is not a group message. */
@@ -376,7 +264,7 @@ export class GroupChats {
         await this.#onMessage(link, m);
         return true;
       case "group_where":
-        await this.#onWhere(link, m);
+        this.#onWhere(link, m);
         return true;
       default:
         return false;
@@ -517,10 +405,7 @@ export class GroupChats {
       .catch(() => {});
   }
 
-  async #onWhere(
-    link: PeerLink,
-    m: Extract<PeerMessage, { type: "group_where" }>,
-  ): Promise<void> {
+  #onWhere(link: PeerLink, m: Extract<PeerMessage, { type: "group_where" }>): void {
     const state = this.#groups.get(m.group);
     if (!state || !isMember(state, link.user)) return;
     const fresh: string[] = [];
@@ -577,7 +462,7 @@ export class GroupChats {
         link.fc.send({ type: "group_state", group: state }).catch(() => {});
       }
     }
-    void this.#kick(user);
+    // (The delivery room sends what waited for them, after these states.)
   }
 
   /**
@@ -704,8 +589,8 @@ export class GroupChats {
       const since = memberSince(next, user);
       if (since === undefined) continue;
       const owed = host.store.addLateCopies(id, user, since);
-      for (const msgId of owed) this.#emitStatus(msgId, id);
-      if (owed.length > 0) void this.#kick(user);
+      for (const msgId of owed) host.status(msgId, id);
+      if (owed.length > 0) host.kick(user);
     }
     for (const user of left) if (!this.#isMe(user)) this.#dropCopies(id, user);
     if (joined.length > 0) {
@@ -749,10 +634,6 @@ export class GroupChats {
           .catch(() => {});
       }
     }
-    // Copies that stalled on a live link (no ack in time) are tried again.
-    for (const member of host.store.membersOwed()) {
-      if (host.openLink(member) && !this.#pumps.has(member.toLowerCase())) void this.#kick(member);
-    }
   }
 
   #opened(state: GroupState, by: string): ClientEvent {
@@ -786,8 +667,6 @@ export class GroupChats {
     this.#closed = true;
     clearInterval(this.#sumTimer);
     clearInterval(this.#tickTimer);
-    for (const timer of this.#retries) clearTimeout(timer);
-    this.#retries.clear();
     this.#groups.clear();
     this.#left.clear();
   }
