@@ -15,7 +15,7 @@ export async function crowd(
     for (const name of names) {
       const c = await TestClient.start(name, server, options[name]);
       clients.push(c);
-      await c.signup(name);
+      await enter(c, name);
     }
     for (const c of clients) {
       for (const other of names) {
@@ -29,6 +29,35 @@ export async function crowd(
     throw error;
   }
   return clients;
+}
+
+/**
+ * Signs `name` up (or logs in, with `first` "in"), again if the server's answer did not come in
+ * time (on a loaded machine the password hash alone can take seconds, and a server just
+ * restarted may not answer yet); an account made by a try whose answer was lost is logged in.
+ */
+export async function enter(
+  c: TestClient,
+  name: string,
+  first: "signup" | "in" = "signup",
+  password = "secret-pw",
+): Promise<void> {
+  let command = first;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const from = c.proc.out.lines.length;
+    await c.send(`${command} ${name} ${password}`);
+    const line = await c.proc.out.findFrom(
+      from,
+      (l) => l.includes('"type":"logged_in"') || l.includes('"type":"error"'),
+      `the outcome of ${command} ${name}`,
+      60_000,
+    );
+    const e = JSON.parse(line) as Event;
+    if (e.type === "logged_in") return;
+    if (e.code === "USER_EXISTS") command = "in";
+    else if (e.code !== "SERVER_UNREACHABLE") throw new Error(`${name}: ${e.code}: ${e.message}`);
+  }
+  throw new Error(`${name} could not ${first === "in" ? "log in" : "sign up"}`);
 }
 
 export async function disposeAll(clients: TestClient[]): Promise<void> {
