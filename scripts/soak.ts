@@ -3,7 +3,8 @@
  * group of four, a file, a mailbox filled to its quota) while a seeded schedule kills (-9) and
  * restarts the server and clients, freezes clients past the peer timeout and cuts the network
  * between two of them; then the checker proves nothing was lost, duplicated, shown twice or
- * reordered, and every database is intact.
+ * reordered, and every database is intact. With the group scenario on, the seeded group chaos run
+ * (`deno task group-chaos`) follows with the same seed.
  *
  *   deno task soak [--quick] [--seed N] [--minutes M] [--no-groups] [--out DIR] [--no-report]
  *
@@ -16,6 +17,7 @@ import { reapDir, ROOT, stopReaper } from "./bench/support.ts";
 import { runSoak, type SoakResult } from "./soak/run.ts";
 import { randomSeed } from "./soak/schedule.ts";
 import { summaryLines, writeSoakSection } from "./soak/report.ts";
+import { runGroupChaos } from "../tests/support/group_chaos.ts";
 
 function integer(min: number, max: number) {
   return (value: string): number => {
@@ -98,6 +100,22 @@ if (result) {
   code = result.ok ? 0 : 1;
 } else {
   console.error(`\nsoak could not run (seed ${seed}): ${(failure as Error)?.stack ?? failure}`);
+}
+if (result && groups) {
+  // Then the seeded group chaos run (`deno task group-chaos`) with the same seed: a group of four
+  // under a server kill, a member kill and restart, a freeze and two adds while all re-attach.
+  const chaos = await runGroupChaos({ seed, activeMs: quick ? 10_000 : undefined });
+  const passed = chaos.problems.length === 0;
+  console.log(
+    `\ngroup chaos ${passed ? "PASSED" : "FAILED"} (seed ${seed}): ${chaos.sent} messages, ` +
+      `${chaos.copies} copies checked, member lists equal ${chaos.convergeMs} ms after the mesh, ` +
+      `all copies in place ${chaos.settleMs} ms after sending stopped`,
+  );
+  if (!passed) {
+    for (const line of [...chaos.timeline, ...chaos.problems]) console.log(`  ${line}`);
+    console.log(`replay: deno task group-chaos --seeds 1 --from ${seed}`);
+    code = 1;
+  }
 }
 if (code === 0 && !opts.out) {
   await Deno.remove(outDir, { recursive: true }).catch(() => {});
