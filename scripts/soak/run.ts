@@ -15,7 +15,7 @@ import {
   type SpawnOptions,
   startServer,
 } from "../bench/support.ts";
-import { Actor, type Role } from "./actor.ts";
+import { Actor, PASSWORD, type Role } from "./actor.ts";
 import {
   check,
   type CheckResult,
@@ -141,14 +141,23 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
 
   try {
     // ---- setting up: accounts, contacts, the group --------------------------------------------
-    await Promise.all(all.map((a) => a.start()));
-    await Promise.all(
-      all.map((a) =>
-        a.exclusive(() =>
-          a.command(`signup ${a.name} soak-password`, (e) => e.type === "logged_in", 60_000)
-        )
-      ),
-    );
+    const setUp = (what: string) => log(`${((Date.now() - started) / 1000).toFixed(1)} s: ${what}`);
+    // Each signs up once started, two at a time: the server hashes two passwords at once, and a
+    // sign-up that waits too long for its turn times out at the client.
+    let signing = 0;
+    const turns: (() => void)[] = [];
+    await Promise.all(all.map(async (a) => {
+      await a.start();
+      while (signing >= 2) await new Promise<void>((r) => turns.push(r));
+      signing++;
+      try {
+        await signUp(a);
+      } finally {
+        signing--;
+        turns.shift()?.();
+      }
+    }));
+    setUp("signed up");
     const contacts: [string, string][] = [];
     for (const { name, role } of roles) {
       if (role.kind === "pair" && name < role.partner) contacts.push([name, role.partner]);
@@ -171,6 +180,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         }
       })
     ));
+    setUp("contacts added");
     if (members.length > 0) await makeGroup(members.map(actor));
 
     for (const a of all) {
@@ -178,6 +188,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       a.maintain();
     }
     await until(() => all.every((a) => a.inRoleWindow), 60_000, "every client in its window");
+    setUp("every client in its window; faults begin");
 
     // ---- the chaos ------------------------------------------------------------------------------
     const schedule = makeSchedule(options.seed, {
@@ -318,6 +329,28 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       "every member in the group",
     );
     for (const a of group) a.groupId = first.groupId;
+  }
+
+  /**
+   * Signs `a` up as a person would: told to try again (the server slow to answer), they do; told
+   * the name is taken (the first try went through after all), they log in.
+   */
+  async function signUp(a: Actor): Promise<void> {
+    let verb = "signup";
+    for (let attempt = 1;; attempt++) {
+      try {
+        await a.exclusive(() =>
+          a.command(`${verb} ${a.name} ${PASSWORD}`, (e) => e.type === "logged_in", 60_000)
+        );
+        return;
+      } catch (error) {
+        const message = (error as Error).message;
+        if (attempt >= 10 || a.mode === "down") throw error;
+        note(`${a.name}: ${message.split("\n")[0]}; again`);
+        if (message.includes("USER_EXISTS")) verb = "in";
+        await sleep(500);
+      }
+    }
   }
 
   /** A member that lost the group is added again by one still in it (as a person would). */

@@ -9,26 +9,19 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { ITEMS } from "../../scripts/bench/items.ts";
 import type { RunSummary } from "../../scripts/bench/report.ts";
+import { runDeno } from "../support/processes.ts";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const DEADLINE_MS = ITEMS.reduce((sum, item) => sum + item.timeoutMs(true), 0) + 30_000;
 
 Deno.test("bench --quick runs every item and reports a number for every metric", async () => {
   const out = await Deno.makeTempDir({ prefix: "confab-bench-test-" });
   try {
-    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", "scripts/bench.ts", "--quick", "--out", out],
-      cwd: ROOT,
-      env: { NO_COLOR: "1" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(DEADLINE_MS),
-    }).output();
-    const output = `${new TextDecoder().decode(stdout)}\n${new TextDecoder().decode(stderr)}`;
+    const { code, output } = await runDeno(
+      ["run", "--allow-all", "scripts/bench.ts", "--quick", "--out", out],
+      DEADLINE_MS,
+    );
     assert.equal(code, 0, `bench --quick exited ${code}:\n${output}`);
     assert.match(output, /item\s+metric\s+value\s+baseline\s+ratio\s+goal/);
 

@@ -440,3 +440,24 @@ export function containsBytes(haystack: Uint8Array, needle: Uint8Array): boolean
   }
   return false;
 }
+
+/**
+ * Runs `deno <args>` in the repository to its end (stdin closed, no colours), killed after
+ * `deadlineMs`; its exit code and its stdout and stderr together.
+ */
+export async function runDeno(
+  args: string[],
+  deadlineMs: number,
+): Promise<{ code: number; output: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(DENO, {
+    args,
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(deadlineMs),
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, output: `${decoder.decode(stdout)}\n${decoder.decode(stderr)}` };
+}
