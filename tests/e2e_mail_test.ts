@@ -352,6 +352,10 @@ Deno.test("a message neither the peer nor the server could take is not overtaken
       await Promise.any([alice.anyEvent("delivered", { id }), alice.anyEvent("stored", { id })]);
     const outcomes = [await settled(first.id), await settled(second.id)];
     assert.ok(outcomes[0]!.time as number <= (outcomes[1]!.time as number), "first settled first");
+    // Bob acks before his own output says so: wait for it before reading what he was shown.
+    for (const [i, m] of [first, second].entries()) {
+      if (outcomes[i]!.type === "delivered") await bob.anyEvent("message", { id: m.id });
+    }
     const direct = bob.events().filter((e) => e.type === "message" && e.via === "direct");
     assert.deepEqual(
       direct.map((e) => e.text),
