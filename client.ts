@@ -39,6 +39,13 @@ function parseSize(value: string): number {
   return Math.floor(Number(m[1]) * factor);
 }
 
+/** Parses a whole number from `min` to `max`. */
+function count(value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) throw new RangeError(`${min} to ${max}`);
+  return n;
+}
+
 function defaultHome(): string {
   const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".";
   return join(home, ".confab");
@@ -115,6 +122,19 @@ const program = new Command()
       .default(true, "on"),
   )
   .addOption(
+    new Option("--max-peer-conns <n>", "connections held at once on the peer port")
+      .argParser(wrap((v) => count(v, 1, 10_000)))
+      .default(256),
+  )
+  .addOption(
+    new Option(
+      "--max-peer-conns-per-address <n>",
+      "connections held at once on the peer port from one address",
+    )
+      .argParser(wrap((v) => count(v, 1, 10_000)))
+      .default(32),
+  )
+  .addOption(
     new Option("--history <n>", "messages shown when a chat opens")
       .argParser(wrap((v) => {
         const n = Number(v);
@@ -141,6 +161,8 @@ const opts = program.opts<{
   maxFileSize: number;
   history: number;
   punch: boolean;
+  maxPeerConns: number;
+  maxPeerConnsPerAddress: number;
 }>();
 const peerPort = (program.processedArgs[0] as number | undefined) ?? opts.port ?? 0;
 
@@ -162,6 +184,8 @@ const client = new ConfabClient({
   maxFileSize: opts.maxFileSize,
   announcePort: opts.announcePort,
   punch: opts.punch,
+  maxPeerConnections: opts.maxPeerConns,
+  maxPeerConnectionsPerAddress: opts.maxPeerConnsPerAddress,
 }, (event) => {
   names.observe(event);
   ui.show(event);

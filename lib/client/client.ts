@@ -58,6 +58,10 @@ export interface ClientOptions {
   maxFileSize?: number;
   /** Try to turn relayed links into direct ones by hole punching (default true). */
   punch?: boolean;
+  /** Connections held at once on the peer port (default 256). */
+  maxPeerConnections?: number;
+  /** Connections held at once on the peer port from one address (default 32). */
+  maxPeerConnectionsPerAddress?: number;
 }
 
 function isLoopback(host: string): boolean {
@@ -155,6 +159,10 @@ export class ConfabClient implements AsyncDisposable {
       peerPort: options.peerPort ?? 0,
       peerTimeoutMs: options.peerTimeoutMs ?? 3_000,
       punch: options.punch ?? true,
+      ...(options.maxPeerConnections ? { maxConnections: options.maxPeerConnections } : {}),
+      ...(options.maxPeerConnectionsPerAddress
+        ? { maxPerAddress: options.maxPeerConnectionsPerAddress }
+        : {}),
     });
     const windows = {
       get chatWith() {

@@ -62,7 +62,15 @@ export interface PeerLinksOptions {
   peerTimeoutMs: number;
   /** Try hole punching over relayed links (default true). */
   punch?: boolean;
+  /** Connections to the peer port held at once, handshaking or linked (default 256). */
+  maxConnections?: number;
+  /** Of those, from one address (default 32). */
+  maxPerAddress?: number;
 }
+
+/** Default caps on the peer port: a group is at most 32 members, so this leaves room. */
+export const MAX_PEER_CONNECTIONS = 256;
+export const MAX_PEER_CONNECTIONS_PER_ADDRESS = 32;
 
 /** The punching messages, routed here by the core. */
 export type PunchMessage = Extract<
@@ -95,6 +103,9 @@ export class PeerLinks {
   readonly #opts: Required<PeerLinksOptions>;
   #listener: Deno.TcpListener | undefined;
   #acceptLoop: Promise<void> | undefined;
+  /** Connections accepted on the peer port and still open, per remote address. */
+  readonly #inbound = new Map<string, number>();
+  #inboundTotal = 0;
   readonly #links = new Map<string, PeerLink>();
   readonly #dialing = new Map<string, Promise<PeerLink>>();
   /** Links the other side ended with `bye` (logged out): they are not fallen back on. */
@@ -118,7 +129,12 @@ export class PeerLinks {
     this.#ctx = ctx;
     this.#session = session;
     this.#host = host;
-    this.#opts = { punch: true, ...options };
+    this.#opts = {
+      punch: true,
+      maxConnections: MAX_PEER_CONNECTIONS,
+      maxPerAddress: MAX_PEER_CONNECTIONS_PER_ADDRESS,
+      ...options,
+    };
   }
 
   get peerPort(): number {
@@ -175,16 +191,46 @@ export class PeerLinks {
         backoff = Math.min(backoff * 2, 1000);
         continue;
       }
-      this.#ctx.track(this.acceptOn(new TcpTransport(conn)));
+      // Caps, as the server has: a stranger opening connections by the thousand (each held
+      // for the handshake's deadline) must not use up this process's file descriptors.
+      const host = conn.remoteAddr.hostname;
+      const fromHost = this.#inbound.get(host) ?? 0;
+      if (
+        this.#inboundTotal >= this.#opts.maxConnections || fromHost >= this.#opts.maxPerAddress
+      ) {
+        try {
+          conn.close();
+        } catch { /* already closed */ }
+        continue;
+      }
+      this.#inbound.set(host, fromHost + 1);
+      this.#inboundTotal++;
+      this.#ctx.track(this.#serveInbound(conn, host));
     }
   }
 
-  /** Authenticates a peer that reached us over `transport` and adopts the link. */
-  async acceptOn(transport: Transport): Promise<void> {
+  /** One accepted connection, counted until it closes. */
+  async #serveInbound(conn: Deno.TcpConn, host: string): Promise<void> {
+    try {
+      const link = await this.acceptOn(new TcpTransport(conn));
+      if (link) await link.fc.closed;
+    } finally {
+      this.#inboundTotal--;
+      const left = (this.#inbound.get(host) ?? 1) - 1;
+      if (left > 0) this.#inbound.set(host, left);
+      else this.#inbound.delete(host);
+    }
+  }
+
+  /**
+   * Authenticates a peer that reached us over `transport` and adopts the link.
+   * @returns the link, or undefined when the peer was refused.
+   */
+  async acceptOn(transport: Transport): Promise<PeerLink | undefined> {
     const session = this.#session.current;
     if (!session || this.#ctx.closing) {
       transport.close();
-      return;
+      return undefined;
     }
     try {
       const link = await acceptPeer(transport, {
@@ -195,9 +241,10 @@ export class PeerLinks {
       });
       if (this.#session.current !== session || this.#ctx.closing) {
         await link.fc.close();
-        return;
+        return undefined;
       }
       this.#attach(link);
+      return link;
     } catch (error) {
       const e = asError(error);
       if (e instanceof ProtocolError && e.code === "AUTH_FAILED") {
@@ -207,6 +254,7 @@ export class PeerLinks {
           message: `refused a peer: ${e.message}`,
         });
       }
+      return undefined;
     }
   }
 
