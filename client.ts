@@ -114,6 +114,26 @@ const program = new Command()
       .default(DEFAULT_MAX_FILE, "4G"),
   )
   .addOption(
+    new Option("--auto-accept <who>", "file offers taken without asking: from contacts, or none")
+      .choices(["ask", "contacts", "none"])
+      .default("ask"),
+  )
+  .addOption(
+    new Option("--max-partial <size>", "most bytes held aside by files being received")
+      .argParser(wrap(parseSize))
+      .default(8 * 1024 ** 3, "8G"),
+  )
+  .addOption(
+    new Option("--keep-free <size>", "refuse a file that would leave less free disk space")
+      .argParser(wrap(parseSize))
+      .default(256 * 1024 ** 2, "256M"),
+  )
+  .addOption(
+    new Option("--offer-timeout <seconds>", "a file offer you leave unanswered is declined then")
+      .argParser(wrap((v) => count(v, 1, 3600)))
+      .default(300),
+  )
+  .addOption(
     new Option("--punch <on|off>", "try to turn relayed links into direct ones (hole punching)")
       .argParser(wrap((v) => {
         if (v !== "on" && v !== "off") throw new RangeError(`on or off, not "${v}"`);
@@ -159,6 +179,10 @@ const opts = program.opts<{
   announcePort?: number;
   peerTimeout: number;
   maxFileSize: number;
+  autoAccept: "ask" | "contacts" | "none";
+  maxPartial: number;
+  keepFree: number;
+  offerTimeout: number;
   history: number;
   punch: boolean;
   maxPeerConns: number;
@@ -182,6 +206,10 @@ const client = new ConfabClient({
   acceptServerKey: opts.acceptServerKey,
   peerTimeoutMs: opts.peerTimeout * 1000,
   maxFileSize: opts.maxFileSize,
+  autoAccept: opts.autoAccept,
+  maxPartialBytes: opts.maxPartial,
+  keepFreeBytes: opts.keepFree,
+  offerTimeoutMs: opts.offerTimeout * 1000,
   announcePort: opts.announcePort,
   punch: opts.punch,
   maxPeerConnections: opts.maxPeerConns,

@@ -329,3 +329,30 @@ Deno.test("helpFor() shows what works where the user is", () => {
   assert.deepEqual(commandNames("logged_out"), ["signup", "in", "clear", "help", "quit"]);
   assert.ok(commandNames("chat").every((c) => c.startsWith("/")));
 });
+
+Deno.test("parseCommand() reads the answers to file offers: accept, decline, /y, /n, offers", () => {
+  const yes = (offer?: number) => ({
+    kind: "answer_offer",
+    accept: true,
+    ...(offer ? { offer } : {}),
+  });
+  const no = (offer?: number) => ({
+    kind: "answer_offer",
+    accept: false,
+    ...(offer ? { offer } : {}),
+  });
+  assert.deepEqual(parseCommand("accept", false), yes());
+  assert.deepEqual(parseCommand("accept 3", false), yes(3));
+  assert.deepEqual(parseCommand("decline 12", false), no(12));
+  assert.deepEqual(parseCommand("/y", false), yes());
+  assert.deepEqual(parseCommand("/y 2", true), yes(2));
+  assert.deepEqual(parseCommand("/n", true), no());
+  assert.deepEqual(parseCommand("/accept 4", true), yes(4));
+  assert.deepEqual(parseCommand("offers", false), { kind: "offers" });
+  assert.deepEqual(parseCommand("/offers", true), { kind: "offers" });
+  // In a chat, a plain "y" is a message, not an answer.
+  assert.deepEqual(parseCommand("y", true), { kind: "say", text: "y" });
+  assert.match(invalidMessage(parseCommand("accept x", false)), /usage: accept \[<n>\]/);
+  assert.match(invalidMessage(parseCommand("/y 0", true)), /usage: \/y \[<n>\]/);
+  assert.match(invalidMessage(parseCommand("decline 1 2", false)), /usage: decline/);
+});

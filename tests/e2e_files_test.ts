@@ -56,6 +56,10 @@ async function listDir(dir: string): Promise<string[]> {
   return names.sort();
 }
 
+/** These tests are about transfers, not acceptance: files from contacts are taken at once. */
+const AUTO = ["--auto-accept", "contacts"];
+const autoAll = (...names: string[]) => Object.fromEntries(names.map((n) => [n, { args: AUTO }]));
+
 const downloadsOf = (c: TestClient, user: string) => join(c.home, user, "downloads");
 const partialsOf = (c: TestClient, user: string) => join(c.home, user, "partial");
 
@@ -95,11 +99,16 @@ function lineIndex(client: TestClient, type: string, test: (e: Event) => boolean
 /** alice and bob, contacts of each other, with alice in a chat with bob (a live link). */
 async function pair(
   server: TestServer,
-  options: { alice?: Parameters<typeof TestClient.start>[2]; bobArgs?: string[] } = {},
+  options: {
+    alice?: Parameters<typeof TestClient.start>[2];
+    bobArgs?: string[];
+    /** bob answers offers himself (the default of a client) instead of taking them at once. */
+    bobAsks?: boolean;
+  } = {},
 ): Promise<{ alice: TestClient; bob: TestClient }> {
   const [alice, bob] = await crowd(server, ["alice", "bob"], {
-    alice: options.alice,
-    bob: { args: options.bobArgs },
+    alice: { ...options.alice, args: [...AUTO, ...options.alice?.args ?? []] },
+    bob: { args: [...options.bobAsks ? [] : AUTO, ...options.bobArgs ?? []] },
   }) as [TestClient, TestClient];
   await alice.send("chat bob");
   await alice.event("chat_opened", { with: "bob", online: true });
@@ -150,7 +159,7 @@ Deno.test("a random binary file arrives byte-identical, 1:1", async () => {
 Deno.test("a file shared in a 3-member group arrives byte-identical at each member", async () => {
   await using server = await startServer();
   const dir = await Deno.makeTempDir();
-  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  const clients = await crowd(server, ["alice", "bob", "carol"], autoAll("alice", "bob", "carol"));
   const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
   try {
     await alice.send("chat bob");
@@ -184,7 +193,7 @@ Deno.test("a file shared in a 3-member group arrives byte-identical at each memb
 Deno.test("a frozen member does not stall a group transfer to the others", async () => {
   await using server = await startServer();
   const dir = await Deno.makeTempDir();
-  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  const clients = await crowd(server, ["alice", "bob", "carol"], autoAll("alice", "bob", "carol"));
   const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
   try {
     await alice.send("chat bob");
@@ -289,7 +298,7 @@ Deno.test("hostile file names from a crafted peer all land inside downloads, cle
   await Deno.mkdir(bobHome);
   const bob = await TestClient.start("bob", server, {
     home: bobHome,
-    args: ["--peer-timeout", "30"],
+    args: ["--peer-timeout", "30", ...AUTO],
   });
   try {
     await bob.signup("bob");
@@ -422,18 +431,20 @@ Deno.test("a file damaged on the way fails the SHA-256 check, on both sides, and
   }
 });
 
-Deno.test("the sender killed -9 mid-transfer: the part waits aside and sharing again resumes", async () => {
+Deno.test("the sender killed -9 mid-transfer: the part waits aside and sharing again resumes without asking again", async () => {
   await using server = await startServer();
   const dir = await Deno.makeTempDir();
   // alice's home is ours: it must outlive her first process.
   const aliceHome = await Deno.makeTempDir({ prefix: "confab-alice-" });
-  const { alice, bob } = await pair(server, { alice: { home: aliceHome } });
+  const { alice, bob } = await pair(server, { alice: { home: aliceHome }, bobAsks: true });
   let alice2: TestClient | undefined;
   try {
     const size = 256 * MiB;
     const path = await randomFile(dir, "resume.bin", size);
     const want = await sha256Of(path);
     await alice.send(`/s ${path}`);
+    const offered = await bob.event("transfer_offered", { direction: "in", name: "resume.bin" });
+    await bob.send(`accept ${offered.offer}`);
     const progress = await eventWhere(
       bob,
       "transfer_progress",
@@ -454,13 +465,15 @@ Deno.test("the sender killed -9 mid-transfer: the part waits aside and sharing a
     const kept = (await Deno.stat(join(partialsOf(bob, "bob"), parts[0]!))).size;
     assert.ok(kept >= Number(progress.bytes) && kept < size, `${kept} bytes kept`);
 
-    alice2 = await TestClient.start("alice", server, { home: aliceHome });
+    alice2 = await TestClient.start("alice", server, { home: aliceHome, args: AUTO });
     await alice2.login("alice");
     await alice2.send("chat bob");
     await alice2.event("chat_opened", { with: "bob", online: true });
     await alice2.send(`/s ${path}`);
     const sent = await alice2.event("transfer_done", { direction: "out" }, BIG_MS);
     const received = await bob.event("transfer_done", { direction: "in" }, BIG_MS);
+    // bob accepted this file once: the resume was not offered to him again.
+    assert.equal(bob.events().filter((e) => e.type === "transfer_offered").length, 1);
     assert.ok(Number(sent.resumedFrom) > 0, `resumed from ${sent.resumedFrom}`);
     assert.ok(Number(sent.bytes) < size, `${sent.bytes} bytes sent again`);
     assert.equal(Number(sent.resumedFrom) + Number(sent.bytes), size);

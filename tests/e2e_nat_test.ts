@@ -41,7 +41,8 @@ async function labWithUsers(options: {
     for (const [i, user] of options.users.entries()) {
       const client = await TestClient.start(user, { host: lab.serverHost, port: server.port }, {
         netns: places[i],
-        args: options.clientArgs,
+        // Files between these contacts are taken without asking (the tests are about paths).
+        args: ["--auto-accept", "contacts", ...options.clientArgs ?? []],
       });
       clients.push(client);
       await client.signup(user);

@@ -248,6 +248,10 @@ async function execute(
       client.share(path).catch((error) => showError(ui, error));
       return;
     }
+    case "answer_offer":
+      return await client.answerOffer(c.offer, c.accept);
+    case "offers":
+      return client.offers();
     case "say":
       // Not awaited: the next line can be typed while this one waits for its ack.
       client.send(c.text).catch((error) => showError(ui, error));

@@ -13,7 +13,7 @@ import { MAX_TEXT_LENGTH, type PeerMessage, type ServerMessage } from "../protoc
 import { pathOf, type PeerLink } from "../peer/peer_link.ts";
 import { groupChat } from "./client_store.ts";
 import { GroupChats, GroupError } from "./group_chats.ts";
-import { TransferError, Transfers } from "./transfers.ts";
+import { type AutoAccept, TransferError, Transfers } from "./transfers.ts";
 import { groupHandle } from "../peer/group_state.ts";
 import type { ClientEvent, EventSink } from "./events.ts";
 import { ClientContext, ClientError, describeConnectError } from "./context.ts";
@@ -56,6 +56,14 @@ export interface ClientOptions {
   peerTimeoutMs?: number;
   /** Largest file accepted from others. */
   maxFileSize?: number;
+  /** Which file offers are accepted without asking (default "ask": none of them). */
+  autoAccept?: AutoAccept;
+  /** Most bytes held in partial files at once (default 8 GiB). */
+  maxPartialBytes?: number;
+  /** Free disk space a file must leave to be accepted (default 256 MiB). */
+  keepFreeBytes?: number;
+  /** A file offer nobody answers is declined after this long (default 5 min). */
+  offerTimeoutMs?: number;
   /** Try to turn relayed links into direct ones by hole punching (default true). */
   punch?: boolean;
   /** Connections held at once on the peer port (default 256). */
@@ -105,7 +113,15 @@ const PEER_ROUTES: Record<(PeerMessage | BinaryFrame)["type"], PeerRoom | undefi
 };
 
 export class ConfabClient implements AsyncDisposable {
-  readonly #opts: { historyLines: number; maxFileSize: number; announcePort: number | undefined };
+  readonly #opts: {
+    historyLines: number;
+    maxFileSize: number;
+    announcePort: number | undefined;
+    autoAccept: AutoAccept;
+    maxPartialBytes: number;
+    keepFreeBytes: number;
+    offerTimeoutMs: number;
+  };
   readonly #ctx: ClientContext;
   readonly #session: ServerSession;
   readonly #links: PeerLinks;
@@ -124,6 +140,10 @@ export class ConfabClient implements AsyncDisposable {
       historyLines: options.historyLines ?? 50,
       maxFileSize: options.maxFileSize ?? 4 * 1024 ** 3,
       announcePort: options.announcePort,
+      autoAccept: options.autoAccept ?? "ask",
+      maxPartialBytes: options.maxPartialBytes ?? 8 * 1024 ** 3,
+      keepFreeBytes: options.keepFreeBytes ?? 256 * 1024 ** 2,
+      offerTimeoutMs: options.offerTimeoutMs ?? 300_000,
     };
     this.#ctx = new ClientContext(emit);
     // deno-lint-ignore no-this-alias
@@ -570,7 +590,32 @@ export class ConfabClient implements AsyncDisposable {
       downloadsDir: join(dir, "downloads"),
       partialDir: join(dir, "partial"),
       maxFileSize: this.#opts.maxFileSize,
+      autoAccept: this.#opts.autoAccept,
+      isContact: async (user) =>
+        (await this.#session.contactList()).contacts.some((c) =>
+          c.user.toLowerCase() === user.toLowerCase()
+        ),
+      maxPartialBytes: this.#opts.maxPartialBytes,
+      keepFreeBytes: this.#opts.keepFreeBytes,
+      offerTimeoutMs: this.#opts.offerTimeoutMs,
     });
+  }
+
+  /** `accept [<n>]` / `decline [<n>]`: the user's answer to a file offer. */
+  async answerOffer(offer: number | undefined, accept: boolean): Promise<void> {
+    this.#session.require();
+    try {
+      await this.#transfers!.answer(offer, accept);
+    } catch (error) {
+      if (error instanceof TransferError) throw new ClientError(error.code, error.message);
+      throw error;
+    }
+  }
+
+  /** `offers`: the file offers waiting for the user's answer. */
+  offers(): void {
+    this.#session.require();
+    this.#ctx.emit({ type: "offers", offers: this.#transfers!.waitingOffers() });
   }
 
   /**

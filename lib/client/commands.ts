@@ -31,6 +31,9 @@ export type Command =
   | { kind: "search"; words: string[] }
   /** `path`: as typed (quotes, `\ ` and `~` undone); `raw`: the text exactly as typed. */
   | { kind: "share"; path: string; raw: string }
+  /** `accept [<n>]` / `/y [<n>]`, `decline [<n>]` / `/n [<n>]`: answer file offer `n`. */
+  | { kind: "answer_offer"; accept: boolean; offer?: number }
+  | { kind: "offers" }
   | { kind: "empty" }
   | { kind: "invalid"; message: string };
 
@@ -57,6 +60,9 @@ const IDLE_HELP = `logged in:
   show <user>                  read the messages <user> left you
   fingerprint [<user>]         your number, or the safety number shared with <user>
   trust <user>                 accept <user>'s new key (after comparing safety numbers)
+  offers                       files offered to you, waiting for your answer
+  accept [<n>]                 receive offered file <n> (also /y; n may be left out if one waits)
+  decline [<n>]                refuse offered file <n> (also /n)
   out                          log out
   clear                        clear the screen (also Ctrl-L)
   help                         this help
@@ -70,6 +76,7 @@ const CHAT_HELP = `in a chat:
   /u                            your contacts who are online
   /a <user>                     add an online contact: the chat becomes a group
   /s <path>                     send a file to everyone in the chat, directly
+  /y [<n>], /n [<n>]            accept or decline offered file <n> (/offers lists them)
   /chat <user|#group>           switch to another chat
   /show <user>                  read the messages <user> left you
   /hanging                      who left you messages
@@ -103,6 +110,9 @@ export function commandNames(place: Place): string[] {
     "show",
     "fingerprint",
     "trust",
+    "offers",
+    "accept",
+    "decline",
     "out",
     "clear",
     "help",
@@ -115,6 +125,8 @@ export function commandNames(place: Place): string[] {
     "/u",
     "/a",
     "/s",
+    "/y",
+    "/n",
     "/h",
     ...idle.filter((c) => c !== "quit").map((c) => `/${c}`),
   ];
@@ -180,6 +192,10 @@ function parseSlash(rest: string, inChat: boolean): Command {
         ? shareCommand(path)
         : usage("/s <path> (a file to send to everyone in the chat)");
     }
+    case "y":
+      return answerCommand(args, true, "/y [<n>]");
+    case "n":
+      return answerCommand(args, false, "/n [<n>]");
     case "h":
     case "help":
     case "?":
@@ -201,6 +217,16 @@ function parseSlash(rest: string, inChat: boolean): Command {
 
 function usage(text: string): Command {
   return { kind: "invalid", message: `usage: ${text}` };
+}
+
+function answerCommand(args: string[], accept: boolean, form: string): Command {
+  if (args.length > 1) return usage(form);
+  if (args[0] === undefined) return { kind: "answer_offer", accept };
+  const offer = Number(args[0]);
+  if (!Number.isInteger(offer) || offer < 1) {
+    return { kind: "invalid", message: `usage: ${form} (<n>: the number shown with the offer)` };
+  }
+  return { kind: "answer_offer", accept, offer };
 }
 
 function shareCommand(raw: string): Command {
@@ -287,6 +313,12 @@ function parseWords(text: string, slashed: boolean): Command {
       return args.length === 1 ? { kind: "trust", user: args[0]! } : usage(`${p}trust <user>`);
     case "share":
       return args.length > 0 ? shareCommand(text.slice(verb.length)) : usage(`${p}share <path>`);
+    case "offers":
+      return args.length === 0 ? { kind: "offers" } : usage(`${p}offers`);
+    case "accept":
+      return answerCommand(args, true, `${p}accept [<n>]`);
+    case "decline":
+      return answerCommand(args, false, `${p}decline [<n>]`);
     default:
       return { kind: "invalid", message: `unknown command "${verb.slice(0, 40)}"; type help` };
   }

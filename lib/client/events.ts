@@ -204,6 +204,43 @@ export type ClientEvent =
     }[];
   }
   /**
+   * A file was offered. "out": you offered it to `peer` and wait for their answer. "in": `peer`
+   * offers it to you and it waits for your answer (`accept <offer>` or `decline <offer>`) until
+   * `expiresAt`; `sha256` is the hash the sender announces, checked once the file arrived.
+   */
+  | {
+    type: "transfer_offered";
+    fid: string;
+    direction: "in" | "out";
+    peer: string;
+    name: string;
+    size: number;
+    sha256: string;
+    offer?: number;
+    expiresAt?: number;
+    group?: string;
+  }
+  /** `offers`: the file offers waiting for your answer, oldest first. */
+  | {
+    type: "offers";
+    offers: { offer: number; peer: string; name: string; size: number; sha256: string }[];
+  }
+  /**
+   * An offer to you was declined: by you, by `--auto-accept none`, because nobody answered it
+   * in time, because there was no room for it (`--max-partial`, `--keep-free`), or because the
+   * sender cancelled or left. `offer`: its number, when it had waited for an answer.
+   */
+  | {
+    type: "transfer_declined";
+    fid: string;
+    direction: "in";
+    peer: string;
+    name: string;
+    size: number;
+    offer?: number;
+    reason: string;
+  }
+  /**
    * A file transfer started (`direction` "out": you send to `peer`; "in": you receive from
    * `peer`). `offset`: bytes skipped because an earlier, interrupted transfer had them.
    */

@@ -371,6 +371,30 @@ export class Renderer {
           const mine = this.#where().me?.toLowerCase() === r.from.toLowerCase();
           return `${dim(`${this.stamp(r.ts)} ${where},`)} ${mine ? "you" : who(r.from)}: ${r.text}`;
         }).join("\n");
+      case "transfer_offered": {
+        if (e.direction === "out") {
+          return dim(
+            `offered ${e.name} (${size(e.size)}) to ${e.peer}; waiting for them to accept`,
+          );
+        }
+        const where = e.group ? ` in #${e.group.slice(0, 6)}` : "";
+        const minutes = e.expiresAt !== undefined
+          ? `; it expires in ${Math.max(1, Math.round((e.expiresAt - Date.now()) / 60_000))} min`
+          : "";
+        return this.paint(
+          "yellow",
+          `${e.peer}${where} offers ${e.name} (${size(e.size)}, sha256 ${e.sha256.slice(0, 16)}…)`,
+        ) + ` — accept: /y ${e.offer}, decline: /n ${e.offer}${minutes}`;
+      }
+      case "offers":
+        if (e.offers.length === 0) return "no file offer waits for your answer";
+        return e.offers.map((o) =>
+          `${o.offer}: ${o.name} (${size(o.size)}, sha256 ${o.sha256.slice(0, 16)}…) from ${o.peer}`
+        ).join("\n") + dim("\naccept with /y <n>, decline with /n <n>");
+      case "transfer_declined":
+        return dim(
+          `not receiving ${e.name} (${size(e.size)}) from ${e.peer}: ${this.#plain(e.reason)}`,
+        );
       case "transfer_started": {
         const resume = e.offset > 0
           ? ` — resuming at ${Math.floor((e.offset / Math.max(1, e.size)) * 100)}%`

@@ -1,11 +1,15 @@
 /**
- * File sharing over the direct links, never through the server. The file is streamed in
+ * File sharing over the direct links, never through the server. Receiving is a choice: an
+ * offer (name, size, sender, SHA-256) waits for the user to accept or decline it, unless
+ * `--auto-accept` says otherwise, and expires unanswered; before accepting, the bytes held in
+ * partial files are capped and the disk's free space is checked. The file is streamed in
  * chunks with backpressure (a few chunks in flight per link, so a chat line waits for at most a
  * few), checked end to end with SHA-256, written aside under a temporary name and moved into
  * downloads only once complete and verified. An interrupted transfer leaves its partial file
  * aside; offering the same file again (same hash and size) resumes where it stopped.
  */
 import { createHash, type Hash } from "node:crypto";
+import { statfs } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { BinaryFrame } from "../net/framed_connection.ts";
 import { BINARY_TAG, writeAll } from "../net/framed_connection.ts";
@@ -27,6 +31,13 @@ const HEADER = 1 + 16 + 8;
 /** How long a partial file is kept for resuming. */
 const PARTIAL_TTL_MS = 24 * 3600_000;
 const ANSWER_TIMEOUT_MS = 120_000;
+/**
+ * How long the sender waits for an accept or a decline: a person decides, and receivers let an
+ * offer wait up to an hour (`--offer-timeout`) before declining it for them.
+ */
+const OFFER_ANSWER_MS = 3600_000 + 60_000;
+/** Offers waiting for an answer at once, from everyone together; more are declined. */
+export const MAX_WAITING_OFFERS = 32;
 const PROGRESS_EVERY_MS = 250;
 /**
  * Bytes between checks of the memory that file chunks leave outside the JS heap (see
@@ -50,6 +61,32 @@ export interface TransferHost {
   readonly partialDir: string;
   /** Largest file accepted. */
   readonly maxFileSize: number;
+  /** Which offers are taken without asking. */
+  readonly autoAccept: AutoAccept;
+  /** Whether `user` is in my contact list (for `autoAccept: "contacts"`). */
+  isContact(user: string): Promise<boolean>;
+  /** Most bytes held in partial files, those of transfers in progress counted whole. */
+  readonly maxPartialBytes: number;
+  /** Free disk space an accepted file must leave. */
+  readonly keepFreeBytes: number;
+  /** An offer nobody answers is declined after this long. */
+  readonly offerTimeoutMs: number;
+}
+
+/**
+ * `ask`: every new offer waits for the user; `contacts`: offers from my contacts are accepted
+ * at once, others wait; `none`: every new offer is declined. A resume is never asked again.
+ */
+export type AutoAccept = "ask" | "contacts" | "none";
+
+/** An offer waiting for the user's answer; `n` is the number the user types. */
+interface WaitingOffer {
+  n: number;
+  link: PeerLink;
+  offer: Extract<PeerMessage, { type: "file_offer" }>;
+  name: string;
+  partial: string;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 interface Outgoing {
@@ -152,6 +189,10 @@ export class Transfers {
   readonly #host: TransferHost;
   readonly #outgoing = new Map<string, Outgoing>();
   readonly #incoming = new Map<string, Incoming>();
+  readonly #waiting = new Map<number, WaitingOffer>();
+  #nextOffer = 1;
+  /** Accepts run one at a time, so two cannot both take the last room. */
+  #accepting: Promise<void> = Promise.resolve();
 
   constructor(host: TransferHost) {
     this.#host = host;
@@ -233,7 +274,11 @@ export class Transfers {
         sha256: file.sha256,
         ...(file.group ? { group: file.group } : {}),
       });
-      const answer = await Promise.race([closed, withTimeout(t.answer.promise, "no answer")]);
+      host.emit({ type: "transfer_offered", ...base, sha256: file.sha256 });
+      const answer = await Promise.race([
+        closed,
+        withTimeout(t.answer.promise, "no answer", OFFER_ANSWER_MS),
+      ]);
       if (!answer.accepted) {
         throw new TransferError("REJECTED", `${peer} declined: ${answer.reason}`);
       }
@@ -347,6 +392,10 @@ export class Transfers {
         if (inc && inc.link === link) {
           await this.#fail(inc, `${link.user} cancelled: ${m.reason}`, true);
         }
+        const waiting = [...this.#waiting.values()].find((w) =>
+          w.offer.fid === m.fid && w.link === link
+        );
+        if (waiting) this.#drop(waiting, `${link.user} cancelled: ${m.reason}`);
         return true;
       }
       default:
@@ -356,12 +405,7 @@ export class Transfers {
 
   async #onOffer(link: PeerLink, m: Extract<PeerMessage, { type: "file_offer" }>): Promise<void> {
     const host = this.#host;
-    // A reason over the protocol's limit would be refused as a whole, leaving the sender
-    // waiting for an answer that never comes.
-    const reject = (reason: string) =>
-      link.fc.send({ type: "file_reject", fid: m.fid, reason: reason.slice(0, MAX_WIRE_REASON) })
-        .catch(() => {});
-    if (this.#incoming.has(m.fid)) return;
+    if (this.#incoming.has(m.fid) || this.#waitingFor(m.fid)) return;
     if (m.size > host.maxFileSize) {
       host.emit({
         type: "error",
@@ -369,7 +413,11 @@ export class Transfers {
         message: `${link.user} offered ${sanitizeFileName(m.name)} (${m.size} bytes); ` +
           `refused: above your limit of ${host.maxFileSize} bytes (--max-file-size)`,
       });
-      await reject(`the file is larger than the receiver's limit of ${host.maxFileSize} bytes`);
+      await reject(
+        link,
+        m.fid,
+        `the file is larger than the receiver's limit of ${host.maxFileSize} bytes`,
+      );
       return;
     }
     const name = sanitizeFileName(m.name);
@@ -377,15 +425,235 @@ export class Transfers {
       host.partialDir,
       `${m.sha256}-${m.size}-${link.user.toLowerCase()}.part`,
     );
-    if ([...this.#incoming.values()].some((t) => t.partial === partial)) {
-      await reject("this file is already being received");
+    if (
+      [...this.#incoming.values()].some((t) => t.partial === partial) ||
+      [...this.#waiting.values()].some((w) => w.partial === partial)
+    ) {
+      await reject(link, m.fid, "this file is already being received");
       return;
     }
+    // A file this user accepted before and partly received: resuming it is not asked again.
+    const resuming = ((await Deno.stat(partial).catch(() => undefined))?.size ?? 0) > 0;
+    const policy = host.autoAccept;
+    if (
+      resuming ||
+      (policy === "contacts" && await host.isContact(link.user).catch(() => false))
+    ) {
+      await this.#accept(link, m, name, partial);
+      return;
+    }
+    const base = { fid: m.fid, direction: "in" as const, peer: link.user, name, size: m.size };
+    if (policy === "none") {
+      host.emit({
+        type: "transfer_declined",
+        ...base,
+        reason: "you take no files (--auto-accept none)",
+      });
+      await reject(link, m.fid, "the receiver takes no files");
+      return;
+    }
+    if (this.#waiting.size >= MAX_WAITING_OFFERS) {
+      host.emit({
+        type: "transfer_declined",
+        ...base,
+        reason: `${MAX_WAITING_OFFERS} offers already wait for an answer`,
+      });
+      await reject(link, m.fid, "too many offers wait for the receiver's answer; try later");
+      return;
+    }
+    const n = this.#nextOffer++;
+    const waiting: WaitingOffer = {
+      n,
+      link,
+      offer: m,
+      name,
+      partial,
+      timer: setTimeout(() => {
+        if (this.#drop(waiting, "nobody answered in time")) {
+          void reject(link, m.fid, "the offer expired: nobody answered it in time");
+        }
+      }, host.offerTimeoutMs),
+    };
+    this.#waiting.set(n, waiting);
+    void link.fc.closed.then(() => this.#drop(waiting, `${link.user} disconnected`));
+    host.emit({
+      type: "transfer_offered",
+      ...base,
+      sha256: m.sha256,
+      offer: n,
+      expiresAt: Date.now() + host.offerTimeoutMs,
+      ...(m.group ? { group: m.group } : {}),
+    });
+  }
+
+  /** The waiting offers, oldest first. */
+  waitingOffers(): { offer: number; peer: string; name: string; size: number; sha256: string }[] {
+    return [...this.#waiting.values()].map((w) => ({
+      offer: w.n,
+      peer: w.link.user,
+      name: w.name,
+      size: w.offer.size,
+      sha256: w.offer.sha256,
+    }));
+  }
+
+  /**
+   * The user's answer to waiting offer `n` (the only one waiting, when `n` is left out).
+   * @throws {TransferError} NO_OFFER when there is no such offer, or several and no `n`.
+   */
+  async answer(n: number | undefined, accept: boolean): Promise<void> {
+    const verb = accept ? "accept" : "decline";
+    if (n === undefined) {
+      if (this.#waiting.size > 1) {
+        const numbers = [...this.#waiting.keys()].join(", ");
+        throw new TransferError(
+          "NO_OFFER",
+          `${this.#waiting.size} offers wait (${numbers}): say which, e.g. ${verb} ${
+            [...this.#waiting.keys()][0]
+          }`,
+        );
+      }
+      n = [...this.#waiting.keys()][0];
+    }
+    const waiting = n === undefined ? undefined : this.#waiting.get(n);
+    if (!waiting) {
+      throw new TransferError(
+        "NO_OFFER",
+        n === undefined
+          ? "no file offer waits for an answer"
+          : `no file offer ${n} waits for an answer`,
+      );
+    }
+    if (!accept) {
+      this.#drop(waiting, "you declined");
+      await reject(waiting.link, waiting.offer.fid, "the receiver declined");
+      return;
+    }
+    this.#drop(waiting);
+    if (waiting.link.fc.isClosed) {
+      throw new TransferError(
+        "PEER_GONE",
+        `${waiting.link.user} disconnected; ask them to share it again`,
+      );
+    }
+    await this.#accept(waiting.link, waiting.offer, waiting.name, waiting.partial);
+  }
+
+  /**
+   * Takes an offer off the waiting list; with a `reason`, tells the user it was declined.
+   * Returns false when it was no longer waiting.
+   */
+  #drop(waiting: WaitingOffer, reason?: string): boolean {
+    if (this.#waiting.get(waiting.n) !== waiting) return false;
+    this.#waiting.delete(waiting.n);
+    clearTimeout(waiting.timer);
+    if (reason !== undefined) {
+      this.#host.emit({
+        type: "transfer_declined",
+        fid: waiting.offer.fid,
+        direction: "in",
+        peer: waiting.link.user,
+        name: waiting.name,
+        size: waiting.offer.size,
+        offer: waiting.n,
+        reason,
+      });
+    }
+    return true;
+  }
+
+  #waitingFor(fid: string): WaitingOffer | undefined {
+    return [...this.#waiting.values()].find((w) => w.offer.fid === fid);
+  }
+
+  /**
+   * Why a file of `size` bytes (of which `have` are already in its partial file) cannot be
+   * taken now, or undefined when it can. Partial files of transfers no longer running are
+   * dropped, oldest first, to stay under the cap; the disk must keep `keepFreeBytes` free once
+   * every transfer in progress has written its last byte.
+   */
+  async #noRoom(partial: string, size: number, have: number): Promise<string | undefined> {
+    const host = this.#host;
+    const active = new Set([...this.#incoming.values()].map((t) => t.partial));
+    let held = 0;
+    let toCome = size - have;
+    for (const t of this.#incoming.values()) {
+      held += t.size;
+      toCome += t.size - t.at;
+    }
+    const idle: { path: string; size: number; mtime: number }[] = [];
+    for await (const entry of Deno.readDir(host.partialDir)) {
+      const path = join(host.partialDir, entry.name);
+      if (path === partial || active.has(path)) continue;
+      const info = await Deno.stat(path).catch(() => undefined);
+      if (!info?.isFile) continue;
+      idle.push({ path, size: info.size, mtime: info.mtime?.getTime() ?? 0 });
+      held += info.size;
+    }
+    idle.sort((a, b) => a.mtime - b.mtime);
+    while (held + size > host.maxPartialBytes && idle.length > 0) {
+      const oldest = idle.shift()!;
+      await Deno.remove(oldest.path).catch(() => {});
+      held -= oldest.size;
+    }
+    if (held + size > host.maxPartialBytes) {
+      return `files being received would hold more than ${host.maxPartialBytes} bytes aside ` +
+        `(--max-partial); accept it once the others are done`;
+    }
+    const fs = await statfs(host.partialDir);
+    const free = fs.bavail * fs.bsize;
+    if (free - toCome < host.keepFreeBytes) {
+      return `not enough free disk space: ${free} bytes free, it needs ${toCome} more and ` +
+        `${host.keepFreeBytes} must stay free (--keep-free)`;
+    }
+    return undefined;
+  }
+
+  /** Opens (or reopens, to resume) the partial file and accepts the offer, if there is room. */
+  #accept(
+    link: PeerLink,
+    m: Extract<PeerMessage, { type: "file_offer" }>,
+    name: string,
+    partial: string,
+  ): Promise<void> {
+    const run = this.#accepting.then(() => this.#acceptNow(link, m, name, partial));
+    this.#accepting = run.catch(() => {});
+    return run;
+  }
+
+  async #acceptNow(
+    link: PeerLink,
+    m: Extract<PeerMessage, { type: "file_offer" }>,
+    name: string,
+    partial: string,
+  ): Promise<void> {
+    const host = this.#host;
     const hash = createHash("sha256");
     let offset = 0;
-    let file: Deno.FsFile;
+    let file: Deno.FsFile | undefined;
     try {
       await Deno.mkdir(host.partialDir, { recursive: true, mode: 0o700 });
+      const had = (await Deno.stat(partial).catch(() => undefined))?.size ?? 0;
+      const noRoom = await this.#noRoom(partial, m.size, had <= m.size ? had : 0);
+      if (noRoom !== undefined) {
+        host.emit({
+          type: "transfer_declined",
+          fid: m.fid,
+          direction: "in",
+          peer: link.user,
+          name,
+          size: m.size,
+          reason: noRoom,
+        });
+        await reject(link, m.fid, `the receiver has no room for it now: ${noRoom}`);
+        return;
+      }
+      if (
+        this.#incoming.has(m.fid) || [...this.#incoming.values()].some((t) => t.partial === partial)
+      ) {
+        await reject(link, m.fid, "this file is already being received");
+        return;
+      }
       file = await Deno.open(partial, { read: true, write: true, create: true, mode: 0o600 });
       const size = (await file.stat()).size;
       if (size > 0 && size <= m.size) {
@@ -402,7 +670,8 @@ export class Transfers {
       }
       await file.seek(offset, Deno.SeekMode.Start);
     } catch (error) {
-      await reject(`the receiver cannot store it (${(error as Error).message})`);
+      file?.close();
+      await reject(link, m.fid, `the receiver cannot store it (${(error as Error).message})`);
       return;
     }
     const now = Date.now();
@@ -617,6 +886,9 @@ export class Transfers {
 
   /** Ends every transfer (logout, close); partial files stay for resuming. */
   async close(): Promise<void> {
+    for (const w of [...this.#waiting.values()]) {
+      if (this.#drop(w, "closing")) void reject(w.link, w.offer.fid, "the receiver left");
+    }
     for (const t of [...this.#incoming.values()]) await this.#fail(t, "closing", true);
     for (const t of this.#outgoing.values()) {
       t.cancelled = "closing";
@@ -671,12 +943,21 @@ function progressEvent(
   };
 }
 
-function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+/**
+ * Declines an offer. A reason over the protocol's limit would be refused as a whole, leaving the
+ * sender waiting for an answer that never comes.
+ */
+function reject(link: PeerLink, fid: string, reason: string): Promise<void> {
+  return link.fc.send({ type: "file_reject", fid, reason: reason.slice(0, MAX_WIRE_REASON) })
+    .catch(() => {});
+}
+
+function withTimeout<T>(promise: Promise<T>, what: string, ms = ANSWER_TIMEOUT_MS): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new TransferError("TIMEOUT", `${what} within ${ANSWER_TIMEOUT_MS / 1000} s`)),
-      ANSWER_TIMEOUT_MS,
+      () => reject(new TransferError("TIMEOUT", `${what} within ${ms / 1000} s`)),
+      ms,
     );
   });
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));

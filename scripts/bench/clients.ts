@@ -202,6 +202,9 @@ export class ClientProcess extends Tracked {
       join(options.dir, name),
       "--history",
       "0",
+      // A bot: files from its contacts are taken without asking.
+      "--auto-accept",
+      "contacts",
       ...(options.args ?? []),
     ], { profile: true });
     const client = new ClientProcess(proc, name);

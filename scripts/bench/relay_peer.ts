@@ -38,6 +38,8 @@ const client = new ConfabClient({
   server: { host, port: Number(port) },
   punch: args.punch !== "off",
   historyLines: 0,
+  // A bench peer: files from its contacts are taken without asking.
+  autoAccept: "contacts",
   ...(args["announce-port"] ? { announcePort: Number(args["announce-port"]) } : {}),
 }, (event) => {
   events.push(event);

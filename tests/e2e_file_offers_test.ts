@@ -1,0 +1,175 @@
+/**
+ * Receiving a file is a choice, end to end with real processes: an offer shows name, size,
+ * sender and SHA-256 and waits for the receiver's answer; nothing is written before it is
+ * accepted; a declined or unanswered offer is refused at the sender; `--auto-accept` decides for
+ * scripts; a file is refused when the partial files would exceed `--max-partial` or the disk
+ * would keep less than `--keep-free`.
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { befriend, startServer, TestClient, type TestServer } from "./support/processes.ts";
+
+const KiB = 1024;
+
+async function randomFile(dir: string, name: string, bytes: number): Promise<Uint8Array> {
+  const data = new Uint8Array(bytes);
+  for (let at = 0; at < bytes; at += 65_536) {
+    crypto.getRandomValues(data.subarray(at, Math.min(bytes, at + 65_536)));
+  }
+  await Deno.writeFile(join(dir, name), data);
+  return data;
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return names.sort();
+}
+
+/** alice (sharing) and bob (receiving, with `bobArgs`), mutual contacts, alice in a chat. */
+async function pair(server: TestServer, bobArgs: string[] = []) {
+  const alice = await TestClient.start("alice", server);
+  const bob = await TestClient.start("bob", server, { args: bobArgs });
+  await alice.signup("alice");
+  await bob.signup("bob");
+  await befriend(alice, bob);
+  await alice.send("chat bob");
+  await alice.event("chat_opened", { with: "bob", online: true });
+  const dir = await Deno.makeTempDir({ prefix: "confab-offers-" });
+  return {
+    alice,
+    bob,
+    dir,
+    downloads: join(bob.home, "bob", "downloads"),
+    partial: join(bob.home, "bob", "partial"),
+    async [Symbol.asyncDispose]() {
+      await alice[Symbol.asyncDispose]();
+      await bob[Symbol.asyncDispose]();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+Deno.test("a peer pushing a file nobody asked for writes nothing until the receiver accepts it", async () => {
+  await using server = await startServer();
+  await using p = await pair(server);
+  const { alice, bob } = p;
+  const data = await randomFile(p.dir, "report.pdf", 300 * KiB + 5);
+  const sha256 = createHash("sha256").update(data).digest("hex");
+
+  await alice.send(`/s ${join(p.dir, "report.pdf")}`);
+  const offer = await bob.event("transfer_offered", { direction: "in" });
+  assert.equal(offer.peer, "alice");
+  assert.equal(offer.name, "report.pdf");
+  assert.equal(offer.size, data.length);
+  assert.equal(offer.sha256, sha256, "the hash the sender announces, shown before accepting");
+  assert.equal(typeof offer.offer, "number");
+  assert.ok(Number(offer.expiresAt) > Date.now(), "an offer says when it expires");
+  await alice.event("transfer_offered", { direction: "out", peer: "bob" });
+
+  // Waiting for bob: not a byte of it on his disk.
+  assert.deepEqual(await listDir(p.partial), []);
+  assert.deepEqual(await listDir(p.downloads), []);
+  assert.ok(!bob.events().some((e) => e.type === "transfer_started"), "nothing started");
+
+  await bob.send("offers");
+  const list = await bob.event("offers");
+  assert.deepEqual(list.offers, [
+    { offer: offer.offer, peer: "alice", name: "report.pdf", size: data.length, sha256 },
+  ]);
+
+  await bob.send(`accept ${offer.offer}`);
+  const done = await bob.event("transfer_done", { direction: "in" });
+  await alice.event("transfer_done", { direction: "out" });
+  assert.deepEqual(await Deno.readFile(String(done.savedAs)), data);
+});
+
+Deno.test("a file offer the receiver declines (/n) is refused at the sender and nothing is stored", async () => {
+  await using server = await startServer();
+  await using p = await pair(server);
+  const { alice, bob } = p;
+  await randomFile(p.dir, "unwanted.bin", 200 * KiB);
+
+  await alice.send(`/s ${join(p.dir, "unwanted.bin")}`);
+  await bob.event("transfer_offered", { direction: "in" });
+  await bob.send("/n");
+  const declined = await bob.event("transfer_declined", { peer: "alice" });
+  assert.equal(declined.reason, "you declined");
+  const failed = await alice.event("transfer_failed", { direction: "out" });
+  assert.match(String(failed.reason), /bob declined/);
+  assert.deepEqual(await listDir(p.partial), []);
+  assert.deepEqual(await listDir(p.downloads), []);
+
+  // An answer to an offer that no longer waits is a clear error, not a crash.
+  await bob.send("/y");
+  const error = await bob.event("error", { code: "NO_OFFER" });
+  assert.match(String(error.message), /no file offer waits/);
+});
+
+Deno.test("a file offer nobody answers expires and is refused at the sender", async () => {
+  await using server = await startServer();
+  await using p = await pair(server, ["--offer-timeout", "1"]);
+  const { alice, bob } = p;
+  await randomFile(p.dir, "ignored.bin", 100 * KiB);
+
+  await alice.send(`/s ${join(p.dir, "ignored.bin")}`);
+  const offer = await bob.event("transfer_offered", { direction: "in" });
+  const declined = await bob.event("transfer_declined", { offer: offer.offer });
+  assert.match(String(declined.reason), /nobody answered/);
+  const failed = await alice.event("transfer_failed", { direction: "out" });
+  assert.match(String(failed.reason), /expired/);
+  assert.deepEqual(await listDir(p.partial), []);
+});
+
+Deno.test("--auto-accept none declines every file offer without asking", async () => {
+  await using server = await startServer();
+  await using p = await pair(server, ["--auto-accept", "none"]);
+  const { alice, bob } = p;
+  await randomFile(p.dir, "pushed.bin", 100 * KiB);
+
+  await alice.send(`/s ${join(p.dir, "pushed.bin")}`);
+  const declined = await bob.event("transfer_declined", { peer: "alice" });
+  assert.match(String(declined.reason), /--auto-accept none/);
+  await alice.event("transfer_failed", { direction: "out" });
+  assert.ok(!bob.events().some((e) => e.type === "transfer_offered"), "not asked");
+  assert.deepEqual(await listDir(p.partial), []);
+});
+
+Deno.test("a peer offering more than --max-partial holds aside is refused before a byte is written", async () => {
+  await using server = await startServer();
+  await using p = await pair(server, ["--auto-accept", "contacts", "--max-partial", "1M"]);
+  const { alice, bob } = p;
+  await randomFile(p.dir, "filler.bin", 2 * 1024 * KiB);
+
+  await alice.send(`/s ${join(p.dir, "filler.bin")}`);
+  const declined = await bob.event("transfer_declined", { peer: "alice" });
+  assert.match(String(declined.reason), /--max-partial/);
+  const failed = await alice.event("transfer_failed", { direction: "out" });
+  assert.match(String(failed.reason), /no room/);
+  assert.deepEqual(await listDir(p.partial), []);
+
+  // A file that fits is taken: the cap is on room, not on the sender.
+  const small = await randomFile(p.dir, "small.bin", 500 * KiB);
+  await alice.send(`/s ${join(p.dir, "small.bin")}`);
+  const done = await bob.event("transfer_done", { direction: "in" });
+  assert.deepEqual(await Deno.readFile(String(done.savedAs)), small);
+});
+
+Deno.test("a peer offering a file the disk has no room for is refused after a free-space check", async () => {
+  await using server = await startServer();
+  // More free space asked for than any disk here has: the real free space (statfs) is short.
+  await using p = await pair(server, ["--auto-accept", "contacts", "--keep-free", "100000000G"]);
+  const { alice, bob } = p;
+  await randomFile(p.dir, "big.bin", 100 * KiB);
+
+  await alice.send(`/s ${join(p.dir, "big.bin")}`);
+  const declined = await bob.event("transfer_declined", { peer: "alice" });
+  assert.match(String(declined.reason), /not enough free disk space: \d+ bytes free/);
+  await alice.event("transfer_failed", { direction: "out" });
+  assert.deepEqual(await listDir(p.partial), []);
+});
