@@ -281,7 +281,8 @@ export class ConfabClient implements AsyncDisposable {
         this.#ctx.emit({ type: "mail_summary", entries: m.entries });
         return;
       case "receipts":
-        this.#mailbox.onReceipts(m.items);
+        // Checked one signature at a time; tracked so a close waits for it.
+        this.#ctx.track(this.#mailbox.onReceipts(m.items).catch(() => {}));
         return;
       case "relay_offer":
         this.#links.acceptRelay(m);

@@ -281,10 +281,24 @@ export class ClientStore implements Disposable {
    * Sets the delivery mark of one of my own messages. `**` is final: an answer that comes late
    * (a resend stored, `*`, after the first copy was read) does not take it back.
    */
-  setMark(id: string, mark: DeliveryMark): void {
+  setMark(id: string, mark: DeliveryMark): void;
+  /**
+   * Only when the message went to `to` in a 1:1 chat; returns whether it is such a message
+   * (marked now or before).
+   */
+  setMark(id: string, mark: DeliveryMark, to: string): boolean;
+  setMark(id: string, mark: DeliveryMark, to?: string): boolean | void {
     this.#writeRows();
-    this.#db.sql("UPDATE messages SET mark = ? WHERE id = ? AND outgoing = 1 AND mark != '**'")
-      .run(mark, id);
+    if (to === undefined) {
+      this.#db.sql("UPDATE messages SET mark = ? WHERE id = ? AND outgoing = 1 AND mark != '**'")
+        .run(mark, id);
+      return;
+    }
+    const where = "id = ? AND outgoing = 1 AND lower(chat) = ?";
+    this.#db.sql(`UPDATE messages SET mark = ? WHERE ${where} AND mark != '**'`)
+      .run(mark, id, to.toLowerCase());
+    return this.#db.sql(`SELECT 1 FROM messages WHERE ${where}`).get(id, to.toLowerCase()) !==
+      undefined;
   }
 
   /** The last `limit` messages of a chat, oldest first (a group message still on its way: n/m). */

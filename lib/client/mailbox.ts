@@ -5,6 +5,7 @@
  */
 import type { ServerMessage } from "../protocol/messages.ts";
 import { MailRejected, openMail } from "../peer/sealed_mail.ts";
+import { receiptStatement, verifySignature } from "../crypto/ed25519.ts";
 import { type ClientContext, ClientError } from "./context.ts";
 import type { ServerSession } from "./server_session.ts";
 
@@ -111,11 +112,25 @@ export class Mailbox {
       if (Deno.env.get("CONFAB_FAULT") === "crash-before-mail-confirm") {
         Deno.kill(Deno.pid, "SIGKILL"); // tests: die between storing and confirming
       }
+      // A receipt for each message read, signed by this device's identity key: the sender
+      // believes a receipt only with that signature, never on the server's word.
+      const readAt = Date.now();
+      const refused = new Set(rejected);
+      const receipts = await Promise.all(
+        batch.messages.filter((m) => !refused.has(m.msgId)).map(async (m) => ({
+          msgId: m.msgId,
+          readAt,
+          sig: await session.identity.sign(
+            receiptStatement({ sender: batch.from, reader: session.user, msgId: m.msgId, readAt }),
+          ),
+        })),
+      );
       await this.#session.request({
         type: "mail_confirm",
         from: batch.from,
         msgIds: batch.messages.map((m) => m.msgId),
         ...(rejected.length > 0 ? { rejected } : {}),
+        ...(receipts.length > 0 ? { receipts } : {}),
       });
       if (!batch.more) break;
     }
@@ -123,21 +138,65 @@ export class Mailbox {
     return shown;
   }
 
-  /** Read receipts from the server: our `*` messages were read; they become `**`. */
-  onReceipts(items: { msgId: string; reader: string; readAt: number }[]): void {
+  /**
+   * Read receipts from the server: our `*` messages were read; they become `**`. Only a receipt
+   * signed by the reader's identity key (the key pinned for them) for a message we sent them is
+   * believed: the server cannot mark a message read by itself. The others are refused (and
+   * acknowledged, so the server forgets them).
+   */
+  async onReceipts(
+    items: { msgId: string; reader: string; readAt: number; sig?: string }[],
+  ): Promise<void> {
     const session = this.#session.current;
     if (!session) return;
-    const byReader = new Map<string, string[]>();
+    const byReader = new Map<string, { reader: string; ids: string[]; readAt: number }>();
+    const refused = new Map<string, number>();
     for (const item of items) {
-      session.store.setMark(item.msgId, "**");
-      const ids = byReader.get(item.reader) ?? [];
-      ids.push(item.msgId);
-      byReader.set(item.reader, ids);
+      const key = await this.#readerKey(item.reader);
+      const signed = item.sig !== undefined && key !== undefined &&
+        await verifySignature(
+          key,
+          item.sig,
+          receiptStatement({
+            sender: session.user,
+            reader: item.reader,
+            msgId: item.msgId,
+            readAt: item.readAt,
+          }),
+        );
+      if (!signed || !session.store.setMark(item.msgId, "**", item.reader)) {
+        refused.set(item.reader, (refused.get(item.reader) ?? 0) + 1);
+        continue;
+      }
+      const entry = byReader.get(item.reader.toLowerCase()) ??
+        { reader: item.reader, ids: [], readAt: 0 };
+      entry.ids.push(item.msgId);
+      entry.readAt = Math.max(entry.readAt, item.readAt);
+      byReader.set(item.reader.toLowerCase(), entry);
     }
-    for (const [reader, ids] of byReader) {
-      const readAt = Math.max(...items.filter((i) => i.reader === reader).map((i) => i.readAt));
+    for (const { reader, ids, readAt } of byReader.values()) {
       this.#ctx.emit({ type: "read", by: reader, ids, readAt });
     }
+    for (const [reader, count] of refused) {
+      this.#ctx.emit({
+        type: "error",
+        code: "RECEIPT_REJECTED",
+        message: `${count} read receipt${count === 1 ? "" : "s"} said to be from ${reader} ` +
+          `refused: not signed by ${reader}, or for a message not sent to them; those ` +
+          `messages stay marked *`,
+      });
+    }
     this.#session.tell({ type: "receipts_ack", msgIds: items.map((i) => i.msgId) });
+  }
+
+  /** The identity key pinned for `user` (looked up, and so pinned, if never seen). */
+  async #readerKey(user: string): Promise<string | undefined> {
+    const pinned = this.#session.current?.store.knownKey(user);
+    if (pinned !== undefined) return pinned;
+    try {
+      return (await this.#session.lookup(user)).publicKey;
+    } catch {
+      return undefined;
+    }
   }
 }

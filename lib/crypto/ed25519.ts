@@ -120,3 +120,20 @@ export async function verifySignature(
 export function mailKeyStatement(user: string, mailKey: string): Uint8Array<ArrayBuffer> {
   return new TextEncoder().encode(`confab-mail-key-v1\n${user.toLowerCase()}\n${mailKey}`);
 }
+
+/**
+ * What a reader signs for each message it read (a read receipt): the sender's client turns `*`
+ * into `**` only for a receipt signed by the reader's identity key, never on the server's word.
+ * Names are lower-cased (names are unique ignoring case).
+ */
+export function receiptStatement(receipt: {
+  sender: string;
+  reader: string;
+  msgId: string;
+  readAt: number;
+}): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(
+    `confab-receipt-v1\n${receipt.sender.toLowerCase()}\n${receipt.reader.toLowerCase()}\n` +
+      `${receipt.msgId}\n${receipt.readAt}`,
+  );
+}

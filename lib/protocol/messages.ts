@@ -162,6 +162,12 @@ export const MailConfirm = z.strictObject({
   msgIds: z.array(MessageId).min(1).max(MAX_MAIL_BATCH),
   /** Of those, the ones my client refused (not decryptable, wrongly signed): no receipt. */
   rejected: z.array(MessageId).max(MAX_MAIL_BATCH).optional(),
+  /**
+   * A read receipt for each message read, signed by my identity key over
+   * `receiptStatement` (lib/crypto/ed25519.ts): the sender's client believes a receipt only with its signature.
+   */
+  receipts: z.array(z.strictObject({ msgId: MessageId, readAt: Timestamp, sig: Signature }))
+    .max(MAX_MAIL_BATCH).optional(),
 });
 /** I have recorded these read receipts: the server may forget them. */
 export const ReceiptsAck = z.strictObject({
@@ -273,8 +279,15 @@ export const MailSummary = z.strictObject({
 /** Pushed: your messages were read (shown) by `reader`. */
 export const Receipts = z.strictObject({
   type: z.literal("receipts"),
-  items: z.array(z.strictObject({ msgId: MessageId, reader: Username, readAt: Timestamp }))
-    .min(1).max(MAX_MAIL_BATCH),
+  items: z.array(
+    z.strictObject({
+      msgId: MessageId,
+      reader: Username,
+      readAt: Timestamp,
+      /** The reader's signature (`receiptStatement`); absent: only the server's word. */
+      sig: Signature.optional(),
+    }),
+  ).min(1).max(MAX_MAIL_BATCH),
 });
 export const ServerClosing = z.strictObject({
   type: z.literal("server_closing"),

@@ -41,7 +41,7 @@ export const COPIED_TABLES: readonly { name: string; columns: string[]; identity
     columns: ["seq", "recipient", "sender", "msg_id", "ts", "body", "stored_at"],
     identity: "seq",
   },
-  { name: "receipts", columns: ["sender", "msg_id", "reader", "read_at"] },
+  { name: "receipts", columns: ["sender", "msg_id", "reader", "read_at", "sig"] },
   { name: "mail_read", columns: ["recipient", "sender", "msg_id", "read_at"] },
 ];
 

@@ -383,6 +383,15 @@ export const MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    // The reader's signature over each read receipt: the sender's client believes only that.
+    sqlite: `
+      ALTER TABLE receipts ADD COLUMN sig TEXT;  -- Ed25519, base64url; NULL: an old, unsigned one
+    `,
+    postgres: `
+      ALTER TABLE receipts ADD COLUMN sig TEXT;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

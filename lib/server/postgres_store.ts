@@ -33,6 +33,7 @@ import {
   type Resumed,
   type Resumption,
   type ServerStore,
+  type SignedRead,
   type StoreEvent,
   type StoreMailResult,
   type StoreRunOptions,
@@ -460,6 +461,7 @@ export class PostgresStore implements ServerStore {
     msgIds: string[],
     now = Date.now(),
     rejected: ReadonlySet<string> = new Set(),
+    signed: ReadonlyMap<string, SignedRead> = new Map(),
   ): Promise<string[]> {
     await this.#mailCommitted();
     if (msgIds.length === 0) return [];
@@ -480,9 +482,12 @@ export class PostgresStore implements ServerStore {
       // A message the reader's client refused (forged, undecryptable) was not read.
       const read = done.filter((id) => !rejected.has(id));
       if (read.length > 0) {
+        const times = read.map((id) => signed.get(id)?.readAt ?? now);
+        const sigs = read.map((id) => signed.get(id)?.sig ?? null);
         await tx`
-          INSERT INTO receipts (sender, msg_id, reader, read_at)
-          SELECT ${s}, id, ${r}, ${now} FROM unnest(${read}::text[]) AS id
+          INSERT INTO receipts (sender, msg_id, reader, read_at, sig)
+          SELECT ${s}, id, ${r}, t, g
+          FROM unnest(${read}::text[], ${times}::bigint[], ${sigs}::text[]) AS x(id, t, g)
           ON CONFLICT DO NOTHING`;
       }
       await this.#eventFor(tx, s, { kind: "receipts", to: s });
@@ -499,11 +504,11 @@ export class PostgresStore implements ServerStore {
   async pendingReceipts(sender: string, limit: number, reader?: string): Promise<Receipt[]> {
     const rows = reader === undefined
       ? await this.#sql<ReceiptSqlRow[]>`
-        SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
+        SELECT r.msg_id, u.name AS reader, r.read_at, r.sig FROM receipts r
         JOIN users u ON u.name_key = r.reader WHERE r.sender = ${nameKey(sender)}
         ORDER BY r.read_at LIMIT ${limit}`
       : await this.#sql<ReceiptSqlRow[]>`
-        SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
+        SELECT r.msg_id, u.name AS reader, r.read_at, r.sig FROM receipts r
         JOIN users u ON u.name_key = r.reader
         WHERE r.sender = ${nameKey(sender)} AND r.reader = ${nameKey(reader)}
         ORDER BY r.read_at LIMIT ${limit}`;

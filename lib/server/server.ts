@@ -622,6 +622,7 @@ export class ConfabServer implements AsyncDisposable {
             m.msgIds,
             Date.now(),
             new Set(m.rejected ?? []),
+            new Map((m.receipts ?? []).map((r) => [r.msgId, { readAt: r.readAt, sig: r.sig }])),
           );
           if (done.length > 0) await this.#pushReceipts(sender.nameKey);
         }

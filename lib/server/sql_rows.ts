@@ -57,8 +57,14 @@ export interface ReceiptSqlRow {
   msg_id: string;
   reader: string;
   read_at: number;
+  sig: string | null;
 }
 
 export function toReceipt(r: ReceiptSqlRow): Receipt {
-  return { msgId: r.msg_id, reader: r.reader, readAt: r.read_at };
+  return {
+    msgId: r.msg_id,
+    reader: r.reader,
+    readAt: r.read_at,
+    ...(r.sig ? { sig: r.sig } : {}),
+  };
 }

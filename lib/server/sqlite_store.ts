@@ -33,6 +33,7 @@ import {
   type Resumed,
   type Resumption,
   type ServerStore,
+  type SignedRead,
   type StoreEvent,
   type StoreMailResult,
   type StoreRunOptions,
@@ -363,6 +364,7 @@ export class SqliteStore implements ServerStore {
     msgIds: string[],
     now = Date.now(),
     rejected: ReadonlySet<string> = new Set(),
+    signed: ReadonlyMap<string, SignedRead> = new Map(),
   ): Promise<string[]> {
     return settle(() => {
       this.#commitMail();
@@ -372,7 +374,7 @@ export class SqliteStore implements ServerStore {
         "DELETE FROM mail WHERE recipient = ? AND sender = ? AND msg_id = ?",
       );
       const receipt = this.#db.sql(
-        `INSERT INTO receipts (sender, msg_id, reader, read_at) VALUES (?, ?, ?, ?)
+        `INSERT INTO receipts (sender, msg_id, reader, read_at, sig) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT DO NOTHING`,
       );
       const read = this.#db.sql(
@@ -386,7 +388,10 @@ export class SqliteStore implements ServerStore {
           if (del.run(r, s, id).changes === 1) {
             read.run(r, s, id, now);
             // A message the reader's client refused (forged, undecryptable) was not read.
-            if (!rejected.has(id)) receipt.run(s, id, r, now);
+            if (!rejected.has(id)) {
+              const read = signed.get(id);
+              receipt.run(s, id, r, read?.readAt ?? now, read?.sig ?? null);
+            }
             done.push(id);
           }
         }
@@ -413,11 +418,11 @@ export class SqliteStore implements ServerStore {
       if (any === undefined) return [];
       const rows = (reader === undefined
         ? this.#db.sql(
-          `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
+          `SELECT r.msg_id, u.name AS reader, r.read_at, r.sig FROM receipts r
            JOIN users u ON u.name_key = r.reader WHERE r.sender = ? ORDER BY r.read_at LIMIT ?`,
         ).all(nameKey(sender), limit)
         : this.#db.sql(
-          `SELECT r.msg_id, u.name AS reader, r.read_at FROM receipts r
+          `SELECT r.msg_id, u.name AS reader, r.read_at, r.sig FROM receipts r
            JOIN users u ON u.name_key = r.reader WHERE r.sender = ? AND r.reader = ?
            ORDER BY r.read_at LIMIT ?`,
         ).all(nameKey(sender), nameKey(reader), limit)) as unknown as ReceiptSqlRow[];

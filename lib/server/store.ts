@@ -26,6 +26,14 @@ export interface Receipt {
   msgId: string;
   reader: string;
   readAt: number;
+  /** The reader's signature over the receipt; absent for one stored unsigned. */
+  sig?: string;
+}
+
+/** A read receipt as the reader's client signed it: its own time, its signature. */
+export interface SignedRead {
+  readAt: number;
+  sig: string;
 }
 
 export interface UserRecord {
@@ -261,8 +269,9 @@ export interface ServerStore extends AsyncDisposable {
   /**
    * Deletes delivered mail and records a read receipt for each (except the `rejected` ones),
    * in one transaction; the ids are remembered as read, so a resend is not stored again. Ids
-   * that are not pending (already confirmed) are ignored. Resolves to the ids deleted; when any
-   * were, the sender gets a `receipts` event.
+   * that are not pending (already confirmed) are ignored. A receipt the reader signed
+   * (`signed`) keeps the reader's time and signature; one without is stored at `now`, unsigned.
+   * Resolves to the ids deleted; when any were, the sender gets a `receipts` event.
    */
   confirmMail(
     recipient: string,
@@ -270,6 +279,7 @@ export interface ServerStore extends AsyncDisposable {
     msgIds: string[],
     now?: number,
     rejected?: ReadonlySet<string>,
+    signed?: ReadonlyMap<string, SignedRead>,
   ): Promise<string[]>;
   /**
    * Forgets the ids of mail read before `before` (ms since the epoch): a resend of one of those

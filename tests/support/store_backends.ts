@@ -89,6 +89,7 @@ export function storeTest(name: string, fn: (fixture: StoreFixture) => Promise<v
  */
 export function undoMigrationsFrom5(db: DatabaseSync): void {
   db.exec("ALTER TABLE users DROP COLUMN kdf");
+  db.exec("ALTER TABLE receipts DROP COLUMN sig"); // migration 8
 }
 
 /**
