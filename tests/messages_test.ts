@@ -290,7 +290,14 @@ const CASES: readonly Case[] = [
   {
     name: "MailConfirm",
     directions: ["ClientToServer"],
-    example: { type: "mail_confirm", id: 23, from: "alice", msgIds: ["m-1", "m-2"] },
+    example: {
+      type: "mail_confirm",
+      id: 23,
+      from: "alice",
+      msgIds: ["m-1", "m-2"],
+      receipts: [{ msgId: "m-1", readAt: TS, sig: SIGNATURE }],
+    },
+    optional: ["receipts"],
     wrongType: ["msgIds", "m-1"],
   },
   {
@@ -344,7 +351,13 @@ const CASES: readonly Case[] = [
   {
     name: "Receipts",
     directions: ["ServerToClient"],
-    example: { type: "receipts", items: [{ msgId: "m-1", reader: "bob", readAt: TS }] },
+    example: {
+      type: "receipts",
+      items: [
+        { msgId: "m-1", reader: "bob", readAt: TS, sig: SIGNATURE },
+        { msgId: "m-2", reader: "bob", readAt: TS },
+      ],
+    },
     wrongType: ["items", "m-1"],
   },
   {

@@ -379,7 +379,7 @@ export class Renderer {
         }
         const where = e.group ? ` in #${e.group.slice(0, 6)}` : "";
         const minutes = e.expiresAt !== undefined
-          ? `; it expires in ${Math.max(1, Math.round((e.expiresAt - Date.now()) / 60_000))} min`
+          ? `; it expires in ${Math.max(1, Math.round((e.expiresAt - this.#now()) / 60_000))} min`
           : "";
         return this.paint(
           "yellow",
