@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { befriend, startServer, TestClient, type TestServer } from "./support/processes.ts";
 
@@ -32,8 +33,8 @@ async function listDir(dir: string): Promise<string[]> {
 }
 
 /** alice (sharing) and bob (receiving, with `bobArgs`), mutual contacts, alice in a chat. */
-async function pair(server: TestServer, bobArgs: string[] = []) {
-  const alice = await TestClient.start("alice", server);
+async function pair(server: TestServer, bobArgs: string[] = [], aliceArgs: string[] = []) {
+  const alice = await TestClient.start("alice", server, { args: aliceArgs });
   const bob = await TestClient.start("bob", server, { args: bobArgs });
   await alice.signup("alice");
   await bob.signup("bob");
@@ -160,6 +161,35 @@ Deno.test("a peer offering more than --max-partial holds aside is refused before
   assert.deepEqual(await Deno.readFile(String(done.savedAs)), small);
 });
 
+Deno.test("two offers accepted at once cannot both take the last room: a transfer in progress counts whole", async () => {
+  await using server = await startServer();
+  // Long peer timeouts: alice is frozen for a moment, and the link must outlive it.
+  const slow = ["--peer-timeout", "60"];
+  await using p = await pair(server, [...slow, "--max-partial", "1M"], slow);
+  const { alice, bob } = p;
+  await randomFile(p.dir, "one.bin", 700 * KiB);
+  await randomFile(p.dir, "two.bin", 700 * KiB);
+  await alice.send(`/s ${join(p.dir, "one.bin")}`);
+  const one = await bob.event("transfer_offered", { direction: "in", name: "one.bin" });
+  await alice.send(`/s ${join(p.dir, "two.bin")}`);
+  const two = await bob.event("transfer_offered", { direction: "in", name: "two.bin" });
+
+  // alice frozen: once accepted, "one" stays in progress with nothing received yet.
+  alice.proc.kill("SIGSTOP");
+  try {
+    await bob.send(`accept ${one.offer}`);
+    await bob.event("transfer_started", { direction: "in", name: "one.bin" });
+    await bob.send(`accept ${two.offer}`);
+    const declined = await bob.event("transfer_declined", { name: "two.bin" });
+    assert.match(String(declined.reason), /--max-partial/);
+  } finally {
+    alice.proc.kill("SIGCONT");
+  }
+  await bob.event("transfer_done", { direction: "in", name: "one.bin" });
+  const failed = await alice.event("transfer_failed", { direction: "out", name: "two.bin" });
+  assert.match(String(failed.reason), /no room/);
+});
+
 Deno.test("a peer offering a file the disk has no room for is refused after a free-space check", async () => {
   await using server = await startServer();
   // More free space asked for than any disk here has: the real free space (statfs) is short.
@@ -172,4 +202,20 @@ Deno.test("a peer offering a file the disk has no room for is refused after a fr
   assert.match(String(declined.reason), /not enough free disk space: \d+ bytes free/);
   await alice.event("transfer_failed", { direction: "out" });
   assert.deepEqual(await listDir(p.partial), []);
+});
+
+Deno.test("statfs from node:fs, which the free-space check uses, agrees with df on Deno", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "confab-statfs-" });
+  try {
+    const fs = await statfs(dir);
+    const ours = fs.bavail * fs.bsize;
+    const df = await new Deno.Command("df", { args: ["-B1", "--output=avail", dir] }).output();
+    assert.ok(df.success, new TextDecoder().decode(df.stderr));
+    const theirs = Number(new TextDecoder().decode(df.stdout).trim().split("\n").at(-1));
+    assert.ok(ours > 0 && theirs > 0, `${ours} and ${theirs}`);
+    // Others write to this disk meanwhile: the same figure within 1 %.
+    assert.ok(Math.abs(ours - theirs) <= theirs / 100, `statfs ${ours}, df ${theirs}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
