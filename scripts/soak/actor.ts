@@ -125,6 +125,9 @@ export class Actor {
     });
     this.inc++;
     const args = clientArgs(this.#opts.serverPort(), this.#opts.home, [
+      // A bot: the file shared between contacts is taken without asking.
+      "--auto-accept",
+      "contacts",
       "--peer-timeout",
       String(this.#opts.peerTimeoutS),
       ...(this.#opts.proxy ? ["--announce-port", String(this.#opts.proxy.port)] : []),
