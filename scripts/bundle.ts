@@ -20,7 +20,8 @@ const BUNDLES = [
 ] as const;
 
 /** Lets `./dist/confab.js` run directly on Unix-like systems; Deno skips the line. */
-const SHEBANG = "#!/usr/bin/env -S deno run --allow-net --allow-read --allow-write --allow-env\n";
+const SHEBANG =
+  "#!/usr/bin/env -S deno run --allow-net --allow-read --allow-write --allow-env --allow-sys=statfs\n";
 
 function fail(message: string): never {
   console.error(`confab bundle: ${message}`);

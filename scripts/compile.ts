@@ -33,7 +33,14 @@ const BINARIES = [
 ] as const;
 
 /** The permissions baked into both executables: what `deno task server`/`client` grant. */
-const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"];
+const PERMISSIONS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  // The client checks the free disk space before it accepts a file.
+  "--allow-sys=statfs",
+];
 
 const DENORT_UNREACHABLE = `cannot download Deno's runtime (denort) for deno compile — ` +
   `this machine has no access to dl.deno.land; use "deno task bundle" for single-file builds, ` +

@@ -127,6 +127,22 @@ Deno.test("a file offer nobody answers expires and is refused at the sender", as
   assert.deepEqual(await listDir(p.partial), []);
 });
 
+Deno.test("--auto-accept contacts takes a contact's file while the server is away (the list known at login)", async () => {
+  await using server = await startServer();
+  await using p = await pair(server, ["--auto-accept", "contacts"]);
+  const { alice, bob } = p;
+  const data = await randomFile(p.dir, "offline.bin", 100 * KiB);
+  // bob's client knows his contacts (asked at login and when he added alice); the server dies.
+  server.proc.kill("SIGKILL");
+  await server.proc.status;
+  await bob.event("server_lost");
+
+  await alice.send(`/s ${join(p.dir, "offline.bin")}`);
+  const done = await bob.event("transfer_done", { direction: "in" });
+  assert.deepEqual(await Deno.readFile(String(done.savedAs)), data);
+  assert.ok(!bob.events().some((e) => e.type === "transfer_offered"), "not asked");
+});
+
 Deno.test("--auto-accept none declines every file offer without asking", async () => {
   await using server = await startServer();
   await using p = await pair(server, ["--auto-accept", "none"]);

@@ -132,6 +132,8 @@ export class ConfabClient implements AsyncDisposable {
   #group: string | undefined;
   #groups: GroupChats | undefined;
   #transfers: Transfers | undefined;
+  /** The contact list as the server last gave it in this session (for `--auto-accept`). */
+  #contacts = new Set<string>();
   #closing: Promise<void> | undefined;
 
   constructor(options: ClientOptions, emit: EventSink) {
@@ -155,6 +157,8 @@ export class ConfabClient implements AsyncDisposable {
       onReady: (session) => {
         this.#delivery.flushOutbox(session);
         this.#groups?.ready(); // stored groups rejoined; away members dialed again
+        // Known before any offer comes, in case the server is away by then.
+        if (this.#opts.autoAccept === "contacts") this.#ctx.track(this.#refreshContacts());
       },
       onEnd: () => this.#onSessionEnd(),
     }, {
@@ -331,6 +335,7 @@ export class ConfabClient implements AsyncDisposable {
   // ---- session -------------------------------------------------------------------------------
 
   async #onLogin(session: Session): Promise<void> {
+    this.#contacts = new Set();
     this.#groups = this.#makeGroups(session);
     this.#transfers = this.#makeTransfers(session);
     await this.#transfers.prepare();
@@ -383,12 +388,14 @@ export class ConfabClient implements AsyncDisposable {
     return this.#session.contacts();
   }
 
-  addContact(user: string): Promise<void> {
-    return this.#session.addContact(user);
+  async addContact(user: string): Promise<void> {
+    await this.#session.addContact(user);
+    if (this.#opts.autoAccept === "contacts") await this.#refreshContacts();
   }
 
-  removeContact(user: string): Promise<void> {
-    return this.#session.removeContact(user);
+  async removeContact(user: string): Promise<void> {
+    await this.#session.removeContact(user);
+    this.#contacts.delete(user.toLowerCase());
   }
 
   /** Accepts a changed identity key for `user` (after comparing safety numbers). */
@@ -581,6 +588,17 @@ export class ConfabClient implements AsyncDisposable {
     });
   }
 
+  /**
+   * Asks the server for the contact list, for `--auto-accept contacts`. While the server is
+   * away, the last list it gave in this session stands (a file offered then is not asked about).
+   */
+  async #refreshContacts(): Promise<void> {
+    try {
+      const reply = await this.#session.contactList();
+      this.#contacts = new Set(reply.contacts.map((c) => c.user.toLowerCase()));
+    } catch { /* unreachable: the last list known */ }
+  }
+
   #makeTransfers(session: Session): Transfers {
     const dir = this.#session.userDir(session.user);
     return new Transfers({
@@ -592,10 +610,10 @@ export class ConfabClient implements AsyncDisposable {
       partialDir: join(dir, "partial"),
       maxFileSize: this.#opts.maxFileSize,
       autoAccept: this.#opts.autoAccept,
-      isContact: async (user) =>
-        (await this.#session.contactList()).contacts.some((c) =>
-          c.user.toLowerCase() === user.toLowerCase()
-        ),
+      isContact: async (user) => {
+        await this.#refreshContacts();
+        return this.#contacts.has(user.toLowerCase());
+      },
       maxPartialBytes: this.#opts.maxPartialBytes,
       keepFreeBytes: this.#opts.keepFreeBytes,
       offerTimeoutMs: this.#opts.offerTimeoutMs,

@@ -191,6 +191,7 @@ export class Transfers {
   readonly #incoming = new Map<string, Incoming>();
   readonly #waiting = new Map<number, WaitingOffer>();
   #nextOffer = 1;
+  #warnedNoStatfs = false;
   /** Accepts run one at a time, so two cannot both take the last room. */
   #accepting: Promise<void> = Promise.resolve();
 
@@ -600,8 +601,23 @@ export class Transfers {
       return `files being received would hold more than ${host.maxPartialBytes} bytes aside ` +
         `(--max-partial); accept it once the others are done`;
     }
-    const fs = await statfs(host.partialDir);
-    const free = fs.bavail * fs.bsize;
+    let free: number;
+    try {
+      const fs = await statfs(host.partialDir);
+      free = fs.bavail * fs.bsize;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotCapable)) throw error;
+      // Run without the permission: the cap on partial files still holds; say so once.
+      if (!this.#warnedNoStatfs) {
+        this.#warnedNoStatfs = true;
+        host.emit({
+          type: "info",
+          text: "the free disk space cannot be checked before accepting files: run the client " +
+            "with --allow-sys=statfs (deno task client does)",
+        });
+      }
+      return undefined;
+    }
     if (free - toCome < host.keepFreeBytes) {
       return `not enough free disk space: ${free} bytes free, it needs ${toCome} more and ` +
         `${host.keepFreeBytes} must stay free (--keep-free)`;

@@ -194,6 +194,7 @@ export class ClientProcess extends Tracked {
       "--allow-read",
       "--allow-write",
       "--allow-env",
+      "--allow-sys=statfs",
       "client.ts",
       "--json",
       "--server",

@@ -494,6 +494,7 @@ export function clientArgs(serverPort: number, home: string, more: string[] = []
     "--allow-read",
     "--allow-write",
     "--allow-env",
+    "--allow-sys=statfs",
     "client.ts",
     "--json",
     "--server",
