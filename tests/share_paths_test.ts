@@ -10,7 +10,8 @@ import { addContacts, plainClient, plainSignUp } from "./support/tty.ts";
 
 Deno.test("/s takes quoted, escaped, ~ and dragged paths", async () => {
   await using server = await startServer();
-  await using bob = await TestClient.start("bob", server);
+  // bob takes files from his contacts without asking: the test is about alice's paths.
+  await using bob = await TestClient.start("bob", server, { args: ["--auto-accept", "contacts"] });
   await bob.signup("bob");
   const dir = await Deno.makeTempDir({ prefix: "confab-files-" });
   const home = await Deno.makeTempDir({ prefix: "confab-alice-" });
