@@ -215,6 +215,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       );
     }
     let fileTask: Promise<void> = Promise.resolve();
+    // A fault on a target waits for the one before it on that target to end: a restart slowed
+    // by load can outlast the gap the schedule left (two restarts would race for the port).
+    const onTarget = new Map<string, Promise<void>>();
     const faults = schedule.map(async (fault) => {
       await sleep(Math.max(0, chaosStart + fault.atMs - Date.now()));
       if (fault.kind === "send-file") {
@@ -222,7 +225,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         fileTask = sendFile(actor(fault.target!), actor("bob").name);
         return;
       }
-      await inject(fault);
+      const target = fault.target ?? "server";
+      const mine = (onTarget.get(target) ?? Promise.resolve()).then(() => inject(fault));
+      onTarget.set(target, mine.catch(() => {}));
+      await mine;
     });
     await Promise.all(faults);
     await sleep(Math.max(0, chaosStart + options.chaosMs - Date.now()));
