@@ -89,31 +89,31 @@ if (result) {
     for (const line of result.problems) console.log(`  ${line}`);
   }
   await Deno.writeTextFile(join(outDir, "summary.json"), JSON.stringify(result, null, 2) + "\n");
-  if (!quick && opts.report) {
-    const path = join(ROOT, "bench", "REPORT.md");
-    await writeSoakSection(path, result, { groups, minutes: opts.minutes });
-    console.log(`\nwrote the soak section of ${path}`);
-  }
   code = result.ok ? 0 : 1;
 } else {
   console.error(`\nsoak could not run (seed ${seed}): ${(failure as Error)?.stack ?? failure}`);
 }
+let groupChaos: string | undefined;
 if (result && groups && !quick) {
   // Then the seeded group chaos run (`deno task group-chaos`) with the same seed: a group of four
   // under a server kill, a member kill and restart, a freeze and two adds while all re-attach.
   // (Not in the quick run: the suite runs it as a test of its own, beside the parallel tests.)
   const chaos = await runGroupChaos({ seed });
   const passed = chaos.problems.length === 0;
-  console.log(
-    `\ngroup chaos ${passed ? "PASSED" : "FAILED"} (seed ${seed}): ${chaos.sent} messages, ` +
-      `${chaos.copies} copies checked, member lists equal ${chaos.convergeMs} ms after the mesh, ` +
-      `all copies in place ${chaos.settleMs} ms after sending stopped`,
-  );
+  groupChaos = `group chaos ${passed ? "PASSED" : "FAILED"} (seed ${seed}): ${chaos.sent} ` +
+    `messages, ${chaos.copies} copies checked, member lists equal ${chaos.convergeMs} ms after ` +
+    `the mesh, all copies in place ${chaos.settleMs} ms after sending stopped`;
+  console.log(`\n${groupChaos}`);
   if (!passed) {
     for (const line of [...chaos.timeline, ...chaos.problems]) console.log(`  ${line}`);
     console.log(`replay: deno task group-chaos --seeds 1 --from ${seed}`);
     code = 1;
   }
+}
+if (result && !quick && opts.report) {
+  const path = join(ROOT, "bench", "REPORT.md");
+  await writeSoakSection(path, result, { groups, minutes: opts.minutes, groupChaos });
+  console.log(`\nwrote the soak section of ${path}`);
 }
 if (code === 0 && !opts.out) {
   await Deno.remove(outDir, { recursive: true }).catch(() => {});

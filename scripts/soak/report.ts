@@ -40,7 +40,7 @@ export function summaryLines(r: SoakResult): string[] {
 export async function writeSoakSection(
   path: string,
   r: SoakResult,
-  run: { groups: boolean; minutes: number },
+  run: { groups: boolean; minutes: number; groupChaos?: string },
 ): Promise<void> {
   const before = await Deno.readTextFile(path).catch(() => "# Confab benchmarks\n");
   const at = before.indexOf(SOAK_MARKER);
@@ -80,6 +80,9 @@ export async function writeSoakSection(
       ["wall time", `${(r.wallMs / 1000).toFixed(0)} s`],
     ]),
     "",
+    ...(run.groupChaos
+      ? [`Then the seeded group chaos run with the same seed: ${run.groupChaos}.`, ""]
+      : []),
     "Faults as they happened (time after the faults began):",
     "",
     "```",
