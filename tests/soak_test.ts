@@ -134,7 +134,9 @@ Deno.test("check() takes mail read after later direct messages as in order (two 
   const first = bob.log.find((l) => l.e.id === "a0")!;
   bob.log.splice(bob.log.indexOf(first), 1);
   bob.log.push(log({ ...first.e, via: "server" }));
-  assert.equal(check(input([alice, bob])).ok, true);
+  const result = check(input([alice, bob]));
+  assert.equal(result.ok, true);
+  assert.equal(result.figures.shownFromMail, 1);
 });
 
 Deno.test("check() finds a refusal nobody was told of, and one delivered all the same", () => {

@@ -73,6 +73,8 @@ export interface Figures {
   duplicatedInHistory: number;
   /** Extra `message` events of one message to one user. */
   shownTwice: number;
+  /** Messages shown from the mailbox (their sender's direct path was down or busy). */
+  shownFromMail: number;
   /** Messages shown before one their sender sent earlier (on the same path). */
   outOfOrder: number;
   /** Group messages missing at a member (who stayed in the group). */
@@ -137,6 +139,7 @@ export function check(input: CheckInput): CheckResult {
     unresolved: 0,
     duplicatedInHistory: 0,
     shownTwice: 0,
+    shownFromMail: 0,
     outOfOrder: 0,
     groupMissing: 0,
     groupMisfiled: 0,
@@ -272,6 +275,7 @@ export function check(input: CheckInput): CheckResult {
           l.at - input.lastFaultEndAt,
         );
       }
+      if (l.e.via === "server") f.shownFromMail++;
       const key = `${soak.sender} ${soak.n}`;
       const times = (shown.get(key) ?? 0) + 1;
       shown.set(key, times);

@@ -24,7 +24,7 @@ export function summaryLines(r: SoakResult): string[] {
     `${r.messagesPerSecond.toFixed(1)} numbered messages/s while faults came`,
     `faults: ${r.happened.length} (${kinds.join(", ")})`,
     `sent ${f.sent}: delivered ** ${f.delivered}, stored * ${f.stored}, refused ! ${f.refused} ` +
-    `(${f.refusedSilently} without telling the sender)`,
+    `(${f.refusedSilently} without telling the sender); ${f.shownFromMail} shown from the mailbox`,
     `lost ${f.lost + f.lostAtSender}, duplicated in a history ${f.duplicatedInHistory}, ` +
     `shown twice ${f.shownTwice}, out of order ${f.outOfOrder}, unresolved ${f.unresolved}`,
     `group: missing at a member ${f.groupMissing}, filed as 1:1 ${f.groupMisfiled}, ` +
@@ -61,7 +61,8 @@ export async function writeSoakSection(
       ["clients", `${r.clients} (and one server), real processes`],
       ["faults", String(r.happened.length)],
       ["numbered messages sent", String(f.sent)],
-      ["acknowledged `**` / `*`", `${f.delivered} / ${f.stored}`],
+      ["acknowledged `**` / `*` (marks at the end)", `${f.delivered} / ${f.stored}`],
+      ["shown from the mailbox (the rest came directly)", String(f.shownFromMail)],
       ["refused `!`", `${f.refused} (${f.refusedSilently} without telling the sender)`],
       ["lost", String(f.lost + f.lostAtSender)],
       ["duplicated in any history", String(f.duplicatedInHistory)],
