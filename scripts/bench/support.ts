@@ -441,6 +441,12 @@ export interface RunningServer {
  * any free one) with `dataDir` (and `args`), and waits for its banner. Stopping it sends
  * SIGTERM, which closes it as `esc` does.
  */
+/**
+ * The scrypt cost (log2 N) of servers whose items do not measure logins: their setup signs up
+ * and logs in dozens of users, which the default cost makes take minutes on a loaded machine.
+ */
+export const SETUP_PASSWORD_COST = 12;
+
 export async function startServer(
   spawn: (name: string, args: string[], options?: SpawnOptions) => BenchProcess,
   options: {
