@@ -62,11 +62,49 @@ async function labWithUsers(options: {
   }
 }
 
+/** alice and bob behind port-preserving NATs, in a chat punched direct on both sides. */
+async function punchedPair(): ReturnType<typeof labWithUsers> {
+  const setup = await labWithUsers({ homes: ["cone", "cone"], users: ["alice", "bob"] });
+  try {
+    const [alice, bob] = setup.clients as [TestClient, TestClient];
+    await alice.send("chat bob");
+    await alice.event("chat_opened", { with: "bob" });
+    await alice.event("link_path", { user: "bob", path: "direct" }, 30_000);
+    await bob.event("link_path", { user: "alice", path: "direct" }, 30_000);
+    return setup;
+  } catch (error) {
+    await setup[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
 /** The texts of `message` events from `from`, in the order they arrived. */
 function received(client: TestClient, from: string): string[] {
   return client.events()
     .filter((e) => e.type === "message" && e.from === from)
     .map((e) => String(e.text));
+}
+
+/** An event, seen at any time before or within `ms`, that passes `test`. */
+async function seen(
+  client: TestClient,
+  test: (e: Event) => boolean,
+  what: string,
+  ms = 30_000,
+): Promise<Event> {
+  const line = await client.proc.out.find(
+    (l) => {
+      if (!l.startsWith("{")) return false;
+      try {
+        return test(JSON.parse(l) as Event);
+      } catch {
+        return false;
+      }
+    },
+    what,
+    ms,
+  );
+  return JSON.parse(line) as Event;
 }
 
 /** Writes `size` bytes of a repeating, position-dependent pattern (cheap, not compressible). */
@@ -178,11 +216,8 @@ Deno.test({
     "a punched direct link that dies while both stay online falls back to the relay; no message is lost or repeated",
   ignore,
   async fn() {
-    await using setup = await labWithUsers({ homes: ["cone", "cone"], users: ["alice", "bob"] });
+    await using setup = await punchedPair();
     const [alice, bob] = setup.clients as [TestClient, TestClient];
-    await alice.send("chat bob");
-    await alice.event("chat_opened", { with: "bob" });
-    await alice.event("link_path", { user: "bob", path: "direct" }, 30_000);
     await alice.send("before the cut");
     await bob.event("message", { text: "before the cut" });
     // The homes can no longer reach each other; both still reach the server.
@@ -204,6 +239,62 @@ Deno.test({
         "after the move",
       ]);
       assert.equal(alice.events().filter((e) => e.type === "link_down").length, 0);
+    } finally {
+      await undo();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a file transfer running while the punched direct path dies goes on over the relay by itself; the file arrives byte-identical, nothing fails",
+  ignore,
+  async fn() {
+    await using setup = await punchedPair();
+    const [alice, bob] = setup.clients as [TestClient, TestClient];
+    // A slow uplink at alice's (4 MB/s, on every path), so the file is surely under way when
+    // the direct path dies.
+    await setup.lab.limitUplink(0, 32);
+    const size = 24 * 1024 * 1024;
+    const path = join(alice.home, "moving.bin");
+    await writePattern(path, size);
+    const want = await hashFile(path);
+    await alice.send(`/s ${path}`);
+    const before = await bob.event("transfer_progress", { direction: "in" }, 30_000);
+    assert.equal(before.path, "direct");
+    await seen(
+      bob,
+      (e) => e.type === "transfer_progress" && Number(e.bytes) >= 2 * 1024 * 1024,
+      "2 MiB received",
+    );
+    const undo = await setup.lab.cutBetweenHomes(0, 1);
+    try {
+      const moved = await alice.event("link_path", { user: "bob", path: "relayed" }, 30_000);
+      assert.match(String(moved.reason), /direct path/);
+      const resumed = await seen(
+        bob,
+        (e) => e.type === "info" && /goes on from byte/.test(String(e.text)),
+        "the transfer going on",
+      );
+      const from = Number(/from byte (\d+)/.exec(String(resumed.text))![1]);
+      assert.ok(from >= 2 * 1024 * 1024 && from < size, `went on from byte ${from}`);
+      const done = await bob.event("transfer_done", { direction: "in" }, 120_000);
+      const sent = await alice.event("transfer_done", { direction: "out" }, 30_000);
+      assert.equal(done.sha256, want);
+      assert.equal(await hashFile(String(done.savedAs)), want, "the saved file is byte-identical");
+      assert.equal(done.resumedFrom, 0);
+      assert.equal(sent.resumedFrom, 0);
+      assert.equal(done.fid, sent.fid, "one transfer, not a new one");
+      for (const c of [alice, bob]) {
+        assert.equal(c.events().filter((e) => e.type === "transfer_failed").length, 0);
+        assert.equal(c.events().filter((e) => e.type === "transfer_started").length, 1);
+      }
+      const paths = bob.events().filter((e) => e.type === "transfer_progress").map((e) => e.path);
+      assert.equal(paths.at(-1), "relayed", "the rest came through the relay");
+      assert.deepEqual([...Deno.readDirSync(join(bob.home, "bob", "partial"))], []);
+      // One line for the file in each history, as for any transfer.
+      await alice.send("still chatting");
+      await bob.event("message", { from: "alice", text: "still chatting" });
     } finally {
       await undo();
     }

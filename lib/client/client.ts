@@ -606,6 +606,7 @@ export class ConfabClient implements AsyncDisposable {
       store: session.store,
       emit: (event) => this.#ctx.emit(event),
       link: (user) => this.#links.linkTo(user, false),
+      replacement: (user) => this.#links.replacement(user),
       downloadsDir: join(dir, "downloads"),
       partialDir: join(dir, "partial"),
       maxFileSize: this.#opts.maxFileSize,

@@ -176,6 +176,16 @@ export class PeerLinks {
     return this.#links.get(user.toLowerCase());
   }
 
+  /**
+   * The link that replaces a lost one to `user`: one already up, or the one the fallback or
+   * dial under way brings. Undefined when none is coming (they are gone).
+   */
+  async replacement(user: string): Promise<PeerLink | undefined> {
+    const open = this.open(user);
+    if (open) return open;
+    return await this.#dialing.get(user.toLowerCase())?.catch(() => undefined);
+  }
+
   // ---- accepting -----------------------------------------------------------------------------
 
   async #accept(listener: Deno.TcpListener): Promise<void> {

@@ -7,6 +7,12 @@
  * few), checked end to end with SHA-256, written aside under a temporary name and moved into
  * downloads only once complete and verified. An interrupted transfer leaves its partial file
  * aside; offering the same file again (same hash and size) resumes where it stopped.
+ *
+ * A link that moves to another path under a running transfer (a punched path that died and
+ * fell back to the relay, a link replaced by a fresh dial) does not end it: the sender offers
+ * the same transfer again on the link that replaced the lost one, the receiver answers with
+ * what it already holds, and the file goes on from there (same id, same running hash), with
+ * nothing asked of either user.
  */
 import { createHash, type Hash } from "node:crypto";
 import { statfs } from "node:fs/promises";
@@ -49,12 +55,28 @@ const GC_CHECK_BYTES = 1024 * 1024;
 const READ_BLOCK = 1024 * 1024;
 /** Longest reason the protocol carries in file_reject, file_done and file_cancel. */
 const MAX_WIRE_REASON = 300;
+/** A transfer whose link was lost is offered again on the next one, this often without progress. */
+const MAX_STALLED_RESUMES = 3;
+/** And this often in all (a link that keeps dying is not followed for ever). */
+const MAX_RESUMES = 50;
+/**
+ * How long a receiver keeps a transfer open after its link was replaced, for the sender to
+ * offer it again there (beyond that it fails, keeping the part for a manual resume).
+ */
+const RESUME_WAIT_MS = 30_000;
+/** Transfers received lately, remembered so a repeated offer (its answer was lost) ends at once. */
+const FINISHED_REMEMBERED = 64;
 
 export interface TransferHost {
   readonly user: string;
   readonly store: ClientStore;
   emit(event: ClientEvent): void;
   link(user: string): Promise<PeerLink>;
+  /**
+   * The link that replaces a lost one to `user`: one already up, or the one a fallback or
+   * dial under way brings; undefined when none is coming (the user is gone).
+   */
+  replacement(user: string): Promise<PeerLink | undefined>;
   /** Where verified files land. */
   readonly downloadsDir: string;
   /** Where partial files wait (never in downloads). */
@@ -92,11 +114,23 @@ interface WaitingOffer {
 interface Outgoing {
   fid: string;
   peer: string;
+  /** The link the current attempt runs on (answers on any other are stale). */
+  link?: PeerLink;
   answer: PromiseWithResolvers<
     { accepted: true; offset: number } | { accepted: false; reason: string }
   >;
   done: PromiseWithResolvers<{ ok: boolean; reason?: string }>;
   cancelled?: string;
+}
+
+/** How far one transfer got, across the links it ran on. */
+interface SendRun {
+  /** File bytes written to links (also those lost with a link). */
+  sent: number;
+  /** Where the receiver asked the latest attempt to start (-1 before the first answer). */
+  offset: number;
+  /** Where it asked the first attempt to start (an earlier, interrupted transfer's part). */
+  firstOffset?: number;
 }
 
 interface Incoming {
@@ -114,6 +148,10 @@ interface Incoming {
   startedAt: number;
   startOffset: number;
   lastProgress: number;
+  /** The chunk being written (a resume waits for it before it says where to go on from). */
+  writing: Promise<void>;
+  /** Set while the link was lost and the sender is expected to offer the transfer again. */
+  waitTimer?: ReturnType<typeof setTimeout>;
 }
 
 export class TransferError extends Error {
@@ -194,6 +232,8 @@ export class Transfers {
   #warnedNoStatfs = false;
   /** Accepts run one at a time, so two cannot both take the last room. */
   #accepting: Promise<void> = Promise.resolve();
+  /** Transfers received lately, by id (oldest first). */
+  readonly #finished = new Map<string, { user: string; sha256: string; size: number }>();
 
   constructor(host: TransferHost) {
     this.#host = host;
@@ -260,95 +300,142 @@ export class Transfers {
       done: Promise.withResolvers(),
     };
     this.#outgoing.set(fid, t);
-    let sent = 0;
+    const run: SendRun = { sent: 0, offset: -1 };
+    let stalled = 0;
     try {
-      const link = await host.link(peer);
-      const closed = link.fc.closed.then(() => {
-        throw new TransferError("PEER_GONE", `${peer} disconnected`);
-      });
-      closed.catch(() => {});
-      await link.fc.send({
-        type: "file_offer",
-        fid,
-        name: file.name,
-        size: file.size,
-        sha256: file.sha256,
-        ...(file.group ? { group: file.group } : {}),
-      });
-      host.emit({ type: "transfer_offered", ...base, sha256: file.sha256 });
-      const answer = await Promise.race([
-        closed,
-        withTimeout(t.answer.promise, "no answer", OFFER_ANSWER_MS),
-      ]);
-      if (!answer.accepted) {
-        throw new TransferError("REJECTED", `${peer} declined: ${answer.reason}`);
-      }
-      const offset = answer.offset;
-      if (offset > file.size) {
-        throw new TransferError("BAD_OFFSET", `${peer} asked for a bad offset`);
-      }
-      host.emit({ type: "transfer_started", ...base, offset });
-      const progress = new Progress(host, base, offset, link);
-      using handle = await Deno.open(file.path, { read: true });
-      await handle.seek(offset, Deno.SeekMode.Start);
-      const fidBytes = fromHex(fid);
-      let at = offset;
-      const corrupt = Deno.env.get("CONFAB_FAULT") === "corrupt-file";
-      // A few chunks in flight: the next is read while earlier ones are encrypted and written.
-      // Each buffer is reused only once the chunk in it is on the wire; a slow receiver fills
-      // the socket, the writes wait, and so does this loop (TCP pushes back).
-      const buffers = Array.from(
-        { length: CHUNKS_IN_FLIGHT },
-        () => new Uint8Array(HEADER + CHUNK_SIZE),
-      );
-      const inFlight: Promise<void>[] = [];
-      const source = new BlockReader(handle, READ_BLOCK);
-      try {
-        for (let k = 0; at < file.size; k++) {
-          if (t.cancelled) throw new TransferError("CANCELLED", t.cancelled);
-          if (inFlight.length === CHUNKS_IN_FLIGHT) await inFlight.shift();
-          const buffer = buffers[k % CHUNKS_IN_FLIGHT]!;
-          const want = Math.min(CHUNK_SIZE, file.size - at);
-          const frame = buffer.subarray(0, HEADER + want);
-          const n = await source.read(frame.subarray(HEADER));
-          if (n < want) {
-            throw new TransferError("BAD_FILE", `${file.name} got shorter while sending`);
-          }
-          frame[0] = BINARY_TAG;
-          frame.set(fidBytes, 1);
-          new DataView(buffer.buffer).setBigUint64(17, BigInt(at), false);
-          if (corrupt && at === offset) frame[HEADER] = frame[HEADER]! ^ 0xff; // tests only
-          const sending = Promise.race([link.fc.sendBinary(frame), closed]);
-          sending.catch(() => {}); // awaited below
-          inFlight.push(sending);
-          at += n;
-          sent += n;
-          progress.update(at);
-          if (sent % GC_CHECK_BYTES < n) collectGarbageIfHeld();
+      for (let attempt = 0;; attempt++) {
+        const link = await host.link(peer);
+        const before = run.offset;
+        try {
+          await this.#sendOver(link, t, file, base, run);
+          host.emit({
+            type: "transfer_done",
+            ...base,
+            bytes: file.size - run.firstOffset!,
+            resumedFrom: run.firstOffset!,
+            sha256: file.sha256,
+          });
+          return true;
+        } catch (error) {
+          // The link was lost under the transfer (its path died, or it was replaced): the
+          // same transfer is offered again on whichever link replaces it.
+          if (!link.fc.isClosed || t.cancelled) throw error;
+          // Once it has closed, the links room has decided what replaces it (a fallback to
+          // the relay, a dial under way): the next link is that one, not a dial of our own.
+          await link.fc.closed;
+          stalled = run.offset > before ? 0 : stalled + 1;
+          if (stalled > MAX_STALLED_RESUMES || attempt >= MAX_RESUMES) throw error;
         }
-      } finally {
-        // Nothing of the file may be read into a buffer still being sent.
-        await Promise.allSettled(inFlight);
       }
-      for (const sending of inFlight) await sending;
-      await link.fc.send({ type: "file_end", fid });
-      const done = await Promise.race([closed, withTimeout(t.done.promise, "no confirmation")]);
-      if (!done.ok) throw new TransferError("CHECK_FAILED", `${peer}: ${done.reason ?? "failed"}`);
-      host.emit({
-        type: "transfer_done",
-        ...base,
-        bytes: sent,
-        resumedFrom: offset,
-        sha256: file.sha256,
-      });
-      return true;
     } catch (error) {
       const reason = error instanceof TransferError ? error.message : (error as Error).message;
-      host.emit({ type: "transfer_failed", ...base, reason, bytes: sent, kept: false });
+      host.emit({ type: "transfer_failed", ...base, reason, bytes: run.sent, kept: false });
       return false;
     } finally {
       this.#outgoing.delete(fid);
     }
+  }
+
+  /**
+   * One attempt of a transfer over `link`: offers it (again, after a lost link: the receiver
+   * answers where to go on from), sends the rest, and waits for the receiver's check.
+   */
+  async #sendOver(
+    link: PeerLink,
+    t: Outgoing,
+    file: { path: string; name: string; size: number; sha256: string; group?: string },
+    base: { fid: string; direction: "out"; peer: string; name: string; size: number },
+    run: SendRun,
+  ): Promise<void> {
+    const host = this.#host;
+    const { fid, peer } = t;
+    t.link = link;
+    t.answer = Promise.withResolvers();
+    t.done = Promise.withResolvers();
+    const closed = link.fc.closed.then(() => {
+      throw new TransferError("PEER_GONE", `${peer} disconnected`);
+    });
+    closed.catch(() => {});
+    await link.fc.send({
+      type: "file_offer",
+      fid,
+      name: file.name,
+      size: file.size,
+      sha256: file.sha256,
+      ...(file.group ? { group: file.group } : {}),
+    });
+    if (run.firstOffset === undefined) {
+      host.emit({ type: "transfer_offered", ...base, sha256: file.sha256 });
+    }
+    const answer = await Promise.race([
+      closed,
+      withTimeout(t.answer.promise, "no answer", OFFER_ANSWER_MS),
+    ]);
+    if (!answer.accepted) {
+      throw new TransferError("REJECTED", `${peer} declined: ${answer.reason}`);
+    }
+    const offset = answer.offset;
+    if (offset > file.size) {
+      throw new TransferError("BAD_OFFSET", `${peer} asked for a bad offset`);
+    }
+    if (run.firstOffset === undefined) {
+      run.firstOffset = offset;
+      host.emit({ type: "transfer_started", ...base, offset });
+    } else {
+      host.emit({
+        type: "info",
+        text: `${file.name} to ${peer} goes on from byte ${offset} over the ${
+          pathOf(link)
+        } path (the link moved)`,
+      });
+    }
+    run.offset = offset;
+    const progress = new Progress(host, base, run.firstOffset, link);
+    using handle = await Deno.open(file.path, { read: true });
+    await handle.seek(offset, Deno.SeekMode.Start);
+    const fidBytes = fromHex(fid);
+    let at = offset;
+    const corrupt = Deno.env.get("CONFAB_FAULT") === "corrupt-file";
+    // A few chunks in flight: the next is read while earlier ones are encrypted and written.
+    // Each buffer is reused only once the chunk in it is on the wire; a slow receiver fills
+    // the socket, the writes wait, and so does this loop (TCP pushes back).
+    const buffers = Array.from(
+      { length: CHUNKS_IN_FLIGHT },
+      () => new Uint8Array(HEADER + CHUNK_SIZE),
+    );
+    const inFlight: Promise<void>[] = [];
+    const source = new BlockReader(handle, READ_BLOCK);
+    try {
+      for (let k = 0; at < file.size; k++) {
+        if (t.cancelled) throw new TransferError("CANCELLED", t.cancelled);
+        if (inFlight.length === CHUNKS_IN_FLIGHT) await inFlight.shift();
+        const buffer = buffers[k % CHUNKS_IN_FLIGHT]!;
+        const want = Math.min(CHUNK_SIZE, file.size - at);
+        const frame = buffer.subarray(0, HEADER + want);
+        const n = await source.read(frame.subarray(HEADER));
+        if (n < want) {
+          throw new TransferError("BAD_FILE", `${file.name} got shorter while sending`);
+        }
+        frame[0] = BINARY_TAG;
+        frame.set(fidBytes, 1);
+        new DataView(buffer.buffer).setBigUint64(17, BigInt(at), false);
+        if (corrupt && at === offset && run.sent === 0) frame[HEADER] = frame[HEADER]! ^ 0xff; // tests only
+        const sending = Promise.race([link.fc.sendBinary(frame), closed]);
+        sending.catch(() => {}); // awaited below
+        inFlight.push(sending);
+        at += n;
+        run.sent += n;
+        progress.update(at);
+        if (run.sent % GC_CHECK_BYTES < n) collectGarbageIfHeld();
+      }
+    } finally {
+      // Nothing of the file may be read into a buffer still being sent.
+      await Promise.allSettled(inFlight);
+    }
+    for (const sending of inFlight) await sending;
+    await link.fc.send({ type: "file_end", fid });
+    const done = await Promise.race([closed, withTimeout(t.done.promise, "no confirmation")]);
+    if (!done.ok) throw new TransferError("CHECK_FAILED", `${peer}: ${done.reason ?? "failed"}`);
   }
 
   /** Routes a file message or binary chunk; returns false for anything else. */
@@ -363,7 +450,7 @@ export class Transfers {
       case "file_accept":
       case "file_reject": {
         const t = this.#outgoing.get(m.fid);
-        if (t && t.peer.toLowerCase() === link.user.toLowerCase()) {
+        if (t && t.link === link) {
           t.answer.resolve(
             m.type === "file_accept"
               ? { accepted: true, offset: m.offset }
@@ -374,7 +461,7 @@ export class Transfers {
       }
       case "file_done": {
         const t = this.#outgoing.get(m.fid);
-        if (t && t.peer.toLowerCase() === link.user.toLowerCase()) {
+        if (t && t.link === link) {
           t.done.resolve({ ok: m.ok, reason: m.reason });
         }
         return true;
@@ -384,7 +471,7 @@ export class Transfers {
         return true;
       case "file_cancel": {
         const out = this.#outgoing.get(m.fid);
-        if (out && out.peer.toLowerCase() === link.user.toLowerCase()) {
+        if (out && out.link === link) {
           out.cancelled = `${link.user} cancelled: ${m.reason}`;
           out.answer.resolve({ accepted: false, reason: m.reason });
           out.done.resolve({ ok: false, reason: m.reason });
@@ -406,7 +493,25 @@ export class Transfers {
 
   async #onOffer(link: PeerLink, m: Extract<PeerMessage, { type: "file_offer" }>): Promise<void> {
     const host = this.#host;
-    if (this.#incoming.has(m.fid) || this.#waitingFor(m.fid)) return;
+    const running = this.#incoming.get(m.fid);
+    if (running) {
+      // Offered again on another link: the old one was lost under it (see the module's note).
+      if (
+        running.link !== link && running.from.toLowerCase() === link.user.toLowerCase() &&
+        running.sha256 === m.sha256 && running.size === m.size
+      ) await this.#resume(running, link);
+      return;
+    }
+    const finished = this.#finished.get(m.fid);
+    if (finished) {
+      // Received already; the confirmation was lost with the link: nothing more to send.
+      if (
+        finished.user === link.user.toLowerCase() && finished.sha256 === m.sha256 &&
+        finished.size === m.size
+      ) await link.fc.send({ type: "file_accept", fid: m.fid, offset: m.size }).catch(() => {});
+      return;
+    }
+    if (this.#waitingFor(m.fid)) return;
     if (m.size > host.maxFileSize) {
       host.emit({
         type: "error",
@@ -706,12 +811,10 @@ export class Transfers {
       startedAt: now,
       startOffset: offset,
       lastProgress: now,
+      writing: Promise.resolve(),
     };
     this.#incoming.set(m.fid, t);
-    void link.fc.closed.then(() => {
-      const live = this.#incoming.get(m.fid);
-      if (live) void this.#fail(live, `${link.user} disconnected`, true);
-    });
+    this.#watchLink(t, link);
     await link.fc.send({ type: "file_accept", fid: m.fid, offset });
     host.emit({
       type: "transfer_started",
@@ -721,6 +824,51 @@ export class Transfers {
       name,
       size: m.size,
       offset,
+    });
+  }
+
+  /**
+   * When `link` is lost under `t`: if another link to the sender replaces it, the sender
+   * offers the transfer again there (it waits a while for that); if none does, it fails now,
+   * keeping the part aside.
+   */
+  #watchLink(t: Incoming, link: PeerLink): void {
+    const current = () => this.#incoming.get(t.fid) === t && t.link === link;
+    void link.fc.closed.then(async () => {
+      if (!current()) return;
+      const next = await this.#host.replacement(link.user).catch(() => undefined);
+      if (!current()) return; // offered again meanwhile
+      const why = `${link.user} disconnected`;
+      if (!next) {
+        await this.#fail(t, why, true);
+        return;
+      }
+      t.waitTimer = setTimeout(() => {
+        t.waitTimer = undefined;
+        if (current()) void this.#fail(t, why, true);
+      }, RESUME_WAIT_MS);
+    });
+  }
+
+  /** Goes on with `t` over `link`, from the bytes already written. */
+  async #resume(t: Incoming, link: PeerLink): Promise<void> {
+    // From now on, chunks still arriving on the old link are ignored.
+    t.link = link;
+    clearTimeout(t.waitTimer);
+    t.waitTimer = undefined;
+    await t.writing;
+    if (this.#incoming.get(t.fid) !== t || t.link !== link) {
+      await link.fc.send({ type: "file_reject", fid: t.fid, reason: "the transfer ended here" })
+        .catch(() => {});
+      return;
+    }
+    this.#watchLink(t, link);
+    await link.fc.send({ type: "file_accept", fid: t.fid, offset: t.at }).catch(() => {});
+    this.#host.emit({
+      type: "info",
+      text: `${t.name} from ${t.from} goes on from byte ${t.at} over the ${
+        pathOf(link)
+      } path (the link moved)`,
     });
   }
 
@@ -737,8 +885,12 @@ export class Transfers {
       return;
     }
     try {
-      // Hashed while the write runs (the write is done off the main thread).
-      const writing = writeAll(t.file, bytes);
+      // Hashed while the write runs (the write is done off the main thread). A resume waits
+      // for the write, and then counts its bytes.
+      const writing = writeAll(t.file, bytes).then(() => {
+        t.at += bytes.length;
+      });
+      t.writing = writing.catch(() => {});
       t.hash.update(bytes);
       await writing;
     } catch (error) {
@@ -748,7 +900,6 @@ export class Transfers {
       await this.#fail(t, `cannot write ${t.name} to disk: ${(error as Error).message}`, true);
       return;
     }
-    t.at += bytes.length;
     if (t.at % GC_CHECK_BYTES < bytes.length) collectGarbageIfHeld();
     const now = Date.now();
     if (now - t.lastProgress >= PROGRESS_EVERY_MS) {
@@ -769,7 +920,12 @@ export class Transfers {
   async #onEnd(link: PeerLink, fid: string): Promise<void> {
     const host = this.#host;
     const t = this.#incoming.get(fid);
-    if (!t || t.link !== link) return;
+    if (!t || t.link !== link) {
+      if (this.#finished.get(fid)?.user === link.user.toLowerCase()) {
+        await link.fc.send({ type: "file_done", fid, ok: true }).catch(() => {});
+      }
+      return;
+    }
     this.#incoming.delete(fid);
     const digest = t.hash.digest("hex");
     t.file.close();
@@ -820,6 +976,10 @@ export class Transfers {
       });
       return;
     }
+    this.#finished.set(fid, { user: t.from.toLowerCase(), sha256: t.sha256, size: t.size });
+    if (this.#finished.size > FINISHED_REMEMBERED) {
+      this.#finished.delete(this.#finished.keys().next().value!);
+    }
     await link.fc.send({ type: "file_done", fid, ok: true }).catch(() => {});
     this.#record(t.group ?? t.from, t.from, t.name, t.size, t.sha256, t.group);
     host.emit({
@@ -864,6 +1024,7 @@ export class Transfers {
   async #fail(t: Incoming, reason: string, keep: boolean): Promise<void> {
     if (this.#incoming.get(t.fid) !== t) return;
     this.#incoming.delete(t.fid);
+    clearTimeout(t.waitTimer);
     try {
       t.file.close();
     } catch { /* closed */ }

@@ -13,7 +13,7 @@
  * namespaces (veth pairs are made directly in them), so nothing appears in the root
  * namespace and no packet can leave. Names carry the process id and a counter, so labs of
  * parallel tests never collide. `dispose` kills what runs inside and deletes the namespaces,
- * also when a test fails. Needs root, `ip` (iproute2) and `nft` (nftables).
+ * also when a test fails. Needs root, `ip` and `tc` (iproute2) and `nft` (nftables).
  */
 
 /** How a home router maps ports: Linux MASQUERADE keeps the port; "symmetric" randomises it. */
@@ -44,11 +44,16 @@ export interface NatLab extends AsyncDisposable {
    * the undo.
    */
   cutBetweenHomes(a: number, b: number): Promise<() => Promise<void>>;
+  /**
+   * Limits what a home's router sends out to `mbit` megabits per second (a slow uplink: every
+   * path from that home, direct or through the server, goes through it).
+   */
+  limitUplink(home: number, mbit: number): Promise<void>;
 }
 
 let labCounter = 0;
 
-/** True when this process can build labs: root, with `ip netns` and `nft` at hand. */
+/** True when this process can build labs: root, with `ip netns`, `tc` and `nft` at hand. */
 export function canBuildLab(): boolean {
   if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
   try {
@@ -56,7 +61,9 @@ export function canBuildLab(): boolean {
       .outputSync();
     const nft = new Deno.Command("nft", { args: ["--version"], stdout: "null", stderr: "null" })
       .outputSync();
-    return ip.success && nft.success;
+    const tc = new Deno.Command("tc", { args: ["-V"], stdout: "null", stderr: "null" })
+      .outputSync();
+    return ip.success && nft.success && tc.success;
   } catch {
     return false;
   }
@@ -104,6 +111,7 @@ export async function startNatLab(options: LabOptions): Promise<NatLab> {
     publicClients: [],
     homeAddresses: [],
     cutBetweenHomes: () => Promise.reject(new Error("the lab is not built yet")),
+    limitUplink: () => Promise.reject(new Error("the lab is not built yet")),
     async [Symbol.asyncDispose]() {
       await teardown(created);
     },
@@ -221,6 +229,26 @@ table bridge ${table} {
 `,
       );
       return () => inNs(pub, "nft", "delete", "table", "bridge", table);
+    };
+    lab.limitUplink = async (home, mbit) => {
+      const router = `${prefix}r${home}`;
+      if (!created.includes(router)) throw new RangeError(`no home ${home}`);
+      await inNs(
+        router,
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        "wan",
+        "root",
+        "tbf",
+        "rate",
+        `${mbit}mbit`,
+        "burst",
+        "64kb",
+        "latency",
+        "400ms",
+      );
     };
     return lab;
   } catch (error) {
