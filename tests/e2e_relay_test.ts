@@ -142,6 +142,53 @@ Deno.test("relay limits: both users are told when the rate limit slows their lin
   );
 });
 
+Deno.test("the relay's daily limit holds across a server restart (kill -9): the pair is not relayed again that day", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-relay-daily-" });
+  try {
+    const args = ["--relay-daily", "256K"];
+    let server = await startServer({ dataDir, args });
+    const port = server.port;
+    await using pair = await pairBehindRelay(server, { punch: false });
+    const { alice, bob } = pair;
+    await alice.send("chat bob");
+    await alice.event("chat_opened", { with: "bob", path: "relayed" });
+    for (let i = 1; i <= 6; i++) await alice.send(`${i}:` + "x".repeat(60_000));
+    await alice.event("relay_notice", { limit: "daily" }, 30_000);
+    // Once the link has ended, what it carried is in the store.
+    await server.proc.out.waitFor(
+      (l) => /relay: alice <-> bob ended/.test(l),
+      "the relayed link ended",
+      30_000,
+    );
+    await server[Symbol.asyncDispose]();
+    await alice.event("server_lost");
+    server = await startServer({ dataDir, port, args });
+    try {
+      await alice.event("server_back", {}, 30_000);
+      await bob.event("server_back", {}, 30_000);
+      const from = alice.events().length;
+      await alice.send("after the restart");
+      // The next relayed link is refused at once with the daily notice; the line waits on
+      // the server instead.
+      await alice.event("relay_notice", { limit: "daily" }, 30_000);
+      await alice.event("stored", {}, 30_000);
+      assert.ok(
+        !server.proc.out.lines.some((l) => /relay: alice <-> bob started/.test(l)),
+        "no relayed link after the restart",
+      );
+      assert.equal(
+        alice.events().slice(from).filter((e) => e.type === "link_up").length,
+        0,
+        "no link came up",
+      );
+    } finally {
+      await server[Symbol.asyncDispose]();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  }
+});
+
 Deno.test("only the two peers of a relay pairing can join it, and only mutual contacts are paired", async () => {
   await using server = await startServer();
   {

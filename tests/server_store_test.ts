@@ -529,6 +529,43 @@ storeTest("saveSession() refuses a duplicate token or an unknown user", async (f
   await assert.rejects(store.saveSession(token(2), "ghost"));
 });
 
+// ---- relay usage ---------------------------------------------------------------------------
+
+storeTest("addRelayBytes() counts per pair and day; 0 only reads", async (fx) => {
+  await using store = await fx.open();
+  const pair = "alice\nbob";
+  assert.equal(await store.addRelayBytes(pair, 20_000, 0), 0, "nothing relayed yet");
+  assert.equal(await store.addRelayBytes(pair, 20_000, 1_000), 1_000);
+  assert.equal(await store.addRelayBytes(pair, 20_000, 2 ** 40), 2 ** 40 + 1_000, "past 2^32");
+  assert.equal(await store.addRelayBytes(pair, 20_000, 0), 2 ** 40 + 1_000);
+  assert.equal(await store.addRelayBytes(pair, 20_001, 5), 5, "a new day starts at 0");
+  assert.equal(await store.addRelayBytes("alice\ncarol", 20_000, 7), 7, "another pair");
+  // Adds at once (as several relayed links or instances do) all count.
+  const totals = await Promise.all(
+    Array.from({ length: 20 }, () => store.addRelayBytes("bob\ncarol", 20_000, 10)),
+  );
+  assert.equal(Math.max(...totals), 200);
+  assert.equal(new Set(totals).size, 20, "each add saw its own total");
+});
+
+storeTest(
+  "forgetRelayUsage() forgets the days before the one given, and usage survives a reopen",
+  async (fx) => {
+    {
+      await using store = await fx.open();
+      await store.addRelayBytes("alice\nbob", 19_998, 1);
+      await store.addRelayBytes("alice\nbob", 19_999, 2);
+      await store.addRelayBytes("alice\nbob", 20_000, 3);
+    }
+    await using store = await fx.open();
+    assert.equal(await store.addRelayBytes("alice\nbob", 20_000, 0), 3, "kept across a reopen");
+    assert.equal(await store.forgetRelayUsage(19_999), 1);
+    assert.equal(await store.addRelayBytes("alice\nbob", 19_998, 0), 0);
+    assert.equal(await store.addRelayBytes("alice\nbob", 19_999, 0), 2);
+    assert.equal(await store.forgetRelayUsage(19_999), 0);
+  },
+);
+
 // ---- durability ----------------------------------------------------------------------------
 
 storeTest("users, contacts, registry, sessions, mail and receipts survive a reopen", async (fx) => {

@@ -43,6 +43,7 @@ export const COPIED_TABLES: readonly { name: string; columns: string[]; identity
   },
   { name: "receipts", columns: ["sender", "msg_id", "reader", "read_at", "sig"] },
   { name: "mail_read", columns: ["recipient", "sender", "msg_id", "read_at"] },
+  { name: "relay_usage", columns: ["pair", "day", "bytes"] },
 ];
 
 /** SQLite's own bookkeeping tables, never copied. */

@@ -392,6 +392,26 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE receipts ADD COLUMN sig TEXT;
     `,
   },
+  {
+    // What each pair of users had relayed per day, for the relay's daily limit: it holds across
+    // a restart, and across the instances of a cluster.
+    sqlite: `
+      CREATE TABLE relay_usage (
+        pair  TEXT NOT NULL,                  -- the two name keys, sorted, joined by a newline
+        day   INTEGER NOT NULL,               -- days since the epoch (UTC)
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (pair, day)
+      ) STRICT;
+    `,
+    postgres: `
+      CREATE TABLE relay_usage (
+        pair  TEXT NOT NULL,
+        day   BIGINT NOT NULL,
+        bytes BIGINT NOT NULL,
+        PRIMARY KEY (pair, day)
+      );
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

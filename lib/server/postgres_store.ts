@@ -523,6 +523,25 @@ export class PostgresStore implements ServerStore {
 
   // ---- sessions ------------------------------------------------------------------------------
 
+  async addRelayBytes(pair: string, day: number, bytes: number): Promise<number> {
+    if (bytes === 0) {
+      const [row] = await this.#sql<{ bytes: number }[]>`
+        SELECT bytes FROM relay_usage WHERE pair = ${pair} AND day = ${day}`;
+      return row?.bytes ?? 0;
+    }
+    // One statement: instances adding at once each get a total that includes the other's.
+    const [row] = await this.#sql<{ bytes: number }[]>`
+      INSERT INTO relay_usage (pair, day, bytes) VALUES (${pair}, ${day}, ${bytes})
+      ON CONFLICT (pair, day) DO UPDATE SET bytes = relay_usage.bytes + excluded.bytes
+      RETURNING bytes`;
+    return row!.bytes;
+  }
+
+  async forgetRelayUsage(day: number): Promise<number> {
+    const result = await this.#sql`DELETE FROM relay_usage WHERE day < ${day}`;
+    return result.count;
+  }
+
   async saveSession(tokenHash: Uint8Array, user: string, now = Date.now()): Promise<void> {
     await this.#sql`
       INSERT INTO sessions (token_hash, "user", created_at)

@@ -5,13 +5,16 @@
  * session inside. Only the two peers of a pairing can join it (a leg must come from the same
  * Noise static key as that user's control connection), only mutual contacts are paired, and
  * the operator's limits hold: relayed links at once, bytes per second per link, bytes per
- * pair of users per day. Both users are told when a limit is hit.
+ * pair of users per day. Both users are told when a limit is hit. The bytes per pair and day
+ * are kept in the server's store (written at least every second or MiB, and when a link ends),
+ * so a restart does not reset the daily limit, and the instances of a cluster count together.
  */
 import { randomBytes } from "node:crypto";
 import type { FramedConnection } from "../net/framed_connection.ts";
 import { type Transport, writeAll } from "../net/transport.ts";
 import type { ClientMessage } from "../protocol/messages.ts";
 import type { ErrorCode } from "../protocol/errors.ts";
+import type { ServerStore } from "./store.ts";
 import { delay } from "../util/time.ts";
 
 export interface RelayLimits {
@@ -58,6 +61,21 @@ export interface RelayHooks {
   /** Tells `userKey` (if online) about a limit hit on the link with `peer`. */
   notify(userKey: string, notice: { peer: string; limit: LimitKind; message: string }): void;
   log(line: string): void;
+  /** Where the bytes per pair of users and day are kept (the server's store). */
+  usage: Pick<ServerStore, "addRelayBytes" | "forgetRelayUsage">;
+}
+
+/** What one pair of users relayed today: the total as last known, and what is not written yet. */
+interface DayCount {
+  pair: string;
+  day: number;
+  /** All of the day's bytes this instance knows of (the store's total plus `unwritten`). */
+  bytes: number;
+  /** Counted here, not yet added in the store. */
+  unwritten: number;
+  writtenAt: number;
+  /** The write to the store in progress. */
+  writing?: Promise<void>;
 }
 
 interface Leg {
@@ -106,6 +124,10 @@ const PER_PAIR = 4;
 /** After one direction ended, the other may finish for this long before both are closed. */
 const HALF_CLOSED_GRACE_MS = 5_000;
 const DAY_MS = 24 * 3600_000;
+/** A relayed pair's new bytes are written to the store after this many ... */
+const WRITE_EVERY_BYTES = 1024 * 1024;
+/** ... or this long after the last write, whichever comes first (and when the link ends). */
+const WRITE_EVERY_MS = 1_000;
 
 /** "1.5 MiB" */
 export function formatBytes(n: number): string {
@@ -124,7 +146,9 @@ export class Relay {
   readonly #hooks: RelayHooks;
   readonly #pending = new Map<string, Pairing>();
   readonly #active = new Set<ActiveLink>();
-  readonly #daily = new Map<string, { day: number; bytes: number }>();
+  readonly #daily = new Map<string, DayCount>();
+  /** The day whose earlier days' usage was last removed from the store. */
+  #forgotBefore = 0;
   #closing = false;
 
   constructor(limits: RelayLimits, hooks: RelayHooks) {
@@ -142,17 +166,53 @@ export class Relay {
     }));
   }
 
-  #usedToday(a: string, b: string, now = Date.now()): { day: number; bytes: number } {
+  /** Today's count for the pair `a`, `b` (what this instance knows of it). */
+  #usedToday(a: string, b: string, now = Date.now()): DayCount {
     const key = pairKey(a, b);
     const day = Math.floor(now / DAY_MS);
     let entry = this.#daily.get(key);
     if (!entry || entry.day !== day) {
-      entry = { day, bytes: 0 };
+      entry = { pair: key, day, bytes: 0, unwritten: 0, writtenAt: now };
       this.#daily.set(key, entry);
-      // Forget the pairs of earlier days (bounded by the pairs seen in one day).
-      for (const [k, e] of this.#daily) if (e.day !== day) this.#daily.delete(k);
+      // Earlier days' counts leave memory (bounded by the pairs seen in one day), once what
+      // they still hold is written.
+      for (const [k, e] of this.#daily) {
+        if (e.day === day) continue;
+        this.#daily.delete(k);
+        void this.#write(e);
+      }
+    }
+    if (this.#forgotBefore < day - 1) {
+      this.#forgotBefore = day - 1;
+      this.#hooks.usage.forgetRelayUsage(day - 1).catch((error) => {
+        this.#hooks.log(`relay: cannot forget old relay usage: ${errorText(error)}`);
+      });
     }
     return entry;
+  }
+
+  /**
+   * Adds what `entry` counted since its last write to the store and takes the store's total
+   * (other instances' bytes, and the days before a restart, included). One write at a time
+   * per pair; a failed write is counted again at the next.
+   */
+  async #write(entry: DayCount): Promise<void> {
+    while (entry.writing) await entry.writing;
+    const bytes = entry.unwritten;
+    entry.unwritten = 0;
+    entry.writtenAt = Date.now();
+    const writing = (async () => {
+      try {
+        const total = await this.#hooks.usage.addRelayBytes(entry.pair, entry.day, bytes);
+        entry.bytes = Math.max(entry.bytes, total + entry.unwritten);
+      } catch (error) {
+        entry.unwritten += bytes;
+        this.#hooks.log(`relay: cannot record relay usage: ${errorText(error)}`);
+      }
+    })();
+    entry.writing = writing;
+    await writing;
+    if (entry.writing === writing) entry.writing = undefined;
   }
 
   /**
@@ -160,10 +220,13 @@ export class Relay {
    * checked). Returns the token both join with.
    * @throws {RelayRefused} RELAY_OFF, RELAY_FULL or RELAY_LIMIT.
    */
-  issue(a: RelayParty, b: RelayParty): string {
+  async issue(a: RelayParty, b: RelayParty): Promise<string> {
     if (!this.limits.enabled) {
       throw new RelayRefused("RELAY_OFF", "this server does not relay links (--relay off)");
     }
+    // The day's total as the store has it (after a restart, or from other instances).
+    const used = this.#usedToday(a.key, b.key);
+    await this.#write(used);
     if (this.#active.size + this.#pending.size >= this.limits.maxLinks) {
       const message = `the server relays at most ${this.limits.maxLinks} links at once and ` +
         `is full; ${b.user} cannot be reached through it now`;
@@ -181,7 +244,7 @@ export class Relay {
           `wait for them to end`,
       );
     }
-    if (this.#usedToday(a.key, b.key).bytes >= this.limits.bytesPerDay) {
+    if (used.bytes >= this.limits.bytesPerDay) {
       const message = `the relayed link between ${a.user} and ${b.user} used the server's ` +
         `daily limit of ${formatBytes(this.limits.bytesPerDay)}; it opens again tomorrow (UTC)`;
       this.#hooks.notify(a.key, { peer: b.user, limit: "daily", message });
@@ -313,6 +376,7 @@ export class Relay {
     a.close();
     b.close();
     await Promise.allSettled(pumps);
+    await this.#write(this.#usedToday(link.a.key, link.b.key));
     this.#active.delete(link);
     const seconds = ((Date.now() - link.since) / 1000).toFixed(1);
     this.#hooks.log(
@@ -347,6 +411,11 @@ export class Relay {
     link.bytes += n;
     const used = this.#usedToday(link.a.key, link.b.key);
     used.bytes += n;
+    used.unwritten += n;
+    if (
+      !used.writing &&
+      (used.unwritten >= WRITE_EVERY_BYTES || Date.now() - used.writtenAt >= WRITE_EVERY_MS)
+    ) void this.#write(used);
     if (used.bytes <= this.limits.bytesPerDay) return true;
     const message = `the relayed link between ${link.a.user} and ${link.b.user} reached the ` +
       `server's daily limit of ${formatBytes(this.limits.bytesPerDay)} and is closed; ` +
@@ -390,9 +459,14 @@ export class Relay {
       link.legs[1].close();
     }
     await Promise.allSettled([...this.#active].map((l) => l.done));
+    await Promise.all([...this.#daily.values()].map((e) => this.#write(e)));
   }
 
   get closing(): boolean {
     return this.#closing;
   }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

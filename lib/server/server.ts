@@ -216,6 +216,7 @@ export class ConfabServer implements AsyncDisposable {
         this.#online.get(userKey)?.fc.send({ type: "relay_notice", ...notice }).catch(() => {});
       },
       log: (line) => this.#opts.log(line),
+      usage: this.store,
     });
     this.#acceptLoop = this.#accept(listener);
     this.#probeLoop = listeners.probe ? this.#accept(listeners.probe) : Promise.resolve();
@@ -677,7 +678,7 @@ export class ConfabServer implements AsyncDisposable {
       }
       throw new Reply("USER_OFFLINE", `${target.name} is offline`);
     }
-    const token = this.#relay.issue(
+    const token = await this.#relay.issue(
       { user: session.user, key: session.key, staticKey: session.staticKey },
       { user: live.user, key: live.key, staticKey: live.staticKey },
     );

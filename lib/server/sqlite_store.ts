@@ -441,6 +441,26 @@ export class SqliteStore implements ServerStore {
 
   // ---- sessions ------------------------------------------------------------------------------
 
+  addRelayBytes(pair: string, day: number, bytes: number): Promise<number> {
+    return settle(() => {
+      if (bytes === 0) {
+        const row = this.#db.sql("SELECT bytes FROM relay_usage WHERE pair = ? AND day = ?")
+          .get(pair, day) as { bytes: number } | undefined;
+        return row?.bytes ?? 0;
+      }
+      return (this.#db.sql(
+        `INSERT INTO relay_usage (pair, day, bytes) VALUES (?, ?, ?)
+         ON CONFLICT (pair, day) DO UPDATE SET bytes = bytes + excluded.bytes RETURNING bytes`,
+      ).get(pair, day, bytes) as { bytes: number }).bytes;
+    });
+  }
+
+  forgetRelayUsage(day: number): Promise<number> {
+    return settle(() =>
+      Number(this.#db.sql("DELETE FROM relay_usage WHERE day < ?").run(day).changes)
+    );
+  }
+
   saveSession(tokenHash: Uint8Array, user: string, now = Date.now()): Promise<void> {
     return settle(() => {
       this.#db.sql("INSERT INTO sessions (token_hash, user, created_at) VALUES (?, ?, ?)")

@@ -298,6 +298,16 @@ export interface ServerStore extends AsyncDisposable {
   sessionUser(tokenHash: Uint8Array, maxAgeMs: number, now?: number): Promise<string | undefined>;
   deleteSession(tokenHash: Uint8Array): Promise<void>;
 
+  // ---- relay usage --------------------------------------------------------------------------
+
+  /**
+   * Adds `bytes` to what the pair of users `pair` relayed on `day` (days since the epoch, UTC)
+   * and resolves to the new total, as every instance counted it; `bytes` 0 only reads it.
+   */
+  addRelayBytes(pair: string, day: number, bytes: number): Promise<number>;
+  /** Forgets the relay usage of the days before `day`; resolves to how many rows went. */
+  forgetRelayUsage(day: number): Promise<number>;
+
   // ---- presence and events (the cluster) -----------------------------------------------------
 
   /** True when several instances may share this store (then `list` names the instance). */

@@ -90,6 +90,7 @@ export function storeTest(name: string, fn: (fixture: StoreFixture) => Promise<v
 export function undoMigrationsFrom5(db: DatabaseSync): void {
   db.exec("ALTER TABLE users DROP COLUMN kdf");
   db.exec("ALTER TABLE receipts DROP COLUMN sig"); // migration 8
+  db.exec("DROP TABLE relay_usage"); // the relay usage
 }
 
 /**
