@@ -7,7 +7,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { intOption } from "./lib/cli/options.ts";
 import { DEFAULT_PASSWORD_COST, PASSWORD_COST_RANGE } from "./lib/server/accounts.ts";
-import { parsePort, parseSize } from "./lib/cli/lines.ts";
+import { parseHostPort, parsePort, parseSize } from "./lib/cli/lines.ts";
 import { DEFAULT_RELAY_LIMITS } from "./lib/server/relay.ts";
 import { logLine, openConsole, runConsole } from "./lib/server/console.ts";
 import { ConfabServer } from "./lib/server/server.ts";
@@ -147,6 +147,18 @@ const program = new Command()
     DEFAULT_RELAY_LIMITS.bytesPerDay,
   )
   .option(
+    "--relay-address <host:port>",
+    "where clients reach this instance, for relay legs of peers on other instances of a cluster " +
+      "(default: the address the asking client reached it at)",
+    (value: string) => {
+      try {
+        return parseHostPort(value, 4242);
+      } catch (error) {
+        throw new InvalidArgumentError(asError(error).message);
+      }
+    },
+  )
+  .option(
     "--probe-port <port>",
     "second port where clients check their NAT (default: port + 1; 0: any free port)",
     portOption,
@@ -172,6 +184,7 @@ const opts = program.opts<{
   relayRate: number;
   relayDaily: number;
   probePort?: number;
+  relayAddress?: { host: string; port: number };
   quiet?: boolean;
 }>();
 const port = (program.processedArgs[0] as number | undefined) ?? opts.port;
@@ -217,6 +230,7 @@ try {
       bytesPerDay: opts.relayDaily,
     },
     probePort: opts.probePort,
+    relayAddress: opts.relayAddress,
     log: opts.quiet ? undefined : (line) => print(logLine(line)),
   });
 } catch (error) {

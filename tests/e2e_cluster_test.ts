@@ -301,7 +301,7 @@ Deno.test("a host name with several addresses: the client re-attaches to another
   }
 });
 
-Deno.test("a relay between users on two instances is refused plainly, not called offline", async () => {
+Deno.test("a relay between users on two instances is paired by the instance asked; the other user is told to join there", async () => {
   await using cluster = await startCluster(2);
   const [a, b] = cluster.servers as [typeof cluster.servers[0], typeof cluster.servers[0]];
   {
@@ -314,8 +314,16 @@ Deno.test("a relay between users on two instances is refused plainly, not called
     }
   }
   await using alice = await RawConn.login(a.port, "alice", await generateKeyPair());
-  await using _bob = await RawConn.login(b.port, "bob", await generateKeyPair());
-  const refused = await alice.request({ type: "relay_open", id: 2, user: "bob" });
-  assert.equal(refused.code, "RELAY_OFF", JSON.stringify(refused));
-  assert.match(String(refused.message), /bob is connected to another instance/);
+  await using bob = await RawConn.login(b.port, "bob", await generateKeyPair());
+  const token = await alice.request({ type: "relay_open", id: 2, user: "bob" });
+  assert.equal(token.type, "relay_token", JSON.stringify(token));
+  // bob's instance passes the offer on, with where alice's instance is.
+  const offer = await bob.next("relay_offer");
+  assert.deepEqual(offer, {
+    type: "relay_offer",
+    from: "alice",
+    token: token.token,
+    host: "127.0.0.1",
+    port: a.port,
+  });
 });

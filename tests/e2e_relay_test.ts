@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { type Event, startServer, TestClient } from "./support/processes.ts";
 import { RawConn } from "./support/raw_conn.ts";
 import { generateKeyPair } from "../lib/crypto/noise.ts";
+import { signUpAsContacts, startCluster } from "./support/cluster.ts";
 
 /** A port that was free a moment ago and has nobody listening: dials to it are refused. */
 function closedPort(): number {
@@ -167,11 +168,17 @@ Deno.test("the relay's daily limit holds across a server restart (kill -9): the 
       await alice.event("server_back", {}, 30_000);
       await bob.event("server_back", {}, 30_000);
       const from = alice.events().length;
+      const mark = alice.proc.out.lines.length;
+      const after = (type: string, what: string) =>
+        alice.proc.out.findFrom(mark, (l) => l.startsWith(`{"type":"${type}"`), what, 30_000);
       await alice.send("after the restart");
       // The next relayed link is refused at once with the daily notice; the line waits on
       // the server instead.
-      await alice.event("relay_notice", { limit: "daily" }, 30_000);
-      await alice.event("stored", {}, 30_000);
+      assert.match(
+        await after("relay_notice", "the daily notice after the restart"),
+        /"limit":"daily"/,
+      );
+      await after("stored", "the line stored on the server");
       assert.ok(
         !server.proc.out.lines.some((l) => /relay: alice <-> bob started/.test(l)),
         "no relayed link after the restart",
@@ -297,4 +304,54 @@ Deno.test("a relayed chat survives a server restart: the link comes back and no 
   } finally {
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
+});
+
+Deno.test("in a cluster, peers on two instances are relayed by the instance that paired them: the other leg joins there; chat both ways, notices reach both", async () => {
+  await using cluster = await startCluster(2, ["--relay-rate", "128K"]);
+  const [a, b] = cluster.servers as [typeof cluster.servers[0], typeof cluster.servers[0]];
+  // Nobody can be dialed: every link must be relayed.
+  const undialable = (server: typeof a) => ({
+    args: ["--server", server.address, "--announce-port", String(closedPort()), "--punch", "off"],
+  });
+  await using alice = await TestClient.start("alice", a, undialable(a));
+  await using bob = await TestClient.start("bob", b, undialable(b));
+  await using carol = await TestClient.start("carol", b, undialable(b));
+  await signUpAsContacts(alice, bob);
+  await carol.signup("carol");
+  for (const [x, y] of [[carol, alice], [alice, carol]] as const) {
+    await x.send(`contacts add ${y.proc.name}`);
+    await x.event("contact_added", { user: y.proc.name });
+  }
+  const started = (server: typeof a, who: string) =>
+    server.proc.out.lines.filter((l) => l.includes(`relay: ${who} started`)).length;
+
+  // alice (instance a) asks: a pairs them, and bob's leg comes to a.
+  await alice.send("chat bob");
+  await alice.event("chat_opened", { with: "bob", path: "relayed" }, 30_000);
+  await a.proc.out.find((l) => l.includes("relay: alice <-> bob started"), "relay at a");
+  assert.equal(started(b, "alice <-> bob"), 0, "b relays nothing for them");
+  await alice.send("hello through a");
+  await bob.event("message", { from: "alice", text: "hello through a" }, 30_000);
+  await bob.send("chat alice");
+  await bob.event("chat_opened", { with: "alice" });
+  await bob.send("and back");
+  await alice.event("message", { from: "bob", text: "and back" }, 30_000);
+  // a's rate limit is told to both, bob through his own instance.
+  for (let i = 1; i <= 4; i++) await alice.send(`${i}:` + "x".repeat(60_000));
+  await alice.event("relay_notice", { limit: "rate" }, 30_000);
+  await bob.event("relay_notice", { limit: "rate" }, 30_000);
+  await bob.event("message", { from: "alice" }, 30_000);
+
+  // carol (instance b) asks for alice (instance a): b pairs them, alice's leg goes to b.
+  await carol.send("chat alice");
+  await carol.event("chat_opened", { with: "alice", path: "relayed" }, 30_000);
+  await b.proc.out.find((l) => l.includes("relay: carol <-> alice started"), "relay at b");
+  assert.equal(started(a, "carol <-> alice"), 0, "a relays nothing for them");
+  await alice.send("/q");
+  await alice.event("chat_closed");
+  await alice.send("chat carol");
+  await alice.event("chat_opened", { with: "carol", path: "relayed" });
+  await carol.send("hello through b");
+  await alice.event("message", { from: "carol", text: "hello through b" }, 30_000);
+  assert.deepEqual(received(bob, "alice").slice(0, 1), ["hello through a"]);
 });

@@ -71,6 +71,7 @@ async function attach(store: PostgresStore, user: string, attach: string) {
     loginAt: Date.now(),
     registrySeq: seq,
     attach,
+    staticKey: "",
   });
   return seq;
 }

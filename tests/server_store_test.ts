@@ -643,7 +643,15 @@ async function watching(store: ServerStore, watcher: string, user: string): Prom
 }
 
 function attachment(user: string, seq: number, attach: string, loginAt = 5000) {
-  return { user, host: "10.0.0.9", peerPort: 4000 + seq, loginAt, registrySeq: seq, attach };
+  return {
+    user,
+    host: "10.0.0.9",
+    peerPort: 4000 + seq,
+    loginAt,
+    registrySeq: seq,
+    attach,
+    staticKey: `key-of-${attach}`,
+  };
 }
 
 storeTest("attach() puts a user in the directory on this instance", async (fx) => {
@@ -655,7 +663,13 @@ storeTest("attach() puts a user in the directory on this instance", async (fx) =
   const seq = await store.recordLogin("alice", "10.0.0.9", 1, 5000);
   await store.attach(attachment("Alice", seq, "a-1"));
   await seen({ kind: "presence", user: "alice", online: true });
-  const expected = { user: "Alice", host: "10.0.0.9", peerPort: 4000 + seq, loginAt: 5000 };
+  const expected = {
+    user: "Alice",
+    host: "10.0.0.9",
+    peerPort: 4000 + seq,
+    loginAt: 5000,
+    staticKey: "key-of-a-1",
+  };
   assert.deepEqual(await store.presenceOf("ALICE"), { ...expected, instance: "here:1" });
   assert.deepEqual((await store.onlineUsers()).filter((p) => p.user === "Alice"), [
     { ...expected, instance: "here:1" },
@@ -713,7 +727,14 @@ storeTest("a resume re-opens its registry row when it attaches", async (fx) => {
 
 /** A resume of `token(seed)` from 10.0.0.7, as the server makes it. */
 function resumption(seed: number, attach: string, maxAgeMs = 60_000) {
-  return { tokenHash: token(seed), maxAgeMs, host: "10.0.0.7", peerPort: 4500, attach };
+  return {
+    tokenHash: token(seed),
+    maxAgeMs,
+    host: "10.0.0.7",
+    peerPort: 4500,
+    attach,
+    staticKey: `key-of-${attach}`,
+  };
 }
 
 storeTest("resume() with an unknown or expired token changes nothing", async (fx) => {
@@ -751,6 +772,7 @@ storeTest(
       peerPort: 4500,
       loginAt: 1000,
       instance: "here:2",
+      staticKey: "key-of-a-2",
     });
     assert.deepEqual((await store.registry("alice")).map((r) => [r.host, r.logoutAt]), [
       ["10.0.0.7", null],

@@ -274,7 +274,14 @@ export class PeerLinks {
     this.#ctx.track((async () => {
       let transport: Transport;
       try {
-        transport = await joinRelay(await this.#session.access(), offer.token);
+        const access = await this.#session.access();
+        // Paired by another instance of the cluster: the leg joins there (the same service
+        // key is expected of it).
+        if (offer.host !== undefined && offer.port !== undefined) {
+          access.host = offer.host;
+          access.port = offer.port;
+        }
+        transport = await joinRelay(access, offer.token);
       } catch {
         return; // the side that asked reports what went wrong
       }

@@ -441,11 +441,16 @@ export const RelayToken = z.strictObject({
   id: RequestId,
   token: Token,
 });
-/** `from` could not reach you directly and asks for a relayed link: join with `token`. */
+/**
+ * `from` could not reach you directly and asks for a relayed link: join with `token`, at
+ * `host`:`port` when given (the instance of a cluster that paired it), else at this server.
+ */
 export const RelayOffer = z.strictObject({
   type: z.literal("relay_offer"),
   from: Username,
   token: Token,
+  host: Host.optional(),
+  port: Port.optional(),
 });
 /**
  * Both legs are in: the last frame the server sends on this connection. Every byte after it

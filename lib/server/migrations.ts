@@ -394,7 +394,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     // What each pair of users had relayed per day, for the relay's daily limit: it holds across
-    // a restart, and across the instances of a cluster.
+    // a restart, and across the instances of a cluster. (SQLite keeps the presence in memory.)
     sqlite: `
       CREATE TABLE relay_usage (
         pair  TEXT NOT NULL,                  -- the two name keys, sorted, joined by a newline
@@ -410,6 +410,30 @@ export const MIGRATIONS: readonly Migration[] = [
         bytes BIGINT NOT NULL,
         PRIMARY KEY (pair, day)
       );
+      -- The instance that pairs a relayed link checks the other user's leg against this key,
+      -- when that user is connected to another instance.
+      ALTER TABLE presence ADD COLUMN static_key TEXT NOT NULL DEFAULT '';
+      CREATE FUNCTION confab_attach_keyed(p_user TEXT, p_instance TEXT, p_attach TEXT,
+                                          p_host TEXT, p_port INTEGER, p_login BIGINT,
+                                          p_seq BIGINT, p_key TEXT)
+      RETURNS VOID LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM confab_attach(p_user, p_instance, p_attach, p_host, p_port, p_login, p_seq);
+        UPDATE presence SET static_key = p_key WHERE "user" = p_user AND attach = p_attach;
+      END $$;
+      CREATE FUNCTION confab_resume_keyed(p_token BYTEA, p_since BIGINT, p_instance TEXT,
+                                          p_attach TEXT, p_host TEXT, p_port INTEGER,
+                                          p_now BIGINT, p_key TEXT)
+      RETURNS TABLE (r_name TEXT, r_seq BIGINT, r_login_at BIGINT) LANGUAGE plpgsql AS $$
+      BEGIN
+        RETURN QUERY SELECT * FROM confab_resume(p_token, p_since, p_instance, p_attach, p_host,
+                                                 p_port, p_now);
+        IF FOUND THEN
+          UPDATE presence SET static_key = p_key
+            WHERE "user" = (SELECT "user" FROM sessions WHERE token_hash = p_token)
+              AND attach = p_attach;
+        END IF;
+      END $$;
     `,
   },
 ];

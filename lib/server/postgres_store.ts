@@ -127,6 +127,7 @@ interface PresenceSqlRow {
   peer_port: number;
   login_at: number;
   instance: string;
+  static_key: string;
 }
 
 function toPresence(r: PresenceSqlRow): PresenceRecord {
@@ -136,10 +137,19 @@ function toPresence(r: PresenceSqlRow): PresenceRecord {
     peerPort: r.peer_port,
     loginAt: r.login_at,
     instance: r.instance,
+    staticKey: r.static_key,
   };
 }
 
-const EVENT_KINDS = new Set(["mail", "receipts", "presence", "kick", "check"]);
+const EVENT_KINDS = new Set([
+  "mail",
+  "receipts",
+  "presence",
+  "kick",
+  "check",
+  "relay_offer",
+  "relay_notice",
+]);
 
 /**
  * A connection pool to `url` as the store uses it (BIGINT as numbers, no notices).
@@ -753,18 +763,19 @@ export class PostgresStore implements ServerStore {
   }
 
   async attach(a: Attachment): Promise<void> {
-    // One statement (confab_attach, migration 7): the user's row locked (attachments of one
+    // One statement (confab_attach, migration 7; with the static key, 8): the user's row locked (attachments of one
     // user take turns, whichever instance they come from), the registry row re-opened, the
     // place taken, a replaced login's row closed, and a kick or presence event written.
     await this.#sql`
-      SELECT confab_attach(${nameKey(a.user)}, ${this.#id}, ${a.attach}, ${a.host},
-                           ${a.peerPort}, ${a.loginAt}, ${a.registrySeq})`;
+      SELECT confab_attach_keyed(${nameKey(a.user)}, ${this.#id}, ${a.attach}, ${a.host},
+                           ${a.peerPort}, ${a.loginAt}, ${a.registrySeq}, ${a.staticKey})`;
   }
 
   async resume(r: Resumption, now = Date.now()): Promise<Resumed | undefined> {
     const [row] = await this.#sql<{ r_name: string; r_seq: number; r_login_at: number }[]>`
-      SELECT r_name, r_seq, r_login_at FROM confab_resume(${r.tokenHash}, ${now - r.maxAgeMs},
-        ${this.#id}, ${r.attach}, ${r.host}, ${r.peerPort}, ${now})`;
+      SELECT r_name, r_seq, r_login_at FROM confab_resume_keyed(${r.tokenHash},
+        ${now - r.maxAgeMs}, ${this.#id}, ${r.attach}, ${r.host}, ${r.peerPort}, ${now},
+        ${r.staticKey})`;
     return row && { user: row.r_name, registrySeq: row.r_seq, loginAt: row.r_login_at };
   }
 
@@ -776,7 +787,7 @@ export class PostgresStore implements ServerStore {
 
   async presenceOf(user: string): Promise<PresenceRecord | undefined> {
     const [row] = await this.#sql<PresenceSqlRow[]>`
-      SELECT u.name, p.host, p.peer_port, p.login_at, i.name AS instance
+      SELECT u.name, p.host, p.peer_port, p.login_at, i.name AS instance, p.static_key
       FROM presence p JOIN instances i ON i.id = p.instance AND i.lease_until > confab_now()
       JOIN users u ON u.name_key = p."user" WHERE p."user" = ${nameKey(user)}`;
     return row && toPresence(row);
@@ -784,7 +795,7 @@ export class PostgresStore implements ServerStore {
 
   async onlineUsers(): Promise<PresenceRecord[]> {
     const rows = await this.#sql<PresenceSqlRow[]>`
-      SELECT u.name, p.host, p.peer_port, p.login_at, i.name AS instance
+      SELECT u.name, p.host, p.peer_port, p.login_at, i.name AS instance, p.static_key
       FROM presence p JOIN instances i ON i.id = p.instance AND i.lease_until > confab_now()
       JOIN users u ON u.name_key = p."user" ORDER BY p.login_at DESC`;
     return rows.map(toPresence);

@@ -80,6 +80,11 @@ export interface ServerOptions {
   /** Relaying between peers that cannot reach each other: on/off and the operator's limits. */
   relay?: Partial<RelayLimits>;
   /**
+   * Where clients reach this instance, told to a peer on another instance of the cluster
+   * whose relay leg must join here (default: the address the asking client reached it at).
+   */
+  relayAddress?: { host: string; port: number };
+  /**
    * A second port, where clients ask again which address they come from: if the answer
    * differs from the main port's, their NAT is symmetric and hole punching cannot work.
    * Default: the main port + 1 (any free port when the main port is 0); -1: none.
@@ -159,10 +164,17 @@ export class ConfabServer implements AsyncDisposable {
     & Required<
       Omit<
         ServerOptions,
-        "host" | "port" | "storeUrl" | "relay" | "probePort" | "keyFile" | "passwordCost"
+        | "host"
+        | "port"
+        | "storeUrl"
+        | "relay"
+        | "probePort"
+        | "keyFile"
+        | "passwordCost"
+        | "relayAddress"
       >
     >
-    & { kdf: string };
+    & { kdf: string; relayAddress?: { host: string; port: number } };
   readonly #conns = new Set<FramedConnection<ClientMessage>>();
   readonly #online = new Map<string, Session>();
   readonly #userThrottle = new LoginThrottle();
@@ -204,6 +216,7 @@ export class ConfabServer implements AsyncDisposable {
       maxSignupsPerHour: options.maxSignupsPerHour ?? 20,
       clientTimeoutMs: options.clientTimeoutMs ?? 75_000,
       log: options.log ?? (() => {}),
+      relayAddress: options.relayAddress,
     };
     this.#signupLimit = this.#opts.maxSignupsPerHour > 0
       ? new RateLimit({
@@ -213,7 +226,13 @@ export class ConfabServer implements AsyncDisposable {
       : undefined;
     this.#relay = new Relay({ ...DEFAULT_RELAY_LIMITS, ...options.relay }, {
       notify: (userKey, notice) => {
-        this.#online.get(userKey)?.fc.send({ type: "relay_notice", ...notice }).catch(() => {});
+        const session = this.#online.get(userKey);
+        if (session) {
+          session.fc.send({ type: "relay_notice", ...notice }).catch(() => {});
+        } else if (this.store.shared) {
+          // Relayed here for a user connected to another instance.
+          this.store.publish({ kind: "relay_notice", to: userKey, ...notice }).catch(() => {});
+        }
       },
       log: (line) => this.#opts.log(line),
       usage: this.store,
@@ -351,6 +370,18 @@ export class ConfabServer implements AsyncDisposable {
       }
       case "check":
         return this.#checkAlive(event.user, event.reporter);
+      case "relay_offer": {
+        const { from, token, host, port } = event;
+        this.#online.get(event.to)?.fc.send({ type: "relay_offer", from, token, host, port })
+          .catch(() => {});
+        return;
+      }
+      case "relay_notice": {
+        const { peer, limit, message } = event;
+        this.#online.get(event.to)?.fc.send({ type: "relay_notice", peer, limit, message })
+          .catch(() => {});
+        return;
+      }
     }
   }
 
@@ -665,24 +696,32 @@ export class ConfabServer implements AsyncDisposable {
         `the server relays only between mutual contacts; ${target.name} has not added you`,
       );
     }
+    // Connected here, or to another instance of the cluster (then its leg comes here).
     const live = this.#online.get(target.nameKey);
-    if (!live) {
-      // Both legs of a relayed link meet in one process: a user held by another instance of
-      // the service cannot be paired here (yet), and must not be called offline either.
-      if (await this.store.presenceOf(target.name)) {
-        throw new Reply(
-          "RELAY_OFF",
-          `${target.name} is connected to another instance of this service, and the relay ` +
-            "pairs only users on the same instance",
-        );
-      }
-      throw new Reply("USER_OFFLINE", `${target.name} is offline`);
-    }
+    const elsewhere = live ? undefined : await this.store.presenceOf(target.name);
+    const other = live ?? (elsewhere && { ...elsewhere, key: target.nameKey });
+    if (!other) throw new Reply("USER_OFFLINE", `${target.name} is offline`);
     const token = await this.#relay.issue(
       { user: session.user, key: session.key, staticKey: session.staticKey },
-      { user: live.user, key: live.key, staticKey: live.staticKey },
+      { user: other.user, key: other.key, staticKey: other.staticKey },
     );
-    live.fc.send({ type: "relay_offer", from: session.user, token }).catch(() => {});
+    if (live) {
+      live.fc.send({ type: "relay_offer", from: session.user, token }).catch(() => {});
+    } else {
+      // This instance pairs the legs: the other one joins at the address the asking client
+      // reached it at (or the operator's --relay-address).
+      const here = this.#opts.relayAddress ?? {
+        host: fc.transport.localAddr.hostname,
+        port: fc.transport.localAddr.port,
+      };
+      await this.store.publish({
+        kind: "relay_offer",
+        to: target.nameKey,
+        from: session.user,
+        token,
+        ...here,
+      });
+    }
     await fc.send({ type: "relay_token", id: m.id, token });
   }
 
@@ -936,6 +975,7 @@ export class ConfabServer implements AsyncDisposable {
       host: state.host,
       peerPort: m.peerPort,
       attach,
+      staticKey: state.staticKey,
     });
     if (!resumed) {
       this.#addrThrottle.fail(state.host);
@@ -1009,6 +1049,7 @@ export class ConfabServer implements AsyncDisposable {
       loginAt: session.loginAt,
       registrySeq: session.registrySeq,
       attach: session.attach,
+      staticKey: session.staticKey,
     });
     const claimed: Session = { ...session, attached: attached.catch(() => {}) };
     this.#claim(state, claimed);

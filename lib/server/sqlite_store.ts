@@ -530,6 +530,7 @@ export class SqliteStore implements ServerStore {
           loginAt: login.login_at,
           registrySeq: login.seq,
           attach: r.attach,
+          staticKey: r.staticKey,
         });
         return { user: user.name, registrySeq: login.seq, loginAt: login.login_at };
       })
@@ -547,6 +548,7 @@ export class SqliteStore implements ServerStore {
       peerPort: a.peerPort,
       loginAt: a.loginAt,
       instance: this.#run?.name ?? "",
+      staticKey: a.staticKey,
       attach: a.attach,
       registrySeq: a.registrySeq,
     });
@@ -615,5 +617,6 @@ function presence(p: PresenceRecord): PresenceRecord {
     peerPort: p.peerPort,
     loginAt: p.loginAt,
     instance: p.instance,
+    staticKey: p.staticKey,
   };
 }

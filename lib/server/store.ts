@@ -94,6 +94,8 @@ export interface PresenceRecord {
   loginAt: number;
   /** The name of the server instance the user is connected to. */
   instance: string;
+  /** base64url Noise static key of their control connection (a relay leg must match it). */
+  staticKey: string;
 }
 
 /** A user taking their place in the directory on this instance (a login or a resume). */
@@ -107,6 +109,8 @@ export interface Attachment {
   registrySeq: number;
   /** Unique per control connection: tells a replaced connection from the one in place. */
   attach: string;
+  /** base64url Noise static key of the control connection. */
+  staticKey: string;
 }
 
 /** A session coming back on a new control connection, by its token (`resume`). */
@@ -119,6 +123,8 @@ export interface Resumption {
   peerPort: number;
   /** Unique per control connection (see {@link Attachment}). */
   attach: string;
+  /** base64url Noise static key of the control connection. */
+  staticKey: string;
 }
 
 /** Who came back with a resume, and the login it continues. */
@@ -148,7 +154,20 @@ export type StoreEvent =
   /** `user` attached elsewhere as `attach`: any other connection of theirs must end. */
   | { kind: "kick"; user: string; attach: string }
   /** Someone could not reach `user`: the instance holding them checks the connection. */
-  | { kind: "check"; user: string; reporter: string };
+  | { kind: "check"; user: string; reporter: string }
+  /**
+   * `from` asks for a relayed link with `to`, paired on the instance at `host`:`port` (the one
+   * that issued `token`): `to`'s leg must join there.
+   */
+  | { kind: "relay_offer"; to: string; from: string; token: string; host: string; port: number }
+  /** A relay limit was hit on `to`'s relayed link with `peer` (relayed by another instance). */
+  | {
+    kind: "relay_notice";
+    to: string;
+    peer: string;
+    limit: "rate" | "daily" | "links";
+    message: string;
+  };
 
 /** What the server gives the store to run with. */
 export interface StoreRunOptions {
