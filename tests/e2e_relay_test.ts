@@ -167,6 +167,14 @@ Deno.test("the relay's daily limit holds across a server restart (kill -9): the 
     try {
       await alice.event("server_back", {}, 30_000);
       await bob.event("server_back", {}, 30_000);
+      // bob must be back in the directory, or nothing would be relayed anyway.
+      for (let i = 0;; i++) {
+        await alice.send("/contacts");
+        const { contacts } = await alice.event("contacts");
+        if ((contacts as { online: boolean }[])[0]?.online) break;
+        assert.ok(i < 30, "bob is back online for alice");
+        await alice.event("presence", { user: "bob", online: true }, 1_000).catch(() => {});
+      }
       const from = alice.events().length;
       const mark = alice.proc.out.lines.length;
       const after = (type: string, what: string) =>
