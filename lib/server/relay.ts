@@ -459,7 +459,12 @@ export class Relay {
       link.legs[1].close();
     }
     await Promise.allSettled([...this.#active].map((l) => l.done));
-    await Promise.all([...this.#daily.values()].map((e) => this.#write(e)));
+    // What was counted and not written yet goes to the store before it closes.
+    await Promise.all(
+      [...this.#daily.values()].filter((e) => e.unwritten > 0 || e.writing).map((e) =>
+        this.#write(e)
+      ),
+    );
   }
 
   get closing(): boolean {
