@@ -350,6 +350,8 @@ export class ConfabServer implements AsyncDisposable {
       case "receipts":
         return await this.#pushReceipts(event.to);
       case "presence": {
+        // Gone from another instance: pairings waiting for them here end now.
+        if (!event.online) this.#relay.cancelFor(event.user);
         const watchers = (event.watchers ?? await this.store.listWatchers(event.user))
           .map((key) => this.#online.get(key))
           .filter((session) => session !== undefined);
