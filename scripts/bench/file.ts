@@ -253,6 +253,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     server: { host: "127.0.0.1", port: server.port },
   });
   await alice.client.addContact("bob");
+  await bob.ask("contacts add alice", "contact_added", { user: "alice" }, ctx.signal);
   await alice.client.openChat("bob");
 
   const raw: number[] = [];
