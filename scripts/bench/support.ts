@@ -284,7 +284,10 @@ export class BenchProcess implements AsyncDisposable {
     const profiled = options.profile === true && args[0] === "run" && profileDir !== undefined;
     this.profiled = profiled;
     const preload = ["--preload", "scripts/bench/cpu_profile.ts", "--allow-sys"];
-    const denoArgs = profiled ? ["run", ...preload, ...args.slice(1)] : args;
+    // The profiler needs sys access to "inspector": a narrower --allow-sys=… given for the
+    // program itself would take it away again, so a profiled child gets the whole of it.
+    const own = args.slice(1).filter((a) => !a.startsWith("--allow-sys="));
+    const denoArgs = profiled ? ["run", ...preload, ...own] : args;
     this.child = new Deno.Command(options.netns ? "ip" : DENO, {
       args: options.netns ? ["netns", "exec", options.netns, DENO, ...denoArgs] : denoArgs,
       cwd: ROOT,
