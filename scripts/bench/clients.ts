@@ -13,7 +13,7 @@
 import { join } from "node:path";
 import { type ClientOptions, ConfabClient } from "../../lib/client/client.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
-import { abortable, type BenchProcess, type JsonEvent } from "./support.ts";
+import { abortable, type BenchProcess, clientArgs, type JsonEvent } from "./support.ts";
 import type { BenchContext } from "./types.ts";
 
 export const PASSWORD = "bench-password";
@@ -188,26 +188,18 @@ export class ClientProcess extends Tracked {
     name: string,
     options: { serverPort: number; dir: string; args?: string[] },
   ): Promise<ClientProcess> {
-    const proc = ctx.spawn(name, [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-sys=statfs",
-      "client.ts",
-      "--json",
-      "--server",
-      `127.0.0.1:${options.serverPort}`,
-      "--home",
-      join(options.dir, name),
-      "--history",
-      "0",
-      // A bot: files from its contacts are taken without asking.
-      "--auto-accept",
-      "contacts",
-      ...(options.args ?? []),
-    ], { profile: true });
+    const proc = ctx.spawn(
+      name,
+      clientArgs(options.serverPort, join(options.dir, name), [
+        "--history",
+        "0",
+        // A bot: files from its contacts are taken without asking.
+        "--auto-accept",
+        "contacts",
+        ...(options.args ?? []),
+      ]),
+      { profile: true },
+    );
     const client = new ClientProcess(proc, name);
     await client.until(() => client.ready, "ready event", ctx.signal);
     return client;
