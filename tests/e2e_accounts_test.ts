@@ -5,7 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { scryptSync } from "node:crypto";
-import { SqliteStore } from "../lib/server/sqlite_store.ts";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { generateKeyPair, type KeyPair } from "../lib/crypto/noise.ts";
+import { SQLITE_FILE, SqliteStore } from "../lib/server/sqlite_store.ts";
 import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
 import { Identity } from "../lib/peer/identity.ts";
 import { MailKey } from "../lib/peer/sealed_mail.ts";
@@ -223,4 +226,101 @@ Deno.test("a server started with --password-cost hashes new accounts at that cos
   assert.equal((await server.esc()).code, 0);
   await using store = new SqliteStore(server.dataDir);
   assert.equal((await store.getUser("carol"))?.kdf, "scrypt:11:8:1");
+});
+
+// ---- session tokens ------------------------------------------------------------------------
+
+/** A raw control connection whose Noise static key is `key` (a client process keeps one). */
+async function controlAs(port: number, key: KeyPair): Promise<RawConn> {
+  const raw = await RawConn.connect(port);
+  await raw.hello("client");
+  await raw.secure("client-server", key);
+  return raw;
+}
+
+/** Resumes with `token` from a client with static key `key`; the answer. */
+async function resumeAs(port: number, key: KeyPair, token: unknown) {
+  await using raw = await controlAs(port, key);
+  return await raw.request({ type: "resume", id: 1, token, peerPort: 5555 });
+}
+
+/** Signs `user` up and logs in from a client with static key `key`; the session token. */
+async function loggedIn(port: number, key: KeyPair, user = "alice"): Promise<string> {
+  assert.equal((await alone(port, await signupFields(user))).type, "ok");
+  await using raw = await controlAs(port, key);
+  const welcome = await raw.request({
+    type: "login",
+    id: 1,
+    user,
+    password: "secret-pw",
+    peerPort: 5555,
+  });
+  assert.equal(welcome.type, "welcome", JSON.stringify(welcome));
+  return String(welcome.token);
+}
+
+Deno.test("a session token presented from another client key is refused (tokens are bound to the client that logged in)", async () => {
+  await using server = await startServer();
+  const client = await generateKeyPair();
+  const token = await loggedIn(server.port, client);
+  const thief = await resumeAs(server.port, await generateKeyPair(), token);
+  assert.equal(thief.code, "BAD_TOKEN", JSON.stringify(thief));
+  assert.equal((await resumeAs(server.port, client, token)).type, "welcome");
+});
+
+Deno.test("a session token is rotated at every resume: an older one cannot be replayed", async () => {
+  await using server = await startServer();
+  const client = await generateKeyPair();
+  const t1 = await loggedIn(server.port, client);
+  const r2 = await resumeAs(server.port, client, t1);
+  assert.equal(r2.type, "welcome");
+  const t2 = String(r2.token);
+  assert.notEqual(t2, t1, "a new token at resume");
+  const r3 = await resumeAs(server.port, client, t2);
+  assert.equal(r3.type, "welcome");
+  assert.notEqual(String(r3.token), t2);
+  // Once its successor was used, a token is dead.
+  assert.equal((await resumeAs(server.port, client, t1)).code, "BAD_TOKEN");
+});
+
+Deno.test("logout revokes the session token, and the one it replaced", async () => {
+  await using server = await startServer();
+  const client = await generateKeyPair();
+  const t1 = await loggedIn(server.port, client);
+  await using raw = await controlAs(server.port, client);
+  const resumed = await raw.request({ type: "resume", id: 1, token: t1, peerPort: 5555 });
+  assert.equal(resumed.type, "welcome");
+  assert.equal((await raw.request({ type: "logout", id: 2 })).type, "ok");
+  assert.equal((await resumeAs(server.port, client, resumed.token)).code, "BAD_TOKEN");
+  assert.equal((await resumeAs(server.port, client, t1)).code, "BAD_TOKEN");
+});
+
+Deno.test("expired session rows are purged from the database", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+  try {
+    {
+      await using store = new SqliteStore(dataDir);
+      const fields = await signupFields("alice");
+      await store.createUser({
+        name: "alice",
+        salt: new Uint8Array(16),
+        hash: new Uint8Array(32),
+        publicKey: fields.publicKey,
+      });
+      // Logged in a year ago and never again.
+      await store.saveSession(new Uint8Array(32).fill(7), "alice", {
+        now: Date.now() - 365 * 24 * 3600_000,
+      });
+    }
+    await using _server = await startServer({ dataDir });
+    const db = new DatabaseSync(join(dataDir, SQLITE_FILE), { readOnly: true });
+    try {
+      const { n } = db.prepare("SELECT count(*) AS n FROM sessions").get() as { n: number };
+      assert.equal(n, 0, "the expired session is still stored");
+    } finally {
+      db.close();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
 });

@@ -40,7 +40,7 @@ Deno.test("migrate copies every table of a SQLite server into PostgreSQL, once",
     const seq = await store.recordLogin("alice", "10.0.0.1", 4000, 3000);
     await store.recordLogout(seq, 3500);
     await store.recordLogin("bob", "10.0.0.2", 4001, 3600);
-    await store.saveSession(token(7), "bob", 3600);
+    await store.saveSession(token(7), "bob", { now: 3600, clientKey: "K7" });
     for (const id of ["m1", "m2", "m3"]) {
       assert.equal(
         await store.storeMail({
@@ -85,7 +85,13 @@ Deno.test("migrate copies every table of a SQLite server into PostgreSQL, once",
   assert.deepEqual(await pg.registry("alice"), [
     { user: "Alice", host: "10.0.0.1", port: 4000, loginAt: 3000, logoutAt: 3500 },
   ]);
-  assert.equal(await pg.sessionUser(token(7), 10_000, 4000), "bob");
+  // The token stays bound to the client it was given to.
+  assert.deepEqual(await pg.findSession(token(7), { maxAgeMs: 10_000, graceMs: 1000, now: 4000 }), {
+    user: "bob",
+    clientKey: "K7",
+    createdAt: 3600,
+    replacedAt: null,
+  });
   assert.deepEqual((await pg.pendingMail("carol", "alice", 10)).map((m) => m.body), [
     "sealed m2",
     "sealed m3",

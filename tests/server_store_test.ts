@@ -492,35 +492,101 @@ storeTest("storeMail() refuses a resend of mail already read, until forgotten", 
 
 // ---- sessions ------------------------------------------------------------------------------
 
-storeTest("sessionUser() finds a saved session's display name", async (fx) => {
-  await using store = await openWith(fx, ["Alice"]);
-  await store.saveSession(token(1), "alice", 10_000);
-  assert.equal(await store.sessionUser(token(1), 60_000, 10_001), "Alice");
-  assert.equal(await store.sessionUser(token(2), 60_000, 10_001), undefined);
-});
+/** findSession() with a max age and grace, at `now`. */
+const ages = (now: number, maxAgeMs = 60_000, graceMs = 1000) => ({ maxAgeMs, graceMs, now });
 
-storeTest("sessionUser() refuses a session at or past its maximum age", async (fx) => {
+storeTest(
+  "findSession() finds a saved session: its user's display name, key and age",
+  async (fx) => {
+    await using store = await openWith(fx, ["Alice"]);
+    await store.saveSession(token(1), "alice", { now: 10_000, clientKey: "K1" });
+    await store.saveSession(token(2), "alice", { now: 10_000 });
+    assert.deepEqual(await store.findSession(token(1), ages(10_001)), {
+      user: "Alice",
+      clientKey: "K1",
+      createdAt: 10_000,
+      replacedAt: null,
+    });
+    assert.equal((await store.findSession(token(2), ages(10_001)))?.clientKey, null, "not bound");
+    assert.equal(await store.findSession(token(3), ages(10_001)), undefined);
+  },
+);
+
+storeTest("findSession() refuses a session at or past its maximum age", async (fx) => {
   await using store = await openWith(fx, ["alice"]);
-  await store.saveSession(token(1), "alice", 10_000);
-  assert.equal(await store.sessionUser(token(1), 500, 10_499), "alice");
-  assert.equal(await store.sessionUser(token(1), 500, 10_500), undefined);
-  assert.equal(await store.sessionUser(token(1), 500, 20_000), undefined);
-  assert.equal(
-    await store.sessionUser(token(1), 20_000, 20_000),
-    "alice",
-    "a longer max age allows it",
-  );
+  await store.saveSession(token(1), "alice", { now: 10_000 });
+  assert.equal((await store.findSession(token(1), ages(10_499, 500)))?.user, "alice");
+  assert.equal(await store.findSession(token(1), ages(10_500, 500)), undefined);
+  assert.equal(await store.findSession(token(1), ages(20_000, 500)), undefined);
+  assert.equal((await store.findSession(token(1), ages(20_000, 20_000)))?.user, "alice");
 });
 
-storeTest("deleteSession() removes only that session", async (fx) => {
+storeTest(
+  "rotateSession() replaces a token: same user and login time, bound, the old one in grace",
+  async (fx) => {
+    await using store = await openWith(fx, ["alice", "bob"]);
+    await store.saveSession(token(1), "alice", { now: 10_000 });
+    await store.saveSession(token(9), "bob", { now: 10_000 });
+    assert.equal(
+      await store.rotateSession(token(1), token(2), { clientKey: "K", now: 20_000 }),
+      true,
+    );
+    assert.deepEqual(await store.findSession(token(2), ages(20_001)), {
+      user: "alice",
+      clientKey: "K",
+      createdAt: 10_000,
+      replacedAt: null,
+    });
+    const old = await store.findSession(token(1), ages(20_500));
+    assert.deepEqual([old?.replacedAt, old?.clientKey], [20_000, "K"], "bound at first use");
+    assert.equal(await store.findSession(token(1), ages(21_000)), undefined, "grace over");
+    // The successor is used: everything older goes; other users keep theirs.
+    assert.equal(
+      await store.rotateSession(token(2), token(3), { clientKey: "K", now: 20_100 }),
+      true,
+    );
+    assert.equal(await store.findSession(token(1), ages(20_101)), undefined);
+    assert.equal((await store.findSession(token(2), ages(20_101)))?.replacedAt, 20_100);
+    assert.equal((await store.findSession(token(9), ages(20_101)))?.user, "bob");
+    // The old one again (the new one never reached the client): its unused successor goes.
+    assert.equal(
+      await store.rotateSession(token(2), token(4), { clientKey: "K", now: 20_200 }),
+      true,
+    );
+    assert.equal(await store.findSession(token(3), ages(20_201)), undefined);
+    assert.equal((await store.findSession(token(2), ages(20_201)))?.replacedAt, 20_100, "kept");
+    assert.equal((await store.findSession(token(4), ages(20_201)))?.createdAt, 10_000);
+    assert.equal(await store.rotateSession(token(7), token(8), { clientKey: "K" }), false);
+  },
+);
+
+storeTest("deleteSession() and deleteUserSessions() remove only what they name", async (fx) => {
   await using store = await openWith(fx, ["alice", "bob"]);
-  await store.saveSession(token(1), "alice", 10_000);
-  await store.saveSession(token(2), "bob", 10_000);
+  for (const [t, u] of [[1, "alice"], [2, "alice"], [3, "alice"], [4, "bob"]] as const) {
+    await store.saveSession(token(t), u, { now: 10_000 });
+  }
   await store.deleteSession(token(1));
-  assert.equal(await store.sessionUser(token(1), 1000, 10_001), undefined);
-  assert.equal(await store.sessionUser(token(2), 1000, 10_001), "bob");
+  assert.equal(await store.findSession(token(1), ages(10_001)), undefined);
   await store.deleteSession(token(1)); // deleting twice is harmless
+  assert.equal(await store.deleteUserSessions("ALICE", token(3)), 1);
+  assert.equal(await store.findSession(token(2), ages(10_001)), undefined);
+  assert.equal((await store.findSession(token(3), ages(10_001)))?.user, "alice");
+  assert.equal(await store.deleteUserSessions("alice"), 1);
+  assert.equal((await store.findSession(token(4), ages(10_001)))?.user, "bob");
 });
+
+storeTest(
+  "purgeSessions() deletes tokens past their age or their grace, and keeps the rest",
+  async (fx) => {
+    await using store = await openWith(fx, ["alice", "bob"]);
+    await store.saveSession(token(1), "alice", { now: 1_000 }); // too old
+    await store.saveSession(token(2), "bob", { now: 50_000 });
+    await store.rotateSession(token(2), token(3), { clientKey: "K", now: 55_000 }); // 2 replaced
+    assert.equal(await store.purgeSessions(ages(56_000, 50_000, 1000)), 2);
+    assert.equal((await store.findSession(token(3), ages(56_000, 50_000)))?.user, "bob");
+    assert.equal(await store.purgeSessions(ages(56_000, 50_000, 1000)), 0);
+  },
+);
 
 storeTest("saveSession() refuses a duplicate token or an unknown user", async (fx) => {
   await using store = await openWith(fx, ["alice"]);
@@ -576,7 +642,7 @@ storeTest("users, contacts, registry, sessions, mail and receipts survive a reop
     const seq = await store.recordLogin("alice", "10.1.1.1", 4243, 2000);
     await store.recordLogout(seq, 3000);
     await store.recordLogin("bob", "10.2.2.2", 4244, 2500);
-    await store.saveSession(token(9), "bob", 2500);
+    await store.saveSession(token(9), "bob", { now: 2500 });
     await store.storeMail(mail("bob", "alice", "m1", 11), 100);
     await store.storeMail(mail("bob", "alice", "m2", 12), 100);
     await store.storeMail(mail("carol", "alice", "m3", 13), 100);
@@ -595,7 +661,7 @@ storeTest("users, contacts, registry, sessions, mail and receipts survive a reop
     { user: "Bob", host: "10.2.2.2", port: 4244, loginAt: 2500, logoutAt: null },
     { user: "Alice", host: "10.1.1.1", port: 4243, loginAt: 2000, logoutAt: 3000 },
   ]);
-  assert.equal(await store.sessionUser(token(9), 10_000, 3000), "Bob");
+  assert.equal((await store.findSession(token(9), ages(3000, 10_000)))?.user, "Bob");
   assert.deepEqual(await store.pendingMail("bob", "alice", 10), [
     { msgId: "m1", ts: 11, body: "body m1" },
     { msgId: "m2", ts: 12, body: "body m2" },
@@ -742,7 +808,7 @@ storeTest("resume() with an unknown or expired token changes nothing", async (fx
   await using _ = store;
   await signUp(store, ["alice", "bob"]);
   await watching(store, "bob", "alice");
-  await store.saveSession(token(1), "alice", 10_000);
+  await store.saveSession(token(1), "alice", { now: 10_000 });
   assert.equal(await store.resume(resumption(2, "a-1"), 10_001), undefined, "unknown");
   assert.equal(await store.resume(resumption(1, "a-1", 500), 10_500), undefined, "expired");
   assert.equal(await store.presenceOf("alice"), undefined);
@@ -758,7 +824,7 @@ storeTest(
     await using _ = store;
     await signUp(store, ["Alice", "bob"]);
     await watching(store, "bob", "alice");
-    await store.saveSession(token(1), "alice", 900);
+    await store.saveSession(token(1), "alice", { now: 900 });
     await store.recordLogin("alice", "h", 1, 500);
     const seq = await store.recordLogin("alice", "h", 1, 1000);
     await store.attach(attachment("alice", seq, "a-1", 1000));
@@ -789,7 +855,7 @@ storeTest("resume() of a user without a login row records one", async (fx) => {
   const { store } = await runningStore(fx);
   await using _ = store;
   await signUp(store, ["alice"]);
-  await store.saveSession(token(1), "alice", 900);
+  await store.saveSession(token(1), "alice", { now: 900 });
   const resumed = await store.resume(resumption(1, "a-1"), 2000);
   assert.equal(resumed?.loginAt, 2000);
   assert.deepEqual(await store.registry("alice"), [
@@ -802,7 +868,7 @@ storeTest("resume() while attached replaces that attachment with a kick", async 
   const { store, seen } = await runningStore(fx);
   await using _ = store;
   await signUp(store, ["alice"]);
-  await store.saveSession(token(1), "alice", 900);
+  await store.saveSession(token(1), "alice", { now: 900 });
   const seq = await store.recordLogin("alice", "h", 1, 1000);
   await store.attach(attachment("alice", seq, "a-1", 1000));
   assert.equal((await store.resume(resumption(1, "a-2"), 2000))?.registrySeq, seq);

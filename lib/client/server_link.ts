@@ -72,7 +72,8 @@ function nextWait(waitMs: number, backoff: { maxMs: number }): number {
 /**
  * Re-attaches a logged-in session on a fresh control connection, as a client does after the
  * server came back: `resume` with the session token (no password), then heartbeats. Set the
- * connection's handler first: the server's pushes follow the welcome.
+ * connection's handler first: the server's pushes follow the welcome. The welcome carries a
+ * new token: keep it for the next resume (the one used here dies once that one is used).
  * @throws {RemoteError} BAD_TOKEN when the session has expired.
  */
 export async function resumeSession(

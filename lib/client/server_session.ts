@@ -242,7 +242,9 @@ export class ServerSession {
     const session = this.#session;
     if (session) {
       try {
+        // Each resume hands out a new token: the old one dies once this one is used.
         const welcome = await resumeSession(fc, session.token, this.#host.announcePort());
+        session.token = welcome.token;
         session.seenAs = welcome.host;
       } catch (error) {
         await fc.close();

@@ -35,7 +35,7 @@ export const COPIED_TABLES: readonly { name: string; columns: string[]; identity
     columns: ["seq", "user", "host", "port", "login_at", "logout_at"],
     identity: "seq",
   },
-  { name: "sessions", columns: ["token_hash", "user", "created_at"] },
+  { name: "sessions", columns: ["token_hash", "user", "created_at", "client_key", "replaced_at"] },
   {
     name: "mail",
     columns: ["seq", "recipient", "sender", "msg_id", "ts", "body", "stored_at"],

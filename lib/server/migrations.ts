@@ -436,6 +436,20 @@ export const MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    // Session tokens bound to the client's Noise static key, rotated at each resume (the one
+    // replaced stays usable a short while, in case the new one never reached the client).
+    sqlite: `
+      ALTER TABLE sessions ADD COLUMN client_key TEXT;       -- base64url; NULL: binds at first use
+      ALTER TABLE sessions ADD COLUMN replaced_at INTEGER;   -- NULL while it is the current one
+      CREATE INDEX sessions_by_user ON sessions(user);
+    `,
+    postgres: `
+      ALTER TABLE sessions ADD COLUMN client_key TEXT;
+      ALTER TABLE sessions ADD COLUMN replaced_at BIGINT;
+      CREATE INDEX sessions_by_user ON sessions("user");
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

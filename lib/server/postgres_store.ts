@@ -10,9 +10,12 @@ import {
   type MailSqlRow,
   type ReceiptSqlRow,
   type RegistrySqlRow,
+  SESSION_COLUMNS,
+  type SessionSqlRow,
   toPendingMail,
   toReceipt,
   toRegistryRow,
+  toSession,
   toUser,
   USER_COLUMNS,
   type UserRow,
@@ -33,6 +36,8 @@ import {
   type Resumed,
   type Resumption,
   type ServerStore,
+  type SessionAges,
+  type SessionRecord,
   type SignedRead,
   type StoreEvent,
   type StoreMailResult,
@@ -552,21 +557,47 @@ export class PostgresStore implements ServerStore {
     return result.count;
   }
 
-  async saveSession(tokenHash: Uint8Array, user: string, now = Date.now()): Promise<void> {
+  async saveSession(
+    tokenHash: Uint8Array,
+    user: string,
+    options: { clientKey?: string; now?: number } = {},
+  ): Promise<void> {
     await this.#sql`
-      INSERT INTO sessions (token_hash, "user", created_at)
-      VALUES (${tokenHash}, ${nameKey(user)}, ${now})`;
+      INSERT INTO sessions (token_hash, "user", created_at, client_key)
+      VALUES (${tokenHash}, ${nameKey(user)}, ${options.now ?? Date.now()},
+              ${options.clientKey ?? null})`;
   }
 
-  async sessionUser(
-    tokenHash: Uint8Array,
-    maxAgeMs: number,
-    now = Date.now(),
-  ): Promise<string | undefined> {
-    const [row] = await this.#sql<{ name: string }[]>`
-      SELECT u.name FROM sessions s JOIN users u ON u.name_key = s."user"
-      WHERE s.token_hash = ${tokenHash} AND s.created_at > ${now - maxAgeMs}`;
-    return row?.name;
+  async findSession(tokenHash: Uint8Array, ages: SessionAges): Promise<SessionRecord | undefined> {
+    const now = ages.now ?? Date.now();
+    const [row] = await this.#sql<SessionSqlRow[]>`
+      SELECT ${this.#sql.unsafe(SESSION_COLUMNS)}
+      FROM sessions s JOIN users u ON u.name_key = s."user"
+      WHERE s.token_hash = ${tokenHash} AND s.created_at > ${now - ages.maxAgeMs}
+        AND (s.replaced_at IS NULL OR s.replaced_at > ${now - ages.graceMs})`;
+    return row && toSession(row);
+  }
+
+  async rotateSession(
+    oldHash: Uint8Array,
+    newHash: Uint8Array,
+    options: { clientKey: string; now?: number },
+  ): Promise<boolean> {
+    const now = options.now ?? Date.now();
+    return await this.#sql.begin(async (tx) => {
+      const [old] = await tx<{ user: string; created_at: number }[]>`
+        SELECT "user", created_at FROM sessions WHERE token_hash = ${oldHash} FOR UPDATE`;
+      if (!old) return false;
+      await tx`DELETE FROM sessions WHERE "user" = ${old.user} AND token_hash <> ${oldHash}`;
+      await tx`
+        UPDATE sessions SET replaced_at = coalesce(replaced_at, ${now}),
+                            client_key = coalesce(client_key, ${options.clientKey})
+        WHERE token_hash = ${oldHash}`;
+      await tx`
+        INSERT INTO sessions (token_hash, "user", created_at, client_key)
+        VALUES (${newHash}, ${old.user}, ${old.created_at}, ${options.clientKey})`;
+      return true;
+    });
   }
 
   async deleteSession(tokenHash: Uint8Array): Promise<void> {
@@ -812,6 +843,22 @@ export class PostgresStore implements ServerStore {
 
   async publish(event: StoreEvent): Promise<void> {
     await this.#sql`INSERT INTO events (at, body) VALUES (confab_now(), ${this.#sql.json(event)})`;
+  }
+
+  async deleteUserSessions(user: string, except?: Uint8Array): Promise<number> {
+    const result = except
+      ? await this.#sql`
+        DELETE FROM sessions WHERE "user" = ${nameKey(user)} AND token_hash <> ${except}`
+      : await this.#sql`DELETE FROM sessions WHERE "user" = ${nameKey(user)}`;
+    return result.count;
+  }
+
+  async purgeSessions(ages: SessionAges): Promise<number> {
+    const now = ages.now ?? Date.now();
+    const result = await this.#sql`
+      DELETE FROM sessions
+      WHERE created_at <= ${now - ages.maxAgeMs} OR replaced_at <= ${now - ages.graceMs}`;
+    return result.count;
   }
 
   close(): Promise<void> {

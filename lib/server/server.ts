@@ -141,6 +141,13 @@ const HASH_QUEUE_LIMIT = 64;
 const READ_MAIL_KEPT_MS = 30 * 24 * 3600_000;
 /** How often ids of read mail past that age are forgotten. */
 const FORGET_READ_MAIL_EVERY_MS = 3600_000;
+/** A session ends this long after its password login (resumes do not extend it). */
+const SESSION_MAX_AGE_MS = 30 * 24 * 3600_000;
+/**
+ * A token replaced at a resume still works this long (unless its successor was used): the
+ * welcome carrying the new one may have been lost with the connection.
+ */
+const SESSION_GRACE_MS = 2 * 60_000;
 
 function tokenHash(token: string): Uint8Array {
   return new Uint8Array(createHash("sha256").update(token).digest());
@@ -210,7 +217,7 @@ export class ConfabServer implements AsyncDisposable {
       maxPerAddress: options.maxPerAddress ?? 1000,
       helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
       loginTimeoutMs: options.loginTimeoutMs ?? 60_000,
-      sessionMaxAgeMs: options.sessionMaxAgeMs ?? 30 * 24 * 3600_000,
+      sessionMaxAgeMs: options.sessionMaxAgeMs ?? SESSION_MAX_AGE_MS,
       maxPending: options.maxPending ?? 10_000,
       kdf: kdfOf(options.passwordCost ?? DEFAULT_PASSWORD_COST),
       maxSignupsPerHour: options.maxSignupsPerHour ?? 20,
@@ -255,7 +262,14 @@ export class ConfabServer implements AsyncDisposable {
       this.store.forgetReadMail(now - READ_MAIL_KEPT_MS).catch((error) => {
         this.#opts.log(`cannot forget old read mail: ${asError(error).message}`);
       });
+      this.store.purgeSessions(this.#sessionAges(now)).catch((error) => {
+        this.#opts.log(`cannot purge expired sessions: ${asError(error).message}`);
+      });
     }
+  }
+
+  #sessionAges(now = Date.now()) {
+    return { maxAgeMs: this.#opts.sessionMaxAgeMs, graceMs: SESSION_GRACE_MS, now };
   }
 
   /**
@@ -267,6 +281,10 @@ export class ConfabServer implements AsyncDisposable {
     try {
       const key = await loadOrCreateServerKey(options.dataDir, options.keyFile);
       await store.forgetReadMail(Date.now() - READ_MAIL_KEPT_MS);
+      await store.purgeSessions({
+        maxAgeMs: options.sessionMaxAgeMs ?? SESSION_MAX_AGE_MS,
+        graceMs: SESSION_GRACE_MS,
+      });
       const listener = Deno.listen({
         hostname: options.host ?? "127.0.0.1",
         port: options.port ?? 4242,
@@ -594,7 +612,8 @@ export class ConfabServer implements AsyncDisposable {
       case "logout": {
         state.session = undefined;
         state.armLoginTimer(); // a connection without a session may not linger
-        await this.store.deleteSession(session.tokenHash);
+        // Every token of the user: the current one and one it may have replaced lately.
+        await this.store.deleteUserSessions(session.user);
         await this.#endSession(session, Date.now());
         return await fc.send({ type: "ok", id: m.id });
       }
@@ -918,7 +937,10 @@ export class ConfabServer implements AsyncDisposable {
     if (m.lastLogout !== undefined) await this.store.correctLastLogout(user.name, m.lastLogout);
     const token = randomBytes(32).toString("base64url");
     const hash = tokenHash(token);
-    await this.store.saveSession(hash, user.name);
+    // One session per user: tokens of earlier logins (another device, or one that logged out
+    // while the server was away) end here. The new one works only from this client's key.
+    await this.store.deleteUserSessions(user.name);
+    await this.store.saveSession(hash, user.name, { clientKey: state.staticKey });
     const now = Date.now();
     const seq = await this.store.recordLogin(user.name, state.host, m.peerPort, now);
     await this.#startSession(state, {
@@ -968,7 +990,20 @@ export class ConfabServer implements AsyncDisposable {
       throw new Reply("ALREADY_LOGGED_IN", `already logged in as ${state.session.user}`);
     }
     this.#checkThrottle("", state.host);
-    const hash = tokenHash(m.token);
+    const presented = tokenHash(m.token);
+    const found = await this.store.findSession(presented, this.#sessionAges());
+    // A token works only from the client it was given to (its Noise static key): one copied
+    // elsewhere is worth nothing.
+    if (!found || (found.clientKey !== null && found.clientKey !== state.staticKey)) {
+      this.#addrThrottle.fail(state.host);
+      throw new Reply("BAD_TOKEN", "your session has expired; log in again with your password");
+    }
+    // A fresh token at every resume; the presented one dies once the new one is used.
+    const token = randomBytes(32).toString("base64url");
+    const hash = tokenHash(token);
+    if (!await this.store.rotateSession(presented, hash, { clientKey: state.staticKey })) {
+      throw new Reply("BAD_TOKEN", "your session has expired; log in again with your password");
+    }
     const attach = crypto.randomUUID();
     // One step in the store: the token checked, the login row re-opened, the place taken.
     const resumed = await this.store.resume({
@@ -1008,7 +1043,7 @@ export class ConfabServer implements AsyncDisposable {
       type: "welcome",
       id: m.id,
       user: name,
-      token: m.token,
+      token,
       host: state.host,
       resumed: true,
     });

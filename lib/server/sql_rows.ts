@@ -2,7 +2,7 @@
  * Rows as both SQL stores read them (snake_case columns) and the records the store interface
  * gives out: one mapping, so the backends cannot answer in different shapes.
  */
-import type { PendingMail, Receipt, RegistryRow, UserRecord } from "./store.ts";
+import type { PendingMail, Receipt, RegistryRow, SessionRecord, UserRecord } from "./store.ts";
 
 /** The columns `getUser()` selects. */
 export const USER_COLUMNS = "name_key, name, salt, hash, kdf, public_key, mail_key, mail_key_sig";
@@ -51,6 +51,25 @@ export interface MailSqlRow {
 
 export function toPendingMail(r: MailSqlRow): PendingMail {
   return { msgId: r.msg_id, ts: r.ts, body: r.body };
+}
+
+/** The columns `findSession()` selects, from `sessions s` joined with `users u`. */
+export const SESSION_COLUMNS = "u.name, s.client_key, s.created_at, s.replaced_at";
+
+export interface SessionSqlRow {
+  name: string;
+  client_key: string | null;
+  created_at: number;
+  replaced_at: number | null;
+}
+
+export function toSession(r: SessionSqlRow): SessionRecord {
+  return {
+    user: r.name,
+    clientKey: r.client_key,
+    createdAt: r.created_at,
+    replacedAt: r.replaced_at,
+  };
 }
 
 export interface ReceiptSqlRow {

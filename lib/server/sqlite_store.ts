@@ -11,9 +11,12 @@ import {
   type MailSqlRow,
   type ReceiptSqlRow,
   type RegistrySqlRow,
+  SESSION_COLUMNS,
+  type SessionSqlRow,
   toPendingMail,
   toReceipt,
   toRegistryRow,
+  toSession,
   toUser,
   USER_COLUMNS,
   type UserRow,
@@ -33,6 +36,8 @@ import {
   type Resumed,
   type Resumption,
   type ServerStore,
+  type SessionAges,
+  type SessionRecord,
   type SignedRead,
   type StoreEvent,
   type StoreMailResult,
@@ -461,23 +466,53 @@ export class SqliteStore implements ServerStore {
     );
   }
 
-  saveSession(tokenHash: Uint8Array, user: string, now = Date.now()): Promise<void> {
+  saveSession(
+    tokenHash: Uint8Array,
+    user: string,
+    options: { clientKey?: string; now?: number } = {},
+  ): Promise<void> {
     return settle(() => {
-      this.#db.sql("INSERT INTO sessions (token_hash, user, created_at) VALUES (?, ?, ?)")
-        .run(tokenHash, nameKey(user), now);
+      this.#db.sql(
+        "INSERT INTO sessions (token_hash, user, created_at, client_key) VALUES (?, ?, ?, ?)",
+      ).run(tokenHash, nameKey(user), options.now ?? Date.now(), options.clientKey ?? null);
     });
   }
 
-  sessionUser(
-    tokenHash: Uint8Array,
-    maxAgeMs: number,
-    now = Date.now(),
-  ): Promise<string | undefined> {
+  findSession(tokenHash: Uint8Array, ages: SessionAges): Promise<SessionRecord | undefined> {
+    const now = ages.now ?? Date.now();
+    return settle(() => {
+      const row = this.#db.sql(
+        `SELECT ${SESSION_COLUMNS} FROM sessions s JOIN users u ON u.name_key = s.user
+         WHERE s.token_hash = ? AND s.created_at > ?
+           AND (s.replaced_at IS NULL OR s.replaced_at > ?)`,
+      ).get(tokenHash, now - ages.maxAgeMs, now - ages.graceMs) as SessionSqlRow | undefined;
+      return row && toSession(row);
+    });
+  }
+
+  rotateSession(
+    oldHash: Uint8Array,
+    newHash: Uint8Array,
+    options: { clientKey: string; now?: number },
+  ): Promise<boolean> {
+    const now = options.now ?? Date.now();
     return settle(() =>
-      (this.#db.sql(
-        `SELECT u.name FROM sessions s JOIN users u ON u.name_key = s.user
-         WHERE s.token_hash = ? AND s.created_at > ?`,
-      ).get(tokenHash, now - maxAgeMs) as { name: string } | undefined)?.name
+      this.#db.transaction(() => {
+        const old = this.#db.sql("SELECT user, created_at FROM sessions WHERE token_hash = ?")
+          .get(oldHash) as { user: string; created_at: number } | undefined;
+        if (!old) return false;
+        this.#db.sql("DELETE FROM sessions WHERE user = ? AND token_hash <> ?")
+          .run(old.user, oldHash);
+        this.#db.sql(
+          `UPDATE sessions SET replaced_at = coalesce(replaced_at, ?),
+                               client_key = coalesce(client_key, ?)
+           WHERE token_hash = ?`,
+        ).run(now, options.clientKey, oldHash);
+        this.#db.sql(
+          "INSERT INTO sessions (token_hash, user, created_at, client_key) VALUES (?, ?, ?, ?)",
+        ).run(newHash, old.user, old.created_at, options.clientKey);
+        return true;
+      })
     );
   }
 
@@ -594,6 +629,25 @@ export class SqliteStore implements ServerStore {
   publish(event: StoreEvent): Promise<void> {
     this.#emit(event);
     return Promise.resolve();
+  }
+
+  deleteUserSessions(user: string, except?: Uint8Array): Promise<number> {
+    return settle(() =>
+      Number(
+        this.#db.sql("DELETE FROM sessions WHERE user = ? AND token_hash IS NOT ?")
+          .run(nameKey(user), except ?? null).changes,
+      )
+    );
+  }
+
+  purgeSessions(ages: SessionAges): Promise<number> {
+    const now = ages.now ?? Date.now();
+    return settle(() =>
+      Number(
+        this.#db.sql("DELETE FROM sessions WHERE created_at <= ? OR replaced_at <= ?")
+          .run(now - ages.maxAgeMs, now - ages.graceMs).changes,
+      )
+    );
   }
 
   close(): Promise<void> {

@@ -82,6 +82,27 @@ export interface NewMail {
   body: string;
 }
 
+/** A session token's row (the token itself is never stored, only its SHA-256). */
+export interface SessionRecord {
+  /** The user's display name. */
+  user: string;
+  /** The client's Noise static key (base64url) the token is bound to; null: not yet bound. */
+  clientKey: string | null;
+  /** When the password login that began this session happened (rotation keeps it). */
+  createdAt: number;
+  /** When a resume replaced this token by a new one; null while it is the current one. */
+  replacedAt: number | null;
+}
+
+/** How long session tokens live. */
+export interface SessionAges {
+  /** A session ends this long after its password login, however often it was resumed. */
+  maxAgeMs: number;
+  /** A replaced token still works this long (unless its successor was used). */
+  graceMs: number;
+  now?: number;
+}
+
 /** The outcome of `storeMail()`. */
 export type StoreMailResult = "stored" | "duplicate" | "full";
 
@@ -311,11 +332,36 @@ export interface ServerStore extends AsyncDisposable {
 
   // ---- sessions ------------------------------------------------------------------------------
 
-  /** Saves a session token's hash; a duplicate hash or an unknown user is refused. */
-  saveSession(tokenHash: Uint8Array, user: string, now?: number): Promise<void>;
-  /** The display name a token belongs to, if it exists and is younger than `maxAgeMs`. */
-  sessionUser(tokenHash: Uint8Array, maxAgeMs: number, now?: number): Promise<string | undefined>;
+  /**
+   * Saves a session token's hash, bound to `clientKey` when given; a duplicate hash or an
+   * unknown user is refused.
+   */
+  saveSession(
+    tokenHash: Uint8Array,
+    user: string,
+    options?: { clientKey?: string; now?: number },
+  ): Promise<void>;
+  /**
+   * The session of a token, if it is younger than `maxAgeMs` and, when replaced, was replaced
+   * less than `graceMs` ago.
+   */
+  findSession(tokenHash: Uint8Array, ages: SessionAges): Promise<SessionRecord | undefined>;
+  /**
+   * Replaces the token `oldHash` by `newHash` (same user, same login time, bound to
+   * `clientKey`), in one transaction: the old one is marked replaced (if it was not yet), and
+   * every other token of that user — older ones, and a successor that never reached the
+   * client — is deleted. Resolves false when `oldHash` is unknown.
+   */
+  rotateSession(
+    oldHash: Uint8Array,
+    newHash: Uint8Array,
+    options: { clientKey: string; now?: number },
+  ): Promise<boolean>;
   deleteSession(tokenHash: Uint8Array): Promise<void>;
+  /** Deletes every session token of `user` (but `except`); resolves to how many. */
+  deleteUserSessions(user: string, except?: Uint8Array): Promise<number>;
+  /** Deletes the tokens {@link findSession} would refuse for their age; resolves to how many. */
+  purgeSessions(ages: SessionAges): Promise<number>;
 
   // ---- relay usage --------------------------------------------------------------------------
 

@@ -172,7 +172,8 @@ async function attachOnce(slot: Slot): Promise<void> {
     slot.lastError = undefined;
     fc.setHandler((m) => onServerMessage(slot, fc, m));
     // Exactly the client library's re-attach: resume with the token, then heartbeats.
-    await resumeSession(fc, slot.token, slot.peerPort);
+    // (The server hands out a new token at each resume: the next re-attach uses it.)
+    slot.token = (await resumeSession(fc, slot.token, slot.peerPort)).token;
   } catch (error) {
     await fc.close();
     throw error;

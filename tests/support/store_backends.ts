@@ -88,6 +88,9 @@ export function storeTest(name: string, fn: (fixture: StoreFixture) => Promise<v
  * it into what an older build left behind (then set `user_version` to that build's).
  */
 export function undoMigrationsFrom5(db: DatabaseSync): void {
+  db.exec("DROP INDEX sessions_by_user");
+  db.exec("ALTER TABLE sessions DROP COLUMN client_key");
+  db.exec("ALTER TABLE sessions DROP COLUMN replaced_at");
   db.exec("ALTER TABLE users DROP COLUMN kdf");
   db.exec("ALTER TABLE receipts DROP COLUMN sig"); // migration 8
   db.exec("DROP TABLE relay_usage"); // the relay usage
