@@ -29,6 +29,8 @@ type Event = {
   code?: string;
   user?: string;
   online?: boolean;
+  mutual?: boolean;
+  state?: string;
   from?: string;
   text?: string;
   inChat?: boolean;
@@ -54,7 +56,10 @@ async function onEvent(e: Event): Promise<void> {
     loggedIn = true;
     await send(`contacts add ${contact}`);
   }
-  const canOpen = e.type === "contact_added" || (e.type === "presence" && e.online);
+  // A chat opens once we are mutual contacts (our request accepted, or theirs) and they are on.
+  const canOpen = (e.type === "contact_added" && e.mutual === true) ||
+    (e.type === "contact_update" && e.state === "accepted") ||
+    (e.type === "presence" && e.online);
   if (canOpen && isContact(e.user) && chat === "none") {
     chat = "opening";
     await send(`chat ${contact}`);

@@ -119,7 +119,7 @@ Deno.test("parseCommand() reads out and logout, and rejects arguments to them", 
   assert.equal(invalidMessage(parseCommand("out now", false)), "usage: out");
 });
 
-Deno.test("parseCommand() reads contacts, contacts add, contacts remove and rm", () => {
+Deno.test("parseCommand() reads contacts, contacts add/accept, contacts remove/rm/decline", () => {
   assert.deepEqual(parseCommand("contacts", false), { kind: "contacts" });
   assert.deepEqual(parseCommand("contact", false), { kind: "contacts" });
   assert.deepEqual(parseCommand("contacts add bob", false), { kind: "contact_add", user: "bob" });
@@ -131,10 +131,18 @@ Deno.test("parseCommand() reads contacts, contacts add, contacts remove and rm",
     kind: "contact_remove",
     user: "bob",
   });
+  assert.deepEqual(parseCommand("contacts accept bob", false), {
+    kind: "contact_add",
+    user: "bob",
+  });
+  assert.deepEqual(parseCommand("contacts decline bob", false), {
+    kind: "contact_remove",
+    user: "bob",
+  });
 });
 
 Deno.test("parseCommand() gives contacts' usage for a bad subcommand or word count", () => {
-  const usage = "usage: contacts | contacts add <user> | contacts remove <user>";
+  const usage = "usage: contacts | contacts add|accept <user> | contacts remove|decline <user>";
   for (
     const line of [
       "contacts add",

@@ -3,7 +3,13 @@
  * in order, convergence of concurrent adds, crash and freeze detection, history and search.
  */
 import assert from "node:assert/strict";
-import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
+import {
+  befriend,
+  type Event,
+  startServer,
+  TestClient,
+  type TestServer,
+} from "./support/processes.ts";
 import { crowd, disposeAll, membersAre, meshed, saw } from "./support/groups.ts";
 import { groupHandle } from "../lib/peer/group_state.ts";
 
@@ -233,8 +239,7 @@ Deno.test("adding an offline, unknown or non-contact user is refused and the gro
   try {
     await dave.signup("dave");
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
-    await alice.send("contacts add dave");
-    await alice.event("contact_added");
+    await befriend(alice, dave);
     await dave.send("out");
     await dave.event("logged_out");
     const group = await makeGroup(clients);

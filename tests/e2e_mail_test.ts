@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { makeVersion2File } from "./support/store_backends.ts";
+import { SQLITE_FILE } from "../lib/server/sqlite_store.ts";
 import { dateTime } from "../lib/util/time.ts";
 import { CutProxy } from "../scripts/soak/proxy.ts";
 import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
@@ -486,7 +487,7 @@ Deno.test("messages to a peer killed mid-chat are delivered directly or stored, 
 
 Deno.test("a full mailbox is refused with a clear reason, never dropped silently", async () => {
   await using server = await startServer({ args: ["--max-pending", "2"] });
-  const homes = await makeUsers(server, { alice: ["bob"], bob: [] });
+  const homes = await makeUsers(server, { alice: ["bob"], bob: ["alice"] });
   try {
     await using alice = await TestClient.start("alice", server, { home: homes.alice });
     await alice.login("alice");
@@ -524,6 +525,14 @@ Deno.test("an account from before mail keys can still be chatted with; mail to i
     await bob.signup("bob");
     await bob.send("contacts add alice");
     await bob.event("contact_added", { user: "alice" });
+    // alice accepts (her client is gone with that build; her row is written as it would).
+    const db = new DatabaseSync(join(dataDir, SQLITE_FILE));
+    try {
+      db.prepare("INSERT INTO contacts (owner, contact, added_at) VALUES ('alice', 'bob', 0)")
+        .run();
+    } finally {
+      db.close();
+    }
     // The directory entry of alice (no mail key) is still a valid lookup_result.
     await bob.send("chat alice");
     await bob.event("chat_opened", { with: "alice", online: false });

@@ -17,7 +17,7 @@ import { toBase64Url } from "../lib/util/base64.ts";
 import { MAX_CONTROL_FRAME } from "../lib/protocol/frame.ts";
 import { sealedSize } from "../lib/net/sealed_frames.ts";
 import { RawConn } from "./support/raw_conn.ts";
-import { startServer, TestClient } from "./support/processes.ts";
+import { befriend, startServer, TestClient } from "./support/processes.ts";
 
 const SEED =
   Number(Deno.env.get("CONFAB_FUZZ_SEED") ?? crypto.getRandomValues(new Uint32Array(1))[0]) >>> 0;
@@ -648,10 +648,12 @@ async function fuzz(): Promise<void> {
   const bobExited = watchExit(bob.proc);
   await bob.signup("bob");
   const bobPort = Number(bob.events().find((e) => e.type === "ready")!.peerPort);
-  // Mallory is a real user: with her key the fuzzer gets past the peer authentication.
+  // Mallory is a real user and bob's contact: with her key the fuzzer gets past the peer
+  // authentication.
   const mallory = await (async () => {
     await using client = await TestClient.start("mallory", server);
     await client.signup("mallory");
+    await befriend(client, bob);
     const identity = await Identity.load(join(client.home, "mallory", "identity.json"));
     assert.ok(identity);
     return identity;

@@ -180,6 +180,7 @@ const CASES: readonly Case[] = [
       publicKey: KEY,
       mailKey: KEY,
       mailKeySig: SIGNATURE,
+      contact: true,
     },
     wrongType: ["online", 1],
     // Without a mail key: an account from before mail keys existed.
@@ -192,8 +193,22 @@ const CASES: readonly Case[] = [
       type: "contact_list",
       id: 13,
       contacts: [{ user: "bob", online: true }, { user: "carol.x", online: false }],
+      requested: ["dave"],
+      requests: ["erin", "frank"],
     },
     wrongType: ["contacts", { user: "bob", online: true }],
+  },
+  {
+    name: "ContactResult",
+    directions: ["ServerToClient"],
+    example: { type: "contact_result", id: 14, user: "bob", state: "requested" },
+    wrongType: ["state", "friends"],
+  },
+  {
+    name: "ContactUpdate",
+    directions: ["ServerToClient"],
+    example: { type: "contact_update", user: "bob", state: "request" },
+    wrongType: ["state", "maybe"],
   },
   {
     name: "Presence",
@@ -675,6 +690,8 @@ Deno.test("decodeMessage() names the offending field in a BAD_MESSAGE", () => {
         type: "contact_list",
         id: 1,
         contacts: [{ user: "a", online: "y" }],
+        requested: [],
+        requests: [],
       }),
     "BAD_MESSAGE",
     /contacts\.0\.online/,
@@ -682,7 +699,7 @@ Deno.test("decodeMessage() names the offending field in a BAD_MESSAGE", () => {
 });
 
 Deno.test("decodeMessage() accepts an empty contact list and an empty error message", () => {
-  const list = { type: "contact_list", id: 1, contacts: [] };
+  const list = { type: "contact_list", id: 1, contacts: [], requested: [], requests: [] };
   assert.deepEqual(decodeAs("ServerToClient", list), list);
   const error = { type: "error", code: "INTERNAL", message: "" };
   assert.deepEqual(decodeAs("ClientToServer", error), error);
@@ -836,7 +853,7 @@ Deno.test("decodeMessage() limits a contact list to MAX_CONTACTS entries", () =>
     { length: MAX_CONTACTS },
     (_, i) => ({ user: `u${i}`, online: false }),
   );
-  const full = { type: "contact_list", id: 1, contacts };
+  const full = { type: "contact_list", id: 1, contacts, requested: [], requests: [] };
   assert.deepEqual(decodeAs("ServerToClient", full), full);
   assertProtocolError(
     () =>

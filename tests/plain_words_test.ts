@@ -104,11 +104,12 @@ Deno.test("the login notice names each sender, and --verbose shows the addresses
       await using alice = plainClient("alice", server, home);
       await plainSignUp(alice, "alice");
       await alice.write("contacts add carol");
-      await alice.out.waitFor((l) => l.includes("carol added"), "carol added");
+      await alice.out.waitFor((l) => l.includes("request sent to carol"), "the request");
       await alice.write("quit");
       await alice.exited();
     }
     await carol.send("contacts add alice");
+    await carol.event("contact_added", { user: "alice", mutual: true });
     await carol.send("chat alice");
     await carol.event("chat_opened", { with: "alice" });
     for (const text of ["one", "two", "three"]) await carol.send(text);

@@ -117,7 +117,9 @@ Deno.test("an instance whose lease ran out has its users shown offline, and lear
   const b = await instance(url, "b:2", 1_000);
   await using _b = b.store;
   await signUp(a.store, ["alice", "bob"]);
-  await b.store.addContact("bob", "alice"); // bob, on b, watches alice
+  // bob, on b, and alice are contacts: bob watches alice.
+  await b.store.addContact("bob", "alice");
+  await b.store.addContact("alice", "bob");
   await attach(b.store, "bob", "bob-on-b");
   const seq = await attach(a.store, "alice", "alice-on-a");
   // a stops renewing (frozen, or cut off from the database): after its lease, b takes it out.

@@ -26,10 +26,22 @@ const EVERY_EVENT: readonly ClientEvent[] = [
   { type: "logged_in", user: "alice", server: "127.0.0.1:4242", resumed: false },
   { type: "logged_out", user: "alice", savedLocally: false, at: TS },
   { type: "logged_out", user: "alice", savedLocally: true, at: TS },
-  { type: "contacts", contacts: [] },
-  { type: "contacts", contacts: [{ user: "bob", online: true }, { user: "carol", online: false }] },
-  { type: "contact_added", user: "bob" },
-  { type: "contact_removed", user: "bob" },
+  { type: "contacts", contacts: [], requested: [], requests: [] },
+  {
+    type: "contacts",
+    contacts: [{ user: "bob", online: true }, { user: "carol", online: false }],
+    requested: ["dave"],
+    requests: ["erin"],
+  },
+  { type: "contact_added", user: "bob", mutual: false },
+  { type: "contact_added", user: "bob", mutual: true },
+  { type: "contact_removed", user: "bob", state: "removed" },
+  { type: "contact_removed", user: "bob", state: "declined" },
+  { type: "contact_removed", user: "bob", state: "withdrawn" },
+  { type: "contact_update", user: "bob", state: "request" },
+  { type: "contact_update", user: "bob", state: "accepted" },
+  { type: "contact_update", user: "bob", state: "declined" },
+  { type: "contact_update", user: "bob", state: "removed" },
   { type: "presence", user: "bob", online: true },
   { type: "presence", user: "bob", online: false },
   { type: "chat_opened", with: "bob", online: true, address: "127.0.0.1:5556", history: [] },
@@ -87,10 +99,18 @@ const PLAIN: readonly (string | undefined)[] = [
   "logged in as alice on 127.0.0.1:4242 (contacts, chat <user>, help)",
   "logged out alice",
   "logged out alice (server unreachable: the logout time is saved and sent at the next login)",
-  "no contacts yet; add one: contacts add <user>",
-  "  bob    online\n  carol  offline",
-  "bob added to your contacts",
+  "no contacts yet; add one: contacts add <user> (they must accept)",
+  "  bob    online\n  carol  offline\n  erin   asks to be your contact (contacts add erin accepts)\n" +
+  "  dave   request sent, not answered",
+  "contact request sent to bob: you can chat once they accept",
+  "bob and you are contacts now",
   "bob removed from your contacts",
+  "declined bob's contact request",
+  "withdrew your contact request to bob",
+  "bob asks to be your contact: contacts add bob accepts, contacts remove bob declines",
+  "bob accepted: you are contacts now",
+  "bob declined your contact request",
+  "bob removed you from their contacts",
   "bob is online",
   "bob is offline",
   "chatting with bob, directly (/q leaves, /h helps)",
@@ -481,15 +501,15 @@ Deno.test("Renderer gives the commands an error suggests in the form that works 
   const error = (message: string): ClientEvent => ({ type: "error", code: "X", message });
   const noContact = error("carol is not in your contacts (contacts add carol); nobody was added");
   const add = error("carol is not in your contacts; add them first: contacts add carol");
-  const empty: ClientEvent = { type: "contacts", contacts: [] };
+  const empty: ClientEvent = { type: "contacts", contacts: [], requested: [], requests: [] };
   assert.match(r.render(noContact)!, /\(contacts add carol\)/);
   assert.match(r.render(add)!, /: contacts add carol$/);
-  assert.match(r.render(empty)!, /: contacts add <user>$/);
+  assert.match(r.render(empty)!, /: contacts add <user> \(they must accept\)$/);
   for (const w of [{ chatWith: "bob" }, { group: "#abc123" }]) {
     where = w;
     assert.match(r.render(noContact)!, /\(\/contacts add carol\)/);
     assert.match(r.render(add)!, /: \/contacts add carol$/);
-    assert.match(r.render(empty)!, /: \/contacts add <user>$/);
+    assert.match(r.render(empty)!, /: \/contacts add <user> \(they must accept\)$/);
     // Words in a sentence stay as they are.
     assert.equal(r.render(error("cannot chat with yourself")), "error: cannot chat with yourself");
   }
@@ -583,8 +603,12 @@ Deno.test("Renderer shows contacts and groups as aligned tables, members in one 
         user: "Christina",
         online: true,
       }],
+      requested: ["dave"],
+      requests: ["erin"],
     }),
-    "  bob        online\n  Christina  online\n  zoe        offline",
+    "  bob        online\n  Christina  online\n  zoe        offline\n" +
+      "  erin       asks to be your contact (contacts add erin accepts)\n" +
+      "  dave       request sent, not answered",
   );
   const groups = (members: string[]): ClientEvent => ({
     type: "groups",

@@ -195,16 +195,43 @@ storeTest("removeContact() removes once and only that contact", async (fx) => {
   assert.equal(await store.isContact("alice", "bob"), false);
 });
 
-storeTest("listWatchers() gives the name keys of users who list a contact", async (fx) => {
+storeTest(
+  "listWatchers() gives only mutual contacts: a one-way entry learns no presence",
+  async (fx) => {
+    await using store = await openWith(fx, ["Alice", "Bob", "Carol", "Dave"]);
+    await store.addContact("Alice", "Carol");
+    await store.addContact("Carol", "Alice");
+    await store.addContact("Bob", "Carol"); // a request carol has not answered
+    await store.addContact("Carol", "Dave");
+    await store.addContact("Dave", "Carol");
+    assert.deepEqual((await store.listWatchers("CAROL")).sort(), ["alice", "dave"]);
+    assert.deepEqual(await store.listWatchers("dave"), ["carol"]);
+    assert.deepEqual(await store.listWatchers("bob"), []);
+    await store.removeContact("dave", "carol");
+    assert.deepEqual(await store.listWatchers("carol"), ["alice"]);
+  },
+);
+
+storeTest("listContactRequests() gives unanswered requests to a user, oldest first", async (fx) => {
   await using store = await openWith(fx, ["Alice", "Bob", "Carol", "Dave"]);
-  await store.addContact("Alice", "Carol");
-  await store.addContact("Bob", "Carol");
-  await store.addContact("Carol", "Dave");
-  assert.deepEqual((await store.listWatchers("CAROL")).sort(), ["alice", "bob"]);
-  assert.deepEqual(await store.listWatchers("dave"), ["carol"]);
-  assert.deepEqual(await store.listWatchers("alice"), []);
-  await store.removeContact("bob", "carol");
-  assert.deepEqual(await store.listWatchers("carol"), ["alice"]);
+  await store.addContact("carol", "alice", 3000);
+  await store.addContact("bob", "alice", 2000);
+  await store.addContact("dave", "alice", 1000);
+  await store.addContact("alice", "dave", 4000); // answered: mutual now
+  assert.deepEqual(await store.listContactRequests("ALICE", 10), ["Bob", "Carol"]);
+  assert.deepEqual(await store.listContactRequests("alice", 1), ["Bob"]);
+  assert.deepEqual(await store.listContactRequests("bob", 10), [], "a request made is not one had");
+});
+
+storeTest("isMutual() holds only when each has the other", async (fx) => {
+  await using store = await openWith(fx, ["alice", "bob", "carol"]);
+  await store.addContact("alice", "bob");
+  assert.equal(await store.isMutual("alice", "bob"), false);
+  await store.addContact("bob", "alice");
+  assert.equal(await store.isMutual("ALICE", "bob"), true);
+  assert.equal(await store.isMutual("bob", "alice"), true);
+  assert.equal(await store.isMutual("alice", "carol"), false);
+  assert.equal(await store.isMutual("alice", "alice"), false);
 });
 
 storeTest("addContact() refuses a user that does not exist", async (fx) => {
@@ -639,6 +666,7 @@ storeTest("users, contacts, registry, sessions, mail and receipts survive a reop
     await using store = await openWith(fx, ["Alice", "Bob"]);
     await store.createUser({ ...user("Carol"), mailKey: MAIL_KEY, mailKeySig: MAIL_KEY_SIG });
     await store.addContact("alice", "bob", 1000);
+    await store.addContact("bob", "alice", 1001);
     const seq = await store.recordLogin("alice", "10.1.1.1", 4243, 2000);
     await store.recordLogout(seq, 3000);
     await store.recordLogin("bob", "10.2.2.2", 4244, 2500);
@@ -701,9 +729,10 @@ async function runningStore(fx: StoreFixture, name = "i1", leaseMs?: number) {
   return { store, events, seen, lost: lost.promise };
 }
 
-/** `watcher` has `user` as a contact and is online (presence events are for such people). */
+/** `watcher` online, a mutual contact of `user` (so it is told of `user`'s presence). */
 async function watching(store: ServerStore, watcher: string, user: string): Promise<void> {
   await store.addContact(watcher, user);
+  await store.addContact(user, watcher);
   const seq = await store.recordLogin(watcher, "10.0.0.8", 1, 100);
   await store.attach(attachment(watcher, seq, `${watcher}-watching`, 100));
 }

@@ -16,7 +16,7 @@ async function world(options: { env?: Record<string, string>; args?: string[] } 
   const alice = await ttyClient("alice", server, options);
   await signUp(alice, "alice");
   for (const name of ["bob", "carol"]) await alice.line(`contacts add ${name}`);
-  await alice.waitFor("carol added", "contacts added");
+  await alice.waitFor("request sent to carol", "contacts added");
   await addContacts([bob, carol], "alice");
   await alice.line("chat bob");
   await alice.waitFor(/^alice → bob>$/m, "the chat");

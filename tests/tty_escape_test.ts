@@ -21,7 +21,7 @@ Deno.test("a peer's escape sequences in messages cannot clear the screen, set th
   await using alice = await ttyClient("alice", server);
   await signUp(alice, "alice");
   for (const line of ["contacts add bob", "contacts add carol"]) await alice.line(line);
-  await alice.waitFor("carol added", "contacts added");
+  await alice.waitFor("request sent to carol", "contacts added");
   await addContacts([bob, carol], "alice");
   await alice.line("chat bob");
   await alice.waitFor("alice → bob>", "the chat");

@@ -23,7 +23,7 @@ Deno.test("Tab completes commands, contact names and #groups", async () => {
   await alice.key("C-u");
   await alice.line("contacts add bob");
   await alice.line("contacts add carol");
-  await alice.waitFor("carol added", "contacts");
+  await alice.waitFor("request sent to carol", "contacts");
   await alice.type("cha");
   await alice.key("Tab");
   await alice.waitFor(/^alice> chat$/m, "the command completed");
@@ -92,6 +92,9 @@ Deno.test("help shows what works where the user is, and clear clears the screen"
   assert.doesNotMatch(screen, /signup/);
   assert.match(screen, /contacts add <user>/);
   await alice.line("contacts add bob");
+  await alice.waitFor("request sent to bob", "the contact request");
+  await bob.send("contacts accept alice");
+  await bob.event("contact_added", { user: "alice", mutual: true });
   await alice.line("chat bob");
   await alice.waitFor(/^alice → bob>$/m, "the chat");
   await alice.key("C-l");

@@ -57,11 +57,19 @@ Deno.test("several commands pasted at once all run, their output above the promp
   await using alice = await ttyClient("alice", server);
   await signUp(alice, "alice");
   await alice.paste("contacts add bob\ncontacts add carol\ngroups\ncontacts\n");
-  const screen = await alice.waitFor(/carol +offline/, "the contact table");
+  const screen = await alice.waitFor(/carol +request sent, not answered/, "the contact table");
   const rows = screen.split("\n");
   const last = rows.findLastIndex((r) => r.trim() !== "");
   assert.equal(rows[last], "alice>", `the prompt is the last row:\n${screen}`);
-  for (const expected of ["bob added", "carol added", "no groups yet", "bob", "carol"]) {
+  for (
+    const expected of [
+      "request sent to bob",
+      "request sent to carol",
+      "no groups yet",
+      "bob",
+      "carol",
+    ]
+  ) {
     const at = rows.findIndex((r) => r.includes(expected));
     assert.ok(at >= 0 && at < last, `${expected} above the prompt:\n${screen}`);
   }

@@ -20,7 +20,7 @@ Deno.test("the prompt follows a group: pulled in, members leaving, closed", asyn
   await addContacts([bob], "alice", "carol");
   await carol.line("contacts add alice");
   await carol.line("contacts add bob");
-  await carol.waitFor("bob added", "contacts added");
+  await carol.waitFor("bob and you are contacts now", "contacts added");
   await alice.send("chat bob");
   await alice.event("chat_opened", { with: "bob" });
   await alice.send("/a carol");

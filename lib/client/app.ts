@@ -41,6 +41,7 @@ export class NameBook {
     switch (e.type) {
       case "contacts":
         for (const c of e.contacts) this.add(c.user);
+        for (const user of e.requests) this.add(user);
         return;
       case "contact_added":
       case "presence":
@@ -91,7 +92,9 @@ export function frontContext(client: ConfabClient, names: NameBook): FrontContex
       if (place === "logged_out") return [];
       const groups = client.groupHandles;
       if (word.startsWith("#")) return groups;
-      if (verb === "contacts" && words.length === 1) return ["add", "remove"];
+      if (verb === "contacts" && words.length === 1) {
+        return ["add", "remove", "accept", "decline"];
+      }
       return [...names.names, ...(verb === "chat" || verb === "history" ? groups : [])];
     },
   };

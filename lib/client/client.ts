@@ -17,7 +17,7 @@ import { type AutoAccept, TransferError, Transfers } from "./transfers.ts";
 import { groupHandle } from "../peer/group_state.ts";
 import type { ClientEvent, EventSink } from "./events.ts";
 import { ClientContext, ClientError, describeConnectError } from "./context.ts";
-import { ServerSession, type Session } from "./server_session.ts";
+import { type ContactBook, ServerSession, type Session } from "./server_session.ts";
 import { PeerLinks, type PunchMessage } from "./peer_links.ts";
 import { Delivery, type Outcome } from "./delivery.ts";
 import { Mailbox, type MailboxEntry } from "./mailbox.ts";
@@ -177,6 +177,7 @@ export class ConfabClient implements AsyncDisposable {
       },
       onLinkDown: (user, reason) => this.#groups?.onLinkDown(user, reason),
       endpointOf: (user) => this.#groups?.endpointOf(user),
+      sharesGroup: (user) => this.#groups?.sharesGroupWith(user) ?? false,
     }, {
       listenHost: options.listenHost ??
         (servers.every((s) => isLoopback(s.host)) ? "127.0.0.1" : "0.0.0.0"),
@@ -271,6 +272,13 @@ export class ConfabClient implements AsyncDisposable {
       case "presence":
         this.#ctx.emit({ type: "presence", user: m.user, online: m.online });
         this.#groups?.onPresence(m.user, m.online);
+        return;
+      case "contact_update":
+        this.#ctx.emit({ type: "contact_update", user: m.user, state: m.state });
+        // No longer contacts: the link between us ends (theirs is ended on their side too).
+        if (m.state === "removed") this.#ctx.track(this.#links.end(m.user));
+        // The list files are taken from without asking follows (also while the server is away).
+        if (this.#opts.autoAccept === "contacts") this.#ctx.track(this.#refreshContacts());
         return;
       case "server_closing":
         this.#ctx.emit({ type: "server_closing", reason: m.reason });
@@ -384,7 +392,7 @@ export class ConfabClient implements AsyncDisposable {
     return this.#session.checkAccount(user, verb);
   }
 
-  contacts(): Promise<{ user: string; online: boolean }[]> {
+  contacts(): Promise<ContactBook> {
     return this.#session.contacts();
   }
 
@@ -393,8 +401,9 @@ export class ConfabClient implements AsyncDisposable {
     if (this.#opts.autoAccept === "contacts") await this.#refreshContacts();
   }
 
+  /** Ends a contact (and our link), declines a request or withdraws one. */
   async removeContact(user: string): Promise<void> {
-    await this.#session.removeContact(user);
+    if (await this.#session.removeContact(user) === "removed") await this.#links.end(user);
     this.#contacts.delete(user.toLowerCase());
   }
 
@@ -413,6 +422,28 @@ export class ConfabClient implements AsyncDisposable {
 
   // ---- chats ---------------------------------------------------------------------------------
 
+  /**
+   * `user` from my contact list, if we are mutual contacts.
+   * @throws {ClientError} NOT_A_CONTACT saying where we stand and what to do.
+   */
+  async #mutualContact(user: string): Promise<{ user: string; online: boolean }> {
+    const book = await this.#session.contactList();
+    const same = (name: string) => name.toLowerCase() === user.toLowerCase();
+    const contact = book.contacts.find((c) => same(c.user));
+    if (contact) return contact;
+    const asked = book.requested.find(same);
+    const askedMe = book.requests.find(same);
+    throw new ClientError(
+      "NOT_A_CONTACT",
+      asked
+        ? `${asked} has not accepted your contact request yet; nothing was sent`
+        : askedMe
+        ? `${askedMe} asks to be your contact: contacts add ${askedMe} accepts, then you can chat`
+        : `${user} is not in your contacts; add them first: contacts add ${user} ` +
+          `(they must accept)`,
+    );
+  }
+
   /** Enters a chat with a contact: looks them up and opens a direct link. */
   async openChat(user: string): Promise<void> {
     const session = this.#session.require();
@@ -421,14 +452,7 @@ export class ConfabClient implements AsyncDisposable {
     if (user.toLowerCase() === session.user.toLowerCase()) {
       throw new ClientError("BAD_MESSAGE", "you cannot chat with yourself");
     }
-    const contacts = await this.#session.contactList();
-    const contact = contacts.contacts.find((c) => c.user.toLowerCase() === user.toLowerCase());
-    if (!contact) {
-      throw new ClientError(
-        "NOT_A_CONTACT",
-        `${user} is not in your contacts; add them first: contacts add ${user}`,
-      );
-    }
+    const contact = await this.#mutualContact(user);
     if (this.#chatWith) await this.leaveChat();
     let link: PeerLink | undefined;
     try {
@@ -718,7 +742,8 @@ export class ConfabClient implements AsyncDisposable {
     if (!contact) {
       throw new ClientError(
         "NOT_A_CONTACT",
-        `${found.user} is not in your contacts (contacts add ${found.user}); nobody was added`,
+        `${found.user} is not in your contacts (contacts add ${found.user}, then they accept); ` +
+          `nobody was added`,
       );
     }
     if (!found.online) {

@@ -48,9 +48,11 @@ const LOGGED_OUT_HELP = `before logging in:
   quit                                    exit (also Ctrl-D, or Ctrl-C twice)`;
 
 const IDLE_HELP = `logged in:
-  contacts                     your contacts, with who is online
-  contacts add <user>          add a contact
-  contacts remove <user>       remove a contact
+  contacts                     your contacts, with who is online, and contact requests
+  contacts add <user>          ask <user> to be your contact (or accept their request)
+  contacts accept <user>       accept <user>'s contact request (same as add)
+  contacts remove <user>       end a contact, both ways (or withdraw your request)
+  contacts decline <user>      turn down <user>'s contact request (same as remove)
   chat <user>                  chat with a contact, directly peer to peer
   chat #<group>                open the window of a group you are in
   groups                       the groups you are in and were in
@@ -280,10 +282,14 @@ function parseWords(text: string, slashed: boolean): Command {
     case "contact": {
       if (args.length === 0) return { kind: "contacts" };
       const [sub, user, ...extra] = args;
-      if ((sub === "add" || sub === "remove" || sub === "rm") && user && extra.length === 0) {
-        return sub === "add" ? { kind: "contact_add", user } : { kind: "contact_remove", user };
+      const adds = ["add", "accept"], removes = ["remove", "rm", "decline"];
+      if (sub && user && extra.length === 0) {
+        if (adds.includes(sub)) return { kind: "contact_add", user };
+        if (removes.includes(sub)) return { kind: "contact_remove", user };
       }
-      return usage(`${p}contacts | ${p}contacts add <user> | ${p}contacts remove <user>`);
+      return usage(
+        `${p}contacts | ${p}contacts add|accept <user> | ${p}contacts remove|decline <user>`,
+      );
     }
     case "chat":
       return args.length === 1 ? { kind: "chat", user: args[0]! } : usage(`${p}chat <user|#group>`);

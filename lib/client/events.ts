@@ -17,9 +17,22 @@ export type ClientEvent =
   | { type: "logged_in"; user: string; server: string; resumed: boolean }
   /** `savedLocally`: the server was unreachable; the logout time goes with the next login. */
   | { type: "logged_out"; user: string; savedLocally: boolean; at: number }
-  | { type: "contacts"; contacts: { user: string; online: boolean }[] }
-  | { type: "contact_added"; user: string }
-  | { type: "contact_removed"; user: string }
+  /** `contacts`: mutual contacts, my unanswered requests, requests made to me. */
+  | {
+    type: "contacts";
+    contacts: { user: string; online: boolean }[];
+    requested: string[];
+    requests: string[];
+  }
+  /** `contacts add`: `mutual` false: a request was sent; true: we are contacts now. */
+  | { type: "contact_added"; user: string; mutual: boolean }
+  /** `contacts remove`: a contact ended both ways, a request declined or withdrawn. */
+  | { type: "contact_removed"; user: string; state: "removed" | "declined" | "withdrawn" }
+  /**
+   * Someone else's step: `request` (they ask to be my contact; at once, or at my next login),
+   * `accepted` (my request), `declined` (my request), `removed` (we are no longer contacts).
+   */
+  | { type: "contact_update"; user: string; state: "request" | "accepted" | "declined" | "removed" }
   /** A contact came online or went offline. */
   | { type: "presence"; user: string; online: boolean }
   /**

@@ -29,7 +29,7 @@ import { acceptPeer, connectPeer, pathOf, type PeerLink } from "../peer/peer_lin
 import { randomToken } from "../peer/identity.ts";
 import { delay } from "../util/time.ts";
 import { type ClientContext, ClientError, describeConnectError } from "./context.ts";
-import type { ServerSession, Session } from "./server_session.ts";
+import { NotAContactError, type ServerSession, type Session } from "./server_session.ts";
 import {
   joinRelay,
   type Observation,
@@ -46,6 +46,8 @@ export interface PeerLinksHost {
   onLinkUp(link: PeerLink): void;
   /** The link to `user` ended and no other replaced it (`reason`: why, for people). */
   onLinkDown(user: string, reason: string): void;
+  /** Whether `user` is a member of a group of mine (links come from contacts and them only). */
+  sharesGroup?(user: string): boolean;
   /**
    * Where `user` said it can be reached, when someone other than the directory told us (a
    * fellow group member who is not a contact: the directory gives no address then).
@@ -247,7 +249,11 @@ export class PeerLinks {
         me: session.user,
         identity: session.identity,
         noiseKey: await this.#session.staticKey(),
-        resolveKey: (user) => this.#session.resolveKey(user),
+        resolveKey: (user) =>
+          this.#session.resolveKey(user, {
+            contactOnly: true,
+            alsoAllow: (name) => this.#host.sharesGroup?.(name) ?? false,
+          }),
       });
       if (this.#session.current !== session || this.#ctx.closing) {
         await link.fc.close();
@@ -262,6 +268,14 @@ export class PeerLinks {
           type: "error",
           code: "AUTH_FAILED",
           message: `refused a peer: ${e.message}`,
+        });
+      }
+      if (e instanceof NotAContactError) {
+        this.#ctx.emit({
+          type: "error",
+          code: "NOT_A_CONTACT",
+          message: `refused a link from ${e.user}: not a mutual contact ` +
+            `(contacts add ${e.user} accepts a request from them)`,
         });
       }
       return undefined;
@@ -365,6 +379,15 @@ export class PeerLinks {
     this.#host.onLinkDown(link.user, why);
   }
 
+  /** Ends the link to `user` for good (we are no longer contacts): no fallback, no redial. */
+  async end(user: string): Promise<void> {
+    const link = this.#links.get(user.toLowerCase());
+    if (!link) return;
+    this.#byes.add(link);
+    await link.fc.send({ type: "bye" }).catch(() => {});
+    await link.fc.close();
+  }
+
   /** The other side said goodbye (logged out): its link ends for good. */
   async onBye(link: PeerLink): Promise<void> {
     this.#byes.add(link);
@@ -454,9 +477,19 @@ export class PeerLinks {
       ) {
         throw error;
       }
-      found = { type: "lookup_result", id: 0, user, online: true, ...told, publicKey: pinned };
+      found = {
+        type: "lookup_result",
+        id: 0,
+        user,
+        online: true,
+        ...told,
+        publicKey: pinned,
+        contact: false,
+      };
     }
-    if (!found.online) {
+    // To a non-contact the directory says "offline" whatever the truth: a fellow group member
+    // who told us where it is gets dialed all the same.
+    if (!found.online && (found.contact || !this.#host.endpointOf?.(found.user))) {
       throw new ClientError("USER_OFFLINE", `${found.user} is offline`);
     }
     // No address for a non-contact; a fellow group member may have told us theirs.
@@ -508,6 +541,9 @@ export class PeerLinks {
     } catch (error) {
       if (error instanceof ProtocolError && error.code === "AUTH_FAILED") {
         throw new ClientError("AUTH_FAILED", error.message);
+      }
+      if (error instanceof ProtocolError && error.code === "NOT_A_CONTACT") {
+        throw new ClientError("NOT_A_CONTACT", error.message);
       }
       const where = transport.path === "relayed"
         ? `${found.user} through the server's relay`

@@ -186,20 +186,51 @@ export class Renderer {
             `logged out ${e.user} (server unreachable: the logout time is saved and sent at the next login)`,
           )
           : `logged out ${e.user}`;
-      case "contacts":
-        if (e.contacts.length === 0) {
-          return `no contacts yet; add one: ${this.#cmd("contacts add <user>")}`;
-        }
-        return table(
-          sortNames(e.contacts.map((c) => c.user)).map((user) => {
+      case "contacts": {
+        const rows = [
+          ...sortNames(e.contacts.map((c) => c.user)).map((user) => {
             const online = e.contacts.find((c) => c.user === user)!.online;
             return [who(user), online ? this.paint("green", "online") : dim("offline")];
           }),
-        );
+          ...sortNames(e.requests).map((user) => [
+            who(user),
+            this.paint(
+              "yellow",
+              `asks to be your contact (${this.#cmd(`contacts add ${user}`)} accepts)`,
+            ),
+          ]),
+          ...sortNames(e.requested).map((user) => [who(user), dim("request sent, not answered")]),
+        ];
+        return rows.length === 0
+          ? `no contacts yet; add one: ${this.#cmd("contacts add <user>")} (they must accept)`
+          : table(rows);
+      }
       case "contact_added":
-        return `${who(e.user)} added to your contacts`;
+        return e.mutual
+          ? `${who(e.user)} and you are contacts now`
+          : `contact request sent to ${who(e.user)}: you can chat once they accept`;
       case "contact_removed":
-        return `${who(e.user)} removed from your contacts`;
+        return e.state === "declined"
+          ? `declined ${who(e.user)}'s contact request`
+          : e.state === "withdrawn"
+          ? `withdrew your contact request to ${who(e.user)}`
+          : `${who(e.user)} removed from your contacts`;
+      case "contact_update":
+        switch (e.state) {
+          case "request":
+            return this.paint(
+              "yellow",
+              `${who(e.user)} asks to be your contact: ${this.#cmd(`contacts add ${e.user}`)} ` +
+                `accepts, ${this.#cmd(`contacts remove ${e.user}`)} declines`,
+            );
+          case "accepted":
+            return this.paint("green", `${who(e.user)} accepted: you are contacts now`);
+          case "declined":
+            return `${who(e.user)} declined your contact request`;
+          case "removed":
+            return `${who(e.user)} removed you from their contacts`;
+        }
+        break;
       case "presence":
         return dim(`${e.user} is ${e.online ? "online" : "offline"}`);
       case "chat_opened": {

@@ -17,6 +17,7 @@ export const SERVER_REPLY_TYPES = [
   "welcome",
   "lookup_result",
   "contact_list",
+  "contact_result",
   "mail_stored",
   "hanging_list",
   "mail_batch",

@@ -71,6 +71,23 @@ export interface ServerAddress {
   port: number;
 }
 
+/** A peer link from `user`, who is not a mutual contact: refused (the dialer is told why). */
+export class NotAContactError extends ProtocolError {
+  override name = "NotAContactError";
+  constructor(readonly user: string, me: string) {
+    super(
+      "NOT_A_CONTACT",
+      `${me} has not accepted you as a contact; nothing was sent (contacts add ${me} asks them)`,
+    );
+  }
+}
+
+/** The contact list: mutual contacts (with who is online) and unanswered requests. */
+export type ContactBook = Pick<
+  Extract<ServerMessage, { type: "contact_list" }>,
+  "contacts" | "requested" | "requests"
+>;
+
 export interface ServerSessionOptions {
   home: string;
   /**
@@ -273,7 +290,9 @@ export class ServerSession {
     // Pushes that follow a login (mail summary, receipts) wait until the login is settled,
     // so they are handled with the session in place and shown after "logged in".
     if (this.#loggingIn) await this.#loggingIn;
-    if (m.type === "presence") this.#sendLookups.delete(m.user.toLowerCase());
+    if (m.type === "presence" || m.type === "contact_update") {
+      this.#sendLookups.delete(m.user.toLowerCase());
+    }
     if (m.type === "server_closing") this.#closingAnnounced = true;
     if (m.type === "error" && m.code === "ALREADY_LOGGED_IN") {
       this.end(`server: ${m.message}`);
@@ -558,25 +577,42 @@ export class ServerSession {
     return this.request({ type: "contacts" });
   }
 
-  async contacts(): Promise<{ user: string; online: boolean }[]> {
+  async contacts(): Promise<ContactBook> {
     this.require();
-    const reply = await this.contactList();
-    this.#ctx.emit({ type: "contacts", contacts: reply.contacts });
-    return reply.contacts;
+    const { contacts, requested, requests } = await this.contactList();
+    this.#ctx.emit({ type: "contacts", contacts, requested, requests });
+    return { contacts, requested, requests };
   }
 
+  /** Sends `user` a contact request, or accepts theirs. */
   async addContact(user: string): Promise<void> {
     this.require();
     this.checkName(user);
-    await this.request({ type: "contact_add", user });
-    this.#ctx.emit({ type: "contact_added", user });
+    const reply = await this.request<Extract<ServerMessage, { type: "contact_result" }>>({
+      type: "contact_add",
+      user,
+    });
+    this.#sendLookups.delete(reply.user.toLowerCase());
+    this.#ctx.emit({ type: "contact_added", user: reply.user, mutual: reply.state === "mutual" });
   }
 
-  async removeContact(user: string): Promise<void> {
+  /**
+   * Ends a contact (both ways), declines `user`'s request or withdraws mine.
+   * @returns what it was.
+   */
+  async removeContact(user: string): Promise<"removed" | "declined" | "withdrawn"> {
     this.require();
     this.checkName(user);
-    await this.request({ type: "contact_remove", user });
-    this.#ctx.emit({ type: "contact_removed", user });
+    const reply = await this.request<Extract<ServerMessage, { type: "contact_result" }>>({
+      type: "contact_remove",
+      user,
+    });
+    this.#sendLookups.delete(reply.user.toLowerCase());
+    const state = reply.state === "declined" || reply.state === "withdrawn"
+      ? reply.state
+      : "removed";
+    this.#ctx.emit({ type: "contact_removed", user: reply.user, state });
+    return state;
   }
 
   /**
@@ -693,11 +729,14 @@ export class ServerSession {
   }
 
   /** The directory's key for a user who dials us; the last known key if the server is away. */
-  async resolveKey(user: string): Promise<{ user: string; publicKey: string }> {
+  async resolveKey(
+    user: string,
+    options: { contactOnly?: boolean; alsoAllow?: (user: string) => boolean } = {},
+  ): Promise<{ user: string; publicKey: string }> {
     const session = this.require();
+    let result: LookupResultMessage;
     try {
-      const result = await this.lookup(user);
-      return { user: result.user, publicKey: result.publicKey };
+      result = await this.lookup(user);
     } catch (error) {
       const known = session.store.knownKey(user);
       if (known && error instanceof ClientError && error.code === "SERVER_UNREACHABLE") {
@@ -708,6 +747,12 @@ export class ServerSession {
         `cannot check who ${user} is: ${asError(error).message}`,
       );
     }
+    // Links come only from mutual contacts and fellow group members. While the server is
+    // away, a key pinned before is let in: it cannot be asked.
+    if (options.contactOnly && !result.contact && !options.alsoAllow?.(result.user)) {
+      throw new NotAContactError(result.user, session.user);
+    }
+    return { user: result.user, publicKey: result.publicKey };
   }
 }
 

@@ -159,7 +159,8 @@ export async function connectPeer(
 
 /**
  * Authenticates an incoming connection on the peer port.
- * @param options.resolveKey gives the directory's key for a claimed name (throws if unknown).
+ * @param options.resolveKey gives the directory's key for a claimed name (throws if unknown;
+ * throws a ProtocolError NOT_A_CONTACT, said to the dialer, for someone not let in).
  */
 export async function acceptPeer(
   transport: Transport | Deno.TcpConn,
@@ -204,8 +205,11 @@ export async function acceptPeer(
     await fc.send({ type: "auth_ok" });
     return { user: claimed.user, initiator: claimed.user, outbound: false, fc };
   } catch (error) {
-    if (error instanceof ProtocolError && error.code === "AUTH_FAILED") {
-      await fc.fail("AUTH_FAILED", error.message);
+    if (
+      error instanceof ProtocolError &&
+      (error.code === "AUTH_FAILED" || error.code === "NOT_A_CONTACT")
+    ) {
+      await fc.fail(error.code, error.message);
     } else {
       await fc.close(error instanceof Error ? error : undefined);
     }

@@ -228,12 +228,43 @@ export const LookupResult = z.strictObject({
   /** Absent for an account made before mail keys existed: no mail can be sealed to it. */
   mailKey: PublicKey.optional(),
   mailKeySig: Signature.optional(),
+  /** Whether we are mutual contacts: only then does the address come along. */
+  contact: z.boolean(),
 });
 export const ContactEntry = z.strictObject({ user: Username, online: z.boolean() });
 export const ContactListMsg = z.strictObject({
   type: z.literal("contact_list"),
   id: RequestId,
+  /** Mutual contacts (each has added the other), with who is online. */
   contacts: z.array(ContactEntry).max(MAX_CONTACTS),
+  /** Requests I made that are not answered yet. */
+  requested: z.array(Username).max(MAX_CONTACTS),
+  /** Requests made to me, not answered yet (oldest first, at most {@link MAX_CONTACTS}). */
+  requests: z.array(Username).max(MAX_CONTACTS),
+});
+/**
+ * The answer to `contact_add` and `contact_remove`: where I stand with `user` now.
+ * - `requested`: a request was sent (or was already waiting); `user` sees it.
+ * - `mutual`: we are contacts (I accepted their request, or we already were).
+ * - `removed`: we were contacts and are not any more, both ways.
+ * - `declined`: I turned down their request.
+ * - `withdrawn`: I took back a request they had not answered.
+ */
+export const ContactResult = z.strictObject({
+  type: z.literal("contact_result"),
+  id: RequestId,
+  user: Username,
+  state: z.enum(["requested", "mutual", "removed", "declined", "withdrawn"]),
+});
+/**
+ * Pushed: someone changed where they stand with me. `request`: `user` asks to be my contact
+ * (pushed at once, and again at each login while unanswered); `accepted`: my request was
+ * accepted; `declined`: my request was turned down; `removed`: we are no longer contacts.
+ */
+export const ContactUpdate = z.strictObject({
+  type: z.literal("contact_update"),
+  user: Username,
+  state: z.enum(["request", "accepted", "declined", "removed"]),
 });
 export const Presence = z.strictObject({
   type: z.literal("presence"),
@@ -545,6 +576,8 @@ export const ServerToClient = z.discriminatedUnion("type", [
   Welcome,
   LookupResult,
   ContactListMsg,
+  ContactResult,
+  ContactUpdate,
   Presence,
   ServerClosing,
   MailStored,

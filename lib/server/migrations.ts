@@ -450,6 +450,27 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX sessions_by_user ON sessions("user");
     `,
   },
+  {
+    // Presence goes to mutual contacts only (each has added the other): a one-way entry is a
+    // contact request, which reveals nothing.
+    sqlite: `
+      SELECT 1;
+    `,
+    postgres: `
+      CREATE OR REPLACE FUNCTION confab_presence_event(p_user TEXT, p_online BOOLEAN)
+      RETURNS void LANGUAGE sql AS $$
+        INSERT INTO events (at, body)
+        SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', p_user,
+          'online', p_online, 'name', (SELECT name FROM users WHERE name_key = p_user),
+          'watchers', jsonb_agg(c.owner))
+        FROM contacts c
+        JOIN contacts back ON back.owner = c.contact AND back.contact = c.owner
+        JOIN presence p ON p."user" = c.owner
+        WHERE c.contact = p_user
+        HAVING count(*) > 0
+      $$;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

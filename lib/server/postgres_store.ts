@@ -154,6 +154,7 @@ const EVENT_KINDS = new Set([
   "check",
   "relay_offer",
   "relay_notice",
+  "contact",
 ]);
 
 /**
@@ -319,8 +320,27 @@ export class PostgresStore implements ServerStore {
 
   async listWatchers(contact: string): Promise<string[]> {
     const rows = await this.#sql<{ owner: string }[]>`
-      SELECT owner FROM contacts WHERE contact = ${nameKey(contact)}`;
+      SELECT c.owner FROM contacts c
+      JOIN contacts back ON back.owner = c.contact AND back.contact = c.owner
+      WHERE c.contact = ${nameKey(contact)}`;
     return rows.map((r) => r.owner);
+  }
+
+  async listContactRequests(user: string, limit: number): Promise<string[]> {
+    const rows = await this.#sql<{ name: string }[]>`
+      SELECT u.name FROM contacts c JOIN users u ON u.name_key = c.owner
+      WHERE c.contact = ${nameKey(user)} AND NOT EXISTS
+        (SELECT 1 FROM contacts back WHERE back.owner = c.contact AND back.contact = c.owner)
+      ORDER BY c.added_at, u.name LIMIT ${limit}`;
+    return rows.map((r) => r.name);
+  }
+
+  async isMutual(a: string, b: string): Promise<boolean> {
+    const [a1, b1] = [nameKey(a), nameKey(b)];
+    const [row] = await this.#sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM contacts
+      WHERE (owner = ${a1} AND contact = ${b1}) OR (owner = ${b1} AND contact = ${a1})`;
+    return row?.n === 2;
   }
 
   async isContact(owner: string, contact: string): Promise<boolean> {
@@ -741,7 +761,9 @@ export class PostgresStore implements ServerStore {
       SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', g."user",
         'online', false, 'name', u.name, 'watchers', jsonb_agg(c.owner))
       FROM gone g JOIN users u ON u.name_key = g."user"
-      JOIN contacts c ON c.contact = g."user" JOIN presence p ON p."user" = c.owner
+      JOIN contacts c ON c.contact = g."user"
+      JOIN contacts back ON back.owner = c.contact AND back.contact = c.owner
+      JOIN presence p ON p."user" = c.owner
       GROUP BY g."user", u.name`;
   }
 

@@ -125,6 +125,8 @@ interface ConnState {
   armLoginTimer: () => void;
 }
 
+/** Unanswered contact requests pushed at a login (all of them are in `contacts`). */
+const REQUESTS_SHOWN_AT_LOGIN = 20;
 /** Password hashes computed at once (each ≈ 0.3 s of a core and 128 MiB); more wait in line. */
 const HASH_CONCURRENCY = 2;
 /** Re-attaches served at once; more wait their turn. */
@@ -402,6 +404,13 @@ export class ConfabServer implements AsyncDisposable {
           .catch(() => {});
         return;
       }
+      case "contact":
+        this.#online.get(event.to)?.fc.send({
+          type: "contact_update",
+          user: event.from,
+          state: event.state,
+        }).catch(() => {});
+        return;
     }
   }
 
@@ -619,33 +628,12 @@ export class ConfabServer implements AsyncDisposable {
       }
       case "lookup":
         return await this.#lookup(fc, session, m);
-      case "contacts": {
-        const contacts = await this.store.listContacts(session.user);
-        const online = await this.store.onlineAmong(contacts);
-        return await fc.send({
-          type: "contact_list",
-          id: m.id,
-          contacts: contacts.map((user) => ({ user, online: online.has(nameKey(user)) })),
-        });
-      }
-      case "contact_add": {
-        const target = await this.store.getUser(m.user);
-        if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
-        if (target.nameKey === session.key) {
-          throw new Reply("BAD_MESSAGE", "you cannot add yourself as a contact");
-        }
-        if (await this.store.countContacts(session.user) >= MAX_CONTACTS) {
-          throw new Reply("BAD_MESSAGE", `contact list is full (${MAX_CONTACTS})`);
-        }
-        await this.store.addContact(session.user, target.name);
-        return await fc.send({ type: "ok", id: m.id });
-      }
-      case "contact_remove": {
-        if (!await this.store.removeContact(session.user, m.user)) {
-          throw new Reply("NOT_A_CONTACT", `${m.user} is not in your contacts`);
-        }
-        return await fc.send({ type: "ok", id: m.id });
-      }
+      case "contacts":
+        return await this.#contactList(fc, session, m.id);
+      case "contact_add":
+        return await this.#contactAdd(fc, session, m);
+      case "contact_remove":
+        return await this.#contactRemove(fc, session, m);
       case "mail_send": {
         // Not awaited: the connection goes on with its next message while this one waits
         // for the store's next group commit, so a burst of mail shares commits. The messages
@@ -695,6 +683,89 @@ export class ConfabServer implements AsyncDisposable {
   }
 
   /**
+   * My contacts: the mutual ones (with who is online: only they may know), the requests I made
+   * and those made to me that wait for an answer.
+   */
+  async #contactList(
+    fc: FramedConnection<ClientMessage>,
+    session: Session,
+    id: number,
+  ): Promise<void> {
+    const mine = await this.store.listContacts(session.user);
+    const mutual = new Set(await this.store.listWatchers(session.user));
+    const contacts = mine.filter((user) => mutual.has(nameKey(user)));
+    const online = await this.store.onlineAmong(contacts);
+    return await fc.send({
+      type: "contact_list",
+      id,
+      contacts: contacts.map((user) => ({ user, online: online.has(nameKey(user)) })),
+      requested: mine.filter((user) => !mutual.has(nameKey(user))),
+      requests: await this.store.listContactRequests(session.user, MAX_CONTACTS),
+    });
+  }
+
+  /**
+   * `contacts add`: a request to `m.user`, or the answer to theirs (then we are mutual
+   * contacts). The other side is told at once, on whichever instance holds them.
+   */
+  async #contactAdd(
+    fc: FramedConnection<ClientMessage>,
+    session: Session,
+    m: Extract<ClientMessage, { type: "contact_add" }>,
+  ): Promise<void> {
+    const target = await this.store.getUser(m.user);
+    if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
+    if (target.nameKey === session.key) {
+      throw new Reply("BAD_MESSAGE", "you cannot add yourself as a contact");
+    }
+    const asked = await this.store.isContact(target.name, session.user);
+    if (
+      !await this.store.isContact(session.user, target.name) &&
+      await this.store.countContacts(session.user) >= MAX_CONTACTS
+    ) {
+      throw new Reply("BAD_MESSAGE", `contact list is full (${MAX_CONTACTS})`);
+    }
+    if (await this.store.addContact(session.user, target.name)) {
+      await this.store.publish({
+        kind: "contact",
+        to: target.nameKey,
+        from: session.user,
+        state: asked ? "accepted" : "request",
+      });
+    }
+    return await fc.send({
+      type: "contact_result",
+      id: m.id,
+      user: target.name,
+      state: asked ? "mutual" : "requested",
+    });
+  }
+
+  /**
+   * `contacts remove`: ends a contact both ways, declines a request made to me, or withdraws
+   * one I made. The other side is told of the first two.
+   */
+  async #contactRemove(
+    fc: FramedConnection<ClientMessage>,
+    session: Session,
+    m: Extract<ClientMessage, { type: "contact_remove" }>,
+  ): Promise<void> {
+    const target = await this.store.getUser(m.user);
+    const mine = target !== undefined && await this.store.isContact(session.user, target.name);
+    const theirs = target !== undefined && await this.store.isContact(target.name, session.user);
+    if (!target || (!mine && !theirs)) {
+      throw new Reply("NOT_A_CONTACT", `${m.user} is not in your contacts`);
+    }
+    await this.store.removeContact(session.user, target.name);
+    await this.store.removeContact(target.name, session.user);
+    const state = mine && theirs ? "removed" : theirs ? "declined" : "withdrawn";
+    if (state !== "withdrawn") {
+      await this.store.publish({ kind: "contact", to: target.nameKey, from: session.user, state });
+    }
+    return await fc.send({ type: "contact_result", id: m.id, user: target.name, state });
+  }
+
+  /**
    * Pairs `session`'s user with `m.user` through the relay: only mutual contacts, both
    * online. The other side is offered the same token on its control connection.
    */
@@ -708,10 +779,7 @@ export class ConfabServer implements AsyncDisposable {
     if (target.nameKey === session.key) {
       throw new Reply("BAD_MESSAGE", "you cannot relay to yourself");
     }
-    if (
-      !await this.store.isContact(session.user, target.name) ||
-      !await this.store.isContact(target.name, session.user)
-    ) {
+    if (!await this.store.isMutual(session.user, target.name)) {
       throw new Reply(
         "NOT_A_CONTACT",
         `the server relays only between mutual contacts; ${target.name} has not added you`,
@@ -754,8 +822,13 @@ export class ConfabServer implements AsyncDisposable {
   ): Promise<void> {
     const target = await this.store.getUser(m.to);
     if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.to}`);
-    if (!await this.store.isContact(session.user, target.name)) {
-      throw new Reply("NOT_A_CONTACT", `add ${target.name} to your contacts first`);
+    // Only a mutual contact may leave mail: a stranger cannot fill anyone's mailbox.
+    if (!await this.store.isMutual(session.user, target.name)) {
+      throw new Reply(
+        "NOT_A_CONTACT",
+        `${target.name} has not accepted you as a contact; nothing was stored ` +
+          `(contacts add ${target.name} sends a request)`,
+      );
     }
     await order.previous; // the one before it on this connection is in the store's queue
     const stored = this.store.storeMail({
@@ -964,7 +1037,7 @@ export class ConfabServer implements AsyncDisposable {
       host: state.host,
       resumed: false,
     });
-    await this.#afterLogin(fc, user.name);
+    await this.#afterLogin(fc, user.name, { requests: true });
   }
 
   /**
@@ -1047,18 +1120,29 @@ export class ConfabServer implements AsyncDisposable {
       host: state.host,
       resumed: true,
     });
-    await this.#afterLogin(fc, name);
+    await this.#afterLogin(fc, name, { requests: false });
   }
 
-  /** Tells a user who just logged in about waiting mail and read receipts. */
-  async #afterLogin(fc: FramedConnection<ClientMessage>, user: string): Promise<void> {
-    // Both asked at once: a network database answers them in one round trip.
-    const [mailbox] = await Promise.all([
+  /**
+   * Tells a user who just logged in about waiting mail and read receipts, and (at a password
+   * login, not at each re-attach) about contact requests still unanswered.
+   */
+  async #afterLogin(
+    fc: FramedConnection<ClientMessage>,
+    user: string,
+    options: { requests: boolean },
+  ): Promise<void> {
+    // Asked at once: a network database answers them in one round trip.
+    const [mailbox, , requests] = await Promise.all([
       this.store.mailbox(user),
       this.#pushReceipts(nameKey(user)),
+      options.requests ? this.store.listContactRequests(user, REQUESTS_SHOWN_AT_LOGIN) : [],
     ]);
     const entries = mailbox.slice(0, MAX_MAILBOX_ENTRIES);
     if (entries.length > 0) fc.send({ type: "mail_summary", entries }).catch(() => {});
+    for (const from of requests) {
+      fc.send({ type: "contact_update", user: from, state: "request" }).catch(() => {});
+    }
   }
 
   /**
@@ -1132,17 +1216,20 @@ export class ConfabServer implements AsyncDisposable {
       this.store.isContact(session.user, target.name),
       this.store.isContact(target.name, session.user),
     ]);
-    // Addresses go only to people connected by a contact entry in either direction.
-    const related = target.nameKey === session.key || mine || theirs;
+    // Addresses go only to mutual contacts: a request, answered or not, reveals nothing.
+    const mutual = target.nameKey !== session.key && mine && theirs;
+    const related = mutual || target.nameKey === session.key;
     return await fc.send({
       type: "lookup_result",
       id: m.id,
       user: target.name,
-      online: live !== undefined,
+      // Presence too is for mutual contacts only: to anyone else, everybody is offline.
+      online: live !== undefined && related,
       ...(live && related ? { host: live.host, port: live.peerPort } : {}),
       publicKey: target.publicKey,
       // Accounts from before migration 3 have none (stored as ""): leave the fields out.
       ...(target.mailKey ? { mailKey: target.mailKey, mailKeySig: target.mailKeySig } : {}),
+      contact: mutual,
     });
   }
 

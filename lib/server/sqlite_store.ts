@@ -169,8 +169,31 @@ export class SqliteStore implements ServerStore {
 
   listWatchers(contact: string): Promise<string[]> {
     return settle(() =>
-      (this.#db.sql("SELECT owner FROM contacts WHERE contact = ?")
-        .all(nameKey(contact)) as { owner: string }[]).map((r) => r.owner)
+      (this.#db.sql(
+        `SELECT c.owner FROM contacts c
+         JOIN contacts back ON back.owner = c.contact AND back.contact = c.owner
+         WHERE c.contact = ?`,
+      ).all(nameKey(contact)) as { owner: string }[]).map((r) => r.owner)
+    );
+  }
+
+  listContactRequests(user: string, limit: number): Promise<string[]> {
+    return settle(() =>
+      (this.#db.sql(
+        `SELECT u.name FROM contacts c JOIN users u ON u.name_key = c.owner
+         WHERE c.contact = ? AND NOT EXISTS
+           (SELECT 1 FROM contacts back WHERE back.owner = c.contact AND back.contact = c.owner)
+         ORDER BY c.added_at, u.name LIMIT ?`,
+      ).all(nameKey(user), limit) as { name: string }[]).map((r) => r.name)
+    );
+  }
+
+  isMutual(a: string, b: string): Promise<boolean> {
+    return settle(() =>
+      (this.#db.sql(
+        `SELECT count(*) AS n FROM contacts
+         WHERE (owner = ? AND contact = ?) OR (owner = ? AND contact = ?)`,
+      ).get(nameKey(a), nameKey(b), nameKey(b), nameKey(a)) as { n: number }).n === 2
     );
   }
 

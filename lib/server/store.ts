@@ -168,7 +168,7 @@ export type StoreEvent =
   /** Read receipts wait for `to`. */
   | { kind: "receipts"; to: string }
   /**
-   * `user` came online or went offline: tell the users who have them as a contact (`watchers`:
+   * `user` came online or went offline: tell their mutual contacts (`watchers`:
    * those of them online when it happened, when the store knows; `name`: the display name).
    */
   | { kind: "presence"; user: string; online: boolean; name?: string; watchers?: string[] }
@@ -188,7 +188,12 @@ export type StoreEvent =
     peer: string;
     limit: "rate" | "daily" | "links";
     message: string;
-  };
+  }
+  /** `from` (a display name) changed where they stand with `to`: see `contact_update`. */
+  | { kind: "contact"; to: string; from: string; state: ContactChange };
+
+/** What `contact_update` tells a user about someone else's step. */
+export type ContactChange = "request" | "accepted" | "declined" | "removed";
 
 /** What the server gives the store to run with. */
 export interface StoreRunOptions {
@@ -264,8 +269,18 @@ export interface ServerStore extends AsyncDisposable {
   countContacts(owner: string): Promise<number>;
   /** The display names of `owner`'s contacts, in the order they were added (then by name). */
   listContacts(owner: string): Promise<string[]>;
-  /** Name keys of the users who have `contact` in their list (to tell them of presence). */
+  /**
+   * Name keys of `contact`'s mutual contacts: those who have `contact` in their list and are in
+   * `contact`'s (to tell them of presence; nobody else may learn it).
+   */
   listWatchers(contact: string): Promise<string[]>;
+  /**
+   * Contact requests made to `user` and not answered: the display names of those who have
+   * `user` in their list while `user` does not have them, oldest first, at most `limit`.
+   */
+  listContactRequests(user: string, limit: number): Promise<string[]>;
+  /** Whether `a` and `b` each have the other in their list. */
+  isMutual(a: string, b: string): Promise<boolean>;
   isContact(owner: string, contact: string): Promise<boolean>;
 
   // ---- registry ------------------------------------------------------------------------------
