@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
+import { generateKeyPair, HandshakeState } from "../lib/crypto/noise.ts";
 import { handshakeTranscript, Identity, randomToken, toBase64Url } from "../lib/peer/identity.ts";
 import { MailKey } from "../lib/peer/sealed_mail.ts";
 import { type Frame, RawConn } from "./support/raw_conn.ts";
@@ -176,4 +177,29 @@ Deno.test("the plain front end reports a wrong password as one error line withou
   } finally {
     await Deno.remove(home, { recursive: true });
   }
+});
+
+Deno.test("a server shutting down sends nothing in plaintext to connections still in their handshake", async () => {
+  await using server = await startServer();
+  // One connection stopped after the hellos, one after Noise message 2 (message 3 never sent).
+  await using afterHello = await RawConn.connect(server.port);
+  await afterHello.hello("client");
+  await using midNoise = await RawConn.connect(server.port);
+  await midNoise.hello("client");
+  const hs = await HandshakeState.initialize({
+    pattern: "XX",
+    initiator: true,
+    prologue: midNoise.prologue("client-server"),
+    staticKeyPair: await generateKeyPair(),
+  });
+  await midNoise.send({ type: "noise", data: toBase64Url(await hs.writeMessage()) });
+  await midNoise.next("noise");
+  // A logged-in client beside them is told the server is going (encrypted).
+  await using alice = await TestClient.start("alice", server);
+  await alice.signup("alice");
+
+  assert.equal((await server.esc()).code, 0);
+  await alice.event("server_closing");
+  assert.deepEqual(await afterHello.untilEnd(), [], "no frame after the hellos");
+  assert.deepEqual(await midNoise.untilEnd(), [], "no frame after Noise message 2");
 });

@@ -1250,7 +1250,9 @@ export class ConfabServer implements AsyncDisposable {
       await this.#relay.close();
       const now = Date.now();
       await Promise.all([...this.#conns].map(async (fc) => {
-        await fc.send({ type: "server_closing", reason }).catch(() => {});
+        // Only over a finished handshake: a connection still in it gets nothing in plaintext
+        // (a client takes no frame but the handshake's there), it is just closed.
+        if (fc.isSecure) await fc.send({ type: "server_closing", reason }).catch(() => {});
         await fc.close();
       }));
       await Promise.all(this.#serving);
