@@ -110,6 +110,24 @@ const program = new Command()
     10_000,
   )
   .option(
+    "--max-pending-mib <n>",
+    "MiB of pending messages one user may have waiting",
+    intOption(1, 1_000_000),
+    256,
+  )
+  .option(
+    "--max-pending-per-sender <n>",
+    "pending messages one sender may have waiting for one user",
+    intOption(1, 10_000_000),
+    1000,
+  )
+  .option(
+    "--max-pending-mib-per-sender <n>",
+    "MiB of pending messages one sender may have waiting for one user",
+    intOption(1, 1_000_000),
+    32,
+  )
+  .option(
     "--password-cost <log2N>",
     `scrypt cost of new password hashes, N=2^log2N (${PASSWORD_COST_RANGE.min}-` +
       `${PASSWORD_COST_RANGE.max}; default: $CONFAB_PASSWORD_COST, else ${DEFAULT_PASSWORD_COST}, ` +
@@ -177,6 +195,9 @@ const opts = program.opts<{
   maxPerAddress: number;
   loginTimeout: number;
   maxPending: number;
+  maxPendingMib: number;
+  maxPendingPerSender: number;
+  maxPendingMibPerSender: number;
   maxSignupsPerHour: number;
   passwordCost?: number;
   relay: boolean;
@@ -220,6 +241,9 @@ try {
     maxPerAddress: opts.maxPerAddress,
     loginTimeoutMs: opts.loginTimeout * 1000,
     maxPending: opts.maxPending,
+    maxPendingBytes: opts.maxPendingMib * 1024 * 1024,
+    maxPendingPerSender: opts.maxPendingPerSender,
+    maxPendingBytesPerSender: opts.maxPendingMibPerSender * 1024 * 1024,
     maxSignupsPerHour: opts.maxSignupsPerHour,
     passwordCost,
     helloTimeoutMs: Math.min(10, opts.loginTimeout) * 1000,

@@ -485,8 +485,13 @@ Deno.test("messages to a peer killed mid-chat are delivered directly or stored, 
   }
 });
 
-Deno.test("a full mailbox is refused with a clear reason, never dropped silently", async () => {
-  await using server = await startServer({ args: ["--max-pending", "2"] });
+/**
+ * alice sends bob (her contact, away) two messages that fit and a third that does not, on a
+ * server started with `args`; checks the marks in her history (`*`, `*`, `!`) and resolves to
+ * the reason she was given.
+ */
+async function overflow(args: string[]): Promise<string> {
+  await using server = await startServer({ args });
   const homes = await makeUsers(server, { alice: ["bob"], bob: ["alice"] });
   try {
     await using alice = await TestClient.start("alice", server, { home: homes.alice });
@@ -496,7 +501,6 @@ Deno.test("a full mailbox is refused with a clear reason, never dropped silently
     await sendStored(alice, ["fits 1", "fits 2"]);
     await alice.send("one too many");
     const refused = await alice.event("not_delivered");
-    assert.match(String(refused.reason), /mailbox is full \(2 messages wait\)/);
     await alice.send("/q");
     await alice.send("chat bob");
     const opened = await alice.event("chat_opened", { with: "bob" });
@@ -504,9 +508,20 @@ Deno.test("a full mailbox is refused with a clear reason, never dropped silently
       `${h.text}${h.mark}`
     );
     assert.deepEqual(marks, ["fits 1*", "fits 2*", "one too many!"]);
+    return String(refused.reason);
   } finally {
     await removeHomes(homes);
   }
+}
+
+Deno.test("a full mailbox is refused with a clear reason, never dropped silently", async () => {
+  const reason = await overflow(["--max-pending", "2"]);
+  assert.match(reason, /mailbox is full \(at most 2 messages or 256 MiB wait\)/);
+});
+
+Deno.test("one sender cannot fill someone's mailbox: past the sender's quota mail is refused with QUOTA and shown !", async () => {
+  const reason = await overflow(["--max-pending-per-sender", "2"]);
+  assert.match(reason, /as much waiting for bob as one sender may \(2 messages or 32 MiB\)/);
 });
 
 Deno.test("an account from before mail keys can still be chatted with; mail to it is refused with a reason", async () => {

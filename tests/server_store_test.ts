@@ -384,6 +384,42 @@ storeTest("storeMail() answers full at the limit, per recipient", async (fx) => 
   assert.equal(await store.storeMail(mail("bob", "carol", "m10"), 3), "full");
 });
 
+storeTest(
+  "one sender cannot fill a mailbox: storeMail() answers quota at the sender's share",
+  async (fx) => {
+    await using store = await openWith(fx, ["alice", "bob", "carol"]);
+    const limits = { messages: 100, senderMessages: 2 };
+    assert.equal(await store.storeMail(mail("bob", "alice", "a1"), limits), "stored");
+    assert.equal(await store.storeMail(mail("bob", "alice", "a2"), limits), "stored");
+    assert.equal(await store.storeMail(mail("bob", "alice", "a3"), limits), "quota");
+    assert.equal(await store.storeMail(mail("bob", "alice", "a1"), limits), "duplicate");
+    // Another sender, and the same sender to someone else, still have room.
+    assert.equal(await store.storeMail(mail("bob", "carol", "c1"), limits), "stored");
+    assert.equal(await store.storeMail(mail("carol", "alice", "a3"), limits), "stored");
+    // Read mail makes room again.
+    await store.confirmMail("bob", "alice", ["a1"]);
+    assert.equal(await store.storeMail(mail("bob", "alice", "a3"), limits), "stored");
+    assert.equal(await store.countMail("bob", "alice"), 2);
+  },
+);
+
+storeTest(
+  "storeMail() counts bytes too: the sender's share and the mailbox's total",
+  async (fx) => {
+    await using store = await openWith(fx, ["alice", "bob", "carol"]);
+    const body = "x".repeat(1000);
+    const limits = { messages: 100, bytes: 3500, senderMessages: 100, senderBytes: 2500 };
+    const big = (from: string, id: string) => mail("bob", from, id, 1, body);
+    assert.equal(await store.storeMail(big("alice", "a1"), limits), "stored");
+    assert.equal(await store.storeMail(big("alice", "a2"), limits), "stored");
+    assert.equal(await store.storeMail(big("alice", "a3"), limits), "quota", "3000 > 2500");
+    assert.equal(await store.storeMail(big("carol", "c1"), limits), "stored");
+    assert.equal(await store.storeMail(big("carol", "c2"), limits), "full", "4000 > 3500");
+    await store.confirmMail("bob", "alice", ["a1", "a2"]);
+    assert.equal(await store.storeMail(big("carol", "c2"), limits), "stored");
+  },
+);
+
 storeTest("concurrent storeMail() calls never pass the limit", async (fx) => {
   await using store = await openWith(fx, ["alice", "bob"]);
   const results = await Promise.all(

@@ -471,6 +471,85 @@ export const MIGRATIONS: readonly Migration[] = [
       $$;
     `,
   },
+  {
+    // Mail quotas in bytes as well as messages, and per sender: one sender cannot fill a
+    // mailbox (nor the server's disk). SQLite counts in-process; PostgreSQL keeps the bytes
+    // beside the count, by the same trigger.
+    sqlite: `
+      SELECT 1;
+    `,
+    postgres: `
+      ALTER TABLE mail_counts ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
+      UPDATE mail_counts c SET bytes =
+        (SELECT coalesce(sum(length(body)), 0) FROM mail WHERE recipient = c.recipient);
+      CREATE OR REPLACE FUNCTION confab_count_mail() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF TG_OP = 'INSERT' THEN
+          INSERT INTO mail_counts (recipient, n, bytes)
+            VALUES (NEW.recipient, 1, length(NEW.body))
+            ON CONFLICT (recipient) DO UPDATE
+              SET n = mail_counts.n + 1, bytes = mail_counts.bytes + length(NEW.body);
+        ELSE
+          UPDATE mail_counts SET n = n - 1, bytes = bytes - length(OLD.body)
+            WHERE recipient = OLD.recipient;
+        END IF;
+        RETURN NULL;
+      END $$;
+      -- As before, with the limits of each message: {max, max_bytes, sender_max,
+      -- sender_max_bytes}; 'full' (the mailbox) is checked before 'quota' (the sender's share).
+      CREATE OR REPLACE FUNCTION confab_store_mails(p_mail JSONB)
+      RETURNS TABLE (r_i INTEGER, r_result TEXT) LANGUAGE plpgsql AS $$
+      DECLARE
+        m RECORD;
+        c RECORD;
+        share RECORD;
+      BEGIN
+        INSERT INTO mail_counts (recipient, n)
+          SELECT DISTINCT x->>'recipient', 0 FROM jsonb_array_elements(p_mail) x ORDER BY 1
+          ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM mail_counts WHERE recipient IN
+          (SELECT x->>'recipient' FROM jsonb_array_elements(p_mail) x)
+          ORDER BY recipient FOR UPDATE;
+        FOR m IN
+          SELECT (o - 1)::INTEGER AS i, x->>'recipient' AS recipient, x->>'sender' AS sender,
+                 x->>'msg_id' AS msg_id, (x->>'ts')::BIGINT AS ts, x->>'body' AS body,
+                 (x->>'max')::BIGINT AS max, (x->>'max_bytes')::BIGINT AS max_bytes,
+                 (x->>'sender_max')::BIGINT AS sender_max,
+                 (x->>'sender_max_bytes')::BIGINT AS sender_max_bytes,
+                 (x->>'now')::BIGINT AS now
+          FROM jsonb_array_elements(p_mail) WITH ORDINALITY AS t(x, o) ORDER BY o
+        LOOP
+          r_i := m.i;
+          BEGIN
+            SELECT n, bytes INTO c FROM mail_counts WHERE recipient = m.recipient;
+            SELECT count(*) AS n, coalesce(sum(length(body)), 0) AS bytes INTO share
+              FROM mail WHERE recipient = m.recipient AND sender = m.sender;
+            IF EXISTS (SELECT 1 FROM mail WHERE recipient = m.recipient AND sender = m.sender
+                         AND msg_id = m.msg_id)
+               OR EXISTS (SELECT 1 FROM mail_read WHERE recipient = m.recipient
+                            AND sender = m.sender AND msg_id = m.msg_id) THEN
+              r_result := 'duplicate';
+            ELSIF c.n >= m.max OR c.bytes + length(m.body) > m.max_bytes THEN
+              r_result := 'full';
+            ELSIF share.n >= m.sender_max OR share.bytes + length(m.body) > m.sender_max_bytes THEN
+              r_result := 'quota';
+            ELSE
+              INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+                VALUES (m.recipient, m.sender, m.msg_id, m.ts, m.body, m.now);
+              INSERT INTO events (at, body)
+                SELECT confab_now(), jsonb_build_object('kind', 'mail', 'to', m.recipient,
+                  'from', m.sender)
+                WHERE EXISTS (SELECT 1 FROM presence WHERE "user" = m.recipient);
+              r_result := 'stored';
+            END IF;
+          EXCEPTION WHEN OTHERS THEN
+            r_result := 'error: ' || SQLERRM;
+          END;
+          RETURN NEXT;
+        END LOOP;
+      END $$;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

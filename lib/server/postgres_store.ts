@@ -22,9 +22,11 @@ import {
 } from "./sql_rows.ts";
 import {
   type Attachment,
+  fullLimits,
   isStoreUnavailable,
   LEGACY_KDF,
   type MailboxEntry,
+  type MailLimits,
   nameKey,
   type NewMail,
   type NewUser,
@@ -194,7 +196,7 @@ export class PostgresStore implements ServerStore {
   /** Mail waiting for the next group commit, in arrival order. */
   readonly #mailQueue: {
     mail: NewMail;
-    max: number;
+    limits: Required<MailLimits>;
     now: number;
     done: PromiseWithResolvers<StoreMailResult>;
   }[] = [];
@@ -400,9 +402,13 @@ export class PostgresStore implements ServerStore {
    * of the event loop) is stored in the next transaction, in arrival order, each message in
    * its own savepoint; each call resolves once its transaction is committed.
    */
-  storeMail(mail: NewMail, max: number, now = Date.now()): Promise<StoreMailResult> {
+  storeMail(
+    mail: NewMail,
+    limits: number | MailLimits,
+    now = Date.now(),
+  ): Promise<StoreMailResult> {
     const done = Promise.withResolvers<StoreMailResult>();
-    this.#mailQueue.push({ mail, max, now, done });
+    this.#mailQueue.push({ mail, limits: fullLimits(limits), now, done });
     this.#scheduleMail();
     return done.promise;
   }
@@ -427,13 +433,16 @@ export class PostgresStore implements ServerStore {
     try {
       // One statement (confab_store_mails, migration 7): the recipients' counts locked in one
       // order, then each message in arrival order, its own subtransaction, with its event.
-      const json = batch.map(({ mail, max, now }) => ({
+      const json = batch.map(({ mail, limits, now }) => ({
         recipient: nameKey(mail.recipient),
         sender: nameKey(mail.sender),
         msg_id: mail.msgId,
         ts: mail.ts,
         body: mail.body,
-        max,
+        max: limits.messages,
+        max_bytes: limits.bytes,
+        sender_max: limits.senderMessages,
+        sender_max_bytes: limits.senderBytes,
         now,
       }));
       outcomes = await this.#sql<{ r_i: number; r_result: string }[]>`
@@ -444,8 +453,11 @@ export class PostgresStore implements ServerStore {
     }
     batch.forEach(({ done }, i) => {
       const result = outcomes[i]?.r_result;
-      if (result === "stored" || result === "duplicate" || result === "full") done.resolve(result);
-      else done.reject(new Error(`cannot store mail: ${result ?? "no outcome"}`));
+      if (
+        result === "stored" || result === "duplicate" || result === "full" || result === "quota"
+      ) {
+        done.resolve(result);
+      } else done.reject(new Error(`cannot store mail: ${result ?? "no outcome"}`));
     });
   }
 

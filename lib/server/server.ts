@@ -69,6 +69,12 @@ export interface ServerOptions {
   sessionMaxAgeMs?: number;
   /** Pending messages one user may have waiting at most. */
   maxPending?: number;
+  /** Bytes (sealed) of pending messages one user may have waiting at most. */
+  maxPendingBytes?: number;
+  /** Pending messages one sender may have waiting for one user at most. */
+  maxPendingPerSender?: number;
+  /** Bytes (sealed) one sender may have waiting for one user at most. */
+  maxPendingBytesPerSender?: number;
   /** scrypt cost (log2 N) of new password hashes; weaker stored ones are rehashed at login. */
   passwordCost?: number;
   /** Signups one address may make per hour (a burst of as many, then spread out; 0: no limit). */
@@ -123,6 +129,12 @@ interface ConnState {
   staticKey: string;
   /** (Re)starts the deadline for logging in on this connection. */
   armLoginTimer: () => void;
+}
+
+const MIB = 1024 * 1024;
+/** `bytes` for people, in MiB. */
+function mib(bytes: number): string {
+  return `${Math.round(bytes / MIB * 10) / 10} MiB`;
 }
 
 /** Unanswered contact requests pushed at a login (all of them are in `contacts`). */
@@ -221,6 +233,9 @@ export class ConfabServer implements AsyncDisposable {
       loginTimeoutMs: options.loginTimeoutMs ?? 60_000,
       sessionMaxAgeMs: options.sessionMaxAgeMs ?? SESSION_MAX_AGE_MS,
       maxPending: options.maxPending ?? 10_000,
+      maxPendingBytes: options.maxPendingBytes ?? 256 * MIB,
+      maxPendingPerSender: options.maxPendingPerSender ?? 1000,
+      maxPendingBytesPerSender: options.maxPendingBytesPerSender ?? 32 * MIB,
       kdf: kdfOf(options.passwordCost ?? DEFAULT_PASSWORD_COST),
       maxSignupsPerHour: options.maxSignupsPerHour ?? 20,
       clientTimeoutMs: options.clientTimeoutMs ?? 75_000,
@@ -837,7 +852,12 @@ export class ConfabServer implements AsyncDisposable {
       msgId: m.msgId,
       ts: m.ts,
       body: m.sealed,
-    }, this.#opts.maxPending);
+    }, {
+      messages: this.#opts.maxPending,
+      bytes: this.#opts.maxPendingBytes,
+      senderMessages: this.#opts.maxPendingPerSender,
+      senderBytes: this.#opts.maxPendingBytesPerSender,
+    });
     order.handed();
     const result = await stored;
     if (result === "stored" && Deno.env.get("CONFAB_FAULT") === "crash-after-mail-store") {
@@ -846,7 +866,17 @@ export class ConfabServer implements AsyncDisposable {
     if (result === "full") {
       throw new Reply(
         "MAILBOX_FULL",
-        `${target.name}'s mailbox is full (${this.#opts.maxPending} messages wait); ` +
+        `${target.name}'s mailbox is full (at most ${this.#opts.maxPending} messages or ` +
+          `${mib(this.#opts.maxPendingBytes)} wait); try again once they have read some`,
+      );
+    }
+    if (result === "quota") {
+      throw new Reply(
+        "QUOTA",
+        `you have as much waiting for ${target.name} as one sender may (` +
+          `${this.#opts.maxPendingPerSender} messages or ${
+            mib(this.#opts.maxPendingBytesPerSender)
+          }); ` +
           `try again once they have read some`,
       );
     }

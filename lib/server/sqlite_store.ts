@@ -23,8 +23,10 @@ import {
 } from "./sql_rows.ts";
 import {
   type Attachment,
+  fullLimits,
   LEGACY_KDF,
   type MailboxEntry,
+  type MailLimits,
   nameKey,
   type NewMail,
   type NewUser,
@@ -57,15 +59,22 @@ function settle<T>(work: () => T): Promise<T> {
   }
 }
 
+/** What waits for one recipient: messages and bytes, in all and per sender (name key). */
+interface MailboxSize {
+  n: number;
+  bytes: number;
+  senders: Map<string, { n: number; bytes: number }>;
+}
+
 export class SqliteStore implements ServerStore {
   /** The database file. */
   readonly path: string;
   readonly #db: Database;
-  readonly #mailboxSizes = new Map<string, number>();
+  readonly #mailboxSizes = new Map<string, MailboxSize>();
   /** Mail waiting for the next group commit, in arrival order. */
   readonly #mailQueue: {
     mail: NewMail;
-    max: number;
+    limits: Required<MailLimits>;
     now: number;
     done: PromiseWithResolvers<StoreMailResult>;
   }[] = [];
@@ -269,10 +278,14 @@ export class SqliteStore implements ServerStore {
    * one transaction, in arrival order, and each call resolves once that transaction is
    * committed. One commit per message was the cost of a burst (a commit writes the WAL).
    */
-  storeMail(mail: NewMail, max: number, now = Date.now()): Promise<StoreMailResult> {
+  storeMail(
+    mail: NewMail,
+    limits: number | MailLimits,
+    now = Date.now(),
+  ): Promise<StoreMailResult> {
     if (this.#closed) return Promise.reject(new Error("the store is closed"));
     const done = Promise.withResolvers<StoreMailResult>();
-    this.#mailQueue.push({ mail, max, now, done });
+    this.#mailQueue.push({ mail, limits: fullLimits(limits), now, done });
     this.#mailTimer ??= setTimeout(() => this.#commitMail(), 0);
     return done.promise;
   }
@@ -286,11 +299,11 @@ export class SqliteStore implements ServerStore {
     let outcomes: ({ ok: true; result: StoreMailResult } | { ok: false; error: unknown })[];
     try {
       outcomes = this.#db.transaction(() =>
-        batch.map(({ mail, max, now }) => {
+        batch.map(({ mail, limits, now }) => {
           // A message that fails is undone alone; the others are committed.
           this.#db.sql("SAVEPOINT one_mail").run();
           try {
-            const result = this.#storeOne(mail, max, now);
+            const result = this.#storeOne(mail, limits, now);
             this.#db.sql("RELEASE one_mail").run();
             return { ok: true as const, result };
           } catch (error) {
@@ -317,7 +330,7 @@ export class SqliteStore implements ServerStore {
     });
   }
 
-  #storeOne(mail: NewMail, max: number, now: number): StoreMailResult {
+  #storeOne(mail: NewMail, limits: Required<MailLimits>, now: number): StoreMailResult {
     const recipient = nameKey(mail.recipient);
     const sender = nameKey(mail.sender);
     const exists = this.#db.sql(
@@ -326,25 +339,42 @@ export class SqliteStore implements ServerStore {
     ).get(recipient, sender, mail.msgId, recipient, sender, mail.msgId);
     if (exists) return "duplicate";
     const size = this.#mailboxSize(recipient);
-    if (size >= max) return "full";
+    const bytes = mail.body.length; // base64url: one byte a character
+    if (size.n >= limits.messages || size.bytes + bytes > limits.bytes) return "full";
+    let share = size.senders.get(sender);
+    if (share === undefined) {
+      share = this.#db.sql(
+        `SELECT count(*) AS n, coalesce(sum(length(body)), 0) AS bytes FROM mail
+         WHERE recipient = ? AND sender = ?`,
+      ).get(recipient, sender) as { n: number; bytes: number };
+      size.senders.set(sender, share);
+    }
+    if (share.n >= limits.senderMessages || share.bytes + bytes > limits.senderBytes) {
+      return "quota";
+    }
     this.#db.sql(
       `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
        VALUES (?, ?, ?, ?, ?, ?)`,
     ).run(recipient, sender, mail.msgId, mail.ts, mail.body, now);
-    this.#mailboxSizes.set(recipient, size + 1);
+    size.n++;
+    size.bytes += bytes;
+    share.n++;
+    share.bytes += bytes;
     return "stored";
   }
 
   /**
-   * How many messages wait for `recipientKey`, counted once and then kept up to date here (this
-   * process is the only writer of the file): counting a large mailbox before every store was
-   * the cost.
+   * How many messages (and bytes) wait for `recipientKey`, counted once and then kept up to date
+   * here (this process is the only writer of the file): counting a large mailbox before every
+   * store was the cost. Each sender's share is counted at its first store, and kept too.
    */
-  #mailboxSize(recipientKey: string): number {
+  #mailboxSize(recipientKey: string): MailboxSize {
     let size = this.#mailboxSizes.get(recipientKey);
     if (size === undefined) {
-      size = (this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ?")
-        .get(recipientKey) as { n: number }).n;
+      const row = this.#db.sql(
+        "SELECT count(*) AS n, coalesce(sum(length(body)), 0) AS bytes FROM mail WHERE recipient = ?",
+      ).get(recipientKey) as { n: number; bytes: number };
+      size = { n: row.n, bytes: row.bytes, senders: new Map() };
       this.#mailboxSizes.set(recipientKey, size);
     }
     return size;
@@ -353,7 +383,7 @@ export class SqliteStore implements ServerStore {
   countMail(recipient: string, sender?: string): Promise<number> {
     return settle(() => {
       this.#commitMail();
-      if (sender === undefined) return this.#mailboxSize(nameKey(recipient));
+      if (sender === undefined) return this.#mailboxSize(nameKey(recipient)).n;
       return (this.#db.sql("SELECT count(*) AS n FROM mail WHERE recipient = ? AND sender = ?")
         .get(nameKey(recipient), nameKey(sender)) as { n: number }).n;
     });

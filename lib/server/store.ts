@@ -103,8 +103,35 @@ export interface SessionAges {
   now?: number;
 }
 
-/** The outcome of `storeMail()`. */
-export type StoreMailResult = "stored" | "duplicate" | "full";
+/**
+ * The outcome of `storeMail()`: "full" when the recipient's mailbox is at one of its limits,
+ * "quota" when the sender's share of it is.
+ */
+export type StoreMailResult = "stored" | "duplicate" | "full" | "quota";
+
+/**
+ * How much mail may wait for one recipient: from everyone together (`messages`, `bytes`) and
+ * from one sender (`senderMessages`, `senderBytes`), so one sender cannot take a mailbox (or
+ * the server's disk) for themselves. Bytes are those of the sealed bodies. A bare number is
+ * `{ messages }` alone.
+ */
+export interface MailLimits {
+  messages: number;
+  bytes?: number;
+  senderMessages?: number;
+  senderBytes?: number;
+}
+
+/** `limits` with every field set (missing ones: no limit). */
+export function fullLimits(limits: number | MailLimits): Required<MailLimits> {
+  const l = typeof limits === "number" ? { messages: limits } : limits;
+  return {
+    messages: l.messages,
+    bytes: l.bytes ?? Number.MAX_SAFE_INTEGER,
+    senderMessages: l.senderMessages ?? Number.MAX_SAFE_INTEGER,
+    senderBytes: l.senderBytes ?? Number.MAX_SAFE_INTEGER,
+  };
+}
 
 /** Where a user is online: the instance holding their control connection, and their address. */
 export interface PresenceRecord {
@@ -312,9 +339,10 @@ export interface ServerStore extends AsyncDisposable {
    * this recipient before is not stored again ("duplicate"): neither while it waits, nor once it
    * was read (for as long as {@link forgetReadMail} keeps its id), so a resend after a crash is
    * never shown twice. A message id is its sender's: the same id from two senders is two
-   * messages. A mailbox holding `max` is "full". A stored message is a `mail` event.
+   * messages. A mailbox at one of `limits` is "full"; a sender at their share is "quota"
+   * (checked in that order). A stored message is a `mail` event.
    */
-  storeMail(mail: NewMail, max: number, now?: number): Promise<StoreMailResult>;
+  storeMail(mail: NewMail, limits: number | MailLimits, now?: number): Promise<StoreMailResult>;
   /** How many messages wait for `recipient` (from `sender` only, when given). */
   countMail(recipient: string, sender?: string): Promise<number>;
   /** Who has pending messages for `recipient`: count and newest send time, oldest first. */

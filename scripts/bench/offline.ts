@@ -89,7 +89,13 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const server = await startServer(ctx.spawn, {
     dataDir: serverDir,
     signal: ctx.signal,
-    args: ["--max-pending", String(n + n / 4 + 1_000)],
+    // All from one sender: its share (1,000 by default) raised as well.
+    args: [
+      "--max-pending",
+      String(n + n / 4 + 1_000),
+      "--max-pending-per-sender",
+      String(n + n / 4 + 1_000),
+    ],
   });
   const bob = await ClientProcess.start(ctx, "bob", { serverPort: server.port, dir });
   await bob.signup(ctx.signal);
