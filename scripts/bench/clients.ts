@@ -301,9 +301,9 @@ export class LocalClient extends Tracked {
 }
 
 /**
- * Contacts so that any two may link: the server gives a user's address only to someone
- * related to them by a contact entry (either way). `creator` adds everyone; each member adds
- * the members after it.
+ * Contacts so that any two may link: the server gives a user's address only to a mutual
+ * contact. `creator` adds everyone (requests); each member adds the creator and every other
+ * member (accepting the requests made to it, making its own).
  */
 export async function relateAll(
   creator: LocalClient,
@@ -312,7 +312,9 @@ export async function relateAll(
 ): Promise<void> {
   for (const member of members) await abortable(creator.client.addContact(member.name), signal);
   await Promise.all(
-    members.map((m, i) => m.addContacts(members.slice(i + 1).map((o) => o.name), signal)),
+    members.map((m) =>
+      m.addContacts([creator.name, ...members.filter((o) => o !== m).map((o) => o.name)], signal)
+    ),
   );
 }
 

@@ -104,6 +104,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     server: { host: "127.0.0.1", port: server.port },
   });
   await alice.client.addContact("bob");
+  await bob.ask("contacts add alice", "contact_added", { user: "alice" }, ctx.signal);
   await bob.ask("out", "logged_out", { user: "bob" }, ctx.signal);
   await alice.client.openChat("bob");
   if (alice.client.chatWith !== "bob") throw new Error("alice is not in a chat with bob");

@@ -47,7 +47,11 @@ export async function prepareServerData(dir: string, users: number): Promise<Pre
         new Uint8Array(createHash("sha256").update(token).digest()),
         benchUser(i),
       );
-      if (users > 1) await store.addContact(benchUser(i), benchUser(contactOf(i, users)));
+      if (users > 1) {
+        // Mutual contacts: presence and addresses go only between those.
+        await store.addContact(benchUser(i), benchUser(contactOf(i, users)));
+        await store.addContact(benchUser(contactOf(i, users)), benchUser(i));
+      }
     }
   }
   const tokensFile = join(dir, "tokens.txt");
