@@ -9,19 +9,24 @@ import { mkdir, stat, writeFile } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { CLIENT_PERMISSIONS, SERVER_PERMISSIONS } from "./permissions.ts";
 
 const ROOT = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const USAGE = "deno task bundle [--out-dir DIR]  (DIR defaults to dist/)";
 
-/** What gets bundled: entry point (relative to the repository root) and output file name. */
+/**
+ * What gets bundled: entry point (relative to the repository root), output file name, and the
+ * permissions its first line asks for.
+ */
 const BUNDLES = [
-  { entry: "server.ts", output: "confab-server.js" },
-  { entry: "client.ts", output: "confab.js" },
+  { entry: "server.ts", output: "confab-server.js", permissions: SERVER_PERMISSIONS },
+  { entry: "client.ts", output: "confab.js", permissions: CLIENT_PERMISSIONS },
 ] as const;
 
 /** Lets `./dist/confab.js` run directly on Unix-like systems; Deno skips the line. */
-const SHEBANG =
-  "#!/usr/bin/env -S deno run --allow-net --allow-read --allow-write --allow-env --allow-sys=statfs\n";
+export function shebang(permissions: readonly string[]): string {
+  return `#!/usr/bin/env -S deno run ${permissions.join(" ")}\n`;
+}
 
 function fail(message: string): never {
   console.error(`confab bundle: ${message}`);
@@ -92,7 +97,7 @@ async function main(): Promise<void> {
   }
   await mkdir(outDir, { recursive: true });
 
-  for (const { entry, output } of BUNDLES) {
+  for (const { entry, output, permissions } of BUNDLES) {
     const outPath = join(outDir, output);
     const result = await new Deno.Command(Deno.execPath(), {
       args: ["bundle", "--quiet", "--platform", "deno", "-o", outPath, entry],
@@ -109,7 +114,7 @@ async function main(): Promise<void> {
     }
 
     const code = await Deno.readTextFile(outPath);
-    if (!code.startsWith("#!")) await writeFile(outPath, SHEBANG + code);
+    if (!code.startsWith("#!")) await writeFile(outPath, shebang(permissions) + code);
     if (Deno.build.os !== "windows") await Deno.chmod(outPath, 0o755);
 
     const near = relative(Deno.cwd(), outPath);

@@ -13,6 +13,7 @@ import { mkdir, stat } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { CLIENT_PERMISSIONS, SERVER_PERMISSIONS } from "./permissions.ts";
 
 const ROOT = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const USAGE = "deno task compile [-- --target TRIPLE] [--out-dir DIR]  (DIR defaults to dist/)";
@@ -26,21 +27,14 @@ const TARGETS = [
   "x86_64-pc-windows-msvc",
 ] as const;
 
-/** What gets compiled: entry point (relative to the repository root) and executable name. */
+/**
+ * What gets compiled: entry point (relative to the repository root), executable name, and
+ * the permissions baked in (what `deno task server`/`client` grant).
+ */
 const BINARIES = [
-  { entry: "server.ts", output: "confab-server" },
-  { entry: "client.ts", output: "confab" },
+  { entry: "server.ts", output: "confab-server", permissions: SERVER_PERMISSIONS },
+  { entry: "client.ts", output: "confab", permissions: CLIENT_PERMISSIONS },
 ] as const;
-
-/** The permissions baked into both executables: what `deno task server`/`client` grant. */
-const PERMISSIONS = [
-  "--allow-net",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  // The client checks the free disk space before it accepts a file.
-  "--allow-sys=statfs",
-];
 
 const DENORT_UNREACHABLE = `cannot download Deno's runtime (denort) for deno compile — ` +
   `this machine has no access to dl.deno.land; use "deno task bundle" for single-file builds, ` +
@@ -148,12 +142,12 @@ async function main(): Promise<void> {
   }
   await mkdir(outDir, { recursive: true });
 
-  for (const { entry, output } of BINARIES) {
+  for (const { entry, output, permissions } of BINARIES) {
     const outPath = join(outDir, executableName(output, target));
     const result = await new Deno.Command(Deno.execPath(), {
       args: [
         "compile",
-        ...PERMISSIONS,
+        ...permissions,
         ...(target ? ["--target", target] : []),
         "-o",
         outPath,

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { CLIENT_PERMISSIONS, SERVER_PERMISSIONS } from "../scripts/permissions.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BUNDLE_SCRIPT = fileURLToPath(new URL("../scripts/bundle.ts", import.meta.url));
@@ -102,6 +103,16 @@ Deno.test("scripts/bundle.ts builds bundles of server.ts and client.ts that run"
       assert.match(stdout, /confab\.js \(\d+(\.\d)? (B|KiB|MiB)\)/);
       for (const file of ["confab-server.js", "confab.js"]) {
         assert.ok((await Deno.stat(`${dir}/${file}`)).size > 0, `${file} is empty`);
+      }
+      // Run directly (./confab.js), each asks for the permissions its task grants.
+      for (
+        const [file, permissions] of [
+          ["confab-server.js", SERVER_PERMISSIONS],
+          ["confab.js", CLIENT_PERMISSIONS],
+        ] as const
+      ) {
+        const first = (await Deno.readTextFile(`${dir}/${file}`)).split("\n", 1)[0];
+        assert.equal(first, `#!/usr/bin/env -S deno run ${permissions.join(" ")}`);
       }
     });
 

@@ -15,6 +15,7 @@ import type { ClientEvent } from "../../lib/client/events.ts";
 import { describeSteps, describeTop } from "./cpu_profile.ts";
 import {
   type BenchProcess,
+  clientArgs,
   cpuSeconds,
   mean,
   percentile,
@@ -99,21 +100,9 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
 
   // Confab: a server, bob as a client.ts --json process, alice here.
   const server = await startServer(ctx.spawn, { dataDir: join(dir, "server"), signal: ctx.signal });
-  const bob = ctx.spawn("bob", [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-write",
-    "--allow-env",
-    "client.ts",
-    "--json",
-    "--server",
-    `127.0.0.1:${server.port}`,
-    "--home",
-    join(dir, "bob"),
-    "--history",
-    "0",
-  ], { profile: true });
+  const bob = ctx.spawn("bob", clientArgs(server.port, join(dir, "bob"), ["--history", "0"]), {
+    profile: true,
+  });
   await clientEvent(bob, "ready", {}, ctx.signal);
   const errors: string[] = [];
   const alice = new ConfabClient(

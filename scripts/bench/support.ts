@@ -5,6 +5,7 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { CLIENT_PERMISSIONS, SERVER_PERMISSIONS } from "../permissions.ts";
 import {
   type Breakdown,
   breakDown,
@@ -466,10 +467,7 @@ export async function startServer(
   const proc = spawn(options.name ?? "server", [
     "run",
     ...(options.v8Flags ? [`--v8-flags=${options.v8Flags.join(",")}`] : []),
-    "--allow-net",
-    "--allow-read",
-    "--allow-write",
-    "--allow-env",
+    ...SERVER_PERMISSIONS,
     "server.ts",
     "--port",
     String(options.port ?? 0),
@@ -499,11 +497,7 @@ export async function startServer(
 export function clientArgs(serverPort: number, home: string, more: string[] = []): string[] {
   return [
     "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-write",
-    "--allow-env",
-    "--allow-sys=statfs",
+    ...CLIENT_PERMISSIONS,
     "client.ts",
     "--json",
     "--server",
