@@ -269,6 +269,28 @@ Deno.test("FramedConnection.close() is idempotent and fails pending requests", a
   assert.equal(pair.b.isClosed, true);
 });
 
+Deno.test("FramedConnection.request() queued behind unwritten frames fails with the connection when the peer resets it, never as an unhandled rejection", async () => {
+  const [dialer, accepted] = await tcpPair();
+  const a = framed(dialer, { onMessage: () => {} });
+  try {
+    // The other side reads nothing: the socket fills and these wait in the write queue.
+    const text = "x".repeat(4000);
+    for (let i = 0; i < 2000; i++) {
+      a.send({ type: "msg", id: `m${i}`, seq: i, ts: Date.now(), text }).catch(() => {});
+    }
+    const requests = Array.from({ length: 10 }, () => a.request({ type: "ping" }));
+    const outcomes = Promise.allSettled(requests);
+    // Closed with everything unread: the kernel answers with a reset.
+    accepted.close();
+    for (const outcome of await within(outcomes)) {
+      assert.equal(outcome.status, "rejected");
+    }
+    assert.ok((await within(a.closed)) instanceof Error, "closed with the write's error");
+  } finally {
+    await a.close();
+  }
+});
+
 Deno.test("FramedConnection.close() fails a pending next() with ConnectionClosedError", async () => {
   await using pair = await framedPair();
   const waiting = pair.a.next(5000);

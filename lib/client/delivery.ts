@@ -215,10 +215,11 @@ export class Delivery {
     const set = this.#mailing.get(key) ?? new Set<Promise<Outcome>>();
     set.add(outcome);
     this.#mailing.set(key, set);
-    void outcome.finally(() => {
+    // The caller awaits the outcome; this copy of it must not fail unobserved.
+    outcome.finally(() => {
       set.delete(outcome);
       if (set.size === 0 && this.#mailing.get(key) === set) this.#mailing.delete(key);
-    });
+    }).catch(() => {});
     return { outcome };
   }
 
@@ -483,12 +484,14 @@ export class Delivery {
       return running.done;
     }
     const line = { again: true, done: Promise.resolve() };
+    // Never fails: callers start lines without waiting. A line stopped by an error (its store
+    // closed by a logout meanwhile, say) leaves its copies owed, as a lost link does.
     line.done = this.serial(member, async () => {
       while (line.again && this.#session.current === session && !this.#ctx.closing) {
         line.again = false;
         await this.#groupLine(session, member);
       }
-    }).finally(() => this.#groupLines.delete(key));
+    }).catch(() => {}).finally(() => this.#groupLines.delete(key));
     this.#groupLines.set(key, line);
     return line.done;
   }

@@ -546,6 +546,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   ): Promise<R> {
     const id = this.#nextId++;
     const reply = Promise.withResolvers<In>();
+    // Awaited below only once the request is written. When the write fails, close() (or the
+    // timer) may already have rejected it: unobserved, that rejection would end the process.
+    reply.promise.catch(() => {});
     this.#pending.set(id, reply);
     const timeoutMs = options.timeoutMs ?? this.#opts.requestTimeoutMs;
     const timer = setTimeout(
