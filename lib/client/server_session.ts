@@ -15,6 +15,7 @@ import {
   TimeoutError,
 } from "../protocol/errors.ts";
 import {
+  HASH_REQUEST_TIMEOUT_MS,
   type LookupResultMessage,
   type ServerMessage,
   USERNAME_PATTERN,
@@ -357,10 +358,11 @@ export class ServerSession {
   /** Sends a request on the control connection (connecting first if needed). */
   async request<R extends ServerMessage>(
     message: { type: string; [k: string]: unknown },
+    options: { timeoutMs?: number } = {},
   ): Promise<R> {
     const fc = await this.#connect();
     try {
-      return await fc.request<R>(message);
+      return await fc.request<R>(message, options);
     } catch (error) {
       if (error instanceof RemoteError) throw new ClientError(error.code, error.message);
       if (error instanceof ConnectionClosedError || error instanceof TimeoutError) {
@@ -447,25 +449,47 @@ export class ServerSession {
     }
   }
 
-  /** Creates an account (and its identity key), then logs in. */
+  /**
+   * Creates an account (and its identity key), then logs in. The keys are written before the
+   * request goes out and kept when no answer comes: the server may have made the account, and
+   * the same signup again (same keys, same password) is then answered as done.
+   */
   async signup(user: string, password: string, serverPort?: number): Promise<void> {
     this.checkName(user);
     if (this.#session) throw new ClientError("ALREADY_LOGGED_IN", "log out first (out)");
     if (serverPort !== undefined) this.#usePort(serverPort);
-    const { identity, pkcs8 } = await Identity.generate();
-    const mailKey = await MailKey.generate();
+    const dir = this.userDir(user);
+    const pending = join(dir, "signup-pending");
+    const { identity, mailKey } = await pendingKeys(pending);
     const mailKeySig = await identity.sign(mailKeyStatement(user, mailKey.publicKey));
     this.#ctx.emit({ type: "info", text: `creating account ${user} on ${this.serverAddress}` });
-    await this.request({
-      type: "signup",
-      user,
-      password,
-      publicKey: identity.publicKey,
-      mailKey: mailKey.publicKey,
-      mailKeySig,
-    });
-    await Identity.save(join(this.userDir(user), "identity.json"), identity.publicKey, pkcs8);
-    await mailKey.save(join(this.userDir(user), "mail-key.json"));
+    // A server that cannot be reached says so as such; only a request sent can be unanswered.
+    await this.#connect();
+    try {
+      await this.request({
+        type: "signup",
+        user,
+        password,
+        publicKey: identity.publicKey,
+        mailKey: mailKey.publicKey,
+        mailKeySig,
+      }, { timeoutMs: HASH_REQUEST_TIMEOUT_MS });
+    } catch (error) {
+      if (error instanceof ClientError && error.code === "SERVER_UNREACHABLE") {
+        throw new ClientError(
+          "SERVER_UNREACHABLE",
+          `no answer from ${this.serverAddress} to the signup of ${user}: the account may ` +
+            `have been made; type the same signup again to finish it`,
+        );
+      }
+      // Kept even when refused: a retry with a mistyped password is refused too, and must
+      // not lose the keys of the account its first try made.
+      throw error;
+    }
+    for (const file of ["identity.json", "mail-key.json"]) {
+      await Deno.rename(join(pending, file), join(dir, file));
+    }
+    await Deno.remove(pending, { recursive: true }).catch(() => {});
     this.#ctx.emit({ type: "signed_up", user });
     await this.login(user, password);
   }
@@ -493,7 +517,7 @@ export class ServerSession {
         password,
         peerPort: this.#host.announcePort(),
         ...(saved ? { lastLogout: Number(saved) } : {}),
-      });
+      }, { timeoutMs: HASH_REQUEST_TIMEOUT_MS });
       if (saved) store.setSetting(LOGOUT_SETTING, undefined);
       const mailKey = await MailKey.load(join(this.userDir(user), "mail-key.json"));
       const session: Session = {
@@ -775,4 +799,19 @@ async function resolveAll(host: string): Promise<string[]> {
   } catch {
     return [host];
   }
+}
+
+/**
+ * The keys of a signup not answered yet: those of an earlier try whose answer was lost, or new
+ * ones, written (owner-only) before the request goes out.
+ */
+async function pendingKeys(dir: string): Promise<{ identity: Identity; mailKey: MailKey }> {
+  const identity = await Identity.load(join(dir, "identity.json"));
+  const mailKey = await MailKey.load(join(dir, "mail-key.json"));
+  if (identity && mailKey) return { identity, mailKey };
+  const made = await Identity.generate();
+  const fresh = await MailKey.generate();
+  await Identity.save(join(dir, "identity.json"), made.identity.publicKey, made.pkcs8);
+  await fresh.save(join(dir, "mail-key.json"));
+  return { identity: made.identity, mailKey: fresh };
 }

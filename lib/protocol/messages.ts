@@ -26,6 +26,12 @@ export const MIN_PASSWORD_LENGTH = 6;
 export const MAX_PASSWORD_LENGTH = 256;
 /** Longest chat message text, in UTF-16 code units (64 KiB of ASCII). */
 export const MAX_TEXT_LENGTH = 64 * 1024;
+/**
+ * How long a client waits for the answer to a signup or login: the server hashes the password
+ * first (scrypt at N=2^17 takes seconds on a busy machine, and requests wait for a free slot),
+ * and turns one away at once with SERVER_BUSY when it could not answer within half this time.
+ */
+export const HASH_REQUEST_TIMEOUT_MS = 60_000;
 export const MAX_CONTACTS = 1000;
 /** Senders listed at most in `hanging_list` and `mail_summary`. */
 export const MAX_MAILBOX_ENTRIES = MAX_CONTACTS * 10;

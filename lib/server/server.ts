@@ -15,6 +15,7 @@ import {
   type ClientMessage,
   ClientToServer,
   encodeMessage,
+  HASH_REQUEST_TIMEOUT_MS,
   MAX_CONTACTS,
   MAX_MAIL_BATCH,
   MAX_MAIL_BATCH_TEXT,
@@ -148,6 +149,12 @@ const EVENT_CONCURRENCY = 4;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
 const HASH_QUEUE_LIMIT = 64;
 /**
+ * The longest wait for a hashing slot the server lets a signup or login start: a client waits
+ * {@link HASH_REQUEST_TIMEOUT_MS} for its answer, and one turned away at once with SERVER_BUSY
+ * knows for sure that nothing was done.
+ */
+const HASH_WAIT_LIMIT_MS = HASH_REQUEST_TIMEOUT_MS / 2;
+/**
  * How long the ids of read mail are kept: a sender's client resends what it had no answer for
  * (the server may have stored it and died before answering), and a resend of mail read in the
  * meantime must not be stored and shown again. As long as a session token lives.
@@ -203,6 +210,8 @@ export class ConfabServer implements AsyncDisposable {
   readonly #signupLimit: RateLimit | undefined;
   #hashing = 0;
   readonly #hashQueue: (() => void)[] = [];
+  /** How long a hash takes here now (moving average, ms): a busy machine takes longer. */
+  #hashMs = 0;
   #acceptLoop: Promise<void>;
   #probeLoop: Promise<void>;
   #serving = new Set<Promise<void>>();
@@ -935,16 +944,21 @@ export class ConfabServer implements AsyncDisposable {
   /** Runs a password hash with bounded concurrency, so a signup flood cannot starve logins. */
   async #withHashSlot<T>(work: () => Promise<T>): Promise<T> {
     if (this.#hashing >= HASH_CONCURRENCY) {
-      if (this.#hashQueue.length >= HASH_QUEUE_LIMIT) {
+      // Turned away now rather than answered after the client gave up waiting.
+      const waitMs = (this.#hashQueue.length + 1) * this.#hashMs / HASH_CONCURRENCY;
+      if (this.#hashQueue.length >= HASH_QUEUE_LIMIT || waitMs > HASH_WAIT_LIMIT_MS) {
         throw new Reply("SERVER_BUSY", "server is busy; try again in a moment");
       }
       await new Promise<void>((resolve) => this.#hashQueue.push(resolve));
     } else {
       this.#hashing++;
     }
+    const started = performance.now();
     try {
       return await work();
     } finally {
+      const took = performance.now() - started;
+      this.#hashMs = this.#hashMs === 0 ? took : 0.8 * this.#hashMs + 0.2 * took;
       const next = this.#hashQueue.shift();
       if (next) next(); // hand our slot on
       else this.#hashing--;
@@ -989,7 +1003,35 @@ export class ConfabServer implements AsyncDisposable {
         `too many signups from ${state.host}; try again in ${Math.ceil(wait / 60_000)} min`,
       );
     }
-    // A taken name costs the same hash as a new account: probing names is as slow as signing up.
+    const taken = new Reply("USER_EXISTS", `the name ${m.user} is taken; pick another`);
+    const existing = await this.store.getUser(m.user);
+    if (existing) {
+      // The same signup again, its answer lost on the way (the client keeps the keys of an
+      // unanswered signup): done already. One hash either way, so probing names is as slow
+      // as signing up; with the account's keys it is a password guess, throttled as a login.
+      const sameKeys = existing.publicKey === m.publicKey && existing.mailKey === m.mailKey;
+      const key = nameKey(m.user);
+      if (sameKeys) {
+        this.#checkThrottle(key, state.host);
+        this.#userThrottle.begin(key);
+        this.#addrThrottle.begin(state.host);
+      }
+      let outcome: "ok" | "failed" | "cancelled" = "cancelled";
+      try {
+        const right = await this.#withHashSlot(() =>
+          verifyPassword(m.password, sameKeys ? existing : undefined, this.#opts.kdf)
+        );
+        if (sameKeys) outcome = right ? "ok" : "failed";
+      } finally {
+        if (sameKeys) {
+          this.#userThrottle.end(key, outcome);
+          this.#addrThrottle.end(state.host, outcome === "ok" ? "cancelled" : outcome);
+        }
+      }
+      if (outcome !== "ok") throw taken;
+      await fc.send({ type: "ok", id: m.id });
+      return;
+    }
     const password = await this.#withHashSlot(() => hashPassword(m.password, this.#opts.kdf));
     const created = await this.store.createUser({
       name: m.user,
@@ -998,9 +1040,7 @@ export class ConfabServer implements AsyncDisposable {
       mailKey: m.mailKey,
       mailKeySig: m.mailKeySig,
     });
-    if (!created) {
-      throw new Reply("USER_EXISTS", `the name ${m.user} is taken; pick another`);
-    }
+    if (!created) throw taken;
     this.#opts.log(`signup: ${m.user} from ${state.host}`);
     await fc.send({ type: "ok", id: m.id });
   }

@@ -80,6 +80,11 @@ abstract class Proxy implements AsyncDisposable {
     }
   }
 
+  /** Closes every connection through the proxy now (what was held is lost); it goes on listening. */
+  cutAll(): void {
+    for (const conn of [...this.#conns]) this.closeConn(conn);
+  }
+
   /** Stops listening, closes every proxied connection and waits for the pumps. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -113,6 +118,9 @@ export class RecordingProxy extends Proxy {
     super();
   }
 
+  /** While true, bytes from the target are recorded but not passed on: answers held back. */
+  holdDown = false;
+
   /** Bytes recorded so far in each direction, over all connections. */
   get byteCounts(): { up: number; down: number } {
     const sum = (chunks: Uint8Array[]) => chunks.reduce((n, c) => n + c.length, 0);
@@ -137,15 +145,20 @@ export class RecordingProxy extends Proxy {
     const record: RecordedConnection = { up: [], down: [] };
     this.connections.push(record);
     await Promise.all([
-      this.#pump(inbound, outbound, record.up),
-      this.#pump(outbound, inbound, record.down),
+      this.#pump(inbound, outbound, record.up, outbound),
+      this.#pump(outbound, inbound, record.down, outbound),
     ]);
     this.closeConn(inbound);
     this.closeConn(outbound);
   }
 
   /** Copies `from` to `to`, recording; passes a half-close on, and a failure as a close. */
-  async #pump(from: Deno.TcpConn, to: Deno.TcpConn, log: Uint8Array[]): Promise<void> {
+  async #pump(
+    from: Deno.TcpConn,
+    to: Deno.TcpConn,
+    log: Uint8Array[],
+    outbound: Deno.TcpConn,
+  ): Promise<void> {
     const buffer = new Uint8Array(64 * 1024);
     try {
       for (;;) {
@@ -153,6 +166,7 @@ export class RecordingProxy extends Proxy {
         if (n === null) break;
         const chunk = buffer.slice(0, n);
         log.push(chunk);
+        if (this.holdDown && from === outbound) continue;
         let offset = 0;
         while (offset < n) offset += await to.write(chunk.subarray(offset));
       }
