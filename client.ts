@@ -190,7 +190,7 @@ const opts = program.opts<{
 }>();
 const peerPort = (program.processedArgs[0] as number | undefined) ?? opts.port ?? 0;
 
-let quit: () => Promise<never> = () => Deno.exit(0);
+let quit: (graceMs?: number) => Promise<never> = () => Deno.exit(0);
 const ui: FrontEnd = opts.json
   ? new JsonFrontEnd()
   : Deno.stdin.isTerminal() && Deno.stdout.isTerminal()
@@ -229,23 +229,46 @@ try {
   Deno.exit(1);
 }
 
+/**
+ * How long a quit waits for the logout and the links to close (a peer that stopped reading can
+ * hold a link's last frame forever); after that it closes the local store and exits anyway.
+ * Asked for by a signal or keys: promptly. At the end of input (a script): more patiently.
+ */
+const QUIT_GRACE_MS = 5_000;
+const END_OF_INPUT_GRACE_MS = 20_000;
+
 let quitting: Promise<never> | undefined;
 /** Logs out, restores the terminal and exits 0: `quit`, Ctrl-C twice, SIGINT/SIGTERM/SIGHUP. */
-quit = () => {
+quit = (graceMs = QUIT_GRACE_MS) => {
   quitting ??= (async () => {
-    await client.close();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const closed = await Promise.race([
+      client.close().then(() => true, () => true),
+      new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), graceMs)),
+    ]);
+    clearTimeout(timer);
+    if (!closed) client.closeNow();
     await ui[Symbol.asyncDispose]();
     Deno.exit(0);
   })();
   return quitting;
 };
+/** A signal during a quit (a second Ctrl-C, an impatient supervisor): exit at once. */
+function onSignal(): void {
+  if (quitting === undefined) {
+    void quit();
+    return;
+  }
+  client.closeNow();
+  void Promise.resolve(ui[Symbol.asyncDispose]()).finally(() => Deno.exit(0));
+}
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   try {
-    Deno.addSignalListener(signal, () => void quit());
+    Deno.addSignalListener(signal, onSignal);
   } catch {
     // Not on Windows (SIGINT still works there).
   }
 }
 
 await runApp(client, ui, names);
-await quit();
+await quit(END_OF_INPUT_GRACE_MS);

@@ -5,61 +5,25 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { befriend, DEADLINE_MS, startServer, TestClient } from "./support/processes.ts";
+import { startServer, TestClient } from "./support/processes.ts";
+import { pairInChat, stallReceiver } from "./support/sockets.ts";
 import { crowd, disposeAll, groupOf, saw } from "./support/groups.ts";
-
-/** Bytes the kernel holds unsent on `pid`'s TCP connections to `port` (ss's Send-Q). */
-async function unsentTo(pid: number, port: number): Promise<number> {
-  const { stdout } = await new Deno.Command("ss", {
-    args: ["-tnpH", "state", "established", `( dport = :${port} )`],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  let bytes = 0;
-  for (const line of new TextDecoder().decode(stdout).split("\n")) {
-    if (!line.includes(`pid=${pid},`)) continue;
-    bytes += Number(line.trim().split(/\s+/)[1] ?? 0);
-  }
-  return bytes;
-}
-
-/** Waits until `pid` has at least `bytes` unsent to `port`: its writes are backed up. */
-async function backedUp(pid: number, port: number, bytes: number): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS;
-  while (await unsentTo(pid, port) < bytes) {
-    if (Date.now() > deadline) {
-      throw new Error(`fewer than ${bytes} bytes waited to be sent (${await unsentTo(pid, port)})`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function peerPortOf(c: TestClient): number {
-  return Number(c.events().find((e) => e.type === "ready")?.peerPort);
-}
 
 async function isRunning(c: TestClient): Promise<boolean> {
   return await Promise.race([c.proc.status.then(() => false), Promise.resolve(true)]);
 }
 
-/** A file of `mib` MiB of random bytes in `dir`. */
-async function bigFile(dir: string, mib: number): Promise<string> {
-  const path = join(dir, "big.bin");
-  using file = await Deno.open(path, { write: true, create: true });
-  const chunk = crypto.getRandomValues(new Uint8Array(65_536));
-  for (let i = 0; i < mib * 16; i++) await file.write(chunk);
-  return path;
-}
-
 /**
- * `victim` stops reading while `sender` sends it a file: the kernel's buffers fill and file
- * chunks wait in the sender's write queue; then `victim` is killed with all that unread, so
- * the kernel resets the connection.
+ * `victim` stops reading while `sender` sends it a file; frames from `texts` wait behind the
+ * chunks; then `victim` is killed with all that unread, so the kernel resets the connection.
  */
-async function resetWhileBackedUp(sender: TestClient, victim: TestClient, texts: TestClient[]) {
-  victim.proc.kill("SIGSTOP");
-  await backedUp(sender.proc.pid, peerPortOf(victim), 1024 * 1024);
-  // Frames queued behind the file's chunks, from every sender.
+async function resetWhileBackedUp(
+  sender: TestClient,
+  victim: TestClient,
+  texts: TestClient[],
+  dir: string,
+): Promise<void> {
+  await stallReceiver(sender, victim, dir);
   for (const [i, c] of texts.entries()) await c.send(`while frozen ${i}`);
   victim.proc.kill("SIGKILL");
   await victim.proc.status;
@@ -76,14 +40,8 @@ Deno.test("a peer reset while a file and messages wait in the 1:1 write queue: t
     await Deno.mkdir(bobHome);
     const bob = await TestClient.start("bob", server, { home: bobHome, args: PEERS });
     try {
-      await alice.signup("alice");
-      await bob.signup("bob");
-      await befriend(alice, bob);
-      await alice.send("chat bob");
-      await alice.event("chat_opened", { with: "bob", online: true });
-      await alice.send(`/s ${await bigFile(dir, 64)}`);
-      await bob.event("transfer_started", { direction: "in" });
-      await resetWhileBackedUp(alice, bob, [alice]);
+      await pairInChat(alice, bob);
+      await resetWhileBackedUp(alice, bob, [alice], dir);
     } finally {
       await bob[Symbol.asyncDispose]();
     }
@@ -116,9 +74,7 @@ Deno.test("a group member reset while a file and messages wait in the others' wr
   try {
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     const group = await groupOf(clients);
-    await alice.send(`/s ${await bigFile(dir, 64)}`);
-    await carol.event("transfer_started", { direction: "in" });
-    await resetWhileBackedUp(alice, carol, [alice, bob]);
+    await resetWhileBackedUp(alice, carol, [alice, bob], dir);
 
     for (const c of [alice, bob]) {
       await saw(c, "group_presence", { group, user: "carol", here: false });

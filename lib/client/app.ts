@@ -114,7 +114,7 @@ function showError(ui: FrontEnd, error: unknown): void {
   });
 }
 
-/** Runs commands until `quit` or the end of input, then closes the client. */
+/** Runs commands until `quit` or the end of input (the caller then closes the client). */
 export async function runApp(
   client: ConfabClient,
   ui: FrontEnd,
@@ -130,7 +130,6 @@ export async function runApp(
       showError(ui, error);
     }
   }
-  await client.close();
 }
 
 function checkPassword(password: string): string {

@@ -135,6 +135,7 @@ export class ConfabClient implements AsyncDisposable {
   /** The contact list as the server last gave it in this session (for `--auto-accept`). */
   #contacts = new Set<string>();
   #closing: Promise<void> | undefined;
+  #closedNow = false;
 
   constructor(options: ClientOptions, emit: EventSink) {
     const servers = "host" in options.server ? [options.server] : [...options.server];
@@ -354,7 +355,7 @@ export class ConfabClient implements AsyncDisposable {
     this.#group = undefined;
     this.#groups?.close();
     this.#groups = undefined;
-    void this.#transfers?.close();
+    this.#transfers?.close().catch(() => {});
     this.#transfers = undefined;
     this.#links.closeAll();
   }
@@ -852,6 +853,20 @@ export class ConfabClient implements AsyncDisposable {
       this.#ctx.emit({ type: "bye" });
     })();
     return this.#closing;
+  }
+
+  /**
+   * Ends everything here and now, without the network: the session is left (its logout time
+   * kept for the next login), links dropped, the local store closed. Everything in the store
+   * was committed as it came, so nothing is lost. For a quit that cannot wait for close().
+   */
+  closeNow(): void {
+    if (this.#closedNow) return;
+    this.#closedNow = true;
+    this.#ctx.beginClose();
+    this.#ctx.abort(new ConnectionClosedError("client is closing"));
+    this.#session.abandon();
+    this.#ctx.emit({ type: "bye" });
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -574,6 +574,19 @@ export class ServerSession {
   }
 
   /**
+   * Ends the session without a word to the server, for a quit that cannot wait for it: the
+   * logout time is kept and sent with the next login, as when the server is away.
+   */
+  abandon(): void {
+    const session = this.#session;
+    if (!session) return;
+    const at = Date.now();
+    session.store.setSetting(LOGOUT_SETTING, String(at));
+    this.end();
+    this.#ctx.emit({ type: "logged_out", user: session.user, savedLocally: true, at });
+  }
+
+  /**
    * Forgets the session: closes links, the store; the server connection stays for reuse.
    * With a reason (the server ended it: replaced, expired), says so as `logged_out`.
    */
