@@ -1,12 +1,14 @@
 /**
  * End to end with real processes: a connection reset by the other side while frames wait in the
  * write queue (the kernel's buffers full) ends that connection only. The client stays up, tells
- * the user, and nothing is lost or doubled.
+ * the user, and nothing is lost or doubled. A client that reads nothing cannot stop the server.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startServer, TestClient } from "./support/processes.ts";
-import { pairInChat, stallReceiver } from "./support/sockets.ts";
+import { befriend, startServer, TestClient } from "./support/processes.ts";
+import { backedUp, pairInChat, stallReceiver } from "./support/sockets.ts";
+import { RawConn } from "./support/raw_conn.ts";
+import { generateKeyPair } from "../lib/crypto/noise.ts";
 import { crowd, disposeAll, groupOf, saw } from "./support/groups.ts";
 
 async function isRunning(c: TestClient): Promise<boolean> {
@@ -97,4 +99,40 @@ Deno.test("a group member reset while a file and messages wait in the others' wr
     await disposeAll(clients);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a client that stops reading cannot take the server down: the liveness check queued behind its unread replies times out and ends its connection only", async () => {
+  await using server = await startServer();
+  await using alice = await TestClient.start("alice", server);
+  {
+    await using mallory = await TestClient.start("mallory", server);
+    await using carol = await TestClient.start("carol", server);
+    await alice.signup("alice");
+    await mallory.signup("mallory");
+    await carol.signup("carol");
+    await befriend(alice, mallory);
+  }
+  // Mail for mallory, so that each `show` of hers is answered with a large batch.
+  await alice.send("chat mallory");
+  await alice.event("chat_opened", { with: "mallory", online: false });
+  for (let i = 0; i < 10; i++) await alice.send(`${i} `.padEnd(60_000, "abcdefgh"));
+  for (let i = 0; i < 10; i++) await alice.event("stored", { to: "mallory" });
+
+  // Mallory asks and asks, and reads nothing: the server's replies back up.
+  await using mallory = await RawConn.login(server.port, "mallory", await generateKeyPair());
+  mallory.pauseReading();
+  for (let i = 0; i < 20; i++) await mallory.send({ type: "show", id: 100 + i, from: "alice" });
+  await backedUp(server.proc.pid, mallory.conn.localAddr.port, 1024 * 1024);
+
+  // Carol says mallory is unreachable: the server checks with a ping (2 s for the answer),
+  // which waits behind all that mallory does not read.
+  await using carol = await RawConn.login(server.port, "carol", await generateKeyPair());
+  assert.equal(
+    (await carol.request({ type: "report_unreachable", id: 2, user: "mallory" })).type,
+    "ok",
+  );
+  await server.proc.out.find((l) => l.includes("mallory does not answer"), "the check of mallory");
+  const list = await carol.request({ type: "contacts", id: 3 });
+  assert.equal(list.type, "contact_list", JSON.stringify(list));
+  assert.equal(await Promise.race([server.proc.status.then(() => "exited"), "running"]), "running");
 });

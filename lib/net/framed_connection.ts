@@ -546,8 +546,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   ): Promise<R> {
     const id = this.#nextId++;
     const reply = Promise.withResolvers<In>();
-    // Awaited below only once the request is written. When the write fails, close() (or the
-    // timer) may already have rejected it: unobserved, that rejection would end the process.
+    // When the write fails first, close() rejects this too, with nobody waiting for it any
+    // more: unobserved, that rejection would end the process.
     reply.promise.catch(() => {});
     this.#pending.set(id, reply);
     const timeoutMs = options.timeoutMs ?? this.#opts.requestTimeoutMs;
@@ -559,7 +559,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     const onAbort = () => reply.reject(options.signal?.reason ?? new Error("aborted"));
     options.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      await this.send({ ...message, id });
+      // The deadline covers the wait to be written too: a request queued behind frames the
+      // other side does not read fails in time (the write stays queued, its failure observed).
+      await Promise.race([this.send({ ...message, id }), reply.promise]);
       const answer = await reply.promise;
       if (answer.type === "error") {
         const e = answer as unknown as { code: ErrorCode; message: string };

@@ -35,6 +35,7 @@ export class RawConn implements AsyncDisposable {
   #changed = Promise.withResolvers<void>();
   readonly #pump: Promise<void>;
   #closed = false;
+  #paused: PromiseWithResolvers<void> | undefined;
   /** Bodies are decoded in order on this chain (decryption is asynchronous). */
   #decoding: Promise<void> = Promise.resolve();
   #session: NoiseSession | undefined;
@@ -194,6 +195,7 @@ export class RawConn implements AsyncDisposable {
     const buffer = new Uint8Array(64 * 1024);
     try {
       for (;;) {
+        if (this.#paused) await this.#paused.promise;
         const n = await this.conn.read(buffer);
         if (n === null) break;
         this.#take(buffer.slice(0, n));
@@ -238,8 +240,22 @@ export class RawConn implements AsyncDisposable {
     this.#changed = Promise.withResolvers<void>();
   }
 
+  /**
+   * Stops reading: what the other side sends piles up in the kernel's buffers, then in its own
+   * write queue, as with a peer that is stuck. (A read already waiting takes one more chunk.)
+   */
+  pauseReading(): void {
+    this.#paused ??= Promise.withResolvers<void>();
+  }
+
+  resumeReading(): void {
+    this.#paused?.resolve();
+    this.#paused = undefined;
+  }
+
   /** Closes the socket and waits for the reader to stop. Idempotent. */
   async close(): Promise<void> {
+    this.resumeReading();
     if (!this.#closed) {
       this.#closed = true;
       try {
