@@ -11,7 +11,11 @@ import {
   type TestServer,
 } from "./support/processes.ts";
 import { crowd, disposeAll, membersAre, meshed, saw } from "./support/groups.ts";
-import { groupHandle } from "../lib/peer/group_state.ts";
+import { join } from "node:path";
+import { createGroup, groupHandle } from "../lib/peer/group_state.ts";
+import { Identity } from "../lib/peer/identity.ts";
+import { CraftedPeer } from "./support/crafted_peer.ts";
+import type { Frame } from "./support/raw_conn.ts";
 
 /** `first` chats with `second`, then adds the rest one by one; everyone ends in the group. */
 async function makeGroup(clients: TestClient[]): Promise<string> {
@@ -36,6 +40,15 @@ async function makeGroup(clients: TestClient[]): Promise<string> {
 function quickToNotice(server: TestServer): Promise<TestClient[]> {
   const fast = { args: ["--peer-timeout", "2"] };
   return crowd(server, ["alice", "bob", "carol"], { alice: fast, bob: fast, carol: fast });
+}
+
+/** Starts and signs up a client for each name (pushed to `clients` as each starts). */
+async function signUp(server: TestServer, names: string[], clients: TestClient[]): Promise<void> {
+  for (const name of names) {
+    const c = await TestClient.start(name, server);
+    clients.push(c);
+    await c.signup(name);
+  }
 }
 
 function messagesIn(client: TestClient, group: string): Event[] {
@@ -319,11 +332,7 @@ Deno.test("members who are not each other's contacts link for the group and talk
   await using server = await startServer();
   const clients: TestClient[] = [];
   try {
-    for (const name of ["alice", "bob", "carol"]) {
-      const c = await TestClient.start(name, server);
-      clients.push(c);
-      await c.signup(name);
-    }
+    await signUp(server, ["alice", "bob", "carol"], clients);
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     // Alice and each of the others are contacts both ways; bob and carol are strangers.
     for (const [a, b] of [[alice, bob], [alice, carol], [bob, alice], [carol, alice]] as const) {
@@ -376,5 +385,62 @@ Deno.test("with the server down, a member back from a freeze links again directl
   } finally {
     await disposeAll(clients);
     await server[Symbol.asyncDispose]();
+  }
+});
+
+/** The next frame of `type` from `peer`, answering pings and passing over everything else. */
+async function frameOf(peer: CraftedPeer, type: string, ms = 20_000): Promise<Frame> {
+  for (const deadline = Date.now() + ms;;) {
+    const frame = await peer.raw.next(undefined, Math.max(1, deadline - Date.now()));
+    if (frame.type === "ping") await peer.send({ type: "pong", id: frame.id });
+    if (frame.type === type) return frame;
+  }
+}
+
+Deno.test("a fellow member who is not a contact cannot pull you into a group of theirs: refused, both told", async () => {
+  await using server = await startServer();
+  const clients: TestClient[] = [];
+  try {
+    await signUp(server, ["alice", "bob", "carol"], clients);
+    const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+    // alice is a contact of both; bob and carol are strangers who share alice's group.
+    await befriend(alice, bob);
+    await befriend(alice, carol);
+    const shared = await makeGroup(clients);
+    const identity = (await Identity.load(join(carol.home, "carol", "identity.json")))!;
+    await carol[Symbol.asyncDispose]();
+    const { peerPort } = bob.events().find((e) => e.type === "ready")! as unknown as {
+      peerPort: number;
+    };
+    // carol, with a client of her own making, links to bob (let in: they share a group) and
+    // sends him the state of a new group of hers, as an invitation.
+    await using peer = await CraftedPeer.dial(peerPort, { me: "carol", to: "bob", identity });
+    const hers = createGroup(["carol", "bob"]);
+    await peer.send({ type: "group_state", group: hers });
+    const refused = await bob.event("error", { code: "NOT_A_CONTACT" });
+    assert.match(
+      String(refused.message),
+      new RegExp(
+        `refused carol's invitation to group ${groupHandle(hers.id)}: only a mutual contact`,
+      ),
+    );
+    assert.deepEqual(await frameOf(peer, "group_refused"), {
+      type: "group_refused",
+      group: hers.id,
+      code: "NOT_A_CONTACT",
+    });
+    // Sent again (as a client does at every link), it is refused without a second notice.
+    await peer.send({ type: "group_state", group: hers });
+    await frameOf(peer, "group_refused");
+    assert.equal(bob.events().filter((e) => e.code === "NOT_A_CONTACT").length, 1);
+    assert.ok(
+      !bob.events().some((e) => e.group === hers.id),
+      "bob never joined carol's group",
+    );
+    // The group they share goes on: alice still reaches bob.
+    await alice.send("still here");
+    await saw(bob, "message", { text: "still here", group: shared, from: "alice" });
+  } finally {
+    await disposeAll(clients);
   }
 });

@@ -405,6 +405,12 @@ const CASES: readonly Case[] = [
     wrongType: ["endpoints", "carol"],
   },
   {
+    name: "GroupRefused",
+    directions: ["PeerToPeer"],
+    example: { type: "group_refused", group: GROUP, code: "NOT_A_CONTACT" },
+    wrongType: ["code", "STRANGER"],
+  },
+  {
     name: "GroupMsg",
     directions: ["PeerToPeer"],
     example: {

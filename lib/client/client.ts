@@ -90,6 +90,7 @@ const PEER_ROUTES: Record<(PeerMessage | BinaryFrame)["type"], PeerRoom | undefi
   group_state: "groups",
   group_sum: "groups",
   group_where: "groups",
+  group_refused: "groups",
   group_msg: "groups",
   msg: "delivery",
   ack: "delivery",
@@ -577,6 +578,7 @@ export class ConfabClient implements AsyncDisposable {
           ? { host: seenAs, port: this.#opts.announcePort ?? this.peerPort }
           : undefined;
       },
+      isContact: (user) => this.#isContact(user),
     });
   }
 
@@ -614,8 +616,17 @@ export class ConfabClient implements AsyncDisposable {
   }
 
   /**
-   * Asks the server for the contact list, for `--auto-accept contacts`. While the server is
-   * away, the last list it gave in this session stands (a file offered then is not asked about).
+   * Whether `user` is a mutual contact, as the server says now (for a file offer with
+   * `--auto-accept contacts`, and a group invitation); while it is away, the last list it gave.
+   */
+  async #isContact(user: string): Promise<boolean> {
+    await this.#refreshContacts();
+    return this.#contacts.has(user.toLowerCase());
+  }
+
+  /**
+   * Asks the server for the (mutual) contact list. While the server is away, the last list it
+   * gave in this session stands (a file offered then is not asked about).
    */
   async #refreshContacts(): Promise<void> {
     try {
@@ -636,10 +647,7 @@ export class ConfabClient implements AsyncDisposable {
       partialDir: join(dir, "partial"),
       maxFileSize: this.#opts.maxFileSize,
       autoAccept: this.#opts.autoAccept,
-      isContact: async (user) => {
-        await this.#refreshContacts();
-        return this.#contacts.has(user.toLowerCase());
-      },
+      isContact: (user) => this.#isContact(user),
       maxPartialBytes: this.#opts.maxPartialBytes,
       keepFreeBytes: this.#opts.keepFreeBytes,
       offerTimeoutMs: this.#opts.offerTimeoutMs,

@@ -59,8 +59,15 @@ export interface GroupHost {
   readonly chatPartner: string | undefined;
   /** Where others can dial me: my address as the server sees it, and my peer port. */
   selfEndpoint(): { host: string; port: number } | undefined;
+  /**
+   * Whether `user` and I are mutual contacts (the server's word; while it is away, the last
+   * list it gave): only they may add me to a group.
+   */
+  isContact(user: string): Promise<boolean>;
 }
 
+/** Refused invitations remembered (so each is told about once); then forgotten at once. */
+const MAX_REFUSALS_KEPT = 256;
 /** How often members compare group checksums on each link. */
 const SUM_INTERVAL_MS = 2_000;
 /** How often away members are considered for a new dial. */
@@ -93,6 +100,8 @@ export class GroupChats {
    * left learns it from this when it talks to me about the group.
    */
   readonly #left = new Map<string, GroupState>();
+  /** Refused invitations already told about (group id and name key). */
+  readonly #refusals = new Set<string>();
   /** Users whose link I announced as up (name keys). */
   readonly #linked = new Set<string>();
   /** When to dial each away member next, and the wait after that (name keys). */
@@ -266,6 +275,9 @@ export class GroupChats {
       case "group_where":
         this.#onWhere(link, m);
         return true;
+      case "group_refused":
+        this.#onRefused(link, m.group);
+        return true;
       default:
         return false;
     }
@@ -343,11 +355,16 @@ export class GroupChats {
         }
         return;
       }
-      this.#left.delete(incoming.id);
     }
     // An invitation: only from a member, and only to a group that has us in it.
     if (!isMember(state, link.user) || !isMember(state, host.user)) return;
     if (!withinLimits(state)) return;
+    // And only from a mutual contact: a fellow member of one group who is not my contact
+    // (linked to me for that group) cannot pull me into groups of theirs.
+    if (!await host.isContact(link.user)) return await this.#refuse(link, state);
+    // Adopted meanwhile (another member's copy came while the server was asked): a merge.
+    if (this.#groups.has(incoming.id)) return await this.#onState(link, incoming);
+    if (left) this.#left.delete(incoming.id);
     this.#adopt(state);
     const partner = host.chatPartner;
     const idle = host.current === undefined && partner === undefined;
@@ -366,6 +383,44 @@ export class GroupChats {
     if (groupChecksum(state) !== groupChecksum(incoming)) {
       await link.fc.send({ type: "group_state", group: state }).catch(() => {});
     }
+  }
+
+  /**
+   * Refuses an invitation from someone who is not a mutual contact, telling both sides (each
+   * once per group and user: an inviter sends its state again at every link).
+   */
+  async #refuse(link: PeerLink, state: GroupState): Promise<void> {
+    if (!this.#toldOnce(state.id, link.user)) {
+      this.#host.emit({
+        type: "error",
+        code: "NOT_A_CONTACT",
+        message: `refused ${link.user}'s invitation to group ${groupHandle(state.id)}: only a ` +
+          `mutual contact can add you to a group (contacts add ${link.user} sends a request)`,
+      });
+    }
+    await link.fc.send({ type: "group_refused", group: state.id, code: "NOT_A_CONTACT" })
+      .catch(() => {});
+  }
+
+  /** A member I invited (or think I did) did not join: we are not mutual contacts. */
+  #onRefused(link: PeerLink, id: string): void {
+    const state = this.#groups.get(id);
+    if (!state || !isMember(state, link.user) || this.#toldOnce(id, link.user)) return;
+    this.#host.emit({
+      type: "error",
+      code: "NOT_A_CONTACT",
+      message: `${link.user} refused to join group ${groupHandle(id)}: you are not mutual ` +
+        `contacts (contacts add ${link.user} sends a request; they must accept)`,
+    });
+  }
+
+  /** False the first time for this group and user, true after (a bounded memory). */
+  #toldOnce(group: string, user: string): boolean {
+    const key = `${group}\n${user.toLowerCase()}`;
+    if (this.#refusals.has(key)) return true;
+    if (this.#refusals.size >= MAX_REFUSALS_KEPT) this.#refusals.clear();
+    this.#refusals.add(key);
+    return false;
   }
 
   /**

@@ -426,6 +426,16 @@ export const GroupWhere = z.strictObject({
   endpoints: z.array(GroupEndpoint).min(1).max(32),
 });
 
+/**
+ * The receiver did not join the group a `group_state` of the sender invited it to: only a
+ * mutual contact may add someone to a group (a fellow member of another group may not).
+ */
+export const GroupRefused = z.strictObject({
+  type: z.literal("group_refused"),
+  group: GroupId,
+  code: z.enum(["NOT_A_CONTACT"]),
+});
+
 // ---- files (peer ↔ peer) -------------------------------------------------------------------
 // The sender offers; the receiver accepts (from an offset, to resume) or rejects; the data
 // follows as binary frames ([0x00][16-byte file id][8-byte offset][bytes]); the sender ends
@@ -612,6 +622,7 @@ export const PeerToPeer = z.discriminatedUnion("type", [
   GroupStateMsg,
   GroupSum,
   GroupWhere,
+  GroupRefused,
   GroupMsg,
   FileOffer,
   FileAccept,
