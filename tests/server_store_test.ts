@@ -585,15 +585,16 @@ storeTest("findSession() refuses a session at or past its maximum age", async (f
 });
 
 storeTest(
-  "rotateSession() replaces a token: same user and login time, bound, the old one in grace",
+  "resume() replaces the token: same user and login time, bound, the old one in grace",
   async (fx) => {
-    await using store = await openWith(fx, ["alice", "bob"]);
+    const { store } = await runningStore(fx);
+    await using _ = store;
+    await signUp(store, ["alice", "bob"]);
     await store.saveSession(token(1), "alice", { now: 10_000 });
     await store.saveSession(token(9), "bob", { now: 10_000 });
-    assert.equal(
-      await store.rotateSession(token(1), token(2), { clientKey: "K", now: 20_000 }),
-      true,
-    );
+    const again = (from: number, to: number, now: number, key = "K") =>
+      store.resume({ ...resumption(from, "a"), newTokenHash: token(to), staticKey: key }, now);
+    assert.equal((await again(1, 2, 20_000))?.user, "alice");
     assert.deepEqual(await store.findSession(token(2), ages(20_001)), {
       user: "alice",
       clientKey: "K",
@@ -603,23 +604,22 @@ storeTest(
     const old = await store.findSession(token(1), ages(20_500));
     assert.deepEqual([old?.replacedAt, old?.clientKey], [20_000, "K"], "bound at first use");
     assert.equal(await store.findSession(token(1), ages(21_000)), undefined, "grace over");
+    // From another client (key), the token is worth nothing, and nothing changes.
+    assert.equal(await again(2, 5, 20_050, "other"), undefined);
+    assert.equal(await store.findSession(token(5), ages(20_051)), undefined);
     // The successor is used: everything older goes; other users keep theirs.
-    assert.equal(
-      await store.rotateSession(token(2), token(3), { clientKey: "K", now: 20_100 }),
-      true,
-    );
+    assert.equal((await again(2, 3, 20_100))?.user, "alice");
     assert.equal(await store.findSession(token(1), ages(20_101)), undefined);
     assert.equal((await store.findSession(token(2), ages(20_101)))?.replacedAt, 20_100);
     assert.equal((await store.findSession(token(9), ages(20_101)))?.user, "bob");
     // The old one again (the new one never reached the client): its unused successor goes.
-    assert.equal(
-      await store.rotateSession(token(2), token(4), { clientKey: "K", now: 20_200 }),
-      true,
-    );
+    assert.equal((await again(2, 4, 20_200))?.user, "alice");
     assert.equal(await store.findSession(token(3), ages(20_201)), undefined);
     assert.equal((await store.findSession(token(2), ages(20_201)))?.replacedAt, 20_100, "kept");
     assert.equal((await store.findSession(token(4), ages(20_201)))?.createdAt, 10_000);
-    assert.equal(await store.rotateSession(token(7), token(8), { clientKey: "K" }), false);
+    // Past its grace, the replaced one is refused.
+    assert.equal(await again(2, 6, 20_100 + 60_000), undefined);
+    assert.equal(await again(7, 8, 20_300), undefined, "unknown");
   },
 );
 
@@ -641,10 +641,13 @@ storeTest("deleteSession() and deleteUserSessions() remove only what they name",
 storeTest(
   "purgeSessions() deletes tokens past their age or their grace, and keeps the rest",
   async (fx) => {
-    await using store = await openWith(fx, ["alice", "bob"]);
+    const { store } = await runningStore(fx);
+    await using _ = store;
+    await signUp(store, ["alice", "bob"]);
     await store.saveSession(token(1), "alice", { now: 1_000 }); // too old
     await store.saveSession(token(2), "bob", { now: 50_000 });
-    await store.rotateSession(token(2), token(3), { clientKey: "K", now: 55_000 }); // 2 replaced
+    const rotated = { ...resumption(2, "b"), newTokenHash: token(3), maxAgeMs: 50_000 };
+    assert.equal((await store.resume(rotated, 55_000))?.user, "bob"); // 2 replaced
     assert.equal(await store.purgeSessions(ages(56_000, 50_000, 1000)), 2);
     assert.equal((await store.findSession(token(3), ages(56_000, 50_000)))?.user, "bob");
     assert.equal(await store.purgeSessions(ages(56_000, 50_000, 1000)), 0);
@@ -860,7 +863,9 @@ storeTest("a resume re-opens its registry row when it attaches", async (fx) => {
 function resumption(seed: number, attach: string, maxAgeMs = 60_000) {
   return {
     tokenHash: token(seed),
+    newTokenHash: token(seed + 100),
     maxAgeMs,
+    graceMs: 1000,
     host: "10.0.0.7",
     peerPort: 4500,
     attach,

@@ -550,6 +550,41 @@ export const MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    // A resume checks and rotates its token and takes the user's place in one call (one round
+    // trip however many clients re-attach at a failover).
+    sqlite: `
+      SELECT 1;
+    `,
+    postgres: `
+      CREATE FUNCTION confab_resume_rotating(p_token BYTEA, p_new_token BYTEA, p_since BIGINT,
+                                             p_replaced_since BIGINT, p_instance TEXT,
+                                             p_attach TEXT, p_host TEXT, p_port INTEGER,
+                                             p_now BIGINT, p_key TEXT)
+      RETURNS TABLE (r_name TEXT, r_seq BIGINT, r_login_at BIGINT) LANGUAGE plpgsql AS $$
+      DECLARE
+        v_user TEXT;
+        v_created BIGINT;
+      BEGIN
+        SELECT s."user", s.created_at INTO v_user, v_created FROM sessions s
+          WHERE s.token_hash = p_token AND s.created_at > p_since
+            AND (s.replaced_at IS NULL OR s.replaced_at > p_replaced_since)
+            AND (s.client_key IS NULL OR s.client_key = p_key)
+          FOR UPDATE;
+        IF NOT FOUND THEN
+          RETURN;
+        END IF;
+        DELETE FROM sessions WHERE "user" = v_user AND token_hash <> p_token;
+        UPDATE sessions SET replaced_at = coalesce(replaced_at, p_now),
+                            client_key = coalesce(client_key, p_key)
+          WHERE token_hash = p_token;
+        INSERT INTO sessions (token_hash, "user", created_at, client_key)
+          VALUES (p_new_token, v_user, v_created, p_key);
+        RETURN QUERY SELECT * FROM confab_resume_keyed(p_new_token, p_since, p_instance,
+                                                       p_attach, p_host, p_port, p_now, p_key);
+      END $$;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

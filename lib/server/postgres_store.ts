@@ -610,28 +610,6 @@ export class PostgresStore implements ServerStore {
     return row && toSession(row);
   }
 
-  async rotateSession(
-    oldHash: Uint8Array,
-    newHash: Uint8Array,
-    options: { clientKey: string; now?: number },
-  ): Promise<boolean> {
-    const now = options.now ?? Date.now();
-    return await this.#sql.begin(async (tx) => {
-      const [old] = await tx<{ user: string; created_at: number }[]>`
-        SELECT "user", created_at FROM sessions WHERE token_hash = ${oldHash} FOR UPDATE`;
-      if (!old) return false;
-      await tx`DELETE FROM sessions WHERE "user" = ${old.user} AND token_hash <> ${oldHash}`;
-      await tx`
-        UPDATE sessions SET replaced_at = coalesce(replaced_at, ${now}),
-                            client_key = coalesce(client_key, ${options.clientKey})
-        WHERE token_hash = ${oldHash}`;
-      await tx`
-        INSERT INTO sessions (token_hash, "user", created_at, client_key)
-        VALUES (${newHash}, ${old.user}, ${old.created_at}, ${options.clientKey})`;
-      return true;
-    });
-  }
-
   async deleteSession(tokenHash: Uint8Array): Promise<void> {
     await this.#sql`DELETE FROM sessions WHERE token_hash = ${tokenHash}`;
   }
@@ -838,9 +816,9 @@ export class PostgresStore implements ServerStore {
 
   async resume(r: Resumption, now = Date.now()): Promise<Resumed | undefined> {
     const [row] = await this.#sql<{ r_name: string; r_seq: number; r_login_at: number }[]>`
-      SELECT r_name, r_seq, r_login_at FROM confab_resume_keyed(${r.tokenHash},
-        ${now - r.maxAgeMs}, ${this.#id}, ${r.attach}, ${r.host}, ${r.peerPort}, ${now},
-        ${r.staticKey})`;
+      SELECT r_name, r_seq, r_login_at FROM confab_resume_rotating(${r.tokenHash},
+        ${r.newTokenHash}, ${now - r.maxAgeMs}, ${now - r.graceMs}, ${this.#id}, ${r.attach},
+        ${r.host}, ${r.peerPort}, ${now}, ${r.staticKey})`;
     return row && { user: row.r_name, registrySeq: row.r_seq, loginAt: row.r_login_at };
   }
 

@@ -1133,25 +1133,17 @@ export class ConfabServer implements AsyncDisposable {
       throw new Reply("ALREADY_LOGGED_IN", `already logged in as ${state.session.user}`);
     }
     this.#checkThrottle("", state.host);
-    const presented = tokenHash(m.token);
-    const found = await this.store.findSession(presented, this.#sessionAges());
-    // A token works only from the client it was given to (its Noise static key): one copied
-    // elsewhere is worth nothing.
-    if (!found || (found.clientKey !== null && found.clientKey !== state.staticKey)) {
-      this.#addrThrottle.fail(state.host);
-      throw new Reply("BAD_TOKEN", "your session has expired; log in again with your password");
-    }
-    // A fresh token at every resume; the presented one dies once the new one is used.
+    // A fresh token at every resume; the presented one dies once the new one is used. The
+    // store checks the token (its age, and the client it was given to: one copied elsewhere is
+    // worth nothing), rotates it and takes the place, in one step.
     const token = randomBytes(32).toString("base64url");
     const hash = tokenHash(token);
-    if (!await this.store.rotateSession(presented, hash, { clientKey: state.staticKey })) {
-      throw new Reply("BAD_TOKEN", "your session has expired; log in again with your password");
-    }
     const attach = crypto.randomUUID();
-    // One step in the store: the token checked, the login row re-opened, the place taken.
     const resumed = await this.store.resume({
-      tokenHash: hash,
+      tokenHash: tokenHash(m.token),
+      newTokenHash: hash,
       maxAgeMs: this.#opts.sessionMaxAgeMs,
+      graceMs: SESSION_GRACE_MS,
       host: state.host,
       peerPort: m.peerPort,
       attach,

@@ -543,32 +543,6 @@ export class SqliteStore implements ServerStore {
     });
   }
 
-  rotateSession(
-    oldHash: Uint8Array,
-    newHash: Uint8Array,
-    options: { clientKey: string; now?: number },
-  ): Promise<boolean> {
-    const now = options.now ?? Date.now();
-    return settle(() =>
-      this.#db.transaction(() => {
-        const old = this.#db.sql("SELECT user, created_at FROM sessions WHERE token_hash = ?")
-          .get(oldHash) as { user: string; created_at: number } | undefined;
-        if (!old) return false;
-        this.#db.sql("DELETE FROM sessions WHERE user = ? AND token_hash <> ?")
-          .run(old.user, oldHash);
-        this.#db.sql(
-          `UPDATE sessions SET replaced_at = coalesce(replaced_at, ?),
-                               client_key = coalesce(client_key, ?)
-           WHERE token_hash = ?`,
-        ).run(now, options.clientKey, oldHash);
-        this.#db.sql(
-          "INSERT INTO sessions (token_hash, user, created_at, client_key) VALUES (?, ?, ?, ?)",
-        ).run(newHash, old.user, old.created_at, options.clientKey);
-        return true;
-      })
-    );
-  }
-
   deleteSession(tokenHash: Uint8Array): Promise<void> {
     return settle(() => {
       this.#db.sql("DELETE FROM sessions WHERE token_hash = ?").run(tokenHash);
@@ -597,10 +571,25 @@ export class SqliteStore implements ServerStore {
     return settle(() =>
       this.#db.transaction(() => {
         const user = this.#db.sql(
-          `SELECT u.name_key, u.name FROM sessions s JOIN users u ON u.name_key = s.user
-           WHERE s.token_hash = ? AND s.created_at > ?`,
-        ).get(r.tokenHash, now - r.maxAgeMs) as { name_key: string; name: string } | undefined;
+          `SELECT u.name_key, u.name, s.created_at FROM sessions s JOIN users u ON u.name_key = s.user
+           WHERE s.token_hash = ? AND s.created_at > ?
+             AND (s.replaced_at IS NULL OR s.replaced_at > ?)
+             AND (s.client_key IS NULL OR s.client_key = ?)`,
+        ).get(r.tokenHash, now - r.maxAgeMs, now - r.graceMs, r.staticKey) as
+          | { name_key: string; name: string; created_at: number }
+          | undefined;
         if (!user) return undefined;
+        // A fresh token; the presented one lives on for its grace, unless its successor is used.
+        this.#db.sql("DELETE FROM sessions WHERE user = ? AND token_hash <> ?")
+          .run(user.name_key, r.tokenHash);
+        this.#db.sql(
+          `UPDATE sessions SET replaced_at = coalesce(replaced_at, ?),
+                               client_key = coalesce(client_key, ?)
+           WHERE token_hash = ?`,
+        ).run(now, r.staticKey, r.tokenHash);
+        this.#db.sql(
+          "INSERT INTO sessions (token_hash, user, created_at, client_key) VALUES (?, ?, ?, ?)",
+        ).run(r.newTokenHash, user.name_key, user.created_at, r.staticKey);
         const latest = this.#db.sql(
           "SELECT seq, login_at FROM registry WHERE user = ? ORDER BY seq DESC LIMIT 1",
         ).get(user.name_key) as { seq: number; login_at: number } | undefined;

@@ -163,10 +163,22 @@ export interface Attachment {
 
 /** A session coming back on a new control connection, by its token (`resume`). */
 export interface Resumption {
-  /** SHA-256 of the session token. */
+  /**
+   * SHA-256 of the session token presented. It is taken if younger than `maxAgeMs`, replaced
+   * (by an earlier resume) less than `graceMs` ago if at all, and not bound to another key than
+   * `staticKey`.
+   */
   tokenHash: Uint8Array;
+  /**
+   * SHA-256 of the token that replaces it (same user, same login time, bound to `staticKey`):
+   * the presented one is marked replaced (if it was not yet), and every other token of the user
+   * — older ones, and a successor that never reached the client — is deleted.
+   */
+  newTokenHash: Uint8Array;
   /** Tokens older than this are refused. */
   maxAgeMs: number;
+  /** A replaced token still works this long. */
+  graceMs: number;
   host: string;
   peerPort: number;
   /** Unique per control connection (see {@link Attachment}). */
@@ -389,17 +401,6 @@ export interface ServerStore extends AsyncDisposable {
    * less than `graceMs` ago.
    */
   findSession(tokenHash: Uint8Array, ages: SessionAges): Promise<SessionRecord | undefined>;
-  /**
-   * Replaces the token `oldHash` by `newHash` (same user, same login time, bound to
-   * `clientKey`), in one transaction: the old one is marked replaced (if it was not yet), and
-   * every other token of that user — older ones, and a successor that never reached the
-   * client — is deleted. Resolves false when `oldHash` is unknown.
-   */
-  rotateSession(
-    oldHash: Uint8Array,
-    newHash: Uint8Array,
-    options: { clientKey: string; now?: number },
-  ): Promise<boolean>;
   deleteSession(tokenHash: Uint8Array): Promise<void>;
   /** Deletes every session token of `user` (but `except`); resolves to how many. */
   deleteUserSessions(user: string, except?: Uint8Array): Promise<number>;
@@ -436,8 +437,9 @@ export interface ServerStore extends AsyncDisposable {
   attach(attachment: Attachment): Promise<void>;
   /**
    * A resume in one step (one round trip to a network database, however many clients come
-   * back at once): checks the token (unknown or too old: undefined, nothing changed), re-opens
-   * the user's latest registry row with the new address (records one when there is none), and
+   * back at once): checks the token (unknown, too old, past its grace or bound to another
+   * key: undefined, nothing changed), replaces it by a new one, re-opens the user's latest
+   * registry row with the new address (records one when there is none), and
    * attaches the user as {@link attach} does. Resolves once committed.
    */
   resume(r: Resumption, now?: number): Promise<Resumed | undefined>;
