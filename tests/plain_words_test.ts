@@ -54,7 +54,12 @@ Deno.test("news about a chat is told in that chat only, and without addresses", 
   try {
     await using alice = plainClient("alice", server, home);
     await plainSignUp(alice, "alice");
-    for (const name of ["bob", "carol"]) await alice.write(`contacts add ${name}`);
+    for (const name of ["bob", "carol"]) {
+      await alice.write(`contacts add ${name}`);
+      // Her request is on the server before they answer it: theirs would be a request else,
+      // and carol could chat before alice accepted.
+      await alice.out.waitFor((l) => l.includes(`request sent to ${name}`), `request to ${name}`);
+    }
     await addContacts([bob, carol], "alice");
     await addContacts([bob], "carol");
     await addContacts([carol], "bob");

@@ -22,6 +22,7 @@ Deno.test("/s takes quoted, escaped, ~ and dragged paths", async () => {
     await using alice = plainClient("alice", server, home, { env: { HOME: dir } });
     await plainSignUp(alice, "alice");
     await alice.write("contacts add bob");
+    await alice.out.waitFor((l) => l.includes("request sent to bob"), "the request");
     await addContacts([bob], "alice");
     await alice.write("chat bob");
     await alice.out.waitFor((l) => l.startsWith("chatting with bob"), "the chat");
