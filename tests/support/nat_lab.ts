@@ -97,9 +97,41 @@ const HOME_LANS = [
   { net: "198.51.100.0/24", router: "198.51.100.1", client: "198.51.100.2" },
 ] as const;
 
+/** True while a process with this id exists (Linux: its /proc entry). */
+function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Deletes the namespaces of labs whose test process is gone (killed before its `finally` ran):
+ * names are `cnl<pid>x<counter>-...`, and a lab is only ever torn down by the process that built
+ * it, so a dead pid's namespaces are nobody's. A live pid's are left alone, even if that pid was
+ * reused by another process since: a leftover is only a leftover, never a collision, because a
+ * new lab's names carry its own (live) pid.
+ */
+export async function sweepStaleLabs(): Promise<string[]> {
+  const out = await new Deno.Command("ip", { args: ["netns", "list"], stderr: "null" }).output()
+    .catch(() => undefined);
+  if (!out?.success) return [];
+  const stale = new TextDecoder().decode(out.stdout).split("\n")
+    .map((line) => line.split(" ")[0]!)
+    .filter((name) => {
+      const pid = /^cnl(\d+)x\d+-/.exec(name)?.[1];
+      return pid !== undefined && Number(pid) !== Deno.pid && !alive(Number(pid));
+    });
+  await teardown(stale);
+  return stale;
+}
+
 /** Builds a lab; tear it down with `await using`. */
 export async function startNatLab(options: LabOptions): Promise<NatLab> {
   if (options.homes.length > HOME_LANS.length) throw new RangeError("at most two homes");
+  await sweepStaleLabs();
   // Short names: interface names are limited to 15 characters, namespace names are not.
   const prefix = `cnl${Deno.pid}x${++labCounter}-`;
   const pub = `${prefix}pub`;
