@@ -18,7 +18,7 @@ import { startLocalPostgres } from "../local_postgres.ts";
 import { LoadGenerators, type LookupStats } from "./load_generators.ts";
 import { benchUser } from "./loadgen_protocol.ts";
 import { prepareServerData } from "./server_data.ts";
-import { clientsFor, freePort, type RunningServer, settledRssKiB, startServer } from "./support.ts";
+import { clientsFor, type RunningServer, settledRssKiB, startServer } from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
 
 const PROBE_USERS = 10;
@@ -99,13 +99,13 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   await lone.proc.stop();
 
   // ---- two instances over PostgreSQL ----------------------------------------------------------
-  const ports = [freePort(), freePort()];
+  // Ports from the OS at listen time (port 0, read from the banner): a port picked beforehand can
+  // be taken by any outgoing connection on the machine before the instance listens on it.
   const instances: RunningServer[] = [];
-  for (const [i, port] of ports.entries()) {
+  for (const i of [0, 1]) {
     instances.push(
       await startServer(ctx.spawn, {
         dataDir: join(dir, `instance-${i}`),
-        port,
         name: `instance-${i + 1}`,
         signal: ctx.signal,
         args: ["--store", url, "--key", keyFile],
