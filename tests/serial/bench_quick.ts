@@ -3,9 +3,10 @@
  * processes, into a temporary directory, and every item must report a number for every metric
  * it declares. Speed goals are not checked here: those are benchmarks, not tests.
  *
- * It lives in tests/serial/, which `deno task test` runs after the parallel suite, alone: a
- * bench shares the machine with nothing of ours. Its deadline is the sum of the items' own
- * limits, so a slow machine makes it slower, never red.
+ * It lives in tests/serial/ under a name that `deno test`'s discovery (`*_test.ts`) does not
+ * match, so the parallel suite never picks it up; `deno task test:serial` names it and runs it
+ * after the parallel suite, alone: a bench shares the machine with nothing of ours. Its deadline
+ * is the sum of the items' own limits, so a slow machine makes it slower, never red.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
