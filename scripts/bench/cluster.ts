@@ -61,9 +61,9 @@ async function attachAndWeigh(
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const n = await clientsFor(ctx.quick ? 300 : 10_000);
+  const n = await clientsFor(ctx.quick ? 150 : 10_000);
   const warm = ctx.quick ? 20 : 300;
-  const mails = ctx.quick ? 500 : 5_000;
+  const mails = ctx.quick ? 200 : 5_000;
   const lookupRate = ctx.quick ? 100 : 250;
   const seconds = ctx.quick ? 1 : 10;
   const dir = await ctx.tempDir("confab-bench-cluster-");

@@ -82,7 +82,7 @@ function sqliteInserts(path: string, rows: number, bodyLength: number): number {
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const n = ctx.quick ? 500 : 20_000;
+  const n = ctx.quick ? 200 : 20_000;
   const dir = await ctx.tempDir("confab-bench-offline-");
   const serverDir = join(dir, "server");
   // The default mailbox holds 10,000 messages per recipient: room for all of them.

@@ -23,7 +23,7 @@ import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.
 const BACK_MS = { quick: 30_000, full: 60_000 };
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const n = await clientsFor(ctx.quick ? 300 : 10_000);
+  const n = await clientsFor(ctx.quick ? 150 : 10_000);
   const backMs = ctx.quick ? BACK_MS.quick : BACK_MS.full;
   const dir = await ctx.tempDir("confab-bench-reattach-");
   ctx.log(`  preparing ${n} users with session tokens`);

@@ -102,9 +102,9 @@ async function fileRate(peer: Peer, bytes: number, signal: AbortSignal): Promise
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const messages = ctx.quick ? 200 : 2_000;
-  const fileBytes = (ctx.quick ? 8 : 128) * 1024 * 1024;
-  const trials = ctx.quick ? 2 : 10;
+  const messages = ctx.quick ? 100 : 2_000;
+  const fileBytes = (ctx.quick ? 4 : 128) * 1024 * 1024;
+  const trials = ctx.quick ? 1 : 10;
   const dir = await ctx.tempDir("confab-bench-relay-");
   const notes: string[] = [];
   let lab: NatLab | undefined;

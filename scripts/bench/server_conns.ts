@@ -47,7 +47,7 @@ function describeGcs(gcs: GcEvent[]): string {
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const n = await clientsFor(ctx.quick ? 300 : 15_000);
+  const n = await clientsFor(ctx.quick ? 150 : 15_000);
   const warm = ctx.quick ? 30 : 500;
   const probeUsers = ctx.quick ? 10 : 20;
   const loadRate = ctx.quick ? 400 : 750;
