@@ -151,26 +151,27 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     : undefined;
   const noPunch = ["--punch", "off"];
 
-  ctx.log("  direct pair");
-  const direct = await pairUp(
-    ctx,
-    ["dira", "dirb"],
-    server,
-    lab ? [{ netns: lab.publicClients[0] }, { netns: lab.publicClients[1] }] : [{}, {}],
-    dir,
-  );
+  // Both pairs are up before either is measured, so they are set up at once.
+  ctx.log("  direct pair and relayed pair");
+  const [direct, relayed] = await Promise.all([
+    pairUp(
+      ctx,
+      ["dira", "dirb"],
+      server,
+      lab ? [{ netns: lab.publicClients[0] }, { netns: lab.publicClients[1] }] : [{}, {}],
+      dir,
+    ),
+    pairUp(
+      ctx,
+      ["rela", "relb"],
+      server,
+      homes
+        ? [{ ...homes[0], args: noPunch }, { ...homes[1], args: noPunch }]
+        : [{ args: noPunch }, { args: [...noPunch, "--announce-port", String(freePort())] }],
+      dir,
+    ),
+  ]);
   if (direct.path !== "direct") throw new Error(`the direct pair is ${direct.path}`);
-
-  ctx.log("  relayed pair");
-  const relayed = await pairUp(
-    ctx,
-    ["rela", "relb"],
-    server,
-    homes
-      ? [{ ...homes[0], args: noPunch }, { ...homes[1], args: noPunch }]
-      : [{ args: noPunch }, { args: [...noPunch, "--announce-port", String(freePort())] }],
-    dir,
-  );
   if (relayed.path !== "relayed") throw new Error(`the relayed pair is ${relayed.path}`);
 
   ctx.log(`  chat round trips: ${messages} per path`);
