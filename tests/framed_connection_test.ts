@@ -13,6 +13,7 @@ import {
   writeAll,
 } from "../lib/net/framed_connection.ts";
 import { exchangeHello, SOFTWARE } from "../lib/net/hello.ts";
+import { memoryPipe, type Transport } from "../lib/net/transport.ts";
 import { sealedSize } from "../lib/net/sealed_frames.ts";
 import {
   ConnectionClosedError,
@@ -516,6 +517,43 @@ Deno.test("FramedConnection.send() refuses a message above maxFrame without writ
   // Nothing half-written: the link still works.
   await pair.a.send({ type: "bye" });
   assert.deepEqual(await within(pair.b.next(2000)), { type: "bye" });
+});
+
+Deno.test("FramedConnection writes small frames queued behind a write together, in order", async () => {
+  const [a, b] = memoryPipe();
+  let writes = 0;
+  const counting: Transport = {
+    path: a.path,
+    localAddr: a.localAddr,
+    remoteAddr: a.remoteAddr,
+    read: (buffer) => a.read(buffer),
+    write: (data) => {
+      writes++;
+      return a.write(data);
+    },
+    closeWrite: () => a.closeWrite(),
+    close: () => a.close(),
+  };
+  await using sender = new FramedConnection<PeerMessage>(counting, {
+    schema: PeerToPeer,
+    replyTypes: ["pong"],
+  });
+  await using receiver = new FramedConnection<PeerMessage>(b, {
+    schema: PeerToPeer,
+    replyTypes: ["pong"],
+  });
+  const got = latch<PeerMessage>(199);
+  receiver.setHandler((m) => got.push(m));
+  // A large frame first, so the small ones queue behind it; one of them also large.
+  const big = (n: number) => ({ ...chat(n), text: "x".repeat(40_000) });
+  const sends = [sender.send(big(1000))];
+  for (let i = 0; i < 198; i++) sends.push(sender.send(i === 100 ? big(i) : chat(i)));
+  await Promise.all(sends);
+  const items = await within(got.done);
+  const seqs = items.map((m) => (m as { seq: number }).seq);
+  assert.deepEqual(seqs, [1000, ...Array(198).keys()]);
+  assert.equal((items[101] as { text: string }).text.length, 40_000);
+  assert.ok(writes < 20, `${writes} writes for 199 frames`);
 });
 
 // ---- hello ---------------------------------------------------------------------------------

@@ -183,7 +183,12 @@ export class Delivery {
     if (this.#session.current !== session) return { outcome: Promise.resolve("queued") };
     const key = m.to.toLowerCase();
     const mailing = this.#mailing.get(key);
-    if (mailing) await Promise.all(mailing);
+    // Known to be away (a lookup of a moment ago, no link): no direct try, so no wait for the
+    // mail before it either. It follows that mail on the control connection, which keeps
+    // their order to the store: a burst to someone away travels pipelined.
+    const away = mailing !== undefined && this.#links.open(m.to) === undefined &&
+      this.#session.knownOffline(m.to);
+    if (mailing && !away) await Promise.all(mailing);
     const unsent = this.#unsent.get(key);
     const place = unsent?.get(m.id) ?? Infinity;
     for (const [id, earlier] of unsent ?? []) {
@@ -193,7 +198,9 @@ export class Delivery {
       }
     }
     this.#underWay.add(m.id);
-    const direct = await this.#deliverDirect(session, m);
+    const direct = away
+      ? { ok: false as const, reason: `${m.to} is offline` }
+      : await this.#deliverDirect(session, m);
     if (direct.ok) {
       this.#settled(m);
       this.#finish(session, m.id, "**");

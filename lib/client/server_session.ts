@@ -693,6 +693,16 @@ export class ServerSession {
     return result;
   }
 
+  /**
+   * Whether a lookup for sending of a moment ago found `user` offline: a burst of messages to
+   * someone away goes to the mailbox without asking again (a presence change drops it).
+   */
+  knownOffline(user: string): boolean {
+    const cached = this.#sendLookups.get(user.toLowerCase());
+    return cached !== undefined && Date.now() - cached.at < SEND_LOOKUP_TTL_MS &&
+      !cached.result.online;
+  }
+
   /** The directory's mail key for `user`, checked: signed by their pinned identity key. */
   async mailKeyOf(user: string): Promise<{ user: string; mailKey: string }> {
     const found = await this.lookupForSend(user);

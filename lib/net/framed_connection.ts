@@ -88,6 +88,29 @@ const INBOX_HIGH_WATER_BYTES = 2 * 1024 * 1024;
 const MAX_OPENING = 8;
 /** Payloads at least this large are written after their header rather than copied into one. */
 const SEPARATE_HEADER_FROM = 16 * 1024;
+/** At most this many bytes of small frames are joined into one write. */
+const BATCH_BYTES = 64 * 1024;
+
+/** Small frames queued behind a write under way, written together when their turn comes. */
+interface WriteBatch {
+  frames: Uint8Array[];
+  /** Their length with headers. */
+  bytes: number;
+  written: Promise<void>;
+}
+
+/** Frames (header and body each) in one buffer of `bytes` bytes. */
+function joinFrames(frames: Uint8Array[], bytes: number): Uint8Array {
+  const out = new Uint8Array(bytes);
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const frame of frames) {
+    view.setUint32(at, frame.length);
+    out.set(frame, at + HEADER_SIZE);
+    at += HEADER_SIZE + frame.length;
+  }
+  return out;
+}
 /** Frames a peer may send while we finish a handshake step; more is a flood. */
 const MAX_HELD_FRAMES = 64;
 /** How long a `path_switch` from the other side may wait for our side of the new path. */
@@ -135,6 +158,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }>();
   #nextId = 1;
   #writeChain: Promise<void> = Promise.resolve();
+  /** The batch of small frames waiting for the write under way, which more may still join. */
+  #openBatch: WriteBatch | undefined;
   /** Frames queued or being written. */
   #writesQueued = 0;
   /** When the last frame was queued (a ping is only needed on a quiet connection). */
@@ -410,17 +435,43 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     } catch (error) {
       return Promise.reject(error);
     }
+    this.#writesQueued++;
+    this.#lastSent = Date.now();
+    const open = this.#openBatch;
+    if (
+      open !== undefined && afterWrite === undefined && sealed.length < SEPARATE_HEADER_FROM &&
+      open.bytes + sealed.length <= BATCH_BYTES
+    ) {
+      // Small frames queued while a write is under way go out together in one write.
+      open.frames.push(sealed);
+      open.bytes += HEADER_SIZE + sealed.length;
+      return open.written.finally(() => this.#writesQueued--);
+    }
     let write: Promise<void>;
-    if (this.#writesQueued === 0) {
+    if (this.#writesQueued === 1) {
       // Nothing ahead of it (the usual case for a chat line): straight to the socket.
+      this.#openBatch = undefined;
       write = this.#writeFrame(sealed);
     } else {
-      write = this.#writeChain.then(() => this.#writeFrame(sealed));
+      const batch: WriteBatch = {
+        frames: [sealed],
+        bytes: HEADER_SIZE + sealed.length,
+        written: Promise.resolve(),
+      };
+      batch.written = this.#writeChain.then(() => {
+        if (this.#openBatch === batch) this.#openBatch = undefined;
+        return batch.frames.length === 1
+          ? this.#writeFrame(sealed)
+          : writeAll(this.#transport, joinFrames(batch.frames, batch.bytes));
+      });
+      // Later small frames join it, unless this one must be written alone (see below).
+      this.#openBatch = afterWrite === undefined && sealed.length < SEPARATE_HEADER_FROM
+        ? batch
+        : undefined;
+      write = batch.written;
     }
     // Runs before anything queued later is written (a path switch moves the writes after it).
     if (afterWrite) write = write.then(afterWrite);
-    this.#writesQueued++;
-    this.#lastSent = Date.now();
     const settled = write.finally(() => this.#writesQueued--);
     this.#writeChain = settled.catch((error) => {
       void this.close(asError(error));

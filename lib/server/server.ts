@@ -125,6 +125,11 @@ interface ConnState {
   host: string;
   /** Settles once the latest `mail_send` on this connection has been handed to the store. */
   mailOrder: Promise<void>;
+  /**
+   * When a `mail_send` on this connection last failed for want of the database. The ones the
+   * client pipelined behind it fail too for a while, so none is stored ahead of it.
+   */
+  mailRefusedAt: number;
   port: number;
   /** base64url Noise static key of this connection's client. */
   staticKey: string;
@@ -146,6 +151,12 @@ const HASH_CONCURRENCY = 2;
 const RESUME_CONCURRENCY = 32;
 /** Store events passed on at once (each may take a query or two). */
 const EVENT_CONCURRENCY = 4;
+/**
+ * After a `mail_send` failed for want of the database, the connection's next ones are refused
+ * for this long: less than the client waits before it sends the outbox again (2 s), more than
+ * a pipelined request takes to arrive.
+ */
+const MAIL_REFUSED_MS = 1_500;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
 const HASH_QUEUE_LIMIT = 64;
 /**
@@ -517,6 +528,7 @@ export class ConfabServer implements AsyncDisposable {
     let loginTimer: ReturnType<typeof setTimeout> | undefined;
     const state: ConnState = {
       mailOrder: Promise.resolve(),
+      mailRefusedAt: -Infinity,
       session: undefined,
       host: conn.remoteAddr.hostname,
       port: conn.remoteAddr.port,
@@ -665,8 +677,11 @@ export class ConfabServer implements AsyncDisposable {
         const previous = state.mailOrder;
         const handed = Promise.withResolvers<void>();
         state.mailOrder = handed.promise;
-        void this.#mailSend(fc, session, m, { previous, handed: handed.resolve })
-          .catch((error) => this.#replyError(fc, m, error))
+        void this.#mailSend(fc, session, m, { previous, handed: handed.resolve, state })
+          .catch((error) => {
+            if (isStoreUnavailable(error)) state.mailRefusedAt = Date.now();
+            return this.#replyError(fc, m, error);
+          })
           .finally(handed.resolve);
         return;
       }
@@ -842,7 +857,7 @@ export class ConfabServer implements AsyncDisposable {
     fc: FramedConnection<ClientMessage>,
     session: Session,
     m: Extract<ClientMessage, { type: "mail_send" }>,
-    order: { previous: Promise<void>; handed: () => void },
+    order: { previous: Promise<void>; handed: () => void; state: ConnState },
   ): Promise<void> {
     const target = await this.store.getUser(m.to);
     if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.to}`);
@@ -855,6 +870,10 @@ export class ConfabServer implements AsyncDisposable {
       );
     }
     await order.previous; // the one before it on this connection is in the store's queue
+    if (Date.now() - order.state.mailRefusedAt < MAIL_REFUSED_MS) {
+      // Sent before the client heard that an earlier one failed: it must not overtake it.
+      throw new Reply("SERVER_BUSY", "an earlier message could not be stored; try again shortly");
+    }
     const stored = this.store.storeMail({
       recipient: target.name,
       sender: session.user,
