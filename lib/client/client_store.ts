@@ -144,6 +144,12 @@ export interface CopyStatus {
   pending: string[];
 }
 
+/** `**` when every member a group message is for has it, else how many have it: `n/m`. */
+export function groupMarkOf(s: CopyStatus): DeliveryMark {
+  if (s.pending.length === 0) return s.have.length > 0 ? "**" : "!";
+  return `${s.have.length}/${s.have.length + s.pending.length}`;
+}
+
 /**
  * '' sending, '*' stored on the server, '**' delivered (in a group: every member has it),
  * '!' failed; `n/m`: a group message that n of its m members have so far.
@@ -223,6 +229,12 @@ export class ClientStore implements Disposable {
   addMessage(entry: HistoryEntry): boolean {
     this.#writeRows();
     return this.#insert(entry);
+  }
+
+  /** {@link addMessage} for several messages in one transaction; for each, whether it was new. */
+  addMessages(entries: HistoryEntry[]): boolean[] {
+    this.#writeRows();
+    return this.#db.transaction(() => entries.map((entry) => this.#insert(entry)));
   }
 
   /**
@@ -433,9 +445,14 @@ export class ClientStore implements Disposable {
   }
 
   #settleMark(msgId: string): void {
-    const s = this.copyStatus(msgId);
-    if (s.pending.length > 0) return;
-    this.setMark(msgId, s.have.length > 0 ? "**" : "!");
+    // Counted, not listed: this runs at every member's ack.
+    const s = this.#db.sql(
+      `SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+              count(*) FILTER (WHERE status = 'acked') AS have
+       FROM group_copies WHERE msg_id = ?`,
+    ).get(msgId) as { pending: number; have: number };
+    if (s.pending > 0) return;
+    this.setMark(msgId, s.have > 0 ? "**" : "!");
   }
 
   /**
@@ -498,9 +515,7 @@ export class ClientStore implements Disposable {
 
   /** `**` when every member it is for has my group message, else how many have it: `n/m`. */
   groupMark(msgId: string): DeliveryMark {
-    const s = this.copyStatus(msgId);
-    if (s.pending.length === 0) return s.have.length > 0 ? "**" : "!";
-    return `${s.have.length}/${s.have.length + s.pending.length}`;
+    return groupMarkOf(this.copyStatus(msgId));
   }
 
   saveGroup(id: string, members: string[], now = Date.now()): void {

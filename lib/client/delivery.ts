@@ -23,7 +23,7 @@ import type { PeerMessage } from "../protocol/messages.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import { sealMail } from "../peer/sealed_mail.ts";
 import { delay } from "../util/time.ts";
-import { type DeliveryMark, groupChat } from "./client_store.ts";
+import { type DeliveryMark, groupChat, groupMarkOf } from "./client_store.ts";
 import { groupHandle } from "../peer/group_state.ts";
 import { type ClientContext, ClientError } from "./context.ts";
 import type { PeerLinks } from "./peer_links.ts";
@@ -558,7 +558,7 @@ export class Delivery {
       type: "group_status",
       id: msgId,
       group,
-      mark: session.store.groupMark(msgId),
+      mark: groupMarkOf(status),
       have: status.have,
       pending: status.pending,
     });

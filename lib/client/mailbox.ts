@@ -66,14 +66,20 @@ export class Mailbox {
         from: sender.user,
       });
       const rejected: string[] = [];
-      for (const m of batch.messages) {
+      const opened: { msgId: string; ts: number; text: string }[] = [];
+      // Opened all at once (the signature checks overlap), then taken in order.
+      const opening = batch.messages.map((m) =>
+        openMail(m.sealed, { user: session.user, mailKey }, {
+          from: batch.from,
+          msgId: m.msgId,
+          ts: m.ts,
+        }, sender.publicKey)
+      );
+      for (const p of opening) p.catch(() => {}); // each is awaited below
+      for (const [i, m] of batch.messages.entries()) {
         let text: string;
         try {
-          text = (await openMail(m.sealed, { user: session.user, mailKey }, {
-            from: batch.from,
-            msgId: m.msgId,
-            ts: m.ts,
-          }, sender.publicKey)).text;
+          text = (await opening[i]!).text;
         } catch (error) {
           if (!(error instanceof MailRejected)) throw error;
           rejected.push(m.msgId);
@@ -84,26 +90,30 @@ export class Mailbox {
           });
           continue;
         }
-        // Shown once, whatever the timing: a message already in history (it came directly, or
-        // a crash before the confirm brought this batch back, or the server delivered an old
-        // one again) is confirmed but not shown again.
-        const fresh = session.store.addMessage({
-          id: m.msgId,
-          chat: batch.from,
-          sender: batch.from,
-          ts: m.ts,
-          text,
-          outgoing: false,
-          mark: "**",
-        });
-        if (!fresh) continue;
+        opened.push({ msgId: m.msgId, ts: m.ts, text });
+      }
+      // The batch in one commit, before any of it is shown or confirmed. Shown once, whatever
+      // the timing: a message already in history (it came directly, or a crash before the
+      // confirm brought this batch back, or the server delivered an old one again) is
+      // confirmed but not shown again.
+      const fresh = session.store.addMessages(opened.map((m) => ({
+        id: m.msgId,
+        chat: batch.from,
+        sender: batch.from,
+        ts: m.ts,
+        text: m.text,
+        outgoing: false,
+        mark: "**",
+      })));
+      for (const [i, m] of opened.entries()) {
+        if (!fresh[i]) continue;
         shown++;
         this.#ctx.emit({
           type: "message",
           id: m.msgId,
           from: batch.from,
           ts: m.ts,
-          text,
+          text: m.text,
           inChat: this.#host.chatWith?.toLowerCase() === batch.from.toLowerCase(),
           via: "server",
         });

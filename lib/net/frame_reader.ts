@@ -24,16 +24,17 @@ export interface ByteSource {
 export class FrameReader {
   readonly #conn: ByteSource;
   readonly #maxBody: number;
-  readonly #buffer = new Uint8Array(READ_AHEAD);
+  readonly #buffer: Uint8Array;
   #start = 0;
   #end = 0;
 
   /** Called whenever bytes arrive (liveness counts bytes, not only whole frames). */
   onBytes: () => void = () => {};
 
-  constructor(conn: ByteSource, maxBody: number) {
+  constructor(conn: ByteSource, maxBody: number, readAhead = READ_AHEAD) {
     this.#conn = conn;
     this.#maxBody = maxBody;
+    this.#buffer = new Uint8Array(Math.max(readAhead, HEADER_SIZE));
   }
 
   /**
