@@ -67,6 +67,29 @@ export interface DeliveryHost {
 const GROUP_BUSY_RETRY_MS = 300;
 const GROUP_SILENT_RETRY_MS = 2_000;
 
+/**
+ * Those waiting for an answer on each link, told "dropped" when it closes: one reaction on the
+ * link's `closed`, not a race against it per message sent (each race would leave a reaction on
+ * it until the link ends).
+ */
+const waitingOn = new WeakMap<PeerLink, Set<(answer: "dropped") => void>>();
+
+/** Calls `tell("dropped")` when `link` closes; returns how to stop waiting. */
+function onDropped(link: PeerLink, tell: (answer: "dropped") => void): () => void {
+  let waiting = waitingOn.get(link);
+  if (!waiting) {
+    const all = new Set<(answer: "dropped") => void>();
+    waiting = all;
+    waitingOn.set(link, all);
+    void link.fc.closed.then(() => {
+      for (const t of all) t("dropped");
+      all.clear();
+    });
+  }
+  waiting.add(tell);
+  return () => waiting.delete(tell);
+}
+
 /** Acks are waited for per peer and message id. */
 function ackKey(user: string, id: string): string {
   return `${user.toLowerCase()}\n${id}`;
@@ -395,25 +418,21 @@ export class Delivery {
     link: PeerLink,
     frame: OutgoingMessage & { id: string },
   ): Promise<LinkAnswer> {
-    const answer = Promise.withResolvers<"ack" | "busy">();
+    // One promise settled by whichever comes first: the answer, the deadline, the link's end.
+    const answer = Promise.withResolvers<LinkAnswer>();
     // Keyed by peer too: a group message has one id and goes to every member at once.
     const key = ackKey(link.user, frame.id);
     this.#acks.set(key, { resolve: answer.resolve });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), this.#ackTimeoutMs);
-    });
+    const timer = setTimeout(() => answer.resolve("timeout"), this.#ackTimeoutMs);
+    const forget = onDropped(link, answer.resolve);
     try {
       await link.fc.send(frame);
-      return await Promise.race([
-        answer.promise,
-        timeout,
-        link.fc.closed.then(() => "dropped" as const),
-      ]);
+      return await answer.promise;
     } catch {
       return "dropped";
     } finally {
       clearTimeout(timer);
+      forget();
       this.#acks.delete(key);
     }
   }

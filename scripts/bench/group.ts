@@ -19,10 +19,12 @@
 import { join } from "node:path";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { BenchGroup, linkAll, LocalClient, relateAll, startClients } from "./clients.ts";
+import { describeSteps, describeTop } from "./cpu_profile.ts";
 import {
   cpuSeconds,
   mean,
   percentile,
+  profiled,
   SETUP_PASSWORD_COST,
   sleep,
   startServer,
@@ -180,9 +182,17 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       idleBench: (idleBench1! - idleBench0!) / idleSeconds,
     });
   }
+  // Where the sender's time goes: more messages to the large group with the profiler on.
+  const profiledCount = ctx.quick ? 20 : 200;
+  const { profiles } = await profiled(
+    [],
+    () => measureGroup(alice, large - 1, profiledCount, sent, ctx.signal),
+    ctx.signal,
+  );
+  sent += profiledCount;
   // Every member printed every message it was sent (the acks said so; this checks the output).
   await Promise.all(group.members.map((m, i) => {
-    const expected = (i === 0 ? directWarmup + direct : 0) +
+    const expected = (i === 0 ? directWarmup + direct : 0) + profiledCount +
       results.reduce((n, r) => n + (i < r.size - 1 ? warmup + count : 0), 0);
     return m.until(() => m.messages >= expected, `${expected} message events`, ctx.signal);
   }));
@@ -270,6 +280,14 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `"unreachable" (and then, told so, left the group) — a defect in lib/client (a duplicate ` +
       `link that ends with an error, not a clean close, is not given the wait for its ` +
       `replacement).`,
+      ...profiles.map((p) =>
+        `Profile of the sender (the bench process, which also reads every member's stdout) ` +
+        `over ${profiledCount} more messages to the ${large}-member group, by step: ${
+          describeSteps(p.breakdown, profiledCount * (large - 1), "member per message")
+        }. Top functions by self time (µs per member per message): ${
+          describeTop(p.breakdown, profiledCount * (large - 1))
+        }.`
+      ),
       `Baseline: ${
         fromChat
           ? `chat-rtt's rtt p50 (${fmt(baseP50)} ms) and p99 (${fmt(baseP99)} ms) from this run`
