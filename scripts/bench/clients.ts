@@ -12,8 +12,9 @@
  */
 import { join } from "node:path";
 import { type ClientOptions, ConfabClient } from "../../lib/client/client.ts";
+import type { ClientError } from "../../lib/client/context.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
-import { abortable, type BenchProcess, clientArgs, type JsonEvent } from "./support.ts";
+import { abortable, type BenchProcess, clientArgs, type JsonEvent, sleep } from "./support.ts";
 import type { BenchContext } from "./types.ts";
 
 export const PASSWORD = "bench-password";
@@ -345,6 +346,8 @@ export async function linkAll(members: ClientProcess[], signal: AbortSignal): Pr
 export class BenchGroup {
   id: string | undefined;
   readonly members: ClientProcess[] = [];
+  /** Setup requests asked again after a timeout (see {@link add}). */
+  setupRetries = 0;
 
   constructor(readonly creator: LocalClient) {}
 
@@ -360,8 +363,19 @@ export class BenchGroup {
   async add(newcomers: ClientProcess[], signal: AbortSignal): Promise<void> {
     const client = this.creator.client;
     for (const member of newcomers) {
-      if (this.members.length === 0) await abortable(client.openChat(member.name), signal);
-      else await abortable(client.addToChat(member.name), signal);
+      for (let attempt = 1;; attempt++) {
+        try {
+          if (this.members.length === 0) await abortable(client.openChat(member.name), signal);
+          else await abortable(client.addToChat(member.name), signal);
+          break;
+        } catch (error) {
+          // A request of the setup that timed out on a saturated machine (the lookup or the
+          // contact list: nobody was added yet) is asked again; what is measured is not this.
+          if ((error as ClientError).code !== "SERVER_UNREACHABLE" || attempt === 3) throw error;
+          this.setupRetries++;
+          await sleep(1_000, signal); // the next request reconnects if the connection went
+        }
+      }
       this.members.push(member);
     }
     if (this.members.length >= 2) this.id ??= [...this.creator.groups.keys()][0];

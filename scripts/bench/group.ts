@@ -288,6 +288,12 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
           describeTop(p.breakdown, profiledCount * (large - 1))
         }.`
       ),
+      ...(group.setupRetries > 0
+        ? [
+          `Setup: ${group.setupRetries} request(s) of the /a steps timed out (the machine ` +
+          `saturated) and were asked again; nobody had been added by them.`,
+        ]
+        : []),
       `Baseline: ${
         fromChat
           ? `chat-rtt's rtt p50 (${fmt(baseP50)} ms) and p99 (${fmt(baseP99)} ms) from this run`
