@@ -153,7 +153,23 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   ];
   for (const size of [small, large]) {
     const m0 = performance.now();
-    await group.add(members.slice(group.members.length, size - 1), ctx.signal);
+    try {
+      await group.add(members.slice(group.members.length, size - 1), ctx.signal);
+    } catch (error) {
+      // What the server said meanwhile is the first clue to a setup that timed out.
+      const troubled = members.filter((m) =>
+        m.proc.out.tail.some((l) => l.includes('"type":"error"') || l.includes("link_down"))
+      ).slice(0, 3);
+      throw new Error(
+        [
+          (error as Error).message,
+          server.proc.describe(),
+          ...troubled.map((m) => m.proc.describe()),
+        ]
+          .join("\n"),
+        { cause: error },
+      );
+    }
     const meshMs = performance.now() - m0;
     ctx.log(`  ${size} members (settled in ${(meshMs / 1000).toFixed(1)} s): ${count} messages`);
     await measureGroup(alice, size - 1, warmup, sent, ctx.signal);
