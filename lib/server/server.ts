@@ -1100,7 +1100,6 @@ export class ConfabServer implements AsyncDisposable {
       throw new Reply("LOGIN_FAILED", "wrong username or password");
     }
     if (needsRehash(user, this.#opts.kdf)) await this.#rehash(user.name, m.password);
-    if (m.lastLogout !== undefined) await this.store.correctLastLogout(user.name, m.lastLogout);
     const token = randomBytes(32).toString("base64url");
     const hash = tokenHash(token);
     // One session per user: tokens of earlier logins (another device, or one that logged out
@@ -1121,6 +1120,14 @@ export class ConfabServer implements AsyncDisposable {
       staticKey: state.staticKey,
       attach: crypto.randomUUID(),
     });
+    // The time a logout was saved while the server was away, once this login closed whatever
+    // row the previous session left open (over several instances, the row of a session whose
+    // instance died stays open until this login takes its place).
+    if (m.lastLogout !== undefined) {
+      await this.store.correctLastLogout(user.name, m.lastLogout).catch((error) => {
+        this.#opts.log(`cannot correct the last logout of ${user.name}: ${asError(error).message}`);
+      });
+    }
     this.#opts.log(`login: ${user.name} from ${state.host}, peer port ${m.peerPort}`);
     await fc.send({
       type: "welcome",
