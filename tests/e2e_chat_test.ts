@@ -1,13 +1,15 @@
 /**
  * End to end with real processes: accounts, contacts, a direct chat both ways, and chats that
- * survive the server going away and coming back.
+ * survive the server going away and coming back. Each runs on one server over SQLite and on two
+ * instances over PostgreSQL, alice on one and bob on the other.
  */
 import assert from "node:assert/strict";
-import { befriend, startServer, TestClient } from "./support/processes.ts";
+import { befriend, TestClient } from "./support/processes.ts";
+import { type Deployment, deployments } from "./support/deployment.ts";
 
-async function pairInChat(server: { port: number }) {
-  const alice = await TestClient.start("alice", server);
-  const bob = await TestClient.start("bob", server);
+async function pairInChat(d: Deployment) {
+  const alice = await TestClient.start("alice", d.at("alice"));
+  const bob = await TestClient.start("bob", d.at("bob"));
   await alice.signup("alice");
   await bob.signup("bob");
   await alice.send("contacts add bob");
@@ -24,9 +26,8 @@ async function pairInChat(server: { port: number }) {
   return { alice, bob };
 }
 
-Deno.test("two clients sign up, add each other and chat both ways directly", async () => {
-  await using server = await startServer();
-  const { alice, bob } = await pairInChat(server);
+deployments.test("two clients sign up, add each other and chat both ways directly", async (d) => {
+  const { alice, bob } = await pairInChat(d);
   await using _a = alice;
   await using _b = bob;
 
@@ -40,18 +41,18 @@ Deno.test("two clients sign up, add each other and chat both ways directly", asy
   await bob.event("delivered", { to: "alice" });
 
   // The server only brokered: it never saw the texts.
-  const serverLog = server.proc.out.lines.join("\n");
-  assert.ok(!serverLog.includes("hello bob"));
+  for (const server of d.servers) {
+    assert.ok(!server.proc.out.lines.join("\n").includes("hello bob"));
+  }
 
   await alice.send("/q");
   await alice.event("chat_closed", { with: "bob" });
   await bob.event("peer_left", { user: "alice" });
 });
 
-Deno.test("a message to a user who is not in the chat arrives as a notice", async () => {
-  await using server = await startServer();
-  await using alice = await TestClient.start("alice", server);
-  await using bob = await TestClient.start("bob", server);
+deployments.test("a message to a user who is not in the chat arrives as a notice", async (d) => {
+  await using alice = await TestClient.start("alice", d.at("alice"));
+  await using bob = await TestClient.start("bob", d.at("bob"));
   await alice.signup("alice");
   await bob.signup("bob");
   await befriend(alice, bob);
@@ -62,44 +63,42 @@ Deno.test("a message to a user who is not in the chat arrives as a notice", asyn
   assert.equal(notice.inChat, false);
 });
 
-Deno.test("chats go on when the server leaves with esc, and clients re-attach when it is back", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
-  try {
-    const first = await startServer({ dataDir });
-    const { alice, bob } = await pairInChat(first);
-    await using _a = alice;
-    await using _b = bob;
+deployments.test("chats go on when the server leaves with esc, and clients re-attach when it is back", async (d) => {
+  const { alice, bob } = await pairInChat(d);
+  await using _a = alice;
+  await using _b = bob;
 
-    const status = await first.esc();
-    assert.equal(status.code, 0);
-    await first[Symbol.asyncDispose]();
-    await alice.event("server_closing");
-    await alice.event("server_lost");
-    await bob.event("server_lost");
+  for (const status of await d.esc()) assert.equal(status.code, 0);
+  await alice.event("server_closing");
+  await alice.event("server_lost");
+  await bob.event("server_lost");
 
-    // The server is down: messages still go peer to peer, both ways.
-    await alice.send("still here without the server");
-    await bob.event("message", { from: "alice", text: "still here without the server" });
-    await bob.send("me too");
-    await alice.event("message", { from: "bob", text: "me too" });
+  // The server is down: messages still go peer to peer, both ways.
+  await alice.send("still here without the server");
+  await bob.event("message", { from: "alice", text: "still here without the server" });
+  await bob.send("me too");
+  await alice.event("message", { from: "bob", text: "me too" });
 
-    // Back on the same port: both clients re-attach with their session tokens.
-    await using second = await startServer({ dataDir, port: first.port });
-    await alice.event("server_back", { resumed: true });
-    await bob.event("server_back", { resumed: true });
-    await second.proc.out.find((l) => l.includes("resume: alice"), "alice resumed");
-    await second.proc.out.find((l) => l.includes("resume: bob"), "bob resumed");
-    assert.ok(!second.proc.out.lines.some((l) => l.includes("login: ")), "no password login");
-
-    // And the directory works again: contacts with presence.
-    await alice.send("/q");
-    await alice.event("chat_closed");
-    await alice.send("contacts");
-    const list = await alice.event("contacts");
-    assert.deepEqual(list.contacts, [{ user: "bob", online: true }]);
-    await second.proc.write("list");
-    await second.proc.out.waitFor((l) => /^bob\*\d\d:\d\d:\d\d\*\d+$/.test(l), "bob in list");
-  } finally {
-    await Deno.remove(dataDir, { recursive: true });
+  // Back on the same ports: both clients re-attach with their session tokens.
+  await d.start();
+  await alice.event("server_back", { resumed: true });
+  await bob.event("server_back", { resumed: true });
+  await d.at("alice").proc.out.find((l) => l.includes("resume: alice"), "alice resumed");
+  await d.at("bob").proc.out.find((l) => l.includes("resume: bob"), "bob resumed");
+  for (const server of d.servers) {
+    assert.ok(!server.proc.out.lines.some((l) => l.includes("login: ")), "no password login");
   }
+
+  // And the directory works again: contacts with presence.
+  await alice.send("/q");
+  await alice.event("chat_closed");
+  await alice.send("contacts");
+  const list = await alice.event("contacts");
+  assert.deepEqual(list.contacts, [{ user: "bob", online: true }]);
+  // The console lists bob, on alice's instance too (with the instance he is on, in a cluster).
+  const operator = d.at("alice").proc;
+  await operator.write("list");
+  const where = d.shared ? `\\*${d.at("bob").address.replaceAll(".", "\\.")}` : "";
+  const listed = new RegExp(`^bob\\*\\d\\d:\\d\\d:\\d\\d\\*\\d+${where}$`);
+  await operator.out.waitFor((l) => listed.test(l), "bob in list");
 });

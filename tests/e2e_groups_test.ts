@@ -1,15 +1,12 @@
 /**
  * Group chats over a full peer mesh, with real processes: delivery to every member once and
- * in order, convergence of concurrent adds, crash and freeze detection, history and search.
+ * in order, convergence of concurrent adds, crash and freeze detection, history and search. Each
+ * runs on one server over SQLite and on two instances over PostgreSQL, the members spread over
+ * both.
  */
 import assert from "node:assert/strict";
-import {
-  befriend,
-  type Event,
-  startServer,
-  TestClient,
-  type TestServer,
-} from "./support/processes.ts";
+import { befriend, type Event, TestClient } from "./support/processes.ts";
+import { type Deployment, deployments } from "./support/deployment.ts";
 import { crowd, disposeAll, membersAre, meshed, saw } from "./support/groups.ts";
 import { join } from "node:path";
 import { createGroup, groupHandle } from "../lib/peer/group_state.ts";
@@ -37,15 +34,18 @@ async function makeGroup(clients: TestClient[]): Promise<string> {
 }
 
 /** alice, bob and carol, each declaring a silent peer gone after 2 s. */
-function quickToNotice(server: TestServer): Promise<TestClient[]> {
+function quickToNotice(d: Deployment): Promise<TestClient[]> {
   const fast = { args: ["--peer-timeout", "2"] };
-  return crowd(server, ["alice", "bob", "carol"], { alice: fast, bob: fast, carol: fast });
+  return crowd(d, ["alice", "bob", "carol"], { alice: fast, bob: fast, carol: fast });
 }
 
-/** Starts and signs up a client for each name (pushed to `clients` as each starts). */
-async function signUp(server: TestServer, names: string[], clients: TestClient[]): Promise<void> {
+/**
+ * Starts and signs up a client for each name, on the instance the deployment puts them on
+ * (pushed to `clients` as each starts).
+ */
+async function signUp(d: Deployment, names: string[], clients: TestClient[]): Promise<void> {
   for (const name of names) {
-    const c = await TestClient.start(name, server);
+    const c = await TestClient.start(name, d.at(name));
     clients.push(c);
     await c.signup(name);
   }
@@ -55,9 +55,8 @@ function messagesIn(client: TestClient, group: string): Event[] {
   return client.events().filter((e) => e.type === "message" && e.group === group);
 }
 
-Deno.test("three members: each message reaches the other two once, in order per author", async () => {
-  await using server = await startServer();
-  const clients = await crowd(server, ["alice", "bob", "carol"]);
+deployments.test("three members: each message reaches the other two once, in order per author", async (d) => {
+  const clients = await crowd(d, ["alice", "bob", "carol"]);
   try {
     const group = await makeGroup(clients);
     const texts = (author: string) => [1, 2, 3, 4, 5].map((i) => `${author} says ${i}`);
@@ -107,9 +106,8 @@ Deno.test("three members: each message reaches the other two once, in order per 
   }
 });
 
-Deno.test("five members with two concurrent adds converge to one member list", async () => {
-  await using server = await startServer();
-  const clients = await crowd(server, ["ann", "ben", "cat", "dan", "eve"]);
+deployments.test("five members with two concurrent adds converge to one member list", async (d) => {
+  const clients = await crowd(d, ["ann", "ben", "cat", "dan", "eve"]);
   try {
     const [ann, ben, cat, dan, eve] = clients as [
       TestClient,
@@ -131,9 +129,8 @@ Deno.test("five members with two concurrent adds converge to one member list", a
   }
 });
 
-Deno.test("kill -9 of a member: it stays a member, is away within a second, and catches up inside the group after a restart", async () => {
-  await using server = await startServer();
-  const clients = await crowd(server, ["alice", "bob", "carol"]);
+deployments.test("kill -9 of a member: it stays a member, is away within a second, and catches up inside the group after a restart", async (d) => {
+  const clients = await crowd(d, ["alice", "bob", "carol"]);
   try {
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     const group = await makeGroup(clients);
@@ -157,7 +154,7 @@ Deno.test("kill -9 of a member: it stays a member, is away within a second, and 
     // gets what she missed as group messages, once, in order.
     const home = carol.home;
     await carol.proc[Symbol.asyncDispose]();
-    await using carol2 = await TestClient.start("carol", server, { home });
+    await using carol2 = await TestClient.start("carol", d.at("carol"), { home });
     await carol2.login("carol");
     await carol2.event("group_rejoined", { group, members: ["alice", "bob", "carol"] });
     await saw(carol2, "message", { text: "still here", group, from: "alice" });
@@ -183,9 +180,8 @@ Deno.test("kill -9 of a member: it stays a member, is away within a second, and 
   }
 });
 
-Deno.test("a frozen member is away within the bound, is back on its own on waking, gets what it missed, and what it typed while frozen goes out once", async () => {
-  await using server = await startServer();
-  const clients = await quickToNotice(server);
+deployments.test("a frozen member is away within the bound, is back on its own on waking, gets what it missed, and what it typed while frozen goes out once", async (d) => {
+  const clients = await quickToNotice(d);
   try {
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     const group = await makeGroup(clients);
@@ -218,9 +214,8 @@ Deno.test("a frozen member is away within the bound, is back on its own on wakin
   }
 });
 
-Deno.test("a member who leaves while another is away: the absent one learns it when back", async () => {
-  await using server = await startServer();
-  const clients = await crowd(server, ["alice", "bob", "carol"]);
+deployments.test("a member who leaves while another is away: the absent one learns it when back", async (d) => {
+  const clients = await crowd(d, ["alice", "bob", "carol"]);
   try {
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     const group = await makeGroup(clients);
@@ -245,10 +240,9 @@ Deno.test("a member who leaves while another is away: the absent one learns it w
   }
 });
 
-Deno.test("adding an offline, unknown or non-contact user is refused and the group is unchanged", async () => {
-  await using server = await startServer();
-  const clients = await crowd(server, ["alice", "bob", "carol"]);
-  const dave = await TestClient.start("dave", server);
+deployments.test("adding an offline, unknown or non-contact user is refused and the group is unchanged", async (d) => {
+  const clients = await crowd(d, ["alice", "bob", "carol"]);
+  const dave = await TestClient.start("dave", d.at("dave"));
   try {
     await dave.signup("dave");
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
@@ -257,10 +251,13 @@ Deno.test("adding an offline, unknown or non-contact user is refused and the gro
     await dave.event("logged_out");
     const group = await makeGroup(clients);
     await alice.send("/a dave");
-    assert.match(String((await alice.event("error")).message), /dave is offline; nobody was added/);
+    assert.match(
+      String((await alice.event("error")).message),
+      /dave is offline; nobody was added/,
+    );
     await alice.send("/a nobody");
     assert.match(String((await alice.event("error")).message), /no user named nobody/);
-    const eve = await TestClient.start("eve", server);
+    const eve = await TestClient.start("eve", d.at("eve"));
     await eve.signup("eve");
     await alice.send("/a eve");
     assert.match(String((await alice.event("error")).message), /not in your contacts/);
@@ -278,10 +275,9 @@ Deno.test("adding an offline, unknown or non-contact user is refused and the gro
   }
 });
 
-Deno.test("history survives a restart with its marks, and search finds a word from a group chat", async () => {
-  await using server = await startServer();
+deployments.test("history survives a restart with its marks, and search finds a word from a group chat", async (d) => {
   const homes: string[] = [];
-  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  const clients = await crowd(d, ["alice", "bob", "carol"]);
   try {
     const [alice, bob] = clients as [TestClient, TestClient, TestClient];
     homes.push(alice.home);
@@ -298,7 +294,7 @@ Deno.test("history survives a restart with its marks, and search finds a word fr
     // Restart bob on the same home.
     const home = bob.home;
     await bob.proc[Symbol.asyncDispose]();
-    await using bob2 = await TestClient.start("bob", server, { home });
+    await using bob2 = await TestClient.start("bob", d.at("bob"), { home });
     await bob2.login("bob");
     await bob2.send("history alice");
     const history = await bob2.event("history", { chat: "alice" });
@@ -328,11 +324,10 @@ Deno.test("history survives a restart with its marks, and search finds a word fr
   }
 });
 
-Deno.test("members who are not each other's contacts link for the group and talk, also after one restarts", async () => {
-  await using server = await startServer();
+deployments.test("members who are not each other's contacts link for the group and talk, also after one restarts", async (d) => {
   const clients: TestClient[] = [];
   try {
-    await signUp(server, ["alice", "bob", "carol"], clients);
+    await signUp(d, ["alice", "bob", "carol"], clients);
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     // Alice and each of the others are contacts both ways; bob and carol are strangers.
     for (const [a, b] of [[alice, bob], [alice, carol], [bob, alice], [carol, alice]] as const) {
@@ -347,7 +342,7 @@ Deno.test("members who are not each other's contacts link for the group and talk
     // Carol restarts (a new peer port): bob reaches her again through what the group tells.
     const home = carol.home;
     await carol.proc[Symbol.asyncDispose]();
-    await using carol2 = await TestClient.start("carol", server, { home });
+    await using carol2 = await TestClient.start("carol", d.at("carol"), { home });
     await carol2.login("carol");
     await carol2.event("group_rejoined", { group });
     await saw(carol2, "link_up", { user: "bob" }, 20_000);
@@ -358,13 +353,12 @@ Deno.test("members who are not each other's contacts link for the group and talk
   }
 });
 
-Deno.test("with the server down, a member back from a freeze links again directly and catches up", async () => {
-  const server = await startServer();
-  const clients = await quickToNotice(server);
+deployments.test("with the server down, a member back from a freeze links again directly and catches up", async (d) => {
+  const clients = await quickToNotice(d);
   try {
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     const group = await makeGroup(clients);
-    await server[Symbol.asyncDispose]();
+    await d.killAll();
     for (const c of clients) await c.event("server_lost");
     carol.proc.kill("SIGSTOP");
     await alice.event("group_presence", { group, user: "carol", here: false }, 10_000);
@@ -384,7 +378,6 @@ Deno.test("with the server down, a member back from a freeze links again directl
     }
   } finally {
     await disposeAll(clients);
-    await server[Symbol.asyncDispose]();
   }
 });
 
@@ -397,11 +390,10 @@ async function frameOf(peer: CraftedPeer, type: string, ms = 20_000): Promise<Fr
   }
 }
 
-Deno.test("a fellow member who is not a contact cannot pull you into a group of theirs: refused, both told", async () => {
-  await using server = await startServer();
+deployments.test("a fellow member who is not a contact cannot pull you into a group of theirs: refused, both told", async (d) => {
   const clients: TestClient[] = [];
   try {
-    await signUp(server, ["alice", "bob", "carol"], clients);
+    await signUp(d, ["alice", "bob", "carol"], clients);
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
     // alice is a contact of both; bob and carol are strangers who share alice's group.
     await befriend(alice, bob);

@@ -1,30 +1,30 @@
 /**
  * Offline mail end to end, with real processes: messages for users who are away wait on the
- * server, survive crashes of the server and of the reader, and come back as read receipts.
+ * server, survive crashes of the server and of the reader, and come back as read receipts. Each
+ * runs on one server over SQLite and on two instances over PostgreSQL, alice on one and bob on
+ * the other.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { makeVersion2File } from "./support/store_backends.ts";
-import { SQLITE_FILE } from "../lib/server/sqlite_store.ts";
 import { dateTime } from "../lib/util/time.ts";
 import { CutProxy } from "../scripts/soak/proxy.ts";
-import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
+import { type Deployment, deployments } from "./support/deployment.ts";
+import { type Event, TestClient } from "./support/processes.ts";
 
 type Homes = Record<string, string>;
 
 /** Signs users up, each with the given contacts, then quits them all. Returns their homes. */
-async function makeUsers(server: TestServer, contacts: Record<string, string[]>): Promise<Homes> {
+async function makeUsers(d: Deployment, contacts: Record<string, string[]>): Promise<Homes> {
   const homes: Homes = {};
   for (const user of Object.keys(contacts)) {
     homes[user] = await Deno.makeTempDir({ prefix: `confab-${user}-` });
-    await using c = await TestClient.start(user, server, { home: homes[user] });
+    await using c = await TestClient.start(user, d.at(user), { home: homes[user] });
     await c.signup(user);
   }
   // Contacts in a second pass: every account exists by now.
   for (const [user, list] of Object.entries(contacts)) {
     if (list.length === 0) continue;
-    await using c = await TestClient.start(user, server, { home: homes[user] });
+    await using c = await TestClient.start(user, d.at(user), { home: homes[user] });
     await c.login(user);
     for (const contact of list) {
       await c.send(`contacts add ${contact}`);
@@ -50,13 +50,34 @@ async function sendStored(client: TestClient, texts: string[]): Promise<Event[]>
   return sent;
 }
 
-/** Signs users up (see makeUsers) on a server that stops again; for tests that restart it. */
+/** Signs users up (see makeUsers), then the server stops; for tests that start it again. */
 async function usersOnStoppedServer(
+  d: Deployment,
   contacts: Record<string, string[]>,
-): Promise<{ dataDir: string; port: number; homes: Homes }> {
-  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
-  await using setup = await startServer({ dataDir });
-  return { dataDir, port: setup.port, homes: await makeUsers(setup, contacts) };
+): Promise<Homes> {
+  const homes = await makeUsers(d, contacts);
+  await d.killAll();
+  return homes;
+}
+
+/** `user`'s client, from its home on its instance, logged in and in a chat with `peer`. */
+async function inChat(
+  d: Deployment,
+  homes: Homes,
+  user: string,
+  peer: string,
+  match: { online?: boolean } = {},
+): Promise<TestClient> {
+  const client = await TestClient.start(user, d.at(user), { home: homes[user] });
+  try {
+    await client.login(user);
+    await client.send(`chat ${peer}`);
+    await client.event("chat_opened", { with: peer, ...match });
+  } catch (error) {
+    await client[Symbol.asyncDispose]();
+    throw error;
+  }
+  return client;
 }
 
 /** `history <chat>` as `text` (and `mark`) strings, oldest first. */
@@ -72,30 +93,22 @@ async function hangingOf(client: TestClient): Promise<Event[]> {
   return (await client.event("hanging")).entries as Event[];
 }
 
-Deno.test("messages for an offline user wait on the server: hanging counts, show delivers in order, receipts", async () => {
-  await using server = await startServer();
-  const homes = await makeUsers(server, {
+deployments.test("messages for an offline user wait on the server: hanging counts, show delivers in order, receipts", async (d) => {
+  const homes = await makeUsers(d, {
     alice: ["bob"],
     carol: ["bob"],
     bob: ["alice", "carol"],
   });
   try {
-    await using alice = await TestClient.start("alice", server, { home: homes.alice });
-    await alice.login("alice");
-    await alice.send("chat bob");
-    const opened = await alice.event("chat_opened", { with: "bob" });
-    assert.equal(opened.online, false);
+    await using alice = await inChat(d, homes, "alice", "bob", { online: false });
     const fromAlice = await sendStored(alice, ["one", "two", "three"]);
 
-    const carol = await TestClient.start("carol", server, { home: homes.carol });
-    await carol.login("carol");
-    await carol.send("chat bob");
-    await carol.event("chat_opened", { with: "bob" });
+    const carol = await inChat(d, homes, "carol", "bob");
     const fromCarol = await sendStored(carol, ["hello from carol", "are you there?"]);
     // Carol goes away before bob reads: her receipt must wait for her next login.
     await carol[Symbol.asyncDispose]();
 
-    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
     await bob.login("bob");
     const summary = await bob.event("mail_summary");
     assert.deepEqual(summary.entries, [
@@ -132,7 +145,7 @@ Deno.test("messages for an offline user wait on the server: hanging counts, show
     await bob.event("shown", { from: "carol", count: 2 });
 
     // Carol's receipts waited on the server for her next login.
-    await using carol2 = await TestClient.start("carol", server, { home: homes.carol });
+    await using carol2 = await TestClient.start("carol", d.at("carol"), { home: homes.carol });
     await carol2.login("carol");
     const late = await carol2.event("read", { by: "bob" });
     assert.deepEqual(new Set(late.ids as string[]), new Set(fromCarol.map((s) => s.id)));
@@ -141,22 +154,16 @@ Deno.test("messages for an offline user wait on the server: hanging counts, show
   }
 });
 
-Deno.test("pending messages survive kill -9 of the server and are shown once", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
-  const first = await startServer({ dataDir });
-  const homes = await makeUsers(first, { alice: ["bob"], bob: ["alice"] });
+deployments.test("pending messages survive kill -9 of the server and are shown once", async (d) => {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
   try {
     {
-      await using alice = await TestClient.start("alice", first, { home: homes.alice });
-      await alice.login("alice");
-      await alice.send("chat bob");
-      await alice.event("chat_opened", { with: "bob" });
+      await using alice = await inChat(d, homes, "alice", "bob");
       await sendStored(alice, ["kept 1", "kept 2"]);
-      first.proc.kill("SIGKILL");
-      await first[Symbol.asyncDispose]();
+      await d.killAll();
     }
-    await using second = await startServer({ dataDir, port: first.port });
-    await using bob = await TestClient.start("bob", second, { home: homes.bob });
+    await d.start();
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
     await bob.login("bob");
     await bob.send("show alice");
     await bob.event("message", { text: "kept 1" });
@@ -166,24 +173,19 @@ Deno.test("pending messages survive kill -9 of the server and are shown once", a
     assert.equal((await bob.event("shown", { from: "alice" })).count, 0, "gone once confirmed");
   } finally {
     await removeHomes(homes);
-    await Deno.remove(dataDir, { recursive: true });
   }
 });
 
-Deno.test("a reader killed during show is not shown the messages twice, and history holds each once", async () => {
-  await using server = await startServer();
-  const homes = await makeUsers(server, { alice: ["bob"], bob: ["alice"] });
+deployments.test("a reader killed during show is not shown the messages twice, and history holds each once", async (d) => {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
   try {
     {
-      await using alice = await TestClient.start("alice", server, { home: homes.alice });
-      await alice.login("alice");
-      await alice.send("chat bob");
-      await alice.event("chat_opened", { with: "bob" });
+      await using alice = await inChat(d, homes, "alice", "bob");
       await sendStored(alice, ["first", "second"]);
     }
     {
       // This client kills itself (SIGKILL) after storing the batch, before confirming it.
-      await using bob = await TestClient.start("bob", server, {
+      await using bob = await TestClient.start("bob", d.at("bob"), {
         home: homes.bob,
         env: { CONFAB_FAULT: "crash-before-mail-confirm" },
       });
@@ -192,7 +194,7 @@ Deno.test("a reader killed during show is not shown the messages twice, and hist
       const status = await bob.proc.exited();
       assert.equal(status.signal, "SIGKILL");
     }
-    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
     await bob.login("bob");
     assert.equal((await hangingOf(bob))[0]!.count, 2);
     // They were stored (and shown) before the crash: confirmed now, not shown again.
@@ -209,16 +211,13 @@ Deno.test("a reader killed during show is not shown the messages twice, and hist
   }
 });
 
-Deno.test("a resend of mail stored just before a server crash and read since is not stored or shown again", async () => {
-  const { dataDir, port, homes } = await usersOnStoppedServer({ alice: ["bob"], bob: ["alice"] });
+deployments.test("a resend of mail stored just before a server crash and read since is not stored or shown again", async (d) => {
+  const homes = await usersOnStoppedServer(d, { alice: ["bob"], bob: ["alice"] });
   try {
     {
       // This server dies right after committing a mail, before answering the sender.
-      await using crashing = await startServer({
-        dataDir,
-        port,
-        env: { CONFAB_FAULT: "crash-after-mail-store" },
-      });
+      await d.start({ env: { CONFAB_FAULT: "crash-after-mail-store" } });
+      const crashing = d.at("alice");
       await using alice = await TestClient.start("alice", crashing, { home: homes.alice });
       await alice.login("alice");
       await alice.send("chat bob");
@@ -229,80 +228,59 @@ Deno.test("a resend of mail stored just before a server crash and read since is 
       assert.equal((await crashing.proc.status).signal, "SIGKILL");
       alice.proc.kill("SIGKILL"); // before she can send it again
     }
-    await using server = await startServer({ dataDir, port });
+    await d.killAll();
+    await d.start();
     {
       // Bob reads the copy the server committed.
-      await using bob = await TestClient.start("bob", server, { home: homes.bob });
+      await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
       await bob.login("bob");
       await bob.send("show alice");
       await bob.event("message", { text: "only once" });
       await bob.event("shown", { from: "alice", count: 1 });
     }
     // Alice's client sends what it had no answer for: the server knows bob read it.
-    await using alice = await TestClient.start("alice", server, { home: homes.alice });
+    await using alice = await TestClient.start("alice", d.at("alice"), { home: homes.alice });
     await alice.login("alice");
     const read = await alice.anyEvent("read", { by: "bob" });
     await alice.anyEvent("stored", { id: (read.ids as string[])[0] });
     assert.deepEqual(await historyOf(alice, "bob", true), ["only once**"]);
 
-    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
     await bob.login("bob");
     assert.deepEqual(await hangingOf(bob), [], "the resend was not stored");
     assert.deepEqual(await historyOf(bob, "alice"), ["only once"]);
   } finally {
     await removeHomes(homes);
-    await Deno.remove(dataDir, { recursive: true });
   }
 });
 
-Deno.test("a mail message the server delivers again is shown once", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
-  let port: number;
-  let homes: Homes;
-  let row: Record<string, unknown>;
-  {
-    await using first = await startServer({ dataDir });
-    port = first.port;
-    homes = await makeUsers(first, { alice: ["bob"], bob: ["alice"] });
-    await using alice = await TestClient.start("alice", first, { home: homes.alice });
-    await alice.login("alice");
-    await alice.send("chat bob");
-    await alice.event("chat_opened", { with: "bob", online: false });
-    await sendStored(alice, ["replayed"]);
-    // What the server holds now, as a backup (or an attacker holding the database) keeps it.
-    const db = new DatabaseSync(join(dataDir, "confab-server.sqlite"), { readOnly: true });
-    try {
-      row = db.prepare("SELECT * FROM mail").get() as Record<string, unknown>;
-    } finally {
-      db.close();
-    }
-    await using bob = await TestClient.start("bob", first, { home: homes.bob });
-    await bob.login("bob");
-    await bob.send("show alice");
-    await bob.event("message", { text: "replayed" });
-    await bob.event("shown", { from: "alice", count: 1 });
-  }
+deployments.test("a mail message the server delivers again is shown once", async (d) => {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
   try {
-    // The server comes back with the message waiting again (restored from that backup).
-    const db = new DatabaseSync(join(dataDir, "confab-server.sqlite"));
-    try {
-      db.exec("DELETE FROM mail_read");
-      db.prepare(
-        `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
-         VALUES (?, ?, ?, ?, ?, ?)`,
-      ).run(
-        row.recipient as string,
-        row.sender as string,
-        row.msg_id as string,
-        row.ts as number,
-        row.body as string,
-        row.stored_at as number,
-      );
-    } finally {
-      db.close();
+    let row: Record<string, unknown>;
+    {
+      await using alice = await inChat(d, homes, "alice", "bob", { online: false });
+      await sendStored(alice, ["replayed"]);
+      // What the server holds now, as a backup (or an attacker holding the database) keeps it.
+      row = (await d.sql("SELECT * FROM mail"))[0]!;
+      await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
+      await bob.login("bob");
+      await bob.send("show alice");
+      await bob.event("message", { text: "replayed" });
+      await bob.event("shown", { from: "alice", count: 1 });
     }
-    await using server = await startServer({ dataDir, port });
-    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await d.killAll();
+    // The server comes back with the message waiting again (restored from that backup).
+    await d.sql("DELETE FROM mail_read");
+    await d.sql(
+      `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+      ["recipient", "sender", "msg_id", "ts", "body", "stored_at"].map((c) =>
+        row[c] as string | number
+      ),
+    );
+    await d.start();
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
     await bob.login("bob");
     assert.equal((await hangingOf(bob))[0]?.count, 1);
     await bob.send("show alice");
@@ -312,39 +290,34 @@ Deno.test("a mail message the server delivers again is shown once", async () => 
     assert.deepEqual(await historyOf(bob, "alice"), ["replayed"]);
   } finally {
     await removeHomes(homes);
-    await Deno.remove(dataDir, { recursive: true });
   }
 });
 
-Deno.test("a message neither the peer nor the server could take is not overtaken by the next", async () => {
-  const { dataDir, port, homes } = await usersOnStoppedServer({ alice: ["bob"], bob: ["alice"] });
+deployments.test("a message neither the peer nor the server could take is not overtaken by the next", async (d) => {
+  const homes = await usersOnStoppedServer(d, { alice: ["bob"], bob: ["alice"] });
   // Bob is reached through a proxy that can cut the path without closing it.
   await using proxy = new CutProxy();
   try {
-    const before = await startServer({ dataDir, port });
-    await using bob = await TestClient.start("bob", before, {
+    await d.start();
+    await using bob = await TestClient.start("bob", d.at("bob"), {
       home: homes.bob,
       args: ["--announce-port", String(proxy.port)],
     });
     proxy.target = Number(bob.events().find((e) => e.type === "ready")!.peerPort);
     await bob.login("bob");
-    await using alice = await TestClient.start("alice", before, { home: homes.alice });
-    await alice.login("alice");
-    await alice.send("chat bob");
-    await alice.event("chat_opened", { with: "bob", online: true });
+    await using alice = await inChat(d, homes, "alice", "bob", { online: true });
 
     // The path to bob goes silent and the server dies: the first message can go nowhere.
     proxy.cut();
     await alice.event("link_down", { user: "bob" });
-    before.proc.kill("SIGKILL");
-    await before[Symbol.asyncDispose]();
+    await d.killAll();
     await alice.send("first");
     const first = await alice.event("sent", { text: "first" });
     await alice.event("queued", { id: first.id });
 
     // Both come back; the next message reaches alice's line while the first still waits.
     proxy.heal();
-    await using _server = await startServer({ dataDir, port });
+    await d.start();
     await alice.send("second");
     const second = await alice.event("sent", { text: "second" });
     // Each goes directly, or to bob's mailbox if alice is back before him; the first is settled
@@ -352,7 +325,10 @@ Deno.test("a message neither the peer nor the server could take is not overtaken
     const settled = async (id: unknown) =>
       await Promise.any([alice.anyEvent("delivered", { id }), alice.anyEvent("stored", { id })]);
     const outcomes = [await settled(first.id), await settled(second.id)];
-    assert.ok(outcomes[0]!.time as number <= (outcomes[1]!.time as number), "first settled first");
+    assert.ok(
+      outcomes[0]!.time as number <= (outcomes[1]!.time as number),
+      "first settled first",
+    );
     // Bob acks before his own output says so: wait for it before reading what he was shown.
     for (const [i, m] of [first, second].entries()) {
       if (outcomes[i]!.type === "delivered") await bob.anyEvent("message", { id: m.id });
@@ -364,29 +340,24 @@ Deno.test("a message neither the peer nor the server could take is not overtaken
     );
   } finally {
     await removeHomes(homes);
-    await Deno.remove(dataDir, { recursive: true });
   }
 });
 
-Deno.test("a user busy in another chat gets mail and a notice instead of the message", async () => {
-  await using server = await startServer();
-  const homes = await makeUsers(server, {
+deployments.test("a user busy in another chat gets mail and a notice instead of the message", async (d) => {
+  const homes = await makeUsers(d, {
     alice: ["bob"],
     bob: ["alice", "carol"],
     carol: ["bob"],
   });
   try {
-    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
     await bob.login("bob");
-    await using carol = await TestClient.start("carol", server, { home: homes.carol });
+    await using carol = await TestClient.start("carol", d.at("carol"), { home: homes.carol });
     await carol.login("carol");
     await bob.send("chat carol");
     await bob.event("chat_opened", { with: "carol", online: true });
 
-    await using alice = await TestClient.start("alice", server, { home: homes.alice });
-    await alice.login("alice");
-    await alice.send("chat bob");
-    await alice.event("chat_opened", { with: "bob", online: true });
+    await using alice = await inChat(d, homes, "alice", "bob", { online: true });
     await alice.send("psst, bob");
     const stored = await alice.event("stored");
     assert.match(String(stored.reason), /busy/);
@@ -403,22 +374,20 @@ Deno.test("a user busy in another chat gets mail and a notice instead of the mes
   }
 });
 
-Deno.test("a logout made while the server is down reaches the registry at the next login", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
+deployments.test("a logout made while the server is down reaches the registry at the next login", async (d) => {
   const homes: Homes = {};
   try {
-    const first = await startServer({ dataDir });
     homes.bob = await Deno.makeTempDir({ prefix: "confab-bob-" });
-    await using bob = await TestClient.start("bob", first, { home: homes.bob });
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
     await bob.signup("bob");
-    first.proc.kill("SIGKILL");
-    await first[Symbol.asyncDispose]();
+    await d.killAll();
     await bob.event("server_lost");
     await bob.send("out");
     const out = await bob.event("logged_out", { savedLocally: true });
 
-    await using second = await startServer({ dataDir, port: first.port });
+    await d.start();
     await bob.login("bob");
+    const second = d.at("bob");
     await second.proc.write("registry bob");
     const saved = dateTime(out.at as number);
     // The newest row is the new login (still open); the one before ends at the saved time.
@@ -430,19 +399,17 @@ Deno.test("a logout made while the server is down reaches the registry at the ne
     assert.match(line, new RegExp(`^bob\\*${at}\\*${at}\\*\\d+$`));
   } finally {
     await removeHomes(homes);
-    await Deno.remove(dataDir, { recursive: true });
   }
 });
 
-Deno.test("messages to a peer killed mid-chat are delivered directly or stored, each exactly once", async () => {
-  await using server = await startServer();
-  const homes = await makeUsers(server, { alice: ["bob"], bob: ["alice"] });
+deployments.test("messages to a peer killed mid-chat are delivered directly or stored, each exactly once", async (d) => {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
   try {
-    await using alice = await TestClient.start("alice", server, { home: homes.alice });
+    await using alice = await TestClient.start("alice", d.at("alice"), { home: homes.alice });
     await alice.login("alice");
     const texts = ["m1", "m2", "m3", "m4", "m5", "m6"];
     {
-      await using bob = await TestClient.start("bob", server, { home: homes.bob });
+      await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
       await bob.login("bob");
       await bob.send("chat alice");
       await bob.event("chat_opened");
@@ -472,7 +439,7 @@ Deno.test("messages to a peer killed mid-chat are delivered directly or stored, 
       assert.ok(outcome === "delivered" || outcome === "stored", `${text}: ${outcome}`);
     }
 
-    await using bob = await TestClient.start("bob", server, { home: homes.bob });
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
     await bob.login("bob");
     await bob.send("show alice");
     await bob.event("shown", { from: "alice" });
@@ -486,18 +453,14 @@ Deno.test("messages to a peer killed mid-chat are delivered directly or stored, 
 });
 
 /**
- * alice sends bob (her contact, away) two messages that fit and a third that does not, on a
- * server started with `args`; checks the marks in her history (`*`, `*`, `!`) and resolves to
- * the reason she was given.
+ * alice sends bob (her contact, away) two messages that fit and a third that does not (the
+ * deployment's servers are started with small mailboxes); checks the marks in her history (`*`,
+ * `*`, `!`) and resolves to the reason she was given.
  */
-async function overflow(args: string[]): Promise<string> {
-  await using server = await startServer({ args });
-  const homes = await makeUsers(server, { alice: ["bob"], bob: ["alice"] });
+async function overflow(d: Deployment): Promise<string> {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
   try {
-    await using alice = await TestClient.start("alice", server, { home: homes.alice });
-    await alice.login("alice");
-    await alice.send("chat bob");
-    await alice.event("chat_opened", { with: "bob", online: false });
+    await using alice = await inChat(d, homes, "alice", "bob", { online: false });
     await sendStored(alice, ["fits 1", "fits 2"]);
     await alice.send("one too many");
     const refused = await alice.event("not_delivered");
@@ -514,48 +477,40 @@ async function overflow(args: string[]): Promise<string> {
   }
 }
 
-Deno.test("a full mailbox is refused with a clear reason, never dropped silently", async () => {
-  const reason = await overflow(["--max-pending", "2"]);
+const smallMailboxes = deployments.with({ args: ["--max-pending", "2"] });
+smallMailboxes.test("a full mailbox is refused with a clear reason, never dropped silently", async (d) => {
+  const reason = await overflow(d);
   assert.match(reason, /mailbox is full \(at most 2 messages or 256 MiB wait\)/);
 });
 
-Deno.test("one sender cannot fill someone's mailbox: past the sender's quota mail is refused with QUOTA and shown !", async () => {
-  const reason = await overflow(["--max-pending-per-sender", "2"]);
+const smallShares = deployments.with({ args: ["--max-pending-per-sender", "2"] });
+smallShares.test("one sender cannot fill someone's mailbox: past the sender's quota mail is refused with QUOTA and shown !", async (d) => {
+  const reason = await overflow(d);
   assert.match(reason, /as much waiting for bob as one sender may \(2 messages or 32 MiB\)/);
 });
 
-Deno.test("an account from before mail keys can still be chatted with; mail to it is refused with a reason", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });
-  try {
-    {
-      await using first = await startServer({ dataDir });
-      await using alice = await TestClient.start("alice", first);
-      await alice.signup("alice");
-      assert.equal((await first.esc()).code, 0);
-    }
-    // Make alice's account what a build before migration 3 left behind: no mail key columns.
-    makeVersion2File(dataDir);
-    await using server = await startServer({ dataDir });
-    await using bob = await TestClient.start("bob", server);
-    await bob.signup("bob");
-    await bob.send("contacts add alice");
-    await bob.event("contact_added", { user: "alice" });
-    // alice accepts (her client is gone with that build; her row is written as it would).
-    const db = new DatabaseSync(join(dataDir, SQLITE_FILE));
-    try {
-      db.prepare("INSERT INTO contacts (owner, contact, added_at) VALUES ('alice', 'bob', 0)")
-        .run();
-    } finally {
-      db.close();
-    }
-    // The directory entry of alice (no mail key) is still a valid lookup_result.
-    await bob.send("chat alice");
-    await bob.event("chat_opened", { with: "alice", online: false });
-    await bob.send("are you still there?");
-    const refused = await bob.event("not_delivered", { to: "alice" });
-    assert.match(String(refused.reason), /no mail key/);
-    assert.ok(!bob.events().some((e) => e.type === "error"), JSON.stringify(bob.events()));
-  } finally {
-    await Deno.remove(dataDir, { recursive: true });
+deployments.test("an account from before mail keys can still be chatted with; mail to it is refused with a reason", async (d) => {
+  {
+    await using alice = await TestClient.start("alice", d.at("alice"));
+    await alice.signup("alice");
+    for (const status of await d.esc()) assert.equal(status.code, 0);
   }
+  // Make alice's account what a build before migration 3 left behind: no mail key (over SQLite,
+  // the file of that build; over PostgreSQL, what migrating such a file leaves).
+  if (d.backend === "sqlite") makeVersion2File(d.dataDirs[0]!);
+  else await d.sql("UPDATE users SET mail_key = '', mail_key_sig = '' WHERE name_key = 'alice'");
+  await d.start();
+  await using bob = await TestClient.start("bob", d.at("bob"));
+  await bob.signup("bob");
+  await bob.send("contacts add alice");
+  await bob.event("contact_added", { user: "alice" });
+  // alice accepts (her client is gone with that build; her row is written as it would).
+  await d.sql("INSERT INTO contacts (owner, contact, added_at) VALUES ('alice', 'bob', 0)");
+  // The directory entry of alice (no mail key) is still a valid lookup_result.
+  await bob.send("chat alice");
+  await bob.event("chat_opened", { with: "alice", online: false });
+  await bob.send("are you still there?");
+  const refused = await bob.event("not_delivered", { to: "alice" });
+  assert.match(String(refused.reason), /no mail key/);
+  assert.ok(!bob.events().some((e) => e.type === "error"), JSON.stringify(bob.events()));
 });

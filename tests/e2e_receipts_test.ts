@@ -2,14 +2,14 @@
  * Read receipts are the reader's word, not the server's: end to end with real processes, a
  * malicious server (its operator writing to its database) that claims "read by bob" cannot turn
  * alice's `*` into `**`, neither with an unsigned receipt nor with one signed by someone else;
- * a receipt bob's client really signed does.
+ * a receipt bob's client really signed does. Over SQLite, and over PostgreSQL with alice and bob
+ * on two instances.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { receiptStatement } from "../lib/crypto/ed25519.ts";
 import { Identity } from "../lib/peer/identity.ts";
-import { befriend, type Event, startServer, TestClient } from "./support/processes.ts";
+import { type Deployment, deployments } from "./support/deployment.ts";
+import { befriend, type Event, TestClient } from "./support/processes.ts";
 
 /**
  * alice sends bob (logged out) `text`: it is stored on the server, `*`; then she logs out.
@@ -35,29 +35,19 @@ async function markOf(alice: TestClient, id: string): Promise<unknown> {
 }
 
 /** The server's operator writes a receipt into its database, as a malicious server would. */
-function forgeReceipt(
-  dataDir: string,
+async function forgeReceipt(
+  d: Deployment,
   receipt: { msgId: string; readAt: number; sig?: string },
-): void {
-  const db = new DatabaseSync(join(dataDir, "confab-server.sqlite"));
-  try {
-    db.exec("PRAGMA busy_timeout = 10000");
-    if (receipt.sig === undefined) {
-      db.prepare("INSERT INTO receipts (sender, msg_id, reader, read_at) VALUES (?, ?, ?, ?)")
-        .run("alice", receipt.msgId, "bob", receipt.readAt);
-    } else {
-      db.prepare(
-        "INSERT INTO receipts (sender, msg_id, reader, read_at, sig) VALUES (?, ?, ?, ?, ?)",
-      ).run("alice", receipt.msgId, "bob", receipt.readAt, receipt.sig);
-    }
-  } finally {
-    db.close();
-  }
+): Promise<void> {
+  await d.sql(
+    "INSERT INTO receipts (sender, msg_id, reader, read_at, sig) VALUES (?, ?, ?, ?, ?)",
+    ["alice", receipt.msgId, "bob", receipt.readAt, receipt.sig ?? null],
+  );
 }
 
-async function aliceWithMailForBob(server: { port: number }) {
-  const alice = await TestClient.start("alice", server);
-  const bob = await TestClient.start("bob", server);
+async function aliceWithMailForBob(d: Deployment) {
+  const alice = await TestClient.start("alice", d.at("alice"));
+  const bob = await TestClient.start("bob", d.at("bob"));
   await alice.signup("alice");
   await bob.signup("bob");
   await befriend(alice, bob);
@@ -68,15 +58,14 @@ async function aliceWithMailForBob(server: { port: number }) {
   return { alice, bob };
 }
 
-Deno.test('a malicious server forging "read by bob" cannot mark alice\'s message read', async () => {
-  await using server = await startServer();
-  const { alice, bob } = await aliceWithMailForBob(server);
+deployments.test('a malicious server forging "read by bob" cannot mark alice\'s message read', async (d) => {
+  const { alice, bob } = await aliceWithMailForBob(d);
   await using _a = alice;
   await using _b = bob;
   const id = await storedForBob(alice, "did you read this?");
 
   // bob never read it; the server says he did, unsigned, as it could before.
-  forgeReceipt(server.dataDir, { msgId: id, readAt: Date.now() });
+  await forgeReceipt(d, { msgId: id, readAt: Date.now() });
   await alice.login("alice");
   const refused = await alice.event("error", { code: "RECEIPT_REJECTED" });
   assert.match(String(refused.message), /said to be from bob refused: not signed by bob/);
@@ -84,9 +73,8 @@ Deno.test('a malicious server forging "read by bob" cannot mark alice\'s message
   assert.equal(await markOf(alice, id), "*");
 });
 
-Deno.test('a malicious server forging "read by bob" with a signature by another key cannot mark it read', async () => {
-  await using server = await startServer();
-  const { alice, bob } = await aliceWithMailForBob(server);
+deployments.test('a malicious server forging "read by bob" with a signature by another key cannot mark it read', async (d) => {
+  const { alice, bob } = await aliceWithMailForBob(d);
   await using _a = alice;
   await using _b = bob;
   const id = await storedForBob(alice, "and this one?");
@@ -97,7 +85,7 @@ Deno.test('a malicious server forging "read by bob" with a signature by another 
   const sig = await impostor.sign(
     receiptStatement({ sender: "alice", reader: "bob", msgId: id, readAt }),
   );
-  forgeReceipt(server.dataDir, { msgId: id, readAt, sig });
+  await forgeReceipt(d, { msgId: id, readAt, sig });
   await alice.login("alice");
   await alice.event("error", { code: "RECEIPT_REJECTED" });
   assert.equal(await markOf(alice, id), "*");

@@ -4,15 +4,19 @@
  */
 import { type Event, TestClient, type TestServer } from "./processes.ts";
 
-/** Users who all have each other as contacts, logged in. */
+/**
+ * Users who all have each other as contacts, logged in: on one server, or each on the instance
+ * a deployment puts them on.
+ */
 export async function crowd(
-  server: TestServer,
+  where: TestServer | { at(user: string): TestServer },
   names: string[],
   options: Record<string, Parameters<typeof TestClient.start>[2]> = {},
 ): Promise<TestClient[]> {
   const clients: TestClient[] = [];
   try {
     for (const name of names) {
+      const server = "at" in where ? where.at(name) : where;
       const c = await TestClient.start(name, server, options[name]);
       clients.push(c);
       await enter(c, name);

@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { PostgresStore } from "../../lib/server/postgres_store.ts";
+import { connectSql, PostgresStore } from "../../lib/server/postgres_store.ts";
 import { SQLITE_FILE, SqliteStore } from "../../lib/server/sqlite_store.ts";
 import { type LocalPostgres, startLocalPostgres } from "../../scripts/local_postgres.ts";
 import type { ServerStore } from "../../lib/server/store.ts";
@@ -53,6 +53,44 @@ export function testPostgres(): Promise<LocalPostgres> {
 export async function freshDatabase(): Promise<string> {
   const pg = await testPostgres();
   return await pg.createDatabase(`confab_test_${++databases}`);
+}
+
+let reusedDatabase: Promise<string> | undefined;
+
+/**
+ * One database of this process's throwaway cluster, emptied (every table, the schema's version
+ * kept, so servers need not migrate it again): cheaper than a fresh database for each of a
+ * file's tests, which run one after another. Whoever used it before must have stopped (its
+ * servers killed) by the next call.
+ */
+export async function cleanDatabase(): Promise<string> {
+  reusedDatabase ??= freshDatabase();
+  const url = await reusedDatabase;
+  const sql = connectSql(url, { maxConnections: 1 });
+  try {
+    const tables = await sql<{ name: string }[]>`
+      SELECT tablename AS name FROM pg_tables
+      WHERE schemaname = 'public' AND tablename <> 'confab_schema'`;
+    if (tables.length > 0) {
+      const list = tables.map((t) => `"${t.name}"`).join(", ");
+      await sql.unsafe(`TRUNCATE ${list} RESTART IDENTITY CASCADE`);
+    }
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+  return url;
+}
+
+/**
+ * Stops this process's throwaway cluster now (rather than when the process ends); a later
+ * `testPostgres()` starts another.
+ */
+export async function stopTestPostgres(): Promise<void> {
+  const pg = sharedPostgres;
+  sharedPostgres = undefined;
+  reusedDatabase = undefined;
+  const running = await pg?.catch(() => undefined); // a cluster that did not start: nothing to stop
+  await running?.[Symbol.asyncDispose]();
 }
 
 /** PostgreSQL: a fresh database in the test process's throwaway cluster. */
