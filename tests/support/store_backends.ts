@@ -58,13 +58,13 @@ export async function freshDatabase(): Promise<string> {
 let reusedDatabase: Promise<string> | undefined;
 
 /**
- * One database of this process's throwaway cluster, emptied (every table, the schema's version
- * kept, so servers need not migrate it again): cheaper than a fresh database for each of a
- * file's tests, which run one after another. Whoever used it before must have stopped (its
- * servers killed) by the next call.
+ * The database every throwaway cluster has from the start (`postgres`), emptied (every table,
+ * the schema's version kept, so servers need not migrate it again): cheaper than a fresh
+ * database for each of a file's tests, which run one after another. Whoever used it before
+ * must have stopped (its servers killed) by the next call.
  */
 export async function cleanDatabase(): Promise<string> {
-  reusedDatabase ??= freshDatabase();
+  reusedDatabase ??= testPostgres().then((pg) => pg.url());
   const url = await reusedDatabase;
   const sql = connectSql(url, { maxConnections: 1 });
   try {
