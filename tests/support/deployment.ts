@@ -10,7 +10,7 @@ import { DatabaseSync } from "node:sqlite";
 import { connectSql } from "../../lib/server/postgres_store.ts";
 import { SQLITE_FILE } from "../../lib/server/sqlite_store.ts";
 import { startServer, type TestServer } from "./processes.ts";
-import { cleanDatabase, stopTestPostgres } from "./store_backends.ts";
+import { cleanDatabase, stopTestPostgres, testPostgres } from "./store_backends.ts";
 
 export type Backend = "sqlite" | "postgres";
 
@@ -245,6 +245,8 @@ export const DEPLOYMENTS: readonly { backend: Backend; label: string }[] = [
 
 /** PostgreSQL tests registered in this file that have not run yet. */
 let postgresTestsLeft = 0;
+/** Whether a SQLite test has started the file's PostgreSQL cluster already. */
+let warmedUp = false;
 
 /** Registers scenarios that run under each deployment. */
 export interface Scenarios {
@@ -265,10 +267,17 @@ function scenarios(options: DeploymentOptions & { start?: boolean }): Scenarios 
       for (const { backend, label } of DEPLOYMENTS) {
         if (backend === "postgres") postgresTestsLeft++;
         Deno.test(`${label}: ${name}`, async () => {
+          // The file's first SQLite test starts its PostgreSQL cluster beside the scenario (and
+          // waits for it before it ends): seconds of initdb overlap the scenario's own waits.
+          const warming = backend === "sqlite" && !warmedUp && postgresTestsLeft > 0
+            ? testPostgres()
+            : undefined;
+          warmedUp ||= warming !== undefined;
           try {
             await using deployment = await Deployment.create(backend, options);
             await fn(deployment);
           } finally {
+            await warming?.catch(() => {}); // a cluster that cannot start fails the PostgreSQL tests
             if (backend === "postgres" && --postgresTestsLeft === 0) await stopTestPostgres();
           }
         });
