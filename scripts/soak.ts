@@ -96,7 +96,8 @@ if (result) {
 let groupChaos: string | undefined;
 if (result && groups && !quick) {
   // Then the seeded group chaos run (`deno task group-chaos`) with the same seed: a group of four
-  // under a server kill, a member kill and restart, a freeze and two adds while all re-attach.
+  // under a server kill, a member kill and restart (and a sender killed while that member is
+  // away, so it catches up from the others), a freeze and two adds while all re-attach.
   // (Not in the quick run: the suite runs it as a test of its own, beside the parallel tests.)
   const chaos = await runGroupChaos({ seed });
   const passed = chaos.problems.length === 0;

@@ -159,6 +159,8 @@ Deno.test("ClientStore migrates a version 2 history: rows, order and search kept
       ${triggers}
       DROP TABLE group_copies;
       DROP TABLE group_sent;
+      DROP TABLE group_log;
+      DROP TABLE group_heads;
       CREATE TABLE groups_v2 (id TEXT PRIMARY KEY, members TEXT NOT NULL,
         joined_at INTEGER NOT NULL, left_at INTEGER) STRICT;
       DROP TABLE groups;
@@ -311,6 +313,66 @@ Deno.test("ClientStore.addLateCopies() owes a late-known member my messages sinc
   assert.deepEqual(store.pendingCopies("dave").map((c) => c.msgId), ["m2", "m3"]);
   assert.equal(store.groupMark("m2"), "1/2");
   assert.deepEqual(store.addLateCopies(GROUP, "dave", 150), [], "owed once");
+});
+
+Deno.test("ClientStore group catch-up: others' messages stored once with their signature, marks only move forward, and what a member lacks is found by seq and time", async () => {
+  await using dir = await tempDir();
+  const sig = "s".repeat(86);
+  {
+    using store = new ClientStore(dir.path);
+    store.saveGroupState({ id: GROUP }, ["alice", "bob", "carol"], { left: false });
+    const received = (id: string, seq: number, ts: number, options: { signed?: boolean } = {}) =>
+      store.addGroupReceived(
+        entry(id, ts, { chat: `g:${GROUP}`, sender: "carol", outgoing: false }),
+        GROUP,
+        {
+          seq,
+          ...(seq > 0 ? { prevTs: ts - 100 } : {}),
+          next: seq + 1,
+          ...(options.signed === false ? {} : { sig }),
+        },
+      );
+    assert.equal(store.groupHead(GROUP, "carol"), undefined);
+    assert.ok(received("c0", 0, 100));
+    assert.ok(received("c2", 2, 300));
+    assert.ok(received("c1", 1, 200)); // shown late: the mark stays past c2
+    assert.ok(!received("c1", 1, 200), "a duplicate is not stored again");
+    assert.ok(received("c3", 3, 400, { signed: false }), "kept, but cannot be passed on");
+    assert.equal(store.groupHead(GROUP, "CAROL"), 4);
+    assert.deepEqual(store.groupHeads(GROUP), [{ author: "carol", next: 4 }]);
+    assert.deepEqual(store.loggedAuthors(GROUP), ["carol"]);
+    const lacks = (from: number, since: number) =>
+      store.loggedMessages(GROUP, "carol", { from, since, limit: 10 }).map((m) => m.id);
+    assert.deepEqual(lacks(0, 0), ["c0", "c1", "c2"]);
+    assert.deepEqual(lacks(1, 0), ["c1", "c2"], "from the member's mark on");
+    assert.deepEqual(lacks(0, 250), ["c2"], "only what was sent while it was a member");
+    const [c1] = store.loggedMessages(GROUP, "carol", { from: 1, since: 0, limit: 1 });
+    assert.deepEqual(c1, {
+      author: "carol",
+      id: "c1",
+      seq: 1,
+      ts: 200,
+      prevTs: 100,
+      text: "text c1",
+      sig,
+    });
+    store.skipGroupGap(GROUP, "carol", 2);
+    assert.equal(store.groupHead(GROUP, "carol"), 4, "never back");
+    // My own messages are numbered, signed and logged too; a number taken is refused.
+    const mine = store.nextGroupSeq(GROUP);
+    assert.deepEqual(mine, { seq: 0 });
+    store.addGroupMessage(groupEntry("a0", 500), GROUP, ["bob"], { seq: 0, sig });
+    assert.deepEqual(store.nextGroupSeq(GROUP), { seq: 1, prevTs: 500 });
+    assert.throws(
+      () => store.addGroupMessage(groupEntry("a1", 600), GROUP, ["bob"], { seq: 0, sig }),
+      RangeError,
+    );
+    assert.deepEqual(store.pendingCopies("bob").map((c) => [c.msgId, c.sig]), [["a0", sig]]);
+  }
+  using store = new ClientStore(dir.path);
+  assert.equal(store.groupHead(GROUP, "carol"), 4, "kept across a restart");
+  store.resetGroupHeads(GROUP);
+  assert.equal(store.groupHead(GROUP, "carol"), undefined);
 });
 
 Deno.test("ClientStore: a group message for nobody else is complete at once, and a copy for someone who left is !", async () => {

@@ -1,6 +1,7 @@
 /**
  * The seeded group chaos run (tests/support/group_chaos.ts) as a test: a server kill, a member
- * killed and restarted, a member frozen past the peer timeout and concurrent adds while
+ * killed and restarted (a sender killed while it is away, so it catches up from the other
+ * members), a member frozen past the peer timeout and concurrent adds while
  * everyone re-attaches, under three steady senders. One seed per run, drawn at random unless
  * CONFAB_GROUP_CHAOS_SEEDS names them (`7`, `1,5,9` or `1-20`); a failure names its seed, which
  * replays the same schedule. `deno task group-chaos` runs many seeds in a row.

@@ -39,6 +39,16 @@ const TS = Date.UTC(2024, 5, 1, 12, 0, 0);
 /** A sealed mail message as it travels: base64url, at least 64 characters. */
 const SEALED = "Se4l-d_".repeat(12);
 const GROUP = "6f9619ff-8b86-4011-b42d-00c04fc964ff";
+/** The fields of a group message as its author signs them (`group_msg`, `group_relay`). */
+const SIGNED_GROUP_MESSAGE = {
+  group: GROUP,
+  id: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77",
+  seq: 3,
+  ts: TS,
+  prevTs: TS,
+  text: "hello all",
+  sig: SIGNATURE,
+};
 const TAG_1 = "0e5b1f3a-2c4d-4e6f-8a9b-1c2d3e4f5a6b";
 const TAG_2 = "9a8b7c6d-5e4f-4a3b-9c1d-0e1f2a3b4c5d";
 /** A file transfer id (16 bytes, hex) and a SHA-256 (hex). */
@@ -413,15 +423,28 @@ const CASES: readonly Case[] = [
   {
     name: "GroupMsg",
     directions: ["PeerToPeer"],
-    example: {
-      type: "group_msg",
-      group: GROUP,
-      id: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77",
-      seq: 3,
-      ts: TS,
-      text: "hello all",
-    },
+    example: { type: "group_msg", ...SIGNED_GROUP_MESSAGE },
     wrongType: ["seq", "3"],
+    optional: ["prevTs", "sig"],
+  },
+  {
+    name: "GroupMarks",
+    directions: ["PeerToPeer"],
+    example: { type: "group_marks", group: GROUP, marks: [{ author: "carol", next: 12 }] },
+    wrongType: ["marks", { carol: 12 }],
+  },
+  {
+    name: "GroupRelay",
+    directions: ["PeerToPeer"],
+    example: { type: "group_relay", author: "carol", ...SIGNED_GROUP_MESSAGE },
+    wrongType: ["sig", 64],
+    optional: ["prevTs"],
+  },
+  {
+    name: "GroupRelayMore",
+    directions: ["PeerToPeer"],
+    example: { type: "group_relay_more", group: GROUP },
+    wrongType: ["group", 1],
   },
   {
     name: "FileOffer",

@@ -92,6 +92,9 @@ const PEER_ROUTES: Record<(PeerMessage | BinaryFrame)["type"], PeerRoom | undefi
   group_where: "groups",
   group_refused: "groups",
   group_msg: "groups",
+  group_marks: "groups",
+  group_relay: "groups",
+  group_relay_more: "groups",
   msg: "delivery",
   ack: "delivery",
   busy: "delivery",
@@ -579,6 +582,9 @@ export class ConfabClient implements AsyncDisposable {
           : undefined;
       },
       isContact: (user) => this.#isContact(user),
+      keyOf: async (user) =>
+        session.store.knownKey(user) ??
+          await this.#session.resolveKey(user).then((r) => r.publicKey, () => undefined),
     });
   }
 

@@ -6,6 +6,7 @@
 import { Database } from "../util/sqlite.ts";
 import { type ModeFix, ownerOnlyDir } from "../util/owner_only.ts";
 import { join } from "node:path";
+import type { SignedGroupMessage } from "../peer/group_state.ts";
 
 /** Keep the full-text index in step with the messages table. */
 const FTS_TRIGGERS = `
@@ -105,6 +106,26 @@ const MIGRATIONS: readonly string[] = [
   INSERT OR REPLACE INTO settings (key, value)
     SELECT 'fts_seq', CAST(coalesce(max(seq), 0) AS TEXT) FROM messages;
   `,
+  `
+  -- Group catch-up: every group message I have (mine and others'), as its author signed it,
+  -- so I can pass it on to a member who missed it (the text and time are in messages).
+  CREATE TABLE group_log (
+    group_id  TEXT NOT NULL,
+    author    TEXT NOT NULL COLLATE NOCASE,
+    seq       INTEGER NOT NULL,
+    msg_id    TEXT NOT NULL,
+    prev_ts   INTEGER,                    -- the author's previous message's time, if any
+    sig       TEXT NOT NULL,              -- the author's signature (groupMessageStatement)
+    PRIMARY KEY (group_id, author, seq)
+  ) STRICT;
+  -- How far I have each author's messages in each group: the next seq I expect.
+  CREATE TABLE group_heads (
+    group_id  TEXT NOT NULL,
+    author    TEXT NOT NULL COLLATE NOCASE,
+    next      INTEGER NOT NULL,
+    PRIMARY KEY (group_id, author)
+  ) STRICT;
+  `,
 ];
 
 /** How soon after a message is stored the full-text index takes it in (with any others). */
@@ -136,7 +157,20 @@ export interface PendingCopy {
   seq: number;
   ts: number;
   text: string;
+  /** As signed (absent for a message stored before messages were signed). */
+  prevTs?: number;
+  sig?: string;
 }
+
+/** What an author signed for a group message, beside its history row (see group_log). */
+export interface GroupSignature {
+  seq: number;
+  prevTs?: number;
+  sig?: string;
+}
+
+/** A group message as a member passes it on: every signed field, and the signature. */
+export type LoggedGroupMessage = Omit<SignedGroupMessage, "group"> & { sig: string };
 
 /** Who has one of my group messages (acked) and who it still waits for. */
 export interface CopyStatus {
@@ -381,21 +415,44 @@ export class ClientStore implements Disposable {
   }
 
   /**
-   * Stores one of my group messages with a pending copy for each of `members`, in one
-   * transaction, and numbers it (per group, increasing across restarts).
-   * @returns its number in the group.
+   * The number my next message to `group` gets, and the time of my message before it (both
+   * are signed with it, so they are known before {@link addGroupMessage}).
    */
-  addGroupMessage(entry: HistoryEntry, group: string, members: string[]): number {
+  nextGroupSeq(group: string): { seq: number; prevTs?: number } {
+    const row = this.#db.sql("SELECT next_seq FROM groups WHERE id = ?").get(group) as
+      | { next_seq: number }
+      | undefined;
+    const last = this.#db.sql(
+      "SELECT ts FROM group_sent WHERE group_id = ? ORDER BY seq DESC LIMIT 1",
+    ).get(group) as { ts: number } | undefined;
+    return { seq: row?.next_seq ?? 0, ...(last ? { prevTs: last.ts } : {}) };
+  }
+
+  /**
+   * Stores one of my group messages with a pending copy for each of `members`, in one
+   * transaction, under the number {@link nextGroupSeq} gave (per group, increasing across
+   * restarts), with its signature (none: the next number, unsigned).
+   * @returns its number in the group.
+   * @throws {RangeError} when that number was taken meanwhile.
+   */
+  addGroupMessage(
+    entry: HistoryEntry,
+    group: string,
+    members: string[],
+    signed?: GroupSignature,
+  ): number {
     this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
     return this.#db.transaction(() => {
-      const row = this.#db.sql("SELECT next_seq FROM groups WHERE id = ?").get(group) as
-        | { next_seq: number }
-        | undefined;
-      const seq = row?.next_seq ?? 0;
+      const seq = this.nextGroupSeq(group).seq;
+      if (signed === undefined) signed = { seq };
+      if (seq !== signed.seq) throw new RangeError(`group message number ${signed.seq} is taken`);
       this.#db.sql("UPDATE groups SET next_seq = ? WHERE id = ?").run(seq + 1, group);
       this.addMessage(entry);
       this.#db.sql("INSERT INTO group_sent (msg_id, group_id, seq, ts) VALUES (?, ?, ?, ?)")
         .run(entry.id, group, seq, entry.ts);
+      if (signed.sig !== undefined) {
+        this.#logGroupMessage(group, entry.sender, { id: entry.id, ...signed, sig: signed.sig });
+      }
       const insert = this.#db.sql(
         `INSERT INTO group_copies (msg_id, member, group_id, seq, status)
          VALUES (?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING`,
@@ -409,8 +466,9 @@ export class ClientStore implements Disposable {
   /** The copies still owed to `member`, oldest first within each group. */
   pendingCopies(member: string, limit = 100): PendingCopy[] {
     return (this.#db.sql(
-      `SELECT c.msg_id, c.group_id, c.seq, m.ts, m.text FROM group_copies c
+      `SELECT c.msg_id, c.group_id, c.seq, m.ts, m.text, l.prev_ts, l.sig FROM group_copies c
        JOIN messages m ON m.id = c.msg_id AND m.outgoing = 1
+       LEFT JOIN group_log l ON l.group_id = c.group_id AND l.author = m.sender AND l.seq = c.seq
        WHERE c.member = ? AND c.status = 'pending' ORDER BY c.seq, c.rowid LIMIT ?`,
     ).all(member, limit) as {
       msg_id: string;
@@ -418,7 +476,123 @@ export class ClientStore implements Disposable {
       seq: number;
       ts: number;
       text: string;
-    }[]).map((r) => ({ msgId: r.msg_id, group: r.group_id, seq: r.seq, ts: r.ts, text: r.text }));
+      prev_ts: number | null;
+      sig: string | null;
+    }[]).map((r) => ({
+      msgId: r.msg_id,
+      group: r.group_id,
+      seq: r.seq,
+      ts: r.ts,
+      text: r.text,
+      ...(r.prev_ts !== null ? { prevTs: r.prev_ts } : {}),
+      ...(r.sig !== null ? { sig: r.sig } : {}),
+    }));
+  }
+
+  // ---- group catch-up ------------------------------------------------------------------------
+
+  #logGroupMessage(
+    group: string,
+    author: string,
+    m: { id: string; seq: number; prevTs?: number; sig: string },
+  ): void {
+    this.#db.sql(
+      `INSERT INTO group_log (group_id, author, seq, msg_id, prev_ts, sig)
+       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+    ).run(group, author, m.seq, m.id, m.prevTs ?? null, m.sig);
+  }
+
+  /**
+   * Stores another member's group message (from its author, or passed on by a member) in one
+   * transaction: the history row, the signed fields to pass it on (when signed), and how far I
+   * have that author's messages now (`next`; it never goes back).
+   * @returns false when I had it already (a duplicate, not shown again).
+   */
+  addGroupReceived(
+    entry: HistoryEntry,
+    group: string,
+    signed: GroupSignature & { next: number },
+  ): boolean {
+    this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
+    return this.#db.transaction(() => {
+      const fresh = this.#insert(entry);
+      if (fresh && signed.sig !== undefined) {
+        this.#logGroupMessage(group, entry.sender, { id: entry.id, ...signed, sig: signed.sig });
+      }
+      this.#db.sql(
+        `INSERT INTO group_heads (group_id, author, next) VALUES (?, ?, ?)
+         ON CONFLICT(group_id, author) DO UPDATE SET next = max(next, excluded.next)`,
+      ).run(group, entry.sender, signed.next);
+      return fresh;
+    });
+  }
+
+  /** The next seq I expect from `author` in `group`; undefined when I have none of theirs. */
+  groupHead(group: string, author: string): number | undefined {
+    const row = this.#db.sql("SELECT next FROM group_heads WHERE group_id = ? AND author = ?")
+      .get(group, author) as { next: number } | undefined;
+    return row?.next;
+  }
+
+  /** Moves my mark for `author` in `group` forward to `next` (past a gap given up on). */
+  skipGroupGap(group: string, author: string, next: number): void {
+    this.#db.sql(
+      `INSERT INTO group_heads (group_id, author, next) VALUES (?, ?, ?)
+       ON CONFLICT(group_id, author) DO UPDATE SET next = max(next, excluded.next)`,
+    ).run(group, author, next);
+  }
+
+  /** How far I have each author's messages in `group` (at most `limit` authors). */
+  groupHeads(group: string, limit = 64): { author: string; next: number }[] {
+    return (this.#db.sql(
+      "SELECT author, next FROM group_heads WHERE group_id = ? ORDER BY author LIMIT ?",
+    ).all(group, limit) as { author: string; next: number }[])
+      .map((r) => ({ author: r.author, next: r.next }));
+  }
+
+  /** Forgets how far I had each author (I am a newcomer to the group again). */
+  resetGroupHeads(group: string): void {
+    this.#db.sql("DELETE FROM group_heads WHERE group_id = ?").run(group);
+  }
+
+  /** Authors whose signed messages to `group` I hold. */
+  loggedAuthors(group: string): string[] {
+    return (this.#db.sql("SELECT DISTINCT author FROM group_log WHERE group_id = ?")
+      .all(group) as { author: string }[]).map((r) => r.author);
+  }
+
+  /**
+   * `author`'s signed messages to `group` that I hold, from seq `from` on and sent at `since` or
+   * later, oldest first, at most `limit`.
+   */
+  loggedMessages(
+    group: string,
+    author: string,
+    options: { from: number; since: number; limit: number },
+  ): LoggedGroupMessage[] {
+    this.#writeRows();
+    return (this.#db.sql(
+      `SELECT l.author, l.msg_id, l.seq, m.ts, l.prev_ts, m.text, l.sig FROM group_log l
+       JOIN messages m ON m.id = l.msg_id AND lower(m.sender) = lower(l.author)
+       WHERE l.group_id = ? AND l.author = ? AND l.seq >= ? AND m.ts >= ?
+       ORDER BY l.seq LIMIT ?`,
+    ).all(group, author, options.from, options.since, options.limit) as {
+      author: string;
+      msg_id: string;
+      seq: number;
+      ts: number;
+      prev_ts: number | null;
+      text: string;
+      sig: string;
+    }[]).map((r) => ({
+      author: r.author,
+      id: r.msg_id,
+      seq: r.seq,
+      ts: r.ts,
+      ...(r.prev_ts !== null ? { prevTs: r.prev_ts } : {}),
+      text: r.text,
+      sig: r.sig,
+    }));
   }
 
   /** Members with copies still owed to them. */

@@ -24,7 +24,7 @@ import type { PeerLink } from "../peer/peer_link.ts";
 import { sealMail } from "../peer/sealed_mail.ts";
 import { delay } from "../util/time.ts";
 import { type DeliveryMark, groupChat, groupMarkOf } from "./client_store.ts";
-import { groupHandle } from "../peer/group_state.ts";
+import { groupHandle, groupMessageStatement } from "../peer/group_state.ts";
 import { type ClientContext, ClientError } from "./context.ts";
 import type { PeerLinks } from "./peer_links.ts";
 import type { ServerSession, Session } from "./server_session.ts";
@@ -106,6 +106,8 @@ export class Delivery {
   readonly #inFlight = new Set<string>();
   readonly #seen = new Set<string>();
   #seq = 0;
+  /** My group messages being numbered and signed, one after another. */
+  #groupSends: Promise<unknown> = Promise.resolve();
   /** The group line of each recipient (name key); `again` asks it for one more pass. */
   readonly #groupLines = new Map<string, { again: boolean; done: Promise<void> }>();
   /** `mail_send` requests not answered yet, and the sends waiting for one of them to end. */
@@ -484,12 +486,23 @@ export class Delivery {
     text: string,
   ): Promise<"delivered" | "queued"> {
     const id = crypto.randomUUID();
-    const ts = Date.now();
-    session.store.addGroupMessage(
-      { id, chat: groupChat(group), sender: session.user, ts, text, outgoing: true, mark: "" },
-      group,
-      members,
-    );
+    // Numbered and signed one at a time (the number and the time of the one before are signed).
+    const stored = this.#groupSends.then(async () => {
+      const { seq, prevTs } = session.store.nextGroupSeq(group);
+      const ts = Math.max(Date.now(), prevTs ?? 0); // each author's times never go back
+      const author = session.user;
+      const statement = groupMessageStatement({ group, author, id, seq, ts, prevTs, text });
+      const sig = await session.identity.sign(statement);
+      session.store.addGroupMessage(
+        { id, chat: groupChat(group), sender: author, ts, text, outgoing: true, mark: "" },
+        group,
+        members,
+        { seq, prevTs, sig },
+      );
+      return ts;
+    });
+    this.#groupSends = stored.catch(() => {});
+    const ts = await stored;
     this.#ctx.emit({ type: "sent", id, to: groupHandle(group), ts, text, group });
     await Promise.all(members.map((member) => this.kickGroup(session, member)));
     const status = session.store.copyStatus(id);
@@ -542,7 +555,9 @@ export class Delivery {
         id: copy.msgId,
         seq: copy.seq,
         ts: copy.ts,
+        ...(copy.prevTs !== undefined ? { prevTs: copy.prevTs } : {}),
         text: copy.text,
+        ...(copy.sig !== undefined ? { sig: copy.sig } : {}),
       });
       if (answer === "ack") {
         if (session.store.settleCopy(copy.msgId, member, "acked")) {

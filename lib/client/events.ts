@@ -57,7 +57,9 @@ export type ClientEvent =
   | { type: "chat_closed"; with: string }
   /**
    * A message arrived. `inChat`: you are in a chat with its sender (else it is a notice).
-   * `via`: "direct" over the peer link, or "server" from your mailbox (`show`).
+   * `via`: "direct" over the peer link, "server" from your mailbox (`show`), or "member": a
+   * group message its author could not give you, passed on by another member (`relayedBy`)
+   * and checked against the author's signature.
    */
   | {
     type: "message";
@@ -66,9 +68,11 @@ export type ClientEvent =
     ts: number;
     text: string;
     inChat: boolean;
-    via: "direct" | "server";
+    via: "direct" | "server" | "member";
     /** Set for a group message: the group's id. */
     group?: string;
+    /** Set for `via: "member"`: the member who passed it on. */
+    relayedBy?: string;
   }
   /** Your message was handed to the link; `delivered` or `not_delivered` follows. */
   | { type: "sent"; id: string; to: string; ts: number; text: string; group?: string }
@@ -180,6 +184,31 @@ export type ClientEvent =
     mark: DeliveryMark;
     have: string[];
     pending: string[];
+  }
+  /**
+   * Messages of `author` that you missed could not be found within the bound (its author and
+   * every member linked to you lack them, or are away): the later ones are shown without them.
+   * `missing`: how many were skipped, when known. Should they come later, they are shown then.
+   */
+  | {
+    type: "group_gap";
+    group: string;
+    handle: string;
+    author: string;
+    missing?: number;
+  }
+  /**
+   * A member passed on a message that is not `author`'s as signed (a forgery, or a key that
+   * changed): it was refused, neither stored nor shown.
+   */
+  | {
+    type: "group_relay_refused";
+    group: string;
+    handle: string;
+    from: string;
+    author: string;
+    id: string;
+    reason: string;
   }
   /** `/b`: you closed the group's window and stay in the group (`chat <handle>` returns). */
   | { type: "group_window_closed"; group: string; handle: string }

@@ -20,6 +20,7 @@ import {
   createGroup,
   groupChecksum,
   groupHandle,
+  groupMessageStatement,
   type GroupState,
   isMember,
   liveTags,
@@ -29,9 +30,11 @@ import {
   mergeGroups,
   removeMember,
   removesLive,
+  sentWhileMember,
   withinLimits,
 } from "../peer/group_state.ts";
-import { type ClientStore, groupChat } from "./client_store.ts";
+import { verifySignature } from "../crypto/ed25519.ts";
+import { type ClientStore, groupChat, type LoggedGroupMessage } from "./client_store.ts";
 import type { ClientEvent } from "./events.ts";
 
 /** What the group layer needs from the client core. */
@@ -64,6 +67,11 @@ export interface GroupHost {
    * list it gave): only they may add me to a group.
    */
   isContact(user: string): Promise<boolean>;
+  /**
+   * `user`'s identity key: the one pinned at first contact, else the directory's (pinned now);
+   * undefined when neither can be had.
+   */
+  keyOf(user: string): Promise<string | undefined>;
 }
 
 /** Refused invitations remembered (so each is told about once); then forgotten at once. */
@@ -76,8 +84,26 @@ const TICK_MS = 250;
 const REDIAL_MIN_MS = 250;
 const REDIAL_MAX_MS = 4_000;
 
+/** Every so many checksum rounds, each link also carries my marks (`group_marks`). */
+const MARKS_EVERY = 5;
+/** At most this many messages, and about this many bytes of text, per batch passed on. */
+const RELAY_BATCH = 256;
+const RELAY_BYTES = 1024 * 1024;
+/** Messages passed on that wait for an earlier one: at most this many, for this long. */
+const MAX_HELD = 4_096;
+const GAP_BOUND_MS = 30_000;
+/**
+ * A member's marks are answered at most this often per group (more often is ignored: a member
+ * cannot make me send batch after batch); it asks for the next batch after this long.
+ */
+const RELAY_GAP_MS = 200;
+const MORE_AFTER_MS = 250;
+
 /** A group message on the wire. */
 type GroupFrame = Extract<PeerMessage, { type: "group_msg" }>;
+type RelayFrame = Extract<PeerMessage, { type: "group_relay" }>;
+/** A message passed on that waits for an earlier one of its author. */
+type Held = { m: RelayFrame; by: string; at: number };
 /** Where a member can be dialed, and since when. */
 type Endpoint = Extract<PeerMessage, { type: "group_where" }>["endpoints"][number];
 
@@ -115,6 +141,17 @@ export class GroupChats {
   readonly #tickTimer: ReturnType<typeof setInterval>;
   #closed = false;
   #restored = false;
+  #sumRounds = 0;
+  /**
+   * Messages passed on by members that wait for an earlier message of the same author (key:
+   * group and author), by seq; and how many in all.
+   */
+  readonly #held = new Map<string, Map<number, Held>>();
+  #heldCount = 0;
+  /** One-off waits, cleared at close. */
+  readonly #timers = new Set<ReturnType<typeof setTimeout>>();
+  /** When I last passed on a batch, per member and group (key: group and member). */
+  readonly #relayedAt = new Map<string, number>();
 
   constructor(host: GroupHost) {
     this.#host = host;
@@ -278,13 +315,28 @@ export class GroupChats {
       case "group_refused":
         this.#onRefused(link, m.group);
         return true;
+      case "group_marks":
+        await this.#onMarks(link, m);
+        return true;
+      case "group_relay":
+        await this.#onRelay(link, m);
+        return true;
+      case "group_relay_more":
+        // After the relaying member's limit, so the request is not ignored.
+        {
+          const timer = setTimeout(() => {
+            this.#timers.delete(timer);
+            this.#sendMarks(link, m.group);
+          }, MORE_AFTER_MS);
+          this.#timers.add(timer);
+        }
+        return true;
       default:
         return false;
     }
   }
 
   async #onMessage(link: PeerLink, m: GroupFrame): Promise<void> {
-    const host = this.#host;
     const state = this.#groups.get(m.group);
     if (!state || !isMember(state, link.user)) {
       // I left, or I do not count them yet: not now. My state tells them why; they merge it,
@@ -294,28 +346,214 @@ export class GroupChats {
       if (mine) await link.fc.send({ type: "group_state", group: mine }).catch(() => {});
       return;
     }
-    const fresh = host.store.addMessage({
-      id: m.id,
-      chat: groupChat(m.group),
-      sender: link.user,
-      ts: m.ts,
-      text: m.text,
-      outgoing: false,
-      mark: "**",
-    });
+    // The link proves the author; the signature is checked too, since it is what lets me pass
+    // the message on (one that does not verify is kept, but never passed on).
+    let sig = m.sig;
+    if (sig !== undefined && !await this.#signedBy(link.user, m, sig)) {
+      sig = undefined;
+    }
+    // From its author, a message comes in the author's order (each copy goes only after the
+    // one before was acked): shown at once.
+    this.#store(m.group, { ...m, author: link.user }, { sig, by: undefined });
     // Acknowledged once stored, also a duplicate (our first ack may have been lost).
     await link.fc.send({ type: "ack", id: m.id }).catch(() => {});
+    this.#drain(m.group, link.user);
+  }
+
+  /**
+   * Stores a group message of another member and shows it (once: a duplicate is neither), and
+   * moves my mark for its author past it.
+   */
+  #store(
+    group: string,
+    m: { author: string; id: string; seq: number; ts: number; prevTs?: number; text: string },
+    options: { sig: string | undefined; by: string | undefined },
+  ): void {
+    const host = this.#host;
+    const fresh = host.store.addGroupReceived(
+      {
+        id: m.id,
+        chat: groupChat(group),
+        sender: m.author,
+        ts: m.ts,
+        text: m.text,
+        outgoing: false,
+        mark: "**",
+      },
+      group,
+      {
+        seq: m.seq,
+        ...(m.prevTs !== undefined ? { prevTs: m.prevTs } : {}),
+        ...(options.sig !== undefined ? { sig: options.sig } : {}),
+        next: m.seq + 1,
+      },
+    );
     if (!fresh) return;
     host.emit({
       type: "message",
       id: m.id,
-      from: link.user,
+      from: m.author,
       ts: m.ts,
       text: m.text,
-      inChat: host.current === m.group,
-      via: "direct",
-      group: m.group,
+      inChat: host.current === group,
+      via: options.by === undefined ? "direct" : "member",
+      group,
+      ...(options.by !== undefined ? { relayedBy: options.by } : {}),
     });
+  }
+
+  /** Whether `sig` is `author`'s signature of the message, by their pinned key. */
+  async #signedBy(
+    author: string,
+    m: { group: string; id: string; seq: number; ts: number; prevTs?: number; text: string },
+    sig: string,
+  ): Promise<boolean> {
+    const key = await this.#host.keyOf(author);
+    return key !== undefined &&
+      await verifySignature(key, sig, groupMessageStatement({ ...m, author }));
+  }
+
+  // ---- catch-up: members pass on what a member missed ------------------------------------------
+
+  /** Tells `link`'s user how far I have each author's messages in `group`. */
+  #sendMarks(link: PeerLink, group: string): void {
+    if (!this.#groups.has(group)) return;
+    const marks = this.#host.store.groupHeads(group);
+    link.fc.send({ type: "group_marks", group, marks }).catch(() => {});
+  }
+
+  /**
+   * A member told how far it has each author's messages: I pass on, signed by their authors,
+   * the messages I hold that it lacks and that were sent while it was a member (never my own:
+   * those go from my outbox, acked). At most one batch; it asks for more.
+   */
+  async #onMarks(link: PeerLink, m: Extract<PeerMessage, { type: "group_marks" }>): Promise<void> {
+    const host = this.#host;
+    const state = this.#groups.get(m.group);
+    if (!state || !isMember(state, link.user)) return;
+    const asked = this.#heldKey(m.group, link.user);
+    const now = Date.now();
+    if (now - (this.#relayedAt.get(asked) ?? 0) < RELAY_GAP_MS) return;
+    this.#relayedAt.set(asked, now);
+    if (this.#relayedAt.size > 4 * MAX_GROUP_MEMBERS * 64) this.#relayedAt.clear();
+    const since = memberSince(state, link.user) ?? 0;
+    const marks = new Map(m.marks.map((x) => [x.author.toLowerCase(), x.next]));
+    let budget = RELAY_BATCH;
+    let bytes = 0;
+    for (const author of host.store.loggedAuthors(m.group)) {
+      if (this.#isMe(author) || author.toLowerCase() === link.user.toLowerCase()) continue;
+      const from = marks.get(author.toLowerCase()) ?? 0;
+      const batch = host.store.loggedMessages(m.group, author, { from, since, limit: budget + 1 });
+      for (const msg of batch) {
+        if (budget === 0 || bytes >= RELAY_BYTES) {
+          await link.fc.send({ type: "group_relay_more", group: m.group }).catch(() => {});
+          return;
+        }
+        budget--;
+        bytes += msg.text.length;
+        await link.fc.send(relayFrame(m.group, msg)).catch(() => {});
+      }
+    }
+  }
+
+  /**
+   * Another member's message passed on by `link`'s user: kept only when its author signed it
+   * (checked against the author's pinned key) and it was sent while I was a member; shown in
+   * its author's order, a later one waiting (bounded) for the one before.
+   */
+  async #onRelay(link: PeerLink, m: RelayFrame): Promise<void> {
+    const host = this.#host;
+    const state = this.#groups.get(m.group);
+    if (!state || !isMember(state, link.user)) return;
+    const author = m.author;
+    const byAuthor = author.toLowerCase() === link.user.toLowerCase();
+    if (this.#isMe(author) || byAuthor || !sentWhileMember(state, host.user, m.ts)) return;
+    if (!state.adds.some((a) => a.user.toLowerCase() === author.toLowerCase())) {
+      return this.#refused(link, m, `${author} was never a member of the group`);
+    }
+    if (host.store.hasMessage(author, m.id)) return;
+    const key = this.#heldKey(m.group, author);
+    if (this.#held.get(key)?.has(m.seq)) return;
+    if (!await this.#signedBy(author, m, m.sig)) {
+      return this.#refused(link, m, `not signed by ${author}'s identity key`);
+    }
+    const head = host.store.groupHead(m.group, author);
+    // The one before was for me too (sent while I was a member): wait for it first.
+    const before = m.prevTs !== undefined && sentWhileMember(state, host.user, m.prevTs);
+    if (head === undefined ? !before : m.seq <= head) {
+      // Next in line (or one that came after I gave up waiting for it: shown late, once).
+      this.#store(m.group, m, { sig: m.sig, by: link.user });
+      this.#drain(m.group, author);
+      return;
+    }
+    if (this.#heldCount >= MAX_HELD) return; // passed on again at the next exchange
+    const held = this.#held.get(key) ?? new Map<number, Held>();
+    held.set(m.seq, { m, by: link.user, at: Date.now() });
+    this.#held.set(key, held);
+    this.#heldCount++;
+  }
+
+  #refused(link: PeerLink, m: RelayFrame, reason: string): void {
+    this.#host.emit({
+      type: "group_relay_refused",
+      group: m.group,
+      handle: groupHandle(m.group),
+      from: link.user,
+      author: m.author,
+      id: m.id,
+      reason,
+    });
+  }
+
+  #heldKey(group: string, author: string): string {
+    return `${group}\n${author.toLowerCase()}`;
+  }
+
+  /** Shows the held messages of `author` that are next in line now. */
+  #drain(group: string, author: string): void {
+    const key = this.#heldKey(group, author);
+    const held = this.#held.get(key);
+    if (!held) return;
+    const host = this.#host;
+    for (const seq of [...held.keys()].sort((a, b) => a - b)) {
+      const head = host.store.groupHead(group, author);
+      if (head !== undefined && seq > head) break;
+      const { m, by } = held.get(seq)!;
+      held.delete(seq);
+      this.#heldCount--;
+      this.#store(group, m, { sig: m.sig, by });
+    }
+    if (held.size === 0) this.#held.delete(key);
+  }
+
+  /**
+   * Gives up waiting for messages no member could pass on within {@link GAP_BOUND_MS}: says
+   * so, and shows the later ones (the missing ones are shown if they come after all).
+   */
+  #checkGaps(): void {
+    const now = Date.now();
+    const host = this.#host;
+    for (const held of [...this.#held.values()]) {
+      const oldest = Math.min(...[...held.values()].map((h) => h.at));
+      if (now - oldest < GAP_BOUND_MS) continue;
+      const first = Math.min(...held.keys());
+      const { m } = held.get(first)!;
+      const head = host.store.groupHead(m.group, m.author);
+      host.emit({
+        type: "group_gap",
+        group: m.group,
+        handle: groupHandle(m.group),
+        author: m.author,
+        ...(head !== undefined ? { missing: first - head } : {}),
+      });
+      host.store.skipGroupGap(m.group, m.author, first);
+      this.#drain(m.group, m.author);
+    }
+  }
+
+  #dropHeld(key: string): void {
+    this.#heldCount -= this.#held.get(key)?.size ?? 0;
+    this.#held.delete(key);
   }
 
   async #onState(link: PeerLink, incoming: GroupState): Promise<void> {
@@ -509,6 +747,8 @@ export class GroupChats {
       if (!isMember(state, user)) continue;
       link.fc.send({ type: "group_state", group: state }).catch(() => {});
       this.#sendWhere(link, state);
+      // What I missed while one of us was away: they pass on what they have of it.
+      this.#sendMarks(link, state.id);
       if (announce) this.#emitPresence(state.id, user, true);
     }
     for (const state of this.#left.values()) {
@@ -593,8 +833,15 @@ export class GroupChats {
     }
   }
 
-  /** Adopts a group we were not in: stored, and linked to every member. */
+  /**
+   * Adopts a group we were not in: stored, and linked to every member. A newcomer (also one
+   * added back) starts counting each author's messages afresh: none from before is for it.
+   */
   #adopt(state: GroupState): void {
+    this.#host.store.resetGroupHeads(state.id);
+    for (const key of [...this.#held.keys()]) {
+      if (key.startsWith(`${state.id}\n`)) this.#dropHeld(key);
+    }
     this.#groups.set(state.id, state);
     this.#host.store.saveGroupState(state, membersOf(state), { left: false });
     this.#tellWhere(state.id);
@@ -682,13 +929,17 @@ export class GroupChats {
 
   #exchangeSums(): void {
     const host = this.#host;
+    const marks = ++this.#sumRounds % MARKS_EVERY === 0;
     for (const state of this.#groups.values()) {
       const sum = groupChecksum(state);
       for (const member of this.#others(state.id)) {
-        host.openLink(member)?.fc.send({ type: "group_sum", group: state.id, sum })
-          .catch(() => {});
+        const link = host.openLink(member);
+        link?.fc.send({ type: "group_sum", group: state.id, sum }).catch(() => {});
+        // Now and then too, in case a member got what I missed after we linked.
+        if (link && marks) this.#sendMarks(link, state.id);
       }
     }
+    this.#checkGaps();
   }
 
   #opened(state: GroupState, by: string): ClientEvent {
@@ -724,7 +975,26 @@ export class GroupChats {
     clearInterval(this.#tickTimer);
     this.#groups.clear();
     this.#left.clear();
+    this.#held.clear();
+    this.#heldCount = 0;
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
   }
+}
+
+/** A logged message as passed on to a member. */
+function relayFrame(group: string, m: LoggedGroupMessage): RelayFrame {
+  return {
+    type: "group_relay",
+    group,
+    author: m.author,
+    id: m.id,
+    seq: m.seq,
+    ts: m.ts,
+    ...(m.prevTs !== undefined ? { prevTs: m.prevTs } : {}),
+    text: m.text,
+    sig: m.sig,
+  };
 }
 
 export class GroupError extends Error {

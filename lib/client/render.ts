@@ -368,6 +368,17 @@ export class Renderer {
             : `${e.handle}: ${e.user} is away (${e.reason ?? "link closed"}); ` +
               `messages wait for them`,
         );
+      case "group_gap":
+        return this.paint(
+          "yellow",
+          `${e.handle}: ${e.missing ?? "some"} earlier message(s) from ${e.author} could not be ` +
+            `found; the later ones are shown without them (they follow if they come)`,
+        );
+      case "group_relay_refused":
+        return this.paint(
+          "red",
+          `${e.handle}: refused a message ${e.from} passed on as ${e.author}'s (${e.reason})`,
+        );
       case "group_status":
         if (e.pending.length > 0 && !this.#groupWaiting.has(e.id)) {
           this.#groupWaiting.add(e.id);

@@ -136,3 +136,38 @@ export function withinLimits(state: GroupState): boolean {
 export function groupHandle(id: string): string {
   return `#${id.replaceAll("-", "").slice(0, 6)}`;
 }
+
+/** A group message as its author signs it (every field a member passing it on must keep). */
+export interface SignedGroupMessage {
+  group: string;
+  author: string;
+  id: string;
+  seq: number;
+  ts: number;
+  /** The send time of the author's previous message to the group; absent for its first. */
+  prevTs?: number;
+  text: string;
+}
+
+/**
+ * What an author signs for each group message, so that any member can pass it on to a member
+ * who missed it and the receiver can tell it is the author's, unchanged (names lower-cased:
+ * names are unique ignoring case; the text last, so its newlines cannot shift a field).
+ */
+export function groupMessageStatement(m: SignedGroupMessage): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(
+    `confab-group-msg-v1\n${m.group}\n${m.author.toLowerCase()}\n${m.id}\n${m.seq}\n${m.ts}\n` +
+      `${m.prevTs ?? ""}\n${m.text}`,
+  );
+}
+
+/**
+ * Whether a message of another member sent at `ts` is for `user`: sent once `user` was a
+ * member (its earliest live add, by the adder's clock), the rule authors use for members they
+ * learn of late, and members use to pass messages on. False when `user` is not a member now.
+ */
+export function sentWhileMember(state: GroupState, user: string, ts: number): boolean {
+  if (!isMember(state, user)) return false;
+  const since = memberSince(state, user);
+  return since === undefined || ts >= since; // (an add from before adds had times)
+}

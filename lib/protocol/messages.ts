@@ -404,7 +404,51 @@ export const GroupMsg = z.strictObject({
   /** The author's counter in this group: receivers show each author's messages in order. */
   seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   ts: Timestamp,
+  /**
+   * The send time of the author's previous message to the group (absent for its first): tells a
+   * member who gets this one from another member whether the one before was for it too.
+   */
+  prevTs: Timestamp.optional(),
   text: Text,
+  /**
+   * The author's Ed25519 signature over group, author, id, seq, ts, prevTs and text
+   * (`groupMessageStatement`): lets members pass the message on to a member who missed it.
+   */
+  sig: Signature.optional(),
+});
+/** Seqs as members count them. */
+const GroupSeq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/**
+ * "This is how far I have each author's messages in this group" (the next seq I expect from
+ * each; an author I have nothing of is left out). Sent on every link that comes up, for each
+ * group both ends are in, and every ten seconds; the other side answers with `group_relay`
+ * copies of what it holds and I lack.
+ */
+export const GroupMarks = z.strictObject({
+  type: z.literal("group_marks"),
+  group: GroupId,
+  marks: z.array(z.strictObject({ author: Username, next: GroupSeq })).max(64),
+});
+/**
+ * Another member's message, passed on to a member who lacks it, signed by its author (checked
+ * by the receiver against the author's pinned key; the member passing it on is not trusted for
+ * content or authorship). Not acknowledged: the author learns who has it from the members.
+ */
+export const GroupRelay = z.strictObject({
+  type: z.literal("group_relay"),
+  group: GroupId,
+  author: Username,
+  id: MessageId,
+  seq: GroupSeq,
+  ts: Timestamp,
+  prevTs: Timestamp.optional(),
+  text: Text,
+  sig: Signature,
+});
+/** Ends a batch of `group_relay` that was cut at its limit: answer with fresh `group_marks`. */
+export const GroupRelayMore = z.strictObject({
+  type: z.literal("group_relay_more"),
+  group: GroupId,
 });
 
 /** Where a member can be dialed: its address as the server sees it, and its peer port. */
@@ -624,6 +668,9 @@ export const PeerToPeer = z.discriminatedUnion("type", [
   GroupWhere,
   GroupRefused,
   GroupMsg,
+  GroupMarks,
+  GroupRelay,
+  GroupRelayMore,
   FileOffer,
   FileAccept,
   FileReject,

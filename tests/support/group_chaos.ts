@@ -3,7 +3,9 @@
  * other's contacts; four of them make a group and three send numbered lines at a steady rate
  * while a schedule drawn from the seed kills the server (-9) and restarts it, has two members
  * add the other two at the same moment while everyone re-attaches, kills a member (-9) and
- * restarts it on its home, and freezes another past the peer timeout (SIGSTOP, SIGCONT).
+ * restarts it on its home, kills a sender while that member is away and keeps it down until the
+ * member has the sender's messages from the other members (catch-up without the author), and
+ * freezes another past the peer timeout (SIGSTOP, SIGCONT).
  *
  * Then it checks what users would: every member has every message sent to the group while it
  * was a member (away included), once, in order per sender; every sender sees `**` on each of
@@ -194,11 +196,18 @@ export async function runGroupChaos(options: GroupChaosOptions): Promise<GroupCh
     const sleeper = pick(initial.filter((m) => m !== victim));
     const freezeAt = between(3_000, 11_000);
     const frozenMs = PEER_TIMEOUT_S * 1000 + between(500, 3_000);
+    // A sender killed while the victim is away, and kept down until the victim is back and
+    // has that sender's messages from the other members (there are three senders, so one is
+    // neither the victim nor the sleeper).
+    const author = pick(senders.filter((m) => m !== victim && m !== sleeper));
+    const authorKillAfter = deadMs * between(0.4, 0.8);
     note(
       `seed ${options.seed}: senders ${senders.map((m) => m.name)}; server -9 at ` +
         `${(serverKillAt / 1000).toFixed(2)}s for ${serverDownMs.toFixed(0)} ms, then ` +
         `${adders[0].name} adds eve and ${adders[1].name} adds fay at once; ${victim.name} -9 at ` +
-        `${(killAt / 1000).toFixed(2)}s for ${deadMs.toFixed(0)} ms; ${sleeper.name} frozen at ` +
+        `${(killAt / 1000).toFixed(2)}s for ${deadMs.toFixed(0)} ms, and ${author.name} -9 ` +
+        `${authorKillAfter.toFixed(0)} ms after it until ${victim.name} has ${author.name}'s ` +
+        `messages from the others; ${sleeper.name} frozen at ` +
         `${(freezeAt / 1000).toFixed(2)}s for ${frozenMs.toFixed(0)} ms`,
     );
 
@@ -285,6 +294,15 @@ export async function runGroupChaos(options: GroupChaosOptions): Promise<GroupCh
       throw new Error(`${adder.name} could not add ${user.name}`);
     };
 
+    /** `m` killed (-9): it types nothing until restarted. */
+    const kill = async (m: Member) => {
+      m.dead = true;
+      m.inWindow = false;
+      m.client.proc.kill("SIGKILL");
+      await m.client.proc.status;
+      note(`${m.name} killed`);
+    };
+
     const faults: Promise<void>[] = [];
     faults.push((async () => {
       await sleep(serverKillAt);
@@ -304,16 +322,53 @@ export async function runGroupChaos(options: GroupChaosOptions): Promise<GroupCh
     })());
     faults.push((async () => {
       await sleep(killAt);
-      victim.dead = true;
-      victim.inWindow = false;
-      victim.client.proc.kill("SIGKILL");
-      await victim.client.proc.status;
-      note(`${victim.name} killed`);
-      await sleep(deadMs);
+      await kill(victim);
+      await sleep(authorKillAfter);
+      while (author.frozen) await sleep(50);
+      await kill(author);
+      await sleep(deadMs - authorKillAfter);
       while (server === undefined) await sleep(50);
       await restart(victim);
       victim.dead = false;
       note(`${victim.name} back`);
+      // The author of messages the victim missed is still down: the other members pass them on
+      // (those that reached at least one of them before the author died).
+      const shown = (runs: TestClient[]) =>
+        new Set(
+          runs.flatMap((r) => r.events()).filter((e) =>
+            e.type === "message" && e.group === group && e.from === author.name
+          ).map((e) => String(e.id)),
+        );
+      const before = shown(victim.runs.slice(0, -1));
+      const others = members.filter((m) => m !== victim && m !== author);
+      const owed = () => {
+        const somewhere = new Set(others.flatMap((m) => [...shown(m.runs)]));
+        return author.events().filter((e) => e.type === "sent" && e.group === group)
+          .map((e) => String(e.id)).filter((id) => somewhere.has(id) && !before.has(id));
+      };
+      await until(
+        () => {
+          const have = shown([victim.client]);
+          return owed().every((id) => have.has(id));
+        },
+        `${victim.name} has ${author.name}'s messages from the others`,
+        30_000,
+      ).then(
+        (ms) =>
+          note(
+            `${victim.name} got ${author.name}'s ${owed().length} messages from members in ${ms} ms`,
+          ),
+        (error) => problems.push(String(error.message)),
+      );
+      const relayed = victim.client.events().filter((e) =>
+        e.type === "message" && e.from === author.name && e.via === "member"
+      ).length;
+      if (owed().length > 0 && relayed === 0) {
+        problems.push(`${victim.name} got none of ${author.name}'s messages from a member`);
+      }
+      await restart(author);
+      author.dead = false;
+      note(`${author.name} back`);
     })());
     faults.push((async () => {
       await sleep(freezeAt);
