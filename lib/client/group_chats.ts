@@ -141,6 +141,7 @@ export class GroupChats {
   readonly #tickTimer: ReturnType<typeof setInterval>;
   #closed = false;
   #restored = false;
+  readonly #gapBoundMs: number;
   #sumRounds = 0;
   /**
    * Messages passed on by members that wait for an earlier message of the same author (key:
@@ -153,10 +154,18 @@ export class GroupChats {
   /** When I last passed on a batch, per member and group (key: group and member). */
   readonly #relayedAt = new Map<string, number>();
 
-  constructor(host: GroupHost) {
+  /**
+   * @param options.gapBoundMs how long a message passed on waits for an earlier one before the
+   * gap is reported (tests shorten it).
+   */
+  constructor(host: GroupHost, options: { gapBoundMs?: number } = {}) {
     this.#host = host;
+    this.#gapBoundMs = options.gapBoundMs ?? GAP_BOUND_MS;
     this.#sumTimer = setInterval(() => this.#exchangeSums(), SUM_INTERVAL_MS);
-    this.#tickTimer = setInterval(() => this.#dialAway(), TICK_MS);
+    this.#tickTimer = setInterval(() => {
+      this.#dialAway();
+      this.#checkGaps();
+    }, TICK_MS);
   }
 
   /**
@@ -349,7 +358,7 @@ export class GroupChats {
     // The link proves the author; the signature is checked too, since it is what lets me pass
     // the message on (one that does not verify is kept, but never passed on).
     let sig = m.sig;
-    if (sig !== undefined && !await this.#signedBy(link.user, m, sig)) {
+    if (sig !== undefined && await this.#signedBy(link.user, m, sig) !== true) {
       sig = undefined;
     }
     // From its author, a message comes in the author's order (each copy goes only after the
@@ -402,15 +411,18 @@ export class GroupChats {
     });
   }
 
-  /** Whether `sig` is `author`'s signature of the message, by their pinned key. */
+  /**
+   * Whether `sig` is `author`'s signature of the message, by their pinned key: "unknown" when
+   * no key for them can be had now (neither pinned nor from the directory).
+   */
   async #signedBy(
     author: string,
     m: { group: string; id: string; seq: number; ts: number; prevTs?: number; text: string },
     sig: string,
-  ): Promise<boolean> {
+  ): Promise<boolean | "unknown"> {
     const key = await this.#host.keyOf(author);
-    return key !== undefined &&
-      await verifySignature(key, sig, groupMessageStatement({ ...m, author }));
+    if (key === undefined) return "unknown";
+    return await verifySignature(key, sig, groupMessageStatement({ ...m, author }));
   }
 
   // ---- catch-up: members pass on what a member missed ------------------------------------------
@@ -474,9 +486,11 @@ export class GroupChats {
     if (host.store.hasMessage(author, m.id)) return;
     const key = this.#heldKey(m.group, author);
     if (this.#held.get(key)?.has(m.seq)) return;
-    if (!await this.#signedBy(author, m, m.sig)) {
-      return this.#refused(link, m, `not signed by ${author}'s identity key`);
-    }
+    const signed = await this.#signedBy(author, m, m.sig);
+    // No key to check it with (the server is away and we never met): not now; it is passed on
+    // again at a later exchange.
+    if (signed === "unknown") return;
+    if (!signed) return this.#refused(link, m, `not signed by ${author}'s identity key`);
     const head = host.store.groupHead(m.group, author);
     // The one before was for me too (sent while I was a member): wait for it first.
     const before = m.prevTs !== undefined && sentWhileMember(state, host.user, m.prevTs);
@@ -527,7 +541,7 @@ export class GroupChats {
   }
 
   /**
-   * Gives up waiting for messages no member could pass on within {@link GAP_BOUND_MS}: says
+   * Gives up waiting for messages no member could pass on within the gap bound: says
    * so, and shows the later ones (the missing ones are shown if they come after all).
    */
   #checkGaps(): void {
@@ -535,7 +549,7 @@ export class GroupChats {
     const host = this.#host;
     for (const held of [...this.#held.values()]) {
       const oldest = Math.min(...[...held.values()].map((h) => h.at));
-      if (now - oldest < GAP_BOUND_MS) continue;
+      if (now - oldest < this.#gapBoundMs) continue;
       const first = Math.min(...held.keys());
       const { m } = held.get(first)!;
       const head = host.store.groupHead(m.group, m.author);
@@ -939,7 +953,6 @@ export class GroupChats {
         if (link && marks) this.#sendMarks(link, state.id);
       }
     }
-    this.#checkGaps();
   }
 
   #opened(state: GroupState, by: string): ClientEvent {
