@@ -475,14 +475,16 @@ export class Delivery {
   // ---- group copies --------------------------------------------------------------------------
 
   /**
-   * Stores a group message with a copy owed to each of `members` (one transaction), then sends
+   * Stores a group message with a copy owed to each of `members()` (one transaction), then sends
    * the copies. Resolves once each member's copy was acked or has to wait for them.
+   * @param members the other members, asked in the same turn as the message is stored (after
+   * it was signed): a member learned of meanwhile is owed it, one who left is not.
    * @returns "delivered" when every member has it, else "queued".
    */
   async sendGroup(
     session: Session,
     group: string,
-    members: string[],
+    members: () => string[],
     text: string,
   ): Promise<"delivered" | "queued"> {
     const id = crypto.randomUUID();
@@ -493,18 +495,21 @@ export class Delivery {
       const author = session.user;
       const statement = groupMessageStatement({ group, author, id, seq, ts, prevTs, text });
       const sig = await session.identity.sign(statement);
+      // (Not before the signature: a state that came meanwhile has owed my earlier messages to
+      // a newcomer already, and this one is not stored yet.)
+      const to = members();
       session.store.addGroupMessage(
         { id, chat: groupChat(group), sender: author, ts, text, outgoing: true, mark: "" },
         group,
-        members,
+        to,
         { seq, prevTs, sig },
       );
-      return ts;
+      return { ts, to };
     });
     this.#groupSends = stored.catch(() => {});
-    const ts = await stored;
+    const { ts, to } = await stored;
     this.#ctx.emit({ type: "sent", id, to: groupHandle(group), ts, text, group });
-    await Promise.all(members.map((member) => this.kickGroup(session, member)));
+    await Promise.all(to.map((member) => this.kickGroup(session, member)));
     const status = session.store.copyStatus(id);
     if (status.pending.length > 0) this.groupStatus(session, id, group);
     return status.pending.length === 0 ? "delivered" : "queued";

@@ -47,10 +47,14 @@ export interface GroupHost {
   /** The open link to `user`, if there is one. */
   openLink(user: string): PeerLink | undefined;
   /**
-   * Stores my message to `group` with a copy owed to each of `members` and sends them (the
-   * delivery room's rules, shared with 1:1 messages).
+   * Stores my message to `group` with a copy owed to each of `members()` (asked when it is
+   * stored) and sends them (the delivery room's rules, shared with 1:1 messages).
    */
-  sendGroup(group: string, members: string[], text: string): Promise<"delivered" | "queued">;
+  sendGroup(
+    group: string,
+    members: () => string[],
+    text: string,
+  ): Promise<"delivered" | "queued">;
   /** Sends the copies owed to `member` now (after it became owed more). */
   kick(member: string): void;
   /** Says who has my group message `msgId` now (`group_status`). */
@@ -294,7 +298,7 @@ export class GroupChats {
    */
   async send(id: string, text: string): Promise<"delivered" | "queued"> {
     if (!this.#groups.has(id)) throw new GroupError("NOT_IN_CHAT", "that group is closed");
-    return await this.#host.sendGroup(id, this.#others(id), text);
+    return await this.#host.sendGroup(id, () => this.#others(id), text);
   }
 
   #dropCopies(group: string, member: string): void {
