@@ -48,6 +48,7 @@ function bobsHost(
     current: undefined,
     chatPartner: undefined,
     selfEndpoint: () => undefined,
+    isContact: () => Promise.resolve(true),
     keyOf: (u) => Promise.resolve(keys[u.toLowerCase()]),
   };
 }
