@@ -402,10 +402,14 @@ async function handshake(pattern: HandshakePatternName): Promise<Pair> {
   const initiatorStatic = await generateKeyPair();
   const responderStatic = await generateKeyPair();
   const prologue = enc.encode("confab/1");
+  const psk = shape.messages.some((tokens) => (tokens as readonly string[]).includes("psk"))
+    ? crypto.getRandomValues(new Uint8Array(32))
+    : undefined;
   const initiator = await HandshakeState.initialize({
     pattern,
     initiator: true,
     prologue,
+    psk,
     staticKeyPair: needsStatic(pattern, true) ? initiatorStatic : undefined,
     remoteStaticKey: shape.responderPreMessage.length > 0 ? responderStatic.publicKey : undefined,
   });
@@ -413,6 +417,7 @@ async function handshake(pattern: HandshakePatternName): Promise<Pair> {
     pattern,
     initiator: false,
     prologue,
+    psk,
     staticKeyPair: needsStatic(pattern, false) ? responderStatic : undefined,
     remoteStaticKey: shape.initiatorPreMessage.length > 0 ? initiatorStatic.publicKey : undefined,
   });
@@ -664,4 +669,68 @@ Deno.test("TransportCipher.rekey() on both ends keeps the session working", asyn
   await rejectsWith(responder.receive.decrypt(after), "DECRYPT_FAILED");
   responder.receive.rekey();
   assert.deepEqual(await responder.receive.decrypt(after), enc.encode("after"));
+});
+
+Deno.test("NNpsk0 reproduces the cacophony vector (psk mixed first, e keys the cipher)", async () => {
+  const psk = hex("54686973206973206d7920417573747269616e20706572737065637469766521");
+  const prologue = hex("4a6f686e2047616c74");
+  const initiator = await HandshakeState.initialize({
+    pattern: "NNpsk0",
+    initiator: true,
+    prologue,
+    psk,
+    ephemeralKeyPair: await keyPairFromPrivateKey(
+      hex("893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a"),
+    ),
+  });
+  const responder = await HandshakeState.initialize({
+    pattern: "NNpsk0",
+    initiator: false,
+    prologue,
+    psk,
+    ephemeralKeyPair: await keyPairFromPrivateKey(
+      hex("bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b"),
+    ),
+  });
+  const m0 = await initiator.writeMessage(hex("4c756477696720766f6e204d69736573"));
+  assert.equal(
+    toHex(m0),
+    "ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c7944" +
+      "79b962b8aff8485742ac32f905ba45369e2465fb59e138a93d67a0d1266b6a54",
+  );
+  assert.equal(toHex(await responder.readMessage(m0)), "4c756477696720766f6e204d69736573");
+  const m1 = await responder.writeMessage(hex("4d757272617920526f746862617264"));
+  assert.equal(
+    toHex(m1),
+    "95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f144808843" +
+      "d6062704d5a9c422a8e834423f8c1feada7e8d0d910a1a2cd030fb584221e3",
+  );
+  await initiator.readMessage(m1);
+  const [i, r] = [initiator.session(), responder.session()];
+  assert.equal(
+    toHex(await i.send.encrypt(hex("462e20412e20486179656b"))),
+    "e632c3763d7669067383433197a3baddf146e9e70ad4b4e9e59e0f",
+  );
+  assert.equal(
+    toHex(await r.send.encrypt(hex("4361726c204d656e676572"))),
+    "64c6bee32ea91c8474bb4c21d7a700109ad45af77b29764ba5eb1e",
+  );
+});
+
+Deno.test("NNpsk0: a responder with another psk refuses the first message", async () => {
+  const [a, b] = [new Uint8Array(32).fill(1), new Uint8Array(32).fill(2)];
+  const initiator = await HandshakeState.initialize({ pattern: "NNpsk0", initiator: true, psk: a });
+  const responder = await HandshakeState.initialize({
+    pattern: "NNpsk0",
+    initiator: false,
+    psk: b,
+  });
+  await assert.rejects(
+    async () => await responder.readMessage(await initiator.writeMessage()),
+    CryptoError,
+  );
+  await assert.rejects(
+    () => HandshakeState.initialize({ pattern: "NNpsk0", initiator: true }),
+    TypeError,
+  );
 });

@@ -949,6 +949,43 @@ storeTest("resume() while attached replaces that attachment with a kick", async 
 });
 
 storeTest(
+  "resumeMany() answers each in order, in one transaction, as resume() would",
+  async (fx) => {
+    const { store, seen } = await runningStore(fx, "here:3");
+    await using _ = store;
+    await signUp(store, ["alice", "bob", "carol"]);
+    await watching(store, "carol", "alice");
+    await store.saveSession(token(1), "alice", { now: 900 });
+    await store.saveSession(token(2), "bob", { now: 900 });
+    const seq = await store.recordLogin("alice", "h", 1, 1000);
+    const answers = await store.resumeMany([
+      resumption(1, "a-1"),
+      resumption(9, "x-1"), // unknown token: undefined, nothing changed
+      resumption(2, "b-1"),
+    ], 2000);
+    assert.deepEqual(answers, [
+      { user: "alice", registrySeq: seq, loginAt: 1000 },
+      undefined,
+      { user: "bob", registrySeq: answers[2]?.registrySeq, loginAt: 2000 },
+    ]);
+    await seen({ kind: "presence", user: "alice", online: true });
+    assert.equal((await store.presenceOf("bob"))?.instance, "here:3");
+    assert.deepEqual(await store.resumeMany([], 2000), []);
+    // A server closing takes everyone out in one step; a replaced attachment stays.
+    assert.equal(
+      await store.detachMany([
+        { user: "alice", attach: "a-1" },
+        { user: "bob", attach: "not-bobs" },
+      ], 3000),
+      1,
+    );
+    assert.equal(await store.presenceOf("alice"), undefined);
+    assert.equal((await store.presenceOf("bob"))?.host, "10.0.0.7");
+    assert.deepEqual((await store.registry("alice")).map((r) => r.logoutAt), [3000]);
+  },
+);
+
+storeTest(
   "stored mail, confirmed mail and published events reach the running instance",
   async (fx) => {
     const { store, seen } = await runningStore(fx);

@@ -1,14 +1,16 @@
 /**
- * Opens the client's control connection: TCP, `hello`, then the Noise XX handshake, and the
- * check of the server's static key against the key pinned for that address.
+ * Opens the client's control connection: TCP, `hello`, then the Noise XX handshake (or, coming
+ * back with a resumption ticket, NNpsk0), and the check of the server's static key against the
+ * key pinned for that address.
  */
 import { type KeyPair } from "../crypto/noise.ts";
 import { keyFingerprint } from "../crypto/fingerprint.ts";
 import { dial, FramedConnection } from "../net/framed_connection.ts";
-import { openSecureChannel } from "../net/secure_channel.ts";
+import { openSecureChannel, type ResumptionOffer } from "../net/secure_channel.ts";
+import { ProtocolError } from "../protocol/errors.ts";
 import type { Transport } from "../net/transport.ts";
 import { type ServerMessage, ServerToClient, type WelcomeMessage } from "../protocol/messages.ts";
-import { toBase64Url } from "../util/base64.ts";
+import { fromBase64Url, toBase64Url } from "../util/base64.ts";
 import type { KnownServers } from "./known_servers.ts";
 
 /** Server messages that answer one of our requests (matched by `id`). */
@@ -37,37 +39,37 @@ export const SERVER_REPLY_TYPES = [
 export const CONTROL_HEARTBEAT = { intervalMs: 30_000, timeoutMs: 75_000 } as const;
 
 /**
- * Waits between attempts to reach a server that went away: doubling from 200 ms to 2 s, with
- * up to 50 % jitter so thousands of clients do not knock in step. Short, because a restarted
- * server wants its clients back within seconds, and a refused connection costs little.
+ * Waits between attempts to reach a server that went away. The first attempt comes at a random
+ * moment within {@link RECONNECT_BACKOFF}.firstMs (so thousands of clients do not knock in
+ * step, and those of a cluster are on another instance at once); then every 250-500 ms for the
+ * first 10 s (a restarted server wants its clients back within seconds, it takes new
+ * connections a few at a time and lets the others wait, and a refused connection costs
+ * little); then doubling to 2 s (a longer outage), each wait anywhere from half to all of it.
  */
-export const RECONNECT_BACKOFF = { initialMs: 200, maxMs: 2_000 } as const;
+export const RECONNECT_BACKOFF = {
+  firstMs: 250,
+  fastMs: 500,
+  fastForMs: 10_000,
+  maxMs: 2_000,
+} as const;
 
 /**
- * After `server_closing` the server is most likely restarting: the first attempt comes at a
- * random moment within 300 ms, then every 250 ms doubling to 1 s (full jitter: anywhere from
- * half to all of it), so the clients are there as soon as it listens, spread out.
+ * The waits, in ms, before each attempt to re-attach. After `server_closing` (a restart, most
+ * likely) and after a lost connection alike: the server's announcement only tells the client
+ * not to wait for a timeout to notice.
+ * @param _afterClosing whether the server announced it was closing (the same waits now).
  */
-export const RESTART_BACKOFF = { firstMs: 300, initialMs: 250, maxMs: 1_000 } as const;
-
-/**
- * The waits, in ms, before each attempt to re-attach: {@link RESTART_BACKOFF} after the server
- * announced it is closing, {@link RECONNECT_BACKOFF} otherwise.
- */
-export function* reconnectWaits(afterClosing: boolean): Generator<number, never> {
-  if (afterClosing) {
-    yield Math.random() * RESTART_BACKOFF.firstMs;
-    for (let wait: number = RESTART_BACKOFF.initialMs;; wait = nextWait(wait, RESTART_BACKOFF)) {
-      yield wait / 2 + Math.random() * wait / 2;
-    }
+export function* reconnectWaits(_afterClosing = false): Generator<number, never> {
+  const { firstMs, fastMs, fastForMs, maxMs } = RECONNECT_BACKOFF;
+  let waited = Math.random() * firstMs;
+  yield waited;
+  let wait: number = fastMs;
+  for (;;) {
+    const next = wait / 2 + Math.random() * wait / 2;
+    waited += next;
+    yield next;
+    if (waited >= fastForMs) wait = Math.min(wait * 2, maxMs);
   }
-  for (let wait: number = RECONNECT_BACKOFF.initialMs;; wait = nextWait(wait, RECONNECT_BACKOFF)) {
-    yield wait + Math.random() * wait / 2;
-  }
-}
-
-function nextWait(waitMs: number, backoff: { maxMs: number }): number {
-  return Math.min(waitMs * 2, backoff.maxMs);
 }
 
 /**
@@ -85,6 +87,26 @@ export async function resumeSession(
   const welcome = await fc.request<WelcomeMessage>({ type: "resume", token, peerPort });
   fc.startHeartbeat(CONTROL_HEARTBEAT);
   return welcome;
+}
+
+/**
+ * The resumption to come back with next time (kept in memory only): the one the welcome offers,
+ * or, when it offers none after a resumption, the one used (the server keeps a ticket in use
+ * until it is half its life).
+ * @param serverKey the key (base64url) of the server that sent it, as the handshake showed it.
+ * @param used the resumption this connection was opened with, if it was.
+ */
+export function resumptionFrom(
+  welcome: WelcomeMessage,
+  serverKey: string,
+  used?: ResumptionOffer,
+): ResumptionOffer | undefined {
+  if (!welcome.resumption) return used;
+  return {
+    ticket: welcome.resumption.ticket,
+    psk: fromBase64Url(welcome.resumption.psk),
+    serverKey: fromBase64Url(serverKey),
+  };
 }
 
 /** The server presented a key other than the pinned one. */
@@ -122,6 +144,11 @@ export interface ServerLinkOptions {
   serviceKey?: { key: string; pinnedAs: string };
   signal?: AbortSignal;
   timeoutMs?: number;
+  /**
+   * Come back with this ticket (a resumption handshake, NNpsk0) rather than a full handshake.
+   * A server that cannot open it says so, and the link is opened again with a full handshake.
+   */
+  resumption?: ResumptionOffer;
 }
 
 export interface ServerLink {
@@ -131,6 +158,8 @@ export interface ServerLink {
   fingerprint: string;
   /** "new": pinned now (first contact, or accepted change); "known": matched the pin. */
   pin: "new" | "known" | "unchecked";
+  /** Whether the handshake was a resumption with the ticket offered. */
+  resumed: boolean;
 }
 
 /**
@@ -139,6 +168,17 @@ export interface ServerLink {
  * accepted), or differs from the one accepted.
  */
 export async function openServerLink(options: ServerLinkOptions): Promise<ServerLink> {
+  if (!options.resumption) return await openLink(options);
+  try {
+    return await openLink(options);
+  } catch (error) {
+    if (!(error instanceof ProtocolError && error.code === "BAD_TICKET")) throw error;
+    // Expired, or the service has a new key: a full handshake, at once.
+    return await openLink({ ...options, resumption: undefined });
+  }
+}
+
+async function openLink(options: ServerLinkOptions): Promise<ServerLink> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const conn = options.connect
     ? await options.connect()
@@ -155,7 +195,9 @@ export async function openServerLink(options: ServerLinkOptions): Promise<Server
       initiator: true,
       staticKeyPair: options.staticKeyPair,
       timeoutMs,
+      resumption: options.resumption,
     });
+    const resumed = session.ticket !== undefined;
     const serverKey = toBase64Url(session.remoteStaticKey!);
     const fingerprint = await keyFingerprint(session.remoteStaticKey! as Uint8Array<ArrayBuffer>);
     const address = `${options.host}:${options.port}`;
@@ -166,9 +208,9 @@ export async function openServerLink(options: ServerLinkOptions): Promise<Server
             `than on the control connection; not using it`,
         );
       }
-      return { fc, serverKey, fingerprint, pin: "known" };
+      return { fc, serverKey, fingerprint, pin: "known", resumed };
     }
-    if (!options.knownServers) return { fc, serverKey, fingerprint, pin: "unchecked" };
+    if (!options.knownServers) return { fc, serverKey, fingerprint, pin: "unchecked", resumed };
     const pinName = options.pinAs ?? address;
     const pinned = await options.knownServers.get(pinName);
     const service = options.serviceKey;
@@ -180,7 +222,7 @@ export async function openServerLink(options: ServerLinkOptions): Promise<Server
           `present the same key file. Compare the fingerprint its start-up banner prints`,
       );
     }
-    if (pinned?.key === serverKey) return { fc, serverKey, fingerprint, pin: "known" };
+    if (pinned?.key === serverKey) return { fc, serverKey, fingerprint, pin: "known", resumed };
     if (options.acceptKey !== undefined && options.acceptKey !== fingerprint) {
       throw new ServerKeyChangedError(
         `WARNING: the server at ${pinName} presented the key fingerprint ${fingerprint}, not ` +
@@ -198,7 +240,7 @@ export async function openServerLink(options: ServerLinkOptions): Promise<Server
       );
     }
     await options.knownServers.pin(pinName, serverKey);
-    return { fc, serverKey, fingerprint, pin: "new" };
+    return { fc, serverKey, fingerprint, pin: "new", resumed };
   } catch (error) {
     await fc.close();
     throw error;

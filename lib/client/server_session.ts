@@ -8,6 +8,7 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import { asError, type FramedConnection } from "../net/framed_connection.ts";
+import type { ResumptionOffer } from "../net/secure_channel.ts";
 import {
   ConnectionClosedError,
   ProtocolError,
@@ -31,6 +32,7 @@ import {
   openServerLink,
   reconnectWaits,
   resumeSession,
+  resumptionFrom,
   ServerKeyChangedError,
   type ServerLink,
 } from "./server_link.ts";
@@ -51,6 +53,8 @@ export interface Session {
   store: ClientStore;
   /** Our address as the server sees it (what it gives our contacts in a lookup). */
   seenAs: string;
+  /** The server's last resumption ticket: the next re-attach is a cheaper handshake. */
+  resumption?: ResumptionOffer;
 }
 
 /** What the session room needs from the client core. */
@@ -219,6 +223,8 @@ export class ServerSession {
             staticKeyPair: await this.staticKey(),
             knownServers: this.#knownServers,
             acceptKey: this.#acceptServerKey,
+            // Re-attaching: the ticket of the last welcome, if the server gave one.
+            resumption: this.#session?.resumption,
             signal: AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(10_000)]),
           });
           this.#current = index;
@@ -264,6 +270,11 @@ export class ServerSession {
         const welcome = await resumeSession(fc, session.token, this.#host.announcePort());
         session.token = welcome.token;
         session.seenAs = welcome.host;
+        session.resumption = resumptionFrom(
+          welcome,
+          link.serverKey,
+          link.resumed ? session.resumption : undefined,
+        );
       } catch (error) {
         await fc.close();
         if (error instanceof RemoteError && error.code === "BAD_TOKEN") {
@@ -527,6 +538,7 @@ export class ServerSession {
         mailKey,
         store,
         seenAs: welcome.host,
+        resumption: this.#serverKey ? resumptionFrom(welcome, this.#serverKey) : undefined,
       };
       this.#session = session;
       await this.#host.onLogin(session);

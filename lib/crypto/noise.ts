@@ -50,6 +50,8 @@ export {
 
 /** Length in bytes of a SHA-256 digest (Noise's HASHLEN). */
 export const HASH_LEN = 32;
+/** Length in bytes of a pre-shared key (§9). */
+export const PSK_LEN = 32;
 
 const EMPTY = new Uint8Array(0);
 
@@ -190,8 +192,8 @@ export class SymmetricState {
   }
 }
 
-/** A token of a handshake message (§7.1), psk excluded. */
-export type Token = "e" | "s" | "ee" | "es" | "se" | "ss";
+/** A token of a handshake message (§7.1), or `psk` (§9: the pre-shared key mixed in there). */
+export type Token = "e" | "s" | "ee" | "es" | "se" | "ss" | "psk";
 
 /** A handshake pattern: pre-messages (static keys known in advance) and message tokens. */
 export interface HandshakePattern {
@@ -265,6 +267,16 @@ export const HANDSHAKE_PATTERNS = {
     responderPreMessage: [],
     messages: [["e", "s"], ["e", "ee", "se", "s", "es"]],
   },
+  /**
+   * NN with a pre-shared key mixed in first (§9.3): only the two holders of the key can
+   * finish it; the ephemeral-ephemeral DH gives the session forward secrecy. Confab's
+   * resumption of a control connection (the key comes from the previous session).
+   */
+  NNpsk0: {
+    initiatorPreMessage: [],
+    responderPreMessage: [],
+    messages: [["psk", "e"], ["e", "ee"]],
+  },
 } as const satisfies Record<string, HandshakePattern>;
 
 /** The name of a supported handshake pattern, e.g. `"XX"`. */
@@ -298,6 +310,8 @@ export interface HandshakeOptions {
   readonly staticKeyPair?: KeyPair;
   /** The peer's static public key, when the pattern has it known in advance (a pre-message). */
   readonly remoteStaticKey?: Uint8Array;
+  /** The 32-byte pre-shared key, for the patterns with a `psk` token (and only those). */
+  readonly psk?: Uint8Array;
   /**
    * Our ephemeral key pair instead of a fresh random one. Only for test vectors: reusing an
    * ephemeral key across handshakes breaks the security of Noise.
@@ -334,6 +348,7 @@ export class HandshakeState {
   readonly #pattern: HandshakePattern;
   readonly #initiator: boolean;
   readonly #s: KeyPair | undefined;
+  readonly #psk: Uint8Array | undefined;
   #symmetric: SymmetricState;
   #e: KeyPair | undefined;
   #re: Uint8Array<ArrayBuffer> | undefined;
@@ -351,6 +366,7 @@ export class HandshakeState {
     this.#pattern = HANDSHAKE_PATTERNS[options.pattern];
     this.#initiator = options.initiator;
     this.#s = options.staticKeyPair;
+    this.#psk = options.psk?.slice();
     this.#e = options.ephemeralKeyPair;
     this.#rs = rs;
     this.#symmetric = symmetric;
@@ -392,6 +408,17 @@ export class HandshakeState {
         `Noise ${options.pattern} does not take the peer's static key in advance` +
           (remoteHasS ? "; it arrives in the handshake: compare session().remoteStaticKey" : ""),
       );
+    }
+    const usesPsk = pattern.messages.some((tokens) => tokens.includes("psk"));
+    if (usesPsk !== (options.psk !== undefined)) {
+      throw new TypeError(
+        usesPsk
+          ? `Noise ${options.pattern} needs a pre-shared key (psk)`
+          : `Noise ${options.pattern} does not use a pre-shared key`,
+      );
+    }
+    if (options.psk !== undefined && options.psk.length !== PSK_LEN) {
+      throw new RangeError(`a pre-shared key is ${PSK_LEN} bytes, got ${options.psk.length}`);
     }
     if (remoteStaticKey !== undefined && remoteStaticKey.length !== DH_LEN) {
       throw new RangeError(`a static public key is ${DH_LEN} bytes, got ${remoteStaticKey.length}`);
@@ -443,6 +470,10 @@ export class HandshakeState {
           this.#e ??= await generateKeyPair();
           parts.push(this.#e.publicKey);
           await this.#symmetric.mixHash(this.#e.publicKey);
+          // With a psk, the ephemeral key also keys the cipher (§9.2).
+          if (this.#psk) await this.#symmetric.mixKey(this.#e.publicKey);
+        } else if (token === "psk") {
+          await this.#symmetric.mixKeyAndHash(this.#psk!);
         } else if (token === "s") {
           parts.push(await this.#symmetric.encryptAndHash(this.#s!.publicKey));
         } else {
@@ -491,6 +522,9 @@ export class HandshakeState {
         if (token === "e") {
           this.#re = take(DH_LEN);
           await this.#symmetric.mixHash(this.#re);
+          if (this.#psk) await this.#symmetric.mixKey(this.#re);
+        } else if (token === "psk") {
+          await this.#symmetric.mixKeyAndHash(this.#psk!);
         } else if (token === "s") {
           const sealed = take(this.#symmetric.hasKey() ? DH_LEN + TAG_LEN : DH_LEN);
           this.#rs = await this.#symmetric.decryptAndHash(sealed);

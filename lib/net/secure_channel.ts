@@ -1,12 +1,15 @@
 /**
  * Sets up every connection: the `hello` exchange, then the Noise XX handshake
- * (Noise_XX_25519_ChaChaPoly_SHA256), then encrypted frames. Each handshake message travels as a
+ * (Noise_XX_25519_ChaChaPoly_SHA256), or, for a client coming back to a server that gave it a
+ * resumption ticket, Noise_NNpsk0_25519_ChaChaPoly_SHA256 keyed by the ticket's pre-shared key
+ * (see lib/server/tickets.ts), then encrypted frames. Each handshake message travels as a
  * `noise` message. From the other side's `hello` on, nothing but the expected handshake
  * message or a correctly encrypted frame is accepted: frames are held undecoded, taken one by
  * one as handshake messages, and whatever follows the last one is decrypted once the keys
  * exist (so a frame slipped in by someone on the path fails authentication and ends the link).
  */
 import { CryptoError, HandshakeState, type KeyPair, type NoiseSession } from "../crypto/noise.ts";
+import { concatBytes } from "../crypto/bytes.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import type { HelloMessage } from "../protocol/messages.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
@@ -14,6 +17,25 @@ import type { AnyMessage, FramedConnection } from "./framed_connection.ts";
 import { exchangeHello, helloFor } from "./hello.ts";
 
 export type LinkKind = "client-server" | "peer";
+
+/** What a client holds to resume with: the server's last ticket and its pre-shared key. */
+export interface ResumptionOffer {
+  /** The sealed ticket, as the server gave it (sent in the first handshake message). */
+  readonly ticket: string;
+  /** The 32-byte pre-shared key that came with it (never sent). */
+  readonly psk: Uint8Array;
+  /**
+   * The static key of the server that issued it (authenticated by the XX handshake then): the
+   * resumed session stands for it, as only holders of its private half can open the ticket.
+   */
+  readonly serverKey: Uint8Array;
+}
+
+/** A ticket a server could open: the pre-shared key and the client key it was issued to. */
+export interface OpenedTicket {
+  readonly psk: Uint8Array;
+  readonly clientKey: Uint8Array;
+}
 
 export interface SecureOptions {
   /** The side that dialed sends the first handshake message. */
@@ -24,6 +46,19 @@ export interface SecureOptions {
   /** Both `hello`s as exchanged; they go into the prologue, so a change to either is caught. */
   hellos: { initiator: HelloMessage; responder: HelloMessage };
   timeoutMs?: number;
+  /** Initiator: resume with this ticket (NNpsk0) instead of a full XX handshake. */
+  resumption?: ResumptionOffer;
+  /**
+   * Responder: opens a ticket offered in the first handshake message (undefined when it is not
+   * one of ours, or expired: the initiator is told BAD_TICKET). Without it, only XX is spoken.
+   */
+  openTicket?: (ticket: string) => OpenedTicket | undefined;
+}
+
+/** A finished handshake: the session, and whether it resumed with a ticket (and which). */
+export interface SecureSession extends NoiseSession {
+  /** The ticket the session resumed with (NNpsk0), or undefined after a full XX handshake. */
+  readonly ticket: string | undefined;
 }
 
 const encoder = new TextEncoder();
@@ -52,11 +87,14 @@ export function handshakePrologue(
 async function expectNoise<In extends AnyMessage>(
   fc: FramedConnection<In>,
   timeoutMs: number,
-): Promise<Uint8Array> {
-  const message = await fc.nextHeld(timeoutMs) as AnyMessage & { data?: string };
+): Promise<{ data: Uint8Array; ticket: string | undefined }> {
+  const message = await fc.nextHeld(timeoutMs) as AnyMessage & { data?: string; ticket?: string };
   if (message.type === "error") {
-    const e = message as unknown as { message: string };
-    throw new ProtocolError("HANDSHAKE_FAILED", `the other side refused: ${e.message}`);
+    const e = message as unknown as { code: string; message: string };
+    throw new ProtocolError(
+      e.code === "BAD_TICKET" ? "BAD_TICKET" : "HANDSHAKE_FAILED",
+      `the other side refused: ${e.message}`,
+    );
   }
   if (message.type !== "noise" || typeof message.data !== "string") {
     throw new ProtocolError(
@@ -64,7 +102,12 @@ async function expectNoise<In extends AnyMessage>(
       `expected a noise handshake message, got ${message.type}`,
     );
   }
-  return fromBase64Url(message.data);
+  return { data: fromBase64Url(message.data), ticket: message.ticket };
+}
+
+/** The prologue of a resumption: the usual one, and the ticket offered. */
+function resumptionPrologue(prologue: Uint8Array, ticket: string): Uint8Array {
+  return concatBytes(prologue, encoder.encode(`\nticket ${ticket}`));
 }
 
 /**
@@ -77,13 +120,21 @@ async function expectNoise<In extends AnyMessage>(
 export async function secureConnection<In extends AnyMessage>(
   fc: FramedConnection<In>,
   options: SecureOptions,
-): Promise<NoiseSession> {
+): Promise<SecureSession> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   try {
+    const prologue = handshakePrologue(options.kind, options.hellos);
+    if (options.initiator && options.resumption) {
+      return await resumeAsInitiator(fc, options.resumption, prologue, timeoutMs);
+    }
+    const first = options.initiator ? undefined : await expectNoise(fc, timeoutMs);
+    if (first?.ticket !== undefined) {
+      return await resumeAsResponder(fc, options, first, prologue);
+    }
     const hs = await HandshakeState.initialize({
       pattern: "XX",
       initiator: options.initiator,
-      prologue: handshakePrologue(options.kind, options.hellos),
+      prologue,
       staticKeyPair: options.staticKeyPair,
     });
     const send = async () => {
@@ -91,32 +142,92 @@ export async function secureConnection<In extends AnyMessage>(
     };
     if (options.initiator) {
       await send(); // -> e
-      await hs.readMessage(await expectNoise(fc, timeoutMs)); // <- e, ee, s, es
+      await hs.readMessage((await expectNoise(fc, timeoutMs)).data); // <- e, ee, s, es
       const last = toBase64Url(await hs.writeMessage()); // -> s, se
       const session = hs.session();
       // Queue the last handshake message, then switch: everything after it is encrypted both
       // ways, including whatever arrived after message 2 (held until now).
       void fc.send({ type: "noise", data: last }).catch(() => {});
       fc.secure(session);
-      return session;
+      return { ...session, ticket: undefined };
     }
-    await hs.readMessage(await expectNoise(fc, timeoutMs)); // -> e
+    await hs.readMessage(first!.data); // -> e
     await send(); // <- e, ee, s, es
-    await hs.readMessage(await expectNoise(fc, timeoutMs)); // -> s, se
+    await hs.readMessage((await expectNoise(fc, timeoutMs)).data); // -> s, se
     const session = hs.session();
     fc.secure(session);
-    return session;
+    return { ...session, ticket: undefined };
   } catch (error) {
     const message = error instanceof CryptoError || error instanceof ProtocolError
       ? error.message
       : String(error);
-    const failure = new ProtocolError("HANDSHAKE_FAILED", `secure handshake failed: ${message}`, {
+    const code = error instanceof ProtocolError && error.code === "BAD_TICKET"
+      ? "BAD_TICKET"
+      : "HANDSHAKE_FAILED";
+    const failure = new ProtocolError(code, `secure handshake failed: ${message}`, {
       cause: error,
     });
-    if (!fc.isSecure) await fc.fail("HANDSHAKE_FAILED", failure.message).catch(() => {});
+    if (!fc.isSecure) await fc.fail(code, failure.message).catch(() => {});
     else await fc.close(failure);
     throw failure;
   }
+}
+
+/**
+ * The client's side of a resumption: -> psk, e (with the ticket); <- e, ee. The session stands
+ * for the server key the ticket came from.
+ */
+async function resumeAsInitiator<In extends AnyMessage>(
+  fc: FramedConnection<In>,
+  offer: ResumptionOffer,
+  prologue: Uint8Array,
+  timeoutMs: number,
+): Promise<SecureSession> {
+  const hs = await HandshakeState.initialize({
+    pattern: "NNpsk0",
+    initiator: true,
+    prologue: resumptionPrologue(prologue, offer.ticket),
+    psk: offer.psk,
+  });
+  const data = toBase64Url(await hs.writeMessage());
+  await fc.send({ type: "noise", data, ticket: offer.ticket });
+  await hs.readMessage((await expectNoise(fc, timeoutMs)).data);
+  const session = hs.session();
+  fc.secure(session);
+  return { ...session, remoteStaticKey: offer.serverKey.slice(), ticket: offer.ticket };
+}
+
+/**
+ * The server's side of a resumption: the ticket opened (or BAD_TICKET, and the client makes a
+ * full handshake on a new connection), then NNpsk0 with its key. The session stands for the
+ * client key the ticket was issued to.
+ */
+async function resumeAsResponder<In extends AnyMessage>(
+  fc: FramedConnection<In>,
+  options: SecureOptions,
+  first: { data: Uint8Array; ticket: string | undefined },
+  prologue: Uint8Array,
+): Promise<SecureSession> {
+  const ticket = first.ticket!;
+  const opened = options.openTicket?.(ticket);
+  if (!opened) {
+    throw new ProtocolError(
+      "BAD_TICKET",
+      "the resumption ticket is not valid here (expired, or from another key); " +
+        "make a full handshake",
+    );
+  }
+  const hs = await HandshakeState.initialize({
+    pattern: "NNpsk0",
+    initiator: false,
+    prologue: resumptionPrologue(prologue, ticket),
+    psk: opened.psk,
+  });
+  await hs.readMessage(first.data);
+  await fc.send({ type: "noise", data: toBase64Url(await hs.writeMessage()) });
+  const session = hs.session();
+  fc.secure(session);
+  return { ...session, remoteStaticKey: opened.clientKey.slice(), ticket };
 }
 
 export interface ChannelOptions {
@@ -127,6 +238,10 @@ export interface ChannelOptions {
   initiator: boolean;
   staticKeyPair: KeyPair;
   timeoutMs: number;
+  /** See {@link SecureOptions.resumption}. */
+  resumption?: ResumptionOffer;
+  /** See {@link SecureOptions.openTicket}. */
+  openTicket?: (ticket: string) => OpenedTicket | undefined;
 }
 
 /**
@@ -137,7 +252,7 @@ export interface ChannelOptions {
 export async function openSecureChannel<In extends AnyMessage>(
   fc: FramedConnection<In>,
   options: ChannelOptions,
-): Promise<NoiseSession> {
+): Promise<SecureSession> {
   const theirs = await exchangeHello(fc, { ...options, hold: true });
   const ours = helloFor(options.role);
   return await secureConnection(fc, {
@@ -148,5 +263,7 @@ export async function openSecureChannel<In extends AnyMessage>(
       ? { initiator: ours, responder: theirs }
       : { initiator: theirs, responder: ours },
     timeoutMs: options.timeoutMs,
+    resumption: options.resumption,
+    openTicket: options.openTicket,
   });
 }

@@ -11,9 +11,10 @@ import { ERROR_CODES, ProtocolError } from "./errors.ts";
 
 /**
  * Protocol version spoken by this build; `hello` carries it and both sides compare. Version 4:
- * Noise with ChaChaPoly instead of AESGCM (version 3).
+ * Noise with ChaChaPoly instead of AESGCM (version 3). Version 5: resumption tickets (`welcome`
+ * carries one, a client coming back offers it in its first `noise` message: NNpsk0).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 // ---- field rules ---------------------------------------------------------------------------
 
@@ -91,10 +92,16 @@ export const ErrorMsg = z.strictObject({
   code: z.string().regex(/^[A-Z][A-Z0-9_]{0,39}$/, "an UPPER_SNAKE code"),
   message: z.string().max(500),
 });
-/** One Noise handshake message (XX), base64url; sent right after `hello` on every connection. */
+/** A resumption ticket as the server sealed it, base64url (see lib/server/tickets.ts). */
+export const Ticket = z.string().min(1).max(512).regex(/^[A-Za-z0-9_-]+$/, "must be base64url");
+/**
+ * One Noise handshake message (XX, or NNpsk0 when the first one offers a resumption `ticket`),
+ * base64url; sent right after `hello` on every connection.
+ */
 export const Noise = z.strictObject({
   type: z.literal("noise"),
   data: z.string().min(1).max(1024).regex(/^[A-Za-z0-9_-]+$/, "must be base64url"),
+  ticket: Ticket.optional(),
 });
 export const Ping = z.strictObject({ type: z.literal("ping"), id: RequestId });
 export const Pong = z.strictObject({ type: z.literal("pong"), id: RequestId });
@@ -222,6 +229,11 @@ export const Welcome = z.strictObject({
   host: Host,
   /** True when the login re-attached a session (resume) rather than starting one. */
   resumed: z.boolean(),
+  /**
+   * What to come back with next time: a ticket and its pre-shared key (32 bytes), for a
+   * resumption handshake (NNpsk0) instead of a full one. Kept in memory only.
+   */
+  resumption: z.strictObject({ ticket: Ticket, psk: Nonce }).optional(),
 });
 export const LookupResult = z.strictObject({
   type: z.literal("lookup_result"),

@@ -5,6 +5,7 @@
  * see docs/architecture.md for why.
  */
 import postgres from "postgres";
+import { Buffer } from "node:buffer";
 import { MIGRATIONS } from "./migrations.ts";
 import {
   type MailSqlRow,
@@ -822,9 +823,55 @@ export class PostgresStore implements ServerStore {
     return row && { user: row.r_name, registrySeq: row.r_seq, loginAt: row.r_login_at };
   }
 
+  async resumeMany(
+    rs: readonly Resumption[],
+    now = Date.now(),
+  ): Promise<(Resumed | undefined)[]> {
+    if (rs.length === 0) return [];
+    const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
+    // One statement: one transaction, one commit and one wake-up of the other instances for
+    // the whole batch, each resumption done as confab_resume_rotating does it alone.
+    const rows = await this.#sql<
+      { i: number; r_name: string | null; r_seq: number | null; r_login_at: number | null }[]
+    >`
+      SELECT t.i::int AS i, r.r_name, r.r_seq, r.r_login_at
+      FROM unnest(${rs.map((r) => hex(r.tokenHash))}::text[],
+                  ${rs.map((r) => hex(r.newTokenHash))}::text[],
+                  ${rs.map((r) => now - r.maxAgeMs)}::bigint[],
+                  ${rs.map((r) => now - r.graceMs)}::bigint[], ${rs.map((r) => r.attach)}::text[],
+                  ${rs.map((r) => r.host)}::text[], ${rs.map((r) => r.peerPort)}::int[],
+                  ${rs.map((r) => r.staticKey)}::text[])
+        WITH ORDINALITY AS t(token, new_token, since, grace_since, attach, host, port, key, i)
+      LEFT JOIN LATERAL confab_resume_rotating(decode(t.token, 'hex'), decode(t.new_token, 'hex'),
+        t.since, t.grace_since, ${this.#id}, t.attach, t.host, t.port, ${now}, t.key) r ON true
+      ORDER BY t.i`;
+    const out: (Resumed | undefined)[] = rs.map(() => undefined);
+    for (const row of rows) {
+      if (row.r_name === null) continue;
+      out[row.i - 1] = { user: row.r_name, registrySeq: row.r_seq!, loginAt: row.r_login_at! };
+    }
+    return out;
+  }
+
   async detach(user: string, attach: string, at = Date.now()): Promise<boolean> {
     const [row] = await this.#sql<{ gone: boolean }[]>`
       SELECT confab_detach(${nameKey(user)}, ${attach}, ${at}) AS gone`;
+    return row!.gone;
+  }
+
+  async detachMany(
+    places: readonly { user: string; attach: string }[],
+    at = Date.now(),
+  ): Promise<number> {
+    if (places.length === 0) return 0;
+    // One statement, so one transaction and one commit (and one wake-up of the others); the
+    // users' rows locked in name order, as any other batch takes them.
+    const sorted = places.map((p) => ({ key: nameKey(p.user), attach: p.attach }))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const [row] = await this.#sql<{ gone: number }[]>`
+      SELECT count(*) FILTER (WHERE confab_detach(u, a, ${at}))::int AS gone
+      FROM unnest(${sorted.map((p) => p.key)}::text[],
+                  ${sorted.map((p) => p.attach)}::text[]) WITH ORDINALITY AS t(u, a, o)`;
     return row!.gone;
   }
 

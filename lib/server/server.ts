@@ -37,6 +37,8 @@ import { fromBase64Url, toBase64Url } from "../util/base64.ts";
 import {
   isStoreUnavailable,
   nameKey,
+  type Resumed,
+  type Resumption,
   type ServerStore,
   type StoreEvent,
   type UserRecord,
@@ -49,6 +51,8 @@ import {
   RelayRefused,
 } from "./relay.ts";
 import { openStore } from "./open_store.ts";
+import { Admission, GroupCommit } from "./admission.ts";
+import { TICKET_LIFETIME_MS, TicketBox } from "./tickets.ts";
 
 export interface ServerOptions {
   host?: string;
@@ -133,6 +137,8 @@ interface ConnState {
   port: number;
   /** base64url Noise static key of this connection's client. */
   staticKey: string;
+  /** When the ticket this connection resumed with was issued (undefined after a full XX). */
+  ticketIssuedAt?: number;
   /** (Re)starts the deadline for logging in on this connection. */
   armLoginTimer: () => void;
 }
@@ -147,8 +153,12 @@ function mib(bytes: number): string {
 const REQUESTS_SHOWN_AT_LOGIN = 20;
 /** Password hashes computed at once (each ≈ 0.3 s of a core and 128 MiB); more wait in line. */
 const HASH_CONCURRENCY = 2;
+/** Resumes committed in one transaction at most. */
+const RESUME_BATCH = 64;
+/** Transactions of resumes under way at once (a network database runs them side by side). */
+const RESUME_BATCHES = 4;
 /** Re-attaches served at once; more wait their turn. */
-const RESUME_CONCURRENCY = 32;
+const RESUME_CONCURRENCY = 256;
 /** Store events passed on at once (each may take a query or two). */
 const EVENT_CONCURRENCY = 4;
 /**
@@ -200,6 +210,7 @@ export class ConfabServer implements AsyncDisposable {
   readonly #probeListener: Deno.TcpListener | undefined;
   readonly #relay: Relay;
   readonly #key: KeyPair;
+  readonly #tickets: TicketBox;
   readonly #perAddress = new Map<string, number>();
   readonly #opts:
     & Required<
@@ -232,6 +243,11 @@ export class ConfabServer implements AsyncDisposable {
   readonly #sweep: ReturnType<typeof setInterval>;
   #forgotReadMailAt = Date.now();
   readonly #resumeSlots = new Slots(RESUME_CONCURRENCY);
+  readonly #admission = new Admission();
+  readonly #resumes = new GroupCommit<Resumption, Resumed | undefined>(
+    (batch) => this.store.resumeMany(batch),
+    { maxBatch: RESUME_BATCH, concurrency: RESUME_BATCHES },
+  );
   readonly #events: StoreEvent[] = [];
   #eventsRunning = 0;
 
@@ -240,11 +256,13 @@ export class ConfabServer implements AsyncDisposable {
     store: ServerStore,
     key: KeyPair,
     options: ServerOptions,
+    tickets: TicketBox,
   ) {
     const listener = listeners.main;
     this.#listener = listener;
     this.#probeListener = listeners.probe;
     this.#key = key;
+    this.#tickets = tickets;
     this.addr = listener.addr;
     this.store = store;
     this.#opts = {
@@ -343,7 +361,8 @@ export class ConfabServer implements AsyncDisposable {
           );
         }
       }
-      const server = new ConfabServer({ main: listener, probe }, store, key, options);
+      const tickets = await TicketBox.forServerKey(key);
+      const server = new ConfabServer({ main: listener, probe }, store, key, options, tickets);
       try {
         await server.#runStore();
       } catch (error) {
@@ -379,6 +398,8 @@ export class ConfabServer implements AsyncDisposable {
    * out at once) must not crowd out the requests waiting for the same database connections.
    */
   #queueEvent(event: StoreEvent): void {
+    // Closing: every connection is told so and ends; nobody is left to tell.
+    if (this.#closing) return;
     this.#events.push(event);
     while (this.#eventsRunning < EVENT_CONCURRENCY && this.#events.length > 0) {
       this.#eventsRunning++;
@@ -548,13 +569,27 @@ export class ConfabServer implements AsyncDisposable {
     };
     this.#perAddress.set(state.host, (this.#perAddress.get(state.host) ?? 0) + 1);
     try {
-      const noise = await openSecureChannel(fc, {
-        role: "server",
-        expectRole: "client",
-        initiator: false,
-        staticKeyPair: this.#key,
-        timeoutMs: this.#opts.helloTimeoutMs,
-      });
+      // A few handshakes at a time; the others wait their turn (see Admission). One whose
+      // client gave up meanwhile is just closed.
+      if (!await this.#admission.enter(fc.closed)) return;
+      let noise;
+      try {
+        noise = await openSecureChannel(fc, {
+          role: "server",
+          expectRole: "client",
+          initiator: false,
+          staticKeyPair: this.#key,
+          timeoutMs: this.#opts.helloTimeoutMs,
+          // A client coming back with a ticket of ours: the client key it was issued to.
+          openTicket: (ticket) => {
+            const opened = this.#tickets.open(ticket);
+            state.ticketIssuedAt = opened?.issuedAt;
+            return opened && { psk: opened.psk, clientKey: fromBase64Url(opened.clientKey) };
+          },
+        });
+      } finally {
+        this.#admission.leave();
+      }
       state.staticKey = toBase64Url(noise.remoteStaticKey!);
       state.armLoginTimer();
       fc.setHandler((message) => this.#handle(fc, state, message));
@@ -568,7 +603,8 @@ export class ConfabServer implements AsyncDisposable {
       const left = (this.#perAddress.get(state.host) ?? 1) - 1;
       if (left > 0) this.#perAddress.set(state.host, left);
       else this.#perAddress.delete(state.host);
-      if (state.session) await this.#endSession(state.session, Date.now());
+      // While the server closes, close() takes every user out in one commit.
+      if (state.session && !this.#closing) await this.#endSession(state.session, Date.now());
     }
   }
 
@@ -1136,6 +1172,7 @@ export class ConfabServer implements AsyncDisposable {
       token,
       host: state.host,
       resumed: false,
+      resumption: this.#tickets.issue(key, state.staticKey),
     });
     await this.#afterLogin(fc, user.name, { requests: true });
   }
@@ -1169,7 +1206,8 @@ export class ConfabServer implements AsyncDisposable {
     const token = randomBytes(32).toString("base64url");
     const hash = tokenHash(token);
     const attach = crypto.randomUUID();
-    const resumed = await this.store.resume({
+    // In one transaction with the other resumes that arrived meanwhile (a group commit).
+    const resumed = await this.#resumes.add({
       tokenHash: tokenHash(m.token),
       newTokenHash: hash,
       maxAgeMs: this.#opts.sessionMaxAgeMs,
@@ -1211,6 +1249,11 @@ export class ConfabServer implements AsyncDisposable {
       token,
       host: state.host,
       resumed: true,
+      // A new ticket when the one it came with is past half its life (or it came without).
+      ...(state.ticketIssuedAt !== undefined &&
+          Date.now() - state.ticketIssuedAt < TICKET_LIFETIME_MS / 2
+        ? {}
+        : { resumption: this.#tickets.issue(nameKey(name), state.staticKey) }),
     });
     await this.#afterLogin(fc, name, { requests: false });
   }
@@ -1332,6 +1375,7 @@ export class ConfabServer implements AsyncDisposable {
   close(reason = "the server is shutting down"): Promise<void> {
     this.#closing ??= (async () => {
       clearInterval(this.#sweep);
+      this.#admission.close();
       for (const listener of [this.#listener, this.#probeListener]) {
         try {
           listener?.close();
@@ -1348,11 +1392,16 @@ export class ConfabServer implements AsyncDisposable {
         await fc.close();
       }));
       await Promise.all(this.#serving);
-      for (const session of [...this.#online.values()]) {
-        await this.#endSession(session, now).catch((error) => {
-          this.#opts.log(`cannot record the logout of ${session.user}: ${asError(error).message}`);
-        });
-      }
+      // Everyone held here, in one transaction: one at a time, 10,000 users took seconds.
+      const sessions = [...this.#online.values()];
+      this.#online.clear();
+      for (const session of sessions) this.#relay.cancelFor(session.key);
+      await Promise.all(sessions.map((session) => session.attached));
+      await this.store.detachMany(sessions, now).catch((error) => {
+        this.#opts.log(
+          `cannot record the logout of ${sessions.length} users: ${asError(error).message}`,
+        );
+      });
       await this.store.close();
     })();
     return this.#closing;

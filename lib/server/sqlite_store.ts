@@ -568,50 +568,54 @@ export class SqliteStore implements ServerStore {
   }
 
   resume(r: Resumption, now = Date.now()): Promise<Resumed | undefined> {
-    return settle(() =>
-      this.#db.transaction(() => {
-        const user = this.#db.sql(
-          `SELECT u.name_key, u.name, s.created_at FROM sessions s JOIN users u ON u.name_key = s.user
-           WHERE s.token_hash = ? AND s.created_at > ?
-             AND (s.replaced_at IS NULL OR s.replaced_at > ?)
-             AND (s.client_key IS NULL OR s.client_key = ?)`,
-        ).get(r.tokenHash, now - r.maxAgeMs, now - r.graceMs, r.staticKey) as
-          | { name_key: string; name: string; created_at: number }
-          | undefined;
-        if (!user) return undefined;
-        // A fresh token; the presented one lives on for its grace, unless its successor is used.
-        this.#db.sql("DELETE FROM sessions WHERE user = ? AND token_hash <> ?")
-          .run(user.name_key, r.tokenHash);
-        this.#db.sql(
-          `UPDATE sessions SET replaced_at = coalesce(replaced_at, ?),
-                               client_key = coalesce(client_key, ?)
-           WHERE token_hash = ?`,
-        ).run(now, r.staticKey, r.tokenHash);
-        this.#db.sql(
-          "INSERT INTO sessions (token_hash, user, created_at, client_key) VALUES (?, ?, ?, ?)",
-        ).run(r.newTokenHash, user.name_key, user.created_at, r.staticKey);
-        const latest = this.#db.sql(
-          "SELECT seq, login_at FROM registry WHERE user = ? ORDER BY seq DESC LIMIT 1",
-        ).get(user.name_key) as { seq: number; login_at: number } | undefined;
-        const login = latest ?? {
-          seq: Number(
-            this.#db.sql("INSERT INTO registry (user, host, port, login_at) VALUES (?, ?, ?, ?)")
-              .run(user.name_key, r.host, r.peerPort, now).lastInsertRowid,
-          ),
-          login_at: now,
-        };
-        this.#attach({
-          user: user.name,
-          host: r.host,
-          peerPort: r.peerPort,
-          loginAt: login.login_at,
-          registrySeq: login.seq,
-          attach: r.attach,
-          staticKey: r.staticKey,
-        });
-        return { user: user.name, registrySeq: login.seq, loginAt: login.login_at };
-      })
-    );
+    return settle(() => this.#db.transaction(() => this.#resume(r, now)));
+  }
+
+  resumeMany(rs: readonly Resumption[], now = Date.now()): Promise<(Resumed | undefined)[]> {
+    return settle(() => this.#db.transaction(() => rs.map((r) => this.#resume(r, now))));
+  }
+
+  #resume(r: Resumption, now: number): Resumed | undefined {
+    const user = this.#db.sql(
+      `SELECT u.name_key, u.name, s.created_at FROM sessions s JOIN users u ON u.name_key = s.user
+       WHERE s.token_hash = ? AND s.created_at > ?
+         AND (s.replaced_at IS NULL OR s.replaced_at > ?)
+         AND (s.client_key IS NULL OR s.client_key = ?)`,
+    ).get(r.tokenHash, now - r.maxAgeMs, now - r.graceMs, r.staticKey) as
+      | { name_key: string; name: string; created_at: number }
+      | undefined;
+    if (!user) return undefined;
+    // A fresh token; the presented one lives on for its grace, unless its successor is used.
+    this.#db.sql("DELETE FROM sessions WHERE user = ? AND token_hash <> ?")
+      .run(user.name_key, r.tokenHash);
+    this.#db.sql(
+      `UPDATE sessions SET replaced_at = coalesce(replaced_at, ?),
+                           client_key = coalesce(client_key, ?)
+       WHERE token_hash = ?`,
+    ).run(now, r.staticKey, r.tokenHash);
+    this.#db.sql(
+      "INSERT INTO sessions (token_hash, user, created_at, client_key) VALUES (?, ?, ?, ?)",
+    ).run(r.newTokenHash, user.name_key, user.created_at, r.staticKey);
+    const latest = this.#db.sql(
+      "SELECT seq, login_at FROM registry WHERE user = ? ORDER BY seq DESC LIMIT 1",
+    ).get(user.name_key) as { seq: number; login_at: number } | undefined;
+    const login = latest ?? {
+      seq: Number(
+        this.#db.sql("INSERT INTO registry (user, host, port, login_at) VALUES (?, ?, ?, ?)")
+          .run(user.name_key, r.host, r.peerPort, now).lastInsertRowid,
+      ),
+      login_at: now,
+    };
+    this.#attach({
+      user: user.name,
+      host: r.host,
+      peerPort: r.peerPort,
+      loginAt: login.login_at,
+      registrySeq: login.seq,
+      attach: r.attach,
+      staticKey: r.staticKey,
+    });
+    return { user: user.name, registrySeq: login.seq, loginAt: login.login_at };
   }
 
   #attach(a: Attachment): void {
@@ -647,6 +651,27 @@ export class SqliteStore implements ServerStore {
       this.#emit({ kind: "presence", user: key, online: false });
       return true;
     });
+  }
+
+  detachMany(
+    places: readonly { user: string; attach: string }[],
+    at = Date.now(),
+  ): Promise<number> {
+    return settle(() =>
+      this.#db.transaction(() => {
+        let gone = 0;
+        for (const { user, attach } of places) {
+          const key = nameKey(user);
+          const current = this.#online.get(key);
+          if (current?.attach !== attach) continue;
+          this.#online.delete(key);
+          this.#logout(current.registrySeq, at);
+          this.#emit({ kind: "presence", user: key, online: false });
+          gone++;
+        }
+        return gone;
+      })
+    );
   }
 
   #logout(seq: number, at: number): void {

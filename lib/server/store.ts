@@ -444,11 +444,22 @@ export interface ServerStore extends AsyncDisposable {
    */
   resume(r: Resumption, now?: number): Promise<Resumed | undefined>;
   /**
+   * {@link resume} for several at once, in one transaction (a group commit: one round trip and
+   * one commit for whatever resumes arrived meanwhile). One answer per resumption, in order.
+   * Fails as a whole (nothing changed) when the transaction does.
+   */
+  resumeMany(rs: readonly Resumption[], now?: number): Promise<(Resumed | undefined)[]>;
+  /**
    * Takes a user out of the directory if `attach` is still their attachment (not replaced),
    * closes its registry row at `at` and announces them offline. Resolves false when it had been
    * replaced (nothing changed).
    */
   detach(user: string, attach: string, at?: number): Promise<boolean>;
+  /**
+   * {@link detach} for many at once, in one transaction: a server shutting down takes all its
+   * users out in one commit rather than one each. Resolves with how many were taken out.
+   */
+  detachMany(places: readonly { user: string; attach: string }[], at?: number): Promise<number>;
   /** Where `user` is online, if they are (on a live instance). */
   presenceOf(user: string): Promise<PresenceRecord | undefined>;
   /** Everyone online, on every instance, newest login first. */

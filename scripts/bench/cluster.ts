@@ -222,8 +222,9 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
         ? `only ${back.back} of ${n - PROBE_USERS} back on instance 2 after ${backMs / 1000} s`
         : `all back on instance 2 after ${all.toFixed(2)} s`) +
       `; half after ${back.half === undefined ? "—" : ((back.half - t0) / 1000).toFixed(2)} s; ` +
-      `${back.attempts} attempts. Clients try the next address after ConfabClient's backoff ` +
-      `(200 ms, +0–50 % jitter).`,
+      `${back.attempts} attempts. Clients try the next address within 250 ms (ConfabClient's ` +
+      `first wait), with the resumption ticket instance 1 gave them (same key file: instance 2 ` +
+      `opens it).`,
   );
   return {
     measurements,

@@ -15,7 +15,13 @@
  */
 import { parseArgs } from "node:util";
 import { readLines } from "../../lib/cli/lines.ts";
-import { openServerLink, reconnectWaits, resumeSession } from "../../lib/client/server_link.ts";
+import {
+  openServerLink,
+  reconnectWaits,
+  resumeSession,
+  resumptionFrom,
+} from "../../lib/client/server_link.ts";
+import type { ResumptionOffer } from "../../lib/net/secure_channel.ts";
 import { generateKeyPair } from "../../lib/crypto/noise.ts";
 import { asError, dial, type FramedConnection } from "../../lib/net/framed_connection.ts";
 import { RemoteError } from "../../lib/protocol/errors.ts";
@@ -73,6 +79,8 @@ interface Slot {
   lastError?: string;
   /** Which of `ports` it uses: the next one after a loss, as ConfabClient does. */
   portIndex: number;
+  /** The last welcome's resumption ticket, offered at the next attach as ConfabClient does. */
+  resumption?: ResumptionOffer;
 }
 
 function emit(event: LoadgenEvent): void {
@@ -162,18 +170,21 @@ async function attachOnce(slot: Slot): Promise<void> {
     void holdRaw(slot, conn);
     return;
   }
-  const { fc } = await openServerLink({
+  const { fc, serverKey, resumed } = await openServerLink({
     host: HOST,
     port: ports[slot.portIndex]!,
     staticKeyPair: await staticKey,
     signal,
+    resumption: slot.resumption,
   });
   try {
     slot.lastError = undefined;
     fc.setHandler((m) => onServerMessage(slot, fc, m));
     // Exactly the client library's re-attach: resume with the token, then heartbeats.
     // (The server hands out a new token at each resume: the next re-attach uses it.)
-    slot.token = (await resumeSession(fc, slot.token, slot.peerPort)).token;
+    const welcome = await resumeSession(fc, slot.token, slot.peerPort);
+    slot.token = welcome.token;
+    slot.resumption = resumptionFrom(welcome, serverKey, resumed ? slot.resumption : undefined);
   } catch (error) {
     await fc.close();
     throw error;

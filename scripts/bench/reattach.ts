@@ -45,9 +45,11 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     `${n} clients attached with resume (${gens.processes} load generator ` +
     `process${gens.processes === 1 ? "" : "es"}, ` +
     `${(attach.ms / 1000).toFixed(1)} s); after each restart they re-attach on their own, ` +
-    `with ConfabClient's waits (after kill -9: 200 ms doubling to 2 s, +0–50 %; after ` +
-    `server_closing: within 300 ms, then 250 ms doubling to 1 s, jittered) and its 10 s ` +
-    `timeouts, and keep its heartbeat (a ping after 30 s quiet). Timed from the kill or esc to the ` +
+    `with ConfabClient's waits (the first attempt within 250 ms of the loss, after kill -9 and ` +
+    `server_closing alike, then every 250–500 ms for 10 s, then doubling to 2 s) and its 10 s ` +
+    `timeouts, and with the resumption ticket of their last welcome (a Noise NNpsk0 handshake ` +
+    `instead of XX; the first attach was a full handshake), and keep its heartbeat (a ping ` +
+    `after 30 s quiet). Timed from the kill or esc to the ` +
     `last welcome; "more than" when not all were back after ${backMs / 1000} s.`,
   ];
   /** Restarts the server; returns whether every client came back in time. */
