@@ -2,8 +2,8 @@
  * The chaos soak's quick run, as CI runs it: `scripts/soak.ts --quick` with a fresh seed each
  * time, real server and clients under kills, freezes, a network cut and a mailbox fill; the
  * checker's verdict decides. It runs in the parallel suite like any end-to-end test (its
- * deadlines hold with the suite and two CPU hogs beside it), listed first in `deno task
- * test:parallel` so that its half minute of faults overlaps the rest instead of adding to it.
+ * deadlines hold with the suite and two CPU hogs beside it), listed in `deno task
+ * test:parallel` among the long files, so that its half minute of faults overlaps the rest.
  *
  * A red run prints the seed and the checker's problems: `deno task soak --quick --seed N`
  * replays the same schedule.
