@@ -10,10 +10,10 @@ import { DatabaseSync } from "node:sqlite";
 import { generateKeyPair, type KeyPair } from "../lib/crypto/noise.ts";
 import { SQLITE_FILE, SqliteStore } from "../lib/server/sqlite_store.ts";
 import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
-import { Identity } from "../lib/peer/identity.ts";
 import { MailKey } from "../lib/peer/sealed_mail.ts";
 import { toBase64Url } from "../lib/util/base64.ts";
 import { RawConn } from "./support/raw_conn.ts";
+import { signupFields } from "./support/accounts.ts";
 import { startServer } from "./support/processes.ts";
 import { DEFAULT_PASSWORD_COST } from "../lib/server/accounts.ts";
 
@@ -23,20 +23,6 @@ async function control(port: number): Promise<RawConn> {
   await raw.hello("client");
   await raw.secure("client-server");
   return raw;
-}
-
-/** The fields of a valid signup for `user` (fresh keys; the mail key signed by the identity). */
-async function signupFields(user: string, password = "secret-pw") {
-  const { identity } = await Identity.generate();
-  const mailKey = await MailKey.generate();
-  return {
-    type: "signup",
-    user,
-    password,
-    publicKey: identity.publicKey,
-    mailKey: mailKey.publicKey,
-    mailKeySig: await identity.sign(mailKeyStatement(user, mailKey.publicKey)),
-  } as const;
 }
 
 Deno.test("a signup with a small-order identity key (the all-zero key) is refused", async () => {

@@ -6,10 +6,9 @@
  * hand, as an attacker would.
  */
 import assert from "node:assert/strict";
-import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
-import { Identity, randomToken } from "../lib/peer/identity.ts";
-import { MailKey } from "../lib/peer/sealed_mail.ts";
+import { randomToken } from "../lib/peer/identity.ts";
 import { type Frame, RawConn } from "./support/raw_conn.ts";
+import { signupFields } from "./support/accounts.ts";
 import { befriend, type Event, startServer, TestClient } from "./support/processes.ts";
 
 function peerPortOf(client: TestClient): number {
@@ -24,17 +23,7 @@ async function rawUser(port: number, user: string): Promise<RawConn> {
   try {
     await raw.hello("client");
     await raw.secure("client-server");
-    const { identity } = await Identity.generate();
-    const mailKey = await MailKey.generate();
-    const signup = await raw.request({
-      type: "signup",
-      id: 1,
-      user,
-      password: "secret-pw",
-      publicKey: identity.publicKey,
-      mailKey: mailKey.publicKey,
-      mailKeySig: await identity.sign(mailKeyStatement(user, mailKey.publicKey)),
-    });
+    const signup = await raw.request({ ...await signupFields(user), id: 1 });
     assert.equal(signup.type, "ok", JSON.stringify(signup));
     const welcome = await raw.request({
       type: "login",

@@ -5,11 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
 import { generateKeyPair, HandshakeState } from "../lib/crypto/noise.ts";
 import { handshakeTranscript, Identity, randomToken, toBase64Url } from "../lib/peer/identity.ts";
-import { MailKey } from "../lib/peer/sealed_mail.ts";
 import { type Frame, RawConn } from "./support/raw_conn.ts";
+import { signupFields } from "./support/accounts.ts";
 import {
   containsBytes,
   type Event,
@@ -55,17 +54,7 @@ Deno.test("a failed login gets the same answer for an unknown user and a wrong p
   await using raw = await RawConn.connect(server.port);
   await raw.hello("client");
   await raw.secure("client-server");
-  const { identity } = await Identity.generate();
-  const mailKey = await MailKey.generate();
-  const signup = await raw.request({
-    type: "signup",
-    id: 1,
-    user: "alice",
-    password: "right-password",
-    publicKey: identity.publicKey,
-    mailKey: mailKey.publicKey,
-    mailKeySig: await identity.sign(mailKeyStatement("alice", mailKey.publicKey)),
-  });
+  const signup = await raw.request({ ...await signupFields("alice", "right-password"), id: 1 });
   assert.deepEqual(signup, { type: "ok", id: 1 });
 
   let id = 1;
