@@ -9,14 +9,14 @@ import assert from "node:assert/strict";
 import { ConfabServer } from "../lib/server/server.ts";
 import { openServerLink } from "../lib/client/server_link.ts";
 import { generateKeyPair } from "../lib/crypto/noise.ts";
-import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
 import { encodeFrame } from "../lib/protocol/frame.ts";
 import { ConnectionClosedError, FrameError, ProtocolError } from "../lib/protocol/errors.ts";
 import { encodeMessage, type ServerMessage } from "../lib/protocol/messages.ts";
-import { Identity, randomToken, toBase64Url } from "../lib/peer/identity.ts";
+import { Identity, randomToken } from "../lib/peer/identity.ts";
 import { acceptPeer, dialPeer, type PeerLink } from "../lib/peer/peer_link.ts";
 import { InjectingProxy, type Injection } from "./support/proxy.ts";
 import { within } from "./support/peer_fixtures.ts";
+import { signupFields } from "./support/accounts.ts";
 
 /** Every place in the handshake a frame can be slipped in (after `hello`; see the doc comment). */
 const POSITIONS: Omit<Injection, "bytes">[] = [
@@ -59,17 +59,7 @@ Deno.test("plaintext frames injected into the client-server handshake at every p
   await using server = await ConfabServer.start({ dataDir, port: 0 });
   const clientKey = await generateKeyPair();
   // A signup that would succeed if the server read it: a valid key and mail-key signature.
-  const { identity } = await Identity.generate();
-  const mailKey = toBase64Url(crypto.getRandomValues(new Uint8Array(32)));
-  const signup = plainFrame({
-    type: "signup",
-    id: 1,
-    user: "mallory",
-    password: "injected-pw",
-    publicKey: identity.publicKey,
-    mailKey,
-    mailKeySig: await identity.sign(mailKeyStatement("mallory", mailKey)),
-  });
+  const signup = plainFrame({ ...await signupFields("mallory", "injected-pw"), id: 1 });
   const forgedPresence = plainFrame({ type: "presence", user: "bob", online: true });
   try {
     for (const position of POSITIONS) {

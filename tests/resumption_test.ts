@@ -10,10 +10,10 @@ import { TICKET_LIFETIME_MS, TicketBox } from "../lib/server/tickets.ts";
 import { openServerLink, resumeSession, resumptionFrom } from "../lib/client/server_link.ts";
 import { generateKeyPair, type KeyPair } from "../lib/crypto/noise.ts";
 import type { ResumptionOffer } from "../lib/net/secure_channel.ts";
-import { mailKeyStatement } from "../lib/crypto/ed25519.ts";
 import { ProtocolError, RemoteError } from "../lib/protocol/errors.ts";
 import type { WelcomeMessage } from "../lib/protocol/messages.ts";
-import { Identity, toBase64Url } from "../lib/peer/identity.ts";
+import { toBase64Url } from "../lib/peer/identity.ts";
+import { signupFields } from "./support/accounts.ts";
 
 Deno.test("a ticket opens only with the box of the same server key, unchanged and in time", async () => {
   const key = await generateKeyPair();
@@ -63,16 +63,7 @@ async function signupAndLogin(server: ConfabServer, user: string) {
   const { fc, serverKey } = await connect(server, clientKey);
   fc.setHandler(() => {});
   try {
-    const { identity } = await Identity.generate();
-    const mailKey = toBase64Url(crypto.getRandomValues(new Uint8Array(32)));
-    await fc.request({
-      type: "signup",
-      user,
-      password: "resume-pw",
-      publicKey: identity.publicKey,
-      mailKey,
-      mailKeySig: await identity.sign(mailKeyStatement(user, mailKey)),
-    });
+    await fc.request(await signupFields(user, "resume-pw"));
     const welcome = await fc.request<WelcomeMessage>({
       type: "login",
       user,
