@@ -582,9 +582,7 @@ export class ConfabClient implements AsyncDisposable {
           : undefined;
       },
       isContact: (user) => this.#isContact(user),
-      keyOf: async (user) =>
-        session.store.knownKey(user) ??
-          await this.#session.resolveKey(user).then((r) => r.publicKey, () => undefined),
+      keyOf: (user) => this.#session.keyOf(user),
     });
   }
 

@@ -162,7 +162,7 @@ export class Mailbox {
     const byReader = new Map<string, { reader: string; ids: string[]; readAt: number }>();
     const refused = new Map<string, number>();
     for (const item of items) {
-      const key = await this.#readerKey(item.reader);
+      const key = await this.#session.keyOf(item.reader);
       const signed = item.sig !== undefined && key !== undefined &&
         await verifySignature(
           key,
@@ -197,16 +197,5 @@ export class Mailbox {
       });
     }
     this.#session.tell({ type: "receipts_ack", msgIds: items.map((i) => i.msgId) });
-  }
-
-  /** The identity key pinned for `user` (looked up, and so pinned, if never seen). */
-  async #readerKey(user: string): Promise<string | undefined> {
-    const pinned = this.#session.current?.store.knownKey(user);
-    if (pinned !== undefined) return pinned;
-    try {
-      return (await this.#session.lookup(user)).publicKey;
-    } catch {
-      return undefined;
-    }
   }
 }

@@ -693,6 +693,20 @@ export class ServerSession {
   }
 
   /**
+   * The identity key pinned for `user`, else the directory's (a lookup, which pins it); undefined
+   * when neither can be had now (server away, unknown user, key changed).
+   */
+  async keyOf(user: string): Promise<string | undefined> {
+    const pinned = this.current?.store.knownKey(user);
+    if (pinned !== undefined) return pinned;
+    try {
+      return (await this.lookup(user)).publicKey;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
    * A lookup for sending: a burst of messages to someone away reuses one answer for a couple of
    * seconds instead of asking the server again for each (a presence change drops it at once).
    */
