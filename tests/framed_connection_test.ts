@@ -270,7 +270,7 @@ Deno.test("FramedConnection.close() is idempotent and fails pending requests", a
   assert.equal(pair.b.isClosed, true);
 });
 
-Deno.test("FramedConnection.request() queued behind unwritten frames fails with the connection when the peer resets it, never as an unhandled rejection", async () => {
+Deno.test("FramedConnection.request() queued behind unwritten frames fails with ConnectionClosedError when the peer resets it, never as an unhandled rejection", async () => {
   const [dialer, accepted] = await tcpPair();
   const a = framed(dialer, { onMessage: () => {} });
   try {
@@ -285,6 +285,9 @@ Deno.test("FramedConnection.request() queued behind unwritten frames fails with 
     accepted.close();
     for (const outcome of await within(outcomes)) {
       assert.equal(outcome.status, "rejected");
+      // The lost link, whatever the socket said (reset, broken pipe): never a raw OS error,
+      // which the client would show as an internal error instead of "server unreachable".
+      assert.ok(outcome.reason instanceof ConnectionClosedError, String(outcome.reason));
     }
     assert.ok((await within(a.closed)) instanceof Error, "closed with the write's error");
   } finally {

@@ -453,7 +453,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       // Small frames queued while a write is under way go out together in one write.
       open.frames.push(sealed);
       open.bytes += HEADER_SIZE + sealed.length;
-      return open.written.finally(() => this.#writesQueued--);
+      return open.written.finally(() => this.#writesQueued--).catch(throwAsLost);
     }
     let write: Promise<void>;
     if (this.#writesQueued === 1) {
@@ -484,7 +484,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     this.#writeChain = settled.catch((error) => {
       void this.close(asError(error));
     });
-    return settled;
+    return settled.catch(throwAsLost);
   }
 
   /** Writes one frame: header and (sealed) body, to the path the connection is on now. */
@@ -959,6 +959,43 @@ export async function dial(
   return conn;
 }
 
+/**
+ * What the socket says when the other side is gone (reset, broken pipe, aborted, closed under
+ * us), from `Deno.connect` or `node:net`. Callers see these as a {@link ConnectionClosedError}:
+ * a lost link is one condition, however the kernel happened to report it.
+ */
+export function isLinkFailure(error: unknown): boolean {
+  if (
+    error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.UnexpectedEof || error instanceof Deno.errors.BadResource ||
+    error instanceof Deno.errors.TimedOut
+  ) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && NODE_LINK_FAILURES.has(code);
+}
+
+const NODE_LINK_FAILURES = new Set([
+  "EPIPE",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ENOTCONN",
+  "ETIMEDOUT",
+  "ERR_STREAM_DESTROYED",
+  "ERR_SOCKET_CLOSED",
+]);
+
+/** Rethrows a write's failure, a lost link as {@link ConnectionClosedError} (with the cause). */
+function throwAsLost(error: unknown): never {
+  if (isLinkFailure(error)) {
+    throw new ConnectionClosedError(`connection lost: ${asError(error).message}`, {
+      cause: error,
+    });
+  }
+  throw error;
+}
+
+/** `value` as an Error (a thrown string or object wrapped). */
 export function asError(value: unknown): Error {
   return value instanceof Error ? value : new Error(String(value));
 }
