@@ -310,3 +310,26 @@ Deno.test("expired session rows are purged from the database", async () => {
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("a login whose client leaves while the password is checked puts nobody online and keeps the earlier session", async () => {
+  await using server = await startServer();
+  const device = await generateKeyPair();
+  const token = await loggedIn(server.port, device); // alice, on a connection closed since
+  await server.proc.out.waitFor((l) => l.includes("offline: alice"), "alice offline");
+  // Another client sends the right password and is gone before the (slow) check is over.
+  const raw = await controlAs(server.port, await generateKeyPair());
+  await raw.send({ type: "login", id: 1, user: "alice", password: "secret-pw", peerPort: 5555 });
+  // The connection answers a ping at once, after the login before it was taken up.
+  assert.equal((await raw.request({ type: "ping", id: 2 })).type, "pong");
+  await raw.close();
+  await server.proc.out.waitFor(
+    (l) => /login: alice from .*: the client left before it was done/.test(l),
+    "the abandoned login",
+  );
+  await server.proc.write("list");
+  await server.proc.out.waitFor((l) => l.includes("no users online"), "nobody online");
+  // Nothing answered into the void as an "internal error", and the first device's session
+  // was not ended by a login that never happened.
+  assert.equal((await resumeAs(server.port, device, token)).type, "welcome");
+  assert.deepEqual(server.proc.out.lines.filter((l) => l.includes("internal error")), []);
+});

@@ -10,7 +10,7 @@ import { openSecureChannel } from "../net/secure_channel.ts";
 import type { KeyPair } from "../crypto/noise.ts";
 import { loadOrCreateServerKey } from "./server_key.ts";
 import { encodeFrame } from "../protocol/frame.ts";
-import type { ErrorCode } from "../protocol/errors.ts";
+import { ConnectionClosedError, type ErrorCode } from "../protocol/errors.ts";
 import {
   type ClientMessage,
   ClientToServer,
@@ -141,6 +141,8 @@ interface ConnState {
   ticketIssuedAt?: number;
   /** (Re)starts the deadline for logging in on this connection. */
   armLoginTimer: () => void;
+  /** Set when the connection has ended: the session it ended with (if any). */
+  ended?: { session: Session | undefined };
 }
 
 const MIB = 1024 * 1024;
@@ -603,6 +605,7 @@ export class ConfabServer implements AsyncDisposable {
       const left = (this.#perAddress.get(state.host) ?? 1) - 1;
       if (left > 0) this.#perAddress.set(state.host, left);
       else this.#perAddress.delete(state.host);
+      state.ended = { session: state.session };
       // While the server closes, close() takes every user out in one commit.
       if (state.session && !this.#closing) await this.#endSession(state.session, Date.now());
     }
@@ -646,6 +649,8 @@ export class ConfabServer implements AsyncDisposable {
       }).catch(() => {});
       return;
     }
+    // The client left while its answer was being made or written: nobody is there to tell.
+    if (error instanceof ConnectionClosedError && fc.isClosed) return;
     this.#opts.log(`internal error on ${message.type}: ${asError(error).stack}`);
     await fc.send({ type: "error", id, code: "INTERNAL", message: "internal server error" })
       .catch(() => {});
@@ -1136,6 +1141,12 @@ export class ConfabServer implements AsyncDisposable {
       throw new Reply("LOGIN_FAILED", "wrong username or password");
     }
     if (needsRehash(user, this.#opts.kdf)) await this.#rehash(user.name, m.password);
+    if (fc.isClosed) {
+      // The client gave up while the password was checked: its other sessions stay, and it is
+      // not shown online on a connection that is gone.
+      this.#opts.log(`login: ${user.name} from ${state.host}: the client left before it was done`);
+      return;
+    }
     const token = randomBytes(32).toString("base64url");
     const hash = tokenHash(token);
     // One session per user: tokens of earlier logins (another device, or one that logged out
@@ -1156,6 +1167,13 @@ export class ConfabServer implements AsyncDisposable {
       staticKey: state.staticKey,
       attach: crypto.randomUUID(),
     });
+    if (state.ended && state.session && state.ended.session !== state.session) {
+      // It left while the login was recorded, before the session was in place: the end of its
+      // connection found no session to end, so it is ended here.
+      if (!this.#closing) await this.#endSession(state.session, Date.now());
+      this.#opts.log(`login: ${user.name} from ${state.host}: the client left before it was done`);
+      return;
+    }
     // The time a logout was saved while the server was away, once this login closed whatever
     // row the previous session left open (over several instances, the row of a session whose
     // instance died stays open until this login takes its place).
