@@ -5,9 +5,10 @@
  * both.
  */
 import assert from "node:assert/strict";
-import { befriend, type Event, TestClient } from "./support/processes.ts";
+import { befriend, type Event, startServer, TestClient } from "./support/processes.ts";
 import { type Deployment, deployments } from "./support/deployment.ts";
-import { crowd, disposeAll, membersAre, meshed, saw } from "./support/groups.ts";
+import { crowd, disposeAll, enter, membersAre, meshed, saw } from "./support/groups.ts";
+import { RecordingProxy } from "./support/proxy.ts";
 import { join } from "node:path";
 import { createGroup, groupHandle } from "../lib/peer/group_state.ts";
 import { Identity } from "../lib/peer/identity.ts";
@@ -377,6 +378,47 @@ deployments.test("with the server down, a member back from a freeze links again 
       await saw(c, "message", { text: "back without the server", group }, 20_000);
     }
   } finally {
+    await disposeAll(clients);
+  }
+});
+
+Deno.test("an invitation from a contact is taken at once while the server does not answer: the contact list is known from before", async () => {
+  await using server = await startServer();
+  // carol reaches the server through a proxy that can hold its answers back.
+  await using proxy = new RecordingProxy(server.port);
+  const clients: TestClient[] = [];
+  try {
+    for (
+      const [name, port] of [["alice", server.port], ["bob", server.port], [
+        "carol",
+        proxy.port,
+      ]] as const
+    ) {
+      const c = await TestClient.start(name, { port });
+      clients.push(c);
+      await enter(c, name);
+    }
+    const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+    for (const [a, b] of [[alice, bob], [alice, carol], [bob, alice], [carol, alice]] as const) {
+      await a.send(`contacts add ${b.proc.name}`);
+      await a.event("contact_added", { user: b.proc.name });
+    }
+    // alice and carol linked before (a chat alice left), so no one needs the server for that.
+    await alice.send("chat carol");
+    await alice.event("chat_opened", { with: "carol" });
+    await saw(carol, "link_up", { user: "alice" });
+    await alice.send("\\q");
+    await alice.send("chat bob");
+    await alice.event("chat_opened", { with: "bob" });
+    // Nothing the server says reaches carol any more; alice and bob still have it.
+    proxy.holdDown = true;
+    await alice.send("/a carol");
+    const group = String((await alice.event("group_opened")).group);
+    // carol takes alice's invitation without waiting for an answer that does not come.
+    await membersAre(carol, group, ["alice", "bob", "carol"]);
+    assert.deepEqual(carol.events().filter((e) => e.code === "NOT_A_CONTACT"), []);
+  } finally {
+    proxy.holdDown = false;
     await disposeAll(clients);
   }
 });

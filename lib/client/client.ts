@@ -138,6 +138,8 @@ export class ConfabClient implements AsyncDisposable {
   #transfers: Transfers | undefined;
   /** The contact list as the server last gave it in this session (for `--auto-accept`). */
   #contacts = new Set<string>();
+  /** Whether {@link #contacts} came from the server in this session. */
+  #contactsKnown = false;
   #closing: Promise<void> | undefined;
   #closedNow = false;
 
@@ -162,8 +164,9 @@ export class ConfabClient implements AsyncDisposable {
       onReady: (session) => {
         this.#delivery.flushOutbox(session);
         this.#groups?.ready(); // stored groups rejoined; away members dialed again
-        // Known before any offer comes, in case the server is away by then.
-        if (this.#opts.autoAccept === "contacts") this.#ctx.track(this.#refreshContacts());
+        // Known before an offer or an invitation comes, in case the server is away by then
+        // (once a session: pushes and our own changes keep it up to date).
+        if (!this.#contactsKnown) this.#ctx.track(this.#refreshContacts());
       },
       onEnd: () => this.#onSessionEnd(),
     }, {
@@ -282,8 +285,10 @@ export class ConfabClient implements AsyncDisposable {
         this.#ctx.emit({ type: "contact_update", user: m.user, state: m.state });
         // No longer contacts: the link between us ends (theirs is ended on their side too).
         if (m.state === "removed") this.#ctx.track(this.#links.end(m.user));
-        // The list files are taken from without asking follows (also while the server is away).
-        if (this.#opts.autoAccept === "contacts") this.#ctx.track(this.#refreshContacts());
+        // The list that invitations and files are checked against follows (it is what counts
+        // while the server is away).
+        if (m.state === "accepted") this.#contacts.add(m.user.toLowerCase());
+        if (m.state === "removed") this.#contacts.delete(m.user.toLowerCase());
         return;
       case "server_closing":
         this.#ctx.emit({ type: "server_closing", reason: m.reason });
@@ -349,6 +354,7 @@ export class ConfabClient implements AsyncDisposable {
 
   async #onLogin(session: Session): Promise<void> {
     this.#contacts = new Set();
+    this.#contactsKnown = false;
     this.#groups = this.#makeGroups(session);
     this.#transfers = this.#makeTransfers(session);
     await this.#transfers.prepare();
@@ -402,8 +408,7 @@ export class ConfabClient implements AsyncDisposable {
   }
 
   async addContact(user: string): Promise<void> {
-    await this.#session.addContact(user);
-    if (this.#opts.autoAccept === "contacts") await this.#refreshContacts();
+    if (await this.#session.addContact(user)) this.#contacts.add(user.toLowerCase());
   }
 
   /** Ends a contact (and our link), declines a request or withdraws one. */
@@ -620,10 +625,14 @@ export class ConfabClient implements AsyncDisposable {
   }
 
   /**
-   * Whether `user` is a mutual contact, as the server says now (for a file offer with
-   * `--auto-accept contacts`, and a group invitation); while it is away, the last list it gave.
+   * Whether `user` is a mutual contact (for a file offer with `--auto-accept contacts`, and a
+   * group invitation): as the server said in this session, or says now.
    */
   async #isContact(user: string): Promise<boolean> {
+    // The list of this session follows every change the server pushes: a contact found there
+    // needs no question (and no wait, should the server be slow or away); anyone else is asked
+    // about, in case the news is on its way.
+    if (this.#contactsKnown && this.#contacts.has(user.toLowerCase())) return true;
     await this.#refreshContacts();
     return this.#contacts.has(user.toLowerCase());
   }
@@ -636,6 +645,7 @@ export class ConfabClient implements AsyncDisposable {
     try {
       const reply = await this.#session.contactList();
       this.#contacts = new Set(reply.contacts.map((c) => c.user.toLowerCase()));
+      this.#contactsKnown = true;
     } catch { /* unreachable: the last list known */ }
   }
 

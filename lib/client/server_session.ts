@@ -634,7 +634,11 @@ export class ServerSession {
   }
 
   /** Sends `user` a contact request, or accepts theirs. */
-  async addContact(user: string): Promise<void> {
+  /**
+   * Adds `user` as a contact (a request, or the answer to theirs).
+   * @returns whether we are now contacts both ways.
+   */
+  async addContact(user: string): Promise<boolean> {
     this.require();
     this.checkName(user);
     const reply = await this.request<Extract<ServerMessage, { type: "contact_result" }>>({
@@ -642,7 +646,9 @@ export class ServerSession {
       user,
     });
     this.#sendLookups.delete(reply.user.toLowerCase());
-    this.#ctx.emit({ type: "contact_added", user: reply.user, mutual: reply.state === "mutual" });
+    const mutual = reply.state === "mutual";
+    this.#ctx.emit({ type: "contact_added", user: reply.user, mutual });
+    return mutual;
   }
 
   /**
