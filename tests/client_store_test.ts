@@ -125,6 +125,19 @@ Deno.test("ClientStore.setMark() never takes back a delivered mark", async () =>
   assert.deepEqual(store.recent("bob", 10).map((e) => e.mark), ["**"]);
 });
 
+Deno.test("ClientStore.markRead() marks my message to the reader once, and says so", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  store.addMessage(entry("m1", 1000, { mark: "*" }));
+  store.addMessage(entry("in1", 2000, { sender: "Bob", outgoing: false }));
+  assert.equal(store.markRead("m1", "carol"), "unknown", "not sent to carol");
+  assert.equal(store.markRead("in1", "bob"), "unknown", "not mine");
+  assert.equal(store.markRead("nope", "bob"), "unknown");
+  assert.equal(store.markRead("m1", "BOB"), "read");
+  assert.equal(store.markRead("m1", "bob"), "already", "a receipt told twice");
+  assert.deepEqual(store.recent("bob", 10).map((e) => e.mark), ["**", ""]);
+});
+
 Deno.test("ClientStore migrates a version 2 history: rows, order and search kept", async () => {
   await using dir = await tempDir();
   {

@@ -116,6 +116,9 @@ deployments.test("a resend of mail stored just before a server crash and read si
     await bob.login("bob");
     assert.deepEqual(await hangingOf(bob), [], "the resend was not stored");
     assert.deepEqual(await historyOf(bob, "alice"), ["only once"]);
+    // Read once, said once: the resend's answer does not tell alice a second time.
+    assert.deepEqual(await historyOf(alice, "bob", true), ["only once**"]);
+    assert.equal(alice.events().filter((e) => e.type === "read").length, 1);
   } finally {
     await removeHomes(homes);
   }

@@ -327,24 +327,26 @@ export class ClientStore implements Disposable {
    * Sets the delivery mark of one of my own messages. `**` is final: an answer that comes late
    * (a resend stored, `*`, after the first copy was read) does not take it back.
    */
-  setMark(id: string, mark: DeliveryMark): void;
-  /**
-   * Only when the message went to `to` in a 1:1 chat; returns whether it is such a message
-   * (marked now or before).
-   */
-  setMark(id: string, mark: DeliveryMark, to: string): boolean;
-  setMark(id: string, mark: DeliveryMark, to?: string): boolean | void {
+  setMark(id: string, mark: DeliveryMark): void {
     this.#writeRows();
-    if (to === undefined) {
-      this.#db.sql("UPDATE messages SET mark = ? WHERE id = ? AND outgoing = 1 AND mark != '**'")
-        .run(mark, id);
-      return;
-    }
+    this.#db.sql("UPDATE messages SET mark = ? WHERE id = ? AND outgoing = 1 AND mark != '**'")
+      .run(mark, id);
+  }
+
+  /**
+   * Marks my message `id` to `reader` read (`**`), if it is a 1:1 message I sent them: "read"
+   * when it is now, "already" when it was before (a receipt told twice), "unknown" otherwise.
+   */
+  markRead(id: string, reader: string): "read" | "already" | "unknown" {
+    this.#writeRows();
     const where = "id = ? AND outgoing = 1 AND lower(chat) = ?";
-    this.#db.sql(`UPDATE messages SET mark = ? WHERE ${where} AND mark != '**'`)
-      .run(mark, id, to.toLowerCase());
-    return this.#db.sql(`SELECT 1 FROM messages WHERE ${where}`).get(id, to.toLowerCase()) !==
-      undefined;
+    const changed = this.#db.sql(`UPDATE messages SET mark = '**' WHERE ${where} AND mark != '**'`)
+      .run(id, reader.toLowerCase()).changes;
+    if (Number(changed) > 0) return "read";
+    return this.#db.sql(`SELECT 1 FROM messages WHERE ${where}`).get(id, reader.toLowerCase()) !==
+        undefined
+      ? "already"
+      : "unknown";
   }
 
   /** The last `limit` messages of a chat, oldest first (a group message still on its way: n/m). */

@@ -174,10 +174,13 @@ export class Mailbox {
             readAt: item.readAt,
           }),
         );
-      if (!signed || !session.store.setMark(item.msgId, "**", item.reader)) {
+      const marked = signed ? session.store.markRead(item.msgId, item.reader) : "unknown";
+      if (marked === "unknown") {
         refused.set(item.reader, (refused.get(item.reader) ?? 0) + 1);
         continue;
       }
+      // Told before (the receipt of a copy resent across a server crash): said once.
+      if (marked === "already") continue;
       const entry = byReader.get(item.reader.toLowerCase()) ??
         { reader: item.reader, ids: [], readAt: 0 };
       entry.ids.push(item.msgId);
