@@ -5,7 +5,7 @@
  * conformance tests (`server_store_test.ts`), which run against every backend.
  */
 import assert from "node:assert/strict";
-import { PostgresStore } from "../lib/server/postgres_store.ts";
+import { connectSql, PostgresStore } from "../lib/server/postgres_store.ts";
 import type { StoreEvent } from "../lib/server/store.ts";
 import { freshDatabase, testPostgres } from "./support/store_backends.ts";
 
@@ -171,3 +171,86 @@ async function retry<T>(work: () => Promise<T>): Promise<T> {
     }
   }
 }
+
+Deno.test(
+  "the users of a dead instance resume elsewhere while it is taken over, without a deadlock",
+  async () => {
+    const url = await freshDatabase();
+    const a = await instance(url, "a:1");
+    await using _a = a.store;
+    // b renews (and looks for dead instances) every 200 ms.
+    const b = await instance(url, "b:2", 1_000);
+    await using _b = b.store;
+    const users = ["u1", "u2"];
+    await signUp(a.store, users);
+    const token = (user: string, n: number) => new TextEncoder().encode(`${user}-token-${n}`);
+    for (const user of users) {
+      await a.store.saveSession(token(user, 0), user);
+      await attach(a.store, user, `${user}-on-a`);
+    }
+    const sql = connectSql(url, { maxConnections: 2 });
+    try {
+      // Another transaction holds u1's row for a moment (a login of u1 under way, say).
+      const held = Promise.withResolvers<void>();
+      const locked = Promise.withResolvers<void>();
+      const holder = sql.begin(async (tx) => {
+        await tx`SELECT 1 FROM users WHERE name_key = 'u1' FOR SHARE`;
+        locked.resolve();
+        await held.promise;
+      });
+      await locked.promise;
+      const waiting = async (n: number, meanwhile?: () => Promise<unknown>) => {
+        for (const deadline = Date.now() + 20_000;;) {
+          await meanwhile?.();
+          const [row] = await sql<{ n: number }[]>`
+            SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted`;
+          if (row!.n >= n) return;
+          if (Date.now() > deadline) throw new Error(`not ${n} waiting locks within 20 s`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      // Both users come back on b in one batch, u2's token first: the batch waits for u1.
+      const resumed = b.store.resumeMany(
+        users.toReversed().map((user) => ({
+          tokenHash: token(user, 0),
+          newTokenHash: token(user, 1),
+          maxAgeMs: 60_000,
+          graceMs: 1_000,
+          host: "10.0.0.2",
+          peerPort: 4000,
+          attach: `${user}-on-b`,
+          staticKey: "",
+        })),
+      );
+      await waiting(1);
+      // a dies (its lease is over): b takes its users out while the batch waits.
+      // (Again while waiting: a renewal of a's under way as it froze would undo it.)
+      a.store.freeze();
+      // (Not waiting for the row: b's take-over may hold it already.)
+      await waiting(2, () =>
+        sql`
+        UPDATE instances SET lease_until = 0 WHERE id IN
+          (SELECT id FROM instances WHERE name = 'a:1' FOR UPDATE SKIP LOCKED)`);
+      held.resolve();
+      await holder;
+      // Until a's row is gone (b took a out), polled beside the instance's own wait.
+      let gone = false;
+      const polling = (async () => {
+        for (const deadline = Date.now() + 20_000; !gone && Date.now() < deadline;) {
+          const [left] = await sql<{ n: number }[]>`
+            SELECT count(*)::int AS n FROM instances WHERE name = 'a:1'`;
+          gone = left!.n === 0;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+      const answers = await resumed;
+      assert.deepEqual(answers.map((r) => r?.user), ["u2", "u1"]);
+      for (const user of users) assert.equal((await b.store.presenceOf(user))?.instance, "b:2");
+      await b.until("taken a out", () => b.logs.some((l) => l.includes("deadlock")) || gone);
+      await polling;
+      assert.ok(!b.logs.some((l) => l.includes("deadlock")), b.logs.join("\n"));
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  },
+);

@@ -735,27 +735,43 @@ export class PostgresStore implements ServerStore {
 
   /**
    * Takes the users of instances whose lease ran out out of the directory, closes their
-   * registry rows at the end of the lease, and announces them offline: one transaction.
+   * registry rows at the end of the lease, and announces them offline: one transaction. Their
+   * users' rows are locked first, in name order, as every batch locks them: those users are
+   * coming back elsewhere at this very moment, thousands at once, and a take-over that locked
+   * them in any other order deadlocked with their resumes.
    */
   async #reap(): Promise<void> {
-    await this.#sql`
-      WITH dead AS (
-        DELETE FROM instances WHERE lease_until < confab_now() RETURNING id, lease_until
-      ), gone AS (
-        DELETE FROM presence p USING dead WHERE p.instance = dead.id
-        RETURNING p."user", p.registry_seq, dead.lease_until
-      ), closed AS (
-        UPDATE registry r SET logout_at = gone.lease_until FROM gone
-        WHERE r.seq = gone.registry_seq AND r.logout_at IS NULL
-      )
-      INSERT INTO events (at, body)
-      SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', g."user",
-        'online', false, 'name', u.name, 'watchers', jsonb_agg(c.owner))
-      FROM gone g JOIN users u ON u.name_key = g."user"
-      JOIN contacts c ON c.contact = g."user"
-      JOIN contacts back ON back.owner = c.contact AND back.contact = c.owner
-      JOIN presence p ON p."user" = c.owner
-      GROUP BY g."user", u.name`;
+    const [due] = await this.#sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM instances WHERE lease_until < confab_now()`;
+    if (!due || due.n === 0) return;
+    await this.#sql.begin(async (tx) => {
+      const dead = await tx<{ id: string }[]>`
+        SELECT id FROM instances WHERE lease_until < confab_now() ORDER BY id FOR UPDATE`;
+      if (dead.length === 0) return;
+      const ids = dead.map((d) => d.id);
+      await tx`
+        SELECT 1 FROM users WHERE name_key IN
+          (SELECT "user" FROM presence WHERE instance = ANY(${ids}::text[]))
+        ORDER BY name_key FOR NO KEY UPDATE`;
+      await tx`
+        WITH dead AS (
+          DELETE FROM instances WHERE id = ANY(${ids}::text[]) RETURNING id, lease_until
+        ), gone AS (
+          DELETE FROM presence p USING dead WHERE p.instance = dead.id
+          RETURNING p."user", p.registry_seq, dead.lease_until
+        ), closed AS (
+          UPDATE registry r SET logout_at = gone.lease_until FROM gone
+          WHERE r.seq = gone.registry_seq AND r.logout_at IS NULL
+        )
+        INSERT INTO events (at, body)
+        SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', g."user",
+          'online', false, 'name', u.name, 'watchers', jsonb_agg(c.owner))
+        FROM gone g JOIN users u ON u.name_key = g."user"
+        JOIN contacts c ON c.contact = g."user"
+        JOIN contacts back ON back.owner = c.contact AND back.contact = c.owner
+        JOIN presence p ON p."user" = c.owner
+        GROUP BY g."user", u.name`;
+    });
   }
 
   /**
@@ -830,18 +846,27 @@ export class PostgresStore implements ServerStore {
     if (rs.length === 0) return [];
     const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
     // One statement: one transaction, one commit and one wake-up of the other instances for
-    // the whole batch, each resumption done as confab_resume_rotating does it alone.
+    // the whole batch, each resumption done as confab_resume_rotating does it alone, in the
+    // order of the users' names: every batch that locks users' rows (other resumes, detaches,
+    // the take-over of a dead instance's users in #reap) takes them in that order, so two never
+    // wait for each other (in token order, a resume batch and the take-over deadlocked every
+    // time they met, and the one PostgreSQL aborted after a second of waiting was done again).
     const rows = await this.#sql<
       { i: number; r_name: string | null; r_seq: number | null; r_login_at: number | null }[]
     >`
       SELECT t.i::int AS i, r.r_name, r.r_seq, r.r_login_at
-      FROM unnest(${rs.map((r) => hex(r.tokenHash))}::text[],
-                  ${rs.map((r) => hex(r.newTokenHash))}::text[],
-                  ${rs.map((r) => now - r.maxAgeMs)}::bigint[],
-                  ${rs.map((r) => now - r.graceMs)}::bigint[], ${rs.map((r) => r.attach)}::text[],
-                  ${rs.map((r) => r.host)}::text[], ${rs.map((r) => r.peerPort)}::int[],
-                  ${rs.map((r) => r.staticKey)}::text[])
-        WITH ORDINALITY AS t(token, new_token, since, grace_since, attach, host, port, key, i)
+      FROM (
+        SELECT t.*, s."user" AS owner
+        FROM unnest(${rs.map((r) => hex(r.tokenHash))}::text[],
+                    ${rs.map((r) => hex(r.newTokenHash))}::text[],
+                    ${rs.map((r) => now - r.maxAgeMs)}::bigint[],
+                    ${rs.map((r) => now - r.graceMs)}::bigint[],
+                    ${rs.map((r) => r.attach)}::text[], ${rs.map((r) => r.host)}::text[],
+                    ${rs.map((r) => r.peerPort)}::int[], ${rs.map((r) => r.staticKey)}::text[])
+          WITH ORDINALITY AS t(token, new_token, since, grace_since, attach, host, port, key, i)
+        LEFT JOIN sessions s ON s.token_hash = decode(t.token, 'hex')
+        ORDER BY s."user", t.i
+      ) t
       LEFT JOIN LATERAL confab_resume_rotating(decode(t.token, 'hex'), decode(t.new_token, 'hex'),
         t.since, t.grace_since, ${this.#id}, t.attach, t.host, t.port, ${now}, t.key) r ON true
       ORDER BY t.i`;
@@ -856,23 +881,25 @@ export class PostgresStore implements ServerStore {
   async detach(user: string, attach: string, at = Date.now()): Promise<boolean> {
     const [row] = await this.#sql<{ gone: boolean }[]>`
       SELECT confab_detach(${nameKey(user)}, ${attach}, ${at}) AS gone`;
-    return row!.gone;
+    return row?.gone === true;
   }
 
   async detachMany(
     places: readonly { user: string; attach: string }[],
     at = Date.now(),
-  ): Promise<number> {
-    if (places.length === 0) return 0;
+  ): Promise<boolean[]> {
+    if (places.length === 0) return [];
     // One statement, so one transaction and one commit (and one wake-up of the others); the
-    // users' rows locked in name order, as any other batch takes them.
-    const sorted = places.map((p) => ({ key: nameKey(p.user), attach: p.attach }))
-      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    const [row] = await this.#sql<{ gone: number }[]>`
-      SELECT count(*) FILTER (WHERE confab_detach(u, a, ${at}))::int AS gone
-      FROM unnest(${sorted.map((p) => p.key)}::text[],
-                  ${sorted.map((p) => p.attach)}::text[]) WITH ORDINALITY AS t(u, a, o)`;
-    return row!.gone;
+    // users' rows locked in name order, as every batch takes them (see resumeMany).
+    const sorted = places.map((p, i) => ({ key: nameKey(p.user), attach: p.attach, i }))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.i - b.i));
+    const rows = await this.#sql<{ i: number; gone: boolean }[]>`
+      SELECT t.i::int AS i, confab_detach(t.u, t.a, ${at}) AS gone
+      FROM unnest(${sorted.map((p) => p.key)}::text[], ${sorted.map((p) => p.attach)}::text[],
+                  ${sorted.map((p) => p.i)}::int[]) AS t(u, a, i)`;
+    const out = places.map(() => false);
+    for (const row of rows) out[row.i] = row.gone;
+    return out;
   }
 
   async presenceOf(user: string): Promise<PresenceRecord | undefined> {

@@ -161,6 +161,14 @@ const RESUME_BATCH = 64;
 const RESUME_BATCHES = 4;
 /** Re-attaches served at once; more wait their turn. */
 const RESUME_CONCURRENCY = 256;
+/**
+ * Sessions taken out of the directory in one transaction at most, and such transactions under
+ * way at once. One each, a herd of clients giving up together (each a commit that wakes every
+ * instance, and PostgreSQL lets one such commit through at a time) held every database
+ * connection and starved the resumes that would have brought them back.
+ */
+const DETACH_BATCH = 256;
+const DETACH_BATCHES = 2;
 /** Store events passed on at once (each may take a query or two). */
 const EVENT_CONCURRENCY = 4;
 /**
@@ -249,6 +257,10 @@ export class ConfabServer implements AsyncDisposable {
   readonly #resumes = new GroupCommit<Resumption, Resumed | undefined>(
     (batch) => this.store.resumeMany(batch),
     { maxBatch: RESUME_BATCH, concurrency: RESUME_BATCHES },
+  );
+  readonly #detaches = new GroupCommit<{ user: string; attach: string; at: number }, boolean>(
+    (batch) => this.store.detachMany(batch, batch[0]!.at),
+    { maxBatch: DETACH_BATCH, concurrency: DETACH_BATCHES },
   );
   readonly #events: StoreEvent[] = [];
   #eventsRunning = 0;
@@ -1242,7 +1254,7 @@ export class ConfabServer implements AsyncDisposable {
     const name = resumed.user;
     if (fc.isClosed) {
       // Its client gave up while the store worked (it will try again): give the place back.
-      await this.store.detach(name, attach);
+      await this.#detaches.add({ user: name, attach, at: Date.now() });
       return;
     }
     this.#claim(state, {
@@ -1349,7 +1361,7 @@ export class ConfabServer implements AsyncDisposable {
     // directory takes it out only if it still holds the place: a session replaced by a newer
     // login, here or elsewhere (a `kick`), leaves the newer one alone.
     await session.attached;
-    if (await this.store.detach(session.user, session.attach, at)) {
+    if (await this.#detaches.add({ user: session.user, attach: session.attach, at })) {
       this.#opts.log(`offline: ${session.user}`);
     }
   }

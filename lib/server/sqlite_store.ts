@@ -656,21 +656,19 @@ export class SqliteStore implements ServerStore {
   detachMany(
     places: readonly { user: string; attach: string }[],
     at = Date.now(),
-  ): Promise<number> {
+  ): Promise<boolean[]> {
     return settle(() =>
-      this.#db.transaction(() => {
-        let gone = 0;
-        for (const { user, attach } of places) {
+      this.#db.transaction(() =>
+        places.map(({ user, attach }) => {
           const key = nameKey(user);
           const current = this.#online.get(key);
-          if (current?.attach !== attach) continue;
+          if (current?.attach !== attach) return false;
           this.#online.delete(key);
           this.#logout(current.registrySeq, at);
           this.#emit({ kind: "presence", user: key, online: false });
-          gone++;
-        }
-        return gone;
-      })
+          return true;
+        })
+      )
     );
   }
 

@@ -457,9 +457,11 @@ export interface ServerStore extends AsyncDisposable {
   detach(user: string, attach: string, at?: number): Promise<boolean>;
   /**
    * {@link detach} for many at once, in one transaction: a server shutting down takes all its
-   * users out in one commit rather than one each. Resolves with how many were taken out.
+   * users out in one commit rather than one each, and connections that end at the same time
+   * (a herd of clients giving up) share one. One answer per place, in order: whether it was
+   * taken out.
    */
-  detachMany(places: readonly { user: string; attach: string }[], at?: number): Promise<number>;
+  detachMany(places: readonly { user: string; attach: string }[], at?: number): Promise<boolean[]>;
   /** Where `user` is online, if they are (on a live instance). */
   presenceOf(user: string): Promise<PresenceRecord | undefined>;
   /** Everyone online, on every instance, newest login first. */

@@ -8,17 +8,30 @@
  * PostgreSQL is a throwaway cluster in a temporary directory with its default durability
  * (fsync on, synchronous_commit on: a stored mail is on disk when acknowledged); SQLite runs as
  * the server always does (WAL, synchronous=NORMAL: it survives kill -9, not a power cut).
+ *
+ * For working on the failover: `CONFAB_BENCH_FAILOVER_ONLY=1` skips the SQLite baseline, the
+ * lookups and the mail (their figures are then blank), and `CONFAB_BENCH_LOGS=DIR` keeps every
+ * process's output there (the servers then log logins and errors) and what PostgreSQL's sessions
+ * were doing, every second, while the clients came back (`pg_activity.log`).
  */
 import { join } from "node:path";
 import { migrateToPostgres } from "../../lib/server/migrate.ts";
-import { PostgresStore } from "../../lib/server/postgres_store.ts";
+import { connectSql, PostgresStore } from "../../lib/server/postgres_store.ts";
 import { SqliteStore } from "../../lib/server/sqlite_store.ts";
 import type { ServerStore } from "../../lib/server/store.ts";
 import { startLocalPostgres } from "../local_postgres.ts";
 import { LoadGenerators, type LookupStats } from "./load_generators.ts";
 import { benchUser } from "./loadgen_protocol.ts";
 import { prepareServerData } from "./server_data.ts";
-import { clientsFor, type RunningServer, settledRssKiB, startServer } from "./support.ts";
+import { describeSteps, describeTop } from "./cpu_profile.ts";
+import {
+  clientsFor,
+  cpuSeconds,
+  profiled,
+  type RunningServer,
+  settledRssKiB,
+  startServer,
+} from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
 
 const PROBE_USERS = 10;
@@ -60,6 +73,34 @@ async function attachAndWeigh(
   return (after - before) / (count - warm);
 }
 
+/** Every second for `ms`, pg_stat_activity and waiting locks into CONFAB_BENCH_LOGS. */
+async function sampleActivity(url: string, ms: number): Promise<void> {
+  const file = join(Deno.env.get("CONFAB_BENCH_LOGS")!, "pg_activity.log");
+  const sql = connectSql(url, { maxConnections: 1 });
+  const until = Date.now() + ms;
+  try {
+    while (Date.now() < until) {
+      const rows = await sql`
+        SELECT application_name, state, wait_event_type, wait_event,
+               (now() - query_start)::text AS running, left(query, 120) AS query
+        FROM pg_stat_activity WHERE datname IS NOT NULL AND pid <> pg_backend_pid()`;
+      const locks = await sql`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted`;
+      const lines = rows.map((r) =>
+        `  ${r.application_name} ${r.state} ${r.wait_event_type ?? ""}/${r.wait_event ?? ""} ` +
+        `${r.running} ${String(r.query).replace(/\s+/g, " ")}`
+      );
+      await Deno.writeTextFile(
+        file,
+        `${new Date().toISOString()} waiting locks ${locks[0]!.n}\n${lines.join("\n")}\n`,
+        { append: true },
+      );
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const n = await clientsFor(ctx.quick ? 150 : 10_000);
   const warm = ctx.quick ? 20 : 300;
@@ -77,26 +118,31 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const keyFile = join(dir, "service-key.json");
   const measurements: Measurement[] = [];
   const notes: string[] = [];
+  const failoverOnly = Deno.env.get("CONFAB_BENCH_FAILOVER_ONLY") === "1";
 
   // ---- one instance over SQLite: the baseline -------------------------------------------------
-  ctx.log(`  SQLite: one instance, ${n - PROBE_USERS} clients + a probe`);
-  const lone = await startServer(ctx.spawn, { dataDir: data.dataDir, signal: ctx.signal });
-  const loneGens = await LoadGenerators.start(ctx, {
-    port: lone.port,
-    data,
-    range: { first: 0, count: n - PROBE_USERS },
-  });
-  const loneProbe = await LoadGenerators.start(ctx, {
-    port: lone.port,
-    data,
-    range: { first: n - PROBE_USERS, count: PROBE_USERS },
-    name: "probe",
-  });
-  const lonePerClient = await attachAndWeigh(ctx, lone, loneGens, n - PROBE_USERS, warm);
-  await loneProbe.attach(PROBE_USERS);
-  const loneLookups: LookupStats = await loneProbe.lookups(lookupRate, seconds);
-  await Promise.all([loneGens.close(), loneProbe.close()]);
-  await lone.proc.stop();
+  let lonePerClient = NaN;
+  let loneLookups = { p50: NaN, p99: NaN } as LookupStats;
+  if (!failoverOnly) {
+    ctx.log(`  SQLite: one instance, ${n - PROBE_USERS} clients + a probe`);
+    const lone = await startServer(ctx.spawn, { dataDir: data.dataDir, signal: ctx.signal });
+    const loneGens = await LoadGenerators.start(ctx, {
+      port: lone.port,
+      data,
+      range: { first: 0, count: n - PROBE_USERS },
+    });
+    const loneProbe = await LoadGenerators.start(ctx, {
+      port: lone.port,
+      data,
+      range: { first: n - PROBE_USERS, count: PROBE_USERS },
+      name: "probe",
+    });
+    lonePerClient = await attachAndWeigh(ctx, lone, loneGens, n - PROBE_USERS, warm);
+    await loneProbe.attach(PROBE_USERS);
+    loneLookups = await loneProbe.lookups(lookupRate, seconds);
+    await Promise.all([loneGens.close(), loneProbe.close()]);
+    await lone.proc.stop();
+  }
 
   // ---- two instances over PostgreSQL ----------------------------------------------------------
   // Ports from the OS at listen time (port 0, read from the banner): a port picked beforehand can
@@ -129,13 +175,15 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   });
   const perClientA = await attachAndWeigh(ctx, a, onA, n - PROBE_USERS, warm);
   await probe.attach(PROBE_USERS);
-  const lookups = await probe.lookups(lookupRate, seconds);
+  const lookups = failoverOnly
+    ? { p50: NaN, p99: NaN, count: 0, errors: 0, max: NaN } as LookupStats
+    : await probe.lookups(lookupRate, seconds);
 
   // ---- mail stored per second, through each store ---------------------------------------------
   ctx.log(`  storing ${mails} messages through each store, 16 at a time`);
   const inFlight = 16;
-  let sqliteRate: number;
-  {
+  let sqliteRate = NaN;
+  if (!failoverOnly) {
     await using sqlite = new SqliteStore(join(dir, "mail-sqlite"));
     for (let i = 0; i < 100; i++) {
       await sqlite.createUser({
@@ -147,8 +195,8 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     }
     sqliteRate = await storeRate(sqlite, mails, inFlight, "s");
   }
-  let pgRate: number;
-  {
+  let pgRate = NaN;
+  if (!failoverOnly) {
     await using shared = await PostgresStore.open(url);
     pgRate = await storeRate(shared, mails, inFlight, "p");
   }
@@ -160,7 +208,23 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   a.proc.kill("SIGKILL");
   await a.proc.exited(10_000);
   const backMs = ctx.quick ? 30_000 : 60_000;
-  const back = await onA.watchReattach(backMs);
+  // CONFAB_BENCH_LOGS: what the database's sessions do meanwhile, every second.
+  const activity = Deno.env.get("CONFAB_BENCH_LOGS") ? sampleActivity(url, backMs) : undefined;
+  const survivorCpu0 = await cpuSeconds(b.proc.pid);
+  const gensCpu = async () =>
+    (await Promise.all(onA.pids.map((pid) => cpuSeconds(pid)))).reduce((x, y) => x + y, 0);
+  const gensCpu0 = await gensCpu();
+  const profiledRun = await profiled(
+    [b.proc],
+    () => onA.watchReattach(backMs),
+    ctx.signal,
+    { samplingUs: 1000 },
+  );
+  const back = profiledRun.result;
+  const survivorCpu = await cpuSeconds(b.proc.pid) - survivorCpu0;
+  const clientsCpu = await gensCpu() - gensCpu0;
+  const survivorProfile = profiledRun.profiles.find((p) => p.name !== "bench")!;
+  await activity;
   const all = back.all === undefined ? backMs / 1000 : (back.all - t0) / 1000;
   await Promise.all([onA.close(), probe.close()]);
   await b.proc.stop();
@@ -225,6 +289,16 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `${back.attempts} attempts. Clients try the next address within 250 ms (ConfabClient's ` +
       `first wait), with the resumption ticket instance 1 gave them (same key file: instance 2 ` +
       `opens it).`,
+    `Profile of the survivor (sampled every 1 ms) while they came back (CPU ` +
+      `${survivorCpu.toFixed(2)} s, ${
+        (survivorCpu * 1e6 / Math.max(1, back.back)).toFixed(0)
+      } µs ` +
+      `per client back), by step: ${
+        describeSteps(survivorProfile.breakdown, Math.max(1, back.back), "client back")
+      }. Top functions by self time (µs per client back): ${
+        describeTop(survivorProfile.breakdown, Math.max(1, back.back), 12)
+      }. The load generators (the clients' side) used ${clientsCpu.toFixed(2)} s of CPU, ` +
+      `${(clientsCpu * 1e6 / Math.max(1, back.back)).toFixed(0)} µs per client back.`,
   );
   return {
     measurements,

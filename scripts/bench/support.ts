@@ -109,7 +109,11 @@ class LineQueue {
   readonly #ended = Promise.withResolvers<void>();
   #isEnded = false;
 
-  constructor(stream: ReadableStream<Uint8Array>) {
+  readonly #logFile: string | undefined;
+
+  /** `logFile`: every line is also appended there (`CONFAB_BENCH_LOGS`, for a post-mortem). */
+  constructor(stream: ReadableStream<Uint8Array>, logFile?: string) {
+    this.#logFile = logFile;
     void this.#pump(stream);
   }
 
@@ -120,6 +124,7 @@ class LineQueue {
   async #pump(stream: ReadableStream<Uint8Array>) {
     let rest = "";
     const push = (line: string) => {
+      if (this.#logFile) Deno.writeTextFileSync(this.#logFile, `${line}\n`, { append: true });
       this.tail.push(line);
       if (this.tail.length > TAIL_LINES) this.tail.shift();
       if (this.#listener) {
@@ -302,8 +307,11 @@ export class BenchProcess implements AsyncDisposable {
       },
     }).spawn();
     tellReaper(`+${this.child.pid}`);
-    this.out = new LineQueue(this.child.stdout);
-    this.err = new LineQueue(this.child.stderr);
+    const logs = Deno.env.get("CONFAB_BENCH_LOGS");
+    const logFile = (stream: string) =>
+      logs ? join(logs, `${name}-${this.child.pid}.${stream}`) : undefined;
+    this.out = new LineQueue(this.child.stdout, logFile("out"));
+    this.err = new LineQueue(this.child.stderr, logFile("err"));
     this.#stdin = this.child.stdin.getWriter();
     this.status = this.child.status.then((status) => {
       this.#exited = true;
@@ -473,7 +481,8 @@ export async function startServer(
     String(options.port ?? 0),
     "--data",
     options.dataDir,
-    "--quiet",
+    // With CONFAB_BENCH_LOGS the server logs logins and errors (into that directory).
+    ...(Deno.env.get("CONFAB_BENCH_LOGS") ? [] : ["--quiet"]),
     // Every bench client comes from 127.0.0.1; real ones come from many addresses.
     "--max-per-address",
     "0",
