@@ -23,7 +23,7 @@ import { startLocalPostgres } from "../local_postgres.ts";
 import { LoadGenerators, type LookupStats } from "./load_generators.ts";
 import { benchUser } from "./loadgen_protocol.ts";
 import { prepareServerData } from "./server_data.ts";
-import { describeSteps, describeTop } from "./cpu_profile.ts";
+import { describeSteps, describeTop, mergeBreakdowns } from "./cpu_profile.ts";
 import {
   clientsFor,
   cpuSeconds,
@@ -166,6 +166,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     port: [a.port, b.port],
     data,
     range: { first: 0, count: n - PROBE_USERS },
+    profile: true,
   });
   const probe = await LoadGenerators.start(ctx, {
     port: [b.port, a.port],
@@ -215,7 +216,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     (await Promise.all(onA.pids.map((pid) => cpuSeconds(pid)))).reduce((x, y) => x + y, 0);
   const gensCpu0 = await gensCpu();
   const profiledRun = await profiled(
-    [b.proc],
+    [b.proc, ...onA.procs],
     () => onA.watchReattach(backMs),
     ctx.signal,
     { samplingUs: 1000 },
@@ -223,7 +224,11 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const back = profiledRun.result;
   const survivorCpu = await cpuSeconds(b.proc.pid) - survivorCpu0;
   const clientsCpu = await gensCpu() - gensCpu0;
-  const survivorProfile = profiledRun.profiles.find((p) => p.name !== "bench")!;
+  const survivorProfile = profiledRun.profiles.find((p) => p.name === b.proc.name)!;
+  const clientsProfile = mergeBreakdowns(
+    profiledRun.profiles.filter((p) => onA.procs.some((g) => g.name === p.name))
+      .map((p) => p.breakdown),
+  );
   await activity;
   const all = back.all === undefined ? backMs / 1000 : (back.all - t0) / 1000;
   await Promise.all([onA.close(), probe.close()]);
@@ -298,7 +303,10 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       }. Top functions by self time (µs per client back): ${
         describeTop(survivorProfile.breakdown, Math.max(1, back.back), 12)
       }. The load generators (the clients' side) used ${clientsCpu.toFixed(2)} s of CPU, ` +
-      `${(clientsCpu * 1e6 / Math.max(1, back.back)).toFixed(0)} µs per client back.`,
+      `${(clientsCpu * 1e6 / Math.max(1, back.back)).toFixed(0)} µs per client back, by step ` +
+      `(their profiles together): ${
+        describeSteps(clientsProfile, Math.max(1, back.back), "client back")
+      }. Their top functions: ${describeTop(clientsProfile, Math.max(1, back.back), 12)}.`,
   );
   return {
     measurements,

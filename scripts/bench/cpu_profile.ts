@@ -159,6 +159,25 @@ export function breakDown(profile: CpuProfile, topN = 12): Breakdown {
   return { totalMs, busyMs: totalMs - idle, steps, top };
 }
 
+/** Several processes' breakdowns as one (load generators sharing the work): times add up. */
+export function mergeBreakdowns(all: Breakdown[]): Breakdown {
+  const steps = new Map<string, number>();
+  const top = new Map<string, { fn: string; where: string; ms: number }>();
+  for (const b of all) {
+    for (const s of b.steps) steps.set(s.step, (steps.get(s.step) ?? 0) + s.ms);
+    for (const f of b.top) {
+      const key = `${f.fn}@${f.where}`;
+      top.set(key, { ...f, ms: (top.get(key)?.ms ?? 0) + f.ms });
+    }
+  }
+  return {
+    totalMs: all.reduce((n, b) => n + b.totalMs, 0),
+    busyMs: all.reduce((n, b) => n + b.busyMs, 0),
+    steps: [...steps].map(([step, ms]) => ({ step, ms })).sort((a, b) => b.ms - a.ms),
+    top: [...top.values()].sort((a, b) => b.ms - a.ms),
+  };
+}
+
 /** One line per step: µs per unit of work (message, chunk), busiest first. */
 export function describeSteps(b: Breakdown, units: number, unit: string): string {
   return b.steps.filter((s) => s.step !== "idle" && s.step !== "profiler")

@@ -85,6 +85,8 @@ export class LoadGenerators {
       raw?: boolean;
       range?: { first: number; count: number };
       name?: string;
+      /** Started so that `profiled()` can profile them (the clients' side of the work). */
+      profile?: boolean;
     },
   ): Promise<LoadGenerators> {
     const { users, tokensFile } = options.data;
@@ -99,6 +101,8 @@ export class LoadGenerators {
         "run",
         "--allow-net",
         "--allow-read",
+        // The profiler, when asked for, writes its profile where the bench says.
+        ...(options.profile ? ["--allow-env", "--allow-write"] : []),
         "scripts/bench/loadgen.ts",
         "--port",
         [options.port].flat().join(","),
@@ -112,7 +116,10 @@ export class LoadGenerators {
         String(users),
         ...(options.raw ? ["--raw"] : []),
       ];
-      const proc = ctx.spawn(processes > 1 ? `${name}${p}` : name, args, { graceMs: 10_000 });
+      const proc = ctx.spawn(processes > 1 ? `${name}${p}` : name, args, {
+        graceMs: 10_000,
+        profile: options.profile,
+      });
       gens.push({ proc, first, count });
     }
     await Promise.all(
@@ -123,6 +130,11 @@ export class LoadGenerators {
 
   get processes(): number {
     return this.#gens.length;
+  }
+
+  /** The generator processes (to profile them). */
+  get procs(): BenchProcess[] {
+    return this.#gens.map((g) => g.proc);
   }
 
   /** The generator processes' ids (for their CPU time). */

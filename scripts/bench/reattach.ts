@@ -8,7 +8,7 @@
  */
 import { LoadGenerators } from "./load_generators.ts";
 import { prepareServerData } from "./server_data.ts";
-import { describeSteps, describeTop } from "./cpu_profile.ts";
+import { describeSteps, describeTop, mergeBreakdowns } from "./cpu_profile.ts";
 import {
   clientsFor,
   cpuSeconds,
@@ -36,7 +36,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     name: "server#1",
     signal: ctx.signal,
   });
-  const gens = await LoadGenerators.start(ctx, { port, data });
+  const gens = await LoadGenerators.start(ctx, { port, data, profile: true });
   ctx.log(`  attaching ${n} clients with ${gens.processes} generator(s)`);
   const attach = await gens.attach(n);
 
@@ -81,11 +81,17 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
         (await Promise.all(gens.pids.map((pid) => cpuSeconds(pid)))).reduce((a, b) => a + b, 0);
       const gens0 = await gensCpu();
       // Sampled every millisecond: finer sampling costs a loaded server enough to tip it over.
-      const run = await profiled([server.proc], watch, ctx.signal, { samplingUs: 1000 });
+      const run = await profiled([server.proc, ...gens.procs], watch, ctx.signal, {
+        samplingUs: 1000,
+      });
       back = run.result;
       const cpu = await cpuSeconds(server.proc.pid) - cpu0;
       const clientsCpu = await gensCpu() - gens0;
-      const server0 = run.profiles.find((p) => p.name !== "bench")!;
+      const server0 = run.profiles.find((p) => p.name === server.proc.name)!;
+      const clients = mergeBreakdowns(
+        run.profiles.filter((p) => gens.procs.some((g) => g.name === p.name))
+          .map((p) => p.breakdown),
+      );
       notes.push(
         `Profile of the restarted server (sampled every 1 ms) while the clients came back after ` +
           `kill -9 ` +
@@ -96,7 +102,10 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
             describeTop(server0.breakdown, Math.max(1, back.back), 12)
           }. Meanwhile the load generators (the clients' side of the same handshakes and ` +
           `resumes, on the same 2 cores) used ${clientsCpu.toFixed(2)} s of CPU, ` +
-          `${(clientsCpu * 1e6 / Math.max(1, back.back)).toFixed(0)} µs per client back.`,
+          `${(clientsCpu * 1e6 / Math.max(1, back.back)).toFixed(0)} µs per client back, by ` +
+          `step (their profiles together): ${
+            describeSteps(clients, Math.max(1, back.back), "client back")
+          }. Their top functions: ${describeTop(clients, Math.max(1, back.back), 12)}.`,
       );
     } else {
       back = await watch();
