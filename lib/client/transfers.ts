@@ -19,21 +19,28 @@ import { statfs } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { BinaryFrame } from "../net/framed_connection.ts";
 import { BINARY_TAG, writeAll } from "../net/framed_connection.ts";
+import { MAX_PLAINTEXT_LEN } from "../crypto/noise.ts";
 import type { PeerMessage } from "../protocol/messages.ts";
 import { numberedName, sanitizeFileName } from "../peer/file_names.ts";
 import { pathOf, type PeerLink } from "../peer/peer_link.ts";
 import { type ClientStore, groupChat } from "./client_store.ts";
 import type { ClientEvent } from "./events.ts";
-import { collectGarbageIfHeld } from "../util/gc.ts";
+import { freeNow } from "../util/free.ts";
 
-/** Bytes of file data per chunk: with its 25-byte header it fits one Noise message. */
-export const CHUNK_SIZE = 65_000;
+const HEADER = 1 + 16 + 8;
 /**
- * Chunks queued on a link at once (≈ 260 KB): enough to keep reading, encryption and the
- * socket busy together; a chat line queued behind them waits about a millisecond.
+ * Noise transport messages per chunk. A chunk of several messages costs one frame, one file
+ * write and one hash update where one per message cost four (receivers take chunks of any size
+ * up to the frame limit; senders before this one sent one message per chunk).
+ */
+const MESSAGES_PER_CHUNK = 4;
+/** Bytes of file data per chunk: with its 25-byte header it fills 4 Noise messages. */
+export const CHUNK_SIZE = MESSAGES_PER_CHUNK * MAX_PLAINTEXT_LEN - HEADER;
+/**
+ * Chunks queued on a link at once (≈ 1 MB): enough to keep reading, encryption and the socket
+ * busy together; a chat line queued behind them waits a few milliseconds.
  */
 const CHUNKS_IN_FLIGHT = 4;
-const HEADER = 1 + 16 + 8;
 /** How long a partial file is kept for resuming. */
 const PARTIAL_TTL_MS = 24 * 3600_000;
 const ANSWER_TIMEOUT_MS = 120_000;
@@ -45,12 +52,6 @@ const OFFER_ANSWER_MS = 3600_000 + 60_000;
 /** Offers waiting for an answer at once, from everyone together; more are declined. */
 export const MAX_WAITING_OFFERS = 32;
 const PROGRESS_EVERY_MS = 250;
-/**
- * Bytes between checks of the memory that file chunks leave outside the JS heap (see
- * lib/util/gc.ts): the sender leaves two dead buffers per chunk (WebCrypto's copy of the
- * plaintext and the ciphertext), the receiver three (the frame, WebCrypto's copy, the plaintext).
- */
-const GC_CHECK_BYTES = 1024 * 1024;
 /** The sender reads the file in blocks of this size and cuts chunks from them. */
 const READ_BLOCK = 1024 * 1024;
 /** Longest reason the protocol carries in file_reject, file_done and file_cancel. */
@@ -161,8 +162,13 @@ export class TransferError extends Error {
   }
 }
 
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
+/** Lower-case hex of `bytes` (a file id, once per chunk received: no array per call). */
 function hex(bytes: Uint8Array): string {
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  let out = "";
+  for (const b of bytes) out += HEX[b];
+  return out;
 }
 
 function fromHex(text: string): Uint8Array {
@@ -171,30 +177,64 @@ function fromHex(text: string): Uint8Array {
   return out;
 }
 
-/** SHA-256 of a file, streamed (memory stays flat whatever the size). */
+/**
+ * SHA-256 of a file, streamed (memory stays flat whatever the size): the next block is read
+ * (off the main thread) while this one is hashed.
+ */
 export async function hashFile(path: string): Promise<string> {
   const hash = createHash("sha256");
   using file = await Deno.open(path, { read: true });
-  const buffer = new Uint8Array(1024 * 1024);
-  for (;;) {
-    const n = await file.read(buffer);
+  const buffers = [new Uint8Array(READ_BLOCK), new Uint8Array(READ_BLOCK)];
+  let reading = file.read(buffers[0]!);
+  for (let k = 1;; k++) {
+    const n = await reading;
     if (n === null) break;
-    hash.update(buffer.subarray(0, n));
+    const block = buffers[(k + 1) % 2]!;
+    reading = file.read(buffers[k % 2]!);
+    hash.update(block.subarray(0, n));
   }
   return hash.digest("hex");
 }
 
-/** Reads a file in large blocks (one read per block, not per chunk) and hands out chunks. */
+/**
+ * Reads a file in large blocks (one read per block, not per chunk) and hands out chunks; the
+ * next block is read (off the main thread) while this one is handed out.
+ */
 class BlockReader {
   readonly #file: Deno.FsFile;
-  readonly #block: Uint8Array;
+  readonly #blocks: [Uint8Array, Uint8Array];
+  /** The block being handed out, and the bytes in it. */
+  #block: Uint8Array;
   #start = 0;
   #end = 0;
-  #ended = false;
+  /** The read of the other block, under way; null once the file has ended. */
+  #next: Promise<number> | null;
 
   constructor(file: Deno.FsFile, blockSize: number) {
     this.#file = file;
-    this.#block = new Uint8Array(blockSize);
+    this.#blocks = [new Uint8Array(blockSize), new Uint8Array(blockSize)];
+    this.#block = this.#blocks[1];
+    this.#next = this.#fill(this.#blocks[0]);
+  }
+
+  /**
+   * Starts filling `block` as far as the file goes; resolves with the bytes read (fewer only at
+   * the end). A failure is seen by whoever awaits it, or nobody (the transfer ended first).
+   */
+  #fill(block: Uint8Array): Promise<number> {
+    const filling = this.#fillNow(block);
+    filling.catch(() => {});
+    return filling;
+  }
+
+  async #fillNow(block: Uint8Array): Promise<number> {
+    let end = 0;
+    while (end < block.length) {
+      const n = await this.#file.read(block.subarray(end));
+      if (n === null) break;
+      end += n;
+    }
+    return end;
   }
 
   /** Fills `into` from the file; returns the bytes filled (fewer only at the end). */
@@ -202,16 +242,13 @@ class BlockReader {
     let filled = 0;
     while (filled < into.length) {
       if (this.#start === this.#end) {
-        if (this.#ended) break;
-        this.#start = this.#end = 0;
-        while (this.#end < this.#block.length) {
-          const n = await this.#file.read(this.#block.subarray(this.#end));
-          if (n === null) {
-            this.#ended = true;
-            break;
-          }
-          this.#end += n;
-        }
+        if (this.#next === null) break;
+        const n = await this.#next;
+        const block = this.#block === this.#blocks[0] ? this.#blocks[1] : this.#blocks[0];
+        this.#next = n < block.length ? null : this.#fill(this.#block);
+        this.#block = block;
+        this.#start = 0;
+        this.#end = n;
         continue;
       }
       const n = Math.min(into.length - filled, this.#end - this.#start);
@@ -220,6 +257,11 @@ class BlockReader {
       filled += n;
     }
     return filled;
+  }
+
+  /** Waits for a read still under way (before the file is closed). */
+  async settle(): Promise<void> {
+    await this.#next?.catch(() => {});
   }
 }
 
@@ -396,12 +438,17 @@ export class Transfers {
     const fidBytes = fromHex(fid);
     let at = offset;
     const corrupt = Deno.env.get("CONFAB_FAULT") === "corrupt-file";
-    // A few chunks in flight: the next is read while earlier ones are encrypted and written.
-    // Each buffer is reused only once the chunk in it is on the wire; a slow receiver fills
-    // the socket, the writes wait, and so does this loop (TCP pushes back).
-    const buffers = Array.from(
+    // A few chunks in flight: the next is read and sealed while earlier ones are written. A
+    // chunk is sealed as it is queued, so one plaintext buffer serves them all; each frame
+    // buffer is reused only once the frame in it is on the wire. A slow receiver fills the
+    // socket, the writes wait, and so does this loop (TCP pushes back).
+    const chunk = new Uint8Array(HEADER + CHUNK_SIZE);
+    chunk[0] = BINARY_TAG;
+    chunk.set(fidBytes, 1);
+    const chunkView = new DataView(chunk.buffer);
+    const frames = Array.from(
       { length: CHUNKS_IN_FLIGHT },
-      () => new Uint8Array(HEADER + CHUNK_SIZE),
+      () => new Uint8Array(link.fc.frameSize(chunk.length)),
     );
     const inFlight: Promise<void>[] = [];
     const source = new BlockReader(handle, READ_BLOCK);
@@ -409,28 +456,29 @@ export class Transfers {
       for (let k = 0; at < file.size; k++) {
         if (t.cancelled) throw new TransferError("CANCELLED", t.cancelled);
         if (inFlight.length === CHUNKS_IN_FLIGHT) await inFlight.shift();
-        const buffer = buffers[k % CHUNKS_IN_FLIGHT]!;
         const want = Math.min(CHUNK_SIZE, file.size - at);
-        const frame = buffer.subarray(0, HEADER + want);
-        const n = await source.read(frame.subarray(HEADER));
+        const body = chunk.subarray(0, HEADER + want);
+        const n = await source.read(body.subarray(HEADER));
         if (n < want) {
           throw new TransferError("BAD_FILE", `${file.name} got shorter while sending`);
         }
-        frame[0] = BINARY_TAG;
-        frame.set(fidBytes, 1);
-        new DataView(buffer.buffer).setBigUint64(17, BigInt(at), false);
-        if (corrupt && at === offset && run.sent === 0) frame[HEADER] = frame[HEADER]! ^ 0xff; // tests only
-        const sending = Promise.race([link.fc.sendBinary(frame), closed]);
+        chunkView.setBigUint64(17, BigInt(at), false);
+        if (corrupt && at === offset && run.sent === 0) body[HEADER] = body[HEADER]! ^ 0xff; // tests only
+        const sending = Promise.race([
+          link.fc.sendBinary(body, frames[k % CHUNKS_IN_FLIGHT]),
+          closed,
+        ]);
         sending.catch(() => {}); // awaited below
         inFlight.push(sending);
         at += n;
         run.sent += n;
         progress.update(at);
-        if (run.sent % GC_CHECK_BYTES < n) collectGarbageIfHeld();
       }
     } finally {
-      // Nothing of the file may be read into a buffer still being sent.
+      // Nothing of the file may be read into a buffer still being sent, and the file is closed
+      // only once no read of it is under way.
       await Promise.allSettled(inFlight);
+      await source.settle();
     }
     for (const sending of inFlight) await sending;
     await link.fc.send({ type: "file_end", fid });
@@ -442,7 +490,14 @@ export class Transfers {
   async onPeerMessage(link: PeerLink, m: PeerMessage | BinaryFrame): Promise<boolean> {
     switch (m.type) {
       case "binary":
-        await this.#onChunk(link, m.data);
+        try {
+          await this.#onChunk(link, m.data);
+        } finally {
+          // Written and hashed (or dropped): its memory is reused or freed now, not at the
+          // next GC.
+          if (m.release) m.release();
+          else freeNow(m.data);
+        }
         return true;
       case "file_offer":
         await this.#onOffer(link, m);
@@ -894,13 +949,14 @@ export class Transfers {
       t.hash.update(bytes);
       await writing;
     } catch (error) {
-      // Disk full, or the like: this transfer ends, the link (and the chat on it) stays.
+      // Disk full, or the like: this transfer ends, the link (and the chat on it) stays. The
+      // chunk's memory is handed back after this: no write of it may still be under way.
+      await t.writing;
       const reason = "the receiver cannot write it to disk";
       await link.fc.send({ type: "file_cancel", fid, reason }).catch(() => {});
       await this.#fail(t, `cannot write ${t.name} to disk: ${(error as Error).message}`, true);
       return;
     }
-    if (t.at % GC_CHECK_BYTES < bytes.length) collectGarbageIfHeld();
     const now = Date.now();
     if (now - t.lastProgress >= PROGRESS_EVERY_MS) {
       t.lastProgress = now;

@@ -9,6 +9,7 @@
  */
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import { CryptoError } from "./errors.ts";
+import { freeNow } from "../util/free.ts";
 
 /**
  * The Noise cipher functions: `ChaChaPoly` for everything Confab seals, `AESGCM` for opening
@@ -107,6 +108,29 @@ export class CipherState {
     return seal(this.#cipher, key, n, ad, plaintext);
   }
 
+  /**
+   * {@link encryptWithAdNow} into `out` from byte `at` (ciphertext, then the tag), so a caller
+   * that frames many messages reuses one buffer instead of taking a fresh one per message.
+   * @returns the bytes written: the plaintext's length plus {@link TAG_LEN} (plus 0 without a key).
+   * @throws {RangeError} when `out` has no room; {@link CryptoError} `NONCE_EXHAUSTED`.
+   */
+  encryptWithAdInto(ad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number): number {
+    const key = this.#key;
+    const length = plaintext.length + (key === undefined ? 0 : TAG_LEN);
+    if (at < 0 || at + length > out.length) {
+      throw new RangeError(`no room for ${length} bytes at ${at} in a buffer of ${out.length}`);
+    }
+    if (key === undefined) {
+      out.set(plaintext, at);
+      return length;
+    }
+    const n = this.#n;
+    if (n >= MAX_NONCE) throw exhausted();
+    this.#n = n + 1n;
+    sealInto(this.#cipher, key, n, ad, plaintext, out, at);
+    return length;
+  }
+
   /** {@link encryptWithAdNow}, as a promise (a failure rejects it). */
   encryptWithAd(ad: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
     return promised(() => this.encryptWithAdNow(ad, plaintext));
@@ -186,6 +210,11 @@ export class TransportCipher {
    * @throws {TypeError} on the receiving cipher; {@link RangeError} when too large.
    */
   encryptNow(plaintext: Uint8Array): Uint8Array<ArrayBuffer> {
+    this.#checkSend(plaintext);
+    return this.#cipher.encryptWithAdNow(EMPTY, plaintext);
+  }
+
+  #checkSend(plaintext: Uint8Array): void {
     if (this.#direction !== "send") throw new TypeError("encrypt() called on the receiving cipher");
     if (plaintext.length > MAX_PLAINTEXT_LEN) {
       throw new RangeError(
@@ -193,7 +222,15 @@ export class TransportCipher {
           `${plaintext.length} (split it into several messages)`,
       );
     }
-    return this.#cipher.encryptWithAdNow(EMPTY, plaintext);
+  }
+
+  /**
+   * {@link encryptNow} into `out` from byte `at`; returns the bytes written (plaintext + tag).
+   * @throws {TypeError} on the receiving cipher; {@link RangeError} when too large or no room.
+   */
+  encryptInto(plaintext: Uint8Array, out: Uint8Array, at: number): number {
+    this.#checkSend(plaintext);
+    return this.#cipher.encryptWithAdInto(EMPTY, plaintext, out, at);
   }
 
   /** {@link encryptNow}, as a promise (a failure rejects it). */
@@ -252,20 +289,34 @@ function seal(
   ad: Uint8Array,
   plaintext: Uint8Array,
 ): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(plaintext.length + TAG_LEN);
+  sealInto(name, key, n, ad, plaintext, out, 0);
+  return out;
+}
+
+const SEAL_OPTIONS = { authTagLength: TAG_LEN };
+
+/** Seals into `out` from `at` (room checked by the caller): ciphertext, then the 16-byte tag. */
+function sealInto(
+  name: CipherName,
+  key: Uint8Array,
+  n: bigint,
+  ad: Uint8Array,
+  plaintext: Uint8Array,
+  out: Uint8Array,
+  at: number,
+): void {
   const iv = nonceBytes(name, n);
-  const options = { authTagLength: TAG_LEN };
   const cipher = name === "ChaChaPoly"
-    ? createCipheriv("chacha20-poly1305", key, iv, options)
-    : createCipheriv("aes-256-gcm", key, iv, options);
+    ? createCipheriv("chacha20-poly1305", key, iv, SEAL_OPTIONS)
+    : createCipheriv("aes-256-gcm", key, iv, SEAL_OPTIONS);
   if (ad.length > 0) cipher.setAAD(ad, { plaintextLength: plaintext.length });
   const body = cipher.update(plaintext);
   const last = cipher.final();
-  const tag = cipher.getAuthTag();
-  const out = new Uint8Array(body.length + last.length + TAG_LEN);
-  out.set(body);
-  out.set(last, body.length);
-  out.set(tag, body.length + last.length);
-  return out;
+  out.set(body, at);
+  out.set(last, at + body.length);
+  out.set(cipher.getAuthTag(), at + body.length + last.length);
+  freeNow(body); // a file chunk's worth, garbage from here on: freed now, not at the next GC
 }
 
 /** Opens on the calling thread. @throws {CryptoError} `DECRYPT_FAILED` */

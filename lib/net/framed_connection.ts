@@ -4,7 +4,7 @@
  * writer (at most one write in flight, short writes looped), request/reply matching by `id`,
  * and an idempotent close.
  */
-import { encodeFrame, HEADER_SIZE, MAX_CONTROL_FRAME } from "../protocol/frame.ts";
+import { HEADER_SIZE, MAX_CONTROL_FRAME } from "../protocol/frame.ts";
 import { FrameReader } from "./frame_reader.ts";
 import {
   ConnectionClosedError,
@@ -17,8 +17,9 @@ import {
 import { decodeMessage, encodeMessage, requestIdOf } from "../protocol/messages.ts";
 import type { z } from "zod";
 import type { NoiseSession, TransportCipher } from "../crypto/noise.ts";
-import { CryptoError } from "../crypto/noise.ts";
-import { closeFrame, openFrame, sealedSize } from "./sealed_frames.ts";
+import { CryptoError, MAX_MESSAGE_LEN } from "../crypto/noise.ts";
+import { closeFrameInto, openFrame, sealedSize } from "./sealed_frames.ts";
+import { freeNow } from "../util/free.ts";
 import { asTransport, type Transport, type TransportAddress, writeAll } from "./transport.ts";
 
 export { writeAll };
@@ -34,6 +35,12 @@ export interface BinaryFrame {
   type: "binary";
   data: Uint8Array;
   id?: undefined;
+  /**
+   * Present when `data` lies in a buffer the connection reuses (a frame of several Noise
+   * messages): call it once done with `data`, which must not be used afterwards. A handler
+   * that does not call it leaves the buffer to the garbage collector.
+   */
+  release?: () => void;
 }
 
 /** First byte of a binary frame body. */
@@ -91,28 +98,37 @@ const INBOX_HIGH_WATER = 256;
 const INBOX_HIGH_WATER_BYTES = 2 * 1024 * 1024;
 /** Frames decrypting at once on the read side (WebCrypto runs them in parallel). */
 const MAX_OPENING = 8;
-/** Payloads at least this large are written after their header rather than copied into one. */
-const SEPARATE_HEADER_FROM = 16 * 1024;
+/** Frames at least this large (with their header) are never joined with others. */
+const BATCH_ONLY_BELOW = 16 * 1024;
+/**
+ * How far the read-ahead of a link that takes binary frames grows while they arrive: room for
+ * several file chunks per read, each decrypted where it lies.
+ */
+const BULK_READ_AHEAD = 1024 * 1024;
+/**
+ * Buffers kept for the plaintext of large binary frames (file chunks of several Noise messages)
+ * once their handler released them: a fresh buffer of that size per frame costs page faults.
+ */
+const PLAIN_BUFFERS = 4;
 /** At most this many bytes of small frames are joined into one write. */
 const BATCH_BYTES = 64 * 1024;
 
 /** Small frames queued behind a write under way, written together when their turn comes. */
 interface WriteBatch {
+  /** Whole frames: header and (sealed) body each. */
   frames: Uint8Array[];
-  /** Their length with headers. */
+  /** Their length. */
   bytes: number;
   written: Promise<void>;
 }
 
-/** Frames (header and body each) in one buffer of `bytes` bytes. */
+/** Whole frames in one buffer of `bytes` bytes. */
 function joinFrames(frames: Uint8Array[], bytes: number): Uint8Array {
   const out = new Uint8Array(bytes);
-  const view = new DataView(out.buffer);
   let at = 0;
   for (const frame of frames) {
-    view.setUint32(at, frame.length);
-    out.set(frame, at + HEADER_SIZE);
-    at += HEADER_SIZE + frame.length;
+    out.set(frame, at);
+    at += frame.length;
   }
   return out;
 }
@@ -185,6 +201,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #held = false;
   #heldFrames: Uint8Array[] = [];
   #heldWaiter: { resolve: (body: Uint8Array) => void; reject: (e: Error) => void } | undefined;
+  /** See {@link PLAIN_BUFFERS}; emptied when large binary frames stop coming. */
+  readonly #plainBuffers: Uint8Array[] = [];
+  /** When the last binary frame of several Noise messages arrived. */
+  #lastBulk = 0;
   #sendCipher: TransportCipher | undefined;
   #receiveCipher: TransportCipher | undefined;
   #badMessages = 0;
@@ -414,17 +434,25 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   /**
    * Queues a binary frame (its first byte must be {@link BINARY_TAG}); resolves once written.
    * Keep only a few queued (await the oldest before queuing more): other messages slip in
-   * between, so a chat line waits for at most those. `body` must not change until this
-   * settles (it is encrypted while earlier frames are written).
+   * between, so a chat line waits for at most those. `body` is encrypted before this returns
+   * and may be reused at once.
+   * @param into where to build the frame (header and sealed body), so a bulk sender reuses a
+   * few buffers instead of taking a fresh one per frame: it needs {@link frameSize} bytes and
+   * must not change until this settles. Without it, a buffer is allocated.
    */
-  sendBinary(body: Uint8Array): Promise<void> {
+  sendBinary(body: Uint8Array, into?: Uint8Array): Promise<void> {
     if (body[0] !== BINARY_TAG) {
       return Promise.reject(new RangeError("binary frames start with 0x00"));
     }
-    return this.#write(body);
+    return this.#write(body, undefined, into);
   }
 
-  #write(body: Uint8Array, afterWrite?: () => void): Promise<void> {
+  /** Bytes a frame of a `body` of `length` bytes takes on the wire now (header included). */
+  frameSize(length: number): number {
+    return HEADER_SIZE + (this.#sendCipher ? sealedSize(length) : length);
+  }
+
+  #write(body: Uint8Array, afterWrite?: () => void, into?: Uint8Array): Promise<void> {
     if (this.#closing) return Promise.reject(new ConnectionClosedError("connection is closed"));
     if (body.length > this.#opts.maxFrame) {
       return Promise.reject(
@@ -436,10 +464,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     // The cipher is taken now, so a frame queued before secure() goes out plain. Sealing is done
     // now too, on this thread: nonces follow the order of the calls, which is the order the
     // chain writes in.
-    const cipher = this.#sendCipher;
-    let sealed: Uint8Array;
+    let frame: Uint8Array;
     try {
-      sealed = cipher ? closeFrame(cipher, body) : body;
+      frame = this.#frame(body, into);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -447,35 +474,39 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     this.#lastSent = Date.now();
     const open = this.#openBatch;
     if (
-      open !== undefined && afterWrite === undefined && sealed.length < SEPARATE_HEADER_FROM &&
-      open.bytes + sealed.length <= BATCH_BYTES
+      open !== undefined && afterWrite === undefined && into === undefined &&
+      frame.length < BATCH_ONLY_BELOW && open.bytes + frame.length <= BATCH_BYTES
     ) {
       // Small frames queued while a write is under way go out together in one write.
-      open.frames.push(sealed);
-      open.bytes += HEADER_SIZE + sealed.length;
+      open.frames.push(frame);
+      open.bytes += frame.length;
       return open.written.finally(() => this.#writesQueued--).catch(throwAsLost);
     }
     let write: Promise<void>;
     if (this.#writesQueued === 1) {
       // Nothing ahead of it (the usual case for a chat line): straight to the socket.
       this.#openBatch = undefined;
-      write = this.#writeFrame(sealed);
+      write = writeAll(this.#transport, frame);
     } else {
       const batch: WriteBatch = {
-        frames: [sealed],
-        bytes: HEADER_SIZE + sealed.length,
+        frames: [frame],
+        bytes: frame.length,
         written: Promise.resolve(),
       };
       batch.written = this.#writeChain.then(() => {
         if (this.#openBatch === batch) this.#openBatch = undefined;
-        return batch.frames.length === 1
-          ? this.#writeFrame(sealed)
-          : writeAll(this.#transport, joinFrames(batch.frames, batch.bytes));
+        // To the path the connection is on when its turn comes (see migrate()).
+        return writeAll(
+          this.#transport,
+          batch.frames.length === 1 ? frame : joinFrames(batch.frames, batch.bytes),
+        );
       });
-      // Later small frames join it, unless this one must be written alone (see below).
-      this.#openBatch = afterWrite === undefined && sealed.length < SEPARATE_HEADER_FROM
-        ? batch
-        : undefined;
+      // Later small frames join it, unless this one must be written alone (see below), or is
+      // in a caller's buffer (the caller may reuse it once this one is written).
+      this.#openBatch =
+        afterWrite === undefined && into === undefined && frame.length < BATCH_ONLY_BELOW
+          ? batch
+          : undefined;
       write = batch.written;
     }
     // Runs before anything queued later is written (a path switch moves the writes after it).
@@ -487,18 +518,25 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     return settled.catch(throwAsLost);
   }
 
-  /** Writes one frame: header and (sealed) body, to the path the connection is on now. */
-  async #writeFrame(payload: Uint8Array): Promise<void> {
-    const transport = this.#transport;
-    if (payload.length < SEPARATE_HEADER_FROM) {
-      await writeAll(transport, encodeFrame(payload, sealedSize(this.#opts.maxFrame)));
-    } else {
-      // Large (file data): the header on its own, so the payload is not copied again.
-      const header = new Uint8Array(HEADER_SIZE);
-      new DataView(header.buffer).setUint32(0, payload.length);
-      await writeAll(transport, header);
-      await writeAll(transport, payload);
+  /**
+   * One whole frame, header and (sealed) body, in one buffer (`into`, or a new one), so it
+   * takes one write: a header written on its own would leave as a packet of its own.
+   */
+  #frame(body: Uint8Array, into?: Uint8Array): Uint8Array {
+    const cipher = this.#sendCipher;
+    const length = cipher ? sealedSize(body.length) : body.length;
+    const frame = into === undefined
+      ? new Uint8Array(HEADER_SIZE + length)
+      : into.subarray(0, HEADER_SIZE + length);
+    if (frame.length < HEADER_SIZE + length) {
+      throw new RangeError(
+        `a frame of ${HEADER_SIZE + length} bytes does not fit a buffer of ${into!.length}`,
+      );
     }
+    new DataView(frame.buffer, frame.byteOffset, HEADER_SIZE).setUint32(0, length);
+    if (cipher) closeFrameInto(cipher, body, frame, HEADER_SIZE);
+    else frame.set(body, HEADER_SIZE);
+    return frame;
   }
 
   /**
@@ -686,11 +724,11 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   #readerOn(transport: Transport): FrameReader {
-    const reader = new FrameReader(
-      transport,
-      sealedSize(this.#opts.maxFrame),
-      this.#opts.readAhead,
-    );
+    const reader = new FrameReader(transport, sealedSize(this.#opts.maxFrame), {
+      readAhead: this.#opts.readAhead,
+      // Bulk data travels on links that take binary frames: read several of its frames at once.
+      bulkReadAhead: this.#opts.acceptBinary ? BULK_READ_AHEAD : undefined,
+    });
     reader.onBytes = () => this.lastReceived = Date.now();
     return reader;
   }
@@ -719,7 +757,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
         }
         let body: Uint8Array | null | typeof SWITCHED;
         try {
-          const next = reader.next();
+          // Lent by the reader until its next read: decrypted (or decoded) before that, and
+          // copied where it is kept.
+          const next = reader.nextView();
           // Nothing follows a path_switch on the old path: a read pending there is dropped.
           next.catch(() => {});
           const switched = new Promise<typeof SWITCHED>((wake) => this.#wakeForSwitch = wake);
@@ -756,9 +796,14 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           }
           const waiter = this.#heldWaiter;
           this.#heldWaiter = undefined;
-          if (waiter && this.#heldFrames.length === 0) waiter.resolve(body);
-          else this.#heldFrames.push(body);
+          if (waiter && this.#heldFrames.length === 0) waiter.resolve(body.slice());
+          else this.#heldFrames.push(body.slice());
         } else if (this.#receiveCipher) {
+          if (body.length > MAX_MESSAGE_LEN) this.#lastBulk = this.lastReceived;
+          else if (this.#plainBuffers.length > 0 && this.lastReceived - this.#lastBulk > 1000) {
+            // Large binary frames stopped coming: the buffers kept for them are not needed.
+            for (const buffer of this.#plainBuffers.splice(0)) freeNow(buffer);
+          }
           // Decrypted at once; handed over in order, after the frames before it.
           opening.push(
             this.#ingest(body).then(() => undefined, (error) => {
@@ -770,7 +815,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           );
           if (opening.length >= MAX_OPENING || oneAtATime) await oldest();
         } else {
-          this.#accept(body);
+          this.#accept(body.slice());
         }
         if (this.#stopped) {
           // Not a byte more: the rest of the stream belongs to whoever detaches it.
@@ -837,8 +882,19 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     }
     let plain: Uint8Array | undefined;
     let failure: unknown;
+    let release: (() => void) | undefined;
     try {
-      plain = openFrame(cipher, body);
+      if (body.length > MAX_MESSAGE_LEN) {
+        // Several Noise messages: opened into a buffer of ours, reused once released.
+        plain = openFrame(cipher, body, this.#plainBuffer(body.length));
+        const whole = new Uint8Array(plain.buffer);
+        release = () => {
+          if (this.#plainBuffers.length < PLAIN_BUFFERS) this.#plainBuffers.push(whole);
+          else freeNow(whole);
+        };
+      } else {
+        plain = openFrame(cipher, body);
+      }
     } catch (error) {
       failure = error instanceof CryptoError
         ? new FrameError(
@@ -850,17 +906,32 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     }
     const accepted = this.#lastIngest.then(() => {
       if (plain === undefined) throw failure;
-      if (!this.#closing && !this.#readFailing) this.#accept(plain);
+      if (!this.#closing && !this.#readFailing) this.#accept(plain, release);
     });
     this.#lastIngest = accepted.catch(() => {});
     return accepted;
   }
 
-  #accept(body: Uint8Array): void {
+  /** A kept buffer of at least `size` bytes, or a new one. */
+  #plainBuffer(size: number): Uint8Array {
+    const kept = this.#plainBuffers.findIndex((b) => b.length >= size);
+    return kept < 0 ? new Uint8Array(size) : this.#plainBuffers.splice(kept, 1)[0]!;
+  }
+
+  /** Routes a frame body; `release` (see {@link BinaryFrame}) once it is no longer needed. */
+  #accept(body: Uint8Array, release?: () => void): void {
     if (body[0] === BINARY_TAG && this.#opts.acceptBinary) {
-      this.#deliver({ type: "binary", data: body } as unknown as In);
+      this.#deliver({ type: "binary", data: body, release } as unknown as In);
       return;
     }
+    try {
+      this.#acceptMessage(body);
+    } finally {
+      release?.(); // decoded (or refused): the bytes are no longer needed
+    }
+  }
+
+  #acceptMessage(body: Uint8Array): void {
     let message: In;
     try {
       message = decodeMessage(this.#opts.schema, body) as In;

@@ -13,8 +13,12 @@ import {
   TAG_LEN,
   type TransportCipher,
 } from "../crypto/noise.ts";
+import { freeNow } from "../util/free.ts";
 
-/** The largest sealed body for a plaintext body of at most `maxPlain` bytes. */
+/**
+ * The largest sealed body for a plaintext body of at most `maxPlain` bytes (exactly the sealed
+ * length of a body of `maxPlain` bytes).
+ */
 export function sealedSize(maxPlain: number): number {
   return maxPlain + Math.max(1, Math.ceil(maxPlain / MAX_PLAINTEXT_LEN)) * TAG_LEN;
 }
@@ -22,32 +26,55 @@ export function sealedSize(maxPlain: number): number {
 /** Encrypts one frame body; call in wire order. */
 export function closeFrame(cipher: TransportCipher, body: Uint8Array): Uint8Array {
   if (body.length <= MAX_PLAINTEXT_LEN) return cipher.encryptNow(body);
-  const parts: Uint8Array[] = [];
-  for (let at = 0; at < body.length; at += MAX_PLAINTEXT_LEN) {
-    parts.push(cipher.encryptNow(body.subarray(at, at + MAX_PLAINTEXT_LEN)));
-  }
-  return concat(parts);
+  const out = new Uint8Array(sealedSize(body.length));
+  closeFrameInto(cipher, body, out, 0);
+  return out;
 }
 
 /**
- * Decrypts one frame body sealed by {@link closeFrame}; call in wire order.
- * @throws {CryptoError} when any part fails authentication.
+ * Encrypts one frame body into `out` from byte `at` (it needs {@link sealedSize} bytes there),
+ * so a sender can put the frame's header in front and reuse the buffer; call in wire order.
+ * @returns the sealed length.
  */
-export function openFrame(cipher: TransportCipher, sealed: Uint8Array): Uint8Array {
-  if (sealed.length <= MAX_MESSAGE_LEN) return cipher.decryptNow(sealed);
-  const parts: Uint8Array[] = [];
-  for (let at = 0; at < sealed.length; at += MAX_MESSAGE_LEN) {
-    parts.push(cipher.decryptNow(sealed.subarray(at, at + MAX_MESSAGE_LEN)));
+export function closeFrameInto(
+  cipher: TransportCipher,
+  body: Uint8Array,
+  out: Uint8Array,
+  at: number,
+): number {
+  if (body.length === 0) return cipher.encryptInto(body, out, at);
+  let written = 0;
+  for (let from = 0; from < body.length; from += MAX_PLAINTEXT_LEN) {
+    written += cipher.encryptInto(
+      body.subarray(from, from + MAX_PLAINTEXT_LEN),
+      out,
+      at + written,
+    );
   }
-  return concat(parts);
+  return written;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
+/**
+ * Decrypts one frame body sealed by {@link closeFrame}; call in wire order. A body of several
+ * Noise messages is opened into `into` when it has room (`sealed.length` bytes are always
+ * enough), so a receiver of bulk data can reuse a few buffers; else into a new buffer.
+ * @throws {CryptoError} when any part fails authentication.
+ */
+export function openFrame(
+  cipher: TransportCipher,
+  sealed: Uint8Array,
+  into?: Uint8Array,
+): Uint8Array {
+  if (sealed.length <= MAX_MESSAGE_LEN) return cipher.decryptNow(sealed);
+  const out = into !== undefined && into.length >= sealed.length
+    ? into
+    : new Uint8Array(sealed.length);
+  let n = 0;
+  for (let at = 0; at < sealed.length; at += MAX_MESSAGE_LEN) {
+    const part = cipher.decryptNow(sealed.subarray(at, at + MAX_MESSAGE_LEN));
+    out.set(part, n);
+    n += part.length;
+    freeNow(part); // the opener's own, copied: freed now rather than at the next GC
   }
-  return out;
+  return out.subarray(0, n);
 }
