@@ -1,7 +1,8 @@
 /**
  * file: a file sent between two clients with `/s` (ConfabClient.share) over their direct link:
- * SHA-256 of the file at the sender, then 65,000-byte chunks, each encrypted (ChaCha20-Poly1305
- * in the Noise transport) and written with one chunk in flight, hashed and written to disk at the
+ * SHA-256 of the file at the sender, then chunks of 262,051 bytes (4 Noise messages), each
+ * encrypted (ChaCha20-Poly1305 in the Noise transport) and written with four in flight, hashed and
+ * written to disk at the
  * receiver, checked, and moved into its downloads. The sender is a ConfabClient in this
  * process, the receiver a real `client.ts --json` process; a real `server.ts` brokers them.
  *
@@ -19,6 +20,7 @@ import { createCipheriv, createHash } from "node:crypto";
 import { join } from "node:path";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { ClientProcess, LocalClient } from "./clients.ts";
+import { CHUNK_SIZE } from "../../lib/client/transfers.ts";
 import { describeSteps, describeTop } from "./cpu_profile.ts";
 import {
   type BenchProcess,
@@ -31,6 +33,11 @@ import {
 import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
 
 const MIB = 1024 * 1024;
+/**
+ * The per-chunk figures are per 65,000 bytes of file data, the chunk size before chunks grew to
+ * 4 Noise messages, so they compare with earlier reports.
+ */
+const UNIT = 65_000;
 /** Raw frames: 64 KiB of file data each. */
 const RAW_FRAME = 64 * 1024;
 
@@ -334,7 +341,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     if (typeof last.event.savedAs === "string") await Deno.remove(last.event.savedAs);
     return last.at - t;
   }, ctx.signal);
-  const chunks = Math.ceil(profiledSize / 65_000);
+  const chunks = Math.ceil(profiledSize / UNIT);
 
   const rawMs = Math.min(...raw);
   const rate = (ms: number) => size / MIB / (ms / 1000);
@@ -392,7 +399,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   }
   return {
     measurements,
-    params: { bytes: size, chunkBytes: 65_000, rawFrameBytes: RAW_FRAME },
+    params: { bytes: size, chunkBytes: CHUNK_SIZE, rawFrameBytes: RAW_FRAME },
     notes: [
       `A ${size / MIB} MiB file of random bytes (in the page cache) shared with \`/s\` ` +
       `(ConfabClient.share in the bench process) to bob, a client.ts --json process, over their ` +
@@ -400,15 +407,16 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `it from bob's stdout (${(totalMs / 1000).toFixed(2)} s); it includes the sender's ` +
       `SHA-256 pass over the file, the offer and bob's answer ` +
       `(${((started - t0) / 1000).toFixed(2)} s until the sender's transfer_started), the ` +
-      `data (encrypted, one chunk in flight), bob's hash check and the move into downloads. ` +
+      `data (encrypted, chunks of ${CHUNK_SIZE} bytes, four in flight), bob's hash check and ` +
+      `the move into downloads. ` +
       `Wire only: from transfer_started to the same end (${(wireMs / 1000).toFixed(2)} s). ` +
       `The sender's own transfer_done came ${
         senderDone === undefined ? "—" : (senderDone - done.at).toFixed(1)
       } ms from bob's (negative: before it reached this process). CPU used meanwhile: ` +
       `sender (the bench process) ${cpu[0]!.toFixed(1)} s, receiver ${cpu[1]!.toFixed(1)} s, ` +
-      `in ${(totalMs / 1000).toFixed(1)} s (per chunk of 65,000 bytes: ` +
-      `${(cpu[0]! * 1e6 / (size / 65_000)).toFixed(0)} µs and ` +
-      `${(cpu[1]! * 1e6 / (size / 65_000)).toFixed(0)} µs). RSS: bob ${idle[1]!.toFixed(0)} MiB ` +
+      `in ${(totalMs / 1000).toFixed(1)} s (per 65,000 bytes, the chunk of earlier runs: ` +
+      `${(cpu[0]! * 1e6 / (size / UNIT)).toFixed(0)} µs and ` +
+      `${(cpu[1]! * 1e6 / (size / UNIT)).toFixed(0)} µs). RSS: bob ${idle[1]!.toFixed(0)} MiB ` +
       `idle, ${bobPeak.toFixed(0)} MiB at the peak; the bench process (the sender) ` +
       `${idle[0]!.toFixed(0)} MiB idle, ${alicePeak.toFixed(0)} MiB at the peak${
         peakReset.every(Boolean) ? "" : " (the peak could not be reset: it counts from the start)"
@@ -427,11 +435,11 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
         `Profile of ${
           p.name === "bench" ? "the sender (bench process)" : `the receiver (${p.name})`
         }` +
-        ` over a transfer of ${profiledSize / MIB} MiB (${chunks} chunks of 65,000 bytes; ` +
+        ` over a transfer of ${profiledSize / MIB} MiB (${chunks} units of 65,000 bytes; ` +
         `${(profiledMs / 1000).toFixed(2)} s share→done with the profiler on, ` +
-        `${(profiledMs * 1000 / chunks).toFixed(0)} µs per chunk), by step: ${
-          describeSteps(p.breakdown, chunks, "chunk")
-        }. Top functions by self time (µs per chunk): ${describeTop(p.breakdown, chunks)}.`
+        `${(profiledMs * 1000 / chunks).toFixed(0)} µs per 65,000 bytes), by step: ${
+          describeSteps(p.breakdown, chunks, "65,000 bytes")
+        }. Top functions by self time (µs per 65,000 bytes): ${describeTop(p.breakdown, chunks)}.`
       ),
     ],
   };
