@@ -25,6 +25,8 @@ export class Mailbox {
   readonly #ctx: ClientContext;
   readonly #session: ServerSession;
   readonly #host: MailboxHost;
+  /** The receipt pushes being handled, in order (see onReceipts). */
+  #receipts: Promise<void> = Promise.resolve();
 
   constructor(ctx: ClientContext, session: ServerSession, host: MailboxHost) {
     this.#ctx = ctx;
@@ -154,7 +156,17 @@ export class Mailbox {
    * believed: the server cannot mark a message read by itself. The others are refused (and
    * acknowledged, so the server forgets them).
    */
-  async onReceipts(
+  onReceipts(
+    items: { msgId: string; reader: string; readAt: number; sig?: string }[],
+  ): Promise<void> {
+    // One push at a time: the same receipts pushed twice (after the confirm, and by the event
+    // that tells every instance) are then all marked by the first and said once, together.
+    const run = this.#receipts.then(() => this.#onReceipts(items));
+    this.#receipts = run.catch(() => {});
+    return run;
+  }
+
+  async #onReceipts(
     items: { msgId: string; reader: string; readAt: number; sig?: string }[],
   ): Promise<void> {
     const session = this.#session.current;
