@@ -28,6 +28,7 @@ import {
   clientsFor,
   cpuSeconds,
   profiled,
+  rssSettling,
   type RunningServer,
   settledRssKiB,
   startServer,
@@ -65,7 +66,7 @@ async function attachAndWeigh(
   count: number,
   warm: number,
 ): Promise<number> {
-  const settle = ctx.quick ? 300 : 1000;
+  const settle = rssSettling(ctx.quick);
   await gens.attach(warm);
   const before = await settledRssKiB(server.proc.pid, settle, ctx.signal);
   await gens.attach(count);

@@ -9,7 +9,7 @@ import { openServerLink } from "../../lib/client/server_link.ts";
 import { generateKeyPair } from "../../lib/crypto/noise.ts";
 import { hashPassword } from "../../lib/server/accounts.ts";
 import { benchUser } from "./loadgen_protocol.ts";
-import { prepareServerData } from "./server_data.ts";
+import { prepareServerData, serverKdf } from "./server_data.ts";
 import { cpuSeconds, percentile, startServer } from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome } from "./types.ts";
 
@@ -21,6 +21,7 @@ const RAW_CONCURRENCY = 2;
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const seconds = ctx.quick ? 1 : 15;
   const users = CONCURRENCY * 4;
+  const kdf = serverKdf();
   const dir = await ctx.tempDir("confab-bench-login-");
   const data = await prepareServerData(dir, users);
   const server = await startServer(ctx.spawn, {
@@ -71,7 +72,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const rawUntil = r0 + seconds * 1000;
   await Promise.all(Array.from({ length: RAW_CONCURRENCY }, async () => {
     while (performance.now() < rawUntil && !ctx.signal.aborted) {
-      await hashPassword("bench-password");
+      await hashPassword("bench-password", kdf);
       hashes++;
     }
   }));
@@ -87,7 +88,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       { metric: "login p50", value: percentile(latencies, 0.5), unit: "ms" },
       { metric: "login p99", value: percentile(latencies, 0.99), unit: "ms" },
     ],
-    params: { seconds, concurrency: CONCURRENCY, users },
+    params: { seconds, concurrency: CONCURRENCY, users, kdf },
     notes: [
       `${latencies.length} password logins in ${(loginMs / 1000).toFixed(1)} s, ` +
       `${CONCURRENCY} under way at once from this process (${users} users, the same password), ` +

@@ -15,6 +15,7 @@ import {
   clientsFor,
   cpuSeconds,
   profiled,
+  rssSettling,
   settledRssKiB,
   startHelper,
   startServer,
@@ -54,7 +55,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const probeRate = ctx.quick ? 100 : 250;
   const seconds = ctx.quick ? 1 : 10;
   /** Quiet time before RSS is read, so the process has finished what the attaching began. */
-  const settleMs = ctx.quick ? 300 : 1000;
+  const settle = rssSettling(ctx.quick);
   const dir = await ctx.tempDir("confab-bench-conns-");
 
   ctx.log(`  preparing ${n} users with session tokens`);
@@ -64,10 +65,10 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const raw = await startHelper(ctx.spawn, "raw-server", "scripts/bench/raw_server.ts", ctx.signal);
   const rawGens = await LoadGenerators.start(ctx, { port: raw.port, data, raw: true });
   await rawGens.attach(warm);
-  const rawWarm = await settledRssKiB(raw.proc.pid, settleMs, ctx.signal);
+  const rawWarm = await settledRssKiB(raw.proc.pid, settle, ctx.signal);
   ctx.log(`  raw server: opening ${n} idle sockets`);
   await rawGens.attach(n);
-  const rawFull = await settledRssKiB(raw.proc.pid, settleMs, ctx.signal);
+  const rawFull = await settledRssKiB(raw.proc.pid, settle, ctx.signal);
   const rawPerSocket = (rawFull - rawWarm) / (n - warm);
   await rawGens.close();
   await raw.proc.stop();
@@ -86,7 +87,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     const gc = parseGcLine(line);
     if (gc) gcs.push(gc);
   });
-  const idle = await settledRssKiB(server.proc.pid, settleMs, ctx.signal);
+  const idle = await settledRssKiB(server.proc.pid, settle, ctx.signal);
   const gens = await LoadGenerators.start(ctx, {
     port: server.port,
     data,
@@ -99,10 +100,10 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     name: "probe",
   });
   await gens.attach(warm);
-  const serverWarm = await settledRssKiB(server.proc.pid, settleMs, ctx.signal);
+  const serverWarm = await settledRssKiB(server.proc.pid, settle, ctx.signal);
   ctx.log(`  confab server: attaching ${n} clients (resume) with ${gens.processes + 1} processes`);
   const [attach] = await Promise.all([gens.attach(n - probeUsers), probe.attach(probeUsers)]);
-  const serverFull = await settledRssKiB(server.proc.pid, settleMs, ctx.signal);
+  const serverFull = await settledRssKiB(server.proc.pid, settle, ctx.signal);
   const perClient = (serverFull - serverWarm) / (n - warm);
 
   ctx.log(`  ${loadRate + probeRate} lookups/s for ${seconds} s with ${n} clients attached`);
@@ -121,7 +122,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const answered = load.count + probed.count;
   const failed = load.errors + probed.errors;
   const asked = load.count + probed.count + failed;
-  const afterLookups = await settledRssKiB(server.proc.pid, 0, ctx.signal);
+  const afterLookups = await settledRssKiB(server.proc.pid, { ...settle, settleMs: 0 }, ctx.signal);
   await Promise.all([gens.close(), probe.close()]);
   await server.proc.stop(); // (V8 writes its trace lines buffered: all are in by the exit)
   const during = gcs.filter((g) => g.at >= lookupsFrom && g.at <= lookupsTo);

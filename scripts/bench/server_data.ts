@@ -7,7 +7,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { hashPassword } from "../../lib/server/accounts.ts";
+import { DEFAULT_PASSWORD_COST, hashPassword, kdfOf } from "../../lib/server/accounts.ts";
 import { SqliteStore } from "../../lib/server/sqlite_store.ts";
 import { benchUser, contactOf } from "./loadgen_protocol.ts";
 
@@ -19,13 +19,22 @@ export interface PreparedData {
 }
 
 /**
- * Creates `users` accounts (one shared salt/hash: nobody logs in with the password), a
- * session token for each, and one contact each (`i` has `i + 1`), so lookups return addresses
- * and logins send presence, as between real contacts.
+ * The scrypt parameters the bench's servers give new hashes: `$CONFAB_PASSWORD_COST` (the test
+ * suite's cheap one) when set, as server.ts takes it, else the default.
+ */
+export function serverKdf(): string {
+  const cost = Deno.env.get("CONFAB_PASSWORD_COST");
+  return kdfOf(cost ? Number(cost) : DEFAULT_PASSWORD_COST);
+}
+
+/**
+ * Creates `users` accounts (one shared salt/hash, made with the servers' parameters: only the
+ * login item logs in with the password), a session token for each, and one contact each (`i`
+ * has `i + 1`), so lookups return addresses and logins send presence, as between real contacts.
  */
 export async function prepareServerData(dir: string, users: number): Promise<PreparedData> {
   const dataDir = join(dir, "server");
-  const password = await hashPassword("bench-password");
+  const password = await hashPassword("bench-password", serverKdf());
   const tokens: string[] = [];
   {
     await using store = new SqliteStore(dataDir);
