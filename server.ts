@@ -14,7 +14,6 @@ import { ConfabServer } from "./lib/server/server.ts";
 import { asError } from "./lib/net/framed_connection.ts";
 import { keyFingerprint } from "./lib/crypto/fingerprint.ts";
 import { describeFix, ownerOnlyDir } from "./lib/util/owner_only.ts";
-import { migrateToPostgres } from "./lib/server/migrate.ts";
 
 if (Deno.args[0] === "migrate") {
   const migrate = new Command()
@@ -38,6 +37,7 @@ if (Deno.args[0] === "migrate") {
     Deno.exit(1);
   }
   try {
+    const { migrateToPostgres } = await import("./lib/server/migrate.ts");
     await migrateToPostgres(m.from, to, (line) => console.log(line));
   } catch (error) {
     console.error(`confab-server migrate: ${asError(error).message}`);

@@ -2,7 +2,6 @@
  * Picks and opens the server's store: PostgreSQL when a `postgres://` URL is given (`--store` or
  * `CONFAB_STORE`), else the SQLite file in the data directory (the default).
  */
-import { PostgresStore } from "./postgres_store.ts";
 import { SqliteStore } from "./sqlite_store.ts";
 import type { ServerStore } from "./store.ts";
 
@@ -18,6 +17,9 @@ export interface StoreChoice {
  * @throws {StoreUnavailableError} when the database cannot be reached or used.
  */
 export async function openStore(choice: StoreChoice): Promise<ServerStore> {
-  if (choice.url) return await PostgresStore.open(choice.url);
+  if (choice.url) {
+    const { PostgresStore } = await import("./postgres_store.ts");
+    return await PostgresStore.open(choice.url);
+  }
   return new SqliteStore(choice.dataDir);
 }
