@@ -153,6 +153,8 @@ export interface LocalPostgres extends AsyncDisposable {
 export interface LocalPostgresOptions {
   /** Turn off fsync: much faster, loses data only if the machine itself goes down. */
   fast?: boolean;
+  /** Connections the server accepts at once (default 200). */
+  maxConnections?: number;
 }
 
 /** Makes and starts a cluster. */
@@ -178,7 +180,7 @@ export async function startLocalPostgres(
       `-p ${port}`,
       `-k ${dir}`,
       "-c listen_addresses=127.0.0.1",
-      "-c max_connections=200",
+      `-c max_connections=${options.maxConnections ?? 200}`,
       ...(options.fast ? ["-c fsync=off", "-c full_page_writes=off"] : []),
     ].join(" ");
   const start = async () => {

@@ -9,8 +9,11 @@ import { chatting, leaveAndLogOut, signUpAsContacts, startCluster } from "./supp
 import { crowd, disposeAll, groupOf } from "./support/groups.ts";
 import { type Event, startServer, TestClient } from "./support/processes.ts";
 import { RawConn } from "./support/raw_conn.ts";
-import { testPostgres } from "./support/store_backends.ts";
+import { testPostgres, useOwnPostgres } from "./support/store_backends.ts";
 import { generateKeyPair } from "../lib/crypto/noise.ts";
+
+// Tests here stop and start their PostgreSQL cluster: not one that other test files share.
+useOwnPostgres();
 
 /** `history <chat>` as texts, oldest first. */
 async function historyOf(client: TestClient, chat: string): Promise<string[]> {

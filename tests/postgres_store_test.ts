@@ -7,7 +7,10 @@
 import assert from "node:assert/strict";
 import { connectSql, PostgresStore } from "../lib/server/postgres_store.ts";
 import type { StoreEvent } from "../lib/server/store.ts";
-import { freshDatabase, testPostgres } from "./support/store_backends.ts";
+import { freshDatabase, testPostgres, useOwnPostgres } from "./support/store_backends.ts";
+
+// Tests here stop and start their PostgreSQL cluster: not one that other test files share.
+useOwnPostgres();
 
 const KEY = "A".repeat(43);
 

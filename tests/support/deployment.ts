@@ -10,7 +10,7 @@ import { DatabaseSync } from "node:sqlite";
 import { connectSql } from "../../lib/server/postgres_store.ts";
 import { SQLITE_FILE } from "../../lib/server/sqlite_store.ts";
 import { startServer, type TestServer } from "./processes.ts";
-import { cleanDatabase, stopTestPostgres, testPostgres } from "./store_backends.ts";
+import { cleanDatabase, postgresHost, stopTestPostgres } from "./store_backends.ts";
 
 export type Backend = "sqlite" | "postgres";
 
@@ -63,7 +63,7 @@ export class Deployment implements AsyncDisposable {
 
   /**
    * Makes a deployment of `backend` (PostgreSQL: a clean database in the test process's
-   * throwaway cluster) and starts its instances unless `start` is false.
+   * throwaway cluster, or the test run's) and starts its instances unless `start` is false.
    */
   static async create(
     backend: Backend,
@@ -270,7 +270,7 @@ function scenarios(options: DeploymentOptions & { start?: boolean }): Scenarios 
           // The file's first SQLite test starts its PostgreSQL cluster beside the scenario (and
           // waits for it before it ends): seconds of initdb overlap the scenario's own waits.
           const warming = backend === "sqlite" && !warmedUp && postgresTestsLeft > 0
-            ? testPostgres()
+            ? postgresHost()
             : undefined;
           warmedUp ||= warming !== undefined;
           try {

@@ -37,34 +37,83 @@ export const sqliteBackend: StoreBackend = {
   },
 };
 
-let sharedPostgres: Promise<LocalPostgres> | undefined;
+/**
+ * The environment variable through which `scripts/with_postgres.ts` hands a whole test run one
+ * throwaway cluster (the URL of its `postgres` database), so that test files need not each make
+ * and start their own (seconds of initdb apiece).
+ */
+export const SHARED_POSTGRES_ENV = "CONFAB_TEST_POSTGRES";
+
+let ownPostgres: Promise<LocalPostgres> | undefined;
+let ownOnly = false;
 let databases = 0;
+/** Names this module's databases apart from those of other test files in a shared cluster. */
+const RUN_ID = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
 
 /**
- * The throwaway PostgreSQL cluster of this test process, started at first use (fsync off: it
- * is thrown away) and stopped when the process ends.
+ * Makes this file's databases live in a cluster of its own even when the run shares one: for
+ * files whose tests stop and start their cluster. Call it at the top of the file.
  */
-export function testPostgres(): Promise<LocalPostgres> {
-  sharedPostgres ??= startLocalPostgres({ fast: true });
-  return sharedPostgres;
+export function useOwnPostgres(): void {
+  ownOnly = true;
 }
 
-/** A fresh database in this process's throwaway cluster; resolves to its URL. */
+/**
+ * This test process's own throwaway cluster, started at first use (fsync off: it is thrown
+ * away) and stopped when the process ends. Tests that stop and start it need
+ * {@link useOwnPostgres} too, so that their databases are in it.
+ */
+export function testPostgres(): Promise<LocalPostgres> {
+  ownPostgres ??= startLocalPostgres({ fast: true });
+  return ownPostgres;
+}
+
+/** Where this process makes its databases: in the run's shared cluster, or in its own. */
+export interface DatabaseHost {
+  createDatabase(name: string): Promise<string>;
+}
+
+/**
+ * The cluster this process makes its databases in: the run's shared one when there is one and
+ * the file did not ask for its own, else its own (started now if need be).
+ */
+export function postgresHost(): Promise<DatabaseHost> {
+  const shared = Deno.env.get(SHARED_POSTGRES_ENV);
+  if (!shared || ownOnly) return testPostgres();
+  return Promise.resolve({
+    async createDatabase(name: string) {
+      const sql = connectSql(shared, { maxConnections: 1 });
+      try {
+        await sql.unsafe(`CREATE DATABASE "${name}"`);
+      } finally {
+        await sql.end({ timeout: 5 });
+      }
+      const url = new URL(shared);
+      url.pathname = `/${name}`;
+      return url.href;
+    },
+  });
+}
+
+/**
+ * A fresh database; resolves to its URL. Named apart from every other test file's, as they may
+ * share one cluster.
+ */
 export async function freshDatabase(): Promise<string> {
-  const pg = await testPostgres();
-  return await pg.createDatabase(`confab_test_${++databases}`);
+  const host = await postgresHost();
+  return await host.createDatabase(`confab_test_${RUN_ID}_${++databases}`);
 }
 
 let reusedDatabase: Promise<string> | undefined;
 
 /**
- * The database every throwaway cluster has from the start (`postgres`), emptied (every table,
- * the schema's version kept, so servers need not migrate it again): cheaper than a fresh
- * database for each of a file's tests, which run one after another. Whoever used it before
- * must have stopped (its servers killed) by the next call.
+ * One database of this process, made at first use and emptied at each call (every table, the
+ * schema's version kept, so servers need not migrate it again): cheaper than a fresh database
+ * for each of a file's tests, which run one after another. Whoever used it before must have
+ * stopped (its servers killed) by the next call.
  */
 export async function cleanDatabase(): Promise<string> {
-  reusedDatabase ??= testPostgres().then((pg) => pg.url());
+  reusedDatabase ??= freshDatabase();
   const url = await reusedDatabase;
   const sql = connectSql(url, { maxConnections: 1 });
   try {
@@ -82,18 +131,18 @@ export async function cleanDatabase(): Promise<string> {
 }
 
 /**
- * Stops this process's throwaway cluster now (rather than when the process ends); a later
- * `testPostgres()` starts another.
+ * Stops this process's own cluster now (rather than when the process ends); a later
+ * `testPostgres()` starts another. A shared cluster is left alone: the run throws it away.
  */
 export async function stopTestPostgres(): Promise<void> {
-  const pg = sharedPostgres;
-  sharedPostgres = undefined;
+  const pg = ownPostgres;
+  ownPostgres = undefined;
   reusedDatabase = undefined;
   const running = await pg?.catch(() => undefined); // a cluster that did not start: nothing to stop
   await running?.[Symbol.asyncDispose]();
 }
 
-/** PostgreSQL: a fresh database in the test process's throwaway cluster. */
+/** PostgreSQL: a fresh database in the test run's or the test process's throwaway cluster. */
 export const postgresBackend: StoreBackend = {
   name: "postgres",
   async fresh() {
