@@ -585,6 +585,47 @@ export const MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    // A token replaced already and presented again within its grace (a retry) no longer deletes
+    // the user's other tokens: a successor of it may have reached the client over another
+    // connection. Only the current token, used, deletes the others. (SQLite: in the store.)
+    sqlite: `
+      SELECT 1;
+    `,
+    postgres: `
+      CREATE OR REPLACE FUNCTION confab_resume_rotating(p_token BYTEA, p_new_token BYTEA,
+                                                        p_since BIGINT, p_replaced_since BIGINT,
+                                                        p_instance TEXT, p_attach TEXT,
+                                                        p_host TEXT, p_port INTEGER,
+                                                        p_now BIGINT, p_key TEXT)
+      RETURNS TABLE (r_name TEXT, r_seq BIGINT, r_login_at BIGINT) LANGUAGE plpgsql AS $$
+      DECLARE
+        v_user TEXT;
+        v_created BIGINT;
+        v_replaced BIGINT;
+      BEGIN
+        SELECT s."user", s.created_at, s.replaced_at INTO v_user, v_created, v_replaced
+          FROM sessions s
+          WHERE s.token_hash = p_token AND s.created_at > p_since
+            AND (s.replaced_at IS NULL OR s.replaced_at > p_replaced_since)
+            AND (s.client_key IS NULL OR s.client_key = p_key)
+          FOR UPDATE;
+        IF NOT FOUND THEN
+          RETURN;
+        END IF;
+        IF v_replaced IS NULL THEN
+          DELETE FROM sessions WHERE "user" = v_user AND token_hash <> p_token;
+        END IF;
+        UPDATE sessions SET replaced_at = coalesce(replaced_at, p_now),
+                            client_key = coalesce(client_key, p_key)
+          WHERE token_hash = p_token;
+        INSERT INTO sessions (token_hash, "user", created_at, client_key)
+          VALUES (p_new_token, v_user, v_created, p_key);
+        RETURN QUERY SELECT * FROM confab_resume_keyed(p_new_token, p_since, p_instance,
+                                                       p_attach, p_host, p_port, p_now, p_key);
+      END $$;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

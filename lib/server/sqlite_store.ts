@@ -577,17 +577,25 @@ export class SqliteStore implements ServerStore {
 
   #resume(r: Resumption, now: number): Resumed | undefined {
     const user = this.#db.sql(
-      `SELECT u.name_key, u.name, s.created_at FROM sessions s JOIN users u ON u.name_key = s.user
+      `SELECT u.name_key, u.name, s.created_at, s.replaced_at
+       FROM sessions s JOIN users u ON u.name_key = s.user
        WHERE s.token_hash = ? AND s.created_at > ?
          AND (s.replaced_at IS NULL OR s.replaced_at > ?)
          AND (s.client_key IS NULL OR s.client_key = ?)`,
     ).get(r.tokenHash, now - r.maxAgeMs, now - r.graceMs, r.staticKey) as
-      | { name_key: string; name: string; created_at: number }
+      | { name_key: string; name: string; created_at: number; replaced_at: number | null }
       | undefined;
     if (!user) return undefined;
     // A fresh token; the presented one lives on for its grace, unless its successor is used.
-    this.#db.sql("DELETE FROM sessions WHERE user = ? AND token_hash <> ?")
-      .run(user.name_key, r.tokenHash);
+    // The current token, used: every other token of the user goes (older ones, and successors
+    // of an older one that never reached the client). A replaced one, used again within its
+    // grace: the others stay, for a successor of it may have reached the client after all,
+    // over another connection (a stale resume of a client that gave up, served after the
+    // attempt that succeeded, deleted the token that client then held).
+    if (user.replaced_at === null) {
+      this.#db.sql("DELETE FROM sessions WHERE user = ? AND token_hash <> ?")
+        .run(user.name_key, r.tokenHash);
+    }
     this.#db.sql(
       `UPDATE sessions SET replaced_at = coalesce(replaced_at, ?),
                            client_key = coalesce(client_key, ?)

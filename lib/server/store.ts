@@ -171,8 +171,10 @@ export interface Resumption {
   tokenHash: Uint8Array;
   /**
    * SHA-256 of the token that replaces it (same user, same login time, bound to `staticKey`):
-   * the presented one is marked replaced (if it was not yet), and every other token of the user
-   * — older ones, and a successor that never reached the client — is deleted.
+   * the presented one is marked replaced (if it was not yet). When it was the current one, every
+   * other token of the user — older ones, and successors of an older one that never reached the
+   * client — is deleted; when it had been replaced already (a retry within its grace), the
+   * others stay: one of its successors may have reached the client over another connection.
    */
   newTokenHash: Uint8Array;
   /** Tokens older than this are refused. */
