@@ -26,6 +26,7 @@ import {
   protocolName,
   SymmetricState,
 } from "../lib/crypto/noise.ts";
+import { openWithNonce, sealWithNonce } from "../lib/crypto/noise_cipher.ts";
 
 const enc = new TextEncoder();
 
@@ -733,4 +734,33 @@ Deno.test("NNpsk0: a responder with another psk refuses the first message", asyn
     () => HandshakeState.initialize({ pattern: "NNpsk0", initiator: true }),
     TypeError,
   );
+});
+
+Deno.test("sealWithNonce() seals with the nonce given; openWithNonce() opens that and nothing altered", () => {
+  const key = new Uint8Array(32).map((_, i) => i);
+  const iv = new Uint8Array(12).map((_, i) => 100 + i);
+  const ad = enc.encode("header");
+  const sealed = sealWithNonce("ChaChaPoly", key, iv, ad, enc.encode("a ticket"));
+  // The same bytes as node:crypto's cipher with that nonce: ciphertext, then the tag.
+  const reference = createCipheriv("chacha20-poly1305", key, iv, { authTagLength: 16 });
+  reference.setAAD(ad, { plaintextLength: 8 });
+  const body = reference.update(enc.encode("a ticket"));
+  reference.final();
+  assert.deepEqual(sealed, new Uint8Array([...body, ...reference.getAuthTag()]));
+  assert.equal(
+    new TextDecoder().decode(openWithNonce("ChaChaPoly", key, iv, ad, sealed)),
+    "a ticket",
+  );
+  const flipped = sealed.slice();
+  flipped[0]! ^= 1;
+  for (
+    const [what, open] of [
+      ["a flipped bit", () => openWithNonce("ChaChaPoly", key, iv, ad, flipped)],
+      ["other data", () => openWithNonce("ChaChaPoly", key, iv, enc.encode("other"), sealed)],
+      ["another nonce", () => openWithNonce("ChaChaPoly", key, new Uint8Array(12), ad, sealed)],
+      ["a stub", () => openWithNonce("ChaChaPoly", key, iv, ad, sealed.subarray(0, 15))],
+    ] as const
+  ) {
+    assert.throws(open, `${what} must not open`);
+  }
 });

@@ -127,7 +127,7 @@ export class CipherState {
     const n = this.#n;
     if (n >= MAX_NONCE) throw exhausted();
     this.#n = n + 1n;
-    sealInto(this.#cipher, key, n, ad, plaintext, out, at);
+    sealInto(this.#cipher, key, nonceBytes(this.#cipher, n), ad, plaintext, out, at);
     return length;
   }
 
@@ -289,8 +289,23 @@ function seal(
   ad: Uint8Array,
   plaintext: Uint8Array,
 ): Uint8Array<ArrayBuffer> {
+  return sealWithNonce(name, key, nonceBytes(name, n), ad, plaintext);
+}
+
+/**
+ * Seals with a 12-byte nonce the caller chose, outside any CipherState: for a key that seals
+ * few messages, each under a random nonce (the server's resumption tickets). Ciphertext, then
+ * the 16-byte tag.
+ */
+export function sealWithNonce(
+  name: CipherName,
+  key: Uint8Array,
+  iv: Uint8Array,
+  ad: Uint8Array,
+  plaintext: Uint8Array,
+): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(plaintext.length + TAG_LEN);
-  sealInto(name, key, n, ad, plaintext, out, 0);
+  sealInto(name, key, iv, ad, plaintext, out, 0);
   return out;
 }
 
@@ -300,13 +315,12 @@ const SEAL_OPTIONS = { authTagLength: TAG_LEN };
 function sealInto(
   name: CipherName,
   key: Uint8Array,
-  n: bigint,
+  iv: Uint8Array,
   ad: Uint8Array,
   plaintext: Uint8Array,
   out: Uint8Array,
   at: number,
 ): void {
-  const iv = nonceBytes(name, n);
   const cipher = name === "ChaChaPoly"
     ? createCipheriv("chacha20-poly1305", key, iv, SEAL_OPTIONS)
     : createCipheriv("aes-256-gcm", key, iv, SEAL_OPTIONS);
@@ -319,7 +333,7 @@ function sealInto(
   freeNow(body); // a file chunk's worth, garbage from here on: freed now, not at the next GC
 }
 
-/** Opens on the calling thread. @throws {CryptoError} `DECRYPT_FAILED` */
+/** Opens message `n` on the calling thread. @throws {CryptoError} `DECRYPT_FAILED` */
 function open(
   name: CipherName,
   key: Uint8Array,
@@ -328,27 +342,7 @@ function open(
   ciphertext: Uint8Array,
 ): Uint8Array<ArrayBuffer> {
   try {
-    if (ciphertext.length < TAG_LEN) {
-      throw new CryptoError("BAD_MESSAGE", `${ciphertext.length} bytes: shorter than a tag`);
-    }
-    const iv = nonceBytes(name, n);
-    const options = { authTagLength: TAG_LEN };
-    const decipher = name === "ChaChaPoly"
-      ? createDecipheriv("chacha20-poly1305", key, iv, options)
-      : createDecipheriv("aes-256-gcm", key, iv, options);
-    if (ad.length > 0) decipher.setAAD(ad, { plaintextLength: ciphertext.length - TAG_LEN });
-    decipher.setAuthTag(ciphertext.subarray(ciphertext.length - TAG_LEN));
-    const body = decipher.update(ciphertext.subarray(0, ciphertext.length - TAG_LEN));
-    const last = decipher.final();
-    // The output is handed on as is when it owns its memory (no copy of a file chunk), and
-    // copied when it is a view into a shared pool.
-    if (last.length === 0 && body.byteOffset === 0 && body.buffer.byteLength === body.length) {
-      return new Uint8Array(body.buffer as ArrayBuffer);
-    }
-    const out = new Uint8Array(body.length + last.length);
-    out.set(body);
-    out.set(last, body.length);
-    return out;
+    return openWithNonce(name, key, nonceBytes(name, n), ad, ciphertext);
   } catch (error) {
     throw new CryptoError(
       "DECRYPT_FAILED",
@@ -356,6 +350,40 @@ function open(
       { cause: error },
     );
   }
+}
+
+/**
+ * Opens what {@link sealWithNonce} sealed.
+ * @throws {CryptoError} `BAD_MESSAGE` when shorter than a tag; the cipher's error when the tag
+ * does not verify (tampered, or another key, nonce or associated data).
+ */
+export function openWithNonce(
+  name: CipherName,
+  key: Uint8Array,
+  iv: Uint8Array,
+  ad: Uint8Array,
+  ciphertext: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  if (ciphertext.length < TAG_LEN) {
+    throw new CryptoError("BAD_MESSAGE", `${ciphertext.length} bytes: shorter than a tag`);
+  }
+  const options = { authTagLength: TAG_LEN };
+  const decipher = name === "ChaChaPoly"
+    ? createDecipheriv("chacha20-poly1305", key, iv, options)
+    : createDecipheriv("aes-256-gcm", key, iv, options);
+  if (ad.length > 0) decipher.setAAD(ad, { plaintextLength: ciphertext.length - TAG_LEN });
+  decipher.setAuthTag(ciphertext.subarray(ciphertext.length - TAG_LEN));
+  const body = decipher.update(ciphertext.subarray(0, ciphertext.length - TAG_LEN));
+  const last = decipher.final();
+  // The output is handed on as is when it owns its memory (no copy of a file chunk), and
+  // copied when it is a view into a shared pool.
+  if (last.length === 0 && body.byteOffset === 0 && body.buffer.byteLength === body.length) {
+    return new Uint8Array(body.buffer as ArrayBuffer);
+  }
+  const out = new Uint8Array(body.length + last.length);
+  out.set(body);
+  out.set(last, body.length);
+  return out;
 }
 
 /** The result of a synchronous call as a promise; what it throws rejects the promise. */

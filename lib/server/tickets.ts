@@ -12,9 +12,10 @@
  * token alone (the resumed connection stands for the static key in the ticket, to which the
  * token is bound). See docs/architecture.md, "Resumption".
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
+import { hkdfSync, randomBytes } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { exportPrivateKey, type KeyPair } from "../crypto/noise.ts";
+import { openWithNonce, sealWithNonce, TAG_LEN } from "../crypto/noise_cipher.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
 
 /** A ticket is refused this long after it was issued (the client then makes a full handshake). */
@@ -23,9 +24,11 @@ export const TICKET_LIFETIME_MS = 24 * 3600_000;
 export const MAX_TICKET_LENGTH = 512;
 
 const NONCE_LEN = 12;
-const TAG_LEN = 16;
 /** Sealed tickets start with this byte: the format (and key derivation) version. */
 const VERSION = 1;
+/** The version byte, also the associated data of the seal. */
+const HEADER = Uint8Array.of(VERSION);
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /** What a ticket holds once opened. */
 export interface TicketContents {
@@ -67,16 +70,10 @@ export class TicketBox {
       t: now,
     }));
     const nonce = randomBytes(NONCE_LEN);
-    const cipher = createCipheriv("chacha20-poly1305", this.#key, nonce, {
-      authTagLength: TAG_LEN,
-    });
-    cipher.setAAD(Uint8Array.of(VERSION), { plaintextLength: body.length });
     const sealed = Buffer.concat([
-      Uint8Array.of(VERSION),
+      HEADER,
       nonce,
-      cipher.update(body),
-      cipher.final(),
-      cipher.getAuthTag(),
+      sealWithNonce("ChaChaPoly", this.#key, nonce, HEADER, body),
     ]);
     return { ticket: toBase64Url(sealed), psk: psk.toString("base64url") };
   }
@@ -92,21 +89,14 @@ export class TicketBox {
     }
     if (sealed.length < 1 + NONCE_LEN + TAG_LEN || sealed[0] !== VERSION) return undefined;
     try {
-      const decipher = createDecipheriv(
-        "chacha20-poly1305",
+      const body = openWithNonce(
+        "ChaChaPoly",
         this.#key,
         sealed.subarray(1, 1 + NONCE_LEN),
-        { authTagLength: TAG_LEN },
+        HEADER,
+        sealed.subarray(1 + NONCE_LEN),
       );
-      decipher.setAAD(Uint8Array.of(VERSION), {
-        plaintextLength: sealed.length - 1 - NONCE_LEN - TAG_LEN,
-      });
-      decipher.setAuthTag(sealed.subarray(sealed.length - TAG_LEN));
-      const body = Buffer.concat([
-        decipher.update(sealed.subarray(1 + NONCE_LEN, sealed.length - TAG_LEN)),
-        decipher.final(),
-      ]);
-      const data = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
+      const data = JSON.parse(UTF8.decode(body)) as Record<string, unknown>;
       const { u, k, p, t } = data;
       if (
         typeof u !== "string" || typeof k !== "string" || typeof p !== "string" ||
