@@ -23,7 +23,7 @@ import type { PeerMessage } from "../protocol/messages.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import { sealMail } from "../peer/sealed_mail.ts";
 import { delay } from "../util/time.ts";
-import { type DeliveryMark, groupChat, groupMarkOf } from "./client_store.ts";
+import { type DeliveryMark, groupChat, groupMarkOf, type PendingCopy } from "./client_store.ts";
 import { groupHandle, groupMessageStatement } from "../peer/group_state.ts";
 import { type ClientContext, ClientError } from "./context.ts";
 import type { PeerLinks } from "./peer_links.ts";
@@ -66,6 +66,8 @@ export interface DeliveryHost {
 /** A group copy not acked is tried again after this (busy: our states differ for a moment). */
 const GROUP_BUSY_RETRY_MS = 300;
 const GROUP_SILENT_RETRY_MS = 2_000;
+/** Group copies a member's line reads from the store at a time. */
+const LINE_BATCH = 16;
 
 /**
  * Those waiting for an answer on each link, told "dropped" when it closes: one reaction on the
@@ -108,6 +110,8 @@ export class Delivery {
   #seq = 0;
   /** My group messages being numbered and signed, one after another. */
   #groupSends: Promise<unknown> = Promise.resolve();
+  /** Group messages acked just now whose `group_status` is due (id → group). */
+  readonly #statusDue = new Map<string, string>();
   /** The group line of each recipient (name key); `again` asks it for one more pass. */
   readonly #groupLines = new Map<string, { again: boolean; done: Promise<void> }>();
   /** `mail_send` requests not answered yet, and the sends waiting for one of them to end. */
@@ -541,11 +545,19 @@ export class Delivery {
   }
 
   async #groupLine(session: Session, member: string): Promise<void> {
+    // Copies are read a batch at a time; a batch shorter than asked for was all that was owed
+    // then, and anything owed later comes with a kick (another pass of the line).
+    let batch: PendingCopy[] = [];
+    let more = true;
     for (let sent = 0; sent < 10_000; sent++) {
       if (this.#session.current !== session || this.#ctx.closing) return;
       const link = this.#links.open(member);
       if (!link) return; // away: the copies wait for the link (the group room dials them)
-      const [copy] = session.store.pendingCopies(member, 1);
+      if (batch.length === 0 && more) {
+        batch = session.store.pendingCopies(member, LINE_BATCH);
+        more = batch.length === LINE_BATCH;
+      }
+      const copy = batch.shift();
       if (!copy) return;
       if (!this.#host.isGroupMember(copy.group, member)) {
         // I left, or they did: the copy is owed no more.
@@ -573,7 +585,7 @@ export class Delivery {
             ms: Date.now() - copy.ts,
             group: copy.group,
           });
-          this.groupStatus(session, copy.msgId, copy.group);
+          this.#statusSoon(session, copy.msgId, copy.group);
         }
         continue;
       }
@@ -588,6 +600,24 @@ export class Delivery {
       }
       return;
     }
+  }
+
+  /**
+   * {@link groupStatus} once for the acks that arrive together: listing who has a message at
+   * every one of 31 acks made the sender's work per message grow with the square of the group.
+   */
+  #statusSoon(session: Session, msgId: string, group: string): void {
+    if (this.#statusDue.size === 0) {
+      this.#ctx.track(
+        delay(0, this.#ctx.signal).then(() => {
+          const due = [...this.#statusDue];
+          this.#statusDue.clear();
+          if (this.#session.current !== session) return;
+          for (const [id, g] of due) this.groupStatus(session, id, g);
+        }, () => this.#statusDue.clear()),
+      );
+    }
+    this.#statusDue.set(msgId, group);
   }
 
   /** Says who has my group message `msgId` and who it still waits for. */

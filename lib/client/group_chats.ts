@@ -82,6 +82,13 @@ export interface GroupHost {
 const MAX_REFUSALS_KEPT = 256;
 /** How often members compare group checksums on each link. */
 const SUM_INTERVAL_MS = 2_000;
+/**
+ * A change learned from one member is passed on to the others as a checksum, after this long
+ * (plus up to as much again, at random): those who lack it answer with their state and get the
+ * merged one back; those who have it (from the member who made the change, most often) answer
+ * nothing. Full states to everyone from everyone made a join cost n² states.
+ */
+const PASS_ON_MS = 200;
 /** How often away members are considered for a new dial. */
 const TICK_MS = 250;
 /** First and longest wait between two dials of an away member. */
@@ -101,6 +108,12 @@ const GAP_BOUND_MS = 30_000;
  * cannot make me send batch after batch); it asks for the next batch after this long.
  */
 const RELAY_GAP_MS = 200;
+/**
+ * A message younger than this is not passed on yet (the member asks again): it is most likely
+ * on its way from its author, and marks exchanged while messages flow lag by the ones in flight
+ * (in a busy 32-member group every member passed each of them on to dozens of members).
+ */
+const RELAY_MIN_AGE_MS = 2_000;
 const MORE_AFTER_MS = 250;
 
 /** A group message on the wire. */
@@ -141,6 +154,10 @@ export class GroupChats {
   readonly #endpoints = new Map<string, Endpoint>();
   /** My own, as last told. */
   #mine: Endpoint | undefined;
+  /** The checksum each member last told for each group (key: group and member), and when. */
+  readonly #theirSums = new Map<string, { sum: string; at: number }>();
+  /** Groups with a change waiting to be passed on (see {@link PASS_ON_MS}). */
+  readonly #passOn = new Set<string>();
   readonly #sumTimer: ReturnType<typeof setInterval>;
   readonly #tickTimer: ReturnType<typeof setInterval>;
   #closed = false;
@@ -314,6 +331,7 @@ export class GroupChats {
         return true;
       case "group_sum": {
         const mine = this.#groups.get(m.group) ?? this.#left.get(m.group);
+        this.#toldSum(m.group, link.user, m.sum);
         if (mine && groupChecksum(mine) !== m.sum) {
           await link.fc.send({ type: "group_state", group: mine }).catch(() => {});
         }
@@ -359,15 +377,13 @@ export class GroupChats {
       if (mine) await link.fc.send({ type: "group_state", group: mine }).catch(() => {});
       return;
     }
-    // The link proves the author; the signature is checked too, since it is what lets me pass
-    // the message on (one that does not verify is kept, but never passed on).
-    let sig = m.sig;
-    if (sig !== undefined && await this.#signedBy(link.user, m, sig) !== true) {
-      sig = undefined;
-    }
+    // The link proves the author. The signature is what lets me pass the message on: it is
+    // kept as it came and checked when I pass the message on (one that does not verify is
+    // never passed on), not here: few messages are ever passed on, and a check at every
+    // message was a quarter of a member's work.
     // From its author, a message comes in the author's order (each copy goes only after the
     // one before was acked): shown at once.
-    this.#store(m.group, { ...m, author: link.user }, { sig, by: undefined });
+    this.#store(m.group, { ...m, author: link.user }, { sig: m.sig, by: undefined });
     // Acknowledged once stored, also a duplicate (our first ack may have been lost).
     await link.fc.send({ type: "ack", id: m.id }).catch(() => {});
     this.#drain(m.group, link.user);
@@ -456,6 +472,7 @@ export class GroupChats {
     const marks = new Map(m.marks.map((x) => [x.author.toLowerCase(), x.next]));
     let budget = RELAY_BATCH;
     let bytes = 0;
+    let young = false;
     for (const author of host.store.loggedAuthors(m.group)) {
       if (this.#isMe(author) || author.toLowerCase() === link.user.toLowerCase()) continue;
       const from = marks.get(author.toLowerCase()) ?? 0;
@@ -465,11 +482,21 @@ export class GroupChats {
           await link.fc.send({ type: "group_relay_more", group: m.group }).catch(() => {});
           return;
         }
+        const age = now - msg.ts;
+        if (age >= 0 && age < RELAY_MIN_AGE_MS) {
+          young = true; // (the author's later ones are younger still)
+          break;
+        }
         budget--;
+        // Only what its author signed (checked now: it was kept unchecked when it came).
+        if (await this.#signedBy(msg.author, { group: m.group, ...msg }, msg.sig) !== true) {
+          continue;
+        }
         bytes += msg.text.length;
         await link.fc.send(relayFrame(m.group, msg)).catch(() => {});
       }
     }
+    if (young) await link.fc.send({ type: "group_relay_more", group: m.group }).catch(() => {});
   }
 
   /**
@@ -583,7 +610,9 @@ export class GroupChats {
     // Only members (in my view, or added by this state) may change the group.
     if (!isMember(mine, link.user) && !isMember(merged, link.user)) return;
     if (!withinLimits(merged)) return;
-    if (removesLive(mine, incoming, host.user)) {
+    this.#toldSum(incoming.id, link.user, groupChecksum(incoming));
+    const readded = removesLive(mine, incoming, host.user);
+    if (readded) {
       // Only I remove myself, and I did not: a fresh tag of mine puts me back everywhere.
       merged = addMember(merged, host.user);
     }
@@ -591,9 +620,40 @@ export class GroupChats {
     if (changed) this.#apply(incoming.id, merged);
     if (!this.#groups.has(incoming.id)) return;
     if (groupChecksum(merged) !== groupChecksum(incoming)) {
+      this.#toldSum(incoming.id, link.user, groupChecksum(merged));
       await link.fc.send({ type: "group_state", group: merged }).catch(() => {});
     }
-    if (changed) await this.#broadcast(incoming.id, link.user);
+    // A change of my own (back in) goes to everyone at once; one I learned, as a checksum.
+    if (readded && changed) await this.#broadcast(incoming.id, link.user);
+    else if (changed) this.#schedulePassOn(incoming.id);
+  }
+
+  /** What `user` told (or was just sent) as their checksum of `group`. */
+  #toldSum(group: string, user: string, sum: string): void {
+    const key = this.#heldKey(group, user);
+    this.#theirSums.delete(key); // (re-inserted last: the oldest go first below)
+    this.#theirSums.set(key, { sum, at: Date.now() });
+    if (this.#theirSums.size > 4 * MAX_GROUP_MEMBERS * 64) {
+      this.#theirSums.delete(this.#theirSums.keys().next().value!);
+    }
+  }
+
+  /** Passes a change I learned on to the members not known to have it, shortly (coalesced). */
+  #schedulePassOn(group: string): void {
+    if (this.#passOn.has(group) || this.#closed) return;
+    this.#passOn.add(group);
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      this.#passOn.delete(group);
+      const state = this.#groups.get(group);
+      if (!state) return;
+      const sum = groupChecksum(state);
+      for (const member of this.#others(group)) {
+        if (this.#theirSums.get(this.#heldKey(group, member))?.sum === sum) continue;
+        this.#host.openLink(member)?.fc.send({ type: "group_sum", group, sum }).catch(() => {});
+      }
+    }, PASS_ON_MS * (1 + Math.random()));
+    this.#timers.add(timer);
   }
 
   /** A state of a group I am not in: an invitation, a re-add, or news for a group I left. */
@@ -877,6 +937,30 @@ export class GroupChats {
   }
 
   /**
+   * After a join: the newcomers hear where everyone I know of is; the others only where the
+   * newcomers are, when I know it (they knew the rest already).
+   */
+  #tellWhereJoined(id: string, joined: string[]): void {
+    const state = this.#groups.get(id);
+    if (!state) return;
+    const fresh = new Set(joined.map((u) => u.toLowerCase()));
+    const news = [...fresh].map((key) => this.#endpoints.get(key)).filter((e) => e !== undefined);
+    for (const member of this.#others(id)) {
+      const link = this.#host.openLink(member);
+      if (!link) continue;
+      const key = member.toLowerCase();
+      if (fresh.has(key)) {
+        this.#sendWhere(link, state);
+        continue;
+      }
+      const told = news.filter((e) => e.user.toLowerCase() !== key);
+      if (told.length > 0) {
+        link.fc.send({ type: "group_where", group: id, endpoints: told }).catch(() => {});
+      }
+    }
+  }
+
+  /**
    * Replaces the state, stores it, and announces who joined and who left. A member learned
    * late is owed my messages from the time of its add; one who left is owed nothing more.
    */
@@ -914,7 +998,7 @@ export class GroupChats {
     }
     for (const user of left) if (!this.#isMe(user)) this.#dropCopies(id, user);
     if (joined.length > 0) {
-      this.#tellWhere(id);
+      this.#tellWhereJoined(id, joined);
       this.#dialAway();
     }
     if (now.length <= 1) this.#close(id, "everyone else left");
@@ -948,11 +1032,16 @@ export class GroupChats {
   #exchangeSums(): void {
     const host = this.#host;
     const marks = ++this.#sumRounds % MARKS_EVERY === 0;
+    const now = Date.now();
     for (const state of this.#groups.values()) {
       const sum = groupChecksum(state);
       for (const member of this.#others(state.id)) {
         const link = host.openLink(member);
-        link?.fc.send({ type: "group_sum", group: state.id, sum }).catch(() => {});
+        // A member who told me this very checksum within the interval compares for both of us
+        // (a mismatch brings my state to them and theirs back): one side of a link suffices.
+        const told = this.#theirSums.get(this.#heldKey(state.id, member));
+        const agreed = told !== undefined && told.sum === sum && now - told.at < SUM_INTERVAL_MS;
+        if (!agreed) link?.fc.send({ type: "group_sum", group: state.id, sum }).catch(() => {});
         // Now and then too, in case a member got what I missed after we linked.
         if (link && marks) this.#sendMarks(link, state.id);
       }

@@ -105,15 +105,29 @@ export async function verifySignature(
   signature: string,
   data: Uint8Array<ArrayBuffer>,
 ): Promise<boolean> {
-  if (!isStrongPublicKey(publicKey)) return false;
+  const key = verifyingKey(publicKey);
+  if (!key) return false;
   try {
-    const key = await crypto.subtle.importKey("raw", fromBase64Url(publicKey), ED25519, false, [
-      "verify",
-    ]);
-    return await crypto.subtle.verify(ED25519, key, fromBase64Url(signature), data);
+    return await crypto.subtle.verify(ED25519, await key, fromBase64Url(signature), data);
   } catch {
     return false;
   }
+}
+
+/** Imported keys, by base64url key: imported once (peers and authors recur), a bounded few. */
+const imported = new Map<string, Promise<CryptoKey>>();
+
+/** The WebCrypto key for a strong `publicKey`; undefined for a weak or malformed one. */
+function verifyingKey(publicKey: string): Promise<CryptoKey> | undefined {
+  if (!isStrongPublicKey(publicKey)) return undefined;
+  let key = imported.get(publicKey);
+  if (!key) {
+    key = crypto.subtle.importKey("raw", fromBase64Url(publicKey), ED25519, false, ["verify"]);
+    key.catch(() => imported.delete(publicKey));
+    if (imported.size >= 1_024) imported.delete(imported.keys().next().value!);
+    imported.set(publicKey, key);
+  }
+  return key;
 }
 
 /** What a user signs to publish their mail key, so others know it is theirs. */

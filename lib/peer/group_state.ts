@@ -39,18 +39,53 @@ export function createGroup(members: string[], now = Date.now()): GroupState {
   return state;
 }
 
-/** Current members, as the names were first added, sorted case-insensitively. */
-export function membersOf(state: GroupState): string[] {
+/**
+ * Members of each state object, worked out once: states are values (every change makes a new
+ * one), and a group of 32 asks who is in it at every message, state and endpoint it handles.
+ * The counts guard against a state whose lists were changed in place after it was cached.
+ */
+interface StateView {
+  adds: number;
+  removed: number;
+  members: string[];
+  keys: Set<string>;
+  sum?: string;
+}
+const views = new WeakMap<GroupState, StateView>();
+
+function viewOf(state: GroupState): StateView {
+  const cached = views.get(state);
+  if (
+    cached && cached.adds === state.adds.length && cached.removed === state.removed.length
+  ) return cached;
   const dead = new Set(state.removed);
   const live = new Map<string, string>();
   for (const { user, tag } of state.adds) {
     if (!dead.has(tag) && !live.has(user.toLowerCase())) live.set(user.toLowerCase(), user);
   }
-  return [...live.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, u]) => u);
+  const sorted = [...live.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const view: StateView = {
+    adds: state.adds.length,
+    removed: state.removed.length,
+    members: sorted.map(([, u]) => u),
+    keys: new Set(sorted.map(([k]) => k)),
+  };
+  views.set(state, view);
+  return view;
+}
+
+/** Current members, as the names were first added, sorted case-insensitively. */
+export function membersOf(state: GroupState): string[] {
+  return [...viewOf(state).members];
 }
 
 export function isMember(state: GroupState, user: string): boolean {
-  return membersOf(state).some((m) => m.toLowerCase() === user.toLowerCase());
+  return viewOf(state).keys.has(user.toLowerCase());
+}
+
+/** How many members the state has. */
+export function memberCount(state: GroupState): number {
+  return viewOf(state).members.length;
 }
 
 /** Adds a member (a fresh tag: a re-add after a removal works). */
@@ -112,24 +147,32 @@ export function mergeGroups(a: GroupState, b: GroupState): GroupState {
  * authenticated; it only tells two members cheaply whether they agree.
  */
 export function groupChecksum(state: GroupState): string {
+  const view = viewOf(state);
+  if (view.sum !== undefined) return view.sum;
   const canonical = mergeGroups(state, { id: state.id, adds: [], removed: [] });
   const text = JSON.stringify([
     canonical.id,
     canonical.adds.map((a) => [a.tag, a.user.toLowerCase()]),
     canonical.removed,
   ]);
-  let hash = 0xcbf29ce484222325n;
+  // FNV-1a over the UTF-16 code units, in two 32-bit halves (the prime is 2^40 + 0x1b3).
+  let hi = 0xcbf29ce4;
+  let lo = 0x84222325;
   for (let i = 0; i < text.length; i++) {
-    hash ^= BigInt(text.charCodeAt(i));
-    hash = (hash * 0x100000001b3n) & 0xffffffffffffffffn;
+    lo = (lo ^ text.charCodeAt(i)) >>> 0;
+    const low = lo * 0x1b3;
+    const carry = Math.floor(low / 0x100000000);
+    hi = (Math.imul(hi, 0x1b3) + carry + (lo << 8)) >>> 0;
+    lo = low >>> 0;
   }
-  return hash.toString(16).padStart(16, "0");
+  view.sum = hi.toString(16).padStart(8, "0") + lo.toString(16).padStart(8, "0");
+  return view.sum;
 }
 
 /** Whether a state is within the limits (checked on everything a peer sends). */
 export function withinLimits(state: GroupState): boolean {
   return state.adds.length + state.removed.length <= MAX_GROUP_TAGS &&
-    membersOf(state).length <= MAX_GROUP_MEMBERS;
+    memberCount(state) <= MAX_GROUP_MEMBERS;
 }
 
 /** A short handle for a group, for commands: `#` and the first 6 characters of its id. */
