@@ -103,7 +103,12 @@ export class Delivery {
   readonly #links: PeerLinks;
   readonly #host: DeliveryHost;
   readonly #ackTimeoutMs: number;
-  readonly #acks = new Map<string, { resolve: (answer: "ack" | "busy") => void }>();
+  /** Answers awaited (by peer and id), each with its deadline (`Date.now()` ms). */
+  readonly #acks = new Map<
+    string,
+    { resolve: (answer: "ack" | "busy" | "timeout") => void; by: number }
+  >();
+  #ackTimer: ReturnType<typeof setInterval> | undefined;
   readonly #queues = new Map<string, Promise<void>>();
   readonly #inFlight = new Set<string>();
   readonly #seen = new Set<string>();
@@ -428,8 +433,8 @@ export class Delivery {
     const answer = Promise.withResolvers<LinkAnswer>();
     // Keyed by peer too: a group message has one id and goes to every member at once.
     const key = ackKey(link.user, frame.id);
-    this.#acks.set(key, { resolve: answer.resolve });
-    const timer = setTimeout(() => answer.resolve("timeout"), this.#ackTimeoutMs);
+    this.#acks.set(key, { resolve: answer.resolve, by: Date.now() + this.#ackTimeoutMs });
+    this.#watchAcks();
     const forget = onDropped(link, answer.resolve);
     try {
       await link.fc.send(frame);
@@ -437,10 +442,29 @@ export class Delivery {
     } catch {
       return "dropped";
     } finally {
-      clearTimeout(timer);
       forget();
       this.#acks.delete(key);
     }
+  }
+
+  /**
+   * While acks are awaited, one timer tells those past their deadline "timeout" (a timer set
+   * and cleared per frame sent cost more than the frame's encryption: 31 per group message).
+   */
+  #watchAcks(): void {
+    if (this.#ackTimer !== undefined || this.#ctx.signal.aborted) return;
+    const step = Math.max(10, Math.min(250, Math.floor(this.#ackTimeoutMs / 10)));
+    const stop = () => {
+      clearInterval(this.#ackTimer);
+      this.#ackTimer = undefined;
+      this.#ctx.signal.removeEventListener("abort", stop);
+    };
+    this.#ackTimer = setInterval(() => {
+      if (this.#acks.size === 0) return stop();
+      const now = Date.now();
+      for (const waiting of this.#acks.values()) if (now >= waiting.by) waiting.resolve("timeout");
+    }, step);
+    this.#ctx.signal.addEventListener("abort", stop);
   }
 
   /**

@@ -109,9 +109,10 @@ const GAP_BOUND_MS = 30_000;
  */
 const RELAY_GAP_MS = 200;
 /**
- * A message younger than this is not passed on yet (the member asks again): it is most likely
- * on its way from its author, and marks exchanged while messages flow lag by the ones in flight
- * (in a busy 32-member group every member passed each of them on to dozens of members).
+ * A message younger than this is not passed on yet (the member is asked to ask again once it is
+ * old enough): it is most likely on its way from its author, and marks exchanged while messages
+ * flow lag by the ones in flight (in a busy 32-member group every member passed each of them on
+ * to dozens of members).
  */
 const RELAY_MIN_AGE_MS = 2_000;
 const MORE_AFTER_MS = 250;
@@ -172,6 +173,8 @@ export class GroupChats {
   #heldCount = 0;
   /** One-off waits, cleared at close. */
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
+  /** Members to be asked again for their marks (key: group and member; see RELAY_MIN_AGE_MS). */
+  readonly #askAgain = new Set<string>();
   /** When I last passed on a batch, per member and group (key: group and member). */
   readonly #relayedAt = new Map<string, number>();
 
@@ -496,7 +499,16 @@ export class GroupChats {
         await link.fc.send(relayFrame(m.group, msg)).catch(() => {});
       }
     }
-    if (young) await link.fc.send({ type: "group_relay_more", group: m.group }).catch(() => {});
+    // Asked again once those are old enough (by then they most likely came from their author).
+    if (young && !this.#askAgain.has(asked)) {
+      this.#askAgain.add(asked);
+      const timer = setTimeout(() => {
+        this.#timers.delete(timer);
+        this.#askAgain.delete(asked);
+        link.fc.send({ type: "group_relay_more", group: m.group }).catch(() => {});
+      }, RELAY_MIN_AGE_MS);
+      this.#timers.add(timer);
+    }
   }
 
   /**
