@@ -114,3 +114,37 @@ Deno.test("removesLive() spots a state that ends a live membership, not an old o
     "carol",
   ]);
 });
+
+Deno.test("groupChecksum() is 64-bit FNV-1a over the canonical state, as older clients compute it", () => {
+  // The reference: FNV-1a in BigInt over the same canonical JSON (members compare checksums,
+  // so every version must compute the same one).
+  const reference = (state: GroupState): string => {
+    const byTag = (x: { tag: string }, y: { tag: string }) =>
+      x.tag < y.tag ? -1 : x.tag > y.tag ? 1 : 0;
+    const text = JSON.stringify([
+      state.id,
+      [...state.adds].sort(byTag).map((a) => [a.tag, a.user.toLowerCase()]),
+      [...state.removed].sort(),
+    ]);
+    let hash = 0xcbf29ce484222325n;
+    for (let i = 0; i < text.length; i++) {
+      hash ^= BigInt(text.charCodeAt(i));
+      hash = (hash * 0x100000001b3n) & 0xffffffffffffffffn;
+    }
+    return hash.toString(16).padStart(16, "0");
+  };
+  let state = createGroup(["Alice", "bob", "Zoë"]);
+  for (let i = 0; i < MAX_GROUP_MEMBERS; i++) {
+    state = addMember(state, `user${i}`);
+    assert.equal(groupChecksum(state), reference(state));
+  }
+  state = removeMember(state, "bob");
+  assert.equal(groupChecksum(state), reference(state));
+  // Worked out once per state, yet a state whose lists were changed in place is not stale.
+  const grown = createGroup(["ann", "ben"]);
+  const before = groupChecksum(grown);
+  grown.adds.push({ user: "cy", tag: crypto.randomUUID(), at: 1 });
+  assert.notEqual(groupChecksum(grown), before);
+  assert.equal(groupChecksum(grown), reference(grown));
+  assert.ok(isMember(grown, "CY"));
+});
