@@ -21,7 +21,8 @@
 import { asError, type OutgoingMessage } from "../net/framed_connection.ts";
 import type { PeerMessage } from "../protocol/messages.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
-import { sealMail } from "../peer/sealed_mail.ts";
+import { MailSealer } from "../peer/sealed_mail.ts";
+import type { Identity } from "../peer/identity.ts";
 import { delay } from "../util/time.ts";
 import { type DeliveryMark, groupChat, groupMarkOf, type PendingCopy } from "./client_store.ts";
 import { groupHandle, groupMessageStatement } from "../peer/group_state.ts";
@@ -124,6 +125,7 @@ export class Delivery {
   readonly #mailWaiting: (() => void)[] = [];
   /** Per recipient, the outcomes of their messages whose `mail_send` is not answered yet. */
   readonly #mailing = new Map<string, Set<Promise<Outcome>>>();
+  #sealer: { identity: Identity; sealer: MailSealer } | undefined;
   /**
    * Per recipient, my messages not settled yet (acked, stored or refused), each with its place
    * in the order they were written; and those whose delivery is under way now. A message goes
@@ -345,9 +347,9 @@ export class Delivery {
     });
     let sealed: string;
     try {
-      sealed = await sealMail(
+      // In the burst to this recipient: one key agreement and one signature for many messages.
+      sealed = await this.#sealerOf(session.identity).seal(
         { from: session.user, to: recipient.user, msgId: m.id, ts: m.ts, text: m.text },
-        session.identity,
         recipient.mailKey,
       );
     } catch (error) {
@@ -363,6 +365,14 @@ export class Delivery {
     }).then(() => {}).finally(() => this.#mailDone());
     answer.catch(() => {}); // the caller awaits it
     return { answer };
+  }
+
+  /** The sealer of my identity key's mail (bursts live as long as the key in use). */
+  #sealerOf(identity: Identity): MailSealer {
+    if (this.#sealer?.identity !== identity) {
+      this.#sealer = { identity, sealer: new MailSealer(identity) };
+    }
+    return this.#sealer.sealer;
   }
 
   /**

@@ -4,8 +4,15 @@
  * and read receipts for what I left for others.
  */
 import type { ServerMessage } from "../protocol/messages.ts";
-import { MailRejected, openMail } from "../peer/sealed_mail.ts";
+import {
+  type BurstPlace,
+  type MailKey,
+  MailOpener,
+  MailRejected,
+  type OpenedMail,
+} from "../peer/sealed_mail.ts";
 import { receiptStatement, verifySignature } from "../crypto/ed25519.ts";
+import { batchReceiptStatement, receiptRoot, rootOfProof } from "../crypto/receipt_tree.ts";
 import { type ClientContext, ClientError } from "./context.ts";
 import type { ServerSession } from "./server_session.ts";
 
@@ -21,12 +28,19 @@ export interface MailboxHost {
   readonly chatWith: string | undefined;
 }
 
+/** Bursts whose last shown message number is remembered, to see one come out of order. */
+const BURSTS_REMEMBERED = 1024;
+
 export class Mailbox {
   readonly #ctx: ClientContext;
   readonly #session: ServerSession;
   readonly #host: MailboxHost;
   /** The receipt pushes being handled, in order (see onReceipts). */
   #receipts: Promise<void> = Promise.resolve();
+  /** Opens mail sealed to my mail key; keeps each burst's key once checked. */
+  #opener: { mailKey: MailKey; user: string; opener: MailOpener } | undefined;
+  /** Per burst, the number of the last message of it shown here. */
+  readonly #lastShown = new Map<string, number>();
 
   constructor(ctx: ClientContext, session: ServerSession, host: MailboxHost) {
     this.#ctx = ctx;
@@ -68,20 +82,17 @@ export class Mailbox {
         from: sender.user,
       });
       const rejected: string[] = [];
-      const opened: { msgId: string; ts: number; text: string }[] = [];
+      const opened: { msgId: string; ts: number; text: string; place?: BurstPlace }[] = [];
       // Opened all at once (the signature checks overlap), then taken in order.
+      const opener = this.#openerOf(session.user, mailKey);
       const opening = batch.messages.map((m) =>
-        openMail(m.sealed, { user: session.user, mailKey }, {
-          from: batch.from,
-          msgId: m.msgId,
-          ts: m.ts,
-        }, sender.publicKey)
+        opener.open(m.sealed, { from: batch.from, msgId: m.msgId, ts: m.ts }, sender.publicKey)
       );
       for (const p of opening) p.catch(() => {}); // each is awaited below
       for (const [i, m] of batch.messages.entries()) {
-        let text: string;
+        let mail: OpenedMail;
         try {
-          text = (await opening[i]!).text;
+          mail = await opening[i]!;
         } catch (error) {
           if (!(error instanceof MailRejected)) throw error;
           rejected.push(m.msgId);
@@ -92,7 +103,7 @@ export class Mailbox {
           });
           continue;
         }
-        opened.push({ msgId: m.msgId, ts: m.ts, text });
+        opened.push({ msgId: m.msgId, ts: m.ts, text: mail.text, place: mail.place });
       }
       // The batch in one commit, before any of it is shown or confirmed. Shown once, whatever
       // the timing: a message already in history (it came directly, or a crash before the
@@ -109,6 +120,7 @@ export class Mailbox {
       })));
       for (const [i, m] of opened.entries()) {
         if (!fresh[i]) continue;
+        if (m.place) this.#checkOrder(batch.from, m.place);
         shown++;
         this.#ctx.emit({
           type: "message",
@@ -124,30 +136,60 @@ export class Mailbox {
       if (Deno.env.get("CONFAB_FAULT") === "crash-before-mail-confirm") {
         Deno.kill(Deno.pid, "SIGKILL"); // tests: die between storing and confirming
       }
-      // A receipt for each message read, signed by this device's identity key: the sender
-      // believes a receipt only with that signature, never on the server's word.
-      const readAt = Date.now();
+      // One receipt for the messages read, signed by this device's identity key over the root
+      // of their ids' hash tree: the sender believes a receipt only with that signature (and
+      // the message's path to the root), never on the server's word.
       const refused = new Set(rejected);
-      const receipts = await Promise.all(
-        batch.messages.filter((m) => !refused.has(m.msgId)).map(async (m) => ({
-          msgId: m.msgId,
+      const read = batch.messages.filter((m) => !refused.has(m.msgId)).map((m) => m.msgId);
+      const readAt = Date.now();
+      const receipt = read.length === 0 ? undefined : {
+        readAt,
+        sig: await session.identity.sign(batchReceiptStatement({
+          sender: batch.from,
+          reader: session.user,
           readAt,
-          sig: await session.identity.sign(
-            receiptStatement({ sender: batch.from, reader: session.user, msgId: m.msgId, readAt }),
-          ),
+          root: receiptRoot(read),
         })),
-      );
+      };
       await this.#session.request({
         type: "mail_confirm",
         from: batch.from,
         msgIds: batch.messages.map((m) => m.msgId),
         ...(rejected.length > 0 ? { rejected } : {}),
-        ...(receipts.length > 0 ? { receipts } : {}),
+        ...(receipt ? { receipt } : {}),
       });
       if (!batch.more) break;
     }
     this.#ctx.emit({ type: "shown", from: user, count: shown });
     return shown;
+  }
+
+  #openerOf(user: string, mailKey: MailKey): MailOpener {
+    if (this.#opener?.mailKey !== mailKey || this.#opener.user !== user) {
+      this.#opener = { mailKey, user, opener: new MailOpener({ user, mailKey }) };
+      this.#lastShown.clear();
+    }
+    return this.#opener.opener;
+  }
+
+  /**
+   * The sender numbered a burst's messages in the order they were written, and the server
+   * keeps that order: a message numbered below one of its burst shown before was held back
+   * or moved by the server. It is shown all the same (it is genuine), and the reader told.
+   */
+  #checkOrder(from: string, place: BurstPlace): void {
+    const last = this.#lastShown.get(place.burst);
+    if (last !== undefined && place.seq <= last) {
+      this.#ctx.emit({
+        type: "error",
+        code: "MAIL_OUT_OF_ORDER",
+        message: `a message from ${from} came out of the order it was written (number ` +
+          `${place.seq} of its burst after number ${last}): the server reordered it`,
+      });
+      return;
+    }
+    if (last === undefined && this.#lastShown.size >= BURSTS_REMEMBERED) this.#lastShown.clear();
+    this.#lastShown.set(place.burst, place.seq);
   }
 
   /**
@@ -157,7 +199,7 @@ export class Mailbox {
    * acknowledged, so the server forgets them).
    */
   onReceipts(
-    items: { msgId: string; reader: string; readAt: number; sig?: string }[],
+    items: { msgId: string; reader: string; readAt: number; sig?: string; proof?: string }[],
   ): Promise<void> {
     // One push at a time: the same receipts pushed twice (after the confirm, and by the event
     // that tells every instance) are then all marked by the first and said once, together.
@@ -167,16 +209,37 @@ export class Mailbox {
   }
 
   async #onReceipts(
-    items: { msgId: string; reader: string; readAt: number; sig?: string }[],
+    items: { msgId: string; reader: string; readAt: number; sig?: string; proof?: string }[],
   ): Promise<void> {
     const session = this.#session.current;
     if (!session) return;
     const byReader = new Map<string, { reader: string; ids: string[]; readAt: number }>();
     const refused = new Map<string, number>();
+    // A batch's signature is checked once for all its receipts.
+    const batches = new Map<string, Promise<boolean>>();
     for (const item of items) {
       const key = await this.#session.keyOf(item.reader);
-      const signed = item.sig !== undefined && key !== undefined &&
-        await verifySignature(
+      let signed = false;
+      if (item.sig !== undefined && key !== undefined && item.proof !== undefined) {
+        const root = rootOfProof(item.msgId, item.proof);
+        const at = `${key}\n${item.reader.toLowerCase()}\n${item.readAt}\n${root}\n${item.sig}`;
+        let check = batches.get(at);
+        if (check === undefined && root !== undefined) {
+          check = verifySignature(
+            key,
+            item.sig,
+            batchReceiptStatement({
+              sender: session.user,
+              reader: item.reader,
+              readAt: item.readAt,
+              root,
+            }),
+          );
+          batches.set(at, check);
+        }
+        signed = check !== undefined && await check;
+      } else if (item.sig !== undefined && key !== undefined) {
+        signed = await verifySignature(
           key,
           item.sig,
           receiptStatement({
@@ -186,6 +249,7 @@ export class Mailbox {
             readAt: item.readAt,
           }),
         );
+      }
       const marked = signed ? session.store.markRead(item.msgId, item.reader) : "unknown";
       if (marked === "unknown") {
         refused.set(item.reader, (refused.get(item.reader) ?? 0) + 1);

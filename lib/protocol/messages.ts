@@ -12,9 +12,11 @@ import { ERROR_CODES, ProtocolError } from "./errors.ts";
 /**
  * Protocol version spoken by this build; `hello` carries it and both sides compare. Version 4:
  * Noise with ChaChaPoly instead of AESGCM (version 3). Version 5: resumption tickets (`welcome`
- * carries one, a client coming back offers it in its first `noise` message: NNpsk0).
+ * carries one, a client coming back offers it in its first `noise` message: NNpsk0). Version 6:
+ * offline mail sealed in bursts (one key agreement and one signature for many messages), which
+ * a version 5 reader cannot open, and read receipts signed once per batch.
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 // ---- field rules ---------------------------------------------------------------------------
 
@@ -45,6 +47,11 @@ export const MAX_MAIL_BATCH_TEXT = 600 * 1024;
  * JSON, plus the envelope, signature and Noise overhead, times 4/3.
  */
 export const MAX_SEALED_LENGTH = 560 * 1024;
+/**
+ * Longest path of a message to the root of a batch read receipt, base64url: 16 levels of 33
+ * bytes (`MAX_PROOF_LENGTH` in lib/crypto/receipt_tree.ts).
+ */
+export const MAX_RECEIPT_PROOF_LENGTH = 704;
 
 const b64url = (len: number) =>
   z.string().length(len).regex(/^[A-Za-z0-9_-]+$/, "must be base64url");
@@ -181,6 +188,12 @@ export const MailConfirm = z.strictObject({
    */
   receipts: z.array(z.strictObject({ msgId: MessageId, readAt: Timestamp, sig: Signature }))
     .max(MAX_MAIL_BATCH).optional(),
+  /**
+   * One read receipt for all the messages read (`msgIds` without `rejected`, in that order),
+   * signed by my identity key over `batchReceiptStatement` (lib/crypto/receipt_tree.ts): the
+   * root of their hash tree. The server gives each message's receipt its path to that root.
+   */
+  receipt: z.strictObject({ readAt: Timestamp, sig: Signature }).optional(),
 });
 /** I have recorded these read receipts: the server may forget them. */
 export const ReceiptsAck = z.strictObject({
@@ -333,8 +346,14 @@ export const Receipts = z.strictObject({
       msgId: MessageId,
       reader: Username,
       readAt: Timestamp,
-      /** The reader's signature (`receiptStatement`); absent: only the server's word. */
+      /**
+       * The reader's signature: over `receiptStatement` alone, or with `proof` over the
+       * `batchReceiptStatement` of a batch; absent: only the server's word.
+       */
       sig: Signature.optional(),
+      /** The message's path to the root the reader signed (lib/crypto/receipt_tree.ts). */
+      proof: z.string().max(MAX_RECEIPT_PROOF_LENGTH).regex(/^[A-Za-z0-9_-]*$/, "must be base64url")
+        .optional(),
     }),
   ).min(1).max(MAX_MAIL_BATCH),
 });

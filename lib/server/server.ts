@@ -34,12 +34,15 @@ import {
 import { isStrongPublicKey, mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
 import { isStrongX25519Key } from "../crypto/x25519.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
+import { receiptProofs } from "../crypto/receipt_tree.ts";
 import {
   isStoreUnavailable,
   nameKey,
+  type Receipt,
   type Resumed,
   type Resumption,
   type ServerStore,
+  type SignedRead,
   type StoreEvent,
   type UserRecord,
 } from "./store.ts";
@@ -759,7 +762,7 @@ export class ConfabServer implements AsyncDisposable {
             m.msgIds,
             Date.now(),
             new Set(m.rejected ?? []),
-            new Map((m.receipts ?? []).map((r) => [r.msgId, { readAt: r.readAt, sig: r.sig }])),
+            signedReads(m),
           );
           if (done.length > 0) await this.#pushReceipts(sender.nameKey);
         }
@@ -999,7 +1002,7 @@ export class ConfabServer implements AsyncDisposable {
     if (!session) return;
     const items = await this.store.pendingReceipts(session.user, MAX_MAIL_BATCH, reader);
     if (items.length === 0) return;
-    session.fc.send({ type: "receipts", items }).catch(() => {});
+    session.fc.send({ type: "receipts", items: items.map(receiptItem) }).catch(() => {});
   }
 
   /**
@@ -1462,4 +1465,32 @@ class Slots {
       else this.#free++;
     }
   }
+}
+
+/**
+ * The reader's signed reads of a `mail_confirm`: one signature per message (`receipts`), or one
+ * for the batch (`receipt`), kept with each message's path to the root it signed as
+ * `<signature>.<path>` (see {@link receiptItem}).
+ */
+function signedReads(
+  m: Extract<ClientMessage, { type: "mail_confirm" }>,
+): Map<string, SignedRead> {
+  const reads = new Map((m.receipts ?? []).map((r) => [r.msgId, { readAt: r.readAt, sig: r.sig }]));
+  if (m.receipt) {
+    const refused = new Set(m.rejected ?? []);
+    const read = m.msgIds.filter((id) => !refused.has(id));
+    if (read.length === 0) return reads;
+    const proofs = receiptProofs(read);
+    read.forEach((id, i) => {
+      reads.set(id, { readAt: m.receipt!.readAt, sig: `${m.receipt!.sig}.${proofs[i]}` });
+    });
+  }
+  return reads;
+}
+
+/** A stored read receipt as pushed to its sender: a batch's signature and path apart. */
+function receiptItem(r: Receipt): Receipt & { proof?: string } {
+  const dot = r.sig?.indexOf(".") ?? -1;
+  if (dot < 0) return r;
+  return { ...r, sig: r.sig!.slice(0, dot), proof: r.sig!.slice(dot + 1) };
 }

@@ -26,7 +26,11 @@ export interface Receipt {
   msgId: string;
   reader: string;
   readAt: number;
-  /** The reader's signature over the receipt; absent for one stored unsigned. */
+  /**
+   * The reader's signature over the receipt; absent for one stored unsigned. A receipt of a
+   * batch is `<signature>.<path>`: the reader's one signature over the batch's root, and this
+   * message's path to that root (lib/crypto/receipt_tree.ts).
+   */
   sig?: string;
 }
 

@@ -1,0 +1,166 @@
+/**
+ * Offline mail sealed in bursts (one key agreement and one signature for many messages), end to
+ * end with real processes: a burst across a kill -9 of the server loses and duplicates nothing
+ * and is shown in order; one signed receipt per batch turns it all `**`; a server that reorders
+ * a burst is caught, one that moves a message into another burst or gives a batch receipt to
+ * another message is refused. Over SQLite, and over PostgreSQL with alice and bob on two
+ * instances.
+ */
+import assert from "node:assert/strict";
+import { deployments } from "./support/deployment.ts";
+import { type Event, TestClient } from "./support/processes.ts";
+import { historyOf, inChat, makeUsers, removeHomes, sendStored } from "./support/mail.ts";
+
+/**
+ * Every message of the chat with `user` in history, `text` and mark, oldest first (`/history`
+ * from inside a chat).
+ */
+async function wholeHistory(client: TestClient, user: string, inChat = false): Promise<string[]> {
+  await client.send(`${inChat ? "/" : ""}history ${user} 10000`);
+  const entries = (await client.event("history", { chat: user })).entries as Event[];
+  return entries.map((h) => `${h.text}${h.mark}`);
+}
+
+/** Long enough for hundreds of messages on a machine with two CPU hogs beside the suite. */
+const BURST_DEADLINE_MS = 90_000;
+
+deployments.test("a burst of mail across a kill -9 of the server is stored once each, shown in order, and read with batch receipts", async (d) => {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
+  const texts = Array.from({ length: 600 }, (_, i) => `burst ${i}`);
+  try {
+    await using alice = await inChat(d, homes, "alice", "bob", { online: false });
+    // Written at once, as a piped script does: they go to the server pipelined, in one burst.
+    await alice.send(texts.join("\n"));
+    await alice.event("stored", {}, BURST_DEADLINE_MS);
+    await d.killAll();
+    const storedAtKill = alice.events().filter((e) => e.type === "stored").length;
+    assert.ok(storedAtKill < texts.length, `the server died mid-burst (${storedAtKill} stored)`);
+    await d.start();
+    // Alice's client comes back by itself and sends again what had no answer, in order.
+    const sent = new Map<string, string>();
+    for (const text of texts) {
+      sent.set(String((await alice.anyEvent("sent", { text }, BURST_DEADLINE_MS)).id), text);
+    }
+    for (const id of sent.keys()) await alice.anyEvent("stored", { id }, BURST_DEADLINE_MS);
+    const gaveUp = alice.events().filter((e) => e.type === "not_delivered");
+    assert.deepEqual(gaveUp, [], "nothing refused");
+
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
+    await bob.login("bob");
+    await bob.send("show alice");
+    const shown = await bob.event("shown", { from: "alice" }, BURST_DEADLINE_MS);
+    const messages = bob.events().filter((e) => e.type === "message" && e.from === "alice");
+    assert.deepEqual(messages.map((m) => m.text), texts, "each once, in the order written");
+    assert.equal(shown.count, texts.length);
+    const errors = bob.events().filter((e) => e.type === "error");
+    assert.deepEqual(errors, [], "none out of order, none refused");
+    assert.deepEqual(await wholeHistory(bob, "alice"), texts.map((t) => `${t}**`));
+
+    // Two batches (500 and 100), one signature each: alice believes every receipt.
+    const read = new Set<string>();
+    while (read.size < texts.length) {
+      const event = await alice.event("read", { by: "bob" }, BURST_DEADLINE_MS);
+      for (const id of event.ids as string[]) read.add(id);
+    }
+    assert.deepEqual([...read].sort(), [...sent.keys()].sort());
+    assert.ok(!alice.events().some((e) => e.type === "error"), "no receipt refused");
+    assert.deepEqual(await wholeHistory(alice, "bob", true), texts.map((t) => `${t}**`));
+  } finally {
+    await removeHomes(homes);
+  }
+});
+
+deployments.test("mail a server reorders within a burst is shown with a warning, and mail moved into another burst is refused", async (d) => {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
+  try {
+    {
+      // One client: one burst.
+      await using alice = await inChat(d, homes, "alice", "bob", { online: false });
+      await sendStored(alice, ["one", "two", "three"]);
+    }
+    {
+      // A new client process: a new burst.
+      await using alice = await inChat(d, homes, "alice", "bob", { online: false });
+      await sendStored(alice, ["elsewhere"]);
+    }
+    const rows = await d.sql("SELECT * FROM mail ORDER BY seq");
+    assert.equal(rows.length, 4);
+    const [one, two, three, elsewhere] = rows as Record<string, string | number>[];
+    const header = (row: Record<string, string | number>) => String(row.body).slice(0, 144);
+    assert.equal(header(one!), header(three!), "one burst");
+    assert.notEqual(header(one!), header(elsewhere!), "another burst");
+    // The operator puts "three" first, and gives "elsewhere" the first burst's header.
+    const moved: Record<string, string | number> = {
+      ...elsewhere!,
+      body: header(one!) + String(elsewhere!.body).slice(144),
+    };
+    await d.sql("DELETE FROM mail");
+    for (const row of [three!, one!, two!, moved]) {
+      await d.sql(
+        `INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+        ["recipient", "sender", "msg_id", "ts", "body", "stored_at"].map((c) => row[c]!),
+      );
+    }
+
+    await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
+    await bob.login("bob");
+    await bob.send("show alice");
+    assert.equal((await bob.event("shown", { from: "alice" })).count, 3);
+    const events = bob.events();
+    const messages = events.filter((e) => e.type === "message").map((e) => e.text);
+    assert.deepEqual(messages, ["three", "one", "two"], "genuine, so shown, as delivered");
+    const errors = events.filter((e) => e.type === "error") as Event[];
+    const outOfOrder = errors.filter((e) => e.code === "MAIL_OUT_OF_ORDER");
+    assert.equal(outOfOrder.length, 2, JSON.stringify(errors));
+    assert.match(
+      String(outOfOrder[0]!.message),
+      /from alice came out of the order.*number 0 .* after number 2/,
+    );
+    const rejected = errors.filter((e) => e.code === "MAIL_REJECTED");
+    assert.equal(rejected.length, 1, JSON.stringify(errors));
+    assert.deepEqual(
+      (await historyOf(bob, "alice")).sort(),
+      ["one", "three", "two"],
+      "each once (in the order of their times)",
+    );
+  } finally {
+    await removeHomes(homes);
+  }
+});
+
+deployments.test("a batch read receipt is one signature, and a server that gives it to another message is refused", async (d) => {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
+  try {
+    let ids: string[];
+    {
+      await using alice = await inChat(d, homes, "alice", "bob", { online: false });
+      ids = (await sendStored(alice, ["read x", "read y"])).map((e) => String(e.id));
+    }
+    {
+      await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
+      await bob.login("bob");
+      await bob.send("show alice");
+      assert.equal((await bob.event("shown", { from: "alice" })).count, 2);
+    }
+    const [x, y] = ids as [string, string];
+    const rows = await d.sql("SELECT msg_id, sig FROM receipts ORDER BY msg_id");
+    const sigOf = (id: string) => String(rows.find((r) => r.msg_id === id)?.sig);
+    const [sigX, proofX] = sigOf(x).split(".");
+    const [sigY, proofY] = sigOf(y).split(".");
+    assert.equal(sigX, sigY, "one signature for the batch");
+    assert.ok(proofX && proofY && proofX !== proofY, "each message its own path");
+    // The operator gives y the receipt of x (a signature bob really made, with x's path).
+    await d.sql("UPDATE receipts SET sig = ? WHERE msg_id = ?", [sigOf(x), y]);
+
+    await using alice = await TestClient.start("alice", d.at("alice"), { home: homes.alice });
+    await alice.login("alice");
+    const refused = await alice.anyEvent("error", { code: "RECEIPT_REJECTED" });
+    assert.match(String(refused.message), /^1 read receipt said to be from bob refused/);
+    const read = await alice.anyEvent("read", { by: "bob" });
+    assert.deepEqual(read.ids, [x]);
+    assert.deepEqual(await historyOf(alice, "bob", true), ["read x**", "read y*"]);
+  } finally {
+    await removeHomes(homes);
+  }
+});
