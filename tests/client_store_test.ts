@@ -420,3 +420,24 @@ Deno.test("ClientStore.addMessageSoon() commits a burst together and every read 
   assert.deepEqual(await Promise.all(added), Array(20).fill(true));
   assert.equal(await again, false);
 });
+
+Deno.test("ClientStore.setMarkSoon() commits the marks of a turn together, and every read sees them", async () => {
+  await using dir = await tempDir();
+  {
+    using store = new ClientStore(dir.path);
+    const rows = Array.from({ length: 10 }, (_, i) => entry(`m${i}`, i));
+    await Promise.all(rows.map((r) => store.addMessageSoon(r)));
+    store.setMark("m0", "**");
+    const marked = rows.map((r) => store.setMarkSoon(r.id, "*"));
+    // A read before the commit ran sees the marks all the same; a delivered one stays.
+    assert.deepEqual(store.recent("bob", 100).map((e) => e.mark), ["**", ...Array(9).fill("*")]);
+    await Promise.all(marked);
+    // Queued and not yet written when the store closes: written by close().
+    void store.setMarkSoon("m9", "!");
+  }
+  using reopened = new ClientStore(dir.path);
+  assert.deepEqual(
+    reopened.recent("bob", 100).map((e) => e.mark),
+    ["**", ...Array(8).fill("*"), "!"],
+  );
+});

@@ -223,6 +223,8 @@ export class ClientStore implements Disposable {
   #batchTimer: ReturnType<typeof setTimeout> | undefined;
   /** Rows waiting for their group commit (see addMessageSoon). */
   readonly #rows: { entry: HistoryEntry; done: PromiseWithResolvers<boolean> }[] = [];
+  readonly #marks: { id: string; mark: DeliveryMark; done: PromiseWithResolvers<void> }[] = [];
+  #marksTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(userDir: string) {
     this.fixedMode = ownerOnlyDir(userDir);
@@ -288,20 +290,55 @@ export class ClientStore implements Disposable {
     return done.promise;
   }
 
-  /** Commits the rows {@link addMessageSoon} queued (every other use of history does first). */
+  /**
+   * {@link setMark} (without `to`) in a group commit: the marks set before the next turn of
+   * the event loop (the server's answers to a burst of mail) are written in one transaction;
+   * each resolves once it is committed.
+   */
+  setMarkSoon(id: string, mark: DeliveryMark): Promise<void> {
+    const done = Promise.withResolvers<void>();
+    this.#marks.push({ id, mark, done });
+    // The next turn, not the next microtask: the answers to a burst come as many frames of one
+    // read, each settled in its own chain of promises.
+    this.#marksTimer ??= setTimeout(() => this.#writeRows(), 0);
+    return done.promise;
+  }
+
+  /**
+   * Commits the rows {@link addMessageSoon} queued, then the marks {@link setMarkSoon} queued
+   * (every other use of history does this first).
+   */
   #writeRows(): void {
     const rows = this.#rows.splice(0);
-    if (rows.length === 0) return;
-    let added: boolean[];
+    if (rows.length > 0) {
+      let added: boolean[] | undefined;
+      try {
+        added = rows.length === 1
+          ? [this.#insert(rows[0]!.entry)]
+          : this.#db.transaction(() => rows.map((r) => this.#insert(r.entry)));
+      } catch (error) {
+        for (const r of rows) r.done.reject(error);
+      }
+      if (added) rows.forEach((r, i) => r.done.resolve(added[i]!));
+    }
+    clearTimeout(this.#marksTimer);
+    this.#marksTimer = undefined;
+    const marks = this.#marks.splice(0);
+    if (marks.length === 0) return;
     try {
-      added = rows.length === 1
-        ? [this.#insert(rows[0]!.entry)]
-        : this.#db.transaction(() => rows.map((r) => this.#insert(r.entry)));
+      this.#db.transaction(() => {
+        for (const m of marks) this.#markOutgoing(m.id, m.mark);
+      });
     } catch (error) {
-      for (const r of rows) r.done.reject(error);
+      for (const m of marks) m.done.reject(error);
       return;
     }
-    rows.forEach((r, i) => r.done.resolve(added[i]!));
+    for (const m of marks) m.done.resolve();
+  }
+
+  #markOutgoing(id: string, mark: DeliveryMark): void {
+    this.#db.sql("UPDATE messages SET mark = ? WHERE id = ? AND outgoing = 1 AND mark != '**'")
+      .run(mark, id);
   }
 
   #insert(entry: HistoryEntry): boolean {
@@ -334,8 +371,7 @@ export class ClientStore implements Disposable {
    */
   setMark(id: string, mark: DeliveryMark): void {
     this.#writeRows();
-    this.#db.sql("UPDATE messages SET mark = ? WHERE id = ? AND outgoing = 1 AND mark != '**'")
-      .run(mark, id);
+    this.#markOutgoing(id, mark);
   }
 
   /**

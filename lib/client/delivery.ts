@@ -37,7 +37,7 @@ const SEEN_IDS = 10_000;
  * `mail_send` requests a client keeps unanswered at once: enough for the server to commit a
  * burst together, few enough that none waits near its request timeout behind the others.
  */
-const MAIL_IN_FLIGHT = 64;
+const MAIL_IN_FLIGHT = 256;
 /** Messages neither the peer nor the server could take are tried again after this, doubling. */
 const RETRY_FIRST_MS = 2_000;
 const RETRY_MAX_MS = 30_000;
@@ -227,8 +227,11 @@ export class Delivery {
     if (mailing && !away) await Promise.all(mailing);
     const unsent = this.#unsent.get(key);
     const place = unsent?.get(m.id) ?? Infinity;
+    // In the order written (a Map keeps insertion order): only those before this one count, so
+    // a burst of thousands costs each message the few on their way, not the whole burst.
     for (const [id, earlier] of unsent ?? []) {
-      if (earlier < place && !this.#underWay.has(id)) {
+      if (earlier >= place) break;
+      if (!this.#underWay.has(id)) {
         const why = `it waits behind an earlier message to ${m.to} that could not be sent yet`;
         return { outcome: Promise.resolve(this.#leaveQueued(session, m, why)) };
       }
@@ -249,9 +252,10 @@ export class Delivery {
     } catch (error) {
       return { outcome: Promise.resolve(this.#mailFailed(session, m, direct.reason, error)) };
     }
-    const outcome = stored.then(() => {
+    const outcome = stored.then(async () => {
       this.#settled(m);
-      this.#finish(session, m.id, "*");
+      // The marks of a burst's answers share one commit; said once it is committed.
+      if (this.#session.current === session) await session.store.setMarkSoon(m.id, "*");
       this.#ctx.emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
       return "stored" as const;
     }, (error) => this.#mailFailed(session, m, direct.reason, error));

@@ -171,7 +171,7 @@ interface Burst {
  * share one ephemeral X25519 key, one DH and one Ed25519 signature over the burst statement;
  * each message is ChaCha20-Poly1305 under the burst key with its own nonce (its number in the
  * burst) and its number, id and time as associated data. The ephemeral private key is dropped
- * once the burst key is derived; the key is dropped when the burst ends.
+ * once the burst key is derived; the burst key stays in memory until a new burst replaces it.
  */
 export class MailSealer {
   readonly #identity: Identity;

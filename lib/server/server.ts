@@ -137,6 +137,11 @@ interface ConnState {
    * client pipelined behind it fail too for a while, so none is stored ahead of it.
    */
   mailRefusedAt: number;
+  /**
+   * The recipient of this connection's last `mail_send`s, found and found a mutual contact at
+   * `at`: a burst to one user asks the store once per {@link MAIL_CHECK_REUSE_MS}.
+   */
+  mailTo?: { session: Session; name: string; target: UserRecord; at: number };
   port: number;
   /** base64url Noise static key of this connection's client. */
   staticKey: string;
@@ -180,6 +185,12 @@ const EVENT_CONCURRENCY = 4;
  * a pipelined request takes to arrive.
  */
 const MAIL_REFUSED_MS = 1_500;
+/**
+ * How long a `mail_send`'s recipient (the account, and that they and the sender are mutual
+ * contacts) is taken as checked for the next ones on the same connection: a contact removed
+ * during a burst may still get up to this much of it.
+ */
+const MAIL_CHECK_REUSE_MS = 1_000;
 /** Bytes read ahead on a client's control connection (a request is a few hundred bytes). */
 const CONTROL_READ_AHEAD = 1024;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
@@ -919,16 +930,7 @@ export class ConfabServer implements AsyncDisposable {
     m: Extract<ClientMessage, { type: "mail_send" }>,
     order: { previous: Promise<void>; handed: () => void; state: ConnState },
   ): Promise<void> {
-    const target = await this.store.getUser(m.to);
-    if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.to}`);
-    // Only a mutual contact may leave mail: a stranger cannot fill anyone's mailbox.
-    if (!await this.store.isMutual(session.user, target.name)) {
-      throw new Reply(
-        "NOT_A_CONTACT",
-        `${target.name} has not accepted you as a contact; nothing was stored ` +
-          `(contacts add ${target.name} sends a request)`,
-      );
-    }
+    const target = await this.#mailTarget(session, m.to, order.state);
     await order.previous; // the one before it on this connection is in the store's queue
     if (Date.now() - order.state.mailRefusedAt < MAIL_REFUSED_MS) {
       // Sent before the client heard that an earlier one failed: it must not overtake it.
@@ -970,6 +972,29 @@ export class ConfabServer implements AsyncDisposable {
     }
     // A stored message is an event: the instance holding the recipient sends the notice.
     return await fc.send({ type: "mail_stored", id: m.id, msgId: m.msgId });
+  }
+
+  /** The recipient of a `mail_send`: an account that is a mutual contact of the sender. */
+  async #mailTarget(session: Session, to: string, state: ConnState): Promise<UserRecord> {
+    const seen = state.mailTo;
+    const now = Date.now();
+    if (
+      seen?.session === session && seen.name === nameKey(to) && now - seen.at < MAIL_CHECK_REUSE_MS
+    ) {
+      return seen.target;
+    }
+    const target = await this.store.getUser(to);
+    if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${to}`);
+    // Only a mutual contact may leave mail: a stranger cannot fill anyone's mailbox.
+    if (!await this.store.isMutual(session.user, target.name)) {
+      throw new Reply(
+        "NOT_A_CONTACT",
+        `${target.name} has not accepted you as a contact; nothing was stored ` +
+          `(contacts add ${target.name} sends a request)`,
+      );
+    }
+    state.mailTo = { session, name: target.nameKey, target, at: now };
+    return target;
   }
 
   async #show(
