@@ -138,8 +138,10 @@ Deno.test("a request sent after hello but before the Noise handshake ends the co
 Deno.test("garbage, oversize frames, bad JSON, unknown types and a silent connection do not stop the server serving others", async () => {
   await using server = await startServer();
 
-  // A connection that never sends a byte (held open during everything below).
+  // A connection that never sends a byte (held open during everything below, until the
+  // server's 10 s deadline for a hello, which a loaded machine may reach before the end).
   await using silent = await RawConn.connect(server.port);
+  const silentSince = Date.now();
 
   // Not our protocol at all: read as a length of 0x47455420 bytes, far above the maximum.
   await using http = await RawConn.connect(server.port);
@@ -206,8 +208,9 @@ Deno.test("garbage, oversize frames, bad JSON, unknown types and a silent connec
   await bob.send("indeed");
   await alice.event("message", { from: "bob", text: "indeed" });
 
-  // The abusers that were not thrown out are still attached, and the sealed one still works.
-  assert.equal(silent.ended, false);
+  // The abusers that were not thrown out are still attached (the silent one until its hello
+  // deadline), and the sealed one still works.
+  assert.ok(!silent.ended || Date.now() - silentSince >= 10_000, "silent dropped early");
   assert.deepEqual(await sealed.request({ type: "ping", id: 9 }), { type: "pong", id: 9 });
 });
 
