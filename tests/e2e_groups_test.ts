@@ -130,7 +130,7 @@ deployments.test("five members with two concurrent adds converge to one member l
   }
 });
 
-deployments.test("kill -9 of a member: it stays a member, is away within a second, and catches up inside the group after a restart", async (d) => {
+deployments.test("kill -9 of a member: it stays a member, is away as soon as its links close, and catches up inside the group after a restart", async (d) => {
   const clients = await crowd(d, ["alice", "bob", "carol"]);
   try {
     const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
@@ -138,8 +138,15 @@ deployments.test("kill -9 of a member: it stays a member, is away within a secon
     const killedAt = Date.now();
     carol.proc.kill("SIGKILL");
     for (const c of [alice, bob]) {
-      const e = await c.event("group_presence", { group, user: "carol", here: false }, 5000);
-      assert.ok(Number(e.time) - killedAt < 1000, `told after ${Number(e.time) - killedAt} ms`);
+      // Told from the closed link itself, not after the link went silent for the peer timeout
+      // (how fast, in milliseconds, is the failover item of the bench: a deadline of a second
+      // here would fail on a loaded machine).
+      const e = await c.event("group_presence", { group, user: "carol", here: false });
+      assert.doesNotMatch(
+        String(e.reason),
+        /^no answer for/,
+        `told after ${Number(e.time) - killedAt} ms`,
+      );
     }
     await alice.send("still here");
     await bob.event("message", { text: "still here", group });
