@@ -156,14 +156,18 @@ Deno.test("openMail() rejects a message whose envelope differs from what was sea
   assert.equal((await openAsBob(sealed, c, { from: "Alice" })).text, c.text);
 });
 
+/** A message sealed by an older version, as that version left it (tests/fixtures). */
+async function sealedFixture(name: string): Promise<{
+  senderIdentityKey: string;
+  recipientMailKey: string;
+  content: MailContent;
+  sealed: string;
+}> {
+  return JSON.parse(await Deno.readTextFile(new URL(`./fixtures/${name}`, import.meta.url)));
+}
+
 Deno.test("openMail() still opens mail that protocol version 3 sealed with AESGCM, and only when it authenticates", async () => {
-  const path = new URL("./fixtures/sealed-mail-v3.json", import.meta.url);
-  const fixture = JSON.parse(await Deno.readTextFile(path)) as {
-    senderIdentityKey: string;
-    recipientMailKey: string;
-    content: MailContent;
-    sealed: string;
-  };
+  const fixture = await sealedFixture("sealed-mail-v3.json");
   const me = { user: "bob", mailKey: await MailKey.fromPrivate(fixture.recipientMailKey) };
   const c = fixture.content;
   const envelope = { from: c.from, msgId: c.msgId, ts: c.ts };
@@ -184,13 +188,7 @@ Deno.test("openMail() still opens mail that protocol version 3 sealed with AESGC
 });
 
 Deno.test("openMail() still opens mail that protocol version 5 sealed alone, and only when it authenticates", async () => {
-  const path = new URL("./fixtures/sealed-mail-v5.json", import.meta.url);
-  const fixture = JSON.parse(await Deno.readTextFile(path)) as {
-    senderIdentityKey: string;
-    recipientMailKey: string;
-    content: MailContent;
-    sealed: string;
-  };
+  const fixture = await sealedFixture("sealed-mail-v5.json");
   const me = { user: "bob", mailKey: await MailKey.fromPrivate(fixture.recipientMailKey) };
   const c = fixture.content;
   const envelope = { from: c.from, msgId: c.msgId, ts: c.ts };
