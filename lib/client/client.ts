@@ -136,7 +136,10 @@ export class ConfabClient implements AsyncDisposable {
   #group: string | undefined;
   #groups: GroupChats | undefined;
   #transfers: Transfers | undefined;
-  /** The contact list as the server last gave it in this session (for `--auto-accept`). */
+  /**
+   * My mutual contacts as the server last gave them in this session, kept up to date from its
+   * pushes: what file offers (`--auto-accept contacts`) and group invitations are checked against.
+   */
   #contacts = new Set<string>();
   /** Whether {@link #contacts} came from the server in this session. */
   #contactsKnown = false;

@@ -633,9 +633,8 @@ export class ServerSession {
     return { contacts, requested, requests };
   }
 
-  /** Sends `user` a contact request, or accepts theirs. */
   /**
-   * Adds `user` as a contact (a request, or the answer to theirs).
+   * Sends `user` a contact request, or accepts theirs.
    * @returns whether we are now contacts both ways.
    */
   async addContact(user: string): Promise<boolean> {

@@ -309,7 +309,8 @@ export function sealWithNonce(
   return out;
 }
 
-const SEAL_OPTIONS = { authTagLength: TAG_LEN };
+/** The AEAD options of every seal and open: a 16-byte tag. */
+const AEAD_OPTIONS = { authTagLength: TAG_LEN };
 
 /** Seals into `out` from `at` (room checked by the caller): ciphertext, then the 16-byte tag. */
 function sealInto(
@@ -322,8 +323,8 @@ function sealInto(
   at: number,
 ): void {
   const cipher = name === "ChaChaPoly"
-    ? createCipheriv("chacha20-poly1305", key, iv, SEAL_OPTIONS)
-    : createCipheriv("aes-256-gcm", key, iv, SEAL_OPTIONS);
+    ? createCipheriv("chacha20-poly1305", key, iv, AEAD_OPTIONS)
+    : createCipheriv("aes-256-gcm", key, iv, AEAD_OPTIONS);
   if (ad.length > 0) cipher.setAAD(ad, { plaintextLength: plaintext.length });
   const body = cipher.update(plaintext);
   const last = cipher.final();
@@ -367,10 +368,9 @@ export function openWithNonce(
   if (ciphertext.length < TAG_LEN) {
     throw new CryptoError("BAD_MESSAGE", `${ciphertext.length} bytes: shorter than a tag`);
   }
-  const options = { authTagLength: TAG_LEN };
   const decipher = name === "ChaChaPoly"
-    ? createDecipheriv("chacha20-poly1305", key, iv, options)
-    : createDecipheriv("aes-256-gcm", key, iv, options);
+    ? createDecipheriv("chacha20-poly1305", key, iv, AEAD_OPTIONS)
+    : createDecipheriv("aes-256-gcm", key, iv, AEAD_OPTIONS);
   if (ad.length > 0) decipher.setAAD(ad, { plaintextLength: ciphertext.length - TAG_LEN });
   decipher.setAuthTag(ciphertext.subarray(ciphertext.length - TAG_LEN));
   const body = decipher.update(ciphertext.subarray(0, ciphertext.length - TAG_LEN));

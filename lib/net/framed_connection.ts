@@ -1035,7 +1035,7 @@ export async function dial(
  * us), from `Deno.connect` or `node:net`. Callers see these as a {@link ConnectionClosedError}:
  * a lost link is one condition, however the kernel happened to report it.
  */
-export function isLinkFailure(error: unknown): boolean {
+function isLinkFailure(error: unknown): boolean {
   if (
     error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.ConnectionReset ||
     error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected ||

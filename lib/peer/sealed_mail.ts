@@ -33,6 +33,7 @@ import {
   KEY_LEN,
   type KeyPair,
   keyPairFromPrivateKey,
+  TAG_LEN,
 } from "../crypto/noise.ts";
 import { dirname } from "node:path";
 import { dh } from "../crypto/x25519.ts";
@@ -118,7 +119,6 @@ const MAGIC = fromBase64Url(BURST_PREFIX);
 const BURST_HEADER_LENGTH = 108;
 const BURST_HEADER_CHARS = (BURST_HEADER_LENGTH / 3) * 4;
 const SEQ_LENGTH = 4;
-const TAG_LENGTH = 16;
 
 /** A burst's key is used for at most this many messages, */
 export const BURST_MAX_MESSAGES = 100_000;
@@ -357,7 +357,7 @@ export class MailOpener {
     } catch {
       throw new MailRejected("cannot decrypt it (not a burst)");
     }
-    if (tail.length < SEQ_LENGTH + TAG_LENGTH) {
+    if (tail.length < SEQ_LENGTH + TAG_LEN) {
       throw new MailRejected("cannot decrypt it (not a burst)");
     }
     const at = `${senderIdentityKey}\n${envelope.from.toLowerCase()}\n${header}`;

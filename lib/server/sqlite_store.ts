@@ -650,15 +650,7 @@ export class SqliteStore implements ServerStore {
   }
 
   detach(user: string, attach: string, at = Date.now()): Promise<boolean> {
-    return settle(() => {
-      const key = nameKey(user);
-      const current = this.#online.get(key);
-      if (current?.attach !== attach) return false;
-      this.#online.delete(key);
-      this.#logout(current.registrySeq, at);
-      this.#emit({ kind: "presence", user: key, online: false });
-      return true;
-    });
+    return settle(() => this.#detach(user, attach, at));
   }
 
   detachMany(
@@ -666,18 +658,19 @@ export class SqliteStore implements ServerStore {
     at = Date.now(),
   ): Promise<boolean[]> {
     return settle(() =>
-      this.#db.transaction(() =>
-        places.map(({ user, attach }) => {
-          const key = nameKey(user);
-          const current = this.#online.get(key);
-          if (current?.attach !== attach) return false;
-          this.#online.delete(key);
-          this.#logout(current.registrySeq, at);
-          this.#emit({ kind: "presence", user: key, online: false });
-          return true;
-        })
-      )
+      this.#db.transaction(() => places.map(({ user, attach }) => this.#detach(user, attach, at)))
     );
+  }
+
+  /** Takes `user` out if `attach` still holds their place; whether it did. */
+  #detach(user: string, attach: string, at: number): boolean {
+    const key = nameKey(user);
+    const current = this.#online.get(key);
+    if (current?.attach !== attach) return false;
+    this.#online.delete(key);
+    this.#logout(current.registrySeq, at);
+    this.#emit({ kind: "presence", user: key, online: false });
+    return true;
   }
 
   #logout(seq: number, at: number): void {
