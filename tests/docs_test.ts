@@ -2,16 +2,15 @@
 // every message type (docs/protocol.md) and every --json event type (docs/scripting.md).
 import assert from "node:assert/strict";
 import * as messages from "../lib/protocol/messages.ts";
+import { LiteralSchema, ObjectSchema } from "../lib/protocol/schema.ts";
 
 const doc = await Deno.readTextFile(new URL("../docs/protocol.md", import.meta.url));
 
 /** The `type` literal of a message schema (a strict object whose `type` is one literal), if any. */
 function messageType(schema: unknown): string | undefined {
-  const shape = (schema as { shape?: Record<string, unknown> })?.shape;
-  const type = shape?.type as { def?: { type?: string; values?: unknown[] } } | undefined;
-  if (type?.def?.type !== "literal" || type.def.values?.length !== 1) return undefined;
-  const value = type.def.values[0];
-  return typeof value === "string" ? value : undefined;
+  if (!(schema instanceof ObjectSchema)) return undefined;
+  const type = (schema.shape as Record<string, unknown>).type;
+  return type instanceof LiteralSchema && typeof type.value === "string" ? type.value : undefined;
 }
 
 Deno.test("docs/protocol.md states the protocol version the code speaks", () => {

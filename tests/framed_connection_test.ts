@@ -5,7 +5,7 @@
  * raw socket, so the test can send bytes a well-behaved peer never would.
  */
 import assert from "node:assert/strict";
-import { z } from "zod";
+import * as s from "../lib/protocol/schema.ts";
 import {
   type AnyMessage,
   FramedConnection,
@@ -466,9 +466,9 @@ Deno.test("FramedConnection reports a frame cut off by the peer's close as a Fra
 // ---- large messages ------------------------------------------------------------------------
 
 /** A protocol with one message of any size, to go past chat's 64 Ki-character text limit. */
-const Blob = z.strictObject({ type: z.literal("blob"), data: z.string() });
-const BlobProtocol = z.discriminatedUnion("type", [ErrorMsg, Blob]);
-type BlobMessage = z.infer<typeof BlobProtocol>;
+const Blob = s.object({ type: s.literal("blob"), data: s.string() });
+const BlobProtocol = s.union("type", [ErrorMsg, Blob]);
+type BlobMessage = s.Infer<typeof BlobProtocol>;
 
 /** About `bytes` of UTF-8 with multi-byte characters, so reads split them anywhere. */
 function bigText(bytes: number): string {

@@ -5,7 +5,6 @@
  * ProtocolError carrying a stable code.
  */
 import assert from "node:assert/strict";
-import { z } from "zod";
 import * as messages from "../lib/protocol/messages.ts";
 import {
   ClientToServer,
@@ -25,6 +24,7 @@ import {
   Username,
 } from "../lib/protocol/messages.ts";
 import { ERROR_CODES, type ErrorCode, ProtocolError } from "../lib/protocol/errors.ts";
+import { LiteralSchema, ObjectSchema, Schema } from "../lib/protocol/schema.ts";
 
 const enc = new TextEncoder();
 
@@ -606,9 +606,9 @@ function decodeAs(direction: Direction, message: unknown): unknown {
   return decodeMessage(UNIONS[direction], enc.encode(JSON.stringify(message)));
 }
 
-function schemaOf(name: string): z.ZodType {
+function schemaOf(name: string): Schema<unknown> {
   const schema = (messages as Record<string, unknown>)[name];
-  assert.ok(schema instanceof z.ZodType, `messages.ts exports no schema named ${name}`);
+  assert.ok(schema instanceof Schema, `messages.ts exports no schema named ${name}`);
   return schema;
 }
 
@@ -617,8 +617,8 @@ function schemaOf(name: string): z.ZodType {
 Deno.test("messages.ts: every exported message schema has a test case", () => {
   const exported = Object.entries(messages)
     .filter(([, value]) =>
-      value instanceof z.ZodObject &&
-      (value.shape as Record<string, unknown>).type instanceof z.ZodLiteral
+      value instanceof ObjectSchema &&
+      (value.shape as Record<string, unknown>).type instanceof LiteralSchema
     )
     .map(([name]) => name)
     .sort();
@@ -627,7 +627,7 @@ Deno.test("messages.ts: every exported message schema has a test case", () => {
 
 Deno.test("messages.ts: every message type belongs to the unions of its direction", () => {
   for (const [direction, union] of Object.entries(UNIONS)) {
-    const types = union.options.map((o) => (o.shape as { type: z.ZodLiteral<string> }).type.value);
+    const types = union.options.map((o) => (o.shape as { type: LiteralSchema<string> }).type.value);
     const expected = CASES.filter((c) => c.directions.includes(direction as Direction))
       .map((c) => c.example.type);
     assert.deepEqual(types.sort(), expected.sort(), direction);

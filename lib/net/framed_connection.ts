@@ -14,8 +14,12 @@ import {
   RemoteError,
   TimeoutError,
 } from "../protocol/errors.ts";
-import { decodeMessage, encodeMessage, requestIdOf } from "../protocol/messages.ts";
-import type { z } from "zod";
+import {
+  decodeMessage,
+  encodeMessage,
+  type MessageSchema,
+  requestIdOf,
+} from "../protocol/messages.ts";
 import type { NoiseSession, TransportCipher } from "../crypto/noise.ts";
 import { CryptoError, MAX_MESSAGE_LEN } from "../crypto/noise.ts";
 import { closeFrameInto, openFrame, sealedSize } from "./sealed_frames.ts";
@@ -50,7 +54,7 @@ export type OutgoingMessage = { type: string; [field: string]: unknown };
 
 export interface FramedConnectionOptions<In> {
   /** The messages this side accepts; anything else is answered with an error frame. */
-  schema: z.ZodDiscriminatedUnion;
+  schema: MessageSchema;
   /** Message types that answer a request of ours (matched to it by `id`). */
   replyTypes: readonly string[];
   /**

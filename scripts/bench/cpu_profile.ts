@@ -67,7 +67,7 @@ const STEPS: [string, (fn: string, url: string) => boolean][] = [
   ["GC", (fn) => fn === "(garbage collector)"],
   ["idle", (fn) => fn === "(idle)"],
   ["JSON encode/decode", (fn) => /^(JSON\.)?(parse|stringify)$/.test(fn)],
-  ["schema validation", (_, url) => url.includes("/zod@") || url.includes("/zod/")],
+  ["schema validation", (_, url) => url.includes("/lib/protocol/schema.ts")],
   [
     "AEAD (ChaCha20-Poly1305)",
     (fn, url) =>
