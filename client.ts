@@ -4,8 +4,8 @@
  *
  *   deno run -A client.ts [peer port] [--server HOST:PORT] [--home DIR] [--json] [--verbose]
  */
-import { Command, InvalidArgumentError, Option } from "commander";
 import { join } from "node:path";
+import { parseOrExit } from "./lib/cli/args.ts";
 import { parsePort, parseServers } from "./lib/cli/lines.ts";
 import { NameBook, runApp } from "./lib/client/app.ts";
 import { ClientError, ConfabClient } from "./lib/client/client.ts";
@@ -19,16 +19,6 @@ import {
 import { asError } from "./lib/net/framed_connection.ts";
 import { MAIN_HELP } from "./lib/client/commands.ts";
 import { parseFingerprint } from "./lib/crypto/fingerprint.ts";
-
-function wrap<T>(parse: (value: string) => T): (value: string) => T {
-  return (value) => {
-    try {
-      return parse(value);
-    } catch (error) {
-      throw new InvalidArgumentError(asError(error).message);
-    }
-  };
-}
 
 /** Parses `4G`, `500M`, `64K` or a plain number of bytes. */
 function parseSize(value: string): number {
@@ -53,122 +43,142 @@ function defaultHome(): string {
 
 const DEFAULT_MAX_FILE = 4 * 1024 ** 3;
 
-const program = new Command()
-  .name("confab")
-  .description(
-    "Confab messenger client: chat with your contacts directly, peer to peer.\n" +
-      "Commands are typed (or piped) on stdin; see the list after the options.",
-  )
-  .argument("[port]", "peer port to listen on (same as --port)", wrap(parsePort))
-  .addOption(
-    new Option("-p, --port <port>", "peer port to listen on (default: any free port)")
-      .argParser(wrap(parsePort)),
-  )
-  .addOption(
-    new Option(
-      "-s, --server <host:port,...>",
-      "the Confab server; several addresses of one service, comma-separated: the client uses " +
-        "the first that answers and re-attaches to another when it is lost",
-    )
-      .argParser(wrap(parseServers))
-      .default([{ host: "127.0.0.1", port: 4242 }], "127.0.0.1:4242"),
-  )
-  .addOption(
-    new Option("--home <dir>", "where your keys and history live")
-      .default(defaultHome(), "~/.confab"),
-  )
-  .option("--json", "one JSON object per event on stdout, for scripts")
-  .option("-v, --verbose", "technical detail too: addresses, links, low-level errors")
-  .addOption(
-    new Option("--notify <how>", "on a message for a chat that is not open")
-      .choices(["bell", "title", "both", "none"])
-      .default("bell"),
-  )
-  .option(
-    "--accept-server-key <fingerprint>",
-    "accept and pin a changed server key once, only if it has this fingerprint (the one the " +
-      "server prints at start-up)",
-    wrap(parseFingerprint),
-  )
-  .option(
-    "--announce-port <port>",
-    "the peer port to announce, when a port forwarder sits in front of --port",
-    wrap((v) => {
-      const n = parsePort(v, "--announce-port");
-      if (n === 0) throw new RangeError("--announce-port must be a port from 1 to 65535");
-      return n;
-    }),
-  )
-  .addOption(
-    new Option("--peer-timeout <seconds>", "a silent peer is gone after this many seconds")
-      .argParser(wrap((v) => {
+const parsed = parseOrExit({
+  name: "confab",
+  description: "Confab messenger client: chat with your contacts directly, peer to peer.\n" +
+    "Commands are typed (or piped) on stdin; see the list after the options.",
+  argument: {
+    name: "port",
+    description: "peer port to listen on (same as --port)",
+    parse: parsePort,
+  },
+  options: [
+    {
+      flags: "-p, --port <port>",
+      description: "peer port to listen on (default: any free port)",
+      parse: parsePort,
+    },
+    {
+      flags: "-s, --server <host:port,...>",
+      description: "the Confab server; several addresses of one service, comma-separated: the " +
+        "client uses the first that answers and re-attaches to another when it is lost",
+      parse: parseServers,
+      default: [{ host: "127.0.0.1", port: 4242 }],
+      defaultText: "127.0.0.1:4242",
+    },
+    {
+      flags: "--home <dir>",
+      description: "where your keys and history live",
+      default: defaultHome(),
+      defaultText: "~/.confab",
+    },
+    { flags: "--json", description: "one JSON object per event on stdout, for scripts" },
+    {
+      flags: "-v, --verbose",
+      description: "technical detail too: addresses, links, low-level errors",
+    },
+    {
+      flags: "--notify <how>",
+      description: "on a message for a chat that is not open",
+      choices: ["bell", "title", "both", "none"],
+      default: "bell",
+    },
+    {
+      flags: "--accept-server-key <fingerprint>",
+      description: "accept and pin a changed server key once, only if it has this fingerprint " +
+        "(the one the server prints at start-up)",
+      parse: parseFingerprint,
+    },
+    {
+      flags: "--announce-port <port>",
+      description: "the peer port to announce, when a port forwarder sits in front of --port",
+      parse: (v) => {
+        const n = parsePort(v, "--announce-port");
+        if (n === 0) throw new RangeError("--announce-port must be a port from 1 to 65535");
+        return n;
+      },
+    },
+    {
+      flags: "--peer-timeout <seconds>",
+      description: "a silent peer is gone after this many seconds",
+      parse: (v) => {
         const n = Number(v);
         if (!Number.isFinite(n) || n < 1 || n > 300) throw new RangeError("1 to 300 seconds");
         return n;
-      }))
-      .default(3),
-  )
-  .addOption(
-    new Option("--max-file-size <size>", "refuse larger files (500M, 4G, or bytes)")
-      .argParser(wrap(parseSize))
-      .default(DEFAULT_MAX_FILE, "4G"),
-  )
-  .addOption(
-    new Option("--auto-accept <who>", "file offers taken without asking: from contacts, or none")
-      .choices(["ask", "contacts", "none"])
-      .default("ask"),
-  )
-  .addOption(
-    new Option("--max-partial <size>", "most bytes held aside by files being received")
-      .argParser(wrap(parseSize))
-      .default(8 * 1024 ** 3, "8G"),
-  )
-  .addOption(
-    new Option("--keep-free <size>", "refuse a file that would leave less free disk space")
-      .argParser(wrap(parseSize))
-      .default(256 * 1024 ** 2, "256M"),
-  )
-  .addOption(
-    new Option("--offer-timeout <seconds>", "a file offer you leave unanswered is declined then")
-      .argParser(wrap((v) => count(v, 1, 3600)))
-      .default(300),
-  )
-  .addOption(
-    new Option("--punch <on|off>", "try to turn relayed links into direct ones (hole punching)")
-      .argParser(wrap((v) => {
+      },
+      default: 3,
+    },
+    {
+      flags: "--max-file-size <size>",
+      description: "refuse larger files (500M, 4G, or bytes)",
+      parse: parseSize,
+      default: DEFAULT_MAX_FILE,
+      defaultText: "4G",
+    },
+    {
+      flags: "--auto-accept <who>",
+      description: "file offers taken without asking: from contacts, or none",
+      choices: ["ask", "contacts", "none"],
+      default: "ask",
+    },
+    {
+      flags: "--max-partial <size>",
+      description: "most bytes held aside by files being received",
+      parse: parseSize,
+      default: 8 * 1024 ** 3,
+      defaultText: "8G",
+    },
+    {
+      flags: "--keep-free <size>",
+      description: "refuse a file that would leave less free disk space",
+      parse: parseSize,
+      default: 256 * 1024 ** 2,
+      defaultText: "256M",
+    },
+    {
+      flags: "--offer-timeout <seconds>",
+      description: "a file offer you leave unanswered is declined then",
+      parse: (v) => count(v, 1, 3600),
+      default: 300,
+    },
+    {
+      flags: "--punch <on|off>",
+      description: "try to turn relayed links into direct ones (hole punching)",
+      parse: (v) => {
         if (v !== "on" && v !== "off") throw new RangeError(`on or off, not "${v}"`);
         return v === "on";
-      }))
-      .default(true, "on"),
-  )
-  .addOption(
-    new Option("--max-peer-conns <n>", "connections held at once on the peer port")
-      .argParser(wrap((v) => count(v, 1, 10_000)))
-      .default(256),
-  )
-  .addOption(
-    new Option(
-      "--max-peer-conns-per-address <n>",
-      "connections held at once on the peer port from one address",
-    )
-      .argParser(wrap((v) => count(v, 1, 10_000)))
-      .default(32),
-  )
-  .addOption(
-    new Option("--history <n>", "messages shown when a chat opens")
-      .argParser(wrap((v) => {
+      },
+      default: true,
+      defaultText: "on",
+    },
+    {
+      flags: "--max-peer-conns <n>",
+      description: "connections held at once on the peer port",
+      parse: (v) => count(v, 1, 10_000),
+      default: 256,
+    },
+    {
+      flags: "--max-peer-conns-per-address <n>",
+      description: "connections held at once on the peer port from one address",
+      parse: (v) => count(v, 1, 10_000),
+      default: 32,
+    },
+    {
+      flags: "--history <n>",
+      description: "messages shown when a chat opens",
+      parse: (v) => {
         const n = Number(v);
         if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new RangeError("0 to 10000");
         return n;
-      }))
-      .default(50),
-  )
-  .configureHelp({ helpWidth: 100 })
-  .addHelpText("after", `\nCommands:\n\n${MAIN_HELP}`)
-  .showHelpAfterError("(run confab --help for usage)")
-  .parse(["deno", "client.ts", ...Deno.args]);
+      },
+      default: 50,
+    },
+  ],
+  helpWidth: 100,
+  helpAfter: `\nCommands:\n\n${MAIN_HELP}`,
+}, Deno.args);
 
-const opts = program.opts<{
+const opts = parsed.options as {
   port?: number;
   server: { host: string; port: number }[];
   home: string;
@@ -187,8 +197,8 @@ const opts = program.opts<{
   punch: boolean;
   maxPeerConns: number;
   maxPeerConnsPerAddress: number;
-}>();
-const peerPort = (program.processedArgs[0] as number | undefined) ?? opts.port ?? 0;
+};
+const peerPort = (parsed.argument as number | undefined) ?? opts.port ?? 0;
 
 let quit: (graceMs?: number) => Promise<never> = () => Deno.exit(0);
 const ui: FrontEnd = opts.json

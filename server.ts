@@ -4,7 +4,7 @@
  *   deno run -A server.ts [port] [--host ADDR] [--data DIR] [--store postgres://…] [--key FILE]
  *   deno run -A server.ts migrate --from DIR --to postgres://…
  */
-import { Command, InvalidArgumentError } from "commander";
+import { parseOrExit } from "./lib/cli/args.ts";
 import { intOption } from "./lib/cli/options.ts";
 import { DEFAULT_PASSWORD_COST, PASSWORD_COST_RANGE } from "./lib/server/accounts.ts";
 import { parseHostPort, parsePort, parseSize } from "./lib/cli/lines.ts";
@@ -16,21 +16,24 @@ import { keyFingerprint } from "./lib/crypto/fingerprint.ts";
 import { describeFix, ownerOnlyDir } from "./lib/util/owner_only.ts";
 
 if (Deno.args[0] === "migrate") {
-  const migrate = new Command()
-    .name("confab-server migrate")
-    .description(
-      "Copy a SQLite server's whole state (accounts, contacts, registry, sessions, waiting mail, " +
-        "receipts) into PostgreSQL. Stop the server first. Safe to run again: rows already " +
-        "copied are kept; every table is counted on both sides.",
-    )
-    .requiredOption("--from <dir>", "the SQLite server's data directory (its --data)")
-    .option(
-      "--to <url>",
-      "the PostgreSQL database: postgres://user:password@host:port/db (default: $CONFAB_STORE)",
-    )
-    .showHelpAfterError("(run confab-server migrate --help for usage)")
-    .parse(["deno", "server.ts migrate", ...Deno.args.slice(1)]);
-  const m = migrate.opts<{ from: string; to?: string }>();
+  const m = parseOrExit({
+    name: "confab-server migrate",
+    description: "Copy a SQLite server's whole state (accounts, contacts, registry, sessions, " +
+      "waiting mail, receipts) into PostgreSQL. Stop the server first. Safe to run again: rows " +
+      "already copied are kept; every table is counted on both sides.",
+    options: [
+      {
+        flags: "--from <dir>",
+        description: "the SQLite server's data directory (its --data)",
+        required: true,
+      },
+      {
+        flags: "--to <url>",
+        description: "the PostgreSQL database: postgres://user:password@host:port/db " +
+          "(default: $CONFAB_STORE)",
+      },
+    ],
+  }, Deno.args.slice(1)).options as { from: string; to?: string };
   const to = m.to ?? Deno.env.get("CONFAB_STORE");
   if (!to) {
     console.error("confab-server migrate: say where to: --to postgres://user:pw@host:port/db");
@@ -46,146 +49,150 @@ if (Deno.args[0] === "migrate") {
   Deno.exit(0);
 }
 
-function portOption(value: string): number {
-  try {
-    return parsePort(value);
-  } catch (error) {
-    throw new InvalidArgumentError(asError(error).message);
-  }
-}
-
 function sizeOption(value: string): number {
-  try {
-    const n = parseSize(value);
-    if (n < 1) throw new RangeError("must be at least 1 byte");
-    return n;
-  } catch (error) {
-    throw new InvalidArgumentError(asError(error).message);
-  }
+  const n = parseSize(value);
+  if (n < 1) throw new RangeError("must be at least 1 byte");
+  return n;
 }
 
 function onOff(value: string): boolean {
   if (value === "on") return true;
   if (value === "off") return false;
-  throw new InvalidArgumentError(`must be on or off, got "${value}"`);
+  throw new RangeError(`must be on or off, got "${value}"`);
 }
 
-const program = new Command()
-  .name("confab-server")
-  .description(
+const parsed = parseOrExit({
+  name: "confab-server",
+  description:
     "Confab rendezvous server: keeps accounts, contacts and presence; clients chat peer to peer.\n" +
-      "Console commands on stdin: help, list, registry [user], esc.",
-  )
-  .argument("[port]", "port to listen on (same as --port)", portOption)
-  .option("-p, --port <port>", "port to listen on (0: any free port)", portOption, 4242)
-  .option("--host <address>", "address to listen on (0.0.0.0 for every interface)", "127.0.0.1")
-  .option("--data <dir>", "where the server keeps its key and SQLite database", "./confab-data")
-  .option(
-    "--store <url>",
-    "share a PostgreSQL database with other instances: postgres://user:password@host:port/db " +
-      "(default: $CONFAB_STORE; without either, SQLite in --data)",
-  )
-  .option(
-    "--key <file>",
-    "the server key (made at first start if missing); give every instance of a deployment " +
-      "the same file (default: server-key.json in --data)",
-  )
-  .option("--max-connections <n>", "connections held at most", intOption(1, 19_000), 15_000)
-  .option(
-    "--max-per-address <n>",
-    "connections from one address at most (0: no limit)",
-    intOption(0, 19_000),
-    1000,
-  )
-  .option(
-    "--login-timeout <seconds>",
-    "seconds a connection may stay without logging in",
-    intOption(1, 3600),
-    60,
-  )
-  .option(
-    "--max-pending <n>",
-    "pending (offline) messages one user may have waiting",
-    intOption(1, 10_000_000),
-    10_000,
-  )
-  .option(
-    "--max-pending-mib <n>",
-    "MiB of pending messages one user may have waiting",
-    intOption(1, 1_000_000),
-    256,
-  )
-  .option(
-    "--max-pending-per-sender <n>",
-    "pending messages one sender may have waiting for one user",
-    intOption(1, 10_000_000),
-    1000,
-  )
-  .option(
-    "--max-pending-mib-per-sender <n>",
-    "MiB of pending messages one sender may have waiting for one user",
-    intOption(1, 1_000_000),
-    32,
-  )
-  .option(
-    "--password-cost <log2N>",
-    `scrypt cost of new password hashes, N=2^log2N (${PASSWORD_COST_RANGE.min}-` +
-      `${PASSWORD_COST_RANGE.max}; default: $CONFAB_PASSWORD_COST, else ${DEFAULT_PASSWORD_COST}, ` +
-      "OWASP's minimum; weaker stored hashes are rehashed at the next login)",
-    intOption(PASSWORD_COST_RANGE.min, PASSWORD_COST_RANGE.max),
-  )
-  .option(
-    "--max-signups-per-hour <n>",
-    "new accounts one address may create per hour (a burst of as many, then spread out; 0: no limit)",
-    intOption(0, 1_000_000),
-    20,
-  )
-  .option(
-    "--relay <on|off>",
-    "relay links between users who cannot reach each other directly",
-    onOff,
-    true,
-  )
-  .option(
-    "--relay-links <n>",
-    "relayed links at once at most",
-    intOption(0, 19_000),
-    DEFAULT_RELAY_LIMITS.maxLinks,
-  )
-  .option(
-    "--relay-rate <bytes>",
-    "bytes per second one relayed link may carry (e.g. 4M)",
-    sizeOption,
-    DEFAULT_RELAY_LIMITS.bytesPerSecond,
-  )
-  .option(
-    "--relay-daily <bytes>",
-    "bytes one pair of users may relay per day (e.g. 2G)",
-    sizeOption,
-    DEFAULT_RELAY_LIMITS.bytesPerDay,
-  )
-  .option(
-    "--relay-address <host:port>",
-    "where clients reach this instance, for relay legs of peers on other instances of a cluster " +
-      "(default: the address the asking client reached it at)",
-    (value: string) => {
-      try {
-        return parseHostPort(value, 4242);
-      } catch (error) {
-        throw new InvalidArgumentError(asError(error).message);
-      }
+    "Console commands on stdin: help, list, registry [user], esc.",
+  argument: { name: "port", description: "port to listen on (same as --port)", parse: parsePort },
+  options: [
+    {
+      flags: "-p, --port <port>",
+      description: "port to listen on (0: any free port)",
+      parse: parsePort,
+      default: 4242,
     },
-  )
-  .option(
-    "--probe-port <port>",
-    "second port where clients check their NAT (default: port + 1; 0: any free port)",
-    portOption,
-  )
-  .option("-q, --quiet", "do not log logins and logouts")
-  .showHelpAfterError("(run confab-server --help for usage)")
-  .parse(["deno", "server.ts", ...Deno.args]);
+    {
+      flags: "--host <address>",
+      description: "address to listen on (0.0.0.0 for every interface)",
+      default: "127.0.0.1",
+    },
+    {
+      flags: "--data <dir>",
+      description: "where the server keeps its key and SQLite database",
+      default: "./confab-data",
+    },
+    {
+      flags: "--store <url>",
+      description: "share a PostgreSQL database with other instances: " +
+        "postgres://user:password@host:port/db (default: $CONFAB_STORE; without either, " +
+        "SQLite in --data)",
+    },
+    {
+      flags: "--key <file>",
+      description: "the server key (made at first start if missing); give every instance of a " +
+        "deployment the same file (default: server-key.json in --data)",
+    },
+    {
+      flags: "--max-connections <n>",
+      description: "connections held at most",
+      parse: intOption(1, 19_000),
+      default: 15_000,
+    },
+    {
+      flags: "--max-per-address <n>",
+      description: "connections from one address at most (0: no limit)",
+      parse: intOption(0, 19_000),
+      default: 1000,
+    },
+    {
+      flags: "--login-timeout <seconds>",
+      description: "seconds a connection may stay without logging in",
+      parse: intOption(1, 3600),
+      default: 60,
+    },
+    {
+      flags: "--max-pending <n>",
+      description: "pending (offline) messages one user may have waiting",
+      parse: intOption(1, 10_000_000),
+      default: 10_000,
+    },
+    {
+      flags: "--max-pending-mib <n>",
+      description: "MiB of pending messages one user may have waiting",
+      parse: intOption(1, 1_000_000),
+      default: 256,
+    },
+    {
+      flags: "--max-pending-per-sender <n>",
+      description: "pending messages one sender may have waiting for one user",
+      parse: intOption(1, 10_000_000),
+      default: 1000,
+    },
+    {
+      flags: "--max-pending-mib-per-sender <n>",
+      description: "MiB of pending messages one sender may have waiting for one user",
+      parse: intOption(1, 1_000_000),
+      default: 32,
+    },
+    {
+      flags: "--password-cost <log2N>",
+      description: `scrypt cost of new password hashes, N=2^log2N (${PASSWORD_COST_RANGE.min}-` +
+        `${PASSWORD_COST_RANGE.max}; default: $CONFAB_PASSWORD_COST, else ` +
+        `${DEFAULT_PASSWORD_COST}, OWASP's minimum; weaker stored hashes are rehashed at the ` +
+        "next login)",
+      parse: intOption(PASSWORD_COST_RANGE.min, PASSWORD_COST_RANGE.max),
+    },
+    {
+      flags: "--max-signups-per-hour <n>",
+      description: "new accounts one address may create per hour (a burst of as many, then " +
+        "spread out; 0: no limit)",
+      parse: intOption(0, 1_000_000),
+      default: 20,
+    },
+    {
+      flags: "--relay <on|off>",
+      description: "relay links between users who cannot reach each other directly",
+      parse: onOff,
+      default: true,
+    },
+    {
+      flags: "--relay-links <n>",
+      description: "relayed links at once at most",
+      parse: intOption(0, 19_000),
+      default: DEFAULT_RELAY_LIMITS.maxLinks,
+    },
+    {
+      flags: "--relay-rate <bytes>",
+      description: "bytes per second one relayed link may carry (e.g. 4M)",
+      parse: sizeOption,
+      default: DEFAULT_RELAY_LIMITS.bytesPerSecond,
+    },
+    {
+      flags: "--relay-daily <bytes>",
+      description: "bytes one pair of users may relay per day (e.g. 2G)",
+      parse: sizeOption,
+      default: DEFAULT_RELAY_LIMITS.bytesPerDay,
+    },
+    {
+      flags: "--relay-address <host:port>",
+      description: "where clients reach this instance, for relay legs of peers on other " +
+        "instances of a cluster (default: the address the asking client reached it at)",
+      parse: (value) => parseHostPort(value, 4242),
+    },
+    {
+      flags: "--probe-port <port>",
+      description: "second port where clients check their NAT (default: port + 1; 0: any free " +
+        "port)",
+      parse: parsePort,
+    },
+    { flags: "-q, --quiet", description: "do not log logins and logouts" },
+  ],
+}, Deno.args);
 
-const opts = program.opts<{
+const opts = parsed.options as {
   port: number;
   host: string;
   data: string;
@@ -207,8 +214,8 @@ const opts = program.opts<{
   probePort?: number;
   relayAddress?: { host: string; port: number };
   quiet?: boolean;
-}>();
-const port = (program.processedArgs[0] as number | undefined) ?? opts.port;
+};
+const port = (parsed.argument as number | undefined) ?? opts.port;
 const passwordCost = opts.passwordCost ?? costFromEnv();
 
 /** `CONFAB_PASSWORD_COST`, checked like the option; one line and exit 1 when it is not valid. */
