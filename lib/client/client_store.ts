@@ -225,6 +225,8 @@ export class ClientStore implements Disposable {
   readonly #rows: { entry: HistoryEntry; done: PromiseWithResolvers<boolean> }[] = [];
   readonly #marks: { id: string; mark: DeliveryMark; done: PromiseWithResolvers<void> }[] = [];
   #marksTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Group copies acked, waiting for their group commit (see settleCopySoon). */
+  readonly #settles: { msgId: string; member: string }[] = [];
 
   constructor(userDir: string) {
     this.fixedMode = ownerOnlyDir(userDir);
@@ -305,8 +307,19 @@ export class ClientStore implements Disposable {
   }
 
   /**
-   * Commits the rows {@link addMessageSoon} queued, then the marks {@link setMarkSoon} queued
-   * (every other use of history does this first).
+   * {@link settleCopy} (acked) in a group commit: the acks settled before the next turn of the
+   * event loop, or before anything reads or changes the group outbox, are written in one
+   * transaction. Losing one to a kill -9 loses nothing: the copy is owed again, sent again, and
+   * its member drops it as a duplicate and acks it again.
+   */
+  settleCopySoon(msgId: string, member: string): void {
+    this.#settles.push({ msgId, member });
+    this.#marksTimer ??= setTimeout(() => this.#writeRows(), 0);
+  }
+
+  /**
+   * Commits the rows {@link addMessageSoon} queued, then the marks {@link setMarkSoon} and the
+   * acks {@link settleCopySoon} queued (every other use of history does this first).
    */
   #writeRows(): void {
     const rows = this.#rows.splice(0);
@@ -324,16 +337,32 @@ export class ClientStore implements Disposable {
     clearTimeout(this.#marksTimer);
     this.#marksTimer = undefined;
     const marks = this.#marks.splice(0);
-    if (marks.length === 0) return;
+    if (marks.length > 0) {
+      try {
+        this.#db.transaction(() => {
+          for (const m of marks) this.#markOutgoing(m.id, m.mark);
+        });
+        for (const m of marks) m.done.resolve();
+      } catch (error) {
+        for (const m of marks) m.done.reject(error);
+      }
+    }
+    if (this.#settles.length > 0) this.#writeSettles();
+  }
+
+  #writeSettles(): void {
+    const settles = this.#settles.splice(0);
     try {
       this.#db.transaction(() => {
-        for (const m of marks) this.#markOutgoing(m.id, m.mark);
+        const settled = new Set<string>();
+        for (const { msgId, member } of settles) {
+          if (this.#settleOne(msgId, member, "acked")) settled.add(msgId);
+        }
+        for (const msgId of settled) this.#settleMark(msgId);
       });
-    } catch (error) {
-      for (const m of marks) m.done.reject(error);
-      return;
+    } catch {
+      // (Closed meanwhile, say: those copies stay owed and go again; their members ack again.)
     }
-    for (const m of marks) m.done.resolve();
   }
 
   #markOutgoing(id: string, mark: DeliveryMark): void {
@@ -510,6 +539,7 @@ export class ClientStore implements Disposable {
 
   /** The copies still owed to `member`, oldest first within each group. */
   pendingCopies(member: string, limit = 100): PendingCopy[] {
+    this.#writeRows();
     return (this.#db.sql(
       `SELECT c.msg_id, c.group_id, c.seq, m.ts, m.text, l.prev_ts, l.sig FROM group_copies c
        JOIN messages m ON m.id = c.msg_id AND m.outgoing = 1
@@ -602,8 +632,16 @@ export class ClientStore implements Disposable {
 
   /** Authors whose signed messages to `group` I hold. */
   loggedAuthors(group: string): string[] {
-    return (this.#db.sql("SELECT DISTINCT author FROM group_log WHERE group_id = ?")
-      .all(group) as { author: string }[]).map((r) => r.author);
+    // One index step per author (DISTINCT read every message of the group, at each member's
+    // marks: the largest cost of a member in a busy group).
+    return (this.#db.sql(
+      `WITH RECURSIVE a(author) AS (
+         SELECT min(author) FROM group_log WHERE group_id = ?1
+         UNION ALL
+         SELECT (SELECT min(author) FROM group_log WHERE group_id = ?1 AND author > a.author)
+         FROM a WHERE a.author IS NOT NULL
+       ) SELECT author FROM a WHERE author IS NOT NULL`,
+    ).all(group) as { author: string }[]).map((r) => r.author);
   }
 
   /**
@@ -642,6 +680,7 @@ export class ClientStore implements Disposable {
 
   /** Members with copies still owed to them. */
   membersOwed(): string[] {
+    this.#writeRows();
     return (this.#db.sql(
       "SELECT DISTINCT member FROM group_copies WHERE status = 'pending'",
     ).all() as { member: string }[]).map((r) => r.member);
@@ -655,12 +694,16 @@ export class ClientStore implements Disposable {
   settleCopy(msgId: string, member: string, status: "acked" | "dropped"): boolean {
     this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
     return this.#db.transaction(() => {
-      const changed = this.#db.sql(
-        `UPDATE group_copies SET status = ? WHERE msg_id = ? AND member = ? AND status = 'pending'`,
-      ).run(status, msgId, member).changes === 1;
+      const changed = this.#settleOne(msgId, member, status);
       if (changed) this.#settleMark(msgId);
       return changed;
     });
+  }
+
+  #settleOne(msgId: string, member: string, status: "acked" | "dropped"): boolean {
+    return this.#db.sql(
+      `UPDATE group_copies SET status = ? WHERE msg_id = ? AND member = ? AND status = 'pending'`,
+    ).run(status, msgId, member).changes === 1;
   }
 
   #settleMark(msgId: string): void {
@@ -671,7 +714,7 @@ export class ClientStore implements Disposable {
        FROM group_copies WHERE msg_id = ?`,
     ).get(msgId) as { pending: number; have: number };
     if (s.pending > 0) return;
-    this.setMark(msgId, s.have > 0 ? "**" : "!");
+    this.#markOutgoing(msgId, s.have > 0 ? "**" : "!");
   }
 
   /**
@@ -723,6 +766,7 @@ export class ClientStore implements Disposable {
 
   /** Who has my group message and who it still waits for. */
   copyStatus(msgId: string): CopyStatus {
+    this.#writeRows();
     const rows = this.#db.sql(
       "SELECT member, status FROM group_copies WHERE msg_id = ? ORDER BY member",
     ).all(msgId) as { member: string; status: string }[];

@@ -120,6 +120,16 @@ export class Delivery {
   readonly #statusDue = new Map<string, string>();
   /** The group line of each recipient (name key); `again` asks it for one more pass. */
   readonly #groupLines = new Map<string, { again: boolean; done: Promise<void> }>();
+  /**
+   * Per recipient (name key), every group copy owed to them, oldest first, when this process
+   * knows it without reading the store: their line read the store to the end, and the copies
+   * of my messages since were added here as they were stored. Absent: only the store knows (a
+   * copy owed for another reason, a line stopped with copies left). A query per copy was the
+   * largest cost of sending to a group.
+   */
+  readonly #owed = new Map<string, PendingCopy[]>();
+  /** The session {@link #owed} belongs to. */
+  #owedFor: Session | undefined;
   /** `mail_send` requests not answered yet, and the sends waiting for one of them to end. */
   #mailInFlight = 0;
   readonly #mailWaiting: (() => void)[] = [];
@@ -546,12 +556,24 @@ export class Delivery {
         to,
         { seq, prevTs, sig },
       );
+      // In the same turn as the commit: a line that reads the store from now on finds it there.
+      const copy: PendingCopy = {
+        msgId: id,
+        group,
+        seq,
+        ts,
+        text,
+        sig,
+        ...(prevTs !== undefined ? { prevTs } : {}),
+      };
+      const owed = this.#owedOf(session);
+      for (const member of to) owed.get(member.toLowerCase())?.push(copy);
       return { ts, to };
     });
     this.#groupSends = stored.catch(() => {});
     const { ts, to } = await stored;
     this.#ctx.emit({ type: "sent", id, to: groupHandle(group), ts, text, group });
-    await Promise.all(to.map((member) => this.kickGroup(session, member)));
+    await Promise.all(to.map((member) => this.kickGroup(session, member, { known: true })));
     const status = session.store.copyStatus(id);
     if (status.pending.length > 0) this.groupStatus(session, id, group);
     return status.pending.length === 0 ? "delivered" : "queued";
@@ -562,8 +584,11 @@ export class Delivery {
    * the member's line, while its link is open. Resolves when the line has stopped: nothing
    * owed, no link (the copies wait for it), or no ack yet (tried again shortly).
    */
-  kickGroup(session: Session, member: string): Promise<void> {
+  kickGroup(session: Session, member: string, options: { known?: boolean } = {}): Promise<void> {
     const key = member.toLowerCase();
+    // Owed more than the copies of my new messages (`known`: added to #owed already): the line
+    // reads the store again.
+    if (!options.known) this.#owedOf(session).delete(key);
     const running = this.#groupLines.get(key);
     if (running) {
       running.again = true;
@@ -582,18 +607,37 @@ export class Delivery {
     return line.done;
   }
 
+  /** {@link #owed}, for `session`. */
+  #owedOf(session: Session): Map<string, PendingCopy[]> {
+    if (this.#owedFor !== session) {
+      this.#owed.clear();
+      this.#owedFor = session;
+    }
+    return this.#owed;
+  }
+
   async #groupLine(session: Session, member: string): Promise<void> {
+    const key = member.toLowerCase();
+    const owed = this.#owedOf(session);
     // Copies are read a batch at a time; a batch shorter than asked for was all that was owed
-    // then, and anything owed later comes with a kick (another pass of the line).
+    // then: it becomes the member's entry in #owed, where the copies of my new messages are
+    // added (anything owed otherwise comes with a kick that drops the entry).
     let batch: PendingCopy[] = [];
-    let more = true;
     for (let sent = 0; sent < 10_000; sent++) {
       if (this.#session.current !== session || this.#ctx.closing) return;
       const link = this.#links.open(member);
-      if (!link) return; // away: the copies wait for the link (the group room dials them)
-      if (batch.length === 0 && more) {
-        batch = session.store.pendingCopies(member, LINE_BATCH);
-        more = batch.length === LINE_BATCH;
+      if (!link) {
+        // Away: the copies wait for the link (the group room dials them), in the store only.
+        owed.delete(key);
+        return;
+      }
+      if (batch.length === 0) {
+        const known = owed.get(key);
+        if (known) batch = known;
+        else {
+          batch = session.store.pendingCopies(member, LINE_BATCH);
+          if (batch.length < LINE_BATCH) owed.set(key, batch);
+        }
       }
       const copy = batch.shift();
       if (!copy) return;
@@ -615,18 +659,20 @@ export class Delivery {
         ...(copy.sig !== undefined ? { sig: copy.sig } : {}),
       });
       if (answer === "ack") {
-        if (session.store.settleCopy(copy.msgId, member, "acked")) {
-          this.#ctx.emit({
-            type: "delivered",
-            id: copy.msgId,
-            to: member,
-            ms: Date.now() - copy.ts,
-            group: copy.group,
-          });
-          this.#statusSoon(session, copy.msgId, copy.group);
-        }
+        // Committed with the other acks of this turn (a lost one only means a copy sent again).
+        session.store.settleCopySoon(copy.msgId, member);
+        this.#ctx.emit({
+          type: "delivered",
+          id: copy.msgId,
+          to: member,
+          ms: Date.now() - copy.ts,
+          group: copy.group,
+        });
+        this.#statusSoon(session, copy.msgId, copy.group);
         continue;
       }
+      // Not acked: still owed, so the store knows better than #owed now.
+      owed.delete(key);
       // busy: they do not count me (yet), or left; their state follows, then we try again.
       // timeout: a live link that does not answer (if it dies, its return brings us back).
       // dropped: the link's return brings us back.

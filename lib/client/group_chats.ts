@@ -476,9 +476,15 @@ export class GroupChats {
     let budget = RELAY_BATCH;
     let bytes = 0;
     let young = false;
+    // How far I have each author: where they are as far as I am, nothing is read.
+    const heads = new Map(
+      host.store.groupHeads(m.group).map((h) => [h.author.toLowerCase(), h.next]),
+    );
     for (const author of host.store.loggedAuthors(m.group)) {
       if (this.#isMe(author) || author.toLowerCase() === link.user.toLowerCase()) continue;
       const from = marks.get(author.toLowerCase()) ?? 0;
+      const mine = heads.get(author.toLowerCase());
+      if (mine !== undefined && mine <= from) continue;
       const batch = host.store.loggedMessages(m.group, author, { from, since, limit: budget + 1 });
       for (const msg of batch) {
         if (budget === 0 || bytes >= RELAY_BYTES) {
