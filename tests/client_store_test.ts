@@ -441,3 +441,48 @@ Deno.test("ClientStore.setMarkSoon() commits the marks of a turn together, and e
     ["**", ...Array(8).fill("*"), "!"],
   );
 });
+
+Deno.test("ClientStore.settleCopySoon() commits the acks of a turn together, and every read of the outbox sees them", async () => {
+  await using dir = await tempDir();
+  {
+    using store = new ClientStore(dir.path);
+    store.saveGroupState({ id: GROUP }, ["alice", "bob", "carol"], { left: false });
+    store.addGroupMessage(groupEntry("m1", 10), GROUP, ["bob", "carol"]);
+    store.addGroupMessage(groupEntry("m2", 20), GROUP, ["bob", "carol"]);
+    store.settleCopySoon("m1", "bob");
+    store.settleCopySoon("m1", "Carol");
+    store.settleCopySoon("m2", "bob");
+    store.settleCopySoon("m2", "bob"); // a repeated ack changes nothing
+    // Read before the commit ran: seen all the same.
+    assert.deepEqual(store.pendingCopies("bob"), []);
+    assert.deepEqual(store.copyStatus("m2"), { have: ["bob"], pending: ["carol"] });
+    assert.equal(store.recent(`g:${GROUP}`, 10).map((e) => e.mark).join(" "), "** 1/2");
+    // Queued and not yet written when the store closes: written by close().
+    store.settleCopySoon("m2", "carol");
+  }
+  using reopened = new ClientStore(dir.path);
+  assert.deepEqual(reopened.membersOwed(), []);
+  assert.equal(reopened.groupMark("m2"), "**");
+});
+
+Deno.test("ClientStore.loggedAuthors() lists each author of a group once, whatever the case", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const add = (group: string, sender: string, seq: number) =>
+    store.addGroupReceived(
+      { ...groupEntry(`${group}-${sender}-${seq}`, seq), sender, outgoing: false, mark: "**" },
+      group,
+      { seq, sig: "sig", next: seq + 1 },
+    );
+  for (let seq = 0; seq < 5; seq++) {
+    for (const sender of ["carol", "Bob", "dave"]) add(GROUP, sender, seq);
+  }
+  add("other", "erin", 0);
+  assert.deepEqual(store.loggedAuthors(GROUP).map((a) => a.toLowerCase()), [
+    "bob",
+    "carol",
+    "dave",
+  ]);
+  assert.deepEqual(store.loggedAuthors("other"), ["erin"]);
+  assert.deepEqual(store.loggedAuthors("none"), []);
+});
