@@ -26,7 +26,7 @@ import {
   relateAll,
   startClients,
 } from "./clients.ts";
-import { describeSteps, describeTop } from "./cpu_profile.ts";
+import { type Breakdown, describeSteps, describeTop } from "./cpu_profile.ts";
 import {
   cpuSeconds,
   mean,
@@ -39,6 +39,8 @@ import {
 import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
 
 const MESSAGE_BYTES = 100;
+/** How long the processes' idle use is taken, before the messages and again after them. */
+const IDLE_WINDOW_MS = 3_000;
 /**
  * The members' and the sender's `--peer-timeout` (the client's default is 3 s). On 2 cores
  * shared by 32 Confab processes and, often, other work at load 15-35, a process can go
@@ -62,9 +64,15 @@ interface Result {
   seconds: number;
   benchCpu: number;
   membersCpu: number;
-  /** CPU seconds per second the members (all processes) and the bench used while idle. */
+  /**
+   * CPU seconds per second the members (all processes) and the bench used while idle: the mean
+   * of a window before the messages and one after ({@link idleBefore}, {@link idleAfter}: the
+   * members' part of each).
+   */
   idleMembers: number;
   idleBench: number;
+  idleBefore: number;
+  idleAfter: number;
 }
 
 interface Fanout {
@@ -219,12 +227,18 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     await measureGroup(alice, size - 1, warmup, sent, ctx.signal, members);
     sent += warmup;
     // What the processes use with no message going (heartbeats on every link, timers), over
-    // the same group: subtracted below, so the CPU per message is what the messages cost.
-    const [idleBench0, idleMembers0] = await cpu();
-    const i0 = performance.now();
-    await sleep(ctx.quick ? 1_000 : 3_000, ctx.signal);
-    const [idleBench1, idleMembers1] = await cpu();
-    const idleSeconds = (performance.now() - i0) / 1000;
+    // the same group: subtracted below, so the CPU per message is what the messages cost. Taken
+    // before the messages and again after them (a window right after the warm-up alone caught
+    // leftovers of the growth at times, and took too much away).
+    const idleWindow = async () => {
+      const [bench0, members0] = await cpu();
+      const i0 = performance.now();
+      await sleep(ctx.quick ? 1_000 : IDLE_WINDOW_MS, ctx.signal);
+      const [bench1, members1] = await cpu();
+      const seconds = (performance.now() - i0) / 1000;
+      return { bench: (bench1! - bench0!) / seconds, members: (members1! - members0!) / seconds };
+    };
+    const before = await idleWindow();
     const [bench0, members0] = await cpu();
     const t0 = performance.now();
     const fanout = await measureGroup(
@@ -239,6 +253,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     const seconds = (performance.now() - t0) / 1000;
     const [bench1, members1] = await cpu();
     sent += count;
+    const after = await idleWindow();
     results.push({
       size,
       fanout,
@@ -246,18 +261,28 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       seconds,
       benchCpu: bench1! - bench0!,
       membersCpu: members1! - members0!,
-      idleMembers: (idleMembers1! - idleMembers0!) / idleSeconds,
-      idleBench: (idleBench1! - idleBench0!) / idleSeconds,
+      idleMembers: (before.members + after.members) / 2,
+      idleBench: (before.bench + after.bench) / 2,
+      idleBefore: before.members,
+      idleAfter: after.members,
     });
   }
-  // Where the sender's time goes: more messages to the large group with the profiler on.
+  // Where the sender's time goes: more messages to the large group with the profiler on; then
+  // as long with no message, also profiled, so what the messages cost is known step by step.
   const profiledCount = ctx.quick ? 20 : 200;
+  const p0 = performance.now();
   const { profiles } = await profiled(
     [members[1]!.proc],
     () => measureGroup(alice, large - 1, profiledCount, sent, ctx.signal),
     ctx.signal,
   );
+  const profiledMs = performance.now() - p0;
   sent += profiledCount;
+  const { profiles: idleProfiles } = await profiled(
+    [members[1]!.proc],
+    () => sleep(profiledMs, ctx.signal),
+    ctx.signal,
+  );
   // Every member printed every message it was sent (the acks said so; this checks the output).
   await Promise.all(group.members.map((m, i) => {
     const expected = (i === 0 ? directWarmup + direct : 0) + profiledCount +
@@ -321,7 +346,11 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     `(of 2 cores) with these processes while the ${count} messages went. Idle, the same ` +
     `${large - 1} member processes used ${(r.idleMembers * 1000).toFixed(0)} ms of CPU per ` +
     `second (${(r.idleMembers * r.seconds * 1000 / count).toFixed(2)} ms per message's ` +
-    `time) and the bench process ${(r.idleBench * 1000).toFixed(0)} ms per second; ` +
+    `time; ${(r.idleBefore * 1000).toFixed(0)} ms per second in ${
+      IDLE_WINDOW_MS / 1000
+    } s before the ` +
+    `messages, ${(r.idleAfter * 1000).toFixed(0)} after) and the bench process ` +
+    `${(r.idleBench * 1000).toFixed(0)} ms per second; ` +
     `without it the messages cost ${perMessage(r.membersCpu - r.idleMembers * r.seconds)} ms ` +
     `in the members, ${netPerMember(r).toFixed(2)} ms per member per message.`;
   const perMessage = (seconds: number) => (seconds * 1000 / count).toFixed(2);
@@ -348,6 +377,17 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `"unreachable" (and then, told so, left the group) — a defect in lib/client (a duplicate ` +
       `link that ends with an error, not a clean close, is not given the wait for its ` +
       `replacement).`,
+      ...profiles.map((p) => {
+        const idle = idleProfiles.find((q) => q.name === p.name);
+        return idle === undefined
+          ? ""
+          : `${
+            p.name === "bench" ? "The sender" : `The member (${p.name})`
+          }, what the messages cost on top of the idle work (the same profile, minus one of as ` +
+            `long with no message going, step by step): ${
+              describeNet(p.breakdown, idle.breakdown, profiledCount)
+            } (µs per message).`;
+      }).filter((line) => line !== ""),
       ...profiles.map((p) =>
         p.name === "bench"
           ? `Profile of the sender (the bench process, which also reads every member's stdout) ` +
@@ -381,6 +421,22 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `(${large} members).`,
     ],
   };
+}
+
+/**
+ * Per step, the busy time of `busy` minus that of `idle` (a profile of the same process as long
+ * with no message going), in µs per message: what the messages themselves cost.
+ */
+function describeNet(busy: Breakdown, idle: Breakdown, count: number): string {
+  const scale = busy.totalMs / idle.totalMs;
+  const idleOf = new Map(idle.steps.map((s) => [s.step, s.ms * scale]));
+  const skip = new Set(["idle", "profiler"]);
+  const net = busy.steps.filter((s) => !skip.has(s.step))
+    .map((s) => ({ step: s.step, ms: s.ms - (idleOf.get(s.step) ?? 0) }))
+    .sort((a, b) => b.ms - a.ms);
+  const total = net.reduce((n, s) => n + s.ms, 0);
+  return `all ${(total * 1000 / count).toFixed(0)}: ` +
+    net.map((s) => `${s.step} ${(s.ms * 1000 / count).toFixed(0)}`).join(", ");
 }
 
 function fmt(ms: number): string {
