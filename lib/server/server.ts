@@ -1432,6 +1432,9 @@ export class ConfabServer implements AsyncDisposable {
    */
   close(reason = "the server is shutting down"): Promise<void> {
     this.#closing ??= (async () => {
+      const t0 = performance.now();
+      const steps: string[] = [];
+      const step = (what: string) => steps.push(`${what} ${(performance.now() - t0).toFixed(0)}`);
       clearInterval(this.#sweep);
       this.#admission.close();
       for (const listener of [this.#listener, this.#probeListener]) {
@@ -1442,14 +1445,18 @@ export class ConfabServer implements AsyncDisposable {
       await this.#acceptLoop;
       await this.#probeLoop;
       await this.#relay.close();
+      step("listeners");
       const now = Date.now();
-      await Promise.all([...this.#conns].map(async (fc) => {
+      const conns = [...this.#conns];
+      await Promise.all(conns.map(async (fc) => {
         // Only over a finished handshake: a connection still in it gets nothing in plaintext
         // (a client takes no frame but the handshake's there), it is just closed.
         if (fc.isSecure) await fc.send({ type: "server_closing", reason }).catch(() => {});
         await fc.close();
       }));
+      step(`${conns.length} connections told and closed`);
       await Promise.all(this.#serving);
+      step("served");
       // Everyone held here, in one transaction: one at a time, 10,000 users took seconds.
       const sessions = [...this.#online.values()];
       this.#online.clear();
@@ -1460,7 +1467,10 @@ export class ConfabServer implements AsyncDisposable {
           `cannot record the logout of ${sessions.length} users: ${asError(error).message}`,
         );
       });
+      step(`${sessions.length} logouts recorded`);
       await this.store.close();
+      step("store closed");
+      this.#opts.log(`closed (ms from the start): ${steps.join(", ")}`);
     })();
     return this.#closing;
   }

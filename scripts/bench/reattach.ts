@@ -45,8 +45,8 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     `${n} clients attached with resume (${gens.processes} load generator ` +
     `process${gens.processes === 1 ? "" : "es"}, ` +
     `${(attach.ms / 1000).toFixed(1)} s); after each restart they re-attach on their own, ` +
-    `with ConfabClient's waits (the first attempt within 250 ms of the loss, after kill -9 and ` +
-    `server_closing alike, then every 250–500 ms for 10 s, then doubling to 2 s) and its 10 s ` +
+    `with ConfabClient's waits (the first attempt within 250 ms of a loss, within 1 s of ` +
+    `server_closing, then full jitter in a window of 500 ms doubling to 4 s) and its 10 s ` +
     `timeouts, and with the resumption ticket of their last welcome (a Noise NNpsk0 handshake ` +
     `instead of XX; the first attach was a full handshake), and keep its heartbeat (a ping ` +
     `after 30 s quiet). Timed from the kill or esc to the ` +
