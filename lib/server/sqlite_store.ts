@@ -645,7 +645,8 @@ export class SqliteStore implements ServerStore {
       if (previous.registrySeq !== a.registrySeq) this.#logout(previous.registrySeq, a.loginAt);
       this.#emit({ kind: "kick", user: key, attach: a.attach });
     } else {
-      this.#emit({ kind: "presence", user: key, online: true });
+      // With the name, the server need not look the user up to tell their watchers.
+      this.#emit({ kind: "presence", user: key, online: true, name: a.user });
     }
   }
 
