@@ -235,7 +235,8 @@ function cryptoNote(cost: CryptoCost, rawRate: number): string {
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const size = ctx.quick ? 16 * MIB : 1024 * MIB;
+  // CONFAB_BENCH_FILE_MIB: another size, for trying a change without a full 1 GiB run.
+  const size = Number(Deno.env.get("CONFAB_BENCH_FILE_MIB") ?? (ctx.quick ? 16 : 1024)) * MIB;
   const dir = await ctx.tempDir("confab-bench-file-");
   const source = join(dir, "payload.bin");
   ctx.log(`  writing a ${size / MIB} MiB file`);
