@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { basename, dirname, join, relative } from "node:path";
+import { OFF_THREAD_FROM } from "../lib/client/file_hash.ts";
 import { Identity } from "../lib/peer/identity.ts";
 import { CraftedPeer } from "./support/crafted_peer.ts";
 import { crowd, disposeAll, membersAre, meshed } from "./support/groups.ts";
@@ -410,26 +411,33 @@ Deno.test("hostile file names from a crafted peer all land inside downloads, cle
 
 // ---- failures ------------------------------------------------------------------------------
 
-Deno.test("a file damaged on the way fails the SHA-256 check, on both sides, and is not kept", async () => {
-  await using server = await startServer();
-  const dir = await Deno.makeTempDir();
-  const { alice, bob } = await pair(server, { alice: { env: { CONFAB_FAULT: "corrupt-file" } } });
-  try {
-    const path = await randomFile(dir, "damaged.bin", MiB + 1);
-    await alice.send(`/s ${path}`);
-    const failed = await bob.event("transfer_failed", { direction: "in" }, 60_000);
-    assert.match(String(failed.reason), /SHA-256/);
-    assert.equal(failed.kept, false);
-    const told = await alice.event("transfer_failed", { direction: "out" }, 60_000);
-    assert.match(String(told.reason), /SHA-256/);
-    assert.deepEqual(await listDir(downloadsOf(bob, "bob")), []);
-    assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
-    assert.equal(lineIndex(bob, "transfer_done", () => true), -1);
-  } finally {
-    await disposeAll([alice, bob]);
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+for (
+  const [size, how] of [
+    [MiB + 1, "hashed on the main thread"],
+    [OFF_THREAD_FROM + 3 * MiB + 7, "hashed by a worker"],
+  ] as const
+) {
+  Deno.test(`a file damaged on the way fails the SHA-256 check, on both sides, and is not kept (${how})`, async () => {
+    await using server = await startServer();
+    const dir = await Deno.makeTempDir();
+    const { alice, bob } = await pair(server, { alice: { env: { CONFAB_FAULT: "corrupt-file" } } });
+    try {
+      const path = await randomFile(dir, "damaged.bin", size);
+      await alice.send(`/s ${path}`);
+      const failed = await bob.event("transfer_failed", { direction: "in" }, 60_000);
+      assert.match(String(failed.reason), /SHA-256/);
+      assert.equal(failed.kept, false);
+      const told = await alice.event("transfer_failed", { direction: "out" }, 60_000);
+      assert.match(String(told.reason), /SHA-256/);
+      assert.deepEqual(await listDir(downloadsOf(bob, "bob")), []);
+      assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
+      assert.equal(lineIndex(bob, "transfer_done", () => true), -1);
+    } finally {
+      await disposeAll([alice, bob]);
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
 
 Deno.test("the sender killed -9 mid-transfer: the part waits aside and sharing again resumes without asking again", async () => {
   await using server = await startServer();

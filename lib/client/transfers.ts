@@ -14,7 +14,7 @@
  * what it already holds, and the file goes on from there (same id, same running hash), with
  * nothing asked of either user.
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { basename, join } from "node:path";
 import type { BinaryFrame } from "../net/framed_connection.ts";
 import { BINARY_TAG, writeAll } from "../net/framed_connection.ts";
@@ -25,6 +25,7 @@ import { pathOf, type PeerLink } from "../peer/peer_link.ts";
 import { type ClientStore, groupChat } from "./client_store.ts";
 import type { ClientEvent } from "./events.ts";
 import { freeNow } from "../util/free.ts";
+import { type FileHash, fileHash } from "./file_hash.ts";
 
 const HEADER = 1 + 16 + 8;
 /**
@@ -143,7 +144,8 @@ interface Incoming {
   group?: string;
   partial: string;
   file: Deno.FsFile;
-  hash: Hash;
+  /** Over every byte written so far (off the main thread for a large file). */
+  hash: FileHash;
   at: number;
   startedAt: number;
   startOffset: number;
@@ -805,7 +807,7 @@ export class Transfers {
     partial: string,
   ): Promise<void> {
     const host = this.#host;
-    const hash = createHash("sha256");
+    let hash: FileHash | undefined;
     let offset = 0;
     let file: Deno.FsFile | undefined;
     try {
@@ -832,14 +834,19 @@ export class Transfers {
         return;
       }
       file = await Deno.open(partial, { read: true, write: true, create: true, mode: 0o600 });
+      hash = fileHash(m.size);
       const size = (await file.stat()).size;
       if (size > 0 && size <= m.size) {
-        // Resume: what we have must hash into the final check, so read it once.
-        const buffer = new Uint8Array(1024 * 1024);
-        for (;;) {
+        // Resume: what we have must hash into the final check, so read it once (the next block
+        // is read while this one is hashed).
+        const buffers = [new Uint8Array(READ_BLOCK), new Uint8Array(READ_BLOCK)];
+        let hashing = Promise.resolve();
+        for (let k = 0;; k++) {
+          const buffer = buffers[k % 2]!;
           const n = await file.read(buffer);
+          await hashing;
           if (n === null) break;
-          hash.update(buffer.subarray(0, n));
+          hashing = hash.update(buffer.subarray(0, n));
           offset += n;
         }
       } else if (size > m.size) {
@@ -848,6 +855,7 @@ export class Transfers {
       await file.seek(offset, Deno.SeekMode.Start);
     } catch (error) {
       file?.close();
+      hash?.close();
       await reject(link, m.fid, `the receiver cannot store it (${(error as Error).message})`);
       return;
     }
@@ -940,19 +948,26 @@ export class Transfers {
       await this.#fail(t, `${t.from} sent data out of order`, true);
       return;
     }
-    try {
-      // Hashed while the write runs (the write is done off the main thread). A resume waits
-      // for the write, and then counts its bytes.
-      const writing = writeAll(t.file, bytes).then(() => {
-        t.at += bytes.length;
-      });
-      t.writing = writing.catch(() => {});
-      t.hash.update(bytes);
-      await writing;
-    } catch (error) {
-      // Disk full, or the like: this transfer ends, the link (and the chat on it) stays. The
-      // chunk's memory is handed back after this: no write of it may still be under way.
-      await t.writing;
+    // Hashed while the write runs (both off the main thread for a large file, which meanwhile
+    // opens the chunks behind this one). A resume waits for the write, and then counts its
+    // bytes. The chunk's memory is handed back after this: neither may still be under way.
+    const writing = writeAll(t.file, bytes).then(() => {
+      t.at += bytes.length;
+    });
+    t.writing = writing.catch(() => {});
+    const hashing = t.hash.update(bytes);
+    const [wrote, hashed] = await Promise.allSettled([writing, hashing]);
+    if (this.#incoming.get(fid) !== t) return; // ended meanwhile (cancelled, link lost)
+    if (hashed.status === "rejected") {
+      await link.fc.send({ type: "file_cancel", fid, reason: "the receiver failed" }).catch(
+        () => {},
+      );
+      await this.#fail(t, `cannot check ${t.name}: ${(hashed.reason as Error).message}`, true);
+      return;
+    }
+    if (wrote.status === "rejected") {
+      // Disk full, or the like: this transfer ends, the link (and the chat on it) stays.
+      const error = wrote.reason;
       const reason = "the receiver cannot write it to disk";
       await link.fc.send({ type: "file_cancel", fid, reason }).catch(() => {});
       await this.#fail(t, `cannot write ${t.name} to disk: ${(error as Error).message}`, true);
@@ -984,15 +999,35 @@ export class Transfers {
       return;
     }
     this.#incoming.delete(fid);
-    const digest = t.hash.digest("hex");
+    clearTimeout(t.waitTimer);
     t.file.close();
-    if (t.at !== t.size || digest !== t.sha256) {
-      // Corrupt: nothing of it is kept, nothing reaches downloads.
-      await Deno.remove(t.partial).catch(() => {});
-      const reason = t.at !== t.size
-        ? `incomplete: ${t.at} of ${t.size} bytes`
-        : "SHA-256 mismatch: the file was damaged on the way; it was discarded";
-      await link.fc.send({ type: "file_done", fid, ok: false, reason }).catch(() => {});
+    const digest = await t.hash.digest().catch((error: Error) => error);
+    // A hash that could not be finished says nothing against the data: the part stays aside to
+    // resume. Corrupt or incomplete: nothing of it is kept, nothing reaches downloads.
+    const failure = digest instanceof Error
+      ? {
+        told: "the receiver failed",
+        reason: `cannot check ${t.name}: ${digest.message}; the part received is kept aside ` +
+          `to resume`,
+        kept: true,
+      }
+      : t.at !== t.size
+      ? { reason: `incomplete: ${t.at} of ${t.size} bytes`, kept: false }
+      : digest !== t.sha256
+      ? {
+        reason: "SHA-256 mismatch: the file was damaged on the way; it was discarded",
+        kept: false,
+      }
+      : undefined;
+    if (failure) {
+      if (!failure.kept) await Deno.remove(t.partial).catch(() => {});
+      await link.fc.send({
+        type: "file_done",
+        fid,
+        ok: false,
+        reason: failure.told ?? failure.reason,
+      })
+        .catch(() => {});
       host.emit({
         type: "transfer_failed",
         fid,
@@ -1000,9 +1035,9 @@ export class Transfers {
         peer: t.from,
         name: t.name,
         size: t.size,
-        reason,
+        reason: failure.reason,
         bytes: t.at - t.startOffset,
-        kept: false,
+        kept: failure.kept,
       });
       return;
     }
@@ -1082,6 +1117,7 @@ export class Transfers {
     if (this.#incoming.get(t.fid) !== t) return;
     this.#incoming.delete(t.fid);
     clearTimeout(t.waitTimer);
+    t.hash.close();
     try {
       t.file.close();
     } catch { /* closed */ }
