@@ -273,6 +273,8 @@ export class Transfers {
   readonly #waiting = new Map<number, WaitingOffer>();
   #nextOffer = 1;
   #warnedNoStatfs = false;
+  /** Set by close(): the store is about to close, so nothing more goes into history. */
+  #closed = false;
   /** Accepts run one at a time, so two cannot both take the last room. */
   #accepting: Promise<void> = Promise.resolve();
   /** Transfers received lately, by id (oldest first). */
@@ -1143,6 +1145,9 @@ export class Transfers {
     sha256: string,
     group?: string,
   ): void {
+    // A transfer that ends while the client closes (its hash or move was under way) would
+    // otherwise fail on the closed store: the file is where it belongs, only the line is lost.
+    if (this.#closed) return;
     this.#host.store.addMessage({
       id: crypto.randomUUID(),
       chat: group ? groupChat(group) : chat,
@@ -1156,6 +1161,7 @@ export class Transfers {
 
   /** Ends every transfer (logout, close); partial files stay for resuming. */
   async close(): Promise<void> {
+    this.#closed = true;
     for (const w of [...this.#waiting.values()]) {
       if (this.#drop(w, "closing")) void reject(w.link, w.offer.fid, "the receiver left");
     }
