@@ -211,6 +211,54 @@ async function iperf3(ctx: BenchContext, size: number): Promise<number | undefin
   }
 }
 
+/** CPU seconds of each live thread of a process, by thread id and name. */
+async function threadCpu(pid: number): Promise<Map<string, { name: string; s: number }>> {
+  const out = new Map<string, { name: string; s: number }>();
+  for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+    const stat = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/stat`).catch(() => "");
+    if (stat === "") continue; // ended meanwhile
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    out.set(task.name, { name, s: (Number(fields[11]) + Number(fields[12])) / 100 });
+  }
+  return out;
+}
+
+/**
+ * Where a process's CPU went between two {@link threadCpu} samples, per 65,000 bytes of the
+ * file, by kind of thread: the main thread (the one whose id is the pid), Deno's I/O threads
+ * (tokio: file and socket work off the main thread), V8's helper threads (GC, compilation), and
+ * threads that ended meanwhile (the receiver's SHA-256 worker, which ends with its digest) or
+ * others; `total` is the process's own count.
+ */
+function cpuByThread(
+  pid: number,
+  before: Map<string, { name: string; s: number }>,
+  after: Map<string, { name: string; s: number }>,
+  total: number,
+  units: number,
+): string {
+  const kinds = new Map<string, number>();
+  let live = 0;
+  for (const [tid, { name, s }] of after) {
+    const used = s - (before.get(tid)?.s ?? 0);
+    live += used;
+    const kind = tid === String(pid)
+      ? "main thread"
+      : name.startsWith("tokio")
+      ? "I/O threads"
+      : name.startsWith("V8")
+      ? "V8 helpers"
+      : name.startsWith("worker")
+      ? "workers"
+      : "other threads";
+    kinds.set(kind, (kinds.get(kind) ?? 0) + used);
+  }
+  kinds.set("ended threads (workers)", Math.max(0, total - live));
+  return [...kinds].filter(([, s]) => s > 0).sort((a, b) => b[1] - a[1])
+    .map(([kind, s]) => `${kind} ${(s * 1e6 / units).toFixed(0)}`).join(", ");
+}
+
 /** Peak resident memory of a process in MiB (VmHWM), or NaN when it cannot be read. */
 async function peakRssMiB(pid: number): Promise<number> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`).catch(() => "");
@@ -296,6 +344,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     ),
   );
   const cpu0 = [await cpuSeconds(Deno.pid), await cpuSeconds(bob.proc.pid)];
+  const threads0 = [await threadCpu(Deno.pid), await threadCpu(bob.proc.pid)];
   const t0 = performance.now();
   await deadline(alice.client.share(source), ctx.quick ? 30_000 : 240_000, "share", ctx.signal);
   const done = await received;
@@ -312,6 +361,10 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     await cpuSeconds(Deno.pid) - cpu0[0]!,
     await cpuSeconds(bob.proc.pid) - cpu0[1]!,
   ];
+  const threads1 = [await threadCpu(Deno.pid), await threadCpu(bob.proc.pid)];
+  const byThread = [Deno.pid, bob.proc.pid].map((pid, i) =>
+    cpuByThread(pid, threads0[i]!, threads1[i]!, cpu[i]!, size / UNIT)
+  );
   const bobPeak = await peakRssMiB(bob.proc.pid);
   const alicePeak = await peakRssMiB(Deno.pid);
   // The received copy is no longer needed: free the disk before the second raw copy.
@@ -417,7 +470,8 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `sender (the bench process) ${cpu[0]!.toFixed(1)} s, receiver ${cpu[1]!.toFixed(1)} s, ` +
       `in ${(totalMs / 1000).toFixed(1)} s (per 65,000 bytes, the chunk of earlier runs: ` +
       `${(cpu[0]! * 1e6 / (size / UNIT)).toFixed(0)} µs and ` +
-      `${(cpu[1]! * 1e6 / (size / UNIT)).toFixed(0)} µs). RSS: bob ${idle[1]!.toFixed(0)} MiB ` +
+      `${(cpu[1]! * 1e6 / (size / UNIT)).toFixed(0)} µs; by thread, µs per 65,000 bytes: ` +
+      `sender ${byThread[0]}; receiver ${byThread[1]}). RSS: bob ${idle[1]!.toFixed(0)} MiB ` +
       `idle, ${bobPeak.toFixed(0)} MiB at the peak; the bench process (the sender) ` +
       `${idle[0]!.toFixed(0)} MiB idle, ${alicePeak.toFixed(0)} MiB at the peak${
         peakReset.every(Boolean) ? "" : " (the peak could not be reset: it counts from the start)"
