@@ -7,23 +7,30 @@ import { type Event, TestClient } from "./processes.ts";
 
 export type Homes = Record<string, string>;
 
-/** Signs users up, each with the given contacts, then quits them all. Returns their homes. */
+/**
+ * Signs users up, each with the given contacts, then quits them all. Returns their homes. One
+ * client a user, kept running from its signup to its contacts (added once every account
+ * exists), so that a scenario's setup starts each user's program once.
+ */
 export async function makeUsers(d: Deployment, contacts: Record<string, string[]>): Promise<Homes> {
   const homes: Homes = {};
-  for (const user of Object.keys(contacts)) {
-    homes[user] = await Deno.makeTempDir({ prefix: `confab-${user}-` });
-    await using c = await TestClient.start(user, d.at(user), { home: homes[user] });
-    await c.signup(user);
-  }
-  // Contacts in a second pass: every account exists by now.
-  for (const [user, list] of Object.entries(contacts)) {
-    if (list.length === 0) continue;
-    await using c = await TestClient.start(user, d.at(user), { home: homes[user] });
-    await c.login(user);
-    for (const contact of list) {
-      await c.send(`contacts add ${contact}`);
-      await c.event("contact_added", { user: contact });
+  const clients: TestClient[] = [];
+  try {
+    for (const user of Object.keys(contacts)) {
+      homes[user] = await Deno.makeTempDir({ prefix: `confab-${user}-` });
+      const c = await TestClient.start(user, d.at(user), { home: homes[user] });
+      clients.push(c);
+      await c.signup(user);
     }
+    // Contacts in a second pass: every account exists by now.
+    for (const c of clients) {
+      for (const contact of contacts[c.proc.name]!) {
+        await c.send(`contacts add ${contact}`);
+        await c.event("contact_added", { user: contact });
+      }
+    }
+  } finally {
+    for (const c of clients) await c[Symbol.asyncDispose]();
   }
   return homes;
 }
