@@ -107,7 +107,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const warm = ctx.quick ? 20 : 300;
   const mails = ctx.quick ? 200 : 5_000;
   const lookupRate = ctx.quick ? 100 : 250;
-  const seconds = ctx.quick ? 1 : 10;
+  const seconds = ctx.quick ? 0.5 : 10;
   const dir = await ctx.tempDir("confab-bench-cluster-");
   ctx.log(`  preparing ${n} users with session tokens`);
   const data = await prepareServerData(dir, n);

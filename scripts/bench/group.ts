@@ -39,8 +39,11 @@ import {
 import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
 
 const MESSAGE_BYTES = 100;
-/** How long the processes' idle use is taken, before the messages and again after them. */
-const IDLE_WINDOW_MS = 3_000;
+/**
+ * How long the processes' idle use is taken, before the messages and again after them (quick
+ * runs, which only keep the item from rotting: a quarter of a second).
+ */
+const IDLE_WINDOW_MS = { full: 3_000, quick: 250 };
 /**
  * The members' and the sender's `--peer-timeout` (the client's default is 3 s). On 2 cores
  * shared by 32 Confab processes and, often, other work at load 15-35, a process can go
@@ -164,6 +167,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const count = ctx.quick ? 20 : 500;
   const warmup = ctx.quick ? 10 : 50;
   const direct = ctx.quick ? 20 : 200;
+  const idleWindowMs = ctx.quick ? IDLE_WINDOW_MS.quick : IDLE_WINDOW_MS.full;
   const dir = await ctx.tempDir("confab-bench-group-");
   const server = await startServer(ctx.spawn, {
     dataDir: join(dir, "server"),
@@ -233,7 +237,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     const idleWindow = async () => {
       const [bench0, members0] = await cpu();
       const i0 = performance.now();
-      await sleep(ctx.quick ? 1_000 : IDLE_WINDOW_MS, ctx.signal);
+      await sleep(idleWindowMs, ctx.signal);
       const [bench1, members1] = await cpu();
       const seconds = (performance.now() - i0) / 1000;
       return { bench: (bench1! - bench0!) / seconds, members: (members1! - members0!) / seconds };
@@ -347,7 +351,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     `${large - 1} member processes used ${(r.idleMembers * 1000).toFixed(0)} ms of CPU per ` +
     `second (${(r.idleMembers * r.seconds * 1000 / count).toFixed(2)} ms per message's ` +
     `time; ${(r.idleBefore * 1000).toFixed(0)} ms per second in ${
-      IDLE_WINDOW_MS / 1000
+      idleWindowMs / 1000
     } s before the ` +
     `messages, ${(r.idleAfter * 1000).toFixed(0)} after) and the bench process ` +
     `${(r.idleBench * 1000).toFixed(0)} ms per second; ` +

@@ -53,7 +53,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const probeUsers = ctx.quick ? 10 : 20;
   const loadRate = ctx.quick ? 400 : 750;
   const probeRate = ctx.quick ? 100 : 250;
-  const seconds = ctx.quick ? 1 : 10;
+  const seconds = ctx.quick ? 0.5 : 10;
   /** Quiet time before RSS is read, so the process has finished what the attaching began. */
   const settle = rssSettling(ctx.quick);
   const dir = await ctx.tempDir("confab-bench-conns-");
