@@ -451,10 +451,13 @@ export class GroupChats {
   // ---- catch-up: members pass on what a member missed ------------------------------------------
 
   /** Tells `link`'s user how far I have each author's messages in `group`. */
-  #sendMarks(link: PeerLink, group: string): void {
+  #sendMarks(
+    link: PeerLink,
+    group: string,
+    marks: () => { author: string; next: number }[] = () => this.#host.store.groupHeads(group),
+  ): void {
     if (!this.#groups.has(group)) return;
-    const marks = this.#host.store.groupHeads(group);
-    link.fc.send({ type: "group_marks", group, marks }).catch(() => {});
+    link.fc.send({ type: "group_marks", group, marks: marks() }).catch(() => {});
   }
 
   /**
@@ -493,7 +496,10 @@ export class GroupChats {
         }
         const age = now - msg.ts;
         if (age >= 0 && age < RELAY_MIN_AGE_MS) {
-          young = true; // (the author's later ones are younger still)
+          // (The author's later ones are younger still.) An author linked to me is alive: its
+          // outbox sends what it owes them, and the periodic marks catch anything else. Asked
+          // again at every such message, each link of a busy group swapped marks every 2 s.
+          if (!host.openLink(author)) young = true;
           break;
         }
         budget--;
@@ -1053,6 +1059,9 @@ export class GroupChats {
     const now = Date.now();
     for (const state of this.#groups.values()) {
       const sum = groupChecksum(state);
+      // Read once for all the links of the round (when one needs them).
+      let heads: { author: string; next: number }[] | undefined;
+      const myMarks = () => heads ??= host.store.groupHeads(state.id);
       for (const member of this.#others(state.id)) {
         const link = host.openLink(member);
         // A member who told me this very checksum within the interval compares for both of us
@@ -1061,7 +1070,7 @@ export class GroupChats {
         const agreed = told !== undefined && told.sum === sum && now - told.at < SUM_INTERVAL_MS;
         if (!agreed) link?.fc.send({ type: "group_sum", group: state.id, sum }).catch(() => {});
         // Now and then too, in case a member got what I missed after we linked.
-        if (link && marks) this.#sendMarks(link, state.id);
+        if (link && marks) this.#sendMarks(link, state.id, myMarks);
       }
     }
   }
