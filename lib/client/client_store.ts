@@ -135,6 +135,8 @@ const MIGRATIONS: readonly string[] = [
  * at a few messages a second paid a second commit per message.
  */
 const BATCH_DELAY_MS = 500;
+/** How long acked group copies wait to share a commit (see ClientStore.settleCopySoon). */
+const SETTLE_DELAY_MS = 50;
 
 /** The history key of a group chat. */
 export function groupChat(id: string): string {
@@ -227,6 +229,7 @@ export class ClientStore implements Disposable {
   #marksTimer: ReturnType<typeof setTimeout> | undefined;
   /** Group copies acked, waiting for their group commit (see settleCopySoon). */
   readonly #settles: { msgId: string; member: string }[] = [];
+  #settleTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(userDir: string) {
     this.fixedMode = ownerOnlyDir(userDir);
@@ -307,14 +310,15 @@ export class ClientStore implements Disposable {
   }
 
   /**
-   * {@link settleCopy} (acked) in a group commit: the acks settled before the next turn of the
-   * event loop, or before anything reads or changes the group outbox, are written in one
-   * transaction. Losing one to a kill -9 loses nothing: the copy is owed again, sent again, and
-   * its member drops it as a duplicate and acks it again.
+   * {@link settleCopy} (acked) in a group commit: the acks settled within
+   * {@link SETTLE_DELAY_MS}, or before anything reads or changes the group outbox or history,
+   * are written in one transaction (the 31 acks of a message to 32 members come one by one).
+   * Losing some to a kill -9 loses nothing: those copies are owed again and sent again, and
+   * their members drop them as duplicates and ack them again.
    */
   settleCopySoon(msgId: string, member: string): void {
     this.#settles.push({ msgId, member });
-    this.#marksTimer ??= setTimeout(() => this.#writeRows(), 0);
+    this.#settleTimer ??= setTimeout(() => this.#writeRows(), SETTLE_DELAY_MS);
   }
 
   /**
@@ -347,6 +351,8 @@ export class ClientStore implements Disposable {
         for (const m of marks) m.done.reject(error);
       }
     }
+    clearTimeout(this.#settleTimer);
+    this.#settleTimer = undefined;
     if (this.#settles.length > 0) this.#writeSettles();
   }
 

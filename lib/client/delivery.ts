@@ -67,6 +67,8 @@ export interface DeliveryHost {
 /** A group copy not acked is tried again after this (busy: our states differ for a moment). */
 const GROUP_BUSY_RETRY_MS = 300;
 const GROUP_SILENT_RETRY_MS = 2_000;
+/** `group_status` while acks arrive: at most this often (and at once for the last one). */
+const STATUS_EVERY_MS = 50;
 /** Group copies a member's line reads from the store at a time. */
 const LINE_BATCH = 16;
 
@@ -118,6 +120,8 @@ export class Delivery {
   #groupSends: Promise<unknown> = Promise.resolve();
   /** Group messages acked just now whose `group_status` is due (id → group). */
   readonly #statusDue = new Map<string, string>();
+  /** My group messages being sent now: how many of their copies are not acked yet. */
+  readonly #unacked = new Map<string, number>();
   /** The group line of each recipient (name key); `again` asks it for one more pass. */
   readonly #groupLines = new Map<string, { again: boolean; done: Promise<void> }>();
   /**
@@ -573,7 +577,12 @@ export class Delivery {
     this.#groupSends = stored.catch(() => {});
     const { ts, to } = await stored;
     this.#ctx.emit({ type: "sent", id, to: groupHandle(group), ts, text, group });
-    await Promise.all(to.map((member) => this.kickGroup(session, member, { known: true })));
+    if (to.length > 0) this.#unacked.set(id, to.length);
+    try {
+      await Promise.all(to.map((member) => this.kickGroup(session, member, { known: true })));
+    } finally {
+      this.#unacked.delete(id);
+    }
     const status = session.store.copyStatus(id);
     if (status.pending.length > 0) this.groupStatus(session, id, group);
     return status.pending.length === 0 ? "delivered" : "queued";
@@ -668,7 +677,9 @@ export class Delivery {
           ms: Date.now() - copy.ts,
           group: copy.group,
         });
-        this.#statusSoon(session, copy.msgId, copy.group);
+        const unacked = this.#unacked.get(copy.msgId);
+        if (unacked !== undefined) this.#unacked.set(copy.msgId, unacked - 1);
+        this.#statusSoon(session, copy.msgId, copy.group, unacked === 1);
         continue;
       }
       // Not acked: still owed, so the store knows better than #owed now.
@@ -687,13 +698,19 @@ export class Delivery {
   }
 
   /**
-   * {@link groupStatus} once for the acks that arrive together: listing who has a message at
-   * every one of 31 acks made the sender's work per message grow with the square of the group.
+   * {@link groupStatus} for the acks of a while ({@link STATUS_EVERY_MS}) together, and at once
+   * for the last copy of a message being sent: listing who has a message at every one of 31
+   * acks made the sender's work per message grow with the square of the group.
    */
-  #statusSoon(session: Session, msgId: string, group: string): void {
+  #statusSoon(session: Session, msgId: string, group: string, last: boolean): void {
+    if (last) {
+      this.#statusDue.delete(msgId);
+      this.groupStatus(session, msgId, group);
+      return;
+    }
     if (this.#statusDue.size === 0) {
       this.#ctx.track(
-        delay(0, this.#ctx.signal).then(() => {
+        delay(STATUS_EVERY_MS, this.#ctx.signal).then(() => {
           const due = [...this.#statusDue];
           this.#statusDue.clear();
           if (this.#session.current !== session) return;
