@@ -803,7 +803,9 @@ storeTest("attach() puts a user in the directory on this instance", async (fx) =
   assert.equal(await store.presenceOf("alice"), undefined);
   const seq = await store.recordLogin("alice", "10.0.0.9", 1, 5000);
   await store.attach(attachment("Alice", seq, "a-1"));
-  await seen({ kind: "presence", user: "alice", online: true });
+  const online = await seen({ kind: "presence", user: "alice", online: true });
+  // Named as she signed up: the server tells her watchers without looking her up.
+  assert.equal(online.kind === "presence" && online.name, "Alice");
   const expected = {
     user: "Alice",
     host: "10.0.0.9",
