@@ -105,8 +105,23 @@ export class PlainFrontEnd implements FrontEnd {
   }
 }
 
-/** One JSON object per line on stdout for every event; commands come in on stdin. */
+/**
+ * One JSON object per line on stdout for every event; commands come in on stdin. The lines of
+ * one turn (a batch of shown mail is hundreds of events) go out in one write, in order, at the
+ * end of that turn: a write per line was most of the cost of showing a message. Whatever is
+ * held is written before the process exits.
+ */
 export class JsonFrontEnd implements FrontEnd {
+  #held: string[] = [];
+  readonly #encoder = new TextEncoder();
+  readonly #flush = () => this.flush();
+
+  constructor() {
+    // Deno.exit() anywhere dispatches "unload" before the process ends (events may still come
+    // after this front end is disposed, while the client closes).
+    globalThis.addEventListener("unload", this.#flush);
+  }
+
   bind(): void {}
 
   lines(): AsyncIterable<string> {
@@ -114,7 +129,23 @@ export class JsonFrontEnd implements FrontEnd {
   }
 
   show(event: ClientEvent): void {
-    console.log(JSON.stringify({ ...event, time: Date.now() }));
+    this.#held.push(JSON.stringify({ ...event, time: Date.now() }));
+    if (this.#held.length === 1) queueMicrotask(this.#flush);
+  }
+
+  /**
+   * Writes the lines held, each ending in a newline. A closed stdout is no error, as for
+   * console.log.
+   */
+  flush(): void {
+    if (this.#held.length === 0) return;
+    let bytes = this.#encoder.encode(this.#held.join("\n") + "\n");
+    this.#held = [];
+    try {
+      while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
+    } catch {
+      // The reader is gone (a broken pipe): nobody is left to read the events.
+    }
   }
 
   print(text: string): void {
@@ -128,6 +159,7 @@ export class JsonFrontEnd implements FrontEnd {
   clear(): void {}
 
   [Symbol.asyncDispose](): Promise<void> {
+    this.flush();
     return Promise.resolve();
   }
 }
