@@ -10,6 +10,8 @@ import assert from "node:assert/strict";
 import { deployments } from "./support/deployment.ts";
 import { type Event, TestClient } from "./support/processes.ts";
 import { historyOf, inChat, makeUsers, removeHomes, sendStored } from "./support/mail.ts";
+import { RawConn } from "./support/raw_conn.ts";
+import { generateKeyPair } from "../lib/crypto/x25519.ts";
 
 /**
  * Every message of the chat with `user` in history, `text` and mark, oldest first (`/history`
@@ -160,6 +162,49 @@ deployments.test("a batch read receipt is one signature, and a server that gives
     const read = await alice.anyEvent("read", { by: "bob" });
     assert.deepEqual(read.ids, [x]);
     assert.deepEqual(await historyOf(alice, "bob", true), ["read x**", "read y*"]);
+  } finally {
+    await removeHomes(homes);
+  }
+});
+
+deployments.test("read receipts confirmed while a push waits for its ack are pushed once, after it", async (d) => {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
+  const texts = Array.from({ length: 700 }, (_, i) => `receipt ${i}`);
+  try {
+    {
+      await using alice = await inChat(d, homes, "alice", "bob", { online: false });
+      await alice.send(texts.join("\n"));
+      for (const text of texts) {
+        const sent = await alice.anyEvent("sent", { text }, BURST_DEADLINE_MS);
+        await alice.anyEvent("stored", { id: sent.id }, BURST_DEADLINE_MS);
+      }
+    }
+    // alice, online as a bare connection that acknowledges nothing until told to.
+    await using alice = await RawConn.login(d.at("alice").port, "alice", await generateKeyPair());
+    // Its heartbeat, as a client sends it (the server ends a silent control connection).
+    let ping = 10_000;
+    const heartbeat = setInterval(() => void alice.send({ type: "ping", id: ping++ }), 1000);
+    try {
+      await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
+      await bob.login("bob");
+      await bob.send("show alice");
+      assert.equal((await bob.event("shown", { from: "alice" }, BURST_DEADLINE_MS)).count, 700);
+      // Two batches (500 and 200) were confirmed: one push so far, the rest once it is acked.
+      const seen: string[] = [];
+      let id = 100;
+      while (seen.length < texts.length) {
+        let push = await alice.next(undefined, BURST_DEADLINE_MS);
+        while (push.type !== "receipts") push = await alice.next(undefined, BURST_DEADLINE_MS);
+        const ids = (push.items as { msgId: string }[]).map((i) => i.msgId);
+        seen.push(...ids);
+        // Sent, not awaited as a request: the next push may come before its answer.
+        await alice.send({ type: "receipts_ack", id: id++, msgIds: ids });
+      }
+      assert.equal(new Set(seen).size, texts.length);
+      assert.equal(seen.length, texts.length, "no receipt pushed twice");
+    } finally {
+      clearInterval(heartbeat);
+    }
   } finally {
     await removeHomes(homes);
   }

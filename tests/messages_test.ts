@@ -309,7 +309,8 @@ const CASES: readonly Case[] = [
   {
     name: "Show",
     directions: ["ClientToServer"],
-    example: { type: "show", id: 22, from: "alice" },
+    example: { type: "show", id: 22, from: "alice", after: "m-1" },
+    optional: ["after"],
     wrongType: ["from", 5],
   },
   {

@@ -457,6 +457,25 @@ storeTest(
   },
 );
 
+storeTest(
+  "pendingMail() after a pending message gives the mail stored after it, and none once it is confirmed",
+  async (fx) => {
+    await using store = await openWith(fx, ["alice", "bob", "carol"]);
+    for (const id of ["a1", "a2", "a3", "a4"]) await store.storeMail(mail("bob", "alice", id), 100);
+    await store.storeMail(mail("bob", "carol", "c1"), 100);
+    const ids = async (limit: number, after: string) =>
+      (await store.pendingMail("bob", "alice", limit, after)).map((m) => m.msgId);
+    assert.deepEqual(await ids(10, "a2"), ["a3", "a4"]);
+    assert.deepEqual(await ids(1, "a1"), ["a2"]);
+    assert.deepEqual(await ids(10, "a4"), []);
+    // Another sender's message is no cursor into this one's mail.
+    assert.deepEqual(await ids(10, "c1"), []);
+    await store.confirmMail("bob", "alice", ["a1", "a2"]);
+    assert.deepEqual(await ids(10, "a2"), [], "a2 is gone: nothing after it is told apart");
+    assert.deepEqual(await ids(10, "a3"), ["a4"]);
+  },
+);
+
 storeTest("mailbox() gives count and newest time per sender, oldest first", async (fx) => {
   await using store = await openWith(fx, ["alice", "Bob", "Carol"]);
   await store.storeMail(mail("alice", "carol", "c1", 500), 100);

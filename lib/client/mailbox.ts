@@ -14,7 +14,9 @@ import {
 import { receiptStatement, verifySignature } from "../crypto/ed25519.ts";
 import { batchReceiptStatement, receiptRoot, rootOfProof } from "../crypto/receipt_tree.ts";
 import { type ClientContext, ClientError } from "./context.ts";
-import type { ServerSession } from "./server_session.ts";
+import type { ServerSession, Session } from "./server_session.ts";
+
+type MailBatch = Extract<ServerMessage, { type: "mail_batch" }>;
 
 export interface MailboxEntry {
   from: string;
@@ -61,7 +63,9 @@ export class Mailbox {
   /**
    * Fetches the pending messages from `user`, stores them, and only then confirms them to the
    * server (which deletes them and tells the sender they were read). A crash in between shows
-   * them again next time; the local store drops the duplicates by id.
+   * them again next time; the local store drops the duplicates by id. The next batch is asked
+   * for as soon as one arrives, and a batch's confirm is answered while the next is opened: the
+   * server and this client work side by side instead of in turns.
    */
   async show(user: string): Promise<number> {
     const session = this.#session.require();
@@ -75,93 +79,141 @@ export class Mailbox {
     }
     // The sender's identity key, checked against the pin: it must have signed each message.
     const sender = await this.#session.lookup(user);
-    let shown = 0;
-    for (let round = 0; round < 10_000; round++) {
-      const batch = await this.#session.request<Extract<ServerMessage, { type: "mail_batch" }>>({
+    const fetch = (after?: string) =>
+      this.#session.request<MailBatch>({
         type: "show",
         from: sender.user,
+        ...(after === undefined ? {} : { after }),
       });
-      const rejected: string[] = [];
-      const opened: { msgId: string; ts: number; text: string; place?: BurstPlace }[] = [];
-      // Opened all at once (the signature checks overlap), then taken in order.
-      const opener = this.#openerOf(session.user, mailKey);
-      const opening = batch.messages.map((m) =>
-        opener.open(m.sealed, { from: batch.from, msgId: m.msgId, ts: m.ts }, sender.publicKey)
-      );
-      for (const p of opening) p.catch(() => {}); // each is awaited below
-      for (const [i, m] of batch.messages.entries()) {
-        let mail: OpenedMail;
-        try {
-          mail = await opening[i]!;
-        } catch (error) {
-          if (!(error instanceof MailRejected)) throw error;
-          rejected.push(m.msgId);
-          this.#ctx.emit({
-            type: "error",
-            code: "MAIL_REJECTED",
-            message: `a message said to be from ${batch.from} was discarded: ${error.message}`,
-          });
-          continue;
+    let shown = 0;
+    /** The next batch, asked for before this one is opened, so the server reads it meanwhile. */
+    let ahead: Promise<MailBatch> | undefined;
+    /** The previous batch's confirm, answered while this one is opened. */
+    let confirming: Promise<unknown> | undefined;
+    for (let round = 0; round < 10_000; round++) {
+      const batch = await (ahead ?? fetch());
+      const cursor = ahead !== undefined;
+      ahead = undefined;
+      const last = batch.messages.at(-1);
+      if (batch.more && last) {
+        ahead = fetch(last.msgId);
+        ahead.catch(() => {}); // awaited next round, or dropped with this show's failure
+      }
+      const opened = await this.#showBatch(session, mailKey, sender, batch);
+      shown += opened.shown;
+      if (batch.messages.length === 0 && !cursor) break;
+      if (batch.messages.length > 0) {
+        if (Deno.env.get("CONFAB_FAULT") === "crash-before-mail-confirm") {
+          Deno.kill(Deno.pid, "SIGKILL"); // tests: die between storing and confirming
         }
-        opened.push({ msgId: m.msgId, ts: m.ts, text: mail.text, place: mail.place });
-      }
-      // The batch in one commit, before any of it is shown or confirmed. Shown once, whatever
-      // the timing: a message already in history (it came directly, or a crash before the
-      // confirm brought this batch back, or the server delivered an old one again) is
-      // confirmed but not shown again.
-      const fresh = session.store.addMessages(opened.map((m) => ({
-        id: m.msgId,
-        chat: batch.from,
-        sender: batch.from,
-        ts: m.ts,
-        text: m.text,
-        outgoing: false,
-        mark: "**",
-      })));
-      for (const [i, m] of opened.entries()) {
-        if (!fresh[i]) continue;
-        if (m.place) this.#checkOrder(batch.from, m.place);
-        shown++;
-        this.#ctx.emit({
-          type: "message",
-          id: m.msgId,
+        const receipt = await this.#receipt(session, batch.from, opened.read);
+        await confirming;
+        confirming = this.#session.request({
+          type: "mail_confirm",
           from: batch.from,
-          ts: m.ts,
-          text: m.text,
-          inChat: this.#host.chatWith?.toLowerCase() === batch.from.toLowerCase(),
-          via: "server",
+          msgIds: batch.messages.map((m) => m.msgId),
+          ...(opened.rejected.length > 0 ? { rejected: opened.rejected } : {}),
+          ...(receipt ? { receipt } : {}),
         });
+        confirming.catch(() => {}); // awaited before the next confirm or at the end
       }
-      if (batch.messages.length === 0) break;
-      if (Deno.env.get("CONFAB_FAULT") === "crash-before-mail-confirm") {
-        Deno.kill(Deno.pid, "SIGKILL"); // tests: die between storing and confirming
+      if (!batch.more && !cursor) break;
+      if (!batch.more) {
+        // The last batch of a run fetched ahead: once it is confirmed, one plain look for
+        // anything stored meanwhile (or that the cursor did not reach) ends the show.
+        await confirming;
       }
-      // One receipt for the messages read, signed by this device's identity key over the root
-      // of their ids' hash tree: the sender believes a receipt only with that signature (and
-      // the message's path to the root), never on the server's word.
-      const refused = new Set(rejected);
-      const read = batch.messages.filter((m) => !refused.has(m.msgId)).map((m) => m.msgId);
-      const readAt = Date.now();
-      const receipt = read.length === 0 ? undefined : {
-        readAt,
-        sig: await session.identity.sign(batchReceiptStatement({
-          sender: batch.from,
-          reader: session.user,
-          readAt,
-          root: receiptRoot(read),
-        })),
-      };
-      await this.#session.request({
-        type: "mail_confirm",
-        from: batch.from,
-        msgIds: batch.messages.map((m) => m.msgId),
-        ...(rejected.length > 0 ? { rejected } : {}),
-        ...(receipt ? { receipt } : {}),
-      });
-      if (!batch.more) break;
     }
+    await confirming;
     this.#ctx.emit({ type: "shown", from: user, count: shown });
     return shown;
+  }
+
+  /**
+   * Opens a batch, stores it in one commit and shows what is new. Shown once, whatever the
+   * timing: a message already in history (it came directly, or a crash before the confirm
+   * brought this batch back, or the server delivered an old one again) is confirmed but not
+   * shown again.
+   * @returns the ids refused (forged, undecryptable), the ids read, and how many were shown.
+   */
+  async #showBatch(
+    session: Session,
+    mailKey: MailKey,
+    sender: { publicKey: string },
+    batch: MailBatch,
+  ): Promise<{ rejected: string[]; read: string[]; shown: number }> {
+    const rejected: string[] = [];
+    const opened: { msgId: string; ts: number; text: string; place?: BurstPlace }[] = [];
+    // Opened all at once (the signature checks overlap), then taken in order.
+    const opener = this.#openerOf(session.user, mailKey);
+    const opening = batch.messages.map((m) =>
+      opener.open(m.sealed, { from: batch.from, msgId: m.msgId, ts: m.ts }, sender.publicKey)
+    );
+    for (const p of opening) p.catch(() => {}); // each is awaited below
+    for (const [i, m] of batch.messages.entries()) {
+      let mail: OpenedMail;
+      try {
+        mail = await opening[i]!;
+      } catch (error) {
+        if (!(error instanceof MailRejected)) throw error;
+        rejected.push(m.msgId);
+        this.#ctx.emit({
+          type: "error",
+          code: "MAIL_REJECTED",
+          message: `a message said to be from ${batch.from} was discarded: ${error.message}`,
+        });
+        continue;
+      }
+      opened.push({ msgId: m.msgId, ts: m.ts, text: mail.text, place: mail.place });
+    }
+    // The batch in one commit, before any of it is shown or confirmed.
+    const fresh = session.store.addMessages(opened.map((m) => ({
+      id: m.msgId,
+      chat: batch.from,
+      sender: batch.from,
+      ts: m.ts,
+      text: m.text,
+      outgoing: false,
+      mark: "**",
+    })));
+    let shown = 0;
+    const inChat = this.#host.chatWith?.toLowerCase() === batch.from.toLowerCase();
+    for (const [i, m] of opened.entries()) {
+      if (!fresh[i]) continue;
+      if (m.place) this.#checkOrder(batch.from, m.place);
+      shown++;
+      this.#ctx.emit({
+        type: "message",
+        id: m.msgId,
+        from: batch.from,
+        ts: m.ts,
+        text: m.text,
+        inChat,
+        via: "server",
+      });
+    }
+    return { rejected, read: opened.map((m) => m.msgId), shown };
+  }
+
+  /**
+   * One receipt for the messages read, signed by this device's identity key over the root of
+   * their ids' hash tree: the sender believes a receipt only with that signature (and the
+   * message's path to the root), never on the server's word.
+   */
+  async #receipt(
+    session: Session,
+    from: string,
+    read: string[],
+  ): Promise<{ readAt: number; sig: string } | undefined> {
+    if (read.length === 0) return undefined;
+    const readAt = Date.now();
+    const sig = await session.identity.sign(batchReceiptStatement({
+      sender: from,
+      reader: session.user,
+      readAt,
+      root: receiptRoot(read),
+    }));
+    return { readAt, sig };
   }
 
   #openerOf(user: string, mailKey: MailKey): MailOpener {

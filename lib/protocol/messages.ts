@@ -14,9 +14,11 @@ import { ERROR_CODES, ProtocolError } from "./errors.ts";
  * Noise with ChaChaPoly instead of AESGCM (version 3). Version 5: resumption tickets (`welcome`
  * carries one, a client coming back offers it in its first `noise` message: NNpsk0). Version 6:
  * offline mail sealed in bursts (one key agreement and one signature for many messages), which
- * a version 5 reader cannot open, and read receipts signed once per batch.
+ * a version 5 reader cannot open, and read receipts signed once per batch. Version 7: `show` may
+ * ask for the mail after a given message (`after`), so a reader fetches the next batch while it
+ * opens one.
  */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 
 // ---- field rules ---------------------------------------------------------------------------
 
@@ -172,8 +174,16 @@ export const MailSend = s.object({
 });
 /** Who has pending messages for me: `hanging`. */
 export const Hanging = s.object({ type: s.literal("hanging"), id: RequestId });
-/** Hand me the pending messages from one user: `show <user>`. */
-export const Show = s.object({ type: s.literal("show"), id: RequestId, from: Username });
+/**
+ * Hand me the pending messages from one user: `show <user>`; with `after`, those stored after
+ * that one (the last of a batch not confirmed yet, so the next batch is on its way meanwhile).
+ */
+export const Show = s.object({
+  type: s.literal("show"),
+  id: RequestId,
+  from: Username,
+  after: MessageId.optional(),
+});
 /** My client stored these messages: delete them and tell the sender they were read. */
 export const MailConfirm = s.object({
   type: s.literal("mail_confirm"),

@@ -494,12 +494,23 @@ export class PostgresStore implements ServerStore {
     return rows.map((r) => ({ from: r.from, count: r.count, newest: r.newest }));
   }
 
-  async pendingMail(recipient: string, sender: string, limit: number): Promise<PendingMail[]> {
+  async pendingMail(
+    recipient: string,
+    sender: string,
+    limit: number,
+    after?: string,
+  ): Promise<PendingMail[]> {
     await this.#mailCommitted();
-    const rows = await this.#sql<MailSqlRow[]>`
-      SELECT msg_id, ts, body FROM mail
-      WHERE recipient = ${nameKey(recipient)} AND sender = ${nameKey(sender)}
-      ORDER BY seq LIMIT ${limit}`;
+    const r = nameKey(recipient);
+    const s = nameKey(sender);
+    const rows = after === undefined
+      ? await this.#sql<MailSqlRow[]>`
+        SELECT msg_id, ts, body FROM mail WHERE recipient = ${r} AND sender = ${s}
+        ORDER BY seq LIMIT ${limit}`
+      : await this.#sql<MailSqlRow[]>`
+        SELECT msg_id, ts, body FROM mail WHERE recipient = ${r} AND sender = ${s} AND seq > (
+          SELECT seq FROM mail WHERE recipient = ${r} AND sender = ${s} AND msg_id = ${after})
+        ORDER BY seq LIMIT ${limit}`;
     return rows.map(toPendingMail);
   }
 

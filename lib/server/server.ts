@@ -125,6 +125,11 @@ interface Session extends OnlineUser {
   attach: string;
   /** Settles once the store has this attachment (or failed to take it). */
   attached: Promise<void>;
+  /**
+   * Read receipts pushed to this client: being looked up, or sent and not acknowledged yet
+   * (`receipts_ack` pushes the next ones). `again`: asked for meanwhile, look once more.
+   */
+  receipts?: { state: "looking" | "sent"; again: boolean; at: number };
 }
 
 interface ConnState {
@@ -191,6 +196,11 @@ const MAIL_REFUSED_MS = 1_500;
  * during a burst may still get up to this much of it.
  */
 const MAIL_CHECK_REUSE_MS = 1_000;
+/**
+ * A push of read receipts not acknowledged after this long is taken as lost: the next
+ * confirm or lookup pushes them again.
+ */
+const RECEIPTS_UNANSWERED_MS = 10_000;
 /** Bytes read ahead on a client's control connection (a request is a few hundred bytes). */
 const CONTROL_READ_AHEAD = 1024;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
@@ -781,6 +791,7 @@ export class ConfabServer implements AsyncDisposable {
       }
       case "receipts_ack":
         await this.store.deleteReceipts(session.user, m.msgIds);
+        session.receipts = undefined; // the push is answered: the next may go
         await this.#pushReceipts(session.key);
         return await fc.send({ type: "ok", id: m.id });
       case "report_unreachable":
@@ -1004,7 +1015,12 @@ export class ConfabServer implements AsyncDisposable {
   ): Promise<void> {
     const sender = await this.store.getUser(m.from);
     if (!sender) throw new Reply("NO_SUCH_USER", `there is no user named ${m.from}`);
-    const pending = await this.store.pendingMail(session.user, sender.name, MAX_MAIL_BATCH + 1);
+    const pending = await this.store.pendingMail(
+      session.user,
+      sender.name,
+      MAX_MAIL_BATCH + 1,
+      m.after,
+    );
     const batch: { msgId: string; ts: number; sealed: string }[] = [];
     let size = 0;
     for (const p of pending.slice(0, MAX_MAIL_BATCH)) {
@@ -1021,13 +1037,35 @@ export class ConfabServer implements AsyncDisposable {
     });
   }
 
-  /** Sends the read receipts waiting for `senderKey`, if that user is online. */
+  /**
+   * Sends the read receipts waiting for `senderKey`, if that user is online. One push at a time
+   * per session: the next goes once the client acknowledged it (`receipts_ack`), so receipts
+   * confirmed while one is on its way are not pushed twice.
+   */
   async #pushReceipts(senderKey: string, reader?: string): Promise<void> {
     const session = this.#online.get(senderKey);
     if (!session) return;
-    const items = await this.store.pendingReceipts(session.user, MAX_MAIL_BATCH, reader);
-    if (items.length === 0) return;
-    session.fc.send({ type: "receipts", items: items.map(receiptItem) }).catch(() => {});
+    const now = Date.now();
+    if (session.receipts && now - session.receipts.at < RECEIPTS_UNANSWERED_MS) {
+      session.receipts.again = true;
+      return;
+    }
+    const push = { state: "looking" as "looking" | "sent", again: false, at: now };
+    session.receipts = push;
+    try {
+      for (let filter = reader;; filter = undefined) {
+        push.again = false;
+        const items = await this.store.pendingReceipts(session.user, MAX_MAIL_BATCH, filter);
+        if (items.length > 0) {
+          session.fc.send({ type: "receipts", items: items.map(receiptItem) }).catch(() => {});
+          push.state = "sent";
+          return;
+        }
+        if (!push.again) return;
+      }
+    } finally {
+      if (push.state === "looking" && session.receipts === push) session.receipts = undefined;
+    }
   }
 
   /**

@@ -404,15 +404,27 @@ export class SqliteStore implements ServerStore {
     });
   }
 
-  pendingMail(recipient: string, sender: string, limit: number): Promise<PendingMail[]> {
+  pendingMail(
+    recipient: string,
+    sender: string,
+    limit: number,
+    after?: string,
+  ): Promise<PendingMail[]> {
     return settle(() => {
       this.#commitMail();
-      return (this.#db.sql(
-        `SELECT msg_id, ts, body FROM mail WHERE recipient = ? AND sender = ?
-         ORDER BY seq LIMIT ?`,
-      ).all(nameKey(recipient), nameKey(sender), limit) as unknown as MailSqlRow[]).map(
-        toPendingMail,
-      );
+      const r = nameKey(recipient);
+      const s = nameKey(sender);
+      const rows = after === undefined
+        ? this.#db.sql(
+          `SELECT msg_id, ts, body FROM mail WHERE recipient = ? AND sender = ?
+           ORDER BY seq LIMIT ?`,
+        ).all(r, s, limit)
+        : this.#db.sql(
+          `SELECT msg_id, ts, body FROM mail WHERE recipient = ? AND sender = ? AND seq > (
+             SELECT seq FROM mail WHERE recipient = ? AND sender = ? AND msg_id = ?)
+           ORDER BY seq LIMIT ?`,
+        ).all(r, s, r, s, after, limit);
+      return (rows as unknown as MailSqlRow[]).map(toPendingMail);
     });
   }
 

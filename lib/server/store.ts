@@ -365,8 +365,16 @@ export interface ServerStore extends AsyncDisposable {
   countMail(recipient: string, sender?: string): Promise<number>;
   /** Who has pending messages for `recipient`: count and newest send time, oldest first. */
   mailbox(recipient: string): Promise<MailboxEntry[]>;
-  /** Pending messages from `sender` to `recipient` in the order they were stored. */
-  pendingMail(recipient: string, sender: string, limit: number): Promise<PendingMail[]>;
+  /**
+   * Pending messages from `sender` to `recipient` in the order they were stored; with `after`,
+   * only those stored after that pending message (none when it is no longer pending).
+   */
+  pendingMail(
+    recipient: string,
+    sender: string,
+    limit: number,
+    after?: string,
+  ): Promise<PendingMail[]>;
   /**
    * Deletes delivered mail and records a read receipt for each (except the `rejected` ones),
    * in one transaction; the ids are remembered as read, so a resend is not stored again. Ids
