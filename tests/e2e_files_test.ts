@@ -223,6 +223,59 @@ Deno.test("a frozen member does not stall a group transfer to the others", async
   }
 });
 
+Deno.test("a slow receiver holds the sender back: what is sent and not yet written stays bounded", async () => {
+  await using server = await startServer();
+  const dir = await Deno.makeTempDir();
+  const { alice, bob } = await pair(server);
+  const size = 192 * MiB;
+  let slowing = true;
+  let throttle: Promise<void> = Promise.resolve();
+  try {
+    const path = await randomFile(dir, "slow.bin", size);
+    await alice.send(`/s ${path}`);
+    await bob.event("transfer_started", { direction: "in" }, 60_000);
+    // bob runs a quarter of the time (stopped 300 ms of every 400: his link stays up, the
+    // heartbeats get through in between), so his disk and hash fall behind alice's reading.
+    throttle = (async () => {
+      while (slowing) {
+        bob.proc.kill("SIGSTOP");
+        await new Promise((r) => setTimeout(r, 300));
+        bob.proc.kill("SIGCONT");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const last = (client: TestClient, direction: string) =>
+      Number(
+        client.events().findLast((e) => e.type === "transfer_progress" && e.direction === direction)
+          ?.bytes ?? 0,
+      );
+    const done = bob.event("transfer_done", { direction: "in" }, 180_000);
+    let finished = false;
+    done.then(() => finished = true, () => finished = true);
+    // What alice has read and sealed, less what bob has written: the sockets' buffers (the
+    // kernel's up to ≈ 36 MiB here), the chunks in flight and bob's queue. Without
+    // backpressure alice would run ahead by most of the file.
+    let ahead = 0;
+    while (!finished) {
+      ahead = Math.max(ahead, last(alice, "out") - last(bob, "in"));
+      await Promise.race([done.catch(() => {}), new Promise((r) => setTimeout(r, 50))]);
+    }
+    slowing = false;
+    await throttle;
+    const received = await done;
+    assert.equal(received.sha256, await sha256Of(path));
+    assert.ok(ahead > 0, "alice's progress was seen ahead of bob's");
+    assert.ok(ahead <= 64 * MiB, `alice ran ${(ahead / MiB).toFixed(1)} MiB ahead of bob's disk`);
+    console.log(`alice ran at most ${(ahead / MiB).toFixed(1)} MiB ahead of bob's disk`);
+  } finally {
+    slowing = false;
+    await throttle;
+    bob.proc.kill("SIGCONT");
+    await disposeAll([alice, bob]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // ---- memory --------------------------------------------------------------------------------
 
 Deno.test("a 512 MiB transfer keeps each side's peak RSS within 64 MiB of its idle RSS", async () => {
