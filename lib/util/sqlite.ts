@@ -35,13 +35,18 @@ export class Database implements Disposable {
     this.#timer = setInterval(() => this.checkpoint(), CHECKPOINT_EVERY_MS);
   }
 
+  /**
+   * Applies the migrations not applied yet, all in one transaction: a new database gets its
+   * whole schema in one commit (one commit per migration cost a fresh server or client ~3 ms
+   * of CPU at start-up), and a failure leaves it as it was.
+   */
   #migrate(migrations: readonly string[]): void {
-    for (let v = this.schemaVersion; v < migrations.length; v++) {
-      this.transaction(() => {
-        this.#db.exec(migrations[v]!);
-        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
-      });
-    }
+    const from = this.schemaVersion;
+    if (from >= migrations.length) return;
+    this.transaction(() => {
+      for (let v = from; v < migrations.length; v++) this.#db.exec(migrations[v]!);
+      this.#db.exec(`PRAGMA user_version = ${migrations.length}`);
+    });
   }
 
   /** The number of migrations applied. */
