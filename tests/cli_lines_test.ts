@@ -1,9 +1,9 @@
 /**
- * Unit tests for lib/cli/lines.ts: splitting a byte stream into lines, and parsing port and
- * HOST:PORT arguments.
+ * Unit tests for lib/cli/lines.ts: splitting a byte stream (or a file read piece by piece) into
+ * lines, and parsing port and HOST:PORT arguments.
  */
 import assert from "node:assert/strict";
-import { parseHostPort, parsePort, readLines } from "../lib/cli/lines.ts";
+import { parseHostPort, parsePort, readFileLines, readLines } from "../lib/cli/lines.ts";
 
 const enc = new TextEncoder();
 
@@ -79,6 +79,41 @@ Deno.test("readLines() strips only one trailing CR and keeps CRs inside a line",
 
 Deno.test("readLines() keeps spaces and tabs as typed", async () => {
   assert.deepEqual(await collect(streamOf("  /msg bob  hi \t\n")), ["  /msg bob  hi \t"]);
+});
+
+/** A file whose reads return exactly these chunks (each fits the caller's buffer), then EOF. */
+function fileOf(...chunks: (string | Uint8Array)[]) {
+  const queue = chunks.map((c) => typeof c === "string" ? enc.encode(c) : c);
+  return {
+    read(buffer: Uint8Array): Promise<number | null> {
+      const chunk = queue.shift();
+      if (chunk === undefined) return Promise.resolve(null);
+      buffer.set(chunk);
+      return Promise.resolve(chunk.length);
+    },
+  };
+}
+
+async function collectFile(file: ReturnType<typeof fileOf>): Promise<string[]> {
+  const lines: string[] = [];
+  for await (const line of readFileLines(file)) lines.push(line);
+  return lines;
+}
+
+Deno.test("readFileLines() splits reads into lines as readLines() does", async () => {
+  assert.deepEqual(await collectFile(fileOf("a\r\nb", "c\n\nd")), ["a", "bc", "", "d"]);
+  assert.deepEqual(await collectFile(fileOf()), []);
+  assert.deepEqual(await collectFile(fileOf("x\n")), ["x"]);
+});
+
+Deno.test("readFileLines() decodes a multi-byte character split across reads", async () => {
+  const bytes = enc.encode("caffè 😀\n😀");
+  const chunks = [...bytes].map((b) => Uint8Array.of(b));
+  assert.deepEqual(await collectFile(fileOf(...chunks)), ["caffè 😀", "😀"]);
+});
+
+Deno.test("readFileLines() ends a cut-off character with a replacement, not a hang", async () => {
+  assert.deepEqual(await collectFile(fileOf("ok\n", Uint8Array.of(0xf0, 0x9f))), ["ok", "\ufffd"]);
 });
 
 Deno.test("readLines() cancels the stream when the reader stops early", async () => {

@@ -4,7 +4,7 @@
  * trouble), plain lines when stdin/stdout are pipes, or one JSON object per event with
  * `--json`.
  */
-import { readLines } from "../cli/lines.ts";
+import { readFileLines } from "../cli/lines.ts";
 import { LineQueue, LineTerminal } from "../cli/tty.ts";
 import { Activity } from "./activity.ts";
 import type { ClientEvent } from "./events.ts";
@@ -81,7 +81,7 @@ export class PlainFrontEnd implements FrontEnd {
   }
 
   lines(): AsyncIterable<string> {
-    return readLines(Deno.stdin.readable);
+    return readFileLines(Deno.stdin);
   }
 
   show(event: ClientEvent): void {
@@ -125,7 +125,7 @@ export class JsonFrontEnd implements FrontEnd {
   bind(): void {}
 
   lines(): AsyncIterable<string> {
-    return readLines(Deno.stdin.readable);
+    return readFileLines(Deno.stdin);
   }
 
   show(event: ClientEvent): void {

@@ -5,7 +5,7 @@
  * server keeps running, so it can run as a service.
  */
 import { styleText } from "node:util";
-import { readLines } from "../cli/lines.ts";
+import { readFileLines } from "../cli/lines.ts";
 import { isInteractive, LineQueue, LineTerminal } from "../cli/tty.ts";
 import { clock, dateTime } from "../util/time.ts";
 import { visible } from "../cli/text.ts";
@@ -75,7 +75,7 @@ export interface ConsoleIO {
 /** Plain lines in, plain lines out (stdin piped, `/dev/null`, a service). */
 class PlainConsole implements ConsoleIO {
   lines(): AsyncIterable<string> {
-    return readLines(Deno.stdin.readable);
+    return readFileLines(Deno.stdin);
   }
 
   print(text: string): void {
