@@ -133,7 +133,7 @@ Deno.test("parseCommandLine() refuses a second argument and a missing required o
 });
 
 Deno.test("parseCommandLine() answers --help and -h anywhere before --, with every option", () => {
-  for (const args of [["--help"], ["-h"], ["--port", "x", "--help"]]) {
+  for (const args of [["--help"], ["-h"], ["--port", "x", "--help"], ["-vh"]]) {
     const parsed = parseCommandLine(COMMAND, args);
     assert.equal(parsed.kind, "help", args.join(" "));
   }

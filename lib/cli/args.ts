@@ -141,6 +141,7 @@ export function parseCommandLine(command: CommandSpec, args: readonly string[]):
     positional.push(arg);
   }
 
+  if (options.help === true) return { kind: "help", text: helpText(command, flags) }; // -vh
   const expected = command.argument ? 1 : 0;
   if (positional.length > expected) {
     return fail(
