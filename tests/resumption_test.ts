@@ -13,7 +13,7 @@ import type { ResumptionOffer } from "../lib/net/secure_channel.ts";
 import { ProtocolError, RemoteError } from "../lib/protocol/errors.ts";
 import type { WelcomeMessage } from "../lib/protocol/messages.ts";
 import { toBase64Url } from "../lib/peer/identity.ts";
-import { signupFields } from "./support/accounts.ts";
+import { signupFields, TEST_PASSWORD_COST } from "./support/accounts.ts";
 
 Deno.test("a ticket opens only with the box of the same server key, unchanged and in time", async () => {
   const key = await generateKeyPair();
@@ -79,7 +79,11 @@ async function signupAndLogin(server: ConfabServer, user: string) {
 Deno.test("a client comes back with its ticket (NNpsk0) and resumes; a full handshake brings a new ticket", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "confab-resumption-" });
   try {
-    await using server = await ConfabServer.start({ dataDir, port: 0 });
+    await using server = await ConfabServer.start({
+      dataDir,
+      port: 0,
+      passwordCost: TEST_PASSWORD_COST,
+    });
     const { clientKey, welcome, serverKey } = await signupAndLogin(server, "alice");
     const offer = resumptionFrom(welcome, serverKey);
     assert.ok(offer, "a welcome carries a ticket");
@@ -120,8 +124,16 @@ Deno.test("a ticket without its pre-shared key gets no session; a foreign ticket
   const dataDir = await Deno.makeTempDir({ prefix: "confab-resumption-" });
   const otherDir = await Deno.makeTempDir({ prefix: "confab-resumption-" });
   try {
-    await using server = await ConfabServer.start({ dataDir, port: 0 });
-    await using other = await ConfabServer.start({ dataDir: otherDir, port: 0 });
+    await using server = await ConfabServer.start({
+      dataDir,
+      port: 0,
+      passwordCost: TEST_PASSWORD_COST,
+    });
+    await using other = await ConfabServer.start({
+      dataDir: otherDir,
+      port: 0,
+      passwordCost: TEST_PASSWORD_COST,
+    });
     const { clientKey, welcome, serverKey } = await signupAndLogin(server, "bob");
     const offer = resumptionFrom(welcome, serverKey)!;
     // Someone who copied the ticket (and the token) but not the key that came with it.
@@ -153,7 +165,11 @@ Deno.test("a ticket without its pre-shared key gets no session; a foreign ticket
 Deno.test("a resumed link counts as the client key its ticket was issued to: another key's token is refused", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "confab-resumption-" });
   try {
-    await using server = await ConfabServer.start({ dataDir, port: 0 });
+    await using server = await ConfabServer.start({
+      dataDir,
+      port: 0,
+      passwordCost: TEST_PASSWORD_COST,
+    });
     const carol = await signupAndLogin(server, "carol");
     const dave = await signupAndLogin(server, "dave");
     // Carol's ticket (and its key) with dave's token, which is bound to dave's client key.

@@ -16,3 +16,10 @@ export async function signupFields(user: string, password = "secret-pw") {
     mailKeySig: await identity.sign(mailKeyStatement(user, mailKey.publicKey)),
   } as const;
 }
+
+/**
+ * The scrypt cost servers started inside a test process use: the one the suite gives spawned
+ * servers (`CONFAB_PASSWORD_COST=12` in deno.json). At the default cost each signup and login
+ * costs seconds of CPU on a loaded machine, and a request's 10 s deadline covers it.
+ */
+export const TEST_PASSWORD_COST = 12;
