@@ -116,6 +116,8 @@ const RELAY_GAP_MS = 200;
  */
 const RELAY_MIN_AGE_MS = 2_000;
 const MORE_AFTER_MS = 250;
+/** Send times kept per author (see GroupChats.#recentTs). */
+const RECENT_KEPT = 64;
 
 /** A group message on the wire. */
 type GroupFrame = Extract<PeerMessage, { type: "group_msg" }>;
@@ -177,6 +179,11 @@ export class GroupChats {
   readonly #askAgain = new Set<string>();
   /** When I last passed on a batch, per member and group (key: group and member). */
   readonly #relayedAt = new Map<string, number>();
+  /**
+   * The send times of each author's last few messages I stored (key: group and author; seq →
+   * ts): a member's marks that lag only by those need no read of the store (see #onMarks).
+   */
+  readonly #recentTs = new Map<string, Map<number, number>>();
 
   /**
    * @param options.gapBoundMs how long a message passed on waits for an earlier one before the
@@ -421,6 +428,11 @@ export class GroupChats {
       },
     );
     if (!fresh) return;
+    const key = this.#heldKey(group, m.author);
+    const recent = this.#recentTs.get(key) ?? new Map<number, number>();
+    recent.set(m.seq, m.ts);
+    if (recent.size > RECENT_KEPT) recent.delete(recent.keys().next().value!);
+    this.#recentTs.set(key, recent);
     host.emit({
       type: "message",
       id: m.id,
@@ -488,6 +500,12 @@ export class GroupChats {
       const from = marks.get(author.toLowerCase()) ?? 0;
       const mine = heads.get(author.toLowerCase());
       if (mine !== undefined && mine <= from) continue;
+      // The first one they lack came to me just now: it and the later ones are young (below).
+      const firstTs = this.#recentTs.get(this.#heldKey(m.group, author))?.get(from);
+      if (firstTs !== undefined && now - firstTs >= 0 && now - firstTs < RELAY_MIN_AGE_MS) {
+        if (!host.openLink(author)) young = true;
+        continue;
+      }
       const batch = host.store.loggedMessages(m.group, author, { from, since, limit: budget + 1 });
       for (const msg of batch) {
         if (budget === 0 || bytes >= RELAY_BYTES) {
@@ -1109,6 +1127,7 @@ export class GroupChats {
     this.#groups.clear();
     this.#left.clear();
     this.#held.clear();
+    this.#recentTs.clear();
     this.#heldCount = 0;
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
