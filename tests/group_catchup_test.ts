@@ -214,3 +214,46 @@ Deno.test("catch-up: a newcomer does not wait for messages from before it came, 
     groups.close();
   }
 });
+
+Deno.test("catch-up: a member lacking only a message that came just now is passed on nothing, and asked again later only when its author is not linked", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const state = createGroup(["alice", "bob", "carol", "dave"], Date.now() - 60_000);
+  store.saveGroupState(state, ["alice", "bob", "carol", "dave"], { left: false });
+  const alice = (await Identity.generate()).identity;
+  const links: Record<string, ReturnType<typeof standIn>> = {
+    alice: standIn("alice"),
+    carol: standIn("carol"),
+    dave: standIn("dave"),
+  };
+  const events: ClientEvent[] = [];
+  const groups = new GroupChats(bobsHost(store, events, links, { alice: alice.publicKey }));
+  try {
+    groups.ready();
+    const m = {
+      group: state.id,
+      author: "alice",
+      id: crypto.randomUUID(),
+      seq: 0,
+      ts: Date.now(),
+      text: "just now",
+    };
+    const { author: _, ...frame } = { ...m, sig: await alice.sign(groupMessageStatement(m)) };
+    await groups.onPeerMessage(links.alice!, { type: "group_msg", ...frame });
+    const relayed = (u: string) =>
+      links[u]!.sent.filter((s) => s.type === "group_relay" || s.type === "group_relay_more");
+    // Alice is linked: she delivers it to carol herself; nothing now, nothing later.
+    await groups.onPeerMessage(links.carol!, { type: "group_marks", group: state.id, marks: [] });
+    assert.deepEqual(relayed("carol"), []);
+    // Alice's link is gone: dave is asked to ask again once the message is old enough.
+    delete links.alice;
+    await groups.onPeerMessage(links.dave!, { type: "group_marks", group: state.id, marks: [] });
+    assert.deepEqual(relayed("dave"), []);
+    await until(() => relayed("dave").length > 0, "dave asked to ask again");
+    assert.deepEqual(relayed("dave"), [{ type: "group_relay_more", group: state.id }]);
+    // Carol's would have come first.
+    assert.deepEqual(relayed("carol"), []);
+  } finally {
+    groups.close();
+  }
+});
