@@ -861,6 +861,12 @@ export class Transfers {
       await reject(link, m.fid, `the receiver cannot store it (${(error as Error).message})`);
       return;
     }
+    if (this.#closed) {
+      // Closed while the part was opened: nothing would end this transfer (or its hash worker).
+      file.close();
+      hash.close();
+      return;
+    }
     const now = Date.now();
     const t: Incoming = {
       fid: m.fid,
