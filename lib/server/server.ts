@@ -203,6 +203,8 @@ const MAIL_CHECK_REUSE_MS = 1_000;
 const RECEIPTS_UNANSWERED_MS = 10_000;
 /** Bytes read ahead on a client's control connection (a request is a few hundred bytes). */
 const CONTROL_READ_AHEAD = 1024;
+/** How long a closing server waits for a told client to close its end before closing both. */
+const CLOSING_GRACE_MS = 1_000;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
 const HASH_QUEUE_LIMIT = 64;
 /**
@@ -1489,7 +1491,14 @@ export class ConfabServer implements AsyncDisposable {
       await Promise.all(conns.map(async (fc) => {
         // Only over a finished handshake: a connection still in it gets nothing in plaintext
         // (a client takes no frame but the handshake's there), it is just closed.
-        if (fc.isSecure) await fc.send({ type: "server_closing", reason }).catch(() => {});
+        if (fc.isSecure) {
+          await fc.send({ type: "server_closing", reason }).catch(() => {});
+          // Our end first, and what the client still sends is read until it closes its end:
+          // closing with a request of theirs unread sends a reset, which can make their side
+          // drop the notice before it is read.
+          await fc.transport.closeWrite().catch(() => {});
+          await untilClosed(fc, CLOSING_GRACE_MS);
+        }
         await fc.close();
       }));
       step(`${conns.length} connections told and closed`);
@@ -1566,4 +1575,17 @@ function receiptItem(r: Receipt): Receipt & { proof?: string } {
   const dot = r.sig?.indexOf(".") ?? -1;
   if (dot < 0) return r;
   return { ...r, sig: r.sig!.slice(0, dot), proof: r.sig!.slice(dot + 1) };
+}
+
+/** Resolves when `fc` has closed, or after `ms`, whichever comes first (no timer left behind). */
+async function untilClosed(fc: { closed: Promise<unknown> }, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      fc.closed.catch(() => {}),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
