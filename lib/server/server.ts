@@ -1497,7 +1497,9 @@ export class ConfabServer implements AsyncDisposable {
           // closing with a request of theirs unread sends a reset, which can make their side
           // drop the notice before it is read.
           await fc.transport.closeWrite().catch(() => {});
-          await untilClosed(fc, CLOSING_GRACE_MS);
+          const grace = new AbortController();
+          await Promise.race([fc.closed, delay(CLOSING_GRACE_MS, grace.signal).catch(() => {})]);
+          grace.abort();
         }
         await fc.close();
       }));
@@ -1575,17 +1577,4 @@ function receiptItem(r: Receipt): Receipt & { proof?: string } {
   const dot = r.sig?.indexOf(".") ?? -1;
   if (dot < 0) return r;
   return { ...r, sig: r.sig!.slice(0, dot), proof: r.sig!.slice(dot + 1) };
-}
-
-/** Resolves when `fc` has closed, or after `ms`, whichever comes first (no timer left behind). */
-async function untilClosed(fc: { closed: Promise<unknown> }, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await Promise.race([
-      fc.closed.catch(() => {}),
-      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
