@@ -1,6 +1,7 @@
 /**
  * `deno task bench`: runs the benchmark items (scripts/bench/items.ts) with real processes
- * speaking the real protocol, prints a table, and writes `results.json` and `REPORT.md`.
+ * speaking the real protocol, prints a table, and writes `results.json` and the generated parts
+ * of `REPORT.md` (scripts/bench/report_blocks.ts: the hand-written analysis around them stays).
  *
  *   deno task bench [item ...] [--quick] [--out DIR] [--list]
  *
@@ -15,9 +16,9 @@ import {
   type ItemSummary,
   loadAverage,
   machineFacts,
-  renderReport,
   type RunSummary,
   toRow,
+  updateReport,
 } from "./bench/report.ts";
 import {
   abortable,
@@ -30,7 +31,6 @@ import {
   stopReaper,
 } from "./bench/support.ts";
 import type { BenchContext, BenchItem } from "./bench/types.ts";
-import { soakSectionOf } from "./soak/report.ts";
 
 const names = ITEMS.map((i) => i.name);
 const program = new Command()
@@ -172,10 +172,10 @@ console.log(formatTable(results));
 for (const item of items.filter((i) => i.error)) console.log(`${item.name}: FAILED: ${item.error}`);
 await Deno.mkdir(outDir, { recursive: true });
 await Deno.writeTextFile(join(outDir, "results.json"), JSON.stringify(run, null, 2) + "\n");
-// The soak writes its own section at the end of REPORT.md: keep it.
+// Only the generated blocks of REPORT.md are rewritten: the analysis around them is kept.
 const reportPath = join(outDir, "REPORT.md");
-const soakSection = soakSectionOf(await Deno.readTextFile(reportPath).catch(() => ""));
-await Deno.writeTextFile(reportPath, renderReport(run) + (soakSection ? `\n${soakSection}` : ""));
+const existing = await Deno.readTextFile(reportPath).catch(() => "");
+await Deno.writeTextFile(reportPath, updateReport(existing, run, wanted.length === 0));
 console.log(`\nwrote ${join(outDir, "results.json")} and ${join(outDir, "REPORT.md")}`);
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, onSignal);

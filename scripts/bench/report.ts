@@ -3,6 +3,7 @@
  * on stdout, `results.json`, `REPORT.md`, and the facts about the machine they were taken on.
  */
 import type { Goal, ItemOutcome, Measurement, ResultRow, Unit } from "./types.ts";
+import { blocksOf, generatedBlock, replaceBlocks } from "./report_blocks.ts";
 
 export interface MachineFacts {
   nproc: number;
@@ -189,79 +190,184 @@ export function markdownTable(header: string[], rows: string[][]): string {
   ].join("\n");
 }
 
-/** The human summary: what ran, on what, the figures against their goals, and how. */
-export function renderReport(run: RunSummary): string {
+/** The result rows of `run` as Markdown table rows, and one row for each item that failed. */
+function resultRows(run: RunSummary): Map<string, string[]> {
+  const rows = new Map<string, string[]>(run.items.map((i) => [i.name, []]));
+  for (const r of run.results) {
+    rows.get(r.item)?.push(markdownRow([
+      r.item,
+      r.metric,
+      (r.atLeast ? "more than " : "") + formatValue(r.value, r.unit),
+      r.baseline === null ? "—" : `${formatValue(r.baseline, r.unit)} (${r.baselineName})`,
+      formatRatio(r.ratio),
+      r.goal ?? "—",
+      verdict(r.pass) || "—",
+    ]));
+  }
+  for (const item of run.items.filter((i) => i.error)) {
+    rows.get(item.name)!.push(
+      markdownRow([item.name, "(did not finish)", "—", "—", "—", "—", "failed: see its section"]),
+    );
+  }
+  return rows;
+}
+
+const RESULTS_HEADER = ["item", "metric", "value", "baseline", "ratio", "goal", "verdict"];
+
+function resultsTable(rows: string[]): string {
+  return [markdownTable(RESULTS_HEADER, []), ...rows].join("\n");
+}
+
+function markdownRow(cells: string[]): string {
+  return markdownTable(RESULTS_HEADER, [cells]).split("\n")[2]!;
+}
+
+/** The item a Markdown row of the results table is about (its first cell). */
+function rowItem(line: string): string {
+  return line.split(/(?<!\\)\|/)[1]?.trim() ?? "";
+}
+
+/**
+ * The results table of an earlier report with the rows of the items of `run` replaced (where
+ * the item's first row was; items it did not have go at the end); other rows are kept.
+ */
+function mergeResults(earlier: string, fresh: Map<string, string[]>): string {
+  const lines = earlier.split("\n");
+  const firstRow = lines.findIndex((l) => l.startsWith("|")) + 2;
+  if (firstRow < 2) return resultsTable([...fresh.values()].flat());
+  const out = lines.slice(0, firstRow);
+  const placed = new Set<string>();
+  let i = firstRow;
+  for (; i < lines.length && lines[i]!.startsWith("|"); i++) {
+    const item = rowItem(lines[i]!);
+    const rows = fresh.get(item);
+    if (rows === undefined) out.push(lines[i]!);
+    else if (!placed.has(item)) {
+      out.push(...rows);
+      placed.add(item);
+    }
+  }
+  for (const [item, rows] of fresh) if (!placed.has(item)) out.push(...rows);
+  return [...out, ...lines.slice(i)].join("\n");
+}
+
+function machineTable(m: MachineFacts): string {
+  return markdownTable(["fact", "value"], [
+    ["nproc", String(m.nproc)],
+    ["CPU", m.cpuModel],
+    ["memory", `${m.memTotalGiB} GiB`],
+    ["open files limit", m.openFilesLimit],
+    ["OS", `${m.os}, kernel ${m.kernel}`],
+    ["Deno", `${m.deno} (V8 ${m.v8}, TypeScript ${m.typescript})`],
+    ["load average (1, 5, 15 min) at start", m.loadAverage],
+    ["load average at end", m.loadAverageEnd ?? "—"],
+    ["commit", m.commit],
+  ]);
+}
+
+/** An item's generated part: what it is, when and how long it ran, its parameters and notes. */
+function itemText(item: ItemSummary, run: RunSummary, alone: boolean): string {
+  const load = item.loadAtStart
+    ? ` Load average (1, 5, 15 min) ${item.loadAtStart} at its start, ${item.loadAtEnd} at its end.`
+    : "";
+  const when = alone
+    ? ` Run on its own by \`${run.command}\` on ${run.date} (${run.mode}), commit ${run.machine.commit}.`
+    : "";
+  const out = [`${item.title}. Took ${item.seconds.toFixed(1)} s.${load}${when}`, ""];
+  if (item.error) out.push(`**Failed:** ${item.error}`, "");
+  if (item.outcome) {
+    const params = Object.entries(item.outcome.params).map(([k, v]) => `${k}=${v}`);
+    out.push(`Parameters: ${params.join(", ")}.`, "");
+    for (const note of item.outcome.notes) out.push(`- ${note}`);
+  }
+  return out.join("\n");
+}
+
+const RUNNING = [
+  "- `deno task bench`: every item, full size (about 15 minutes on 2 cores shared with other work).",
+  "- `deno task bench --quick`: every item, small (about half a minute on an idle machine; each item has its own limit); `deno task test` runs it after the parallel tests, alone, with `--out` a temporary directory.",
+  "- `deno task bench chat-rtt`: one item (also `server-conns`, `reattach`, `file`, " +
+  "`offline`, `group`, `failover`, `login`, `relay`, `cluster`; `--list` lists them).",
+  "- `--out DIR` writes `results.json` and `REPORT.md` there instead of `bench/`; " +
+  "`--profiles DIR` keeps the CPU profiles (`.cpuprofile`, for Chrome's DevTools) of the " +
+  "profiled phases.",
+  "- What a run writes into `REPORT.md` sits between `<!-- begin generated: NAME -->` and " +
+  "`<!-- end generated: NAME -->` (the summary, the results table, the machine, each item's " +
+  "section, this list; the soak writes its own block); a rerun replaces only those, and " +
+  "everything outside the markers (the analysis, breakdowns, notes on earlier runs) is kept. " +
+  "Write by hand outside them. A run of some items (`deno task bench file`) replaces only " +
+  "their rows and sections and adds a line under the summary; an item that is not in the " +
+  'file yet gets a section before "Running". An item that fails says why in its section ' +
+  "and in the results, and the run goes on with the next.",
+].join("\n");
+
+/** The generated blocks of a report of `run`, in the order of a new report. */
+function reportBlocks(run: RunSummary, alone: boolean): Map<string, string> {
   const m = run.machine;
   const goals = run.results.filter((r) => r.pass !== null);
   const met = goals.filter((r) => r.pass).length;
-  const out: string[] = [
-    "# Confab benchmarks",
-    "",
-    `Generated by \`${run.command}\` on ${run.date} (${run.mode} run, ` +
-    `${run.seconds.toFixed(0)} s). Speed goals are ratios to a baseline measured in the ` +
-    `same run on the same machine, or absolute bounds. Goals met: ${met} of ${goals.length}.`,
-    "",
-    "## Results",
-    "",
-    markdownTable(
-      ["item", "metric", "value", "baseline", "ratio", "goal", "verdict"],
-      run.results.map((r) => [
-        r.item,
-        r.metric,
-        (r.atLeast ? "more than " : "") + formatValue(r.value, r.unit),
-        r.baseline === null ? "—" : `${formatValue(r.baseline, r.unit)} (${r.baselineName})`,
-        formatRatio(r.ratio),
-        r.goal ?? "—",
-        verdict(r.pass) || "—",
-      ]),
-    ),
-    "",
-    "## Machine",
-    "",
-    markdownTable(["fact", "value"], [
-      ["nproc", String(m.nproc)],
-      ["CPU", m.cpuModel],
-      ["memory", `${m.memTotalGiB} GiB`],
-      ["open files limit", m.openFilesLimit],
-      ["OS", `${m.os}, kernel ${m.kernel}`],
-      ["Deno", `${m.deno} (V8 ${m.v8}, TypeScript ${m.typescript})`],
-      ["load average (1, 5, 15 min) at start", m.loadAverage],
-      ["load average at end", m.loadAverageEnd ?? "—"],
-      ["commit", m.commit],
-    ]),
-    "",
-    "## Items",
-    "",
-  ];
+  const failed = run.items.filter((i) => i.error).map((i) => i.name);
+  const blocks = new Map<string, string>([
+    [
+      "summary",
+      `Generated by \`${run.command}\` on ${run.date} (${run.mode} run, ` +
+      `${run.seconds.toFixed(0)} s). Speed goals are ratios to a baseline measured in the ` +
+      `same run on the same machine, or absolute bounds. Goals met: ${met} of ${goals.length}.` +
+      (failed.length ? ` Did not finish: ${failed.join(", ")} (see their sections).` : ""),
+    ],
+    [
+      "results",
+      resultsTable([...resultRows(run).values()].flat()),
+    ],
+    ["machine", machineTable(m)],
+  ]);
+  for (const item of run.items) blocks.set(`item ${item.name}`, itemText(item, run, alone));
+  blocks.set("running", RUNNING);
+  return blocks;
+}
+
+/** A new report of `run`: headings around its generated blocks. */
+export function renderReport(run: RunSummary): string {
+  const blocks = reportBlocks(run, false);
+  const out = ["# Confab benchmarks", "", generatedBlock("summary", blocks.get("summary")!), ""];
+  out.push("## Results", "", generatedBlock("results", blocks.get("results")!), "");
+  out.push("## Machine", "", generatedBlock("machine", blocks.get("machine")!), "", "## Items", "");
   for (const item of run.items) {
-    const load = item.loadAtStart
-      ? ` Load average (1, 5, 15 min) ${item.loadAtStart} at its start, ${item.loadAtEnd} at its end.`
-      : "";
-    out.push(
-      `### ${item.name}`,
-      "",
-      `${item.title}. Took ${item.seconds.toFixed(1)} s.${load}`,
-      "",
-    );
-    if (item.error) out.push(`**Failed:** ${item.error}`, "");
-    if (item.outcome) {
-      const params = Object.entries(item.outcome.params).map(([k, v]) => `${k}=${v}`);
-      out.push(`Parameters: ${params.join(", ")}.`, "");
-      for (const note of item.outcome.notes) out.push(`- ${note}`);
-      out.push("");
-    }
+    const name = `item ${item.name}`;
+    out.push(`### ${item.name}`, "", generatedBlock(name, blocks.get(name)!), "");
   }
-  out.push(
-    "## Running",
-    "",
-    "- `deno task bench`: every item, full size (under 10 minutes on 2 cores).",
-    "- `deno task bench --quick`: every item, small (about half a minute on an idle machine; each item has its own limit); `deno task test` runs it after the parallel tests, alone.",
-    "- `deno task bench chat-rtt`: one item (also `server-conns`, `reattach`, `file`, " +
-      "`offline`, `group`, `failover`, `login`, `relay`; `--list` lists them).",
-    "- `--out DIR` writes `results.json` and `REPORT.md` there instead of `bench/`; " +
-      "`--profiles DIR` keeps the CPU profiles (`.cpuprofile`, for Chrome's DevTools) of the " +
-      "profiled phases.",
-    "",
-  );
+  out.push("## Running", "", generatedBlock("running", RUNNING), "");
   return out.join("\n");
+}
+
+/**
+ * `existing` (a REPORT.md) brought up to date with `run`: its generated blocks replaced, the
+ * rest kept. A run of every item replaces them all; a run of some (`all` false) only their
+ * rows and sections, and adds a line about it under the summary. A file without blocks is
+ * replaced by a new report.
+ */
+export function updateReport(existing: string, run: RunSummary, all: boolean): string {
+  const earlier = blocksOf(existing);
+  if (earlier.size === 0) return renderReport(run);
+  const blocks = reportBlocks(run, !all);
+  if (!all) {
+    const names = run.items.map((i) => i.name).join(", ");
+    blocks.set(
+      "summary",
+      `${earlier.get("summary") ?? ""}\n\nRerun on their own since: ${names} by ` +
+        `\`${run.command}\` on ${run.date} (commit ${run.machine.commit}): their rows and sections.`,
+    );
+    blocks.set("results", mergeResults(earlier.get("results") ?? "", resultRows(run)));
+    blocks.delete("machine");
+  }
+  const { text, missing } = replaceBlocks(existing, blocks);
+  if (missing.length === 0) return text;
+  // Items the file has no section for go before "Running" (or at the end).
+  const sections = missing.filter((name) => name.startsWith("item ")).map((name) =>
+    `### ${name.slice("item ".length)}\n\n${generatedBlock(name, blocks.get(name)!)}\n\n`
+  ).join("");
+  const at = text.search(/^## Running$/m);
+  return at < 0
+    ? `${text.trimEnd()}\n\n${sections}`
+    : text.slice(0, at) + sections + text.slice(at);
 }

@@ -1,19 +1,11 @@
 /**
- * The soak's figures as text: the summary printed at the end of a run, and the "Soak" section
- * of bench/REPORT.md (the bench writes the rest of that file and keeps this section).
+ * The soak's figures as text: the summary printed at the end of a run, and the generated block
+ * "soak" of bench/REPORT.md (under "Soak"; the bench and hand-written text keep it).
  */
 import { ROOT } from "../bench/support.ts";
 import { loadAverage, machineFacts, markdownTable } from "../bench/report.ts";
+import { setBlock } from "../bench/report_blocks.ts";
 import type { SoakResult } from "./run.ts";
-
-/** Where the soak section of REPORT.md starts; it runs to the end of the file. */
-export const SOAK_MARKER = "<!-- soak: written by `deno task soak`; `deno task bench` keeps it -->";
-
-/** The soak section of a REPORT.md (from its marker to the end), or "" when it has none. */
-export function soakSectionOf(report: string): string {
-  const at = report.indexOf(SOAK_MARKER);
-  return at < 0 ? "" : report.slice(at);
-}
 
 /** One line per figure, for the end of a run. */
 export function summaryLines(r: SoakResult): string[] {
@@ -36,21 +28,16 @@ export function summaryLines(r: SoakResult): string[] {
   ];
 }
 
-/** Replaces (or adds) the soak section of the REPORT.md at `path`. */
+/** Replaces (or adds, under "## Soak" at the end) the soak's block of the REPORT.md at `path`. */
 export async function writeSoakSection(
   path: string,
   r: SoakResult,
   run: { groups: boolean; minutes: number; groupChaos?: string },
 ): Promise<void> {
   const before = await Deno.readTextFile(path).catch(() => "# Confab benchmarks\n");
-  const at = before.indexOf(SOAK_MARKER);
-  const head = (at < 0 ? before : before.slice(0, at)).trimEnd();
   const m = await machineFacts(ROOT);
   const f = r.figures;
   const section = [
-    SOAK_MARKER,
-    "## Soak",
-    "",
     `\`deno task soak\` on ${new Date().toISOString()}: ${run.minutes} minutes of faults, ` +
     `seed ${f.seed} (\`deno task soak --seed ${f.seed}\` replays the schedule), group ` +
     `scenario ${run.groups ? "on" : "off"}. Verdict: **${r.ok ? "passed" : "FAILED"}**. ` +
@@ -92,5 +79,5 @@ export async function writeSoakSection(
     "",
     ...(r.ok ? [] : ["Problems:", "", "```", ...r.problems, "```", ""]),
   ];
-  await Deno.writeTextFile(path, `${head}\n\n${section.join("\n")}`);
+  await Deno.writeTextFile(path, setBlock(before, "soak", section.join("\n"), "## Soak"));
 }
