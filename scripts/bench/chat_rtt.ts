@@ -207,6 +207,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
         unit: "ms",
         baseline: raw.at(-1)!,
         baselineName,
+        goal: { type: "max", value: 20 },
       },
     ],
     params: { messages: count, warmup, messageBytes: MESSAGE_BYTES, inFlight: 1 },

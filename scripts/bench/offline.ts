@@ -228,6 +228,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
         unit: "/s",
         baseline: sqliteRate,
         baselineName,
+        goal: { type: "min", value: 10_000 },
       },
       { metric: "store time", value: storeMs / 1000, unit: "s" },
       { metric: "show time", value: showMs / 1000, unit: "s" },

@@ -111,10 +111,20 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       back = await watch();
     }
     const seconds = (t?: number) => t === undefined ? backMs / 1000 : (t - t0) / 1000;
-    const goal = { type: "max", value: 10 } as const;
+    // Issue 14: all back within 10 s, 90 % within 5 s.
     measurements.push(
-      { metric: `all back after ${how}`, value: seconds(back.all), unit: "s", goal },
-      { metric: `90 % back after ${how}`, value: seconds(back.most), unit: "s" },
+      {
+        metric: `all back after ${how}`,
+        value: seconds(back.all),
+        unit: "s",
+        goal: { type: "max", value: 10 },
+      },
+      {
+        metric: `90 % back after ${how}`,
+        value: seconds(back.most),
+        unit: "s",
+        goal: { type: "max", value: 5 },
+      },
     );
     if (back.all === undefined) measurements.at(-2)!.atLeast = true;
     if (back.most === undefined) measurements.at(-1)!.atLeast = true;
