@@ -164,8 +164,7 @@ Deno.test("ClientStore migrates a version 2 history: rows, order and search kept
         STRICT;
       INSERT INTO old (rowid, id, chat, sender, ts, text, outgoing, mark)
         SELECT seq, id, chat, sender, ts, text, outgoing, mark FROM messages;
-      DROP INDEX messages_by_sender_id;
-      DROP INDEX messages_by_id;
+      DROP INDEX messages_by_id_sender;
       DROP TABLE messages;
       ALTER TABLE old RENAME TO messages;
       CREATE INDEX messages_by_chat ON messages(chat, ts);
@@ -444,25 +443,50 @@ Deno.test("ClientStore.setMarkSoon() commits the marks of a turn together, and e
 
 Deno.test("ClientStore.settleCopySoon() commits the acks of a turn together, and every read of the outbox sees them", async () => {
   await using dir = await tempDir();
+  let last: Promise<boolean>;
   {
     using store = new ClientStore(dir.path);
     store.saveGroupState({ id: GROUP }, ["alice", "bob", "carol"], { left: false });
     store.addGroupMessage(groupEntry("m1", 10), GROUP, ["bob", "carol"]);
     store.addGroupMessage(groupEntry("m2", 20), GROUP, ["bob", "carol"]);
-    store.settleCopySoon("m1", "bob");
-    store.settleCopySoon("m1", "Carol");
-    store.settleCopySoon("m2", "bob");
-    store.settleCopySoon("m2", "bob"); // a repeated ack changes nothing
+    const acks = [
+      store.settleCopySoon("m1", "bob"),
+      store.settleCopySoon("m1", "Carol"),
+      store.settleCopySoon("m2", "bob"),
+      store.settleCopySoon("m2", "bob"), // a repeated ack changes nothing
+    ];
     // Read before the commit ran: seen all the same.
     assert.deepEqual(store.pendingCopies("bob"), []);
     assert.deepEqual(store.copyStatus("m2"), { have: ["bob"], pending: ["carol"] });
     assert.equal(store.recent(`g:${GROUP}`, 10).map((e) => e.mark).join(" "), "** 1/2");
+    assert.deepEqual(await Promise.all(acks), [true, true, true, false]);
     // Queued and not yet written when the store closes: written by close().
-    store.settleCopySoon("m2", "carol");
+    last = store.settleCopySoon("m2", "carol");
   }
+  assert.equal(await last, true);
   using reopened = new ClientStore(dir.path);
   assert.deepEqual(reopened.membersOwed(), []);
   assert.equal(reopened.groupMark("m2"), "**");
+});
+
+Deno.test("ClientStore.settleCopySoon() says a copy is settled once: not again for a copy sent again and acked again", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  store.saveGroupState({ id: GROUP }, ["alice", "bob"], { left: false });
+  store.addGroupMessage(groupEntry("m1", 10), GROUP, ["bob"]);
+  // Committed on its own (the next turn), as the ack of the first copy.
+  assert.equal(await store.settleCopySoon("m1", "bob"), true);
+  // The copy went again (the first ack was late), and bob acked the duplicate.
+  assert.equal(await store.settleCopySoon("m1", "Bob"), false);
+  // Two acks of one copy in one turn: the first settles it.
+  store.addGroupMessage(groupEntry("m2", 20), GROUP, ["bob"]);
+  const twice = [store.settleCopySoon("m2", "bob"), store.settleCopySoon("m2", "bob")];
+  assert.deepEqual(await Promise.all(twice), [true, false]);
+  assert.equal(store.groupMark("m2"), "**");
+  // A copy nobody owes (a member who left: dropped) is not settled by a late ack.
+  store.addGroupMessage(groupEntry("m3", 30), GROUP, ["bob"]);
+  store.dropCopies(GROUP, "bob");
+  assert.equal(await store.settleCopySoon("m3", "bob"), false);
 });
 
 Deno.test("ClientStore.loggedAuthors() lists each author of a group once, whatever the case", async () => {

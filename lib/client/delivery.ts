@@ -668,17 +668,26 @@ export class Delivery {
         ...(copy.sig !== undefined ? { sig: copy.sig } : {}),
       });
       if (answer === "ack") {
-        // Committed with the other acks of this turn (a lost one only means a copy sent again).
-        session.store.settleCopySoon(copy.msgId, member);
-        this.#ctx.emit({
-          type: "delivered",
-          id: copy.msgId,
-          to: member,
-          ms: Date.now() - copy.ts,
-          group: copy.group,
-        });
+        // Committed with the other acks of ≈ 50 ms, or at once with the last copy of a message
+        // being sent, then said: once per copy (a copy sent again after a lost ack is acked
+        // again), and never before it would survive a kill -9. The line goes on meanwhile.
+        const settled = session.store.settleCopySoon(copy.msgId, member);
         const unacked = this.#unacked.get(copy.msgId);
         if (unacked !== undefined) this.#unacked.set(copy.msgId, unacked - 1);
+        if (unacked === 1) session.store.writeQueued();
+        const told = settled.then((first) => {
+          if (!first) return;
+          this.#ctx.emit({
+            type: "delivered",
+            id: copy.msgId,
+            to: member,
+            ms: Date.now() - copy.ts,
+            group: copy.group,
+          });
+        });
+        // (Committed just now: said before the status that says the message is complete.)
+        if (unacked === 1) await told;
+        else this.#ctx.track(told);
         this.#statusSoon(session, copy.msgId, copy.group, unacked === 1);
         continue;
       }
