@@ -1,0 +1,60 @@
+/**
+ * The checkpointer: the write-ahead log folded back into the database on a worker thread, with
+ * nothing left for the writer's thread to do, and writes going on meanwhile.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { Checkpointer } from "../lib/util/checkpointer.ts";
+import { Database } from "../lib/util/sqlite.ts";
+
+const SCHEMA = ["CREATE TABLE t (id INTEGER PRIMARY KEY, text TEXT NOT NULL) STRICT"];
+
+Deno.test("Checkpointer folds the log into the database on its worker, while the writer goes on", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "confab-checkpointer-" });
+  const path = join(dir, "db.sqlite");
+  try {
+    using db = new Database(path, SCHEMA);
+    const insert = db.sql("INSERT INTO t (text) VALUES (?)");
+    for (let i = 0; i < 500; i++) insert.run("x".repeat(1000));
+    const before = (await Deno.stat(path)).size;
+    using checkpointer = new Checkpointer(path);
+    assert.equal(checkpointer.start(), true);
+    assert.equal(checkpointer.running, true);
+    assert.equal(checkpointer.start(), true, "one at a time: a second start joins the first");
+    // The writer is not held up by it.
+    for (let i = 0; i < 10; i++) insert.run("during");
+    await checkpointer.idle();
+    assert.equal(checkpointer.running, false);
+    assert.equal(checkpointer.started, true, "the worker stays for the next one");
+    // The rows are in the database file itself now, written by the worker alone.
+    assert.ok((await Deno.stat(path)).size > before + 400 * 1000, "the database file grew");
+    // Nothing lost on the way.
+    const reader = new DatabaseSync(path, { readOnly: true });
+    try {
+      const n = reader.prepare("SELECT count(*) AS n FROM t").get() as { n: number };
+      assert.equal(n.n, 510);
+    } finally {
+      reader.close();
+    }
+    // A second round folds what was written meanwhile.
+    assert.equal(checkpointer.start(), true);
+    await checkpointer.idle();
+    checkpointer.close();
+    assert.equal(checkpointer.start(), false, "closed: the caller checkpoints on its own");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Checkpointer gives up on a database it cannot open, and says so to its caller", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "confab-checkpointer-" });
+  try {
+    using checkpointer = new Checkpointer(join(dir, "missing", "db.sqlite"));
+    assert.equal(checkpointer.start(), true);
+    await checkpointer.idle();
+    assert.equal(checkpointer.start(), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
