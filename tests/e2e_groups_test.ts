@@ -188,6 +188,49 @@ deployments.test("kill -9 of a member: it stays a member, is away as soon as its
   }
 });
 
+Deno.test("a group sender killed -9 right after a member's delivered does not say it again after a restart: said once its ack is stored", async () => {
+  await using server = await startServer();
+  const clients = await crowd(server, ["alice", "bob", "carol"]);
+  let again: TestClient | undefined;
+  try {
+    const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+    const group = await makeGroup(clients);
+    // Carol frozen: the message is not complete, so nothing else has alice store bob's ack.
+    carol.proc.kill("SIGSTOP");
+    await alice.send("said once");
+    const sent = await alice.event("sent", { text: "said once" });
+    // Killed the moment bob's delivered shows: had it been said before his ack was stored, his
+    // copy would be owed again after the restart, go again, and be said again.
+    const first = await alice.event("delivered", { id: sent.id, to: "bob" });
+    alice.proc.kill("SIGKILL");
+    carol.proc.kill("SIGCONT");
+    const home = alice.home;
+    await alice.proc[Symbol.asyncDispose]();
+    again = await TestClient.start("alice", server, { home });
+    await again.login("alice");
+    await again.event("group_rejoined", { group });
+    await again.send(`chat ${groupHandle(group)}`);
+    await again.event("group_opened", { group });
+    // Each member's copies go in order: whatever was still owed to them goes before this one.
+    await again.send("after the restart");
+    const later = await again.event("sent", { text: "after the restart" });
+    for (const member of ["bob", "carol"]) {
+      await again.anyEvent("delivered", { id: later.id, to: member });
+    }
+    const twice = again.events().filter((e) =>
+      e.type === "delivered" && e.id === sent.id && e.to === first.to
+    );
+    assert.deepEqual(twice, [], `${first.to} was said to have it before the kill`);
+    for (const c of [bob, carol]) {
+      await c.anyEvent("message", { text: "after the restart", group });
+      assert.equal(messagesIn(c, group).filter((e) => e.text === "said once").length, 1);
+    }
+  } finally {
+    await again?.[Symbol.asyncDispose]();
+    await disposeAll(clients);
+  }
+});
+
 deployments.test("a frozen member is away within the bound, is back on its own on waking, gets what it missed, and what it typed while frozen goes out once", async (d) => {
   const clients = await quickToNotice(d);
   try {
