@@ -135,6 +135,15 @@ const MIGRATIONS: readonly string[] = [
   DROP INDEX messages_by_id;
   CREATE UNIQUE INDEX messages_by_id_sender ON messages(id, lower(sender));
   `,
+  `
+  -- The group outbox indexed by member only while a copy is owed: a message to 31 members put
+  -- 31 entries into each of two indexes that held every copy ever sent (a page each, far
+  -- apart), and each ack moved one; the pending ones are a page or two. Copies of a group for
+  -- a member are found by their message's key (msg_id, member).
+  DROP INDEX group_copies_by_member;
+  DROP INDEX group_copies_by_group;
+  CREATE INDEX group_copies_pending ON group_copies(member, seq) WHERE status = 'pending';
+  `,
 ];
 
 /**
@@ -776,9 +785,9 @@ export class ClientStore implements Disposable {
         `SELECT msg_id, seq FROM (
            SELECT msg_id, seq FROM group_sent WHERE group_id = ? AND ts >= ?
            ORDER BY seq DESC LIMIT ?
-         ) WHERE msg_id NOT IN (SELECT msg_id FROM group_copies WHERE group_id = ? AND member = ?)
+         ) s WHERE NOT EXISTS (SELECT 1 FROM group_copies c WHERE c.msg_id = s.msg_id AND c.member = ?)
          ORDER BY seq`,
-      ).all(group, since, limit, group, member) as { msg_id: string; seq: number }[];
+      ).all(group, since, limit, member) as { msg_id: string; seq: number }[];
       const insert = this.#db.sql(
         `INSERT INTO group_copies (msg_id, member, group_id, seq, status)
          VALUES (?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING`,
