@@ -5,7 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { SCHEMA_VERSION } from "../lib/server/migrations.ts";
-import { LEGACY_KDF, nameKey, type ServerStore, type StoreEvent } from "../lib/server/store.ts";
+import {
+  LEGACY_KDF,
+  type LookupRecord,
+  nameKey,
+  type ServerStore,
+  type StoreEvent,
+} from "../lib/server/store.ts";
 import { type StoreFixture, storeTest } from "./support/store_backends.ts";
 
 const KEY = "A".repeat(43);
@@ -813,6 +819,62 @@ function attachment(user: string, seq: number, attach: string, loginAt = 5000) {
     staticKey: `key-of-${attach}`,
   };
 }
+
+storeTest("lookup() reads the target, both directions of the contact and receipts", async (fx) => {
+  await using store = await openWith(fx, ["Alice", "Bob", "carol"]);
+  assert.equal(await store.lookup("alice", "nobody"), undefined);
+  assert.deepEqual(await store.lookup("alice", "BOB"), {
+    user: { nameKey: "bob", name: "Bob", publicKey: KEY, mailKey: "", mailKeySig: "" },
+    presence: undefined,
+    mine: false,
+    theirs: false,
+    receipts: false,
+  });
+  // Each direction on its own, then both; a removal is seen by the next lookup.
+  await store.addContact("alice", "bob");
+  assert.deepEqual(pick(await store.lookup("ALICE", "bob")), { mine: true, theirs: false });
+  assert.deepEqual(pick(await store.lookup("bob", "alice")), { mine: false, theirs: true });
+  await store.addContact("bob", "alice");
+  assert.deepEqual(pick(await store.lookup("alice", "bob")), { mine: true, theirs: true });
+  assert.deepEqual(pick(await store.lookup("carol", "bob")), { mine: false, theirs: false });
+  await store.removeContact("bob", "alice");
+  assert.deepEqual(pick(await store.lookup("alice", "bob")), { mine: true, theirs: false });
+  // Receipts: only those of the target's reading, for the asker, until they are deleted.
+  await store.storeMail(mail("bob", "alice", "b1"), 100);
+  await store.storeMail(mail("carol", "alice", "c1"), 100);
+  await store.confirmMail("carol", "alice", ["c1"], 2000);
+  assert.equal((await store.lookup("alice", "bob"))?.receipts, false, "carol read, not bob");
+  assert.equal((await store.lookup("alice", "carol"))?.receipts, true);
+  assert.equal((await store.lookup("carol", "alice"))?.receipts, false, "the other way round");
+  await store.deleteReceipts("alice", ["c1"]);
+  assert.equal((await store.lookup("alice", "carol"))?.receipts, false);
+});
+
+function pick(found: LookupRecord | undefined) {
+  return { mine: found?.mine, theirs: found?.theirs };
+}
+
+storeTest("lookup() gives where the target is online, and nothing once they left", async (fx) => {
+  const { store } = await runningStore(fx, "here:1");
+  await using _ = store;
+  await signUp(store, ["alice", "Bob"]);
+  await store.createUser({ ...user("Keyed"), mailKey: MAIL_KEY, mailKeySig: MAIL_KEY_SIG });
+  assert.deepEqual((await store.lookup("alice", "keyed"))?.user, {
+    nameKey: "keyed",
+    name: "Keyed",
+    publicKey: KEY,
+    mailKey: MAIL_KEY,
+    mailKeySig: MAIL_KEY_SIG,
+  });
+  const seq = await store.recordLogin("bob", "10.0.0.9", 1, 5000);
+  await store.attach(attachment("Bob", seq, "b-1"));
+  const expected = await store.presenceOf("bob");
+  assert.ok(expected);
+  assert.deepEqual((await store.lookup("alice", "BOB"))?.presence, expected);
+  assert.equal((await store.lookup("alice", "alice"))?.presence, undefined);
+  assert.equal(await store.detach("bob", "b-1", 6000), true);
+  assert.equal((await store.lookup("alice", "bob"))?.presence, undefined);
+});
 
 storeTest("attach() puts a user in the directory on this instance", async (fx) => {
   const { store, seen } = await runningStore(fx, "here:1");

@@ -8,11 +8,13 @@ import postgres from "postgres";
 import { Buffer } from "node:buffer";
 import { MIGRATIONS } from "./migrations.ts";
 import {
+  type LookupSqlRow,
   type MailSqlRow,
   type ReceiptSqlRow,
   type RegistrySqlRow,
   SESSION_COLUMNS,
   type SessionSqlRow,
+  toLookup,
   toPendingMail,
   toReceipt,
   toRegistryRow,
@@ -26,6 +28,7 @@ import {
   fullLimits,
   isStoreUnavailable,
   LEGACY_KDF,
+  type LookupRecord,
   type MailboxEntry,
   type MailLimits,
   nameKey,
@@ -350,6 +353,29 @@ export class PostgresStore implements ServerStore {
     const rows = await this.#sql`
       SELECT 1 FROM contacts WHERE owner = ${nameKey(owner)} AND contact = ${nameKey(contact)}`;
     return rows.length > 0;
+  }
+
+  async lookup(asker: string, target: string): Promise<LookupRecord | undefined> {
+    // One round trip where the separate calls took two (the user, then the rest at once).
+    const [row] = await this.#sql<(LookupSqlRow & Partial<PresenceSqlRow>)[]>`
+      SELECT u.name_key, u.name, u.public_key, u.mail_key, u.mail_key_sig,
+        EXISTS (SELECT 1 FROM contacts WHERE owner = ${nameKey(asker)}
+                AND contact = u.name_key) AS mine,
+        EXISTS (SELECT 1 FROM contacts WHERE owner = u.name_key
+                AND contact = ${nameKey(asker)}) AS theirs,
+        EXISTS (SELECT 1 FROM receipts WHERE sender = ${nameKey(asker)}
+                AND reader = u.name_key) AS receipts,
+        p.host, p.peer_port, p.login_at, i.name AS instance, p.static_key
+      FROM users u
+      LEFT JOIN (presence p JOIN instances i
+                 ON i.id = p.instance AND i.lease_until > confab_now())
+        ON p."user" = u.name_key
+      WHERE u.name_key = ${nameKey(target)}`;
+    if (!row) return undefined;
+    return toLookup(
+      row,
+      row.instance == null ? undefined : toPresence({ ...row } as PresenceSqlRow),
+    );
   }
 
   // ---- registry ------------------------------------------------------------------------------

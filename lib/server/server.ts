@@ -1439,16 +1439,12 @@ export class ConfabServer implements AsyncDisposable {
     session: Session,
     m: Extract<ClientMessage, { type: "lookup" }>,
   ): Promise<void> {
-    const target = await this.store.getUser(m.user);
-    if (!target) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
-    // Asked at once: a network database answers them in one round trip, not four.
-    const [, live, mine, theirs] = await Promise.all([
-      // Opening a chat with someone who read your mail: their receipts, now.
-      this.#pushReceipts(session.key, target.name),
-      this.store.presenceOf(target.name),
-      this.store.isContact(session.user, target.name),
-      this.store.isContact(target.name, session.user),
-    ]);
+    // One statement: the user, where they are, both directions of the contact, receipts.
+    const found = await this.store.lookup(session.user, m.user);
+    if (!found) throw new Reply("NO_SUCH_USER", `there is no user named ${m.user}`);
+    const { user: target, presence: live, mine, theirs } = found;
+    // Opening a chat with someone who read your mail: their receipts, now (before the answer).
+    if (found.receipts) await this.#pushReceipts(session.key, target.name);
     // Addresses go only to mutual contacts: a request, answered or not, reveals nothing.
     const mutual = target.nameKey !== session.key && mine && theirs;
     const related = mutual || target.nameKey === session.key;

@@ -2,7 +2,15 @@
  * Rows as both SQL stores read them (snake_case columns) and the records the store interface
  * gives out: one mapping, so the backends cannot answer in different shapes.
  */
-import type { PendingMail, Receipt, RegistryRow, SessionRecord, UserRecord } from "./store.ts";
+import type {
+  LookupRecord,
+  PendingMail,
+  PresenceRecord,
+  Receipt,
+  RegistryRow,
+  SessionRecord,
+  UserRecord,
+} from "./store.ts";
 
 /** The columns `getUser()` selects. */
 export const USER_COLUMNS = "name_key, name, salt, hash, kdf, public_key, mail_key, mail_key_sig";
@@ -85,5 +93,33 @@ export function toReceipt(r: ReceiptSqlRow): Receipt {
     reader: r.reader,
     readAt: r.read_at,
     ...(r.sig ? { sig: r.sig } : {}),
+  };
+}
+
+/** A lookup's row: the target's public columns and three flags (SQLite gives 0/1). */
+export interface LookupSqlRow {
+  name_key: string;
+  name: string;
+  public_key: string;
+  mail_key: string;
+  mail_key_sig: string;
+  mine: boolean | number;
+  theirs: boolean | number;
+  receipts: boolean | number;
+}
+
+export function toLookup(r: LookupSqlRow, presence: PresenceRecord | undefined): LookupRecord {
+  return {
+    user: {
+      nameKey: r.name_key,
+      name: r.name,
+      publicKey: r.public_key,
+      mailKey: r.mail_key,
+      mailKeySig: r.mail_key_sig,
+    },
+    presence,
+    mine: Boolean(r.mine),
+    theirs: Boolean(r.theirs),
+    receipts: Boolean(r.receipts),
   };
 }

@@ -8,11 +8,13 @@ import { Database } from "../util/sqlite.ts";
 import { ownerOnlyDir } from "../util/owner_only.ts";
 import { MIGRATIONS } from "./migrations.ts";
 import {
+  type LookupSqlRow,
   type MailSqlRow,
   type ReceiptSqlRow,
   type RegistrySqlRow,
   SESSION_COLUMNS,
   type SessionSqlRow,
+  toLookup,
   toPendingMail,
   toReceipt,
   toRegistryRow,
@@ -25,6 +27,7 @@ import {
   type Attachment,
   fullLimits,
   LEGACY_KDF,
+  type LookupRecord,
   type MailboxEntry,
   type MailLimits,
   nameKey,
@@ -211,6 +214,23 @@ export class SqliteStore implements ServerStore {
       this.#db.sql("SELECT 1 FROM contacts WHERE owner = ? AND contact = ?")
         .get(nameKey(owner), nameKey(contact)) !== undefined
     );
+  }
+
+  lookup(asker: string, target: string): Promise<LookupRecord | undefined> {
+    return settle(() => {
+      // One statement for what was four (the user with its hash and salt, which cost more to
+      // copy out than the rest together, two contact rows, a receipt): ≈ 20 against 50 µs.
+      const row = this.#db.sql(
+        `SELECT u.name_key, u.name, u.public_key, u.mail_key, u.mail_key_sig,
+           EXISTS (SELECT 1 FROM contacts WHERE owner = ?1 AND contact = u.name_key) AS mine,
+           EXISTS (SELECT 1 FROM contacts WHERE owner = u.name_key AND contact = ?1) AS theirs,
+           EXISTS (SELECT 1 FROM receipts WHERE sender = ?1 AND reader = u.name_key) AS receipts
+         FROM users u WHERE u.name_key = ?2`,
+      ).get(nameKey(asker), nameKey(target)) as LookupSqlRow | undefined;
+      if (!row) return undefined;
+      const live = this.#online.get(row.name_key);
+      return toLookup(row, live && presence(live));
+    });
   }
 
   // ---- registry ------------------------------------------------------------------------------

@@ -137,6 +137,22 @@ export function fullLimits(limits: number | MailLimits): Required<MailLimits> {
   };
 }
 
+/**
+ * What answering a `lookup` takes, read in one statement: the target's public record (no
+ * password hash), where they are online, both directions of the contact, and whether receipts
+ * of their reading wait for the asker.
+ */
+export interface LookupRecord {
+  user: Omit<UserRecord, "salt" | "hash" | "kdf">;
+  presence: PresenceRecord | undefined;
+  /** The asker has the target in their list. */
+  mine: boolean;
+  /** The target has the asker in theirs. */
+  theirs: boolean;
+  /** Read receipts from the target wait for the asker. */
+  receipts: boolean;
+}
+
 /** Where a user is online: the instance holding their control connection, and their address. */
 export interface PresenceRecord {
   /** Display name. */
@@ -327,6 +343,11 @@ export interface ServerStore extends AsyncDisposable {
   /** Whether `a` and `b` each have the other in their list. */
   isMutual(a: string, b: string): Promise<boolean>;
   isContact(owner: string, contact: string): Promise<boolean>;
+  /**
+   * Everything a `lookup` of `target` by `asker` answers from, in one statement (one round trip
+   * to a network database, where the separate calls took two); undefined for an unknown target.
+   */
+  lookup(asker: string, target: string): Promise<LookupRecord | undefined>;
 
   // ---- registry ------------------------------------------------------------------------------
 
