@@ -48,7 +48,10 @@ function describeGcs(gcs: GcEvent[]): string {
 }
 
 async function run(ctx: BenchContext): Promise<ItemOutcome> {
-  const n = await clientsFor(ctx.quick ? 150 : 15_000);
+  // CONFAB_BENCH_CLIENTS: another number of clients, for trying a change without 15,000.
+  const n = await clientsFor(
+    Number(Deno.env.get("CONFAB_BENCH_CLIENTS") ?? (ctx.quick ? 150 : 15_000)),
+  );
   const warm = ctx.quick ? 30 : 500;
   const probeUsers = ctx.quick ? 10 : 20;
   const loadRate = ctx.quick ? 400 : 750;
@@ -80,7 +83,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const server = await startServer(ctx.spawn, {
     dataDir: data.dataDir,
     signal: ctx.signal,
-    v8Flags: ["--trace-gc"],
+    v8Flags: ["--trace-gc", ...(Deno.env.get("CONFAB_BENCH_V8_FLAGS")?.split(" ") ?? [])],
   });
   const gcs: GcEvent[] = [];
   server.proc.out.listen((line) => {
