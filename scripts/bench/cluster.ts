@@ -10,7 +10,8 @@
  * the server always does (WAL, synchronous=NORMAL: it survives kill -9, not a power cut).
  *
  * For working on the failover: `CONFAB_BENCH_FAILOVER_ONLY=1` skips the SQLite baseline, the
- * lookups and the mail (their figures are then blank), and `CONFAB_BENCH_LOGS=DIR` keeps every
+ * lookups and the mail (their figures are then blank), `CONFAB_BENCH_LOOKUPS_ONLY=1` measures
+ * memory and lookups only (no mail, no kill), and `CONFAB_BENCH_LOGS=DIR` keeps every
  * process's output there (the servers then log logins and errors) and what PostgreSQL's sessions
  * were doing, every second, while the clients came back (`pg_activity.log`).
  */
@@ -136,6 +137,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   const measurements: Measurement[] = [];
   const notes: string[] = [];
   const failoverOnly = Deno.env.get("CONFAB_BENCH_FAILOVER_ONLY") === "1";
+  const lookupsOnly = !failoverOnly && Deno.env.get("CONFAB_BENCH_LOOKUPS_ONLY") === "1";
 
   // ---- one instance over SQLite: the baseline -------------------------------------------------
   let lonePerClient = NaN;
@@ -198,9 +200,38 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   });
   const perClientA = await attachAndWeigh(ctx, a, onA, n - PROBE_USERS, warm);
   await probe.attach(PROBE_USERS);
-  const lookups = failoverOnly
-    ? { p50: NaN, p99: NaN, count: 0, errors: 0, max: NaN } as LookupStats
-    : await probe.lookups(lookupRate, seconds);
+  // Instance 2 sampled every millisecond while it answers: where a lookup's time goes.
+  let lookups = { p50: NaN, p99: NaN, count: 0, errors: 0, max: NaN } as LookupStats;
+  if (!failoverOnly) {
+    const cpu0 = await cpuSeconds(b.proc.pid);
+    const run = await profiled([b.proc], () => probe.lookups(lookupRate, seconds), ctx.signal, {
+      samplingUs: 1000,
+    });
+    lookups = run.result;
+    const cpu = await cpuSeconds(b.proc.pid) - cpu0;
+    const units = Math.max(1, lookups.count);
+    const breakdown = run.profiles.find((p) => p.name === b.proc.name)!.breakdown;
+    notes.push(
+      `Instance 2 while it answered the lookups: CPU ${cpu.toFixed(2)} s, ` +
+        `${(cpu * 1e6 / units).toFixed(0)} µs per lookup; by step: ${
+          describeSteps(breakdown, units, "lookup")
+        }. Top functions by self time (µs per lookup): ${describeTop(breakdown, units, 10)}.`,
+    );
+  }
+  if (lookupsOnly) {
+    await Promise.all([onA.close(), probe.close()]);
+    await Promise.all(instances.map((i) => i.proc.stop()));
+    return {
+      measurements: lookupMeasurements(perClientA, lonePerClient, lookups, loneLookups),
+      params: { clients: n, lookupRate, seconds, only: "memory and lookups" },
+      notes: [
+        ...notes,
+        `Lookups: ${lookups.count} answered (${lookups.errors} failed), max ` +
+        `${lookups.max.toFixed(1)} ms. Only memory and lookups were measured ` +
+        `(CONFAB_BENCH_LOOKUPS_ONLY).`,
+      ],
+    };
+  }
 
   // ---- mail stored per second, through each store ---------------------------------------------
   ctx.log(`  storing ${mails} messages through each store, 16 at a time`);
@@ -256,30 +287,8 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   await Promise.all([onA.close(), probe.close()]);
   await b.proc.stop();
 
-  const sqliteName = "one instance over SQLite";
   measurements.push(
-    {
-      metric: "rss per client",
-      value: perClientA,
-      unit: "KiB",
-      baseline: lonePerClient,
-      baselineName: sqliteName,
-    },
-    {
-      metric: "lookup p50",
-      value: lookups.p50,
-      unit: "ms",
-      baseline: loneLookups.p50,
-      baselineName: sqliteName,
-    },
-    {
-      metric: "lookup p99",
-      value: lookups.p99,
-      unit: "ms",
-      baseline: loneLookups.p99,
-      baselineName: sqliteName,
-      goal: { type: "max", value: 10 },
-    },
+    ...lookupMeasurements(perClientA, lonePerClient, lookups, loneLookups),
     {
       metric: "mail stored",
       value: pgRate,
@@ -335,6 +344,41 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     params: { clients: n, mails, lookupRate, seconds },
     notes,
   };
+}
+
+const SQLITE_NAME = "one instance over SQLite";
+
+/** Memory per client and lookup latency, each beside one instance over SQLite. */
+function lookupMeasurements(
+  perClient: number,
+  lonePerClient: number,
+  lookups: LookupStats,
+  lone: LookupStats,
+): Measurement[] {
+  return [
+    {
+      metric: "rss per client",
+      value: perClient,
+      unit: "KiB",
+      baseline: lonePerClient,
+      baselineName: SQLITE_NAME,
+    },
+    {
+      metric: "lookup p50",
+      value: lookups.p50,
+      unit: "ms",
+      baseline: lone.p50,
+      baselineName: SQLITE_NAME,
+    },
+    {
+      metric: "lookup p99",
+      value: lookups.p99,
+      unit: "ms",
+      baseline: lone.p99,
+      baselineName: SQLITE_NAME,
+      goal: { type: "max", value: 10 },
+    },
+  ];
 }
 
 export const cluster: BenchItem = {
