@@ -111,7 +111,9 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
 
   ctx.log(`  ${loadRate + probeRate} lookups/s for ${seconds} s with ${n} clients attached`);
   const lookupsFrom = performance.now() - server.proc.spawnedAt;
+  const loadAtLookups = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
   const cpu0 = await cpuSeconds(server.proc.pid);
+  const waited0 = await Promise.all([server.proc.pid, ...probe.pids].map(runQueueWait));
   // Sampled every millisecond: where the server's time goes while it answers the lookups.
   const { result: [load, probed], profiles } = await profiled(
     [server.proc],
@@ -120,6 +122,9 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     { samplingUs: 1000 },
   );
   const lookupCpu = await cpuSeconds(server.proc.pid) - cpu0;
+  const [serverWaited, probeWaited] = (await Promise.all(
+    [server.proc.pid, ...probe.pids].map(runQueueWait),
+  )).map((w, i) => w - waited0[i]!);
   const lookupsTo = performance.now() - server.proc.spawnedAt;
   const serverProfile = profiles.find((p) => p.name !== "bench")!.breakdown;
   const answered = load.count + probed.count;
@@ -183,12 +188,25 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       }. Top functions by self time (µs per lookup): ${
         describeTop(serverProfile, Math.max(1, answered), 12)
       }.`,
+      `Waiting for a core during the lookups (the main thread's time runnable but not running, ` +
+      `/proc/PID/task/PID/schedstat): the server ${serverWaited!.toFixed(2)} s, the probe ` +
+      `${probeWaited!.toFixed(2)} s, in ${seconds} s; the load average was ` +
+      `${loadAtLookups} as they began.`,
       `Garbage collection in the server during the lookups (V8's --trace-gc, pauses of the ` +
       `main thread): ${describeGcs(during)}; over its whole run: ${describeGcs(gcs)}.`,
       `Attach: ${n - probeUsers - warm} clients in ${(attach.ms / 1000).toFixed(1)} s, ` +
       `${attach.retries} retries.`,
     ],
   };
+}
+
+/**
+ * Seconds a process's main thread has spent runnable but waiting for a core (the scheduler's
+ * run-queue delay, `/proc/PID/task/PID/schedstat`): what a saturated machine adds to latency.
+ */
+async function runQueueWait(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/task/${pid}/schedstat`).catch(() => "");
+  return Number(stat.split(" ")[1] ?? NaN) / 1e9;
 }
 
 function processes(n: number): string {
