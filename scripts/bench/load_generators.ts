@@ -63,6 +63,18 @@ export interface ReattachResult {
   errors: Record<string, number>;
 }
 
+/** Sets the nice value of every thread of `pid` (setpriority applies to one thread at a time). */
+async function renice(pid: number, nice: number): Promise<void> {
+  const tids: string[] = [];
+  for await (const entry of Deno.readDir(`/proc/${pid}/task`)) tids.push(entry.name);
+  const { success, stderr } = await new Deno.Command("renice", {
+    args: ["-n", String(nice), "-p", ...tids],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`renice ${pid}: ${new TextDecoder().decode(stderr).trim()}`);
+}
+
 export class LoadGenerators {
   readonly #ctx: BenchContext;
   readonly #gens: Generator[];
@@ -87,6 +99,11 @@ export class LoadGenerators {
       name?: string;
       /** Started so that `profiled()` can profile them (the clients' side of the work). */
       profile?: boolean;
+      /**
+       * A lower scheduling priority (nice value) for every thread of the generators: they stand
+       * for thousands of machines of their own, so their CPU should not be taken from the server.
+       */
+      nice?: number;
     },
   ): Promise<LoadGenerators> {
     const { users, tokensFile } = options.data;
@@ -125,6 +142,9 @@ export class LoadGenerators {
     await Promise.all(
       gens.map((g) => g.proc.nextEvent((e) => e.type === "ready", "ready", 30_000, ctx.signal)),
     );
+    if (options.nice !== undefined) {
+      for (const g of gens) await renice(g.proc.pid, options.nice);
+    }
     return new LoadGenerators(ctx, gens);
   }
 
