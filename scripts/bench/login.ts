@@ -94,7 +94,8 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     ],
     params: { seconds, concurrency: CONCURRENCY, users, kdf },
     notes: [
-      `${latencies.length} password logins in ${(loginMs / 1000).toFixed(1)} s, ` +
+      `${latencies.length} password logins in ${(loginMs / 1000).toFixed(1)} s ` +
+      `(${rate.toFixed(2)}/s; raw scrypt ${rawRate.toFixed(2)}/s), ` +
       `${CONCURRENCY} under way at once from this process (${users} users, the same password), ` +
       `each on a new connection: TCP, hello, Noise XX, login (scrypt on the server), welcome, ` +
       `then the connection closed; ${failures.length} failed${
