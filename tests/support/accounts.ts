@@ -19,7 +19,7 @@ export async function signupFields(user: string, password = "secret-pw") {
 
 /**
  * The scrypt cost servers started inside a test process use: the one the suite gives spawned
- * servers (`CONFAB_PASSWORD_COST=12` in deno.json). At the default cost each signup and login
+ * servers (`CONFAB_PASSWORD_COST=10` in deno.json). At the default cost each signup and login
  * costs seconds of CPU on a loaded machine, and a request's 10 s deadline covers it.
  */
-export const TEST_PASSWORD_COST = 12;
+export const TEST_PASSWORD_COST = 10;
