@@ -62,6 +62,9 @@ Deno.test("bench --quick runs every item and reports a number for every metric",
     const lanes = await Promise.all(LANES.map((items, n) => runLane(items, join(out, `lane${n}`))));
     for (const [n, { run, report }] of lanes.entries()) {
       const items = LANES[n]!;
+      // What each lane took, item by item: the figures to balance the lanes by.
+      const took = run.items.map((i) => `${i.name} ${i.seconds.toFixed(1)} s`).join(", ");
+      console.log(`lane ${n + 1}: ${run.seconds.toFixed(1)} s (${took})`);
       assert.equal(run.mode, "quick");
       assert.deepEqual(run.items.map((i) => i.name), items.map((i) => i.name));
       for (const item of items) {
