@@ -295,6 +295,85 @@ Deno.test("FramedConnection.request() queued behind unwritten frames fails with 
   }
 });
 
+/** Everything `conn` reads until the end of the stream, as frames; throws on a reset. */
+async function readToEnd(conn: Deno.TcpConn): Promise<Record<string, unknown>[]> {
+  const decoder = new FrameDecoder(MAX_CONTROL_FRAME);
+  const buffer = new Uint8Array(64 * 1024);
+  const frames: Record<string, unknown>[] = [];
+  for (let n; (n = await conn.read(buffer)) !== null;) {
+    for (const frame of decoder.push(buffer.slice(0, n))) {
+      frames.push(JSON.parse(dec.decode(frame)));
+    }
+  }
+  return frames;
+}
+
+Deno.test("FramedConnection.fail() with the other side's bytes unread: the error frame arrives, then the end of the stream, never a reset", async () => {
+  const [dialer, accepted] = await tcpPair();
+  let handled = 0;
+  const first = Promise.withResolvers<void>();
+  // A handler that never finishes: the inbox fills and the reader stops reading, so what the
+  // other side sends next stays unread in the socket (closing then would send a reset).
+  const fc = framed(dialer, {
+    onMessage: () => {
+      handled++;
+      first.resolve();
+      return new Promise<void>(() => {});
+    },
+  });
+  try {
+    const text = "x".repeat(4000);
+    const frames = Array.from(
+      { length: 1200 },
+      (_, i) => encodeFrame(encodeMessage({ ...chat(i), text })),
+    );
+    // Written while the other side stops reading: not all of it may fit, so not awaited.
+    const writing = (async () => {
+      for (const frame of frames) await writeAll(accepted, frame);
+    })();
+    await within(first.promise);
+    // And more than the other side's socket takes (≈ 4 MiB here) waits in ours, and in the
+    // queue: a reset would discard it, and the error behind it.
+    for (let i = 0; i < 1200; i++) fc.send({ ...chat(i), text }).catch(() => {});
+    const failing = fc.fail("TIMEOUT", "not logged in within 60s");
+    assert.equal(fc.isClosed, true, "closed to its users at once");
+    const received = await within(readToEnd(accepted), 15_000, "the error, then the end");
+    assert.equal(received.length, 1201, `${received.length} frames`);
+    assert.deepEqual(received.slice(0, 1200).map((m) => m.seq), frames.map((_, i) => i));
+    assert.deepEqual(received[1200], {
+      type: "error",
+      code: "TIMEOUT",
+      message: "not logged in within 60s",
+    });
+    // What it sent meanwhile was read (and dropped) to the end.
+    await within(writing);
+    accepted.closeWrite();
+    await within(failing);
+    const reason = await within(fc.closed);
+    assert.ok(reason instanceof ProtocolError && reason.code === "TIMEOUT", String(reason));
+    assert.equal(handled, 1, "nothing more was handed over after fail()");
+  } finally {
+    await fc.close();
+    accepted.close();
+  }
+});
+
+Deno.test("FramedConnection.end() closes after the grace when the other side never ends its direction", async () => {
+  await using t = await framedVersusRaw({ onMessage: () => {} });
+  await t.fc.send({ type: "bye" });
+  const t0 = performance.now();
+  const ending = t.fc.end(undefined, 300);
+  await assert.rejects(t.fc.send({ type: "bye" }), ConnectionClosedError);
+  await assert.rejects(t.fc.request({ type: "ping" }), ConnectionClosedError);
+  // The raw side reads both frames and the end of our direction, but keeps its own open.
+  assert.equal((await within(t.raw.next()))?.type, "bye");
+  assert.equal(await within(t.raw.next()), null);
+  await within(ending);
+  assert.ok(performance.now() - t0 >= 250, "waited for the other side's end");
+  assert.equal(await within(t.fc.closed), undefined, "a clean close");
+  assert.equal(t.fc.end(), t.fc.close(), "idempotent");
+});
+
 Deno.test("FramedConnection.close() fails a pending next() with ConnectionClosedError", async () => {
   await using pair = await framedPair();
   const waiting = pair.a.next(5000);

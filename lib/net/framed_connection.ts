@@ -25,6 +25,7 @@ import { CryptoError, MAX_MESSAGE_LEN } from "../crypto/noise.ts";
 import { closeFrameInto, openFrame, sealedSize } from "./sealed_frames.ts";
 import { freeNow } from "../util/free.ts";
 import { asTransport, type Transport, type TransportAddress, writeAll } from "./transport.ts";
+import { delay } from "../util/time.ts";
 
 export { writeAll };
 
@@ -142,6 +143,12 @@ const MAX_HELD_FRAMES = 64;
 const PATH_SWITCH_WAIT_MS = 15_000;
 /** The old path stays open this long after a switch, so its last bytes are surely read. */
 const OLD_PATH_GRACE_MS = 1_000;
+/**
+ * How long a connection ended with {@link FramedConnection.end} (every `fail()`) waits for the
+ * other side to end its direction before it closes both: a peer that reads our last frame and
+ * closes takes a round trip; one that never does costs no more than this.
+ */
+export const END_GRACE_MS = 1_000;
 
 /** What the reader's wait yields when the other side moved to a new path. */
 const SWITCHED = Symbol("switched");
@@ -213,6 +220,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #receiveCipher: TransportCipher | undefined;
   #badMessages = 0;
   #closing: Promise<void> | undefined;
+  /** Set by end(): nothing more is sent or handed over, and close() gives `#endReason`. */
+  #ending: Promise<void> | undefined;
+  #endReason: CloseReason;
   #closeReason: CloseReason;
   #readLoop: Promise<void> | undefined;
   readonly #closed = Promise.withResolvers<CloseReason>();
@@ -252,7 +262,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   get isClosed(): boolean {
-    return this.#closing !== undefined;
+    return this.#closing !== undefined || this.#ending !== undefined;
   }
 
   /**
@@ -294,10 +304,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     timeoutMs: number,
     register: (waiter: { resolve: (v: T) => void; reject: (e: Error) => void }) => () => void,
   ): Promise<T> {
-    if (this.#closing) {
-      return Promise.reject(
-        new ConnectionClosedError("connection closed", { cause: this.#closeReason }),
-      );
+    if (this.#closing || this.#ending) {
+      const cause = this.#closing ? this.#closeReason : this.#endReason;
+      return Promise.reject(new ConnectionClosedError("connection closed", { cause }));
     }
     const waiter = Promise.withResolvers<T>();
     const timer = setTimeout(
@@ -457,7 +466,9 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   #write(body: Uint8Array, afterWrite?: () => void, into?: Uint8Array): Promise<void> {
-    if (this.#closing) return Promise.reject(new ConnectionClosedError("connection is closed"));
+    if (this.#closing || this.#ending) {
+      return Promise.reject(new ConnectionClosedError("connection is closed"));
+    }
     if (body.length > this.#opts.maxFrame) {
       return Promise.reject(
         new RangeError(
@@ -676,14 +687,46 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     }
   }
 
-  /** Sends an error frame (best effort), then closes. */
+  /**
+   * Sends an error frame (best effort), then ends the connection gracefully ({@link end}), so
+   * the other side reads why before the connection goes.
+   */
   async fail(code: ErrorCode, message: string, id?: number): Promise<void> {
-    try {
-      await this.send({ type: "error", code, message, ...(id === undefined ? {} : { id }) });
-    } catch {
-      // The peer may already be gone; closing is what matters.
-    }
-    await this.close(new ProtocolError(code, message));
+    // Queued now, written before end() ends our direction. The peer may already be gone;
+    // closing is what matters.
+    this.send({ type: "error", code, message, ...(id === undefined ? {} : { id }) })
+      .catch(() => {});
+    await this.end(new ProtocolError(code, message));
+  }
+
+  /**
+   * Closes gracefully: the frames queued are written, our direction of the stream is ended, and
+   * what the other side still sends is read and dropped until it ends its own or `graceMs`
+   * pass; then both are closed. Closing at once with bytes of theirs unread would send a reset,
+   * and a reset can make the other side drop our last frame (an error saying why, a notice)
+   * before it reads it. From the call on nothing more is sent or handed over (`isClosed` is
+   * true), and the connection closes with `reason`. Idempotent, like {@link close}.
+   */
+  end(reason?: CloseReason, graceMs = END_GRACE_MS): Promise<void> {
+    if (this.#closing) return this.#closing;
+    if (this.#ending) return this.#ending;
+    this.#endReason = reason;
+    clearInterval(this.#heartbeat);
+    this.#rejectWaiters(reason);
+    // A reader paused for a slow handler reads on, to see the other side's end.
+    this.#inboxDrained?.();
+    this.#ending = (async () => {
+      const grace = new AbortController();
+      const timeout = delay(graceMs, grace.signal).catch(() => {});
+      if (this.#writesQueued > 0) await Promise.race([this.#writeChain, timeout]);
+      if (!this.#detached && !this.#closing) {
+        await Promise.race([this.#transport.closeWrite().catch(() => {}), timeout]);
+        await Promise.race([this.#closed.promise, timeout]);
+      }
+      grace.abort();
+      await this.close(reason);
+    })();
+    return this.#ending;
   }
 
   /**
@@ -692,7 +735,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
    */
   close(reason?: CloseReason): Promise<void> {
     if (this.#closing) return this.#closing;
-    this.#closeReason = reason;
+    // Ending (end()): whatever closes it now (the other side's end, the grace), it is our reason.
+    this.#closeReason = this.#ending ? this.#endReason : reason;
     clearInterval(this.#heartbeat);
     this.#closing = (async () => {
       // Let queued frames (a final error, a bye) reach the socket before it is closed. (With
@@ -710,17 +754,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       this.#graceTimers.clear();
       for (const old of this.#oldPaths) old.close();
       this.#oldPaths.clear();
-      // Made only for someone waiting: an error's stack costs more than the rest of a close.
-      if (this.#pending.size > 0 || this.#waiter || this.#heldWaiter) {
-        const error = new ConnectionClosedError(
-          reason ? `connection closed: ${reason.message}` : "connection closed",
-          { cause: reason },
-        );
-        for (const pending of this.#pending.values()) pending.reject(error);
-        this.#pending.clear();
-        this.#waiter?.reject(error);
-        this.#heldWaiter?.reject(error);
-      }
+      this.#rejectWaiters(this.#closeReason);
       this.#inboxDrained?.();
       await this.#readLoop;
       await this.#writeChain.catch(() => {});
@@ -731,6 +765,22 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /** Fails pending requests and `next()` waits: the connection is going. */
+  #rejectWaiters(reason: CloseReason): void {
+    // Made only for someone waiting: an error's stack costs more than the rest of a close.
+    if (this.#pending.size === 0 && !this.#waiter && !this.#heldWaiter) return;
+    const error = new ConnectionClosedError(
+      reason ? `connection closed: ${reason.message}` : "connection closed",
+      { cause: reason },
+    );
+    for (const pending of this.#pending.values()) pending.reject(error);
+    this.#pending.clear();
+    this.#waiter?.reject(error);
+    this.#waiter = undefined;
+    this.#heldWaiter?.reject(error);
+    this.#heldWaiter = undefined;
   }
 
   #readerOn(transport: Transport): FrameReader {
@@ -788,6 +838,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           break;
         }
         this.lastReceived = Date.now();
+        // Ending (end()): read to the other side's end, and drop what comes.
+        if (this.#ending) continue;
         if (this.#stopped) {
           // The stop-after message was held during a handshake and released meanwhile: this
           // frame already belongs to whoever detaches the stream.
@@ -916,7 +968,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     }
     const accepted = this.#lastIngest.then(() => {
       if (plain === undefined) throw failure;
-      if (!this.#closing && !this.#readFailing) this.#accept(plain, release);
+      if (!this.#closing && !this.#ending && !this.#readFailing) this.#accept(plain, release);
     });
     this.#lastIngest = accepted.catch(() => {});
     return accepted;
@@ -996,7 +1048,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   async #dispatch(): Promise<void> {
     this.#dispatching = true;
     try {
-      while (this.#inbox.length > 0 && !this.#closing && this.#onMessage) {
+      while (this.#inbox.length > 0 && !this.#closing && !this.#ending && this.#onMessage) {
         const message = this.#inbox.shift()!;
         this.#inboxBytes -= bytesOf(message);
         if (message.type === "ping" && typeof message.id === "number") {

@@ -1492,10 +1492,7 @@ export class ConfabServer implements AsyncDisposable {
           // Our end first, and what the client still sends is read until it closes its end:
           // closing with a request of theirs unread sends a reset, which can make their side
           // drop the notice before it is read.
-          await fc.transport.closeWrite().catch(() => {});
-          const grace = new AbortController();
-          await Promise.race([fc.closed, delay(CLOSING_GRACE_MS, grace.signal).catch(() => {})]);
-          grace.abort();
+          await fc.end(undefined, CLOSING_GRACE_MS);
         }
         await fc.close();
       }));
