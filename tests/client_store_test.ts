@@ -441,6 +441,24 @@ Deno.test("ClientStore.setMarkSoon() commits the marks of a turn together, and e
   );
 });
 
+Deno.test("ClientStore.setMarkSoon(): of two marks for one message in a turn the later stays, and only my own messages are marked", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  await Promise.all(["m0", "m1", "m2"].map((id, i) => store.addMessageSoon(entry(id, i))));
+  // Someone else's message with my message's id (ids are the sender's own).
+  store.addMessage({ ...entry("m1", 5), sender: "bob", outgoing: false, mark: "**" });
+  await Promise.all([
+    store.setMarkSoon("m0", "*"),
+    store.setMarkSoon("m1", "*"),
+    store.setMarkSoon("m2", "*"),
+    store.setMarkSoon("m1", "!"),
+  ]);
+  assert.deepEqual(
+    store.recent("bob", 100).map((e) => `${e.id}${e.outgoing ? ">" : "<"}${e.mark}`),
+    ["m0>*", "m1>!", "m2>*", "m1<**"],
+  );
+});
+
 Deno.test("ClientStore.settleCopySoon() commits the acks of a turn together, and every read of the outbox sees them", async () => {
   await using dir = await tempDir();
   let last: Promise<boolean>;

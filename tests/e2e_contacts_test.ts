@@ -8,36 +8,13 @@
 import assert from "node:assert/strict";
 import { randomToken } from "../lib/peer/identity.ts";
 import { type Frame, RawConn } from "./support/raw_conn.ts";
-import { signupFields } from "./support/accounts.ts";
+import { rawUser } from "./support/accounts.ts";
 import { befriend, type Event, startServer, TestClient } from "./support/processes.ts";
 
 function peerPortOf(client: TestClient): number {
   const ready = client.events().find((e: Event) => e.type === "ready");
   assert.ok(ready, "the client announced its peer port");
   return Number(ready.peerPort);
-}
-
-/** A user signed up and logged in over a raw control connection. */
-async function rawUser(port: number, user: string): Promise<RawConn> {
-  const raw = await RawConn.connect(port);
-  try {
-    await raw.hello("client");
-    await raw.secure("client-server");
-    const signup = await raw.request({ ...await signupFields(user), id: 1 });
-    assert.equal(signup.type, "ok", JSON.stringify(signup));
-    const welcome = await raw.request({
-      type: "login",
-      id: 2,
-      user,
-      password: "secret-pw",
-      peerPort: 5555,
-    });
-    assert.equal(welcome.type, "welcome", JSON.stringify(welcome));
-    return raw;
-  } catch (error) {
-    await raw.close();
-    throw error;
-  }
 }
 
 const pushes = (raw: RawConn, type: string) => raw.frames.filter((f: Frame) => f.type === type);
@@ -97,9 +74,7 @@ Deno.test("a stranger cannot fill your mailbox: mail from someone you have not a
     type: "mail_send",
     id: 11,
     to: "alice",
-    msgId: "m1",
-    ts: Date.now(),
-    sealed: "A".repeat(100),
+    messages: [{ msgId: "m1", ts: Date.now(), sealed: "A".repeat(100) }],
   });
   assert.deepEqual([sent.type, sent.code], ["error", "NOT_A_CONTACT"], JSON.stringify(sent));
   await alice.send("hanging");

@@ -11,6 +11,7 @@ import { deployments } from "./support/deployment.ts";
 import { type Event, TestClient } from "./support/processes.ts";
 import { historyOf, inChat, makeUsers, removeHomes, sendStored } from "./support/mail.ts";
 import { RawConn } from "./support/raw_conn.ts";
+import { rawUser } from "./support/accounts.ts";
 import { generateKeyPair } from "../lib/crypto/x25519.ts";
 
 /**
@@ -26,9 +27,60 @@ async function wholeHistory(client: TestClient, user: string, inChat = false): P
 /** Long enough for hundreds of messages on a machine with two CPU hogs beside the suite. */
 const BURST_DEADLINE_MS = 90_000;
 
+const shareOfFour = deployments.with({ args: ["--max-pending-per-sender", "4"] });
+shareOfFour.test("one mail_send carries a burst: stored in order with one answer, a resend kept once, each message past the quota refused on its own, a hostile batch refused whole", async (d) => {
+  await using alice = await rawUser(d.at("alice").port, "alice");
+  await using bob = await rawUser(d.at("bob").port, "bob");
+  await alice.request({ type: "contact_add", id: 10, user: "bob" });
+  assert.equal(
+    (await bob.request({ type: "contact_add", id: 10, user: "alice" })).type,
+    "contact_result",
+  );
+  const ts = Date.now();
+  const mail = (msgId: string) => ({ msgId, ts, sealed: `${msgId}-`.padEnd(100, "A") });
+
+  // A repeat within the batch is kept once, as a resend is.
+  const first = [mail("a"), mail("b"), mail("a")];
+  const stored = await alice.request({ type: "mail_send", id: 11, to: "BOB", messages: first });
+  assert.deepEqual(stored, { type: "mail_stored", id: 11, stored: 3 });
+  // b again (a resend), c and d fill alice's share of 4, e and f are refused, each on its own.
+  const second = ["b", "c", "d", "e", "f"].map(mail);
+  const answer = await alice.request({ type: "mail_send", id: 12, to: "bob", messages: second });
+  assert.equal(answer.stored, 3, JSON.stringify(answer));
+  const refused = answer.refused as { msgId: string; code: string; message: string }[];
+  assert.deepEqual(refused.map((r) => [r.msgId, r.code]), [["e", "QUOTA"], ["f", "QUOTA"]]);
+  assert.match(refused[1]!.message, /as much waiting for bob as one sender may \(4 messages/);
+
+  // Hostile batches are refused whole (the connection stays), and store nothing.
+  const hostile: unknown[] = [
+    [],
+    Array.from({ length: 501 }, (_, i) => mail(`h${i}`)),
+    [mail("g"), { ...mail("h"), extra: 1 }],
+    [mail("g"), { msgId: "h", ts }],
+    [mail("g"), { ...mail("h"), sealed: "AAAA" }],
+    [mail("g"), { ...mail("h"), msgId: "not an id" }],
+    [mail("g"), "h"],
+    mail("g"),
+  ];
+  for (const [i, messages] of hostile.entries()) {
+    const bad = await alice.request({ type: "mail_send", id: 20 + i, to: "bob", messages });
+    assert.deepEqual([bad.type, bad.code], ["error", "BAD_MESSAGE"], JSON.stringify(bad));
+    assert.match(String(bad.message), /^bad mail_send: messages/);
+  }
+  // The one-message form of protocol version 7 is gone.
+  const old = await alice.request({ type: "mail_send", id: 30, to: "bob", ...mail("g") });
+  assert.deepEqual([old.type, old.code], ["error", "BAD_MESSAGE"], JSON.stringify(old));
+
+  const shown = await bob.request({ type: "show", id: 11, from: "alice" });
+  const ids = (shown.messages as { msgId: string }[]).map((m) => m.msgId);
+  assert.deepEqual(ids, ["a", "b", "c", "d"], "in the order sent, each once, nothing else");
+});
+
 deployments.test("a burst of mail across a kill -9 of the server is stored once each, shown in order, and read with batch receipts", async (d) => {
   const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
-  const texts = Array.from({ length: 600 }, (_, i) => `burst ${i}`);
+  // More than a client keeps unanswered (512): some are still to be sent when it dies; fewer
+  // than one sender may leave waiting (1,000).
+  const texts = Array.from({ length: 900 }, (_, i) => `burst ${i}`);
   try {
     await using alice = await inChat(d, homes, "alice", "bob", { online: false });
     // Written at once, as a piped script does: they go to the server pipelined, in one burst.
@@ -58,7 +110,7 @@ deployments.test("a burst of mail across a kill -9 of the server is stored once 
     assert.deepEqual(errors, [], "none out of order, none refused");
     assert.deepEqual(await wholeHistory(bob, "alice"), texts.map((t) => `${t}**`));
 
-    // Two batches (500 and 100), one signature each: alice believes every receipt.
+    // Two batches (500 and 400), one signature each: alice believes every receipt.
     const read = new Set<string>();
     while (read.size < texts.length) {
       const event = await alice.event("read", { by: "bob" }, BURST_DEADLINE_MS);

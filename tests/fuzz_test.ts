@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { encodeMessage, PROTOCOL_VERSION } from "../lib/protocol/messages.ts";
+import { encodeMessage, MAX_SEALED_LENGTH, PROTOCOL_VERSION } from "../lib/protocol/messages.ts";
 import { handshakeTranscript, Identity, randomToken } from "../lib/peer/identity.ts";
 import { toBase64Url } from "../lib/util/base64.ts";
 import { MAX_CONTROL_FRAME } from "../lib/protocol/frame.ts";
@@ -163,6 +163,48 @@ function b64(r: Rng, n: number): string {
   return toBase64Url(r.bytes(Math.ceil(n * 3 / 4))).slice(0, n);
 }
 
+/** One plausible message of a `mail_send` batch. */
+function mailItem(r: Rng): Record<string, unknown> {
+  return { msgId: `m${r.int(1e9)}`, ts: Date.now(), sealed: b64(r, 64 + r.int(200)) };
+}
+
+/**
+ * A `mail_send` whose batch is hostile inside: too many or no messages, one of them with an
+ * extra, a missing or a wrongly typed field, a sealed text past its bound, or the whole batch
+ * past the frame limit (refused before it is read); the rest well formed around it.
+ */
+function hostileMailSend(r: Rng): Uint8Array {
+  const messages: unknown[] = Array.from({ length: 1 + r.int(5) }, () => mailItem(r));
+  const at = r.int(messages.length);
+  const item = messages[at] as Record<string, unknown>;
+  switch (r.int(7)) {
+    case 0: // more than a batch may hold, or none
+      messages.length = r.chance(0.5) ? 0 : 501 + r.int(50);
+      messages.fill(mailItem(r));
+      break;
+    case 1:
+      item[`x${randomString(r, 8)}`] = randomValue(r);
+      break;
+    case 2:
+      delete item[r.pick(["msgId", "ts", "sealed"])];
+      break;
+    case 3:
+      item[r.pick(["msgId", "ts", "sealed"])] = randomValue(r);
+      break;
+    case 4:
+      item.sealed = r.chance(0.5) ? b64(r, r.int(64)) : "A".repeat(MAX_SEALED_LENGTH + 1);
+      break;
+    case 5: // a message that is no object
+      messages[at] = randomValue(r, 0, "object");
+      break;
+    default: { // two largest messages: past 1 MiB, the frame is refused before it is read
+      const sealed = "A".repeat(MAX_SEALED_LENGTH);
+      messages.splice(0, messages.length, { ...item, sealed }, { ...mailItem(r), sealed });
+    }
+  }
+  return json({ type: "mail_send", id: r.int(1e6), to: "bob", messages });
+}
+
 /** A field of a message: its JSON kind and a generator of plausible (valid-looking) values. */
 type Field = [Kind, (r: Rng) => unknown];
 
@@ -177,6 +219,7 @@ const F = {
   msgId: ["string", (r) => `m${r.int(1e9)}`],
   msgIds: ["array", (r) => Array.from({ length: 1 + r.int(3) }, () => `m${r.int(1e9)}`)],
   sealed: ["string", (r) => b64(r, 64 + r.int(200))],
+  mails: ["array", (r) => Array.from({ length: 1 + r.int(3) }, () => mailItem(r))],
   text: ["string", (r) => randomString(r, 300) || "x"],
   bool: ["boolean", (r) => r.chance(0.5)],
   seq: ["number", (r) => r.int(1000)],
@@ -215,7 +258,7 @@ const CLIENT_SHAPES: Shapes = {
   contacts: { id: F.id },
   contact_add: { id: F.id, user: F.user },
   contact_remove: { id: F.id, user: F.user },
-  mail_send: { id: F.id, to: F.user, msgId: F.msgId, ts: F.ts, sealed: F.sealed },
+  mail_send: { id: F.id, to: F.user, messages: F.mails },
   hanging: { id: F.id },
   show: { id: F.id, from: F.user },
   mail_confirm: { id: F.id, from: F.user, msgIds: F.msgIds },
@@ -363,6 +406,8 @@ type SecureCase =
 
 function secureCase(r: Rng, shapes: Shapes, valid: readonly string[]): SecureCase {
   const k = r.int(100);
+  if (k < 36) return { encrypt: json(malformed(r, shapes)) };
+  if (k < 40 && "mail_send" in shapes) return { encrypt: hostileMailSend(r) };
   if (k < 40) return { encrypt: json(malformed(r, shapes)) };
   if (k < 55) return { encrypt: json(shaped(r, shapes, r.pick(valid))) };
   if (k < 70) return { encrypt: r.bytes(r.length(MAX_BODY)) };

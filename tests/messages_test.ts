@@ -11,6 +11,7 @@ import {
   decodeMessage,
   encodeMessage,
   MAX_CONTACTS,
+  MAX_MAIL_BATCH,
   MAX_MAILBOX_ENTRIES,
   MAX_PASSWORD_LENGTH,
   MAX_SEALED_LENGTH,
@@ -294,11 +295,12 @@ const CASES: readonly Case[] = [
       type: "mail_send",
       id: 20,
       to: "bob",
-      msgId: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77",
-      ts: TS,
-      sealed: SEALED,
+      messages: [
+        { msgId: "3f1c2a9e-7b7d-4c1e-9a55-0d4f8c1b2a77", ts: TS, sealed: SEALED },
+        { msgId: "m-2", ts: TS, sealed: SEALED },
+      ],
     },
-    wrongType: ["ts", "now"],
+    wrongType: ["messages", { msgId: "m-1", ts: TS, sealed: SEALED }],
   },
   {
     name: "Hanging",
@@ -341,8 +343,14 @@ const CASES: readonly Case[] = [
   {
     name: "MailStored",
     directions: ["ServerToClient"],
-    example: { type: "mail_stored", id: 20, msgId: "m-1" },
-    wrongType: ["msgId", 1],
+    example: {
+      type: "mail_stored",
+      id: 20,
+      stored: 1,
+      refused: [{ msgId: "m-2", code: "QUOTA", message: "you have as much waiting for bob…" }],
+    },
+    optional: ["refused"],
+    wrongType: ["stored", "1"],
   },
   {
     name: "HangingList",
@@ -917,11 +925,11 @@ Deno.test("decodeMessage() limits hanging_list and mail_summary to MAX_MAILBOX_E
 });
 
 Deno.test("decodeMessage() bounds sealed mail to 64..MAX_SEALED_LENGTH base64url characters", () => {
-  const send = { type: "mail_send", id: 1, to: "bob", msgId: "m-1", ts: TS };
+  const send = { type: "mail_send", id: 1, to: "bob" };
   const batch = { type: "mail_batch", id: 1, from: "alice", more: false };
   for (const sealed of ["x".repeat(64), "y".repeat(MAX_SEALED_LENGTH)]) {
-    assert.deepEqual(decodeAs("ClientToServer", { ...send, sealed }), { ...send, sealed });
     const messages = [{ msgId: "m-1", ts: TS, sealed }];
+    assert.deepEqual(decodeAs("ClientToServer", { ...send, messages }), { ...send, messages });
     assert.deepEqual(decodeAs("ServerToClient", { ...batch, messages }), { ...batch, messages });
   }
   const bad = [
@@ -933,10 +941,11 @@ Deno.test("decodeMessage() bounds sealed mail to 64..MAX_SEALED_LENGTH base64url
     "x".repeat(63) + " ",
   ];
   for (const sealed of bad) {
+    const messages = [{ msgId: "m", ts: TS, sealed: SEALED }, { msgId: "m", ts: TS, sealed }];
     assertProtocolError(
-      () => decodeAs("ClientToServer", { ...send, sealed }),
+      () => decodeAs("ClientToServer", { ...send, messages }),
       "BAD_MESSAGE",
-      /sealed/,
+      /messages\.1\.sealed/,
     );
     assertProtocolError(
       () => decodeAs("ServerToClient", { ...batch, messages: [{ msgId: "m", ts: TS, sealed }] }),
@@ -946,9 +955,51 @@ Deno.test("decodeMessage() bounds sealed mail to 64..MAX_SEALED_LENGTH base64url
   }
   // The plain text of the old protocol is gone: the server only ever carries sealed mail.
   assertProtocolError(
-    () => decodeAs("ClientToServer", { ...send, sealed: SEALED, text: "hi" }),
+    () =>
+      decodeAs("ClientToServer", {
+        ...send,
+        messages: [{ msgId: "m", ts: TS, sealed: SEALED, text: "hi" }],
+      }),
     "BAD_MESSAGE",
   );
+});
+
+Deno.test("decodeMessage() takes 1..MAX_MAIL_BATCH messages in a mail_send, and a mail_stored names each refused one with a known code", () => {
+  const send = { type: "mail_send", id: 1, to: "bob" };
+  const mail = (i: number) => ({ msgId: `m-${i}`, ts: TS, sealed: SEALED });
+  const full = Array.from({ length: MAX_MAIL_BATCH }, (_, i) => mail(i));
+  const most = { ...send, messages: full };
+  assert.deepEqual(decodeAs("ClientToServer", most), most);
+  for (const messages of [[], [...full, mail(MAX_MAIL_BATCH)], mail(1), [mail(1), "m-2"]]) {
+    assertProtocolError(
+      () => decodeAs("ClientToServer", { ...send, messages }),
+      "BAD_MESSAGE",
+      /bad mail_send: messages/,
+    );
+  }
+  // The one-message form of version 7.
+  assertProtocolError(
+    () => decodeAs("ClientToServer", { ...send, ...mail(1) }),
+    "BAD_MESSAGE",
+  );
+  const stored = { type: "mail_stored", id: 1, stored: 2 };
+  assert.deepEqual(decodeAs("ServerToClient", stored), stored);
+  const refusal = (code: string) => ({ msgId: "m-1", code, message: "no" });
+  for (const code of ["MAILBOX_FULL", "QUOTA", "SERVER_BUSY", "INTERNAL"]) {
+    const answer = { ...stored, refused: [refusal(code)] };
+    assert.deepEqual(decodeAs("ServerToClient", answer), answer);
+  }
+  for (
+    const bad of [
+      { ...stored, refused: [] },
+      { ...stored, refused: [refusal("NOT_A_CONTACT")] },
+      { ...stored, stored: -1 },
+      { ...stored, stored: MAX_MAIL_BATCH + 1 },
+      { ...stored, refused: [{ ...refusal("QUOTA"), message: "x".repeat(501) }] },
+    ]
+  ) {
+    assertProtocolError(() => decodeAs("ServerToClient", bad), "BAD_MESSAGE", /mail_stored/);
+  }
 });
 
 Deno.test("decodeMessage() bounds noise handshake messages to 1..1024 base64url characters", () => {

@@ -372,9 +372,7 @@ export class ClientStore implements Disposable {
     const marks = this.#marks.splice(0);
     if (marks.length > 0) {
       try {
-        this.#db.transaction(() => {
-          for (const m of marks) this.#markOutgoing(m.id, m.mark);
-        });
+        this.#db.transaction(() => this.#markAll(marks));
         for (const m of marks) m.done.resolve();
       } catch (error) {
         for (const m of marks) m.done.reject(error);
@@ -400,6 +398,28 @@ export class ClientStore implements Disposable {
       // (Closed meanwhile, say: those copies stay owed and go again; their members ack again.)
     }
     settles.forEach((s, i) => s.done.resolve(first[i] ?? false));
+  }
+
+  /**
+   * {@link #markOutgoing} for many messages: one statement per mark (the answers to a burst of
+   * mail set hundreds of `*` at once; a statement per message was half the cost of a mark).
+   */
+  #markAll(marks: { id: string; mark: DeliveryMark }[]): void {
+    if (marks.length === 1) return this.#markOutgoing(marks[0]!.id, marks[0]!.mark);
+    const last = new Map<string, DeliveryMark>(); // one message marked twice: the later mark
+    for (const { id, mark } of marks) last.set(id, mark);
+    const ids = new Map<DeliveryMark, string[]>();
+    for (const [id, mark] of last) {
+      const some = ids.get(mark);
+      if (some) some.push(id);
+      else ids.set(mark, [id]);
+    }
+    for (const [mark, some] of ids) {
+      this.#db.sql(
+        `UPDATE messages SET mark = ? WHERE id IN (SELECT value FROM json_each(?))
+         AND outgoing = 1 AND mark != '**'`,
+      ).run(mark, JSON.stringify(some));
+    }
   }
 
   #markOutgoing(id: string, mark: DeliveryMark): void {

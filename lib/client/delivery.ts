@@ -19,7 +19,7 @@
  * Incoming 1:1 lines are stored, then acknowledged; group messages belong to the group room.
  */
 import { asError, type OutgoingMessage } from "../net/framed_connection.ts";
-import type { PeerMessage } from "../protocol/messages.ts";
+import { MAX_MAIL_BATCH_TEXT, type PeerMessage, type ServerMessage } from "../protocol/messages.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import { MailSealer } from "../peer/sealed_mail.ts";
 import type { Identity } from "../peer/identity.ts";
@@ -34,16 +34,37 @@ import type { ServerSession, Session } from "./server_session.ts";
 const SEEN_IDS = 10_000;
 
 /**
- * `mail_send` requests a client keeps unanswered at once: enough for the server to commit a
- * burst together, few enough that none waits near its request timeout behind the others.
+ * Messages a client keeps in `mail_send` requests unanswered at once: enough for the server to
+ * commit a burst together while the next is sealed, few enough that none waits near its request
+ * timeout behind the others.
  */
-const MAIL_IN_FLIGHT = 256;
+const MAIL_IN_FLIGHT = 512;
+/** Messages in one `mail_send` at most (also at most {@link MAX_MAIL_BATCH_TEXT} of sealed text). */
+const MAIL_BATCH = 256;
 /** Messages neither the peer nor the server could take are tried again after this, doubling. */
 const RETRY_FIRST_MS = 2_000;
 const RETRY_MAX_MS = 30_000;
 
 /** How a send ended: `**`, `*`, still in the outbox, or refused for good. */
 export type Outcome = "delivered" | "stored" | "queued" | "failed";
+
+/** A message sealed for the mailbox, as `mail_send` carries it. */
+interface SealedMail {
+  msgId: string;
+  ts: number;
+  sealed: string;
+}
+
+/** The messages to one recipient that leave together in one `mail_send`. */
+interface MailBatch {
+  session: Session;
+  to: string;
+  messages: SealedMail[];
+  /** Each message's answer, settled from the server's `mail_stored`. */
+  answers: PromiseWithResolvers<void>[];
+  /** Their sealed text. */
+  chars: number;
+}
 
 /** A message on its way out. */
 export interface Outgoing {
@@ -137,6 +158,9 @@ export class Delivery {
   /** `mail_send` requests not answered yet, and the sends waiting for one of them to end. */
   #mailInFlight = 0;
   readonly #mailWaiting: (() => void)[] = [];
+  /** Per recipient, the sealed messages of the `mail_send` leaving next, and its timer. */
+  readonly #mailBatches = new Map<string, MailBatch>();
+  #batchTimer: ReturnType<typeof setTimeout> | undefined;
   /** Per recipient, the outcomes of their messages whose `mail_send` is not answered yet. */
   readonly #mailing = new Map<string, Set<Promise<Outcome>>>();
   #sealer: { identity: Identity; sealer: MailSealer } | undefined;
@@ -147,6 +171,13 @@ export class Delivery {
    */
   readonly #unsent = new Map<string, Map<string, number>>();
   readonly #underWay = new Set<string>();
+  /**
+   * Per recipient, those of {@link #unsent} not under way: `fresh`, not started yet (in the
+   * order written, so the first is the earliest), and `held`, left in the outbox. Asking these
+   * whether an earlier message waits costs a message of a burst a step or two; walking the
+   * messages before it cost one step per message on its way (hundreds in a burst).
+   */
+  readonly #idle = new Map<string, { fresh: Map<string, number>; held: Map<string, number> }>();
   #written = 0;
   /** The session the above belong to. */
   #for: Session | undefined;
@@ -214,7 +245,11 @@ export class Delivery {
     this.#forSession(session);
     const key = message.to.toLowerCase();
     const unsent = this.#unsent.get(key) ?? new Map<string, number>();
-    if (!unsent.has(message.id)) unsent.set(message.id, ++this.#written);
+    if (!unsent.has(message.id)) {
+      const place = ++this.#written;
+      unsent.set(message.id, place);
+      this.#idleOf(key).fresh.set(message.id, place);
+    }
     this.#unsent.set(key, unsent);
     this.#inFlight.add(message.id);
     return this.serial(message.to, () => this.#deliver(session, message))
@@ -239,18 +274,13 @@ export class Delivery {
     const away = mailing !== undefined && this.#links.open(m.to) === undefined &&
       this.#session.knownOffline(m.to);
     if (mailing && !away) await Promise.all(mailing);
-    const unsent = this.#unsent.get(key);
-    const place = unsent?.get(m.id) ?? Infinity;
-    // In the order written (a Map keeps insertion order): only those before this one count, so
-    // a burst of thousands costs each message the few on their way, not the whole burst.
-    for (const [id, earlier] of unsent ?? []) {
-      if (earlier >= place) break;
-      if (!this.#underWay.has(id)) {
-        const why = `it waits behind an earlier message to ${m.to} that could not be sent yet`;
-        return { outcome: Promise.resolve(this.#leaveQueued(session, m, why)) };
-      }
+    const place = this.#unsent.get(key)?.get(m.id) ?? Infinity;
+    if (this.#waitsBehind(key, place)) {
+      const why = `it waits behind an earlier message to ${m.to} that could not be sent yet`;
+      return { outcome: Promise.resolve(this.#leaveQueued(session, m, why)) };
     }
     this.#underWay.add(m.id);
+    this.#notIdle(key, m.id);
     const direct = away
       ? { ok: false as const, reason: `${m.to} is offline` }
       : await this.#deliverDirect(session, m);
@@ -316,6 +346,11 @@ export class Delivery {
    */
   #leaveQueued(session: Session, m: Outgoing, reason: string): Outcome {
     this.#underWay.delete(m.id);
+    const key = m.to.toLowerCase();
+    const place = this.#unsent.get(key)?.get(m.id);
+    if (place !== undefined && !this.#idle.get(key)?.fresh.has(m.id)) {
+      this.#idleOf(key).held.set(m.id, place);
+    }
     if (!this.#toldQueued.has(m.id)) {
       this.#toldQueued.add(m.id);
       this.#ctx.emit({
@@ -340,18 +375,10 @@ export class Delivery {
     return "queued";
   }
 
-  /** Seals a message to `to`'s mail key and hands it to the server. */
-  async mailTo(
-    session: Session,
-    to: string,
-    m: { id: string; ts: number; text: string },
-  ): Promise<void> {
-    await (await this.#startMail(session, to, m)).answer;
-  }
-
   /**
-   * Seals a message and queues its `mail_send` on the control connection; resolves once it is
-   * queued, with the promise of the server's answer (the message is stored once that settles).
+   * Seals a message and adds it to the `mail_send` leaving next for its recipient; resolves once
+   * it is there, with the promise of the server's answer (the message is stored once that
+   * settles).
    */
   async #startMail(
     session: Session,
@@ -374,15 +401,81 @@ export class Delivery {
       this.#mailDone();
       throw error;
     }
-    const answer = this.#session.request({
-      type: "mail_send",
-      to,
-      msgId: m.id,
-      ts: m.ts,
-      sealed,
-    }).then(() => {}).finally(() => this.#mailDone());
+    const answer = this.#batchMail(session, to, { msgId: m.id, ts: m.ts, sealed })
+      .finally(() => this.#mailDone());
     answer.catch(() => {}); // the caller awaits it
     return { answer };
+  }
+
+  /**
+   * Adds a sealed message to the batch for its recipient, which leaves as one `mail_send` at
+   * the next turn of the event loop (a burst is sealed in one turn, message after message), or
+   * at once when it is full. Batches leave in the order they were begun, so each recipient's
+   * messages reach the server in the order written.
+   */
+  #batchMail(session: Session, to: string, mail: SealedMail): Promise<void> {
+    const key = to.toLowerCase();
+    let batch = this.#mailBatches.get(key);
+    if (
+      batch !== undefined &&
+      (batch.session !== session || batch.chars + mail.sealed.length > MAX_MAIL_BATCH_TEXT)
+    ) {
+      this.#sendBatch(key, batch);
+      batch = undefined;
+    }
+    if (batch === undefined) {
+      batch = { session, to, messages: [], answers: [], chars: 0 };
+      this.#mailBatches.set(key, batch);
+    }
+    const answer = Promise.withResolvers<void>();
+    batch.messages.push(mail);
+    batch.answers.push(answer);
+    batch.chars += mail.sealed.length;
+    if (batch.messages.length >= MAIL_BATCH) this.#sendBatch(key, batch);
+    else this.#batchTimer ??= setTimeout(() => this.#sendBatches(), 0);
+    return answer.promise;
+  }
+
+  /** Sends every batch begun. */
+  #sendBatches(): void {
+    clearTimeout(this.#batchTimer);
+    this.#batchTimer = undefined;
+    for (const [key, batch] of this.#mailBatches) this.#sendBatch(key, batch);
+  }
+
+  /** Sends one batch as a `mail_send` and settles each of its messages from the answer. */
+  #sendBatch(key: string, batch: MailBatch): void {
+    if (this.#mailBatches.get(key) === batch) this.#mailBatches.delete(key);
+    if (this.#session.current !== batch.session) {
+      const gone = new ClientError(
+        "SERVER_UNREACHABLE",
+        "the session ended before the message left; it stays in the outbox",
+      );
+      for (const a of batch.answers) a.reject(gone);
+      return;
+    }
+    const { messages, answers } = batch;
+    void this.#session.request<Extract<ServerMessage, { type: "mail_stored" }>>({
+      type: "mail_send",
+      to: batch.to,
+      messages,
+    }).then((reply) => {
+      const refused = new Map((reply.refused ?? []).map((r) => [r.msgId, r]));
+      if (reply.stored + refused.size !== messages.length) {
+        // Not what was asked: each is sent again (the server keeps one copy of each).
+        throw new ClientError(
+          "SERVER_BUSY",
+          `it answered for ${reply.stored + refused.size} of ${messages.length} messages`,
+        );
+      }
+      messages.forEach((mail, i) => {
+        const no = refused.get(mail.msgId);
+        if (no) answers[i]!.reject(new ClientError(no.code, no.message));
+        else answers[i]!.resolve();
+      });
+    }).catch((error) => {
+      for (const a of answers) a.reject(error);
+    });
   }
 
   /** The sealer of my identity key's mail (bursts live as long as the key in use). */
@@ -805,8 +898,39 @@ export class Delivery {
     unsent?.delete(m.id);
     if (unsent?.size === 0) this.#unsent.delete(key);
     this.#underWay.delete(m.id);
+    this.#notIdle(key, m.id);
     this.#toldQueued.delete(m.id);
     this.#retryWait = RETRY_FIRST_MS;
+  }
+
+  /** Whether a message to `key` written before `place` is not on its way. */
+  #waitsBehind(key: string, place: number): boolean {
+    const idle = this.#idle.get(key);
+    if (idle === undefined) return false;
+    for (const earliest of idle.fresh.values()) {
+      if (earliest < place) return true;
+      break;
+    }
+    for (const at of idle.held.values()) if (at < place) return true;
+    return false;
+  }
+
+  #idleOf(key: string): { fresh: Map<string, number>; held: Map<string, number> } {
+    let idle = this.#idle.get(key);
+    if (idle === undefined) {
+      idle = { fresh: new Map(), held: new Map() };
+      this.#idle.set(key, idle);
+    }
+    return idle;
+  }
+
+  /** Message `id` to `key` is on its way, or settled. */
+  #notIdle(key: string, id: string): void {
+    const idle = this.#idle.get(key);
+    if (idle === undefined) return;
+    idle.fresh.delete(id);
+    idle.held.delete(id);
+    if (idle.fresh.size === 0 && idle.held.size === 0) this.#idle.delete(key);
   }
 
   /** Forgets the order kept for another session (a logout, another user). */
@@ -815,6 +939,7 @@ export class Delivery {
     this.#for = session;
     this.#unsent.clear();
     this.#underWay.clear();
+    this.#idle.clear();
     this.#toldQueued.clear();
   }
 

@@ -16,9 +16,10 @@ import { ERROR_CODES, ProtocolError } from "./errors.ts";
  * offline mail sealed in bursts (one key agreement and one signature for many messages), which
  * a version 5 reader cannot open, and read receipts signed once per batch. Version 7: `show` may
  * ask for the mail after a given message (`after`), so a reader fetches the next batch while it
- * opens one.
+ * opens one. Version 8: `mail_send` carries a batch of sealed messages to one recipient and
+ * `mail_stored` answers the batch (one frame, one commit and one answer for a burst).
  */
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 
 // ---- field rules ---------------------------------------------------------------------------
 
@@ -42,7 +43,10 @@ export const MAX_CONTACTS = 1000;
 export const MAX_MAILBOX_ENTRIES = MAX_CONTACTS * 10;
 /** Messages handed over (or confirmed) in one `show` round; the client asks again for more. */
 export const MAX_MAIL_BATCH = 500;
-/** Sealed text carried in one `mail_batch` at most, so the frame stays under 1 MiB. */
+/**
+ * Sealed text carried in one `mail_batch` (or one `mail_send`) at most, so the frame stays under
+ * 1 MiB; a single message may exceed it alone.
+ */
 export const MAX_MAIL_BATCH_TEXT = 600 * 1024;
 /**
  * Longest sealed message (base64url): a 64 Ki-character text is at most 384 KiB as escaped
@@ -163,14 +167,17 @@ export const Sealed = s.string().min(64).max(MAX_SEALED_LENGTH).regex(
   /^[A-Za-z0-9_-]+$/,
   "must be base64url",
 );
-/** Hands a message for an offline (or busy, or unreachable) user to the server's mailbox. */
+/** One sealed message, as `mail_send` hands it over and `mail_batch` gives it back. */
+export const PendingMessage = s.object({ msgId: MessageId, ts: Timestamp, sealed: Sealed });
+/**
+ * Hands messages for an offline (or busy, or unreachable) user to the server's mailbox: a burst
+ * in one frame, stored in the order given and answered once (`mail_stored`).
+ */
 export const MailSend = s.object({
   type: s.literal("mail_send"),
   id: RequestId,
   to: Username,
-  msgId: MessageId,
-  ts: Timestamp,
-  sealed: Sealed,
+  messages: s.array(PendingMessage).min(1).max(MAX_MAIL_BATCH),
 });
 /** Who has pending messages for me: `hanging`. */
 export const Hanging = s.object({ type: s.literal("hanging"), id: RequestId });
@@ -312,10 +319,22 @@ export const Presence = s.object({
   user: Username,
   online: s.boolean(),
 });
+/** Why the server did not store one message of a `mail_send`. */
+export const MAIL_REFUSALS = ["MAILBOX_FULL", "QUOTA", "SERVER_BUSY", "INTERNAL"] as const;
+export type MailRefusal = typeof MAIL_REFUSALS[number];
+/**
+ * The answer to a `mail_send`, after the commit: `stored` of its messages are stored (or were
+ * already), every one but the `refused`, each of those with its reason.
+ */
 export const MailStored = s.object({
   type: s.literal("mail_stored"),
   id: RequestId,
-  msgId: MessageId,
+  stored: s.number().int().min(0).max(MAX_MAIL_BATCH),
+  refused: s.array(s.object({
+    msgId: MessageId,
+    code: s.oneOf(MAIL_REFUSALS),
+    message: s.string().max(500),
+  })).min(1).max(MAX_MAIL_BATCH).optional(),
 });
 const MailboxEntry = s.object({
   from: Username,
@@ -328,7 +347,6 @@ export const HangingList = s.object({
   id: RequestId,
   entries: s.array(MailboxEntry).max(MAX_MAILBOX_ENTRIES),
 });
-export const PendingMessage = s.object({ msgId: MessageId, ts: Timestamp, sealed: Sealed });
 export const MailBatch = s.object({
   type: s.literal("mail_batch"),
   id: RequestId,

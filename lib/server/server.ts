@@ -16,6 +16,7 @@ import {
   ClientToServer,
   encodeMessage,
   HASH_REQUEST_TIMEOUT_MS,
+  type MailRefusal,
   MAX_CONTACTS,
   MAX_MAIL_BATCH,
   MAX_MAIL_BATCH_TEXT,
@@ -937,6 +938,11 @@ export class ConfabServer implements AsyncDisposable {
     await fc.send({ type: "relay_token", id: m.id, token });
   }
 
+  /**
+   * Stores the messages of one `mail_send` in the order given, in the store's next group
+   * commit (with whatever else arrived meanwhile), and answers once that commit is done: how
+   * many are stored, and each refused one with its reason.
+   */
   async #mailSend(
     fc: FramedConnection<ClientMessage>,
     session: Session,
@@ -949,42 +955,83 @@ export class ConfabServer implements AsyncDisposable {
       // Sent before the client heard that an earlier one failed: it must not overtake it.
       throw new Reply("SERVER_BUSY", "an earlier message could not be stored; try again shortly");
     }
-    const stored = this.store.storeMail({
-      recipient: target.name,
-      sender: session.user,
-      msgId: m.msgId,
-      ts: m.ts,
-      body: m.sealed,
-    }, {
+    const limits = {
       messages: this.#opts.maxPending,
       bytes: this.#opts.maxPendingBytes,
       senderMessages: this.#opts.maxPendingPerSender,
       senderBytes: this.#opts.maxPendingBytesPerSender,
-    });
+    };
+    const now = Date.now();
+    // All handed over in this turn: one commit holds the whole burst, in this order.
+    const outcomes = m.messages.map((mail) =>
+      this.store.storeMail(
+        {
+          recipient: target.name,
+          sender: session.user,
+          msgId: mail.msgId,
+          ts: mail.ts,
+          body: mail.sealed,
+        },
+        limits,
+        now,
+      ).then((result) => ({ result }), (error: unknown) => ({ error }))
+    );
     order.handed();
-    const result = await stored;
-    if (result === "stored" && Deno.env.get("CONFAB_FAULT") === "crash-after-mail-store") {
+    const refused: { msgId: string; code: MailRefusal; message: string }[] = [];
+    let stored = 0;
+    let fresh = false;
+    for (const [i, outcome] of (await Promise.all(outcomes)).entries()) {
+      const msgId = m.messages[i]!.msgId;
+      if ("error" in outcome) {
+        refused.push({ msgId, ...this.#mailError(outcome.error, order.state) });
+      } else if (outcome.result === "full") {
+        refused.push({
+          msgId,
+          code: "MAILBOX_FULL",
+          message: `${target.name}'s mailbox is full (at most ${this.#opts.maxPending} messages ` +
+            `or ${mib(this.#opts.maxPendingBytes)} wait); try again once they have read some`,
+        });
+      } else if (outcome.result === "quota") {
+        refused.push({
+          msgId,
+          code: "QUOTA",
+          message: `you have as much waiting for ${target.name} as one sender may (` +
+            `${this.#opts.maxPendingPerSender} messages or ` +
+            `${mib(this.#opts.maxPendingBytesPerSender)}); try again once they have read some`,
+        });
+      } else {
+        stored++;
+        fresh ||= outcome.result === "stored";
+      }
+    }
+    if (fresh && Deno.env.get("CONFAB_FAULT") === "crash-after-mail-store") {
       Deno.kill(Deno.pid, "SIGKILL"); // tests: die between the commit and the answer
     }
-    if (result === "full") {
-      throw new Reply(
-        "MAILBOX_FULL",
-        `${target.name}'s mailbox is full (at most ${this.#opts.maxPending} messages or ` +
-          `${mib(this.#opts.maxPendingBytes)} wait); try again once they have read some`,
-      );
-    }
-    if (result === "quota") {
-      throw new Reply(
-        "QUOTA",
-        `you have as much waiting for ${target.name} as one sender may (` +
-          `${this.#opts.maxPendingPerSender} messages or ${
-            mib(this.#opts.maxPendingBytesPerSender)
-          }); ` +
-          `try again once they have read some`,
-      );
-    }
     // A stored message is an event: the instance holding the recipient sends the notice.
-    return await fc.send({ type: "mail_stored", id: m.id, msgId: m.msgId });
+    return await fc.send({
+      type: "mail_stored",
+      id: m.id,
+      stored,
+      ...(refused.length > 0 ? { refused } : {}),
+    });
+  }
+
+  /**
+   * What to tell the sender of a message the store failed to take: the database out of reach
+   * (the connection's next `mail_send`s are refused for a moment, so none overtakes it), or an
+   * internal error (logged).
+   */
+  #mailError(error: unknown, state: ConnState): { code: MailRefusal; message: string } {
+    if (isStoreUnavailable(error)) {
+      state.mailRefusedAt = Date.now();
+      this.#opts.log(`mail_send failed: the database is unreachable (${asError(error).message})`);
+      return {
+        code: "SERVER_BUSY",
+        message: "the server cannot reach its database at the moment; try again shortly",
+      };
+    }
+    this.#opts.log(`internal error on mail_send: ${asError(error).stack}`);
+    return { code: "INTERNAL", message: "internal server error" };
   }
 
   /** The recipient of a `mail_send`: an account that is a mutual contact of the sender. */

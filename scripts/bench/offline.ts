@@ -241,9 +241,10 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `one after another: for each, a directory lookup (bob offline) and a lookup of bob's ` +
       `mail key (its signature checked), both reused for the burst, sealing in the burst to ` +
       `bob (ChaCha20-Poly1305 under the burst key; one X25519 key, one DH and one Ed25519 ` +
-      `signature per burst of up to a minute: ${bodyLength} bytes sealed), mail_send, the ` +
-      `server's mail_stored once the row is committed, and the \`*\` mark in her history ` +
-      `(the marks of one turn share a commit) (WAL, synchronous=NORMAL; the server was ` +
+      `signature per burst of up to a minute: ${bodyLength} bytes sealed), the messages sealed ` +
+      `in one turn handed over in one mail_send (up to 256), the server's one mail_stored for ` +
+      `them once they are committed, and the \`*\` mark in her history (the marks of one ` +
+      `turn share a commit and one statement) (WAL, synchronous=NORMAL; the server was ` +
       `started with --max-pending ` +
       `${n + 1_000}, its default mailbox holding 10,000). Stored rate: ${n} / time from the ` +
       `first send to the last "stored" event (${(storeMs / 1000).toFixed(2)} s). Rate by ` +
@@ -251,7 +252,8 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `includes writing the outbox). CPU per message meanwhile: ${perMessage(senderCpu)} ms in ` +
       `the sender (the bench process), ${perMessage(serverCpu)} ms in the server, against ` +
       `${perMessage(storeMs / 1000)} ms of time per message. The sender seals each message ` +
-      `in order and queues its mail_send without waiting for the answer to the one before; ` +
+      `in order and queues each mail_send without waiting for the answer to the one before ` +
+      `(up to 512 messages unanswered); ` +
       `lookups are reused for the burst. Before each store the server counts bob's pending ` +
       `messages (the --max-pending check), which grows with the mailbox: with all ${n} ` +
       `stored, that count took ${countMs.toFixed(2)} ms here (read-only, on the server's ` +

@@ -1,7 +1,9 @@
 /** Test accounts: what a valid signup request carries, for tests that speak the protocol directly. */
+import assert from "node:assert/strict";
 import { mailKeyStatement } from "../../lib/crypto/ed25519.ts";
 import { Identity } from "../../lib/peer/identity.ts";
 import { MailKey } from "../../lib/peer/sealed_mail.ts";
+import { RawConn } from "./raw_conn.ts";
 
 /** The fields of a valid signup for `user` (fresh keys; the mail key signed by the identity). */
 export async function signupFields(user: string, password = "secret-pw") {
@@ -23,3 +25,26 @@ export async function signupFields(user: string, password = "secret-pw") {
  * costs seconds of CPU on a loaded machine, and a request's 10 s deadline covers it.
  */
 export const TEST_PASSWORD_COST = 10;
+
+/** A user signed up and logged in over a raw control connection. */
+export async function rawUser(port: number, user: string): Promise<RawConn> {
+  const raw = await RawConn.connect(port);
+  try {
+    await raw.hello("client");
+    await raw.secure("client-server");
+    const signup = await raw.request({ ...await signupFields(user), id: 1 });
+    assert.equal(signup.type, "ok", JSON.stringify(signup));
+    const welcome = await raw.request({
+      type: "login",
+      id: 2,
+      user,
+      password: "secret-pw",
+      peerPort: 5555,
+    });
+    assert.equal(welcome.type, "welcome", JSON.stringify(welcome));
+    return raw;
+  } catch (error) {
+    await raw.close();
+    throw error;
+  }
+}
