@@ -512,6 +512,29 @@ storeTest("confirmMail() deletes the mail and leaves a receipt for each read one
 });
 
 storeTest(
+  "confirmMail() keeps each message's signed read, answers in the order confirmed, and takes an id given twice once",
+  async (fx) => {
+    await using store = await openWith(fx, ["alice", "bob"]);
+    for (const id of ["m1", "m2", "m3", "m4"]) await store.storeMail(mail("bob", "alice", id), 100);
+    const signed = new Map([
+      ["m3", { readAt: 5000, sig: "sig-a.path-3" }],
+      ["m1", { readAt: 6000, sig: "sig-b.path-1" }],
+    ]);
+    const ids = ["m3", "m1", "m3", "gone", "m2", "m4"];
+    const done = await store.confirmMail("bob", "alice", ids, 7000, new Set(["m4"]), signed);
+    assert.deepEqual(done, ["m3", "m1", "m2", "m4"]);
+    assert.deepEqual(await store.pendingReceipts("alice", 10), [
+      { msgId: "m3", reader: "bob", readAt: 5000, sig: "sig-a.path-3" },
+      { msgId: "m1", reader: "bob", readAt: 6000, sig: "sig-b.path-1" },
+      { msgId: "m2", reader: "bob", readAt: 7000 },
+    ]);
+    assert.equal(await store.countMail("bob"), 0);
+    // Each is remembered as read: a resend is not stored again.
+    assert.equal(await store.storeMail(mail("bob", "alice", "m4"), 100), "duplicate");
+  },
+);
+
+storeTest(
   "pendingReceipts() lists oldest first, by reader, and deleteReceipts() removes",
   async (fx) => {
     await using store = await openWith(fx, ["alice", "bob", "carol"]);

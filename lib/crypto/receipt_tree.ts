@@ -62,22 +62,22 @@ export function receiptRoot(ids: readonly string[]): string {
 /** Each id's proof (base64url; empty for a tree of one), in the order of `ids`. */
 export function receiptProofs(ids: readonly string[]): string[] {
   const all = levels(ids);
+  const below = all.length - 1; // the root has no partner
+  // One buffer per proof, written in place (an array of entries per id, then a copy, was a
+  // third of the server's work on a confirmed batch).
+  const entry = new Uint8Array(below * ENTRY_LEN);
   return ids.map((_, index) => {
-    const entries: Uint8Array[] = [];
     let i = index;
-    for (const level of all.slice(0, -1)) {
+    let at = 0;
+    for (let l = 0; l < below; l++, i >>= 1) {
+      const level = all[l]!;
       const partner = i % 2 === 0 ? i + 1 : i - 1;
-      if (partner < level.length) {
-        const entry = new Uint8Array(ENTRY_LEN);
-        entry[0] = partner > i ? 1 : 0;
-        entry.set(level[partner]!, 1);
-        entries.push(entry);
-      }
-      i >>= 1;
+      if (partner >= level.length) continue;
+      entry[at] = partner > i ? 1 : 0;
+      entry.set(level[partner]!, at + 1);
+      at += ENTRY_LEN;
     }
-    const out = new Uint8Array(entries.length * ENTRY_LEN);
-    entries.forEach((e, k) => out.set(e, k * ENTRY_LEN));
-    return toBase64Url(out);
+    return toBase64Url(entry.subarray(0, at));
   });
 }
 
