@@ -18,7 +18,8 @@ Deno.test("Checkpointer folds the log into the database on its worker, while the
     const insert = db.sql("INSERT INTO t (text) VALUES (?)");
     for (let i = 0; i < 500; i++) insert.run("x".repeat(1000));
     const before = (await Deno.stat(path)).size;
-    using checkpointer = new Checkpointer(path);
+    let done = 0;
+    using checkpointer = new Checkpointer(path, { onDone: () => done++ });
     assert.equal(checkpointer.start(), true);
     assert.equal(checkpointer.running, true);
     assert.equal(checkpointer.start(), true, "one at a time: a second start joins the first");
@@ -26,6 +27,7 @@ Deno.test("Checkpointer folds the log into the database on its worker, while the
     for (let i = 0; i < 10; i++) insert.run("during");
     await checkpointer.idle();
     assert.equal(checkpointer.running, false);
+    assert.equal(done, 1, "its caller is told on its own thread");
     assert.equal(checkpointer.started, true, "the worker stays for the next one");
     // The rows are in the database file itself now, written by the worker alone.
     assert.ok((await Deno.stat(path)).size > before + 400 * 1000, "the database file grew");

@@ -45,8 +45,12 @@ export class Checkpointer implements Disposable {
   /** Set once the worker failed or could not start: the caller checkpoints on its own thread. */
   #broken = false;
 
-  constructor(path: string) {
+  readonly #onDone: (() => void) | undefined;
+
+  /** @param options.onDone called on the caller's thread after each checkpoint the worker made. */
+  constructor(path: string, options: { onDone?: () => void } = {}) {
     this.#path = path;
+    this.#onDone = options.onDone;
   }
 
   /**
@@ -93,7 +97,10 @@ export class Checkpointer implements Disposable {
     workerUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
     const worker = new Worker(workerUrl, { type: "module" });
     // A failed checkpoint leaves the log as it was: the caller's own (or the close) folds it.
-    worker.onmessage = (event: MessageEvent<string>) => this.#ended(event.data !== "");
+    worker.onmessage = (event: MessageEvent<string>) => {
+      this.#ended(event.data !== "");
+      if (event.data === "") this.#onDone?.();
+    };
     worker.onerror = (event: ErrorEvent) => {
       event.preventDefault();
       this.#ended(true);

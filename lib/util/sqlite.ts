@@ -17,12 +17,12 @@ const CHECKPOINT_EVERY_MS = 5_000;
 const LOG_WORKER_FROM_BYTES = 1024 * 1024;
 /**
  * The log starts over only at a write that finds every frame of it folded, which a checkpoint
- * running beside a steady stream of writes (a script's, the bench's) never leaves; one on this
- * thread, between two writes, does. So when the log has not started over for this many
- * checkpoints in a row, the next one runs here: one stall per half minute of such a stream at
- * most, instead of one every 5 s, and a log of at most half a minute's writes.
+ * running beside a steady stream of writes (a script's, the bench's) never leaves. So when a
+ * checkpoint on the worker ends and the log has not started over since the one before, this
+ * thread folds what was written meanwhile, at once: a few frames, between two writes, and the
+ * next write starts the log over. One short stall every other checkpoint of such a stream
+ * (instead of one of 80-180 ms every 5 s), and a log of at most ≈ 10 s of its writes.
  */
-const STUCK_CHECKPOINTS = 6;
 /** What SQLite cuts the log back to when it starts over. */
 const LOG_KEPT_BYTES = 8 * 1024 * 1024;
 /** Offset and length of the log header's checkpoint sequence, which counts its restarts. */
@@ -34,9 +34,8 @@ export class Database implements Disposable {
   readonly #statements = new Map<string, StatementSync>();
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #checkpointer: Checkpointer | undefined;
-  /** The log's restart count at the last checkpoint, and checkpoints since it changed. */
+  /** The log's restart count when the worker's last checkpoint ended. */
   #logSeq = -1;
-  #stuck = 0;
 
   /**
    * Opens (creating) the database at `path`, owner-only, and brings its schema up to date.
@@ -50,7 +49,9 @@ export class Database implements Disposable {
     options: { checkpointOffThread?: boolean } = {},
   ) {
     this.path = path;
-    if (options.checkpointOffThread) this.#checkpointer = new Checkpointer(path);
+    if (options.checkpointOffThread) {
+      this.#checkpointer = new Checkpointer(path, { onDone: () => this.#checkpointed() });
+    }
     ownerOnlyFile(path, [`${path}-wal`, `${path}-shm`, `${path}-journal`]);
     this.#db = new DatabaseSync(path);
     this.#db.exec("PRAGMA journal_mode = WAL");
@@ -70,14 +71,18 @@ export class Database implements Disposable {
     const checkpointer = this.#checkpointer;
     if (checkpointer?.running) return;
     if (checkpointer) {
-      const log = this.#log();
-      if (log.seq !== this.#logSeq) this.#stuck = 0;
-      this.#logSeq = log.seq;
-      const worth = checkpointer.started || log.size >= LOG_WORKER_FROM_BYTES;
-      if (worth && ++this.#stuck < STUCK_CHECKPOINTS && checkpointer.start()) return;
-      this.#stuck = 0;
+      const worth = checkpointer.started || this.#log().size >= LOG_WORKER_FROM_BYTES;
+      if (worth && checkpointer.start()) return;
     }
     this.checkpoint();
+  }
+
+  /** The worker's checkpoint ended: the rest is folded here if the log is not starting over. */
+  #checkpointed(): void {
+    if (!this.#db.isOpen) return;
+    const seq = this.#log().seq;
+    if (seq === this.#logSeq) this.checkpoint();
+    this.#logSeq = seq;
   }
 
   /** The log's size and restart count (its header's checkpoint sequence), read from its file. */
