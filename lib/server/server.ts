@@ -204,6 +204,15 @@ const MAIL_CHECK_REUSE_MS = 1_000;
 const RECEIPTS_UNANSWERED_MS = 10_000;
 /** Bytes read ahead on a client's control connection (a request is a few hundred bytes). */
 const CONTROL_READ_AHEAD = 1024;
+/**
+ * Connections the kernel holds for the server before it accepts them (Deno's default is 511;
+ * Linux caps it at `net.core.somaxconn`, 4096 by default since 5.4). A herd of clients coming
+ * back after a restart arrives faster than one accept per turn of the event loop: beyond the
+ * queue the kernel drops their SYNs (sent again only after 1, 3, 7 s) and, worse, the last ACK
+ * of handshakes it already answered, so a client believes it is connected, sends its hello
+ * and waits its 10 s for nothing.
+ */
+const LISTEN_BACKLOG = 4096;
 /** How long a closing server waits for a told client to close its end before closing both. */
 const CLOSING_GRACE_MS = 1_000;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
@@ -387,6 +396,7 @@ export class ConfabServer implements AsyncDisposable {
         hostname: options.host ?? "127.0.0.1",
         port: options.port ?? 4242,
         transport: "tcp",
+        tcpBacklog: LISTEN_BACKLOG,
       });
       const probePort = options.probePort ??
         ((options.port ?? 4242) === 0 || listener.addr.port === 65535 ? 0 : listener.addr.port + 1);
