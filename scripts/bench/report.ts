@@ -135,8 +135,9 @@ export function toRow(item: string, m: Measurement): ResultRow {
 /** A figure with as many decimals as its size deserves. */
 export function formatValue(value: number | null, unit: Unit): string {
   if (value === null || !Number.isFinite(value)) return "—";
+  // Rates in the thousands need no decimals; a few logins a second do.
   const digits = unit === "/s"
-    ? 0
+    ? (Math.abs(value) < 10 ? 2 : Math.abs(value) < 100 ? 1 : 0)
     : unit === "%"
     ? 2
     : Math.abs(value) < 1
