@@ -312,7 +312,10 @@ Deno.test("expired session rows are purged from the database", async () => {
 });
 
 Deno.test("a login whose client leaves while the password is checked puts nobody online and keeps the earlier session", async () => {
-  await using server = await startServer();
+  // The default cost: the check must outlast a ping and a close (the suite's cost is ≈ 5 ms).
+  await using server = await startServer({
+    args: ["--password-cost", String(DEFAULT_PASSWORD_COST)],
+  });
   const device = await generateKeyPair();
   const token = await loggedIn(server.port, device); // alice, on a connection closed since
   await server.proc.out.waitFor((l) => l.includes("offline: alice"), "alice offline");
