@@ -907,10 +907,8 @@ export class Delivery {
   #waitsBehind(key: string, place: number): boolean {
     const idle = this.#idle.get(key);
     if (idle === undefined) return false;
-    for (const earliest of idle.fresh.values()) {
-      if (earliest < place) return true;
-      break;
-    }
+    const earliest: number | undefined = idle.fresh.values().next().value;
+    if (earliest !== undefined && earliest < place) return true;
     for (const at of idle.held.values()) if (at < place) return true;
     return false;
   }

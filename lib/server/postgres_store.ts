@@ -374,7 +374,7 @@ export class PostgresStore implements ServerStore {
     if (!row) return undefined;
     return toLookup(
       row,
-      row.instance == null ? undefined : toPresence({ ...row } as PresenceSqlRow),
+      row.instance == null ? undefined : toPresence(row as PresenceSqlRow),
     );
   }
 

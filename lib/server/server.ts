@@ -213,8 +213,6 @@ const CONTROL_READ_AHEAD = 1024;
  * and waits its 10 s for nothing.
  */
 const LISTEN_BACKLOG = 4096;
-/** How long a closing server waits for a told client to close its end before closing both. */
-const CLOSING_GRACE_MS = 1_000;
 /** Hash requests allowed to wait; past this the server answers SERVER_BUSY. */
 const HASH_QUEUE_LIMIT = 64;
 /**
@@ -1548,10 +1546,11 @@ export class ConfabServer implements AsyncDisposable {
           await fc.send({ type: "server_closing", reason }).catch(() => {});
           // Our end first, and what the client still sends is read until it closes its end:
           // closing with a request of theirs unread sends a reset, which can make their side
-          // drop the notice before it is read.
-          await fc.end(undefined, CLOSING_GRACE_MS);
+          // drop the notice before it is read. end() waits at most its grace, then closes.
+          await fc.end();
+        } else {
+          await fc.close();
         }
-        await fc.close();
       }));
       step(`${conns.length} connections told and closed`);
       await Promise.all(this.#serving);

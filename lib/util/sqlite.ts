@@ -15,14 +15,6 @@ const CHECKPOINT_EVERY_MS = 5_000;
  * pages: the worker is not worth starting).
  */
 const LOG_WORKER_FROM_BYTES = 1024 * 1024;
-/**
- * The log starts over only at a write that finds every frame of it folded, which a checkpoint
- * running beside a steady stream of writes (a script's, the bench's) never leaves. So when a
- * checkpoint on the worker ends and the log has not started over since the one before, this
- * thread folds what was written meanwhile, at once: a few frames, between two writes, and the
- * next write starts the log over. One short stall every other checkpoint of such a stream
- * (instead of one of 80-180 ms every 5 s), and a log of at most ≈ 10 s of its writes.
- */
 /** What SQLite cuts the log back to when it starts over. */
 const LOG_KEPT_BYTES = 8 * 1024 * 1024;
 /** Offset and length of the log header's checkpoint sequence, which counts its restarts. */
@@ -77,7 +69,14 @@ export class Database implements Disposable {
     this.checkpoint();
   }
 
-  /** The worker's checkpoint ended: the rest is folded here if the log is not starting over. */
+  /**
+   * The log starts over only at a write that finds every frame of it folded, which a checkpoint
+   * running beside a steady stream of writes (a script's, the bench's) never leaves. So when a
+   * checkpoint on the worker ends and the log has not started over since the one before, this
+   * thread folds what was written meanwhile, at once: a few frames, between two writes, and the
+   * next write starts the log over. One short stall every other checkpoint of such a stream
+   * (instead of one of 80-180 ms every 5 s), and a log of at most ≈ 10 s of its writes.
+   */
   #checkpointed(): void {
     if (!this.#db.isOpen) return;
     const seq = this.#log().seq;
