@@ -257,3 +257,39 @@ Deno.test("catch-up: a member lacking only a message that came just now is passe
     groups.close();
   }
 });
+
+Deno.test("catch-up: a link that comes up before the session is ready finds the stored groups: their states are news, not invitations, and my marks stay", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const state = createGroup(["alice", "bob", "carol"], Date.now() - 60_000);
+  store.saveGroupState(state, ["alice", "bob", "carol"], { left: false });
+  store.skipGroupGap(state.id, "alice", 5); // bob has alice's messages up to 4
+  const carol = standIn("carol");
+  const events: ClientEvent[] = [];
+  const groups = new GroupChats(bobsHost(store, events, { carol }, {}));
+  try {
+    // Carol dialed bob as soon as the server said he was back, before his session was ready.
+    groups.onLinkUp("carol");
+    await groups.onPeerMessage(carol, { type: "group_state", group: state });
+    assert.equal(store.groupHead(state.id, "alice"), 5, "bob's mark for alice is kept");
+    assert.deepEqual(
+      events.filter((e) => e.type === "group_opened" || e.type === "group_invited"),
+      [],
+      "no invitation to a group bob is in",
+    );
+    // Bob told carol his state and his marks on that link, so she passes on what he missed.
+    const marks = carol.sent.find((m) => m.type === "group_marks");
+    assert.ok(marks?.type === "group_marks");
+    assert.deepEqual(marks.marks, [{ author: "alice", next: 5 }]);
+    assert.ok(carol.sent.some((m) => m.type === "group_state"));
+    groups.ready();
+    assert.deepEqual(
+      events.filter((e) => e.type === "group_rejoined").map((e) =>
+        e.type === "group_rejoined" && e.members
+      ),
+      [["alice", "bob", "carol"]],
+    );
+  } finally {
+    groups.close();
+  }
+});

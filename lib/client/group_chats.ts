@@ -197,6 +197,7 @@ export class GroupChats {
       this.#dialAway();
       this.#checkGaps();
     }, TICK_MS);
+    this.#load();
   }
 
   /**
@@ -211,20 +212,28 @@ export class GroupChats {
   }
 
   /**
-   * Rejoins the groups stored by earlier sessions: no one needs to add us back. Links to their
-   * members come up on their own.
+   * Reads the groups stored by earlier sessions, at once: a link that comes up before the
+   * session is ready (a member dialed us as soon as the server said we are back) finds them, and
+   * their states are news about groups I am in, not invitations (an invitation starts my marks
+   * afresh, and what I missed would wait for the gap bound).
    */
-  #restore(): void {
+  #load(): void {
     const host = this.#host;
     for (const row of host.store.storedGroups()) {
       const state = parseState(row.state);
       if (!state) continue;
-      if (row.left || !isMember(state, host.user)) {
-        this.#left.set(state.id, state);
-        continue;
-      }
-      this.#groups.set(state.id, state);
-      host.emit({
+      if (row.left || !isMember(state, host.user)) this.#left.set(state.id, state);
+      else this.#groups.set(state.id, state);
+    }
+  }
+
+  /**
+   * Rejoins the groups stored by earlier sessions: no one needs to add us back. Links to their
+   * members come up on their own.
+   */
+  #restore(): void {
+    for (const state of this.#groups.values()) {
+      this.#host.emit({
         type: "group_rejoined",
         group: state.id,
         handle: groupHandle(state.id),
@@ -925,7 +934,7 @@ export class GroupChats {
    * "the lookup failed" or "the server is away" only mean "not yet", never "gone".
    */
   #dialAway(): void {
-    if (this.#closed) return;
+    if (this.#closed || !this.#restored) return;
     const now = Date.now();
     const seen = new Set<string>();
     for (const state of this.#groups.values()) {
