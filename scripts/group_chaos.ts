@@ -1,8 +1,10 @@
 /**
- * `deno task group-chaos [--seeds N] [--from S]`: the seeded group chaos run
+ * `deno task group-chaos [--seeds N] [--from S] [--kill-unshown]`: the seeded group chaos run
  * (tests/support/group_chaos.ts) for N seeds in a row from S (defaults: 20 from 1), one line per
  * seed; stops at the first failing seed, with its schedule and what went wrong. Run it under
  * the suite lock on a shared machine: each seed runs a server and six clients for ~30 s.
+ * `--kill-unshown` kills the victim at a moment its store holds one of the author's messages it
+ * has not shown yet.
  */
 import { parseArgs } from "node:util";
 import { runGroupChaos } from "../tests/support/group_chaos.ts";
@@ -12,12 +14,15 @@ const { values } = parseArgs({
     seeds: { type: "string", default: "20" },
     from: { type: "string", default: "1" },
     verbose: { type: "boolean", default: false },
+    "kill-unshown": { type: "boolean", default: false },
   },
 });
 const count = Number(values.seeds);
 const from = Number(values.from);
 if (!Number.isInteger(count) || count < 1 || !Number.isInteger(from)) {
-  console.error("usage: deno task group-chaos [--seeds N] [--from SEED] [--verbose]");
+  console.error(
+    "usage: deno task group-chaos [--seeds N] [--from SEED] [--kill-unshown] [--verbose]",
+  );
   Deno.exit(2);
 }
 let worstConverge = 0;
@@ -26,6 +31,7 @@ for (let seed = from; seed < from + count; seed++) {
   const started = Date.now();
   const report = await runGroupChaos({
     seed,
+    killUnshown: values["kill-unshown"],
     log: values.verbose ? (line) => console.log(`  ${line}`) : undefined,
   });
   worstConverge = Math.max(worstConverge, report.convergeMs);

@@ -13,9 +13,12 @@
  * nobody was removed or shut out while its process was alive. The same seed replays the same
  * schedule.
  */
+import { DatabaseSync } from "node:sqlite";
+import { join } from "node:path";
 import { type Event, startServer, TestClient, type TestServer } from "./processes.ts";
 import { crowd, enter } from "./groups.ts";
 import { groupHandle } from "../../lib/peer/group_state.ts";
+import { groupChat } from "../../lib/client/client_store.ts";
 
 export interface GroupChaosOptions {
   seed: number;
@@ -25,6 +28,12 @@ export interface GroupChaosOptions {
   rate?: number;
   /** Progress lines (the schedule, phases). */
   log?: (line: string) => void;
+  /**
+   * Kill the victim at a moment its store holds one of the author's messages that it has not
+   * shown yet (found by freezing it at random moments): the window between a commit and the
+   * line that shows it, which a kill -9 falls into only now and then.
+   */
+  killUnshown?: boolean;
 }
 
 export interface GroupChaosReport {
@@ -135,6 +144,152 @@ async function until(
     await sleep(step);
   }
   return Date.now() - start;
+}
+
+/** Runs `work` on `m`'s store, read-only (beside its process, or after it died). */
+function readStore<T>(m: Member, work: (db: DatabaseSync) => T): T | undefined {
+  let db: DatabaseSync | undefined;
+  try {
+    db = new DatabaseSync(join(m.client.home, m.name, "confab.sqlite"), { readOnly: true });
+    db.exec("PRAGMA busy_timeout = 2000");
+    return work(db);
+  } catch {
+    return undefined; // not there yet, or busy
+  } finally {
+    db?.close();
+  }
+}
+
+/** The ids of `author`'s messages to `group` in `m`'s history, as its store holds them now. */
+function storedIds(m: Member, group: string, author: string): Set<string> {
+  return readStore(m, (db) =>
+    new Set(
+      db.prepare("SELECT id FROM messages WHERE chat = ? AND lower(sender) = lower(?)")
+        .all(groupChat(group).toLowerCase(), author).map((r) => String(r.id)),
+    )) ?? new Set();
+}
+
+/** The next seq of `author` that `m`'s store expects in `group` (its catch-up mark). */
+function headOf(m: Member, group: string, author: string): string {
+  const next = readStore(
+    m,
+    (db) =>
+      db.prepare("SELECT next FROM group_heads WHERE group_id = ? AND lower(author) = lower(?)")
+        .get(group, author)?.next,
+  );
+  return next === undefined ? "none" : String(next);
+}
+
+/**
+ * The messages of an author who died while `victim` was away that the victim is owed by the
+ * other members: those the author sent (in order) that another member was shown, less what the
+ * victim had before its kill: shown by an earlier run, or stored by it. A kill -9 between the
+ * commit of a message and the line that shows it leaves it in history unshown; being there, it
+ * is not passed on again (the reopened window shows it in its history).
+ */
+export function catchUpOwed(
+  sent: string[],
+  shownByOthers: Set<string>,
+  had: { shown: Set<string>; stored: Set<string> },
+): string[] {
+  return sent.filter((id) => shownByOthers.has(id) && !had.shown.has(id) && !had.stored.has(id));
+}
+
+/** Event types that tell how a member's catch-up went. */
+const TOLD = new Set([
+  "logged_in",
+  "server_back",
+  "logged_out",
+  "link_up",
+  "link_down",
+  "group_rejoined",
+  "group_opened",
+  "group_invited",
+  "group_members",
+  "group_gap",
+  "group_relay_refused",
+  "group_closed",
+  "error",
+]);
+
+/**
+ * What `m` went through and holds, for a report that explains a missing message: its store's
+ * mark for `author` beside the other members', each missing message (who has it, whether `m`'s
+ * store does), and the current run's events that matter (its messages from `author` among them).
+ */
+function explain(
+  m: Member,
+  author: string,
+  group: string,
+  missing: { id: string; text: string }[],
+  members: Member[],
+  t0: number,
+): string[] {
+  const lines: string[] = [];
+  const others = members.filter((o) => o !== m && o.name !== author && !o.dead);
+  lines.push(
+    `${m.name}'s mark for ${author}: next ${headOf(m, group, author)} (others: ` +
+      `${others.map((o) => `${o.name} ${headOf(o, group, author)}`).join(", ")}); ` +
+      `run ${m.runs.length}, ${m.dead ? "dead" : m.frozen ? "frozen" : "up"}`,
+  );
+  const stored = storedIds(m, group, author);
+  const shownAt = (id: string) =>
+    others.filter((o) =>
+      o.events().some((e) => e.type === "message" && e.from === author && e.id === id)
+    ).map((o) => o.name);
+  for (const x of missing.slice(0, 10)) {
+    lines.push(
+      `missing "${x.text}" (${x.id.slice(0, 8)}): shown at ${shownAt(x.id).join(",") || "none"}; ` +
+        `in ${m.name}'s store: ${stored.has(x.id) ? "yes" : "no"}`,
+    );
+  }
+  if (missing.length > 10) lines.push(`… and ${missing.length - 10} more missing`);
+  const at = (e: Event) => `+${((Number(e.time ?? t0) - t0) / 1000).toFixed(2)}s`;
+  const told = m.client.events().flatMap((e) => {
+    if (e.type === "message" && e.group === group && e.from === author) {
+      return [`${at(e)} message "${e.text}" ${e.via}${e.relayedBy ? ` by ${e.relayedBy}` : ""}`];
+    }
+    if (!TOLD.has(e.type) || (e.group !== undefined && e.group !== group)) return [];
+    const { type, time: _t, history: _h, handle: _g, group: _i, ...rest } = e;
+    return [`${at(e)} ${type} ${JSON.stringify(rest)}`];
+  });
+  lines.push(`${m.name}'s run ${m.runs.length}: ${told.length} events that matter`);
+  for (const line of told.length > 60 ? [...told.slice(0, 20), "…", ...told.slice(-40)] : told) {
+    lines.push(`  ${line}`);
+  }
+  return lines;
+}
+
+/**
+ * Freezes `m` (SIGSTOP) at random moments until its store holds a message of `author` that it
+ * has not shown (stored, its line not written yet), for at most `ms`. Returns frozen at such a
+ * moment with the message's id, or woken with undefined.
+ */
+async function freezeUnshown(
+  m: Member,
+  group: string,
+  author: string,
+  random: () => number,
+  ms = 20_000,
+): Promise<string | undefined> {
+  const out = m.client.proc.out;
+  for (const end = Date.now() + ms; Date.now() < end;) {
+    m.client.proc.kill("SIGSTOP");
+    // Everything it printed is read: its output stopped growing.
+    for (let n = -1; n !== out.lines.length;) {
+      n = out.lines.length;
+      await sleep(40);
+    }
+    const shown = new Set(
+      m.client.events().filter((e) => e.type === "message" && e.from === author)
+        .map((e) => String(e.id)),
+    );
+    const unshown = [...storedIds(m, group, author)].find((id) => !shown.has(id));
+    if (unshown !== undefined) return unshown;
+    m.client.proc.kill("SIGCONT");
+    await sleep(random() * 30);
+  }
+  return undefined;
 }
 
 /** Runs one seed. Never throws for a defect found: those are in `problems`. */
@@ -300,6 +455,7 @@ export async function runGroupChaos(options: GroupChaosOptions): Promise<GroupCh
       m.inWindow = false;
       m.client.proc.kill("SIGKILL");
       await m.client.proc.status;
+      await m.client.proc.out.ended; // every line it printed is read
       note(`${m.name} killed`);
     };
 
@@ -322,7 +478,17 @@ export async function runGroupChaos(options: GroupChaosOptions): Promise<GroupCh
     })());
     faults.push((async () => {
       await sleep(killAt);
+      if (options.killUnshown) {
+        const unshown = await freezeUnshown(victim, group, author.name, random);
+        note(
+          unshown === undefined
+            ? `${victim.name} never caught with a message of ${author.name}'s stored, unshown`
+            : `${victim.name} frozen with ${author.name}'s ${unshown.slice(0, 8)} stored, unshown`,
+        );
+      }
       await kill(victim);
+      // What it stored before its kill, shown or not (see catchUpOwed).
+      const stored = storedIds(victim, group, author.name);
       await sleep(authorKillAfter);
       while (author.frozen) await sleep(50);
       await kill(author);
@@ -339,26 +505,39 @@ export async function runGroupChaos(options: GroupChaosOptions): Promise<GroupCh
             e.type === "message" && e.group === group && e.from === author.name
           ).map((e) => String(e.id)),
         );
-      const before = shown(victim.runs.slice(0, -1));
+      const had = { shown: shown(victim.runs.slice(0, -1)), stored };
       const others = members.filter((m) => m !== victim && m !== author);
-      const owed = () => {
-        const somewhere = new Set(others.flatMap((m) => [...shown(m.runs)]));
-        return author.events().filter((e) => e.type === "sent" && e.group === group)
-          .map((e) => String(e.id)).filter((id) => somewhere.has(id) && !before.has(id));
+      const authorSent = () =>
+        author.events().filter((e) => e.type === "sent" && e.group === group);
+      const owed = () =>
+        catchUpOwed(
+          authorSent().map((e) => String(e.id)),
+          new Set(others.flatMap((m) => [...shown(m.runs)])),
+          had,
+        );
+      const lacking = () => {
+        const have = shown([victim.client]);
+        return owed().filter((id) => !have.has(id));
       };
       await until(
-        () => {
-          const have = shown([victim.client]);
-          return owed().every((id) => have.has(id));
-        },
+        () => lacking().length === 0,
         `${victim.name} has ${author.name}'s messages from the others`,
         30_000,
       ).then(
         (ms) =>
           note(
-            `${victim.name} got ${author.name}'s ${owed().length} messages from members in ${ms} ms`,
+            `${victim.name} got ${author.name}'s ${owed().length} messages from members in ${ms} ` +
+              `ms (${[...stored].filter((id) => !had.shown.has(id)).length} stored unshown ` +
+              `before its kill)`,
           ),
-        (error) => problems.push(String(error.message)),
+        (error) => {
+          problems.push(String(error.message));
+          const texts = new Map(authorSent().map((e) => [String(e.id), String(e.text)]));
+          const missing = lacking().map((id) => ({ id, text: texts.get(id) ?? "?" }));
+          for (const line of explain(victim, author.name, group, missing, members, t0)) {
+            note(line);
+          }
+        },
       );
       const relayed = victim.client.events().filter((e) =>
         e.type === "message" && e.from === author.name && e.via === "member"
@@ -473,10 +652,15 @@ export async function runGroupChaos(options: GroupChaosOptions): Promise<GroupCh
         const key = `${h.from}\n${h.id}`;
         have.set(key, (have.get(key) ?? 0) + 1);
       }
+      const absent = new Map<string, { id: string; text: string }[]>();
       for (const s of owed(m)) {
         copies++;
         const n = have.get(`${s.author}\n${s.id}`) ?? 0;
         if (n !== 1) problems.push(`${m.name} has ${s.author}'s "${s.text}" ${n} times`);
+        if (n === 0) absent.set(s.author, [...absent.get(s.author) ?? [], s]);
+      }
+      for (const [author, missing] of absent) {
+        for (const line of explain(m, author, group, missing, everyone, t0)) note(line);
       }
       const texts = history.map((h) => `${h.from}\n${h.text}`);
       if (new Set(texts).size !== texts.length) problems.push(`${m.name}: a text twice in history`);
