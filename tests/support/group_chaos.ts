@@ -463,7 +463,7 @@ export async function runGroupChaos(options: GroupChaosOptions): Promise<GroupCh
     faults.push((async () => {
       await sleep(serverKillAt);
       server!.proc.kill("SIGKILL");
-      await server!.proc.status;
+      await server!.proc[Symbol.asyncDispose](); // (its stdin closed: nothing is left open)
       note("server killed");
       await sleep(serverDownMs);
       server = await startServer({ dataDir, port });
