@@ -420,6 +420,38 @@ Deno.test("ClientStore.addMessageSoon() commits a burst together and every read 
   assert.equal(await again, false);
 });
 
+Deno.test("ClientStore.addMessageSoon() commits at writeQueued() or the next turn, together with the marks queued, the marks told first", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  await store.addMessageSoon(entry("m0", 0));
+  const other = new DatabaseSync(join(dir.path, "confab.sqlite"));
+  try {
+    const committed = () =>
+      (other.prepare("SELECT id, mark FROM messages ORDER BY ts").all() as {
+        id: string;
+        mark: string;
+      }[]).map((r) => `${r.id}${r.mark}`);
+    const told: string[] = [];
+    const marked = store.setMarkSoon("m0", "**").then(() => told.push("mark m0"));
+    const added = store.addMessageSoon(entry("m1", 1)).then(() => told.push("row m1"));
+    // Not in this turn (a sender puts the frame on the wire first) ...
+    await Promise.resolve();
+    assert.deepEqual(committed(), ["m0"]);
+    // ... but at writeQueued(), both in one transaction.
+    store.writeQueued();
+    assert.deepEqual(committed(), ["m0**", "m1"]);
+    await Promise.all([marked, added]);
+    assert.deepEqual(told, ["mark m0", "row m1"]);
+    // Nobody calls writeQueued(): the next turn commits it.
+    const later = store.addMessageSoon(entry("m2", 2));
+    assert.deepEqual(committed(), ["m0**", "m1"]);
+    assert.equal(await later, true);
+    assert.deepEqual(committed(), ["m0**", "m1", "m2"]);
+  } finally {
+    other.close();
+  }
+});
+
 Deno.test("ClientStore.setMarkSoon() commits the marks of a turn together, and every read sees them", async () => {
   await using dir = await tempDir();
   {

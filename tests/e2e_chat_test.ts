@@ -4,7 +4,7 @@
  * instances over PostgreSQL, alice on one and bob on the other.
  */
 import assert from "node:assert/strict";
-import { befriend, TestClient } from "./support/processes.ts";
+import { befriend, startServer, TestClient } from "./support/processes.ts";
 import { type Deployment, deployments } from "./support/deployment.ts";
 
 async function pairInChat(d: Deployment) {
@@ -101,4 +101,47 @@ deployments.test("chats go on when the server leaves with esc, and clients re-at
   const where = d.shared ? `\\*${d.at("bob").address.replaceAll(".", "\\.")}` : "";
   const listed = new RegExp(`^bob\\*\\d\\d:\\d\\d:\\d\\d\\*\\d+${where}$`);
   await operator.out.waitFor((l) => listed.test(l), "bob in list");
+});
+
+Deno.test("a sender killed -9 the moment delivered shows keeps ** after a restart and neither sends nor says it again: said once its mark is stored", async () => {
+  await using server = await startServer();
+  await using bob = await TestClient.start("bob", server);
+  const alice = await TestClient.start("alice", server);
+  let again: TestClient | undefined;
+  try {
+    await alice.signup("alice");
+    await bob.signup("bob");
+    await befriend(alice, bob);
+    for (const [c, other] of [[alice, "bob"], [bob, "alice"]] as const) {
+      await c.send(`chat ${other}`);
+      await c.event("chat_opened", { with: other });
+    }
+    await alice.send("said once");
+    const sent = await alice.event("sent", { text: "said once" });
+    // The round trip ends at bob's ack; the mark is committed after it, and delivered is said
+    // once it is. Had it been said before, the kill could take the mark: the line would be in
+    // the outbox after the restart, go again and be said again.
+    await alice.event("delivered", { id: sent.id });
+    alice.proc.kill("SIGKILL");
+    const home = alice.home;
+    await alice.proc[Symbol.asyncDispose]();
+    again = await TestClient.start("alice", server, { home });
+    await again.login("alice");
+    await again.send("chat bob");
+    const opened = await again.event("chat_opened", { with: "bob" });
+    assert.deepEqual(
+      (opened.history as { text: string; mark: string }[]).map((h) => [h.text, h.mark]),
+      [["said once", "**"]],
+    );
+    // Whatever was still in the outbox would go before this line.
+    await again.send("after the restart");
+    const later = await again.event("sent", { text: "after the restart" });
+    await again.event("delivered", { id: later.id });
+    assert.deepEqual(again.events().filter((e) => e.type === "delivered" && e.id === sent.id), []);
+    await bob.event("message", { text: "after the restart" });
+    assert.equal(bob.events().filter((e) => e.type === "message" && e.id === sent.id).length, 1);
+  } finally {
+    await again?.[Symbol.asyncDispose]();
+    await alice[Symbol.asyncDispose]();
+  }
 });

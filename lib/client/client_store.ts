@@ -244,7 +244,8 @@ export class ClientStore implements Disposable {
   /** Rows waiting for their group commit (see addMessageSoon). */
   readonly #rows: { entry: HistoryEntry; done: PromiseWithResolvers<boolean> }[] = [];
   readonly #marks: { id: string; mark: DeliveryMark; done: PromiseWithResolvers<void> }[] = [];
-  #marksTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Writes what {@link addMessageSoon} and {@link setMarkSoon} queued, at the next turn. */
+  #soonTimer: ReturnType<typeof setTimeout> | undefined;
   /** Group copies acked, waiting for their group commit (see settleCopySoon). */
   readonly #settles: { msgId: string; member: string; done: PromiseWithResolvers<boolean> }[] = [];
   #settleTimer: ReturnType<typeof setTimeout> | undefined;
@@ -303,14 +304,17 @@ export class ClientStore implements Disposable {
   }
 
   /**
-   * {@link addMessage} in a group commit: the rows added in the same turn of the event loop (a
-   * burst of lines piped in) are written in one transaction; each resolves once it is
-   * committed, with whether it was new.
+   * {@link addMessage} in a group commit: the rows added before the next turn of the event loop
+   * (a burst of lines piped in) are written in one transaction, at that turn, or sooner at
+   * {@link writeQueued} or any other use of the history (which writes what is queued first),
+   * together with the marks {@link setMarkSoon} queued. So a caller can put a message on the
+   * wire first and have its row committed while the frame travels (see Delivery.send). Each
+   * resolves once committed, with whether it was new.
    */
   addMessageSoon(entry: HistoryEntry): Promise<boolean> {
     const done = Promise.withResolvers<boolean>();
     this.#rows.push({ entry, done });
-    if (this.#rows.length === 1) queueMicrotask(() => this.#writeRows());
+    this.#writeSoon();
     return done.promise;
   }
 
@@ -324,8 +328,20 @@ export class ClientStore implements Disposable {
     this.#marks.push({ id, mark, done });
     // The next turn, not the next microtask: the answers to a burst come as many frames of one
     // read, each settled in its own chain of promises.
-    this.#marksTimer ??= setTimeout(() => this.#writeRows(), 0);
+    this.#writeSoon();
     return done.promise;
+  }
+
+  /**
+   * Has {@link #writeRows} run at the next turn. The timer is armed once and left armed when a
+   * commit comes sooner (it then finds nothing to write): a timer set and cleared per chat line
+   * cost ≈ 10-20 µs of CPU here, as much as the commit it stood behind.
+   */
+  #writeSoon(): void {
+    this.#soonTimer ??= setTimeout(() => {
+      this.#soonTimer = undefined;
+      this.#writeRows();
+    }, 0);
   }
 
   /**
@@ -351,31 +367,31 @@ export class ClientStore implements Disposable {
   }
 
   /**
-   * Commits the rows {@link addMessageSoon} queued, then the marks {@link setMarkSoon} and the
-   * acks {@link settleCopySoon} queued (every other use of history does this first).
+   * Commits the rows {@link addMessageSoon} queued and the marks {@link setMarkSoon} queued, in
+   * one transaction (a chat's next line and the mark of the one before share a commit), then
+   * the acks {@link settleCopySoon} queued (every other use of history does this first). The
+   * marks are told first, so a mark's outcome comes before the next line's.
    */
   #writeRows(): void {
     const rows = this.#rows.splice(0);
-    if (rows.length > 0) {
+    const marks = this.#marks.splice(0);
+    if (rows.length > 0 || marks.length > 0) {
       let added: boolean[] | undefined;
       try {
-        added = rows.length === 1
+        added = rows.length === 1 && marks.length === 0
           ? [this.#insert(rows[0]!.entry)]
-          : this.#db.transaction(() => rows.map((r) => this.#insert(r.entry)));
-      } catch (error) {
-        for (const r of rows) r.done.reject(error);
-      }
-      if (added) rows.forEach((r, i) => r.done.resolve(added[i]!));
-    }
-    clearTimeout(this.#marksTimer);
-    this.#marksTimer = undefined;
-    const marks = this.#marks.splice(0);
-    if (marks.length > 0) {
-      try {
-        this.#db.transaction(() => this.#markAll(marks));
-        for (const m of marks) m.done.resolve();
+          : this.#db.transaction(() => {
+            const news = rows.map((r) => this.#insert(r.entry));
+            if (marks.length > 0) this.#markAll(marks);
+            return news;
+          });
       } catch (error) {
         for (const m of marks) m.done.reject(error);
+        for (const r of rows) r.done.reject(error);
+      }
+      if (added) {
+        for (const m of marks) m.done.resolve();
+        rows.forEach((r, i) => r.done.resolve(added[i]!));
       }
     }
     clearTimeout(this.#settleTimer);
@@ -904,6 +920,8 @@ export class ClientStore implements Disposable {
 
   close(): void {
     this.flush();
+    clearTimeout(this.#soonTimer);
+    this.#soonTimer = undefined;
     this.#db.close();
   }
 

@@ -72,6 +72,8 @@ export interface Outgoing {
   to: string;
   ts: number;
   text: string;
+  /** A fresh message: settles once its row (the outbox) is committed, or fails. */
+  stored?: Promise<void>;
 }
 
 /** What the peer answered to a chat frame, or how the wait for it ended. */
@@ -203,20 +205,36 @@ export class Delivery {
    * @returns how it ended: "delivered" (`**`), "stored" (`*`), "queued" or "failed".
    */
   async send(session: Session, to: string, text: string): Promise<Outcome> {
-    const message: Outgoing = { id: crypto.randomUUID(), to, ts: Date.now(), text };
-    // Written before anything leaves: the history row with an empty mark is the outbox (a
-    // burst of lines shares one commit).
-    await session.store.addMessageSoon({
-      id: message.id,
+    const id = crypto.randomUUID();
+    const ts = Date.now();
+    // The history row with an empty mark is the outbox. Its commit is not waited for before
+    // the frame leaves: it is made right after the frame is handed to the socket, while the
+    // frame travels (or at the next turn, should no frame leave in this one; a burst of lines
+    // shares it), and the peer's ack is taken only once it is made. A kill -9 before it leaves
+    // a line that was never said `sent`, that no outbox will send again, and that the peer has
+    // at most once (docs/architecture.md, "A chat line's round trip").
+    const stored = session.store.addMessageSoon({
+      id,
       chat: to,
       sender: session.user,
-      ts: message.ts,
+      ts,
       text,
       outgoing: true,
       mark: "",
-    });
-    this.#ctx.emit({ type: "sent", id: message.id, to, ts: message.ts, text });
-    return await this.#enqueue(session, message);
+    }).then(() => this.#ctx.emit({ type: "sent", id, to, ts, text }));
+    stored.catch(() => {}); // awaited below and by the delivery
+    const outcome = this.#enqueue(session, { id, to, ts, text, stored });
+    try {
+      await stored;
+    } catch (error) {
+      outcome.catch(() => {});
+      throw new Error(
+        `the message could not be saved in your history (${asError(error).message}); ` +
+          `it may have reached ${to} all the same`,
+        { cause: error },
+      );
+    }
+    return await outcome;
   }
 
   /**
@@ -284,10 +302,26 @@ export class Delivery {
     const direct = away
       ? { ok: false as const, reason: `${m.to} is offline` }
       : await this.#deliverDirect(session, m);
+    // Nothing more before the row is committed (made as the frame left: this waits only when
+    // no frame left, or it did in a turn before). A row that could not be saved fails send().
+    if (m.stored && !await m.stored.then(() => true, () => false)) {
+      this.#settled(m);
+      return { outcome: Promise.resolve(direct.ok ? "delivered" : "failed") };
+    }
     if (direct.ok) {
       this.#settled(m);
-      this.#finish(session, m.id, "**");
-      this.#ctx.emit({ type: "delivered", id: m.id, to: m.to, ms: Date.now() - m.ts });
+      // The peer has it: the round trip ends here. The mark is committed with the next line's
+      // row or at the next turn, and `delivered` is said once it is: once per message, and
+      // never before it would survive a kill -9 (one before it leaves the message in the
+      // outbox: sent again, dropped by the peer as a duplicate, acked again, said then).
+      if (this.#session.current === session) {
+        this.#ctx.track(
+          session.store.setMarkSoon(m.id, "**").then(
+            () => this.#ctx.emit({ type: "delivered", id: m.id, to: m.to, ms: Date.now() - m.ts }),
+            () => {}, // (the store closed meanwhile: it stays in the outbox and goes again)
+          ),
+        );
+      }
       return { outcome: Promise.resolve("delivered") };
     }
     let stored: Promise<void>;
@@ -527,7 +561,10 @@ export class Delivery {
         }
         return { ok: false, reason: e.message };
       }
-      const outcome = await this.sendOnLink(link, frame);
+      // The row of a fresh message is committed once the frame is on its way (see send()).
+      const outcome = await this.sendOnLink(link, frame, {
+        handed: () => session.store.writeQueued(),
+      });
       if (outcome === "ack") return { ok: true };
       if (outcome === "busy") return { ok: false, reason: `${m.to} is busy in another chat` };
       if (outcome === "timeout") {
@@ -545,10 +582,15 @@ export class Delivery {
     return { ok: false, reason };
   }
 
-  /** Sends one chat frame and waits for the peer's answer or the link's end. */
+  /**
+   * Sends one chat frame and waits for the peer's answer or the link's end.
+   * @param options.handed called once the frame is handed to the socket (sealed and its write
+   * begun), before anything else: what it does overlaps the frame's way to the peer and back.
+   */
   async sendOnLink(
     link: PeerLink,
     frame: OutgoingMessage & { id: string },
+    options: { handed?: () => void } = {},
   ): Promise<LinkAnswer> {
     // One promise settled by whichever comes first: the answer, the deadline, the link's end.
     const answer = Promise.withResolvers<LinkAnswer>();
@@ -558,7 +600,9 @@ export class Delivery {
     this.#watchAcks();
     const forget = onDropped(link, answer.resolve);
     try {
-      await link.fc.send(frame);
+      const written = link.fc.send(frame);
+      options.handed?.();
+      await written;
       return await answer.promise;
     } catch {
       return "dropped";
