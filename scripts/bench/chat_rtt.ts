@@ -2,8 +2,9 @@
  * chat-rtt: the round trip of a 100-byte chat message between two clients over their direct
  * link. The sender is a `ConfabClient` in this process; the receiver is a real `client.ts
  * --json` process; a real `server.ts` brokers them. Each `await client.send(text)` is one
- * round trip: the sender stores the message, sends it, the receiver stores it and acks, and
- * the sender marks it delivered. One message in flight at a time.
+ * round trip: the sender sends the message and commits its row while it travels, the receiver
+ * stores it and acks, and the sender takes the ack (its delivered mark is committed after it,
+ * with the next message's row). One message in flight at a time.
  *
  * Baseline, in the same run: raw Deno TCP ping-pong of 100-byte length-prefixed frames (Nagle
  * off) between this process and a bare echo server process. The two are measured in
@@ -20,6 +21,7 @@ import {
   mean,
   percentile,
   profiled,
+  runQueueWait,
   startHelper,
   startServer,
 } from "./support.ts";
@@ -147,15 +149,20 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   // CPU time of the chat blocks only (sender = this process, receiver, server).
   const pids = [Deno.pid, bob.pid, server.proc.pid];
   const cpu = [0, 0, 0];
+  // And how long the sender's and the receiver's main threads waited for a core meanwhile.
+  const waited = [0, 0];
   for (let b = 0; b < BLOCKS; b++) {
     ctx.signal.throwIfAborted();
     for (let i = 0; i < perBlock && raw.length < count; i++) raw.push(await ping.once());
     const before = await Promise.all(pids.map(cpuSeconds));
+    const queued = await Promise.all(pids.slice(0, 2).map(runQueueWait));
     for (let i = 0; i < perBlock && chat.length < count; i++) {
       chat.push(await sendOne(warmup + chat.length));
     }
     const after = await Promise.all(pids.map(cpuSeconds));
+    const queuedAfter = await Promise.all(pids.slice(0, 2).map(runQueueWait));
     for (let k = 0; k < pids.length; k++) cpu[k]! += after[k]! - before[k]!;
+    for (let k = 0; k < 2; k++) waited[k]! += queuedAfter[k]! - queued[k]!;
   }
   if (undelivered > 0) {
     throw new Error(`${undelivered} of ${count} messages were not delivered: ${errors.at(-1)}`);
@@ -173,6 +180,8 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   if (undelivered > 0) throw new Error(`not delivered while profiling: ${errors.at(-1)}`);
   const us = (seconds: number) => (seconds * 1e6 / count).toFixed(1);
 
+  const over = (ms: number) => chat.filter((x) => x > ms).length;
+  const slow = `${over(1)} round trips over 1 ms, ${over(5)} over 5 ms, ${over(20)} over 20 ms`;
   chat.sort((a, b) => a - b);
   raw.sort((a, b) => a - b);
   const baselineName = "raw TCP ping-pong, 100-byte frames";
@@ -215,12 +224,15 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `${count} messages of ${MESSAGE_BYTES} bytes, one in flight, after ${warmup} to warm up, ` +
       `over the peer link as the client library makes it; sender: ConfabClient in the bench ` +
       `process, receiver: client.ts --json (its stdout read by the bench); both write history ` +
-      `to SQLite (sender: insert, then mark delivered; receiver: insert before the ack). ` +
+      `to SQLite (sender: its row committed while the frame travels, before the ack is taken; ` +
+      `the delivered mark after the ack, with the next row; receiver: insert before the ack). ` +
       `Measured in ${BLOCKS} blocks alternating with the raw ping-pong (one connection between ` +
       `the bench process and an echo server process).`,
       `CPU time per message during the chat blocks (from /proc): sender ${us(cpu[0]!)} µs ` +
       `(the bench process, which also reads bob's stdout), receiver ${us(cpu[1]!)} µs, server ` +
-      `${us(cpu[2]!)} µs, against ${us(chatSeconds)} µs of round trip per message.`,
+      `${us(cpu[2]!)} µs, against ${us(chatSeconds)} µs of round trip per message. Waiting ` +
+      `for a core meanwhile (run-queue delay of the main threads, /proc/PID/task/PID/schedstat): ` +
+      `sender ${us(waited[0]!)} µs, receiver ${us(waited[1]!)} µs per message; ${slow}.`,
       ...profiles.map((p) =>
         `Profile of ${
           p.name === "bench" ? "the sender (bench process)" : `the receiver (${p.name})`

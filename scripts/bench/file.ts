@@ -28,6 +28,7 @@ import {
   deadline,
   profiled,
   rssKiB,
+  runQueueWait,
   startServer,
 } from "./support.ts";
 import type { BenchContext, BenchItem, ItemOutcome, Measurement } from "./types.ts";
@@ -313,9 +314,14 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   await alice.client.openChat("bob");
 
   const raw: number[] = [];
+  // Seconds the main threads waited for a core during each raw copy (this process, the sink).
+  const rawWaits: number[][] = [];
   const rawOnce = async () => {
     ctx.log(`  raw TCP copy of ${size / MIB} MiB`);
+    const w0 = await Promise.all([Deno.pid, sink.pid].map(runQueueWait));
     raw.push(await rawCopy(source, size, sink, sinkPort, ctx.signal));
+    const w1 = await Promise.all([Deno.pid, sink.pid].map(runQueueWait));
+    rawWaits.push(w1.map((w, i) => w - w0[i]!));
     await Deno.remove(rawOut).catch(() => {});
   };
   await rawOnce();
@@ -345,6 +351,7 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
   );
   const cpu0 = [await cpuSeconds(Deno.pid), await cpuSeconds(bob.proc.pid)];
   const threads0 = [await threadCpu(Deno.pid), await threadCpu(bob.proc.pid)];
+  const waited0 = await Promise.all([Deno.pid, bob.proc.pid].map(runQueueWait));
   const t0 = performance.now();
   await deadline(alice.client.share(source), ctx.quick ? 30_000 : 240_000, "share", ctx.signal);
   const done = await received;
@@ -362,6 +369,8 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     await cpuSeconds(bob.proc.pid) - cpu0[1]!,
   ];
   const threads1 = [await threadCpu(Deno.pid), await threadCpu(bob.proc.pid)];
+  const waited = (await Promise.all([Deno.pid, bob.proc.pid].map(runQueueWait)))
+    .map((w, i) => w - waited0[i]!);
   const byThread = [Deno.pid, bob.proc.pid].map((pid, i) =>
     cpuByThread(pid, threads0[i]!, threads1[i]!, cpu[i]!, size / UNIT)
   );
@@ -475,13 +484,18 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `idle, ${bobPeak.toFixed(0)} MiB at the peak; the bench process (the sender) ` +
       `${idle[0]!.toFixed(0)} MiB idle, ${alicePeak.toFixed(0)} MiB at the peak${
         peakReset.every(Boolean) ? "" : " (the peak could not be reset: it counts from the start)"
-      }.`,
+      }. Waiting for a core meanwhile (run-queue delay of the main threads, ` +
+      `/proc/PID/task/PID/schedstat): sender ${waited[0]!.toFixed(2)} s, receiver ` +
+      `${waited[1]!.toFixed(2)} s.`,
       `Baseline: the same file copied over plain Deno TCP from this process to a sink process ` +
       `(raw_sink.ts) in frames of 4 + ${RAW_FRAME} bytes, read from and written to files as ` +
       `Confab does, no encryption, no hashing; timed from the first read to the sink's one-byte ` +
       `answer after its last write. Runs: ${
         raw.map((ms) => `${rate(ms).toFixed(0)} MiB/s`).join(" before, ")
-      } after the Confab transfer; the faster is the baseline.`,
+      } after the Confab transfer; the faster is the baseline. Its main threads waited for a ` +
+      `core (this process, the sink): ${
+        rawWaits.map((w) => w.map((s) => `${s.toFixed(2)} s`).join(" and ")).join(" before, ")
+      } after.`,
       iperf === undefined
         ? "iperf3 is not installed here (`which iperf3` found nothing): no iperf3 figure."
         : `iperf3 (-n ${size} over 127.0.0.1): ${iperf.toFixed(0)} MiB/s.`,

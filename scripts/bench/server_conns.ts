@@ -16,6 +16,7 @@ import {
   cpuSeconds,
   profiled,
   rssSettling,
+  runQueueWait,
   settledRssKiB,
   startHelper,
   startServer,
@@ -208,15 +209,6 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `${attach.retries} retries.`,
     ],
   };
-}
-
-/**
- * Seconds a process's main thread has spent runnable but waiting for a core (the scheduler's
- * run-queue delay, `/proc/PID/task/PID/schedstat`): what a saturated machine adds to latency.
- */
-async function runQueueWait(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/task/${pid}/schedstat`).catch(() => "");
-  return Number(stat.split(" ")[1] ?? NaN) / 1e9;
 }
 
 function processes(n: number): string {

@@ -558,6 +558,15 @@ export async function rssKiB(pid: number): Promise<number> {
 /** Clock ticks per second in /proc/PID/stat (USER_HZ: 100 on Linux). */
 const CLOCK_TICKS = 100;
 
+/**
+ * Seconds a process's main thread has spent runnable but waiting for a core (the scheduler's
+ * run-queue delay, `/proc/PID/task/PID/schedstat`): what a saturated machine adds to latency.
+ */
+export async function runQueueWait(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/task/${pid}/schedstat`).catch(() => "");
+  return Number(stat.split(" ")[1] ?? NaN) / 1e9;
+}
+
 /** CPU time (user + system) a process has used so far, in seconds; NaN once it is gone. */
 export async function cpuSeconds(pid: number): Promise<number> {
   const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
