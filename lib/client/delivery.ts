@@ -19,7 +19,12 @@
  * Incoming 1:1 lines are stored, then acknowledged; group messages belong to the group room.
  */
 import { asError, type OutgoingMessage } from "../net/framed_connection.ts";
-import { MAX_MAIL_BATCH_TEXT, type PeerMessage, type ServerMessage } from "../protocol/messages.ts";
+import {
+  encodeMessage,
+  MAX_MAIL_BATCH_TEXT,
+  type PeerMessage,
+  type ServerMessage,
+} from "../protocol/messages.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import { MailSealer } from "../peer/sealed_mail.ts";
 import type { Identity } from "../peer/identity.ts";
@@ -116,6 +121,30 @@ function onDropped(link: PeerLink, tell: (answer: "dropped") => void): () => voi
   }
   waiting.add(tell);
   return () => waiting.delete(tell);
+}
+
+/**
+ * The `group_msg` frame of a copy, encoded once per copy object: the copies of a new message
+ * owed to every member are one object, so its JSON is made once, not once per member.
+ */
+const encodedCopies = new WeakMap<PendingCopy, Uint8Array>();
+
+function encoded(copy: PendingCopy): Uint8Array {
+  let body = encodedCopies.get(copy);
+  if (body === undefined) {
+    body = encodeMessage({
+      type: "group_msg",
+      group: copy.group,
+      id: copy.msgId,
+      seq: copy.seq,
+      ts: copy.ts,
+      ...(copy.prevTs !== undefined ? { prevTs: copy.prevTs } : {}),
+      text: copy.text,
+      ...(copy.sig !== undefined ? { sig: copy.sig } : {}),
+    });
+    encodedCopies.set(copy, body);
+  }
+  return body;
 }
 
 /** Acks are waited for per peer and message id. */
@@ -586,13 +615,16 @@ export class Delivery {
    * Sends one chat frame and waits for the peer's answer or the link's end.
    * @param options.handed called once the frame is handed to the socket (sealed and its write
    * begun), before anything else: what it does overlaps the frame's way to the peer and back.
+   * @param options.encoded the frame as `encodeMessage` made it, when the caller has it already
+   * (the same group message goes to every member).
    */
   async sendOnLink(
     link: PeerLink,
     frame: OutgoingMessage & { id: string },
-    options: { handed?: () => void } = {},
+    options: { handed?: () => void; encoded?: Uint8Array } = {},
   ): Promise<LinkAnswer> {
-    // One promise settled by whichever comes first: the answer, the deadline, the link's end.
+    // One promise settled by whichever comes first: the answer, the deadline, the link's end
+    // (or a write that failed: the link is going).
     const answer = Promise.withResolvers<LinkAnswer>();
     // Keyed by peer too: a group message has one id and goes to every member at once.
     const key = ackKey(link.user, frame.id);
@@ -600,9 +632,12 @@ export class Delivery {
     this.#watchAcks();
     const forget = onDropped(link, answer.resolve);
     try {
-      const written = link.fc.send(frame);
+      // The write is not awaited on its own: the answer comes after it anyway, and a wait for
+      // each write was one more turn per copy (31 per group message). A write that fails
+      // settles the answer as "dropped".
+      const written = options.encoded ? link.fc.sendEncoded(options.encoded) : link.fc.send(frame);
+      written.catch(() => answer.resolve("dropped"));
       options.handed?.();
-      await written;
       return await answer.promise;
     } catch {
       return "dropped";
@@ -794,15 +829,8 @@ export class Delivery {
         }
         continue;
       }
-      const answer = await this.sendOnLink(link, {
-        type: "group_msg",
-        group: copy.group,
-        id: copy.msgId,
-        seq: copy.seq,
-        ts: copy.ts,
-        ...(copy.prevTs !== undefined ? { prevTs: copy.prevTs } : {}),
-        text: copy.text,
-        ...(copy.sig !== undefined ? { sig: copy.sig } : {}),
+      const answer = await this.sendOnLink(link, { type: "group_msg", id: copy.msgId }, {
+        encoded: encoded(copy),
       });
       if (answer === "ack") {
         // Committed with the other acks of ≈ 50 ms, or at once with the last copy of a message

@@ -445,6 +445,15 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   /**
+   * Queues a message already encoded with `encodeMessage` (one not checked here, as `send`
+   * does not check its message either); resolves once it is written to the socket. The same
+   * message to many links (a group message to each member) is encoded once, sealed per link.
+   */
+  sendEncoded(body: Uint8Array): Promise<void> {
+    return this.#write(body);
+  }
+
+  /**
    * Queues a binary frame (its first byte must be {@link BINARY_TAG}); resolves once written.
    * Keep only a few queued (await the oldest before queuing more): other messages slip in
    * between, so a chat line waits for at most those. `body` is encrypted before this returns
