@@ -356,7 +356,11 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
     `messages, ${(r.idleAfter * 1000).toFixed(0)} after) and the bench process ` +
     `${(r.idleBench * 1000).toFixed(0)} ms per second; ` +
     `without it the messages cost ${perMessage(r.membersCpu - r.idleMembers * r.seconds)} ms ` +
-    `in the members, ${netPerMember(r).toFixed(2)} ms per member per message.`;
+    `in the members, ${netPerMember(r).toFixed(2)} ms per member per message (the CPU of the ` +
+    `${r.size - 1} member processes, from /proc, over the ${count} messages, less their idle ` +
+    `use over as long, divided by ${count} and by ${r.size - 1}; the sender is not in it). ` +
+    `With one idle window alone: ${netPerMember({ ...r, idleMembers: r.idleBefore }).toFixed(2)} ` +
+    `ms (before), ${netPerMember({ ...r, idleMembers: r.idleAfter }).toFixed(2)} ms (after).`;
   const perMessage = (seconds: number) => (seconds * 1000 / count).toFixed(2);
   return {
     measurements,
