@@ -15,6 +15,7 @@ import {
 import { exchangeHello, SOFTWARE } from "../lib/net/hello.ts";
 import { memoryPipe, type Transport } from "../lib/net/transport.ts";
 import { sealedSize } from "../lib/net/sealed_frames.ts";
+import { CipherState, TransportCipher } from "../lib/crypto/noise_cipher.ts";
 import {
   ConnectionClosedError,
   FrameError,
@@ -636,6 +637,32 @@ Deno.test("FramedConnection writes small frames queued behind a write together, 
   assert.deepEqual(seqs, [1000, ...Array(198).keys()]);
   assert.equal((items[101] as { text: string }).text.length, 40_000);
   assert.ok(writes < 20, `${writes} writes for 199 frames`);
+});
+
+Deno.test("FramedConnection.sendEncoded() sends one encoded body on links with different keys, sealed for each", async () => {
+  const keyed = (fill: number) => ({
+    send: new TransportCipher(new CipherState(new Uint8Array(32).fill(fill)), "send"),
+    receive: new TransportCipher(new CipherState(new Uint8Array(32).fill(fill)), "receive"),
+  });
+  const links = [1, 2].map((fill) => {
+    const [a, b] = memoryPipe();
+    const sender = new FramedConnection<PeerMessage>(a, { schema: PeerToPeer, replyTypes: [] });
+    const receiver = new FramedConnection<PeerMessage>(b, { schema: PeerToPeer, replyTypes: [] });
+    sender.secure(keyed(fill));
+    receiver.secure(keyed(fill));
+    return { sender, receiver };
+  });
+  try {
+    const message = chat(7);
+    const body = encodeMessage(message);
+    await Promise.all(links.map((l) => l.sender.sendEncoded(body)));
+    for (const l of links) assert.deepEqual(await within(l.receiver.next(2000)), message);
+    // The body is not consumed: the same bytes go again, under each link's next nonce.
+    await Promise.all(links.map((l) => l.sender.sendEncoded(body)));
+    for (const l of links) assert.deepEqual(await within(l.receiver.next(2000)), message);
+  } finally {
+    await Promise.all(links.flatMap((l) => [l.sender.close(), l.receiver.close()]));
+  }
 });
 
 // ---- hello ---------------------------------------------------------------------------------
