@@ -76,24 +76,67 @@ export class FrameReader {
     return this.#next(true);
   }
 
-  async #next(lend: boolean): Promise<Uint8Array | null> {
+  /**
+   * The next frame body when it has been read ahead whole, lent as by {@link nextView};
+   * undefined when more must be read first. No promise: a reader that takes several frames
+   * per read waits only when it must.
+   * @throws {FrameError} for a length above the maximum.
+   */
+  buffered(): Uint8Array | undefined {
+    if (this.#end - this.#start < HEADER_SIZE) return undefined;
+    const length = this.#length();
+    if (this.#end - this.#start - HEADER_SIZE < length) return undefined;
+    this.#last = length;
+    this.#start += HEADER_SIZE + length;
+    return this.#buffer.subarray(this.#start - length, this.#start);
+  }
+
+  /** The length in the header at the first unread byte, checked against the maximum. */
+  #length(): number {
+    const b = this.#buffer;
+    const at = this.#start;
+    const length = (b[at]! << 24 | b[at + 1]! << 16 | b[at + 2]! << 8 | b[at + 3]!) >>> 0;
+    if (length > this.#maxBody) {
+      throw new FrameError(`frame of ${length} bytes exceeds the maximum of ${this.#maxBody}`);
+    }
+    return length;
+  }
+
+  /** Whether nothing is read ahead: the next frame's first bytes are still to come. */
+  get isEmpty(): boolean {
+    return this.#start === this.#end;
+  }
+
+  /**
+   * When nothing is read ahead ({@link isEmpty}): the read that waits for the next bytes, as the
+   * source's own promise, with no promise of ours around it (a server holding thousands of idle
+   * connections keeps one such wait on each). Hand its result to {@link filled}.
+   */
+  readMore(): Promise<number | null> {
+    this.#shrink();
+    return this.#conn.read(this.#room(HEADER_SIZE));
+  }
+
+  /** Large frames have stopped coming: gives the memory back. */
+  #shrink(): void {
     if (
       this.#start === this.#end && this.#buffer.length > this.#small && this.#last < DIRECT_READ
     ) {
-      // Large frames have stopped coming: give the memory back.
       this.#buffer = new Uint8Array(this.#small);
       this.#start = this.#end = 0;
     }
+  }
+
+  async #next(lend: boolean): Promise<Uint8Array | null> {
+    this.#shrink();
+    // (Reads are awaited here rather than in a helper: one promise per wait, not two.)
     while (this.#end - this.#start < HEADER_SIZE) {
-      if (!await this.#fill(HEADER_SIZE)) {
+      if (!this.filled(await this.#conn.read(this.#room(HEADER_SIZE)))) {
         if (this.#end === this.#start) return null;
         throw new FrameError("connection ended in the middle of a frame");
       }
     }
-    const length = new DataView(this.#buffer.buffer, this.#start, HEADER_SIZE).getUint32(0);
-    if (length > this.#maxBody) {
-      throw new FrameError(`frame of ${length} bytes exceeds the maximum of ${this.#maxBody}`);
-    }
+    const length = this.#length();
     this.#last = length;
     if (length + HEADER_SIZE > this.#buffer.length && length + HEADER_SIZE <= this.#bulk) {
       this.#grow();
@@ -101,7 +144,7 @@ export class FrameReader {
     this.#start += HEADER_SIZE;
     if (length <= this.#buffer.length && (lend || length < DIRECT_READ)) {
       while (this.#end - this.#start < length) {
-        if (!await this.#fill(length)) {
+        if (!this.filled(await this.#conn.read(this.#room(length)))) {
           throw new FrameError("connection ended in the middle of a frame");
         }
       }
@@ -144,18 +187,25 @@ export class FrameReader {
   }
 
   /**
-   * Reads more into the read-ahead buffer, first moving what is buffered to its front when
-   * `need` bytes from the first unread one would not fit; false at the end of the stream.
+   * Where the next read goes: the free end of the read-ahead buffer, after moving what is
+   * buffered to its front when `need` bytes from the first unread one would not fit. An empty
+   * buffer is read into whole (no view made for an idle connection's every read).
    */
-  async #fill(need: number): Promise<boolean> {
+  #room(need: number): Uint8Array {
     if (this.#start === this.#end) {
       this.#start = this.#end = 0;
-    } else if (this.#buffer.length - this.#start < need || this.#end === this.#buffer.length) {
+      return this.#buffer;
+    }
+    if (this.#buffer.length - this.#start < need || this.#end === this.#buffer.length) {
       this.#buffer.copyWithin(0, this.#start, this.#end);
       this.#end -= this.#start;
       this.#start = 0;
     }
-    const n = await this.#conn.read(this.#buffer.subarray(this.#end));
+    return this.#buffer.subarray(this.#end);
+  }
+
+  /** Counts `n` bytes read (by {@link readMore}); false at the end of the stream. */
+  filled(n: number | null): boolean {
     if (n === null) return false;
     this.onBytes();
     this.#end += n;

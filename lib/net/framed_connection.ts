@@ -101,8 +101,6 @@ export class SilentPeerError extends Error {
 const INBOX_HIGH_WATER = 256;
 /** Bytes of binary frames (file chunks) waiting for the handler before reading pauses. */
 const INBOX_HIGH_WATER_BYTES = 2 * 1024 * 1024;
-/** Frames decrypting at once on the read side (WebCrypto runs them in parallel). */
-const MAX_OPENING = 8;
 /** Frames at least this large (with their header) are never joined with others. */
 const BATCH_ONLY_BELOW = 16 * 1024;
 /**
@@ -198,8 +196,6 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #writesQueued = 0;
   /** When the last frame was queued (a ping is only needed on a quiet connection). */
   #lastSent = 0;
-  /** Settles once the latest frame that started decrypting has been handed over. */
-  #lastIngest: Promise<void> = Promise.resolve();
   /** Set once a frame could not be read: the connection is on its way down. */
   #readFailing = false;
   /** Bytes of binary frames in the inbox. */
@@ -378,7 +374,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       void this.close(new FrameError("plaintext messages arrived during the handshake"));
       return;
     }
-    void this.#releaseHeld();
+    this.#releaseHeld();
   }
 
   /**
@@ -411,23 +407,18 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 
   /** Ends a hold started by `next({ hold: true })` without securing the connection. */
   release(): void {
-    void this.#releaseHeld();
+    this.#releaseHeld();
   }
 
-  async #releaseHeld(): Promise<void> {
+  #releaseHeld(): void {
     try {
-      while (this.#heldFrames.length > 0 && !this.#closing) {
-        await this.#ingest(this.#heldFrames.shift()!);
+      while (this.#heldFrames.length > 0 && !this.#closing && !this.#readFailing) {
+        this.#ingest(this.#heldFrames.shift()!);
       }
     } catch (error) {
-      // As in the read loop: a held frame that fails authentication ends the connection (and
-      // must not escape as an unhandled rejection: that would end the whole process).
-      const reason = asError(error);
-      if (error instanceof FrameError && !this.#closing) {
-        await this.send({ type: "error", code: "BAD_FRAME", message: reason.message })
-          .catch(() => {});
-      }
-      void this.close(reason);
+      // As in the read loop: a held frame that fails authentication ends the connection, with
+      // an error frame saying why.
+      void this.#readFailed(error);
     }
     this.#held = false;
   }
@@ -805,15 +796,6 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   async #read(): Promise<void> {
     let reader = this.#readerOn(this.#transport);
     let reason: CloseReason;
-    // Frames being decrypted, oldest first; each settles with its error, if any.
-    const opening: Promise<Error | undefined>[] = [];
-    const oldest = async () => {
-      const error = await opening.shift();
-      if (error) throw error;
-    };
-    // A connection that may be handed over reads one frame at a time: not a byte past the
-    // stop-after message may be read as a frame.
-    const oneAtATime = this.#stopAfter.size > 0;
     try {
       while (!this.#closing) {
         if (this.#switchRead) {
@@ -824,26 +806,27 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           migration.read = true;
           this.#finishMigration(migration);
         }
-        let body: Uint8Array | null | typeof SWITCHED;
+        let body: Uint8Array | null | undefined | typeof SWITCHED;
         try {
           // Lent by the reader until its next read: decrypted (or decoded) before that, and
-          // copied where it is kept.
-          const next = reader.nextView();
-          // Nothing follows a path_switch on the old path: a read pending there is dropped.
-          next.catch(() => {});
-          const switched = new Promise<typeof SWITCHED>((wake) => this.#wakeForSwitch = wake);
-          body = await Promise.race([next, switched]);
-          this.#wakeForSwitch = undefined;
+          // copied where it is kept. A frame already read ahead is taken without a wait.
+          body = reader.buffered();
+          if (body === undefined && reader.isEmpty && !this.#held) {
+            // The wait of an idle connection (see #nextFrame): the read itself, and nothing
+            // else, until a frame's first bytes come (most often the whole frame).
+            body = reader.filled(await reader.readMore()) ? reader.buffered() : null;
+          }
+          if (body === undefined) body = await this.#nextFrame(reader);
         } catch (error) {
           if (this.#closing) break;
-          if (await this.#oldPathEnded(opening, oldest)) continue;
+          if (this.#switchRead) continue; // the old path ended after the move
           if (error instanceof FrameError) throw error;
           reason = asError(error);
           break;
         }
         if (body === SWITCHED) continue;
         if (body === null) {
-          if (await this.#oldPathEnded(opening, oldest)) continue;
+          if (this.#switchRead) continue;
           break;
         }
         this.lastReceived = Date.now();
@@ -875,16 +858,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
             // Large binary frames stopped coming: the buffers kept for them are not needed.
             for (const buffer of this.#plainBuffers.splice(0)) freeNow(buffer);
           }
-          // Decrypted at once; handed over in order, after the frames before it.
-          opening.push(
-            this.#ingest(body).then(() => undefined, (error) => {
-              // Noticed now, not when the reader next waits for this frame: the other side
-              // may send nothing more.
-              void this.#readFailed(error);
-              return asError(error);
-            }),
-          );
-          if (opening.length >= MAX_OPENING || oneAtATime) await oldest();
+          // Decrypted and handed over now, in wire order: nothing is kept between frames.
+          this.#ingest(body);
         } else {
           this.#accept(body.slice());
         }
@@ -899,28 +874,27 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
           await drained.promise;
         }
       }
-      // What arrived before the end is still handed over.
-      while (opening.length > 0) await oldest();
     } catch (error) {
       await this.#readFailed(error);
     }
     // A frame that could not be read closes the connection with its own reason.
     if (!this.#closing && !this.#readFailing) void this.close(reason);
-    // Nothing is accepted after the close; let the decryptions still running settle.
-    await Promise.all(opening);
   }
 
   /**
-   * The stream ended or failed: if a `path_switch` is among the frames still being decrypted,
-   * that was the old path closing after the move (the other side may close it before we
-   * handled its last frame), and reading goes on on the new one.
+   * Waits for the next frame. Only while frames are held for a handshake can a `path_switch`
+   * be handed over (by secure() releasing them) while the reader waits: then the wait also
+   * ends on that, since nothing follows a path_switch on the old path. Otherwise the reader
+   * itself hands every frame over before it reads again, and a wait is one read, with no
+   * promise of ours around it (thousands of idle connections each wait for every heartbeat).
    */
-  async #oldPathEnded(
-    opening: Promise<Error | undefined>[],
-    oldest: () => Promise<void>,
-  ): Promise<boolean> {
-    while (opening.length > 0) await oldest();
-    return this.#switchRead;
+  #nextFrame(reader: FrameReader): Promise<Uint8Array | null | typeof SWITCHED> {
+    const next = reader.nextView();
+    if (!this.#held) return next;
+    // A read pending on the old path when it is dropped.
+    next.catch(() => {});
+    const switched = new Promise<typeof SWITCHED>((wake) => this.#wakeForSwitch = wake);
+    return Promise.race([next, switched]).finally(() => this.#wakeForSwitch = undefined);
   }
 
   /** Ends the connection for a frame that cannot be read, telling the sender why if it is bad. */
@@ -942,17 +916,17 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 
   /**
-   * Decrypts a frame body when the connection is secure, then decodes and routes it. The
-   * decryption is done at once; the frame is handed over after every frame before it.
+   * Decrypts a frame body when the connection is secure, then decodes and routes it, before
+   * it returns: frames are handed over in the order they are ingested, which is wire order.
+   * @throws {FrameError} when the frame fails authentication.
    */
-  #ingest(body: Uint8Array): Promise<void> {
+  #ingest(body: Uint8Array): void {
     const cipher = this.#receiveCipher;
     if (!cipher) {
       this.#accept(body);
-      return Promise.resolve();
+      return;
     }
-    let plain: Uint8Array | undefined;
-    let failure: unknown;
+    let plain: Uint8Array;
     let release: (() => void) | undefined;
     try {
       if (body.length > MAX_MESSAGE_LEN) {
@@ -967,20 +941,14 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
         plain = openFrame(cipher, body);
       }
     } catch (error) {
-      failure = error instanceof CryptoError
-        ? new FrameError(
-          "a frame failed authentication (tampered with, replayed, reordered or cut short); " +
-            "the connection is closed",
-          { cause: error },
-        )
-        : error;
+      if (!(error instanceof CryptoError)) throw error;
+      throw new FrameError(
+        "a frame failed authentication (tampered with, replayed, reordered or cut short); " +
+          "the connection is closed",
+        { cause: error },
+      );
     }
-    const accepted = this.#lastIngest.then(() => {
-      if (plain === undefined) throw failure;
-      if (!this.#closing && !this.#ending && !this.#readFailing) this.#accept(plain, release);
-    });
-    this.#lastIngest = accepted.catch(() => {});
-    return accepted;
+    if (!this.#closing && !this.#ending && !this.#readFailing) this.#accept(plain, release);
   }
 
   /** A kept buffer of at least `size` bytes, or a new one. */
