@@ -10,6 +10,7 @@
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import { CryptoError } from "./errors.ts";
 import { freeNow } from "../util/free.ts";
+import { openSmall, sealSmall, SMALL_AEAD, SMALL_MAX } from "./chacha_small.ts";
 
 /**
  * The Noise cipher functions: `ChaChaPoly` for everything Confab seals, `AESGCM` for opening
@@ -322,6 +323,11 @@ function sealInto(
   out: Uint8Array,
   at: number,
 ): void {
+  if (name === "ChaChaPoly" && plaintext.length <= SMALL_MAX && SMALL_AEAD) {
+    // A control message: no cipher object (and its garbage) for it, see chacha_small.ts.
+    sealSmall(key, iv, ad, plaintext, out, at);
+    return;
+  }
   const cipher = name === "ChaChaPoly"
     ? createCipheriv("chacha20-poly1305", key, iv, AEAD_OPTIONS)
     : createCipheriv("aes-256-gcm", key, iv, AEAD_OPTIONS);
@@ -367,6 +373,9 @@ export function openWithNonce(
 ): Uint8Array<ArrayBuffer> {
   if (ciphertext.length < TAG_LEN) {
     throw new CryptoError("BAD_MESSAGE", `${ciphertext.length} bytes: shorter than a tag`);
+  }
+  if (name === "ChaChaPoly" && ciphertext.length - TAG_LEN <= SMALL_MAX && SMALL_AEAD) {
+    return openSmall(key, iv, ad, ciphertext);
   }
   const decipher = name === "ChaChaPoly"
     ? createDecipheriv("chacha20-poly1305", key, iv, AEAD_OPTIONS)
