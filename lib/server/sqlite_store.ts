@@ -92,7 +92,11 @@ export class SqliteStore implements ServerStore {
   constructor(dataDir: string) {
     ownerOnlyDir(dataDir);
     this.path = join(dataDir, SQLITE_FILE);
-    this.#db = new Database(this.path, MIGRATIONS.map((m) => m.sqlite));
+    // The log is folded back on a worker thread, as the client's is: on this thread a
+    // checkpoint's fsyncs stall every connection's lookups and heartbeats behind it.
+    this.#db = new Database(this.path, MIGRATIONS.map((m) => m.sqlite), {
+      checkpointOffThread: true,
+    });
   }
 
   get location(): string {
