@@ -5,7 +5,7 @@
  */
 import type { LoadgenCommand, LoadgenEvent } from "./loadgen_protocol.ts";
 import type { PreparedData } from "./server_data.ts";
-import { type BenchProcess, type JsonEvent, percentile } from "./support.ts";
+import { type BenchProcess, type JsonEvent, LOOP_MONITOR, percentile } from "./support.ts";
 import type { BenchContext } from "./types.ts";
 
 /** Connections one generator process holds at most. */
@@ -35,6 +35,8 @@ export interface LookupStats {
   lost: Record<string, number>;
   /** Why lookups failed, by reason. */
   failures: Record<string, number>;
+  /** Every answered lookup: when it was sent (wall-clock ms) and how long it took (ms). */
+  timed: { sent: number; ms: number }[];
 }
 
 function mergeCounts(all: Record<string, number>[]): Record<string, number> {
@@ -99,6 +101,8 @@ export class LoadGenerators {
       name?: string;
       /** Started so that `profiled()` can profile them (the clients' side of the work). */
       profile?: boolean;
+      /** Preload the event-loop monitor (scripts/bench/loop_monitor.ts): stalls on stderr. */
+      monitor?: boolean;
       /**
        * A lower scheduling priority (nice value) for every thread of the generators: they stand
        * for thousands of machines of their own, so their CPU should not be taken from the server.
@@ -120,6 +124,7 @@ export class LoadGenerators {
         "--allow-read",
         // The profiler, when asked for, writes its profile where the bench says.
         ...(options.profile ? ["--allow-env", "--allow-write"] : []),
+        ...(options.monitor ? ["--preload", LOOP_MONITOR] : []),
         "scripts/bench/loadgen.ts",
         "--port",
         [options.port].flat().join(","),
@@ -227,6 +232,7 @@ export class LoadGenerators {
       rate: (samples.length - errors) / took,
       lost: mergeCounts(results.map((r) => r.lost)),
       failures: mergeCounts(results.map((r) => r.failures)),
+      timed: results.flatMap((r) => r.samples.map((ms, i) => ({ sent: r.sent[i]!, ms }))),
     };
   }
 

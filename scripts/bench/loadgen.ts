@@ -341,6 +341,7 @@ async function runLookups(rate: number, seconds: number): Promise<void> {
   if (live.length === 0) fatal("lookups: no attached connection");
   const total = Math.max(1, Math.round(rate * seconds));
   const samples: number[] = [];
+  const sent: number[] = [];
   const failures = new Map<string, number>();
   const fail = (why: string) => tally(failures, why);
   let issued = 0;
@@ -355,7 +356,10 @@ async function runLookups(rate: number, seconds: number): Promise<void> {
         // The contact is online and related: the directory must give its address.
         if (reply.type !== "lookup_result" || reply.user !== target) fail("wrong reply");
         else if (reply.port === undefined) fail(`no address (online: ${reply.online})`);
-        else samples.push(Math.round((performance.now() - t0) * 1000) / 1000);
+        else {
+          samples.push(Math.round((performance.now() - t0) * 1000) / 1000);
+          sent.push(Math.round((performance.timeOrigin + t0) * 10) / 10);
+        }
       }, (error) => fail(asError(error).message.slice(0, 120)));
     inflight.add(request);
     void request.finally(() => inflight.delete(request));
@@ -376,6 +380,7 @@ async function runLookups(rate: number, seconds: number): Promise<void> {
   emit({
     type: "lookups",
     samples,
+    sent,
     errors,
     failures: top(failures),
     issued,

@@ -69,6 +69,8 @@ export type LoadgenEvent =
   | {
     type: "lookups";
     samples: number[];
+    /** When each of `samples` was sent (wall-clock ms, to the 0.1 ms). */
+    sent: number[];
     errors: number;
     /** Why lookups failed (reason → count, the most frequent). */
     failures: Record<string, number>;

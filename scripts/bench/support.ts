@@ -226,7 +226,9 @@ export async function profiled<T>(
     Deno.kill(p.pid, "SIGUSR2");
   }
   await startProfiling(samplingUs);
-  // The children start on the signal; give them a moment to be sampling.
+  // The children start on the signal. A start stalls a process (for most of a second in a
+  // server holding 15,000 connections), so what is measured begins once each says it samples.
+  await Promise.all(procs.map((p) => untilFile(join(dir, `${p.name}-${p.pid}.started`), signal)));
   await sleep(50, signal);
   let result: T;
   let own: CpuProfile;
@@ -241,21 +243,25 @@ export async function profiled<T>(
   const profiles: ProcessProfile[] = [{ name: "bench", breakdown: breakDown(own) }];
   for (const p of procs) {
     const path = join(dir, `${p.name}-${p.pid}.cpuprofile`);
-    const started = performance.now();
-    for (;;) {
-      const text = await Deno.readTextFile(path).catch(() => undefined);
-      if (text !== undefined) {
-        profiles.push({ name: p.name, breakdown: breakDown(JSON.parse(text) as CpuProfile) });
-        await Deno.rename(path, join(dir, `${p.name}-${p.pid}-${stamp}.cpuprofile`));
-        break;
-      }
-      if (performance.now() - started > 30_000) {
-        throw new Error(`${p.name} wrote no CPU profile within 30 s`);
-      }
-      await sleep(20, signal);
-    }
+    const text = await untilFile(path, signal);
+    profiles.push({ name: p.name, breakdown: breakDown(JSON.parse(text) as CpuProfile) });
+    await Deno.rename(path, join(dir, `${p.name}-${p.pid}-${stamp}.cpuprofile`));
   }
   return { result, profiles };
+}
+
+/** The text of the file a child writes at `path` (removed once read), within 30 s. */
+async function untilFile(path: string, signal?: AbortSignal): Promise<string> {
+  const started = performance.now();
+  for (;;) {
+    const text = await Deno.readTextFile(path).catch(() => undefined);
+    if (text !== undefined) {
+      if (path.endsWith(".started")) await Deno.remove(path);
+      return text;
+    }
+    if (performance.now() - started > 30_000) throw new Error(`no ${path} within 30 s`);
+    await sleep(20, signal);
+  }
 }
 
 export interface SpawnOptions {
@@ -449,16 +455,19 @@ export interface RunningServer {
 }
 
 /**
- * Starts `server.ts` (quiet: no line per login; no per-address connection cap) on `port` (0:
- * any free one) with `dataDir` (and `args`), and waits for its banner. Stopping it sends
- * SIGTERM, which closes it as `esc` does.
- */
-/**
  * The scrypt cost (log2 N) of servers whose items do not measure logins: their setup signs up
  * and logs in dozens of users, which the default cost makes take minutes on a loaded machine.
  */
 export const SETUP_PASSWORD_COST = 12;
 
+/** The event-loop monitor a bench process can be started with (see loop_monitor.ts). */
+export const LOOP_MONITOR = "scripts/bench/loop_monitor.ts";
+
+/**
+ * Starts `server.ts` (quiet: no line per login; no per-address connection cap) on `port` (0:
+ * any free one) with `dataDir` (and `args`), and waits for its banner. Stopping it sends
+ * SIGTERM, which closes it as `esc` does.
+ */
 export async function startServer(
   spawn: (name: string, args: string[], options?: SpawnOptions) => BenchProcess,
   options: {
@@ -470,11 +479,14 @@ export async function startServer(
     args?: string[];
     /** V8 flags (`--trace-gc`). */
     v8Flags?: string[];
+    /** Preload the event-loop monitor ({@link LOOP_MONITOR}): stalls on stderr. */
+    monitor?: boolean;
   },
 ): Promise<RunningServer> {
   const proc = spawn(options.name ?? "server", [
     "run",
     ...(options.v8Flags ? [`--v8-flags=${options.v8Flags.join(",")}`] : []),
+    ...(options.monitor ? ["--preload", LOOP_MONITOR] : []),
     ...SERVER_PERMISSIONS,
     "server.ts",
     "--port",
@@ -556,7 +568,16 @@ export async function rssKiB(pid: number): Promise<number> {
 }
 
 /** Clock ticks per second in /proc/PID/stat (USER_HZ: 100 on Linux). */
-const CLOCK_TICKS = 100;
+export const CLOCK_TICKS = 100;
+
+/**
+ * Seconds a process's main thread has spent runnable but waiting for a core (the scheduler's
+ * run-queue delay, `/proc/PID/task/PID/schedstat`): what a saturated machine adds to latency.
+ */
+export async function runQueueWait(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/task/${pid}/schedstat`).catch(() => "");
+  return Number(stat.split(" ")[1] ?? NaN) / 1e9;
+}
 
 /**
  * Seconds a process's main thread has spent runnable but waiting for a core (the scheduler's
