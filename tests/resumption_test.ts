@@ -13,7 +13,13 @@ import type { ResumptionOffer } from "../lib/net/secure_channel.ts";
 import { ProtocolError, RemoteError } from "../lib/protocol/errors.ts";
 import type { WelcomeMessage } from "../lib/protocol/messages.ts";
 import { toBase64Url } from "../lib/peer/identity.ts";
+import { HandshakeState } from "../lib/crypto/noise.ts";
+import { resumptionPrologue } from "../lib/net/secure_channel.ts";
+import { helloFor } from "../lib/net/hello.ts";
+import type { HelloMessage } from "../lib/protocol/messages.ts";
+import { fromBase64Url } from "../lib/util/base64.ts";
 import { signupFields, TEST_PASSWORD_COST } from "./support/accounts.ts";
+import { RawConn } from "./support/raw_conn.ts";
 
 Deno.test("a ticket opens only with the box of the same server key, unchanged and in time", async () => {
   const key = await generateKeyPair();
@@ -76,7 +82,8 @@ async function signupAndLogin(server: ConfabServer, user: string) {
   }
 }
 
-Deno.test("a client comes back with its ticket (NNpsk0) and resumes; a full handshake brings a new ticket", async () => {
+/** Runs `test` with a server of its own (in a temporary data directory, removed after). */
+async function withServer(test: (server: ConfabServer) => Promise<void>): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "confab-resumption-" });
   try {
     await using server = await ConfabServer.start({
@@ -84,6 +91,14 @@ Deno.test("a client comes back with its ticket (NNpsk0) and resumes; a full hand
       port: 0,
       passwordCost: TEST_PASSWORD_COST,
     });
+    await test(server);
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+}
+
+Deno.test("a client comes back with its ticket (NNpsk0) and resumes; a full handshake brings a new ticket", async () => {
+  await withServer(async (server) => {
     const { clientKey, welcome, serverKey } = await signupAndLogin(server, "alice");
     const offer = resumptionFrom(welcome, serverKey);
     assert.ok(offer, "a welcome carries a ticket");
@@ -115,9 +130,7 @@ Deno.test("a client comes back with its ticket (NNpsk0) and resumes; a full hand
     } finally {
       await full.fc.close();
     }
-  } finally {
-    await Deno.remove(dataDir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a ticket without its pre-shared key gets no session; a foreign ticket falls back to a full handshake", async () => {
@@ -163,13 +176,7 @@ Deno.test("a ticket without its pre-shared key gets no session; a foreign ticket
 });
 
 Deno.test("a resumed link counts as the client key its ticket was issued to: another key's token is refused", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "confab-resumption-" });
-  try {
-    await using server = await ConfabServer.start({
-      dataDir,
-      port: 0,
-      passwordCost: TEST_PASSWORD_COST,
-    });
+  await withServer(async (server) => {
     const carol = await signupAndLogin(server, "carol");
     const dave = await signupAndLogin(server, "dave");
     // Carol's ticket (and its key) with dave's token, which is bound to dave's client key.
@@ -188,7 +195,133 @@ Deno.test("a resumed link counts as the client key its ticket was issued to: ano
     } finally {
       await link.fc.close();
     }
-  } finally {
-    await Deno.remove(dataDir, { recursive: true });
-  }
+  });
+});
+
+/**
+ * A client's hello that resumes with `offer`, made by hand: msg1 keyed by the offer's pre-shared
+ * key, over a prologue of `signed` (the hello as the client means it; by default the one sent).
+ */
+async function resumingHello(offer: ResumptionOffer, signed: HelloMessage = helloFor("client")) {
+  const hs = await HandshakeState.initialize({
+    pattern: "NNpsk0",
+    initiator: true,
+    prologue: resumptionPrologue(signed, offer.ticket),
+    psk: offer.psk,
+  });
+  const data = toBase64Url(await hs.writeMessage());
+  return { hs, hello: { ...helloFor("client"), resume: { ticket: offer.ticket, data } } };
+}
+
+/**
+ * Logs `user` in, then comes back as a client would, by hand on a raw connection: the hello
+ * with msg1, the server's hello with msg2 read, the session's keys taken.
+ */
+async function resumeByHand(server: ConfabServer, user: string) {
+  const login = await signupAndLogin(server, user);
+  const raw = await RawConn.connect(server.addr.port);
+  const { hs, hello } = await resumingHello(resumptionFrom(login.welcome, login.serverKey)!);
+  await raw.send(hello);
+  const answer = await raw.next("hello") as unknown as HelloMessage;
+  assert.ok(answer.resume, "the server's hello carries msg2");
+  const payload = await hs.readMessage(fromBase64Url(answer.resume.data));
+  raw.adopt(hs.session());
+  return { login, raw, hello, answer, payload };
+}
+
+Deno.test("a resumption takes one frame each way: the server answers the client's hello with msg2, which authenticates its own hello", async () => {
+  await withServer(async (server) => {
+    const { login: erin, answer, payload, ...hand } = await resumeByHand(server, "erin");
+    await using raw = hand.raw;
+    const { resume, ...plain } = answer;
+    assert.equal(resume!.ticket, undefined);
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(payload)), plain);
+    // The keys work at once: resume, and the session is there.
+    const welcome = await raw.request({
+      type: "resume",
+      id: 1,
+      token: erin.welcome.token,
+      peerPort: 4001,
+    });
+    assert.equal(welcome.type, "welcome");
+    assert.equal(welcome.user, "erin");
+    // The handshake was the hello each way: nothing else came before the welcome.
+    assert.deepEqual(raw.frames.map((f) => f.type), ["hello", "welcome"]);
+  });
+});
+
+Deno.test("a resumption whose client hello was changed on the way fails at the server", async () => {
+  await withServer(async (server) => {
+    const fay = await signupAndLogin(server, "fay");
+    const offer = resumptionFrom(fay.welcome, fay.serverKey)!;
+    await using raw = await RawConn.connect(server.addr.port);
+    // msg1 made for one hello, another hello sent: its prologue is not the server's.
+    const { hello } = await resumingHello(offer, { ...helloFor("client"), software: "meant/1" });
+    await raw.send(hello);
+    const frames = await raw.untilEnd();
+    assert.deepEqual(frames.map((f) => [f.type, f.code]), [["error", "HANDSHAKE_FAILED"]]);
+  });
+});
+
+Deno.test("a resumption whose server hello was changed on the way fails at the client", async () => {
+  // A server of our own: it answers with msg2 authenticating one hello and sends another.
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const psk = crypto.getRandomValues(new Uint8Array(32));
+  const offer = { ticket: "dGlja2V0", psk, serverKey: (await generateKeyPair()).publicKey };
+  const served = (async () => {
+    await using raw = new RawConn(await listener.accept());
+    const theirs = await raw.next("hello") as unknown as HelloMessage;
+    const hs = await HandshakeState.initialize({
+      pattern: "NNpsk0",
+      initiator: false,
+      prologue: resumptionPrologue(theirs, theirs.resume!.ticket!),
+      psk,
+    });
+    await hs.readMessage(fromBase64Url(theirs.resume!.data));
+    const signed = { ...helloFor("server"), software: "signed/1" };
+    const sorted = Object.fromEntries(Object.entries(signed).sort(([a], [b]) => a < b ? -1 : 1));
+    const data = toBase64Url(
+      await hs.writeMessage(new TextEncoder().encode(JSON.stringify(sorted))),
+    );
+    await raw.send({ ...helloFor("server"), software: "changed/1", resume: { data } });
+    return (await raw.untilEnd()).map((f) => [f.type, f.code]);
+  })();
+  await assert.rejects(
+    openServerLink({
+      host: "127.0.0.1",
+      port: listener.addr.port,
+      staticKeyPair: await generateKeyPair(),
+      resumption: offer,
+    }),
+    (error) =>
+      error instanceof ProtocolError && error.code === "HANDSHAKE_FAILED" &&
+      /changed on the way/.test(error.message),
+  );
+  assert.deepEqual(await served, [["error", "HANDSHAKE_FAILED"]]);
+});
+
+Deno.test("a replayed resuming hello gets an answer nobody can use: the session stays where it is", async () => {
+  await withServer(async (server) => {
+    const { login: gus, hello, ...hand } = await resumeByHand(server, "gus");
+    await using live = hand.raw;
+    // What someone on the path records: the hello and the sealed resume that follows it.
+    const resume = await live.frame({
+      type: "resume",
+      id: 1,
+      token: gus.welcome.token,
+      peerPort: 1,
+    });
+    await live.write(resume);
+    assert.equal((await live.next("welcome")).user, "gus");
+    // Both replayed on a connection of their own.
+    await using replay = await RawConn.connect(server.addr.port);
+    await replay.send(hello);
+    assert.ok((await replay.next("hello")).resume, "the server cannot tell a replay from msg1");
+    await replay.write(resume);
+    await replay.untilEnd();
+    // The live connection still holds the session: its requests are answered.
+    const list = await live.request({ type: "contacts", id: 2 });
+    assert.equal(list.type, "contact_list");
+    assert.deepEqual(server.online().map((u) => u.user), ["gus"]);
+  });
 });

@@ -2,14 +2,13 @@
  * Sets up every connection: the `hello` exchange, then the Noise XX handshake
  * (Noise_XX_25519_ChaChaPoly_SHA256), or, for a client coming back to a server that gave it a
  * resumption ticket, Noise_NNpsk0_25519_ChaChaPoly_SHA256 keyed by the ticket's pre-shared key
- * (see lib/server/tickets.ts), then encrypted frames. Each handshake message travels as a
- * `noise` message. From the other side's `hello` on, nothing but the expected handshake
+ * (see lib/server/tickets.ts), then encrypted frames. Each XX message travels as a `noise`
+ * message; the two of a resumption ride in the hellos (one frame each way). From the other side's `hello` on, nothing but the expected handshake
  * message or a correctly encrypted frame is accepted: frames are held undecoded, taken one by
  * one as handshake messages, and whatever follows the last one is decrypted once the keys
  * exist (so a frame slipped in by someone on the path fails authentication and ends the link).
  */
 import { CryptoError, HandshakeState, type KeyPair, type NoiseSession } from "../crypto/noise.ts";
-import { concatBytes } from "../crypto/bytes.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import type { HelloMessage } from "../protocol/messages.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
@@ -46,13 +45,6 @@ export interface SecureOptions {
   /** Both `hello`s as exchanged; they go into the prologue, so a change to either is caught. */
   hellos: { initiator: HelloMessage; responder: HelloMessage };
   timeoutMs?: number;
-  /** Initiator: resume with this ticket (NNpsk0) instead of a full XX handshake. */
-  resumption?: ResumptionOffer;
-  /**
-   * Responder: opens a ticket offered in the first handshake message (undefined when it is not
-   * one of ours, or expired: the initiator is told BAD_TICKET). Without it, only XX is spoken.
-   */
-  openTicket?: (ticket: string) => OpenedTicket | undefined;
 }
 
 /** A finished handshake: the session, and whether it resumed with a ticket (and which). */
@@ -62,6 +54,7 @@ export interface SecureSession extends NoiseSession {
 }
 
 const encoder = new TextEncoder();
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /** A hello as canonical JSON: its fields in sorted order, so both sides write the same bytes. */
 function canonical(hello: HelloMessage): string {
@@ -87,14 +80,11 @@ export function handshakePrologue(
 async function expectNoise<In extends AnyMessage>(
   fc: FramedConnection<In>,
   timeoutMs: number,
-): Promise<{ data: Uint8Array; ticket: string | undefined }> {
-  const message = await fc.nextHeld(timeoutMs) as AnyMessage & { data?: string; ticket?: string };
+): Promise<Uint8Array> {
+  const message = await fc.nextHeld(timeoutMs) as AnyMessage & { data?: string };
   if (message.type === "error") {
     const e = message as unknown as { code: string; message: string };
-    throw new ProtocolError(
-      e.code === "BAD_TICKET" ? "BAD_TICKET" : "HANDSHAKE_FAILED",
-      `the other side refused: ${e.message}`,
-    );
+    throw new ProtocolError("HANDSHAKE_FAILED", `the other side refused: ${e.message}`);
   }
   if (message.type !== "noise" || typeof message.data !== "string") {
     throw new ProtocolError(
@@ -102,61 +92,37 @@ async function expectNoise<In extends AnyMessage>(
       `expected a noise handshake message, got ${message.type}`,
     );
   }
-  return { data: fromBase64Url(message.data), ticket: message.ticket };
+  return fromBase64Url(message.data);
 }
 
-/** The prologue of a resumption: the usual one, and the ticket offered. */
-function resumptionPrologue(prologue: Uint8Array, ticket: string): Uint8Array {
-  return concatBytes(prologue, encoder.encode(`\nticket ${ticket}`));
+/** A hello without its `resume` field: what a resumption's prologue and msg2 bind. */
+function withoutResume(hello: HelloMessage): HelloMessage {
+  const { resume: _, ...rest } = hello;
+  return rest;
 }
 
 /**
- * Authenticates and encrypts `fc`, whose frames are held since the other side's `hello`
- * (`exchangeHello(..., { hold: true })`). Returns the session: its `remoteStaticKey` is the
- * other side's static key (check it against what you expect), its `handshakeHash` binds
- * anything signed later to this very session.
- * @throws {ProtocolError} HANDSHAKE_FAILED (after telling the other side) on any failure.
+ * The prologue of a resumption: the client's hello (without `resume`) and the ticket. The
+ * server's hello cannot be in it (the client sends msg1 before it has it): msg2 carries it as
+ * its payload instead, encrypted and authenticated, and the client compares.
  */
-export async function secureConnection<In extends AnyMessage>(
+export function resumptionPrologue(clientHello: HelloMessage, ticket: string): Uint8Array {
+  return encoder.encode(
+    `confab-noise-v3 client-server resume\n${canonical(withoutResume(clientHello))}\n` +
+      `ticket ${ticket}`,
+  );
+}
+
+/**
+ * Runs a handshake step; on failure tells the other side (`HANDSHAKE_FAILED`, or `BAD_TICKET`
+ * for a ticket it cannot use), closes, and throws that as a {@link ProtocolError}.
+ */
+async function guarded<In extends AnyMessage, T>(
   fc: FramedConnection<In>,
-  options: SecureOptions,
-): Promise<SecureSession> {
-  const timeoutMs = options.timeoutMs ?? 10_000;
+  work: () => Promise<T>,
+): Promise<T> {
   try {
-    const prologue = handshakePrologue(options.kind, options.hellos);
-    if (options.initiator && options.resumption) {
-      return await resumeAsInitiator(fc, options.resumption, prologue, timeoutMs);
-    }
-    const first = options.initiator ? undefined : await expectNoise(fc, timeoutMs);
-    if (first?.ticket !== undefined) {
-      return await resumeAsResponder(fc, options, first, prologue);
-    }
-    const hs = await HandshakeState.initialize({
-      pattern: "XX",
-      initiator: options.initiator,
-      prologue,
-      staticKeyPair: options.staticKeyPair,
-    });
-    const send = async () => {
-      await fc.send({ type: "noise", data: toBase64Url(await hs.writeMessage()) });
-    };
-    if (options.initiator) {
-      await send(); // -> e
-      await hs.readMessage((await expectNoise(fc, timeoutMs)).data); // <- e, ee, s, es
-      const last = toBase64Url(await hs.writeMessage()); // -> s, se
-      const session = hs.session();
-      // Queue the last handshake message, then switch: everything after it is encrypted both
-      // ways, including whatever arrived after message 2 (held until now).
-      void fc.send({ type: "noise", data: last }).catch(() => {});
-      fc.secure(session);
-      return { ...session, ticket: undefined };
-    }
-    await hs.readMessage(first!.data); // -> e
-    await send(); // <- e, ee, s, es
-    await hs.readMessage((await expectNoise(fc, timeoutMs)).data); // -> s, se
-    const session = hs.session();
-    fc.secure(session);
-    return { ...session, ticket: undefined };
+    return await work();
   } catch (error) {
     const message = error instanceof CryptoError || error instanceof ProtocolError
       ? error.message
@@ -174,41 +140,102 @@ export async function secureConnection<In extends AnyMessage>(
 }
 
 /**
- * The client's side of a resumption: -> psk, e (with the ticket); <- e, ee. The session stands
- * for the server key the ticket came from.
+ * Authenticates and encrypts `fc` with the Noise XX handshake; its frames are held since the
+ * other side's `hello` (`exchangeHello(..., { hold: true })`). Returns the session: its
+ * `remoteStaticKey` is the other side's static key (check it against what you expect), its
+ * `handshakeHash` binds anything signed later to this very session.
+ * @throws {ProtocolError} HANDSHAKE_FAILED (after telling the other side) on any failure.
+ */
+export function secureConnection<In extends AnyMessage>(
+  fc: FramedConnection<In>,
+  options: SecureOptions,
+): Promise<SecureSession> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  return guarded(fc, async () => {
+    const hs = await HandshakeState.initialize({
+      pattern: "XX",
+      initiator: options.initiator,
+      prologue: handshakePrologue(options.kind, options.hellos),
+      staticKeyPair: options.staticKeyPair,
+    });
+    const send = async () => {
+      await fc.send({ type: "noise", data: toBase64Url(await hs.writeMessage()) });
+    };
+    if (options.initiator) {
+      await send(); // -> e
+      await hs.readMessage(await expectNoise(fc, timeoutMs)); // <- e, ee, s, es
+      const last = toBase64Url(await hs.writeMessage()); // -> s, se
+      const session = hs.session();
+      // Queue the last handshake message, then switch: everything after it is encrypted both
+      // ways, including whatever arrived after message 2 (held until now).
+      void fc.send({ type: "noise", data: last }).catch(() => {});
+      fc.secure(session);
+      return { ...session, ticket: undefined };
+    }
+    await hs.readMessage(await expectNoise(fc, timeoutMs)); // -> e
+    await send(); // <- e, ee, s, es
+    await hs.readMessage(await expectNoise(fc, timeoutMs)); // -> s, se
+    const session = hs.session();
+    fc.secure(session);
+    return { ...session, ticket: undefined };
+  });
+}
+
+/**
+ * The client's side of a resumption: its hello carries the ticket and msg1 (-> psk, e); the
+ * server's hello answers with msg2 (<- e, ee), whose payload is that hello, authenticated. The
+ * session stands for the server key the ticket came from.
  */
 async function resumeAsInitiator<In extends AnyMessage>(
   fc: FramedConnection<In>,
+  options: ChannelOptions,
   offer: ResumptionOffer,
-  prologue: Uint8Array,
-  timeoutMs: number,
 ): Promise<SecureSession> {
+  const ours = helloFor(options.role);
   const hs = await HandshakeState.initialize({
     pattern: "NNpsk0",
     initiator: true,
-    prologue: resumptionPrologue(prologue, offer.ticket),
+    prologue: resumptionPrologue(ours, offer.ticket),
     psk: offer.psk,
   });
   const data = toBase64Url(await hs.writeMessage());
-  await fc.send({ type: "noise", data, ticket: offer.ticket });
-  await hs.readMessage((await expectNoise(fc, timeoutMs)).data);
-  const session = hs.session();
-  fc.secure(session);
-  return { ...session, remoteStaticKey: offer.serverKey.slice(), ticket: offer.ticket };
+  const theirs = await exchangeHello(fc, {
+    ...options,
+    hold: true,
+    hello: { ...ours, resume: { ticket: offer.ticket, data } },
+  });
+  return await guarded(fc, async () => {
+    if (theirs.resume === undefined) {
+      throw new ProtocolError("HANDSHAKE_FAILED", "the server's hello did not resume");
+    }
+    const payload = await hs.readMessage(fromBase64Url(theirs.resume.data));
+    // The hello that came in the clear must be the one msg2 authenticates.
+    if (UTF8.decode(payload) !== canonical(withoutResume(theirs))) {
+      throw new ProtocolError("HANDSHAKE_FAILED", "the server's hello was changed on the way");
+    }
+    const session = hs.session();
+    fc.secure(session);
+    return { ...session, remoteStaticKey: offer.serverKey.slice(), ticket: offer.ticket };
+  });
 }
 
 /**
  * The server's side of a resumption: the ticket opened (or BAD_TICKET, and the client makes a
- * full handshake on a new connection), then NNpsk0 with its key. The session stands for the
- * client key the ticket was issued to.
+ * full handshake on a new connection), msg1 read, and the answer: our hello with msg2, whose
+ * payload is that hello. The session stands for the client key the ticket was issued to.
  */
 async function resumeAsResponder<In extends AnyMessage>(
   fc: FramedConnection<In>,
-  options: SecureOptions,
-  first: { data: Uint8Array; ticket: string | undefined },
-  prologue: Uint8Array,
+  options: ChannelOptions,
+  theirs: HelloMessage,
 ): Promise<SecureSession> {
-  const ticket = first.ticket!;
+  const { ticket, data } = theirs.resume!;
+  if (options.role !== "server" || ticket === undefined) {
+    throw new ProtocolError(
+      "HANDSHAKE_FAILED",
+      "only a client resumes, with a ticket, and only with a server",
+    );
+  }
   const opened = options.openTicket?.(ticket);
   if (!opened) {
     throw new ProtocolError(
@@ -220,11 +247,13 @@ async function resumeAsResponder<In extends AnyMessage>(
   const hs = await HandshakeState.initialize({
     pattern: "NNpsk0",
     initiator: false,
-    prologue: resumptionPrologue(prologue, ticket),
+    prologue: resumptionPrologue(theirs, ticket),
     psk: opened.psk,
   });
-  await hs.readMessage(first.data);
-  await fc.send({ type: "noise", data: toBase64Url(await hs.writeMessage()) });
+  await hs.readMessage(fromBase64Url(data));
+  const ours = helloFor(options.role);
+  const reply = toBase64Url(await hs.writeMessage(encoder.encode(canonical(ours))));
+  await fc.send({ ...ours, resume: { data: reply } });
   const session = hs.session();
   fc.secure(session);
   return { ...session, remoteStaticKey: opened.clientKey.slice(), ticket };
@@ -238,23 +267,37 @@ export interface ChannelOptions {
   initiator: boolean;
   staticKeyPair: KeyPair;
   timeoutMs: number;
-  /** See {@link SecureOptions.resumption}. */
+  /** Initiator (a client): resume with this ticket (NNpsk0) instead of a full XX handshake. */
   resumption?: ResumptionOffer;
-  /** See {@link SecureOptions.openTicket}. */
+  /**
+   * Responder (a server): opens a ticket offered in a client's hello (undefined when it is not
+   * one of ours, or expired: the client is told BAD_TICKET). Without it, only XX is spoken.
+   */
   openTicket?: (ticket: string) => OpenedTicket | undefined;
 }
 
 /**
  * The whole set-up of a connection: `hello` both ways, then the Noise handshake with both
- * hellos in its prologue. Returns the session (see {@link secureConnection}).
- * @throws {ProtocolError} on a wrong hello (VERSION_MISMATCH, BAD_MESSAGE) or HANDSHAKE_FAILED.
+ * hellos in its prologue; or, for a client coming back with a ticket, the resumption inside the
+ * hellos. A server answers the client's hello (so its answer can carry a resumption). Returns
+ * the session (see {@link secureConnection}).
+ * @throws {ProtocolError} on a wrong hello (VERSION_MISMATCH, BAD_MESSAGE), HANDSHAKE_FAILED, or
+ * BAD_TICKET (a ticket the server cannot use: make a full handshake on a new connection).
  */
 export async function openSecureChannel<In extends AnyMessage>(
   fc: FramedConnection<In>,
   options: ChannelOptions,
 ): Promise<SecureSession> {
-  const theirs = await exchangeHello(fc, { ...options, hold: true });
+  if (options.initiator && options.resumption) {
+    return await resumeAsInitiator(fc, options, options.resumption);
+  }
+  const answer = options.role === "server";
+  const theirs = await exchangeHello(fc, { ...options, hold: true, answer });
+  if (theirs.resume !== undefined) {
+    return await guarded(fc, () => resumeAsResponder(fc, options, theirs));
+  }
   const ours = helloFor(options.role);
+  if (answer) fc.send(ours).catch(() => {});
   return await secureConnection(fc, {
     initiator: options.initiator,
     kind: options.role === "peer" ? "peer" : "client-server",
@@ -263,7 +306,5 @@ export async function openSecureChannel<In extends AnyMessage>(
       ? { initiator: ours, responder: theirs }
       : { initiator: theirs, responder: ours },
     timeoutMs: options.timeoutMs,
-    resumption: options.resumption,
-    openTicket: options.openTicket,
   });
 }

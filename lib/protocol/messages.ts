@@ -17,9 +17,12 @@ import { ERROR_CODES, ProtocolError } from "./errors.ts";
  * a version 5 reader cannot open, and read receipts signed once per batch. Version 7: `show` may
  * ask for the mail after a given message (`after`), so a reader fetches the next batch while it
  * opens one. Version 8: `mail_send` carries a batch of sealed messages to one recipient and
- * `mail_stored` answers the batch (one frame, one commit and one answer for a burst).
+ * `mail_stored` answers the batch (one frame, one commit and one answer for a burst). Version 9:
+ * a client coming back with a ticket puts the first NNpsk0 message in its `hello` (`resume`) and
+ * the server answers with its `hello` carrying the second, so a re-attach takes one frame each
+ * way and one round trip less; the server sends its `hello` in answer to the client's.
  */
-export const PROTOCOL_VERSION = 8;
+export const PROTOCOL_VERSION = 9;
 
 // ---- field rules ---------------------------------------------------------------------------
 
@@ -89,11 +92,20 @@ export const Role = s.oneOf(["client", "server", "peer"]);
 
 // ---- messages on every connection ----------------------------------------------------------
 
+/** One Noise handshake message, base64url. */
+export const NoiseData = s.string().min(1).max(1024).regex(/^[A-Za-z0-9_-]+$/, "must be base64url");
+/** A resumption ticket as the server sealed it, base64url (see lib/server/tickets.ts). */
+export const Ticket = s.string().min(1).max(512).regex(/^[A-Za-z0-9_-]+$/, "must be base64url");
 export const Hello = s.object({
   type: s.literal("hello"),
   version: s.number().int().min(0).max(65535),
   role: Role,
   software: s.string().max(64),
+  /**
+   * A resumption in the hellos (NNpsk0): the client's carries its ticket and the first message,
+   * the server's (in answer) the second. Absent otherwise.
+   */
+  resume: s.object({ ticket: Ticket.optional(), data: NoiseData }).optional(),
 });
 export const ErrorMsg = s.object({
   type: s.literal("error"),
@@ -105,16 +117,10 @@ export const ErrorMsg = s.object({
   code: s.string().regex(/^[A-Z][A-Z0-9_]{0,39}$/, "an UPPER_SNAKE code"),
   message: s.string().max(500),
 });
-/** A resumption ticket as the server sealed it, base64url (see lib/server/tickets.ts). */
-export const Ticket = s.string().min(1).max(512).regex(/^[A-Za-z0-9_-]+$/, "must be base64url");
-/**
- * One Noise handshake message (XX, or NNpsk0 when the first one offers a resumption `ticket`),
- * base64url; sent right after `hello` on every connection.
- */
+/** One message of the Noise XX handshake, sent right after the `hello`s (see Hello.resume). */
 export const Noise = s.object({
   type: s.literal("noise"),
-  data: s.string().min(1).max(1024).regex(/^[A-Za-z0-9_-]+$/, "must be base64url"),
-  ticket: Ticket.optional(),
+  data: NoiseData,
 });
 export const Ping = s.object({ type: s.literal("ping"), id: RequestId });
 export const Pong = s.object({ type: s.literal("pong"), id: RequestId });

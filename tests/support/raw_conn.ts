@@ -91,6 +91,14 @@ export class RawConn implements AsyncDisposable {
   }
 
   /**
+   * Takes a session made by hand (a resumption in the hellos): every frame after now, both
+   * ways, is encrypted with it.
+   */
+  adopt(session: NoiseSession): void {
+    this.#session = session;
+  }
+
+  /**
    * Runs the Noise XX handshake as the initiator (after {@link hello}), as a real client or
    * peer does; afterwards every frame both ways is encrypted.
    */
@@ -119,7 +127,7 @@ export class RawConn implements AsyncDisposable {
     return handshakePrologue(kind, this.#hellos);
   }
 
-  /** Sends our `hello` and waits for theirs (the server and peers send theirs first). */
+  /** Sends our `hello` and waits for theirs (a peer sends its own at once, the server answers). */
   async hello(role: "client" | "peer", version = PROTOCOL_VERSION): Promise<Frame> {
     const ours = { type: "hello", version, role, software: "raw-test/1" } as const;
     await this.send(ours);
