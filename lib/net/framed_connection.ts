@@ -992,9 +992,13 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       return;
     }
     if (this.#stopAfter.has(message.type)) this.#stopped = true;
-    // Liveness is answered here, not by the handler, so a busy handler never looks dead.
+    // Liveness is answered here, not by the handler, so a busy handler never looks dead; also
+    // once secure before a handler is set: frames held during the handshake are released by
+    // secure(), and a ping among them must not wait in the inbox behind a request the handler
+    // then works on (a login's password check kept a pong back 660 ms).
     if (
-      message.type === "ping" && this.#onMessage !== undefined && typeof message.id === "number"
+      message.type === "ping" && typeof message.id === "number" &&
+      (this.#onMessage !== undefined || this.#sendCipher !== undefined)
     ) {
       this.send({ type: "pong", id: message.id }).catch(() => {});
       return;
