@@ -579,15 +579,6 @@ export async function runQueueWait(pid: number): Promise<number> {
   return Number(stat.split(" ")[1] ?? NaN) / 1e9;
 }
 
-/**
- * Seconds a process's main thread has spent runnable but waiting for a core (the scheduler's
- * run-queue delay, `/proc/PID/task/PID/schedstat`): what a saturated machine adds to latency.
- */
-export async function runQueueWait(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/task/${pid}/schedstat`).catch(() => "");
-  return Number(stat.split(" ")[1] ?? NaN) / 1e9;
-}
-
 /** CPU time (user + system) a process has used so far, in seconds; NaN once it is gone. */
 export async function cpuSeconds(pid: number): Promise<number> {
   const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
