@@ -3,10 +3,11 @@
  * (Noise_XX_25519_ChaChaPoly_SHA256), or, for a client coming back to a server that gave it a
  * resumption ticket, Noise_NNpsk0_25519_ChaChaPoly_SHA256 keyed by the ticket's pre-shared key
  * (see lib/server/tickets.ts), then encrypted frames. Each XX message travels as a `noise`
- * message; the two of a resumption ride in the hellos (one frame each way). From the other side's `hello` on, nothing but the expected handshake
- * message or a correctly encrypted frame is accepted: frames are held undecoded, taken one by
- * one as handshake messages, and whatever follows the last one is decrypted once the keys
- * exist (so a frame slipped in by someone on the path fails authentication and ends the link).
+ * message; the two of a resumption ride in the hellos (one frame each way). From the other
+ * side's `hello` on, nothing but the expected handshake message or a correctly encrypted frame
+ * is accepted: frames are held undecoded, taken one by one as handshake messages, and whatever
+ * follows the last one is decrypted once the keys exist (so a frame slipped in by someone on
+ * the path fails authentication and ends the link).
  */
 import { CryptoError, HandshakeState, type KeyPair, type NoiseSession } from "../crypto/noise.ts";
 import { ProtocolError } from "../protocol/errors.ts";

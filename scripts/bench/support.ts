@@ -228,7 +228,11 @@ export async function profiled<T>(
   await startProfiling(samplingUs);
   // The children start on the signal. A start stalls a process (for most of a second in a
   // server holding 15,000 connections), so what is measured begins once each says it samples.
-  await Promise.all(procs.map((p) => untilFile(join(dir, `${p.name}-${p.pid}.started`), signal)));
+  await Promise.all(procs.map(async (p) => {
+    const started = join(dir, `${p.name}-${p.pid}.started`);
+    await untilFile(started, signal);
+    await Deno.remove(started);
+  }));
   await sleep(50, signal);
   let result: T;
   let own: CpuProfile;
@@ -250,15 +254,12 @@ export async function profiled<T>(
   return { result, profiles };
 }
 
-/** The text of the file a child writes at `path` (removed once read), within 30 s. */
+/** The text of the file a child writes at `path`, once it is there (within 30 s). */
 async function untilFile(path: string, signal?: AbortSignal): Promise<string> {
   const started = performance.now();
   for (;;) {
     const text = await Deno.readTextFile(path).catch(() => undefined);
-    if (text !== undefined) {
-      if (path.endsWith(".started")) await Deno.remove(path);
-      return text;
-    }
+    if (text !== undefined) return text;
     if (performance.now() - started > 30_000) throw new Error(`no ${path} within 30 s`);
     await sleep(20, signal);
   }
