@@ -17,7 +17,6 @@
  * const { send } = alice.session(); // bob.session().receive decrypts what send encrypts
  * ```
  */
-import { createHash, hkdfSync } from "node:crypto";
 import { concatBytes } from "./bytes.ts";
 import { CryptoError } from "./errors.ts";
 import {
@@ -28,6 +27,7 @@ import {
   TAG_LEN,
   TransportCipher,
 } from "./noise_cipher.ts";
+import { noiseHkdf, sha256 as sha256Small } from "./sha256_small.ts";
 import { dh, DH_LEN, generateKeyPair, type KeyPair } from "./x25519.ts";
 
 export { CRYPTO_ERROR_CODES, CryptoError, type CryptoErrorCode } from "./errors.ts";
@@ -56,14 +56,12 @@ export const PSK_LEN = 32;
 const EMPTY = new Uint8Array(0);
 
 /**
- * SHA-256 of the concatenated inputs (Noise's HASH). Computed synchronously with node:crypto:
- * a handshake hashes dozens of short inputs, and a trip through WebCrypto's thread pool for
- * each costs more than the hashing.
+ * SHA-256 of the concatenated inputs (Noise's HASH). Synchronous and in plain TypeScript for
+ * short inputs (sha256_small.ts): a handshake hashes a dozen of them, and an op per hash (or a
+ * trip through WebCrypto's thread pool) costs more than the hashing.
  */
 function sha256(...parts: readonly Uint8Array[]): Promise<Uint8Array<ArrayBuffer>> {
-  const hash = createHash("sha256");
-  for (const part of parts) hash.update(part);
-  return Promise.resolve(new Uint8Array(hash.digest()));
+  return Promise.resolve(sha256Small(...parts));
 }
 
 /**
@@ -71,8 +69,8 @@ function sha256(...parts: readonly Uint8Array[]): Promise<Uint8Array<ArrayBuffer
  *
  * Noise defines it as temp_key = HMAC(chaining_key, ikm), output1 = HMAC(temp_key, 0x01),
  * output(i) = HMAC(temp_key, output(i-1) || byte(i)). That is exactly RFC 5869 HKDF with
- * salt = chaining_key, empty info and 32·n output bytes, so one HKDF call computes it where
- * the HMAC chain takes five; the tests check it against the literal chain.
+ * salt = chaining_key, empty info and 32·n output bytes (the tests check it against the
+ * literal chain); sha256_small.ts computes it with each HMAC key's padded blocks compressed once.
  */
 export function hkdf(
   chainingKey: Uint8Array,
@@ -89,11 +87,8 @@ export function hkdf(
   inputKeyMaterial: Uint8Array,
   outputs: 2 | 3,
 ): Promise<Uint8Array<ArrayBuffer>[]> {
-  // Synchronous (node:crypto), for the same reason as sha256 above.
-  const bits = hkdfSync("sha256", inputKeyMaterial, chainingKey, EMPTY, outputs * HASH_LEN);
-  return Promise.resolve(
-    Array.from({ length: outputs }, (_, i) => new Uint8Array(bits, i * HASH_LEN, HASH_LEN)),
-  );
+  // Synchronous, for the same reason as sha256 above.
+  return Promise.resolve(noiseHkdf(chainingKey, inputKeyMaterial, outputs));
 }
 
 /**
