@@ -81,7 +81,13 @@ const STEPS: [string, (fn: string, url: string) => boolean][] = [
       url.includes("crypto/x25519.ts") || url.includes("crypto/ed25519.ts") ||
       /x25519|ed25519|sign|verify|DiffieHellman|generateKeyPair/i.test(fn),
   ],
-  ["SHA-256", (fn, url) => /Hash|hash|digest/.test(fn) && !url.includes("/lib/client/")],
+  [
+    // With Noise's HKDF (HMAC-SHA256): sha256_small.ts computes both, node:crypto's op_node_hkdf.
+    "SHA-256",
+    (fn, url) =>
+      url.includes("sha256_small.ts") ||
+      /Hash|hash|digest|hkdf/.test(fn) && !url.includes("/lib/client/"),
+  ],
   [
     "SQLite",
     (fn, url) =>
