@@ -128,13 +128,15 @@ export class Database implements Disposable {
 
   /** Runs `work` in one write transaction: all of it is committed, or none. */
   transaction<T>(work: () => T): T {
-    this.#db.exec("BEGIN IMMEDIATE");
+    // Prepared once like any statement: exec() parsed these again at every transaction (a group
+    // member commits one per message).
+    this.sql("BEGIN IMMEDIATE").run();
     try {
       const result = work();
-      this.#db.exec("COMMIT");
+      this.sql("COMMIT").run();
       return result;
     } catch (error) {
-      this.#db.exec("ROLLBACK");
+      this.sql("ROLLBACK").run();
       throw error;
     }
   }
