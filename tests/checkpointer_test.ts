@@ -60,3 +60,44 @@ Deno.test("Checkpointer gives up on a database it cannot open, and says so to it
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Polls `ready` every 10 ms until it holds, or fails after `ms`. */
+async function until(ready: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`not ${what} within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+Deno.test("Database with checkpointOffThread folds a small log itself and a grown one on its worker", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "confab-checkpointer-" });
+  const path = join(dir, "db.sqlite");
+  try {
+    using db = new Database(path, SCHEMA, { checkpointOffThread: true, checkpointEveryMs: 20 });
+    assert.equal(db.checkpointsOffThread, true);
+    const insert = db.sql("INSERT INTO t (text) VALUES (?)");
+    insert.run("a few pages");
+    // A timer round over a log of a few pages: this thread folds it, no worker is started. A
+    // write after a checkpoint that folded everything starts the log over, which bumps the
+    // checkpoint sequence in its header.
+    const log = () => {
+      const bytes = Deno.readFileSync(`${path}-wal`);
+      return { size: bytes.length, seq: new DataView(bytes.buffer).getUint32(12) };
+    };
+    const first = log().seq;
+    await until(() => {
+      insert.run("another");
+      return log().seq !== first;
+    }, "folded on this thread");
+    assert.ok(log().size < 1024 * 1024);
+    assert.equal(db.checkpointWorkerStarted, false, "no worker for a small log");
+    // Past 1 MiB of log, the next round hands it to the worker.
+    db.transaction(() => {
+      for (let i = 0; i < 1500; i++) insert.run("x".repeat(1000));
+    });
+    await until(() => db.checkpointWorkerStarted, "handed to the worker");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

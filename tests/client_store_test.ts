@@ -560,3 +560,10 @@ Deno.test("ClientStore.loggedAuthors() lists each author of a group once, whatev
   assert.deepEqual(store.loggedAuthors("other"), ["erin"]);
   assert.deepEqual(store.loggedAuthors("none"), []);
 });
+
+Deno.test("ClientStore folds its write-ahead log on a worker thread once it grows", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  // On the thread that carries the chats, a checkpoint's fsyncs stalled it up to 180 ms.
+  assert.equal(store.checkpointsOffThread, true);
+});

@@ -120,3 +120,10 @@ Deno.test("SqliteStore migrates a version 3 mailbox, keeping its mail in order",
     check.close();
   }
 });
+
+Deno.test("SqliteStore folds its write-ahead log on a worker thread once it grows", async () => {
+  await using dir = await tempDir();
+  await using store = new SqliteStore(dir.path);
+  // On the server's thread a checkpoint's fsyncs stall every connection's lookups behind it.
+  assert.equal(store.checkpointsOffThread, true);
+});

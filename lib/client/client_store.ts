@@ -259,6 +259,11 @@ export class ClientStore implements Disposable {
     this.#index(); // what a previous run stored but did not index
   }
 
+  /** Whether the log is folded on a worker thread once it grows (see lib/util/sqlite.ts). */
+  get checkpointsOffThread(): boolean {
+    return this.#db.checkpointsOffThread;
+  }
+
   /**
    * Brings the full-text index up to date with the messages stored since the last batch (in
    * one transaction). A search does this first, so it never misses a stored message.

@@ -99,6 +99,11 @@ export class SqliteStore implements ServerStore {
     });
   }
 
+  /** Whether the log is folded on a worker thread once it grows (see lib/util/sqlite.ts). */
+  get checkpointsOffThread(): boolean {
+    return this.#db.checkpointsOffThread;
+  }
+
   get location(): string {
     return this.path;
   }

@@ -34,13 +34,15 @@ export class Database implements Disposable {
    * SQLite gives the write-ahead log and shared-memory files the mode of the database file.
    * @param options.checkpointOffThread fold the log back on a worker thread (see Checkpointer),
    * so the checkpoint's fsyncs never stall this thread.
+   * @param options.checkpointEveryMs how often the log is looked at (tests make it short).
    */
   constructor(
     path: string,
     migrations: readonly string[],
-    options: { checkpointOffThread?: boolean } = {},
+    options: { checkpointOffThread?: boolean; checkpointEveryMs?: number } = {},
   ) {
     this.path = path;
+    this.checkpointsOffThread = options.checkpointOffThread === true;
     if (options.checkpointOffThread) {
       this.#checkpointer = new Checkpointer(path, { onDone: () => this.#checkpointed() });
     }
@@ -55,7 +57,18 @@ export class Database implements Disposable {
     this.#db.exec("PRAGMA wal_autocheckpoint = 0");
     if (this.#checkpointer) this.#db.exec(`PRAGMA journal_size_limit = ${LOG_KEPT_BYTES}`);
     this.#migrate(migrations);
-    this.#timer = setInterval(() => this.#checkpointSoon(), CHECKPOINT_EVERY_MS);
+    this.#timer = setInterval(
+      () => this.#checkpointSoon(),
+      options.checkpointEveryMs ?? CHECKPOINT_EVERY_MS,
+    );
+  }
+
+  /** Whether the log may be folded on a worker thread (the `checkpointOffThread` option). */
+  readonly checkpointsOffThread: boolean;
+
+  /** Whether the worker thread was started: the log grew past what this thread folds itself. */
+  get checkpointWorkerStarted(): boolean {
+    return this.#checkpointer?.started ?? false;
   }
 
   /** The timer's checkpoint: on the checkpointer's thread when there is one and it pays. */
