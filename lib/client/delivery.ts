@@ -34,6 +34,7 @@ import { groupHandle, groupMessageStatement } from "../peer/group_state.ts";
 import { type ClientContext, ClientError } from "./context.ts";
 import type { PeerLinks } from "./peer_links.ts";
 import type { ServerSession, Session } from "./server_session.ts";
+import { KickLines } from "../util/kick_lines.ts";
 
 /** Ids of received messages remembered in memory to drop duplicates fast (the store has all). */
 const SEEN_IDS = 10_000;
@@ -174,8 +175,8 @@ export class Delivery {
   readonly #statusDue = new Map<string, string>();
   /** My group messages being sent now: how many of their copies are not acked yet. */
   readonly #unacked = new Map<string, number>();
-  /** The group line of each recipient (name key); `again` asks it for one more pass. */
-  readonly #groupLines = new Map<string, { again: boolean; done: Promise<void> }>();
+  /** The group line of each recipient (name key): a kick asks it for one more pass. */
+  readonly #groupLines = new KickLines();
   /**
    * Per recipient (name key), every group copy owed to them, oldest first, when this process
    * knows it without reading the store: their line read the store to the end, and the copies
@@ -770,22 +771,12 @@ export class Delivery {
     // Owed more than the copies of my new messages (`known`: added to #owed already): the line
     // reads the store again.
     if (!options.known) this.#owedOf(session).delete(key);
-    const running = this.#groupLines.get(key);
-    if (running) {
-      running.again = true;
-      return running.done;
-    }
-    const line = { again: true, done: Promise.resolve() };
     // Never fails: callers start lines without waiting. A line stopped by an error (its store
     // closed by a logout meanwhile, say) leaves its copies owed, as a lost link does.
-    line.done = this.serial(member, async () => {
-      while (line.again && this.#session.current === session && !this.#ctx.closing) {
-        line.again = false;
-        await this.#groupLine(session, member);
-      }
-    }).catch(() => {}).finally(() => this.#groupLines.delete(key));
-    this.#groupLines.set(key, line);
-    return line.done;
+    return this.#groupLines.kick(key, () => this.#groupLine(session, member), {
+      go: () => this.#session.current === session && !this.#ctx.closing,
+      start: (loop) => this.serial(member, loop),
+    });
   }
 
   /** {@link #owed}, for `session`. */
