@@ -15,6 +15,7 @@ import { toBase64Url } from "../lib/util/base64.ts";
 import { RawConn } from "./support/raw_conn.ts";
 import { signupFields } from "./support/accounts.ts";
 import { startServer } from "./support/processes.ts";
+import { sharedServer } from "./support/shared_server.ts";
 import { DEFAULT_PASSWORD_COST } from "../lib/server/accounts.ts";
 
 /** A raw, encrypted control connection to `port`. */
@@ -25,8 +26,10 @@ async function control(port: number): Promise<RawConn> {
   return raw;
 }
 
-Deno.test("a signup with a small-order identity key (the all-zero key) is refused", async () => {
-  await using server = await startServer();
+/** The scenarios that neither throttle 127.0.0.1, need flags, nor read the database. */
+const shared = sharedServer("accounts: scenarios on one server");
+
+shared.test("a signup with a small-order identity key (the all-zero key) is refused", async ({ server, user }) => {
   await using raw = await control(server.port);
   // With the all-zero key, the all-zero signature verifies for about a quarter of all
   // statements: try mail keys until one "verifies", as an attacker would.
@@ -41,14 +44,14 @@ Deno.test("a signup with a small-order identity key (the all-zero key) is refuse
   let mailKey = "";
   for (let i = 0; i < 200 && !mailKey; i++) {
     const candidate = (await MailKey.generate()).publicKey;
-    const statement = mailKeyStatement("mallory", candidate);
+    const statement = mailKeyStatement(user("mallory"), candidate);
     if (await crypto.subtle.verify("Ed25519", zeroKey, zeroSig, statement)) mailKey = candidate;
   }
   assert.ok(mailKey, "found a mail key the all-zero key 'signs'");
   const reply = await raw.request({
     type: "signup",
     id: 1,
-    user: "mallory",
+    user: user("mallory"),
     password: "secret-pw",
     publicKey: toBase64Url(new Uint8Array(32)),
     mailKey,
@@ -58,7 +61,7 @@ Deno.test("a signup with a small-order identity key (the all-zero key) is refuse
   assert.equal(reply.code, "BAD_MESSAGE");
   assert.match(String(reply.message), /identity key/);
   // A real key still signs up.
-  assert.deepEqual(await raw.request({ ...await signupFields("alice"), id: 2 }), {
+  assert.deepEqual(await raw.request({ ...await signupFields(user("alice")), id: 2 }), {
     type: "ok",
     id: 2,
   });
@@ -120,10 +123,12 @@ Deno.test("signups from one address are rate limited", async () => {
   assert.match(String(refused.message), /too many signups from .*; try again in \d+ min/);
 });
 
+// Its own server: it needs a password cost of its own.
 Deno.test("probing for taken names through signup is checked first, throttled, and as slow as a signup", async () => {
   // At the suite's cheap cost (CONFAB_PASSWORD_COST=10) a hash is about a millisecond, less than
   // the commit of a new account and the machine's noise: a hash must be what is measured.
   await using server = await startServer({ args: ["--password-cost", "14"] });
+  const user = (name: string) => name;
   await using raw = await control(server.port);
   let id = 0;
   const ask = async (message: { type: string; [k: string]: unknown }) => {
@@ -131,19 +136,19 @@ Deno.test("probing for taken names through signup is checked first, throttled, a
     const reply = await raw.request({ ...message, id: ++id });
     return { reply, ms: performance.now() - started };
   };
-  const made = await ask(await signupFields("alice"));
+  const made = await ask(await signupFields(user("alice")));
   assert.equal(made.reply.type, "ok");
   // A request that is not a valid signup gets no answer about the name.
-  const forged = await ask({ ...await signupFields("alice"), mailKeySig: "A".repeat(86) });
+  const forged = await ask({ ...await signupFields(user("alice")), mailKeySig: "A".repeat(86) });
   assert.equal(forged.reply.code, "BAD_MESSAGE", JSON.stringify(forged.reply));
   // A taken name costs as much as a new account: a password hash each time.
   const fresh: number[] = [made.ms];
   const taken: number[] = [];
   for (let i = 0; i < 3; i++) {
-    const exists = await ask(await signupFields("alice"));
+    const exists = await ask(await signupFields(user("alice")));
     assert.equal(exists.reply.code, "USER_EXISTS");
     taken.push(exists.ms);
-    const created = await ask(await signupFields(`fresh${i}`));
+    const created = await ask(await signupFields(user(`fresh${i}`)));
     assert.equal(created.reply.type, "ok");
     fresh.push(created.ms);
   }
@@ -247,19 +252,17 @@ async function loggedIn(port: number, key: KeyPair, user = "alice"): Promise<str
   return String(welcome.token);
 }
 
-Deno.test("a session token presented from another client key is refused (tokens are bound to the client that logged in)", async () => {
-  await using server = await startServer();
+shared.test("a session token presented from another client key is refused (tokens are bound to the client that logged in)", async ({ server, user }) => {
   const client = await generateKeyPair();
-  const token = await loggedIn(server.port, client);
+  const token = await loggedIn(server.port, client, user("alice"));
   const thief = await resumeAs(server.port, await generateKeyPair(), token);
   assert.equal(thief.code, "BAD_TOKEN", JSON.stringify(thief));
   assert.equal((await resumeAs(server.port, client, token)).type, "welcome");
 });
 
-Deno.test("a session token is rotated at every resume: an older one cannot be replayed", async () => {
-  await using server = await startServer();
+shared.test("a session token is rotated at every resume: an older one cannot be replayed", async ({ server, user }) => {
   const client = await generateKeyPair();
-  const t1 = await loggedIn(server.port, client);
+  const t1 = await loggedIn(server.port, client, user("alice"));
   const r2 = await resumeAs(server.port, client, t1);
   assert.equal(r2.type, "welcome");
   const t2 = String(r2.token);
@@ -271,10 +274,9 @@ Deno.test("a session token is rotated at every resume: an older one cannot be re
   assert.equal((await resumeAs(server.port, client, t1)).code, "BAD_TOKEN");
 });
 
-Deno.test("logout revokes the session token, and the one it replaced", async () => {
-  await using server = await startServer();
+shared.test("logout revokes the session token, and the one it replaced", async ({ server, user }) => {
   const client = await generateKeyPair();
-  const t1 = await loggedIn(server.port, client);
+  const t1 = await loggedIn(server.port, client, user("alice"));
   await using raw = await controlAs(server.port, client);
   const resumed = await raw.request({ type: "resume", id: 1, token: t1, peerPort: 5555 });
   assert.equal(resumed.type, "welcome");
