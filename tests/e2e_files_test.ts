@@ -10,7 +10,8 @@ import { OFF_THREAD_FROM } from "../lib/client/file_hash.ts";
 import { Identity } from "../lib/peer/identity.ts";
 import { CraftedPeer } from "./support/crafted_peer.ts";
 import { crowd, disposeAll, membersAre, meshed } from "./support/groups.ts";
-import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
+import { type Event, TestClient, type TestServer } from "./support/processes.ts";
+import { sharedServer } from "./support/shared_server.ts";
 
 const MiB = 1024 * 1024;
 /** Deadline for waits on big transfers (others run tests on this machine too). */
@@ -97,9 +98,13 @@ function lineIndex(client: TestClient, type: string, test: (e: Event) => boolean
   });
 }
 
-/** alice and bob, contacts of each other, with alice in a chat with bob (a live link). */
+/**
+ * alice and bob (named by `user`), contacts of each other, with alice in a chat with bob (a
+ * live link).
+ */
 async function pair(
   server: TestServer,
+  user: (name: string) => string,
   options: {
     alice?: Parameters<typeof TestClient.start>[2];
     bobArgs?: string[];
@@ -107,12 +112,13 @@ async function pair(
     bobAsks?: boolean;
   } = {},
 ): Promise<{ alice: TestClient; bob: TestClient }> {
-  const [alice, bob] = await crowd(server, ["alice", "bob"], {
-    alice: { ...options.alice, args: [...AUTO, ...options.alice?.args ?? []] },
-    bob: { args: [...options.bobAsks ? [] : AUTO, ...options.bobArgs ?? []] },
+  const [A, B] = [user("alice"), user("bob")];
+  const [alice, bob] = await crowd(server, [A, B], {
+    [A]: { ...options.alice, args: [...AUTO, ...options.alice?.args ?? []] },
+    [B]: { args: [...options.bobAsks ? [] : AUTO, ...options.bobArgs ?? []] },
   }) as [TestClient, TestClient];
-  await alice.send("chat bob");
-  await alice.event("chat_opened", { with: "bob", online: true });
+  await alice.send(`chat ${B}`);
+  await alice.event("chat_opened", { with: B, online: true });
   return { alice, bob };
 }
 
@@ -137,12 +143,17 @@ async function resetPeak(pid: number): Promise<boolean> {
   }
 }
 
+/**
+ * Every scenario of this file shares one server: none kills, freezes or restarts it (the
+ * clients do the transfers; the server only introduces them), and each names its own users.
+ */
+const shared = sharedServer("files: scenarios on one server");
+
 // ---- arrival -------------------------------------------------------------------------------
 
-Deno.test("a random binary file arrives byte-identical, 1:1", async () => {
-  await using server = await startServer();
+shared.test("a random binary file arrives byte-identical, 1:1", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
-  const { alice, bob } = await pair(server);
+  const { alice, bob } = await pair(server, user);
   try {
     const path = await randomFile(dir, "photo.bin", 3 * MiB + 123);
     await alice.send(`/s ${path}`);
@@ -150,31 +161,31 @@ Deno.test("a random binary file arrives byte-identical, 1:1", async () => {
     await alice.event("transfer_done", { direction: "out" }, 60_000);
     assert.equal(done.name, "photo.bin");
     assert.equal(await sha256Of(String(done.savedAs)), await sha256Of(path));
-    assert.equal(String(done.savedAs), join(downloadsOf(bob, "bob"), "photo.bin"));
+    assert.equal(String(done.savedAs), join(downloadsOf(bob, user("bob")), "photo.bin"));
   } finally {
     await disposeAll([alice, bob]);
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("a file shared in a 3-member group arrives byte-identical at each member", async () => {
-  await using server = await startServer();
+shared.test("a file shared in a 3-member group arrives byte-identical at each member", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
-  const clients = await crowd(server, ["alice", "bob", "carol"], autoAll("alice", "bob", "carol"));
+  const [A, B, C] = [user("alice"), user("bob"), user("carol")];
+  const clients = await crowd(server, [A, B, C], autoAll(A, B, C));
   const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
   try {
-    await alice.send("chat bob");
-    await alice.event("chat_opened", { with: "bob", online: true });
-    await alice.send("/a carol");
+    await alice.send(`chat ${B}`);
+    await alice.event("chat_opened", { with: B, online: true });
+    await alice.send(`/a ${C}`);
     const group = String((await alice.event("group_opened")).group);
-    for (const c of clients) await membersAre(c, group, ["alice", "bob", "carol"]);
+    for (const c of clients) await membersAre(c, group, [A, B, C]);
     await meshed(clients);
 
     const path = await randomFile(dir, "group.bin", 2 * MiB + 7);
     const want = await sha256Of(path);
     await alice.send(`/s ${path}`);
     for (const member of [bob, carol]) {
-      const done = await member.event("transfer_done", { direction: "in", peer: "alice" }, 60_000);
+      const done = await member.event("transfer_done", { direction: "in", peer: A }, 60_000);
       assert.equal(done.name, "group.bin");
       assert.equal(done.sha256, want);
       assert.equal(String(done.savedAs), join(downloadsOf(member, member.proc.name), "group.bin"));
@@ -184,24 +195,24 @@ Deno.test("a file shared in a 3-member group arrives byte-identical at each memb
       await alice.event("transfer_done", { direction: "out" }, 60_000),
       await alice.event("transfer_done", { direction: "out" }, 60_000),
     ];
-    assert.deepEqual(sent.map((e) => e.peer).sort(), ["bob", "carol"]);
+    assert.deepEqual(sent.map((e) => e.peer).sort(), [B, C]);
   } finally {
     await disposeAll(clients);
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("a frozen member does not stall a group transfer to the others", async () => {
-  await using server = await startServer();
+shared.test("a frozen member does not stall a group transfer to the others", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
-  const clients = await crowd(server, ["alice", "bob", "carol"], autoAll("alice", "bob", "carol"));
+  const [A, B, C] = [user("alice"), user("bob"), user("carol")];
+  const clients = await crowd(server, [A, B, C], autoAll(A, B, C));
   const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
   try {
-    await alice.send("chat bob");
-    await alice.event("chat_opened", { with: "bob", online: true });
-    await alice.send("/a carol");
+    await alice.send(`chat ${B}`);
+    await alice.event("chat_opened", { with: B, online: true });
+    await alice.send(`/a ${C}`);
     const group = String((await alice.event("group_opened")).group);
-    for (const c of clients) await membersAre(c, group, ["alice", "bob", "carol"]);
+    for (const c of clients) await membersAre(c, group, [A, B, C]);
     await meshed(clients);
 
     carol.proc.kill("SIGSTOP");
@@ -210,10 +221,10 @@ Deno.test("a frozen member does not stall a group transfer to the others", async
       await alice.send(`/s ${path}`);
       // Bob gets all of it, while carol's copy goes nowhere; hers fails on its own. The two
       // outcomes at alice's end come in either order.
-      const done = await bob.event("transfer_done", { direction: "in", peer: "alice" }, 60_000);
+      const done = await bob.event("transfer_done", { direction: "in", peer: A }, 60_000);
       assert.equal(done.sha256, await sha256Of(path));
-      await alice.anyEvent("transfer_done", { direction: "out", peer: "bob" }, 60_000);
-      await alice.anyEvent("transfer_failed", { direction: "out", peer: "carol" }, 60_000);
+      await alice.anyEvent("transfer_done", { direction: "out", peer: B }, 60_000);
+      await alice.anyEvent("transfer_failed", { direction: "out", peer: C }, 60_000);
     } finally {
       carol.proc.kill("SIGCONT");
     }
@@ -223,10 +234,9 @@ Deno.test("a frozen member does not stall a group transfer to the others", async
   }
 });
 
-Deno.test("a slow receiver holds the sender back: what is sent and not yet written stays bounded", async () => {
-  await using server = await startServer();
+shared.test("a slow receiver holds the sender back: what is sent and not yet written stays bounded", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
-  const { alice, bob } = await pair(server);
+  const { alice, bob } = await pair(server, user);
   const size = 192 * MiB;
   let slowing = true;
   let throttle: Promise<void> = Promise.resolve();
@@ -278,10 +288,9 @@ Deno.test("a slow receiver holds the sender back: what is sent and not yet writt
 
 // ---- memory --------------------------------------------------------------------------------
 
-Deno.test("a 512 MiB transfer keeps each side's peak RSS within 64 MiB of its idle RSS", async () => {
-  await using server = await startServer();
+shared.test("a 512 MiB transfer keeps each side's peak RSS within 64 MiB of its idle RSS", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
-  const { alice, bob } = await pair(server);
+  const { alice, bob } = await pair(server, user);
   try {
     const size = 512 * MiB;
     const path = await randomFile(dir, "big.bin", size);
@@ -344,18 +353,18 @@ async function snapshot(
   return out;
 }
 
-Deno.test("hostile file names from a crafted peer all land inside downloads, cleaned", async () => {
-  await using server = await startServer();
+shared.test("hostile file names from a crafted peer all land inside downloads, cleaned", async ({ server, user }) => {
   // Bob's home sits in a folder of its own, so a name that climbs out of it is seen.
   const outer = await Deno.makeTempDir({ prefix: "confab-outer-" });
   const bobHome = join(outer, "home");
   await Deno.mkdir(bobHome);
-  const bob = await TestClient.start("bob", server, {
+  const [B, M] = [user("bob"), user("mallory")];
+  const bob = await TestClient.start(B, server, {
     home: bobHome,
     args: ["--peer-timeout", "30", ...AUTO],
   });
   try {
-    await bob.signup("bob");
+    await bob.signup(B);
     const { peerPort } = bob.events().find((e) => e.type === "ready")! as unknown as {
       peerPort: number;
     };
@@ -363,16 +372,16 @@ Deno.test("hostile file names from a crafted peer all land inside downloads, cle
     // mallory is a real user (the directory has her key), but she talks through a crafted peer.
     let identity: Identity;
     {
-      await using mallory = await TestClient.start("mallory", server);
-      await mallory.signup("mallory");
-      await mallory.send("contacts add bob");
-      await mallory.event("contact_added", { user: "bob" });
-      identity = (await Identity.load(join(mallory.home, "mallory", "identity.json")))!;
+      await using mallory = await TestClient.start(M, server);
+      await mallory.signup(M);
+      await mallory.send(`contacts add ${B}`);
+      await mallory.event("contact_added", { user: B });
+      identity = (await Identity.load(join(mallory.home, M, "identity.json")))!;
     }
-    await bob.send("contacts add mallory");
-    await bob.event("contact_added", { user: "mallory" });
+    await bob.send(`contacts add ${M}`);
+    await bob.event("contact_added", { user: M });
 
-    const downloads = downloadsOf(bob, "bob");
+    const downloads = downloadsOf(bob, user("bob"));
     const existing = new TextEncoder().encode("bob's own file, not to be overwritten\n");
     await Deno.writeFile(join(downloads, "existing.txt"), existing);
     // Where "../../etc/passwd" and "../../../etc/passwd" from downloads would land.
@@ -387,8 +396,8 @@ Deno.test("hostile file names from a crafted peer all land inside downloads, cle
     const before = await snapshot(outer, skip);
 
     await using peer = await CraftedPeer.dial(peerPort, {
-      me: "mallory",
-      to: "bob",
+      me: M,
+      to: B,
       identity,
     });
 
@@ -453,7 +462,7 @@ Deno.test("hostile file names from a crafted peer all land inside downloads, cle
       assert.ok(new TextEncoder().encode(name).length <= 200, `${name.length} chars`);
     }
     assert.deepEqual(await Deno.readFile(join(downloads, "existing.txt")), existing);
-    assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
+    assert.deepEqual(await listDir(partialsOf(bob, user("bob"))), []);
     assert.deepEqual(await snapshot(outer, skip), before, "nothing outside downloads changed");
     for (const s of sentinels) assert.equal(await Deno.readTextFile(s), "root:x:0:0:sentinel\n");
   } finally {
@@ -470,10 +479,11 @@ for (
     [OFF_THREAD_FROM + 3 * MiB + 7, "hashed by a worker"],
   ] as const
 ) {
-  Deno.test(`a file damaged on the way fails the SHA-256 check, on both sides, and is not kept (${how})`, async () => {
-    await using server = await startServer();
+  shared.test(`a file damaged on the way fails the SHA-256 check, on both sides, and is not kept (${how})`, async ({ server, user }) => {
     const dir = await Deno.makeTempDir();
-    const { alice, bob } = await pair(server, { alice: { env: { CONFAB_FAULT: "corrupt-file" } } });
+    const { alice, bob } = await pair(server, user, {
+      alice: { env: { CONFAB_FAULT: "corrupt-file" } },
+    });
     try {
       const path = await randomFile(dir, "damaged.bin", size);
       await alice.send(`/s ${path}`);
@@ -482,8 +492,8 @@ for (
       assert.equal(failed.kept, false);
       const told = await alice.event("transfer_failed", { direction: "out" }, 60_000);
       assert.match(String(told.reason), /SHA-256/);
-      assert.deepEqual(await listDir(downloadsOf(bob, "bob")), []);
-      assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
+      assert.deepEqual(await listDir(downloadsOf(bob, user("bob"))), []);
+      assert.deepEqual(await listDir(partialsOf(bob, user("bob"))), []);
       assert.equal(lineIndex(bob, "transfer_done", () => true), -1);
     } finally {
       await disposeAll([alice, bob]);
@@ -492,12 +502,11 @@ for (
   });
 }
 
-Deno.test("the sender killed -9 mid-transfer: the part waits aside and sharing again resumes without asking again", async () => {
-  await using server = await startServer();
+shared.test("the sender killed -9 mid-transfer: the part waits aside and sharing again resumes without asking again", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
   // alice's home is ours: it must outlive her first process.
   const aliceHome = await Deno.makeTempDir({ prefix: "confab-alice-" });
-  const { alice, bob } = await pair(server, { alice: { home: aliceHome }, bobAsks: true });
+  const { alice, bob } = await pair(server, user, { alice: { home: aliceHome }, bobAsks: true });
   let alice2: TestClient | undefined;
   try {
     const size = 256 * MiB;
@@ -520,16 +529,20 @@ Deno.test("the sender killed -9 mid-transfer: the part waits aside and sharing a
     const failed = await bob.event("transfer_failed", { direction: "in" });
     assert.equal(failed.kept, true);
     assert.ok(Number(failed.bytes) > 0 && Number(failed.bytes) < size, String(failed.bytes));
-    assert.deepEqual(await listDir(downloadsOf(bob, "bob")), [], "nothing partial in downloads");
-    const parts = await listDir(partialsOf(bob, "bob"));
+    assert.deepEqual(
+      await listDir(downloadsOf(bob, user("bob"))),
+      [],
+      "nothing partial in downloads",
+    );
+    const parts = await listDir(partialsOf(bob, user("bob")));
     assert.equal(parts.length, 1);
-    const kept = (await Deno.stat(join(partialsOf(bob, "bob"), parts[0]!))).size;
+    const kept = (await Deno.stat(join(partialsOf(bob, user("bob")), parts[0]!))).size;
     assert.ok(kept >= Number(progress.bytes) && kept < size, `${kept} bytes kept`);
 
-    alice2 = await TestClient.start("alice", server, { home: aliceHome, args: AUTO });
-    await alice2.login("alice");
-    await alice2.send("chat bob");
-    await alice2.event("chat_opened", { with: "bob", online: true });
+    alice2 = await TestClient.start(user("alice"), server, { home: aliceHome, args: AUTO });
+    await alice2.login(user("alice"));
+    await alice2.send(`chat ${user("bob")}`);
+    await alice2.event("chat_opened", { with: user("bob"), online: true });
     await alice2.send(`/s ${path}`);
     const sent = await alice2.event("transfer_done", { direction: "out" }, BIG_MS);
     const received = await bob.event("transfer_done", { direction: "in" }, BIG_MS);
@@ -539,9 +552,9 @@ Deno.test("the sender killed -9 mid-transfer: the part waits aside and sharing a
     assert.ok(Number(sent.bytes) < size, `${sent.bytes} bytes sent again`);
     assert.equal(Number(sent.resumedFrom) + Number(sent.bytes), size);
     assert.equal(received.resumedFrom, sent.resumedFrom);
-    assert.equal(String(received.savedAs), join(downloadsOf(bob, "bob"), "resume.bin"));
+    assert.equal(String(received.savedAs), join(downloadsOf(bob, user("bob")), "resume.bin"));
     assert.equal(await sha256Of(String(received.savedAs)), want);
-    assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
+    assert.deepEqual(await listDir(partialsOf(bob, user("bob"))), []);
   } finally {
     await disposeAll([alice, bob, ...(alice2 ? [alice2] : [])]);
     await Deno.remove(dir, { recursive: true });
@@ -549,18 +562,20 @@ Deno.test("the sender killed -9 mid-transfer: the part waits aside and sharing a
   }
 });
 
-Deno.test("a chat message sent during a large transfer arrives before the transfer ends", async () => {
-  await using server = await startServer();
+shared.test("a chat message sent during a large transfer arrives before the transfer ends", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
-  const { alice, bob } = await pair(server);
+  const { alice, bob } = await pair(server, user);
   try {
     const path = await randomFile(dir, "large.bin", 256 * MiB);
     await alice.send(`/s ${path}`);
     await bob.event("transfer_progress", { direction: "in" }, BIG_MS);
     await alice.send("still there? the file is on its way");
-    await bob.event("message", { from: "alice", text: "still there? the file is on its way" });
+    await bob.event("message", {
+      from: user("alice"),
+      text: "still there? the file is on its way",
+    });
     await bob.event("transfer_done", { direction: "in" }, BIG_MS);
-    const message = lineIndex(bob, "message", (e) => e.from === "alice");
+    const message = lineIndex(bob, "message", (e) => e.from === user("alice"));
     const done = lineIndex(bob, "transfer_done", (e) => e.direction === "in");
     assert.ok(message >= 0 && message < done, `message at line ${message}, done at ${done}`);
     await alice.event("transfer_done", { direction: "out" }, BIG_MS);
@@ -570,10 +585,9 @@ Deno.test("a chat message sent during a large transfer arrives before the transf
   }
 });
 
-Deno.test("the receiver refuses a file above --max-file-size, and both sides say why", async () => {
-  await using server = await startServer();
+shared.test("the receiver refuses a file above --max-file-size, and both sides say why", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
-  const { alice, bob } = await pair(server, { bobArgs: ["--max-file-size", "1M"] });
+  const { alice, bob } = await pair(server, user, { bobArgs: ["--max-file-size", "1M"] });
   try {
     const path = await randomFile(dir, "too-big.bin", 2 * MiB);
     await alice.send(`/s ${path}`);
@@ -581,21 +595,20 @@ Deno.test("the receiver refuses a file above --max-file-size, and both sides say
     assert.match(String(failed.reason), /larger than the receiver's limit/);
     const error = await bob.event("error", { code: "FILE_TOO_LARGE" });
     assert.match(String(error.message), /too-big\.bin/);
-    assert.deepEqual(await listDir(downloadsOf(bob, "bob")), []);
-    assert.deepEqual(await listDir(partialsOf(bob, "bob")), []);
+    assert.deepEqual(await listDir(downloadsOf(bob, user("bob"))), []);
+    assert.deepEqual(await listDir(partialsOf(bob, user("bob"))), []);
   } finally {
     await disposeAll([alice, bob]);
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("a receiver that cannot save the file says so to both sides and keeps the link", async () => {
-  await using server = await startServer();
+shared.test("a receiver that cannot save the file says so to both sides and keeps the link", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
-  const { alice, bob } = await pair(server);
+  const { alice, bob } = await pair(server, user);
   try {
     // Something in the way of the downloads folder (a plain file where it should be).
-    const downloads = downloadsOf(bob, "bob");
+    const downloads = downloadsOf(bob, user("bob"));
     await Deno.remove(downloads, { recursive: true });
     await Deno.writeTextFile(downloads, "not a folder\n");
     const path = await randomFile(dir, "blocked.bin", MiB + 5);
@@ -606,7 +619,7 @@ Deno.test("a receiver that cannot save the file says so to both sides and keeps 
     const told = await alice.event("transfer_failed", { direction: "out" });
     assert.match(String(told.reason), /cannot save/);
     await alice.send("did it arrive?");
-    await bob.event("message", { from: "alice", text: "did it arrive?" });
+    await bob.event("message", { from: user("alice"), text: "did it arrive?" });
     assert.equal(lineIndex(bob, "link_down", () => true), -1);
 
     // Once the obstacle is gone, sharing again needs no data: the verified part was kept.
@@ -622,9 +635,8 @@ Deno.test("a receiver that cannot save the file says so to both sides and keeps 
   }
 });
 
-Deno.test("sharing a file that does not exist says so", async () => {
-  await using server = await startServer();
-  const { alice, bob } = await pair(server);
+shared.test("sharing a file that does not exist says so", async ({ server, user }) => {
+  const { alice, bob } = await pair(server, user);
   try {
     await alice.send("/s /no/such/file");
     const error = await alice.event("error");
