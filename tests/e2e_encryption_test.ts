@@ -22,6 +22,7 @@ import {
   TestClient,
   type TestServer,
 } from "./support/processes.ts";
+import { sharedServer } from "./support/shared_server.ts";
 
 const encoder = new TextEncoder();
 const SAFETY_NUMBER = /^\d{5}( \d{5}){11}$/;
@@ -199,8 +200,13 @@ const SERVER_TAMPERING: [string, Tamper][] = [
   }],
 ];
 
-Deno.test("the server ends a secure connection on a tampered, replayed or truncated frame, and serves on", async () => {
-  await using server = await startServer();
+/**
+ * The scenarios whose server only has to keep serving: they share one, each with users of its
+ * own (the tampering ones use raw connections, no user). A crash would fail every step after.
+ */
+const shared = sharedServer("encryption: scenarios on one server");
+
+shared.test("the server ends a secure connection on a tampered, replayed or truncated frame, and serves on", async ({ server, user }) => {
   for (const [what, tamper] of SERVER_TAMPERING) {
     await using raw = await RawConn.connect(server.port);
     await raw.hello("client");
@@ -215,15 +221,15 @@ Deno.test("the server ends a secure connection on a tampered, replayed or trunca
     );
     await assertRunning(server);
   }
-  await using carol = await TestClient.start("carol", server);
-  await carol.signup("carol");
+  const C = user("carol");
+  await using carol = await TestClient.start(C, server);
+  await carol.signup(C);
   await carol.send("out");
-  await carol.event("logged_out", { user: "carol" });
-  await carol.login("carol");
+  await carol.event("logged_out", { user: C });
+  await carol.login(C);
 });
 
-Deno.test("a tampered frame that arrives with the last handshake message ends that connection, not the server", async () => {
-  await using server = await startServer();
+shared.test("a tampered frame that arrives with the last handshake message ends that connection, not the server", async ({ server }) => {
   {
     await using raw = await RawConn.connect(server.port);
     await raw.hello("client");
@@ -258,13 +264,13 @@ Deno.test("a tampered frame that arrives with the last handshake message ends th
   await assertRunning(server);
 });
 
-Deno.test("a client's peer listener ends a link on a tampered or replayed frame, and chats on", async () => {
-  await using server = await startServer();
-  await using alice = await TestClient.start("alice", server);
-  await using bob = await TestClient.start("bob", server);
-  await alice.signup("alice");
-  await bob.signup("bob");
-  await befriend([alice, "alice"], [bob, "bob"]);
+shared.test("a client's peer listener ends a link on a tampered or replayed frame, and chats on", async ({ server, user }) => {
+  const [A, B] = [user("alice"), user("bob")];
+  await using alice = await TestClient.start(A, server);
+  await using bob = await TestClient.start(B, server);
+  await alice.signup(A);
+  await bob.signup(B);
+  await befriend([alice, A], [bob, B]);
 
   const peerTampering: [string, (raw: RawConn, init: Uint8Array) => Promise<void>][] = [
     ["a flipped bit in the ciphertext", async (raw) => {
@@ -282,27 +288,27 @@ Deno.test("a client's peer listener ends a link on a tampered or replayed frame,
     await raw.secure("peer");
     const init = await raw.frame({
       type: "auth_init",
-      from: "alice",
-      to: "bob",
+      from: A,
+      to: B,
       nonce: randomToken(),
     });
     await raw.write(init);
     // Bob answers inside the encrypted channel: it works.
     const reply = await raw.next("auth_reply");
-    assert.equal(reply.from, "bob");
+    assert.equal(reply.from, B);
     await tamper(raw, init);
     await raw.untilEnd();
     assert.ok(raw.ended, `${what}: the link was ended`);
   }
 
-  await alice.send("chat bob");
-  await alice.event("chat_opened", { with: "bob", online: true });
-  await bob.send("chat alice");
-  await bob.event("chat_opened", { with: "alice" });
+  await alice.send(`chat ${B}`);
+  await alice.event("chat_opened", { with: B, online: true });
+  await bob.send(`chat ${A}`);
+  await bob.event("chat_opened", { with: A });
   await alice.send("still talking after the attack");
-  await bob.event("message", { from: "alice", text: "still talking after the attack" });
+  await bob.event("message", { from: A, text: "still talking after the attack" });
   await bob.send("loud and clear");
-  await alice.event("message", { from: "bob", text: "loud and clear" });
+  await alice.event("message", { from: B, text: "loud and clear" });
 });
 
 Deno.test("a server with another key is refused as SERVER_KEY_CHANGED until --accept-server-key <its fingerprint>", async () => {
@@ -376,22 +382,22 @@ Deno.test("a logged-in client whose server comes back with another key says SERV
   }
 });
 
-Deno.test("both sides of a pair see the same 60-digit safety number", async () => {
-  await using server = await startServer();
-  await using alice = await TestClient.start("alice", server);
-  await using bob = await TestClient.start("bob", server);
-  await alice.signup("alice");
-  await bob.signup("bob");
-  await befriend([alice, "alice"], [bob, "bob"]);
-  await alice.send("fingerprint bob");
-  const seenByAlice = await alice.event("fingerprint", { with: "bob" });
-  await bob.send("fingerprint alice");
-  const seenByBob = await bob.event("fingerprint", { with: "alice" });
+shared.test("both sides of a pair see the same 60-digit safety number", async ({ server, user }) => {
+  const [A, B] = [user("alice"), user("bob")];
+  await using alice = await TestClient.start(A, server);
+  await using bob = await TestClient.start(B, server);
+  await alice.signup(A);
+  await bob.signup(B);
+  await befriend([alice, A], [bob, B]);
+  await alice.send(`fingerprint ${B}`);
+  const seenByAlice = await alice.event("fingerprint", { with: B });
+  await bob.send(`fingerprint ${A}`);
+  const seenByBob = await bob.event("fingerprint", { with: A });
   assert.match(String(seenByAlice.number), SAFETY_NUMBER);
   assert.equal(seenByAlice.number, seenByBob.number);
   assert.equal(seenByAlice.changed, false);
   await alice.send("fingerprint");
-  const own = await alice.event("fingerprint", { user: "alice" });
+  const own = await alice.event("fingerprint", { user: A });
   assert.match(String(own.number), /^\d{5}( \d{5}){5}$/);
 });
 
