@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import { statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { befriend, startServer, TestClient, type TestServer } from "./support/processes.ts";
+import { sharedServer } from "./support/shared_server.ts";
 
 const KiB = 1024;
 
@@ -32,22 +33,33 @@ async function listDir(dir: string): Promise<string[]> {
   return names.sort();
 }
 
-/** alice (sharing) and bob (receiving, with `bobArgs`), mutual contacts, alice in a chat. */
-async function pair(server: TestServer, bobArgs: string[] = [], aliceArgs: string[] = []) {
-  const alice = await TestClient.start("alice", server, { args: aliceArgs });
-  const bob = await TestClient.start("bob", server, { args: bobArgs });
-  await alice.signup("alice");
-  await bob.signup("bob");
+/**
+ * alice (sharing) and bob (receiving, with `bobArgs`), named `A` and `B` by `user`, mutual
+ * contacts, alice in a chat.
+ */
+async function pair(
+  server: TestServer,
+  user: (name: string) => string,
+  bobArgs: string[] = [],
+  aliceArgs: string[] = [],
+) {
+  const [A, B] = [user("alice"), user("bob")];
+  const alice = await TestClient.start(A, server, { args: aliceArgs });
+  const bob = await TestClient.start(B, server, { args: bobArgs });
+  await alice.signup(A);
+  await bob.signup(B);
   await befriend(alice, bob);
-  await alice.send("chat bob");
-  await alice.event("chat_opened", { with: "bob", online: true });
+  await alice.send(`chat ${B}`);
+  await alice.event("chat_opened", { with: B, online: true });
   const dir = await Deno.makeTempDir({ prefix: "confab-offers-" });
   return {
     alice,
     bob,
+    A,
+    B,
     dir,
-    downloads: join(bob.home, "bob", "downloads"),
-    partial: join(bob.home, "bob", "partial"),
+    downloads: join(bob.home, B, "downloads"),
+    partial: join(bob.home, B, "partial"),
     async [Symbol.asyncDispose]() {
       await alice[Symbol.asyncDispose]();
       await bob[Symbol.asyncDispose]();
@@ -56,22 +68,27 @@ async function pair(server: TestServer, bobArgs: string[] = [], aliceArgs: strin
   };
 }
 
-Deno.test("a peer pushing a file nobody asked for writes nothing until the receiver accepts it", async () => {
-  await using server = await startServer();
-  await using p = await pair(server);
+/**
+ * The scenarios that leave the server up share one, each with users of its own; the one that
+ * kills its server keeps a server of its own.
+ */
+const shared = sharedServer("file offers: scenarios on one server");
+
+shared.test("a peer pushing a file nobody asked for writes nothing until the receiver accepts it", async ({ server, user }) => {
+  await using p = await pair(server, user);
   const { alice, bob } = p;
   const data = await randomFile(p.dir, "report.pdf", 300 * KiB + 5);
   const sha256 = createHash("sha256").update(data).digest("hex");
 
   await alice.send(`/s ${join(p.dir, "report.pdf")}`);
   const offer = await bob.event("transfer_offered", { direction: "in" });
-  assert.equal(offer.peer, "alice");
+  assert.equal(offer.peer, p.A);
   assert.equal(offer.name, "report.pdf");
   assert.equal(offer.size, data.length);
   assert.equal(offer.sha256, sha256, "the hash the sender announces, shown before accepting");
   assert.equal(typeof offer.offer, "number");
   assert.ok(Number(offer.expiresAt) > Date.now(), "an offer says when it expires");
-  await alice.event("transfer_offered", { direction: "out", peer: "bob" });
+  await alice.event("transfer_offered", { direction: "out", peer: p.B });
 
   // Waiting for bob: not a byte of it on his disk.
   assert.deepEqual(await listDir(p.partial), []);
@@ -81,7 +98,7 @@ Deno.test("a peer pushing a file nobody asked for writes nothing until the recei
   await bob.send("offers");
   const list = await bob.event("offers");
   assert.deepEqual(list.offers, [
-    { offer: offer.offer, peer: "alice", name: "report.pdf", size: data.length, sha256 },
+    { offer: offer.offer, peer: p.A, name: "report.pdf", size: data.length, sha256 },
   ]);
 
   await bob.send(`accept ${offer.offer}`);
@@ -90,19 +107,18 @@ Deno.test("a peer pushing a file nobody asked for writes nothing until the recei
   assert.deepEqual(await Deno.readFile(String(done.savedAs)), data);
 });
 
-Deno.test("a file offer the receiver declines (/n) is refused at the sender and nothing is stored", async () => {
-  await using server = await startServer();
-  await using p = await pair(server);
+shared.test("a file offer the receiver declines (/n) is refused at the sender and nothing is stored", async ({ server, user }) => {
+  await using p = await pair(server, user);
   const { alice, bob } = p;
   await randomFile(p.dir, "unwanted.bin", 200 * KiB);
 
   await alice.send(`/s ${join(p.dir, "unwanted.bin")}`);
   await bob.event("transfer_offered", { direction: "in" });
   await bob.send("/n");
-  const declined = await bob.event("transfer_declined", { peer: "alice" });
+  const declined = await bob.event("transfer_declined", { peer: p.A });
   assert.equal(declined.reason, "you declined");
   const failed = await alice.event("transfer_failed", { direction: "out" });
-  assert.match(String(failed.reason), /bob declined/);
+  assert.match(String(failed.reason), new RegExp(`${p.B} declined`));
   assert.deepEqual(await listDir(p.partial), []);
   assert.deepEqual(await listDir(p.downloads), []);
 
@@ -112,9 +128,8 @@ Deno.test("a file offer the receiver declines (/n) is refused at the sender and 
   assert.match(String(error.message), /no file offer waits/);
 });
 
-Deno.test("a file offer nobody answers expires and is refused at the sender", async () => {
-  await using server = await startServer();
-  await using p = await pair(server, ["--offer-timeout", "1"]);
+shared.test("a file offer nobody answers expires and is refused at the sender", async ({ server, user }) => {
+  await using p = await pair(server, user, ["--offer-timeout", "1"]);
   const { alice, bob } = p;
   await randomFile(p.dir, "ignored.bin", 100 * KiB);
 
@@ -129,7 +144,7 @@ Deno.test("a file offer nobody answers expires and is refused at the sender", as
 
 Deno.test("--auto-accept contacts takes a contact's file while the server is away (the list known at login)", async () => {
   await using server = await startServer();
-  await using p = await pair(server, ["--auto-accept", "contacts"]);
+  await using p = await pair(server, (name) => name, ["--auto-accept", "contacts"]);
   const { alice, bob } = p;
   const data = await randomFile(p.dir, "offline.bin", 100 * KiB);
   // bob's client knows his contacts (asked at login and when he added alice); the server dies.
@@ -143,28 +158,26 @@ Deno.test("--auto-accept contacts takes a contact's file while the server is awa
   assert.ok(!bob.events().some((e) => e.type === "transfer_offered"), "not asked");
 });
 
-Deno.test("--auto-accept none declines every file offer without asking", async () => {
-  await using server = await startServer();
-  await using p = await pair(server, ["--auto-accept", "none"]);
+shared.test("--auto-accept none declines every file offer without asking", async ({ server, user }) => {
+  await using p = await pair(server, user, ["--auto-accept", "none"]);
   const { alice, bob } = p;
   await randomFile(p.dir, "pushed.bin", 100 * KiB);
 
   await alice.send(`/s ${join(p.dir, "pushed.bin")}`);
-  const declined = await bob.event("transfer_declined", { peer: "alice" });
+  const declined = await bob.event("transfer_declined", { peer: p.A });
   assert.match(String(declined.reason), /--auto-accept none/);
   await alice.event("transfer_failed", { direction: "out" });
   assert.ok(!bob.events().some((e) => e.type === "transfer_offered"), "not asked");
   assert.deepEqual(await listDir(p.partial), []);
 });
 
-Deno.test("a peer offering more than --max-partial holds aside is refused before a byte is written", async () => {
-  await using server = await startServer();
-  await using p = await pair(server, ["--auto-accept", "contacts", "--max-partial", "1M"]);
+shared.test("a peer offering more than --max-partial holds aside is refused before a byte is written", async ({ server, user }) => {
+  await using p = await pair(server, user, ["--auto-accept", "contacts", "--max-partial", "1M"]);
   const { alice, bob } = p;
   await randomFile(p.dir, "filler.bin", 2 * 1024 * KiB);
 
   await alice.send(`/s ${join(p.dir, "filler.bin")}`);
-  const declined = await bob.event("transfer_declined", { peer: "alice" });
+  const declined = await bob.event("transfer_declined", { peer: p.A });
   assert.match(String(declined.reason), /--max-partial/);
   const failed = await alice.event("transfer_failed", { direction: "out" });
   assert.match(String(failed.reason), /no room/);
@@ -177,11 +190,10 @@ Deno.test("a peer offering more than --max-partial holds aside is refused before
   assert.deepEqual(await Deno.readFile(String(done.savedAs)), small);
 });
 
-Deno.test("two offers accepted at once cannot both take the last room: a transfer in progress counts whole", async () => {
-  await using server = await startServer();
+shared.test("two offers accepted at once cannot both take the last room: a transfer in progress counts whole", async ({ server, user }) => {
   // Long peer timeouts: alice is frozen for a moment, and the link must outlive it.
   const slow = ["--peer-timeout", "60"];
-  await using p = await pair(server, [...slow, "--max-partial", "1M"], slow);
+  await using p = await pair(server, user, [...slow, "--max-partial", "1M"], slow);
   const { alice, bob } = p;
   await randomFile(p.dir, "one.bin", 700 * KiB);
   await randomFile(p.dir, "two.bin", 700 * KiB);
@@ -206,15 +218,19 @@ Deno.test("two offers accepted at once cannot both take the last room: a transfe
   assert.match(String(failed.reason), /no room/);
 });
 
-Deno.test("a peer offering a file the disk has no room for is refused after a free-space check", async () => {
-  await using server = await startServer();
+shared.test("a peer offering a file the disk has no room for is refused after a free-space check", async ({ server, user }) => {
   // More free space asked for than any disk here has: the real free space (statfs) is short.
-  await using p = await pair(server, ["--auto-accept", "contacts", "--keep-free", "100000000G"]);
+  await using p = await pair(server, user, [
+    "--auto-accept",
+    "contacts",
+    "--keep-free",
+    "100000000G",
+  ]);
   const { alice, bob } = p;
   await randomFile(p.dir, "big.bin", 100 * KiB);
 
   await alice.send(`/s ${join(p.dir, "big.bin")}`);
-  const declined = await bob.event("transfer_declined", { peer: "alice" });
+  const declined = await bob.event("transfer_declined", { peer: p.A });
   assert.match(String(declined.reason), /not enough free disk space: \d+ bytes free/);
   await alice.event("transfer_failed", { direction: "out" });
   assert.deepEqual(await listDir(p.partial), []);
