@@ -12,6 +12,9 @@
  * - neither kills, restarts, freezes nor `esc`s the server, needs flags of its own, reads whole
  *   tables nor counts on an empty database; a scenario that does keeps a `Deno.test` and a
  *   server of its own, as before;
+ * - does not wait on the server's output: its lines are shared by every scenario (a wait
+ *   consumes them in order and could match another scenario's line); a scenario that reads
+ *   the server's log keeps its own server;
  * - fails few logins on purpose: the server lets one address (here 127.0.0.1, for every
  *   scenario) fail 20 logins before it slows it down; a scenario about that throttle keeps its
  *   own server.
