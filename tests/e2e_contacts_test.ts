@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import { randomToken } from "../lib/peer/identity.ts";
 import { type Frame, RawConn } from "./support/raw_conn.ts";
 import { rawUser } from "./support/accounts.ts";
-import { befriend, type Event, startServer, TestClient } from "./support/processes.ts";
+import { befriend, type Event, TestClient } from "./support/processes.ts";
+import { sharedServer } from "./support/shared_server.ts";
 
 function peerPortOf(client: TestClient): number {
   const ready = client.events().find((e: Event) => e.type === "ready");
@@ -19,15 +20,18 @@ function peerPortOf(client: TestClient): number {
 
 const pushes = (raw: RawConn, type: string) => raw.frames.filter((f: Frame) => f.type === type);
 
-Deno.test("a stranger who adds you learns neither your address nor whether you are online until you accept", async () => {
-  await using server = await startServer();
-  await using alice = await TestClient.start("alice", server);
-  await alice.signup("alice");
-  await using mallory = await rawUser(server.port, "mallory");
+/** Every scenario shares one server, each with users of its own: none stops or restarts it. */
+const shared = sharedServer("contacts: scenarios on one server");
 
-  const added = await mallory.request({ type: "contact_add", id: 10, user: "alice" });
+shared.test("a stranger who adds you learns neither your address nor whether you are online until you accept", async ({ server, user }) => {
+  const [A, M] = [user("alice"), user("mallory")];
+  await using alice = await TestClient.start(A, server);
+  await alice.signup(A);
+  await using mallory = await rawUser(server.port, M);
+
+  const added = await mallory.request({ type: "contact_add", id: 10, user: A });
   assert.deepEqual([added.type, added.state], ["contact_result", "requested"]);
-  const found = await mallory.request({ type: "lookup", id: 11, user: "alice" });
+  const found = await mallory.request({ type: "lookup", id: 11, user: A });
   assert.equal(found.type, "lookup_result");
   assert.deepEqual(
     [found.online, found.host, found.port, found.contact],
@@ -35,21 +39,21 @@ Deno.test("a stranger who adds you learns neither your address nor whether you a
     "alice is online, but mallory may not know it",
   );
   const list = await mallory.request({ type: "contacts", id: 12 });
-  assert.deepEqual([list.contacts, list.requested], [[], ["alice"]], "alice's presence hidden");
+  assert.deepEqual([list.contacts, list.requested], [[], [A]], "alice's presence hidden");
   // alice is asked at once.
-  await alice.event("contact_update", { user: "mallory", state: "request" });
+  await alice.event("contact_update", { user: M, state: "request" });
 
   // alice comes and goes: mallory, not a contact, hears nothing of it.
   await alice.send("out");
   await alice.event("logged_out");
-  await alice.login("alice");
+  await alice.login(A);
   // ... and hears of her only once she accepted.
-  await alice.send("contacts accept mallory");
-  await alice.event("contact_added", { user: "mallory", mutual: true });
+  await alice.send(`contacts accept ${M}`);
+  await alice.event("contact_added", { user: M, mutual: true });
   await mallory.next("contact_update");
   const accepted = pushes(mallory, "contact_update");
-  assert.deepEqual(accepted.map((f) => [f.user, f.state]), [["alice", "accepted"]]);
-  const now = await mallory.request({ type: "lookup", id: 13, user: "alice" });
+  assert.deepEqual(accepted.map((f) => [f.user, f.state]), [[A, "accepted"]]);
+  const now = await mallory.request({ type: "lookup", id: 13, user: A });
   assert.equal(now.contact, true);
   assert.equal(typeof now.port, "number", "the address, now that they are contacts");
   const before = mallory.frames.indexOf(accepted[0]!);
@@ -61,19 +65,19 @@ Deno.test("a stranger who adds you learns neither your address nor whether you a
   await alice.send("out");
   await alice.event("logged_out");
   await mallory.next("presence");
-  assert.deepEqual(pushes(mallory, "presence").map((f) => [f.user, f.online]), [["alice", false]]);
+  assert.deepEqual(pushes(mallory, "presence").map((f) => [f.user, f.online]), [[A, false]]);
 });
 
-Deno.test("a stranger cannot fill your mailbox: mail from someone you have not accepted is refused at the sender", async () => {
-  await using server = await startServer();
-  await using alice = await TestClient.start("alice", server);
-  await alice.signup("alice");
-  await using mallory = await rawUser(server.port, "mallory");
-  await mallory.request({ type: "contact_add", id: 10, user: "alice" });
+shared.test("a stranger cannot fill your mailbox: mail from someone you have not accepted is refused at the sender", async ({ server, user }) => {
+  const [A, E, M] = [user("alice"), user("eve"), user("mallory")];
+  await using alice = await TestClient.start(A, server);
+  await alice.signup(A);
+  await using mallory = await rawUser(server.port, M);
+  await mallory.request({ type: "contact_add", id: 10, user: A });
   const sent = await mallory.request({
     type: "mail_send",
     id: 11,
-    to: "alice",
+    to: A,
     messages: [{ msgId: "m1", ts: Date.now(), sealed: "A".repeat(100) }],
   });
   assert.deepEqual([sent.type, sent.code], ["error", "NOT_A_CONTACT"], JSON.stringify(sent));
@@ -81,103 +85,106 @@ Deno.test("a stranger cannot fill your mailbox: mail from someone you have not a
   assert.deepEqual((await alice.event("hanging")).entries, [], "nothing was stored for alice");
 
   // A real client is refused before it sends anything, and told why.
-  await using eve = await TestClient.start("eve", server);
-  await eve.signup("eve");
-  await eve.send("contacts add alice");
-  await eve.event("contact_added", { user: "alice", mutual: false });
-  await eve.send("chat alice");
+  await using eve = await TestClient.start(E, server);
+  await eve.signup(E);
+  await eve.send(`contacts add ${A}`);
+  await eve.event("contact_added", { user: A, mutual: false });
+  await eve.send(`chat ${A}`);
   const refused = await eve.event("error", { code: "NOT_A_CONTACT" });
-  assert.match(String(refused.message), /alice has not accepted your contact request yet/);
+  assert.match(
+    String(refused.message),
+    new RegExp(`${A} has not accepted your contact request yet`),
+  );
   assert.ok(!eve.events().some((e) => e.type === "chat_opened"));
 });
 
-Deno.test("a peer link from someone who is not a mutual contact is refused, although they know the address", async () => {
-  await using server = await startServer();
-  await using alice = await TestClient.start("alice", server);
-  await alice.signup("alice");
-  await using mallory = await rawUser(server.port, "mallory");
-  await mallory.request({ type: "contact_add", id: 10, user: "alice" });
+shared.test("a peer link from someone who is not a mutual contact is refused, although they know the address", async ({ server, user }) => {
+  const [A, M] = [user("alice"), user("mallory")];
+  await using alice = await TestClient.start(A, server);
+  await alice.signup(A);
+  await using mallory = await rawUser(server.port, M);
+  await mallory.request({ type: "contact_add", id: 10, user: A });
 
   // mallory learned alice's peer port some other way, and dials it: no handshake for her.
   await using dialer = await RawConn.connect(peerPortOf(alice));
   await dialer.hello("peer");
   await dialer.secure("peer");
-  await dialer.send({ type: "auth_init", from: "mallory", to: "alice", nonce: randomToken() });
+  await dialer.send({ type: "auth_init", from: M, to: A, nonce: randomToken() });
   const rest = await dialer.untilEnd();
   assert.deepEqual(rest.map((f) => [f.type, f.code]), [["error", "NOT_A_CONTACT"]]);
-  assert.match(String(rest[0]?.message), /alice has not accepted you as a contact/);
+  assert.match(String(rest[0]?.message), new RegExp(`${A} has not accepted you as a contact`));
   const notice = await alice.event("error", { code: "NOT_A_CONTACT" });
-  assert.match(String(notice.message), /refused a link from mallory/);
+  assert.match(String(notice.message), new RegExp(`refused a link from ${M}`));
   assert.ok(!alice.events().some((e) => e.type === "link_up"), "no link for a stranger");
 });
 
-Deno.test("a removed contact's link ends and their messages are refused with a reason", async () => {
-  await using server = await startServer();
-  await using alice = await TestClient.start("alice", server);
-  await using bob = await TestClient.start("bob", server);
-  await alice.signup("alice");
-  await bob.signup("bob");
+shared.test("a removed contact's link ends and their messages are refused with a reason", async ({ server, user }) => {
+  const [A, B] = [user("alice"), user("bob")];
+  await using alice = await TestClient.start(A, server);
+  await using bob = await TestClient.start(B, server);
+  await alice.signup(A);
+  await bob.signup(B);
   await befriend(alice, bob);
-  await alice.send("chat bob");
-  await alice.event("chat_opened", { with: "bob", online: true });
+  await alice.send(`chat ${B}`);
+  await alice.event("chat_opened", { with: B, online: true });
   await alice.send("still friends?");
-  await bob.event("message", { from: "alice", text: "still friends?" });
+  await bob.event("message", { from: A, text: "still friends?" });
 
-  await bob.send("contacts remove alice");
-  await bob.event("contact_removed", { user: "alice", state: "removed" });
-  await alice.event("contact_update", { user: "bob", state: "removed" });
-  await alice.event("link_down", { user: "bob" });
+  await bob.send(`contacts remove ${A}`);
+  await bob.event("contact_removed", { user: A, state: "removed" });
+  await alice.event("contact_update", { user: B, state: "removed" });
+  await alice.event("link_down", { user: B });
   await alice.send("hello?");
-  const refused = await alice.event("not_delivered", { to: "bob" });
-  assert.match(String(refused.reason), /bob has not accepted you as a contact/);
+  const refused = await alice.event("not_delivered", { to: B });
+  assert.match(String(refused.reason), new RegExp(`${B} has not accepted you as a contact`));
   assert.ok(!bob.events().some((e) => e.type === "message" && e.text === "hello?"));
   await alice.send("/contacts"); // in a chat, a command needs its slash
   const list = await alice.event("contacts");
   assert.deepEqual([list.contacts, list.requested, list.requests], [[], [], []]);
 });
 
-Deno.test("contact requests: shown at once or at the next login, listed both ways, accepted or declined", async () => {
-  await using server = await startServer();
-  await using alice = await TestClient.start("alice", server);
-  await using bob = await TestClient.start("bob", server);
-  await alice.signup("alice");
-  await bob.signup("bob");
+shared.test("contact requests: shown at once or at the next login, listed both ways, accepted or declined", async ({ server, user }) => {
+  const [A, B, C] = [user("alice"), user("bob"), user("carol")];
+  await using alice = await TestClient.start(A, server);
+  await using bob = await TestClient.start(B, server);
+  await alice.signup(A);
+  await bob.signup(B);
   const carolHome = await Deno.makeTempDir({ prefix: "confab-carol-" });
   try {
     {
-      await using carol = await TestClient.start("carol", server, { home: carolHome });
-      await carol.signup("carol");
+      await using carol = await TestClient.start(C, server, { home: carolHome });
+      await carol.signup(C);
       await carol.send("out");
       await carol.event("logged_out");
     }
-    await alice.send("contacts add bob");
-    await alice.event("contact_added", { user: "bob", mutual: false });
-    await bob.event("contact_update", { user: "alice", state: "request" });
-    await alice.send("contacts add carol"); // carol is away
-    await alice.event("contact_added", { user: "carol", mutual: false });
+    await alice.send(`contacts add ${B}`);
+    await alice.event("contact_added", { user: B, mutual: false });
+    await bob.event("contact_update", { user: A, state: "request" });
+    await alice.send(`contacts add ${C}`); // carol is away
+    await alice.event("contact_added", { user: C, mutual: false });
     await alice.send("contacts");
     const mine = await alice.event("contacts");
-    assert.deepEqual([mine.contacts, mine.requested, mine.requests], [[], ["bob", "carol"], []]);
+    assert.deepEqual([mine.contacts, mine.requested, mine.requests], [[], [B, C], []]);
     await bob.send("contacts");
     const bobs = await bob.event("contacts");
-    assert.deepEqual([bobs.contacts, bobs.requested, bobs.requests], [[], [], ["alice"]]);
+    assert.deepEqual([bobs.contacts, bobs.requested, bobs.requests], [[], [], [A]]);
 
-    await bob.send("contacts accept alice");
-    await bob.event("contact_added", { user: "alice", mutual: true });
-    await alice.event("contact_update", { user: "bob", state: "accepted" });
+    await bob.send(`contacts accept ${A}`);
+    await bob.event("contact_added", { user: A, mutual: true });
+    await alice.event("contact_update", { user: B, state: "accepted" });
 
-    await using carol = await TestClient.start("carol", server, { home: carolHome });
-    await carol.login("carol");
-    await carol.event("contact_update", { user: "alice", state: "request" });
-    await carol.send("contacts decline alice");
-    await carol.event("contact_removed", { user: "alice", state: "declined" });
-    await alice.event("contact_update", { user: "carol", state: "declined" });
+    await using carol = await TestClient.start(C, server, { home: carolHome });
+    await carol.login(C);
+    await carol.event("contact_update", { user: A, state: "request" });
+    await carol.send(`contacts decline ${A}`);
+    await carol.event("contact_removed", { user: A, state: "declined" });
+    await alice.event("contact_update", { user: C, state: "declined" });
 
     await alice.send("contacts");
     const after = await alice.event("contacts", { requested: [] });
-    assert.deepEqual(after.contacts, [{ user: "bob", online: true }]);
-    await alice.send("chat bob");
-    await alice.event("chat_opened", { with: "bob", online: true });
+    assert.deepEqual(after.contacts, [{ user: B, online: true }]);
+    await alice.send(`chat ${B}`);
+    await alice.event("chat_opened", { with: B, online: true });
   } finally {
     await Deno.remove(carolHome, { recursive: true });
   }
