@@ -11,10 +11,13 @@ const DENO = Deno.execPath();
 /** Default deadline for a wait in these tests. */
 export const DEADLINE_MS = 15_000;
 
+/** Whether a line of output (the `index`th the process wrote, from 0) is the one waited for. */
+export type LineTest = (line: string, index: number) => boolean;
+
 /** A line reader over a child's output that lets tests wait for a matching line. */
 class LineLog {
   readonly lines: string[] = [];
-  #waiters: { test: (line: string) => boolean; resolve: (line: string) => void }[] = [];
+  #waiters: { test: LineTest; resolve: (line: string) => void }[] = [];
   #ended = Promise.withResolvers<void>();
   #scanFrom = 0;
 
@@ -45,10 +48,10 @@ class LineLog {
   }
 
   #push(line: string): void {
-    this.lines.push(line);
+    const index = this.lines.push(line) - 1;
     if (Deno.env.get("CONFAB_TEST_VERBOSE")) console.error(`[${this.name}] ${line}`);
     this.#waiters = this.#waiters.filter((w) => {
-      if (w.test(line)) {
+      if (w.test(line, index)) {
         w.resolve(line);
         return false;
       }
@@ -60,40 +63,26 @@ class LineLog {
    * Waits for the next line (after those already consumed by earlier waits) that passes
    * `test`. Lines are consumed in order, so two waits for the same text see two lines.
    */
-  async waitFor(test: (line: string) => boolean, what: string, ms = DEADLINE_MS): Promise<string> {
+  async waitFor(test: LineTest, what: string, ms = DEADLINE_MS): Promise<string> {
     return await this.#wait(test, what, ms, true);
   }
 
   /** Waits for a line at index `from` or later that passes `test`; consumes nothing. */
-  async findFrom(
-    from: number,
-    test: (line: string) => boolean,
-    what: string,
-    ms = DEADLINE_MS,
-  ): Promise<string> {
-    return await this.find(
-      (line) => this.lines.indexOf(line, from) >= from && test(line),
-      what,
-      ms,
-    );
+  async findFrom(from: number, test: LineTest, what: string, ms = DEADLINE_MS): Promise<string> {
+    return await this.find((line, index) => index >= from && test(line, index), what, ms);
   }
 
   /** Waits for any line, old or new, that passes `test`; consumes nothing. */
-  async find(test: (line: string) => boolean, what: string, ms = DEADLINE_MS): Promise<string> {
-    const old = this.lines.find(test);
+  async find(test: LineTest, what: string, ms = DEADLINE_MS): Promise<string> {
+    const old = this.lines.find((line, index) => test(line, index));
     if (old !== undefined) return old;
     return await this.#wait(test, what, ms, false);
   }
 
-  async #wait(
-    test: (line: string) => boolean,
-    what: string,
-    ms: number,
-    consume: boolean,
-  ): Promise<string> {
+  async #wait(test: LineTest, what: string, ms: number, consume: boolean): Promise<string> {
     for (; consume && this.#scanFrom < this.lines.length; this.#scanFrom++) {
       const line = this.lines[this.#scanFrom]!;
-      if (test(line)) {
+      if (test(line, this.#scanFrom)) {
         this.#scanFrom++;
         return line;
       }
@@ -289,6 +278,8 @@ export class TestClient implements AsyncDisposable {
   readonly proc: Proc;
   readonly home: string;
   readonly #ownHome: boolean;
+  /** Each line of output parsed (`null`: not an event), filled in as lines are looked at. */
+  readonly #parsed: (Event | null)[] = [];
 
   private constructor(proc: Proc, home: string, ownHome: boolean) {
     this.proc = proc;
@@ -335,14 +326,25 @@ export class TestClient implements AsyncDisposable {
     return client;
   }
 
+  /**
+   * The event on line `index` of the output (`line`), parsed once: scenarios that wait for
+   * hundreds of events would otherwise parse every earlier line again for each.
+   */
+  #eventAt(line: string, index: number): Event | undefined {
+    let e = this.#parsed[index];
+    if (e === undefined) this.#parsed[index] = e = parseEvent(line) ?? null;
+    return e ?? undefined;
+  }
+
   /** Waits for the next event of `type` whose fields include `match`. */
   async event(type: string, match: Record<string, unknown> = {}, ms = DEADLINE_MS): Promise<Event> {
-    const line = await this.proc.out.waitFor(
-      (l) => matches(parseEvent(l), type, match),
+    let found: Event | undefined;
+    await this.proc.out.waitFor(
+      (l, i) => matches(found = this.#eventAt(l, i), type, match),
       `with event ${type} ${JSON.stringify(match)}`,
       ms,
     );
-    return parseEvent(line)!;
+    return found!;
   }
 
   /**
@@ -354,17 +356,19 @@ export class TestClient implements AsyncDisposable {
     match: Record<string, unknown> = {},
     ms = DEADLINE_MS,
   ): Promise<Event> {
-    const line = await this.proc.out.find(
-      (l) => matches(parseEvent(l), type, match),
+    let found: Event | undefined;
+    await this.proc.out.find(
+      (l, i) => matches(found = this.#eventAt(l, i), type, match),
       `with event ${type} ${JSON.stringify(match)}`,
       ms,
     );
-    return parseEvent(line)!;
+    return found!;
   }
 
   /** Every event seen so far. */
   events(): Event[] {
-    return this.proc.out.lines.map(parseEvent).filter((e): e is Event => e !== undefined);
+    return this.proc.out.lines.map((l, i) => this.#eventAt(l, i))
+      .filter((e): e is Event => e !== undefined);
   }
 
   send(line: string): Promise<void> {
