@@ -73,20 +73,7 @@ async function eventWhere(
   what: string,
   ms: number,
 ): Promise<Event> {
-  const line = await client.proc.out.waitFor(
-    (l) => {
-      if (!l.startsWith("{")) return false;
-      try {
-        const e = JSON.parse(l) as Event;
-        return e.type === type && test(e);
-      } catch {
-        return false;
-      }
-    },
-    what,
-    ms,
-  );
-  return JSON.parse(line) as Event;
+  return await client.nextWhere((e) => e.type === type && test(e), what, ms);
 }
 
 /** Where in a client's output the first event of `type` passing `test` is (-1: none). */

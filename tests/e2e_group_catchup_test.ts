@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { startServer, TestClient } from "./support/processes.ts";
-import { crowd, disposeAll, groupOf, saw } from "./support/groups.ts";
+import { crowd, disposeAll, groupOf } from "./support/groups.ts";
 import { CraftedPeer } from "./support/crafted_peer.ts";
 import { groupHandle, groupMessageStatement } from "../lib/peer/group_state.ts";
 import { Identity } from "../lib/peer/identity.ts";
@@ -25,18 +25,18 @@ Deno.test("author offline before the absent member returns: the member gets the 
     const malloryKey = (await Identity.load(join(mallory.home, "mallory", "identity.json")))!;
     mallory.proc.kill("SIGKILL");
     await alice.send("a0");
-    await saw(bob, "message", { text: "a0", group, via: "direct" });
+    await bob.anyEvent("message", { text: "a0", group, via: "direct" });
 
     // Bob is away (killed); alice writes; carol gets it all; then alice is gone as well.
     bob.proc.kill("SIGKILL");
-    await saw(alice, "group_presence", { group, user: "bob", here: false });
+    await alice.anyEvent("group_presence", { group, user: "bob", here: false });
     const lines = ["a1", "a2", "a3", "a4", "a5"];
     for (const text of lines) await alice.send(text);
-    for (const text of lines) await saw(carol, "message", { text, group, from: "alice" });
-    const last = await saw(alice, "sent", { text: "a5", group });
-    await saw(alice, "group_status", { id: last.id, mark: "1/3", pending: ["bob", "mallory"] });
+    for (const text of lines) await carol.anyEvent("message", { text, group, from: "alice" });
+    const last = await alice.anyEvent("sent", { text: "a5", group });
+    await alice.anyEvent("group_status", { id: last.id, mark: "1/3", pending: ["bob", "mallory"] });
     alice.proc.kill("SIGKILL");
-    await saw(carol, "group_presence", { group, user: "alice", here: false });
+    await carol.anyEvent("group_presence", { group, user: "alice", here: false });
 
     // Bob comes back: alice is not there, carol passes her messages on.
     await bob.proc[Symbol.asyncDispose]();
@@ -45,7 +45,13 @@ Deno.test("author offline before the absent member returns: the member gets the 
     await bob2.login("bob");
     await bob2.event("group_rejoined", { group });
     for (const text of lines) {
-      await saw(bob2, "message", { text, group, from: "alice", via: "member", relayedBy: "carol" });
+      await bob2.anyEvent("message", {
+        text,
+        group,
+        from: "alice",
+        via: "member",
+        relayedBy: "carol",
+      });
     }
 
     // A member passes on a message that alice never wrote (signed with mallory's own key): bob
@@ -72,7 +78,7 @@ Deno.test("author offline before the absent member returns: the member gets the 
       ...forged,
       sig: await malloryKey.sign(groupMessageStatement(forged)),
     });
-    const refused = await saw(bob2, "group_relay_refused", {
+    const refused = await bob2.anyEvent("group_relay_refused", {
       group,
       from: "mallory",
       id: forged.id,
@@ -84,7 +90,7 @@ Deno.test("author offline before the absent member returns: the member gets the 
     const alice2 = await TestClient.start("alice", server, { home: alice.home, ...fast });
     runs.push(alice2);
     await alice2.login("alice");
-    await saw(alice2, "group_status", {
+    await alice2.anyEvent("group_status", {
       id: last.id,
       have: ["bob", "carol"],
       pending: ["mallory"],

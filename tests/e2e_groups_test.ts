@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { befriend, type Event, startServer, TestClient } from "./support/processes.ts";
 import { type Deployment, deployments } from "./support/deployment.ts";
-import { crowd, disposeAll, enter, membersAre, meshed, saw } from "./support/groups.ts";
+import { crowd, disposeAll, enter, membersAre, meshed } from "./support/groups.ts";
 import { RecordingProxy } from "./support/proxy.ts";
 import { join } from "node:path";
 import { createGroup, groupHandle } from "../lib/peer/group_state.ts";
@@ -165,10 +165,10 @@ deployments.test("kill -9 of a member: it stays a member, is away as soon as its
     await using carol2 = await TestClient.start("carol", d.at("carol"), { home });
     await carol2.login("carol");
     await carol2.event("group_rejoined", { group, members: ["alice", "bob", "carol"] });
-    await saw(carol2, "message", { text: "still here", group, from: "alice" });
-    await saw(carol2, "message", { text: "me too", group, from: "bob" });
-    await saw(alice, "group_status", { id: waiting.id, mark: "**", pending: [] });
-    await saw(alice, "group_presence", { group, user: "carol", here: true });
+    await carol2.anyEvent("message", { text: "still here", group, from: "alice" });
+    await carol2.anyEvent("message", { text: "me too", group, from: "bob" });
+    await alice.anyEvent("group_status", { id: waiting.id, mark: "**", pending: [] });
+    await alice.anyEvent("group_presence", { group, user: "carol", here: true });
     await carol2.send(`chat ${groupHandle(group)}`);
     await carol2.event("group_opened", { group });
     await carol2.send("back again");
@@ -249,9 +249,9 @@ deployments.test("a frozen member is away within the bound, is back on its own o
     carol.proc.kill("SIGCONT");
     await carol.event("message", { text: "while carol sleeps", group, from: "alice" }, 20_000);
     for (const c of [alice, bob]) {
-      await saw(c, "message", { text: "typed while frozen", group, from: "carol" }, 20_000);
+      await c.anyEvent("message", { text: "typed while frozen", group, from: "carol" }, 20_000);
     }
-    await saw(alice, "group_presence", { group, user: "carol", here: true }, 20_000);
+    await alice.anyEvent("group_presence", { group, user: "carol", here: true }, 20_000);
     await bob.send("welcome back");
     await carol.event("message", { text: "welcome back", group });
     for (const c of clients) {
@@ -387,18 +387,18 @@ deployments.test("members who are not each other's contacts link for the group a
     }
     const group = await makeGroup(clients);
     await bob.send("hello carol");
-    await saw(carol, "message", { text: "hello carol", group, from: "bob" });
+    await carol.anyEvent("message", { text: "hello carol", group, from: "bob" });
     await carol.send("hello bob");
-    await saw(bob, "message", { text: "hello bob", group, from: "carol" });
+    await bob.anyEvent("message", { text: "hello bob", group, from: "carol" });
     // Carol restarts (a new peer port): bob reaches her again through what the group tells.
     const home = carol.home;
     await carol.proc[Symbol.asyncDispose]();
     await using carol2 = await TestClient.start("carol", d.at("carol"), { home });
     await carol2.login("carol");
     await carol2.event("group_rejoined", { group });
-    await saw(carol2, "link_up", { user: "bob" }, 20_000);
+    await carol2.anyEvent("link_up", { user: "bob" }, 20_000);
     await bob.send("welcome back carol");
-    await saw(carol2, "message", { text: "welcome back carol", group, from: "bob" });
+    await carol2.anyEvent("message", { text: "welcome back carol", group, from: "bob" });
   } finally {
     await disposeAll(clients);
   }
@@ -417,15 +417,14 @@ deployments.test("with the server down, a member back from a freeze links again 
     carol.proc.kill("SIGCONT");
     // No server to look anyone up: the members dial what the group told them, checked
     // against the pinned keys.
-    await saw(
-      carol,
+    await carol.anyEvent(
       "message",
       { text: "while carol sleeps and the server is gone", group },
       20_000,
     );
     await carol.send("back without the server");
     for (const c of [alice, bob]) {
-      await saw(c, "message", { text: "back without the server", group }, 20_000);
+      await c.anyEvent("message", { text: "back without the server", group }, 20_000);
     }
   } finally {
     await disposeAll(clients);
@@ -456,7 +455,7 @@ Deno.test("an invitation from a contact is taken at once while the server does n
     // alice and carol linked before (a chat alice left), so no one needs the server for that.
     await alice.send("chat carol");
     await alice.event("chat_opened", { with: "carol" });
-    await saw(carol, "link_up", { user: "alice" });
+    await carol.anyEvent("link_up", { user: "alice" });
     await alice.send("\\q");
     await alice.send("chat bob");
     await alice.event("chat_opened", { with: "bob" });
@@ -523,7 +522,7 @@ deployments.test("a fellow member who is not a contact cannot pull you into a gr
     );
     // The group they share goes on: alice still reaches bob.
     await alice.send("still here");
-    await saw(bob, "message", { text: "still here", group: shared, from: "alice" });
+    await bob.anyEvent("message", { text: "still here", group: shared, from: "alice" });
   } finally {
     await disposeAll(clients);
   }

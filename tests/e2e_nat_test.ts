@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { canBuildLab, type NatLab, type NatType, startNatLab } from "./support/nat_lab.ts";
 import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
-import { membersAre, meshed, saw } from "./support/groups.ts";
+import { membersAre, meshed } from "./support/groups.ts";
 import { hashFile } from "../lib/client/transfers.ts";
 
 const ignore = !canBuildLab();
@@ -92,19 +92,7 @@ async function seen(
   what: string,
   ms = 30_000,
 ): Promise<Event> {
-  const line = await client.proc.out.find(
-    (l) => {
-      if (!l.startsWith("{")) return false;
-      try {
-        return test(JSON.parse(l) as Event);
-      } catch {
-        return false;
-      }
-    },
-    what,
-    ms,
-  );
-  return JSON.parse(line) as Event;
+  return await client.seenWhere(test, what, ms);
 }
 
 /** Writes `size` bytes of a repeating, position-dependent pattern (cheap, not compressible). */
@@ -201,7 +189,7 @@ Deno.test({
     await bob.event("transfer_done", { direction: "in" }, 60_000);
     const seconds = (Date.now() - started) / 1000;
     assert.ok(seconds >= 1.8, `3 MiB took ${seconds.toFixed(1)} s through a 1 MiB/s relay`);
-    for (const c of [alice, bob]) await saw(c, "relay_notice", { limit: "rate" });
+    for (const c of [alice, bob]) await c.anyEvent("relay_notice", { limit: "rate" });
     assert.ok(
       bob.events().filter((e) => e.type === "transfer_progress").every((e) => e.path === "relayed"),
     );
@@ -324,7 +312,7 @@ Deno.test({
     for (const [i, c] of setup.clients.entries()) {
       for (const [j, from] of users.entries()) {
         if (i === j) continue;
-        await saw(c, "message", { from, text: `hello from ${from}`, group }, 30_000);
+        await c.anyEvent("message", { from, text: `hello from ${from}`, group }, 30_000);
       }
     }
     for (const [i, c] of setup.clients.entries()) {
@@ -386,15 +374,15 @@ Deno.test({
       });
       await alice.event("server_back", {}, 30_000);
       const outcome = await Promise.race([
-        saw(alice, "delivered", {}, 60_000),
-        saw(alice, "stored", {}, 60_000),
+        alice.anyEvent("delivered", {}, 60_000),
+        alice.anyEvent("stored", {}, 60_000),
       ]);
       if (outcome.type === "stored") {
         await bob.send("show alice");
-        await saw(bob, "shown", {}, 30_000);
+        await bob.anyEvent("shown", {}, 30_000);
       }
       await alice.send("after");
-      await saw(bob, "message", { from: "alice", text: "after" }, 60_000);
+      await bob.anyEvent("message", { from: "alice", text: "after" }, 60_000);
       assert.deepEqual(received(bob, "alice"), ["before", "during", "after"]);
       assert.ok(
         again.proc.out.lines.some((l) => /relay: alice <-> bob started/.test(l)),

@@ -9,7 +9,7 @@ import { befriend, startServer, TestClient } from "./support/processes.ts";
 import { backedUp, pairInChat, stallReceiver } from "./support/sockets.ts";
 import { RawConn } from "./support/raw_conn.ts";
 import { generateKeyPair } from "../lib/crypto/noise.ts";
-import { crowd, disposeAll, groupOf, saw } from "./support/groups.ts";
+import { crowd, disposeAll, groupOf } from "./support/groups.ts";
 
 async function isRunning(c: TestClient): Promise<boolean> {
   return await Promise.race([c.proc.status.then(() => false), Promise.resolve(true)]);
@@ -79,11 +79,11 @@ Deno.test("a group member reset while a file and messages wait in the others' wr
     await resetWhileBackedUp(alice, carol, [alice, bob], dir);
 
     for (const c of [alice, bob]) {
-      await saw(c, "group_presence", { group, user: "carol", here: false });
+      await c.anyEvent("group_presence", { group, user: "carol", here: false });
     }
-    await saw(alice, "transfer_failed", { direction: "out", peer: "carol" });
-    await saw(bob, "message", { group, from: "alice", text: "while frozen 0" });
-    await saw(alice, "message", { group, from: "bob", text: "while frozen 1" });
+    await alice.anyEvent("transfer_failed", { direction: "out", peer: "carol" });
+    await bob.anyEvent("message", { group, from: "alice", text: "while frozen 0" });
+    await alice.anyEvent("message", { group, from: "bob", text: "while frozen 1" });
     for (const c of [alice, bob]) assert.ok(await isRunning(c), `${c.proc.name} is still running`);
 
     // Carol comes back and gets what was sent while she was frozen, once each.
@@ -91,8 +91,8 @@ Deno.test("a group member reset while a file and messages wait in the others' wr
     await carol.proc[Symbol.asyncDispose]();
     await using carol2 = await TestClient.start("carol", server, { home, args: PEERS });
     await carol2.login("carol");
-    await saw(carol2, "message", { group, from: "alice", text: "while frozen 0" });
-    await saw(carol2, "message", { group, from: "bob", text: "while frozen 1" });
+    await carol2.anyEvent("message", { group, from: "alice", text: "while frozen 0" });
+    await carol2.anyEvent("message", { group, from: "bob", text: "while frozen 1" });
     const got = carol2.events().filter((e) => e.type === "message" && e.group === group);
     assert.deepEqual(got.map((e) => e.text).sort(), ["while frozen 0", "while frozen 1"]);
   } finally {

@@ -106,26 +106,6 @@ export async function membersAre(
   }
 }
 
-/** Waits for an event of `type` with fields `match`, among all lines so far or to come. */
-export async function saw(
-  client: TestClient,
-  type: string,
-  match: Record<string, unknown> = {},
-  ms = 15_000,
-): Promise<Event> {
-  const line = await client.proc.out.find(
-    (l) => {
-      if (!l.startsWith("{")) return false;
-      const e = JSON.parse(l) as Event;
-      return e.type === type &&
-        Object.entries(match).every(([k, v]) => JSON.stringify(e[k]) === JSON.stringify(v));
-    },
-    `with event ${type} ${JSON.stringify(match)}`,
-    ms,
-  );
-  return JSON.parse(line) as Event;
-}
-
 /**
  * The first client opens a chat with the second and adds the rest: a group of all of them,
  * every member seeing everyone, and every direct link up. Returns the group id.

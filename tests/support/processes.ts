@@ -337,29 +337,41 @@ export class TestClient implements AsyncDisposable {
   }
 
   /** Waits for the next event of `type` whose fields include `match`. */
-  async event(type: string, match: Record<string, unknown> = {}, ms = DEADLINE_MS): Promise<Event> {
-    let found: Event | undefined;
-    await this.proc.out.waitFor(
-      (l, i) => matches(found = this.#eventAt(l, i), type, match),
-      `with event ${type} ${JSON.stringify(match)}`,
-      ms,
-    );
-    return found!;
+  event(type: string, match: Record<string, unknown> = {}, ms = DEADLINE_MS): Promise<Event> {
+    return this.nextWhere((e) => matches(e, type, match), describe(type, match), ms);
   }
 
   /**
    * Waits for an event of `type` whose fields include `match`, seen at any time, before or
    * after the events other waits consumed: for outcomes that may come in either order.
    */
-  async anyEvent(
-    type: string,
-    match: Record<string, unknown> = {},
-    ms = DEADLINE_MS,
-  ): Promise<Event> {
+  anyEvent(type: string, match: Record<string, unknown> = {}, ms = DEADLINE_MS): Promise<Event> {
+    return this.seenWhere((e) => matches(e, type, match), describe(type, match), ms);
+  }
+
+  /** Waits for the next event that passes `test` (consumed in order, as with {@link event}). */
+  async nextWhere(test: (e: Event) => boolean, what: string, ms = DEADLINE_MS): Promise<Event> {
+    let found: Event | undefined;
+    await this.proc.out.waitFor(
+      (l, i) => {
+        found = this.#eventAt(l, i);
+        return found !== undefined && test(found);
+      },
+      what,
+      ms,
+    );
+    return found!;
+  }
+
+  /** Waits for an event that passes `test`, seen at any time (as with {@link anyEvent}). */
+  async seenWhere(test: (e: Event) => boolean, what: string, ms = DEADLINE_MS): Promise<Event> {
     let found: Event | undefined;
     await this.proc.out.find(
-      (l, i) => matches(found = this.#eventAt(l, i), type, match),
-      `with event ${type} ${JSON.stringify(match)}`,
+      (l, i) => {
+        found = this.#eventAt(l, i);
+        return found !== undefined && test(found);
+      },
+      what,
       ms,
     );
     return found!;
@@ -392,9 +404,14 @@ export class TestClient implements AsyncDisposable {
 }
 
 /** Whether `e` is an event of `type` whose fields include `match`. */
-function matches(e: Event | undefined, type: string, match: Record<string, unknown>): boolean {
-  return e !== undefined && e.type === type &&
+function matches(e: Event, type: string, match: Record<string, unknown>): boolean {
+  return e.type === type &&
     Object.entries(match).every(([k, v]) => JSON.stringify(e[k]) === JSON.stringify(v));
+}
+
+/** How a wait for an event of `type` with fields `match` is named in its error. */
+function describe(type: string, match: Record<string, unknown>): string {
+  return `with event ${type} ${JSON.stringify(match)}`;
 }
 
 /**
