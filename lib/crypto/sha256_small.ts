@@ -257,6 +257,22 @@ function hmacInto(message: Uint8Array, out: Uint8Array): void {
 }
 
 /**
+ * Zeroes the module's working state after a keyed computation: the padded key's states, the
+ * last block and schedule, the inner digest. None of it is read before it is set again, but a
+ * key (or a value derived from it) should not outlive its use in memory a dump or a later bug
+ * could reach.
+ */
+function wipeKeyed(): void {
+  innerState.fill(0);
+  outerState.fill(0);
+  state.fill(0);
+  W.fill(0);
+  block.fill(0);
+  digest32.fill(0);
+  chained.fill(0);
+}
+
+/**
  * HMAC-SHA256 (RFC 2104) with a key of at most 64 bytes.
  * @returns a fresh 32-byte tag.
  */
@@ -264,9 +280,13 @@ export function hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array<Arr
   if (message.length > SMALL_HASH_MAX) {
     throw new RangeError(`hmacSha256() hashes at most ${SMALL_HASH_MAX} bytes`);
   }
-  hmacKey(key);
   const out = new Uint8Array(32);
-  hmacInto(message, out);
+  try {
+    hmacKey(key);
+    hmacInto(message, out);
+  } finally {
+    wipeKeyed();
+  }
   return out;
 }
 
@@ -284,19 +304,22 @@ export function noiseHkdf(
     throw new RangeError(`noiseHkdf() takes at most ${SMALL_HASH_MAX} bytes of key material`);
   }
   const tempKey = new Uint8Array(32);
-  hmacKey(chainingKey);
-  hmacInto(inputKeyMaterial, tempKey);
-  hmacKey(tempKey);
   const all = new Uint8Array(32 * outputs);
-  let input = chained.subarray(32);
-  for (let i = 0; i < outputs; i++) {
-    input[input.length - 1] = i + 1;
-    const out = all.subarray(i * 32, i * 32 + 32);
-    hmacInto(input, out);
-    chained.set(out);
-    input = chained;
+  try {
+    hmacKey(chainingKey);
+    hmacInto(inputKeyMaterial, tempKey);
+    hmacKey(tempKey);
+    let input = chained.subarray(32);
+    for (let i = 0; i < outputs; i++) {
+      input[input.length - 1] = i + 1;
+      const out = all.subarray(i * 32, i * 32 + 32);
+      hmacInto(input, out);
+      chained.set(out);
+      input = chained;
+    }
+  } finally {
+    wipeKeyed();
+    tempKey.fill(0);
   }
-  chained.fill(0);
-  tempKey.fill(0);
   return Array.from({ length: outputs }, (_, i) => all.subarray(i * 32, i * 32 + 32));
 }
