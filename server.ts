@@ -91,6 +91,13 @@ const parsed = parseOrExit({
         "SQLite in --data)",
     },
     {
+      flags: "--store-connections <n>",
+      description: "with --store: connections to the database at most, per instance, " +
+        "besides one that listens for the other instances' events",
+      parse: intOption(1, 1000),
+      default: 10,
+    },
+    {
       flags: "--key <file>",
       description: "the server key (made at first start if missing); give every instance of a " +
         "deployment the same file (default: server-key.json in --data)",
@@ -197,6 +204,7 @@ const opts = parsed.options as {
   host: string;
   data: string;
   store?: string;
+  storeConnections: number;
   key?: string;
   maxConnections: number;
   maxPerAddress: number;
@@ -243,6 +251,7 @@ try {
     port,
     dataDir: opts.data,
     storeUrl: opts.store ?? (Deno.env.get("CONFAB_STORE") || undefined),
+    storeConnections: opts.storeConnections,
     keyFile: opts.key,
     maxConnections: opts.maxConnections,
     maxPerAddress: opts.maxPerAddress,

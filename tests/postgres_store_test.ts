@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { connectSql, PostgresStore } from "../lib/server/postgres_store.ts";
-import type { StoreEvent } from "../lib/server/store.ts";
+import type { ServerStore, StoreEvent } from "../lib/server/store.ts";
+import { openStore } from "../lib/server/open_store.ts";
 import { freshDatabase, testPostgres, useOwnPostgres } from "./support/store_backends.ts";
 
 // Tests here stop and start their PostgreSQL cluster: not one that other test files share.
@@ -257,3 +258,34 @@ Deno.test(
     }
   },
 );
+
+Deno.test("a server's store keeps to the pool it was given (--store-connections): never more backends at once", async () => {
+  const url = await freshDatabase();
+  const backends = async () => {
+    const sql = connectSql(url, { maxConnections: 1 });
+    try {
+      const [row] = await sql<{ n: number }[]>`
+        SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'confab-server'
+          AND pid <> pg_backend_pid()`;
+      return row!.n;
+    } finally {
+      await sql.end({ timeout: 5 });
+    }
+  };
+  // Many calls at once: the driver opens a connection for each until the pool is full.
+  const burst = (store: ServerStore) =>
+    Promise.all(Array.from({ length: 16 }, (_, i) => store.getUser(`nobody${i}`)));
+  {
+    await using store = await openStore({ dataDir: "unused", url, connections: 2 });
+    await burst(store);
+    await burst(store);
+    assert.equal(await backends(), 2);
+  }
+  {
+    // The same burst with a bigger pool does open more: the count above is the limit's doing.
+    await using store = await openStore({ dataDir: "unused", url, connections: 6 });
+    await burst(store);
+    assert.ok((await backends()) > 2, "a pool of 6 opened more than 2 connections");
+  }
+});

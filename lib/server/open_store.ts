@@ -10,6 +10,8 @@ export interface StoreChoice {
   dataDir: string;
   /** A `postgres://user:password@host:port/database` URL: share that database. */
   url?: string;
+  /** Connections to that database at most (the pool; default 10). */
+  connections?: number;
 }
 
 /**
@@ -19,7 +21,7 @@ export interface StoreChoice {
 export async function openStore(choice: StoreChoice): Promise<ServerStore> {
   if (choice.url) {
     const { PostgresStore } = await import("./postgres_store.ts");
-    return await PostgresStore.open(choice.url);
+    return await PostgresStore.open(choice.url, { maxConnections: choice.connections });
   }
   return new SqliteStore(choice.dataDir);
 }

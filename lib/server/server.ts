@@ -64,6 +64,11 @@ export interface ServerOptions {
   dataDir: string;
   /** A PostgreSQL URL: keep the state there, shared with other instances (else SQLite). */
   storeUrl?: string;
+  /**
+   * Connections this instance holds to the PostgreSQL database at most (default 10), besides
+   * the one that listens for other instances' events.
+   */
+  storeConnections?: number;
   /** The server key file (default `<dataDir>/server-key.json`): one for all instances. */
   keyFile?: string;
   /** Connections held at most; kept below the process's file limit (20,000). */
@@ -263,6 +268,7 @@ export class ConfabServer implements AsyncDisposable {
         | "host"
         | "port"
         | "storeUrl"
+        | "storeConnections"
         | "relay"
         | "probePort"
         | "keyFile"
@@ -382,7 +388,11 @@ export class ConfabServer implements AsyncDisposable {
    * @throws {Deno.errors.AddrInUse} when the port is taken.
    */
   static async start(options: ServerOptions): Promise<ConfabServer> {
-    const store = await openStore({ dataDir: options.dataDir, url: options.storeUrl });
+    const store = await openStore({
+      dataDir: options.dataDir,
+      url: options.storeUrl,
+      connections: options.storeConnections,
+    });
     try {
       const key = await loadOrCreateServerKey(options.dataDir, options.keyFile);
       await store.forgetReadMail(Date.now() - READ_MAIL_KEPT_MS);

@@ -29,6 +29,14 @@ export interface StartOptions {
   env?: Record<string, string>;
 }
 
+/**
+ * The pool each PostgreSQL instance of a test deployment keeps (the product's default is 10). A
+ * scenario's few users never need more at once, and each connection is a PostgreSQL backend
+ * whose start and end cost ≈ 35 ms of CPU on our machines (docs/architecture.md): with the
+ * default an instance opened about five in a scenario.
+ */
+const SMALL_POOL = ["--store-connections", "2"];
+
 /** Where users are put when nobody said: alice first, bob second, the others in turn. */
 const FIRST_PLACES: Record<string, number> = { alice: 0, bob: 1 };
 
@@ -152,7 +160,7 @@ export class Deployment implements AsyncDisposable {
         host: hosts?.[i],
         env: options.env,
         args: [
-          ...(this.url ? ["--store", this.url, "--key", this.keyFile!] : []),
+          ...(this.url ? ["--store", this.url, "--key", this.keyFile!, ...SMALL_POOL] : []),
           ...(hosts ? ["--probe-port", "0"] : []),
           ...(this.#options.args ?? []),
           ...(options.args ?? []),
