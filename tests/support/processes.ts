@@ -350,30 +350,28 @@ export class TestClient implements AsyncDisposable {
   }
 
   /** Waits for the next event that passes `test` (consumed in order, as with {@link event}). */
-  async nextWhere(test: (e: Event) => boolean, what: string, ms = DEADLINE_MS): Promise<Event> {
-    let found: Event | undefined;
-    await this.proc.out.waitFor(
-      (l, i) => {
-        found = this.#eventAt(l, i);
-        return found !== undefined && test(found);
-      },
-      what,
-      ms,
-    );
-    return found!;
+  nextWhere(test: (e: Event) => boolean, what: string, ms = DEADLINE_MS): Promise<Event> {
+    return this.#waitEvent("waitFor", test, what, ms);
   }
 
   /** Waits for an event that passes `test`, seen at any time (as with {@link anyEvent}). */
-  async seenWhere(test: (e: Event) => boolean, what: string, ms = DEADLINE_MS): Promise<Event> {
+  seenWhere(test: (e: Event) => boolean, what: string, ms = DEADLINE_MS): Promise<Event> {
+    return this.#waitEvent("find", test, what, ms);
+  }
+
+  async #waitEvent(
+    how: "waitFor" | "find",
+    test: (e: Event) => boolean,
+    what: string,
+    ms: number,
+  ): Promise<Event> {
+    // The line that passes is the last one tested: a wait stops testing at its match.
     let found: Event | undefined;
-    await this.proc.out.find(
-      (l, i) => {
-        found = this.#eventAt(l, i);
-        return found !== undefined && test(found);
-      },
-      what,
-      ms,
-    );
+    const passes: LineTest = (l, i) => {
+      found = this.#eventAt(l, i);
+      return found !== undefined && test(found);
+    };
+    await this.proc.out[how](passes, what, ms);
     return found!;
   }
 
