@@ -39,6 +39,8 @@ const SMALL_POOL = ["--store-connections", "2"];
 
 /** Where users are put when nobody said: alice first, bob second, the others in turn. */
 const FIRST_PLACES: Record<string, number> = { alice: 0, bob: 1 };
+/** The end a shared scenario gives its users' names (`_3` in its third scenario). */
+const SCENE_SUFFIX = /_\d+$/;
 
 export class Deployment implements AsyncDisposable {
   readonly backend: Backend;
@@ -128,11 +130,16 @@ export class Deployment implements AsyncDisposable {
     return this.servers.map((s) => s.address).join(",");
   }
 
-  /** Which instance `user` is on: alice the first, bob the second, others in turn. */
+  /**
+   * Which instance `user` is on: alice the first, bob the second, others in turn. A shared
+   * scenario's names (`alice_3`, see {@link Scenarios.shared}) are placed as the names they
+   * stand for.
+   */
   placeOf(user: string): number {
     let place = this.#places.get(user);
     if (place === undefined) {
-      place = (FIRST_PLACES[user] ?? this.#places.size) % this.size;
+      const first = FIRST_PLACES[user.replace(SCENE_SUFFIX, "")];
+      place = (first ?? this.#places.size) % this.size;
       this.#places.set(user, place);
     }
     return place;
@@ -267,6 +274,39 @@ export interface Scenarios {
   test(name: string, fn: (deployment: Deployment) => Promise<void>): void;
   /** The same, with deployments made with `options`. */
   with(options: DeploymentOptions & { start?: boolean }): Scenarios;
+  /**
+   * Scenarios that leave their deployment as they found it, sharing one per backend: two
+   * `Deno.test`s called `"<label>: <title>"`, each of which makes one deployment and runs every
+   * scenario added with `test` as a step, in order. The rules of tests/support/shared_server.ts
+   * hold: a scenario names its users with `user("alice")` (`alice_3` in the third scenario;
+   * placed on the instances as `alice`), neither kills, restarts nor `esc`s an instance, needs
+   * flags of its own, reads the database nor waits on the servers' output. Sign-ups from one
+   * address are not limited on a shared deployment.
+   */
+  shared(title: string): {
+    test(name: string, fn: (d: Deployment, user: (name: string) => string) => Promise<void>): void;
+  };
+}
+
+/** Runs `fn` with a deployment of `backend`, the file's PostgreSQL cluster kept as it needs. */
+async function withDeployment(
+  backend: Backend,
+  options: DeploymentOptions & { start?: boolean },
+  fn: (deployment: Deployment) => Promise<void>,
+): Promise<void> {
+  // The file's first SQLite test starts its PostgreSQL cluster beside the scenario (and waits
+  // for it before it ends): seconds of initdb overlap the scenario's own waits.
+  const warming = backend === "sqlite" && !warmedUp && postgresTestsLeft > 0
+    ? postgresHost()
+    : undefined;
+  warmedUp ||= warming !== undefined;
+  try {
+    await using deployment = await Deployment.create(backend, options);
+    await fn(deployment);
+  } finally {
+    await warming?.catch(() => {}); // a cluster that cannot start fails the PostgreSQL tests
+    if (backend === "postgres" && --postgresTestsLeft === 0) await stopTestPostgres();
+  }
 }
 
 function scenarios(options: DeploymentOptions & { start?: boolean }): Scenarios {
@@ -274,24 +314,28 @@ function scenarios(options: DeploymentOptions & { start?: boolean }): Scenarios 
     test(name, fn) {
       for (const { backend, label } of DEPLOYMENTS) {
         if (backend === "postgres") postgresTestsLeft++;
-        Deno.test(`${label}: ${name}`, async () => {
-          // The file's first SQLite test starts its PostgreSQL cluster beside the scenario (and
-          // waits for it before it ends): seconds of initdb overlap the scenario's own waits.
-          const warming = backend === "sqlite" && !warmedUp && postgresTestsLeft > 0
-            ? postgresHost()
-            : undefined;
-          warmedUp ||= warming !== undefined;
-          try {
-            await using deployment = await Deployment.create(backend, options);
-            await fn(deployment);
-          } finally {
-            await warming?.catch(() => {}); // a cluster that cannot start fails the PostgreSQL tests
-            if (backend === "postgres" && --postgresTestsLeft === 0) await stopTestPostgres();
-          }
-        });
+        Deno.test(`${label}: ${name}`, () => withDeployment(backend, options, fn));
       }
     },
     with: (more) => scenarios({ ...options, ...more }),
+    shared(title) {
+      const scenes: {
+        name: string;
+        fn: (d: Deployment, user: (n: string) => string) => Promise<void>;
+      }[] = [];
+      const shared = { ...options, args: [...options.args ?? [], "--max-signups-per-hour", "0"] };
+      for (const { backend, label } of DEPLOYMENTS) {
+        if (backend === "postgres") postgresTestsLeft++;
+        Deno.test(`${label}: ${title}`, (t) =>
+          withDeployment(backend, shared, async (deployment) => {
+            for (const [i, scene] of scenes.entries()) {
+              const suffix = `_${i + 1}`;
+              await t.step(scene.name, () => scene.fn(deployment, (name) => name + suffix));
+            }
+          }));
+      }
+      return { test: (name, fn) => void scenes.push({ name, fn }) };
+    },
   };
 }
 
