@@ -10,6 +10,7 @@ import { DatabaseSync } from "node:sqlite";
 import { connectSql } from "../../lib/server/postgres_store.ts";
 import { SQLITE_FILE } from "../../lib/server/sqlite_store.ts";
 import { startServer, type TestServer } from "./processes.ts";
+import { runScenes, SCENE_SUFFIX, SHARED_ARGS } from "./shared_server.ts";
 import { cleanDatabase, postgresHost, stopTestPostgres } from "./store_backends.ts";
 
 export type Backend = "sqlite" | "postgres";
@@ -39,8 +40,6 @@ const SMALL_POOL = ["--store-connections", "2"];
 
 /** Where users are put when nobody said: alice first, bob second, the others in turn. */
 const FIRST_PLACES: Record<string, number> = { alice: 0, bob: 1 };
-/** The end a shared scenario gives its users' names (`_3` in its third scenario). */
-const SCENE_SUFFIX = /_\d+$/;
 
 export class Deployment implements AsyncDisposable {
   readonly backend: Backend;
@@ -323,16 +322,15 @@ function scenarios(options: DeploymentOptions & { start?: boolean }): Scenarios 
         name: string;
         fn: (d: Deployment, user: (n: string) => string) => Promise<void>;
       }[] = [];
-      const shared = { ...options, args: [...options.args ?? [], "--max-signups-per-hour", "0"] };
+      const shared = { ...options, args: [...options.args ?? [], ...SHARED_ARGS] };
       for (const { backend, label } of DEPLOYMENTS) {
         if (backend === "postgres") postgresTestsLeft++;
         Deno.test(`${label}: ${title}`, (t) =>
-          withDeployment(backend, shared, async (deployment) => {
-            for (const [i, scene] of scenes.entries()) {
-              const suffix = `_${i + 1}`;
-              await t.step(scene.name, () => scene.fn(deployment, (name) => name + suffix));
-            }
-          }));
+          withDeployment(
+            backend,
+            shared,
+            (deployment) => runScenes(t, scenes, (fn, user) => fn(deployment, user)),
+          ));
       }
       return { test: (name, fn) => void scenes.push({ name, fn }) };
     },

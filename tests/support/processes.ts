@@ -74,7 +74,7 @@ class LineLog {
 
   /** Waits for any line, old or new, that passes `test`; consumes nothing. */
   async find(test: LineTest, what: string, ms = DEADLINE_MS): Promise<string> {
-    const old = this.lines.find((line, index) => test(line, index));
+    const old = this.lines.find(test);
     if (old !== undefined) return old;
     return await this.#wait(test, what, ms, false);
   }

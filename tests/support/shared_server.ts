@@ -39,6 +39,27 @@ export interface SharedScene {
   user(name: string): string;
 }
 
+/** Flags of a shared server: every scenario's users sign up from 127.0.0.1. */
+export const SHARED_ARGS: readonly string[] = ["--max-signups-per-hour", "0"];
+
+/** The ending {@link runScenes} gives a scenario's user names (`_3` in the third). */
+export const SCENE_SUFFIX = /_\d+$/;
+
+/**
+ * Runs each of `scenes` as a step of `t`, in order, with `run`, giving the `i`th its own names
+ * for users (`user("alice")` is `alice_i`).
+ */
+export async function runScenes<F>(
+  t: Deno.TestContext,
+  scenes: readonly { name: string; fn: F }[],
+  run: (fn: F, user: (name: string) => string) => Promise<void>,
+): Promise<void> {
+  for (const [i, scene] of scenes.entries()) {
+    const suffix = `_${i + 1}`;
+    await t.step(scene.name, () => run(scene.fn, (name) => name + suffix));
+  }
+}
+
 /** The scenarios of a file that share one server; add them with `test`. */
 export interface SharedServer {
   test(name: string, fn: (scene: SharedScene) => Promise<void>): void;
@@ -56,12 +77,9 @@ export function sharedServer(
   Deno.test(title, async (t) => {
     await using server = await startServer({
       ...options,
-      args: ["--max-signups-per-hour", "0", ...options.args ?? []],
+      args: [...SHARED_ARGS, ...options.args ?? []],
     });
-    for (const [i, scenario] of scenarios.entries()) {
-      const suffix = `_${i + 1}`;
-      await t.step(scenario.name, () => scenario.fn({ server, user: (name) => name + suffix }));
-    }
+    await runScenes(t, scenarios, (fn, user) => fn({ server, user }));
   });
   return { test: (name, fn) => void scenarios.push({ name, fn }) };
 }
