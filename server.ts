@@ -93,9 +93,8 @@ const parsed = parseOrExit({
     {
       flags: "--store-connections <n>",
       description: "with --store: connections to the database at most, per instance, " +
-        "besides one that listens for the other instances' events",
+        "besides one that listens for the other instances' events (default: 10)",
       parse: intOption(1, 1000),
-      default: 10,
     },
     {
       flags: "--key <file>",
@@ -204,7 +203,7 @@ const opts = parsed.options as {
   host: string;
   data: string;
   store?: string;
-  storeConnections: number;
+  storeConnections?: number;
   key?: string;
   maxConnections: number;
   maxPerAddress: number;
@@ -224,6 +223,14 @@ const opts = parsed.options as {
   quiet?: boolean;
 };
 const port = (parsed.argument as number | undefined) ?? opts.port;
+const storeUrl = opts.store ?? (Deno.env.get("CONFAB_STORE") || undefined);
+if (opts.storeConnections !== undefined && !storeUrl) {
+  console.error(
+    "confab-server: --store-connections sizes a PostgreSQL store's pool: give --store " +
+      "postgres://... (or CONFAB_STORE) as well, or leave it out for SQLite",
+  );
+  Deno.exit(1);
+}
 const passwordCost = opts.passwordCost ?? costFromEnv();
 
 /** `CONFAB_PASSWORD_COST`, checked like the option; one line and exit 1 when it is not valid. */
@@ -250,7 +257,7 @@ try {
     host: opts.host,
     port,
     dataDir: opts.data,
-    storeUrl: opts.store ?? (Deno.env.get("CONFAB_STORE") || undefined),
+    storeUrl,
     storeConnections: opts.storeConnections,
     keyFile: opts.key,
     maxConnections: opts.maxConnections,

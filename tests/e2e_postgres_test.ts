@@ -76,12 +76,14 @@ async function serverFails(args: string[]): Promise<{ code: number; stderr: stri
   }
 }
 
-Deno.test("a bad --store URL or an unreachable database is one clear line and exit 1", async () => {
+Deno.test("a bad --store URL, an unreachable database or a pool without a database is one clear line and exit 1", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const closedPort = listener.addr.port;
   listener.close();
   const cases: [string[], RegExp][] = [
     [["--store", "mysql://db/confab"], /--store must be a postgres:\/\/.* URL/],
+    // A pool size for SQLite would be ignored without a word.
+    [["--store-connections", "3"], /--store-connections .*: give --store postgres:/],
     [
       ["--store", `postgres://confab:hunter2@127.0.0.1:${closedPort}/confab`],
       /cannot reach the database at postgres:\/\/confab:\*\*\*@127\.0\.0\.1:\d+\/confab: connection refused/,
