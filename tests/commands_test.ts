@@ -165,12 +165,12 @@ Deno.test("parseCommand() reads chat <user> and gives its usage otherwise", () =
   );
 });
 
-Deno.test("parseCommand() reads hanging and show <user>, and gives their usage otherwise", () => {
+Deno.test("parseCommand() reads hanging, show and show <user>, and gives their usage otherwise", () => {
   assert.deepEqual(parseCommand("hanging", false), { kind: "hanging" });
   assert.equal(invalidMessage(parseCommand("hanging bob", false)), "usage: hanging");
   assert.deepEqual(parseCommand("show bob", false), { kind: "show", user: "bob" });
-  assert.equal(invalidMessage(parseCommand("show", false)), "usage: show <user>");
-  assert.equal(invalidMessage(parseCommand("show bob carol", false)), "usage: show <user>");
+  assert.deepEqual(parseCommand("show", false), { kind: "show" });
+  assert.equal(invalidMessage(parseCommand("show bob carol", false)), "usage: show [<user>]");
 });
 
 Deno.test("parseCommand() reads fingerprint with and without a user, and gives its usage otherwise", () => {
@@ -280,7 +280,8 @@ Deno.test("parseCommand() in a chat runs every command with a / in front", () =>
     ["/exit", { kind: "quit" }],
   ];
   for (const [line, expected] of cases) assert.deepEqual(parseCommand(line, true), expected, line);
-  assert.match(invalidMessage(parseCommand("/show", true)), /usage: \/show <user>/);
+  assert.deepEqual(parseCommand("/show", true), { kind: "show" });
+  assert.match(invalidMessage(parseCommand("/show a b", true)), /usage: \/show \[<user>\]/);
 });
 
 Deno.test("parseCommand() outside a chat takes the / forms too, and says /q needs a chat", () => {
@@ -331,7 +332,7 @@ Deno.test("helpFor() shows what works where the user is", () => {
   assert.doesNotMatch(helpFor("logged_out"), /contacts/);
   assert.doesNotMatch(helpFor("idle"), /signup/);
   assert.match(helpFor("idle"), /contacts add <user>/);
-  assert.match(helpFor("chat"), /\/show <user>/);
+  assert.match(helpFor("chat"), /\/show \[<user>\]/);
   assert.match(helpFor("chat"), /\/q/);
   assert.doesNotMatch(helpFor("chat"), /^\s+signup/m);
   assert.deepEqual(commandNames("logged_out"), ["signup", "in", "clear", "help", "quit"]);

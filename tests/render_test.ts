@@ -544,7 +544,8 @@ Deno.test("Renderer names each sender in the login summary instead of a placehol
     type: "mail_summary",
     entries: [{ from: "alice", count: 3, newest: TS }, { from: "bob", count: 1, newest: TS }],
   })!;
-  assert.match(two, / — show alice, show bob to read$/);
+  assert.match(two, / — show to read them all, show alice one sender's$/);
+  assert.equal(r.render({ type: "mail_summary", entries: [] }), undefined, "a hostile empty list");
 });
 
 Deno.test("Renderer keeps link and window news to the chat it concerns, and details to --verbose", () => {

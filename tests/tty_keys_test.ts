@@ -101,7 +101,7 @@ Deno.test("help shows what works where the user is, and clear clears the screen"
   await alice.waitFor((s) => s.trim() === "alice → bob>", "cleared with Ctrl-L");
   await alice.line("/h");
   screen = await alice.waitFor("in a chat:", "the chat help");
-  assert.match(screen, /\/show <user>/);
+  assert.match(screen, /\/show \[<user>\]/);
   assert.match(screen, /\/chat <user\|#group>/);
   assert.doesNotMatch(screen, /^ +signup/m);
 });
@@ -124,7 +124,7 @@ Deno.test("--help shows readable defaults, aligned, with the commands of a chat"
   assert.match(text, /\(default: ~\/\.confab\)/);
   assert.doesNotMatch(text, /\{"host"|4294967296/);
   assert.match(text, /in a chat:\n/);
-  assert.match(text, /^ {2}\/show <user> +read the messages/m);
+  assert.match(text, /^ {2}\/show \[<user>\] +read the messages/m);
   // Each block of commands is aligned: every description starts in the same column.
   for (const block of text.split(/\n\n/).filter((b) => /^(before|logged in|in a chat)/.test(b))) {
     const columns = new Set(

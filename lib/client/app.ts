@@ -227,7 +227,7 @@ async function execute(
     case "trust":
       return client.trust(c.user);
     case "show":
-      await client.show(c.user);
+      await (c.user === undefined ? client.showAll() : client.show(c.user));
       return;
     case "online_contacts":
       await client.onlineContacts();

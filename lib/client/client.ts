@@ -861,6 +861,11 @@ export class ConfabClient implements AsyncDisposable {
     return this.#mailbox.show(user);
   }
 
+  /** Shows every sender's pending messages, one sender after another (see Mailbox.showAll). */
+  showAll(): Promise<number> {
+    return this.#mailbox.showAll();
+  }
+
   /** Leaves the chat, logs out if possible, closes every link and the listener. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {

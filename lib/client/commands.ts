@@ -20,7 +20,7 @@ export type Command =
   | { kind: "hanging" }
   | { kind: "fingerprint"; user?: string }
   | { kind: "trust"; user: string }
-  | { kind: "show"; user: string }
+  | { kind: "show"; user?: string }
   | { kind: "say"; text: string }
   | { kind: "leave_chat" }
   | { kind: "close_window" }
@@ -59,7 +59,7 @@ const IDLE_HELP = `logged in:
   history <user|#group> [<n>]  the last n messages of a chat (default: --history)
   search <words>               find messages containing all the words
   hanging                      who left you messages while you were away or busy
-  show <user>                  read the messages <user> left you
+  show [<user>]                read the messages <user> left you (everyone's, without <user>)
   fingerprint [<user>]         your number, or the safety number shared with <user>
   trust <user>                 accept <user>'s new key (after comparing safety numbers)
   offers                       files offered to you, waiting for your answer
@@ -80,7 +80,7 @@ const CHAT_HELP = `in a chat:
   /s <path>                     send a file to everyone in the chat, directly
   /y [<n>], /n [<n>]            accept or decline offered file <n> (/offers lists them)
   /chat <user|#group>           switch to another chat
-  /show <user>                  read the messages <user> left you
+  /show [<user>]                read the messages <user> left you (everyone's, without <user>)
   /hanging                      who left you messages
   /contacts                     your contacts (/contacts add <user> adds one)
   /history <user|#group> [<n>]  the last n messages of a chat
@@ -309,7 +309,8 @@ function parseWords(text: string, slashed: boolean): Command {
     case "hanging":
       return args.length === 0 ? { kind: "hanging" } : usage(`${p}hanging`);
     case "show":
-      return args.length === 1 ? { kind: "show", user: args[0]! } : usage(`${p}show <user>`);
+      if (args.length > 1) return usage(`${p}show [<user>]`);
+      return args[0] === undefined ? { kind: "show" } : { kind: "show", user: args[0] };
     case "fingerprint":
       if (args.length > 1) return usage(`${p}fingerprint [<user>]`);
       return args[0] === undefined

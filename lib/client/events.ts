@@ -92,7 +92,7 @@ export type ClientEvent =
   | { type: "mail_summary"; entries: { from: string; count: number; newest: number }[] }
   /** The answer to `hanging`. */
   | { type: "hanging"; entries: { from: string; count: number; newest: number }[] }
-  /** `show <user>` finished; `count` new messages were shown. */
+  /** `show` finished with one sender (`show` alone: one each); `count` new messages were shown. */
   | { type: "shown"; from: string; count: number }
   /** The other user opened or left the chat window with you. */
   | { type: "peer_joined"; user: string }

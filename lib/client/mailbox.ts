@@ -52,11 +52,38 @@ export class Mailbox {
 
   /** Who has pending messages for me on the server. */
   async hanging(): Promise<MailboxEntry[]> {
+    const entries = await this.#senders();
+    this.#ctx.emit({ type: "hanging", entries });
+    return entries;
+  }
+
+  /**
+   * Shows what every sender left, one sender after another in the order `hanging` lists them
+   * (each as `show` does it, with its own `shown`). When nobody left anything, says so with an
+   * empty `hanging`. One sender's failure (say, a key that no longer matches its pin) does not
+   * keep the others' messages back: it is thrown once every sender had its turn.
+   */
+  async showAll(): Promise<number> {
+    const senders = await this.#senders();
+    if (senders.length === 0) this.#ctx.emit({ type: "hanging", entries: [] });
+    let shown = 0;
+    let failure: unknown;
+    for (const { from } of senders) {
+      try {
+        shown += await this.show(from);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+    if (failure !== undefined) throw failure;
+    return shown;
+  }
+
+  async #senders(): Promise<MailboxEntry[]> {
     this.#session.require();
     const reply = await this.#session.request<Extract<ServerMessage, { type: "hanging_list" }>>({
       type: "hanging",
     });
-    this.#ctx.emit({ type: "hanging", entries: reply.entries });
     return reply.entries;
   }
 

@@ -307,6 +307,7 @@ export class Renderer {
           `✉ ${e.count} pending message${e.count === 1 ? "" : "s"} from ${e.from}`,
         ) + dim(` — ${this.#cmd(`show ${e.from}`)} to read`);
       case "mail_summary":
+        if (e.entries.length === 0) return undefined; // no server sends one; nothing to say
         return this.paint(
           "yellow",
           "✉ pending messages: " +
@@ -314,9 +315,11 @@ export class Renderer {
               ", ",
             ),
         ) + dim(
-          ` — ${e.entries.slice(0, 3).map((x) => this.#cmd(`show ${x.from}`)).join(", ")}${
-            e.entries.length > 3 ? ", …" : ""
-          } to read`,
+          e.entries.length === 1
+            ? ` — ${this.#cmd(`show ${e.entries[0]!.from}`)} to read`
+            : ` — ${this.#cmd("show")} to read them all, ${
+              this.#cmd(`show ${e.entries[0]!.from}`)
+            } one sender's`,
         );
       case "hanging":
         if (e.entries.length === 0) return "no pending messages";
