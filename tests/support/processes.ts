@@ -124,6 +124,17 @@ class LineLog {
   }
 }
 
+export interface ProcOptions {
+  /** Added to the environment (`NO_COLOR=1` is set unless given). */
+  env?: Record<string, string>;
+  /** Run inside this network namespace (`ip netns exec`; tests/support/nat_lab.ts). */
+  netns?: string;
+  /** A command that runs deno with the arguments it is given (e.g. in a mount namespace). */
+  wrapper?: string[];
+  /** The working directory (default: the repository). */
+  cwd?: string;
+}
+
 /** A running child process with line-oriented stdin/stdout. */
 export class Proc implements AsyncDisposable {
   readonly child: Deno.ChildProcess;
@@ -133,22 +144,13 @@ export class Proc implements AsyncDisposable {
   #status: Promise<Deno.CommandStatus>;
   #stdinClosed = false;
 
-  /**
-   * @param netns run inside this network namespace (`ip netns exec`; tests/support/nat_lab.ts).
-   * @param wrapper a command that runs deno with the arguments it is given (e.g. in a mount
-   *   namespace of its own).
-   */
-  constructor(
-    args: string[],
-    readonly name: string,
-    env: Record<string, string> = {},
-    netns?: string,
-    wrapper: string[] = [],
-  ) {
+  /** Runs `deno ARGS`, in the repository unless `options.cwd` says where. */
+  constructor(args: string[], readonly name: string, options: ProcOptions = {}) {
+    const { env = {}, netns, wrapper = [] } = options;
     const command = [...(netns ? ["ip", "netns", "exec", netns] : []), ...wrapper, DENO, ...args];
     this.child = new Deno.Command(command[0]!, {
       args: command.slice(1),
-      cwd: ROOT,
+      cwd: options.cwd ?? ROOT,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -243,8 +245,7 @@ export async function startServer(
       ...(options.args ?? []),
     ],
     "server",
-    options.env,
-    options.netns,
+    { env: options.env, netns: options.netns },
   );
   let port: number;
   try {
@@ -317,9 +318,7 @@ export class TestClient implements AsyncDisposable {
         ...(options.args ?? []),
       ],
       name,
-      options.env,
-      options.netns,
-      options.wrapper,
+      { env: options.env, netns: options.netns, wrapper: options.wrapper },
     );
     const client = new TestClient(proc, home, options.home === undefined);
     await client.event("ready");
@@ -461,16 +460,17 @@ export function containsBytes(haystack: Uint8Array, needle: Uint8Array): boolean
 }
 
 /**
- * Runs `deno <args>` in the repository to its end (stdin closed, no colours), killed after
- * `deadlineMs`; its exit code and its stdout and stderr together.
+ * Runs `deno <args>` in `cwd` (the repository by default) to its end (stdin closed, no colours),
+ * killed after `deadlineMs`; its exit code and its stdout and stderr together.
  */
 export async function runDeno(
   args: string[],
   deadlineMs: number,
+  cwd = ROOT,
 ): Promise<{ code: number; output: string }> {
   const { code, stdout, stderr } = await new Deno.Command(DENO, {
     args,
-    cwd: ROOT,
+    cwd,
     env: { NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",

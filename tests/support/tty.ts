@@ -362,7 +362,7 @@ export function plainClient(
   return new Proc(
     ["run", "-A", "client.ts", "--server", server.address, "--home", home, ...(options.args ?? [])],
     name,
-    options.env,
+    { env: options.env },
   );
 }
 
