@@ -15,6 +15,7 @@ import { fromBase64Url, Identity, randomToken, toBase64Url } from "../lib/peer/i
 import { RecordingProxy } from "./support/proxy.ts";
 import { RawConn } from "./support/raw_conn.ts";
 import {
+  befriend,
   containsBytes,
   type Event,
   readAllFiles,
@@ -41,14 +42,6 @@ async function assertRunning(server: TestServer): Promise<void> {
     Promise.resolve("up"),
   ]);
   assert.equal(state, "up", "the server process is still running");
-}
-
-/** Adds `b` to `a`'s contacts and `a` to `b`'s. */
-async function befriend(a: [TestClient, string], b: [TestClient, string]): Promise<void> {
-  await a[0].send(`contacts add ${b[1]}`);
-  await a[0].event("contact_added", { user: b[1] });
-  await b[0].send(`contacts add ${a[1]}`);
-  await b[0].event("contact_added", { user: a[1] });
 }
 
 Deno.test("an eavesdropper on the client-server and peer links sees no password and no message text", async () => {
@@ -79,7 +72,7 @@ Deno.test("an eavesdropper on the client-server and peer links sees no password 
     try {
       await alice.signup("alice", passwords.alice);
       await bob.signup("bob", passwords.bob);
-      await befriend([alice, "alice"], [bob, "bob"]);
+      await befriend(alice, bob);
 
       await alice.send("chat bob");
       const opened = await alice.event("chat_opened", { with: "bob" });
@@ -151,7 +144,7 @@ Deno.test("the server's data files hold offline messages only sealed", async () 
       await using bob = await TestClient.start("bob", server, { home: bobHome });
       await alice.signup("alice");
       await bob.signup("bob");
-      await befriend([alice, "alice"], [bob, "bob"]);
+      await befriend(alice, bob);
     }
     await alice.event("presence", { user: "bob", online: false });
     await alice.send("chat bob");
@@ -270,7 +263,7 @@ shared.test("a client's peer listener ends a link on a tampered or replayed fram
   await using bob = await TestClient.start(B, server);
   await alice.signup(A);
   await bob.signup(B);
-  await befriend([alice, A], [bob, B]);
+  await befriend(alice, bob);
 
   const peerTampering: [string, (raw: RawConn, init: Uint8Array) => Promise<void>][] = [
     ["a flipped bit in the ciphertext", async (raw) => {
@@ -388,7 +381,7 @@ shared.test("both sides of a pair see the same 60-digit safety number", async ({
   await using bob = await TestClient.start(B, server);
   await alice.signup(A);
   await bob.signup(B);
-  await befriend([alice, A], [bob, B]);
+  await befriend(alice, bob);
   await alice.send(`fingerprint ${B}`);
   const seenByAlice = await alice.event("fingerprint", { with: B });
   await bob.send(`fingerprint ${A}`);
@@ -417,7 +410,7 @@ Deno.test("a changed identity key in the directory is refused until trust, and a
       await using bob = await TestClient.start("bob", first, { home: homes.bob });
       await alice.signup("alice");
       await bob.signup("bob");
-      await befriend([alice, "alice"], [bob, "bob"]);
+      await befriend(alice, bob);
       // The first chat pins bob's key on alice's side.
       await alice.send("chat bob");
       await alice.event("chat_opened", { with: "bob", online: true });
