@@ -1,6 +1,6 @@
 /**
  * The permissions the client and the server run with, written once: `deno task client` and
- * `deno task server` (deno.json, checked against these by tests/permissions_test.ts since JSON
+ * `deno task server` (deno.json, checked against these by tests/unit/permissions.ts since JSON
  * cannot import), the executables of `deno task compile`, the shebang of `deno task bundle`'s
  * files, and the client processes of the bench and the soak.
  */

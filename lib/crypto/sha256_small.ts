@@ -13,7 +13,7 @@
  * Nothing here branches or indexes on secret data (additions, rotations and xors on 32-bit
  * words). Tests: FIPS 180-4's examples, node:crypto's digests at every length up to the limit
  * and across it, RFC 4231's HMAC cases, node:crypto's hkdfSync, and the Noise vectors through
- * tests/noise_test.ts.
+ * tests/unit/noise.ts.
  */
 import { createHash } from "node:crypto";
 
