@@ -1,15 +1,9 @@
 /**
- * The unit tests: every file in tests/unit/ (no server, client or other program started), loaded
- * into this one test module so that they share one runtime. Deno gives each test module a
- * runtime of its own, which costs ≈ 0.34 CPU-s here even for an empty module: as 36 modules these
- * tests took 19.5-21.3 CPU-s in `deno task test`, as one 5.0-5.4 (docs/architecture.md, "The test
- * suite's time"). A failure still names the file and line it comes from.
- *
- * Their files are not named `*_test.ts`, so that `deno test` does not also run each of them on
- * its own; run one with `deno test -A tests/unit/noise.ts`. A file added to tests/unit/ is
- * imported here, or the test below fails.
+ * The unit tests: every file of tests/unit/ (no server, client or other program started), in one
+ * test module (tests/support/grouped.ts says why). As 36 modules they took 19.5-21.3 CPU-s in
+ * `deno task test`, as one 5.0-5.4. Run one file alone with `deno test -A tests/unit/noise.ts`.
  */
-import assert from "node:assert/strict";
+import { everyFileImported } from "./support/grouped.ts";
 import "./unit/accounts.ts";
 import "./unit/bench_report.ts";
 import "./unit/build_tool.ts";
@@ -47,18 +41,4 @@ import "./unit/sqlite_store.ts";
 import "./unit/time.ts";
 import "./unit/transport.ts";
 
-Deno.test("this module imports every file of tests/unit/", async () => {
-  const source = await Deno.readTextFile(new URL(import.meta.url));
-  const imported = new Set(
-    [...source.matchAll(/^import "\.\/unit\/([^"]+)";$/gm)].map((m) => m[1]),
-  );
-  const files: string[] = [];
-  for await (const entry of Deno.readDir(new URL("./unit/", import.meta.url))) {
-    if (entry.isFile && entry.name.endsWith(".ts")) files.push(entry.name);
-  }
-  assert.deepEqual(
-    files.filter((f) => !imported.has(f)).sort(),
-    [],
-    "add these to tests/unit_test.ts",
-  );
-});
+everyFileImported(import.meta.url, "unit");

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startServer, TestClient } from "./support/processes.ts";
-import { addContacts, plainClient, plainSignUp } from "./support/tty.ts";
+import { startServer, TestClient } from "../support/processes.ts";
+import { addContacts, plainClient, plainSignUp } from "../support/tty.ts";
 
 Deno.test("/s takes quoted, escaped, ~ and dragged paths", async () => {
   await using server = await startServer();

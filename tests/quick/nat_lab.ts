@@ -3,7 +3,7 @@
  * before its `finally` ran are deleted by the next lab, and nobody else's are touched.
  */
 import assert from "node:assert/strict";
-import { canBuildLab, sweepStaleLabs } from "./support/nat_lab.ts";
+import { canBuildLab, sweepStaleLabs } from "../support/nat_lab.ts";
 
 const ignore = !canBuildLab();
 

@@ -5,8 +5,8 @@
  * `/u` never answers "nobody online" when the truth is that the server cannot be asked.
  */
 import assert from "node:assert/strict";
-import { startServer, TestClient } from "./support/processes.ts";
-import { addContacts, signUp, ttyClient } from "./support/tty.ts";
+import { startServer, TestClient } from "../support/processes.ts";
+import { addContacts, signUp, ttyClient } from "../support/tty.ts";
 
 Deno.test("after a server-key mismatch the client keeps retrying and re-attaches when the real server is back", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "confab-real-" });

@@ -4,7 +4,7 @@
  * only after 1, 3, 7 s). A real server process, stopped for the moment of the herd.
  */
 import assert from "node:assert/strict";
-import { startServer } from "./support/processes.ts";
+import { startServer } from "../support/processes.ts";
 
 const HERD = 1_200;
 /** The kernel's cap on any backlog: below the herd, this machine cannot show the difference. */

@@ -5,8 +5,8 @@
  * visible escapes; `--json` still carries the exact text.
  */
 import assert from "node:assert/strict";
-import { startServer, TestClient } from "./support/processes.ts";
-import { addContacts, signUp, ttyClient } from "./support/tty.ts";
+import { startServer, TestClient } from "../support/processes.ts";
+import { addContacts, signUp, ttyClient } from "../support/tty.ts";
 
 const HOSTILE =
   "hi\x1b]0;PWNED\x07\x1b[2J\x1b[H\x1b[31mFAKE: the server says log in again\u202Edrow";

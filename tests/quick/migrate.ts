@@ -3,12 +3,12 @@
  * (every table) arrives in PostgreSQL intact, counted, and a second run changes nothing.
  */
 import assert from "node:assert/strict";
-import { PostgresStore } from "../lib/server/postgres_store.ts";
-import { SqliteStore } from "../lib/server/sqlite_store.ts";
-import { LEGACY_KDF } from "../lib/server/store.ts";
-import { Proc } from "./support/processes.ts";
-import { freshDatabase } from "./support/store_backends.ts";
-import { tempDir } from "./support/temp_dir.ts";
+import { PostgresStore } from "../../lib/server/postgres_store.ts";
+import { SqliteStore } from "../../lib/server/sqlite_store.ts";
+import { LEGACY_KDF } from "../../lib/server/store.ts";
+import { Proc } from "../support/processes.ts";
+import { freshDatabase } from "../support/store_backends.ts";
+import { tempDir } from "../support/temp_dir.ts";
 
 const token = (n: number) => new Uint8Array(32).fill(n);
 

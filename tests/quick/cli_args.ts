@@ -3,7 +3,7 @@
  * errors for a bad command line; and that the README describes every flag of the entry points.
  */
 import assert from "node:assert/strict";
-import { type CommandSpec, parseCommandLine } from "../lib/cli/args.ts";
+import { type CommandSpec, parseCommandLine } from "../../lib/cli/args.ts";
 
 const COMMAND: CommandSpec = {
   name: "tool",
@@ -179,7 +179,7 @@ Deno.test("parseCommandLine() wraps long descriptions under their column", () =>
 async function helpOf(entry: string): Promise<string> {
   const { code, stdout } = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", entry, "--help"],
-    cwd: new URL("..", import.meta.url),
+    cwd: new URL("../..", import.meta.url),
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -188,7 +188,7 @@ async function helpOf(entry: string): Promise<string> {
 }
 
 Deno.test("the README names every flag of server.ts and client.ts", async () => {
-  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const help = (await helpOf("server.ts")) + (await helpOf("client.ts"));
   const offered = new Set([...help.matchAll(/(--[a-z][a-z-]*)/g)].map((m) => m[1]!));
   const missing = [...offered].filter((flag) =>

@@ -6,17 +6,17 @@
  * the injected frame must never be taken for a message, and the connection must end.
  */
 import assert from "node:assert/strict";
-import { ConfabServer } from "../lib/server/server.ts";
-import { openServerLink } from "../lib/client/server_link.ts";
-import { generateKeyPair } from "../lib/crypto/noise.ts";
-import { encodeFrame } from "../lib/protocol/frame.ts";
-import { ConnectionClosedError, FrameError, ProtocolError } from "../lib/protocol/errors.ts";
-import { encodeMessage, type ServerMessage } from "../lib/protocol/messages.ts";
-import { Identity, randomToken } from "../lib/peer/identity.ts";
-import { acceptPeer, dialPeer, type PeerLink } from "../lib/peer/peer_link.ts";
-import { InjectingProxy, type Injection } from "./support/proxy.ts";
-import { within } from "./support/peer_fixtures.ts";
-import { signupFields } from "./support/accounts.ts";
+import { ConfabServer } from "../../lib/server/server.ts";
+import { openServerLink } from "../../lib/client/server_link.ts";
+import { generateKeyPair } from "../../lib/crypto/noise.ts";
+import { encodeFrame } from "../../lib/protocol/frame.ts";
+import { ConnectionClosedError, FrameError, ProtocolError } from "../../lib/protocol/errors.ts";
+import { encodeMessage, type ServerMessage } from "../../lib/protocol/messages.ts";
+import { Identity, randomToken } from "../../lib/peer/identity.ts";
+import { acceptPeer, dialPeer, type PeerLink } from "../../lib/peer/peer_link.ts";
+import { InjectingProxy, type Injection } from "../support/proxy.ts";
+import { within } from "../support/peer_fixtures.ts";
+import { signupFields } from "../support/accounts.ts";
 
 /** Every place in the handshake a frame can be slipped in (after `hello`; see the doc comment). */
 const POSITIONS: Omit<Injection, "bytes">[] = [

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { befriend, startServer, TestClient } from "./support/processes.ts";
+import { befriend, startServer, TestClient } from "../support/processes.ts";
 
 /** Every path below `dir` whose mode lets the group or others in, with that mode. */
 async function openToOthers(dir: string): Promise<string[]> {

@@ -4,7 +4,7 @@
  * and in all, and real peers get through once the flood is gone.
  */
 import assert from "node:assert/strict";
-import { befriend, DEADLINE_MS, startServer, TestClient } from "./support/processes.ts";
+import { befriend, DEADLINE_MS, startServer, TestClient } from "../support/processes.ts";
 
 function peerPortOf(client: TestClient): number {
   const ready = client.events().find((e) => e.type === "ready");

@@ -4,9 +4,9 @@
  * `registry`); `list` shows when a user logged in, not when their client last re-attached.
  */
 import assert from "node:assert/strict";
-import { startServer, TestClient } from "./support/processes.ts";
-import { Tty } from "./support/tty.ts";
-import { clock } from "../lib/util/time.ts";
+import { startServer, TestClient } from "../support/processes.ts";
+import { Tty } from "../support/tty.ts";
+import { clock } from "../../lib/util/time.ts";
 
 Deno.test("the server console keeps the operator's half-typed line below the log lines", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "confab-srv-" });

@@ -4,7 +4,7 @@
  * when the process exits in the same turn as it showed them.
  */
 import assert from "node:assert/strict";
-import { runDeno } from "./support/processes.ts";
+import { runDeno } from "../support/processes.ts";
 
 /** Shows events in two turns (with a newline inside a text), then exits in the second turn. */
 const SCRIPT = `

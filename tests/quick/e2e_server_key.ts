@@ -5,15 +5,15 @@
  * impostor never learns the session token.
  */
 import assert from "node:assert/strict";
-import { keyFingerprint } from "../lib/crypto/fingerprint.ts";
-import { generateKeyPair, type KeyPair } from "../lib/crypto/noise.ts";
-import { FramedConnection } from "../lib/net/framed_connection.ts";
-import { openSecureChannel } from "../lib/net/secure_channel.ts";
-import { type ClientMessage, ClientToServer } from "../lib/protocol/messages.ts";
-import { KnownServers } from "../lib/client/known_servers.ts";
-import { toBase64Url } from "../lib/util/base64.ts";
-import { RecordingProxy } from "./support/proxy.ts";
-import { startServer, TestClient } from "./support/processes.ts";
+import { keyFingerprint } from "../../lib/crypto/fingerprint.ts";
+import { generateKeyPair, type KeyPair } from "../../lib/crypto/noise.ts";
+import { FramedConnection } from "../../lib/net/framed_connection.ts";
+import { openSecureChannel } from "../../lib/net/secure_channel.ts";
+import { type ClientMessage, ClientToServer } from "../../lib/protocol/messages.ts";
+import { KnownServers } from "../../lib/client/known_servers.ts";
+import { toBase64Url } from "../../lib/util/base64.ts";
+import { RecordingProxy } from "../support/proxy.ts";
+import { startServer, TestClient } from "../support/processes.ts";
 
 /**
  * A server impostor in this process: it completes the handshake with its own key, as a real
