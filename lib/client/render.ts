@@ -518,8 +518,12 @@ export class Renderer {
       case "link_down":
         if (this.#verbose) return dim(`link to ${e.user} closed (${e.reason})`);
         if (!this.#inChatWith(e.user)) return undefined;
+        // "closed": the other side ended it (a logout, a quit), which is no loss to be alarmed at.
         return dim(
-          `lost the connection to ${e.user}; messages go through the server until it is back`,
+          (e.reason === "closed"
+            ? `the connection to ${e.user} closed`
+            : `lost the connection to ${e.user}`) +
+            "; messages go through the server until it is back",
         );
       case "key_changed":
         return this.paint(

@@ -571,6 +571,11 @@ Deno.test("Renderer keeps link and window news to the chat it concerns, and deta
   where = { chatWith: "carol" };
   assert.match(r.render(down)!, /lost the connection to carol/);
   assert.doesNotMatch(r.render(down)!, /os error|closed \(/);
+  // Ended cleanly by the other side (a logout, a quit): said plainly, not as a loss.
+  assert.equal(
+    r.render({ type: "link_down", user: "carol", reason: "closed" }),
+    "the connection to carol closed; messages go through the server until it is back",
+  );
   assert.equal(r.render({ type: "peer_left", user: "carol" }), "carol left the chat");
   assert.match(v.render(up)!, /127\.0\.0\.1:34110/);
   assert.match(v.render(down)!, /Broken pipe/);
