@@ -518,7 +518,8 @@ export class Renderer {
       case "link_down":
         if (this.#verbose) return dim(`link to ${e.user} closed (${e.reason})`);
         if (!this.#inChatWith(e.user)) return undefined;
-        // "closed": the other side ended it (a logout, a quit), which is no loss to be alarmed at.
+        // "closed": the stream ended without an error (the other side logged out or quit, or its
+        // process ended); "lost" is for a reset, a failed write or a peer gone silent.
         return dim(
           (e.reason === "closed"
             ? `the connection to ${e.user} closed`
