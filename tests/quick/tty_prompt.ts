@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startServer, TestClient } from "./support/processes.ts";
-import { addContacts, signUp, ttyClient } from "./support/tty.ts";
+import { startServer, TestClient } from "../support/processes.ts";
+import { addContacts, signUp, ttyClient } from "../support/tty.ts";
 
 Deno.test("the prompt follows a group: pulled in, members leaving, closed", async () => {
   await using server = await startServer();

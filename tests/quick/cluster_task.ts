@@ -3,7 +3,7 @@
  * up, a client pointed at all of them signs up, and Ctrl-C stops and removes everything.
  */
 import assert from "node:assert/strict";
-import { Proc, TestClient } from "./support/processes.ts";
+import { Proc, TestClient } from "../support/processes.ts";
 
 /**
  * A port `p` with `p + 1` free as well. Tried below the OS's ephemeral range (32768 and up on

@@ -4,9 +4,9 @@
  * or named is one clear line at start and a non-zero exit.
  */
 import assert from "node:assert/strict";
-import { signUpAsContacts } from "./support/cluster.ts";
-import { freshDatabase } from "./support/store_backends.ts";
-import { Proc, startServer, TestClient } from "./support/processes.ts";
+import { signUpAsContacts } from "../support/cluster.ts";
+import { freshDatabase } from "../support/store_backends.ts";
+import { Proc, startServer, TestClient } from "../support/processes.ts";
 
 Deno.test("a server over PostgreSQL keeps accounts, contacts and mail across a kill -9", async () => {
   const url = await freshDatabase();

@@ -5,21 +5,21 @@
  * full handshake), and a resumed link stands for the server key the ticket came from.
  */
 import assert from "node:assert/strict";
-import { ConfabServer } from "../lib/server/server.ts";
-import { TICKET_LIFETIME_MS, TicketBox } from "../lib/server/tickets.ts";
-import { openServerLink, resumeSession, resumptionFrom } from "../lib/client/server_link.ts";
-import { generateKeyPair, type KeyPair } from "../lib/crypto/noise.ts";
-import type { ResumptionOffer } from "../lib/net/secure_channel.ts";
-import { ProtocolError, RemoteError } from "../lib/protocol/errors.ts";
-import type { WelcomeMessage } from "../lib/protocol/messages.ts";
-import { toBase64Url } from "../lib/peer/identity.ts";
-import { HandshakeState } from "../lib/crypto/noise.ts";
-import { resumptionPrologue } from "../lib/net/secure_channel.ts";
-import { helloFor } from "../lib/net/hello.ts";
-import type { HelloMessage } from "../lib/protocol/messages.ts";
-import { fromBase64Url } from "../lib/util/base64.ts";
-import { signupFields, TEST_PASSWORD_COST } from "./support/accounts.ts";
-import { RawConn } from "./support/raw_conn.ts";
+import { ConfabServer } from "../../lib/server/server.ts";
+import { TICKET_LIFETIME_MS, TicketBox } from "../../lib/server/tickets.ts";
+import { openServerLink, resumeSession, resumptionFrom } from "../../lib/client/server_link.ts";
+import { generateKeyPair, type KeyPair } from "../../lib/crypto/noise.ts";
+import type { ResumptionOffer } from "../../lib/net/secure_channel.ts";
+import { ProtocolError, RemoteError } from "../../lib/protocol/errors.ts";
+import type { WelcomeMessage } from "../../lib/protocol/messages.ts";
+import { toBase64Url } from "../../lib/peer/identity.ts";
+import { HandshakeState } from "../../lib/crypto/noise.ts";
+import { resumptionPrologue } from "../../lib/net/secure_channel.ts";
+import { helloFor } from "../../lib/net/hello.ts";
+import type { HelloMessage } from "../../lib/protocol/messages.ts";
+import { fromBase64Url } from "../../lib/util/base64.ts";
+import { signupFields, TEST_PASSWORD_COST } from "../support/accounts.ts";
+import { RawConn } from "../support/raw_conn.ts";
 
 Deno.test("a ticket opens only with the box of the same server key, unchanged and in time", async () => {
   const key = await generateKeyPair();

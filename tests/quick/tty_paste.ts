@@ -4,8 +4,8 @@
  * the server session stay up.
  */
 import assert from "node:assert/strict";
-import { startServer, TestClient } from "./support/processes.ts";
-import { signUp, ttyChat, ttyClient } from "./support/tty.ts";
+import { startServer, TestClient } from "../support/processes.ts";
+import { signUp, ttyChat, ttyClient } from "../support/tty.ts";
 
 /** Words, no line breaks, `size` characters, ending in a marker to look for. */
 function pasteText(size: number): string {

@@ -5,10 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { generateKeyPair, HandshakeState } from "../lib/crypto/noise.ts";
-import { handshakeTranscript, Identity, randomToken, toBase64Url } from "../lib/peer/identity.ts";
-import { type Frame, RawConn } from "./support/raw_conn.ts";
-import { signupFields } from "./support/accounts.ts";
+import { generateKeyPair, HandshakeState } from "../../lib/crypto/noise.ts";
+import {
+  handshakeTranscript,
+  Identity,
+  randomToken,
+  toBase64Url,
+} from "../../lib/peer/identity.ts";
+import { type Frame, RawConn } from "../support/raw_conn.ts";
+import { signupFields } from "../support/accounts.ts";
 import {
   containsBytes,
   type Event,
@@ -16,7 +21,7 @@ import {
   readAllFiles,
   startServer,
   TestClient,
-} from "./support/processes.ts";
+} from "../support/processes.ts";
 
 const utf8 = new TextEncoder();
 

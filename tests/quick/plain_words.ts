@@ -4,8 +4,8 @@
  * chat only in that chat; no placeholders. Technical detail stays available with --verbose.
  */
 import assert from "node:assert/strict";
-import { startServer, TestClient } from "./support/processes.ts";
-import { addContacts, plainClient, plainSignUp } from "./support/tty.ts";
+import { startServer, TestClient } from "../support/processes.ts";
+import { addContacts, plainClient, plainSignUp } from "../support/tty.ts";
 
 const TECHNICAL = /Too small|expected string|os error|Broken pipe|identity key for|show <user>/;
 

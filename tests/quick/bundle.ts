@@ -3,8 +3,8 @@
  * directory, and each bundle then runs as a real process, as a user would run it.
  */
 import assert from "node:assert/strict";
-import { CLIENT_PERMISSIONS, SERVER_PERMISSIONS } from "../scripts/permissions.ts";
-import { Proc, runDeno } from "./support/processes.ts";
+import { CLIENT_PERMISSIONS, SERVER_PERMISSIONS } from "../../scripts/permissions.ts";
+import { Proc, runDeno } from "../support/processes.ts";
 
 const DEADLINE_MS = 60_000;
 

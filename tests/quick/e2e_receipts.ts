@@ -6,10 +6,10 @@
  * on two instances.
  */
 import assert from "node:assert/strict";
-import { receiptStatement } from "../lib/crypto/ed25519.ts";
-import { Identity } from "../lib/peer/identity.ts";
-import { type Deployment, deployments } from "./support/deployment.ts";
-import { befriend, type Event, TestClient } from "./support/processes.ts";
+import { receiptStatement } from "../../lib/crypto/ed25519.ts";
+import { Identity } from "../../lib/peer/identity.ts";
+import { type Deployment, deployments } from "../support/deployment.ts";
+import { befriend, type Event, TestClient } from "../support/processes.ts";
 
 /**
  * alice sends bob (logged out) `text`: it is stored on the server, `*`; then she logs out.
