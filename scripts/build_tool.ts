@@ -6,6 +6,7 @@
 import { mkdir, stat } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 
 export const ROOT = resolve(fileURLToPath(new URL("..", import.meta.url)));
 
@@ -23,14 +24,40 @@ export class BuildTool {
     Deno.exit(1);
   }
 
-  /** A bad command line: the parser's message and the usage, as one line. */
-  failUsage(error: unknown): never {
-    this.fail(`${error instanceof Error ? error.message : String(error)}; usage: ${this.usage}`);
-  }
-
-  /** `--out-dir` resolved, `dist/` in the repository by default. */
-  outDir(value: string | undefined): string {
-    return resolve(value ?? join(ROOT, "dist"));
+  /**
+   * Reads the command line: `--out-dir DIR` (resolved; `dist/` in the repository by default),
+   * `--help` (prints the usage, then `helpMore`, and exits 0) and the string options `named`.
+   * A bad command line is one line with the usage, and exit 1. `deno task x -- --flag` passes
+   * the `--` through; it separates nothing here.
+   */
+  parseOptions(
+    args: string[],
+    named: readonly string[] = [],
+    helpMore?: string,
+  ): { outDir: string; named: Record<string, string | undefined> } {
+    const rest = args[0] === "--" ? args.slice(1) : args;
+    let values: Record<string, string | boolean | undefined>;
+    try {
+      ({ values } = parseArgs({
+        args: rest,
+        options: {
+          ...Object.fromEntries(named.map((name) => [name, { type: "string" as const }])),
+          "out-dir": { type: "string" },
+          help: { type: "boolean", short: "h" },
+        },
+      }));
+    } catch (error) {
+      this.fail(`${error instanceof Error ? error.message : String(error)}; usage: ${this.usage}`);
+    }
+    if (values.help) {
+      console.log(`Usage: ${this.usage}${helpMore ? `\n${helpMore}` : ""}`);
+      Deno.exit(0);
+    }
+    const text = (name: string) => values[name] as string | undefined;
+    return {
+      outDir: resolve(text("out-dir") ?? join(ROOT, "dist")),
+      named: Object.fromEntries(named.map((name) => [name, text(name)])),
+    };
   }
 
   /**

@@ -7,7 +7,6 @@
  */
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { BuildTool, firstErrorLine, reportWritten, runDeno } from "./build_tool.ts";
 import { CLIENT_PERMISSIONS, SERVER_PERMISSIONS } from "./permissions.ts";
 
@@ -30,30 +29,9 @@ export function shebang(permissions: readonly string[]): string {
   return `#!/usr/bin/env -S deno run ${permissions.join(" ")}\n`;
 }
 
-function parseOptions(args: string[]): { outDir: string } {
-  // `deno task bundle -- --out-dir x` passes the `--` through; it separates nothing here.
-  const rest = args[0] === "--" ? args.slice(1) : args;
-  try {
-    const { values } = parseArgs({
-      args: rest,
-      options: {
-        "out-dir": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
-    if (values.help) {
-      console.log(`Usage: ${tool.usage}`);
-      Deno.exit(0);
-    }
-    return { outDir: tool.outDir(values["out-dir"]) };
-  } catch (error) {
-    tool.failUsage(error);
-  }
-}
-
 /** Bundles every entry point into `--out-dir`; exits 1 with one line on the first failure. */
 async function main(): Promise<void> {
-  const { outDir } = parseOptions(Deno.args);
+  const { outDir } = tool.parseOptions(Deno.args);
   await tool.prepare(BUNDLES.map((b) => b.entry), outDir, "bundle");
 
   for (const { entry, output, permissions } of BUNDLES) {

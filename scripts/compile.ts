@@ -10,7 +10,6 @@
  * is the single-file build that works.
  */
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { BuildTool, firstErrorLine, reportWritten, runDeno } from "./build_tool.ts";
 import { CLIENT_PERMISSIONS, SERVER_PERMISSIONS } from "./permissions.ts";
 
@@ -53,30 +52,12 @@ function isRuntimeDownloadFailure(output: string): boolean {
 }
 
 function parseOptions(args: string[]): { target?: string; outDir: string } {
-  // `deno task compile -- --target x` passes the `--` through; it separates nothing here.
-  const rest = args[0] === "--" ? args.slice(1) : args;
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: rest,
-      options: {
-        target: { type: "string" },
-        "out-dir": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (error) {
-    tool.failUsage(error);
-  }
-  if (values.help) {
-    console.log(`Usage: ${tool.usage}\nTargets: ${TARGETS.join(", ")}`);
-    Deno.exit(0);
-  }
-  const target = values.target;
+  const { outDir, named } = tool.parseOptions(args, ["target"], `Targets: ${TARGETS.join(", ")}`);
+  const target = named.target;
   if (target !== undefined && !(TARGETS as readonly string[]).includes(target)) {
     tool.fail(`unknown target "${target}"; use one of ${TARGETS.join(", ")}`);
   }
-  return { target, outDir: tool.outDir(values["out-dir"]) };
+  return { target, outDir };
 }
 
 /** `confab` → `confab-aarch64-apple-darwin`, `confab-x86_64-pc-windows-msvc.exe`, `confab`. */

@@ -146,11 +146,11 @@ export class Proc implements AsyncDisposable {
 
   /** Runs `deno ARGS`, in the repository unless `options.cwd` says where. */
   constructor(args: string[], readonly name: string, options: ProcOptions = {}) {
-    const { env = {}, netns, wrapper = [] } = options;
+    const { env = {}, netns, wrapper = [], cwd = ROOT } = options;
     const command = [...(netns ? ["ip", "netns", "exec", netns] : []), ...wrapper, DENO, ...args];
     this.child = new Deno.Command(command[0]!, {
       args: command.slice(1),
-      cwd: options.cwd ?? ROOT,
+      cwd,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
