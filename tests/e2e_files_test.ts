@@ -7,7 +7,9 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { basename, dirname, join, relative } from "node:path";
 import { OFF_THREAD_FROM } from "../lib/client/file_hash.ts";
+import { fileTag } from "../lib/client/transfers.ts";
 import { Identity } from "../lib/peer/identity.ts";
+import { sha256Of } from "./support/files.ts";
 import { CraftedPeer } from "./support/crafted_peer.ts";
 import { crowd, disposeAll, membersAre, meshed } from "./support/groups.ts";
 import { type Event, TestClient, type TestServer } from "./support/processes.ts";
@@ -34,18 +36,6 @@ async function randomFile(dir: string, name: string, bytes: number): Promise<str
     while (written < n) written += await file.write(chunk.subarray(written, n));
   }
   return path;
-}
-
-async function sha256Of(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path, { read: true });
-  const buffer = new Uint8Array(MiB);
-  for (;;) {
-    const n = await file.read(buffer);
-    if (n === null) break;
-    hash.update(buffer.subarray(0, n));
-  }
-  return hash.digest("hex");
 }
 
 function hex(bytes: Uint8Array): string {
@@ -391,7 +381,8 @@ shared.test("hostile file names from a crafted peer all land inside downloads, c
     const offer = (name: string, data: Uint8Array) => {
       const fid = hex(crypto.getRandomValues(new Uint8Array(16)));
       const sha256 = createHash("sha256").update(data).digest("hex");
-      return { fid, message: { type: "file_offer", fid, name, size: data.length, sha256 } };
+      const tag = createHash("sha256").update(fid).digest("hex");
+      return { fid, sha256, message: { type: "file_offer", fid, name, size: data.length, tag } };
     };
 
     // Longer than the protocol allows (1,024 characters): refused at the edge, link kept.
@@ -420,13 +411,13 @@ shared.test("hostile file names from a crafted peer all land inside downloads, c
     const sent = new Map<string, { raw: string; saved: string; data: Uint8Array }>();
     for (const [i, c] of cases.entries()) {
       const data = new TextEncoder().encode(`hostile file #${i}: ${JSON.stringify(c.raw)}\n`);
-      const { fid, message } = offer(c.raw, data);
+      const { fid, sha256, message } = offer(c.raw, data);
       sent.set(fid, { ...c, data });
       await peer.send(message);
       const accept = await peer.next("file_accept");
       assert.deepEqual([accept.fid, accept.offset], [fid, 0]);
       await peer.sendChunk(fid, 0, data);
-      await peer.send({ type: "file_end", fid });
+      await peer.send({ type: "file_end", fid, sha256 });
       const done = await peer.next("file_done");
       assert.deepEqual([done.fid, done.ok], [fid, true], JSON.stringify(done));
     }
@@ -546,6 +537,45 @@ shared.test("the sender killed -9 mid-transfer: the part waits aside and sharing
     await disposeAll([alice, bob, ...(alice2 ? [alice2] : [])]);
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(aliceHome, { recursive: true });
+  }
+});
+
+shared.test("a kept part that is not the file offered (same tag) fails the final check, is discarded, and sharing again sends it whole", async ({ server, user }) => {
+  const dir = await Deno.makeTempDir();
+  const { alice, bob } = await pair(server, user);
+  try {
+    const size = 3 * MiB + 11;
+    const path = await randomFile(dir, "report.bin", size);
+    const want = await sha256Of(path);
+    // A part bob kept of another version of this file, under the name a part of this one has:
+    // the tag (size, time, first and last bytes) cannot tell them apart, the hash can.
+    const info = await Deno.stat(path);
+    const tag = await fileTag(path, size, info.mtime!.getTime());
+    const partials = partialsOf(bob, user("bob"));
+    const part = join(partials, `${tag}-${size}-${user("alice").toLowerCase()}.part`);
+    await Deno.writeFile(part, new Uint8Array(MiB + 5).fill(0x5a));
+
+    await alice.send(`/s ${path}`);
+    const started = await bob.event("transfer_started", { direction: "in" });
+    assert.equal(started.offset, MiB + 5, "the part was taken up");
+    const failed = await bob.event("transfer_failed", { direction: "in" });
+    assert.match(String(failed.reason), /SHA-256/);
+    assert.equal(failed.kept, false);
+    const told = await alice.event("transfer_failed", { direction: "out" });
+    assert.match(String(told.reason), /SHA-256/);
+    assert.deepEqual(await listDir(partials), [], "the wrong part is gone");
+    assert.deepEqual(await listDir(downloadsOf(bob, user("bob"))), []);
+
+    await alice.send(`/s ${path}`);
+    const done = await bob.event("transfer_done", { direction: "in" });
+    assert.equal(done.resumedFrom, 0);
+    assert.equal(done.sha256, want);
+    assert.equal(await sha256Of(String(done.savedAs)), want);
+    const sent = await alice.event("transfer_done", { direction: "out" });
+    assert.equal(sent.sha256, want);
+  } finally {
+    await disposeAll([alice, bob]);
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { canBuildLab, type NatLab, type NatType, startNatLab } from "./support/nat_lab.ts";
 import { type Event, startServer, TestClient, type TestServer } from "./support/processes.ts";
 import { membersAre, meshed } from "./support/groups.ts";
-import { hashFile } from "../lib/client/transfers.ts";
+import { sha256Of } from "./support/files.ts";
 
 const ignore = !canBuildLab();
 
@@ -134,12 +134,12 @@ Deno.test({
     // A big file goes over the punched path, intact.
     const path = join(alice.home, "big.bin");
     await writePattern(path, 100 * 1024 * 1024);
-    const sent = await hashFile(path);
+    const sent = await sha256Of(path);
     await alice.send(`/s ${path}`);
     const done = await bob.event("transfer_done", { direction: "in" }, 120_000);
     await alice.event("transfer_done", { direction: "out" }, 30_000);
     assert.equal(done.sha256, sent);
-    assert.equal(await hashFile(String(done.savedAs)), sent);
+    assert.equal(await sha256Of(String(done.savedAs)), sent);
     const progress = bob.events().filter((e) => e.type === "transfer_progress");
     assert.ok(progress.every((e) => e.path === "direct"), "the file went directly");
     assert.ok(
@@ -246,7 +246,7 @@ Deno.test({
     const size = 24 * 1024 * 1024;
     const path = join(alice.home, "moving.bin");
     await writePattern(path, size);
-    const want = await hashFile(path);
+    const want = await sha256Of(path);
     await alice.send(`/s ${path}`);
     const before = await bob.event("transfer_progress", { direction: "in" }, 30_000);
     assert.equal(before.path, "direct");
@@ -269,7 +269,7 @@ Deno.test({
       const done = await bob.event("transfer_done", { direction: "in" }, 120_000);
       const sent = await alice.event("transfer_done", { direction: "out" }, 30_000);
       assert.equal(done.sha256, want);
-      assert.equal(await hashFile(String(done.savedAs)), want, "the saved file is byte-identical");
+      assert.equal(await sha256Of(String(done.savedAs)), want, "the saved file is byte-identical");
       assert.equal(done.resumedFrom, 0);
       assert.equal(sent.resumedFrom, 0);
       assert.equal(done.fid, sent.fid, "one transfer, not a new one");

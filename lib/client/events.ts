@@ -248,7 +248,8 @@ export type ClientEvent =
   /**
    * A file was offered. "out": you offered it to `peer` and wait for their answer. "in": `peer`
    * offers it to you and it waits for your answer (`accept <offer>` or `decline <offer>`) until
-   * `expiresAt`; `sha256` is the hash the sender announces, checked once the file arrived.
+   * `expiresAt`. The file's SHA-256 comes with its last chunk: `transfer_done` carries it, once
+   * checked.
    */
   | {
     type: "transfer_offered";
@@ -257,7 +258,6 @@ export type ClientEvent =
     peer: string;
     name: string;
     size: number;
-    sha256: string;
     offer?: number;
     expiresAt?: number;
     group?: string;
@@ -265,7 +265,7 @@ export type ClientEvent =
   /** `offers`: the file offers waiting for your answer, oldest first. */
   | {
     type: "offers";
-    offers: { offer: number; peer: string; name: string; size: number; sha256: string }[];
+    offers: { offer: number; peer: string; name: string; size: number }[];
   }
   /**
    * An offer to you was declined: by you, by `--auto-accept none`, because nobody answered it

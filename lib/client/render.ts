@@ -428,14 +428,14 @@ export class Renderer {
           : "";
         return this.paint(
           "yellow",
-          `${e.peer}${where} offers ${e.name} (${size(e.size)}, sha256 ${e.sha256.slice(0, 16)}…)`,
+          `${e.peer}${where} offers ${e.name} (${size(e.size)})`,
         ) + ` — accept: /y ${e.offer}, decline: /n ${e.offer}${minutes}`;
       }
       case "offers":
         if (e.offers.length === 0) return "no file offer waits for your answer";
-        return e.offers.map((o) =>
-          `${o.offer}: ${o.name} (${size(o.size)}, sha256 ${o.sha256.slice(0, 16)}…) from ${o.peer}`
-        ).join("\n") + dim("\naccept with /y <n>, decline with /n <n>");
+        return e.offers.map((o) => `${o.offer}: ${o.name} (${size(o.size)}) from ${o.peer}`).join(
+          "\n",
+        ) + dim("\naccept with /y <n>, decline with /n <n>");
       case "transfer_declined":
         return dim(
           `not receiving ${e.name} (${size(e.size)}) from ${e.peer}: ${this.#plain(e.reason)}`,

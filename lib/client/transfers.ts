@@ -1,12 +1,16 @@
 /**
  * File sharing over the direct links, never through the server. Receiving is a choice: an
- * offer (name, size, sender, SHA-256) waits for the user to accept or decline it, unless
+ * offer (name, size, sender) waits for the user to accept or decline it, unless
  * `--auto-accept` says otherwise, and expires unanswered; before accepting, the bytes held in
  * partial files are capped and the disk's free space is checked. The file is streamed in
  * chunks with backpressure (a few chunks in flight per link, so a chat line waits for at most a
  * few), checked end to end with SHA-256, written aside under a temporary name and moved into
- * downloads only once complete and verified. An interrupted transfer leaves its partial file
- * aside; offering the same file again (same hash and size) resumes where it stopped.
+ * downloads only once complete and verified. The sender hashes the file as it reads it for
+ * sending (on a worker thread for a large one) and sends the hash after the last chunk: the
+ * data starts at once, and the file is read once, not twice. An interrupted transfer leaves
+ * its partial file aside; offering the same file again (same tag and size: the sender's
+ * fingerprint of the file's version, see {@link fileTag}) resumes where it stopped, and a part
+ * that does not belong to the file after all fails the final check and is discarded.
  *
  * A link that moves to another path under a running transfer (a punched path that died and
  * fell back to the relay, a link replaced by a fresh dial) does not end it: the sender offers
@@ -112,6 +116,65 @@ interface WaitingOffer {
   timer: ReturnType<typeof setTimeout>;
 }
 
+/** The file a transfer sends, as `share` found it. */
+interface SharedFile {
+  path: string;
+  name: string;
+  size: number;
+  tag: string;
+  group?: string;
+}
+
+/**
+ * The sender's SHA-256 over the file, fed in order as the file is read for sending. An attempt
+ * that starts below what is hashed (the link moved) feeds nothing until it passes it; one that
+ * starts above it (the receiver kept a part) hashes the bytes in between first.
+ */
+class SendHash {
+  /** Made at the first byte: an offer may wait an hour for its answer, a worker with it. */
+  #hash: FileHash | undefined;
+  /** Bytes hashed: the file's first `upTo` bytes. */
+  upTo = 0;
+  #digest: Promise<string> | undefined;
+
+  constructor(readonly size: number) {}
+
+  /** Adds the `bytes` read at `at` that are not hashed yet; `at` is at most `upTo`. */
+  feed(at: number, bytes: Uint8Array): Promise<void> {
+    const end = at + bytes.length;
+    if (end <= this.upTo) return Promise.resolve();
+    const fresh = bytes.subarray(this.upTo - at);
+    this.upTo = end;
+    return this.#started().update(fresh);
+  }
+
+  #started(): FileHash {
+    return this.#hash ??= fileHash(this.size);
+  }
+
+  /** Hashes the file's bytes from `upTo` to `offset`, read from `file` (which is left there). */
+  async catchUp(file: Deno.FsFile, offset: number): Promise<void> {
+    if (offset <= this.upTo) return;
+    await file.seek(this.upTo, Deno.SeekMode.Start);
+    const buffer = new Uint8Array(READ_BLOCK);
+    while (this.upTo < offset) {
+      const n = await file.read(buffer.subarray(0, Math.min(READ_BLOCK, offset - this.upTo)));
+      if (n === null) throw new TransferError("BAD_FILE", "the file got shorter while sending");
+      await this.feed(this.upTo, buffer.subarray(0, n));
+    }
+  }
+
+  /** The hash of the whole file, once every byte of it was fed. */
+  digest(): Promise<string> {
+    if (this.upTo !== this.size) throw new Error(`hashed ${this.upTo} of ${this.size} bytes`);
+    return this.#digest ??= this.#started().digest();
+  }
+
+  close(): void {
+    this.#hash?.close();
+  }
+}
+
 interface Outgoing {
   fid: string;
   peer: string;
@@ -132,6 +195,8 @@ interface SendRun {
   offset: number;
   /** Where it asked the first attempt to start (an earlier, interrupted transfer's part). */
   firstOffset?: number;
+  /** The SHA-256 of the file so far, across attempts. */
+  hash: SendHash;
 }
 
 interface Incoming {
@@ -140,7 +205,7 @@ interface Incoming {
   link: PeerLink;
   name: string;
   size: number;
-  sha256: string;
+  tag: string;
   group?: string;
   partial: string;
   file: Deno.FsFile;
@@ -178,21 +243,34 @@ function fromHex(text: string): Uint8Array {
   return out;
 }
 
+/** Bytes of each end of a file that go into its tag. */
+const TAG_EDGE = 64 * 1024;
+
 /**
- * SHA-256 of a file, streamed (memory stays flat whatever the size): the next block is read
- * (off the main thread) while this one is hashed.
+ * Names a version of a file without reading all of it: SHA-256 over its size, modification
+ * time and first and last {@link TAG_EDGE} bytes. The same file shared again has the same tag,
+ * so a receiver finds the part an interrupted transfer left; an edited file almost always has
+ * another. When it does not (an edit inside that kept the size and the time), the part fails
+ * the final SHA-256 check and is discarded: a tag only ever costs a retry, never a wrong file.
  */
-export async function hashFile(path: string): Promise<string> {
+export async function fileTag(path: string, size: number, mtime: number): Promise<string> {
   const hash = createHash("sha256");
+  const head = new DataView(new ArrayBuffer(16));
+  head.setFloat64(0, size);
+  head.setFloat64(8, mtime);
+  hash.update(new TextEncoder().encode("confab file tag 1"));
+  hash.update(new Uint8Array(head.buffer));
   using file = await Deno.open(path, { read: true });
-  const buffers = [new Uint8Array(READ_BLOCK), new Uint8Array(READ_BLOCK)];
-  let reading = file.read(buffers[0]!);
-  for (let k = 1;; k++) {
-    const n = await reading;
-    if (n === null) break;
-    const block = buffers[(k + 1) % 2]!;
-    reading = file.read(buffers[k % 2]!);
-    hash.update(block.subarray(0, n));
+  const edge = new Uint8Array(Math.min(TAG_EDGE, size));
+  for (const from of [0, Math.max(0, size - edge.length)]) {
+    await file.seek(from, Deno.SeekMode.Start);
+    let filled = 0;
+    while (filled < edge.length) {
+      const n = await file.read(edge.subarray(filled));
+      if (n === null) break;
+      filled += n;
+    }
+    hash.update(edge.subarray(0, filled));
   }
   return hash.digest("hex");
 }
@@ -278,7 +356,7 @@ export class Transfers {
   /** Accepts run one at a time, so two cannot both take the last room. */
   #accepting: Promise<void> = Promise.resolve();
   /** Transfers received lately, by id (oldest first). */
-  readonly #finished = new Map<string, { user: string; sha256: string; size: number }>();
+  readonly #finished = new Map<string, { user: string; tag: string; size: number }>();
 
   constructor(host: TransferHost) {
     this.#host = host;
@@ -318,23 +396,18 @@ export class Transfers {
       throw new TransferError("BAD_FILE", `cannot read ${path}: ${why}`);
     }
     const name = basename(path);
-    if (info.size > 1024 * 1024 * 64) {
-      this.#host.emit({ type: "info", text: `checking ${name} (SHA-256 of ${info.size} bytes)` });
-    }
-    const sha256 = await hashFile(path);
-    const results = await Promise.all(
-      peers.map((peer) => this.#sendTo(peer, { path, name, size: info.size, sha256, group })),
-    );
+    const tag = await fileTag(path, info.size, info.mtime?.getTime() ?? 0);
+    const file = { path, name, size: info.size, tag, group };
+    const results = await Promise.all(peers.map((peer) => this.#sendTo(peer, file)));
     // One line in history for the share, once it reached anyone.
-    if (results.some((ok) => ok)) {
+    const sha256 = results.find((digest) => digest !== undefined);
+    if (sha256 !== undefined) {
       this.#record(group ?? peers[0]!, this.#host.user, name, info.size, sha256, group);
     }
   }
 
-  async #sendTo(
-    peer: string,
-    file: { path: string; name: string; size: number; sha256: string; group?: string },
-  ): Promise<boolean> {
+  /** Sends `file` to `peer`; the file's SHA-256 once the peer has it, else undefined. */
+  async #sendTo(peer: string, file: SharedFile): Promise<string | undefined> {
     const host = this.#host;
     const fid = hex(crypto.getRandomValues(new Uint8Array(16)));
     const base = { fid, direction: "out" as const, peer, name: file.name, size: file.size };
@@ -345,22 +418,22 @@ export class Transfers {
       done: Promise.withResolvers(),
     };
     this.#outgoing.set(fid, t);
-    const run: SendRun = { sent: 0, offset: -1 };
+    const run: SendRun = { sent: 0, offset: -1, hash: new SendHash(file.size) };
     let stalled = 0;
     try {
       for (let attempt = 0;; attempt++) {
         const link = await host.link(peer);
         const before = run.offset;
         try {
-          await this.#sendOver(link, t, file, base, run);
+          const sha256 = await this.#sendOver(link, t, file, base, run);
           host.emit({
             type: "transfer_done",
             ...base,
             bytes: file.size - run.firstOffset!,
             resumedFrom: run.firstOffset!,
-            sha256: file.sha256,
+            sha256,
           });
-          return true;
+          return sha256;
         } catch (error) {
           // The link was lost under the transfer (its path died, or it was replaced): the
           // same transfer is offered again on whichever link replaces it.
@@ -375,23 +448,25 @@ export class Transfers {
     } catch (error) {
       const reason = error instanceof TransferError ? error.message : (error as Error).message;
       host.emit({ type: "transfer_failed", ...base, reason, bytes: run.sent, kept: false });
-      return false;
+      return undefined;
     } finally {
       this.#outgoing.delete(fid);
+      run.hash.close();
     }
   }
 
   /**
    * One attempt of a transfer over `link`: offers it (again, after a lost link: the receiver
-   * answers where to go on from), sends the rest, and waits for the receiver's check.
+   * answers where to go on from), sends the rest and the file's hash, and waits for the
+   * receiver's check. Returns the hash.
    */
   async #sendOver(
     link: PeerLink,
     t: Outgoing,
-    file: { path: string; name: string; size: number; sha256: string; group?: string },
+    file: SharedFile,
     base: { fid: string; direction: "out"; peer: string; name: string; size: number },
     run: SendRun,
-  ): Promise<void> {
+  ): Promise<string> {
     const host = this.#host;
     const { fid, peer } = t;
     t.link = link;
@@ -406,12 +481,10 @@ export class Transfers {
       fid,
       name: file.name,
       size: file.size,
-      sha256: file.sha256,
+      tag: file.tag,
       ...(file.group ? { group: file.group } : {}),
     });
-    if (run.firstOffset === undefined) {
-      host.emit({ type: "transfer_offered", ...base, sha256: file.sha256 });
-    }
+    if (run.firstOffset === undefined) host.emit({ type: "transfer_offered", ...base });
     const answer = await Promise.race([
       closed,
       withTimeout(t.answer.promise, "no answer", OFFER_ANSWER_MS),
@@ -437,6 +510,8 @@ export class Transfers {
     run.offset = offset;
     const progress = new Progress(host, base, run.firstOffset, link);
     using handle = await Deno.open(file.path, { read: true });
+    // The part the receiver kept from an earlier transfer is hashed here, the rest as it goes.
+    await run.hash.catchUp(handle, offset);
     await handle.seek(offset, Deno.SeekMode.Start);
     const fidBytes = fromHex(fid);
     let at = offset;
@@ -466,6 +541,8 @@ export class Transfers {
           throw new TransferError("BAD_FILE", `${file.name} got shorter while sending`);
         }
         chunkView.setBigUint64(17, BigInt(at), false);
+        // Hashed before it is sealed (the plaintext buffer is read again for the next chunk).
+        await run.hash.feed(at, body.subarray(HEADER));
         if (corrupt && at === offset && run.sent === 0) body[HEADER] = body[HEADER]! ^ 0xff; // tests only
         const sending = Promise.race([
           link.fc.sendBinary(body, frames[k % CHUNKS_IN_FLIGHT]),
@@ -484,9 +561,11 @@ export class Transfers {
       await source.settle();
     }
     for (const sending of inFlight) await sending;
-    await link.fc.send({ type: "file_end", fid });
+    const sha256 = await run.hash.digest();
+    await link.fc.send({ type: "file_end", fid, sha256 });
     const done = await Promise.race([closed, withTimeout(t.done.promise, "no confirmation")]);
     if (!done.ok) throw new TransferError("CHECK_FAILED", `${peer}: ${done.reason ?? "failed"}`);
+    return sha256;
   }
 
   /** Routes a file message or binary chunk; returns false for anything else. */
@@ -525,7 +604,7 @@ export class Transfers {
         return true;
       }
       case "file_end":
-        await this.#onEnd(link, m.fid);
+        await this.#onEnd(link, m.fid, m.sha256);
         return true;
       case "file_cancel": {
         const out = this.#outgoing.get(m.fid);
@@ -556,7 +635,7 @@ export class Transfers {
       // Offered again on another link: the old one was lost under it (see the module's note).
       if (
         running.link !== link && running.from.toLowerCase() === link.user.toLowerCase() &&
-        running.sha256 === m.sha256 && running.size === m.size
+        running.tag === m.tag && running.size === m.size
       ) await this.#resume(running, link);
       return;
     }
@@ -564,7 +643,7 @@ export class Transfers {
     if (finished) {
       // Received already; the confirmation was lost with the link: nothing more to send.
       if (
-        finished.user === link.user.toLowerCase() && finished.sha256 === m.sha256 &&
+        finished.user === link.user.toLowerCase() && finished.tag === m.tag &&
         finished.size === m.size
       ) await link.fc.send({ type: "file_accept", fid: m.fid, offset: m.size }).catch(() => {});
       return;
@@ -587,7 +666,7 @@ export class Transfers {
     const name = sanitizeFileName(m.name);
     const partial = join(
       host.partialDir,
-      `${m.sha256}-${m.size}-${link.user.toLowerCase()}.part`,
+      `${m.tag}-${m.size}-${link.user.toLowerCase()}.part`,
     );
     if (
       [...this.#incoming.values()].some((t) => t.partial === partial) ||
@@ -643,7 +722,6 @@ export class Transfers {
     host.emit({
       type: "transfer_offered",
       ...base,
-      sha256: m.sha256,
       offer: n,
       expiresAt: Date.now() + host.offerTimeoutMs,
       ...(m.group ? { group: m.group } : {}),
@@ -651,13 +729,12 @@ export class Transfers {
   }
 
   /** The waiting offers, oldest first. */
-  waitingOffers(): { offer: number; peer: string; name: string; size: number; sha256: string }[] {
+  waitingOffers(): { offer: number; peer: string; name: string; size: number }[] {
     return [...this.#waiting.values()].map((w) => ({
       offer: w.n,
       peer: w.link.user,
       name: w.name,
       size: w.offer.size,
-      sha256: w.offer.sha256,
     }));
   }
 
@@ -874,7 +951,7 @@ export class Transfers {
       link,
       name,
       size: m.size,
-      sha256: m.sha256,
+      tag: m.tag,
       group: m.group,
       partial,
       file,
@@ -997,7 +1074,7 @@ export class Transfers {
     }
   }
 
-  async #onEnd(link: PeerLink, fid: string): Promise<void> {
+  async #onEnd(link: PeerLink, fid: string, sha256: string): Promise<void> {
     const host = this.#host;
     const t = this.#incoming.get(fid);
     if (!t || t.link !== link) {
@@ -1021,7 +1098,7 @@ export class Transfers {
       }
       : t.at !== t.size
       ? { reason: `incomplete: ${t.at} of ${t.size} bytes`, kept: false }
-      : digest !== t.sha256
+      : digest !== sha256
       ? {
         reason: "SHA-256 mismatch: the file was damaged on the way; it was discarded",
         kept: false,
@@ -1049,6 +1126,7 @@ export class Transfers {
       });
       return;
     }
+    const verified = digest as string; // a hash that could not be finished is a failure above
     let savedAs: string;
     try {
       savedAs = await this.#moveToDownloads(t.partial, t.name);
@@ -1076,12 +1154,12 @@ export class Transfers {
       });
       return;
     }
-    this.#finished.set(fid, { user: t.from.toLowerCase(), sha256: t.sha256, size: t.size });
+    this.#finished.set(fid, { user: t.from.toLowerCase(), tag: t.tag, size: t.size });
     if (this.#finished.size > FINISHED_REMEMBERED) {
       this.#finished.delete(this.#finished.keys().next().value!);
     }
     await link.fc.send({ type: "file_done", fid, ok: true }).catch(() => {});
-    this.#record(t.group ?? t.from, t.from, t.name, t.size, t.sha256, t.group);
+    this.#record(t.group ?? t.from, t.from, t.name, t.size, verified, t.group);
     host.emit({
       type: "transfer_done",
       fid,
@@ -1091,7 +1169,7 @@ export class Transfers {
       size: t.size,
       bytes: t.at - t.startOffset,
       resumedFrom: t.startOffset,
-      sha256: t.sha256,
+      sha256: verified,
       savedAs,
     });
   }

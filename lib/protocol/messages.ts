@@ -20,9 +20,11 @@ import { ERROR_CODES, ProtocolError } from "./errors.ts";
  * `mail_stored` answers the batch (one frame, one commit and one answer for a burst). Version 9:
  * a client coming back with a ticket puts the first NNpsk0 message in its `hello` (`resume`) and
  * the server answers with its `hello` carrying the second, so a re-attach takes one frame each
- * way and one round trip less; the server sends its `hello` in answer to the client's.
+ * way and one round trip less; the server sends its `hello` in answer to the client's. Version
+ * 10: a file's SHA-256 travels in `file_end` (the sender hashes the file as it sends it, not in
+ * a pass before the offer) and `file_offer` carries a `tag` naming the file's version instead.
  */
-export const PROTOCOL_VERSION = 9;
+export const PROTOCOL_VERSION = 10;
 
 // ---- field rules ---------------------------------------------------------------------------
 
@@ -548,7 +550,8 @@ export const GroupRefused = s.object({
 // ---- files (peer ↔ peer) -------------------------------------------------------------------
 // The sender offers; the receiver accepts (from an offset, to resume) or rejects; the data
 // follows as binary frames ([0x00][16-byte file id][8-byte offset][bytes]); the sender ends
-// with file_end and the receiver answers file_done once it checked the SHA-256.
+// with file_end, which carries the SHA-256 of the whole file (hashed while it was read for
+// sending), and the receiver answers file_done once it checked it against its own.
 
 /** 16 random bytes, hex: names one transfer. */
 export const FileId = s.string().regex(/^[0-9a-f]{32}$/);
@@ -561,7 +564,12 @@ export const FileOffer = s.object({
   /** The sender's name for the file: hostile until the receiver has cleaned it. */
   name: s.string().min(1).max(1024),
   size: s.number().int().min(0).max(MAX_FILE_SIZE),
-  sha256: Sha256Hex,
+  /**
+   * Names this version of the file (the sender's fingerprint of its size, modification time,
+   * first and last bytes): offered again with the same tag and size, a part kept from an
+   * interrupted transfer resumes. The content is checked by the hash in file_end.
+   */
+  tag: Sha256Hex,
   /** The group the file is shared in, if any. */
   group: GroupId.optional(),
 });
@@ -576,7 +584,12 @@ export const FileReject = s.object({
   fid: FileId,
   reason: s.string().max(300),
 });
-export const FileEnd = s.object({ type: s.literal("file_end"), fid: FileId });
+export const FileEnd = s.object({
+  type: s.literal("file_end"),
+  fid: FileId,
+  /** SHA-256 of the whole file, as the sender read it. */
+  sha256: Sha256Hex,
+});
 export const FileDone = s.object({
   type: s.literal("file_done"),
   fid: FileId,

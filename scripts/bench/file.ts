@@ -7,7 +7,8 @@
  * process, the receiver a real `client.ts --json` process; a real `server.ts` brokers them.
  *
  * Two figures: from the call to `share` to the receiver's `transfer_done` (what a user waits:
- * the sender's SHA-256 pass, the offer and its answer, the data, the receiver's check), and
+ * the file's tag, the offer and its answer, the data with both sides' SHA-256, the receiver's
+ * check), and
  * "wire only", from the sender's `transfer_started` (the receiver accepted) to the same end.
  *
  * Baseline, in the same run: a raw Deno TCP copy of the same file between two processes, this
@@ -268,7 +269,7 @@ async function peakRssMiB(pid: number): Promise<number> {
 
 /** The bound the cryptography sets on the rate, in words. */
 function cryptoNote(cost: CryptoCost, rawRate: number): string {
-  // Per chunk: the sender seals it and hashes it (the SHA-256 pass before the offer), the
+  // Per chunk: the sender seals it and hashes it (as it reads it, since protocol 10), the
   // receiver opens it and hashes it; two cores at most.
   const perChunk = 2 * cost.aead + 2 * cost.sha;
   const bound = 65_000 / MIB / (perChunk / 2 / 1e6);
@@ -468,7 +469,9 @@ async function run(ctx: BenchContext): Promise<ItemOutcome> {
       `(ConfabClient.share in the bench process) to bob, a client.ts --json process, over their ` +
       `direct link. share→done: from the call to bob's transfer_done event as this process read ` +
       `it from bob's stdout (${(totalMs / 1000).toFixed(2)} s); it includes the sender's ` +
-      `SHA-256 pass over the file, the offer and bob's answer ` +
+      `tag of the file (its size, time and first and last 64 KiB; since protocol 10 the ` +
+      `SHA-256 is taken as the file is sent, not in a pass before the offer), the offer and ` +
+      `bob's answer ` +
       `(${((started - t0) / 1000).toFixed(2)} s until the sender's transfer_started), the ` +
       `data (encrypted, chunks of ${CHUNK_SIZE} bytes, four in flight), bob's hash check and ` +
       `the move into downloads. ` +

@@ -463,7 +463,7 @@ const CASES: readonly Case[] = [
       fid: FID,
       name: "notes.txt",
       size: 1234,
-      sha256: SHA,
+      tag: SHA,
       group: GROUP,
     },
     wrongType: ["size", "1234"],
@@ -484,8 +484,8 @@ const CASES: readonly Case[] = [
   {
     name: "FileEnd",
     directions: ["PeerToPeer"],
-    example: { type: "file_end", fid: FID },
-    wrongType: ["fid", 1],
+    example: { type: "file_end", fid: FID, sha256: SHA },
+    wrongType: ["sha256", 1],
   },
   {
     name: "FileDone",
