@@ -496,8 +496,9 @@ shared.test("the sender killed -9 mid-transfer: the part waits aside and sharing
     const progress = await eventWhere(
       bob,
       "transfer_progress",
-      (e) => e.direction === "in" && Number(e.bytes) >= size / 10 && Number(e.bytes) < size,
-      "with 10% to 99% received",
+      // Over 64 MiB (a quarter): the sender says it checks that part before going on.
+      (e) => e.direction === "in" && Number(e.bytes) >= size / 4 && Number(e.bytes) < size,
+      "with 25% to 99% received",
       BIG_MS,
     );
     alice.proc.kill("SIGKILL");
@@ -529,6 +530,10 @@ shared.test("the sender killed -9 mid-transfer: the part waits aside and sharing
     assert.ok(Number(sent.resumedFrom) > 0, `resumed from ${sent.resumedFrom}`);
     assert.ok(Number(sent.bytes) < size, `${sent.bytes} bytes sent again`);
     assert.equal(Number(sent.resumedFrom) + Number(sent.bytes), size);
+    // alice2 hashed the part bob has from her copy first, and said so (it is over 64 MiB).
+    const checking = `checking the ${(Number(sent.resumedFrom) / MiB).toFixed(1)} MiB of ` +
+      `resume.bin ${user("bob")} already has (SHA-256) before sending the rest`;
+    assert.ok(alice2.events().some((e) => e.type === "info" && e.text === checking), checking);
     assert.equal(received.resumedFrom, sent.resumedFrom);
     assert.equal(String(received.savedAs), join(downloadsOf(bob, user("bob")), "resume.bin"));
     assert.equal(await sha256Of(String(received.savedAs)), want);

@@ -56,6 +56,8 @@ const OFFER_ANSWER_MS = 3600_000 + 60_000;
 /** Offers waiting for an answer at once, from everyone together; more are declined. */
 export const MAX_WAITING_OFFERS = 32;
 const PROGRESS_EVERY_MS = 250;
+/** A sender says so when it must hash more than this of a file before it goes on sending. */
+const CATCH_UP_NOTICE = 64 * 1024 * 1024;
 /** The sender reads the file in blocks of this size and cuts chunks from them. */
 const READ_BLOCK = 1024 * 1024;
 /** Longest reason the protocol carries in file_reject, file_done and file_cancel. */
@@ -511,6 +513,13 @@ export class Transfers {
     const progress = new Progress(host, base, run.firstOffset, link);
     using handle = await Deno.open(file.path, { read: true });
     // The part the receiver kept from an earlier transfer is hashed here, the rest as it goes.
+    if (offset - run.hash.upTo > CATCH_UP_NOTICE) {
+      host.emit({
+        type: "info",
+        text: `checking the ${((offset - run.hash.upTo) / 1024 / 1024).toFixed(1)} MiB of ` +
+          `${file.name} ${peer} already has (SHA-256) before sending the rest`,
+      });
+    }
     await run.hash.catchUp(handle, offset);
     await handle.seek(offset, Deno.SeekMode.Start);
     const fidBytes = fromHex(fid);
