@@ -5,9 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { DatabaseSync } from "node:sqlite";
 import { basename, dirname, join, relative } from "node:path";
 import { OFF_THREAD_FROM } from "../lib/client/file_hash.ts";
-import { fileTag } from "../lib/client/transfers.ts";
+import { fileTag, TAG_KEY_SETTING } from "../lib/client/transfers.ts";
 import { Identity } from "../lib/peer/identity.ts";
 import { sha256Of } from "./support/files.ts";
 import { CraftedPeer } from "./support/crafted_peer.ts";
@@ -53,6 +54,20 @@ const AUTO = ["--auto-accept", "contacts"];
 const autoAll = (...names: string[]) => Object.fromEntries(names.map((n) => [n, { args: AUTO }]));
 
 const downloadsOf = (c: TestClient, user: string) => join(c.home, user, "downloads");
+
+/** The key `user`'s client tags the files it shares with, read from its store. */
+function tagKeyOf(c: TestClient, user: string): Uint8Array {
+  const db = new DatabaseSync(join(c.home, user, "confab.sqlite"), { readOnly: true });
+  try {
+    const row = db.prepare("SELECT value FROM settings WHERE key = ?").get(TAG_KEY_SETTING) as
+      | { value: string }
+      | undefined;
+    assert.ok(row, `${user} has a file tag key once logged in`);
+    return Uint8Array.from(row.value.match(/../g)!, (h) => parseInt(h, 16));
+  } finally {
+    db.close();
+  }
+}
 const partialsOf = (c: TestClient, user: string) => join(c.home, user, "partial");
 
 /** Waits for the next event of `type` that passes `test`. */
@@ -555,7 +570,7 @@ shared.test("a kept part that is not the file offered (same tag) fails the final
     // A part bob kept of another version of this file, under the name a part of this one has:
     // the tag (size, time, first and last bytes) cannot tell them apart, the hash can.
     const info = await Deno.stat(path);
-    const tag = await fileTag(path, size, info.mtime!.getTime());
+    const tag = await fileTag(path, size, info.mtime!.getTime(), tagKeyOf(alice, user("alice")));
     const partials = partialsOf(bob, user("bob"));
     const part = join(partials, `${tag}-${size}-${user("alice").toLowerCase()}.part`);
     await Deno.writeFile(part, new Uint8Array(MiB + 5).fill(0x5a));

@@ -18,7 +18,7 @@
  * what it already holds, and the file goes on from there (same id, same running hash), with
  * nothing asked of either user.
  */
-import { createHash } from "node:crypto";
+import { createHmac } from "node:crypto";
 import { basename, join } from "node:path";
 import type { BinaryFrame } from "../net/framed_connection.ts";
 import { BINARY_TAG, writeAll } from "../net/framed_connection.ts";
@@ -247,16 +247,25 @@ function fromHex(text: string): Uint8Array {
 
 /** Bytes of each end of a file that go into its tag. */
 const TAG_EDGE = 64 * 1024;
+/** The setting that keeps the key of a user's file tags (hex), made at the first login. */
+export const TAG_KEY_SETTING = "file_tag_key";
 
 /**
- * Names a version of a file without reading all of it: SHA-256 over its size, modification
- * time and first and last {@link TAG_EDGE} bytes. The same file shared again has the same tag,
- * so a receiver finds the part an interrupted transfer left; an edited file almost always has
- * another. When it does not (an edit inside that kept the size and the time), the part fails
- * the final SHA-256 check and is discarded: a tag only ever costs a retry, never a wrong file.
+ * Names a version of a file without reading all of it: HMAC-SHA256 under the sender's own
+ * `key` over its size, modification time and first and last {@link TAG_EDGE} bytes. The same
+ * file shared again has the same tag, so a receiver finds the part an interrupted transfer left;
+ * an edited file almost always has another. When it does not (an edit inside that kept the size
+ * and the time), the part fails the final SHA-256 check and is discarded: a tag only ever costs
+ * a retry, never a wrong file. The key keeps the time to the sender: with a plain hash, a
+ * receiver holding the file could search for it.
  */
-export async function fileTag(path: string, size: number, mtime: number): Promise<string> {
-  const hash = createHash("sha256");
+export async function fileTag(
+  path: string,
+  size: number,
+  mtime: number,
+  key: Uint8Array,
+): Promise<string> {
+  const hash = createHmac("sha256", key);
   const head = new DataView(new ArrayBuffer(16));
   head.setFloat64(0, size);
   head.setFloat64(8, mtime);
@@ -366,6 +375,7 @@ export class Transfers {
 
   /** Makes the folders and drops partial files too old to resume. */
   async prepare(now = Date.now()): Promise<void> {
+    this.#tagKey();
     await Deno.mkdir(this.#host.downloadsDir, { recursive: true, mode: 0o700 });
     await Deno.mkdir(this.#host.partialDir, { recursive: true, mode: 0o700 });
     for await (const entry of Deno.readDir(this.#host.partialDir)) {
@@ -375,6 +385,17 @@ export class Transfers {
         await Deno.remove(path).catch(() => {});
       }
     }
+  }
+
+  /** The key of this user's file tags: kept in the store, so a tag outlives a restart. */
+  #tagKey(): Uint8Array {
+    const store = this.#host.store;
+    let key = store.getSetting(TAG_KEY_SETTING);
+    if (key === undefined || !/^[0-9a-f]{64}$/.test(key)) {
+      key = hex(crypto.getRandomValues(new Uint8Array(32)));
+      store.setSetting(TAG_KEY_SETTING, key);
+    }
+    return fromHex(key);
   }
 
   /**
@@ -398,7 +419,7 @@ export class Transfers {
       throw new TransferError("BAD_FILE", `cannot read ${path}: ${why}`);
     }
     const name = basename(path);
-    const tag = await fileTag(path, info.size, info.mtime?.getTime() ?? 0);
+    const tag = await fileTag(path, info.size, info.mtime?.getTime() ?? 0, this.#tagKey());
     const file = { path, name, size: info.size, tag, group };
     const results = await Promise.all(peers.map((peer) => this.#sendTo(peer, file)));
     // One line in history for the share, once it reached anyone.
