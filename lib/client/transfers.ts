@@ -158,11 +158,9 @@ class SendHash {
   async catchUp(file: Deno.FsFile, offset: number): Promise<void> {
     if (offset <= this.upTo) return;
     await file.seek(this.upTo, Deno.SeekMode.Start);
-    const buffer = new Uint8Array(READ_BLOCK);
-    while (this.upTo < offset) {
-      const n = await file.read(buffer.subarray(0, Math.min(READ_BLOCK, offset - this.upTo)));
-      if (n === null) throw new TransferError("BAD_FILE", "the file got shorter while sending");
-      await this.feed(this.upTo, buffer.subarray(0, n));
+    await readBlocks(file, offset - this.upTo, (block) => this.feed(this.upTo, block));
+    if (this.upTo < offset) {
+      throw new TransferError("BAD_FILE", "the file got shorter while sending");
     }
   }
 
@@ -245,6 +243,42 @@ function fromHex(text: string): Uint8Array {
   return out;
 }
 
+/** Fills `into` from where `file` stands; returns the bytes read (fewer only at its end). */
+async function readFully(file: Deno.FsFile, into: Uint8Array): Promise<number> {
+  let filled = 0;
+  while (filled < into.length) {
+    const n = await file.read(into.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  return filled;
+}
+
+/**
+ * Reads `file` from where it stands, `limit` bytes or up to its end, and hands each block to
+ * `take`, in order; the next block is read while `take` works on this one (a block is reused
+ * once its `take` has settled). Returns the bytes read.
+ */
+async function readBlocks(
+  file: Deno.FsFile,
+  limit: number,
+  take: (block: Uint8Array) => Promise<void>,
+): Promise<number> {
+  const buffers = [new Uint8Array(READ_BLOCK), new Uint8Array(READ_BLOCK)];
+  let taking = Promise.resolve();
+  let total = 0;
+  for (let k = 0; total < limit; k++) {
+    const buffer = buffers[k % 2]!;
+    const n = await file.read(buffer.subarray(0, Math.min(READ_BLOCK, limit - total)));
+    await taking;
+    if (n === null) break;
+    taking = take(buffer.subarray(0, n));
+    total += n;
+  }
+  await taking;
+  return total;
+}
+
 /** Bytes of each end of a file that go into its tag. */
 const TAG_EDGE = 64 * 1024;
 /** The setting that keeps the key of a user's file tags (hex), made at the first login. */
@@ -275,13 +309,7 @@ export async function fileTag(
   const edge = new Uint8Array(Math.min(TAG_EDGE, size));
   for (const from of [0, Math.max(0, size - edge.length)]) {
     await file.seek(from, Deno.SeekMode.Start);
-    let filled = 0;
-    while (filled < edge.length) {
-      const n = await file.read(edge.subarray(filled));
-      if (n === null) break;
-      filled += n;
-    }
-    hash.update(edge.subarray(0, filled));
+    hash.update(edge.subarray(0, await readFully(file, edge)));
   }
   return hash.digest("hex");
 }
@@ -312,19 +340,9 @@ class BlockReader {
    * the end). A failure is seen by whoever awaits it, or nobody (the transfer ended first).
    */
   #fill(block: Uint8Array): Promise<number> {
-    const filling = this.#fillNow(block);
+    const filling = readFully(this.#file, block);
     filling.catch(() => {});
     return filling;
-  }
-
-  async #fillNow(block: Uint8Array): Promise<number> {
-    let end = 0;
-    while (end < block.length) {
-      const n = await this.#file.read(block.subarray(end));
-      if (n === null) break;
-      end += n;
-    }
-    return end;
   }
 
   /** Fills `into` from the file; returns the bytes filled (fewer only at the end). */
@@ -943,21 +961,11 @@ export class Transfers {
         return;
       }
       file = await Deno.open(partial, { read: true, write: true, create: true, mode: 0o600 });
-      hash = fileHash(m.size);
+      const running = hash = fileHash(m.size);
       const size = (await file.stat()).size;
       if (size > 0 && size <= m.size) {
-        // Resume: what we have must hash into the final check, so read it once (the next block
-        // is read while this one is hashed).
-        const buffers = [new Uint8Array(READ_BLOCK), new Uint8Array(READ_BLOCK)];
-        let hashing = Promise.resolve();
-        for (let k = 0;; k++) {
-          const buffer = buffers[k % 2]!;
-          const n = await file.read(buffer);
-          await hashing;
-          if (n === null) break;
-          hashing = hash.update(buffer.subarray(0, n));
-          offset += n;
-        }
+        // Resume: what we have must hash into the final check, so read it once.
+        offset = await readBlocks(file, size, (block) => running.update(block));
       } else if (size > m.size) {
         await file.truncate(0);
       }
