@@ -4,7 +4,7 @@
  *
  *   deno run -A client.ts [peer port] [--server HOST:PORT] [--home DIR] [--json] [--verbose]
  */
-import { join } from "node:path";
+import { join } from "./lib/util/paths.ts";
 import { parseOrExit } from "./lib/cli/args.ts";
 import { parsePort, parseServers } from "./lib/cli/lines.ts";
 import { NameBook, runApp } from "./lib/client/app.ts";

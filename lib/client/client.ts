@@ -6,7 +6,7 @@
  * arriving on a peer link are routed by type to the room that owns them. Front ends
  * (terminal, `--json`, load generators) drive it through methods and read its events.
  */
-import { join } from "node:path";
+import { join } from "../util/paths.ts";
 import type { BinaryFrame } from "../net/framed_connection.ts";
 import { ConnectionClosedError } from "../protocol/errors.ts";
 import { MAX_TEXT_LENGTH, type PeerMessage, type ServerMessage } from "../protocol/messages.ts";

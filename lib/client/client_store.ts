@@ -5,7 +5,7 @@
  */
 import { Database } from "../util/sqlite.ts";
 import { type ModeFix, ownerOnlyDir } from "../util/owner_only.ts";
-import { join } from "node:path";
+import { join } from "../util/paths.ts";
 import type { SignedGroupMessage } from "../peer/group_state.ts";
 
 /** Keep the full-text index in step with the messages table. */

@@ -7,7 +7,7 @@
  * The worker is made from source text rather than a module file, so the single-file bundle
  * carries it too.
  */
-import { createHash } from "node:crypto";
+import { requireNodeCrypto } from "../crypto/node_crypto.ts";
 
 /** Files from this size on are hashed off the main thread (starting a worker costs ≈ 20-50 ms). */
 export const OFF_THREAD_FROM = 8 * 1024 * 1024;
@@ -25,7 +25,10 @@ export interface FileHash {
   close(): void;
 }
 
-/** A running SHA-256 for a file of `size` bytes: on a worker thread when the file is large. */
+/**
+ * A running SHA-256 for a file of `size` bytes: on a worker thread when the file is large. The
+ * caller loads node:crypto first (loadNodeCrypto): a transfer needs it for its chunks anyway.
+ */
 export function fileHash(size: number): FileHash {
   if (size < OFF_THREAD_FROM) return new InlineHash();
   try {
@@ -37,7 +40,7 @@ export function fileHash(size: number): FileHash {
 
 /** Hashes on the calling thread (small files: no worker to start). */
 class InlineHash implements FileHash {
-  readonly #hash = createHash("sha256");
+  readonly #hash = requireNodeCrypto().createHash("sha256");
 
   update(bytes: Uint8Array): Promise<void> {
     this.#hash.update(bytes);

@@ -3,7 +3,7 @@
  * on first use, like SSH's known_hosts). A server that later presents another key is refused
  * until the user accepts the new key deliberately.
  */
-import { join } from "node:path";
+import { join } from "../util/paths.ts";
 
 export interface PinnedServer {
   key: string;

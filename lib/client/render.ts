@@ -4,13 +4,11 @@
  * the network (messages, names, file names, error texts) is made visible first: control
  * characters, ESC and bidi controls are shown as escapes, never sent to the terminal.
  */
-import { styleText } from "node:util";
 import { clock, dateTime, sameDay } from "../util/time.ts";
 import type { ClientEvent } from "./events.ts";
 import { groupHandle } from "../peer/group_state.ts";
 import { displayWidth, visible } from "../cli/text.ts";
-
-type Style = Parameters<typeof styleText>[0];
+import { type Style, styled } from "../cli/style.ts";
 
 /** Where the user is when an event comes: what notices say depends on it. */
 export interface Where {
@@ -157,10 +155,9 @@ export class Renderer {
     return this.#verbose && text ? this.paint("dim", ` (${text})`) : "";
   }
 
-  paint(style: Style, text: string): string {
-    // `color` is the caller's decision (useColor() checks the TTY and NO_COLOR); without
-    // validateStream: false, styleText would check stdout again and drop it when piped.
-    return this.#color ? styleText(style, text, { validateStream: false }) : text;
+  paint(style: Style | readonly Style[], text: string): string {
+    // `color` is the caller's decision (useColor() checks the TTY and NO_COLOR).
+    return this.#color ? styled(style, text) : text;
   }
 
   /** The text for an event, or undefined when it shows nothing (yet). */

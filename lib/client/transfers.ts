@@ -18,8 +18,8 @@
  * what it already holds, and the file goes on from there (same id, same running hash), with
  * nothing asked of either user.
  */
-import { createHmac } from "node:crypto";
-import { basename, join } from "node:path";
+import { loadNodeCrypto } from "../crypto/node_crypto.ts";
+import { basename, join } from "../util/paths.ts";
 import type { BinaryFrame } from "../net/framed_connection.ts";
 import { BINARY_TAG, writeAll } from "../net/framed_connection.ts";
 import { MAX_PLAINTEXT_LEN } from "../crypto/noise.ts";
@@ -299,7 +299,7 @@ export async function fileTag(
   mtime: number,
   key: Uint8Array,
 ): Promise<string> {
-  const hash = createHmac("sha256", key);
+  const hash = (await loadNodeCrypto()).createHmac("sha256", key);
   const head = new DataView(new ArrayBuffer(16));
   head.setFloat64(0, size);
   head.setFloat64(8, mtime);
@@ -422,6 +422,8 @@ export class Transfers {
    * @throws {TransferError} when the file cannot be read.
    */
   async share(path: string, peers: string[], group?: string): Promise<void> {
+    // The file's hashes and the bulk cipher of its chunks are node:crypto's (node_crypto.ts).
+    await loadNodeCrypto();
     let info: Deno.FileInfo;
     try {
       info = await Deno.stat(path);
@@ -938,6 +940,7 @@ export class Transfers {
     let offset = 0;
     let file: Deno.FsFile | undefined;
     try {
+      await loadNodeCrypto(); // the file's hash and the bulk cipher of its chunks
       await Deno.mkdir(host.partialDir, { recursive: true, mode: 0o700 });
       const had = (await Deno.stat(partial).catch(() => undefined))?.size ?? 0;
       const noRoom = await this.#noRoom(partial, m.size, had <= m.size ? had : 0);

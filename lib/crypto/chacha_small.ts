@@ -20,7 +20,10 @@
  */
 import { CryptoError } from "./errors.ts";
 
-/** Plaintexts up to this many bytes are sealed and opened here; longer ones by node:crypto. */
+/**
+ * Plaintexts up to this many bytes are sealed and opened here; longer ones by node:crypto once a
+ * process has loaded it (node_crypto.ts), here too before that (these functions take any length).
+ */
 export const SMALL_MAX = 512;
 
 /** Whether this code may run: the keystream is read as bytes from 32-bit words (little-endian). */

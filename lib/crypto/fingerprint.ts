@@ -3,7 +3,7 @@
  * Signal-style safety numbers (60 digits) that two users compare out of band.
  */
 
-import { createHash } from "node:crypto";
+import { sha256 as sha256Now } from "./sha256_small.ts";
 
 const encoder = new TextEncoder();
 
@@ -13,12 +13,15 @@ async function sha256(data: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBu
 
 /**
  * `3f2a 91bc 0d4e ...`: the first 16 bytes of SHA-256(key), in groups of four hex digits.
- * Hashed synchronously (node:crypto): every control connection a client opens takes one, and
+ * Hashed synchronously (sha256_small.ts): every control connection a client opens takes one, and
  * WebCrypto's asynchronous digest of these 32 bytes showed as 200-390 µs per client back in the
  * reattach bench's load generators, for a hash of about a microsecond.
  */
 export function keyFingerprint(publicKey: Uint8Array<ArrayBuffer>): Promise<string> {
-  const hex = createHash("sha256").update(publicKey).digest("hex").slice(0, 32);
+  let hex = "";
+  for (const byte of sha256Now(publicKey).subarray(0, 16)) {
+    hex += byte.toString(16).padStart(2, "0");
+  }
   return Promise.resolve(hex.match(/.{4}/g)!.join(" "));
 }
 

@@ -7,16 +7,19 @@
  * (AES-256-GCM) is kept only to open offline mail sealed by protocol version 3, which may still
  * wait in a server's store after an upgrade.
  */
-import { createCipheriv, createDecipheriv } from "node:crypto";
+import { nodeCrypto, requireNodeCrypto } from "./node_crypto.ts";
 import { CryptoError } from "./errors.ts";
 import { freeNow } from "../util/free.ts";
 import { openSmall, sealSmall, SMALL_AEAD, SMALL_MAX } from "./chacha_small.ts";
 
 /**
  * The Noise cipher functions: `ChaChaPoly` for everything Confab seals, `AESGCM` for opening
- * what older versions sealed. Both run on the calling thread through node:crypto: ChaCha20-
- * Poly1305 seals a 64 KiB file chunk in ≈ 80 µs of CPU there, against ≈ 170-290 µs for
- * WebCrypto's AES-256-GCM (which also costs a hop through its thread pool per message).
+ * what older versions sealed. Both run on the calling thread: short ChaChaPoly messages in
+ * TypeScript (chacha_small.ts), long ones through node:crypto, which seals a 64 KiB file chunk
+ * in ≈ 80 µs of CPU, against ≈ 170-290 µs for WebCrypto's AES-256-GCM (which also costs a hop
+ * through its thread pool per message). node:crypto is loaded on first need (node_crypto.ts):
+ * until then long ChaChaPoly messages go through the TypeScript code too, and AESGCM is only
+ * used after an explicit load.
  */
 export type CipherName = "ChaChaPoly" | "AESGCM";
 
@@ -323,14 +326,16 @@ function sealInto(
   out: Uint8Array,
   at: number,
 ): void {
-  if (name === "ChaChaPoly" && plaintext.length <= SMALL_MAX && SMALL_AEAD) {
-    // A control message: no cipher object (and its garbage) for it, see chacha_small.ts.
+  if (name === "ChaChaPoly" && SMALL_AEAD && (plaintext.length <= SMALL_MAX || !nodeCrypto())) {
+    // A control message: no cipher object (and its garbage) for it, see chacha_small.ts. A
+    // longer one too while node:crypto is not loaded (node_crypto.ts): slower per byte, but a
+    // process that only chats never pays for loading it.
     sealSmall(key, iv, ad, plaintext, out, at);
     return;
   }
   const cipher = name === "ChaChaPoly"
-    ? createCipheriv("chacha20-poly1305", key, iv, AEAD_OPTIONS)
-    : createCipheriv("aes-256-gcm", key, iv, AEAD_OPTIONS);
+    ? requireNodeCrypto().createCipheriv("chacha20-poly1305", key, iv, AEAD_OPTIONS)
+    : requireNodeCrypto().createCipheriv("aes-256-gcm", key, iv, AEAD_OPTIONS);
   if (ad.length > 0) cipher.setAAD(ad, { plaintextLength: plaintext.length });
   const body = cipher.update(plaintext);
   const last = cipher.final();
@@ -374,12 +379,15 @@ export function openWithNonce(
   if (ciphertext.length < TAG_LEN) {
     throw new CryptoError("BAD_MESSAGE", `${ciphertext.length} bytes: shorter than a tag`);
   }
-  if (name === "ChaChaPoly" && ciphertext.length - TAG_LEN <= SMALL_MAX && SMALL_AEAD) {
+  if (
+    name === "ChaChaPoly" && SMALL_AEAD &&
+    (ciphertext.length - TAG_LEN <= SMALL_MAX || !nodeCrypto())
+  ) {
     return openSmall(key, iv, ad, ciphertext);
   }
   const decipher = name === "ChaChaPoly"
-    ? createDecipheriv("chacha20-poly1305", key, iv, AEAD_OPTIONS)
-    : createDecipheriv("aes-256-gcm", key, iv, AEAD_OPTIONS);
+    ? requireNodeCrypto().createDecipheriv("chacha20-poly1305", key, iv, AEAD_OPTIONS)
+    : requireNodeCrypto().createDecipheriv("aes-256-gcm", key, iv, AEAD_OPTIONS);
   if (ad.length > 0) decipher.setAAD(ad, { plaintextLength: ciphertext.length - TAG_LEN });
   decipher.setAuthTag(ciphertext.subarray(ciphertext.length - TAG_LEN));
   const body = decipher.update(ciphertext.subarray(0, ciphertext.length - TAG_LEN));

@@ -8,14 +8,15 @@
  * re-attach bench counted ≈ 70 µs of SHA-256 and ≈ 30-50 µs of HKDF per client back on each side.
  * Here a 64-byte input is two compressions (≈ 1 µs) and Noise's HKDF with two outputs ten (the
  * temp key's padded blocks are compressed once and reused for every output). Inputs longer than
- * {@link SMALL_HASH_MAX} go to node:crypto, which is faster for bulk data.
+ * {@link SMALL_HASH_MAX} go to node:crypto, which is faster for bulk data, once something has
+ * loaded it (node_crypto.ts); until then they are hashed here too.
  *
  * Nothing here branches or indexes on secret data (additions, rotations and xors on 32-bit
  * words). Tests: FIPS 180-4's examples, node:crypto's digests at every length up to the limit
  * and across it, RFC 4231's HMAC cases, node:crypto's hkdfSync, and the Noise vectors through
  * tests/unit/noise.ts.
  */
-import { createHash } from "node:crypto";
+import { nodeCrypto } from "./node_crypto.ts";
 
 /** Inputs (all parts together) up to this many bytes are hashed here; longer by node:crypto. */
 export const SMALL_HASH_MAX = 2048;
@@ -218,11 +219,20 @@ function finish(out: Uint8Array): void {
 export function sha256(...parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
   let length = 0;
   for (const part of parts) length += part.length;
-  if (length > SMALL_HASH_MAX) {
-    const hash = createHash("sha256");
+  const node = length > SMALL_HASH_MAX ? nodeCrypto() : undefined;
+  if (node !== undefined) {
+    const hash = node.createHash("sha256");
     for (const part of parts) hash.update(part);
     return new Uint8Array(hash.digest());
   }
+  return sha256Here(...parts);
+}
+
+/**
+ * SHA-256 of the concatenated parts, here whatever their length: what {@link sha256} does for
+ * long inputs while node:crypto is not loaded.
+ */
+export function sha256Here(...parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
   begin(IV, 0);
   for (const part of parts) update(part);
   const out = new Uint8Array(32);
@@ -288,6 +298,26 @@ export function hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array<Arr
     wipeKeyed();
   }
   return out;
+}
+
+/**
+ * HKDF-SHA256 (RFC 5869) without a salt (32 zero bytes), 32 bytes of output: one block, T(1) =
+ * HMAC(HMAC(zeros, ikm), info || 0x01). `info` is at most {@link SMALL_HASH_MAX} - 1 bytes.
+ * @returns a fresh 32-byte key.
+ */
+export function hkdfSha256(
+  inputKeyMaterial: Uint8Array,
+  info: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  const pseudoRandomKey = hmacSha256(new Uint8Array(32), inputKeyMaterial);
+  const block = new Uint8Array(info.length + 1);
+  block.set(info);
+  block[info.length] = 1;
+  try {
+    return hmacSha256(pseudoRandomKey, block);
+  } finally {
+    pseudoRandomKey.fill(0);
+  }
 }
 
 /**

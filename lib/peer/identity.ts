@@ -2,7 +2,7 @@
  * A user's long-term Ed25519 identity key (WebCrypto), and signing/verifying of the peer
  * handshake transcript. Keys are stored in the user's home dir, readable by the owner only.
  */
-import { dirname } from "node:path";
+import { dirname } from "../util/paths.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
 
 export { fromBase64Url, toBase64Url };

@@ -22,7 +22,6 @@
  * tag. Single form: the N handshake message (48 bytes: ephemeral key and the tag of an empty
  * payload), then the payload as Noise transport messages of at most 65,535 bytes.
  */
-import { hkdfSync } from "node:crypto";
 import {
   type CipherName,
   CipherState,
@@ -35,8 +34,10 @@ import {
   keyPairFromPrivateKey,
   TAG_LEN,
 } from "../crypto/noise.ts";
-import { dirname } from "node:path";
+import { dirname } from "../util/paths.ts";
 import { dh } from "../crypto/x25519.ts";
+import { hkdfSha256 } from "../crypto/sha256_small.ts";
+import { loadNodeCrypto } from "../crypto/node_crypto.ts";
 import { openFrame } from "../net/sealed_frames.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
 import { type Identity, verifySignature } from "./identity.ts";
@@ -148,7 +149,7 @@ function burstStatement(b: {
 
 /** The burst key: HKDF-SHA256 of the X25519 secret, with the statement as its info. */
 function burstKey(secret: Uint8Array, statement: Uint8Array): Uint8Array<ArrayBuffer> {
-  return new Uint8Array(hkdfSync("sha256", secret, new Uint8Array(0), statement, KEY_LEN));
+  return hkdfSha256(secret, statement).subarray(0, KEY_LEN);
 }
 
 /**
@@ -472,7 +473,9 @@ async function openSingle(
     const header = bytes.subarray(0, HEADER_LENGTH);
     let hs = await openHeader(header, me.mailKey, "ChaChaPoly");
     if (hs === undefined) {
-      // Sealed by protocol version 3, before an upgrade (see the top of this file).
+      // Sealed by protocol version 3, before an upgrade (see the top of this file). AES-GCM
+      // is node:crypto's alone.
+      await loadNodeCrypto();
       hs = await openHeader(header, me.mailKey, "AESGCM");
       if (hs === undefined) {
         throw new CryptoError("DECRYPT_FAILED", "not sealed to my mail key, or tampered with");

@@ -4,7 +4,7 @@
  * (never through it); otherwise it reads plain lines from stdin, and when stdin ends the
  * server keeps running, so it can run as a service.
  */
-import { styleText } from "node:util";
+import { styled } from "../cli/style.ts";
 import { readFileLines } from "../cli/lines.ts";
 import { isInteractive, LineQueue, LineTerminal } from "../cli/tty.ts";
 import { clock, dateTime } from "../util/time.ts";
@@ -94,7 +94,7 @@ class TtyConsole implements ConsoleIO {
 
   constructor(prompt: string, onInterrupt: () => void) {
     const color = Deno.env.get("NO_COLOR") === undefined || Deno.env.get("NO_COLOR") === "";
-    const shown = color ? styleText("bold", prompt, { validateStream: false }) : prompt;
+    const shown = color ? styled("bold", prompt) : prompt;
     this.#tty = new LineTerminal({
       prompt: () => shown,
       submit: (line) => {

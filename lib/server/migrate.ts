@@ -4,7 +4,7 @@
  * or waiting mail. Idempotent (rows already there are kept, so it can run again after an
  * interruption) and checked: every table's rows are counted on both sides.
  */
-import { join } from "node:path";
+import { join } from "../util/paths.ts";
 import { DatabaseSync } from "node:sqlite";
 import { connectSql, PostgresStore, redactUrl } from "./postgres_store.ts";
 import { SQLITE_FILE, SqliteStore } from "./sqlite_store.ts";

@@ -34,6 +34,7 @@ import {
 } from "./accounts.ts";
 import { isStrongPublicKey, mailKeyStatement, verifySignature } from "../crypto/ed25519.ts";
 import { isStrongX25519Key } from "../crypto/x25519.ts";
+import { loadNodeCrypto } from "../crypto/node_crypto.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
 import { receiptProofs } from "../crypto/receipt_tree.ts";
 import {
@@ -388,6 +389,9 @@ export class ConfabServer implements AsyncDisposable {
    * @throws {Deno.errors.AddrInUse} when the port is taken.
    */
   static async start(options: ServerOptions): Promise<ConfabServer> {
+    // The server hashes passwords with node:crypto's scrypt and so loads it anyway: from now on
+    // long frames and hashes go through it too (node_crypto.ts).
+    await loadNodeCrypto();
     const store = await openStore({
       dataDir: options.dataDir,
       url: options.storeUrl,

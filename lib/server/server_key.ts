@@ -2,7 +2,7 @@
  * The server's long-term static X25519 key for the Noise handshake, made at first start in
  * the data dir (owner-only) and loaded on every later start. Clients pin its public half.
  */
-import { dirname, join } from "node:path";
+import { dirname, join } from "../util/paths.ts";
 import {
   exportPrivateKey,
   generateKeyPair,

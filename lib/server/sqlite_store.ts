@@ -3,7 +3,7 @@
  * synchronous=NORMAL: a committed transaction survives a kill -9 of the process. The calls run
  * synchronously underneath; each resolves once its work is committed.
  */
-import { join } from "node:path";
+import { join } from "../util/paths.ts";
 import { Database } from "../util/sqlite.ts";
 import { ownerOnlyDir } from "../util/owner_only.ts";
 import { MIGRATIONS } from "./migrations.ts";

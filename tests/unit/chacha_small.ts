@@ -102,6 +102,20 @@ Deno.test("sealSmall() and openSmall() give node:crypto's bytes at every length 
   }
 });
 
+Deno.test("sealSmall() and openSmall() give node:crypto's bytes for long messages too (before node:crypto is loaded)", () => {
+  for (const length of [SMALL_MAX + 1, 1000, 4096, 16_383, 65_519]) {
+    const key = random(32);
+    const nonce = random(12);
+    const ad = length % 2 === 0 ? random(29) : new Uint8Array(0);
+    const plain = random(length);
+    const want = reference(key, nonce, ad, plain);
+    const out = new Uint8Array(length + 16);
+    sealSmall(key, nonce, ad, plain, out, 0);
+    assert.deepEqual(out, want, `seal of ${length} bytes`);
+    assert.deepEqual(openSmall(key, nonce, ad, want), plain, `open of ${length} bytes`);
+  }
+});
+
 Deno.test("openSmall() refuses a changed byte anywhere, another nonce or other data", () => {
   const key = random(32);
   const nonce = random(12);

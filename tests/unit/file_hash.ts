@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { fileHash, OFF_THREAD_FROM } from "../../lib/client/file_hash.ts";
+import { loadNodeCrypto } from "../../lib/crypto/node_crypto.ts";
+
+await loadNodeCrypto(); // a transfer loads it before it hashes a file (node_crypto.ts)
 
 const MiB = 1024 * 1024;
 

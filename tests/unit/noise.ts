@@ -27,6 +27,10 @@ import {
   SymmetricState,
 } from "../../lib/crypto/noise.ts";
 import { openWithNonce, sealWithNonce } from "../../lib/crypto/noise_cipher.ts";
+import { loadNodeCrypto } from "../../lib/crypto/node_crypto.ts";
+
+// AESGCM and the bulk cipher are node:crypto's: what uses them loads it first (node_crypto.ts).
+await loadNodeCrypto();
 
 const enc = new TextEncoder();
 

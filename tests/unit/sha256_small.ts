@@ -6,7 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { createHash, createHmac, hkdfSync, randomBytes } from "node:crypto";
-import { hmacSha256, noiseHkdf, sha256, SMALL_HASH_MAX } from "../../lib/crypto/sha256_small.ts";
+import {
+  hkdfSha256,
+  hmacSha256,
+  noiseHkdf,
+  sha256,
+  sha256Here,
+  SMALL_HASH_MAX,
+} from "../../lib/crypto/sha256_small.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const text = (s: string) => new TextEncoder().encode(s);
@@ -33,6 +40,27 @@ Deno.test("sha256() gives node:crypto's digest at every length, split anywhere",
     const cut = (n * 7) % (n + 1);
     assert.equal(hex(sha256(data)), expected, `length ${n}`);
     assert.equal(hex(sha256(data.subarray(0, cut), data.subarray(cut))), expected, `length ${n}`);
+  }
+});
+
+Deno.test("sha256Here() gives node:crypto's digest for long inputs too (before node:crypto is loaded)", () => {
+  for (const n of [SMALL_HASH_MAX + 1, 4095, 65_535, 65_536, 1_000_003]) {
+    const data = new Uint8Array(n);
+    for (let at = 0; at < n; at += 65_536) {
+      crypto.getRandomValues(data.subarray(at, Math.min(n, at + 65_536)));
+    }
+    const expected = createHash("sha256").update(data).digest("hex");
+    assert.equal(hex(sha256Here(data)), expected, `length ${n}`);
+    assert.equal(hex(sha256Here(data.subarray(0, 77), data.subarray(77))), expected, `length ${n}`);
+  }
+});
+
+Deno.test("hkdfSha256() gives node:crypto's HKDF-SHA256 without a salt", () => {
+  for (const [ikm, info] of [[32, 0], [32, 1], [32, 150], [0, 10], [64, 1024], [17, 300]]) {
+    const key = new Uint8Array(randomBytes(ikm!));
+    const statement = new Uint8Array(randomBytes(info!));
+    const expected = new Uint8Array(hkdfSync("sha256", key, new Uint8Array(0), statement, 32));
+    assert.deepEqual(hkdfSha256(key, statement), expected, `${ikm} bytes, info ${info}`);
   }
 });
 
