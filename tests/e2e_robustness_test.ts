@@ -8,7 +8,7 @@ import { Identity } from "../lib/peer/identity.ts";
 import { encodeFrame } from "../lib/protocol/frame.ts";
 import { encodeMessage, PROTOCOL_VERSION } from "../lib/protocol/messages.ts";
 import { RawConn } from "./support/raw_conn.ts";
-import { startServer, TestClient } from "./support/processes.ts";
+import { befriend, startServer, TestClient } from "./support/processes.ts";
 
 const utf8 = new TextEncoder();
 
@@ -18,10 +18,7 @@ async function pairInChat(server: { port: number }) {
   const bob = await TestClient.start("bob", server);
   await alice.signup("alice");
   await bob.signup("bob");
-  await alice.send("contacts add bob");
-  await alice.event("contact_added", { user: "bob" });
-  await bob.send("contacts add alice");
-  await bob.event("contact_added", { user: "alice" });
+  await befriend(alice, bob);
   await alice.send("chat bob");
   await alice.event("chat_opened", { with: "bob" });
   await bob.send("chat alice");

@@ -15,6 +15,7 @@ import {
 import { type Frame, RawConn } from "../support/raw_conn.ts";
 import { signupFields } from "../support/accounts.ts";
 import {
+  befriend,
   containsBytes,
   type Event,
   Proc,
@@ -85,10 +86,7 @@ Deno.test("a peer link that claims to be someone else is refused and the real us
   await using bob = await TestClient.start("bob", server);
   await alice.signup("alice");
   await bob.signup("bob");
-  await alice.send("contacts add bob");
-  await alice.event("contact_added", { user: "bob" });
-  await bob.send("contacts add alice");
-  await bob.event("contact_added", { user: "alice" });
+  await befriend(alice, bob);
   const bobPort = peerPortOf(bob);
 
   {
