@@ -23,6 +23,7 @@ import {
 } from "../../lib/client/server_link.ts";
 import type { ResumptionOffer } from "../../lib/net/secure_channel.ts";
 import { generateKeyPair } from "../../lib/crypto/noise.ts";
+import { loadNodeCrypto } from "../../lib/crypto/node_crypto.ts";
 import { asError, dial, type FramedConnection } from "../../lib/net/framed_connection.ts";
 import { RemoteError } from "../../lib/protocol/errors.ts";
 import type { LookupResultMessage, ServerMessage } from "../../lib/protocol/messages.ts";
@@ -33,6 +34,11 @@ import {
   type LoadgenCommand,
   type LoadgenEvent,
 } from "./loadgen_protocol.ts";
+
+// A generator stands in for thousands of clients: their X25519 goes through node:crypto on the
+// calling thread (x25519.ts), as a server's does, not through WebCrypto's thread pool as a lone
+// client's does, so the generators' share of the two cores stays what it was.
+await loadNodeCrypto();
 
 const HOST = "127.0.0.1";
 /** Connections being set up at once during the initial attach (not during a re-attach). */

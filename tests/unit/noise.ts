@@ -28,6 +28,7 @@ import {
 } from "../../lib/crypto/noise.ts";
 import { openWithNonce, sealWithNonce } from "../../lib/crypto/noise_cipher.ts";
 import { loadNodeCrypto } from "../../lib/crypto/node_crypto.ts";
+import { dh } from "../../lib/crypto/x25519.ts";
 
 // AESGCM and the bulk cipher are node:crypto's: what uses them loads it first (node_crypto.ts).
 await loadNodeCrypto();
@@ -263,6 +264,31 @@ Deno.test("generateKeyPair() makes distinct 32-byte keys that survive an export 
   assert.notDeepEqual(a.publicKey, b.publicKey);
   const reloaded = await keyPairFromPrivateKey(await exportPrivateKey(a));
   assert.deepEqual(reloaded.publicKey, a.publicKey);
+});
+
+Deno.test("dh() gives RFC 7748's shared secret with a WebCrypto key and a node:crypto key alike, and both refuse a low-order point", async () => {
+  // RFC 7748 §6.1: Alice's private key, Bob's public key, their shared secret.
+  const alice = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+  const bob = hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+  const shared = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742";
+  // node:crypto is loaded in this module, so keyPairFromPrivateKey() makes a node:crypto key; a
+  // client that has not loaded it makes a WebCrypto key, as this one is made.
+  const nodeKey = (await keyPairFromPrivateKey(alice)).privateKey;
+  assert.ok(!(nodeKey instanceof CryptoKey));
+  const pkcs8 = new Uint8Array([...hex("302e020100300506032b656e04220420"), ...alice]);
+  const webKey = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "X25519" }, true, [
+    "deriveBits",
+  ]);
+  for (const key of [nodeKey, webKey]) {
+    assert.equal(toHex(await dh(key, bob)), shared);
+    for (const bad of [new Uint8Array(32), Uint8Array.of(1, ...new Uint8Array(31))]) {
+      await assert.rejects(
+        dh(key, bad),
+        (e: unknown) => e instanceof CryptoError && e.code === "INVALID_KEY",
+      );
+    }
+    await assert.rejects(dh(key, new Uint8Array(31)), CryptoError);
+  }
 });
 
 /** HMAC-SHA256, for the literal HKDF definition below. */
