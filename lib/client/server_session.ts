@@ -843,7 +843,7 @@ export function isIpAddress(host: string): boolean {
   if (/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/.test(host)) {
     return true;
   }
-  if (!host.includes(":")) return false;
+  if (!host.includes(":") || !/^[0-9A-Fa-f:.]+$/.test(host)) return false;
   try {
     return new URL(`http://[${host}]/`).hostname !== "";
   } catch {

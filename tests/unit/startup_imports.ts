@@ -97,6 +97,8 @@ Deno.test("isIpAddress() agrees with node:net's isIP", () => {
     "1::2::3",
     "example.com",
     "192.0.2.1 ",
+    "1::]@example.com/[::1",
+    "::1]:80",
     "",
   ];
   for (const host of hosts) {
