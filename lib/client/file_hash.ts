@@ -8,6 +8,7 @@
  * carries it too.
  */
 import { requireNodeCrypto } from "../crypto/node_crypto.ts";
+import { toHex } from "../util/hex.ts";
 
 /** Files from this size on are hashed off the main thread (starting a worker costs ≈ 20-50 ms). */
 export const OFF_THREAD_FROM = 8 * 1024 * 1024;
@@ -241,8 +242,7 @@ class WorkerHash implements FileHash {
       if (this.#closed) throw this.#closed;
       await this.#changed(DONE, 0);
     }
-    let hex = "";
-    for (const b of this.#digest) hex += b.toString(16).padStart(2, "0");
+    const hex = toHex(this.#digest);
     this.#end(new Error("the hash is complete"));
     return hex;
   }

@@ -20,6 +20,7 @@
  */
 import { loadNodeCrypto } from "../crypto/node_crypto.ts";
 import { basename, join } from "../util/paths.ts";
+import { fromHex, toHex } from "../util/hex.ts";
 import type { BinaryFrame } from "../net/framed_connection.ts";
 import { BINARY_TAG, writeAll } from "../net/framed_connection.ts";
 import { MAX_PLAINTEXT_LEN } from "../crypto/noise.ts";
@@ -228,21 +229,6 @@ export class TransferError extends Error {
   }
 }
 
-const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
-
-/** Lower-case hex of `bytes` (a file id, once per chunk received: no array per call). */
-function hex(bytes: Uint8Array): string {
-  let out = "";
-  for (const b of bytes) out += HEX[b];
-  return out;
-}
-
-function fromHex(text: string): Uint8Array {
-  const out = new Uint8Array(text.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(i * 2, i * 2 + 2), 16);
-  return out;
-}
-
 /** Fills `into` from where `file` stands; returns the bytes read (fewer only at its end). */
 async function readFully(file: Deno.FsFile, into: Uint8Array): Promise<number> {
   let filled = 0;
@@ -410,7 +396,7 @@ export class Transfers {
     const store = this.#host.store;
     let key = store.getSetting(TAG_KEY_SETTING);
     if (key === undefined || !/^[0-9a-f]{64}$/.test(key)) {
-      key = hex(crypto.getRandomValues(new Uint8Array(32)));
+      key = toHex(crypto.getRandomValues(new Uint8Array(32)));
       store.setSetting(TAG_KEY_SETTING, key);
     }
     return fromHex(key);
@@ -452,7 +438,7 @@ export class Transfers {
   /** Sends `file` to `peer`; the file's SHA-256 once the peer has it, else undefined. */
   async #sendTo(peer: string, file: SharedFile): Promise<string | undefined> {
     const host = this.#host;
-    const fid = hex(crypto.getRandomValues(new Uint8Array(16)));
+    const fid = toHex(crypto.getRandomValues(new Uint8Array(16)));
     const base = { fid, direction: "out" as const, peer, name: file.name, size: file.size };
     const t: Outgoing = {
       fid,
@@ -1064,7 +1050,7 @@ export class Transfers {
 
   async #onChunk(link: PeerLink, data: Uint8Array): Promise<void> {
     if (data.length < HEADER) return;
-    const fid = hex(data.subarray(1, 17));
+    const fid = toHex(data.subarray(1, 17));
     const t = this.#incoming.get(fid);
     if (!t || t.link !== link) return; // unknown or cancelled transfer: ignore the rest
     const at = Number(new DataView(data.buffer, data.byteOffset + 17, 8).getBigUint64(0, false));

@@ -4,6 +4,7 @@
  */
 
 import { sha256 as sha256Now } from "./sha256_small.ts";
+import { toHex } from "../util/hex.ts";
 
 const encoder = new TextEncoder();
 
@@ -18,10 +19,7 @@ async function sha256(data: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBu
  * reattach bench's load generators, for a hash of about a microsecond.
  */
 export function keyFingerprint(publicKey: Uint8Array<ArrayBuffer>): Promise<string> {
-  let hex = "";
-  for (const byte of sha256Now(publicKey).subarray(0, 16)) {
-    hex += byte.toString(16).padStart(2, "0");
-  }
+  const hex = toHex(sha256Now(publicKey).subarray(0, 16));
   return Promise.resolve(hex.match(/.{4}/g)!.join(" "));
 }
 
