@@ -225,7 +225,7 @@ export function sha256(...parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer>
     for (const part of parts) hash.update(part);
     return new Uint8Array(hash.digest());
   }
-  return sha256Here(...parts);
+  return hashHere(parts);
 }
 
 /**
@@ -233,6 +233,10 @@ export function sha256(...parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer>
  * long inputs while node:crypto is not loaded.
  */
 export function sha256Here(...parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  return hashHere(parts);
+}
+
+function hashHere(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
   begin(IV, 0);
   for (const part of parts) update(part);
   const out = new Uint8Array(32);
