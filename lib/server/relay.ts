@@ -145,6 +145,11 @@ export class Relay {
   readonly limits: RelayLimits;
   readonly #hooks: RelayHooks;
   readonly #pending = new Map<string, Pairing>();
+  /**
+   * Pairings being issued, waiting on the store before they are pending: {@link cancelFor}
+   * marks the user of one who went offline meanwhile, and its issue is refused.
+   */
+  readonly #issuing = new Set<{ a: RelayParty; b: RelayParty; gone?: string }>();
   readonly #active = new Set<ActiveLink>();
   readonly #daily = new Map<string, DayCount>();
   /** The day whose earlier days' usage was last removed from the store. */
@@ -218,7 +223,8 @@ export class Relay {
   /**
    * Issues a pairing between `a` (who asks) and `b`, both online mutual contacts (the caller
    * checked). Returns the token both join with.
-   * @throws {RelayRefused} RELAY_OFF, RELAY_FULL or RELAY_LIMIT.
+   * @throws {RelayRefused} RELAY_OFF, RELAY_FULL or RELAY_LIMIT; USER_OFFLINE when either went
+   * offline while the pairing was being issued.
    */
   async issue(a: RelayParty, b: RelayParty): Promise<string> {
     if (!this.limits.enabled) {
@@ -226,7 +232,17 @@ export class Relay {
     }
     // The day's total as the store has it (after a restart, or from other instances).
     const used = this.#usedToday(a.key, b.key);
-    await this.#write(used);
+    const issuing: { a: RelayParty; b: RelayParty; gone?: string } = { a, b };
+    this.#issuing.add(issuing);
+    try {
+      await this.#write(used);
+    } finally {
+      this.#issuing.delete(issuing);
+    }
+    if (issuing.gone !== undefined) {
+      // A pairing now would wait the whole join timeout for a leg that cannot come.
+      throw new RelayRefused("USER_OFFLINE", `${issuing.gone} went offline`);
+    }
     if (this.#active.size + this.#pending.size >= this.limits.maxLinks) {
       const message = `the server relays at most ${this.limits.maxLinks} links at once and ` +
         `is full; ${b.user} cannot be reached through it now`;
@@ -316,8 +332,15 @@ export class Relay {
     this.#start(pairing, ends as [Transport, Transport]);
   }
 
-  /** Pairings waiting for `userKey` end: that user went offline. */
+  /**
+   * Pairings waiting for `userKey` end, and those being issued for it are refused: that user
+   * went offline.
+   */
   cancelFor(userKey: string): void {
+    for (const issuing of this.#issuing) {
+      if (issuing.a.key === userKey) issuing.gone ??= issuing.a.user;
+      if (issuing.b.key === userKey) issuing.gone ??= issuing.b.user;
+    }
     for (const pairing of [...this.#pending.values()]) {
       if (pairing.a.key === userKey || pairing.b.key === userKey) {
         const gone = pairing.a.key === userKey ? pairing.a.user : pairing.b.user;
