@@ -141,15 +141,28 @@ function pairKey(a: string, b: string): string {
   return a < b ? `${a}\n${b}` : `${b}\n${a}`;
 }
 
+/** Users of a pairing about to be issued, watched for going offline: {@link Relay.watch}. */
+export interface RelayWatch {
+  /** The user who went offline since the watch began, if one did. */
+  readonly gone: string | undefined;
+  /** Stops watching; call it once the pairing is issued or refused. */
+  end(): void;
+}
+
+interface Watch extends RelayWatch {
+  readonly parties: { user: string; key: string }[];
+  gone: string | undefined;
+}
+
 export class Relay {
   readonly limits: RelayLimits;
   readonly #hooks: RelayHooks;
   readonly #pending = new Map<string, Pairing>();
   /**
-   * Pairings being issued, waiting on the store before they are pending: {@link cancelFor}
-   * marks the user of one who went offline meanwhile, and its issue is refused.
+   * Pairings being prepared or issued, waiting on the store before they are pending:
+   * {@link cancelFor} marks the user of one who went offline meanwhile, and its issue is refused.
    */
-  readonly #issuing = new Set<{ a: RelayParty; b: RelayParty; gone?: string }>();
+  readonly #watches = new Set<Watch>();
   readonly #active = new Set<ActiveLink>();
   readonly #daily = new Map<string, DayCount>();
   /** The day whose earlier days' usage was last removed from the store. */
@@ -221,23 +234,39 @@ export class Relay {
   }
 
   /**
+   * Starts watching `parties` for a pairing about to be issued: from now until
+   * {@link RelayWatch.end}, one of them going offline ({@link cancelFor}) is remembered, and
+   * {@link issue} given this watch refuses. The caller starts it before it looks up where the
+   * other user is, so an offline notice handled during that lookup is not missed.
+   */
+  watch(...parties: { user: string; key: string }[]): RelayWatch {
+    const watch: Watch = {
+      parties,
+      gone: undefined,
+      end: () => void this.#watches.delete(watch),
+    };
+    this.#watches.add(watch);
+    return watch;
+  }
+
+  /**
    * Issues a pairing between `a` (who asks) and `b`, both online mutual contacts (the caller
    * checked). Returns the token both join with.
    * @throws {RelayRefused} RELAY_OFF, RELAY_FULL or RELAY_LIMIT; USER_OFFLINE when either went
-   * offline while the pairing was being issued.
+   * offline while the pairing was being issued (or, given `watch`, since it began).
    */
-  async issue(a: RelayParty, b: RelayParty): Promise<string> {
+  async issue(a: RelayParty, b: RelayParty, watch?: RelayWatch): Promise<string> {
     if (!this.limits.enabled) {
       throw new RelayRefused("RELAY_OFF", "this server does not relay links (--relay off)");
     }
     // The day's total as the store has it (after a restart, or from other instances).
     const used = this.#usedToday(a.key, b.key);
-    const issuing: { a: RelayParty; b: RelayParty; gone?: string } = { a, b };
-    this.#issuing.add(issuing);
+    const own = watch ? undefined : this.watch(a, b);
+    const issuing = watch ?? own!;
     try {
       await this.#write(used);
     } finally {
-      this.#issuing.delete(issuing);
+      own?.end();
     }
     if (issuing.gone !== undefined) {
       // A pairing now would wait the whole join timeout for a leg that cannot come.
@@ -337,9 +366,8 @@ export class Relay {
    * went offline.
    */
   cancelFor(userKey: string): void {
-    for (const issuing of this.#issuing) {
-      if (issuing.a.key === userKey) issuing.gone ??= issuing.a.user;
-      if (issuing.b.key === userKey) issuing.gone ??= issuing.b.user;
+    for (const watch of this.#watches) {
+      watch.gone ??= watch.parties.find((p) => p.key === userKey)?.user;
     }
     for (const pairing of [...this.#pending.values()]) {
       if (pairing.a.key === userKey || pairing.b.key === userKey) {

@@ -931,15 +931,24 @@ export class ConfabServer implements AsyncDisposable {
         `the server relays only between mutual contacts; ${target.name} has not added you`,
       );
     }
-    // Connected here, or to another instance of the cluster (then its leg comes here).
+    // Connected here, or to another instance of the cluster (then its leg comes here). Their
+    // going offline while the store answers must not leave a pairing waiting for them.
+    const me = { user: session.user, key: session.key, staticKey: session.staticKey };
+    const watch = this.#relay.watch(me, { user: target.name, key: target.nameKey });
     const live = this.#online.get(target.nameKey);
-    const elsewhere = live ? undefined : await this.store.presenceOf(target.name);
-    const other = live ?? (elsewhere && { ...elsewhere, key: target.nameKey });
-    if (!other) throw new Reply("USER_OFFLINE", `${target.name} is offline`);
-    const token = await this.#relay.issue(
-      { user: session.user, key: session.key, staticKey: session.staticKey },
-      { user: other.user, key: other.key, staticKey: other.staticKey },
-    );
+    let token: string;
+    try {
+      const elsewhere = live ? undefined : await this.store.presenceOf(target.name);
+      const other = live ?? (elsewhere && { ...elsewhere, key: target.nameKey });
+      if (!other) throw new Reply("USER_OFFLINE", `${target.name} is offline`);
+      token = await this.#relay.issue(
+        me,
+        { user: other.user, key: other.key, staticKey: other.staticKey },
+        watch,
+      );
+    } finally {
+      watch.end();
+    }
     if (live) {
       live.fc.send({ type: "relay_offer", from: session.user, token }).catch(() => {});
     } else {

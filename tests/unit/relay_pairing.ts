@@ -57,3 +57,29 @@ Deno.test("a pairing issued before its user went offline is pending, and cancelF
     (e: unknown) => e instanceof RelayRefused && e.code === "BAD_TOKEN",
   );
 });
+
+Deno.test("a user who went offline while the server looked up where they are is caught by the watch begun before", async () => {
+  // The cluster's case: bob is on another instance; while this one asks the store for his
+  // presence, the other instance's offline notice arrives (cancelFor) and the lookup still
+  // returns his old row.
+  const { relay, release } = relayWithSlowStore();
+  const watch = relay.watch(alice, bob);
+  relay.cancelFor("bob"); // during the lookup, before issue() began
+  const issuing = relay.issue(alice, bob, watch);
+  await release();
+  await assert.rejects(
+    issuing,
+    (e: unknown) =>
+      e instanceof RelayRefused && e.code === "USER_OFFLINE" && e.message === "Bob went offline",
+  );
+  watch.end();
+  // An ended watch no longer listens, and a later pairing goes through.
+  const again = relay.watch(alice, bob);
+  again.end();
+  relay.cancelFor("bob");
+  assert.equal(again.gone, undefined);
+  const later = relay.issue(alice, bob);
+  await release();
+  assert.equal(typeof await later, "string");
+  relay.cancelFor("bob");
+});
