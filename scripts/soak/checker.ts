@@ -29,7 +29,14 @@ export interface Scenario {
   /** Who filled whose mailbox. */
   filler?: { from: string; to: string };
   /** The shared file. */
-  file?: { from: string; to: string; sha256: string; size: number };
+  file?: {
+    from: string;
+    to: string;
+    sha256: string;
+    size: number;
+    /** How many times the soak shared it (`/s`): a failed transfer is shared again. */
+    shares: number;
+  };
 }
 
 export interface CheckInput {
@@ -84,7 +91,10 @@ export interface Figures {
   /** Group copies refused for a member, with the author told. */
   groupRefused: number;
   file: "identical" | "failed, reported" | "unresolved" | "none";
-  fileAttempts: number;
+  /** How many times the file was shared (`/s`). */
+  fileShares: number;
+  /** How many of those shares started sending (`transfer_started`, out). */
+  fileStarts: number;
   /** Files in downloads that differ from what was sent. */
   filesCorrupt: number;
   /** Databases whose integrity check is not "ok". */
@@ -145,7 +155,8 @@ export function check(input: CheckInput): CheckResult {
     groupMisfiled: 0,
     groupRefused: 0,
     file: "none",
-    fileAttempts: 0,
+    fileShares: 0,
+    fileStarts: 0,
     filesCorrupt: 0,
     databasesBroken: 0,
     databases: input.databases.length,
@@ -305,7 +316,8 @@ export function check(input: CheckInput): CheckResult {
       (l.e.type === "transfer_done" || l.e.type === "transfer_failed") &&
       l.e.direction === "out" && lower(l.e.peer) === lower(file.to)
     );
-    f.fileAttempts = (from?.log ?? []).filter((l) =>
+    f.fileShares = file.shares;
+    f.fileStarts = (from?.log ?? []).filter((l) =>
       l.e.type === "transfer_started" && l.e.direction === "out"
     ).length;
     for (const d of to?.downloads ?? []) {

@@ -7,6 +7,11 @@ import { loadAverage, machineFacts, markdownTable } from "../bench/report.ts";
 import { setBlock } from "../bench/report_blocks.ts";
 import type { SoakResult } from "./run.ts";
 
+/** How often the file was shared, and how many of those shares began sending. */
+function fileTries(f: SoakResult["figures"]): string {
+  return `shared ${f.fileShares} ${f.fileShares === 1 ? "time" : "times"}, ${f.fileStarts} began`;
+}
+
 /** One line per figure, for the end of a run. */
 export function summaryLines(r: SoakResult): string[] {
   const f = r.figures;
@@ -21,7 +26,7 @@ export function summaryLines(r: SoakResult): string[] {
     `shown twice ${f.shownTwice}, out of order ${f.outOfOrder}, unresolved ${f.unresolved}`,
     `group: missing at a member ${f.groupMissing}, filed as 1:1 ${f.groupMisfiled}, ` +
     `refused and told ${f.groupRefused}`,
-    `file: ${f.file} (${f.fileAttempts} attempts), corrupt files ${f.filesCorrupt}`,
+    `file: ${f.file} (${fileTries(f)}), corrupt files ${f.filesCorrupt}`,
     `last delivery ${(f.lastDeliveryAfterFaultMs / 1000).toFixed(1)} s after the last fault; ` +
     `settled in ${(r.settleMs / 1000).toFixed(1)} s`,
     `databases intact: ${f.databases - f.databasesBroken} of ${f.databases}`,
@@ -58,7 +63,7 @@ export async function writeSoakSection(
       ["unresolved at the end", String(f.unresolved)],
       ["group members missing a message", String(f.groupMissing)],
       ["group messages filed as 1:1", String(f.groupMisfiled)],
-      ["file", `${f.file}, ${f.fileAttempts} attempts, ${f.filesCorrupt} corrupt`],
+      ["file", `${f.file}, ${fileTries(f)}, ${f.filesCorrupt} corrupt`],
       ["last delivery after the last fault", `${(f.lastDeliveryAfterFaultMs / 1000).toFixed(1)} s`],
       ["settled after the last fault", `${(r.settleMs / 1000).toFixed(1)} s`],
       [

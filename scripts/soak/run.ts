@@ -137,6 +137,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   /** When the last fault so far ended (restarted, thawed, healed). */
   let lastFaultEndAt = Date.now();
   let sending = false;
+  /** How many times alice shared the file (`/s`). */
+  let fileShares = 0;
   const senders: Promise<void>[] = [];
 
   try {
@@ -484,13 +486,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     return full();
   }
 
-  async function fileFacts(): Promise<{ from: string; to: string; sha256: string; size: number }> {
+  async function fileFacts() {
     const bytes = await Deno.readFile(join(out, "files", "payload.bin")).catch(() => undefined);
     return {
       from: "alice",
       to: "bob",
       sha256: bytes ? createHash("sha256").update(bytes).digest("hex") : "",
       size: bytes?.length ?? 0,
+      shares: fileShares,
     };
   }
 
@@ -509,6 +512,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         return true;
       });
       if (!written) continue;
+      fileShares++;
       const outcome = await deadline(
         (async () => {
           for (;;) {

@@ -201,14 +201,22 @@ Deno.test("check() finds a group member missing a message, and a copy filed as 1
 Deno.test("check() finds a corrupt download, a damaged database and mail nobody read", () => {
   const { alice, bob } = cleanPair(1);
   bob.downloads.push({ name: "payload.bin", sha256: "bad", size: 10 });
+  // Shared twice: the first share failed before it began, the second began and failed.
+  alice.log.push(log({ type: "transfer_failed", direction: "out", peer: "bob" }));
+  alice.log.push(log({ type: "transfer_started", direction: "out", peer: "bob" }));
   alice.log.push(log({ type: "transfer_failed", direction: "out", peer: "bob" }));
   const result = check(input([alice, bob], {
-    scenario: { pairs: [], file: { from: "alice", to: "bob", sha256: "good", size: 10 } },
+    scenario: {
+      pairs: [],
+      file: { from: "alice", to: "bob", sha256: "good", size: 10, shares: 2 },
+    },
     databases: [{ path: "x.sqlite", integrity: "row 3 missing from index" }],
     serverLeft: { mail: 2, receipts: 0 },
   }));
   assert.equal(result.figures.filesCorrupt, 1);
   assert.equal(result.figures.file, "failed, reported");
+  assert.equal(result.figures.fileShares, 2);
+  assert.equal(result.figures.fileStarts, 1);
   assert.equal(result.figures.databasesBroken, 1);
   assert.match(result.problems.join("\n"), /mail left on the server/);
 });
