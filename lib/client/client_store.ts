@@ -156,10 +156,12 @@ const MIGRATIONS: readonly string[] = [
 const BATCH_DELAY_MS = 2_000;
 /**
  * Messages the index takes in per commit when its timer comes, with the chats' own work let
- * through between two such commits. In one commit, the 2 s of a bot's steady stream (≈ 6,000
- * messages) stalled the chat 11-19 ms every 2 s in the chat bench; ≈ 3 µs a message.
+ * through between two such commits: ≈ 3-6 ms each. In one commit, the index stalled the chats
+ * for as long as it took, ≈ 5-7 µs a message: 50-68 ms after 20,000 messages shown from the
+ * mailbox, 11-19 ms every 2 s in the chat bench's stream. Not much smaller: FTS5 pays ≈ 0.5 ms
+ * per commit whatever it holds.
  */
-const INDEX_BATCH_ROWS = 256;
+const INDEX_BATCH_ROWS = 512;
 /** How long acked group copies wait to share a commit (see ClientStore.settleCopySoon). */
 const SETTLE_DELAY_MS = 50;
 

@@ -412,17 +412,19 @@ Deno.test("ClientStore indexes at the next start what a run stored but had not i
 Deno.test("ClientStore's index takes in a long stream a batch at a time, with turns between", async () => {
   await using dir = await tempDir();
   using store = new ClientStore(dir.path, { indexDelayMs: 1 });
-  store.addMessages(Array.from({ length: 600 }, (_, i) => entry(`m${i}`, i, { text: `word${i}` })));
-  // What the index holds at each turn until it has all: never all 600 in one commit.
+  store.addMessages(
+    Array.from({ length: 1200 }, (_, i) => entry(`m${i}`, i, { text: `word${i}` })),
+  );
+  // What the index holds at each turn until it has all: never all 1,200 in one commit.
   const seen: string[] = [];
   const deadline = Date.now() + 10_000;
-  while (seen.at(-1) !== "600" && Date.now() < deadline) {
+  while (seen.at(-1) !== "1200" && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 0));
     const at = store.getSetting("fts_seq") ?? "0";
     if (at !== seen.at(-1)) seen.push(at);
   }
-  assert.deepEqual(seen.filter((s) => s !== "0"), ["256", "512", "600"]);
-  assert.deepEqual(store.search(["word599"], 10).map((e) => e.id), ["m599"]);
+  assert.deepEqual(seen.filter((s) => s !== "0"), ["512", "1024", "1200"]);
+  assert.deepEqual(store.search(["word1199"], 10).map((e) => e.id), ["m1199"]);
   assert.deepEqual(store.search(["word0"], 10).map((e) => e.id), ["m0"]);
 });
 
