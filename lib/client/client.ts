@@ -168,8 +168,13 @@ export class ConfabClient implements AsyncDisposable {
         this.#delivery.flushOutbox(session);
         this.#groups?.ready(); // stored groups rejoined; away members dialed again
         // Known before an offer or an invitation comes, in case the server is away by then
-        // (once a session: pushes and our own changes keep it up to date).
-        if (!this.#contactsKnown) this.#ctx.track(this.#refreshContacts());
+        // (once a session: pushes and our own changes keep it up to date). Offers from
+        // contacts that came while it could not be asked wait no longer.
+        if (!this.#contactsKnown) {
+          this.#ctx.track(
+            this.#refreshContacts().then(() => this.#transfers?.acceptFromContacts()),
+          );
+        }
       },
       onEnd: () => this.#onSessionEnd(),
     }, {

@@ -764,6 +764,29 @@ export class Transfers {
     });
   }
 
+  /**
+   * With `--auto-accept contacts`, accepts the waiting offers whose sender is a contact. Called
+   * once the server has given the contact list again: an offer that came while the server
+   * could not be asked (away, and no list yet in this session, as after a restart) waited for a
+   * person instead, and a script that takes files from its contacts would never answer it.
+   */
+  async acceptFromContacts(): Promise<void> {
+    const host = this.#host;
+    if (host.autoAccept !== "contacts") return;
+    for (const waiting of [...this.#waiting.values()]) {
+      if (waiting.link.fc.isClosed) continue;
+      if (!await host.isContact(waiting.link.user).catch(() => false)) continue;
+      if (!this.#drop(waiting)) continue; // answered meanwhile
+      host.emit({
+        type: "info",
+        text: `taking ${waiting.name} from ${waiting.link.user} (offer ${waiting.n}): the ` +
+          `server confirms a contact (--auto-accept contacts)`,
+      });
+      await this.#accept(waiting.link, waiting.offer, waiting.name, waiting.partial)
+        .catch(() => {}); // a failure is the transfer's, reported as such
+    }
+  }
+
   /** The waiting offers, oldest first. */
   waitingOffers(): { offer: number; peer: string; name: string; size: number }[] {
     return [...this.#waiting.values()].map((w) => ({
