@@ -189,3 +189,39 @@ shared.test("contact requests: shown at once or at the next login, listed both w
     await Deno.remove(carolHome, { recursive: true });
   }
 });
+
+shared.test("two users who add each other at the same moment both learn that they are contacts", async ({ server, user }) => {
+  // Round after round, the two requests sent in the same turn: the server once read "did they
+  // ask me?" before writing "I ask them", so both answers could say "requested" and both users
+  // be told of a "request": neither client knew they were contacts (a soak found it: a file
+  // from such a contact waited to be accepted by hand while the server was away).
+  const [A, B] = [user("alice"), user("bob")];
+  await using a = await rawUser(server.port, A);
+  await using b = await rawUser(server.port, B);
+  let id = 10;
+  for (let round = 0; round < 12; round++) {
+    const seen = [a.frames.length, b.frames.length];
+    const [toA, toB] = await Promise.all([
+      a.request({ type: "contact_add", id: id++, user: B }),
+      b.request({ type: "contact_add", id: id++, user: A }),
+    ]);
+    for (const [k, raw, answer, other] of [[0, a, toA, B], [1, b, toB, A]] as const) {
+      if (answer.state === "mutual") continue;
+      // Otherwise the other one's request found mine, and I am told that they accepted.
+      const accepted = () =>
+        raw.frames.slice(seen[k]).some((f) =>
+          f.type === "contact_update" && f.user === other && f.state === "accepted"
+        );
+      const deadline = Date.now() + 10_000;
+      while (!accepted() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(
+        accepted(),
+        `round ${round}: ${other} and I added each other, but I was told neither "mutual" ` +
+          `nor "accepted" (answers: ${toA.state}, ${toB.state})`,
+      );
+    }
+    // Apart again for the next round (both rows go).
+    const removed = await a.request({ type: "contact_remove", id: id++, user: B });
+    assert.equal(removed.state, "removed");
+  }
+});

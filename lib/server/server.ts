@@ -864,14 +864,19 @@ export class ConfabServer implements AsyncDisposable {
     if (target.nameKey === session.key) {
       throw new Reply("BAD_MESSAGE", "you cannot add yourself as a contact");
     }
-    const asked = await this.store.isContact(target.name, session.user);
     if (
       !await this.store.isContact(session.user, target.name) &&
       await this.store.countContacts(session.user) >= MAX_CONTACTS
     ) {
       throw new Reply("BAD_MESSAGE", `contact list is full (${MAX_CONTACTS})`);
     }
-    if (await this.store.addContact(session.user, target.name)) {
+    const added = await this.store.addContact(session.user, target.name);
+    // Whether they asked me is read after my own row is in. Of two users who add each other
+    // at the same moment, the later reader then sees the other's row: one of them learns
+    // "mutual" and tells the other "accepted". Read before, both could miss each other's rows,
+    // and both would be told of a mere "request".
+    const asked = await this.store.isContact(target.name, session.user);
+    if (added) {
       await this.store.publish({
         kind: "contact",
         to: target.nameKey,
