@@ -170,11 +170,8 @@ export class ConfabClient implements AsyncDisposable {
         // Known before an offer or an invitation comes, in case the server is away by then
         // (once a session: pushes and our own changes keep it up to date). Offers from
         // contacts that came while it could not be asked wait no longer.
-        if (!this.#contactsKnown) {
-          this.#ctx.track(
-            this.#refreshContacts().then(() => this.#transfers?.acceptFromContacts()),
-          );
-        }
+        const known = this.#contactsKnown ? Promise.resolve() : this.#refreshContacts();
+        this.#ctx.track(known.then(() => this.#transfers?.acceptFromContacts()));
       },
       onEnd: () => this.#onSessionEnd(),
     }, {
