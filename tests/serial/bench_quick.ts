@@ -76,8 +76,13 @@ Deno.test("bench --quick runs every item and reports a number for every metric",
         for (const metric of item.metrics) {
           const row = run.results.find((r) => r.item === item.name && r.metric === metric);
           assert.ok(row, `${item.name} reported no "${metric}"`);
+          // A net CPU figure (the idle use over as long taken out) is a difference of /proc
+          // counts in 10 ms ticks: with a quick run's 20 messages and 250 ms idle windows the
+          // ticks alone move it by about ±1 ms per member per message, below zero at times on a
+          // loaded machine (CI run 92: -0.087). Every other figure is a count, a time or a rate.
+          const net = metric.endsWith("CPU per member per message");
           assert.ok(
-            Number.isFinite(row.value) && row.value >= 0,
+            Number.isFinite(row.value) && row.value >= (net ? -2 : 0),
             `${item.name} ${metric}: ${row.value}`,
           );
           if (row.baseline !== null) {
