@@ -158,8 +158,8 @@ const BATCH_DELAY_MS = 2_000;
  * Messages the index takes in per commit when its timer comes, with the chats' own work let
  * through between two such commits: ≈ 3-6 ms each. In one commit, the index stalled the chats
  * for as long as it took, ≈ 5-7 µs a message: 50-68 ms after 20,000 messages stored at once
- * (a show of a full mailbox), 11-19 ms every 2 s in the chat bench's stream. Not much smaller: FTS5 pays ≈ 0.5 ms
- * per commit whatever it holds.
+ * (a show of a full mailbox), 11-19 ms every 2 s in the chat bench's stream. Not much smaller:
+ * FTS5 pays ≈ 0.5 ms per commit whatever it holds.
  */
 const INDEX_BATCH_ROWS = 512;
 /** How long acked group copies wait to share a commit (see ClientStore.settleCopySoon). */

@@ -261,12 +261,11 @@ export class Relay {
     }
     // The day's total as the store has it (after a restart, or from other instances).
     const used = this.#usedToday(a.key, b.key);
-    const own = watch ? undefined : this.watch(a, b);
-    const issuing = watch ?? own!;
+    const issuing = watch ?? this.watch(a, b);
     try {
       await this.#write(used);
     } finally {
-      own?.end();
+      if (issuing !== watch) issuing.end(); // the caller's watch is the caller's to end
     }
     if (issuing.gone !== undefined) {
       // A pairing now would wait the whole join timeout for a leg that cannot come.
