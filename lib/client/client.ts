@@ -171,7 +171,7 @@ export class ConfabClient implements AsyncDisposable {
         // (once a session: pushes and our own changes keep it up to date). Offers from
         // contacts that came while it could not be asked wait no longer.
         const known = this.#contactsKnown ? Promise.resolve() : this.#refreshContacts();
-        this.#ctx.track(known.then(() => this.#transfers?.acceptFromContacts()));
+        this.#ctx.track(known.then(() => this.#contactsConfirmed()));
       },
       onEnd: () => this.#onSessionEnd(),
     }, {
@@ -633,13 +633,26 @@ export class ConfabClient implements AsyncDisposable {
    * Whether `user` is a mutual contact (for a file offer with `--auto-accept contacts`, and a
    * group invitation): as the server said in this session, or says now.
    */
-  async #isContact(user: string): Promise<boolean> {
+  async #isContact(user: string): Promise<boolean | undefined> {
     // The list of this session follows every change the server pushes: a contact found there
     // needs no question (and no wait, should the server be slow or away); anyone else is asked
     // about, in case the news is on its way.
     if (this.#contactsKnown && this.#contacts.has(user.toLowerCase())) return true;
     await this.#refreshContacts();
+    if (!this.#contactsKnown) return undefined; // the server away, and no list yet
     return this.#contacts.has(user.toLowerCase());
+  }
+
+  /**
+   * The contact list is known again (a session is ready): what waited because the server
+   * could not say who is a contact (file offers under `--auto-accept contacts`, invitations
+   * to groups) is taken or refused on its word, with no further question.
+   */
+  async #contactsConfirmed(): Promise<void> {
+    if (!this.#contactsKnown) return; // asked, but the server went away again
+    const isContact = (user: string) => this.#contacts.has(user.toLowerCase());
+    await this.#groups?.contactsKnown(isContact);
+    await this.#transfers?.acceptFromContacts(isContact);
   }
 
   /**

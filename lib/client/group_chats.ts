@@ -68,9 +68,10 @@ export interface GroupHost {
   selfEndpoint(): { host: string; port: number } | undefined;
   /**
    * Whether `user` and I are mutual contacts (the server's word; while it is away, the last
-   * list it gave): only they may add me to a group.
+   * list it gave): only they may add me to a group. Undefined when that cannot be told now
+   * (the server away, and no list yet): the invitation waits for {@link GroupChats.contactsKnown}.
    */
-  isContact(user: string): Promise<boolean>;
+  isContact(user: string): Promise<boolean | undefined>;
   /**
    * `user`'s identity key: the one pinned at first contact, else the directory's (pinned now);
    * undefined when neither can be had.
@@ -80,6 +81,8 @@ export interface GroupHost {
 
 /** Refused invitations remembered (so each is told about once); then forgotten at once. */
 const MAX_REFUSALS_KEPT = 256;
+/** Most invitations kept waiting for the server to say whether their senders are contacts. */
+const MAX_PENDING_INVITATIONS = 64;
 /** How often members compare group checksums on each link. */
 const SUM_INTERVAL_MS = 2_000;
 /**
@@ -148,6 +151,11 @@ export class GroupChats {
   readonly #left = new Map<string, GroupState>();
   /** Refused invitations already told about (group id and name key). */
   readonly #refusals = new Set<string>();
+  /**
+   * Invitations that came while no one could say whether their senders are contacts (key:
+   * group id and name key), the latest state of each; see {@link contactsKnown}.
+   */
+  readonly #pendingInvitations = new Map<string, { link: PeerLink; state: GroupState }>();
   /** Users whose link I announced as up (name keys). */
   readonly #linked = new Set<string>();
   /** When to dial each away member next, and the wait after that (name keys). */
@@ -728,7 +736,9 @@ export class GroupChats {
     if (!withinLimits(state)) return;
     // And only from a mutual contact: a fellow member of one group who is not my contact
     // (linked to me for that group) cannot pull me into groups of theirs.
-    if (!await host.isContact(link.user)) return await this.#refuse(link, state);
+    const contact = await host.isContact(link.user);
+    if (contact === undefined) return this.#hold(link, incoming);
+    if (!contact) return await this.#refuse(link, state);
     // Adopted meanwhile (another member's copy came while the server was asked): a merge.
     if (this.#groups.has(incoming.id)) return await this.#onState(link, incoming);
     if (left) this.#left.delete(incoming.id);
@@ -749,6 +759,43 @@ export class GroupChats {
     }
     if (groupChecksum(state) !== groupChecksum(incoming)) {
       await link.fc.send({ type: "group_state", group: state }).catch(() => {});
+    }
+  }
+
+  /**
+   * Keeps an invitation whose sender may or may not be a contact (the server away, no list yet)
+   * until the server says, telling the user once. Neither taken nor refused: a contact's
+   * invitation refused for want of a server would leave their group without me, and a stranger's
+   * taken would let anyone who can reach me pull me into groups.
+   */
+  #hold(link: PeerLink, state: GroupState): void {
+    const key = `${state.id}\n${link.user.toLowerCase()}`;
+    const told = this.#pendingInvitations.delete(key);
+    if (this.#pendingInvitations.size >= MAX_PENDING_INVITATIONS) {
+      this.#pendingInvitations.delete(this.#pendingInvitations.keys().next().value!);
+    }
+    this.#pendingInvitations.set(key, { link, state });
+    if (told) return;
+    this.#host.emit({
+      type: "info",
+      text: `${link.user} invites you to group ${groupHandle(state.id)}; it is taken once the ` +
+        `server confirms ${link.user} is a contact (the server cannot be reached now)`,
+    });
+  }
+
+  /**
+   * The server has given the contact list: the invitations held for it are taken (a contact's)
+   * or refused (anyone else's), as if they came now.
+   *
+   * @param isContact the list just given.
+   */
+  async contactsKnown(isContact: (user: string) => boolean): Promise<void> {
+    const pending = [...this.#pendingInvitations.values()];
+    this.#pendingInvitations.clear();
+    for (const { link, state } of pending) {
+      if (this.#closed) return;
+      if (isContact(link.user)) await this.#onState(link, state);
+      else await this.#refuse(link, state);
     }
   }
 

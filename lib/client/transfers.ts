@@ -93,8 +93,11 @@ export interface TransferHost {
   readonly maxFileSize: number;
   /** Which offers are taken without asking. */
   readonly autoAccept: AutoAccept;
-  /** Whether `user` is in my contact list (for `autoAccept: "contacts"`). */
-  isContact(user: string): Promise<boolean>;
+  /**
+   * Whether `user` is in my contact list (for `autoAccept: "contacts"`); undefined when that
+   * cannot be told now (the server away, and no list yet).
+   */
+  isContact(user: string): Promise<boolean | undefined>;
   /** Most bytes held in partial files, those of transfers in progress counted whole. */
   readonly maxPartialBytes: number;
   /** Free disk space an accepted file must leave. */
@@ -769,13 +772,15 @@ export class Transfers {
    * once the server has given the contact list again: an offer that came while the server
    * could not be asked (away, and no list yet in this session, as after a restart) waited for a
    * person instead, and a script that takes files from its contacts would never answer it.
+   *
+   * @param isContact the list just given (one answer for every waiting offer, no questions).
    */
-  async acceptFromContacts(): Promise<void> {
+  async acceptFromContacts(isContact: (user: string) => boolean): Promise<void> {
     const host = this.#host;
     if (host.autoAccept !== "contacts") return;
     for (const waiting of [...this.#waiting.values()]) {
       if (waiting.link.fc.isClosed) continue;
-      if (!await host.isContact(waiting.link.user).catch(() => false)) continue;
+      if (!isContact(waiting.link.user)) continue;
       if (!this.#drop(waiting)) continue; // answered meanwhile
       host.emit({
         type: "info",
