@@ -211,6 +211,42 @@ Deno.test("garbage, oversize frames, bad JSON, unknown types and a silent connec
   assert.deepEqual(await sealed.request({ type: "ping", id: 9 }), { type: "pong", id: 9 });
 });
 
+/** The resident set of process `pid`, in bytes (Linux). */
+function rssOf(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) * 1024;
+}
+
+Deno.test("a stranger who sends pings and never reads costs the server one pong, not one per ping", async () => {
+  await using server = await startServer();
+  await using raw = await RawConn.connect(server.port);
+  await raw.hello("client");
+  await raw.secure("client-server");
+  const first = await raw.request({ type: "ping", id: 1 });
+  assert.equal(first.type, "pong", "pings are answered before any login");
+  raw.pauseReading();
+  const before = rssOf(server.proc.pid);
+  // 100,000 pings (≈ 4.7 MB). Each pong went into the write queue, and with nobody reading it
+  // was never written: the server grew ≈ 87 MiB per 100,000 (20× what the stranger sent).
+  const PINGS = 100_000;
+  const BATCH = 2_000;
+  for (let i = 0; i < PINGS; i += BATCH) {
+    const frames = await Promise.all(
+      Array.from({ length: BATCH }, (_, j) => raw.frame({ type: "ping", id: 2 + i + j })),
+    );
+    const batch = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    frames.reduce((at, f) => (batch.set(f, at), at + f.length), 0);
+    await raw.write(batch);
+  }
+  // Once the server has read them all (its answer to a request after them shows it), its
+  // memory is what it was give or take the kernel's and the collector's slack.
+  raw.resumeReading();
+  const last = await raw.request({ type: "ping", id: 2 + PINGS });
+  assert.deepEqual([last.type, last.id], ["pong", 2 + PINGS], "the latest ping is answered");
+  const grown = rssOf(server.proc.pid) - before;
+  assert.ok(grown < 40 * 1024 * 1024, `the server grew ${(grown / 1048576).toFixed(1)} MiB`);
+});
+
 Deno.test("the server answers a hello with another protocol version with VERSION_MISMATCH and hangs up", async () => {
   await using server = await startServer();
   await using raw = await RawConn.connect(server.port);

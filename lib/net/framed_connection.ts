@@ -139,6 +139,8 @@ function joinFrames(frames: Uint8Array[], bytes: number): Uint8Array {
 const MAX_HELD_FRAMES = 64;
 /** How long a `path_switch` from the other side may wait for our side of the new path. */
 const PATH_SWITCH_WAIT_MS = 15_000;
+/** Pings kept for an answer while a pong waits to be written (the oldest dropped past this). */
+const PINGS_WAITING = 8;
 /** The old path stays open this long after a switch, so its last bytes are surely read. */
 const OLD_PATH_GRACE_MS = 1_000;
 /**
@@ -215,6 +217,14 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #sendCipher: TransportCipher | undefined;
   #receiveCipher: TransportCipher | undefined;
   #badMessages = 0;
+  /**
+   * A pong is queued and not yet written; the pings that came meanwhile wait here for it, the
+   * latest {@link PINGS_WAITING} of them. One pong at a time: a peer that sends pings and never
+   * reads would otherwise grow the write queue without bound (a stranger could, before any
+   * login).
+   */
+  #pongQueued = false;
+  #pingsWaiting: number[] = [];
   #closing: Promise<void> | undefined;
   /** Set by end(): nothing more is sent or handed over, and close() gives `#endReason`. */
   #ending: Promise<void> | undefined;
@@ -1000,7 +1010,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       message.type === "ping" && typeof message.id === "number" &&
       (this.#onMessage !== undefined || this.#sendCipher !== undefined)
     ) {
-      this.send({ type: "pong", id: message.id }).catch(() => {});
+      this.#answerPing(message.id);
       return;
     }
     if (message.id !== undefined && this.#replyTypes.has(message.type)) {
@@ -1010,6 +1020,20 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       if (pending || message.type !== "error") return;
     }
     this.#deliver(message);
+  }
+
+  /** Answers a ping, or, while a pong is still queued, once that one is written. */
+  #answerPing(id: number): void {
+    if (this.#pongQueued) {
+      if (this.#pingsWaiting.push(id) > PINGS_WAITING) this.#pingsWaiting.shift();
+      return;
+    }
+    this.#pongQueued = true;
+    this.send({ type: "pong", id }).then(() => {
+      this.#pongQueued = false;
+      const next = this.#pingsWaiting.shift();
+      if (next !== undefined) this.#answerPing(next);
+    }, () => {}); // closed: nothing more is answered
   }
 
   /** Hands a message to whoever reads next: a `next()` waiter, or the handler's inbox. */
