@@ -367,6 +367,11 @@ export class Transfers {
   readonly #outgoing = new Map<string, Outgoing>();
   readonly #incoming = new Map<string, Incoming>();
   readonly #waiting = new Map<number, WaitingOffer>();
+  /**
+   * Links with waiting offers, each watched for its end once (not once per offer: a peer
+   * offering and cancelling in a loop would pile up a watcher per offer for the link's life).
+   */
+  readonly #watchedForOffers = new WeakSet<PeerLink>();
   #nextOffer = 1;
   #warnedNoStatfs = false;
   /** Set by close(): the store is about to close, so nothing more goes into history. */
@@ -757,7 +762,7 @@ export class Transfers {
       }, host.offerTimeoutMs),
     };
     this.#waiting.set(n, waiting);
-    void link.fc.closed.then(() => this.#drop(waiting, `${link.user} disconnected`));
+    this.#dropOffersAtEnd(link);
     host.emit({
       type: "transfer_offered",
       ...base,
@@ -842,6 +847,17 @@ export class Transfers {
       );
     }
     await this.#accept(waiting.link, waiting.offer, waiting.name, waiting.partial);
+  }
+
+  /** When `link` ends, its waiting offers are declined (`U disconnected`). */
+  #dropOffersAtEnd(link: PeerLink): void {
+    if (this.#watchedForOffers.has(link)) return;
+    this.#watchedForOffers.add(link);
+    void link.fc.closed.then(() => {
+      for (const waiting of [...this.#waiting.values()]) {
+        if (waiting.link === link) this.#drop(waiting, `${link.user} disconnected`);
+      }
+    });
   }
 
   /**

@@ -1,0 +1,87 @@
+/**
+ * Tests for lib/client/transfers.ts: waiting offers and the end of their link. A peer may offer
+ * and cancel in a loop; each waiting offer used to add a watcher on its link's end, kept (with
+ * the offer and its name of up to 1,024 characters) until the link closed: 2 KB a cycle, without
+ * bound (40,000 cycles grew the heap by 86 MB). Now a link is watched once, and its end still
+ * declines every offer waiting on it.
+ *
+ * Real Transfers over a real ClientStore in a temporary folder; the link is a stand-in whose
+ * `closed` counts who waits on it.
+ */
+import assert from "node:assert/strict";
+import { ClientStore } from "../../lib/client/client_store.ts";
+import type { ClientEvent } from "../../lib/client/events.ts";
+import { Transfers } from "../../lib/client/transfers.ts";
+import type { PeerLink } from "../../lib/peer/peer_link.ts";
+import type { PeerMessage } from "../../lib/protocol/messages.ts";
+import { join } from "../../lib/util/paths.ts";
+import { tempDir } from "../support/temp_dir.ts";
+
+Deno.test("offers cancelled in a loop add no watcher each on their link, and the link's end declines those still waiting", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const watchers: (() => void)[] = [];
+  const closed = {
+    then(onClosed: () => void) {
+      watchers.push(onClosed);
+      return new Promise(() => {});
+    },
+  };
+  const fc = { send: () => Promise.resolve(), closed, isClosed: false };
+  const link = {
+    user: "mallory",
+    initiator: "mallory",
+    outbound: false,
+    fc,
+  } as unknown as PeerLink;
+  const events: ClientEvent[] = [];
+  const transfers = new Transfers({
+    user: "bob",
+    store,
+    emit: (e) => events.push(e),
+    link: () => Promise.resolve(link),
+    replacement: () => Promise.resolve(undefined),
+    downloadsDir: join(dir.path, "downloads"),
+    partialDir: join(dir.path, "partial"),
+    maxFileSize: 1 << 30,
+    autoAccept: "ask",
+    isContact: () => Promise.resolve(false),
+    maxPartialBytes: 1 << 30,
+    keepFreeBytes: 0,
+    offerTimeoutMs: 3_600_000,
+  });
+  try {
+    await transfers.prepare();
+    const fid = (i: number) => i.toString(16).padStart(32, "0");
+    const offer = (i: number) =>
+      transfers.onPeerMessage(link, {
+        type: "file_offer",
+        fid: fid(i),
+        name: `${i}-${"x".repeat(1000)}`,
+        size: 1,
+        tag: fid(i) + fid(i),
+      } as PeerMessage);
+    for (let i = 0; i < 500; i++) {
+      await offer(i);
+      await transfers.onPeerMessage(link, { type: "file_cancel", fid: fid(i), reason: "x" });
+    }
+    assert.equal(transfers.waitingOffers().length, 0);
+    for (let i = 500; i < 503; i++) await offer(i);
+    assert.equal(transfers.waitingOffers().length, 3);
+    assert.ok(watchers.length <= 1, `${watchers.length} watchers on one link`);
+
+    // The link ends: the three waiting are declined, each said once.
+    for (const onClosed of watchers) onClosed();
+    assert.equal(transfers.waitingOffers().length, 0);
+    const gone = events.filter((e) =>
+      e.type === "transfer_declined" && e.reason === "mallory disconnected"
+    );
+    assert.deepEqual(gone.map((e) => e.type === "transfer_declined" && e.fid), [
+      fid(500),
+      fid(501),
+      fid(502),
+    ]);
+  } finally {
+    await transfers.close();
+  }
+});
