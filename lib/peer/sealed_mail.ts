@@ -491,6 +491,10 @@ async function openSingle(
   } catch {
     throw new MailRejected("its content is not valid");
   }
+  // Valid JSON need not be an object: `null`, a number or an array is no mail either.
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new MailRejected("its content is not valid");
+  }
   const content: MailContent = {
     from: String(data.from),
     to: String(data.to),

@@ -3,6 +3,8 @@
  * signed by the sender, opened and checked against the envelope the server delivers.
  */
 import assert from "node:assert/strict";
+import { HandshakeState } from "../../lib/crypto/noise.ts";
+import { closeFrame } from "../../lib/net/sealed_frames.ts";
 import { Identity } from "../../lib/peer/identity.ts";
 import {
   BURST_MAX_AGE_MS,
@@ -216,6 +218,33 @@ Deno.test("openMail() still opens mail that protocol version 5 sealed alone, and
   assert.ok(
     (await sealMail(content("new"), alice.identity, bob.mailKey.publicKey)).startsWith("CfMB"),
   );
+});
+
+Deno.test("openMail() refuses a message alone whose sealed content is valid JSON but no object", async () => {
+  // Anyone who knows bob's public mail key can seal to it (Noise N), whatever they seal.
+  for (const json of ["null", "42", "[1,2]", '"text"', "true"]) {
+    const hs = await HandshakeState.initialize({
+      pattern: "N",
+      initiator: true,
+      prologue: new TextEncoder().encode("confab-mail-v1"),
+      remoteStaticKey: fromBase64Url(bob.mailKey.publicKey),
+    });
+    const header = await hs.writeMessage();
+    const body = closeFrame(hs.session().send, new TextEncoder().encode(json));
+    const sealed = new Uint8Array(header.length + body.length);
+    sealed.set(header);
+    sealed.set(body, header.length);
+    await assert.rejects(
+      openMail(
+        toBase64Url(sealed),
+        { user: "bob", mailKey: bob.mailKey },
+        { from: "alice", msgId: crypto.randomUUID(), ts: Date.now() },
+        alice.identity.publicKey,
+      ),
+      (error) => error instanceof MailRejected && /content is not valid/.test(error.message),
+      json,
+    );
+  }
 });
 
 /** An identity that counts its signatures. */
