@@ -103,8 +103,13 @@ const MARKS_EVERY = 5;
 /** At most this many messages, and about this many bytes of text, per batch passed on. */
 const RELAY_BATCH = 256;
 const RELAY_BYTES = 1024 * 1024;
-/** Messages passed on that wait for an earlier one: at most this many, for this long. */
+/**
+ * Messages passed on that wait for an earlier one: at most this many, of at most this much text
+ * in all (4,096 texts of 64 Ki characters would be 256 MiB, which a member signing its own
+ * messages and leaving one out could make us hold), for this long.
+ */
 const MAX_HELD = 4_096;
+const MAX_HELD_TEXT = 16 * 1024 * 1024;
 const GAP_BOUND_MS = 30_000;
 /**
  * A member's marks are answered at most this often per group (more often is ignored: a member
@@ -181,6 +186,9 @@ export class GroupChats {
    */
   readonly #held = new Map<string, Map<number, Held>>();
   #heldCount = 0;
+  #heldText = 0;
+  /** Members who asked for more (`group_relay_more`) and are answered shortly (group, name). */
+  readonly #moreAsked = new Set<string>();
   /** One-off waits, cleared at close. */
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   /** Members to be asked again for their marks (key: group and member; see RELAY_MIN_AGE_MS). */
@@ -380,10 +388,17 @@ export class GroupChats {
         await this.#onRelay(link, m);
         return true;
       case "group_relay_more":
-        // After the relaying member's limit, so the request is not ignored.
+        // After the relaying member's limit, so the request is not ignored; once however
+        // often it is asked meanwhile (a timer each would let a peer pile them up).
         {
+          const state = this.#groups.get(m.group);
+          if (!state || !isMember(state, link.user)) return true;
+          const asked = this.#heldKey(m.group, link.user);
+          if (this.#moreAsked.has(asked)) return true;
+          this.#moreAsked.add(asked);
           const timer = setTimeout(() => {
             this.#timers.delete(timer);
+            this.#moreAsked.delete(asked);
             this.#sendMarks(link, m.group);
           }, MORE_AFTER_MS);
           this.#timers.add(timer);
@@ -590,11 +605,13 @@ export class GroupChats {
       this.#drain(m.group, author);
       return;
     }
-    if (this.#heldCount >= MAX_HELD) return; // passed on again at the next exchange
+    // Past the bounds: passed on again at the next exchange.
+    if (this.#heldCount >= MAX_HELD || this.#heldText + m.text.length > MAX_HELD_TEXT) return;
     const held = this.#held.get(key) ?? new Map<number, Held>();
     held.set(m.seq, { m, by: link.user, at: Date.now() });
     this.#held.set(key, held);
     this.#heldCount++;
+    this.#heldText += m.text.length;
   }
 
   #refused(link: PeerLink, m: RelayFrame, reason: string): void {
@@ -625,6 +642,7 @@ export class GroupChats {
       const { m, by } = held.get(seq)!;
       held.delete(seq);
       this.#heldCount--;
+      this.#heldText -= m.text.length;
       this.#store(group, m, { sig: m.sig, by });
     }
     if (held.size === 0) this.#held.delete(key);
@@ -656,7 +674,10 @@ export class GroupChats {
   }
 
   #dropHeld(key: string): void {
-    this.#heldCount -= this.#held.get(key)?.size ?? 0;
+    for (const { m } of this.#held.get(key)?.values() ?? []) {
+      this.#heldCount--;
+      this.#heldText -= m.text.length;
+    }
     this.#held.delete(key);
   }
 
@@ -1185,8 +1206,10 @@ export class GroupChats {
     this.#held.clear();
     this.#recentTs.clear();
     this.#heldCount = 0;
+    this.#heldText = 0;
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
+    this.#moreAsked.clear();
   }
 }
 

@@ -296,3 +296,59 @@ Deno.test("catch-up: a link that comes up before the session is ready finds the 
     groups.close();
   }
 });
+
+Deno.test("catch-up: what a member makes bob hold is bounded in text, not only in messages, and asking for more many times is answered once", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const now = Date.now();
+  const state = createGroup(["alice", "bob", "carol"], now - 60_000);
+  store.saveGroupState(state, ["alice", "bob", "carol"], { left: false });
+  const alice = (await Identity.generate()).identity;
+  const links = new Map([["alice", standIn("alice")], ["carol", standIn("carol")]]);
+  const events: ClientEvent[] = [];
+  const host = bobsHost(store, events, Object.fromEntries(links), { alice: alice.publicKey });
+  const groups = new GroupChats(host, { gapBoundMs: 60_000 });
+  try {
+    groups.ready();
+    // alice's messages 1 … 300 of 64 Ki characters each (19 Mi in all), passed on without 0:
+    // each waits for the one before. 16 Mi characters are held (256 of them); the rest are
+    // let go, to be passed on again at a later exchange.
+    const big = "x".repeat(64 * 1024);
+    const signed = async (seq: number, text: string) => {
+      const m = {
+        group: state.id,
+        author: "alice",
+        id: crypto.randomUUID(),
+        seq,
+        ts: now - 50_000 + seq,
+        ...(seq > 0 ? { prevTs: now - 50_000 + seq - 1 } : {}),
+        text,
+      };
+      return {
+        type: "group_relay" as const,
+        ...m,
+        sig: await alice.sign(groupMessageStatement(m)),
+      };
+    };
+    for (let seq = 1; seq <= 300; seq++) {
+      await groups.onPeerMessage(links.get("carol")!, await signed(seq, big));
+    }
+    assert.equal(events.filter((e) => e.type === "message").length, 0, "all wait for 0");
+    await groups.onPeerMessage(links.get("carol")!, await signed(0, "a0"));
+    const shown = events.filter((e) => e.type === "message");
+    assert.equal(shown.length, 1 + 256, "0, then the 256 held, in order");
+    assert.equal(store.groupHead(state.id, "alice"), 257, "the next awaited");
+
+    // carol asks for more 100 times at once: one answer (her marks), not 100.
+    const carol = links.get("carol")!;
+    carol.sent.length = 0;
+    for (let i = 0; i < 100; i++) {
+      await groups.onPeerMessage(carol, { type: "group_relay_more", group: state.id });
+    }
+    await until(() => carol.sent.some((m) => m.type === "group_marks"), "bob's marks to carol");
+    await new Promise((resolve) => setTimeout(resolve, 300)); // what more could come by now
+    assert.equal(carol.sent.filter((m) => m.type === "group_marks").length, 1);
+  } finally {
+    groups.close();
+  }
+});
