@@ -368,10 +368,11 @@ export class Transfers {
   readonly #incoming = new Map<string, Incoming>();
   readonly #waiting = new Map<number, WaitingOffer>();
   /**
-   * Links with waiting offers, each watched for its end once (not once per offer: a peer
-   * offering and cancelling in a loop would pile up a watcher per offer for the link's life).
+   * Links with waiting offers or incoming transfers, each watched for its end once (not once per
+   * offer or transfer: a peer offering and cancelling in a loop would pile up a watcher per
+   * offer, each holding it, for the link's life).
    */
-  readonly #watchedForOffers = new WeakSet<PeerLink>();
+  readonly #watched = new WeakSet<PeerLink>();
   #nextOffer = 1;
   #warnedNoStatfs = false;
   /** Set by close(): the store is about to close, so nothing more goes into history. */
@@ -762,7 +763,7 @@ export class Transfers {
       }, host.offerTimeoutMs),
     };
     this.#waiting.set(n, waiting);
-    this.#dropOffersAtEnd(link);
+    this.#watchEnd(link);
     host.emit({
       type: "transfer_offered",
       ...base,
@@ -849,13 +850,19 @@ export class Transfers {
     await this.#accept(waiting.link, waiting.offer, waiting.name, waiting.partial);
   }
 
-  /** When `link` ends, its waiting offers are declined (`U disconnected`). */
-  #dropOffersAtEnd(link: PeerLink): void {
-    if (this.#watchedForOffers.has(link)) return;
-    this.#watchedForOffers.add(link);
+  /**
+   * When `link` ends, its waiting offers are declined (`U disconnected`) and its incoming
+   * transfers wait for another link or fail ({@link #linkLost}).
+   */
+  #watchEnd(link: PeerLink): void {
+    if (this.#watched.has(link)) return;
+    this.#watched.add(link);
     void link.fc.closed.then(() => {
       for (const waiting of [...this.#waiting.values()]) {
         if (waiting.link === link) this.#drop(waiting, `${link.user} disconnected`);
+      }
+      for (const t of [...this.#incoming.values()]) {
+        if (t.link === link) void this.#linkLost(t, link);
       }
     });
   }
@@ -1034,7 +1041,7 @@ export class Transfers {
       writing: Promise.resolve(),
     };
     this.#incoming.set(m.fid, t);
-    this.#watchLink(t, link);
+    this.#watchEnd(link);
     await link.fc.send({ type: "file_accept", fid: m.fid, offset });
     host.emit({
       type: "transfer_started",
@@ -1048,26 +1055,23 @@ export class Transfers {
   }
 
   /**
-   * When `link` is lost under `t`: if another link to the sender replaces it, the sender
-   * offers the transfer again there (it waits a while for that); if none does, it fails now,
-   * keeping the part aside.
+   * `link` was lost under `t`: if another link to the sender replaces it, the sender offers
+   * the transfer again there (it waits a while for that); if none does, it fails now, keeping
+   * the part aside.
    */
-  #watchLink(t: Incoming, link: PeerLink): void {
+  async #linkLost(t: Incoming, link: PeerLink): Promise<void> {
     const current = () => this.#incoming.get(t.fid) === t && t.link === link;
-    void link.fc.closed.then(async () => {
-      if (!current()) return;
-      const next = await this.#host.replacement(link.user).catch(() => undefined);
-      if (!current()) return; // offered again meanwhile
-      const why = `${link.user} disconnected`;
-      if (!next) {
-        await this.#fail(t, why, true);
-        return;
-      }
-      t.waitTimer = setTimeout(() => {
-        t.waitTimer = undefined;
-        if (current()) void this.#fail(t, why, true);
-      }, RESUME_WAIT_MS);
-    });
+    const next = await this.#host.replacement(link.user).catch(() => undefined);
+    if (!current()) return; // offered again meanwhile
+    const why = `${link.user} disconnected`;
+    if (!next) {
+      await this.#fail(t, why, true);
+      return;
+    }
+    t.waitTimer = setTimeout(() => {
+      t.waitTimer = undefined;
+      if (current()) void this.#fail(t, why, true);
+    }, RESUME_WAIT_MS);
   }
 
   /** Goes on with `t` over `link`, from the bytes already written. */
@@ -1082,7 +1086,7 @@ export class Transfers {
         .catch(() => {});
       return;
     }
-    this.#watchLink(t, link);
+    this.#watchEnd(link);
     await link.fc.send({ type: "file_accept", fid: t.fid, offset: t.at }).catch(() => {});
     this.#host.emit({
       type: "info",
