@@ -337,7 +337,7 @@ export class PostgresStore implements ServerStore {
       SELECT u.name FROM contacts c JOIN users u ON u.name_key = c.owner
       WHERE c.contact = ${nameKey(user)} AND NOT EXISTS
         (SELECT 1 FROM contacts back WHERE back.owner = c.contact AND back.contact = c.owner)
-      ORDER BY c.added_at, u.name LIMIT ${limit}`;
+      ORDER BY c.added_at, u.name COLLATE "C" LIMIT ${limit}`;
     return rows.map((r) => r.name);
   }
 
