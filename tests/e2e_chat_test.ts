@@ -145,3 +145,60 @@ Deno.test("a sender killed -9 the moment delivered shows keeps ** after a restar
     await alice[Symbol.asyncDispose]();
   }
 });
+
+/** Alice and bob, signed up, contacts and in a chat with each other, their link up. */
+async function chatting(alice: TestClient, bob: TestClient): Promise<void> {
+  await alice.signup("alice");
+  await bob.signup("bob");
+  await befriend(alice, bob);
+  for (const [c, other] of [[alice, "bob"], [bob, "alice"]] as const) {
+    await c.send(`chat ${other}`);
+    await c.event("chat_opened", { with: other });
+  }
+  await alice.send("warm up");
+  await alice.event("delivered", { to: "bob" });
+}
+
+/** The outcomes `client` said of its message `id`, in order. */
+function outcomesOf(client: TestClient, id: unknown): string[] {
+  return client.events()
+    .filter((e) =>
+      e.id === id && ["delivered", "stored", "queued", "not_delivered"].includes(e.type)
+    )
+    .map((e) => e.type);
+}
+
+Deno.test("a line waiting for its ack at a logout is not said not_delivered: it stays in the outbox and goes once at the next login", async () => {
+  await using server = await startServer();
+  await using bob = await TestClient.start("bob", server);
+  const alice = await TestClient.start("alice", server);
+  let again: TestClient | undefined;
+  try {
+    await chatting(alice, bob);
+    bob.proc.kill("SIGSTOP"); // bob stops answering: the next line waits for its ack
+    await alice.send("in flight at logout");
+    const sent = await alice.event("sent", { text: "in flight at logout" });
+    await alice.send("/out");
+    await alice.event("logged_out");
+    // The logout closed the link the line waited on. Quitting waits for the work under way to
+    // end (bye comes after it): whatever alice would say of the line is said before bye. It
+    // was `not_delivered` ("log in first"), though the line stays in the outbox.
+    await alice.send("quit");
+    await alice.event("bye");
+    assert.deepEqual(outcomesOf(alice, sent.id), []);
+    bob.proc.kill("SIGCONT");
+    await alice.proc[Symbol.asyncDispose]();
+    again = await TestClient.start("alice", server, { home: alice.home });
+    await again.login("alice");
+    await again.event("delivered", { id: sent.id });
+    await again.send("chat bob");
+    await again.event("chat_opened", { with: "bob" });
+    await again.send("after the login");
+    await bob.event("message", { text: "after the login" });
+    assert.deepEqual(outcomesOf(again, sent.id), ["delivered"]);
+    assert.equal(bob.events().filter((e) => e.type === "message" && e.id === sent.id).length, 1);
+  } finally {
+    await again?.[Symbol.asyncDispose]();
+    await alice[Symbol.asyncDispose]();
+  }
+});

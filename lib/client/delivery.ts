@@ -312,8 +312,9 @@ export class Delivery {
    * there behind it, until they all go again in order.
    */
   async #deliver(session: Session, m: Outgoing): Promise<{ outcome: Promise<Outcome> }> {
-    // Logged out meanwhile: stays in the outbox.
-    if (this.#session.current !== session) return { outcome: Promise.resolve("queued") };
+    // Logged out meanwhile: stays in the outbox, for the next login (see #ended).
+    const ended = { outcome: Promise.resolve<Outcome>("queued") };
+    if (this.#ended(session)) return ended;
     const key = m.to.toLowerCase();
     const mailing = this.#mailing.get(key);
     // Known to be away (a lookup of a moment ago, no link): no direct try, so no wait for the
@@ -321,7 +322,10 @@ export class Delivery {
     // their order to the store: a burst to someone away travels pipelined.
     const away = mailing !== undefined && this.#links.open(m.to) === undefined &&
       this.#session.knownOffline(m.to);
-    if (mailing && !away) await Promise.all(mailing);
+    if (mailing && !away) {
+      await Promise.all(mailing);
+      if (this.#ended(session)) return ended;
+    }
     const place = this.#unsent.get(key)?.get(m.id) ?? Infinity;
     if (this.#waitsBehind(key, place)) {
       const why = `it waits behind an earlier message to ${m.to} that could not be sent yet`;
@@ -354,6 +358,9 @@ export class Delivery {
       }
       return { outcome: Promise.resolve("delivered") };
     }
+    // The session ended while the message was on its way (the logout closed the link it waited
+    // on for an ack): not a failure of the message. It stays in the outbox, for the next login.
+    if (this.#ended(session)) return ended;
     let stored: Promise<void>;
     try {
       stored = (await this.#startMail(session, m.to, m)).answer;
@@ -362,8 +369,11 @@ export class Delivery {
     }
     const outcome = stored.then(async () => {
       this.#settled(m);
+      // Answered after the session ended: no mark, so it goes again at the next login (the
+      // server answers that it has it) and is said then.
+      if (this.#ended(session)) return "queued" as const;
       // The marks of a burst's answers share one commit; said once it is committed.
-      if (this.#session.current === session) await session.store.setMarkSoon(m.id, "*");
+      await session.store.setMarkSoon(m.id, "*");
       this.#ctx.emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
       return "stored" as const;
     }, (error) => this.#mailFailed(session, m, direct.reason, error));
@@ -381,6 +391,18 @@ export class Delivery {
   /** What a message becomes when the mailbox did not take it either. */
   #mailFailed(session: Session, m: Outgoing, directReason: string, error: unknown): Outcome {
     const e = asError(error);
+    // The session ended before the server answered (the lookup for the mail key found no one
+    // logged in, say): no failure of the message, which goes at the next login. Said
+    // `not_delivered`, it was sent all the same then, and the user may have typed it again.
+    if (this.#ended(session)) return "queued";
+    if (e instanceof ClientError && e.code === "NOT_LOGGED_IN") {
+      // The server does not know this session (yet): the outbox goes again shortly.
+      return this.#leaveQueued(
+        session,
+        m,
+        `${directReason}, and the server does not have the session back yet; trying again shortly`,
+      );
+    }
     if (e instanceof ClientError && e.code === "SERVER_BUSY") {
       // For a moment (its database restarting, say): try the outbox again shortly.
       return this.#leaveQueued(
@@ -450,6 +472,11 @@ export class Delivery {
     m: { id: string; ts: number; text: string },
   ): Promise<{ answer: Promise<void> }> {
     await this.#mailSlot();
+    if (this.#ended(session)) {
+      // (Not a lookup in the next session's name.)
+      this.#mailDone();
+      throw new ClientError("NOT_LOGGED_IN", "the session ended before the message left");
+    }
     const recipient = await this.#session.mailKeyOf(to).catch((error) => {
       this.#mailDone();
       throw error;
@@ -605,7 +632,7 @@ export class Delivery {
       reason = `${m.to} disconnected`;
       unreachable = true;
     }
-    if (unreachable) {
+    if (unreachable && !this.#ended(session)) {
       // The directory may still think they are online: let the server check.
       this.#session.reportUnreachable(m.to);
     }
@@ -992,6 +1019,15 @@ export class Delivery {
     idle.fresh.delete(id);
     idle.held.delete(id);
     if (idle.fresh.size === 0 && idle.held.size === 0) this.#idle.delete(key);
+  }
+
+  /**
+   * Whether `session` is over: logged out (another login may have come since). Its work then
+   * stops and says nothing: what it was sending stays in the outbox, and the next login sends
+   * it, so `not_delivered` (or `queued`) would not be true.
+   */
+  #ended(session: Session): boolean {
+    return this.#session.current !== session;
   }
 
   /** Forgets the order kept for another session (a logout, another user). */
