@@ -202,3 +202,35 @@ Deno.test("a line waiting for its ack at a logout is not said not_delivered: it 
     await alice[Symbol.asyncDispose]();
   }
 });
+
+Deno.test("lines on their way at a logout go first, in order, when the user logs in again at once", async () => {
+  await using server = await startServer();
+  await using bob = await TestClient.start("bob", server);
+  await using alice = await TestClient.start("alice", server);
+  await chatting(alice, bob);
+  bob.proc.kill("SIGSTOP"); // "one" waits for its ack, "two" behind it
+  await alice.send("one");
+  const one = await alice.event("sent", { text: "one" });
+  await alice.send("two");
+  const two = await alice.event("sent", { text: "two" });
+  // Out and in again while the old session's work on them is still ending: the new login sends
+  // the outbox. It skipped the lines the old session held; they stayed there (its retry looked
+  // at the old session only) and "three" overtook them.
+  await alice.send("/out");
+  await alice.send("in alice secret-pw");
+  await alice.event("logged_in", { user: "alice" });
+  bob.proc.kill("SIGCONT");
+  await alice.anyEvent("delivered", { id: one.id });
+  await alice.anyEvent("delivered", { id: two.id });
+  await alice.send("chat bob");
+  await alice.event("chat_opened", { with: "bob" });
+  await alice.send("three");
+  const three = await alice.event("sent", { text: "three" });
+  await alice.event("delivered", { id: three.id });
+  await bob.event("message", { text: "three" });
+  const got = bob.events().filter((e) => e.type === "message" && e.from === "alice");
+  assert.deepEqual(got.map((e) => e.text), ["warm up", "one", "two", "three"]);
+  for (const id of [one.id, two.id, three.id]) {
+    assert.deepEqual(outcomesOf(alice, id), ["delivered"]);
+  }
+});

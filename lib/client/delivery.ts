@@ -8,6 +8,9 @@
  *   goes through one queue, one at a time and in the order written, over the direct link; the
  *   next leaves only when the previous was acked or has taken its fallback. So each chat's
  *   messages arrive in order, also across reconnections and restarts.
+ * - **One login at a time.** Each login session has its own queues and bookkeeping. The end of
+ *   one (a logout) is no failure of what it was sending: its work stops without a word, what was
+ *   not settled stays in the outbox, and the next login sends the whole outbox again, in order.
  * - **Acks.** The recipient acks after storing; a copy sent again (no ack seen) is dropped by
  *   the receiver as a duplicate, by sender and id.
  * - **Fallback.** A 1:1 message the peer cannot take (offline, busy, unreachable, silent) is
@@ -35,6 +38,59 @@ import { type ClientContext, ClientError } from "./context.ts";
 import type { PeerLinks } from "./peer_links.ts";
 import type { ServerSession, Session } from "./server_session.ts";
 import { KickLines } from "../util/kick_lines.ts";
+
+/** Where a 1:1 message waits while not under way: not started yet, or left in the outbox. */
+interface Idle {
+  fresh: Map<string, number>;
+  held: Map<string, number>;
+}
+
+/**
+ * What one login session keeps of what it sends, made at its first use. Each session has its own:
+ * work of one that ended (a line waiting for its ack at the logout, a retry timer set before it)
+ * finds its own and changes nothing of the next session's, which sends every line of the outbox
+ * afresh, in its own queues. Kept for the session before, these made the next login's flush skip
+ * the lines the old one still held and left them in the outbox while newer lines overtook them.
+ */
+interface Sends {
+  /** Per recipient (name key), the end of their queue (see {@link Delivery.serial}). */
+  readonly queues: Map<string, Promise<void>>;
+  /** The 1:1 messages being delivered now: a flush does not start them again. */
+  readonly inFlight: Set<string>;
+  /**
+   * Per recipient, my messages not settled yet (acked, stored or refused), each with its place
+   * in the order they were written; and those whose delivery is under way now. A message goes
+   * only when every earlier one to the same recipient is under way (or settled).
+   */
+  readonly unsent: Map<string, Map<string, number>>;
+  readonly underWay: Set<string>;
+  /**
+   * Per recipient, those of {@link unsent} not under way: `fresh`, not started yet (in the
+   * order written, so the first is the earliest), and `held`, left in the outbox. Asking these
+   * whether an earlier message waits costs a message of a burst a step or two; walking the
+   * messages before it cost one step per message on its way (hundreds in a burst).
+   */
+  readonly idle: Map<string, Idle>;
+  /** Messages written (or taken from the outbox): the place of the next. */
+  written: number;
+  /** Per recipient, the outcomes of their messages whose `mail_send` is not answered yet. */
+  readonly mailing: Map<string, Set<Promise<Outcome>>>;
+  /** Ids already reported `queued` (said once, not at every try). */
+  readonly toldQueued: Set<string>;
+  /** The wait before the outbox is tried again, and the timer that will. */
+  retryWait: number;
+  retryTimer: Promise<void> | undefined;
+  /** The group line of each recipient (name key): a kick asks it for one more pass. */
+  readonly groupLines: KickLines;
+  /**
+   * Per recipient (name key), every group copy owed to them, oldest first, when this process
+   * knows it without reading the store: their line read the store to the end, and the copies
+   * of my messages since were added here as they were stored. Absent: only the store knows (a
+   * copy owed for another reason, a line stopped with copies left). A query per copy was the
+   * largest cost of sending to a group.
+   */
+  readonly owed: Map<string, PendingCopy[]>;
+}
 
 /** Ids of received messages remembered in memory to drop duplicates fast (the store has all). */
 const SEEN_IDS = 10_000;
@@ -165,8 +221,8 @@ export class Delivery {
     { resolve: (answer: "ack" | "busy" | "timeout") => void; by: number }
   >();
   #ackTimer: ReturnType<typeof setInterval> | undefined;
-  readonly #queues = new Map<string, Promise<void>>();
-  readonly #inFlight = new Set<string>();
+  /** What each login session sends, kept while its work may still run. */
+  readonly #sends = new WeakMap<Session, Sends>();
   readonly #seen = new Set<string>();
   #seq = 0;
   /** My group messages being numbered and signed, one after another. */
@@ -175,48 +231,13 @@ export class Delivery {
   readonly #statusDue = new Map<string, string>();
   /** My group messages being sent now: how many of their copies are not acked yet. */
   readonly #unacked = new Map<string, number>();
-  /** The group line of each recipient (name key): a kick asks it for one more pass. */
-  readonly #groupLines = new KickLines();
-  /**
-   * Per recipient (name key), every group copy owed to them, oldest first, when this process
-   * knows it without reading the store: their line read the store to the end, and the copies
-   * of my messages since were added here as they were stored. Absent: only the store knows (a
-   * copy owed for another reason, a line stopped with copies left). A query per copy was the
-   * largest cost of sending to a group.
-   */
-  readonly #owed = new Map<string, PendingCopy[]>();
-  /** The session {@link #owed} belongs to. */
-  #owedFor: Session | undefined;
   /** `mail_send` requests not answered yet, and the sends waiting for one of them to end. */
   #mailInFlight = 0;
   readonly #mailWaiting: (() => void)[] = [];
   /** Per recipient, the sealed messages of the `mail_send` leaving next, and its timer. */
   readonly #mailBatches = new Map<string, MailBatch>();
   #batchTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Per recipient, the outcomes of their messages whose `mail_send` is not answered yet. */
-  readonly #mailing = new Map<string, Set<Promise<Outcome>>>();
   #sealer: { identity: Identity; sealer: MailSealer } | undefined;
-  /**
-   * Per recipient, my messages not settled yet (acked, stored or refused), each with its place
-   * in the order they were written; and those whose delivery is under way now. A message goes
-   * only when every earlier one to the same recipient is under way (or settled).
-   */
-  readonly #unsent = new Map<string, Map<string, number>>();
-  readonly #underWay = new Set<string>();
-  /**
-   * Per recipient, those of {@link #unsent} not under way: `fresh`, not started yet (in the
-   * order written, so the first is the earliest), and `held`, left in the outbox. Asking these
-   * whether an earlier message waits costs a message of a burst a step or two; walking the
-   * messages before it cost one step per message on its way (hundreds in a burst).
-   */
-  readonly #idle = new Map<string, { fresh: Map<string, number>; held: Map<string, number> }>();
-  #written = 0;
-  /** The session the above belong to. */
-  #for: Session | undefined;
-  /** Ids already reported `queued` (said once, not at every try). */
-  readonly #toldQueued = new Set<string>();
-  #retryWait = RETRY_FIRST_MS;
-  #retryTimer: Promise<void> | undefined;
 
   constructor(
     ctx: ClientContext,
@@ -268,17 +289,19 @@ export class Delivery {
   }
 
   /**
-   * Runs `task` after every earlier task for the same recipient: each link carries its
-   * messages in the order they were written, 1:1 and group alike.
+   * Runs `task` after every earlier task of `session` for the same recipient: each link carries
+   * its messages in the order they were written, 1:1 and group alike. (Not after the tasks of a
+   * session that ended: they stop without sending, and the outbox goes again in this one.)
    */
-  serial<T>(user: string, task: () => Promise<T>): Promise<T> {
+  serial<T>(session: Session, user: string, task: () => Promise<T>): Promise<T> {
+    const queues = this.#sendsOf(session).queues;
     const key = user.toLowerCase();
-    const previous = this.#queues.get(key) ?? Promise.resolve();
+    const previous = queues.get(key) ?? Promise.resolve();
     const result = previous.then(task);
     const tail: Promise<void> = result.then(() => {}, () => {}).finally(() => {
-      if (this.#queues.get(key) === tail) this.#queues.delete(key);
+      if (queues.get(key) === tail) queues.delete(key);
     });
-    this.#queues.set(key, tail);
+    queues.set(key, tail);
     this.#ctx.track(tail);
     return result;
   }
@@ -290,19 +313,19 @@ export class Delivery {
    * of messages to someone away travels pipelined (the connection keeps their order).
    */
   #enqueue(session: Session, message: Outgoing): Promise<Outcome> {
-    this.#forSession(session);
+    const sends = this.#sendsOf(session);
     const key = message.to.toLowerCase();
-    const unsent = this.#unsent.get(key) ?? new Map<string, number>();
+    const unsent = sends.unsent.get(key) ?? new Map<string, number>();
     if (!unsent.has(message.id)) {
-      const place = ++this.#written;
+      const place = ++sends.written;
       unsent.set(message.id, place);
-      this.#idleOf(key).fresh.set(message.id, place);
+      this.#idleOf(sends, key).fresh.set(message.id, place);
     }
-    this.#unsent.set(key, unsent);
-    this.#inFlight.add(message.id);
-    return this.serial(message.to, () => this.#deliver(session, message))
+    sends.unsent.set(key, unsent);
+    sends.inFlight.add(message.id);
+    return this.serial(session, message.to, () => this.#deliver(session, message))
       .then((onItsWay) => onItsWay.outcome)
-      .finally(() => this.#inFlight.delete(message.id));
+      .finally(() => sends.inFlight.delete(message.id));
   }
 
   /**
@@ -315,8 +338,9 @@ export class Delivery {
     // Logged out meanwhile: stays in the outbox, for the next login (see #ended).
     const ended = { outcome: Promise.resolve<Outcome>("queued") };
     if (this.#ended(session)) return ended;
+    const sends = this.#sendsOf(session);
     const key = m.to.toLowerCase();
-    const mailing = this.#mailing.get(key);
+    const mailing = sends.mailing.get(key);
     // Known to be away (a lookup of a moment ago, no link): no direct try, so no wait for the
     // mail before it either. It follows that mail on the control connection, which keeps
     // their order to the store: a burst to someone away travels pipelined.
@@ -326,24 +350,24 @@ export class Delivery {
       await Promise.all(mailing);
       if (this.#ended(session)) return ended;
     }
-    const place = this.#unsent.get(key)?.get(m.id) ?? Infinity;
-    if (this.#waitsBehind(key, place)) {
+    const place = sends.unsent.get(key)?.get(m.id) ?? Infinity;
+    if (this.#waitsBehind(sends, key, place)) {
       const why = `it waits behind an earlier message to ${m.to} that could not be sent yet`;
       return { outcome: Promise.resolve(this.#leaveQueued(session, m, why)) };
     }
-    this.#underWay.add(m.id);
-    this.#notIdle(key, m.id);
+    sends.underWay.add(m.id);
+    this.#notIdle(sends, key, m.id);
     const direct = away
       ? { ok: false as const, reason: `${m.to} is offline` }
       : await this.#deliverDirect(session, m);
     // Nothing more before the row is committed (made as the frame left: this waits only when
     // no frame left, or it did in a turn before). A row that could not be saved fails send().
     if (m.stored && !await m.stored.then(() => true, () => false)) {
-      this.#settled(m);
+      this.#settled(session, m);
       return { outcome: Promise.resolve(direct.ok ? "delivered" : "failed") };
     }
     if (direct.ok) {
-      this.#settled(m);
+      this.#settled(session, m);
       // The peer has it: the round trip ends here. The mark is committed with the next line's
       // row or at the next turn, and `delivered` is said once it is: once per message, and
       // never before it would survive a kill -9 (one before it leaves the message in the
@@ -368,7 +392,7 @@ export class Delivery {
       return { outcome: Promise.resolve(this.#mailFailed(session, m, direct.reason, error)) };
     }
     const outcome = stored.then(async () => {
-      this.#settled(m);
+      this.#settled(session, m);
       // Answered after the session ended: no mark, so it goes again at the next login (the
       // server answers that it has it) and is said then.
       if (this.#ended(session)) return "queued" as const;
@@ -377,13 +401,13 @@ export class Delivery {
       this.#ctx.emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
       return "stored" as const;
     }, (error) => this.#mailFailed(session, m, direct.reason, error));
-    const set = this.#mailing.get(key) ?? new Set<Promise<Outcome>>();
+    const set = sends.mailing.get(key) ?? new Set<Promise<Outcome>>();
     set.add(outcome);
-    this.#mailing.set(key, set);
+    sends.mailing.set(key, set);
     // The caller awaits the outcome; this copy of it must not fail unobserved.
     outcome.finally(() => {
       set.delete(outcome);
-      if (set.size === 0 && this.#mailing.get(key) === set) this.#mailing.delete(key);
+      if (set.size === 0 && sends.mailing.get(key) === set) sends.mailing.delete(key);
     }).catch(() => {});
     return { outcome };
   }
@@ -420,7 +444,7 @@ export class Delivery {
         `${directReason}, and the server is unreachable; it will be sent when either is back`,
       );
     }
-    this.#settled(m);
+    this.#settled(session, m);
     this.#finish(session, m.id, "!");
     this.#ctx.emit({ type: "not_delivered", id: m.id, to: m.to, reason: e.message });
     return "failed";
@@ -431,14 +455,15 @@ export class Delivery {
    * has them all tried again, in order, after a while (or when the server is back).
    */
   #leaveQueued(session: Session, m: Outgoing, reason: string): Outcome {
-    this.#underWay.delete(m.id);
+    const sends = this.#sendsOf(session);
+    sends.underWay.delete(m.id);
     const key = m.to.toLowerCase();
-    const place = this.#unsent.get(key)?.get(m.id);
-    if (place !== undefined && !this.#idle.get(key)?.fresh.has(m.id)) {
-      this.#idleOf(key).held.set(m.id, place);
+    const place = sends.unsent.get(key)?.get(m.id);
+    if (place !== undefined && !sends.idle.get(key)?.fresh.has(m.id)) {
+      this.#idleOf(sends, key).held.set(m.id, place);
     }
-    if (!this.#toldQueued.has(m.id)) {
-      this.#toldQueued.add(m.id);
+    if (!sends.toldQueued.has(m.id)) {
+      sends.toldQueued.add(m.id);
       this.#ctx.emit({
         type: "queued",
         id: m.id,
@@ -446,18 +471,20 @@ export class Delivery {
         reason,
       });
     }
-    this.#retryTimer ??= (async () => {
+    // (The session's own: one set before a logout ends with nothing to do, and the next login
+    // sends the outbox at once and sets its own when it needs one.)
+    sends.retryTimer ??= (async () => {
       try {
-        await delay(this.#retryWait, this.#ctx.signal);
+        await delay(sends.retryWait, this.#ctx.signal);
       } catch {
         return; // closing: the outbox keeps them for the next start
       } finally {
-        this.#retryTimer = undefined;
+        sends.retryTimer = undefined;
       }
-      this.#retryWait = Math.min(this.#retryWait * 2, RETRY_MAX_MS);
-      if (this.#session.current === session) this.flushOutbox(session);
+      sends.retryWait = Math.min(sends.retryWait * 2, RETRY_MAX_MS);
+      if (!this.#ended(session)) this.flushOutbox(session);
     })();
-    this.#ctx.track(this.#retryTimer);
+    this.#ctx.track(sends.retryTimer);
     return "queued";
   }
 
@@ -611,6 +638,8 @@ export class Delivery {
         const e = asError(error);
         const code = e instanceof ClientError ? e.code : "";
         if (code === "USER_OFFLINE") return { ok: false, reason: `${m.to} is offline` };
+        // A dial of the session before, joined as it ended: this session dials afresh.
+        if (code === "NOT_LOGGED_IN") continue;
         if (code === "PEER_UNREACHABLE") {
           unreachable = true;
           reason = `${m.to} cannot be reached directly`;
@@ -671,7 +700,8 @@ export class Delivery {
       return "dropped";
     } finally {
       forget();
-      this.#acks.delete(key);
+      // (Its own: a later send of the same frame may wait there now.)
+      if (this.#acks.get(key)?.resolve === answer.resolve) this.#acks.delete(key);
     }
   }
 
@@ -701,15 +731,17 @@ export class Delivery {
    * every group copy to a member linked now.
    */
   flushOutbox(session: Session): void {
-    this.#forSession(session);
     this.#flushDirect(session);
     for (const member of session.store.membersOwed()) void this.kickGroup(session, member);
   }
 
   /** The 1:1 messages in the outbox (to `user` only, if given) not on their way already. */
   #flushDirect(session: Session, user?: string): void {
+    // (Lines a session that ended still holds are this session's to send: its work on them
+    // stops without sending, and this session's queues do not wait for it.)
+    const inFlight = this.#sendsOf(session).inFlight;
     for (const entry of session.store.outbox()) {
-      if (this.#inFlight.has(entry.id)) continue;
+      if (inFlight.has(entry.id)) continue;
       if (user !== undefined && entry.chat.toLowerCase() !== user.toLowerCase()) continue;
       void this.#enqueue(session, {
         id: entry.id,
@@ -770,7 +802,7 @@ export class Delivery {
         sig,
         ...(prevTs !== undefined ? { prevTs } : {}),
       };
-      const owed = this.#owedOf(session);
+      const owed = this.#sendsOf(session).owed;
       for (const member of to) owed.get(member.toLowerCase())?.push(copy);
       return { ts, to };
     });
@@ -795,31 +827,23 @@ export class Delivery {
    */
   kickGroup(session: Session, member: string, options: { known?: boolean } = {}): Promise<void> {
     const key = member.toLowerCase();
-    // Owed more than the copies of my new messages (`known`: added to #owed already): the line
+    const sends = this.#sendsOf(session);
+    // Owed more than the copies of my new messages (`known`: added to `owed` already): the line
     // reads the store again.
-    if (!options.known) this.#owedOf(session).delete(key);
+    if (!options.known) sends.owed.delete(key);
     // Never fails: callers start lines without waiting. A line stopped by an error (its store
     // closed by a logout meanwhile, say) leaves its copies owed, as a lost link does.
-    return this.#groupLines.kick(key, () => this.#groupLine(session, member), {
-      go: () => this.#session.current === session && !this.#ctx.closing,
-      start: (loop) => this.serial(member, loop),
+    return sends.groupLines.kick(key, () => this.#groupLine(session, member), {
+      go: () => !this.#ended(session) && !this.#ctx.closing,
+      start: (loop) => this.serial(session, member, loop),
     });
-  }
-
-  /** {@link #owed}, for `session`. */
-  #owedOf(session: Session): Map<string, PendingCopy[]> {
-    if (this.#owedFor !== session) {
-      this.#owed.clear();
-      this.#owedFor = session;
-    }
-    return this.#owed;
   }
 
   async #groupLine(session: Session, member: string): Promise<void> {
     const key = member.toLowerCase();
-    const owed = this.#owedOf(session);
+    const owed = this.#sendsOf(session).owed;
     // Copies are read a batch at a time; a batch shorter than asked for was all that was owed
-    // then: it becomes the member's entry in #owed, where the copies of my new messages are
+    // then: it becomes the member's entry in `owed`, where the copies of my new messages are
     // added (anything owed otherwise comes with a kick that drops the entry).
     let batch: PendingCopy[] = [];
     for (let sent = 0; sent < 10_000; sent++) {
@@ -874,7 +898,7 @@ export class Delivery {
         this.#statusSoon(session, copy.msgId, copy.group, unacked === 1);
         continue;
       }
-      // Not acked: still owed, so the store knows better than #owed now.
+      // Not acked: still owed, so the store knows better than `owed` now.
       owed.delete(key);
       // busy: they do not count me (yet), or left; their state follows, then we try again.
       // timeout: a live link that does not answer (if it dies, its return brings us back).
@@ -982,20 +1006,21 @@ export class Delivery {
   }
 
   /** A message acked, stored or refused: it no longer holds back the ones after it. */
-  #settled(m: Outgoing): void {
+  #settled(session: Session, m: Outgoing): void {
+    const sends = this.#sendsOf(session);
     const key = m.to.toLowerCase();
-    const unsent = this.#unsent.get(key);
+    const unsent = sends.unsent.get(key);
     unsent?.delete(m.id);
-    if (unsent?.size === 0) this.#unsent.delete(key);
-    this.#underWay.delete(m.id);
-    this.#notIdle(key, m.id);
-    this.#toldQueued.delete(m.id);
-    this.#retryWait = RETRY_FIRST_MS;
+    if (unsent?.size === 0) sends.unsent.delete(key);
+    sends.underWay.delete(m.id);
+    this.#notIdle(sends, key, m.id);
+    sends.toldQueued.delete(m.id);
+    sends.retryWait = RETRY_FIRST_MS;
   }
 
   /** Whether a message to `key` written before `place` is not on its way. */
-  #waitsBehind(key: string, place: number): boolean {
-    const idle = this.#idle.get(key);
+  #waitsBehind(sends: Sends, key: string, place: number): boolean {
+    const idle = sends.idle.get(key);
     if (idle === undefined) return false;
     const earliest: number | undefined = idle.fresh.values().next().value;
     if (earliest !== undefined && earliest < place) return true;
@@ -1003,22 +1028,45 @@ export class Delivery {
     return false;
   }
 
-  #idleOf(key: string): { fresh: Map<string, number>; held: Map<string, number> } {
-    let idle = this.#idle.get(key);
+  #idleOf(sends: Sends, key: string): Idle {
+    let idle = sends.idle.get(key);
     if (idle === undefined) {
       idle = { fresh: new Map(), held: new Map() };
-      this.#idle.set(key, idle);
+      sends.idle.set(key, idle);
     }
     return idle;
   }
 
   /** Message `id` to `key` is on its way, or settled. */
-  #notIdle(key: string, id: string): void {
-    const idle = this.#idle.get(key);
+  #notIdle(sends: Sends, key: string, id: string): void {
+    const idle = sends.idle.get(key);
     if (idle === undefined) return;
     idle.fresh.delete(id);
     idle.held.delete(id);
-    if (idle.fresh.size === 0 && idle.held.size === 0) this.#idle.delete(key);
+    if (idle.fresh.size === 0 && idle.held.size === 0) sends.idle.delete(key);
+  }
+
+  /** What `session` sends (see {@link Sends}). */
+  #sendsOf(session: Session): Sends {
+    let sends = this.#sends.get(session);
+    if (sends === undefined) {
+      sends = {
+        queues: new Map(),
+        inFlight: new Set(),
+        unsent: new Map(),
+        underWay: new Set(),
+        idle: new Map(),
+        written: 0,
+        mailing: new Map(),
+        toldQueued: new Set(),
+        retryWait: RETRY_FIRST_MS,
+        retryTimer: undefined,
+        groupLines: new KickLines(),
+        owed: new Map(),
+      };
+      this.#sends.set(session, sends);
+    }
+    return sends;
   }
 
   /**
@@ -1028,16 +1076,6 @@ export class Delivery {
    */
   #ended(session: Session): boolean {
     return this.#session.current !== session;
-  }
-
-  /** Forgets the order kept for another session (a logout, another user). */
-  #forSession(session: Session): void {
-    if (this.#for === session) return;
-    this.#for = session;
-    this.#unsent.clear();
-    this.#underWay.clear();
-    this.#idle.clear();
-    this.#toldQueued.clear();
   }
 
   #finish(session: Session, id: string, mark: DeliveryMark): void {
