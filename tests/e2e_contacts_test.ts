@@ -11,6 +11,7 @@ import { type Frame, RawConn } from "./support/raw_conn.ts";
 import { rawUser } from "./support/accounts.ts";
 import { befriend, type Event, TestClient } from "./support/processes.ts";
 import { sharedServer } from "./support/shared_server.ts";
+import { inProcessServer, until } from "./support/in_process_server.ts";
 
 function peerPortOf(client: TestClient): number {
   const ready = client.events().find((e: Event) => e.type === "ready");
@@ -223,5 +224,47 @@ shared.test("two users who add each other at the same moment both learn that the
     // Apart again for the next round (both rows go).
     const removed = await a.request({ type: "contact_remove", id: id++, user: B });
     assert.equal(removed.state, "removed");
+  }
+});
+
+Deno.test("a request withdrawn while it is being accepted ends the contact, and the accepter is told", async () => {
+  // alice's `contact_remove` is held between its first steps and its deletes (as by a network
+  // database's round trips) while bob accepts her request: bob is told "mutual". The server
+  // used to decide from what it read before: "withdrawn", with nothing said to bob, who was
+  // left believing in a contact that no longer existed. The server runs in this process so
+  // that one `removeContact` can be held; everything else is real.
+  await using running = await inProcessServer();
+  const { server, port } = running;
+  await using alice = await rawUser(port, "alice");
+  await using bob = await rawUser(port, "bob");
+  const asked = await alice.request({ type: "contact_add", id: 10, user: "bob" });
+  assert.equal(asked.state, "requested");
+  await bob.next("contact_update");
+
+  const removeContact = server.store.removeContact.bind(server.store);
+  const reached = Promise.withResolvers<void>();
+  const go = Promise.withResolvers<void>();
+  let held = false;
+  server.store.removeContact = async (owner, contact) => {
+    if (!held) {
+      held = true;
+      reached.resolve();
+      await go.promise;
+    }
+    return await removeContact(owner, contact);
+  };
+  const removing = alice.request({ type: "contact_remove", id: 11, user: "bob" });
+  await reached.promise;
+  const accepted = await bob.request({ type: "contact_add", id: 20, user: "alice" });
+  assert.equal(accepted.state, "mutual");
+  go.resolve();
+
+  const removed = await removing;
+  assert.deepEqual([removed.type, removed.state], ["contact_result", "removed"]);
+  const told = () => pushes(bob, "contact_update").some((f) => f.state === "removed");
+  await until(told, "bob is told that alice removed him");
+  for (const [raw, id] of [[alice, 12], [bob, 21]] as const) {
+    const list = await raw.request({ type: "contacts", id });
+    assert.deepEqual([list.contacts, list.requested, list.requests], [[], [], []]);
   }
 });

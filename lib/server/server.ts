@@ -901,14 +901,15 @@ export class ConfabServer implements AsyncDisposable {
     session: Session,
     m: Extract<ClientMessage, { type: "contact_remove" }>,
   ): Promise<void> {
+    const notContact = () => new Reply("NOT_A_CONTACT", `${m.user} is not in your contacts`);
     const target = await this.store.getUser(m.user);
-    const mine = target !== undefined && await this.store.isContact(session.user, target.name);
-    const theirs = target !== undefined && await this.store.isContact(target.name, session.user);
-    if (!target || (!mine && !theirs)) {
-      throw new Reply("NOT_A_CONTACT", `${m.user} is not in your contacts`);
-    }
-    await this.store.removeContact(session.user, target.name);
-    await this.store.removeContact(target.name, session.user);
+    if (!target) throw notContact();
+    // What there was is what the deletes removed, not what was read before them: the other
+    // side may answer in between (a request of mine accepted: both rows are there by now, and
+    // they were told "mutual", so they must hear that it is over).
+    const mine = await this.store.removeContact(session.user, target.name);
+    const theirs = await this.store.removeContact(target.name, session.user);
+    if (!mine && !theirs) throw notContact();
     const state = mine && theirs ? "removed" : theirs ? "declined" : "withdrawn";
     if (state !== "withdrawn") {
       await this.store.publish({ kind: "contact", to: target.nameKey, from: session.user, state });
