@@ -1,6 +1,8 @@
 /**
  * End to end with real processes: what survives a kill -9 of the server, what happens when the
  * server is away or misbehaves, and how the server copes with bytes that are not the protocol.
+ * At the end, a few cases with the server in this process, whose store is made to fail or hold
+ * for a moment (a network database away or slow).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -9,6 +11,9 @@ import { encodeFrame } from "../lib/protocol/frame.ts";
 import { encodeMessage, PROTOCOL_VERSION } from "../lib/protocol/messages.ts";
 import { RawConn } from "./support/raw_conn.ts";
 import { befriend, startServer, TestClient } from "./support/processes.ts";
+import { generateKeyPair } from "../lib/crypto/noise.ts";
+import { rawUser, signupFields } from "./support/accounts.ts";
+import { inProcessServer, storeUnavailable, until } from "./support/in_process_server.ts";
 
 const utf8 = new TextEncoder();
 
@@ -342,4 +347,84 @@ Deno.test("connections past --max-per-address are refused with SERVER_BUSY, and 
   } finally {
     for (const raw of held) await raw.close();
   }
+});
+
+// ---- the store failing or slow: a server in this process, one store method wrapped ----------
+
+/** alice and bob, logged in over raw connections to `port`, mutual contacts. */
+async function rawContacts(port: number) {
+  const alice = await rawUser(port, "alice");
+  const bob = await rawUser(port, "bob");
+  await alice.request({ type: "contact_add", id: 10, user: "bob" });
+  const accepted = await bob.request({ type: "contact_add", id: 11, user: "alice" });
+  assert.equal(accepted.state, "mutual");
+  return { alice, bob };
+}
+
+const toldOffline = (raw: RawConn, user: string) => () =>
+  raw.frames.some((f) => f.type === "presence" && f.user === user && f.online === false);
+
+Deno.test("a user who leaves while the database is away is taken out of the directory once it is back", async () => {
+  // The store's detach fails once, as a network database restarting makes it. Nothing tried
+  // again: alice stayed online in the directory for good, this instance keeping her row alive.
+  await using running = await inProcessServer();
+  const { server, port, log } = running;
+  const { alice, bob } = await rawContacts(port);
+  await using _bob = bob;
+  const detachMany = server.store.detachMany.bind(server.store);
+  let failures = 1;
+  server.store.detachMany = (places, at) =>
+    failures-- > 0 ? Promise.reject(storeUnavailable()) : detachMany(places, at);
+  await alice.close();
+  await until(toldOffline(bob, "alice"), "bob is told that alice went offline", 5_000);
+  assert.deepEqual((await server.store.onlineUsers()).map((u) => u.user), ["bob"]);
+  const found = await bob.request({ type: "lookup", id: 12, user: "alice" });
+  assert.equal(found.online, false);
+  assert.ok(log.includes("offline: alice"), log.join("\n"));
+});
+
+Deno.test("a resume whose client left, and whose place cannot be given back at once, gives it back later", async () => {
+  // The client gives up while the store resumes its session; the server then gives the place
+  // back, and that detach fails once (the database away): it is tried again, as at a logout.
+  await using running = await inProcessServer();
+  const { server, port } = running;
+  const key = await generateKeyPair();
+  let token: unknown;
+  {
+    await using raw = await RawConn.connect(port);
+    await raw.hello("client");
+    await raw.secure("client-server", key);
+    assert.equal((await raw.request({ ...await signupFields("alice"), id: 1 })).type, "ok");
+    const login = { type: "login", id: 2, user: "alice", password: "secret-pw", peerPort: 5555 };
+    token = (await raw.request(login)).token;
+  }
+  await until(() => server.online().length === 0, "alice's first session ended");
+  const resumeMany = server.store.resumeMany.bind(server.store);
+  const reached = Promise.withResolvers<void>();
+  const go = Promise.withResolvers<void>();
+  server.store.resumeMany = async (resumptions, now) => {
+    reached.resolve();
+    await go.promise;
+    return await resumeMany(resumptions, now);
+  };
+  const detachMany = server.store.detachMany.bind(server.store);
+  let failures = 1;
+  server.store.detachMany = (places, at) =>
+    failures-- > 0 ? Promise.reject(storeUnavailable()) : detachMany(places, at);
+  {
+    await using raw = await RawConn.connect(port);
+    await raw.hello("client");
+    await raw.secure("client-server", key);
+    await raw.send({ type: "resume", id: 3, token, peerPort: 5555 });
+    await reached.promise;
+  }
+  await until(() => server.connectionCount === 0, "the server saw the client leave");
+  go.resolve();
+  await until(() => failures < 0, "the place given back, tried again", 5_000);
+  const online = async () => (await server.store.onlineUsers()).map((u) => u.user);
+  const deadline = Date.now() + 5_000;
+  while ((await online()).length > 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.deepEqual(await online(), [], "alice is not left online in the directory");
 });

@@ -139,6 +139,13 @@ interface Session extends OnlineUser {
   receipts?: { state: "looking" | "sent"; again: boolean; at: number };
 }
 
+/** A user's place in the directory, to take out if `attach` still holds it (`at`: they left). */
+interface Place {
+  user: string;
+  attach: string;
+  at: number;
+}
+
 interface ConnState {
   session: Session | undefined;
   host: string;
@@ -189,6 +196,13 @@ const RESUME_CONCURRENCY = 256;
  */
 const DETACH_BATCH = 256;
 const DETACH_BATCHES = 2;
+/**
+ * A detach that failed (the database away for a moment) is tried again after this, the wait
+ * doubling up to {@link DETACH_RETRY_MAX_MS}: left undone, the user would stay online in the
+ * directory for good (this instance keeps its lease, and so their row, alive).
+ */
+const DETACH_RETRY_FIRST_MS = 1_000;
+const DETACH_RETRY_MAX_MS = 30_000;
 /** Store events passed on at once (each may take a query or two). */
 const EVENT_CONCURRENCY = 4;
 /**
@@ -299,10 +313,22 @@ export class ConfabServer implements AsyncDisposable {
     (batch) => this.store.resumeMany(batch),
     { maxBatch: RESUME_BATCH, concurrency: RESUME_BATCHES },
   );
-  readonly #detaches = new GroupCommit<{ user: string; attach: string; at: number }, boolean>(
+  readonly #detaches = new GroupCommit<Place, boolean>(
     (batch) => this.store.detachMany(batch, batch[0]!.at),
     { maxBatch: DETACH_BATCH, concurrency: DETACH_BATCHES },
   );
+  /**
+   * Detaches that failed, by attach id, tried again until they succeed. At most one a session:
+   * none begins while the database is away (an attach fails then), so they are bounded by the
+   * sessions held when it went.
+   */
+  readonly #undetached = new Map<string, Place>();
+  #detachRetry: {
+    timer?: ReturnType<typeof setTimeout>;
+    /** The try under way, which close() waits for before its own last one. */
+    running?: Promise<void>;
+    ms: number;
+  } = { ms: DETACH_RETRY_FIRST_MS };
   readonly #events: StoreEvent[] = [];
   #eventsRunning = 0;
 
@@ -1406,7 +1432,7 @@ export class ConfabServer implements AsyncDisposable {
     const name = resumed.user;
     if (fc.isClosed) {
       // Its client gave up while the store worked (it will try again): give the place back.
-      await this.#detaches.add({ user: name, attach, at: Date.now() });
+      await this.#detach({ user: name, attach, at: Date.now() });
       return;
     }
     this.#claim(state, {
@@ -1513,9 +1539,73 @@ export class ConfabServer implements AsyncDisposable {
     // directory takes it out only if it still holds the place: a session replaced by a newer
     // login, here or elsewhere (a `kick`), leaves the newer one alone.
     await session.attached;
-    if (await this.#detaches.add({ user: session.user, attach: session.attach, at })) {
+    if (await this.#detach({ user: session.user, attach: session.attach, at })) {
       this.#opts.log(`offline: ${session.user}`);
     }
+  }
+
+  /**
+   * Takes `place` out of the directory if its attach still holds it (a newer login, here or
+   * elsewhere, is left alone); whether it did. One that fails (the database away for a moment)
+   * is kept and tried again later ({@link #retryDetaches}), and resolves false.
+   */
+  async #detach(place: Place): Promise<boolean> {
+    try {
+      return await this.#detaches.add(place);
+    } catch (error) {
+      this.#opts.log(
+        `cannot record that ${place.user} went offline: ${asError(error).message}; ` +
+          `trying again shortly`,
+      );
+      this.#undetached.set(place.attach, place);
+      this.#scheduleDetachRetry();
+      return false;
+    }
+  }
+
+  #scheduleDetachRetry(): void {
+    if (this.#detachRetry.timer !== undefined || this.#closing) return;
+    this.#detachRetry.timer = setTimeout(() => {
+      this.#detachRetry.timer = undefined;
+      const running = this.#retryDetaches();
+      this.#detachRetry.running = running;
+      void running.finally(() => {
+        if (this.#detachRetry.running === running) this.#detachRetry.running = undefined;
+      });
+    }, this.#detachRetry.ms);
+  }
+
+  /**
+   * Tries the failed detaches again: those done are forgotten (and their users logged
+   * offline); if any fails again, the next try waits twice as long (up to
+   * {@link DETACH_RETRY_MAX_MS}). A late one is harmless: it removes only its own attach.
+   */
+  async #retryDetaches(): Promise<void> {
+    if (this.#closing) return;
+    const places = [...this.#undetached.values()];
+    const results = await Promise.allSettled(places.map((place) => this.#detaches.add(place)));
+    let failure: unknown;
+    let failed = 0;
+    for (const [i, result] of results.entries()) {
+      const place = places[i]!;
+      if (result.status === "rejected") {
+        failure = result.reason;
+        failed++;
+        continue;
+      }
+      if (this.#undetached.get(place.attach) === place) this.#undetached.delete(place.attach);
+      if (result.value) this.#opts.log(`offline: ${place.user}`);
+    }
+    if (failed === 0) {
+      this.#detachRetry.ms = DETACH_RETRY_FIRST_MS;
+      return;
+    }
+    this.#detachRetry.ms = Math.min(this.#detachRetry.ms * 2, DETACH_RETRY_MAX_MS);
+    this.#opts.log(
+      `cannot record that ${failed} users went offline yet: ${asError(failure).message}; ` +
+        `trying again in ${this.#detachRetry.ms / 1000} s`,
+    );
+    this.#scheduleDetachRetry();
   }
 
   async #lookup(
@@ -1556,6 +1646,7 @@ export class ConfabServer implements AsyncDisposable {
       const steps: string[] = [];
       const step = (what: string) => steps.push(`${what} ${(performance.now() - t0).toFixed(0)}`);
       clearInterval(this.#sweep);
+      clearTimeout(this.#detachRetry.timer);
       this.#admission.close();
       for (const listener of [this.#listener, this.#probeListener]) {
         try {
@@ -1594,7 +1685,18 @@ export class ConfabServer implements AsyncDisposable {
           `cannot record the logout of ${sessions.length} users: ${asError(error).message}`,
         );
       });
-      step(`${sessions.length} logouts recorded`);
+      // The last try for those that failed before (the retries stop here).
+      await this.#detachRetry.running;
+      const undetached = [...this.#undetached.values()];
+      this.#undetached.clear();
+      if (undetached.length > 0) {
+        await this.store.detachMany(undetached, undetached[0]!.at).catch((error) => {
+          this.#opts.log(
+            `cannot record the logout of ${undetached.length} users: ${asError(error).message}`,
+          );
+        });
+      }
+      step(`${sessions.length + undetached.length} logouts recorded`);
       await this.store.close();
       step("store closed");
       this.#opts.log(`closed (ms from the start): ${steps.join(", ")}`);
