@@ -428,3 +428,25 @@ Deno.test("a resume whose client left, and whose place cannot be given back at o
   }
   assert.deepEqual(await online(), [], "alice is not left online in the directory");
 });
+
+Deno.test("a logout that fails for want of the database leaves the session in place, and the next one ends it", async () => {
+  // The server let go of the session before deleting its tokens: when that failed, the user
+  // stayed online for good, the tokens lived on, and the retry got NOT_LOGGED_IN.
+  await using running = await inProcessServer();
+  const { server, port } = running;
+  const { alice, bob } = await rawContacts(port);
+  await using _alice = alice;
+  await using _bob = bob;
+  const deleteUserSessions = server.store.deleteUserSessions.bind(server.store);
+  let failures = 1;
+  server.store.deleteUserSessions = (user, except) =>
+    failures-- > 0 ? Promise.reject(storeUnavailable()) : deleteUserSessions(user, except);
+  const refused = await alice.request({ type: "logout", id: 20 });
+  assert.deepEqual([refused.type, refused.code], ["error", "SERVER_BUSY"]);
+  const again = await alice.request({ type: "logout", id: 21 });
+  assert.equal(again.type, "ok", JSON.stringify(again));
+  await until(toldOffline(bob, "alice"), "bob is told that alice went offline");
+  assert.deepEqual((await server.store.onlineUsers()).map((u) => u.user), ["bob"]);
+  const afterwards = await alice.request({ type: "lookup", id: 22, user: "bob" });
+  assert.equal(afterwards.code, "NOT_LOGGED_IN");
+});

@@ -787,10 +787,12 @@ export class ConfabServer implements AsyncDisposable {
     if (!session) throw new Reply("NOT_LOGGED_IN", "log in first");
     switch (m.type) {
       case "logout": {
+        // Every token of the user: the current one and one it may have replaced lately. Should
+        // that fail (SERVER_BUSY), the session goes on, and the client may log out again.
+        await this.store.deleteUserSessions(session.user);
         state.session = undefined;
         state.armLoginTimer(); // a connection without a session may not linger
-        // Every token of the user: the current one and one it may have replaced lately.
-        await this.store.deleteUserSessions(session.user);
+        // Its detach, should it fail, is tried again until done (see #detach).
         await this.#endSession(session, Date.now());
         return await fc.send({ type: "ok", id: m.id });
       }
