@@ -450,3 +450,44 @@ Deno.test("a logout that fails for want of the database leaves the session in pl
   const afterwards = await alice.request({ type: "lookup", id: 22, user: "bob" });
   assert.equal(afterwards.code, "NOT_LOGGED_IN");
 });
+
+Deno.test("a client that pipelines mail_send faster than the store takes it has 64 handled at once, not all", async () => {
+  // The store holds every message until let go (a slow database). Each mail_send read was
+  // handled at once, without a bound: a client that pipelines and never reads its answers grew
+  // the server's memory without end. Past 64 unanswered the connection reads no more.
+  await using running = await inProcessServer();
+  const { server, port } = running;
+  const { alice, bob } = await rawContacts(port);
+  await using _alice = alice;
+  await using _bob = bob;
+  const storeMail = server.store.storeMail.bind(server.store);
+  const go = Promise.withResolvers<void>();
+  let calls = 0;
+  server.store.storeMail = async (...args) => {
+    calls++;
+    await go.promise;
+    return await storeMail(...args);
+  };
+  const REQUESTS = 300; // fewer than 64 plus what a connection's inbox takes (256)
+  const ts = Date.now();
+  const frames = await Promise.all(
+    Array.from({ length: REQUESTS }, (_, i) =>
+      alice.frame({
+        type: "mail_send",
+        id: 100 + i,
+        to: "bob",
+        messages: [{ msgId: `m${i}`, ts, sealed: "A".repeat(64) }],
+      })),
+  );
+  for (const frame of frames) await alice.write(frame);
+  // Answered by the connection's reader once it has read everything before it.
+  const pong = await alice.request({ type: "ping", id: 99 });
+  assert.equal(pong.type, "pong");
+  await until(() => calls >= 64, "the first 64 reach the store");
+  await new Promise((resolve) => setTimeout(resolve, 300)); // room for more, were they taken
+  assert.equal(calls, 64, `${calls} mail_send requests reached the store, none answered`);
+  go.resolve();
+  const answered = () => alice.frames.filter((f) => f.type === "mail_stored");
+  await until(() => answered().length === REQUESTS, "every mail_send answered");
+  assert.deepEqual(answered().map((f) => [f.id, f.stored]), frames.map((_, i) => [100 + i, 1]));
+});

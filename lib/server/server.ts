@@ -151,6 +151,10 @@ interface ConnState {
   host: string;
   /** Settles once the latest `mail_send` on this connection has been handed to the store. */
   mailOrder: Promise<void>;
+  /** This connection's `mail_send`s not answered yet (at most {@link MAIL_SEND_IN_FLIGHT}). */
+  mailUnanswered: number;
+  /** Called when one of them is answered, by a `mail_send` waiting for room. */
+  mailRoom?: () => void;
   /**
    * When a `mail_send` on this connection last failed for want of the database. The ones the
    * client pipelined behind it fail too for a while, so none is stored ahead of it.
@@ -211,6 +215,15 @@ const EVENT_CONCURRENCY = 4;
  * a pipelined request takes to arrive.
  */
 const MAIL_REFUSED_MS = 1_500;
+/**
+ * `mail_send`s of one connection handled at once (stored and answered, or waiting their turn);
+ * the next waits for room, and nothing after it is handled meanwhile (the connection stops
+ * reading once 256 messages wait: see FramedConnection), so a client that sends and never reads
+ * its answers is held back by TCP instead of growing the server's memory. A
+ * client's burst still shares the store's group commits: it keeps up to 512 messages unanswered
+ * (lib/client/delivery.ts), mostly in far fewer requests.
+ */
+const MAIL_SEND_IN_FLIGHT = 64;
 /**
  * How long a `mail_send`'s recipient (the account, and that they and the sender are mutual
  * contacts) is taken as checked for the next ones on the same connection: a contact removed
@@ -642,6 +655,7 @@ export class ConfabServer implements AsyncDisposable {
     let loginTimer: ReturnType<typeof setTimeout> | undefined;
     const state: ConnState = {
       mailOrder: Promise.resolve(),
+      mailUnanswered: 0,
       mailRefusedAt: -Infinity,
       session: undefined,
       host: conn.remoteAddr.hostname,
@@ -807,7 +821,14 @@ export class ConfabServer implements AsyncDisposable {
       case "mail_send": {
         // Not awaited: the connection goes on with its next message while this one waits
         // for the store's next group commit, so a burst of mail shares commits. The messages
-        // still reach the store in the order they came (see #mailSend).
+        // still reach the store in the order they came (see #mailSend). Up to a point: past
+        // MAIL_SEND_IN_FLIGHT unanswered, the next waits here (and so does the connection).
+        while (state.mailUnanswered >= MAIL_SEND_IN_FLIGHT) {
+          await new Promise<void>((resolve) => state.mailRoom = resolve);
+        }
+        // Gone while it waited: nobody to answer (its client sends it again).
+        if (fc.isClosed) return;
+        state.mailUnanswered++;
         const previous = state.mailOrder;
         const handed = Promise.withResolvers<void>();
         state.mailOrder = handed.promise;
@@ -816,7 +837,12 @@ export class ConfabServer implements AsyncDisposable {
             if (isStoreUnavailable(error)) state.mailRefusedAt = Date.now();
             return this.#replyError(fc, m, error);
           })
-          .finally(handed.resolve);
+          .finally(() => {
+            handed.resolve();
+            state.mailUnanswered--;
+            state.mailRoom?.();
+            state.mailRoom = undefined;
+          });
         return;
       }
       case "hanging":
