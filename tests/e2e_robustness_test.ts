@@ -349,6 +349,32 @@ Deno.test("connections past --max-per-address are refused with SERVER_BUSY, and 
   }
 });
 
+Deno.test("a stranger's error reports are logged three times a connection, then once said to be left out", async () => {
+  await using server = await startServer();
+  await using raw = await RawConn.connect(server.port);
+  await raw.hello("client");
+  await raw.secure("client-server");
+  // Before any login: each report was a line of the server's log, as many as anyone sent.
+  for (let i = 0; i < 200; i++) {
+    await raw.send({ type: "error", code: "FLOOD", message: `#${i} `.padEnd(400, "~") });
+  }
+  const seen = await raw.request({ type: "observe", id: 1 }); // after all 200 were handled
+  assert.equal(seen.type, "observed");
+  // Another connection's report comes after, in the log too: every line of the first is in.
+  await using other = await RawConn.connect(server.port);
+  await other.hello("client");
+  await other.secure("client-server");
+  await other.send({ type: "error", code: "MARK", message: "the last" });
+  await server.proc.out.waitFor((l) => l.includes("reported: MARK"), "the second one's report");
+  const lines = server.proc.out.lines;
+  assert.deepEqual(
+    lines.filter((l) => l.includes("reported: FLOOD")).map((l) => /#\d+/.exec(l)?.[0]),
+    ["#0", "#1", "#2"],
+  );
+  assert.equal(lines.filter((l) => l.includes("the rest on this connection are not")).length, 1);
+  assert.ok(!raw.ended, "the connection stays up");
+});
+
 // ---- the store failing or slow: a server in this process, one store method wrapped ----------
 
 /** alice and bob, logged in over raw connections to `port`, mutual contacts. */

@@ -172,6 +172,8 @@ interface ConnState {
   ticketIssuedAt?: number;
   /** (Re)starts the deadline for logging in on this connection. */
   armLoginTimer: () => void;
+  /** `error` frames of this client logged (past {@link CLIENT_ERRORS_LOGGED}, no more are). */
+  errorsLogged: number;
   /** Set when the connection has ended: the session it ended with (if any). */
   ended?: { session: Session | undefined };
 }
@@ -235,6 +237,8 @@ const MAIL_CHECK_REUSE_MS = 1_000;
  * confirm or lookup pushes them again.
  */
 const RECEIPTS_UNANSWERED_MS = 10_000;
+/** `error` frames a connection's client sends that are logged at most (the rest are not). */
+const CLIENT_ERRORS_LOGGED = 3;
 /** Bytes read ahead on a client's control connection (a request is a few hundred bytes). */
 const CONTROL_READ_AHEAD = 1024;
 /**
@@ -656,6 +660,7 @@ export class ConfabServer implements AsyncDisposable {
     const state: ConnState = {
       mailOrder: Promise.resolve(),
       mailUnanswered: 0,
+      errorsLogged: 0,
       mailRefusedAt: -Infinity,
       session: undefined,
       host: conn.remoteAddr.hostname,
@@ -767,7 +772,15 @@ export class ConfabServer implements AsyncDisposable {
       case "pong":
         return;
       case "error":
-        this.#opts.log(`client ${state.host} reported: ${m.code} ${m.message}`);
+        // A few a connection: anyone may send them, logged in or not, as fast as they like.
+        if (state.errorsLogged < CLIENT_ERRORS_LOGGED) {
+          this.#opts.log(`client ${state.host} reported: ${m.code} ${m.message}`);
+        } else if (state.errorsLogged === CLIENT_ERRORS_LOGGED) {
+          this.#opts.log(
+            `client ${state.host} reported more errors: the rest on this connection are not logged`,
+          );
+        }
+        state.errorsLogged = Math.min(state.errorsLogged + 1, CLIENT_ERRORS_LOGGED + 1);
         return;
       case "hello":
         throw new Reply("BAD_MESSAGE", "hello was already exchanged");
