@@ -1,13 +1,15 @@
 /**
  * Bounded fuzzing of the two ports a Confab deployment exposes: the server's, and a client's
- * peer listener. About 20,000 generated inputs (random bytes, random frames, mutated hellos and
- * handshakes, messages of the right shapes with wrong types, oversize length headers, and,
+ * peer listener. 14,000 generated inputs by default (random bytes, random frames, mutated hellos
+ * and handshakes, messages of the right shapes with wrong types, oversize length headers, and,
  * after a real handshake, random encrypted messages and encrypted garbage; on the peer port
  * also after a real peer authentication) go to real processes over real sockets. Afterwards
  * both processes must still run, with bounded memory, and serve real users.
  *
- * The inputs come from a seeded PRNG: a failure prints the seed; rerun it with
- * `CONFAB_FUZZ_SEED=<seed>`. `CONFAB_FUZZ_CASES` changes the number of cases.
+ * The inputs come from a seeded PRNG, seeded anew at each run: a failure prints the seed; rerun
+ * it with `CONFAB_FUZZ_SEED=<seed>`. `CONFAB_FUZZ_CASES` changes the number of cases: the suite's
+ * 14,000 (20,000 until stop 32, cut to keep `deno task test` under 3 minutes) cost ≈ 16 CPU-s;
+ * longer runs (150,000 and 500,000 cases) are made by hand and reported in the closing notes.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -21,7 +23,7 @@ import { befriend, startServer, TestClient } from "./support/processes.ts";
 
 const SEED =
   Number(Deno.env.get("CONFAB_FUZZ_SEED") ?? crypto.getRandomValues(new Uint32Array(1))[0]) >>> 0;
-const CASES = Number(Deno.env.get("CONFAB_FUZZ_CASES") ?? 20_000);
+const CASES = Number(Deno.env.get("CONFAB_FUZZ_CASES") ?? 14_000);
 if (!Number.isSafeInteger(CASES) || CASES < 10) {
   throw new RangeError(`CONFAB_FUZZ_CASES must be a whole number of at least 10, got ${CASES}`);
 }

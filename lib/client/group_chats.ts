@@ -179,6 +179,7 @@ export class GroupChats {
   #closed = false;
   #restored = false;
   readonly #gapBoundMs: number;
+  readonly #maxHeldText: number;
   #sumRounds = 0;
   /**
    * Messages passed on by members that wait for an earlier message of the same author (key:
@@ -204,10 +205,12 @@ export class GroupChats {
   /**
    * @param options.gapBoundMs how long a message passed on waits for an earlier one before the
    * gap is reported (tests shorten it).
+   * @param options.maxHeldText how much text such messages may hold in all (tests lower it).
    */
-  constructor(host: GroupHost, options: { gapBoundMs?: number } = {}) {
+  constructor(host: GroupHost, options: { gapBoundMs?: number; maxHeldText?: number } = {}) {
     this.#host = host;
     this.#gapBoundMs = options.gapBoundMs ?? GAP_BOUND_MS;
+    this.#maxHeldText = options.maxHeldText ?? MAX_HELD_TEXT;
     this.#sumTimer = setInterval(() => this.#exchangeSums(), SUM_INTERVAL_MS);
     this.#tickTimer = setInterval(() => {
       this.#dialAway();
@@ -606,7 +609,7 @@ export class GroupChats {
       return;
     }
     // Past the bounds: passed on again at the next exchange.
-    if (this.#heldCount >= MAX_HELD || this.#heldText + m.text.length > MAX_HELD_TEXT) return;
+    if (this.#heldCount >= MAX_HELD || this.#heldText + m.text.length > this.#maxHeldText) return;
     const held = this.#held.get(key) ?? new Map<number, Held>();
     held.set(m.seq, { m, by: link.user, at: Date.now() });
     this.#held.set(key, held);

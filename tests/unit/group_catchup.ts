@@ -307,12 +307,13 @@ Deno.test("catch-up: what a member makes bob hold is bounded in text, not only i
   const links = new Map([["alice", standIn("alice")], ["carol", standIn("carol")]]);
   const events: ClientEvent[] = [];
   const host = bobsHost(store, events, Object.fromEntries(links), { alice: alice.publicKey });
-  const groups = new GroupChats(host, { gapBoundMs: 60_000 });
+  // At most 1 Mi characters held (16 Mi outside tests).
+  const groups = new GroupChats(host, { gapBoundMs: 60_000, maxHeldText: 1024 * 1024 });
   try {
     groups.ready();
-    // alice's messages 1 … 300 of 64 Ki characters each (19 Mi in all), passed on without 0:
-    // each waits for the one before. 16 Mi characters are held (256 of them); the rest are
-    // let go, to be passed on again at a later exchange.
+    // alice's messages 1 … 24 of 64 Ki characters each, passed on without 0: each waits for
+    // the one before. 1 Mi characters are held (16 of them); the rest are let go, to be passed
+    // on again at a later exchange.
     const big = "x".repeat(64 * 1024);
     const signed = async (seq: number, text: string) => {
       const m = {
@@ -330,14 +331,14 @@ Deno.test("catch-up: what a member makes bob hold is bounded in text, not only i
         sig: await alice.sign(groupMessageStatement(m)),
       };
     };
-    for (let seq = 1; seq <= 300; seq++) {
+    for (let seq = 1; seq <= 24; seq++) {
       await groups.onPeerMessage(links.get("carol")!, await signed(seq, big));
     }
     assert.equal(events.filter((e) => e.type === "message").length, 0, "all wait for 0");
     await groups.onPeerMessage(links.get("carol")!, await signed(0, "a0"));
     const shown = events.filter((e) => e.type === "message");
-    assert.equal(shown.length, 1 + 256, "0, then the 256 held, in order");
-    assert.equal(store.groupHead(state.id, "alice"), 257, "the next awaited");
+    assert.equal(shown.length, 1 + 16, "0, then the 16 held, in order");
+    assert.equal(store.groupHead(state.id, "alice"), 17, "the next awaited");
 
     // carol asks for more 100 times at once: one answer (her marks), not 100.
     const carol = links.get("carol")!;
