@@ -103,19 +103,24 @@ deployments.test("chats go on when the server leaves with esc, and clients re-at
   await operator.out.waitFor((l) => listed.test(l), "bob in list");
 });
 
+/** Alice and bob, signed up, contacts and each in a chat with the other. */
+async function inChat(alice: TestClient, bob: TestClient): Promise<void> {
+  await alice.signup("alice");
+  await bob.signup("bob");
+  await befriend(alice, bob);
+  for (const [c, other] of [[alice, "bob"], [bob, "alice"]] as const) {
+    await c.send(`chat ${other}`);
+    await c.event("chat_opened", { with: other });
+  }
+}
+
 Deno.test("a sender killed -9 the moment delivered shows keeps ** after a restart and neither sends nor says it again: said once its mark is stored", async () => {
   await using server = await startServer();
   await using bob = await TestClient.start("bob", server);
   const alice = await TestClient.start("alice", server);
   let again: TestClient | undefined;
   try {
-    await alice.signup("alice");
-    await bob.signup("bob");
-    await befriend(alice, bob);
-    for (const [c, other] of [[alice, "bob"], [bob, "alice"]] as const) {
-      await c.send(`chat ${other}`);
-      await c.event("chat_opened", { with: other });
-    }
+    await inChat(alice, bob);
     await alice.send("said once");
     const sent = await alice.event("sent", { text: "said once" });
     // The round trip ends at bob's ack; the mark is committed after it, and delivered is said
@@ -148,13 +153,7 @@ Deno.test("a sender killed -9 the moment delivered shows keeps ** after a restar
 
 /** Alice and bob, signed up, contacts and in a chat with each other, their link up. */
 async function chatting(alice: TestClient, bob: TestClient): Promise<void> {
-  await alice.signup("alice");
-  await bob.signup("bob");
-  await befriend(alice, bob);
-  for (const [c, other] of [[alice, "bob"], [bob, "alice"]] as const) {
-    await c.send(`chat ${other}`);
-    await c.event("chat_opened", { with: other });
-  }
+  await inChat(alice, bob);
   await alice.send("warm up");
   await alice.event("delivered", { to: "bob" });
 }

@@ -1,9 +1,31 @@
 /**
  * Fixtures for tests of peer links without a server: identities and the directory that
- * `acceptPeer()` consults, and a deadline for waits.
+ * `acceptPeer()` consults, a stand-in link that records what is sent on it, and a deadline for
+ * waits.
  */
+import type { ClientStore } from "../../lib/client/client_store.ts";
+import type { ClientEvent } from "../../lib/client/events.ts";
+import type { GroupHost } from "../../lib/client/group_chats.ts";
 import { Identity } from "../../lib/peer/identity.ts";
+import type { PeerLink } from "../../lib/peer/peer_link.ts";
 import { RemoteError } from "../../lib/protocol/errors.ts";
+import type { PeerMessage } from "../../lib/protocol/messages.ts";
+
+/** A link to `user` that records what is sent on it, and never closes. */
+export function standIn(user: string): PeerLink & { sent: PeerMessage[] } {
+  const sent: PeerMessage[] = [];
+  const fc = {
+    send: (m: PeerMessage) => {
+      sent.push(m);
+      return Promise.resolve();
+    },
+    closed: new Promise(() => {}),
+    isClosed: false,
+  };
+  return { user, initiator: user, outbound: false, fc, sent } as unknown as
+    & PeerLink
+    & { sent: PeerMessage[] };
+}
 
 /** Rejects when `promise` has not settled within `ms`; the timer never outlives the wait. */
 export async function within<T>(promise: Promise<T>, ms = 15_000, what = "wait"): Promise<T> {
@@ -40,5 +62,33 @@ export async function testDirectory<const N extends string>(...names: N[]): Prom
         ? Promise.resolve(found)
         : Promise.reject(new RemoteError("NO_SUCH_USER", `no user ${user}`));
     },
+  };
+}
+
+/**
+ * Bob's side of the group room, over `store`, with the links and keys given: every user a
+ * contact, nobody dialable, nothing sent through the server.
+ */
+export function bobsHost(
+  store: ClientStore,
+  events: ClientEvent[],
+  links: Record<string, PeerLink>,
+  keys: Record<string, string>,
+): GroupHost {
+  return {
+    user: "bob",
+    store,
+    emit: (e) => events.push(e),
+    link: (u) => Promise.reject(new Error(`${u} is away`)),
+    openLink: (u) => links[u.toLowerCase()],
+    sendGroup: () => Promise.resolve("queued"),
+    kick: () => {},
+    status: () => {},
+    setCurrent: () => {},
+    current: undefined,
+    chatPartner: undefined,
+    selfEndpoint: () => undefined,
+    isContact: () => Promise.resolve(true),
+    keyOf: (u) => Promise.resolve(keys[u.toLowerCase()]),
   };
 }

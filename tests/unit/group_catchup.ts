@@ -6,52 +6,11 @@
 import assert from "node:assert/strict";
 import { ClientStore } from "../../lib/client/client_store.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
-import { GroupChats, type GroupHost } from "../../lib/client/group_chats.ts";
+import { GroupChats } from "../../lib/client/group_chats.ts";
 import { createGroup, groupMessageStatement } from "../../lib/peer/group_state.ts";
 import { Identity } from "../../lib/peer/identity.ts";
-import type { PeerLink } from "../../lib/peer/peer_link.ts";
-import type { PeerMessage } from "../../lib/protocol/messages.ts";
+import { bobsHost, standIn } from "../support/peer_fixtures.ts";
 import { tempDir } from "../support/temp_dir.ts";
-
-/** A link that records what is sent on it. */
-function standIn(user: string): PeerLink & { sent: PeerMessage[] } {
-  const sent: PeerMessage[] = [];
-  const fc = {
-    send: (m: PeerMessage) => {
-      sent.push(m);
-      return Promise.resolve();
-    },
-    closed: new Promise(() => {}),
-  };
-  return { user, initiator: user, outbound: false, fc, sent } as unknown as
-    & PeerLink
-    & { sent: PeerMessage[] };
-}
-
-/** Bob's side of the group room, over `store`, with the links and keys given. */
-function bobsHost(
-  store: ClientStore,
-  events: ClientEvent[],
-  links: Record<string, PeerLink>,
-  keys: Record<string, string>,
-): GroupHost {
-  return {
-    user: "bob",
-    store,
-    emit: (e) => events.push(e),
-    link: (u) => Promise.reject(new Error(`${u} is away`)),
-    openLink: (u) => links[u.toLowerCase()],
-    sendGroup: () => Promise.resolve("queued"),
-    kick: () => {},
-    status: () => {},
-    setCurrent: () => {},
-    current: undefined,
-    chatPartner: undefined,
-    selfEndpoint: () => undefined,
-    isContact: () => Promise.resolve(true),
-    keyOf: (u) => Promise.resolve(keys[u.toLowerCase()]),
-  };
-}
 
 async function until(test: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 15_000;

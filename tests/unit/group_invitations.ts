@@ -13,25 +13,8 @@ import { ClientStore } from "../../lib/client/client_store.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { GroupChats, type GroupHost } from "../../lib/client/group_chats.ts";
 import { createGroup, groupHandle } from "../../lib/peer/group_state.ts";
-import type { PeerLink } from "../../lib/peer/peer_link.ts";
-import type { PeerMessage } from "../../lib/protocol/messages.ts";
+import { bobsHost, standIn } from "../support/peer_fixtures.ts";
 import { tempDir } from "../support/temp_dir.ts";
-
-/** A link that records what is sent on it. */
-function standIn(user: string): PeerLink & { sent: PeerMessage[] } {
-  const sent: PeerMessage[] = [];
-  const fc = {
-    send: (m: PeerMessage) => {
-      sent.push(m);
-      return Promise.resolve();
-    },
-    closed: new Promise(() => {}),
-    isClosed: false,
-  };
-  return { user, initiator: user, outbound: false, fc, sent } as unknown as
-    & PeerLink
-    & { sent: PeerMessage[] };
-}
 
 Deno.test("an invitation that came while the server could not say who is a contact waits: a contact's is taken, a stranger's refused, once the server answers", async () => {
   await using dir = await tempDir();
@@ -42,24 +25,13 @@ Deno.test("an invitation that came while the server could not say who is a conta
   let questions = 0;
   const links = { alice: standIn("alice"), mallory: standIn("mallory") };
   const host: GroupHost = {
-    user: "bob",
-    store,
-    emit: (e) => events.push(e),
-    link: (u) => Promise.reject(new Error(`${u} is away`)),
-    openLink: (u) => links[u.toLowerCase() as keyof typeof links],
-    sendGroup: () => Promise.resolve("queued"),
-    kick: () => {},
-    status: () => {},
-    setCurrent: () => {},
-    current: undefined,
-    chatPartner: undefined,
-    selfEndpoint: () => undefined,
+    ...bobsHost(store, events, links, {}),
     isContact: (u) => {
       questions++;
       return Promise.resolve(serverSays?.has(u.toLowerCase()));
     },
-    keyOf: () => Promise.resolve(undefined),
   };
+
   const groups = new GroupChats(host);
   try {
     groups.ready();
