@@ -99,7 +99,10 @@ export class SilentPeerError extends Error {
 
 /** Messages waiting for the handler before reading pauses (backpressure). */
 const INBOX_HIGH_WATER = 256;
-/** Bytes of binary frames (file chunks) waiting for the handler before reading pauses. */
+/**
+ * Bytes waiting for the handler before reading pauses: binary frames (file chunks) and the
+ * bodies of messages alike (256 messages of up to 1 MiB each would be 256 MiB per connection).
+ */
 const INBOX_HIGH_WATER_BYTES = 2 * 1024 * 1024;
 /** Frames at least this large (with their header) are never joined with others. */
 const BATCH_ONLY_BELOW = 16 * 1024;
@@ -381,6 +384,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       // Decoded before the hold began and not taken by the handshake: plaintext that must not
       // reach the handler.
       this.#inbox.length = 0;
+      this.#inboxBytes = 0;
       void this.close(new FrameError("plaintext messages arrived during the handshake"));
       return;
     }
@@ -398,7 +402,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   async nextHeld(timeoutMs: number): Promise<In> {
     // Messages decoded before the hold began come first, in order.
     const queued = this.#inbox.shift();
-    if (queued) return queued;
+    if (queued) {
+      this.#inboxBytes -= bytesOf(queued);
+      return queued;
+    }
     if (!this.#held) throw new TypeError("nextHeld() needs a hold: next(ms, { hold: true })");
     const body = await this.#takeHeld(timeoutMs);
     return decodeMessage(this.#opts.schema, body) as In;
@@ -1019,6 +1026,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       // A reply nobody waits for (timed out) is dropped.
       if (pending || message.type !== "error") return;
     }
+    decodedBytes.set(message, body.length);
     this.#deliver(message);
   }
 
@@ -1082,8 +1090,13 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
 }
 
 /** Bytes a queued message holds outside the inbox array (binary frames only). */
+/** The size of the frame body each message waiting in an inbox was decoded from. */
+const decodedBytes = new WeakMap<object, number>();
+
 function bytesOf(message: AnyMessage): number {
-  return message.type === "binary" ? (message as unknown as BinaryFrame).data.length : 0;
+  return message.type === "binary"
+    ? (message as unknown as BinaryFrame).data.length
+    : decodedBytes.get(message) ?? 0;
 }
 
 /** Opens a TCP connection with Nagle off. */

@@ -220,12 +220,13 @@ const MAIL_REFUSED_MS = 1_500;
 /**
  * `mail_send`s of one connection handled at once (stored and answered, or waiting their turn);
  * the next waits for room, and nothing after it is handled meanwhile (the connection stops
- * reading once 256 messages wait: see FramedConnection), so a client that sends and never reads
- * its answers is held back by TCP instead of growing the server's memory. A
- * client's burst still shares the store's group commits: it keeps up to 512 messages unanswered
- * (lib/client/delivery.ts), mostly in far fewer requests.
+ * reading once 256 messages or 2 MiB wait: see FramedConnection), so a client that sends and
+ * never reads its answers is held back by TCP instead of growing the server's memory (a request
+ * may be up to 1 MiB). A client's burst still shares the store's group commits: it keeps up to
+ * 512 messages unanswered (lib/client/delivery.ts), in two requests of 256 at most in the
+ * offline bench.
  */
-const MAIL_SEND_IN_FLIGHT = 64;
+const MAIL_SEND_IN_FLIGHT = 16;
 /**
  * How long a `mail_send`'s recipient (the account, and that they and the sender are mutual
  * contacts) is taken as checked for the next ones on the same connection: a contact removed

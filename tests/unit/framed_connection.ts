@@ -434,6 +434,35 @@ Deno.test("FramedConnection.setHandler() first delivers, in order, what arrived 
   assert.deepEqual(queued.items, ["m1", "m2", "m3"]);
 });
 
+Deno.test("FramedConnection stops reading once 2 MiB of messages wait for a busy handler, and goes on once they are handled", async () => {
+  await using t = await framedVersusRaw();
+  const handled: string[] = [];
+  const go = Promise.withResolvers<void>();
+  t.fc.setHandler(async (m) => {
+    await go.promise; // busy: nothing is handled until told
+    handled.push((m as { id: string }).id);
+  });
+  // 64 messages of ≈ 64 KiB (4 MiB in all; the kernel's buffers on loopback hold all of it).
+  // Counted by number only, all 64 were read into memory: 256 messages of up to 1 MiB each were
+  // let wait per connection.
+  const text = "x".repeat(64 * 1024 - 200);
+  const N = 64;
+  for (let n = 0; n < N; n++) await t.raw.send({ ...chat(n), text });
+  const deadline = Date.now() + 15_000;
+  while (t.fc.pendingMessages < 32 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  // What it would have read by now, had it not paused.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const waiting = t.fc.pendingMessages;
+  assert.ok(waiting >= 31 && waiting <= 48, `${waiting} messages read ahead of the handler`);
+  go.resolve();
+  while (handled.length < N && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.deepEqual(handled, Array.from({ length: N }, (_, n) => `m${n}`), "all, in order");
+});
+
 Deno.test("FramedConnection answers a ping that arrived before the handler was set, not the handler", async () => {
   await using pair = await framedPair({}, {});
   const pong = pair.a.request({ type: "ping" });
