@@ -25,6 +25,7 @@ import {
   isMember,
   liveTags,
   MAX_GROUP_MEMBERS,
+  MAX_GROUP_TAGS,
   memberSince,
   membersOf,
   mergeGroups,
@@ -308,7 +309,16 @@ export class GroupChats {
           `the group is full (${MAX_GROUP_MEMBERS} members at most); nobody was added`,
         );
       }
-      this.#apply(currentId, addMember(current, user));
+      const added = addMember(current, user);
+      if (!withinLimits(added)) {
+        // Every member would refuse the new state, and the group would split.
+        throw new GroupError(
+          "GROUP_FULL",
+          `the group has recorded ${MAX_GROUP_TAGS} joins and leaves, the most it can hold; ` +
+            `nobody was added (start a new group: chat ${user}, then /a)`,
+        );
+      }
+      this.#apply(currentId, added);
       await this.#broadcast(currentId);
       return this.#groups.get(currentId)!;
     }

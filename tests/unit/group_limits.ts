@@ -1,0 +1,58 @@
+/**
+ * Tests for lib/client/group_chats.ts: a change of my own that would take a group past what
+ * members accept (1,024 joins and leaves recorded) is refused with a reason, and the group is
+ * unchanged. Made anyway, every other member would refuse the state, and the group would split
+ * for good (a member can bring a group near the bound with one crafted state).
+ *
+ * Real GroupChats over a real ClientStore in a temporary folder; stand-in links.
+ */
+import assert from "node:assert/strict";
+import { ClientStore } from "../../lib/client/client_store.ts";
+import type { ClientEvent } from "../../lib/client/events.ts";
+import { GroupChats } from "../../lib/client/group_chats.ts";
+import {
+  createGroup,
+  groupChecksum,
+  MAX_GROUP_TAGS,
+  membersOf,
+  withinLimits,
+} from "../../lib/peer/group_state.ts";
+import { bobsHost, standIn } from "../support/peer_fixtures.ts";
+import { tempDir } from "../support/temp_dir.ts";
+
+Deno.test("adding a member to a group at the bound of joins and leaves is refused, and the group stays as it was", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  // Carol's crafted joins and leaves of her own: one short of the bound.
+  const state = createGroup(["alice", "bob", "carol"]);
+  while (state.adds.length + state.removed.length < MAX_GROUP_TAGS - 1) {
+    const tag = crypto.randomUUID();
+    state.adds.push({ user: "carol", tag, at: Date.now() });
+    state.removed.push(tag);
+  }
+  store.saveGroupState(state, membersOf(state), { left: false });
+  const events: ClientEvent[] = [];
+  const links = { alice: standIn("alice"), carol: standIn("carol") };
+  const groups = new GroupChats({
+    ...bobsHost(store, events, links, {}),
+    current: state.id,
+  });
+  try {
+    groups.ready();
+    // One more fits: dave joins.
+    await groups.add("dave");
+    assert.deepEqual(groups.members(state.id), ["alice", "bob", "carol", "dave"]);
+    const before = groupChecksum(groups.find(state.id)!);
+    assert.ok(withinLimits(groups.find(state.id)!));
+    // The next would not.
+    await assert.rejects(
+      groups.add("erin"),
+      (e: Error & { code?: string }) =>
+        e.code === "GROUP_FULL" && /recorded 1024 joins and leaves/.test(e.message),
+    );
+    assert.equal(groupChecksum(groups.find(state.id)!), before, "unchanged");
+    assert.deepEqual(groups.members(state.id), ["alice", "bob", "carol", "dave"]);
+  } finally {
+    groups.close();
+  }
+});
