@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { startServer, TestClient } from "./support/processes.ts";
+import { join } from "node:path";
 import { delay } from "../lib/util/time.ts";
 import { RecordingProxy } from "./support/proxy.ts";
 
@@ -59,4 +60,26 @@ Deno.test("a signup whose answer was lost is finished by typing it again, and it
   await client.send("out");
   await client.event("logged_out", { user: "alice" });
   await client.login("alice");
+});
+
+Deno.test("a client killed between moving its two keys in place after a signup logs in with both", async () => {
+  await using server = await startServer();
+  await using client = await TestClient.start("client", server);
+  await warmUp(client, "wendy");
+  // A signup moves the keys it made in signup-pending/ into the user's folder once the server
+  // made the account, one file after the other: a kill -9 between the two leaves one of them
+  // behind, whichever the client moves last.
+  for (const [user, left] of [["alice", "mail-key.json"], ["bob", "identity.json"]]) {
+    await warmUp(client, user);
+    const dir = join(client.home, user);
+    await Deno.mkdir(join(dir, "signup-pending"), { mode: 0o700 });
+    await Deno.rename(join(dir, left), join(dir, "signup-pending", left));
+    await client.login(user);
+    // The mail key is there: mail sealed to it can be opened.
+    await client.send("show wendy");
+    await client.event("shown", { from: "wendy", count: 0 });
+    assert.ok((await Deno.stat(join(dir, left))).isFile);
+    await client.send("out");
+    await client.event("logged_out", { user });
+  }
 });

@@ -451,6 +451,7 @@ export class ServerSession {
       throw new ClientError("ALREADY_LOGGED_IN", `already logged in as ${this.#session.user}`);
     }
     if (verb === "signup") return;
+    await finishKeyMoves(this.userDir(user));
     try {
       await Deno.stat(join(this.userDir(user), "identity.json"));
     } catch {
@@ -469,6 +470,7 @@ export class ServerSession {
     if (serverPort !== undefined) this.#usePort(serverPort);
     const dir = this.userDir(user);
     const pending = join(dir, "signup-pending");
+    await finishKeyMoves(dir);
     const { identity, mailKey } = await pendingKeys(pending);
     const mailKeySig = await identity.sign(mailKeyStatement(user, mailKey.publicKey));
     this.#ctx.emit({ type: "info", text: `creating account ${user} on ${this.serverAddress}` });
@@ -495,10 +497,7 @@ export class ServerSession {
       // not lose the keys of the account its first try made.
       throw error;
     }
-    for (const file of ["identity.json", "mail-key.json"]) {
-      await Deno.rename(join(pending, file), join(dir, file));
-    }
-    await Deno.remove(pending, { recursive: true }).catch(() => {});
+    await moveKeys(dir);
     this.#ctx.emit({ type: "signed_up", user });
     await this.login(user, password);
   }
@@ -509,6 +508,7 @@ export class ServerSession {
       throw new ClientError("ALREADY_LOGGED_IN", `already logged in as ${this.#session.user}`);
     }
     if (serverPort !== undefined) this.#usePort(serverPort);
+    await finishKeyMoves(this.userDir(user));
     const identity = await Identity.load(join(this.userDir(user), "identity.json"));
     if (!identity) throw this.#noAccountHere(user);
     const store = new ClientStore(this.userDir(user));
@@ -872,6 +872,44 @@ async function resolveAll(host: string): Promise<string[]> {
  * The keys of a signup not answered yet: those of an earlier try whose answer was lost, or new
  * ones, written (owner-only) before the request goes out.
  */
+/**
+ * The files a signup moves from `signup-pending/` into the user's folder once the server made
+ * the account, in this order: `identity.json` last, since it says there is an account here.
+ */
+const KEY_FILES = ["mail-key.json", "identity.json"] as const;
+
+/** Moves a signup's keys into the user's folder `dir` (the server made the account). */
+async function moveKeys(dir: string): Promise<void> {
+  const pending = join(dir, "signup-pending");
+  for (const file of KEY_FILES) {
+    await Deno.rename(join(pending, file), join(dir, file)).catch((error) => {
+      // (Moved already, by a move that a kill -9 cut short.)
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+  }
+  await Deno.remove(pending, { recursive: true }).catch(() => {});
+}
+
+/**
+ * Finishes a {@link moveKeys} that a kill -9 cut short: one key is in the user's folder `dir`
+ * and gone from `signup-pending/` (so the server made the account), the other still only there.
+ * Left so, the client logged in without its mail key (or found no account), and the same signup
+ * typed again made new keys over the one left behind: every message sealed to it was lost.
+ * Anything else is left as it is (both keys pending: a signup the server may not have made).
+ */
+async function finishKeyMoves(dir: string): Promise<void> {
+  const pending = join(dir, "signup-pending");
+  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+  const [inDir, inPending] = await Promise.all([
+    Promise.all(KEY_FILES.map((file) => exists(join(dir, file)))),
+    Promise.all(KEY_FILES.map((file) => exists(join(pending, file)))),
+  ]);
+  // Each key in one place only, and one in each.
+  const cutShort = inDir.every((moved, i) => moved !== inPending[i]) && inDir.includes(true) &&
+    inDir.includes(false);
+  if (cutShort) await moveKeys(dir);
+}
+
 async function pendingKeys(dir: string): Promise<{ identity: Identity; mailKey: MailKey }> {
   const identity = await Identity.load(join(dir, "identity.json"));
   const mailKey = await MailKey.load(join(dir, "mail-key.json"));
