@@ -831,17 +831,19 @@ export class ClientStore implements Disposable {
    */
   dropCopies(group: string, member: string): string[] {
     this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
-    return this.#db.transaction(() => {
-      const ids = (this.#db.sql(
-        `SELECT msg_id FROM group_copies WHERE group_id = ? AND member = ? AND status = 'pending'`,
-      ).all(group, member) as { msg_id: string }[]).map((r) => r.msg_id);
-      this.#db.sql(
-        `UPDATE group_copies SET status = 'dropped'
-         WHERE group_id = ? AND member = ? AND status = 'pending'`,
-      ).run(group, member);
-      for (const id of ids) this.#settleMark(id);
-      return ids;
-    });
+    return this.#db.transaction(() => this.#dropCopies(group, member));
+  }
+
+  #dropCopies(group: string, member: string): string[] {
+    const ids = (this.#db.sql(
+      `SELECT msg_id FROM group_copies WHERE group_id = ? AND member = ? AND status = 'pending'`,
+    ).all(group, member) as { msg_id: string }[]).map((r) => r.msg_id);
+    this.#db.sql(
+      `UPDATE group_copies SET status = 'dropped'
+       WHERE group_id = ? AND member = ? AND status = 'pending'`,
+    ).run(group, member);
+    for (const id of ids) this.#settleMark(id);
+    return ids;
   }
 
   /**
@@ -851,24 +853,53 @@ export class ClientStore implements Disposable {
    */
   addLateCopies(group: string, member: string, since: number, limit = 1000): string[] {
     this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
+    return this.#db.transaction(() => this.#addLateCopies(group, member, since, limit));
+  }
+
+  #addLateCopies(group: string, member: string, since: number, limit = 1000): string[] {
+    const rows = this.#db.sql(
+      `SELECT msg_id, seq FROM (
+         SELECT msg_id, seq FROM group_sent WHERE group_id = ? AND ts >= ?
+         ORDER BY seq DESC LIMIT ?
+       ) s WHERE NOT EXISTS (SELECT 1 FROM group_copies c WHERE c.msg_id = s.msg_id AND c.member = ?)
+       ORDER BY seq`,
+    ).all(group, since, limit, member) as { msg_id: string; seq: number }[];
+    const insert = this.#db.sql(
+      `INSERT INTO group_copies (msg_id, member, group_id, seq, status)
+       VALUES (?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING`,
+    );
+    for (const r of rows) {
+      insert.run(r.msg_id, member, group, r.seq);
+      // Owed to one more member: no longer complete (the only way back from `**`).
+      this.#db.sql("UPDATE messages SET mark = '' WHERE id = ? AND outgoing = 1").run(r.msg_id);
+    }
+    return rows.map((r) => r.msg_id);
+  }
+
+  /**
+   * A group's new state, in one transaction: stored as {@link saveGroupState} does (not left),
+   * each member in it learned late (`late`, with the time of its add) owed my messages since
+   * then ({@link addLateCopies}), and the copies owed to members gone from it (`gone`) dropped
+   * ({@link dropCopies}). Stored apart, a kill -9 after the state left a late member's copies
+   * never owed (the state that says it joined comes again, but changes nothing then) and my
+   * messages marked `**` although it never had them.
+   * @returns per member (as given), the ids of the messages now owed to it or dropped.
+   */
+  applyGroupState(
+    state: { id: string },
+    members: string[],
+    changes: { late: { member: string; since: number }[]; gone: string[] },
+  ): { owed: Map<string, string[]>; dropped: Map<string, string[]> } {
+    this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
     return this.#db.transaction(() => {
-      const rows = this.#db.sql(
-        `SELECT msg_id, seq FROM (
-           SELECT msg_id, seq FROM group_sent WHERE group_id = ? AND ts >= ?
-           ORDER BY seq DESC LIMIT ?
-         ) s WHERE NOT EXISTS (SELECT 1 FROM group_copies c WHERE c.msg_id = s.msg_id AND c.member = ?)
-         ORDER BY seq`,
-      ).all(group, since, limit, member) as { msg_id: string; seq: number }[];
-      const insert = this.#db.sql(
-        `INSERT INTO group_copies (msg_id, member, group_id, seq, status)
-         VALUES (?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING`,
-      );
-      for (const r of rows) {
-        insert.run(r.msg_id, member, group, r.seq);
-        // Owed to one more member: no longer complete (the only way back from `**`).
-        this.#db.sql("UPDATE messages SET mark = '' WHERE id = ? AND outgoing = 1").run(r.msg_id);
+      this.saveGroupState(state, members, { left: false });
+      const owed = new Map<string, string[]>();
+      for (const { member, since } of changes.late) {
+        owed.set(member, this.#addLateCopies(state.id, member, since));
       }
-      return rows.map((r) => r.msg_id);
+      const dropped = new Map<string, string[]>();
+      for (const member of changes.gone) dropped.set(member, this.#dropCopies(state.id, member));
+      return { owed, dropped };
     });
   }
 

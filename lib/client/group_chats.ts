@@ -1102,13 +1102,20 @@ export class GroupChats {
     if (!before) return;
     const was = membersOf(before);
     const now = membersOf(next);
-    this.#groups.set(id, next);
-    host.store.saveGroupState(next, now, { left: false });
     const lower = (list: string[]) => new Set(list.map((u) => u.toLowerCase()));
     const wasSet = lower(was);
     const nowSet = lower(now);
     const joined = now.filter((u) => !wasSet.has(u.toLowerCase()));
     const left = was.filter((u) => !nowSet.has(u.toLowerCase()));
+    // A member learned late is owed my messages from the time of its add, one who left is owed
+    // nothing more: in the same commit as the state (see ClientStore.applyGroupState).
+    const late = joined.filter((user) => !this.#isMe(user)).flatMap((member) => {
+      const since = memberSince(next, member);
+      return since === undefined ? [] : [{ member, since }];
+    });
+    const gone = left.filter((user) => !this.#isMe(user));
+    const { owed, dropped } = host.store.applyGroupState(next, now, { late, gone });
+    this.#groups.set(id, next);
     if (joined.length > 0 || left.length > 0) {
       host.emit({
         type: "group_members",
@@ -1120,15 +1127,11 @@ export class GroupChats {
         members: now,
       });
     }
-    for (const user of joined) {
-      if (this.#isMe(user)) continue;
-      const since = memberSince(next, user);
-      if (since === undefined) continue;
-      const owed = host.store.addLateCopies(id, user, since);
-      for (const msgId of owed) host.status(msgId, id);
-      if (owed.length > 0) host.kick(user);
+    for (const [user, ids] of owed) {
+      for (const msgId of ids) host.status(msgId, id);
+      if (ids.length > 0) host.kick(user);
     }
-    for (const user of left) if (!this.#isMe(user)) this.#dropCopies(id, user);
+    for (const ids of dropped.values()) for (const msgId of ids) host.status(msgId, id);
     if (joined.length > 0) {
       this.#tellWhereJoined(id, joined);
       this.#dialAway();

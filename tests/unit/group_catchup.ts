@@ -4,10 +4,16 @@
  * forgery refused, a gap reported after the bound, and what a member is passed on.
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { ClientStore } from "../../lib/client/client_store.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { GroupChats } from "../../lib/client/group_chats.ts";
-import { createGroup, groupMessageStatement } from "../../lib/peer/group_state.ts";
+import {
+  addMember,
+  createGroup,
+  groupMessageStatement,
+  membersOf,
+} from "../../lib/peer/group_state.ts";
 import { Identity } from "../../lib/peer/identity.ts";
 import { bobsHost, standIn } from "../support/peer_fixtures.ts";
 import { tempDir } from "../support/temp_dir.ts";
@@ -308,6 +314,43 @@ Deno.test("catch-up: what a member makes bob hold is bounded in text, not only i
     await until(() => carol.sent.some((m) => m.type === "group_marks"), "bob's marks to carol");
     await new Promise((resolve) => setTimeout(resolve, 300)); // what more could come by now
     assert.equal(carol.sent.filter((m) => m.type === "group_marks").length, 1);
+  } finally {
+    groups.close();
+  }
+});
+
+Deno.test("a member learned late is owed my messages since its add even when bob dies between storing the state and owing them", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const state = createGroup(["alice", "bob", "carol"], Date.now() - 60_000);
+  store.saveGroupState(state, membersOf(state), { left: false });
+  // Carol added dave a while ago; bob has not heard yet, and sent one message since, which
+  // alice and carol acked: for them, it is complete.
+  const added = addMember(state, "dave", Date.now() - 10_000);
+  const line = { chat: `g:${state.id}`, sender: "bob", ts: Date.now() - 5_000, outgoing: true };
+  store.addGroupMessage({ ...line, id: "m1", text: "hi", mark: "" }, state.id, ["alice", "carol"]);
+  for (const member of ["alice", "carol"]) store.settleCopy("m1", member, "acked");
+  assert.equal(store.groupMark("m1"), "**");
+  // Bob is killed once the state that adds dave is stored, before dave's copy is: as a crash
+  // there, the copy cannot be written (SQLite's own check fails it in the same spot).
+  const raw = new DatabaseSync(store.path);
+  raw.exec(`CREATE TRIGGER killed BEFORE INSERT ON group_copies
+    BEGIN SELECT RAISE(ABORT, 'killed'); END`);
+  const carol = standIn("carol");
+  let groups = new GroupChats(bobsHost(store, [], { carol }, {}));
+  groups.ready();
+  await groups.onPeerMessage(carol, { type: "group_state", group: added }).catch(() => {});
+  groups.close();
+  raw.exec("DROP TRIGGER killed");
+  raw.close();
+  // The next run: carol tells bob the state again.
+  groups = new GroupChats(bobsHost(store, [], { carol }, {}));
+  try {
+    groups.ready();
+    await groups.onPeerMessage(carol, { type: "group_state", group: added });
+    assert.deepEqual(groups.members(state.id), ["alice", "bob", "carol", "dave"]);
+    assert.deepEqual(store.pendingCopies("dave").map((c) => c.msgId), ["m1"], "owed to dave");
+    assert.equal(store.groupMark("m1"), "2/3", "not said delivered to everyone");
   } finally {
     groups.close();
   }
