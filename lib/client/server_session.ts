@@ -869,10 +869,6 @@ async function resolveAll(host: string): Promise<string[]> {
 }
 
 /**
- * The keys of a signup not answered yet: those of an earlier try whose answer was lost, or new
- * ones, written (owner-only) before the request goes out.
- */
-/**
  * The files a signup moves from `signup-pending/` into the user's folder once the server made
  * the account, in this order: `identity.json` last, since it says there is an account here.
  */
@@ -910,6 +906,10 @@ async function finishKeyMoves(dir: string): Promise<void> {
   if (cutShort) await moveKeys(dir);
 }
 
+/**
+ * The keys of a signup not answered yet: those of an earlier try whose answer was lost, or new
+ * ones, written (owner-only) before the request goes out.
+ */
 async function pendingKeys(dir: string): Promise<{ identity: Identity; mailKey: MailKey }> {
   const identity = await Identity.load(join(dir, "identity.json"));
   const mailKey = await MailKey.load(join(dir, "mail-key.json"));
