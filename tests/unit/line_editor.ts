@@ -203,6 +203,17 @@ Deno.test("LineEditor.view() scrolls a long line sideways and costs a row, not t
   assert.deepEqual(w.view(20), { text: "日本語", cursorColumn: 6 });
 });
 
+Deno.test("emoji shown as emoji by default take two columns, and the cursor goes after them", () => {
+  // Each is East Asian Wide: a terminal (tmux, xterm, VTE) draws it two columns wide.
+  assert.equal(displayWidth("🚀✅⚡☕⌚🟥🀄🈁"), 16);
+  assert.equal(displayWidth("❤"), 1, "text presentation by default: one column");
+  const e = new LineEditor();
+  type(e, "go 🚀");
+  assert.deepEqual(e.view(20), { text: "go 🚀", cursorColumn: 5 });
+  type(e, "@home", "@right", "@right", "@right", "@right");
+  assert.equal(e.view(20).cursorColumn, 5);
+});
+
 Deno.test("LineEditor in secret mode shows nothing and keeps no history to recall", () => {
   const e = new LineEditor();
   e.addHistory("chat bob");
