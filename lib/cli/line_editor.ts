@@ -50,6 +50,7 @@ export class LineEditor {
   setLine(text: string, cursor = text.length): void {
     this.#text = text;
     this.#cursor = Math.max(0, Math.min(cursor, text.length));
+    this.#offset = 0; // a new line is shown from its start when it fits
   }
 
   /** Remembers a line for up-arrow (a repeat of the last one is kept once). */
@@ -272,7 +273,9 @@ export class LineEditor {
     if (this.secret) return { text: "", cursorColumn: 0 };
     const t = this.#text;
     const room = Math.max(1, columns - 1); // the last column is for the cursor
-    if (this.#offset > this.#cursor) this.#offset = this.#cursor;
+    // The cursor went left of what is shown: scroll from the start again (the whole line shows
+    // when it fits; else the text before the cursor fills three quarters of the row, below).
+    if (this.#offset > this.#cursor) this.#offset = 0;
     // Width from the offset to the cursor, but never walk more than a screen's worth.
     let width = 0;
     let i = this.#offset;

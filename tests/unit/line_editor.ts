@@ -214,6 +214,23 @@ Deno.test("emoji shown as emoji by default take two columns, and the cursor goes
   assert.equal(e.view(20).cursorColumn, 5);
 });
 
+Deno.test("LineEditor.view() shows a line brought back from history after a long one", () => {
+  const e = new LineEditor();
+  e.addHistory("chat bob");
+  type(e, "x".repeat(200));
+  assert.equal(e.view(40).cursorColumn, 29, "scrolled to the end of the long line");
+  type(e, "@up");
+  assert.equal(e.text, "chat bob");
+  assert.deepEqual(e.view(40), { text: "chat bob", cursorColumn: 8 });
+  // Words killed back past the part shown: the text before the cursor shows again.
+  type(e, "@down", "@ctrl-a", "@ctrl-k", `${"word ".repeat(40)}end`);
+  assert.equal(e.view(40).cursorColumn, 29);
+  type(e, ...Array(10).fill("@ctrl-w"));
+  const v = e.view(40);
+  assert.equal(v.cursorColumn, 29);
+  assert.ok(v.text.endsWith(" word word "), v.text);
+});
+
 Deno.test("LineEditor in secret mode shows nothing and keeps no history to recall", () => {
   const e = new LineEditor();
   e.addHistory("chat bob");
