@@ -47,6 +47,23 @@ Deno.test("Tab completes commands, contact names and #groups", async () => {
   await alice.type("/chat #");
   await alice.key("Tab");
   await alice.waitFor(new RegExp(` /chat ${handle}$`, "m"), "the group handle completed");
+  // A file name with terminal commands in it is not offered (it would set the window title).
+  const dir = await Deno.makeTempDir({ prefix: "confab-tab-" });
+  try {
+    await Deno.writeTextFile(`${dir}/x\x1b]0;PWNED\x07.txt`, "");
+    await Deno.writeTextFile(`${dir}/y.txt`, "");
+    await alice.key("C-u");
+    await alice.type(`/s ${dir}/x`);
+    await alice.key("Tab");
+    await alice.key("C-u");
+    await alice.type(`/s ${dir}/y`);
+    await alice.key("Tab");
+    await alice.waitFor(`/s ${dir}/y.txt`, "a file name completed");
+    assert.notEqual(await alice.title(), "PWNED");
+    assert.doesNotMatch(await alice.history(), /PWNED/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("up-arrow never brings back a password, and signup asks for it twice", async () => {

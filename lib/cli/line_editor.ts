@@ -259,8 +259,12 @@ export class LineEditor {
     return { start, word: this.#text.slice(start, this.#cursor) };
   }
 
-  /** Replaces `text[start..cursor]` with `replacement` (completion). */
-  replaceBeforeCursor(start: number, replacement: string): void {
+  /**
+   * Replaces `text[start..cursor]` with `replacement` (completion), without what typing cannot
+   * put in the line either.
+   */
+  replaceBeforeCursor(start: number, text: string): void {
+    const replacement = text.replace(UNTYPABLE, "");
     this.#text = this.#text.slice(0, start) + replacement + this.#text.slice(this.#cursor);
     this.#cursor = start + replacement.length;
   }

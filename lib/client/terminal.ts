@@ -9,6 +9,7 @@ import { LineQueue, LineTerminal } from "../cli/tty.ts";
 import { Activity } from "./activity.ts";
 import type { ClientEvent } from "./events.ts";
 import { Renderer, type Where } from "./render.ts";
+import { hasUnsafe } from "../cli/text.ts";
 
 /** What a front end needs to know about the client to show it well. */
 export interface FrontContext {
@@ -282,8 +283,10 @@ export class TtyFrontEnd implements FrontEnd {
     const editor = this.#tty.editor;
     const { start, word } = editor.wordAtCursor();
     const lower = word.toLowerCase();
+    // A word that cannot be typed (a file name with ESC, a control or a bidi control in it) is
+    // not offered: it would put terminal commands on the input row and in the list of matches.
     const matches = [...new Set(this.#context.complete(editor.text.slice(0, start), word))]
-      .filter((o) => o.toLowerCase().startsWith(lower));
+      .filter((o) => o.toLowerCase().startsWith(lower) && !hasUnsafe(o));
     if (matches.length === 0) {
       if (this.#notifies("bell")) this.#tty.screen.command("\x07");
       return;
