@@ -7,7 +7,7 @@
 import { clock, dateTime, sameDay } from "../util/time.ts";
 import type { ClientEvent } from "./events.ts";
 import { groupHandle } from "../peer/group_state.ts";
-import { displayWidth, visible } from "../cli/text.ts";
+import { displayWidth, fitWidth, visible } from "../cli/text.ts";
 import { type Style, styled } from "../cli/style.ts";
 
 /** Where the user is when an event comes: what notices say depends on it. */
@@ -587,8 +587,7 @@ export class Renderer {
   statusLine(columns: number): string | undefined {
     const lines = [...this.#transfers.values()].map((t) => t.line).filter((l) => l);
     if (lines.length === 0) return undefined;
-    const text = lines.join("  |  ");
-    return text.length > columns - 1 ? text.slice(0, Math.max(10, columns - 2)) + "…" : text;
+    return fitWidth(lines.join("  |  "), Math.max(11, columns - 1));
   }
 
   get pending(): number {

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Renderer, SHOW_PENDING_AFTER_MS } from "../../lib/client/render.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
-import { hasUnsafe } from "../../lib/cli/text.ts";
+import { displayWidth, hasUnsafe } from "../../lib/cli/text.ts";
 
 /** 13:04:05 local time, so the expected `[HH:MM:SS]` does not depend on the time zone. */
 const TS = new Date(2024, 0, 2, 13, 4, 5).getTime();
@@ -666,4 +666,18 @@ Deno.test("Renderer shows a file offer with sender, size and how to answer it", 
     offer: 4,
   })!;
   assert.ok(!hasUnsafe(text), JSON.stringify(text));
+});
+
+Deno.test("Renderer.statusLine() cuts a transfer to the columns given, never inside a character", () => {
+  const r = new Renderer({ color: false });
+  const name = `photos ${"😀".repeat(30)}.zip`;
+  const base = { fid: "f", peer: "bob", name, size: 100, direction: "in" } as const;
+  r.render({ type: "transfer_started", ...base, offset: 0 });
+  r.render({ type: "transfer_progress", ...base, bytes: 10, rate: 1, eta: 1, path: "direct" });
+  for (let columns = 20; columns < 40; columns++) {
+    const line = r.statusLine(columns)!;
+    assert.ok(line.isWellFormed(), `no half of a character at ${columns} columns: ${line}`);
+    assert.ok(displayWidth(line) <= columns - 1, `${columns} columns: ${line}`);
+    assert.ok(line.startsWith("↓ photos 😀") && line.endsWith("…"), line);
+  }
 });
