@@ -221,11 +221,20 @@ function usage(text: string): Command {
   return { kind: "invalid", message: `usage: ${text}` };
 }
 
+/**
+ * A count or a number as a person types it: digits only (not `0x10`, `1e3` or `1.0`, which
+ * `Number()` reads as 16, 1000 and 1) and at most 9 of them, so it stays the number typed;
+ * undefined otherwise.
+ */
+function wholeNumber(text: string): number | undefined {
+  return /^\d{1,9}$/.test(text) ? Number(text) : undefined;
+}
+
 function answerCommand(args: string[], accept: boolean, form: string): Command {
   if (args.length > 1) return usage(form);
   if (args[0] === undefined) return { kind: "answer_offer", accept };
-  const offer = Number(args[0]);
-  if (!Number.isInteger(offer) || offer < 1) {
+  const offer = wholeNumber(args[0]);
+  if (offer === undefined || offer < 1) {
     return { kind: "invalid", message: `usage: ${form} (<n>: the number shown with the offer)` };
   }
   return { kind: "answer_offer", accept, offer };
@@ -268,6 +277,13 @@ function parseWords(text: string, slashed: boolean): Command {
         } catch (error) {
           return { kind: "invalid", message: (error as Error).message };
         }
+        // Port 0 means "any free port" to listen on; no server is there to connect to.
+        if (serverPort === 0) {
+          return {
+            kind: "invalid",
+            message: 'server port must be a number from 1 to 65535, got "0"',
+          };
+        }
         rest = rest.slice(1);
       }
       if (rest.length < 1 || rest.length > 2) {
@@ -298,8 +314,8 @@ function parseWords(text: string, slashed: boolean): Command {
     case "history": {
       if (args.length < 1 || args.length > 2) return usage(`${p}history <user|#group> [<n>]`);
       if (args[1] === undefined) return { kind: "history", target: args[0]! };
-      const n = Number(args[1]);
-      if (!Number.isInteger(n) || n < 1 || n > 10_000) {
+      const n = wholeNumber(args[1]);
+      if (n === undefined || n < 1 || n > 10_000) {
         return { kind: "invalid", message: "history: <n> must be a number from 1 to 10000" };
       }
       return { kind: "history", target: args[0]!, limit: n };

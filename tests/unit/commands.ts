@@ -364,4 +364,14 @@ Deno.test("parseCommand() reads the answers to file offers: accept, decline, /y,
   assert.match(invalidMessage(parseCommand("accept x", false)), /usage: accept \[<n>\]/);
   assert.match(invalidMessage(parseCommand("/y 0", true)), /usage: \/y \[<n>\]/);
   assert.match(invalidMessage(parseCommand("decline 1 2", false)), /usage: decline/);
+  // Only digits, and no more than fit: what Number() reads otherwise is not the number typed.
+  for (const odd of ["99999999999999999999", "0x10", "1e3", "1.0", "+2", "-1", "１"]) {
+    assert.match(invalidMessage(parseCommand(`accept ${odd}`, false)), /usage: accept \[<n>\]/);
+    assert.match(invalidMessage(parseCommand(`history bob ${odd}`, false)), /1 to 10000/);
+  }
+});
+
+Deno.test("parseCommand() refuses server port 0 for `in`: nothing to connect to there", () => {
+  assert.match(invalidMessage(parseCommand("in 0 alice pw", false)), /from 1 to 65535, got "0"/);
+  assert.equal(parseCommand("in 1 alice", false).kind, "login");
 });
