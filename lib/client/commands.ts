@@ -320,8 +320,12 @@ function parseWords(text: string, slashed: boolean): Command {
       }
       return { kind: "history", target: args[0]!, limit: n };
     }
-    case "search":
-      return args.length > 0 ? { kind: "search", words: args } : usage(`${p}search <words>`);
+    case "search": {
+      // Control characters separate words, as in the index (a NUL also ends its query early).
+      // deno-lint-ignore no-control-regex
+      const words = args.flatMap((w) => w.split(/[\u0000-\u001f\u007f]+/)).filter((w) => w);
+      return words.length > 0 ? { kind: "search", words } : usage(`${p}search <words>`);
+    }
     case "hanging":
       return args.length === 0 ? { kind: "hanging" } : usage(`${p}hanging`);
     case "show":

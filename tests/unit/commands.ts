@@ -371,6 +371,15 @@ Deno.test("parseCommand() reads the answers to file offers: accept, decline, /y,
   }
 });
 
+Deno.test("parseCommand() reads control characters in search words as separators", () => {
+  // A NUL in a word made the search index fail: "unexpected: unterminated string".
+  assert.deepEqual(parseCommand("search big\u0000news\x01", false), {
+    kind: "search",
+    words: ["big", "news"],
+  });
+  assert.match(invalidMessage(parseCommand("/search \u0000", true)), /usage: \/search <words>/);
+});
+
 Deno.test("parseCommand() refuses server port 0 for `in`: nothing to connect to there", () => {
   assert.match(invalidMessage(parseCommand("in 0 alice pw", false)), /from 1 to 65535, got "0"/);
   assert.equal(parseCommand("in 1 alice", false).kind, "login");
