@@ -106,6 +106,11 @@ export class PlainFrontEnd implements FrontEnd {
   }
 }
 
+/** `\u2028` for U+2028: the JSON escape of a character. */
+function escapeSeparator(ch: string): string {
+  return `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`;
+}
+
 /**
  * One JSON object per line on stdout for every event; commands come in on stdin. The lines of
  * one turn (a batch of shown mail is hundreds of events) go out in one write, in order, at the
@@ -130,7 +135,11 @@ export class JsonFrontEnd implements FrontEnd {
   }
 
   show(event: ClientEvent): void {
-    this.#held.push(JSON.stringify({ ...event, time: Date.now() }));
+    // JSON leaves the line and paragraph separators and NEL raw in strings, and line readers
+    // (Python's splitlines(), editors, some log shippers) end a line there: escaped, a line is
+    // always one object.
+    const json = JSON.stringify({ ...event, time: Date.now() });
+    this.#held.push(json.replace(/[\u0085\u2028\u2029]/g, escapeSeparator));
     if (this.#held.length === 1) queueMicrotask(this.#flush);
   }
 

@@ -13,17 +13,20 @@ const ui = new JsonFrontEnd();
 for (let i = 0; i < 1500; i++) ui.show({ type: "info", text: "first turn " + i + "\\nx" });
 await new Promise((resolve) => setTimeout(resolve, 0));
 for (let i = 0; i < 1500; i++) ui.show({ type: "info", text: "second turn " + i });
+ui.show({ type: "info", text: "separators \u2028\u2029\x85 end" });
 Deno.exit(0);
 `;
 
 Deno.test("JsonFrontEnd writes each event as one JSON line, in order, also when the process exits in the turn that showed them", async () => {
   const { code, output } = await runDeno(["eval", "--ext=ts", SCRIPT], 60_000);
   assert.equal(code, 0, output);
-  const lines = output.split("\n").filter((l) => l.startsWith("{"));
+  // Lines as any line reader splits them (Python's splitlines() ends one at U+2028 and NEL too).
+  const lines = output.split(/\r\n|[\n\r\u0085\u2028\u2029]/).filter((l) => l.startsWith("{"));
   const texts = lines.map((l) => (JSON.parse(l) as { text: string }).text);
   const expected = [
     ...Array.from({ length: 1500 }, (_, i) => `first turn ${i}\nx`),
     ...Array.from({ length: 1500 }, (_, i) => `second turn ${i}`),
+    "separators \u2028\u2029\x85 end",
   ];
   assert.deepEqual(texts, expected);
 });
