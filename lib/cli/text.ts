@@ -219,14 +219,19 @@ const WIDE: readonly number[] = [
   0x3fffd,
 ];
 
+/**
+ * Code points drawn on the character before them, or not at all: combining and enclosing marks
+ * of every script (accents, Thai tone marks, Devanagari vowel signs and virama, Arabic and
+ * Hebrew points, variation selectors), Hangul vowel and final jamo after an initial, and the
+ * invisible format characters (zero-width space and joiners, word joiner, BOM, tags).
+ */
+const ZERO_WIDTH =
+  /^[\p{Mn}\p{Me}\u1160-\u11ff\ud7b0-\ud7ff\u200b-\u200f\u2060-\u2064\ufeff\u{e0001}\u{e0020}-\u{e007f}]$/u;
+
 /** Columns a code point takes on a terminal: 0 (combining), 1, or 2 (wide: CJK, emoji). */
 export function charWidth(code: number): number {
   if (code < 0x300) return code < 0x20 || (code >= 0x7f && code < 0xa0) ? 0 : 1;
-  if (
-    (code >= 0x300 && code <= 0x36f) || (code >= 0x200b && code <= 0x200f) ||
-    (code >= 0xfe00 && code <= 0xfe0f) || (code >= 0x1ab0 && code <= 0x1aff) ||
-    (code >= 0x20d0 && code <= 0x20ff) || code === 0xfeff
-  ) return 0;
+  if (ZERO_WIDTH.test(String.fromCodePoint(code))) return 0;
   if (code < WIDE[0]! || code > WIDE[WIDE.length - 1]!) return 1;
   // The last range that starts at or before the code point.
   let low = 0;

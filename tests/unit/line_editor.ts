@@ -214,6 +214,20 @@ Deno.test("emoji shown as emoji by default take two columns, and the cursor goes
   assert.equal(e.view(20).cursorColumn, 5);
 });
 
+Deno.test("marks drawn on the character before them take no column, in every script", () => {
+  // As tmux draws them: Thai tone mark, Arabic and Hebrew points, Devanagari virama and vowel
+  // sign, a decomposed Hangul syllable, an enclosing circle, a word joiner.
+  assert.equal(displayWidth("ก่า"), 2);
+  assert.equal(displayWidth("بَ"), 1);
+  assert.equal(displayWidth("שָׁ"), 1);
+  assert.equal(displayWidth("नमस्ते"), 4);
+  assert.equal(displayWidth("\u1100\u1161"), 2);
+  assert.equal(displayWidth("a\u20dd\u2060b"), 2);
+  const e = new LineEditor();
+  type(e, "สวัสดีครับ");
+  assert.deepEqual(e.view(40), { text: "สวัสดีครับ", cursorColumn: 7 });
+});
+
 Deno.test("LineEditor.view() shows a line brought back from history after a long one", () => {
   const e = new LineEditor();
   e.addHistory("chat bob");
