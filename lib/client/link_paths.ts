@@ -22,6 +22,8 @@ export interface ServerAccess {
   /** The key the control connection's server presented. */
   serverKey: string;
   signal?: AbortSignal;
+  /** How long connecting, and each step of the handshake, may take (default 10 s). */
+  timeoutMs?: number;
 }
 
 /** How long the two legs of a relay have to meet at the server. */
@@ -41,6 +43,7 @@ export async function joinRelay(server: ServerAccess, token: string): Promise<Tr
     expectKey: server.serverKey,
     stopReadingAfter: ["relay_start"],
     signal: server.signal,
+    timeoutMs: server.timeoutMs,
   });
   try {
     // One round trip first: the server reads our relay_join only once the handshake is fully
@@ -78,8 +81,10 @@ async function observeFrom(
     port,
     staticKeyPair: server.staticKeyPair,
     expectKey: server.serverKey,
-    connect: async () =>
-      new NodeSocketTransport(await connectFrom(localPort, server.host, port, server.signal)),
+    signal: server.signal,
+    timeoutMs: server.timeoutMs,
+    connect: async (signal) =>
+      new NodeSocketTransport(await connectFrom(localPort, server.host, port, signal)),
   });
   try {
     return await link.fc.request({ type: "observe" }, { timeoutMs: 10_000 });

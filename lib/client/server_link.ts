@@ -7,7 +7,7 @@ import { type KeyPair } from "../crypto/noise.ts";
 import { keyFingerprint } from "../crypto/fingerprint.ts";
 import { dial, FramedConnection } from "../net/framed_connection.ts";
 import { openSecureChannel, type ResumptionOffer } from "../net/secure_channel.ts";
-import { ProtocolError } from "../protocol/errors.ts";
+import { ProtocolError, TimeoutError } from "../protocol/errors.ts";
 import type { Transport } from "../net/transport.ts";
 import { type ServerMessage, ServerToClient, type WelcomeMessage } from "../protocol/messages.ts";
 import { fromBase64Url, toBase64Url } from "../util/base64.ts";
@@ -150,8 +150,11 @@ export interface ServerLinkOptions {
    * already checked (a relay leg, a NAT probe) is held to the key of the first.
    */
   expectKey?: string;
-  /** Opens the byte stream (default: a TCP connection to host:port). */
-  connect?: () => Promise<Transport>;
+  /**
+   * Opens the byte stream (default: a TCP connection to host:port); `signal` aborts it when the
+   * caller's signal does or `timeoutMs` has passed.
+   */
+  connect?: (signal: AbortSignal) => Promise<Transport>;
   /** Message types after which the reader stops (see FramedConnection). */
   stopReadingAfter?: readonly string[];
   /** The name the key is pinned under (default `host:port`): what the user typed. */
@@ -162,6 +165,7 @@ export interface ServerLinkOptions {
    */
   serviceKey?: { key: string; pinnedAs: string };
   signal?: AbortSignal;
+  /** How long the connect may take, and then each step of the handshake (default 10 s). */
   timeoutMs?: number;
   /**
    * Come back with this ticket (a resumption handshake, NNpsk0) rather than a full handshake.
@@ -199,9 +203,22 @@ export async function openServerLink(options: ServerLinkOptions): Promise<Server
 
 async function openLink(options: ServerLinkOptions): Promise<ServerLink> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const conn = options.connect
-    ? await options.connect()
-    : await dial(options.host, options.port, options.signal);
+  // The connect has a deadline too: a SYN that is dropped (an accept queue that is full, an
+  // address not routed from here) is otherwise retried by the kernel for about two minutes,
+  // and a relay leg or NAT probe held that long holds whatever waits for it (a dial to a peer).
+  const deadline = AbortSignal.timeout(timeoutMs);
+  const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
+  let conn: Transport | Deno.TcpConn;
+  try {
+    conn = options.connect
+      ? await options.connect(signal)
+      : await dial(options.host, options.port, signal);
+  } catch (error) {
+    if (!deadline.aborted || options.signal?.aborted) throw error;
+    throw new TimeoutError(
+      `no connection to ${options.host}:${options.port} within ${timeoutMs / 1000}s`,
+    );
+  }
   const fc = new FramedConnection<ServerMessage>(conn, {
     schema: ServerToClient,
     replyTypes: SERVER_REPLY_TYPES,

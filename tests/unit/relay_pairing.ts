@@ -3,9 +3,14 @@
  * store is still answering is refused when either user went offline meanwhile (it would
  * otherwise wait the whole join timeout for a leg that cannot come: a CI run saw a chat open
  * 15 s late over PostgreSQL, where that store write is slowest); a pending one ends at once.
+ * And the client's side of a pairing: a leg whose connect goes unanswered gives up in time.
  */
 import assert from "node:assert/strict";
 import { DEFAULT_RELAY_LIMITS, Relay, RelayRefused } from "../../lib/server/relay.ts";
+import { joinRelay } from "../../lib/client/link_paths.ts";
+import { generateKeyPair } from "../../lib/crypto/noise.ts";
+import { TimeoutError } from "../../lib/protocol/errors.ts";
+import { within } from "../support/peer_fixtures.ts";
 
 const alice = { user: "alice", key: "alice", staticKey: "alice-static" };
 const bob = { user: "Bob", key: "bob", staticKey: "bob-static" };
@@ -82,4 +87,50 @@ Deno.test("a user who went offline while the server looked up where they are is 
   await release();
   assert.equal(typeof await later, "string");
   relay.cancelFor("bob");
+});
+
+/**
+ * Connects to `port` (a listener that never accepts) until a connect is left unanswered: its
+ * accept queue is full and the kernel drops every further SYN. Returns the connections made.
+ */
+async function fillAcceptQueue(port: number): Promise<Deno.TcpConn[]> {
+  const conns: Deno.TcpConn[] = [];
+  try {
+    while (conns.length < 5_000) {
+      const signal = AbortSignal.timeout(500);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port, signal }).catch(() => {
+        if (!signal.aborted) throw new Error("a connect failed instead of going unanswered");
+      });
+      if (!conn) return conns;
+      conns.push(conn);
+    }
+    throw new Error("the accept queue did not fill");
+  } catch (error) {
+    for (const conn of conns) conn.close();
+    throw error;
+  }
+}
+
+Deno.test("a relay leg whose connect goes unanswered fails within its deadline instead of holding the dial for minutes", async () => {
+  // The kernel retries a dropped SYN for about two minutes: before, the leg (and the dial to a
+  // peer that waited for it, and every message to that peer) waited that long.
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held = await fillAcceptQueue(listener.addr.port);
+  try {
+    const leg = joinRelay({
+      host: "127.0.0.1",
+      port: listener.addr.port,
+      staticKeyPair: await generateKeyPair(),
+      serverKey: "unused",
+      timeoutMs: 300,
+    }, "token");
+    await assert.rejects(
+      within(leg, 5_000, "the relay leg"),
+      (e: unknown) =>
+        e instanceof TimeoutError &&
+        e.message === `no connection to 127.0.0.1:${listener.addr.port} within 0.3s`,
+    );
+  } finally {
+    for (const conn of held) conn.close();
+  }
 });
