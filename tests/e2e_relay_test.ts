@@ -88,6 +88,36 @@ Deno.test("a peer that cannot be dialed is reached through the relay; chat both 
   assert.equal(bob.events().filter((e) => e.type === "link_path").length, 0);
 });
 
+Deno.test("both dial at once and the relayed link is kept: the direct duplicate dropped is no lost path, and lines go both ways once", async () => {
+  await using server = await startServer();
+  await using pair = await pairBehindRelay(server, { punch: false });
+  const { alice, bob } = pair;
+  // bob reaches alice directly; alice's dial to bob goes through the relay and takes longer,
+  // and since alice's name sorts first both ends keep it and drop bob's direct link.
+  await Promise.all([alice.send("chat bob"), bob.send("chat alice")]);
+  for (const [client, other] of [[alice, "bob"], [bob, "alice"]] as const) {
+    const kept = await client.seenWhere(
+      (e) => (e.type === "link_up" && e.path === "relayed") || e.type === "link_path",
+      "the relayed link",
+    );
+    // Before, the dropped duplicate was reported as a move: "the direct path was lost".
+    assert.equal(kept.type, "link_up", JSON.stringify(kept));
+    assert.equal(kept.user, other);
+    await client.event("chat_opened", { with: other });
+  }
+  await alice.send("to bob");
+  await bob.send("to alice");
+  await bob.event("message", { from: "alice", text: "to bob" });
+  await alice.event("message", { from: "bob", text: "to alice" });
+  await alice.event("delivered");
+  await bob.event("delivered");
+  assert.deepEqual(received(bob, "alice"), ["to bob"]);
+  assert.deepEqual(received(alice, "bob"), ["to alice"]);
+  for (const client of [alice, bob]) {
+    assert.deepEqual(client.events().filter((e) => e.type === "link_path"), []);
+  }
+});
+
 Deno.test("with --relay off, messages to a peer that cannot be dialed wait on the server, and the user is told why", async () => {
   await using server = await startServer({ args: ["--relay", "off"] });
   await using pair = await pairBehindRelay(server);

@@ -112,6 +112,8 @@ export class PeerLinks {
   readonly #dialing = new Map<string, Promise<PeerLink>>();
   /** Links the other side ended with `bye` (logged out): they are not fallen back on. */
   readonly #byes = new WeakSet<PeerLink>();
+  /** Lost links whose fallback (a new relayed link) is under way. */
+  readonly #fallingBack = new WeakSet<PeerLink>();
   /** Links that moved onto a punched connection. */
   readonly #punched = new WeakSet<PeerLink>();
   /** Per user: no punch attempt before this time. */
@@ -313,6 +315,17 @@ export class PeerLinks {
   #attach(link: PeerLink, replacing?: string): PeerLink {
     const key = link.user.toLowerCase();
     const existing = this.#links.get(key);
+    const path = pathOf(link);
+    // A lost link replaced on another path is a move: its fallback is under way here, or its
+    // dialer dialed again. Not so a duplicate dropped because both dialed at once (open here
+    // and closed below, or closed by the other end already): the link kept may take another
+    // path than the one dropped, and no path was lost.
+    const lost = existing !== undefined && (
+      this.#fallingBack.has(existing) ||
+      existing.initiator.toLowerCase() === link.initiator.toLowerCase()
+    );
+    const moved = replacing ??
+      (lost && pathOf(existing) !== path ? `the ${pathOf(existing)} path was lost` : undefined);
     if (existing && !existing.fc.isClosed) {
       const me = this.#session.require().user.toLowerCase();
       const preferred = me < key ? me : key;
@@ -325,12 +338,6 @@ export class PeerLinks {
       this.#links.delete(key);
       void existing.fc.close();
     }
-    const path = pathOf(link);
-    // A dead link still in the map is being replaced: on another path, that is a move.
-    const moved = replacing ??
-      (existing?.fc.isClosed && pathOf(existing) !== path
-        ? `the ${pathOf(existing)} path was lost`
-        : undefined);
     this.#links.set(key, link);
     link.fc.startHeartbeat({
       intervalMs: Math.min(1_000, this.#opts.peerTimeoutMs / 3),
@@ -366,6 +373,7 @@ export class PeerLinks {
     if (replacing) await replacing.catch(() => {});
     if (this.#links.get(key) !== link) return;
     if (this.#mayFallBack(link)) {
+      this.#fallingBack.add(link);
       await this.#fallBack(link, reason).catch(() => {});
       if (this.#links.get(key) !== link) return;
     }
