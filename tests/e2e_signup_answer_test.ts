@@ -69,7 +69,11 @@ Deno.test("a client killed between moving its two keys in place after a signup l
   // A signup moves the keys it made in signup-pending/ into the user's folder once the server
   // made the account, one file after the other: a kill -9 between the two leaves one of them
   // behind, whichever the client moves last.
-  for (const [user, left] of [["alice", "mail-key.json"], ["bob", "identity.json"]]) {
+  const cases: [user: string, left: string][] = [["alice", "mail-key.json"], [
+    "bob",
+    "identity.json",
+  ]];
+  for (const [user, left] of cases) {
     await warmUp(client, user);
     const dir = join(client.home, user);
     await Deno.mkdir(join(dir, "signup-pending"), { mode: 0o700 });
