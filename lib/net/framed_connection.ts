@@ -1067,7 +1067,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
         if (message.type === "ping" && typeof message.id === "number") {
           // Queued before the handler was set (it came right behind the handshake): answered
           // here too, as the reader answers every later one.
-          this.send({ type: "pong", id: message.id }).catch(() => {});
+          this.#answerPing(message.id);
           continue;
         }
         try {
@@ -1089,10 +1089,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   }
 }
 
-/** Bytes a queued message holds outside the inbox array (binary frames only). */
 /** The size of the frame body each message waiting in an inbox was decoded from. */
 const decodedBytes = new WeakMap<object, number>();
 
+/** Bytes a queued message holds: a binary frame's data, or the body it was decoded from. */
 function bytesOf(message: AnyMessage): number {
   return message.type === "binary"
     ? (message as unknown as BinaryFrame).data.length
