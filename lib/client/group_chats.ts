@@ -406,7 +406,7 @@ export class GroupChats {
         {
           const state = this.#groups.get(m.group);
           if (!state || !isMember(state, link.user)) return true;
-          const asked = this.#heldKey(m.group, link.user);
+          const asked = this.#memberKey(m.group, link.user);
           if (this.#moreAsked.has(asked)) return true;
           this.#moreAsked.add(asked);
           const timer = setTimeout(() => {
@@ -473,7 +473,7 @@ export class GroupChats {
       },
     );
     if (!fresh) return;
-    const key = this.#heldKey(group, m.author);
+    const key = this.#memberKey(group, m.author);
     const recent = this.#recentTs.get(key) ?? new Map<number, number>();
     recent.set(m.seq, m.ts);
     if (recent.size > RECENT_KEPT) recent.delete(recent.keys().next().value!);
@@ -526,7 +526,7 @@ export class GroupChats {
     const host = this.#host;
     const state = this.#groups.get(m.group);
     if (!state || !isMember(state, link.user)) return;
-    const asked = this.#heldKey(m.group, link.user);
+    const asked = this.#memberKey(m.group, link.user);
     const now = Date.now();
     if (now - (this.#relayedAt.get(asked) ?? 0) < RELAY_GAP_MS) return;
     this.#relayedAt.set(asked, now);
@@ -546,7 +546,7 @@ export class GroupChats {
       const mine = heads.get(author.toLowerCase());
       if (mine !== undefined && mine <= from) continue;
       // The first one they lack came to me just now: it and the later ones are young (below).
-      const firstTs = this.#recentTs.get(this.#heldKey(m.group, author))?.get(from);
+      const firstTs = this.#recentTs.get(this.#memberKey(m.group, author))?.get(from);
       if (firstTs !== undefined && now - firstTs >= 0 && now - firstTs < RELAY_MIN_AGE_MS) {
         if (!host.openLink(author)) young = true;
         continue;
@@ -602,7 +602,7 @@ export class GroupChats {
       return this.#refused(link, m, `${author} was never a member of the group`);
     }
     if (host.store.hasMessage(author, m.id)) return;
-    const key = this.#heldKey(m.group, author);
+    const key = this.#memberKey(m.group, author);
     if (this.#held.get(key)?.has(m.seq)) return;
     const signed = await this.#signedBy(author, m, m.sig);
     // No key to check it with (the server is away and we never met): not now; it is passed on
@@ -639,13 +639,14 @@ export class GroupChats {
     });
   }
 
-  #heldKey(group: string, author: string): string {
-    return `${group}\n${author.toLowerCase()}`;
+  /** The key of a group and a user (by name, any case) in the maps of this class. */
+  #memberKey(group: string, user: string): string {
+    return `${group}\n${user.toLowerCase()}`;
   }
 
   /** Shows the held messages of `author` that are next in line now. */
   #drain(group: string, author: string): void {
-    const key = this.#heldKey(group, author);
+    const key = this.#memberKey(group, author);
     const held = this.#held.get(key);
     if (!held) return;
     const host = this.#host;
@@ -723,7 +724,7 @@ export class GroupChats {
 
   /** What `user` told (or was just sent) as their checksum of `group`. */
   #toldSum(group: string, user: string, sum: string): void {
-    const key = this.#heldKey(group, user);
+    const key = this.#memberKey(group, user);
     this.#theirSums.delete(key); // (re-inserted last: the oldest go first below)
     this.#theirSums.set(key, { sum, at: Date.now() });
     if (this.#theirSums.size > 4 * MAX_GROUP_MEMBERS * 64) {
@@ -742,7 +743,7 @@ export class GroupChats {
       if (!state) return;
       const sum = groupChecksum(state);
       for (const member of this.#others(group)) {
-        if (this.#theirSums.get(this.#heldKey(group, member))?.sum === sum) continue;
+        if (this.#theirSums.get(this.#memberKey(group, member))?.sum === sum) continue;
         this.#host.openLink(member)?.fc.send({ type: "group_sum", group, sum }).catch(() => {});
       }
     }, PASS_ON_MS * (1 + Math.random()));
@@ -803,7 +804,7 @@ export class GroupChats {
    * taken would let anyone who can reach me pull me into groups.
    */
   #hold(link: PeerLink, state: GroupState): void {
-    const key = `${state.id}\n${link.user.toLowerCase()}`;
+    const key = this.#memberKey(state.id, link.user);
     const told = this.#pendingInvitations.delete(key);
     if (this.#pendingInvitations.size >= MAX_PENDING_INVITATIONS) {
       this.#pendingInvitations.delete(this.#pendingInvitations.keys().next().value!);
@@ -864,7 +865,7 @@ export class GroupChats {
 
   /** False the first time for this group and user, true after (a bounded memory). */
   #toldOnce(group: string, user: string): boolean {
-    const key = `${group}\n${user.toLowerCase()}`;
+    const key = this.#memberKey(group, user);
     if (this.#refusals.has(key)) return true;
     if (this.#refusals.size >= MAX_REFUSALS_KEPT) this.#refusals.clear();
     this.#refusals.add(key);
@@ -1177,7 +1178,7 @@ export class GroupChats {
         const link = host.openLink(member);
         // A member who told me this very checksum within the interval compares for both of us
         // (a mismatch brings my state to them and theirs back): one side of a link suffices.
-        const told = this.#theirSums.get(this.#heldKey(state.id, member));
+        const told = this.#theirSums.get(this.#memberKey(state.id, member));
         const agreed = told !== undefined && told.sum === sum && now - told.at < SUM_INTERVAL_MS;
         if (!agreed) link?.fc.send({ type: "group_sum", group: state.id, sum }).catch(() => {});
         // Now and then too, in case a member got what I missed after we linked.
