@@ -851,11 +851,6 @@ export class ClientStore implements Disposable {
    * from then on that were not for them are now, at most the last `limit`.
    * @returns the ids of the messages now owed to them, oldest first.
    */
-  addLateCopies(group: string, member: string, since: number, limit = 1000): string[] {
-    this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
-    return this.#db.transaction(() => this.#addLateCopies(group, member, since, limit));
-  }
-
   #addLateCopies(group: string, member: string, since: number, limit = 1000): string[] {
     const rows = this.#db.sql(
       `SELECT msg_id, seq FROM (
@@ -879,7 +874,7 @@ export class ClientStore implements Disposable {
   /**
    * A group's new state, in one transaction: stored as {@link saveGroupState} does (not left),
    * each member in it learned late (`late`, with the time of its add) owed my messages since
-   * then ({@link addLateCopies}), and the copies owed to members gone from it (`gone`) dropped
+   * then ({@link #addLateCopies}), and the copies owed to members gone from it (`gone`) dropped
    * ({@link dropCopies}). Stored apart, a kill -9 after the state left a late member's copies
    * never owed (the state that says it joined comes again, but changes nothing then) and my
    * messages marked `**` although it never had them.

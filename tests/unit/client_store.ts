@@ -312,7 +312,7 @@ Deno.test("ClientStore group outbox: numbered messages, one copy per member, ack
   assert.deepEqual(store.membersOwed(), []);
 });
 
-Deno.test("ClientStore.addLateCopies() owes a late-known member my messages since its add, in order", async () => {
+Deno.test("ClientStore.applyGroupState() owes a late-known member my messages since its add, in order", async () => {
   await using dir = await tempDir();
   using store = new ClientStore(dir.path);
   store.saveGroupState({ id: GROUP }, ["alice", "bob"], { left: false });
@@ -321,10 +321,15 @@ Deno.test("ClientStore.addLateCopies() owes a late-known member my messages sinc
   store.addGroupMessage(groupEntry("m3", 300), GROUP, ["bob", "dave"]);
   store.settleCopy("m2", "bob", "acked");
   // Dave was added at 150 by someone else; I learn it after m3.
-  assert.deepEqual(store.addLateCopies(GROUP, "dave", 150), ["m2"]);
+  const learned = () =>
+    store.applyGroupState({ id: GROUP }, ["alice", "bob", "dave"], {
+      late: [{ member: "dave", since: 150 }],
+      gone: [],
+    }).owed.get("dave");
+  assert.deepEqual(learned(), ["m2"]);
   assert.deepEqual(store.pendingCopies("dave").map((c) => c.msgId), ["m2", "m3"]);
   assert.equal(store.groupMark("m2"), "1/2");
-  assert.deepEqual(store.addLateCopies(GROUP, "dave", 150), [], "owed once");
+  assert.deepEqual(learned(), [], "owed once");
 });
 
 Deno.test("ClientStore group catch-up: others' messages stored once with their signature, marks only move forward, and what a member lacks is found by seq and time", async () => {
