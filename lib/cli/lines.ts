@@ -41,10 +41,13 @@ async function* splitLines(texts: AsyncIterable<string>): AsyncGenerator<string>
   if (rest.length > 0) yield rest.replace(/\r$/, "");
 }
 
-/** Parses a TCP port argument: an integer 0–65535 (0: any free port). */
-export function parsePort(value: string, what = "port"): number {
-  if (!/^\d{1,5}$/.test(value) || Number(value) > 65535) {
-    throw new RangeError(`${what} must be a number from 0 to 65535, got "${value}"`);
+/**
+ * Parses a TCP port argument: an integer from `min` to 65535 (0, the default minimum, means any
+ * free port to listen on; a port to connect to starts at 1).
+ */
+export function parsePort(value: string, what = "port", min = 0): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) < min || Number(value) > 65535) {
+    throw new RangeError(`${what} must be a number from ${min} to 65535, got "${value}"`);
   }
   return Number(value);
 }

@@ -273,16 +273,9 @@ function parseWords(text: string, slashed: boolean): Command {
       // `in 4242 alice secret`: a leading number is the server port, as in the original.
       if (rest.length >= 2 && /^\d+$/.test(rest[0]!)) {
         try {
-          serverPort = parsePort(rest[0]!, "server port");
+          serverPort = parsePort(rest[0]!, "server port", 1); // (0 is no server's port)
         } catch (error) {
           return { kind: "invalid", message: (error as Error).message };
-        }
-        // Port 0 means "any free port" to listen on; no server is there to connect to.
-        if (serverPort === 0) {
-          return {
-            kind: "invalid",
-            message: 'server port must be a number from 1 to 65535, got "0"',
-          };
         }
         rest = rest.slice(1);
       }
