@@ -6,6 +6,8 @@
 import type { ClientStore } from "../../lib/client/client_store.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import type { GroupHost } from "../../lib/client/group_chats.ts";
+import type { TransferHost } from "../../lib/client/transfers.ts";
+import { join } from "../../lib/util/paths.ts";
 import { Identity } from "../../lib/peer/identity.ts";
 import type { PeerLink } from "../../lib/peer/peer_link.ts";
 import { RemoteError } from "../../lib/protocol/errors.ts";
@@ -90,5 +92,35 @@ export function bobsHost(
     selfEndpoint: () => undefined,
     isContact: () => Promise.resolve(true),
     keyOf: (u) => Promise.resolve(keys[u.toLowerCase()]),
+  };
+}
+
+/**
+ * Bob's side of file transfers, over `store`, keeping files under `dir`, with `link` the one link
+ * there is: files up to 1 GiB, offers asked about (no contacts known) and waiting an hour, no
+ * disk space kept free; `overrides` changes any of it.
+ */
+export function bobsTransferHost(
+  store: ClientStore,
+  dir: string,
+  events: ClientEvent[],
+  link: PeerLink,
+  overrides: Partial<TransferHost> = {},
+): TransferHost {
+  return {
+    user: "bob",
+    store,
+    emit: (e) => events.push(e),
+    link: () => Promise.resolve(link),
+    replacement: () => Promise.resolve(undefined),
+    downloadsDir: join(dir, "downloads"),
+    partialDir: join(dir, "partial"),
+    maxFileSize: 1 << 30,
+    autoAccept: "ask",
+    isContact: () => Promise.resolve(false),
+    maxPartialBytes: 1 << 30,
+    keepFreeBytes: 0,
+    offerTimeoutMs: 3_600_000,
+    ...overrides,
   };
 }

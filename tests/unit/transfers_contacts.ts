@@ -16,8 +16,7 @@ import type { PeerLink } from "../../lib/peer/peer_link.ts";
 import { ClientStore } from "../../lib/client/client_store.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { Transfers } from "../../lib/client/transfers.ts";
-import { within } from "../support/peer_fixtures.ts";
-import { join } from "../../lib/util/paths.ts";
+import { bobsTransferHost, within } from "../support/peer_fixtures.ts";
 
 Deno.test("an offer from a contact that came while the server could not be asked is taken once it confirms the contact", async () => {
   const home = await Deno.makeTempDir({ prefix: "confab-transfers-" });
@@ -28,22 +27,11 @@ Deno.test("an offer from a contact that came while the server could not be asked
   const link = { user: "alice", initiator: "alice", outbound: false, fc: bobEnd } as PeerLink;
   const events: ClientEvent[] = [];
   let serverSays: "unknown" | "contact" = "unknown";
-  const transfers = new Transfers({
-    user: "bob",
-    store,
-    emit: (e) => events.push(e),
-    link: () => Promise.resolve(link),
-    replacement: () => Promise.resolve(undefined),
-    downloadsDir: join(home, "downloads"),
-    partialDir: join(home, "partial"),
-    maxFileSize: 1024 * 1024,
+  const transfers = new Transfers(bobsTransferHost(store, home, events, link, {
     autoAccept: "contacts",
     // The server away and no list yet in this session: not known to be a contact.
     isContact: () => Promise.resolve(serverSays === "contact" ? true : undefined),
-    maxPartialBytes: 1024 * 1024 * 1024,
-    keepFreeBytes: 0,
-    offerTimeoutMs: 3_600_000,
-  });
+  }));
   const answers: PeerMessage[] = [];
   const answered = Promise.withResolvers<void>();
   alice.setHandler((m) => {

@@ -14,7 +14,7 @@ import type { ClientEvent } from "../../lib/client/events.ts";
 import { Transfers } from "../../lib/client/transfers.ts";
 import type { PeerLink } from "../../lib/peer/peer_link.ts";
 import type { PeerMessage } from "../../lib/protocol/messages.ts";
-import { join } from "../../lib/util/paths.ts";
+import { bobsTransferHost } from "../support/peer_fixtures.ts";
 import { tempDir } from "../support/temp_dir.ts";
 
 Deno.test("offers cancelled in a loop add no watcher each on their link, and the link's end declines those still waiting", async () => {
@@ -35,21 +35,7 @@ Deno.test("offers cancelled in a loop add no watcher each on their link, and the
     fc,
   } as unknown as PeerLink;
   const events: ClientEvent[] = [];
-  const transfers = new Transfers({
-    user: "bob",
-    store,
-    emit: (e) => events.push(e),
-    link: () => Promise.resolve(link),
-    replacement: () => Promise.resolve(undefined),
-    downloadsDir: join(dir.path, "downloads"),
-    partialDir: join(dir.path, "partial"),
-    maxFileSize: 1 << 30,
-    autoAccept: "ask",
-    isContact: () => Promise.resolve(false),
-    maxPartialBytes: 1 << 30,
-    keepFreeBytes: 0,
-    offerTimeoutMs: 3_600_000,
-  });
+  const transfers = new Transfers(bobsTransferHost(store, dir.path, events, link));
   try {
     await transfers.prepare();
     const fid = (i: number) => i.toString(16).padStart(32, "0");
