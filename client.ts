@@ -92,11 +92,7 @@ const parsed = parseOrExit({
     {
       flags: "--announce-port <port>",
       description: "the peer port to announce, when a port forwarder sits in front of --port",
-      parse: (v) => {
-        const n = parsePort(v, "--announce-port");
-        if (n === 0) throw new RangeError("--announce-port must be a port from 1 to 65535");
-        return n;
-      },
+      parse: (v) => parsePort(v, "--announce-port", 1),
     },
     {
       flags: "--peer-timeout <seconds>",

@@ -60,13 +60,19 @@ export function parseServers(value: string): { host: string; port: number }[] {
   return parts.map((p) => parseHostPort(p, 4242));
 }
 
-/** Splits `HOST:PORT` (or `[v6]:PORT`, or a bare host with `defaultPort`). */
+/**
+ * Splits `HOST:PORT` (or `[v6]:PORT`, or a bare host with `defaultPort`): an address to connect
+ * to, so its port is from 1 to 65535.
+ */
 export function parseHostPort(value: string, defaultPort: number): { host: string; port: number } {
   const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(value);
-  if (v6) return { host: v6[1]!, port: v6[2] ? parsePort(v6[2]) : defaultPort };
+  if (v6) return { host: v6[1]!, port: v6[2] ? parsePort(v6[2], "port", 1) : defaultPort };
   const i = value.lastIndexOf(":");
   if (i < 0) return { host: value, port: defaultPort };
-  return { host: value.slice(0, i) || "127.0.0.1", port: parsePort(value.slice(i + 1)) };
+  return {
+    host: value.slice(0, i) || "127.0.0.1",
+    port: parsePort(value.slice(i + 1), "port", 1),
+  };
 }
 
 /**

@@ -189,7 +189,7 @@ Deno.test("parsePort() names the argument and the bad value in its message", () 
 
 Deno.test("parseHostPort() splits HOST:PORT", () => {
   assert.deepEqual(parseHostPort("example.com:4242", 1), { host: "example.com", port: 4242 });
-  assert.deepEqual(parseHostPort("10.0.0.7:0", 1), { host: "10.0.0.7", port: 0 });
+  assert.deepEqual(parseHostPort("10.0.0.7:1", 1), { host: "10.0.0.7", port: 1 });
 });
 
 Deno.test("parseHostPort() uses the default port for a bare host", () => {
@@ -214,7 +214,9 @@ Deno.test("parseHostPort() rejects a bad port with a RangeError", () => {
       "host:port",
       "host:65536",
       "host:-1",
+      "host:0",
       "[::1]:",
+      "[::1]:0",
       "[::1]:99999",
       "[::1]:x",
     ]
