@@ -153,6 +153,24 @@ Deno.test("--help shows readable defaults, aligned, with the commands of a chat"
   assert.ok(text.split("\n").every((l) => l.length <= 100), "no line wider than 100 columns");
 });
 
+Deno.test("a terminal made narrower than the status row, the typed line short, leaves no stale part of it", async () => {
+  await using server = await startServer();
+  await using alice = await ttyClient("alice", server, { cols: 60 });
+  await signUp(alice, "alice");
+  assert.equal((await server.esc()).code, 0);
+  await alice.waitFor(/^server unreachable, reconnecting…$/m, "the status row");
+  // The input row fits the new width, so the cursor does not tell whether the terminal rewraps
+  // (tmux does); the status row, wider than the new width, took two rows.
+  await alice.resize(24, 30);
+  const screen = await alice.waitFor((s) => {
+    const [status = "", input = ""] = s.split("\n").slice(-2);
+    return /^alice>$/.test(input.trimEnd()) && /^server unr.*…$/.test(status) &&
+      status.length < 24;
+  }, "the status row redrawn 24 columns wide");
+  const above = screen.split("\n").slice(0, -2).join("\n");
+  assert.doesNotMatch(above, /server unr|alice>/, `a stale part of a row:\n${screen}`);
+});
+
 Deno.test("a terminal made narrower than the typed line keeps one input row, with no stale part above", async () => {
   await using server = await startServer();
   await using alice = await ttyClient("alice", server);

@@ -142,6 +142,11 @@ export class Screen {
     return this.#drawn ? this.#cursorColumn : undefined;
   }
 
+  /** The status row's width as drawn; undefined when it is not on screen. */
+  get statusWidth(): number | undefined {
+    return this.#drawn && this.#statusDrawn ? this.#statusWidth : undefined;
+  }
+
   /**
    * The terminal was resized to `columns` and rewrapped the rows drawn (as most terminals do,
    * xterm excepted): the next redraw first erases every row they now take.

@@ -160,7 +160,8 @@ export class LineTerminal {
    * A resize. A terminal that got narrower than the input row either rewraps it onto more rows
    * (most do; the cursor then sits on a lower row) or cuts it (xterm): erasing the rows as
    * drawn would leave a stale part of them above in the first case. Where the cursor now is
-   * tells which, once; until the terminal answers, nothing is drawn.
+   * tells which, once; until the terminal answers, nothing is drawn. Until it is known, a status
+   * row wider than the terminal is taken as rewrapped.
    */
   #resized(): void {
     const width = columns();
@@ -173,7 +174,11 @@ export class LineTerminal {
       this.#askTimer = setTimeout(() => this.#answered(undefined), CURSOR_WAIT_MS);
       return;
     }
-    if (this.#rewraps) this.screen.rewrapped(width);
+    // The input row fits, so the cursor cannot tell; a status row wider than the terminal now
+    // took two rows or more where it rewraps, as most terminals do: erase them as such (where
+    // it cuts instead, a row of older output goes from view, not a stale row left on it).
+    const status = this.screen.statusWidth;
+    if (this.#rewraps ?? (status !== undefined && status >= width)) this.screen.rewrapped(width);
     this.refresh();
   }
 
