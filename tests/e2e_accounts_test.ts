@@ -14,7 +14,7 @@ import { MailKey } from "../lib/peer/sealed_mail.ts";
 import { toBase64Url } from "../lib/util/base64.ts";
 import { RawConn } from "./support/raw_conn.ts";
 import { signupFields } from "./support/accounts.ts";
-import { startServer } from "./support/processes.ts";
+import { startServer, TestClient } from "./support/processes.ts";
 import { sharedServer } from "./support/shared_server.ts";
 import { DEFAULT_PASSWORD_COST } from "../lib/server/accounts.ts";
 
@@ -339,4 +339,66 @@ Deno.test("a login whose client leaves while the password is checked puts nobody
   // was not ended by a login that never happened.
   assert.equal((await resumeAs(server.port, device, token)).type, "welcome");
   assert.deepEqual(server.proc.out.lines.filter((l) => l.includes("internal error")), []);
+});
+
+Deno.test("password changes the password once the current one is proved; the old one stops working", async () => {
+  await using server = await startServer();
+  await using alice = await TestClient.start("alice", server);
+  await alice.signup("alice", "secret-pw");
+  // Refused before anything changes: a wrong current password (the server's answer), a new
+  // one too short or the same as the current (the client's), none to ask for on --json.
+  await alice.send("password wrong-pw newer-secret");
+  await alice.event("error", { code: "LOGIN_FAILED" });
+  await alice.send("password secret-pw short");
+  await alice.event("error", { code: "BAD_PASSWORD" });
+  await alice.send("password secret-pw secret-pw");
+  await alice.event("error", { code: "BAD_PASSWORD" });
+  await alice.send("password");
+  await alice.event("error", { code: "PASSWORD_REQUIRED" });
+  await alice.send("password secret-pw newer-secret");
+  await alice.event("password_changed", { user: "alice" });
+  // The session goes on; the next login needs the new password.
+  await alice.send("contacts");
+  await alice.event("contacts");
+  await alice.send("out");
+  await alice.event("logged_out", { user: "alice" });
+  await alice.send("in alice secret-pw");
+  await alice.event("error", { code: "LOGIN_FAILED" });
+  await alice.login("alice", "newer-secret");
+});
+
+Deno.test("guesses at the current password through password_change are throttled as logins are", async () => {
+  await using server = await startServer();
+  await using raw = await control(server.port);
+  assert.equal((await raw.request({ ...await signupFields("alice"), id: 1 })).type, "ok");
+  const login = { type: "login", id: 2, user: "alice", password: "secret-pw", peerPort: 5555 };
+  assert.equal((await raw.request(login)).type, "welcome");
+  // Eight guesses pipelined on the session: one connection is served in order, so the sixth
+  // comes right behind the fifth failure, inside the wait it starts.
+  const ids = Array.from({ length: 8 }, (_, i) => 10 + i);
+  for (const id of ids) {
+    await raw.send({
+      type: "password_change",
+      id,
+      password: `guess-${id}`,
+      newPassword: "x-secret",
+    });
+  }
+  const codes: string[] = [];
+  for (const id of ids) {
+    codes.push(String((await raw.next()).code ?? `id ${id}`));
+  }
+  assert.deepEqual(codes.slice(0, 5), Array(5).fill("LOGIN_FAILED"), codes.join());
+  assert.ok(codes.slice(5).every((c) => c === "TOO_MANY_ATTEMPTS"), codes.join());
+  // The password is the one it was, once the throttle's wait (1 s after the fifth) is over.
+  await using again = await control(server.port);
+  const deadline = Date.now() + 20_000;
+  for (let id = 1;; id++) {
+    const reply = await again.request({ ...login, id });
+    if (reply.code !== "TOO_MANY_ATTEMPTS" || Date.now() > deadline) {
+      assert.equal(reply.type, "welcome", JSON.stringify(reply));
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200)); // polled, with the deadline above
+  }
 });

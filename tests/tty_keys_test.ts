@@ -1,6 +1,7 @@
 /**
  * The terminal client's keys and help on a real pseudo-terminal: Tab completes commands,
- * contacts and groups; up-arrow never brings back a password; signup asks twice; help fits
+ * contacts and groups; up-arrow never brings back a password; signup asks twice (and password
+ * for the new one); help fits
  * where the user is; `clear` clears; `--help` reads well.
  */
 import assert from "node:assert/strict";
@@ -86,6 +87,20 @@ Deno.test("up-arrow never brings back a password, and signup asks for it twice",
   await alice.waitFor(/^alice> in alice$/m, "the login line without its password");
   await alice.key("Up", "Up");
   await alice.waitFor(/^alice> signup alice$/m, "the signup line without its password");
+  await alice.key("C-u");
+  // password asks for the current one and the new one twice, none of them echoed.
+  await alice.line("password");
+  await alice.waitFor(/^current password:$/m, "the first question");
+  await alice.line("secret-pw");
+  await alice.waitFor(/^new password:$/m, "the second question");
+  await alice.line("secret-pw2");
+  await alice.waitFor(/^the same new password again:$/m, "the third question");
+  await alice.line("secret-pw2");
+  await alice.waitFor("password changed", "the change");
+  await alice.line("password secret-pw2 secret-pw3");
+  await alice.waitFor((s) => s.split("password changed").length > 2, "the second change");
+  await alice.key("Up");
+  await alice.waitFor(/^alice> password$/m, "the password line without its passwords");
   const all = await alice.history();
   assert.doesNotMatch(all, /secret-p/, "no password on screen, ever");
   assert.match(all, /signup alice \*\*\*\*\*\*/);

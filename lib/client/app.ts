@@ -168,6 +168,50 @@ async function password(
   return typed;
 }
 
+/** The current and the new password of a `password` command: as given, or asked for. */
+async function passwordChange(
+  client: ConfabClient,
+  ui: FrontEnd,
+  c: Extract<Command, { kind: "password" }>,
+): Promise<[current: string, next: string]> {
+  if (!client.user) throw new ClientError("NOT_LOGGED_IN", "log in first: in <user> <password>");
+  if (c.current !== undefined && c.next !== undefined) {
+    return [possible(c.current), differs(c.current, checkPassword(c.next))];
+  }
+  const current = await ui.askSecret("current password: ");
+  if (current === undefined) {
+    throw new ClientError(
+      "PASSWORD_REQUIRED",
+      "no terminal to ask for passwords on: give them on the line (password <current> <new>)",
+    );
+  }
+  return [possible(current), await askNew(ui, current)];
+}
+
+/** A current password no account can have is wrong, without asking the server. */
+function possible(current: string): string {
+  try {
+    return checkPassword(current);
+  } catch {
+    throw new ClientError("LOGIN_FAILED", "the current password is wrong; nothing was changed");
+  }
+}
+
+async function askNew(ui: FrontEnd, current: string): Promise<string> {
+  const next = differs(current, checkPassword(await ui.askSecret("new password: ") ?? ""));
+  if (await ui.askSecret("the same new password again: ") !== next) {
+    throw new ClientError("BAD_PASSWORD", "the two new passwords differ; nothing was changed");
+  }
+  return next;
+}
+
+function differs(current: string, next: string): string {
+  if (next === current) {
+    throw new ClientError("BAD_PASSWORD", "the new password is the current one; nothing changed");
+  }
+  return next;
+}
+
 /** After logging in: the contact names for Tab, fetched without showing them. */
 function learnContacts(client: ConfabClient, names: NameBook): void {
   client.contactNames().then((list) => list.forEach((n) => names.add(n)), () => {});
@@ -210,6 +254,8 @@ async function execute(
       return learnContacts(client, names);
     case "logout":
       return client.logout();
+    case "password":
+      return client.changePassword(...await passwordChange(client, ui, c));
     case "contacts":
       await client.contacts();
       return;

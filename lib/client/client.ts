@@ -412,6 +412,11 @@ export class ConfabClient implements AsyncDisposable {
     return this.#session.contacts();
   }
 
+  /** Sets a new password (the current one proves it is me); the session goes on. */
+  changePassword(current: string, next: string): Promise<void> {
+    return this.#session.changePassword(current, next);
+  }
+
   async addContact(user: string): Promise<void> {
     if (await this.#session.addContact(user)) this.#contacts.add(user.toLowerCase());
   }

@@ -13,6 +13,8 @@ export type Command =
   | { kind: "signup"; user: string; password?: string; serverPort?: number }
   | { kind: "login"; user: string; password?: string; serverPort?: number }
   | { kind: "logout" }
+  /** `password [<current> <new>]`: asked for (without echo) when not on the line. */
+  | { kind: "password"; current?: string; next?: string }
   | { kind: "contacts" }
   | { kind: "contact_add"; user: string }
   | { kind: "contact_remove"; user: string }
@@ -62,6 +64,7 @@ const IDLE_HELP = `logged in:
   show [<user>]                read the messages <user> left you (everyone's, without <user>)
   fingerprint [<user>]         your number, or the safety number shared with <user>
   trust <user>                 accept <user>'s new key (after comparing safety numbers)
+  password                     change your password (asks for the current one and the new)
   offers                       files offered to you, waiting for your answer
   accept [<n>]                 receive offered file <n> (also /y; n may be left out if one waits)
   decline [<n>]                refuse offered file <n> (also /n)
@@ -112,6 +115,7 @@ export function commandNames(place: Place): string[] {
     "show",
     "fingerprint",
     "trust",
+    "password",
     "offers",
     "accept",
     "decline",
@@ -287,6 +291,12 @@ function parseWords(text: string, slashed: boolean): Command {
     case "out":
     case "logout":
       return args.length === 0 ? { kind: "logout" } : usage(`${p}out`);
+    case "password":
+    case "passwd":
+      if (args.length === 0) return { kind: "password" };
+      return args.length === 2
+        ? { kind: "password", current: args[0]!, next: args[1]! }
+        : usage(`${p}password (or, for scripts, ${p}password <current> <new>)`);
     case "contacts":
     case "contact": {
       if (args.length === 0) return { kind: "contacts" };
@@ -394,10 +404,17 @@ function isWindows(): boolean {
   return Deno.build.os === "windows";
 }
 
-/** The secret word of a `signup`/`in` line: where it starts and ends, or undefined. */
+/**
+ * The secret words of a `signup`/`in` line (the last word) or a `password` line (every word
+ * after the verb): where they start and end, or undefined.
+ */
 function passwordSpan(line: string): { start: number; end: number } | undefined {
   const words = [...line.matchAll(/\S+/g)];
   const verb = words[0]?.[0].replace(/^[/\\]/, "");
+  if (verb === "password" || verb === "passwd") {
+    const [first, last] = [words[1], words.at(-1)!];
+    return first && { start: first.index!, end: last.index! + last[0].length };
+  }
   let at: number;
   if (verb === "signup") at = 2;
   else if (verb === "in" || verb === "login") at = words[1] && /^\d+$/.test(words[1][0]) ? 3 : 2;
@@ -408,8 +425,8 @@ function passwordSpan(line: string): { start: number; end: number } | undefined 
 }
 
 /**
- * The line as it may be kept for up-arrow: a password typed on a `signup`/`in` line is left
- * out (recalling the line then asks for it).
+ * The line as it may be kept for up-arrow: a password typed on a `signup`, `in` or `password`
+ * line is left out (recalling the line then asks for it).
  */
 export function lineForHistory(line: string): string {
   const span = passwordSpan(line);

@@ -26,6 +26,8 @@ export type ClientEvent =
   }
   /** `contacts add`: `mutual` false: a request was sent; true: we are contacts now. */
   | { type: "contact_added"; user: string; mutual: boolean }
+  /** `password`: the server took the new password; the next login needs it. */
+  | { type: "password_changed"; user: string }
   /** `contacts remove`: a contact ended both ways, a request declined or withdrawn. */
   | { type: "contact_removed"; user: string; state: "removed" | "declined" | "withdrawn" }
   /**

@@ -202,6 +202,8 @@ export class Renderer {
           ? `no contacts yet; add one: ${this.#cmd("contacts add <user>")} (they must accept)`
           : table(rows);
       }
+      case "password_changed":
+        return `password changed: log in as ${who(e.user)} with the new one from now on`;
       case "contact_added":
         return e.mutual
           ? `${who(e.user)} and you are contacts now`

@@ -635,6 +635,13 @@ export class ServerSession {
    * Sends `user` a contact request, or accepts theirs.
    * @returns whether we are now contacts both ways.
    */
+  /** Sets a new password on the server, proving the current one. */
+  async changePassword(current: string, next: string): Promise<void> {
+    const session = this.require();
+    await this.request({ type: "password_change", password: current, newPassword: next });
+    this.#ctx.emit({ type: "password_changed", user: session.user });
+  }
+
   async addContact(user: string): Promise<boolean> {
     this.require();
     this.checkName(user);

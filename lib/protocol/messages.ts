@@ -23,8 +23,9 @@ import { ERROR_CODES, ProtocolError } from "./errors.ts";
  * way and one round trip less; the server sends its `hello` in answer to the client's. Version
  * 10: a file's SHA-256 travels in `file_end` (the sender hashes the file as it sends it, not in
  * a pass before the offer) and `file_offer` carries a `tag` naming the file's version instead.
+ * Version 11: `password_change` (a logged-in user sets a new password, proving the current one).
  */
-export const PROTOCOL_VERSION = 10;
+export const PROTOCOL_VERSION = 11;
 
 // ---- field rules ---------------------------------------------------------------------------
 
@@ -157,6 +158,13 @@ export const Resume = s.object({
   peerPort: Port,
 });
 export const Logout = s.object({ type: s.literal("logout"), id: RequestId });
+/** A logged-in user sets a new password, proving the current one. */
+export const PasswordChange = s.object({
+  type: s.literal("password_change"),
+  id: RequestId,
+  password: Password,
+  newPassword: Password,
+});
 export const Lookup = s.object({ type: s.literal("lookup"), id: RequestId, user: Username });
 export const ContactsList = s.object({ type: s.literal("contacts"), id: RequestId });
 export const ContactAdd = s.object({
@@ -694,6 +702,7 @@ export const ClientToServer = s.union("type", [
   Login,
   Resume,
   Logout,
+  PasswordChange,
   Lookup,
   ContactsList,
   ContactAdd,

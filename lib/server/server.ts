@@ -824,6 +824,8 @@ export class ConfabServer implements AsyncDisposable {
         await this.#endSession(session, Date.now());
         return await fc.send({ type: "ok", id: m.id });
       }
+      case "password_change":
+        return await this.#changePassword(fc, state, session, m);
       case "lookup":
         return await this.#lookup(fc, session, m);
       case "contacts":
@@ -1425,6 +1427,43 @@ export class ConfabServer implements AsyncDisposable {
       resumption: this.#tickets.issue(key, state.staticKey),
     });
     await this.#afterLogin(fc, user.name, { requests: true });
+  }
+
+  /**
+   * Sets a new password for the logged-in user once the current one is proved, throttled as a
+   * login is (a session left open on a shared machine must not let anyone guess at leisure).
+   * The session goes on; a login elsewhere needs the new password from now on.
+   */
+  async #changePassword(
+    fc: FramedConnection<ClientMessage>,
+    state: ConnState,
+    session: Session,
+    m: Extract<ClientMessage, { type: "password_change" }>,
+  ): Promise<void> {
+    const key = session.key;
+    this.#checkThrottle(key, state.host);
+    this.#userThrottle.begin(key);
+    this.#addrThrottle.begin(state.host);
+    let outcome: "ok" | "failed" | "cancelled" = "cancelled";
+    try {
+      const user = await this.store.getUser(session.user);
+      outcome = await this.#withHashSlot(() => verifyPassword(m.password, user, this.#opts.kdf)) &&
+          user
+        ? "ok"
+        : "failed";
+    } finally {
+      this.#userThrottle.end(key, outcome);
+      this.#addrThrottle.end(state.host, outcome === "ok" ? "cancelled" : outcome);
+    }
+    if (outcome !== "ok") {
+      throw new Reply("LOGIN_FAILED", "the current password is wrong; nothing was changed");
+    }
+    const hashed = await this.#withHashSlot(() => hashPassword(m.newPassword, this.#opts.kdf));
+    if (!await this.store.updatePassword(session.user, hashed)) {
+      throw new Reply("NO_SUCH_USER", `the account ${session.user} is gone`);
+    }
+    this.#opts.log(`password changed: ${session.user} from ${state.host}`);
+    await fc.send({ type: "ok", id: m.id });
   }
 
   /**

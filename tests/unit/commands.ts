@@ -325,6 +325,23 @@ Deno.test("lineForHistory() drops a password typed on the line; lineForScreen() 
   assert.equal(lineForScreen("in alice secret-pw"), "in alice ******");
   assert.equal(lineForScreen("signup bob x"), "signup bob ******");
   assert.equal(lineForScreen("contacts add bob"), "contacts add bob");
+  // Both words of a password change, and whatever follows the verb (a wrong count too).
+  assert.equal(lineForHistory("password old-secret new-secret"), "password");
+  assert.equal(lineForHistory("/passwd old-secret"), "/passwd");
+  assert.equal(lineForHistory("password"), "password");
+  assert.equal(lineForScreen("password old-secret new-secret"), "password ******");
+});
+
+Deno.test("parseCommand() reads password alone or with the current and the new one", () => {
+  assert.deepEqual(parseCommand("password", false), { kind: "password" });
+  assert.deepEqual(parseCommand("/passwd a-secret b-secret", true), {
+    kind: "password",
+    current: "a-secret",
+    next: "b-secret",
+  });
+  const one = parseCommand("password only-one", false);
+  assert.equal(one.kind, "invalid");
+  assert.match((one as { message: string }).message, /usage: password/);
 });
 
 Deno.test("helpFor() shows what works where the user is", () => {

@@ -136,6 +136,12 @@ const CASES: readonly Case[] = [
     wrongType: ["id", null],
   },
   {
+    name: "PasswordChange",
+    directions: ["ClientToServer"],
+    example: { type: "password_change", id: 5, password: "secret-pw", newPassword: "newer-pw" },
+    wrongType: ["newPassword", 12345678],
+  },
+  {
     name: "Lookup",
     directions: ["ClientToServer"],
     example: { type: "lookup", id: 6, user: "bob" },
