@@ -107,6 +107,12 @@ shared.test(
           !author.events().some((e) => e.type === "stored" || e.type === "not_delivered"),
           `${author.proc.name}: every copy delivered directly`,
         );
+        // Nobody was away, so nobody "is back" (a newcomer's first link is no return).
+        assert.deepEqual(
+          author.events().filter((e) => e.type === "group_presence"),
+          [],
+          `${author.proc.name}: no member said away or back`,
+        );
       }
     } finally {
       await disposeAll(clients);

@@ -164,6 +164,8 @@ export class GroupChats {
   readonly #pendingInvitations = new Map<string, { link: PeerLink; state: GroupState }>();
   /** Users whose link I announced as up (name keys). */
   readonly #linked = new Set<string>();
+  /** Members I said were away (name keys): their next link up is news ("is back"). */
+  readonly #away = new Set<string>();
   /** When to dial each away member next, and the wait after that (name keys). */
   readonly #redial = new Map<string, { at: number; wait: number }>();
   readonly #dialing = new Set<string>();
@@ -952,7 +954,9 @@ export class GroupChats {
     this.#redial.delete(key);
     const link = host.openLink(user);
     if (!link) return;
-    const announce = !this.#linked.has(key);
+    // "Is back" only after "is away": a member's first link (it just joined, or this process
+    // just started) is no return.
+    const announce = this.#away.delete(key);
     this.#linked.add(key);
     for (const state of this.#groups.values()) {
       if (!isMember(state, user)) continue;
@@ -979,6 +983,7 @@ export class GroupChats {
     const key = user.toLowerCase();
     if (this.#isMe(user) || !this.#linked.delete(key)) return;
     if (!this.sharesGroupWith(user)) return;
+    this.#away.add(key);
     for (const state of this.#groups.values()) {
       if (isMember(state, user)) this.#emitPresence(state.id, user, false, reason);
     }
