@@ -8,7 +8,6 @@
  */
 import { join, resolve } from "node:path";
 import { ConfabClient } from "../lib/client/client.ts";
-import type { ClientEvent } from "../lib/client/events.ts";
 import { delay } from "../lib/util/time.ts";
 
 const ROOT = resolve(import.meta.dirname ?? ".", "..");
@@ -65,29 +64,36 @@ async function tmux(...args: string[]): Promise<void> {
   if (!success) throw new Error(`tmux ${args[0]}: ${new TextDecoder().decode(stderr).trim()}`);
 }
 
-/** Signs the three users up (or logs them in) and sets their contacts, headless. */
+/**
+ * Signs the three users up (or logs them in) and sets their contacts, headless: everyone first
+ * (a request to a name not yet taken is refused), then each one's adds (the second of a pair
+ * accepts the first's request).
+ */
 async function prepareAccounts(port: number, dir: string): Promise<void> {
-  for (const [user, contacts] of Object.entries(CONTACTS)) {
-    const errors: string[] = [];
-    const client = new ConfabClient(
-      { home: join(dir, "homes", user), server: { host: "127.0.0.1", port } },
-      (e: ClientEvent) => {
-        if (e.type === "error") errors.push(e.message);
-      },
-    );
-    client.start();
-    try {
+  const clients = new Map<string, ConfabClient>();
+  try {
+    for (const user of Object.keys(CONTACTS)) {
+      const client = new ConfabClient(
+        { home: join(dir, "homes", user), server: { host: "127.0.0.1", port } },
+        () => {},
+      );
+      clients.set(user, client);
+      client.start();
       try {
         await client.signup(user, PASSWORD);
       } catch {
         await client.login(user, PASSWORD); // made by an earlier demo run in the same dir
       }
-      for (const contact of contacts) {
-        await client.addContact(contact).catch(() => {});
-      }
-    } finally {
-      await client.close();
     }
+    for (const [user, contacts] of Object.entries(CONTACTS)) {
+      for (const contact of contacts) {
+        await clients.get(user)!.addContact(contact).catch((error) => {
+          console.error(`demo: ${user} could not add ${contact}: ${error.message}`);
+        });
+      }
+    }
+  } finally {
+    await Promise.all([...clients.values()].map((client) => client.close()));
   }
 }
 
