@@ -61,6 +61,33 @@ function messagesIn(client: TestClient, group: string): Event[] {
 }
 
 shared.test(
+  "chat <user> from a group's window sends to that user alone, and the group goes on without the window",
+  async (d, user) => {
+    const clients = await crowd(d, ["alice", "bob", "carol"].map(user));
+    try {
+      const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+      const group = await makeGroup(clients);
+      await alice.send(`/chat ${bob.proc.name}`);
+      await alice.event("group_window_closed", { group });
+      await alice.event("chat_opened", { with: bob.proc.name });
+      await alice.send("just for bob");
+      const got = await bob.event("message", { from: alice.proc.name, text: "just for bob" });
+      assert.equal(got.group, undefined, "a 1:1 message, not the group's");
+      // Back in the group: carol gets what follows, and never the line for bob.
+      await alice.send(`/chat ${groupHandle(String(group))}`);
+      await alice.event("group_opened", { group });
+      await alice.send("for everyone");
+      await carol.event("message", { from: alice.proc.name, text: "for everyone", group });
+      assert.ok(!carol.events().some((e) => e.text === "just for bob"), "carol never got it");
+      const sent = alice.events().find((e) => e.type === "sent" && e.text === "just for bob");
+      assert.equal(sent?.group, undefined, "sent to bob, not to the group");
+    } finally {
+      await disposeAll(clients);
+    }
+  },
+);
+
+shared.test(
   "three members: each message reaches the other two once, in order per author",
   async (d, user) => {
     const clients = await crowd(d, ["alice", "bob", "carol"].map(user));

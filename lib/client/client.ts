@@ -473,7 +473,10 @@ export class ConfabClient implements AsyncDisposable {
       throw new ClientError("BAD_MESSAGE", "you cannot chat with yourself");
     }
     const contact = await this.#mutualContact(user);
+    // The window open now goes: a 1:1 chat is left; a group's closes, and I stay in the group
+    // (its window kept open, my lines would still go to all of it under the new chat's name).
     if (this.#chatWith) await this.leaveChat();
+    else if (this.#group !== undefined) await this.closeWindow();
     let link: PeerLink | undefined;
     try {
       link = await this.#links.linkTo(contact.user, true);
