@@ -495,21 +495,65 @@ storeTest("mailbox() gives count and newest time per sender, oldest first", asyn
   assert.deepEqual(await store.mailbox("bob"), []);
 });
 
-storeTest("confirmMail() deletes the mail and leaves a receipt for each read one", async (fx) => {
-  await using store = await openWith(fx, ["Alice", "Bob"]);
-  for (const id of ["m1", "m2", "m3"]) await store.storeMail(mail("bob", "alice", id), 100);
-  const done = await store.confirmMail("bob", "alice", ["m1", "m3", "nope"], 7000, new Set(["m3"]));
-  assert.deepEqual(done, ["m1", "m3"]);
-  assert.deepEqual((await store.pendingMail("bob", "alice", 10)).map((m) => m.msgId), ["m2"]);
-  assert.equal(await store.countMail("bob"), 1);
-  // m3 was refused by the reader's client: deleted, but not "read".
-  assert.deepEqual(await store.pendingReceipts("alice", 10), [
-    { msgId: "m1", reader: "Bob", readAt: 7000 },
-  ]);
-  // Confirming again changes nothing.
-  assert.deepEqual(await store.confirmMail("bob", "alice", ["m1"], 8000), []);
-  assert.equal((await store.pendingReceipts("alice", 10)).length, 1);
-});
+/** The receipts waiting for `sender`, by message id (ties of time come in no set order). */
+async function receiptsById(store: ServerStore, sender: string) {
+  return (await store.pendingReceipts(sender, 10)).sort((a, b) => a.msgId < b.msgId ? -1 : 1);
+}
+
+storeTest(
+  "confirmMail() deletes the mail and leaves a receipt for each read one, a notice for each rejected one",
+  async (fx) => {
+    await using store = await openWith(fx, ["Alice", "Bob"]);
+    for (const id of ["m1", "m2", "m3"]) await store.storeMail(mail("bob", "alice", id), 100);
+    const done = await store.confirmMail(
+      "bob",
+      "alice",
+      ["m1", "m3", "nope"],
+      7000,
+      new Set(["m3"]),
+    );
+    assert.deepEqual(done, ["m1", "m3"]);
+    assert.deepEqual((await store.pendingMail("bob", "alice", 10)).map((m) => m.msgId), ["m2"]);
+    assert.equal(await store.countMail("bob"), 1);
+    // m3 was refused by the reader's client: deleted, not "read", and its sender is told.
+    assert.deepEqual(await receiptsById(store, "alice"), [
+      { msgId: "m1", reader: "Bob", readAt: 7000 },
+      { msgId: "m3", reader: "Bob", readAt: 7000, rejected: true },
+    ]);
+    // Confirming again changes nothing.
+    assert.deepEqual(await store.confirmMail("bob", "alice", ["m1", "m3"], 8000), []);
+    assert.equal((await store.pendingReceipts("alice", 10)).length, 2);
+  },
+);
+
+storeTest(
+  "a rejected message's notice is unsigned, waits like a receipt (lookup, reader filter, reopen) and deleteReceipts() forgets it",
+  async (fx) => {
+    {
+      await using store = await openWith(fx, ["alice", "bob", "carol"]);
+      await store.storeMail(mail("bob", "alice", "b1"), 100);
+      await store.storeMail(mail("carol", "alice", "c1"), 100);
+      // A signature given for a refused message (a confused client) is not kept: it was not read.
+      const signed = new Map([["b1", { readAt: 5000, sig: "sig-a.path-1" }]]);
+      await store.confirmMail("bob", "alice", ["b1"], 6000, new Set(["b1"]), signed);
+      await store.confirmMail("carol", "alice", ["c1"], 7000);
+      assert.equal((await store.lookup("alice", "bob"))?.receipts, true, "a notice waits");
+      assert.deepEqual(await store.pendingReceipts("alice", 10, "bob"), [
+        { msgId: "b1", reader: "bob", readAt: 6000, rejected: true },
+      ]);
+      // Remembered as read all the same: a resend of what was refused is not stored again.
+      assert.equal(await store.storeMail(mail("bob", "alice", "b1"), 100), "duplicate");
+    }
+    await using store = await fx.open();
+    assert.deepEqual(await store.pendingReceipts("alice", 10), [
+      { msgId: "b1", reader: "bob", readAt: 6000, rejected: true },
+      { msgId: "c1", reader: "carol", readAt: 7000 },
+    ]);
+    await store.deleteReceipts("alice", ["b1"]);
+    assert.deepEqual((await store.pendingReceipts("alice", 10)).map((r) => r.msgId), ["c1"]);
+    assert.equal((await store.lookup("alice", "bob"))?.receipts, false);
+  },
+);
 
 storeTest(
   "confirmMail() keeps each message's signed read, answers in the order confirmed, and takes an id given twice once",
@@ -523,10 +567,11 @@ storeTest(
     const ids = ["m3", "m1", "m3", "gone", "m2", "m4"];
     const done = await store.confirmMail("bob", "alice", ids, 7000, new Set(["m4"]), signed);
     assert.deepEqual(done, ["m3", "m1", "m2", "m4"]);
-    assert.deepEqual(await store.pendingReceipts("alice", 10), [
-      { msgId: "m3", reader: "bob", readAt: 5000, sig: "sig-a.path-3" },
+    assert.deepEqual(await receiptsById(store, "alice"), [
       { msgId: "m1", reader: "bob", readAt: 6000, sig: "sig-b.path-1" },
       { msgId: "m2", reader: "bob", readAt: 7000 },
+      { msgId: "m3", reader: "bob", readAt: 5000, sig: "sig-a.path-3" },
+      { msgId: "m4", reader: "bob", readAt: 7000, rejected: true },
     ]);
     assert.equal(await store.countMail("bob"), 0);
     // Each is remembered as read: a resend is not stored again.

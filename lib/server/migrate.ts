@@ -10,11 +10,17 @@ import { connectSql, PostgresStore, redactUrl } from "./postgres_store.ts";
 import { SQLITE_FILE, SqliteStore } from "./sqlite_store.ts";
 
 /**
- * The tables copied, parents first (foreign keys), with their columns and the identity column
- * whose sequence must follow the copied numbers. A table the source has and this list lacks
- * stops the copy: add it here when adding server state.
+ * The tables copied, parents first (foreign keys), with their columns, the identity column
+ * whose sequence must follow the copied numbers, and the columns SQLite keeps as 0/1 that are
+ * BOOLEAN in PostgreSQL. A table the source has and this list lacks stops the copy: add it
+ * here when adding server state.
  */
-export const COPIED_TABLES: readonly { name: string; columns: string[]; identity?: string }[] = [
+export const COPIED_TABLES: readonly {
+  name: string;
+  columns: string[];
+  identity?: string;
+  booleans?: string[];
+}[] = [
   {
     name: "users",
     columns: [
@@ -41,7 +47,11 @@ export const COPIED_TABLES: readonly { name: string; columns: string[]; identity
     columns: ["seq", "recipient", "sender", "msg_id", "ts", "body", "stored_at"],
     identity: "seq",
   },
-  { name: "receipts", columns: ["sender", "msg_id", "reader", "read_at", "sig"] },
+  {
+    name: "receipts",
+    columns: ["sender", "msg_id", "reader", "read_at", "sig", "rejected"],
+    booleans: ["rejected"],
+  },
   { name: "mail_read", columns: ["recipient", "sender", "msg_id", "read_at"] },
   { name: "relay_usage", columns: ["pair", "day", "bytes"] },
 ];
@@ -111,7 +121,9 @@ export async function migrateToPostgres(
         batch = [];
       };
       for (const row of rows) {
-        batch.push({ ...row });
+        const copy: Record<string, unknown> = { ...row };
+        for (const c of table.booleans ?? []) copy[c] = Boolean(copy[c]);
+        batch.push(copy);
         if (batch.length >= BATCH) await flush();
       }
       await flush();

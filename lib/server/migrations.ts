@@ -626,6 +626,16 @@ export const MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    // A message the reader's client refused (undecryptable, wrongly signed) leaves its sender a
+    // notice where a read would leave a receipt: same table, same push, same acknowledgement.
+    sqlite: `
+      ALTER TABLE receipts ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;  -- 1: not delivered
+    `,
+    postgres: `
+      ALTER TABLE receipts ADD COLUMN rejected BOOLEAN NOT NULL DEFAULT false;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

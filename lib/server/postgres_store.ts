@@ -564,17 +564,16 @@ export class PostgresStore implements ServerStore {
         INSERT INTO mail_read (recipient, sender, msg_id, read_at)
         SELECT ${r}, ${s}, id, ${now} FROM unnest(${done}::text[]) AS id
         ON CONFLICT DO NOTHING`;
-      // A message the reader's client refused (forged, undecryptable) was not read.
-      const read = done.filter((id) => !rejected.has(id));
-      if (read.length > 0) {
-        const times = read.map((id) => signed.get(id)?.readAt ?? now);
-        const sigs = read.map((id) => signed.get(id)?.sig ?? null);
-        await tx`
-          INSERT INTO receipts (sender, msg_id, reader, read_at, sig)
-          SELECT ${s}, id, ${r}, t, g
-          FROM unnest(${read}::text[], ${times}::bigint[], ${sigs}::text[]) AS x(id, t, g)
-          ON CONFLICT DO NOTHING`;
-      }
+      // A message the reader's client refused (forged, undecryptable) was not read: its sender
+      // is told it was not delivered, in this same transaction.
+      const refused = done.filter((id) => rejected.has(id));
+      const times = done.map((id) => rejected.has(id) ? now : signed.get(id)?.readAt ?? now);
+      const sigs = done.map((id) => rejected.has(id) ? null : signed.get(id)?.sig ?? null);
+      await tx`
+        INSERT INTO receipts (sender, msg_id, reader, read_at, sig, rejected)
+        SELECT ${s}, id, ${r}, t, g, id = ANY(${refused}::text[])
+        FROM unnest(${done}::text[], ${times}::bigint[], ${sigs}::text[]) AS x(id, t, g)
+        ON CONFLICT DO NOTHING`;
       await this.#eventFor(tx, s, { kind: "receipts", to: s });
       return done;
     }) as string[];
@@ -589,11 +588,11 @@ export class PostgresStore implements ServerStore {
   async pendingReceipts(sender: string, limit: number, reader?: string): Promise<Receipt[]> {
     const rows = reader === undefined
       ? await this.#sql<ReceiptSqlRow[]>`
-        SELECT r.msg_id, u.name AS reader, r.read_at, r.sig FROM receipts r
+        SELECT r.msg_id, u.name AS reader, r.read_at, r.sig, r.rejected FROM receipts r
         JOIN users u ON u.name_key = r.reader WHERE r.sender = ${nameKey(sender)}
         ORDER BY r.read_at LIMIT ${limit}`
       : await this.#sql<ReceiptSqlRow[]>`
-        SELECT r.msg_id, u.name AS reader, r.read_at, r.sig FROM receipts r
+        SELECT r.msg_id, u.name AS reader, r.read_at, r.sig, r.rejected FROM receipts r
         JOIN users u ON u.name_key = r.reader
         WHERE r.sender = ${nameKey(sender)} AND r.reader = ${nameKey(reader)}
         ORDER BY r.read_at LIMIT ${limit}`;

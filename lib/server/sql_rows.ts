@@ -85,6 +85,8 @@ export interface ReceiptSqlRow {
   reader: string;
   read_at: number;
   sig: string | null;
+  /** SQLite gives 0/1. */
+  rejected: boolean | number;
 }
 
 export function toReceipt(r: ReceiptSqlRow): Receipt {
@@ -93,6 +95,7 @@ export function toReceipt(r: ReceiptSqlRow): Receipt {
     reader: r.reader,
     readAt: r.read_at,
     ...(r.sig ? { sig: r.sig } : {}),
+    ...(r.rejected ? { rejected: true as const } : {}),
   };
 }
 

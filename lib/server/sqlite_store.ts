@@ -485,16 +485,18 @@ export class SqliteStore implements ServerStore {
           `INSERT INTO mail_read (recipient, sender, msg_id, read_at)
            SELECT ?, ?, value, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING`,
         ).run(r, s, now, JSON.stringify(deleted));
-        // A message the reader's client refused (forged, undecryptable) was not read.
-        const reads = deleted.filter((id) => !rejected.has(id)).map((id) => {
+        // A message the reader's client refused (forged, undecryptable) was not read: its
+        // sender is told it was not delivered, in this same commit.
+        const outcomes = deleted.map((id) => {
+          if (rejected.has(id)) return [id, now, null, 1];
           const read = signed.get(id);
-          return [id, read?.readAt ?? now, read?.sig ?? null];
+          return [id, read?.readAt ?? now, read?.sig ?? null, 0];
         });
         this.#db.sql(
-          `INSERT INTO receipts (sender, msg_id, reader, read_at, sig)
-           SELECT ?, value ->> 0, ?, value ->> 1, value ->> 2 FROM json_each(?)
+          `INSERT INTO receipts (sender, msg_id, reader, read_at, sig, rejected)
+           SELECT ?, value ->> 0, ?, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)
            WHERE true ON CONFLICT DO NOTHING`,
-        ).run(s, r, JSON.stringify(reads));
+        ).run(s, r, JSON.stringify(outcomes));
         return deleted;
       });
       if (done.length > 0) this.#emit({ kind: "receipts", to: s });
@@ -519,11 +521,11 @@ export class SqliteStore implements ServerStore {
       if (any === undefined) return [];
       const rows = (reader === undefined
         ? this.#db.sql(
-          `SELECT r.msg_id, u.name AS reader, r.read_at, r.sig FROM receipts r
+          `SELECT r.msg_id, u.name AS reader, r.read_at, r.sig, r.rejected FROM receipts r
            JOIN users u ON u.name_key = r.reader WHERE r.sender = ? ORDER BY r.read_at LIMIT ?`,
         ).all(nameKey(sender), limit)
         : this.#db.sql(
-          `SELECT r.msg_id, u.name AS reader, r.read_at, r.sig FROM receipts r
+          `SELECT r.msg_id, u.name AS reader, r.read_at, r.sig, r.rejected FROM receipts r
            JOIN users u ON u.name_key = r.reader WHERE r.sender = ? AND r.reader = ?
            ORDER BY r.read_at LIMIT ?`,
         ).all(nameKey(sender), nameKey(reader), limit)) as unknown as ReceiptSqlRow[];

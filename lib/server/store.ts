@@ -22,16 +22,26 @@ export interface PendingMail {
   body: string;
 }
 
+/**
+ * What became of a message the sender left in a mailbox, waiting to be told to them: read, or
+ * (`rejected`) refused by the reader's client, so not delivered.
+ */
 export interface Receipt {
   msgId: string;
   reader: string;
+  /** When it was read; for a rejected one, when the reader's client refused it (server time). */
   readAt: number;
   /**
-   * The reader's signature over the receipt; absent for one stored unsigned. A receipt of a
-   * batch is `<signature>.<path>`: the reader's one signature over the batch's root, and this
-   * message's path to that root (lib/crypto/receipt_tree.ts).
+   * The reader's signature over the receipt; absent for one stored unsigned (and for every
+   * rejected one). A receipt of a batch is `<signature>.<path>`: the reader's one signature
+   * over the batch's root, and this message's path to that root (lib/crypto/receipt_tree.ts).
    */
   sig?: string;
+  /**
+   * The reader's client could not open or verify the message (`mail_confirm.rejected`): it was
+   * deleted unread. The reader signs nothing for it (see docs/protocol.md, read receipts).
+   */
+  rejected?: true;
 }
 
 /** A read receipt as the reader's client signed it: its own time, its signature. */
@@ -226,7 +236,7 @@ export interface Resumed {
 export type StoreEvent =
   /** Mail from `from` was stored for `to`. */
   | { kind: "mail"; to: string; from: string }
-  /** Read receipts wait for `to`. */
+  /** Read receipts (or notices of rejected mail) wait for `to`. */
   | { kind: "receipts"; to: string }
   /**
    * `user` came online or went offline: tell their mutual contacts (`watchers`:
@@ -397,11 +407,13 @@ export interface ServerStore extends AsyncDisposable {
     after?: string,
   ): Promise<PendingMail[]>;
   /**
-   * Deletes delivered mail and records a read receipt for each (except the `rejected` ones),
-   * in one transaction; the ids are remembered as read, so a resend is not stored again. Ids
-   * that are not pending (already confirmed) are ignored. A receipt the reader signed
-   * (`signed`) keeps the reader's time and signature; one without is stored at `now`, unsigned.
-   * Resolves to the ids deleted; when any were, the sender gets a `receipts` event.
+   * Deletes delivered mail and records a read receipt for each, in one transaction; for each of
+   * the `rejected` ones (the reader's client refused it) a notice that it was not delivered
+   * instead (a {@link Receipt} with `rejected`, at `now`, unsigned). The ids are remembered as
+   * read, so a resend is not stored again. Ids that are not pending (already confirmed) are
+   * ignored. A receipt the reader signed (`signed`) keeps the reader's time and signature; one
+   * without is stored at `now`, unsigned. Resolves to the ids deleted; when any were, the
+   * sender gets a `receipts` event.
    */
   confirmMail(
     recipient: string,
@@ -416,7 +428,10 @@ export interface ServerStore extends AsyncDisposable {
    * would be stored again. Resolves to how many were forgotten.
    */
   forgetReadMail(before: number): Promise<number>;
-  /** Read receipts waiting for `sender` (from `reader` only, when given), oldest first. */
+  /**
+   * Read receipts and notices of rejected mail waiting for `sender` (from `reader` only, when
+   * given), oldest first.
+   */
   pendingReceipts(sender: string, limit: number, reader?: string): Promise<Receipt[]>;
   deleteReceipts(sender: string, msgIds: string[]): Promise<void>;
 

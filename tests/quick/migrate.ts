@@ -41,7 +41,7 @@ Deno.test("migrate copies every table of a SQLite server into PostgreSQL, once",
     await store.recordLogout(seq, 3500);
     await store.recordLogin("bob", "10.0.0.2", 4001, 3600);
     await store.saveSession(token(7), "bob", { now: 3600, clientKey: "K7" });
-    for (const id of ["m1", "m2", "m3"]) {
+    for (const id of ["m1", "m2", "m3", "m4"]) {
       assert.equal(
         await store.storeMail({
           recipient: "carol",
@@ -54,6 +54,7 @@ Deno.test("migrate copies every table of a SQLite server into PostgreSQL, once",
       );
     }
     await store.confirmMail("carol", "alice", ["m1"], 6000);
+    await store.confirmMail("carol", "alice", ["m4"], 6500, new Set(["m4"])); // refused
   }
   const url = await freshDatabase();
   const first = await migrate(["--from", dir.path, "--to", url]);
@@ -99,6 +100,7 @@ Deno.test("migrate copies every table of a SQLite server into PostgreSQL, once",
   assert.equal(await pg.countMail("carol"), 2, "the mailbox size came along");
   assert.deepEqual(await pg.pendingReceipts("alice", 10), [
     { msgId: "m1", reader: "carol", readAt: 6000 },
+    { msgId: "m4", reader: "carol", readAt: 6500, rejected: true },
   ]);
   assert.equal(
     await pg.storeMail({ recipient: "carol", sender: "alice", msgId: "m1", ts: 1, body: "x" }, 100),

@@ -179,6 +179,7 @@ export function undoMigrationsFrom5(db: DatabaseSync): void {
   db.exec("ALTER TABLE sessions DROP COLUMN client_key");
   db.exec("ALTER TABLE sessions DROP COLUMN replaced_at");
   db.exec("ALTER TABLE users DROP COLUMN kdf");
+  db.exec("ALTER TABLE receipts DROP COLUMN rejected"); // migration 15
   db.exec("ALTER TABLE receipts DROP COLUMN sig"); // migration 8
   db.exec("DROP TABLE relay_usage"); // the relay usage
 }
