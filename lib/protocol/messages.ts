@@ -24,8 +24,10 @@ import { ERROR_CODES, ProtocolError } from "./errors.ts";
  * 10: a file's SHA-256 travels in `file_end` (the sender hashes the file as it sends it, not in
  * a pass before the offer) and `file_offer` carries a `tag` naming the file's version instead.
  * Version 11: `password_change` (a logged-in user sets a new password, proving the current one).
+ * Version 12: `receipts` may carry `rejected`, the sender's messages the reader's client refused
+ * (not delivered), and its `items` may then be empty.
  */
-export const PROTOCOL_VERSION = 11;
+export const PROTOCOL_VERSION = 12;
 
 // ---- field rules ---------------------------------------------------------------------------
 
@@ -382,7 +384,10 @@ export const MailSummary = s.object({
   type: s.literal("mail_summary"),
   entries: s.array(MailboxEntry).max(MAX_MAILBOX_ENTRIES),
 });
-/** Pushed: your messages were read (shown) by `reader`. */
+/**
+ * Pushed: your messages were read (shown) by `reader` (`items`), or refused by the reader's
+ * client and deleted unread (`rejected`); acknowledged with `receipts_ack` (both lists' ids).
+ */
 export const Receipts = s.object({
   type: s.literal("receipts"),
   items: s.array(
@@ -399,7 +404,13 @@ export const Receipts = s.object({
       proof: s.string().max(MAX_RECEIPT_PROOF_LENGTH).regex(/^[A-Za-z0-9_-]*$/, "must be base64url")
         .optional(),
     }),
-  ).min(1).max(MAX_MAIL_BATCH),
+  ).max(MAX_MAIL_BATCH),
+  /**
+   * Your messages `reader`'s client could not open or verify (`mail_confirm.rejected`), so not
+   * delivered; `at`: when it refused them (server time). The server's word alone, unsigned.
+   */
+  rejected: s.array(s.object({ msgId: MessageId, reader: Username, at: Timestamp }))
+    .max(MAX_MAIL_BATCH).optional(),
 });
 export const ServerClosing = s.object({
   type: s.literal("server_closing"),

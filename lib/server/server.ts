@@ -21,6 +21,7 @@ import {
   MAX_MAIL_BATCH,
   MAX_MAIL_BATCH_TEXT,
   MAX_MAILBOX_ENTRIES,
+  type ServerMessage,
 } from "../protocol/messages.ts";
 import { delay } from "../util/time.ts";
 import {
@@ -1194,9 +1195,10 @@ export class ConfabServer implements AsyncDisposable {
   }
 
   /**
-   * Sends the read receipts waiting for `senderKey`, if that user is online. One push at a time
-   * per session: the next goes once the client acknowledged it (`receipts_ack`), so receipts
-   * confirmed while one is on its way are not pushed twice.
+   * Sends the read receipts (and notices of mail the reader's client refused) waiting for
+   * `senderKey`, if that user is online. One push at a time per session: the next goes once the
+   * client acknowledged it (`receipts_ack`), so receipts confirmed while one is on its way are
+   * not pushed twice.
    */
   async #pushReceipts(senderKey: string, reader?: string): Promise<void> {
     const session = this.#online.get(senderKey);
@@ -1213,7 +1215,7 @@ export class ConfabServer implements AsyncDisposable {
         push.again = false;
         const items = await this.store.pendingReceipts(session.user, MAX_MAIL_BATCH, filter);
         if (items.length > 0) {
-          session.fc.send({ type: "receipts", items: items.map(receiptItem) }).catch(() => {});
+          session.fc.send(receiptsPush(items)).catch(() => {});
           push.state = "sent";
           return;
         }
@@ -1833,9 +1835,24 @@ function signedReads(
   return reads;
 }
 
+/**
+ * Stored receipts as pushed to their sender: the reads in `items` (see {@link receiptItem}), the
+ * messages the reader's client refused in `rejected`.
+ */
+function receiptsPush(receipts: Receipt[]): Extract<ServerMessage, { type: "receipts" }> {
+  const items: ReturnType<typeof receiptItem>[] = [];
+  const rejected: { msgId: string; reader: string; at: number }[] = [];
+  for (const r of receipts) {
+    if (r.rejected) rejected.push({ msgId: r.msgId, reader: r.reader, at: r.readAt });
+    else items.push(receiptItem(r));
+  }
+  return { type: "receipts", items, ...(rejected.length > 0 ? { rejected } : {}) };
+}
+
 /** A stored read receipt as pushed to its sender: a batch's signature and path apart. */
-function receiptItem(r: Receipt): Receipt & { proof?: string } {
-  const dot = r.sig?.indexOf(".") ?? -1;
-  if (dot < 0) return r;
-  return { ...r, sig: r.sig!.slice(0, dot), proof: r.sig!.slice(dot + 1) };
+function receiptItem(r: Receipt): Omit<Receipt, "rejected"> & { proof?: string } {
+  const { msgId, reader, readAt, sig } = r;
+  const dot = sig?.indexOf(".") ?? -1;
+  if (dot < 0) return { msgId, reader, readAt, ...(sig === undefined ? {} : { sig }) };
+  return { msgId, reader, readAt, sig: sig!.slice(0, dot), proof: sig!.slice(dot + 1) };
 }

@@ -397,7 +397,9 @@ const CASES: readonly Case[] = [
         { msgId: "m-1", reader: "bob", readAt: TS, sig: SIGNATURE },
         { msgId: "m-2", reader: "bob", readAt: TS },
       ],
+      rejected: [{ msgId: "m-3", reader: "bob", at: TS }],
     },
+    optional: ["rejected"],
     wrongType: ["items", "m-1"],
   },
   {
