@@ -309,7 +309,7 @@ export class ConfabClient implements AsyncDisposable {
         return;
       case "receipts":
         // Checked one signature at a time; tracked so a close waits for it.
-        this.#ctx.track(this.#mailbox.onReceipts(m.items).catch(() => {}));
+        this.#ctx.track(this.#mailbox.onReceipts(m).catch(() => {}));
         return;
       case "relay_offer":
         this.#links.acceptRelay(m);

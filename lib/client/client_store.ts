@@ -467,15 +467,22 @@ export class ClientStore implements Disposable {
     }
     for (const [mark, some] of ids) {
       this.#db.sql(
-        `UPDATE messages SET mark = ? WHERE id IN (SELECT value FROM json_each(?))
-         AND outgoing = 1 AND mark != '**'`,
+        `UPDATE messages SET mark = ?1 WHERE id IN (SELECT value FROM json_each(?2))
+         AND outgoing = 1 AND mark != '**' AND (mark != '!' OR ?1 != '*')`,
       ).run(mark, JSON.stringify(some));
     }
   }
 
+  /**
+   * `**` is final. A `!` is not undone by a `*`: a resend from the outbox answered "stored"
+   * (the server has the id already) after the reader's client refused the message
+   * ({@link markNotDelivered}) would otherwise hide that it was not delivered.
+   */
   #markOutgoing(id: string, mark: DeliveryMark): void {
-    this.#db.sql("UPDATE messages SET mark = ? WHERE id = ? AND outgoing = 1 AND mark != '**'")
-      .run(mark, id);
+    this.#db.sql(
+      `UPDATE messages SET mark = ?1 WHERE id = ?2 AND outgoing = 1 AND mark != '**'
+       AND (mark != '!' OR ?1 != '*')`,
+    ).run(mark, id);
   }
 
   #insert(entry: HistoryEntry): boolean {
@@ -504,7 +511,8 @@ export class ClientStore implements Disposable {
 
   /**
    * Sets the delivery mark of one of my own messages. `**` is final: an answer that comes late
-   * (a resend stored, `*`, after the first copy was read) does not take it back.
+   * (a resend stored, `*`, after the first copy was read) does not take it back; nor does a `*`
+   * take back a `!`.
    */
   setMark(id: string, mark: DeliveryMark): void {
     this.#writeRows();
@@ -525,6 +533,29 @@ export class ClientStore implements Disposable {
         undefined
       ? "already"
       : "unknown";
+  }
+
+  /**
+   * Marks my message `id` to `recipient` not delivered (`!`): their client refused it. "marked"
+   * (with the message's time and text) when it is now; "already" when it was `!` before (a
+   * notice told twice); "read" when it is `**`, which stays: a signed read outweighs the
+   * server's word; "unknown" when it is no 1:1 message I sent them.
+   */
+  markNotDelivered(
+    id: string,
+    recipient: string,
+  ): { status: "marked"; ts: number; text: string } | { status: "already" | "read" | "unknown" } {
+    this.#writeRows();
+    const where = "id = ? AND outgoing = 1 AND lower(chat) = ?";
+    const row = this.#db.sql(
+      `UPDATE messages SET mark = '!' WHERE ${where} AND mark NOT IN ('**', '!')
+       RETURNING ts, text`,
+    ).get(id, recipient.toLowerCase()) as { ts: number; text: string } | undefined;
+    if (row) return { status: "marked", ts: row.ts, text: row.text };
+    const mark = (this.#db.sql(`SELECT mark FROM messages WHERE ${where}`)
+      .get(id, recipient.toLowerCase()) as { mark: string } | undefined)?.mark;
+    if (mark === undefined) return { status: "unknown" };
+    return { status: mark === "**" ? "read" : "already" };
   }
 
   /** The last `limit` messages of a chat, oldest first (a group message still on its way: n/m). */

@@ -88,6 +88,11 @@ export type ClientEvent =
   | { type: "not_delivered"; id: string; to: string; reason: string; group?: string }
   /** `by` read your stored messages `ids` (they turn from `*` to `**`). */
   | { type: "read"; by: string; ids: string[]; readAt: number }
+  /**
+   * `to`'s client could not open (or verify) your stored message `id`, sent at `ts`: it was
+   * deleted unread at `at`, so not delivered (it turns from `*` to `!`); send it again. Told once.
+   */
+  | { type: "mail_rejected"; id: string; to: string; ts: number; text: string; at: number }
   /** New mail for you waits on the server (you were busy in another chat, say). */
   | { type: "mail_notice"; from: string; count: number }
   /** At login: who has pending messages for you. */

@@ -17,6 +17,7 @@ import { type ClientContext, ClientError } from "./context.ts";
 import type { ServerSession, Session } from "./server_session.ts";
 
 type MailBatch = Extract<ServerMessage, { type: "mail_batch" }>;
+type Receipts = Extract<ServerMessage, { type: "receipts" }>;
 
 export interface MailboxEntry {
   from: string;
@@ -275,23 +276,43 @@ export class Mailbox {
    * Read receipts from the server: our `*` messages were read; they become `**`. Only a receipt
    * signed by the reader's identity key (the key pinned for them) for a message we sent them is
    * believed: the server cannot mark a message read by itself. The others are refused (and
-   * acknowledged, so the server forgets them).
+   * acknowledged, so the server forgets them). The push's notices of refused mail are taken
+   * first (see #onRejected).
    */
-  onReceipts(
-    items: { msgId: string; reader: string; readAt: number; sig?: string; proof?: string }[],
-  ): Promise<void> {
+  onReceipts(push: Receipts): Promise<void> {
     // One push at a time: the same receipts pushed twice (after the confirm, and by the event
     // that tells every instance) are then all marked by the first and said once, together.
-    const run = this.#receipts.then(() => this.#onReceipts(items));
+    const run = this.#receipts.then(() => this.#onReceipts(push));
     this.#receipts = run.catch(() => {});
     return run;
   }
 
-  async #onReceipts(
-    items: { msgId: string; reader: string; readAt: number; sig?: string; proof?: string }[],
-  ): Promise<void> {
+  /**
+   * Notices that a reader's client refused our messages (`receipts.rejected`): the server
+   * deleted them unread. Each becomes `!` and is told once (`mail_rejected`); a message read
+   * already (`**`, signed by the reader) stays read. Only the server's word: it could have
+   * dropped the message anyway, so believing it grants it nothing.
+   */
+  #onRejected(session: Session, rejected: NonNullable<Receipts["rejected"]>): void {
+    for (const r of rejected) {
+      const marked = session.store.markNotDelivered(r.msgId, r.reader);
+      if (marked.status !== "marked") continue;
+      this.#ctx.emit({
+        type: "mail_rejected",
+        id: r.msgId,
+        to: r.reader,
+        ts: marked.ts,
+        text: marked.text,
+        at: r.at,
+      });
+    }
+  }
+
+  async #onReceipts(push: Receipts): Promise<void> {
     const session = this.#session.current;
     if (!session) return;
+    const { items } = push;
+    this.#onRejected(session, push.rejected ?? []);
     const byReader = new Map<string, { reader: string; ids: string[]; readAt: number }>();
     const refused = new Map<string, number>();
     // A batch's signature is checked once for all its receipts.
@@ -354,6 +375,7 @@ export class Mailbox {
           `messages stay marked *`,
       });
     }
-    this.#session.tell({ type: "receipts_ack", msgIds: items.map((i) => i.msgId) });
+    const msgIds = [...items, ...push.rejected ?? []].map((i) => i.msgId);
+    if (msgIds.length > 0) this.#session.tell({ type: "receipts_ack", msgIds });
   }
 }

@@ -300,6 +300,14 @@ export class Renderer {
           } ` +
             `at ${this.#when(e.readAt)} (* → **)`,
         );
+      case "mail_rejected":
+        return this.paint(
+          "red",
+          `✗ ${e.to} could not open your message of ${this.#when(e.ts)} ` +
+            `('${
+              fitWidth(e.text.replace(/\s+/g, " "), 24)
+            }'); it was not delivered — send it again`,
+        );
       case "mail_notice":
         return this.paint(
           "yellow",

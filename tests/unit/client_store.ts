@@ -138,6 +138,31 @@ Deno.test("ClientStore.markRead() marks my message to the reader once, and says 
   assert.deepEqual(store.recent("bob", 10).map((e) => e.mark), ["**", ""]);
 });
 
+Deno.test("ClientStore.markNotDelivered() marks my stored message ! once, never one read", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  store.addMessage(entry("m1", 1000, { mark: "*", text: "hello" }));
+  store.addMessage(entry("m2", 1500, { mark: "**" }));
+  store.addMessage(entry("in1", 2000, { sender: "Bob", outgoing: false }));
+  assert.equal(store.markNotDelivered("m1", "carol").status, "unknown", "not sent to carol");
+  assert.equal(store.markNotDelivered("in1", "bob").status, "unknown", "not mine");
+  assert.deepEqual(store.markNotDelivered("m1", "BOB"), {
+    status: "marked",
+    ts: 1000,
+    text: "hello",
+  });
+  assert.equal(store.markNotDelivered("m1", "bob").status, "already", "a notice told twice");
+  assert.equal(store.markNotDelivered("m2", "bob").status, "read", "a signed read stays");
+  // A resend from the outbox answered "stored" does not hide it, alone or in a burst's marks.
+  store.setMark("m1", "*");
+  store.addMessage(entry("m3", 3000));
+  void store.setMarkSoon("m1", "*");
+  void store.setMarkSoon("m3", "*");
+  store.flush();
+  assert.deepEqual(store.recent("bob", 10).map((e) => e.mark), ["!", "**", "", "*"]);
+  assert.equal(store.markRead("m1", "bob"), "read", "a signed read still counts");
+});
+
 Deno.test("ClientStore migrates a version 2 history: rows, order and search kept", async () => {
   await using dir = await tempDir();
   {

@@ -57,6 +57,7 @@ const EVERY_EVENT: readonly ClientEvent[] = [
   { type: "message", id: "m1", from: "bob", ts: TS, text: "hi", inChat: true, via: "direct" },
   { type: "message", id: "m2", from: "bob", ts: TS, text: "hi", inChat: false, via: "direct" },
   { type: "not_delivered", id: "nope", to: "bob", reason: "link closed" },
+  { type: "mail_rejected", id: "m9", to: "bob", ts: TS, text: "hello", at: TS },
   { type: "peer_joined", user: "bob" },
   { type: "peer_left", user: "bob" },
   { type: "link_up", user: "bob", address: "127.0.0.1:5556", outbound: true, path: "direct" },
@@ -119,6 +120,7 @@ const PLAIN: readonly (string | undefined)[] = [
   `${CLOCK} bob: hi`,
   `✉ ${CLOCK} bob: hi  (chat bob to answer)`,
   "a message ✗ not delivered to bob: link closed",
+  "✗ bob could not open your message of 13:04:05 ('hello'); it was not delivered — send it again",
   // Outside a chat with bob, his window, link and path changes are not news (see --verbose).
   undefined,
   undefined,
@@ -235,6 +237,16 @@ Deno.test("Renderer shows an undelivered message with its text and the reason", 
     "[13:04:05] you: hello ✗ not delivered to bob: bob went offline",
   );
   assert.equal(r.pending, 0);
+});
+
+Deno.test("Renderer says in one line that mail the reader could not open was not delivered", () => {
+  const r = new Renderer({ color: false, now: () => TS });
+  const text = "hello bob, here is the long plan for tomorrow";
+  assert.equal(
+    r.render({ type: "mail_rejected", id: "m1", to: "bob", ts: TS, text, at: TS + 60_000 }),
+    "✗ bob could not open your message of 13:04:05 ('hello bob, here is the …'); " +
+      "it was not delivered — send it again",
+  );
 });
 
 Deno.test("Renderer.takeSlow() shows a slow message once, after SHOW_PENDING_AFTER_MS", () => {
