@@ -1,6 +1,7 @@
 /**
  * Offline mail end to end, with real processes: messages for users who are away wait on the
- * server, in order, up to the mailbox's limits, and come back as read receipts; a user busy in
+ * server, in order, up to the mailbox's limits, and come back as read receipts (or, when the
+ * reader's client cannot open one, as a notice that it was not delivered); a user busy in
  * another chat is told. What survives crashes of the server and of the reader is in
  * tests/e2e_mail_crash_test.ts. Each runs on one server over SQLite and on two instances over
  * PostgreSQL, alice on one and bob on the other.
@@ -9,7 +10,7 @@ import assert from "node:assert/strict";
 import { makeVersion2File } from "./support/store_backends.ts";
 import { type Deployment, deployments } from "./support/deployment.ts";
 import { type Event, TestClient } from "./support/processes.ts";
-import { inChat, makeUsers, removeHomes, sendStored } from "./support/mail.ts";
+import { historyOf, inChat, makeUsers, removeHomes, sendStored } from "./support/mail.ts";
 
 deployments.test("messages for an offline user wait on the server: hanging counts, show delivers in order, sender by sender, receipts", async (d) => {
   const homes = await makeUsers(d, {
@@ -219,4 +220,83 @@ deployments.test("an account from before mail keys can still be chatted with; ma
   const refused = await bob.event("not_delivered", { to: "alice" });
   assert.match(String(refused.reason), /no mail key/);
   assert.ok(!bob.events().some((e) => e.type === "error"), JSON.stringify(bob.events()));
+});
+
+/** The operator spoils message `id`'s sealed body in the mailbox: the reader cannot open it. */
+async function spoil(d: Deployment, id: string): Promise<void> {
+  const [row] = await d.sql("SELECT body FROM mail WHERE msg_id = ?", [id]);
+  const body = String(row!.body);
+  const at = body.length - 20; // in the ciphertext, past the burst's header
+  const spoilt = body.slice(0, at) + (body[at] === "A" ? "B" : "A") + body.slice(at + 1);
+  await d.sql("UPDATE mail SET body = ? WHERE msg_id = ?", [spoilt, id]);
+}
+
+/** bob logs in, shows alice's mail and is told that one message could not be opened. */
+async function bobShowsOneRejected(d: Deployment, homes: Record<string, string>): Promise<void> {
+  await using bob = await TestClient.start("bob", d.at("bob"), { home: homes.bob });
+  await bob.login("bob");
+  await bob.send("show alice");
+  await bob.event("error", { code: "MAIL_REJECTED" });
+  await bob.event("shown", { from: "alice" });
+}
+
+deployments.test("mail the reader's client rejects is reported to its sender as not delivered, online or at her next login, once", async (d) => {
+  const homes = await makeUsers(d, { alice: ["bob"], bob: ["alice"] });
+  try {
+    let two: Event;
+    {
+      // alice is online while bob reads: "one" is refused, "two" read.
+      await using alice = await inChat(d, homes, "alice", "bob", { online: false });
+      let one: Event;
+      [one, two] = await sendStored(alice, ["one, spoilt", "two"]) as [Event, Event];
+      await spoil(d, String(one.id));
+      await bobShowsOneRejected(d, homes);
+      const rejected = await alice.event("mail_rejected", { id: one.id, to: "bob" });
+      assert.equal(rejected.ts, one.ts);
+      assert.equal(rejected.text, "one, spoilt");
+      assert.deepEqual((await alice.anyEvent("read", { by: "bob" })).ids, [two.id]);
+      await alice.send("/q");
+      await alice.event("chat_closed");
+      assert.deepEqual(await historyOf(alice, "bob", true), ["one, spoilt!", "two**"]);
+    }
+    // alice is away while bob reads: she is told at her next login.
+    let three: Event;
+    {
+      await using alice = await inChat(d, homes, "alice", "bob", { online: false });
+      [three] = await sendStored(alice, ["three, spoilt"]) as [Event];
+    }
+    await spoil(d, String(three.id));
+    await bobShowsOneRejected(d, homes);
+    await using alice = await inChat(d, homes, "alice", "bob", { online: false });
+    await alice.anyEvent("mail_rejected", { id: three.id, to: "bob", text: "three, spoilt" });
+    // One more for bob, stored (*).
+    const [four] = await sendStored(alice, ["four"]) as [Event];
+
+    // The server says it again (an acknowledgement lost), of a read message too, then of
+    // "four": one push, in that order, so once "four" is told the others were taken. Told
+    // twice, a notice is told once; a message read stays read.
+    await alice.send("/q");
+    await alice.event("chat_closed");
+    await alice.send("out");
+    await alice.event("logged_out", { user: "alice" });
+    for (const [i, id] of [three.id, two.id, four.id].entries()) {
+      await d.sql(
+        `INSERT INTO receipts (sender, msg_id, reader, read_at, rejected)
+         VALUES ('alice', ?, 'bob', ?, 1 = 1)`,
+        [String(id), Date.now() + i],
+      );
+    }
+    await alice.login("alice");
+    await alice.event("mail_rejected", { id: four.id, text: "four" });
+    const told = alice.events().filter((e) => e.type === "mail_rejected").map((e) => e.text);
+    assert.deepEqual(told, ["three, spoilt", "four"], "each told once, a read one never");
+    assert.deepEqual(await historyOf(alice, "bob", true), [
+      "one, spoilt!",
+      "two**",
+      "three, spoilt!",
+      "four!",
+    ]);
+  } finally {
+    await removeHomes(homes);
+  }
 });
