@@ -10,7 +10,7 @@ import { DEFAULT_PASSWORD_COST, PASSWORD_COST_RANGE } from "./lib/server/account
 import { parseHostPort, parsePort, parseSize } from "./lib/cli/lines.ts";
 import { DEFAULT_RELAY_LIMITS } from "./lib/server/relay.ts";
 import { logLine, openConsole, runConsole } from "./lib/server/console.ts";
-import { ConfabServer } from "./lib/server/server.ts";
+import { ConfabServer, DEFAULT_SERVER_WRITE_QUEUE } from "./lib/server/server.ts";
 import { asError } from "./lib/net/framed_connection.ts";
 import { keyFingerprint } from "./lib/crypto/fingerprint.ts";
 import { describeFix, ownerOnlyDir } from "./lib/util/owner_only.ts";
@@ -54,6 +54,9 @@ function sizeOption(value: string): number {
   if (n < 1) throw new RangeError("must be at least 1 byte");
   return n;
 }
+
+/** The smallest `--max-write-queue`: one frame of the largest size (1 MiB). */
+const MIN_WRITE_QUEUE = 1024 * 1024;
 
 function onOff(value: string): boolean {
   if (value === "on") return true;
@@ -194,6 +197,18 @@ const parsed = parseOrExit({
         "port)",
       parse: parsePort,
     },
+    {
+      flags: "--max-write-queue <bytes>",
+      description: "bytes waiting to be written to one client at most (e.g. 8M); a client that " +
+        "stops reading is dropped there, with an error and a log line (at least 1M, the largest " +
+        "frame)",
+      parse: (value) => {
+        const n = parseSize(value);
+        if (n < MIN_WRITE_QUEUE) throw new RangeError("must be at least 1M (the largest frame)");
+        return n;
+      },
+      default: DEFAULT_SERVER_WRITE_QUEUE,
+    },
     { flags: "-q, --quiet", description: "do not log logins and logouts" },
   ],
 }, Deno.args);
@@ -220,6 +235,7 @@ const opts = parsed.options as {
   relayDaily: number;
   probePort?: number;
   relayAddress?: { host: string; port: number };
+  maxWriteQueue: number;
   quiet?: boolean;
 };
 const port = (parsed.argument as number | undefined) ?? opts.port;
@@ -278,6 +294,7 @@ try {
     },
     probePort: opts.probePort,
     relayAddress: opts.relayAddress,
+    maxWriteQueue: opts.maxWriteQueue,
     log: opts.quiet ? undefined : (line) => print(logLine(line)),
   });
 } catch (error) {

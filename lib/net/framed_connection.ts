@@ -82,7 +82,22 @@ export interface FramedConnectionOptions<In> {
    * idle connections takes less: each keeps this buffer for as long as it waits to read.
    */
   readAhead?: number;
+  /**
+   * Bytes of frames queued to be written (and not yet taken by the socket) at most, like
+   * Redis's client-output-buffer-limit: a frame that would go past it ends the connection with
+   * a {@link SlowReaderError}, so a peer that never reads (hostile, or frozen with its TCP
+   * window full) cannot grow our memory without bound. Default {@link DEFAULT_MAX_WRITE_QUEUE}.
+   */
+  maxWriteQueue?: number;
 }
+
+/**
+ * The default of {@link FramedConnectionOptions.maxWriteQueue}: 32 frames of the largest size
+ * (1 MiB). Far above what legitimate traffic queues on one connection (a file transfer keeps
+ * 4 chunks of 256 KiB in flight; a mail burst keeps 512 messages unanswered, a few MiB unless
+ * each is near the 64 Ki-character limit), so only a reader that has stopped reaches it.
+ */
+export const DEFAULT_MAX_WRITE_QUEUE = 32 * 1024 * 1024;
 
 /** Liveness: a `ping` every `intervalMs`; silence for `timeoutMs` ends the connection. */
 export interface HeartbeatOptions {
@@ -95,6 +110,29 @@ export interface HeartbeatOptions {
 /** Why a connection closed when the other side stopped answering. */
 export class SilentPeerError extends Error {
   override name = "SilentPeerError";
+}
+
+/**
+ * Why a connection closed when the other side stopped reading: more than
+ * {@link FramedConnectionOptions.maxWriteQueue} bytes waited to be written to it.
+ */
+export class SlowReaderError extends Error {
+  override name = "SlowReaderError";
+  /** The bound that was reached, in bytes. */
+  readonly limit: number;
+  constructor(limit: number, options?: ErrorOptions) {
+    super(
+      `the other side does not read what is sent to it: ${mib(limit)} MiB waited to be ` +
+        "written (the limit), so the connection was closed",
+      options,
+    );
+    this.limit = limit;
+  }
+}
+
+/** `bytes` in MiB, as text with at most one decimal. */
+function mib(bytes: number): string {
+  return String(Math.round(bytes / 1024 / 1024 * 10) / 10);
 }
 
 /** Messages waiting for the handler before reading pauses (backpressure). */
@@ -172,7 +210,12 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   /** The transport frames are written to (after a migration: the new one). */
   #transport: Transport;
   readonly #opts:
-    & Required<Omit<FramedConnectionOptions<In>, "onMessage" | "stopReadingAfter" | "readAhead">>
+    & Required<
+      Omit<
+        FramedConnectionOptions<In>,
+        "onMessage" | "stopReadingAfter" | "readAhead" | "maxWriteQueue"
+      >
+    >
     & { readAhead?: number };
   readonly #stopAfter: ReadonlySet<string>;
   /** Set when a stop-after message was read: the reader has stopped, the stream is intact. */
@@ -199,6 +242,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
   #openBatch: WriteBatch | undefined;
   /** Frames queued or being written. */
   #writesQueued = 0;
+  /** Their bytes (header and sealed body), bounded by `#maxWriteQueue`. */
+  #queuedBytes = 0;
+  /** See {@link FramedConnectionOptions.maxWriteQueue}; Infinity once it was reached. */
+  #maxWriteQueue: number;
   /** When the last frame was queued (a ping is only needed on a quiet connection). */
   #lastSent = 0;
   /** Set once a frame could not be read: the connection is on its way down. */
@@ -251,6 +298,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       acceptBinary: options.acceptBinary ?? false,
       readAhead: options.readAhead,
     };
+    this.#maxWriteQueue = options.maxWriteQueue ?? DEFAULT_MAX_WRITE_QUEUE;
+    if (!(this.#maxWriteQueue > 0)) {
+      throw new RangeError(`maxWriteQueue must be above 0, got ${options.maxWriteQueue}`);
+    }
     this.#onMessage = options.onMessage;
     this.#replyTypes = new Set(options.replyTypes);
     this.#readLoop = this.#read();
@@ -493,6 +544,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
         ),
       );
     }
+    // Checked before sealing, which takes the next nonce: the error frame that follows then
+    // takes it instead, and the other side can open it. (The body's length stands for the
+    // frame's, a few bytes shorter.)
+    if (this.#queuedBytes + body.length > this.#maxWriteQueue) return this.#overflow();
     // The cipher is taken now, so a frame queued before secure() goes out plain. Sealing is done
     // now too, on this thread: nonces follow the order of the calls, which is the order the
     // chain writes in.
@@ -502,6 +557,8 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     } catch (error) {
       return Promise.reject(error);
     }
+    const length = frame.length;
+    this.#queuedBytes += length;
     this.#writesQueued++;
     this.#lastSent = Date.now();
     const open = this.#openBatch;
@@ -512,7 +569,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       // Small frames queued while a write is under way go out together in one write.
       open.frames.push(frame);
       open.bytes += frame.length;
-      return open.written.finally(() => this.#writesQueued--).catch(throwAsLost);
+      return open.written.finally(() => {
+        this.#writesQueued--;
+        this.#queuedBytes -= length;
+      }).catch(throwAsLost);
     }
     let write: Promise<void>;
     if (this.#writesQueued === 1) {
@@ -543,11 +603,35 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     }
     // Runs before anything queued later is written (a path switch moves the writes after it).
     if (afterWrite) write = write.then(afterWrite);
-    const settled = write.finally(() => this.#writesQueued--);
+    const settled = write.finally(() => {
+      this.#writesQueued--;
+      this.#queuedBytes -= length;
+    });
     this.#writeChain = settled.catch((error) => {
       void this.close(asError(error));
     });
     return settled.catch(throwAsLost);
+  }
+
+  /**
+   * The write queue is full: the other side has stopped reading. The connection ends with a
+   * {@link SlowReaderError}; an error frame saying so goes behind what is queued (past the
+   * bound, the one frame that may), read by a peer that catches up within end()'s grace. The
+   * frame that did not fit is refused, and so is everything after it.
+   */
+  #overflow(): Promise<void> {
+    const reason = new SlowReaderError(this.#maxWriteQueue);
+    this.#maxWriteQueue = Infinity;
+    this.send({ type: "error", code: "SLOW_READER", message: reason.message }).catch(() => {});
+    void this.end(reason);
+    return Promise.reject(
+      new ConnectionClosedError(`connection closed: ${reason.message}`, { cause: reason }),
+    );
+  }
+
+  /** Bytes queued to be written now (frames with their headers; see `maxWriteQueue`). */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
   }
 
   /**

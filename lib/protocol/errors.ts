@@ -33,6 +33,7 @@ export const ERROR_CODES = [
   "RELAY_OFF",
   "RELAY_FULL",
   "RELAY_LIMIT",
+  "SLOW_READER",
 ] as const;
 
 export type ErrorCode = typeof ERROR_CODES[number];

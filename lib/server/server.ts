@@ -5,7 +5,13 @@
  * encrypted) bytes, within the operator's limits (lib/server/relay.ts).
  */
 import { createHash, randomBytes } from "node:crypto";
-import { asError, FramedConnection, SilentPeerError, writeAll } from "../net/framed_connection.ts";
+import {
+  asError,
+  FramedConnection,
+  SilentPeerError,
+  SlowReaderError,
+  writeAll,
+} from "../net/framed_connection.ts";
 import { openSecureChannel } from "../net/secure_channel.ts";
 import type { KeyPair } from "../crypto/noise.ts";
 import { loadOrCreateServerKey } from "./server_key.ts";
@@ -97,6 +103,13 @@ export interface ServerOptions {
   maxSignupsPerHour?: number;
   /** A client silent this long (no ping, nothing) is taken as gone. Clients ping after 30 s. */
   clientTimeoutMs?: number;
+  /**
+   * Bytes waiting to be written to one client at most (default
+   * {@link DEFAULT_SERVER_WRITE_QUEUE}): a client that stops reading is dropped there, rather
+   * than growing the server's memory with the pushes (presence, receipts, notices) it does
+   * not read.
+   */
+  maxWriteQueue?: number;
   /** Where the server's log lines go. */
   log?: (line: string) => void;
   /** Relaying between peers that cannot reach each other: on/off and the operator's limits. */
@@ -239,6 +252,18 @@ const MAIL_CHECK_REUSE_MS = 1_000;
  * confirm or lookup pushes them again.
  */
 const RECEIPTS_UNANSWERED_MS = 10_000;
+/**
+ * The default of {@link ServerOptions.maxWriteQueue}: 8 MiB. What the server writes to a client
+ * is replies (each at most a 1 MiB frame, one at a time per connection but for up to 16
+ * `mail_send` answers of a few bytes) and small pushes (a presence change is about 80 bytes),
+ * behind a kernel send buffer of up to 4 MiB: a client that reads never comes near, one that
+ * stops is dropped after about 100,000 unread pushes. 15,000 connections could each hold it;
+ * only ones that stopped reading do.
+ */
+export const DEFAULT_SERVER_WRITE_QUEUE = 8 * MIB;
+/** Log lines for clients dropped as slow readers: a burst of this many, then one per minute. */
+const SLOW_READERS_LOGGED = 10;
+const SLOW_READER_LOG_MS = 60_000;
 /** `error` frames a connection's client sends that are logged at most (the rest are not). */
 const CLIENT_ERRORS_LOGGED = 3;
 /** Bytes read ahead on a client's control connection (a request is a few hundred bytes). */
@@ -350,6 +375,12 @@ export class ConfabServer implements AsyncDisposable {
   } = { ms: DETACH_RETRY_FIRST_MS };
   readonly #events: StoreEvent[] = [];
   #eventsRunning = 0;
+  /** Log lines for slow readers (see {@link SLOW_READERS_LOGGED}), and the ones left out. */
+  readonly #slowReaderLog = new RateLimit({
+    capacity: SLOW_READERS_LOGGED,
+    intervalMs: SLOW_READER_LOG_MS,
+  });
+  #slowReadersUnlogged = 0;
 
   private constructor(
     listeners: { main: Deno.TcpListener; probe: Deno.TcpListener | undefined },
@@ -379,6 +410,7 @@ export class ConfabServer implements AsyncDisposable {
       kdf: kdfOf(options.passwordCost ?? DEFAULT_PASSWORD_COST),
       maxSignupsPerHour: options.maxSignupsPerHour ?? 20,
       clientTimeoutMs: options.clientTimeoutMs ?? 75_000,
+      maxWriteQueue: options.maxWriteQueue ?? DEFAULT_SERVER_WRITE_QUEUE,
       log: options.log ?? (() => {}),
       relayAddress: options.relayAddress,
     };
@@ -656,6 +688,7 @@ export class ConfabServer implements AsyncDisposable {
       stopReadingAfter: ["relay_join"],
       // Requests are small; at 15,000 connections each KiB here is 15 MiB.
       readAhead: CONTROL_READ_AHEAD,
+      maxWriteQueue: this.#opts.maxWriteQueue,
     });
     this.#conns.add(fc);
     let loginTimer: ReturnType<typeof setTimeout> | undefined;
@@ -703,7 +736,8 @@ export class ConfabServer implements AsyncDisposable {
       state.staticKey = toBase64Url(noise.remoteStaticKey!);
       state.armLoginTimer();
       fc.setHandler((message) => this.#handle(fc, state, message));
-      await fc.closed;
+      const reason = await fc.closed;
+      if (reason instanceof SlowReaderError) this.#loggedSlowReader(state, reason);
     } catch {
       // A bad hello or a silent connection: nothing to clean up beyond closing.
     } finally {
@@ -717,6 +751,23 @@ export class ConfabServer implements AsyncDisposable {
       // While the server closes, close() takes every user out in one commit.
       if (state.session && !this.#closing) await this.#endSession(state.session, Date.now());
     }
+  }
+
+  /** Logs a client dropped for not reading, rate-limited: a flood of them is one line a minute. */
+  #loggedSlowReader(state: ConnState, reason: SlowReaderError): void {
+    if (this.#slowReaderLog.take("all") > 0) {
+      this.#slowReadersUnlogged++;
+      return;
+    }
+    const who = state.session ? `${state.session.user} (${state.host})` : state.host;
+    const more = this.#slowReadersUnlogged > 0
+      ? `; ${this.#slowReadersUnlogged} more since the last such line`
+      : "";
+    this.#slowReadersUnlogged = 0;
+    this.#opts.log(
+      `dropped ${who}: it stopped reading, ${reason.limit} bytes were waiting to be written ` +
+        `to it (--max-write-queue)${more}`,
+    );
   }
 
   async #handle(

@@ -10,6 +10,7 @@ import {
   type AnyMessage,
   FramedConnection,
   type FramedConnectionOptions,
+  SlowReaderError,
   writeAll,
 } from "../../lib/net/framed_connection.ts";
 import { exchangeHello, SOFTWARE } from "../../lib/net/hello.ts";
@@ -357,6 +358,75 @@ Deno.test("FramedConnection.fail() with the other side's bytes unread: the error
     await fc.close();
     accepted.close();
   }
+});
+
+/** Lets the event loop turn (sockets take what they can) without waiting for anything. */
+const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+Deno.test("FramedConnection closes with SlowReaderError once maxWriteQueue bytes wait for a peer that never reads, and tells it if it reads after all", async () => {
+  const [dialer, accepted] = await tcpPair();
+  const limit = 1024 * 1024;
+  const fc = framed(dialer, { onMessage: () => {}, maxWriteQueue: limit });
+  try {
+    // Asked before the queue fills; the other side never answers.
+    const pending = fc.request({ type: "ping" }, { timeoutMs: 30_000 });
+    pending.catch(() => {});
+    // Pushes, as a server sends them: not awaited, with the event loop turning between them.
+    // The other side reads nothing: the kernel's buffers fill (a few MiB on loopback), then the
+    // queue. Without a bound it would take all 64 MiB.
+    const text = "x".repeat(16 * 1024);
+    let queued = 0;
+    let refused: unknown;
+    let most = 0;
+    for (let i = 0; i < 4096 && refused === undefined; i++) {
+      fc.send({ ...chat(i), text }).catch((error) => refused ??= error);
+      if (refused === undefined) queued++;
+      most = Math.max(most, fc.queuedBytes);
+      if (i % 8 === 7) await turn();
+    }
+    assert.ok(refused !== undefined, `all ${queued} frames were queued (${most} bytes)`);
+    assert.ok(most <= limit, `${most} bytes queued, above the bound of ${limit}`);
+    assert.ok(refused instanceof ConnectionClosedError, String(refused));
+    assert.ok(refused.cause instanceof SlowReaderError, String(refused.cause));
+    assert.equal(fc.isClosed, true, "closed to its users at once");
+    await assert.rejects(fc.send(chat(0)), ConnectionClosedError);
+    await assert.rejects(within(pending), ConnectionClosedError, "the pending request fails");
+    // The other side reads after all (within the grace): everything queued, then why it ends.
+    const received = await within(readToEnd(accepted), 15_000, "the frames, the error, the end");
+    const last = received.pop();
+    assert.equal(last?.type, "error", JSON.stringify(last)?.slice(0, 200));
+    assert.equal(last?.code, "SLOW_READER");
+    assert.match(String(last?.message), /does not read .* 1 MiB/);
+    const seqs = received.filter((m) => m.type === "msg").map((m) => m.seq);
+    assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i), "in order");
+    assert.ok(seqs.length >= queued - 8, `${seqs.length} of ${queued} frames arrived`);
+    await accepted.closeWrite();
+    const reason = await within(fc.closed);
+    assert.ok(reason instanceof SlowReaderError && reason.limit === limit, String(reason));
+  } finally {
+    await fc.close();
+    accepted.close();
+  }
+});
+
+Deno.test("FramedConnection never reaches maxWriteQueue when the writer waits for its writes and the reader reads", async () => {
+  const limit = 1024 * 1024;
+  await using pair = await framedPair({ maxWriteQueue: limit }, {});
+  const N = 512; // 32 MiB in frames of 64 KiB, four in flight (as a file transfer keeps them)
+  const all = latch<PeerMessage>(N);
+  pair.b.setHandler((m) => all.push(m));
+  const text = "x".repeat(64 * 1024 - 200);
+  const inFlight: Promise<void>[] = [];
+  let most = 0;
+  for (let i = 0; i < N; i++) {
+    if (inFlight.length === 4) await inFlight.shift();
+    inFlight.push(pair.a.send({ ...chat(i), text }));
+    most = Math.max(most, pair.a.queuedBytes);
+  }
+  await within(Promise.all(inFlight));
+  assert.equal((await within(all.done)).length, N);
+  assert.ok(most <= 4 * 64 * 1024 + 1024, `${most} bytes queued`);
+  assert.equal(pair.a.isClosed, false);
 });
 
 Deno.test("FramedConnection.end() closes after the grace when the other side never ends its direction", async () => {
