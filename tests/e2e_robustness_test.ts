@@ -518,3 +518,64 @@ Deno.test("a client that pipelines mail_send faster than the store takes it has 
   await until(() => answered().length === REQUESTS, "every mail_send answered");
   assert.deepEqual(answered().map((f) => [f.id, f.stored]), frames.map((_, i) => [100 + i, 1]));
 });
+
+Deno.test("a client that stops reading while pushes flood to it is dropped at --max-write-queue, with a log line; the others go on", async () => {
+  await using server = await startServer({
+    args: ["--max-write-queue", "1M", "--max-pending", "100000", "--max-signups-per-hour", "0"],
+  });
+  await using bob = await rawUser(server.port, "bob");
+  // Senders with the longest names, so each push bob gets (a mail_notice) is ≈ 100 bytes.
+  const SENDERS = 64;
+  const PER_SENDER = 1000; // each sender's share of bob's mailbox (--max-pending-per-sender)
+  const senders: RawConn[] = [];
+  try {
+    for (let i = 0; i < SENDERS; i++) {
+      const name = `s${String(i).padStart(2, "0")}`.padEnd(32, "x");
+      const sender = await rawUser(server.port, name);
+      senders.push(sender);
+      await sender.request({ type: "contact_add", id: 10, user: "bob" });
+      const added = await bob.request({ type: "contact_add", id: 10 + i, user: name });
+      assert.equal(added.state, "mutual", JSON.stringify(added));
+    }
+    const dropped = server.proc.out.waitFor((l) => l.includes("dropped bob"), "bob dropped");
+    dropped.catch(() => {}); // awaited below
+    // Bob stops reading; 64,000 pushes (≈ 6 MiB) come for him: the kernel's buffers take ≈ 4
+    // MiB, the server's write queue the rest up to its bound of 1 MiB.
+    bob.pauseReading();
+    const ts = Date.now();
+    let dropSeen = false;
+    void dropped.then(() => dropSeen = true, () => {});
+    for (let at = 0; at < PER_SENDER && !dropSeen; at += 250) {
+      await Promise.all(senders.map(async (sender, i) => {
+        const messages = Array.from({ length: 250 }, (_, k) => {
+          const msgId = `m${i}-${at + k}`;
+          return { msgId, ts, sealed: `${msgId}-`.padEnd(64, "A") };
+        });
+        const stored = await sender.request({
+          type: "mail_send",
+          id: 100 + at,
+          to: "bob",
+          messages,
+        });
+        assert.equal(stored.type, "mail_stored", JSON.stringify(stored).slice(0, 300));
+      }));
+    }
+    const line = await dropped;
+    assert.match(line, /dropped bob \(127\.0\.0\.1\): it stopped reading, 1048576 bytes/);
+    // Dropped as any lost connection is: his contacts see him go offline.
+    const watcher = senders[0]!;
+    const deadline = Date.now() + 15_000;
+    while (!watcher.frames.some((f) => f.type === "presence" && f.user === "bob" && !f.online)) {
+      assert.ok(Date.now() < deadline, "bob's contacts were told he is offline");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    // The others go on.
+    const pong = await senders[SENDERS - 1]!.request({ type: "ping", id: 99_999 });
+    assert.equal(pong.type, "pong");
+    // Bob, reading again, reads what the kernel held for him, then the end of the stream.
+    bob.resumeReading();
+    await bob.untilEnd();
+  } finally {
+    for (const sender of senders) await sender.close();
+  }
+});
