@@ -94,8 +94,8 @@ export interface FramedConnectionOptions<In> {
 /**
  * The default of {@link FramedConnectionOptions.maxWriteQueue}: 32 frames of the largest size
  * (1 MiB). Far above what legitimate traffic queues on one connection (a file transfer keeps
- * 4 chunks of 256 KiB in flight; a mail burst keeps 512 messages unanswered, a few MiB unless
- * each is near the 64 Ki-character limit), so only a reader that has stopped reaches it.
+ * 4 chunks of 256 KiB in flight; an outbox of 520 messages of 64 Ki characters, sent at once,
+ * stayed below 4 MiB), so only a reader that has stopped reaches it.
  */
 export const DEFAULT_MAX_WRITE_QUEUE = 32 * 1024 * 1024;
 
