@@ -545,7 +545,9 @@ export class Renderer {
           dim(` (safety number ${e.safetyNumber})`);
       case "fingerprint":
         if (e.with === undefined) return `your number (${e.user}): ${e.number}`;
-        return `safety number for you and ${e.with}: ${e.number}` +
+        // Rows of 6 groups (30 digits): easy to read out, and never cut mid-group by the
+        // terminal (the number is 60 digits, the line before it wide).
+        return `safety number for you and ${e.with}:\n${numberRows(e.number)}` +
           (e.changed
             ? "\n" + this.paint(["red", "bold"], `${e.with}'s key has CHANGED since you pinned it`)
             : dim(
@@ -607,4 +609,12 @@ export class Renderer {
   #own(ts: number, text: string): string {
     return `${this.paint("dim", this.stamp(ts))} ${this.paint("green", "you")}: ${visible(text)}`;
   }
+}
+
+/** A number of digit groups ("12345 67890 …") in indented rows of six groups. */
+function numberRows(number: string): string {
+  const groups = number.split(" ");
+  const rows: string[] = [];
+  for (let i = 0; i < groups.length; i += 6) rows.push(`  ${groups.slice(i, i + 6).join(" ")}`);
+  return rows.join("\n");
 }

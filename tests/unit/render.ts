@@ -136,9 +136,10 @@ const PLAIN: readonly (string | undefined)[] = [
   "Compare safety numbers (fingerprint bob); accept the new key with: trust bob",
   `you now trust bob's current key (safety number ${SAFETY_NUMBER})`,
   `your number (alice): ${OWN_NUMBER}`,
-  `safety number for you and bob: ${SAFETY_NUMBER}\n` +
+  `safety number for you and bob:\n  ${OWN_NUMBER}\n  99887 76655 44332 21100 10293 84756\n` +
   "compare it with theirs in person or on a call; if it matches, you talk to them",
-  `safety number for you and bob: ${SAFETY_NUMBER}\nbob's key has CHANGED since you pinned it`,
+  `safety number for you and bob:\n  ${OWN_NUMBER}\n  99887 76655 44332 21100 10293 84756\n` +
+  "bob's key has CHANGED since you pinned it",
   "lost the connection to the server; chats go on, reconnecting in the background",
   "reconnected to the server (127.0.0.1:4242)",
   "the server is going away: maintenance",
