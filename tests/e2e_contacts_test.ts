@@ -130,16 +130,20 @@ shared.test("a removed contact's link ends and their messages are refused with a
   await alice.event("chat_opened", { with: B, online: true });
   await alice.send("still friends?");
   await bob.event("message", { from: A, text: "still friends?" });
+  await bob.send(`chat ${A}`);
+  await bob.event("chat_opened", { with: A, online: true });
 
-  await bob.send(`contacts remove ${A}`);
+  // Both chats close: nothing can be sent in them any more.
+  await bob.send(`/contacts remove ${A}`); // in a chat, a command needs its slash
   await bob.event("contact_removed", { user: A, state: "removed" });
+  await bob.event("chat_closed", { with: A, reason: "you are no longer contacts" });
   await alice.event("contact_update", { user: B, state: "removed" });
+  await alice.event("chat_closed", { with: B, reason: "you are no longer contacts" });
   await alice.event("link_down", { user: B });
-  await alice.send("hello?");
-  const refused = await alice.event("not_delivered", { to: B });
-  assert.match(String(refused.reason), new RegExp(`${B} has not accepted you as a contact`));
-  assert.ok(!bob.events().some((e) => e.type === "message" && e.text === "hello?"));
-  await alice.send("/contacts"); // in a chat, a command needs its slash
+  await alice.send(`chat ${B}`);
+  const refused = await alice.event("error", { code: "NOT_A_CONTACT" });
+  assert.match(String(refused.message), new RegExp(`${B} is not in your contacts`));
+  await alice.send("contacts");
   const list = await alice.event("contacts");
   assert.deepEqual([list.contacts, list.requested, list.requests], [[], [], []]);
 });

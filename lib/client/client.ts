@@ -288,8 +288,12 @@ export class ConfabClient implements AsyncDisposable {
         return;
       case "contact_update":
         this.#ctx.emit({ type: "contact_update", user: m.user, state: m.state });
-        // No longer contacts: the link between us ends (theirs is ended on their side too).
-        if (m.state === "removed") this.#ctx.track(this.#links.end(m.user));
+        // No longer contacts: our chat closes and the link between us ends (theirs is ended on
+        // their side too).
+        if (m.state === "removed") {
+          this.#contactEnded(m.user);
+          this.#ctx.track(this.#links.end(m.user));
+        }
         // The list that invitations and files are checked against follows (it is what counts
         // while the server is away).
         if (m.state === "accepted") this.#contacts.add(m.user.toLowerCase());
@@ -423,8 +427,22 @@ export class ConfabClient implements AsyncDisposable {
 
   /** Ends a contact (and our link), declines a request or withdraws one. */
   async removeContact(user: string): Promise<void> {
-    if (await this.#session.removeContact(user) === "removed") await this.#links.end(user);
+    if (await this.#session.removeContact(user) === "removed") {
+      this.#contactEnded(user);
+      await this.#links.end(user);
+    }
     this.#contacts.delete(user.toLowerCase());
+  }
+
+  /**
+   * A contact ended (by either of us): a 1:1 chat open with them closes, since nothing can be
+   * sent to them any more, before their link ends (so no "messages go through the server").
+   */
+  #contactEnded(user: string): void {
+    if (this.#chatWith?.toLowerCase() !== user.toLowerCase()) return;
+    const name = this.#chatWith;
+    this.#chatWith = undefined;
+    this.#ctx.emit({ type: "chat_closed", with: name, reason: "you are no longer contacts" });
   }
 
   /** Accepts a changed identity key for `user` (after comparing safety numbers). */

@@ -56,7 +56,8 @@ export type ClientEvent =
       mark: DeliveryMark;
     }[];
   }
-  | { type: "chat_closed"; with: string }
+  /** The 1:1 chat window closed: I left it, or (`reason`) the contact ended. */
+  | { type: "chat_closed"; with: string; reason?: string }
   /**
    * A message arrived. `inChat`: you are in a chat with its sender (else it is a notice).
    * `via`: "direct" over the peer link, "server" from your mailbox (`show`), or "member": a

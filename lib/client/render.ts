@@ -255,7 +255,9 @@ export class Renderer {
         return lines.join("\n");
       }
       case "chat_closed":
-        return dim(`left the chat with ${e.with}`);
+        return e.reason === undefined
+          ? dim(`left the chat with ${e.with}`)
+          : `closed the chat with ${e.with}: ${e.reason}`;
       case "message":
         if (e.inChat || e.via === "server") {
           return `${dim(this.stamp(e.ts))} ${who(e.from)}: ${e.text}`;
