@@ -109,7 +109,7 @@ Deno.test("instances sharing a database see each other's users and pass events",
   await b.seen({ kind: "receipts", to: "bob" });
   // Alice attaches on b: a is told to end her old connection.
   await attach(b.store, "alice", "alice-on-b");
-  await a.seen({ kind: "kick", user: "alice", attach: "alice-on-b" });
+  await a.seen({ kind: "kick", user: "alice", attach: "alice-on-b", replaced: "alice-on-a" });
   assert.equal((await a.store.presenceOf("alice"))?.instance, "b:2");
   assert.equal(await a.store.detach("alice", "alice-on-a"), false, "the old place is gone");
 });

@@ -985,7 +985,7 @@ storeTest("a second attach() replaces the first: kick, old registry row closed",
   await seen({ kind: "presence", online: true });
   const second = await store.recordLogin("alice", "h", 1, 2000);
   await store.attach(attachment("alice", second, "a-2", 2000));
-  await seen({ kind: "kick", user: "alice", attach: "a-2" });
+  await seen({ kind: "kick", user: "alice", attach: "a-2", replaced: "a-1" });
   assert.equal(
     events.filter((e) => e.kind === "presence" && e.user === "alice").length,
     1,
@@ -1100,7 +1100,7 @@ storeTest("resume() while attached replaces that attachment with a kick", async 
   const seq = await store.recordLogin("alice", "h", 1, 1000);
   await store.attach(attachment("alice", seq, "a-1", 1000));
   assert.equal((await store.resume(resumption(1, "a-2"), 2000))?.registrySeq, seq);
-  await seen({ kind: "kick", user: "alice", attach: "a-2" });
+  await seen({ kind: "kick", user: "alice", attach: "a-2", replaced: "a-1" });
   assert.deepEqual((await store.registry("alice")).map((r) => r.logoutAt), [null]);
   assert.equal(await store.detach("alice", "a-1", 3000), false);
   assert.equal((await store.presenceOf("alice"))?.host, "10.0.0.7");

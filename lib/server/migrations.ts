@@ -636,6 +636,47 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE receipts ADD COLUMN rejected BOOLEAN NOT NULL DEFAULT false;
     `,
   },
+  {
+    // A kick names the attachment it replaces, and ends exactly that one: a kick that reached
+    // an instance late (its events held back behind a slow transaction) ended whatever other
+    // connection of the user it held, a login newer than the kick's included, so that the
+    // user's newest login and the one it replaced both ended. (SQLite: in the store.)
+    sqlite: `
+      SELECT 1;
+    `,
+    postgres: `
+      CREATE OR REPLACE FUNCTION confab_attach(p_user TEXT, p_instance TEXT, p_attach TEXT,
+                                               p_host TEXT, p_port INTEGER, p_login_at BIGINT,
+                                               p_seq BIGINT)
+      RETURNS void LANGUAGE plpgsql AS $$
+      DECLARE
+        prev RECORD;
+        had_prev BOOLEAN;
+      BEGIN
+        PERFORM 1 FROM users WHERE name_key = p_user FOR NO KEY UPDATE;
+        SELECT p.registry_seq, p.attach, coalesce(i.lease_until > confab_now(), false) AS live
+          INTO prev
+          FROM presence p LEFT JOIN instances i ON i.id = p.instance WHERE p."user" = p_user;
+        had_prev := FOUND;
+        UPDATE registry SET logout_at = NULL, host = p_host, port = p_port WHERE seq = p_seq;
+        INSERT INTO presence ("user", instance, attach, host, peer_port, login_at, registry_seq)
+          VALUES (p_user, p_instance, p_attach, p_host, p_port, p_login_at, p_seq)
+          ON CONFLICT ("user") DO UPDATE SET instance = EXCLUDED.instance,
+            attach = EXCLUDED.attach, host = EXCLUDED.host, peer_port = EXCLUDED.peer_port,
+            login_at = EXCLUDED.login_at, registry_seq = EXCLUDED.registry_seq;
+        IF had_prev AND prev.registry_seq <> p_seq THEN
+          UPDATE registry SET logout_at = p_login_at WHERE seq = prev.registry_seq;
+        END IF;
+        IF had_prev AND prev.live THEN
+          INSERT INTO events (at, body) VALUES (confab_now(),
+            jsonb_build_object('kind', 'kick', 'user', p_user, 'attach', p_attach,
+                               'replaced', prev.attach));
+        ELSE
+          PERFORM confab_presence_event(p_user, true);
+        END IF;
+      END $$;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

@@ -583,6 +583,9 @@ export class ConfabServer implements AsyncDisposable {
       case "kick": {
         const session = this.#online.get(event.user);
         if (!session || session.attach === event.attach) return;
+        // Only the connection replaced: one that took its place here after (a login newer than
+        // the kick, which reached this instance late) stays.
+        if (event.replaced !== undefined && session.attach !== event.replaced) return;
         // One place at a time: the newer login wins (the old link may be half-open).
         this.#online.delete(session.key);
         void session.fc.fail("ALREADY_LOGGED_IN", "you logged in again from another place");

@@ -688,7 +688,7 @@ export class SqliteStore implements ServerStore {
     });
     if (previous) {
       if (previous.registrySeq !== a.registrySeq) this.#logout(previous.registrySeq, a.loginAt);
-      this.#emit({ kind: "kick", user: key, attach: a.attach });
+      this.#emit({ kind: "kick", user: key, attach: a.attach, replaced: previous.attach });
     } else {
       // With the name, the server need not look the user up to tell their watchers.
       this.#emit({ kind: "presence", user: key, online: true, name: a.user });

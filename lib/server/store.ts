@@ -243,8 +243,12 @@ export type StoreEvent =
    * those of them online when it happened, when the store knows; `name`: the display name).
    */
   | { kind: "presence"; user: string; online: boolean; name?: string; watchers?: string[] }
-  /** `user` attached elsewhere as `attach`: any other connection of theirs must end. */
-  | { kind: "kick"; user: string; attach: string }
+  /**
+   * `user` attached elsewhere as `attach`, replacing `replaced`: that connection must end (not
+   * a newer one, which a kick passed on late would find in its place). Without `replaced` (an
+   * instance of an older build wrote it), any other connection of theirs ends.
+   */
+  | { kind: "kick"; user: string; attach: string; replaced?: string }
   /** Someone could not reach `user`: the instance holding them checks the connection. */
   | { kind: "check"; user: string; reporter: string }
   /**
