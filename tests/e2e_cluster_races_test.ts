@@ -68,3 +68,126 @@ Deno.test("a kick that reaches an instance late ends the login it replaced, not 
     if (!released) await events.release();
   }
 });
+
+/** Waits until `check` gives a value (asked every 20 ms), at most `ms`. */
+async function until<T>(check: () => Promise<T | undefined>, what: string, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`no ${what} within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/**
+ * Holds the commit of a transaction that stores mail `held-mail` or a receipt for `held-read`
+ * (just after it wrote, or left out, its event) for as long as `hold()` holds: a slow commit,
+ * made slower. Then `user` logs in on the instance at `port` meanwhile, and the hold is let go;
+ * resolves to their connection once their login is done and its answer read.
+ */
+async function heldCommit(url: string) {
+  const sql = connectSql(url, { maxConnections: 1 });
+  await sql`SELECT pg_advisory_lock(4242777)`;
+  await sql.unsafe(`
+    CREATE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF EXISTS (SELECT 1 FROM mail WHERE msg_id = 'held-mail')
+         OR EXISTS (SELECT 1 FROM receipts WHERE msg_id = 'held-read') THEN
+        PERFORM pg_advisory_xact_lock(4242777);
+      END IF;
+      RETURN NULL;
+    END $$;
+    CREATE TRIGGER test_hold AFTER INSERT ON events
+      FOR EACH STATEMENT EXECUTE FUNCTION test_hold();`);
+  const waiting = (pattern: string) =>
+    sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE wait_event_type = 'Lock' AND query LIKE ${pattern}`.then(([r]) => r!.n > 0);
+  return {
+    sql,
+    /** Resolves once a statement matching `pattern` waits for the hold. */
+    held: (pattern: string) => until(async () => (await waiting(pattern)) || undefined, "a hold"),
+    /**
+     * `user` logs in on `port` while the commit is held (their mailbox and receipts read, or
+     * their attach waiting for that commit), then the hold is let go.
+     */
+    async loginMeanwhile(port: number, user: string): Promise<RawConn> {
+      const logins = RawConn.login(port, user, await generateKeyPair());
+      logins.catch(() => {});
+      const attached = await until(async () => {
+        const [row] = await sql<{ n: number }[]>`
+          SELECT count(*)::int AS n FROM presence WHERE "user" = ${user}`;
+        if (row!.n > 0) return true;
+        return (await waiting("%confab_attach%")) ? false : undefined;
+      }, `${user} attached or waiting`);
+      if (attached) {
+        // What a login tells is told before the answer to the next request.
+        const conn = await logins;
+        await conn.request({ type: "hanging", id: 8 });
+      }
+      await sql`SELECT pg_advisory_unlock(4242777)`;
+      return await logins;
+    },
+    async [Symbol.asyncDispose]() {
+      await sql.unsafe(`DROP TRIGGER IF EXISTS test_hold ON events;
+                        DROP FUNCTION IF EXISTS test_hold()`).catch(() => {});
+      await sql.end({ timeout: 5 });
+    },
+  };
+}
+
+const SEALED = "A".repeat(64);
+
+Deno.test("mail stored while its recipient attaches on another instance is announced to them", async () => {
+  await using cluster = await startCluster(2);
+  const [a, b] = cluster.servers as [typeof cluster.servers[0], typeof cluster.servers[0]];
+  await using alice = await rawUser(a.port, "alice");
+  {
+    await using bob = await rawUser(b.port, "bob");
+    await bob.request({ type: "logout", id: 5 });
+  }
+  await using hold = await heldCommit(cluster.url!);
+  await hold.sql`INSERT INTO contacts (owner, contact, added_at)
+                 VALUES ('alice', 'bob', 0), ('bob', 'alice', 0)`;
+  const message = { msgId: "held-mail", ts: Date.now(), sealed: SEALED };
+  await alice.send({ type: "mail_send", id: 7, to: "bob", messages: [message] });
+  await hold.held("%confab_store_mails%");
+  await using bob = await hold.loginMeanwhile(b.port, "bob");
+  const stored = await alice.next("mail_stored");
+  assert.equal(stored.stored, 1, JSON.stringify(stored));
+  // Told at once, one way or the other: in the summary at login, or by a notice after it.
+  await until(
+    () => Promise.resolve(bob.frames.find((f) => /^mail_(summary|notice)$/.test(f.type))),
+    "mail_summary or mail_notice for bob",
+    5_000,
+  );
+});
+
+Deno.test("receipts written while their sender attaches on another instance are pushed to them", async () => {
+  await using cluster = await startCluster(2);
+  const [a, b] = cluster.servers as [typeof cluster.servers[0], typeof cluster.servers[0]];
+  await using bob = await rawUser(b.port, "bob");
+  await using hold = await heldCommit(cluster.url!);
+  {
+    await using alice = await rawUser(a.port, "alice");
+    await hold.sql`INSERT INTO contacts (owner, contact, added_at)
+                   VALUES ('alice', 'bob', 0), ('bob', 'alice', 0)`;
+    const message = { msgId: "held-read", ts: Date.now(), sealed: SEALED };
+    const stored = await alice.request({
+      type: "mail_send",
+      id: 7,
+      to: "bob",
+      messages: [message],
+    });
+    assert.equal(stored.stored, 1, JSON.stringify(stored));
+    await alice.request({ type: "logout", id: 8 });
+  }
+  await bob.send({ type: "mail_confirm", id: 9, from: "alice", msgIds: ["held-read"] });
+  await hold.held("%INSERT INTO events%");
+  await using alice = await hold.loginMeanwhile(a.port, "alice");
+  await until(
+    () => Promise.resolve(alice.frames.find((f) => f.type === "receipts")),
+    "receipts for alice",
+    5_000,
+  );
+});

@@ -677,6 +677,76 @@ export const MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    // Mail and receipts for a user attaching at that moment (on another instance) were neither
+    // passed on nor in what their server read at the attach: the store looked for them in the
+    // directory before the attach committed, and committed after the attach's reads. The
+    // writer now waits for an attachment under way (it shares the user's row, which an attach
+    // holds), or the attachment waits for the writer. (SQLite: one process, in order already.)
+    sqlite: `
+      SELECT 1;
+    `,
+    postgres: `
+      CREATE OR REPLACE FUNCTION confab_store_mails(p_mail JSONB)
+      RETURNS TABLE (r_i INTEGER, r_result TEXT) LANGUAGE plpgsql AS $$
+      DECLARE
+        m RECORD;
+        c RECORD;
+        share RECORD;
+      BEGIN
+        INSERT INTO mail_counts (recipient, n)
+          SELECT DISTINCT x->>'recipient', 0 FROM jsonb_array_elements(p_mail) x ORDER BY 1
+          ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM mail_counts WHERE recipient IN
+          (SELECT x->>'recipient' FROM jsonb_array_elements(p_mail) x)
+          ORDER BY recipient FOR UPDATE;
+        -- The recipients' users rows shared, in the same order: an attachment of theirs under
+        -- way holds its row (confab_attach), so it commits first and the test for the
+        -- directory below sees it; one that comes later waits for this commit, and the mailbox
+        -- its server reads then has this mail.
+        PERFORM 1 FROM users WHERE name_key IN
+          (SELECT x->>'recipient' FROM jsonb_array_elements(p_mail) x)
+          ORDER BY name_key FOR SHARE;
+        FOR m IN
+          SELECT (o - 1)::INTEGER AS i, x->>'recipient' AS recipient, x->>'sender' AS sender,
+                 x->>'msg_id' AS msg_id, (x->>'ts')::BIGINT AS ts, x->>'body' AS body,
+                 (x->>'max')::BIGINT AS max, (x->>'max_bytes')::BIGINT AS max_bytes,
+                 (x->>'sender_max')::BIGINT AS sender_max,
+                 (x->>'sender_max_bytes')::BIGINT AS sender_max_bytes,
+                 (x->>'now')::BIGINT AS now
+          FROM jsonb_array_elements(p_mail) WITH ORDINALITY AS t(x, o) ORDER BY o
+        LOOP
+          r_i := m.i;
+          BEGIN
+            SELECT n, bytes INTO c FROM mail_counts WHERE recipient = m.recipient;
+            SELECT count(*) AS n, coalesce(sum(length(body)), 0) AS bytes INTO share
+              FROM mail WHERE recipient = m.recipient AND sender = m.sender;
+            IF EXISTS (SELECT 1 FROM mail WHERE recipient = m.recipient AND sender = m.sender
+                         AND msg_id = m.msg_id)
+               OR EXISTS (SELECT 1 FROM mail_read WHERE recipient = m.recipient
+                            AND sender = m.sender AND msg_id = m.msg_id) THEN
+              r_result := 'duplicate';
+            ELSIF c.n >= m.max OR c.bytes + length(m.body) > m.max_bytes THEN
+              r_result := 'full';
+            ELSIF share.n >= m.sender_max OR share.bytes + length(m.body) > m.sender_max_bytes THEN
+              r_result := 'quota';
+            ELSE
+              INSERT INTO mail (recipient, sender, msg_id, ts, body, stored_at)
+                VALUES (m.recipient, m.sender, m.msg_id, m.ts, m.body, m.now);
+              INSERT INTO events (at, body)
+                SELECT confab_now(), jsonb_build_object('kind', 'mail', 'to', m.recipient,
+                  'from', m.sender)
+                WHERE EXISTS (SELECT 1 FROM presence WHERE "user" = m.recipient);
+              r_result := 'stored';
+            END IF;
+          EXCEPTION WHEN OTHERS THEN
+            r_result := 'error: ' || SQLERRM;
+          END;
+          RETURN NEXT;
+        END LOOP;
+      END $$;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

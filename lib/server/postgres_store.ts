@@ -490,9 +490,14 @@ export class PostgresStore implements ServerStore {
 
   /**
    * Writes `event` in the transaction `tx` if `user` is in the directory: most mail is for
-   * users who are away, and nobody would pass it on.
+   * users who are away, and nobody would pass it on. The user's row is shared first: an
+   * attachment of theirs under way holds it (confab_attach), so it commits before the directory
+   * is looked at; one that comes later waits for this transaction, and what its server reads
+   * then includes this change. Last in the transaction, after every other lock it takes (every
+   * batch that locks users' rows takes no other lock after them).
    */
   async #eventFor(tx: postgres.TransactionSql, user: string, event: StoreEvent): Promise<void> {
+    await tx`SELECT 1 FROM users WHERE name_key = ${user} FOR SHARE`;
     await tx`
       INSERT INTO events (at, body) SELECT confab_now(), ${tx.json(event)}
       WHERE EXISTS (SELECT 1 FROM presence WHERE "user" = ${user})`;
