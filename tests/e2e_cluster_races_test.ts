@@ -93,37 +93,45 @@ async function heldCommit(url: string) {
     CREATE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
       IF EXISTS (SELECT 1 FROM mail WHERE msg_id = 'held-mail')
-         OR EXISTS (SELECT 1 FROM receipts WHERE msg_id = 'held-read') THEN
+         OR EXISTS (SELECT 1 FROM receipts WHERE msg_id = 'held-read')
+         OR EXISTS (SELECT 1 FROM presence WHERE "user" = 'held-user') THEN
         PERFORM pg_advisory_xact_lock(4242777);
       END IF;
       RETURN NULL;
     END $$;
     CREATE TRIGGER test_hold AFTER INSERT ON events
       FOR EACH STATEMENT EXECUTE FUNCTION test_hold();`);
-  const waiting = (pattern: string) =>
+  // Waiting for the hold (an advisory lock), or for a row another transaction holds.
+  const waiting = (pattern: string, hold: boolean) =>
     sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pg_stat_activity
-      WHERE wait_event_type = 'Lock' AND query LIKE ${pattern}`.then(([r]) => r!.n > 0);
+      WHERE wait_event_type = 'Lock' AND (wait_event = 'advisory') = ${hold}
+        AND query LIKE ${pattern}`.then(([r]) => r!.n > 0);
   return {
     sql,
     /** Resolves once a statement matching `pattern` waits for the hold. */
-    held: (pattern: string) => until(async () => (await waiting(pattern)) || undefined, "a hold"),
+    held: (pattern: string) =>
+      until(async () => (await waiting(pattern, true)) || undefined, "a hold"),
     /**
      * `user` logs in on `port` while the commit is held (their mailbox and receipts read, or
      * their attach waiting for that commit), then the hold is let go.
      */
-    async loginMeanwhile(port: number, user: string): Promise<RawConn> {
+    async loginMeanwhile(
+      port: number,
+      user: string,
+      read: { type: string; id: number } = { type: "hanging", id: 8 },
+    ): Promise<RawConn> {
       const logins = RawConn.login(port, user, await generateKeyPair());
       logins.catch(() => {});
       const attached = await until(async () => {
         const [row] = await sql<{ n: number }[]>`
           SELECT count(*)::int AS n FROM presence WHERE "user" = ${user}`;
         if (row!.n > 0) return true;
-        return (await waiting("%confab_attach%")) ? false : undefined;
+        return (await waiting("%confab_attach%", false)) ? false : undefined;
       }, `${user} attached or waiting`);
       if (attached) {
         // What a login tells is told before the answer to the next request.
         const conn = await logins;
-        await conn.request({ type: "hanging", id: 8 });
+        await conn.request(read);
       }
       await sql`SELECT pg_advisory_unlock(4242777)`;
       return await logins;
@@ -190,4 +198,42 @@ Deno.test("receipts written while their sender attaches on another instance are 
     "receipts for alice",
     5_000,
   );
+});
+
+Deno.test("a user attaching while a contact attaches on another instance: each learns the other is online", async () => {
+  await using cluster = await startCluster(2);
+  const [a, b] = cluster.servers as [typeof cluster.servers[0], typeof cluster.servers[0]];
+  for (const [port, user] of [[a.port, "held-user"], [b.port, "bob"]] as const) {
+    await using conn = await rawUser(port, user);
+    await conn.request({ type: "logout", id: 5 });
+  }
+  await using hold = await heldCommit(cluster.url!);
+  await hold.sql`INSERT INTO contacts (owner, contact, added_at)
+                 VALUES ('held-user', 'bob', 0), ('bob', 'held-user', 0)`;
+  // held-user's attach is held after it wrote (or left out) its presence event...
+  const logins = RawConn.login(a.port, "held-user", await generateKeyPair());
+  logins.catch(() => {});
+  try {
+    await hold.held("%confab_attach%");
+    // ...while bob logs in on b and reads his contacts.
+    await using bob = await hold.loginMeanwhile(b.port, "bob", { type: "contacts", id: 8 });
+    await logins;
+    // Bob is told, one way or the other: listed online, or by a push once the attach is done.
+    await until(
+      () =>
+        Promise.resolve(
+          bob.frames.find((f) =>
+            (f.type === "presence" && f.user === "held-user" && f.online === true) ||
+            (f.type === "contact_list" &&
+              JSON.stringify(f).includes('{"user":"held-user","online":true}'))
+          ),
+        ),
+      "held-user shown online to bob",
+      5_000,
+    ).catch((error) => {
+      throw new Error(`${error.message}; bob got ${JSON.stringify(bob.frames.slice(3))}`);
+    });
+  } finally {
+    await (await logins.catch(() => undefined))?.close();
+  }
 });

@@ -747,6 +747,28 @@ export const MIGRATIONS: readonly Migration[] = [
       END $$;
     `,
   },
+  {
+    // A presence event names every mutual contact as a watcher, not only those online when it
+    // is written: one attaching on another instance at that moment was not yet in the directory
+    // (uncommitted), read the user's old state at its login, and was never told. Each instance
+    // passes it on to the watchers it holds. (SQLite: the server looks the watchers up.)
+    sqlite: `
+      SELECT 1;
+    `,
+    postgres: `
+      CREATE OR REPLACE FUNCTION confab_presence_event(p_user TEXT, p_online BOOLEAN)
+      RETURNS void LANGUAGE sql AS $$
+        INSERT INTO events (at, body)
+        SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', p_user,
+          'online', p_online, 'name', (SELECT name FROM users WHERE name_key = p_user),
+          'watchers', jsonb_agg(c.owner))
+        FROM contacts c
+        JOIN contacts back ON back.owner = c.contact AND back.contact = c.owner
+        WHERE c.contact = p_user
+        HAVING count(*) > 0
+      $$;
+    `,
+  },
 ];
 
 /** The schema version this build migrates databases to. */

@@ -804,13 +804,14 @@ export class PostgresStore implements ServerStore {
           UPDATE registry r SET logout_at = gone.lease_until FROM gone
           WHERE r.seq = gone.registry_seq AND r.logout_at IS NULL
         )
+        -- Every mutual contact a watcher, online now or not (one attaching elsewhere at this
+        -- moment is not in the directory yet): each instance tells those it holds.
         INSERT INTO events (at, body)
         SELECT confab_now(), jsonb_build_object('kind', 'presence', 'user', g."user",
           'online', false, 'name', u.name, 'watchers', jsonb_agg(c.owner))
         FROM gone g JOIN users u ON u.name_key = g."user"
         JOIN contacts c ON c.contact = g."user"
         JOIN contacts back ON back.owner = c.contact AND back.contact = c.owner
-        JOIN presence p ON p."user" = c.owner
         GROUP BY g."user", u.name`;
     });
   }

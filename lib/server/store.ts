@@ -239,8 +239,9 @@ export type StoreEvent =
   /** Read receipts (or notices of rejected mail) wait for `to`. */
   | { kind: "receipts"; to: string }
   /**
-   * `user` came online or went offline: tell their mutual contacts (`watchers`:
-   * those of them online when it happened, when the store knows; `name`: the display name).
+   * `user` came online or went offline: tell their mutual contacts (`watchers`: all of them,
+   * online or not, when the store knows: one attaching elsewhere at that moment is not in the
+   * directory yet; each instance tells those it holds. `name`: the display name).
    */
   | { kind: "presence"; user: string; online: boolean; name?: string; watchers?: string[] }
   /**
