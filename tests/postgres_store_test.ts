@@ -164,6 +164,56 @@ Deno.test("instances catch up on events written while the database restarted", a
   assert.equal(a.logs.filter((l) => l.includes("cannot reach")).length, 1, a.logs.join("\n"));
 });
 
+Deno.test("the database away for longer than the lease: no instance takes the others' users out", async () => {
+  const pg = await testPostgres();
+  const url = await freshDatabase();
+  // Leases of 1 s, renewed every 200 ms.
+  const a = await instance(url, "a:1", 1_000);
+  await using _a = a.store;
+  const b = await instance(url, "b:2", 1_000);
+  await using _b = b.store;
+  await signUp(a.store, ["alice", "bob"]);
+  await attach(a.store, "alice", "alice-on-a");
+  await attach(b.store, "bob", "bob-on-b");
+  await pg.stop("fast");
+  for (const i of [a, b]) {
+    await i.until("logged the outage", () => i.logs.some((l) => l.includes("cannot reach")));
+  }
+  // Away for longer than the lease: every lease ran out meanwhile, through no fault of the
+  // instances, which are all alive.
+  const stoppedAt = Date.now();
+  await a.until("away for 1.5 leases", () => Date.now() - stoppedAt > 1_500);
+  await pg.start();
+  for (const i of [a, b]) {
+    await i.until("told the database is back", () => i.logs.some((l) => l.includes("again")));
+  }
+  // Both renew again, and look for dead instances after each renewal: whichever came back first
+  // took the other for dead, and its users (here bob, or alice) out of the directory.
+  const sql = connectSql(url, { maxConnections: 1 });
+  try {
+    const leases = async () =>
+      new Map(
+        (await sql<{ name: string; lease_until: number }[]>`
+          SELECT name, lease_until FROM instances`).map((r) => [r.name, r.lease_until]),
+      );
+    const deadline = Date.now() + 10_000;
+    let last = await leases();
+    for (let rounds = 0; rounds < 2 && a.leaseLost() + b.leaseLost() === 0;) {
+      if (Date.now() > deadline) throw new Error("the instances did not renew their leases");
+      await new Promise((r) => setTimeout(r, 50));
+      const now = await leases();
+      if (["a:1", "b:2"].every((n) => (now.get(n) ?? 0) > (last.get(n) ?? Infinity))) {
+        rounds++;
+        last = now;
+      }
+    }
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+  assert.deepEqual([a.leaseLost(), b.leaseLost()], [0, 0], [...a.logs, ...b.logs].join("\n"));
+  assert.deepEqual((await a.store.onlineUsers()).map((p) => p.user).sort(), ["alice", "bob"]);
+});
+
 /** Retries `work` (the database coming back) for up to 20 s. */
 async function retry<T>(work: () => Promise<T>): Promise<T> {
   for (const deadline = Date.now() + 20_000;;) {

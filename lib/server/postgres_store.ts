@@ -220,6 +220,10 @@ export class PostgresStore implements ServerStore {
   #frozen = false;
   /** Whether the last contact with the database failed (to log changes once, not each try). */
   #unreachable = false;
+  /** When this instance last renewed its lease (`performance.now()`). */
+  #renewedAt = 0;
+  /** Other instances are not judged dead before this (`performance.now()`): see #tick. */
+  #judgeFrom = 0;
 
   private constructor(sql: Sql, location: string, options: PostgresStoreOptions) {
     this.#sql = sql;
@@ -691,6 +695,7 @@ export class PostgresStore implements ServerStore {
       INSERT INTO instances (id, name, started_at, lease_until)
       VALUES (${this.#id}, ${this.#run!.name}, confab_now(), confab_now() + ${this.#leaseMs})
       ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until`;
+    this.#renewedAt = performance.now();
   }
 
   /**
@@ -740,6 +745,15 @@ export class PostgresStore implements ServerStore {
     try {
       const renewed = await this.#sql`
         UPDATE instances SET lease_until = confab_now() + ${this.#leaseMs} WHERE id = ${this.#id}`;
+      const now = performance.now();
+      if (now - this.#renewedAt > this.#leaseMs / 2) {
+        // Out of touch for a good part of a lease (the database away, or this process stalled
+        // by a loaded machine): the others likely were too, and their leases ran out as ours
+        // did, with no chance yet to renew. Judged now, every instance but the first back
+        // would be taken for dead and its users out of the directory. They get one lease.
+        this.#judgeFrom = now + this.#leaseMs;
+      }
+      this.#renewedAt = now;
       this.#reachable(true);
       if (renewed.count === 0) {
         // Others took us for dead while we could not reach the database, and showed our users
@@ -748,7 +762,7 @@ export class PostgresStore implements ServerStore {
         await this.#register();
         run.onLeaseLost();
       }
-      await this.#reap();
+      if (performance.now() >= this.#judgeFrom) await this.#reap();
       await this.#sql`DELETE FROM events WHERE at < confab_now() - ${EVENTS_KEPT_MS}`;
     } catch (error) {
       this.#reachable(false, error);
