@@ -653,6 +653,7 @@ export const MIGRATIONS: readonly Migration[] = [
         prev RECORD;
         had_prev BOOLEAN;
       BEGIN
+        -- Attachments of one user take turns, whichever instance they come from.
         PERFORM 1 FROM users WHERE name_key = p_user FOR NO KEY UPDATE;
         SELECT p.registry_seq, p.attach, coalesce(i.lease_until > confab_now(), false) AS live
           INTO prev
@@ -668,6 +669,7 @@ export const MIGRATIONS: readonly Migration[] = [
           UPDATE registry SET logout_at = p_login_at WHERE seq = prev.registry_seq;
         END IF;
         IF had_prev AND prev.live THEN
+          -- The place was held on a live instance: that connection, and only it, must end.
           INSERT INTO events (at, body) VALUES (confab_now(),
             jsonb_build_object('kind', 'kick', 'user', p_user, 'attach', p_attach,
                                'replaced', prev.attach));
