@@ -99,11 +99,15 @@ deployments.test("a user busy in another chat gets mail and a notice instead of 
     const notice = await bob.event("mail_notice", { from: "alice" });
     assert.equal(notice.count, 1);
     assert.ok(!bob.events().some((e) => e.type === "message" && e.text === "psst, bob"));
-    await bob.send("/q");
-    await bob.event("chat_closed");
-    await bob.send("show alice");
+    // Opening the chat with her shows what she left (and she learns it was read), once.
+    await bob.send("/chat alice");
+    await bob.event("chat_opened", { with: "alice" });
     await bob.event("message", { from: "alice", text: "psst, bob", via: "server" });
+    await bob.event("shown", { from: "alice", count: 1 });
     await alice.event("read", { by: "bob" });
+    await bob.send("/show alice");
+    await bob.event("shown", { from: "alice", count: 0 });
+    assert.equal(bob.events().filter((e) => e.text === "psst, bob").length, 1);
   } finally {
     await removeHomes(homes);
   }

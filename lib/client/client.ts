@@ -141,6 +141,11 @@ export class ConfabClient implements AsyncDisposable {
    * pushes: what file offers (`--auto-accept contacts`) and group invitations are checked against.
    */
   #contacts = new Set<string>();
+  /**
+   * Messages waiting on the server, per sender (name keys), as the server last said (at login,
+   * in notices, in `hanging`): opening a chat with one of them shows theirs.
+   */
+  #waiting = new Map<string, number>();
   /** Whether {@link #contacts} came from the server in this session. */
   #contactsKnown = false;
   #closing: Promise<void> | undefined;
@@ -307,9 +312,13 @@ export class ConfabClient implements AsyncDisposable {
         return;
       case "mail_notice":
         this.#ctx.emit({ type: "mail_notice", from: m.from, count: m.count });
+        this.#waiting.set(m.from.toLowerCase(), m.count);
+        // In the chat with them (their line came by the server: our link was down), it shows.
+        if (this.#chatWith?.toLowerCase() === m.from.toLowerCase()) this.#showWaiting(m.from);
         return;
       case "mail_summary":
         this.#ctx.emit({ type: "mail_summary", entries: m.entries });
+        this.#waiting = new Map(m.entries.map((e) => [e.from.toLowerCase(), e.count]));
         return;
       case "receipts":
         // Checked one signature at a time; tracked so a close waits for it.
@@ -363,6 +372,7 @@ export class ConfabClient implements AsyncDisposable {
 
   async #onLogin(session: Session): Promise<void> {
     this.#contacts = new Set();
+    this.#waiting = new Map();
     this.#contactsKnown = false;
     this.#groups = this.#makeGroups(session);
     this.#transfers = this.#makeTransfers(session);
@@ -528,6 +538,9 @@ export class ConfabClient implements AsyncDisposable {
         mark: h.mark,
       })),
     });
+    // What they left on the server shows in the chat, as the other messages of it do (and they
+    // learn it was read): opening the chat with someone is reading them.
+    if ((this.#waiting.get(name.toLowerCase()) ?? 0) > 0) this.#showWaiting(name);
   }
 
   /**
@@ -890,21 +903,42 @@ export class ConfabClient implements AsyncDisposable {
   // ---- offline mail --------------------------------------------------------------------------
 
   /** Who has pending messages for me on the server. */
-  hanging(): Promise<MailboxEntry[]> {
-    return this.#mailbox.hanging();
+  async hanging(): Promise<MailboxEntry[]> {
+    const entries = await this.#mailbox.hanging();
+    this.#waiting = new Map(entries.map((e) => [e.from.toLowerCase(), e.count]));
+    return entries;
   }
 
   /**
    * Fetches the pending messages from `user`, stores them, and only then confirms them to the
    * server (which deletes them and tells the sender they were read).
    */
-  show(user: string): Promise<number> {
-    return this.#mailbox.show(user);
+  async show(user: string): Promise<number> {
+    const shown = await this.#mailbox.show(user);
+    this.#waiting.delete(user.toLowerCase());
+    return shown;
   }
 
   /** Shows every sender's pending messages, one sender after another (see Mailbox.showAll). */
-  showAll(): Promise<number> {
-    return this.#mailbox.showAll();
+  async showAll(): Promise<number> {
+    const shown = await this.#mailbox.showAll();
+    this.#waiting.clear();
+    return shown;
+  }
+
+  /** Shows what `user` left on the server, in the background; a failure is said, not thrown. */
+  #showWaiting(user: string): void {
+    this.#ctx.track(
+      this.show(user).catch((error) => {
+        this.#ctx.emit({
+          type: "error",
+          code: error instanceof ClientError ? error.code : "INTERNAL",
+          message: `could not show the messages ${user} left you: ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+        });
+      }),
+    );
   }
 
   /** Leaves the chat, logs out if possible, closes every link and the listener. Idempotent. */
