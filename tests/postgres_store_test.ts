@@ -114,6 +114,30 @@ Deno.test("instances sharing a database see each other's users and pass events",
   assert.equal(await a.store.detach("alice", "alice-on-a"), false, "the old place is gone");
 });
 
+Deno.test("a write transaction left open in another database does not hold back the events", async () => {
+  const { a, b } = await twoInstances();
+  await using _a = a.store;
+  await using _b = b.store;
+  await attach(a.store, "alice", "alice-on-a");
+  // Another application's database on the same PostgreSQL, in the middle of a long write: its
+  // transaction has an id, which every snapshot of the cluster counts as running.
+  const other = await freshDatabase();
+  const sql = connectSql(other, { maxConnections: 1 });
+  const reserved = await sql.reserve();
+  try {
+    await reserved`BEGIN`;
+    await reserved`CREATE TABLE batch_job (n INTEGER)`;
+    await reserved`INSERT INTO batch_job VALUES (1)`;
+    assert.equal(await b.store.storeMail(mail("alice", "bob", "m1"), 10), "stored");
+    // An event takes milliseconds; 10 s is for a loaded machine, not a wait for the other.
+    await a.until("told of the mail", () => a.events.some((e) => e.kind === "mail"), 10_000);
+    await reserved`ROLLBACK`;
+  } finally {
+    reserved.release();
+    await sql.end();
+  }
+});
+
 Deno.test("an instance whose lease ran out has its users shown offline, and learns it", async () => {
   const url = await freshDatabase();
   // Only a's lease is short: b, with a short one too, lost its own lease when a loaded machine

@@ -834,8 +834,10 @@ export class PostgresStore implements ServerStore {
    * Reads the events after the cursor and hands them on, in order. Ids are taken when rows are
    * inserted, not when they commit, so reading by id alone could pass over one committed late.
    * Rows are read in (transaction id, id) order and only from transactions older than every
-   * transaction still running: later no row can appear before the cursor. Rows of newer
-   * transactions that are visible already are read shortly after, once those older ones end.
+   * transaction still running that could write one: later no row can appear before the cursor.
+   * Rows of newer transactions that are visible already are read shortly after, once those
+   * older ones end. A transaction running in another database of the server cannot write here
+   * and does not count (pg_stat_activity tells its database; one it does not place counts).
    */
   #pull(): void {
     if (!this.#run || this.#closing || this.#frozen) return;
@@ -849,9 +851,21 @@ export class PostgresStore implements ServerStore {
         const rows = await this.#sql<
           { id: number; xid: string; body: StoreEvent; early: boolean }[]
         >`
-          WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
-          SELECT e.id, e.xid::text AS xid, e.body, e.xid >= s.xmin AS early
-          FROM events e, s
+          WITH s AS (SELECT pg_current_snapshot() AS snap),
+          -- Transactions of other databases of the server, known to be so for certain: they
+          -- cannot write these events, so a long one (another application's batch job) must
+          -- not hold them back. One not known to be elsewhere counts as one of ours.
+          elsewhere AS (
+            SELECT backend_xid::text AS xid FROM pg_stat_activity
+            WHERE datname IS DISTINCT FROM current_database() AND backend_xid IS NOT NULL),
+          h AS (
+            SELECT coalesce(
+              (SELECT min(x) FROM pg_snapshot_xip(s.snap) AS x
+               WHERE (x::text::numeric % 4294967296)::text NOT IN (SELECT xid FROM elsewhere)),
+              pg_snapshot_xmax(s.snap)) AS horizon
+            FROM s)
+          SELECT e.id, e.xid::text AS xid, e.body, e.xid >= h.horizon AS early
+          FROM events e, h
           WHERE (e.xid, e.id) > (${this.#cursor.xid}::xid8, ${this.#cursor.id})
           ORDER BY e.xid, e.id LIMIT ${EVENT_BATCH}`;
         let early = false;
