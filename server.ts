@@ -58,6 +58,14 @@ function sizeOption(value: string): number {
 /** The smallest `--max-write-queue`: one frame of the largest size (1 MiB). */
 const MIN_WRITE_QUEUE = 1024 * 1024;
 
+/** A size as --help shows it, in the units the option takes: 4194304 is "4M". */
+function formatSizeOption(bytes: number): string {
+  for (const [unit, size] of [["G", 1024 ** 3], ["M", 1024 ** 2], ["K", 1024]] as const) {
+    if (bytes % size === 0) return `${bytes / size}${unit}`;
+  }
+  return String(bytes);
+}
+
 function onOff(value: string): boolean {
   if (value === "on") return true;
   if (value === "off") return false;
@@ -166,6 +174,7 @@ const parsed = parseOrExit({
       description: "relay links between users who cannot reach each other directly",
       parse: onOff,
       default: true,
+      defaultText: "on",
     },
     {
       flags: "--relay-links <n>",
@@ -178,12 +187,14 @@ const parsed = parseOrExit({
       description: "bytes per second one relayed link may carry (e.g. 4M)",
       parse: sizeOption,
       default: DEFAULT_RELAY_LIMITS.bytesPerSecond,
+      defaultText: formatSizeOption(DEFAULT_RELAY_LIMITS.bytesPerSecond),
     },
     {
       flags: "--relay-daily <bytes>",
       description: "bytes one pair of users may relay per day (e.g. 2G)",
       parse: sizeOption,
       default: DEFAULT_RELAY_LIMITS.bytesPerDay,
+      defaultText: formatSizeOption(DEFAULT_RELAY_LIMITS.bytesPerDay),
     },
     {
       flags: "--relay-address <host:port>",
@@ -208,6 +219,7 @@ const parsed = parseOrExit({
         return n;
       },
       default: DEFAULT_SERVER_WRITE_QUEUE,
+      defaultText: formatSizeOption(DEFAULT_SERVER_WRITE_QUEUE),
     },
     { flags: "-q, --quiet", description: "do not log logins and logouts" },
   ],

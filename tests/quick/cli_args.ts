@@ -197,3 +197,12 @@ Deno.test("the README names every flag of server.ts and client.ts", async () => 
   assert.ok(offered.size > 30, `found only ${offered.size} flags: the help walk is broken`);
   assert.deepEqual(missing, [], "flags the README does not describe");
 });
+
+Deno.test("server --help shows sizes and switches as they are typed (4M, on), not as numbers", async () => {
+  const help = (await helpOf("server.ts")).replace(/\s+/g, " ");
+  assert.match(help, /--relay <on\|off> .*?\(default: on\)/);
+  assert.match(help, /--relay-rate <bytes> .*?\(default: 4M\)/);
+  assert.match(help, /--relay-daily <bytes> .*?\(default: 2G\)/);
+  assert.match(help, /--max-write-queue <bytes> .*?\(default: 8M\)/);
+  assert.doesNotMatch(help, /default: (true|false|\d{7,})\)/, "a switch or a size in bytes");
+});
