@@ -540,7 +540,10 @@ export class ConfabClient implements AsyncDisposable {
     });
     // What they left on the server shows in the chat, as the other messages of it do (and they
     // learn it was read): opening the chat with someone is reading them.
-    if ((this.#waiting.get(name.toLowerCase()) ?? 0) > 0) this.#showWaiting(name);
+    // (Not while the server is away: the status row still counts them, show reads them later.)
+    if (this.#session.connected && (this.#waiting.get(name.toLowerCase()) ?? 0) > 0) {
+      this.#showWaiting(name);
+    }
   }
 
   /**
