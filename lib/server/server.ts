@@ -1408,25 +1408,8 @@ export class ConfabServer implements AsyncDisposable {
       throw new Reply("ALREADY_LOGGED_IN", `already logged in as ${state.session.user}`);
     }
     const key = nameKey(m.user);
-    this.#checkThrottle(key, state.host);
-    // Counted while the hash runs, so a burst of guesses cannot all slip past the check above.
-    this.#userThrottle.begin(key);
-    this.#addrThrottle.begin(state.host);
-    let outcome: "ok" | "failed" | "cancelled" = "cancelled";
-    let user: UserRecord | undefined;
-    try {
-      user = await this.store.getUser(m.user);
-      outcome = await this.#withHashSlot(() =>
-          verifyPassword(m.password, user, this.#opts.kdf)
-        ) && user
-        ? "ok"
-        : "failed";
-    } finally {
-      this.#userThrottle.end(key, outcome);
-      // A success does not clear an address (it may be shared); it only stops counting.
-      this.#addrThrottle.end(state.host, outcome === "ok" ? "cancelled" : outcome);
-    }
-    if (outcome !== "ok" || !user) {
+    const user = await this.#provePassword(m.user, state.host, m.password);
+    if (!user) {
       // The same answer for an unknown user and a wrong password.
       throw new Reply("LOGIN_FAILED", "wrong username or password");
     }
@@ -1486,6 +1469,35 @@ export class ConfabServer implements AsyncDisposable {
   }
 
   /**
+   * Checks `password` against the account `name`, counted in the throttles of that name and of
+   * `host` (checked first, then counted as a failure while the hash runs, so a burst of guesses
+   * cannot all slip past the check). Resolves to the account when the password is right;
+   * undefined when it is wrong or there is no such account (after the same work).
+   */
+  async #provePassword(
+    name: string,
+    host: string,
+    password: string,
+  ): Promise<UserRecord | undefined> {
+    const key = nameKey(name);
+    this.#checkThrottle(key, host);
+    this.#userThrottle.begin(key);
+    this.#addrThrottle.begin(host);
+    let outcome: "ok" | "failed" | "cancelled" = "cancelled";
+    let user: UserRecord | undefined;
+    try {
+      user = await this.store.getUser(name);
+      const right = await this.#withHashSlot(() => verifyPassword(password, user, this.#opts.kdf));
+      outcome = right && user ? "ok" : "failed";
+    } finally {
+      this.#userThrottle.end(key, outcome);
+      // A success does not clear an address (it may be shared); it only stops counting.
+      this.#addrThrottle.end(host, outcome === "ok" ? "cancelled" : outcome);
+    }
+    return outcome === "ok" ? user : undefined;
+  }
+
+  /**
    * Sets a new password for the logged-in user once the current one is proved, throttled as a
    * login is (a session left open on a shared machine must not let anyone guess at leisure).
    * The session goes on; a login elsewhere needs the new password from now on.
@@ -1496,22 +1508,7 @@ export class ConfabServer implements AsyncDisposable {
     session: Session,
     m: Extract<ClientMessage, { type: "password_change" }>,
   ): Promise<void> {
-    const key = session.key;
-    this.#checkThrottle(key, state.host);
-    this.#userThrottle.begin(key);
-    this.#addrThrottle.begin(state.host);
-    let outcome: "ok" | "failed" | "cancelled" = "cancelled";
-    try {
-      const user = await this.store.getUser(session.user);
-      outcome = await this.#withHashSlot(() => verifyPassword(m.password, user, this.#opts.kdf)) &&
-          user
-        ? "ok"
-        : "failed";
-    } finally {
-      this.#userThrottle.end(key, outcome);
-      this.#addrThrottle.end(state.host, outcome === "ok" ? "cancelled" : outcome);
-    }
-    if (outcome !== "ok") {
+    if (!await this.#provePassword(session.user, state.host, m.password)) {
       throw new Reply("LOGIN_FAILED", "the current password is wrong; nothing was changed");
     }
     const hashed = await this.#withHashSlot(() => hashPassword(m.newPassword, this.#opts.kdf));
