@@ -268,7 +268,13 @@ export class ClientStore implements Disposable {
     this.path = join(userDir, "confab.sqlite");
     // Off the thread that carries the chats: a checkpoint's fsyncs stalled it up to 180 ms.
     this.#db = new Database(this.path, MIGRATIONS, { checkpointOffThread: true });
-    this.#index(); // what a previous run stored but did not index
+    try {
+      this.#index(); // what a previous run stored but did not index
+    } catch (error) {
+      // Nothing of a store that did not open lives on (its database, its checkpoint timer).
+      this.#db.close();
+      throw error;
+    }
   }
 
   /** Whether the log is folded on a worker thread once it grows (see lib/util/sqlite.ts). */

@@ -48,15 +48,22 @@ export class Database implements Disposable {
     }
     ownerOnlyFile(path, [`${path}-wal`, `${path}-shm`, `${path}-journal`]);
     this.#db = new DatabaseSync(path);
-    this.#db.exec("PRAGMA journal_mode = WAL");
-    this.#db.exec("PRAGMA synchronous = NORMAL");
-    this.#db.exec("PRAGMA foreign_keys = ON");
-    this.#db.exec("PRAGMA busy_timeout = 5000");
-    // SQLite would checkpoint inside whichever commit crosses 1,000 pages, stalling that
-    // message by milliseconds; a timer does it between messages instead.
-    this.#db.exec("PRAGMA wal_autocheckpoint = 0");
-    if (this.#checkpointer) this.#db.exec(`PRAGMA journal_size_limit = ${LOG_KEPT_BYTES}`);
-    this.#migrate(migrations);
+    try {
+      this.#db.exec("PRAGMA journal_mode = WAL");
+      this.#db.exec("PRAGMA synchronous = NORMAL");
+      this.#db.exec("PRAGMA foreign_keys = ON");
+      this.#db.exec("PRAGMA busy_timeout = 5000");
+      // SQLite would checkpoint inside whichever commit crosses 1,000 pages, stalling that
+      // message by milliseconds; a timer does it between messages instead.
+      this.#db.exec("PRAGMA wal_autocheckpoint = 0");
+      if (this.#checkpointer) this.#db.exec(`PRAGMA journal_size_limit = ${LOG_KEPT_BYTES}`);
+      this.#migrate(migrations);
+    } catch (error) {
+      // A database that cannot be opened (not one, from a newer build, damaged) is closed.
+      this.#checkpointer?.close();
+      this.#db.close();
+      throw error;
+    }
     this.#timer = setInterval(
       () => this.#checkpointSoon(),
       options.checkpointEveryMs ?? CHECKPOINT_EVERY_MS,

@@ -616,3 +616,31 @@ Deno.test("ClientStore folds its write-ahead log on a worker thread once it grow
   // On the thread that carries the chats, a checkpoint's fsyncs stalled it up to 180 ms.
   assert.equal(store.checkpointsOffThread, true);
 });
+
+Deno.test("ClientStore that cannot open its history throws and leaves no timer or handle behind", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "confab-store-" });
+  try {
+    {
+      using store = new ClientStore(dir, { indexDelayMs: 60_000 });
+      store.addMessages([{
+        id: "m1",
+        chat: "bob",
+        sender: "bob",
+        ts: 1,
+        text: "not yet indexed",
+        outgoing: false,
+        mark: "**",
+      }]);
+    }
+    // The index behind the messages (as after a kill -9) and broken: taking them in at
+    // start-up fails.
+    const raw = new DatabaseSync(join(dir, "confab.sqlite"));
+    raw.exec("UPDATE settings SET value = '0' WHERE key = 'fts_seq'");
+    raw.exec("DROP TABLE messages_fts");
+    raw.close();
+    assert.throws(() => new ClientStore(dir), /messages_fts/);
+    // (The test's sanitizers fail it if the checkpoint timer of the failed store lives on.)
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
