@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { type Event, startServer, TestClient } from "./support/processes.ts";
 import { RawConn } from "./support/raw_conn.ts";
+import { PROTOCOL_VERSION } from "../lib/protocol/messages.ts";
 import { generateKeyPair } from "../lib/crypto/noise.ts";
 import { signUpAsContacts, startCluster } from "./support/cluster.ts";
 
@@ -393,4 +394,32 @@ Deno.test("in a cluster, peers on two instances are relayed by the instance that
   await carol.send("hello through b");
   await alice.event("message", { from: "carol", text: "hello through b" }, 30_000);
   assert.deepEqual(received(bob, "alice").slice(0, 1), ["hello through a"]);
+});
+
+Deno.test("relay legs count toward --max-per-address for as long as their relayed link lasts", async () => {
+  // Two control connections and, once relayed, two legs from 127.0.0.1: six leave room for two.
+  await using server = await startServer({ args: ["--max-per-address", "6"] });
+  await using pair = await pairBehindRelay(server, { punch: false });
+  const { alice } = pair;
+  await alice.send("chat bob");
+  assert.equal((await alice.event("link_up", { user: "bob" })).path, "relayed");
+  await server.proc.out.waitFor((l) => /relay: alice <-> bob started/.test(l), "relay log");
+  const held: RawConn[] = [];
+  try {
+    let refused: { code?: unknown } | undefined;
+    for (let i = 0; i < 6 && !refused; i++) {
+      const raw = await RawConn.connect(server.port);
+      held.push(raw);
+      // A refused connection gets its error at once; one let in, the server's hello.
+      await raw.send({ type: "hello", version: PROTOCOL_VERSION, role: "client", software: "t" })
+        .catch(() => {});
+      const first = await raw.next();
+      if (first.type === "error") refused = first;
+    }
+    // Handed over, the legs were no longer counted: four more got in (the old code).
+    assert.equal(refused?.code, "SERVER_BUSY");
+    assert.equal(held.length, 3, "two got in, the third was refused");
+  } finally {
+    for (const raw of held) await raw.close();
+  }
 });

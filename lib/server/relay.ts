@@ -81,6 +81,11 @@ interface DayCount {
 interface Leg {
   fc: FramedConnection<ClientMessage>;
   requestId: number;
+  /**
+   * Told, as its connection is handed over, when the relayed link it becomes ends: the
+   * connection is the link's from then on (the server's connection caps still count it).
+   */
+  handedOver?: (linkEnded: Promise<void>) => void;
 }
 
 interface Pairing {
@@ -342,6 +347,8 @@ export class Relay {
     if (!first || !second) return;
     this.#pending.delete(token);
     clearTimeout(pairing.timer);
+    const linkEnded = Promise.withResolvers<void>();
+    for (const l of [first, second]) l.handedOver?.(linkEnded.promise);
     const ends: Transport[] = [];
     try {
       for (const l of [first, second]) {
@@ -355,9 +362,11 @@ export class Relay {
     } catch {
       for (const t of ends) t.close();
       await Promise.all([first.fc.close(), second.fc.close()]);
+      linkEnded.resolve();
       return;
     }
-    this.#start(pairing, ends as [Transport, Transport]);
+    const ended = () => linkEnded.resolve();
+    this.#start(pairing, ends as [Transport, Transport]).then(ended, ended);
   }
 
   /**
@@ -388,7 +397,8 @@ export class Relay {
     }
   }
 
-  #start(pairing: Pairing, legs: [Transport, Transport]): void {
+  /** Starts relaying; resolves when the link has ended. */
+  #start(pairing: Pairing, legs: [Transport, Transport]): Promise<void> {
     const link: ActiveLink = {
       a: pairing.a,
       b: pairing.b,
@@ -404,6 +414,7 @@ export class Relay {
     this.#active.add(link);
     this.#hooks.log(`relay: ${link.a.user} <-> ${link.b.user} started`);
     link.done = this.#run(link);
+    return link.done;
   }
 
   async #run(link: ActiveLink): Promise<void> {

@@ -163,6 +163,8 @@ interface Place {
 interface ConnState {
   session: Session | undefined;
   host: string;
+  /** Set when the connection became a relay leg: settles when its relayed link has ended. */
+  relayLink?: Promise<void>;
   /** Settles once the latest `mail_send` on this connection has been handed to the store. */
   mailOrder: Promise<void>;
   /** This connection's `mail_send`s not answered yet (at most {@link MAIL_SEND_IN_FLIGHT}). */
@@ -747,9 +749,14 @@ export class ConfabServer implements AsyncDisposable {
       clearTimeout(loginTimer);
       await fc.close();
       this.#conns.delete(fc);
-      const left = (this.#perAddress.get(state.host) ?? 1) - 1;
-      if (left > 0) this.#perAddress.set(state.host, left);
-      else this.#perAddress.delete(state.host);
+      // A relay leg's socket lives on in its relayed link: counted from its address until then.
+      const counted = () => {
+        const left = (this.#perAddress.get(state.host) ?? 1) - 1;
+        if (left > 0) this.#perAddress.set(state.host, left);
+        else this.#perAddress.delete(state.host);
+      };
+      if (state.relayLink) void state.relayLink.finally(counted);
+      else counted();
       state.ended = { session: state.session };
       // While the server closes, close() takes every user out in one commit.
       if (state.session && !this.#closing) await this.#endSession(state.session, Date.now());
@@ -864,7 +871,11 @@ export class ConfabServer implements AsyncDisposable {
         if (state.session) {
           throw new Reply("BAD_MESSAGE", "join a relay on a fresh connection, not a logged-in one");
         }
-        return await this.#relay.join(m.token, state.staticKey, { fc, requestId: m.id });
+        return await this.#relay.join(m.token, state.staticKey, {
+          fc,
+          requestId: m.id,
+          handedOver: (linkEnded) => state.relayLink = linkEnded,
+        });
     }
     const session = state.session;
     if (!session) throw new Reply("NOT_LOGGED_IN", "log in first");
