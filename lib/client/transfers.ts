@@ -127,8 +127,25 @@ interface SharedFile {
   path: string;
   name: string;
   size: number;
+  /** Its modification time then (ms): a file edited since is not the one offered. */
+  mtime: number;
   tag: string;
   group?: string;
+}
+
+/**
+ * Fails when the file open in `handle` is no longer the version `share` found: cut, grown or
+ * edited since (its size or modification time moved). Its bytes would reach the receiver as a
+ * mix of versions, read at different times, that the SHA-256 (taken over what was read) passes.
+ */
+async function checkUnchanged(handle: Deno.FsFile, file: SharedFile): Promise<void> {
+  const now = await handle.stat();
+  if (now.size !== file.size || (now.mtime?.getTime() ?? 0) !== file.mtime) {
+    throw new TransferError(
+      "FILE_CHANGED",
+      `${file.name} changed while it was being sent; share it again to send it as it is now`,
+    );
+  }
 }
 
 /**
@@ -189,6 +206,8 @@ interface Outgoing {
   >;
   done: PromiseWithResolvers<{ ok: boolean; reason?: string }>;
   cancelled?: string;
+  /** The receiver ended the current attempt itself (file_cancel or file_done). */
+  endedByPeer?: boolean;
 }
 
 /** How far one transfer got, across the links it ran on. */
@@ -434,8 +453,9 @@ export class Transfers {
       throw new TransferError("BAD_FILE", `cannot read ${path}: ${why}`);
     }
     const name = basename(path);
-    const tag = await fileTag(path, info.size, info.mtime?.getTime() ?? 0, this.#tagKey());
-    const file = { path, name, size: info.size, tag, group };
+    const mtime = info.mtime?.getTime() ?? 0;
+    const tag = await fileTag(path, info.size, mtime, this.#tagKey());
+    const file = { path, name, size: info.size, mtime, tag, group };
     const results = await Promise.all(peers.map((peer) => this.#sendTo(peer, file)));
     // One line in history for the share, once it reached anyone.
     const sha256 = results.find((digest) => digest !== undefined);
@@ -510,6 +530,7 @@ export class Transfers {
     t.link = link;
     t.answer = Promise.withResolvers();
     t.done = Promise.withResolvers();
+    t.endedByPeer = false;
     const closed = link.fc.closed.then(() => {
       throw new TransferError("PEER_GONE", `${peer} disconnected`);
     });
@@ -530,7 +551,34 @@ export class Transfers {
     if (!answer.accepted) {
       throw new TransferError("REJECTED", `${peer} declined: ${answer.reason}`);
     }
-    const offset = answer.offset;
+    try {
+      return await this.#sendAccepted(link, t, file, base, run, answer.offset, closed);
+    } catch (error) {
+      // The receiver accepted and waits for the data: unless it ended the transfer itself or
+      // the link is gone, it is told that none comes (it would hold the part open for ever).
+      if (!t.endedByPeer && !link.fc.isClosed) {
+        await link.fc.send({
+          type: "file_cancel",
+          fid,
+          reason: (error as Error).message.slice(0, MAX_WIRE_REASON),
+        }).catch(() => {});
+      }
+      throw error;
+    }
+  }
+
+  /** The rest of an attempt the receiver accepted, from `offset`: data, hash, its check. */
+  async #sendAccepted(
+    link: PeerLink,
+    t: Outgoing,
+    file: SharedFile,
+    base: { fid: string; direction: "out"; peer: string; name: string; size: number },
+    run: SendRun,
+    offset: number,
+    closed: Promise<never>,
+  ): Promise<string> {
+    const host = this.#host;
+    const { fid, peer } = t;
     if (offset > file.size) {
       throw new TransferError("BAD_OFFSET", `${peer} asked for a bad offset`);
     }
@@ -548,6 +596,8 @@ export class Transfers {
     run.offset = offset;
     const progress = new Progress(host, base, run.firstOffset, link);
     using handle = await Deno.open(file.path, { read: true });
+    // Opened again for each attempt: the path may lead to another file by now.
+    await checkUnchanged(handle, file);
     // The part the receiver kept from an earlier transfer is hashed here, the rest as it goes.
     if (offset - run.hash.upTo > CATCH_UP_NOTICE) {
       host.emit({
@@ -606,6 +656,7 @@ export class Transfers {
       await source.settle();
     }
     for (const sending of inFlight) await sending;
+    await checkUnchanged(handle, file);
     const sha256 = await run.hash.digest();
     await link.fc.send({ type: "file_end", fid, sha256 });
     const done = await Promise.race([closed, withTimeout(t.done.promise, "no confirmation")]);
@@ -644,6 +695,7 @@ export class Transfers {
       case "file_done": {
         const t = this.#outgoing.get(m.fid);
         if (t && t.link === link) {
+          t.endedByPeer = true;
           t.done.resolve({ ok: m.ok, reason: m.reason });
         }
         return true;
@@ -654,6 +706,7 @@ export class Transfers {
       case "file_cancel": {
         const out = this.#outgoing.get(m.fid);
         if (out && out.link === link) {
+          out.endedByPeer = true;
           out.cancelled = `${link.user} cancelled: ${m.reason}`;
           out.answer.resolve({ accepted: false, reason: m.reason });
           out.done.resolve({ ok: false, reason: m.reason });
