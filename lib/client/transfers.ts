@@ -98,6 +98,8 @@ export interface TransferHost {
    * cannot be told now (the server away, and no list yet).
    */
   isContact(user: string): Promise<boolean | undefined>;
+  /** Whether `user` is a member of group `group` as I know it now. */
+  isGroupMember(group: string, user: string): boolean;
   /** Most bytes held in partial files, those of transfers in progress counted whole. */
   readonly maxPartialBytes: number;
   /** Free disk space an accepted file must leave. */
@@ -728,6 +730,12 @@ export class Transfers {
 
   async #onOffer(link: PeerLink, m: Extract<PeerMessage, { type: "file_offer" }>): Promise<void> {
     const host = this.#host;
+    if (m.group !== undefined && !host.isGroupMember(m.group, link.user)) {
+      // Only a group's members write in it (as with its messages): a file from anyone else
+      // is theirs alone, shown and kept in the chat with them.
+      const { group: _, ...direct } = m;
+      m = direct;
+    }
     const running = this.#incoming.get(m.fid);
     if (running) {
       // Offered again on another link: the old one was lost under it (see the module's note).

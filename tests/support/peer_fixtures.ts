@@ -98,7 +98,7 @@ export function bobsHost(
 /**
  * Bob's side of file transfers, over `store`, keeping files under `dir`, with `link` the one link
  * there is: files up to 1 GiB, offers asked about (no contacts known) and waiting an hour, no
- * disk space kept free; `overrides` changes any of it.
+ * disk space kept free, in no group; `overrides` changes any of it.
  */
 export function bobsTransferHost(
   store: ClientStore,
@@ -118,6 +118,7 @@ export function bobsTransferHost(
     maxFileSize: 1 << 30,
     autoAccept: "ask",
     isContact: () => Promise.resolve(false),
+    isGroupMember: () => false,
     maxPartialBytes: 1 << 30,
     keepFreeBytes: 0,
     offerTimeoutMs: 3_600_000,
