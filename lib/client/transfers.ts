@@ -56,6 +56,14 @@ const ANSWER_TIMEOUT_MS = 120_000;
 const OFFER_ANSWER_MS = 3600_000 + 60_000;
 /** Offers waiting for an answer at once, from everyone together; more are declined. */
 export const MAX_WAITING_OFFERS = 32;
+/**
+ * Files received at once from one sender, and from everyone together; more are declined. Each
+ * holds an open file and its hash state for as long as its sender takes, and small files count
+ * next to nothing against --max-partial: a contact offering empty files it never ends (taken at
+ * once with --auto-accept contacts) would otherwise hold the client's file descriptors.
+ */
+export const MAX_RECEIVING_FROM_ONE = 16;
+export const MAX_RECEIVING = 64;
 const PROGRESS_EVERY_MS = 250;
 /** A sender says so when it must hash more than this of a file before it goes on sending. */
 const CATCH_UP_NOTICE = 64 * 1024 * 1024;
@@ -1015,6 +1023,21 @@ export class Transfers {
     return undefined;
   }
 
+  /** Why one more file from `user` cannot be received now, or undefined when it can. */
+  #tooMany(user: string): string | undefined {
+    const from =
+      [...this.#incoming.values()].filter((t) => t.from.toLowerCase() === user.toLowerCase())
+        .length;
+    if (from >= MAX_RECEIVING_FROM_ONE) {
+      return `${MAX_RECEIVING_FROM_ONE} files from ${user} are being received already; ` +
+        `accept it once they are done`;
+    }
+    if (this.#incoming.size >= MAX_RECEIVING) {
+      return `${MAX_RECEIVING} files are being received already; accept it once they are done`;
+    }
+    return undefined;
+  }
+
   /** Opens (or reopens, to resume) the partial file and accepts the offer, if there is room. */
   #accept(
     link: PeerLink,
@@ -1041,7 +1064,8 @@ export class Transfers {
       await loadNodeCrypto(); // the file's hash and the bulk cipher of its chunks
       await Deno.mkdir(host.partialDir, { recursive: true, mode: 0o700 });
       const had = (await Deno.stat(partial).catch(() => undefined))?.size ?? 0;
-      const noRoom = await this.#noRoom(partial, m.size, had <= m.size ? had : 0);
+      const noRoom = this.#tooMany(link.user) ??
+        await this.#noRoom(partial, m.size, had <= m.size ? had : 0);
       if (noRoom !== undefined) {
         host.emit({
           type: "transfer_declined",

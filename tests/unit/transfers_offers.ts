@@ -11,10 +11,11 @@
 import assert from "node:assert/strict";
 import { ClientStore } from "../../lib/client/client_store.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
-import { Transfers } from "../../lib/client/transfers.ts";
+import { MAX_RECEIVING_FROM_ONE, Transfers } from "../../lib/client/transfers.ts";
+import { join } from "../../lib/util/paths.ts";
 import type { PeerLink } from "../../lib/peer/peer_link.ts";
 import type { PeerMessage } from "../../lib/protocol/messages.ts";
-import { bobsTransferHost } from "../support/peer_fixtures.ts";
+import { bobsTransferHost, standIn } from "../support/peer_fixtures.ts";
 import { tempDir } from "../support/temp_dir.ts";
 
 Deno.test("offers cancelled in a loop add no watcher each on their link, and the link's end declines those still waiting", async () => {
@@ -67,6 +68,45 @@ Deno.test("offers cancelled in a loop add no watcher each on their link, and the
       fid(501),
       fid(502),
     ]);
+  } finally {
+    await transfers.close();
+  }
+});
+
+Deno.test("a peer whose accepted files never end holds at most 16 of them open; the next is declined until one ends", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const link = standIn("mallory");
+  const events: ClientEvent[] = [];
+  const transfers = new Transfers(
+    bobsTransferHost(store, dir.path, events, link, {
+      autoAccept: "contacts",
+      isContact: () => Promise.resolve(true),
+    }),
+  );
+  try {
+    await transfers.prepare();
+    const fid = (i: number) => i.toString(16).padStart(32, "0");
+    const offer = (i: number) =>
+      transfers.onPeerMessage(link, {
+        type: "file_offer",
+        fid: fid(i),
+        name: `empty-${i}`,
+        size: 0, // counts nothing against --max-partial
+        tag: fid(i) + fid(i),
+      });
+    for (let i = 0; i < 40; i++) await offer(i);
+    const answers = () => link.sent.map((m) => m.type);
+    assert.equal(answers().filter((t) => t === "file_accept").length, MAX_RECEIVING_FROM_ONE);
+    assert.equal(answers().filter((t) => t === "file_reject").length, 40 - MAX_RECEIVING_FROM_ONE);
+    assert.equal((await Array.fromAsync(Deno.readDir(join(dir.path, "partial")))).length, 16);
+    const declined = events.find((e) => e.type === "transfer_declined");
+    assert.match(String(declined?.type === "transfer_declined" && declined.reason), /16 files/);
+
+    // One ends (its sender cancels it): the next is taken.
+    await transfers.onPeerMessage(link, { type: "file_cancel", fid: fid(0), reason: "x" });
+    await offer(40);
+    assert.equal(link.sent.at(-1)?.type, "file_accept");
   } finally {
     await transfers.close();
   }
