@@ -64,6 +64,12 @@ export const MAX_WAITING_OFFERS = 32;
  */
 export const MAX_RECEIVING_FROM_ONE = 16;
 export const MAX_RECEIVING = 64;
+/**
+ * Parts of transfers no longer running kept at once (oldest dropped first): tiny parts count next
+ * to nothing against --max-partial, and a peer breaking off transfer after transfer would
+ * otherwise fill the folder with them (and each accept lists them all).
+ */
+export const MAX_KEPT_PARTS = 64;
 const PROGRESS_EVERY_MS = 250;
 /** A sender says so when it must hash more than this of a file before it goes on sending. */
 const CATCH_UP_NOTICE = 64 * 1024 * 1024;
@@ -966,7 +972,7 @@ export class Transfers {
   /**
    * Why a file of `size` bytes (of which `have` are already in its partial file) cannot be
    * taken now, or undefined when it can. Partial files of transfers no longer running are
-   * dropped, oldest first, to stay under the cap; the disk must keep `keepFreeBytes` free once
+   * dropped, oldest first, to stay under the cap and below {@link MAX_KEPT_PARTS}; the disk must keep `keepFreeBytes` free once
    * every transfer in progress has written its last byte.
    */
   async #noRoom(partial: string, size: number, have: number): Promise<string | undefined> {
@@ -988,7 +994,10 @@ export class Transfers {
       held += info.size;
     }
     idle.sort((a, b) => a.mtime - b.mtime);
-    while (held + size > host.maxPartialBytes && idle.length > 0) {
+    // Room for this file's bytes, and for its part among those kept should it break off.
+    while (
+      idle.length > 0 && (held + size > host.maxPartialBytes || idle.length >= MAX_KEPT_PARTS)
+    ) {
       const oldest = idle.shift()!;
       await Deno.remove(oldest.path).catch(() => {});
       held -= oldest.size;

@@ -11,7 +11,8 @@
 import assert from "node:assert/strict";
 import { ClientStore } from "../../lib/client/client_store.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
-import { MAX_RECEIVING_FROM_ONE, Transfers } from "../../lib/client/transfers.ts";
+import { MAX_KEPT_PARTS, MAX_RECEIVING_FROM_ONE, Transfers } from "../../lib/client/transfers.ts";
+import { fromHex } from "../../lib/util/hex.ts";
 import { join } from "../../lib/util/paths.ts";
 import type { PeerLink } from "../../lib/peer/peer_link.ts";
 import type { PeerMessage } from "../../lib/protocol/messages.ts";
@@ -107,6 +108,43 @@ Deno.test("a peer whose accepted files never end holds at most 16 of them open; 
     await transfers.onPeerMessage(link, { type: "file_cancel", fid: fid(0), reason: "x" });
     await offer(40);
     assert.equal(link.sent.at(-1)?.type, "file_accept");
+  } finally {
+    await transfers.close();
+  }
+});
+
+Deno.test("parts kept of transfers a peer broke off stay few, however many it breaks off", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const link = standIn("mallory");
+  const transfers = new Transfers(
+    bobsTransferHost(store, dir.path, [], link, {
+      autoAccept: "contacts",
+      isContact: () => Promise.resolve(true),
+    }),
+  );
+  try {
+    await transfers.prepare();
+    const fid = (i: number) => i.toString(16).padStart(32, "0");
+    // Offered, accepted, one byte of two sent, cancelled: a part of 1 byte is kept to resume,
+    // and 200 of them count 200 bytes against --max-partial.
+    for (let i = 0; i < 200; i++) {
+      await transfers.onPeerMessage(link, {
+        type: "file_offer",
+        fid: fid(i),
+        name: `f-${i}`,
+        size: 2,
+        tag: fid(i) + fid(i),
+      });
+      const chunk = new Uint8Array(26);
+      chunk.set(fromHex(fid(i)), 1);
+      chunk[25] = 7;
+      await transfers.onPeerMessage(link, { type: "binary", data: chunk });
+      await transfers.onPeerMessage(link, { type: "file_cancel", fid: fid(i), reason: "x" });
+    }
+    assert.equal(link.sent.filter((m) => m.type === "file_accept").length, 200);
+    const parts = await Array.fromAsync(Deno.readDir(join(dir.path, "partial")));
+    assert.ok(parts.length <= MAX_KEPT_PARTS, `${parts.length} parts kept`);
   } finally {
     await transfers.close();
   }
