@@ -572,8 +572,9 @@ export class Transfers {
     } catch (error) {
       // The receiver accepted and waits for the data: unless it ended the transfer itself or
       // the link is gone, it is told that none comes (it would hold the part open for ever).
+      // Queued behind the chunks, not awaited: a receiver that stopped reading holds no failure.
       if (!t.endedByPeer && !link.fc.isClosed) {
-        await link.fc.send({
+        void link.fc.send({
           type: "file_cancel",
           fid,
           reason: (error as Error).message.slice(0, MAX_WIRE_REASON),
