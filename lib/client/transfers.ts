@@ -730,7 +730,7 @@ export class Transfers {
         }
         const inc = this.#incoming.get(m.fid);
         if (inc && inc.link === link) {
-          await this.#fail(inc, `${link.user} cancelled: ${m.reason}`, true);
+          await this.#fail(inc, `${link.user} stopped sending it: ${m.reason}`, true);
         }
         const waiting = [...this.#waiting.values()].find((w) =>
           w.offer.fid === m.fid && w.link === link
