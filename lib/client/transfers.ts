@@ -789,6 +789,16 @@ export class Transfers {
       host.partialDir,
       `${m.tag}-${m.size}-${link.user.toLowerCase()}.part`,
     );
+    // The same file offered anew (another file id) while a transfer of it waits for its lost
+    // link's replacement: the sender's client restarted and will not offer that one again, so
+    // it ends here, its part kept for this offer to resume.
+    const stale = [...this.#incoming.values()].find((t) =>
+      t.partial === partial && t.link !== link && t.link.fc.isClosed
+    );
+    if (stale) {
+      await stale.writing;
+      await this.#fail(stale, `${link.user} shared it again`, true);
+    }
     if (
       [...this.#incoming.values()].some((t) => t.partial === partial) ||
       [...this.#waiting.values()].some((w) => w.partial === partial)
