@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { type Event, startServer, TestClient } from "./support/processes.ts";
-import { RawConn } from "./support/raw_conn.ts";
+import { type Frame, RawConn } from "./support/raw_conn.ts";
 import { PROTOCOL_VERSION } from "../lib/protocol/messages.ts";
 import { generateKeyPair } from "../lib/crypto/noise.ts";
 import { signUpAsContacts, startCluster } from "./support/cluster.ts";
@@ -406,7 +406,7 @@ Deno.test("relay legs count toward --max-per-address for as long as their relaye
   await server.proc.out.waitFor((l) => /relay: alice <-> bob started/.test(l), "relay log");
   const held: RawConn[] = [];
   try {
-    let refused: { code?: unknown } | undefined;
+    let refused: Frame | undefined;
     for (let i = 0; i < 6 && !refused; i++) {
       const raw = await RawConn.connect(server.port);
       held.push(raw);
