@@ -983,8 +983,8 @@ export class Transfers {
   /**
    * Why a file of `size` bytes (of which `have` are already in its partial file) cannot be
    * taken now, or undefined when it can. Partial files of transfers no longer running are
-   * dropped, oldest first, to stay under the cap and below {@link MAX_KEPT_PARTS}; the disk must keep `keepFreeBytes` free once
-   * every transfer in progress has written its last byte.
+   * dropped, oldest first, to stay under the cap and below {@link MAX_KEPT_PARTS}; the disk
+   * must keep `keepFreeBytes` free once every transfer in progress has written its last byte.
    */
   async #noRoom(partial: string, size: number, have: number): Promise<string | undefined> {
     const host = this.#host;

@@ -497,8 +497,8 @@ export class PostgresStore implements ServerStore {
    * users who are away, and nobody would pass it on. The user's row is shared first: an
    * attachment of theirs under way holds it (confab_attach), so it commits before the directory
    * is looked at; one that comes later waits for this transaction, and what its server reads
-   * then includes this change. Last in the transaction, after every other lock it takes (the batches
-   * that lock users' rows never wait for a count or mail row: no cycle of waits).
+   * then includes this change. Last in the transaction, after every other lock it takes (the
+   * batches that lock users' rows never wait for a count or mail row: no cycle of waits).
    */
   async #eventFor(tx: postgres.TransactionSql, user: string, event: StoreEvent): Promise<void> {
     await tx`SELECT 1 FROM users WHERE name_key = ${user} FOR SHARE`;
