@@ -760,6 +760,9 @@ export class GroupChats {
     if (left) {
       // Back in only if this state adds me anew (a tag of mine my leave did not tombstone).
       state = mergeGroups(left, incoming);
+      // Within the limits as any state I hold: each state alone may be, and a union of them
+      // grew with every crafted one (anyone linked who knows the group's id could send them).
+      if (!withinLimits(state)) return;
       if (liveTags(state, host.user).length === 0 || !isMember(state, link.user)) {
         this.#left.set(incoming.id, state);
         if (groupChecksum(state) !== groupChecksum(incoming)) {
