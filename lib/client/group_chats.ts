@@ -1154,6 +1154,10 @@ export class GroupChats {
     if (!state) return;
     this.#groups.delete(id);
     this.#left.set(id, state);
+    // What waited for an earlier message is for a member: never shown once I am out.
+    for (const key of [...this.#held.keys()]) {
+      if (key.startsWith(`${id}\n`)) this.#dropHeld(key);
+    }
     host.store.saveGroupState(state, membersOf(state), { left: true });
     if (host.current === id) host.setCurrent(undefined);
     host.emit({ type: "group_closed", group: id, handle: groupHandle(id), reason });

@@ -10,12 +10,14 @@ import type { ClientEvent } from "../../lib/client/events.ts";
 import { GroupChats } from "../../lib/client/group_chats.ts";
 import {
   createGroup,
+  groupMessageStatement,
   type GroupState,
   MAX_GROUP_TAGS,
   membersOf,
   removeMember,
   withinLimits,
 } from "../../lib/peer/group_state.ts";
+import { Identity } from "../../lib/peer/identity.ts";
 import { bobsHost, standIn } from "../support/peer_fixtures.ts";
 import { tempDir } from "../support/temp_dir.ts";
 
@@ -49,3 +51,54 @@ Deno.test("the state of a group bob left does not grow past the limits however m
     groups.close();
   }
 });
+
+Deno.test("messages of a group bob left that were waiting for an earlier one are not shown when their wait runs out", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const now = Date.now();
+  const left = createGroup(["alice", "bob", "carol"], now - 60_000);
+  const stays = createGroup(["alice", "bob", "carol"], now - 60_000);
+  for (const g of [left, stays]) store.saveGroupState(g, membersOf(g), { left: false });
+  const alice = (await Identity.generate()).identity;
+  const events: ClientEvent[] = [];
+  const carol = standIn("carol");
+  const groups = new GroupChats(
+    bobsHost(store, events, { carol }, { alice: alice.publicKey }),
+    { gapBoundMs: 300 },
+  );
+  try {
+    groups.ready();
+    // alice's second message of each group, passed on by carol: each waits for the first.
+    for (const g of [left, stays]) {
+      const m = {
+        group: g.id,
+        author: "alice",
+        id: crypto.randomUUID(),
+        seq: 1,
+        ts: now - 2_000,
+        prevTs: now - 3_000,
+        text: `in ${g.id}`,
+      };
+      const sig = await alice.sign(groupMessageStatement(m));
+      await groups.onPeerMessage(carol, { type: "group_relay", ...m, sig });
+    }
+    assert.deepEqual(events.filter((e) => e.type === "message"), []);
+    groups.leave(left.id);
+    // The wait runs out for both at once: the gap of the group bob is in is reported.
+    await until(() => events.some((e) => e.type === "group_gap"), "the gap of the other group");
+    const about = (e: ClientEvent) =>
+      (e.type === "message" || e.type === "group_gap") && e.group === left.id;
+    assert.deepEqual(events.filter(about), [], "nothing of the group bob left");
+    assert.ok(events.some((e) => e.type === "message" && e.group === stays.id));
+  } finally {
+    groups.close();
+  }
+});
+
+async function until(test: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!test()) {
+    if (Date.now() > deadline) throw new Error(`not within 10 s: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
