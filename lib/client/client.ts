@@ -559,8 +559,11 @@ export class ConfabClient implements AsyncDisposable {
 
   async leaveChat(): Promise<void> {
     if (this.#group !== undefined) {
-      this.#groups?.leave(this.#group); // closes it: group_closed, window shut
+      // The window shuts at once (what is typed next goes nowhere in the group); the group
+      // closes once my lines on their way went (group_closed).
+      const group = this.#group;
       this.#group = undefined;
+      await this.#groups?.leave(group);
       return;
     }
     const user = this.#chatWith;

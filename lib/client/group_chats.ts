@@ -125,6 +125,11 @@ const RELAY_GAP_MS = 200;
  */
 const RELAY_MIN_AGE_MS = 2_000;
 const MORE_AFTER_MS = 250;
+/**
+ * How long `/q` waits at most for my messages on their way to the members linked now (one ack
+ * timeout): a member that does not answer gets them from the others, or not at all.
+ */
+const LEAVE_FLUSH_MS = 5_000;
 /** Send times kept per author (see GroupChats.#recentTs). */
 const RECENT_KEPT = 64;
 
@@ -175,6 +180,10 @@ export class GroupChats {
   #mine: Endpoint | undefined;
   /** The checksum each member last told for each group (key: group and member), and when. */
   readonly #theirSums = new Map<string, { sum: string; at: number }>();
+  /** My messages to each group on their way (stored, then sent to the members linked now). */
+  readonly #sending = new Map<string, Set<Promise<unknown>>>();
+  /** Groups I am leaving: my messages on their way go first (see {@link leave}). */
+  readonly #leaving = new Set<string>();
   /** Groups with a change waiting to be passed on (see {@link PASS_ON_MS}). */
   readonly #passOn = new Set<string>();
   readonly #sumTimer: ReturnType<typeof setInterval>;
@@ -344,7 +353,26 @@ export class GroupChats {
    * is sent to every member linked now; the others learn it from them, or from me when they
    * next talk to me about the group.
    */
-  leave(id: string): void {
+  async leave(id: string): Promise<void> {
+    if (!this.#groups.has(id) || this.#leaving.has(id)) return;
+    this.#leaving.add(id);
+    // My lines typed before go first to every member linked now, and only then the state that
+    // says I left: a member who learns it first refuses them, and my copies are dropped at the
+    // leave (a line typed just before /q was stored owed to nobody, marked as everyone's).
+    const sending = [...this.#sending.get(id) ?? []];
+    if (sending.length > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.allSettled(sending),
+        new Promise((resolve) => timer = setTimeout(resolve, LEAVE_FLUSH_MS)),
+      ]);
+      clearTimeout(timer);
+    }
+    if (this.#leaving.delete(id)) this.#leaveNow(id);
+  }
+
+  /** {@link leave}, at once. */
+  #leaveNow(id: string): void {
     const host = this.#host;
     const state = this.#groups.get(id);
     if (!state) return;
@@ -364,8 +392,18 @@ export class GroupChats {
    * @returns "delivered" when every member has it, else "queued".
    */
   async send(id: string, text: string): Promise<"delivered" | "queued"> {
-    if (!this.#groups.has(id)) throw new GroupError("NOT_IN_CHAT", "that group is closed");
-    return await this.#host.sendGroup(id, () => this.#others(id), text);
+    if (!this.#groups.has(id) || this.#leaving.has(id)) {
+      throw new GroupError("NOT_IN_CHAT", "that group is closed");
+    }
+    const sending = this.#host.sendGroup(id, () => this.#others(id), text);
+    const all = this.#sending.get(id) ?? new Set();
+    this.#sending.set(id, all.add(sending));
+    try {
+      return await sending;
+    } finally {
+      all.delete(sending);
+      if (all.size === 0 && this.#sending.get(id) === all) this.#sending.delete(id);
+    }
   }
 
   #dropCopies(group: string, member: string): void {
@@ -1227,6 +1265,12 @@ export class GroupChats {
 
   /** Stops the timers; groups stay stored and are rejoined at the next login. */
   close(): void {
+    // A leave waiting for my messages on their way is made now (the session ends: they would
+    // not go anyway), not lost: the group would be rejoined at the next login.
+    for (const id of [...this.#leaving]) {
+      this.#leaving.delete(id);
+      this.#leaveNow(id);
+    }
     this.#closed = true;
     clearInterval(this.#sumTimer);
     clearInterval(this.#tickTimer);

@@ -83,7 +83,7 @@ Deno.test("messages of a group bob left that were waiting for an earlier one are
       await groups.onPeerMessage(carol, { type: "group_relay", ...m, sig });
     }
     assert.deepEqual(events.filter((e) => e.type === "message"), []);
-    groups.leave(left.id);
+    await groups.leave(left.id);
     // The wait runs out for both at once: the gap of the group bob is in is reported.
     await until(() => events.some((e) => e.type === "group_gap"), "the gap of the other group");
     const about = (e: ClientEvent) =>
