@@ -947,9 +947,11 @@ export class GroupChats {
       const known = this.#endpoints.get(key);
       if (known) endpoints.push(known);
     }
-    if (endpoints.length === 0) return;
-    link.fc.send({ type: "group_where", group: state.id, endpoints: endpoints.slice(0, 32) })
-      .catch(() => {});
+    // (32 a frame: a group may hold a few more members than that; see group_state.ts.)
+    for (let i = 0; i < endpoints.length; i += 32) {
+      link.fc.send({ type: "group_where", group: state.id, endpoints: endpoints.slice(i, i + 32) })
+        .catch(() => {});
+    }
   }
 
   #onWhere(link: PeerLink, m: Extract<PeerMessage, { type: "group_where" }>): void {

@@ -10,8 +10,15 @@
  * Pure: no I/O.
  */
 
-/** Largest group. */
+/** Largest group a member makes by adding someone (`/a`). */
 export const MAX_GROUP_MEMBERS = 32;
+/**
+ * Largest group accepted from a peer: room for adds that members made at the same moment, each
+ * seeing room for one more (two `/a` in a group of 31 make 33). With no room, every member
+ * refused the union of the others' states, and the group split for good (some saw the one
+ * added, some the other, and neither state was ever taken by the other side).
+ */
+export const MAX_GROUP_MEMBERS_ACCEPTED = MAX_GROUP_MEMBERS + 8;
 /** Adds and tombstones kept at most (bounds what a peer can make us store). */
 export const MAX_GROUP_TAGS = 1024;
 
@@ -172,7 +179,7 @@ export function groupChecksum(state: GroupState): string {
 /** Whether a state is within the limits (checked on everything a peer sends). */
 export function withinLimits(state: GroupState): boolean {
   return state.adds.length + state.removed.length <= MAX_GROUP_TAGS &&
-    memberCount(state) <= MAX_GROUP_MEMBERS;
+    memberCount(state) <= MAX_GROUP_MEMBERS_ACCEPTED;
 }
 
 /** A short handle for a group, for commands: `#` and the first 6 characters of its id. */

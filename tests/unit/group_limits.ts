@@ -11,10 +11,12 @@ import { ClientStore } from "../../lib/client/client_store.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { GroupChats } from "../../lib/client/group_chats.ts";
 import {
+  addMember,
   createGroup,
   groupChecksum,
   MAX_GROUP_TAGS,
   membersOf,
+  mergeGroups,
   withinLimits,
 } from "../../lib/peer/group_state.ts";
 import { bobsHost, standIn } from "../support/peer_fixtures.ts";
@@ -52,6 +54,43 @@ Deno.test("adding a member to a group at the bound of joins and leaves is refuse
     );
     assert.equal(groupChecksum(groups.find(state.id)!), before, "unchanged");
     assert.deepEqual(groups.members(state.id), ["alice", "bob", "carol", "dave"]);
+  } finally {
+    groups.close();
+  }
+});
+
+Deno.test("two members adding someone at once to a group of 31 do not split it: every member takes both adds", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const names = ["alice", "bob", "carol", ...Array.from({ length: 28 }, (_, i) => `m${i}`)];
+  const state = createGroup(names);
+  store.saveGroupState(state, membersOf(state), { left: false });
+  const links = { alice: standIn("alice"), carol: standIn("carol") };
+  const groups = new GroupChats(bobsHost(store, [], links, {}));
+  try {
+    groups.ready();
+    // alice adds dave and carol adds erin, each seeing room for one more.
+    const byAlice = addMember(state, "dave");
+    const byCarol = addMember(state, "erin");
+    await groups.onPeerMessage(links.alice, { type: "group_state", group: byAlice });
+    await groups.onPeerMessage(links.carol, { type: "group_state", group: byCarol });
+    const both = mergeGroups(byAlice, byCarol);
+    assert.equal(membersOf(both).length, 33);
+    assert.equal(groupChecksum(groups.find(state.id)!), groupChecksum(both), "bob took both");
+    // And carol, who has only hers, is sent the union.
+    const toCarol = links.carol.sent.filter((m) => m.type === "group_state").at(-1);
+    assert.ok(toCarol?.type === "group_state");
+    assert.equal(groupChecksum(toCarol.group), groupChecksum(both));
+    // No one adds past 32 meanwhile.
+    const adder = new GroupChats({ ...bobsHost(store, [], links, {}), current: state.id });
+    try {
+      await assert.rejects(
+        adder.add("fred"),
+        (e: Error & { code?: string }) => e.code === "GROUP_FULL",
+      );
+    } finally {
+      adder.close();
+    }
   } finally {
     groups.close();
   }

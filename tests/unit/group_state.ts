@@ -9,6 +9,7 @@ import {
   isMember,
   liveTags,
   MAX_GROUP_MEMBERS,
+  MAX_GROUP_MEMBERS_ACCEPTED,
   memberSince,
   membersOf,
   mergeGroups,
@@ -75,10 +76,13 @@ Deno.test("groupChecksum() differs when membership differs and ignores name case
   assert.match(groupChecksum(g), /^[0-9a-f]{16}$/);
 });
 
-Deno.test("withinLimits() refuses more than 32 members", () => {
+Deno.test("withinLimits() takes 32 members and room for adds made at once, and refuses more than 40", () => {
   let g = createGroup(["m0"]);
   for (let i = 1; i < MAX_GROUP_MEMBERS; i++) g = addMember(g, `m${i}`);
   assert.equal(membersOf(g).length, 32);
+  assert.ok(withinLimits(g));
+  for (let i = MAX_GROUP_MEMBERS; i < MAX_GROUP_MEMBERS_ACCEPTED; i++) g = addMember(g, `m${i}`);
+  assert.equal(membersOf(g).length, 40);
   assert.ok(withinLimits(g));
   assert.ok(!withinLimits(addMember(g, "one-too-many")));
 });
