@@ -125,6 +125,8 @@ const RELAY_GAP_MS = 200;
  */
 const RELAY_MIN_AGE_MS = 2_000;
 const MORE_AFTER_MS = 250;
+/** Marks name at most this many authors (the wire's bound). */
+const MAX_MARKS = 64;
 /**
  * How long `/q` waits at most for my messages on their way to the members linked now (one ack
  * timeout): a member that does not answer gets them from the others, or not at all.
@@ -206,6 +208,12 @@ export class GroupChats {
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   /** Members to be asked again for their marks (key: group and member; see RELAY_MIN_AGE_MS). */
   readonly #askAgain = new Set<string>();
+  /**
+   * How far I passed on each author's messages on a link whose member's full marks left that
+   * author out (key: group and author): the next batch goes on from there (see #onMarks). Per
+   * link: what went on a link that died may not have arrived.
+   */
+  readonly #passedOn = new WeakMap<PeerLink, Map<string, number>>();
   /** When I last passed on a batch, per member and group (key: group and member). */
   readonly #relayedAt = new Map<string, number>();
   /**
@@ -580,9 +588,17 @@ export class GroupChats {
     const heads = new Map(
       host.store.groupHeads(m.group).map((h) => [h.author.toLowerCase(), h.next]),
     );
+    // Marks name 64 authors at most: a full list may leave out authors it has (a group of long
+    // standing has had more), which are passed on from where the last batch to this member ended,
+    // not from the start at every exchange (every 250 ms, while a batch ended with "more").
+    const full = m.marks.length >= MAX_MARKS;
+    const passedOn = this.#passedOn.get(link) ?? new Map<string, number>();
+    this.#passedOn.set(link, passedOn);
     for (const author of host.store.loggedAuthors(m.group)) {
       if (this.#isMe(author) || author.toLowerCase() === link.user.toLowerCase()) continue;
-      const from = marks.get(author.toLowerCase()) ?? 0;
+      const listed = marks.get(author.toLowerCase());
+      const leftOut = full && listed === undefined ? this.#memberKey(m.group, author) : undefined;
+      const from = listed ?? (leftOut !== undefined ? passedOn.get(leftOut) : 0) ?? 0;
       const mine = heads.get(author.toLowerCase());
       if (mine !== undefined && mine <= from) continue;
       // The first one they lack came to me just now: it and the later ones are young (below).
@@ -612,6 +628,10 @@ export class GroupChats {
         }
         bytes += msg.text.length;
         await link.fc.send(relayFrame(m.group, msg)).catch(() => {});
+        if (leftOut !== undefined) {
+          if (passedOn.size >= 64 * MAX_GROUP_TAGS) passedOn.clear(); // (groups × authors)
+          passedOn.set(leftOut, msg.seq + 1);
+        }
       }
     }
     // Asked again once those are old enough (by then they most likely came from their author).
