@@ -884,6 +884,25 @@ export class ClientStore implements Disposable {
   }
 
   /**
+   * {@link #dropCopies} for my messages to `group` sent before `since` only (`member` left and
+   * was added back then: those were for its first membership, which it ended).
+   */
+  #dropCopiesBefore(group: string, member: string, since: number): string[] {
+    const ids = (this.#db.sql(
+      `SELECT c.msg_id FROM group_copies c JOIN group_sent s ON s.msg_id = c.msg_id
+       WHERE c.group_id = ? AND c.member = ? AND c.status = 'pending' AND s.ts < ?`,
+    ).all(group, member, since) as { msg_id: string }[]).map((r) => r.msg_id);
+    const drop = this.#db.sql(
+      `UPDATE group_copies SET status = 'dropped' WHERE msg_id = ? AND member = ? AND status = 'pending'`,
+    );
+    for (const id of ids) {
+      drop.run(id, member);
+      this.#settleMark(id);
+    }
+    return ids;
+  }
+
+  /**
    * `member` is in the group since `since` (I learned it late): my messages to the group
    * from then on that were not for them are now, at most the last `limit`.
    * @returns the ids of the messages now owed to them, oldest first.
@@ -920,7 +939,11 @@ export class ClientStore implements Disposable {
   applyGroupState(
     state: { id: string },
     members: string[],
-    changes: { late: { member: string; since: number }[]; gone: string[] },
+    changes: {
+      late: { member: string; since: number }[];
+      gone: string[];
+      back?: { member: string; since: number }[];
+    },
   ): { owed: Map<string, string[]>; dropped: Map<string, string[]> } {
     this.#writeRows(); // (a commit of queued rows cannot nest inside this one)
     return this.#db.transaction(() => {
@@ -931,6 +954,9 @@ export class ClientStore implements Disposable {
       }
       const dropped = new Map<string, string[]>();
       for (const member of changes.gone) dropped.set(member, this.#dropCopies(state.id, member));
+      for (const { member, since } of changes.back ?? []) {
+        dropped.set(member, this.#dropCopiesBefore(state.id, member, since));
+      }
       return { owed, dropped };
     });
   }

@@ -1183,7 +1183,15 @@ export class GroupChats {
       return since === undefined ? [] : [{ member, since }];
     });
     const gone = left.filter((user) => !this.#isMe(user));
-    const { owed, dropped } = host.store.applyGroupState(next, now, { late, gone });
+    // A member who left and was added back, both before I heard (a tag of theirs tombstoned, a
+    // newer one live): what I wrote before it came back was for the membership it ended, as for
+    // a leave; what I wrote since is still owed.
+    const back = now.filter((user) => !this.#isMe(user) && removesLive(before, next, user))
+      .flatMap((member) => {
+        const since = memberSince(next, member);
+        return since === undefined ? [] : [{ member, since }];
+      });
+    const { owed, dropped } = host.store.applyGroupState(next, now, { late, gone, back });
     this.#groups.set(id, next);
     if (joined.length > 0 || left.length > 0) {
       host.emit({

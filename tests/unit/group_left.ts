@@ -9,6 +9,7 @@ import { ClientStore } from "../../lib/client/client_store.ts";
 import type { ClientEvent } from "../../lib/client/events.ts";
 import { GroupChats } from "../../lib/client/group_chats.ts";
 import {
+  addMember,
   createGroup,
   groupMessageStatement,
   type GroupState,
@@ -102,3 +103,39 @@ async function until(test: () => boolean, what: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+Deno.test("a member who left and was added back while bob did not hear of it is not owed what bob wrote before it came back", async () => {
+  await using dir = await tempDir();
+  using store = new ClientStore(dir.path);
+  const now = Date.now();
+  const state = createGroup(["alice", "bob", "carol"], now - 60_000);
+  store.saveGroupState(state, membersOf(state), { left: false });
+  // Carol is away; bob writes m1, owed to her.
+  const line = { chat: `g:${state.id}`, sender: "bob", outgoing: true, mark: "" as const };
+  store.addGroupMessage({ ...line, id: "m1", ts: now - 20_000, text: "one" }, state.id, [
+    "alice",
+    "carol",
+  ]);
+  store.settleCopy("m1", "alice", "acked");
+  // Meanwhile carol left (her tag tombstoned) and alice added her back; then bob wrote m2.
+  const back = addMember(removeMember(state, "carol"), "carol", now - 10_000);
+  store.addGroupMessage({ ...line, id: "m2", ts: now - 5_000, text: "two" }, state.id, [
+    "alice",
+    "carol",
+  ]);
+  const alice = standIn("alice");
+  const groups = new GroupChats(bobsHost(store, [], { alice }, {}));
+  try {
+    groups.ready();
+    await groups.onPeerMessage(alice, { type: "group_state", group: back });
+    assert.deepEqual(groups.members(state.id), ["alice", "bob", "carol"]);
+    assert.deepEqual(
+      store.pendingCopies("carol").map((c) => c.msgId),
+      ["m2"],
+      "m1 was written before carol came back",
+    );
+    assert.equal(store.groupMark("m1"), "**", "alice, the one member it is for now, has it");
+  } finally {
+    groups.close();
+  }
+});
