@@ -333,7 +333,7 @@ export class GroupChats {
         // Every member would refuse the new state, and the group would split.
         throw new GroupError(
           "GROUP_FULL",
-          `the group has recorded ${MAX_GROUP_TAGS} joins and leaves, the most it can hold; ` +
+          `the group has recorded ${MAX_GROUP_TAGS} joins, the most it can hold; ` +
             `nobody was added (start a new group: chat ${user}, then /a)`,
         );
       }

@@ -19,7 +19,12 @@ export const MAX_GROUP_MEMBERS = 32;
  * added, some the other, and neither state was ever taken by the other side).
  */
 export const MAX_GROUP_MEMBERS_ACCEPTED = MAX_GROUP_MEMBERS + 8;
-/** Adds and tombstones kept at most (bounds what a peer can make us store). */
+/**
+ * Adds kept at most, and tombstones (bounds what a peer can make us store). A tombstone is kept
+ * only beside its add, so a leave, which tombstones adds already counted, always fits: with
+ * adds and tombstones counted together, a member's `/q` in a group at the bound made a state
+ * every other member refused, and it stayed a member for them.
+ */
 export const MAX_GROUP_TAGS = 1024;
 
 /** One add: who, its unique tag, and when the adder made it (ms since the epoch). */
@@ -141,7 +146,9 @@ export function mergeGroups(a: GroupState, b: GroupState): GroupState {
   if (a.id !== b.id) throw new RangeError("cannot merge states of different groups");
   const adds = new Map<string, GroupAdd>();
   for (const add of [...a.adds, ...b.adds]) if (!adds.has(add.tag)) adds.set(add.tag, add);
-  const removed = new Set([...a.removed, ...b.removed]);
+  // A tombstone of no add is dropped: a member tombstones only tags of its own state, which
+  // goes whole, so its adds are always there too; any other is junk a peer made up.
+  const removed = new Set([...a.removed, ...b.removed].filter((tag) => adds.has(tag)));
   return {
     id: a.id,
     adds: [...adds.values()].sort((x, y) => (x.tag < y.tag ? -1 : x.tag > y.tag ? 1 : 0)),
@@ -178,7 +185,7 @@ export function groupChecksum(state: GroupState): string {
 
 /** Whether a state is within the limits (checked on everything a peer sends). */
 export function withinLimits(state: GroupState): boolean {
-  return state.adds.length + state.removed.length <= MAX_GROUP_TAGS &&
+  return state.adds.length <= MAX_GROUP_TAGS && state.removed.length <= MAX_GROUP_TAGS &&
     memberCount(state) <= MAX_GROUP_MEMBERS_ACCEPTED;
 }
 
