@@ -32,12 +32,15 @@ Deno.test("the state of a group bob left does not grow past the limits however m
   const groups = new GroupChats(bobsHost(store, events, { carol }, {}));
   try {
     groups.ready();
-    // Each within the limits on its own: 1,024 tombstones never seen before.
+    // Each within the limits on its own: 1,024 adds never seen before (of one user).
     for (let i = 0; i < 8; i++) {
       const crafted: GroupState = {
         id: state.id,
-        adds: [],
-        removed: Array.from({ length: MAX_GROUP_TAGS }, () => crypto.randomUUID()),
+        adds: Array.from({ length: MAX_GROUP_TAGS }, () => ({
+          user: "mallory",
+          tag: crypto.randomUUID(),
+        })),
+        removed: [],
       };
       await groups.onPeerMessage(carol, { type: "group_state", group: crafted });
     }
