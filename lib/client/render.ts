@@ -347,13 +347,22 @@ export class Renderer {
           : `online: ${sortNames(e.contacts).map(who).join(", ")}` +
             dim("  (/a <user> adds one to this chat)");
       case "group_opened": {
-        const lines = e.history.map((h) =>
-          dim(`${this.stamp(h.ts)} ${h.from}: ${h.text}${h.mark ? ` ${h.mark}` : ""}`)
-        );
+        // As in a 1:1 chat's history: `you` for my own lines, and marks on those only (another
+        // member's line carries the mark of its arrival, which says nothing to the reader).
+        const me = this.#where().me?.toLowerCase();
+        const lines = e.history.map((h) => {
+          const mine = h.from.toLowerCase() === me;
+          return dim(
+            `${this.stamp(h.ts)} ${mine ? "you" : h.from}: ${h.text}${
+              mine && h.mark ? ` ${h.mark}` : ""
+            }`,
+          );
+        });
         if (lines.length > 0) lines.unshift(dim(`— earlier in ${e.handle} —`));
+        const by = e.by.toLowerCase() === me ? "you" : e.by;
         lines.push(
           this.paint("green", `group ${e.handle}: ${sortNames(e.members).join(", ")}`) +
-            dim(` (opened by ${e.by}; /a adds, /u lists who is online, /q leaves)`),
+            dim(` (opened by ${by}; /a adds, /u lists who is online, /q leaves)`),
         );
         return lines.join("\n");
       }

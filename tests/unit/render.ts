@@ -319,6 +319,32 @@ Deno.test("Renderer shows chat history with `you` and marks on your own messages
   );
 });
 
+Deno.test("Renderer shows a group's history with `you` and marks on your own messages only", () => {
+  const r = new Renderer({ color: false, now: () => TS, where: () => ({ me: "Alice" }) });
+  const text = r.render({
+    type: "group_opened",
+    group: "3f1c2a" + "0".repeat(26),
+    handle: "#3f1c2a",
+    by: "alice",
+    members: ["alice", "bob", "carol"],
+    history: [
+      { id: "h1", from: "bob", ts: TS, text: "from bob", mark: "**" },
+      { id: "h2", from: "alice", ts: TS, text: "mine, everyone has it", mark: "**" },
+      { id: "h3", from: "alice", ts: TS, text: "mine, on its way", mark: "1/2" },
+    ],
+  });
+  assert.equal(
+    text,
+    [
+      "— earlier in #3f1c2a —",
+      "[13:04:05] bob: from bob",
+      "[13:04:05] you: mine, everyone has it **",
+      "[13:04:05] you: mine, on its way 1/2",
+      "group #3f1c2a: alice, bob, carol (opened by you; /a adds, /u lists who is online, /q leaves)",
+    ].join("\n"),
+  );
+});
+
 Deno.test("Renderer shows a mailbox message like a chat line, not as a notice", () => {
   const r = new Renderer({ color: false, now: () => TS });
   const text = r.render({
