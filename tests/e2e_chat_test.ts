@@ -233,3 +233,32 @@ Deno.test("lines on their way at a logout go first, in order, when the user logs
     assert.deepEqual(outcomesOf(alice, id), ["delivered"]);
   }
 });
+
+Deno.test("chat <contact> opens while the server is away: over the link that is up, or with its lines kept for later", async () => {
+  await using server = await startServer();
+  await using alice = await TestClient.start("alice", server);
+  await using bob = await TestClient.start("bob", server);
+  await using carol = await TestClient.start("carol", server);
+  await carol.signup("carol");
+  await inChat(alice, bob);
+  await alice.send("/b");
+  await alice.event("chat_closed", { with: "bob" });
+  await befriend(alice, carol);
+  await alice.send("chat bob");
+  await alice.event("chat_opened", { with: "bob", online: true });
+  server.proc.kill("SIGKILL");
+  await alice.event("server_lost");
+  // Back to the main prompt and into the chat again: the link to bob is still up.
+  await alice.send("/b");
+  await alice.event("chat_closed", { with: "bob" });
+  await alice.send("chat bob");
+  await alice.event("chat_opened", { with: "bob", online: true });
+  await alice.send("back without the server");
+  await bob.event("message", { from: "alice", text: "back without the server", inChat: true });
+  // carol, a contact with no link up, cannot be looked up: the chat opens and its line waits.
+  await alice.send("/chat carol");
+  await alice.event("chat_opened", { with: "carol", online: false });
+  await alice.send("for later");
+  await alice.event("queued", { to: "carol" });
+  assert.ok(!alice.events().some((e) => e.type === "error"), JSON.stringify(alice.events()));
+});

@@ -475,7 +475,18 @@ export class ConfabClient implements AsyncDisposable {
    * @throws {ClientError} NOT_A_CONTACT saying where we stand and what to do.
    */
   async #mutualContact(user: string): Promise<{ user: string; online: boolean }> {
-    const book = await this.#session.contactList();
+    let book: Awaited<ReturnType<ServerSession["contactList"]>>;
+    try {
+      book = await this.#session.contactList();
+    } catch (error) {
+      // The server away: the list of this session stands, so a chat with a contact can still
+      // be opened (over the link that is up, or with its lines waiting in the outbox).
+      const unreachable = error instanceof ClientError && error.code === "SERVER_UNREACHABLE";
+      if (!unreachable || !this.#contactsKnown || !this.#contacts.has(user.toLowerCase())) {
+        throw error;
+      }
+      return { user: this.#links.current(user)?.user ?? user, online: false };
+    }
     const same = (name: string) => name.toLowerCase() === user.toLowerCase();
     const contact = book.contacts.find((c) => same(c.user));
     if (contact) return contact;
@@ -511,11 +522,16 @@ export class ConfabClient implements AsyncDisposable {
     } catch (error) {
       const e = error instanceof Error ? error : new Error(String(error));
       const code = e instanceof ClientError ? e.code : "";
-      if (code !== "USER_OFFLINE" && code !== "PEER_UNREACHABLE") throw error;
+      if (code !== "USER_OFFLINE" && code !== "PEER_UNREACHABLE" && code !== "SERVER_UNREACHABLE") {
+        throw error;
+      }
       this.#ctx.emit({
         type: "info",
         text: code === "USER_OFFLINE"
           ? `${contact.user} is offline: your messages wait on the server (*) until they read them`
+          : code === "SERVER_UNREACHABLE"
+          ? `the server is unreachable and ${contact.user} cannot be looked up: your messages ` +
+            `wait here until either is back`
           : `${e.message}; your messages go to the server (*) until ${contact.user} is back`,
       });
       if (code === "PEER_UNREACHABLE") this.#session.reportUnreachable(contact.user);
