@@ -441,9 +441,12 @@ export class Renderer {
           );
         }
         const where = e.group ? ` in #${e.group.slice(0, 6)}` : "";
-        const minutes = e.expiresAt !== undefined
-          ? `; it expires in ${Math.max(1, Math.round((e.expiresAt - this.#now()) / 60_000))} min`
-          : "";
+        const left = e.expiresAt !== undefined ? e.expiresAt - this.#now() : undefined;
+        const minutes = left === undefined
+          ? ""
+          : left < 90_000
+          ? `; it expires in ${Math.max(1, Math.round(left / 1000))} s`
+          : `; it expires in ${Math.round(left / 60_000)} min`;
         return this.paint(
           "yellow",
           `${e.peer}${where} offers ${e.name} (${size(e.size)})`,

@@ -49,6 +49,9 @@ const CHUNKS_IN_FLIGHT = 4;
 /** How long a partial file is kept for resuming. */
 const PARTIAL_TTL_MS = 24 * 3600_000;
 const ANSWER_TIMEOUT_MS = 120_000;
+/** The reason a `file_reject` gives when the person receiving said no. */
+const RECEIVER_DECLINED = "the receiver declined";
+
 /**
  * How long the sender waits for an accept or a decline: a person decides, and receivers let an
  * offer wait up to an hour (`--offer-timeout`) before declining it for them.
@@ -565,7 +568,13 @@ export class Transfers {
       withTimeout(t.answer.promise, "no answer", OFFER_ANSWER_MS),
     ]);
     if (!answer.accepted) {
-      throw new TransferError("REJECTED", `${peer} declined: ${answer.reason}`);
+      // Their client may have said no without them (an offer left unanswered, no room).
+      throw new TransferError(
+        "REJECTED",
+        answer.reason === RECEIVER_DECLINED
+          ? `${peer} declined`
+          : `${peer} did not take it: ${answer.reason}`,
+      );
     }
     try {
       return await this.#sendAccepted(link, t, file, base, run, answer.offset, closed);
@@ -923,7 +932,7 @@ export class Transfers {
     }
     if (!accept) {
       this.#drop(waiting, "you declined");
-      await reject(waiting.link, waiting.offer.fid, "the receiver declined");
+      await reject(waiting.link, waiting.offer.fid, RECEIVER_DECLINED);
       return;
     }
     this.#drop(waiting);

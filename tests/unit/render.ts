@@ -680,6 +680,17 @@ Deno.test("Renderer shows a file offer with sender, size and how to answer it", 
     }),
     "bob offers report.pdf (2.0 MiB) — accept: /y 3, decline: /n 3; it expires in 5 min",
   );
+  // A short --offer-timeout is said in seconds, not rounded up to a minute.
+  assert.equal(
+    r.render({
+      type: "transfer_offered",
+      ...base,
+      direction: "in",
+      offer: 3,
+      expiresAt: TS + 4_000,
+    }),
+    "bob offers report.pdf (2.0 MiB) — accept: /y 3, decline: /n 3; it expires in 4 s",
+  );
   assert.equal(
     r.render({ type: "transfer_offered", ...base, direction: "out" }),
     "offered report.pdf (2.0 MiB) to bob; waiting for them to accept",
