@@ -57,7 +57,7 @@ Deno.test("inside a chat every command works with a /, and notices name that for
   await alice.waitFor("carol: are you there?", "carol's message");
   await alice.line("/contacts");
   await alice.waitFor(/^ {2}carol +online$/m, "the contact table");
-  await alice.line("/history bob");
+  await alice.line("/history"); // this chat: bob
   await alice.waitFor(/you: hello bob, a word about lunch \*\*$/m, "the history");
   await alice.line("/search lunch");
   await alice.waitFor(/\] with bob, you: hello bob, a word about lunch$/m, "found");

@@ -283,7 +283,7 @@ async function execute(
     case "groups":
       return client.listGroups();
     case "history":
-      return client.history(c.target, c.limit);
+      return client.history(c.target ?? client.chatWith ?? client.groupHandle ?? "", c.limit);
     case "search":
       return client.search(c.words);
     case "leave_chat":

@@ -29,7 +29,8 @@ export type Command =
   | { kind: "online_contacts" }
   | { kind: "add_to_chat"; user: string }
   | { kind: "groups" }
-  | { kind: "history"; target: string; limit?: number }
+  /** `target` left out: the chat or group open now (`/history` alone, in a chat). */
+  | { kind: "history"; target?: string; limit?: number }
   | { kind: "search"; words: string[] }
   /** `path`: as typed (quotes, `\ ` and `~` undone); `raw`: the text exactly as typed. */
   | { kind: "share"; path: string; raw: string }
@@ -86,7 +87,7 @@ const CHAT_HELP = `in a chat:
   /show [<user>]                read the messages <user> left you (everyone's, without <user>)
   /hanging                      who left you messages
   /contacts                     your contacts (/contacts add <user> adds one)
-  /history <user|#group> [<n>]  the last n messages of a chat
+  /history [<chat> [<n>]]       the last n messages of a chat (this one, without <chat>)
   /search <words>               find messages containing all the words
   /groups                       the groups you are in and were in
   /clear                        clear the screen (also Ctrl-L)
@@ -208,6 +209,8 @@ function parseSlash(rest: string, inChat: boolean): Command {
       return { kind: "help" };
     case "exit":
       return { kind: "quit" };
+    case "history":
+      if (inChat && args.length === 0) return { kind: "history" };
   }
   const command = parseWords(body, true);
   if (command.kind === "invalid" && command.message.startsWith("unknown command")) {

@@ -271,6 +271,7 @@ Deno.test("parseCommand() in a chat runs every command with a / in front", () =>
     ["/contacts", { kind: "contacts" }],
     ["/contacts add carol", { kind: "contact_add", user: "carol" }],
     ["/history bob 5", { kind: "history", target: "bob", limit: 5 }],
+    ["/history", { kind: "history" }],
     ["/search big news", { kind: "search", words: ["big", "news"] }],
     ["/chat carol", { kind: "chat", user: "carol" }],
     ["/chat #3f1c2a", { kind: "chat", user: "#3f1c2a" }],
