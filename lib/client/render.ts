@@ -382,13 +382,18 @@ export class Renderer {
         return dim(`closed the window of ${e.handle}; you stay in the group (chat ${e.handle})`);
       case "group_rejoined":
         return dim(`back in group ${e.handle} (${e.members.join(", ")}); chat ${e.handle} enters`);
-      case "group_presence":
-        return dim(
-          e.here
-            ? `${e.handle}: ${e.user} is back`
-            : `${e.handle}: ${e.user} is away (${e.reason ?? "link closed"}); ` +
-              `messages wait for them`,
-        );
+      case "group_presence": {
+        if (e.here) return dim(`${e.handle}: ${e.user} is back`);
+        // As for link_down: the low-level text (`Connection reset by peer (os error 104)`) only
+        // with --verbose.
+        const reason = e.reason ?? "link closed";
+        const why = this.#verbose
+          ? reason
+          : reason === "closed" || reason === "link closed"
+          ? "connection closed"
+          : "connection lost";
+        return dim(`${e.handle}: ${e.user} is away (${why}); messages wait for them`);
+      }
       case "group_gap":
         return this.paint(
           "yellow",

@@ -345,6 +345,31 @@ Deno.test("Renderer shows a group's history with `you` and marks on your own mes
   );
 });
 
+Deno.test("Renderer says why a group member is away in words, the low-level text only with --verbose", () => {
+  const away = (reason: string): ClientEvent => ({
+    type: "group_presence",
+    group: "3f1c2a" + "0".repeat(26),
+    handle: "#3f1c2a",
+    user: "bob",
+    here: false,
+    reason,
+  });
+  const plain = new Renderer({ color: false });
+  const reset = "Connection reset by peer (os error 104)";
+  assert.equal(
+    plain.render(away(reset)),
+    "#3f1c2a: bob is away (connection lost); messages wait for them",
+  );
+  assert.equal(
+    plain.render(away("closed")),
+    "#3f1c2a: bob is away (connection closed); messages wait for them",
+  );
+  assert.equal(
+    new Renderer({ color: false, verbose: true }).render(away(reset)),
+    `#3f1c2a: bob is away (${reset}); messages wait for them`,
+  );
+});
+
 Deno.test("Renderer shows a mailbox message like a chat line, not as a notice", () => {
   const r = new Renderer({ color: false, now: () => TS });
   const text = r.render({
