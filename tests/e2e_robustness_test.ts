@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Identity } from "../lib/peer/identity.ts";
+import { dialPeer } from "../lib/peer/peer_link.ts";
+import { ProtocolError } from "../lib/protocol/errors.ts";
 import { encodeFrame } from "../lib/protocol/frame.ts";
 import { encodeMessage, PROTOCOL_VERSION } from "../lib/protocol/messages.ts";
 import { RawConn } from "./support/raw_conn.ts";
@@ -583,4 +585,32 @@ Deno.test("a client that stops reading while pushes flood to it is dropped at --
   } finally {
     for (const sender of senders) await sender.close();
   }
+});
+
+Deno.test("a link meant for the user who was here before is refused without an error for the one here now", async () => {
+  // Carol logged out and dave logged in on the same client (same peer port): her group's
+  // members still dial that address for carol, and must not fill dave's screen with errors.
+  await using server = await startServer();
+  await using dave = await TestClient.start("dave", server);
+  await dave.signup("dave");
+  const ready = dave.events().find((e) => e.type === "ready")!;
+  const { identity } = await Identity.generate();
+  const dialing = dialPeer({ host: "127.0.0.1", port: Number(ready.peerPort) }, {
+    me: "alice",
+    identity,
+    noiseKey: await generateKeyPair(),
+    user: "carol",
+    publicKey: identity.publicKey,
+    timeoutMs: 5000,
+  });
+  await assert.rejects(dialing, (e: Error) => {
+    assert.ok(e instanceof ProtocolError && e.code === "AUTH_FAILED", String(e));
+    assert.match(e.message, /this is dave, not carol/);
+    return true;
+  });
+  // A round trip after the refusal: anything it said is out by then.
+  await dave.send("contacts");
+  await dave.event("contacts");
+  const errors = dave.events().filter((e) => e.type === "error");
+  assert.deepEqual(errors, []);
 });

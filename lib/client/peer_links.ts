@@ -25,7 +25,13 @@ import {
 import { TcpTransport, type Transport } from "../net/transport.ts";
 import { ProtocolError, RemoteError } from "../protocol/errors.ts";
 import type { LookupResultMessage, PeerMessage, ServerMessage } from "../protocol/messages.ts";
-import { acceptPeer, connectPeer, pathOf, type PeerLink } from "../peer/peer_link.ts";
+import {
+  acceptPeer,
+  connectPeer,
+  MisdirectedPeerError,
+  pathOf,
+  type PeerLink,
+} from "../peer/peer_link.ts";
 import { randomToken } from "../peer/identity.ts";
 import { delay } from "../util/time.ts";
 import { type ClientContext, ClientError, describeConnectError } from "./context.ts";
@@ -265,7 +271,11 @@ export class PeerLinks {
       return link;
     } catch (error) {
       const e = asError(error);
-      if (e instanceof ProtocolError && e.code === "AUTH_FAILED") {
+      // (A dialer that wanted whoever was here before is told so; no news for this user.)
+      if (
+        e instanceof ProtocolError && e.code === "AUTH_FAILED" &&
+        !(e instanceof MisdirectedPeerError)
+      ) {
         this.#ctx.emit({
           type: "error",
           code: "AUTH_FAILED",

@@ -43,6 +43,18 @@ function authFailed(message: string): ProtocolError {
   return new ProtocolError("AUTH_FAILED", message);
 }
 
+/**
+ * An incoming connection meant for another user: a dialer with an address that is no longer
+ * theirs (the user logged out, another logged in on the same client or port). Refused as
+ * AUTH_FAILED; nothing the user on this side needs to hear about.
+ */
+export class MisdirectedPeerError extends ProtocolError {
+  override name = "MisdirectedPeerError";
+  constructor(message: string) {
+    super("AUTH_FAILED", message);
+  }
+}
+
 async function expect<T extends PeerMessage["type"]>(
   fc: PeerConnection,
   type: T,
@@ -174,7 +186,7 @@ export async function acceptPeer(
     const channel = await openChannel(fc, false, options.noiseKey, timeoutMs);
     const init = await expect(fc, "auth_init", timeoutMs);
     if (init.to.toLowerCase() !== options.me.toLowerCase()) {
-      throw authFailed(`this is ${options.me}, not ${init.to}`);
+      throw new MisdirectedPeerError(`this is ${options.me}, not ${init.to}`);
     }
     if (init.from.toLowerCase() === options.me.toLowerCase()) {
       throw authFailed("a peer cannot claim to be the user it dials");
