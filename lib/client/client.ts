@@ -663,7 +663,7 @@ export class ConfabClient implements AsyncDisposable {
     if (!group) {
       throw new ClientError(
         "NO_SUCH_GROUP",
-        `you are not in a group ${handle}; groups lists yours`,
+        `you are not in a group ${handle} (groups lists yours)`,
       );
     }
     if (this.#chatWith) {

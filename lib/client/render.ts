@@ -147,7 +147,10 @@ export class Renderer {
    */
   #hints(text: string): string {
     if (!this.#inAChat()) return text;
-    return text.replace(/(^|\(|: )(contacts|chat|show|accept|decline) (?=[\w<#])/g, "$1/$2 ");
+    return text.replace(
+      /(^|\(|: )(contacts|chat|show|accept|decline|groups) (?=[\w<#])/g,
+      "$1/$2 ",
+    );
   }
 
   /** Technical detail in brackets, only with --verbose. */

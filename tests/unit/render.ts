@@ -566,12 +566,15 @@ Deno.test("Renderer gives the commands an error suggests in the form that works 
   const noContact = error("carol is not in your contacts (contacts add carol); nobody was added");
   const add = error("carol is not in your contacts; add them first: contacts add carol");
   const empty: ClientEvent = { type: "contacts", contacts: [], requested: [], requests: [] };
+  const noGroup = error("you are not in a group #abc123 (groups lists yours)");
+  assert.match(r.render(noGroup)!, /\(groups lists yours\)$/);
   assert.match(r.render(noContact)!, /\(contacts add carol\)/);
   assert.match(r.render(add)!, /: contacts add carol$/);
   assert.match(r.render(empty)!, /: contacts add <user> \(they must accept\)$/);
   for (const w of [{ chatWith: "bob" }, { group: "#abc123" }]) {
     where = w;
     assert.match(r.render(noContact)!, /\(\/contacts add carol\)/);
+    assert.match(r.render(noGroup)!, /\(\/groups lists yours\)$/);
     assert.match(r.render(add)!, /: \/contacts add carol$/);
     assert.match(r.render(empty)!, /: \/contacts add <user> \(they must accept\)$/);
     // Words in a sentence stay as they are.
