@@ -194,6 +194,36 @@ shared.test("a file shared in a 3-member group arrives byte-identical at each me
   }
 });
 
+shared.test("a file shared in a group tells of a member who is away in those words", async ({ server, user }) => {
+  const dir = await Deno.makeTempDir();
+  const [A, B, C] = [user("alice"), user("bob"), user("carol")];
+  const clients = await crowd(server, [A, B, C], autoAll(A, B, C));
+  const [alice, bob, carol] = clients as [TestClient, TestClient, TestClient];
+  try {
+    // bob and carol will be members but not contacts: the server neither says where carol is
+    // nor relays between them, so a dial to her address is all bob can try.
+    await bob.send(`contacts remove ${C}`);
+    await bob.event("contact_removed", { user: C });
+    await alice.send(`chat ${B}`);
+    await alice.event("chat_opened", { with: B, online: true });
+    await alice.send(`/a ${C}`);
+    const group = String((await alice.event("group_opened")).group);
+    for (const c of clients) await membersAre(c, group, [A, B, C]);
+    await meshed(clients);
+    carol.proc.kill("SIGKILL");
+    await bob.event("group_presence", { user: C, here: false });
+
+    const path = await randomFile(dir, "while-away.bin", 1000);
+    await bob.send(`/s ${path}`);
+    await alice.event("transfer_done", { direction: "in", peer: B });
+    const failed = await bob.event("transfer_failed", { direction: "out", peer: C });
+    assert.equal(failed.reason, `${C} is away; share it again when they are back`);
+  } finally {
+    await disposeAll(clients);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 shared.test("a frozen member does not stall a group transfer to the others", async ({ server, user }) => {
   const dir = await Deno.makeTempDir();
   const [A, B, C] = [user("alice"), user("bob"), user("carol")];

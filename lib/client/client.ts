@@ -734,7 +734,17 @@ export class ConfabClient implements AsyncDisposable {
       user: session.user,
       store: session.store,
       emit: (event) => this.#ctx.emit(event),
-      link: (user) => this.#links.linkTo(user, false),
+      link: (user) =>
+        this.#links.linkTo(user, false).catch((error) => {
+          // A member shown as away: whatever the dial met (a port closed, no relay between
+          // non-contacts) says no more than that.
+          if (!this.#groups?.isAway(user)) throw error;
+          throw new ClientError(
+            "USER_OFFLINE",
+            `${user} is away; share it again when they are back`,
+            { cause: error },
+          );
+        }),
       replacement: (user) => this.#links.replacement(user),
       downloadsDir: join(dir, "downloads"),
       partialDir: join(dir, "partial"),

@@ -302,6 +302,11 @@ export class GroupChats {
     return state ? membersOf(state) : [];
   }
 
+  /** True when `user` is a member shown as away (their link went, and is not back yet). */
+  isAway(user: string): boolean {
+    return this.#away.has(user.toLowerCase());
+  }
+
   /** True when `user` is in a group with me (a reason to accept their link). */
   sharesGroupWith(user: string): boolean {
     if (this.#isMe(user)) return false;
