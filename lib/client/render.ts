@@ -106,6 +106,11 @@ export class Renderer {
   readonly #inFlight = new Map<string, { ts: number; text: string; shown: boolean }>();
   /** Group messages shown as still waiting for someone (their completion is shown too). */
   readonly #groupWaiting = new Set<string>();
+  /**
+   * Who was last said to be online or offline: the same again is no news (after the server
+   * was away, every contact re-attaching is pushed as online, though never said offline).
+   */
+  readonly #presence = new Map<string, boolean>();
 
   constructor(options: RenderOptions) {
     this.#color = options.color;
@@ -180,6 +185,7 @@ export class Renderer {
         return this.paint("green", `logged in as ${e.user} on ${e.server}`) +
           dim(" (contacts, chat <user>, help)");
       case "logged_out":
+        this.#presence.clear();
         return e.savedLocally
           ? this.paint(
             "yellow",
@@ -212,12 +218,14 @@ export class Renderer {
           ? `${who(e.user)} and you are contacts now`
           : `contact request sent to ${who(e.user)}: you can chat once they accept`;
       case "contact_removed":
+        this.#presence.delete(e.user.toLowerCase());
         return e.state === "declined"
           ? `declined ${who(e.user)}'s contact request`
           : e.state === "withdrawn"
           ? `withdrew your contact request to ${who(e.user)}`
           : `${who(e.user)} removed from your contacts`;
       case "contact_update":
+        if (e.state === "removed") this.#presence.delete(e.user.toLowerCase());
         switch (e.state) {
           case "request":
             return this.paint(
@@ -233,8 +241,12 @@ export class Renderer {
             return `${who(e.user)} removed you from their contacts`;
         }
         break;
-      case "presence":
+      case "presence": {
+        const key = e.user.toLowerCase();
+        if (this.#presence.get(key) === e.online) return undefined;
+        this.#presence.set(key, e.online);
         return dim(`${e.user} is ${e.online ? "online" : "offline"}`);
+      }
       case "chat_opened": {
         const lines = e.history.map((h) => {
           const mine = h.from.toLowerCase() !== e.with.toLowerCase();

@@ -370,6 +370,25 @@ Deno.test("Renderer says why a group member is away in words, the low-level text
   );
 });
 
+Deno.test("Renderer says a contact is online or offline once per change, not again on a re-attach", () => {
+  const r = new Renderer({ color: false });
+  const presence = (user: string, online: boolean): ClientEvent => ({
+    type: "presence",
+    user,
+    online,
+  });
+  assert.equal(r.render(presence("bob", true)), "bob is online");
+  // The server came back: bob re-attached and is pushed as online again; he never left.
+  assert.equal(r.render(presence("Bob", true)), undefined);
+  assert.equal(r.render(presence("bob", false)), "bob is offline");
+  assert.equal(r.render(presence("bob", true)), "bob is online");
+  // A new login (or the contact ended and made again) starts afresh.
+  r.render({ type: "logged_out", user: "alice", savedLocally: false, at: TS });
+  assert.equal(r.render(presence("bob", true)), "bob is online");
+  r.render({ type: "contact_update", user: "bob", state: "removed" });
+  assert.equal(r.render(presence("bob", true)), "bob is online");
+});
+
 Deno.test("Renderer shows a mailbox message like a chat line, not as a notice", () => {
   const r = new Renderer({ color: false, now: () => TS });
   const text = r.render({
