@@ -262,3 +262,17 @@ Deno.test("chat <contact> opens while the server is away: over the link that is 
   await alice.event("queued", { to: "carol" });
   assert.ok(!alice.events().some((e) => e.type === "error"), JSON.stringify(alice.events()));
 });
+
+Deno.test("chat <user> for the chat already open says so, and the other side is not told of a leave", async () => {
+  await using server = await startServer();
+  await using alice = await TestClient.start("alice", server);
+  await using bob = await TestClient.start("bob", server);
+  await inChat(alice, bob);
+  await alice.send("/chat BOB");
+  const error = await alice.event("error", { code: "BAD_COMMAND" });
+  assert.match(String(error.message), /already/);
+  await alice.send("still here");
+  await bob.event("message", { from: "alice", text: "still here", inChat: true });
+  assert.ok(!bob.events().some((e) => e.type === "peer_left"), JSON.stringify(bob.events()));
+  assert.ok(!alice.events().some((e) => e.type === "chat_closed"), JSON.stringify(alice.events()));
+});

@@ -511,6 +511,13 @@ export class ConfabClient implements AsyncDisposable {
     if (user.toLowerCase() === session.user.toLowerCase()) {
       throw new ClientError("BAD_MESSAGE", "you cannot chat with yourself");
     }
+    // Leaving and entering again would tell them "left" and "is in the chat" for nothing.
+    if (this.#chatWith?.toLowerCase() === user.toLowerCase()) {
+      throw new ClientError(
+        "BAD_COMMAND",
+        `you are in the chat with ${this.#chatWith} already (/history shows what came before)`,
+      );
+    }
     const contact = await this.#mutualContact(user);
     // The window open now goes: a 1:1 chat is left; a group's closes, and I stay in the group
     // (its window kept open, my lines would still go to all of it under the new chat's name).
