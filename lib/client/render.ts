@@ -274,6 +274,11 @@ export class Renderer {
           ? dim(`left the chat with ${e.with}`)
           : `closed the chat with ${e.with}: ${e.reason}`;
       case "message":
+        if (e.via === "server" && this.#where().group !== undefined) {
+          // Mail read in a group's window: its sender may be a member, and the line must not
+          // pass for one of the group's.
+          return `✉ ${dim(this.stamp(e.ts))} ${who(e.from)}: ${e.text}`;
+        }
         if (e.inChat || e.via === "server") {
           return `${dim(this.stamp(e.ts))} ${who(e.from)}: ${e.text}`;
         }

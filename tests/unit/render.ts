@@ -401,6 +401,24 @@ Deno.test("Renderer shows a mailbox message like a chat line, not as a notice", 
     via: "server",
   });
   assert.equal(text, "[13:04:05] bob: left for you");
+  // In a group's window (bob may be a member), it must not pass for a line of the group's.
+  const inGroup = new Renderer({
+    color: false,
+    now: () => TS,
+    where: () => ({ group: "#abc123" }),
+  });
+  assert.equal(
+    inGroup.render({
+      type: "message",
+      id: "m1",
+      from: "bob",
+      ts: TS,
+      text: "left for you",
+      inChat: false,
+      via: "server",
+    }),
+    "✉ [13:04:05] bob: left for you",
+  );
 });
 
 Deno.test("Renderer says when the other side of a chat is offline", () => {
