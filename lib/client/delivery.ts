@@ -375,7 +375,14 @@ export class Delivery {
       if (this.#session.current === session) {
         this.#ctx.track(
           session.store.setMarkSoon(m.id, "**").then(
-            () => this.#ctx.emit({ type: "delivered", id: m.id, to: m.to, ms: Date.now() - m.ts }),
+            () =>
+              this.#ctx.emit({
+                type: "delivered",
+                id: m.id,
+                to: m.to,
+                ms: Date.now() - m.ts,
+                ...outboxLine(m),
+              }),
             () => {}, // (the store closed meanwhile: it stays in the outbox and goes again)
           ),
         );
@@ -398,7 +405,13 @@ export class Delivery {
       if (this.#ended(session)) return "queued" as const;
       // The marks of a burst's answers share one commit; said once it is committed.
       await session.store.setMarkSoon(m.id, "*");
-      this.#ctx.emit({ type: "stored", id: m.id, to: m.to, reason: direct.reason });
+      this.#ctx.emit({
+        type: "stored",
+        id: m.id,
+        to: m.to,
+        reason: direct.reason,
+        ...outboxLine(m),
+      });
       return "stored" as const;
     }, (error) => this.#mailFailed(session, m, direct.reason, error));
     const set = sends.mailing.get(key) ?? new Set<Promise<Outcome>>();
@@ -446,7 +459,13 @@ export class Delivery {
     }
     this.#settled(session, m);
     this.#finish(session, m.id, "!");
-    this.#ctx.emit({ type: "not_delivered", id: m.id, to: m.to, reason: e.message });
+    this.#ctx.emit({
+      type: "not_delivered",
+      id: m.id,
+      to: m.to,
+      reason: e.message,
+      ...outboxLine(m),
+    });
     return "failed";
   }
 
@@ -464,12 +483,7 @@ export class Delivery {
     }
     if (!sends.toldQueued.has(m.id)) {
       sends.toldQueued.add(m.id);
-      this.#ctx.emit({
-        type: "queued",
-        id: m.id,
-        to: m.to,
-        reason,
-      });
+      this.#ctx.emit({ type: "queued", id: m.id, to: m.to, reason, ...outboxLine(m) });
     }
     // (The session's own: one set before a logout ends with nothing to do, and the next login
     // sends the outbox at once and sets its own when it needs one.)
@@ -1081,4 +1095,12 @@ export class Delivery {
   #finish(session: Session, id: string, mark: DeliveryMark): void {
     if (this.#session.current === session) session.store.setMark(id, mark);
   }
+}
+
+/**
+ * The line itself, on the outcome of one that went from the outbox (no `stored` promise: not
+ * sent fresh in this run, so no `sent` event showed it): a front end can say which line it was.
+ */
+function outboxLine(m: Outgoing): { ts?: number; text?: string } {
+  return m.stored === undefined ? { ts: m.ts, text: m.text } : {};
 }

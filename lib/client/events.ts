@@ -79,14 +79,18 @@ export type ClientEvent =
   }
   /** Your message was handed to the link; `delivered` or `not_delivered` follows. */
   | { type: "sent"; id: string; to: string; ts: number; text: string; group?: string }
-  /** The peer acknowledged your message (shown `**`). */
-  | { type: "delivered"; id: string; to: string; ms: number; group?: string }
+  /**
+   * The peer acknowledged your message (shown `**`). The outcomes below carry the line's `ts`
+   * and `text` when it went from the outbox (kept from an earlier run, or queued before), where
+   * no `sent` announced it in this run.
+   */
+  | { type: "delivered"; id: string; to: string; ms: number; group?: string } & OutboxLine
   /** The peer could not take it (`reason`); the server stored it for them (shown `*`). */
-  | { type: "stored"; id: string; to: string; reason: string }
+  | { type: "stored"; id: string; to: string; reason: string } & OutboxLine
   /** Neither the peer nor the server could take it; it stays in the outbox and is retried. */
-  | { type: "queued"; id: string; to: string; reason: string }
+  | { type: "queued"; id: string; to: string; reason: string } & OutboxLine
   /** Refused for good (mailbox full, not a contact); shown `!` in history. */
-  | { type: "not_delivered"; id: string; to: string; reason: string; group?: string }
+  | { type: "not_delivered"; id: string; to: string; reason: string; group?: string } & OutboxLine
   /** `by` read your stored messages `ids` (they turn from `*` to `**`). */
   | { type: "read"; by: string; ids: string[]; readAt: number }
   /**
@@ -350,3 +354,9 @@ export type ClientEvent =
   | { type: "bye" };
 
 export type EventSink = (event: ClientEvent) => void;
+
+/** A 1:1 line's send time and text, on the outcome of one sent from the outbox. */
+export interface OutboxLine {
+  ts?: number;
+  text?: string;
+}

@@ -298,7 +298,7 @@ export class Renderer {
         if (e.group !== undefined) return undefined;
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
-        if (!m) return undefined;
+        if (!m) return this.#fromOutbox(e, dim(" ** (sent from the outbox)"));
         if (m.shown) return dim(`  ↳ delivered to ${e.to} **`);
         return this.#own(m.ts, m.text) + dim(" **");
       }
@@ -306,13 +306,20 @@ export class Renderer {
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
         const why = dim(` (${e.reason}: it waits on the server)`);
-        if (!m || m.shown) return dim(`  ↳ stored on the server for ${e.to} *`) + why;
+        if (!m) {
+          return this.#fromOutbox(e, " *" + why) ??
+            dim(`  ↳ stored on the server for ${e.to} *`) + why;
+        }
+        if (m.shown) return dim(`  ↳ stored on the server for ${e.to} *`) + why;
         return this.#own(m.ts, m.text) + " *" + why;
       }
       case "queued": {
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
-        const what = m && !m.shown ? this.#own(m.ts, m.text) : "  ↳";
+        const line = m ? { ts: m.ts, text: m.text } : e;
+        const what = !m?.shown && line.ts !== undefined && line.text !== undefined
+          ? this.#own(line.ts, line.text)
+          : "  ↳";
         return `${what} ${this.paint("yellow", `(not sent yet: ${e.reason})`)}`;
       }
       case "read":
@@ -533,8 +540,9 @@ export class Renderer {
       case "not_delivered": {
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
-        const what = m ? (m.shown ? "  ↳" : this.#own(m.ts, m.text)) : "a message";
-        return `${what} ${this.paint("red", `✗ not delivered to ${e.to}: ${e.reason}`)}`;
+        const failed = this.paint("red", `✗ not delivered to ${e.to}: ${e.reason}`);
+        if (!m) return this.#fromOutbox(e, ` ${failed}`) ?? `a message ${failed}`;
+        return `${m.shown ? "  ↳" : this.#own(m.ts, m.text)} ${failed}`;
       }
       case "peer_joined":
         // Said only in the chat with them; elsewhere it is not news.
@@ -600,7 +608,11 @@ export class Renderer {
       case "server_back":
         return this.paint("green", `reconnected to the server (${e.server})`);
       case "server_closing":
-        return this.paint("yellow", `the server is going away: ${e.reason}`);
+        // A reason that names the server says it all ("the server is shutting down").
+        return this.paint(
+          "yellow",
+          /\bserver\b/i.test(e.reason) ? e.reason : `the server is going away: ${e.reason}`,
+        );
       case "error":
         return this.paint("red", `error: ${this.#hints(this.#plain(e.message))}`);
       case "help":
@@ -643,6 +655,13 @@ export class Renderer {
 
   get pending(): number {
     return this.#inFlight.size;
+  }
+
+  /** A line from the outbox, as the outcome that tells of it: undefined without its text. */
+  #fromOutbox(e: { ts?: number; text?: string }, outcome: string): string | undefined {
+    return e.ts !== undefined && e.text !== undefined
+      ? this.#own(e.ts, e.text) + outcome
+      : undefined;
   }
 
   #own(ts: number, text: string): string {

@@ -240,6 +240,41 @@ Deno.test("Renderer shows an undelivered message with its text and the reason", 
   assert.equal(r.pending, 0);
 });
 
+Deno.test("Renderer shows a line sent from the outbox (no `sent` this run) with its text", () => {
+  const r = new Renderer({ color: false, now: () => TS });
+  const line = { ts: TS, text: "typed before the restart" };
+  assert.equal(
+    r.render({ type: "stored", id: "o1", to: "bob", reason: "bob is offline", ...line }),
+    "[13:04:05] you: typed before the restart * (bob is offline: it waits on the server)",
+  );
+  assert.equal(
+    r.render({ type: "delivered", id: "o2", to: "bob", ms: 9, ...line }),
+    "[13:04:05] you: typed before the restart ** (sent from the outbox)",
+  );
+  assert.equal(
+    r.render({ type: "not_delivered", id: "o3", to: "bob", reason: "not a contact", ...line }),
+    "[13:04:05] you: typed before the restart ✗ not delivered to bob: not a contact",
+  );
+  assert.equal(
+    r.render({ type: "queued", id: "o4", to: "bob", reason: "the server is away", ...line }),
+    "[13:04:05] you: typed before the restart (not sent yet: the server is away)",
+  );
+  // Without the text (an older event), as before.
+  assert.equal(r.render({ type: "delivered", id: "o5", to: "bob", ms: 9 }), undefined);
+});
+
+Deno.test("Renderer says a server's reason for going away once, not 'going away: the server is …'", () => {
+  const r = new Renderer({ color: false, now: () => TS });
+  assert.equal(
+    r.render({ type: "server_closing", reason: "the server is shutting down" }),
+    "the server is shutting down",
+  );
+  assert.equal(
+    r.render({ type: "server_closing", reason: "maintenance" }),
+    "the server is going away: maintenance",
+  );
+});
+
 Deno.test("Renderer says in one line that mail the reader could not open was not delivered", () => {
   const r = new Renderer({ color: false, now: () => TS });
   const text = "hello bob, here is the long plan for tomorrow";
