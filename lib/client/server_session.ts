@@ -631,10 +631,6 @@ export class ServerSession {
     return { contacts, requested, requests };
   }
 
-  /**
-   * Sends `user` a contact request, or accepts theirs.
-   * @returns whether we are now contacts both ways.
-   */
   /** Sets a new password on the server, proving the current one. */
   async changePassword(current: string, next: string): Promise<void> {
     const session = this.require();
@@ -642,6 +638,10 @@ export class ServerSession {
     this.#ctx.emit({ type: "password_changed", user: session.user });
   }
 
+  /**
+   * Sends `user` a contact request, or accepts theirs.
+   * @returns whether we are now contacts both ways.
+   */
   async addContact(user: string): Promise<boolean> {
     this.require();
     this.checkName(user);
