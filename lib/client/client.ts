@@ -758,9 +758,7 @@ export class ConfabClient implements AsyncDisposable {
       maxFileSize: this.#opts.maxFileSize,
       autoAccept: this.#opts.autoAccept,
       isContact: (user) => this.#isContact(user),
-      isGroupMember: (group, user) =>
-        this.#groups?.members(group).some((m) => m.toLowerCase() === user.toLowerCase()) ??
-          false,
+      isGroupMember: (group, user) => this.#groups?.isMember(group, user) ?? false,
       maxPartialBytes: this.#opts.maxPartialBytes,
       keepFreeBytes: this.#opts.keepFreeBytes,
       offerTimeoutMs: this.#opts.offerTimeoutMs,

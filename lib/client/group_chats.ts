@@ -302,6 +302,12 @@ export class GroupChats {
     return state ? membersOf(state) : [];
   }
 
+  /** True when `user` is a member of my group `id` (any case). */
+  isMember(id: string, user: string): boolean {
+    const state = this.#groups.get(id);
+    return state !== undefined && isMember(state, user);
+  }
+
   /** True when `user` is a member shown as away (their link went, and is not back yet). */
   isAway(user: string): boolean {
     return this.#away.has(user.toLowerCase());
