@@ -7,6 +7,7 @@ import { Database } from "../util/sqlite.ts";
 import { type ModeFix, ownerOnlyDir } from "../util/owner_only.ts";
 import { join } from "../util/paths.ts";
 import type { SignedGroupMessage } from "../peer/group_state.ts";
+import { MAX_GROUP_MARKS } from "../protocol/messages.ts";
 
 /** Keep the full-text index in step with the messages table. */
 const FTS_TRIGGERS = `
@@ -763,7 +764,7 @@ export class ClientStore implements Disposable {
   }
 
   /** How far I have each author's messages in `group` (at most `limit` authors). */
-  groupHeads(group: string, limit = 64): { author: string; next: number }[] {
+  groupHeads(group: string, limit = MAX_GROUP_MARKS): { author: string; next: number }[] {
     return (this.#db.sql(
       "SELECT author, next FROM group_heads WHERE group_id = ? ORDER BY author LIMIT ?",
     ).all(group, limit) as { author: string; next: number }[])

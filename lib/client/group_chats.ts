@@ -13,7 +13,7 @@
  * both states at once, and every two seconds each link carries a checksum of each shared group.
  */
 import type { PeerMessage } from "../protocol/messages.ts";
-import { GroupStateSchema } from "../protocol/messages.ts";
+import { GroupStateSchema, MAX_GROUP_ENDPOINTS, MAX_GROUP_MARKS } from "../protocol/messages.ts";
 import type { PeerLink } from "../peer/peer_link.ts";
 import {
   addMember,
@@ -125,8 +125,6 @@ const RELAY_GAP_MS = 200;
  */
 const RELAY_MIN_AGE_MS = 2_000;
 const MORE_AFTER_MS = 250;
-/** Marks name at most this many authors (the wire's bound). */
-const MAX_MARKS = 64;
 /**
  * How long `/q` waits at most for my messages on their way to the members linked now (one ack
  * timeout): a member that does not answer gets them from the others, or not at all.
@@ -602,7 +600,7 @@ export class GroupChats {
     // Marks name 64 authors at most: a full list may leave out authors it has (a group of long
     // standing has had more), which are passed on from where the last batch to this member ended,
     // not from the start at every exchange (every 250 ms, while a batch ended with "more").
-    const full = m.marks.length >= MAX_MARKS;
+    const full = m.marks.length >= MAX_GROUP_MARKS;
     const passedOn = this.#passedOn.get(link) ?? new Map<string, number>();
     this.#passedOn.set(link, passedOn);
     for (const author of host.store.loggedAuthors(m.group)) {
@@ -978,10 +976,11 @@ export class GroupChats {
       const known = this.#endpoints.get(key);
       if (known) endpoints.push(known);
     }
-    // (32 a frame: a group may hold a few more members than that; see group_state.ts.)
-    for (let i = 0; i < endpoints.length; i += 32) {
-      link.fc.send({ type: "group_where", group: state.id, endpoints: endpoints.slice(i, i + 32) })
-        .catch(() => {});
+    // (In frames of MAX_GROUP_ENDPOINTS: a group may hold a few more members than that; see
+    // group_state.ts.)
+    for (let i = 0; i < endpoints.length; i += MAX_GROUP_ENDPOINTS) {
+      const some = endpoints.slice(i, i + MAX_GROUP_ENDPOINTS);
+      link.fc.send({ type: "group_where", group: state.id, endpoints: some }).catch(() => {});
     }
   }
 

@@ -502,6 +502,10 @@ export const GroupMsg = s.object({
    */
   sig: Signature.optional(),
 });
+/** Authors one `group_marks` names at most. */
+export const MAX_GROUP_MARKS = 64;
+/** Endpoints one `group_where` carries at most. */
+export const MAX_GROUP_ENDPOINTS = 32;
 /** Seqs as members count them. */
 const GroupSeq = s.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 /**
@@ -513,7 +517,7 @@ const GroupSeq = s.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 export const GroupMarks = s.object({
   type: s.literal("group_marks"),
   group: GroupId,
-  marks: s.array(s.object({ author: Username, next: GroupSeq })).max(64),
+  marks: s.array(s.object({ author: Username, next: GroupSeq })).max(MAX_GROUP_MARKS),
 });
 /**
  * Another member's message, passed on to a member who lacks it, signed by its author (checked
@@ -553,7 +557,7 @@ export const GroupEndpoint = s.object({
 export const GroupWhere = s.object({
   type: s.literal("group_where"),
   group: GroupId,
-  endpoints: s.array(GroupEndpoint).min(1).max(32),
+  endpoints: s.array(GroupEndpoint).min(1).max(MAX_GROUP_ENDPOINTS),
 });
 
 /**
