@@ -6,9 +6,15 @@
  */
 import { join } from "./lib/util/paths.ts";
 import { parseOrExit } from "./lib/cli/args.ts";
-import { parsePort, parseServers } from "./lib/cli/lines.ts";
+import { formatSize, parsePort, parseServers } from "./lib/cli/lines.ts";
 import { NameBook, runApp } from "./lib/client/app.ts";
-import { ClientError, ConfabClient } from "./lib/client/client.ts";
+import {
+  ClientError,
+  ConfabClient,
+  DEFAULT_KEEP_FREE,
+  DEFAULT_MAX_FILE_SIZE,
+  DEFAULT_MAX_PARTIAL,
+} from "./lib/client/client.ts";
 import {
   type FrontEnd,
   JsonFrontEnd,
@@ -40,8 +46,6 @@ function defaultHome(): string {
   const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".";
   return join(home, ".confab");
 }
-
-const DEFAULT_MAX_FILE = 4 * 1024 ** 3;
 
 const parsed = parseOrExit({
   name: "confab",
@@ -108,8 +112,8 @@ const parsed = parseOrExit({
       flags: "--max-file-size <size>",
       description: "refuse larger files (500M, 4G, or bytes)",
       parse: parseSize,
-      default: DEFAULT_MAX_FILE,
-      defaultText: "4G",
+      default: DEFAULT_MAX_FILE_SIZE,
+      defaultText: formatSize(DEFAULT_MAX_FILE_SIZE),
     },
     {
       flags: "--auto-accept <who>",
@@ -121,15 +125,15 @@ const parsed = parseOrExit({
       flags: "--max-partial <size>",
       description: "most bytes held aside by files being received",
       parse: parseSize,
-      default: 8 * 1024 ** 3,
-      defaultText: "8G",
+      default: DEFAULT_MAX_PARTIAL,
+      defaultText: formatSize(DEFAULT_MAX_PARTIAL),
     },
     {
       flags: "--keep-free <size>",
       description: "refuse a file that would leave less free disk space",
       parse: parseSize,
-      default: 256 * 1024 ** 2,
-      defaultText: "256M",
+      default: DEFAULT_KEEP_FREE,
+      defaultText: formatSize(DEFAULT_KEEP_FREE),
     },
     {
       flags: "--offer-timeout <seconds>",

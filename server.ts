@@ -7,7 +7,7 @@
 import { parseOrExit } from "./lib/cli/args.ts";
 import { intOption } from "./lib/cli/options.ts";
 import { DEFAULT_PASSWORD_COST, PASSWORD_COST_RANGE } from "./lib/server/accounts.ts";
-import { parseHostPort, parsePort, parseSize } from "./lib/cli/lines.ts";
+import { formatSize, parseHostPort, parsePort, parseSize } from "./lib/cli/lines.ts";
 import { DEFAULT_RELAY_LIMITS } from "./lib/server/relay.ts";
 import { logLine, openConsole, runConsole } from "./lib/server/console.ts";
 import { ConfabServer, DEFAULT_SERVER_WRITE_QUEUE } from "./lib/server/server.ts";
@@ -57,14 +57,6 @@ function sizeOption(value: string): number {
 
 /** The smallest `--max-write-queue`: one frame of the largest size (1 MiB). */
 const MIN_WRITE_QUEUE = 1024 * 1024;
-
-/** A size as --help shows it, in the units the option takes: 4194304 is "4M". */
-function formatSizeOption(bytes: number): string {
-  for (const [unit, size] of [["G", 1024 ** 3], ["M", 1024 ** 2], ["K", 1024]] as const) {
-    if (bytes % size === 0) return `${bytes / size}${unit}`;
-  }
-  return String(bytes);
-}
 
 function onOff(value: string): boolean {
   if (value === "on") return true;
@@ -187,14 +179,14 @@ const parsed = parseOrExit({
       description: "bytes per second one relayed link may carry (e.g. 4M)",
       parse: sizeOption,
       default: DEFAULT_RELAY_LIMITS.bytesPerSecond,
-      defaultText: formatSizeOption(DEFAULT_RELAY_LIMITS.bytesPerSecond),
+      defaultText: formatSize(DEFAULT_RELAY_LIMITS.bytesPerSecond),
     },
     {
       flags: "--relay-daily <bytes>",
       description: "bytes one pair of users may relay per day (e.g. 2G)",
       parse: sizeOption,
       default: DEFAULT_RELAY_LIMITS.bytesPerDay,
-      defaultText: formatSizeOption(DEFAULT_RELAY_LIMITS.bytesPerDay),
+      defaultText: formatSize(DEFAULT_RELAY_LIMITS.bytesPerDay),
     },
     {
       flags: "--relay-address <host:port>",
@@ -219,7 +211,7 @@ const parsed = parseOrExit({
         return n;
       },
       default: DEFAULT_SERVER_WRITE_QUEUE,
-      defaultText: formatSizeOption(DEFAULT_SERVER_WRITE_QUEUE),
+      defaultText: formatSize(DEFAULT_SERVER_WRITE_QUEUE),
     },
     { flags: "-q, --quiet", description: "do not log logins and logouts" },
   ],

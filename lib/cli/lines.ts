@@ -76,6 +76,17 @@ export function parseHostPort(value: string, defaultPort: number): { host: strin
 }
 
 /**
+ * A size as a person types it, in the largest unit that divides it whole (what
+ * {@link parseSize} reads back): 4194304 is "4M", 2147483648 "2G", 1536 "1536".
+ */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [["G", 1024 ** 3], ["M", 1024 ** 2], ["K", 1024]] as const) {
+    if (bytes > 0 && bytes % size === 0) return `${bytes / size}${unit}`;
+  }
+  return String(bytes);
+}
+
+/**
  * Parses a size in bytes: a whole number, optionally followed by K, M or G (binary: KiB, MiB,
  * GiB; `B`/`iB` after the letter is allowed): "4M", "512KiB", "1048576".
  */

@@ -26,6 +26,13 @@ import { describeFix, ownerOnlyDir } from "../util/owner_only.ts";
 export { ClientError, describeConnectError };
 export type { ClientEvent, MailboxEntry, Outcome };
 
+/** Files larger than this are refused unless the options say otherwise (`--max-file-size`). */
+export const DEFAULT_MAX_FILE_SIZE = 4 * 1024 ** 3;
+/** Bytes held aside by files being received, at most (`--max-partial`). */
+export const DEFAULT_MAX_PARTIAL = 8 * 1024 ** 3;
+/** Free disk space an accepted file must leave (`--keep-free`). */
+export const DEFAULT_KEEP_FREE = 256 * 1024 ** 2;
+
 export interface ClientOptions {
   /** Home dir: one subfolder per user (identity key, history). */
   home: string;
@@ -155,11 +162,11 @@ export class ConfabClient implements AsyncDisposable {
     const servers = "host" in options.server ? [options.server] : [...options.server];
     this.#opts = {
       historyLines: options.historyLines ?? 50,
-      maxFileSize: options.maxFileSize ?? 4 * 1024 ** 3,
+      maxFileSize: options.maxFileSize ?? DEFAULT_MAX_FILE_SIZE,
       announcePort: options.announcePort,
       autoAccept: options.autoAccept ?? "ask",
-      maxPartialBytes: options.maxPartialBytes ?? 8 * 1024 ** 3,
-      keepFreeBytes: options.keepFreeBytes ?? 256 * 1024 ** 2,
+      maxPartialBytes: options.maxPartialBytes ?? DEFAULT_MAX_PARTIAL,
+      keepFreeBytes: options.keepFreeBytes ?? DEFAULT_KEEP_FREE,
       offerTimeoutMs: options.offerTimeoutMs ?? 300_000,
     };
     this.#ctx = new ClientContext(emit);

@@ -3,7 +3,14 @@
  * lines, and parsing port and HOST:PORT arguments.
  */
 import assert from "node:assert/strict";
-import { parseHostPort, parsePort, readFileLines, readLines } from "../../lib/cli/lines.ts";
+import {
+  formatSize,
+  parseHostPort,
+  parsePort,
+  parseSize,
+  readFileLines,
+  readLines,
+} from "../../lib/cli/lines.ts";
 
 const enc = new TextEncoder();
 
@@ -222,5 +229,16 @@ Deno.test("parseHostPort() rejects a bad port with a RangeError", () => {
     ]
   ) {
     assert.throws(() => parseHostPort(value, 1), RangeError, value);
+  }
+});
+
+Deno.test("formatSize() writes a size as parseSize() reads it, in the largest whole unit", () => {
+  assert.equal(formatSize(4 * 1024 ** 2), "4M");
+  assert.equal(formatSize(2 * 1024 ** 3), "2G");
+  assert.equal(formatSize(256 * 1024 ** 2), "256M");
+  assert.equal(formatSize(1536), "1536");
+  assert.equal(formatSize(0), "0");
+  for (const n of [1, 1024, 1536, 8 * 1024 ** 3, 3 * 1024 ** 2 + 1024]) {
+    assert.equal(parseSize(formatSize(n)), n, String(n));
   }
 });
