@@ -1188,19 +1188,18 @@ export class GroupChats {
     const left = was.filter((u) => !nowSet.has(u.toLowerCase()));
     // A member learned late is owed my messages from the time of its add, one who left is owed
     // nothing more: in the same commit as the state (see ClientStore.applyGroupState).
-    const late = joined.filter((user) => !this.#isMe(user)).flatMap((member) => {
-      const since = memberSince(next, member);
-      return since === undefined ? [] : [{ member, since }];
-    });
+    // Each of `members` but me, with when its membership in `next` began (when known).
+    const since = (members: string[]) =>
+      members.filter((user) => !this.#isMe(user)).flatMap((member) => {
+        const at = memberSince(next, member);
+        return at === undefined ? [] : [{ member, since: at }];
+      });
+    const late = since(joined);
     const gone = left.filter((user) => !this.#isMe(user));
     // A member who left and was added back, both before I heard (a tag of theirs tombstoned, a
     // newer one live): what I wrote before it came back was for the membership it ended, as for
     // a leave; what I wrote since is still owed.
-    const back = now.filter((user) => !this.#isMe(user) && removesLive(before, next, user))
-      .flatMap((member) => {
-        const since = memberSince(next, member);
-        return since === undefined ? [] : [{ member, since }];
-      });
+    const back = since(now.filter((user) => removesLive(before, next, user)));
     const { owed, dropped } = host.store.applyGroupState(next, now, { late, gone, back });
     this.#groups.set(id, next);
     if (joined.length > 0 || left.length > 0) {
