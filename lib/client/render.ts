@@ -306,21 +306,16 @@ export class Renderer {
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
         const why = dim(` (${e.reason}: it waits on the server)`);
-        if (!m) {
-          return this.#fromOutbox(e, " *" + why) ??
-            dim(`  ↳ stored on the server for ${e.to} *`) + why;
-        }
-        if (m.shown) return dim(`  ↳ stored on the server for ${e.to} *`) + why;
-        return this.#own(m.ts, m.text) + " *" + why;
+        const told = dim(`  ↳ stored on the server for ${e.to} *`) + why;
+        if (!m) return this.#fromOutbox(e, " *" + why) ?? told;
+        return m.shown ? told : this.#own(m.ts, m.text) + " *" + why;
       }
       case "queued": {
         const m = this.#inFlight.get(e.id);
         this.#inFlight.delete(e.id);
-        const line = m ? { ts: m.ts, text: m.text } : e;
-        const what = !m?.shown && line.ts !== undefined && line.text !== undefined
-          ? this.#own(line.ts, line.text)
-          : "  ↳";
-        return `${what} ${this.paint("yellow", `(not sent yet: ${e.reason})`)}`;
+        const later = this.paint("yellow", `(not sent yet: ${e.reason})`);
+        if (!m) return this.#fromOutbox(e, ` ${later}`) ?? `  ↳ ${later}`;
+        return `${m.shown ? "  ↳" : this.#own(m.ts, m.text)} ${later}`;
       }
       case "read":
         return dim(
