@@ -560,6 +560,10 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     const length = frame.length;
     this.#queuedBytes += length;
     this.#writesQueued++;
+    const written = () => {
+      this.#writesQueued--;
+      this.#queuedBytes -= length;
+    };
     this.#lastSent = Date.now();
     const open = this.#openBatch;
     if (
@@ -569,10 +573,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
       // Small frames queued while a write is under way go out together in one write.
       open.frames.push(frame);
       open.bytes += frame.length;
-      return open.written.finally(() => {
-        this.#writesQueued--;
-        this.#queuedBytes -= length;
-      }).catch(throwAsLost);
+      return open.written.finally(written).catch(throwAsLost);
     }
     let write: Promise<void>;
     if (this.#writesQueued === 1) {
@@ -603,10 +604,7 @@ export class FramedConnection<In extends AnyMessage = AnyMessage> implements Asy
     }
     // Runs before anything queued later is written (a path switch moves the writes after it).
     if (afterWrite) write = write.then(afterWrite);
-    const settled = write.finally(() => {
-      this.#writesQueued--;
-      this.#queuedBytes -= length;
-    });
+    const settled = write.finally(written);
     this.#writeChain = settled.catch((error) => {
       void this.close(asError(error));
     });
